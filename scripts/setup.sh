@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything AEGIS needs on a fresh Debian 12 machine (run as root) and builds it.
+# Idempotent: safe to run again; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# Debian packages, by area. Keep each list next to the reason it is needed.
+APT_PACKAGES=(
+  ca-certificates git
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+log "installing npm packages (npm ci)"
+npm ci --no-audit --no-fund --loglevel=error
+log "building (tsc)"
+npm run --silent build

@@ -1,0 +1,28 @@
+/**
+ * What every CLI command gets: output streams and a place to put its exit code.
+ * stdout carries results only (machine-readable with --json); diagnostics go to stderr.
+ */
+export interface CliContext {
+  out(text: string): void;
+  err(text: string): void;
+  exitCode: number;
+}
+
+/** Exit codes shared by all commands (command-specific ones are documented with the command). */
+export const EXIT = {
+  ok: 0,
+  /** `validate`: invalid manifest; `policy test`: deny. */
+  failure: 1,
+  /** Bad arguments or an unusable manifest where 1 means something else. */
+  usage: 2,
+  /** `run`: AEGIS could not start the agent. */
+  cannotStart: 125,
+} as const;
+
+export function processContext(): CliContext {
+  return {
+    out: (t) => void process.stdout.write(t),
+    err: (t) => void process.stderr.write(t),
+    exitCode: 0,
+  };
+}

@@ -1,0 +1,38 @@
+/**
+ * `aegis` command-line entry point: parses arguments (commander) and dispatches to the command
+ * modules. Each area registers its commands from its own file; the modules behind a command are
+ * imported lazily inside its action, so `aegis --version` and `aegis validate` start fast.
+ */
+import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import { type CliContext, EXIT, processContext } from './context.js';
+import { registerManifestCommands } from './manifest-commands.js';
+
+const require = createRequire(import.meta.url);
+const pkg = require('../../../package.json') as { version: string };
+
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command('aegis')
+    .description('Run untrusted AI-agent code under the policy its agent.yaml declares.')
+    .version(pkg.version, '-V, --version', 'print the AEGIS version')
+    .configureOutput({ writeOut: (s) => ctx.out(s), writeErr: (s) => ctx.err(s) })
+    .exitOverride()
+    .showHelpAfterError('(run "aegis help" for the list of commands)');
+  registerManifestCommands(program, ctx);
+  return program;
+}
+
+/** Runs the CLI with `argv` (without node and script) and returns the process exit code. */
+export async function main(argv: readonly string[], ctx: CliContext = processContext()): Promise<number> {
+  const program = buildProgram(ctx);
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return ctx.exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --version / --help end with exit code 0; argument errors are usage errors (2).
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    throw err;
+  }
+}
