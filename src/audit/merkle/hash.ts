@@ -1,0 +1,31 @@
+/**
+ * RFC 6962 section 2.1 hashing with SHA-256. Pure: no I/O.
+ */
+import { createHash } from 'node:crypto';
+
+/** Size in bytes of every hash in the tree (SHA-256). */
+export const HASH_SIZE = 32;
+
+// RFC 6962 §2.1: leaf and interior-node domain-separation prefixes.
+const LEAF_PREFIX = Buffer.from([0x00]);
+const NODE_PREFIX = Buffer.from([0x01]);
+
+/** MTH({}) = SHA-256() — the root of the empty tree. */
+export const EMPTY_ROOT: Uint8Array = createHash('sha256').digest();
+
+/** MTH({d}) = SHA-256(0x00 || d). */
+export function hashLeaf(entry: Uint8Array): Uint8Array {
+  return createHash('sha256').update(LEAF_PREFIX).update(entry).digest();
+}
+
+/** SHA-256(0x01 || left || right). */
+export function hashChildren(left: Uint8Array, right: Uint8Array): Uint8Array {
+  return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+}
+
+/** Constant-length byte comparison (hashes are public, so timing does not matter here). */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
