@@ -100,6 +100,8 @@ export type AllowReason =
   | 'net.allowed.exact'
   | 'net.allowed.wildcard'
   | 'net.allowed.cidr'
+  /** A resolved address of an allowed name that lies in no special-purpose block. */
+  | 'net.allowed.public_address'
   | 'fs.allowed.read'
   | 'fs.allowed.write';
 

@@ -1,0 +1,124 @@
+/**
+ * `aegis validate`, `aegis policy test`, `aegis policy show`.
+ *
+ * Contract (other tools call these exactly):
+ *   validate <agent.yaml> [--json]      exit 0 + "ok"; exit 1 + one "file:line:col: message" per problem on stderr
+ *   policy test <agent.yaml> net <host>[:<port>]
+ *   policy test <agent.yaml> fs <read|write> <path>
+ *                                       prints "allow" or "deny: <reason>"; exit 0 allow, 1 deny, 2 bad manifest/arguments
+ *   policy show <agent.yaml>            prints the compiled Policy as JSON
+ */
+import type { Command } from 'commander';
+import { ManifestError } from '../manifest/errors.js';
+import type { Decision } from '../policy/types.js';
+import { type CliContext, EXIT } from './context.js';
+import { loadManifestFile, type LoadedManifest } from './load-manifest.js';
+
+function json(ctx: CliContext, value: unknown): void {
+  ctx.out(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** Loads a manifest for a command whose failure exit code is `failCode`; prints problems. */
+async function load(ctx: CliContext, file: string, failCode: number, asJson: boolean, showWarnings = false): Promise<LoadedManifest | null> {
+  try {
+    const loaded = await loadManifestFile(file);
+    if (showWarnings) for (const w of loaded.warnings) ctx.err(w + '\n');
+    return loaded;
+  } catch (err) {
+    if (!(err instanceof ManifestError)) throw err;
+    if (asJson) {
+      json(ctx, { ok: false, code: err.code, issues: err.issues.length ? err.issues : [{ line: 0, column: 0, path: '', message: err.message }] });
+    }
+    ctx.err(err.message + '\n');
+    ctx.exitCode = failCode;
+    return null;
+  }
+}
+
+/**
+ * Split a CLI destination `host`, `host:port`, `[v6]` or `[v6]:port`. Without a port the
+ * question is asked for 443 (HTTPS). Returns null when it cannot be split.
+ */
+export function splitHostPort(arg: string): { host: string; port: number } | null {
+  let host = arg;
+  let portText: string | undefined;
+  if (arg.startsWith('[')) {
+    const close = arg.indexOf(']');
+    if (close < 0) return null;
+    host = arg.slice(0, close + 1);
+    const rest = arg.slice(close + 1);
+    if (rest !== '') {
+      if (!rest.startsWith(':')) return null;
+      portText = rest.slice(1);
+    }
+  } else if (arg.split(':').length === 2) {
+    [host, portText] = arg.split(':') as [string, string];
+  }
+  if (portText === undefined) return { host, port: 443 };
+  if (!/^[0-9]{1,5}$/.test(portText)) return null;
+  return { host, port: Number(portText) };
+}
+
+function printDecision(ctx: CliContext, d: Decision, asJson: boolean): void {
+  if (asJson) json(ctx, d);
+  else ctx.out(d.allow ? 'allow\n' : `deny: ${d.reason} (${d.detail})\n`);
+  ctx.exitCode = d.allow ? EXIT.ok : EXIT.failure;
+}
+
+export function registerManifestCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('validate')
+    .description('check an agent.yaml; prints "ok", or every problem as file:line:col: message')
+    .argument('<manifest>', 'path to agent.yaml')
+    .option('--json', 'print the result as JSON on stdout')
+    .action(async (file: string, opts: { json?: boolean }) => {
+      const loaded = await load(ctx, file, EXIT.failure, opts.json === true, true);
+      if (!loaded) return;
+      if (opts.json) json(ctx, { ok: true, warnings: loaded.warnings });
+      else ctx.out('ok\n');
+    });
+
+  const policy = program.command('policy').description('inspect the policy a manifest compiles to');
+
+  policy
+    .command('show')
+    .description('print the compiled, normalized policy as JSON')
+    .argument('<manifest>', 'path to agent.yaml')
+    .action(async (file: string) => {
+      const loaded = await load(ctx, file, EXIT.usage, false);
+      if (loaded) json(ctx, loaded.policy);
+    });
+
+  policy
+    .command('test')
+    .description('ask the policy engine one question: net <host>[:<port>] | fs <read|write> <path>')
+    .argument('<manifest>', 'path to agent.yaml')
+    .argument('<kind>', '"net" or "fs"')
+    .argument('<args...>', 'net: <host>[:<port>] (port 443 when omitted); fs: <read|write> <path>')
+    .option('--json', 'print the decision as JSON on stdout')
+    .action(async (file: string, kind: string, args: string[], opts: { json?: boolean }) => {
+      const asJson = opts.json === true;
+      const usage = (msg: string): void => {
+        ctx.err(`aegis policy test: ${msg}\n`);
+        ctx.exitCode = EXIT.usage;
+      };
+      if (kind === 'net') {
+        if (args.length !== 1) return usage('net takes exactly one destination: <host>[:<port>]');
+        const dest = splitHostPort(args[0]!);
+        if (!dest) return usage(`"${args[0]}" is not <host>[:<port>]`);
+        const loaded = await load(ctx, file, EXIT.usage, false);
+        if (!loaded) return;
+        const { compileEgress } = await import('../policy/net.js');
+        return printDecision(ctx, compileEgress(loaded.policy.network).decide(dest.host, dest.port), asJson);
+      }
+      if (kind === 'fs') {
+        const [mode, path] = args;
+        if (args.length !== 2 || (mode !== 'read' && mode !== 'write')) return usage('fs takes <read|write> <path>');
+        const loaded = await load(ctx, file, EXIT.usage, false);
+        if (!loaded) return;
+        const { decidePath } = await import('../policy/paths.js');
+        return printDecision(ctx, decidePath(loaded.policy.fs, mode, path!), asJson);
+      }
+      return usage(`unknown kind "${kind}" (use net or fs)`);
+    });
+}

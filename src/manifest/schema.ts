@@ -1,0 +1,278 @@
+/**
+ * `agent.yaml` v1: the single source of truth for the manifest's shape, its defaults, and its
+ * validation. The JSON Schema in schema/agent.schema.json is generated from this file
+ * (`npm run schema`), so editors complete and check manifests with the same rules.
+ *
+ * Fail secure: every object is strict (unknown keys are errors), every value is checked, and
+ * every default is the restrictive choice:
+ *   network        none (allow: [])            fs            nothing beyond the read-only code
+ *   execution_time 60s                         memory        256MiB
+ *   cpu_quota      0.5 of one core             processes     128 tasks
+ *   rate_limit     20/s new connections        byte_quota    unlimited (bounded by time and rate)
+ */
+import * as z from 'zod';
+import { parseAllowEntry } from '../policy/host.js';
+import { normalizeSandboxPath } from '../policy/paths.js';
+import { isKnownSyscall } from '../policy/syscalls.js';
+import type { ImageRef, Isolation, NetRule } from '../policy/types.js';
+import { formatBytes, parseDuration, parseRate, parseSize } from './units.js';
+
+export const DEFAULTS = {
+  executionTime: '60s',
+  memory: '256MiB',
+  cpuQuota: 0.5,
+  processes: 128,
+  rateLimit: '20/s',
+} as const;
+
+export const LIMITS = {
+  minTimeoutMs: 1_000,
+  maxTimeoutMs: 24 * 3_600_000,
+  minMemoryBytes: 16 * 1024 ** 2,
+  maxMemoryBytes: 256 * 1024 ** 3,
+  maxCpuQuota: 64,
+  minCpuQuota: 0.01,
+  maxProcesses: 65_536,
+  maxRatePerSecond: 100_000,
+} as const;
+
+/**
+ * Sandbox paths nobody may grant: the root itself, the kernel's virtual filesystems, and
+ * /agent, where the agent's own code is mounted read-only.
+ */
+const RESERVED_PATHS = ['/', '/proc', '/sys', '/dev', '/agent'];
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Set by AEGIS itself (egress gateway); an agent may not point them elsewhere. */
+const RESERVED_ENV = new Set(['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY', 'FTP_PROXY']);
+const SECRET_REF = /^secret:([a-z0-9][a-z0-9._-]{0,127})$/;
+
+// Image references: name[:tag][@sha256:<hex>] in the OCI distribution grammar (lower case
+// path components separated by / with . _ - separators inside a component).
+const IMAGE_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+const IMAGE_TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+
+export function parseImageRef(text: string): ImageRef | string {
+  let rest = text;
+  let digest: string | null = null;
+  const at = rest.indexOf('@');
+  if (at >= 0) {
+    const d = rest.slice(at + 1);
+    if (!/^sha256:[0-9a-f]{64}$/.test(d)) return `"${d}" is not a sha256 digest (sha256:<64 lower-case hex>)`;
+    digest = d.slice('sha256:'.length);
+    rest = rest.slice(0, at);
+  }
+  const colon = rest.lastIndexOf(':');
+  if (colon < 0 || rest.indexOf('/', colon) >= 0) return `"${text}" has no tag: write name:tag, e.g. python:3.11`;
+  const name = rest.slice(0, colon);
+  const tag = rest.slice(colon + 1);
+  if (!IMAGE_NAME.test(name) || name.length > 255) return `"${name}" is not an image name (lower case letters, digits, . _ - /)`;
+  if (!IMAGE_TAG.test(tag)) return `"${tag}" is not an image tag`;
+  return { name, tag, digest, ref: digest ? `${name}:${tag}@sha256:${digest}` : `${name}:${tag}` };
+}
+
+function unit<T>(parse: (s: string) => { ok: true; value: number } | { ok: false; message: string }, check: (v: number) => string | null) {
+  return (text: string, ctx: z.RefinementCtx): number => {
+    const r = parse(text);
+    if (!r.ok) {
+      ctx.addIssue({ code: 'custom', message: r.message, input: text });
+      return z.NEVER;
+    }
+    const problem = check(r.value);
+    if (problem !== null) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" ${problem}`, input: text });
+      return z.NEVER;
+    }
+    return r.value as number & T;
+  };
+}
+
+const sandboxPath = z
+  .string()
+  .describe('An absolute path inside the sandbox; no "..". Granted with everything below it.')
+  .transform((text, ctx) => {
+    if (!text.startsWith('/')) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is relative: sandbox paths must be absolute`, input: text });
+      return z.NEVER;
+    }
+    if (text.split('/').includes('..')) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" contains "..": write the path it means`, input: text });
+      return z.NEVER;
+    }
+    const p = normalizeSandboxPath(text);
+    if (p === null) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a valid path`, input: text });
+      return z.NEVER;
+    }
+    const reserved = RESERVED_PATHS.find((r) => p === r || (r !== '/' && p.startsWith(r + '/')));
+    if (reserved !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is reserved (${reserved === '/' ? 'the whole root' : reserved}) and cannot be granted`, input: text });
+      return z.NEVER;
+    }
+    return p;
+  });
+
+const allowEntry = z
+  .string()
+  .describe('host, host:port, host:*, *.domain, an IP address or a CIDR network (optionally :port). Without a port: 80 and 443.')
+  .transform((text, ctx): NetRule => {
+    const r = parseAllowEntry(text);
+    if (!r.ok) {
+      ctx.addIssue({ code: 'custom', message: r.message, input: text });
+      return z.NEVER;
+    }
+    return r.rule;
+  });
+
+const agentSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, { error: 'must be a lower-case DNS label (a-z, 0-9, "-", at most 63 characters)' })
+      .describe('Agent name: a lower-case DNS label.'),
+    runtime: z
+      .string()
+      .describe('Runtime image: name:tag, optionally pinned with @sha256:<64 hex>.')
+      .transform((text, ctx): ImageRef => {
+        const r = parseImageRef(text);
+        if (typeof r === 'string') {
+          ctx.addIssue({ code: 'custom', message: r, input: text });
+          return z.NEVER;
+        }
+        return r;
+      }),
+    entrypoint: z
+      .array(
+        z
+          .string()
+          .min(1, { error: 'must not be empty' })
+          .max(4096)
+          .refine((s) => !s.includes('\0'), { error: 'must not contain a NUL byte' }),
+      )
+      .min(1, { error: 'must name a program to run' })
+      .max(256)
+      .describe('argv of the agent, run in its code directory (/agent).'),
+    env: z
+      .record(
+        z
+          .string()
+          .regex(ENV_NAME, { error: (iss) => `"${String(iss.input)}" is not an environment variable name` })
+          .refine((k) => !RESERVED_ENV.has(k.toUpperCase()), { error: (iss) => `${String(iss.input)} is set by AEGIS (egress gateway) and cannot be overridden` }),
+        z
+          .string({ error: (iss) => (iss.code === 'invalid_type' ? 'environment values must be strings (quote it)' : undefined) })
+          .max(65_536)
+          .refine((v) => !v.includes('\0'), { error: 'must not contain a NUL byte' })
+          .refine((v) => !v.startsWith('secret:') || SECRET_REF.test(v), {
+            error: (iss) => `"${String(iss.input)}" is not a secret reference (secret:<name>, lower case)`,
+          }),
+      )
+      .default({})
+      .describe('Plain environment values. "secret:<name>" values are references for the secrets broker.'),
+    code: z
+      .string()
+      .default('.')
+      .describe("The agent's code directory, relative to this file's folder; mounted read-only at /agent.")
+      .superRefine((p, ctx) => {
+        if (p.startsWith('/')) ctx.addIssue({ code: 'custom', message: `"${p}" is absolute: give a folder relative to agent.yaml` });
+        else if (p.split('/').includes('..')) ctx.addIssue({ code: 'custom', message: `"${p}" leaves the manifest's folder ("..")` });
+        else if (p.includes('\0') || p === '') ctx.addIssue({ code: 'custom', message: 'is not a valid folder' });
+      }),
+    isolation: z
+      .enum(['crun', 'runc', 'gvisor'], { error: 'must be one of crun, runc, gvisor' })
+      .optional()
+      .describe('Sandbox runtime. Absent: the operator chooses (crun by default).'),
+  })
+  .describe('What to run.');
+
+const networkSchema = z
+  .strictObject({
+    allow: z.array(allowEntry).max(1024).default([]).describe('Destinations the agent may reach. [] (the default) means no network at all.'),
+    rate_limit: z
+      .string()
+      .default(DEFAULTS.rateLimit)
+      .describe('New connections and requests per time unit, e.g. 20/s.')
+      .transform(
+        unit(parseRate, (v) => (v <= 0 ? 'must be greater than zero' : v > LIMITS.maxRatePerSecond ? `exceeds ${LIMITS.maxRatePerSecond}/s` : null)),
+      ),
+    byte_quota: z
+      .string()
+      .optional()
+      .describe('Total bytes the agent may move through the gateway, e.g. 100MB. Absent: unlimited.')
+      .transform((v, ctx) => (v === undefined ? null : unit(parseSize, (n) => (n < 1 ? 'must be at least 1 byte' : null))(v, ctx))),
+  })
+  .describe('Egress policy, enforced by the AEGIS gateway.');
+
+const fsSchema = z
+  .strictObject({
+    read: z.array(sandboxPath).max(256).default([]).describe('Sandbox paths granted read-only.'),
+    write: z.array(sandboxPath).max(256).default([]).describe('Sandbox paths granted read-write (write implies read).'),
+  })
+  .describe('Filesystem grants. Everything not listed is invisible or read-only.');
+
+const permissionsSchema = z
+  .strictObject({
+    network: networkSchema.prefault({}),
+    fs: fsSchema.prefault({}),
+    execution_time: z
+      .string({ error: (iss) => (iss.code === 'invalid_type' ? 'must be a duration with a unit, e.g. 300s' : undefined) })
+      .default(DEFAULTS.executionTime)
+      .describe('Wall-clock limit: s, m or h, e.g. 300s. Default 60s.')
+      .transform(
+        unit(parseDuration, (ms) =>
+          ms < LIMITS.minTimeoutMs ? 'is shorter than 1s' : ms > LIMITS.maxTimeoutMs ? 'is longer than 24h' : null,
+        ),
+      ),
+    memory: z
+      .string({ error: (iss) => (iss.code === 'invalid_type' ? 'must be a size with a unit, e.g. 512MB' : undefined) })
+      .default(DEFAULTS.memory)
+      .describe('Hard memory limit (no swap): KB/MB/GB (decimal) or KiB/MiB/GiB (binary). Default 256MiB.')
+      .transform(
+        unit(parseSize, (b) =>
+          b < LIMITS.minMemoryBytes
+            ? `is less than the minimum of ${formatBytes(LIMITS.minMemoryBytes)}`
+            : b > LIMITS.maxMemoryBytes
+              ? `is more than the maximum of ${formatBytes(LIMITS.maxMemoryBytes)}`
+              : null,
+        ),
+      ),
+    cpu_quota: z
+      .number({ error: (iss) => (iss.code === 'invalid_type' ? 'must be a number of cores, e.g. 0.5' : undefined) })
+      .min(LIMITS.minCpuQuota, { error: `must be greater than 0 (at least ${LIMITS.minCpuQuota})` })
+      .max(LIMITS.maxCpuQuota, { error: `must be at most ${LIMITS.maxCpuQuota}` })
+      .default(DEFAULTS.cpuQuota)
+      .describe('CPU as a fraction of one core (> 0). Default 0.5.'),
+    processes: z
+      .int({ error: 'must be a whole number' })
+      .min(1, { error: 'must be at least 1' })
+      .max(LIMITS.maxProcesses, { error: `must be at most ${LIMITS.maxProcesses}` })
+      .default(DEFAULTS.processes)
+      .describe('Maximum tasks (processes and threads). Default 128.'),
+    syscalls: z
+      .strictObject({
+        deny: z
+          .array(
+            z
+              .string()
+              .refine((s) => isKnownSyscall(s), { error: (iss) => `"${String(iss.input)}" is not a Linux system call name` }),
+          )
+          .max(512)
+          .default([])
+          .describe('System calls to deny in addition to the default seccomp profile.'),
+      })
+      .prefault({})
+      .describe('Seccomp additions. The default profile can only be tightened.'),
+  })
+  .describe('What the agent may do. Everything absent takes the restrictive default.');
+
+export const manifestSchema = z
+  .strictObject({
+    version: z.literal('1.0', { error: (iss) => (typeof iss.input === 'number' ? 'must be the string "1.0" (quote it: version: "1.0")' : 'must be "1.0"') }),
+    agent: agentSchema,
+    permissions: permissionsSchema.prefault({}),
+  })
+  .describe('AEGIS agent manifest, version 1.0');
+
+/** A validated manifest, with units parsed and network entries compiled (see compilePolicy). */
+export type Manifest = z.output<typeof manifestSchema>;
+export type ManifestInput = z.input<typeof manifestSchema>;
+export type { Isolation };
