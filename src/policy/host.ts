@@ -146,19 +146,18 @@ export function classifyHost(input: string): HostClass {
   if (s.endsWith('.')) s = s.slice(0, -1);
   if (s.length === 0 || s.endsWith('.')) return { kind: 'invalid', why: 'empty label' };
   if (!hasOnlyHostCharacters(s)) return { kind: 'invalid', why: 'character not allowed in a host name' };
-  if (looksNumeric(s)) {
-    const v4 = parseLooseIpv4(s);
+  // IDNA-map first (fullwidth digits and dots become ASCII), then apply the WHATWG rule: a
+  // host whose last label is numeric is an IPv4 address or nothing.
+  const ascii = /^[\x00-\x7f]*$/.test(s) ? s.toLowerCase() : domainToASCII(s);
+  if (ascii === '') return { kind: 'invalid', why: 'not a valid international domain name' };
+  if (looksNumeric(ascii)) {
+    const v4 = parseLooseIpv4(ascii.endsWith('.') ? ascii.slice(0, -1) : ascii);
     if (v4 === null) return { kind: 'invalid', why: 'numeric host that is not an IPv4 address' };
     return { kind: 'ip', ip: ipFrom(ipaddr.IPv4.parse(v4)) };
   }
-  const ascii = domainToASCII(s);
-  if (ascii === '') return { kind: 'invalid', why: 'not a valid international domain name' };
   if (ascii.length > MAX_HOST_LENGTH) return { kind: 'invalid', why: 'host name too long' };
-  // The IDNA mapping may itself produce an IPv4 form (fullwidth digits): classify again.
-  if (looksNumeric(ascii)) {
-    const v4 = parseLooseIpv4(ascii);
-    if (v4 === null) return { kind: 'invalid', why: 'numeric host that is not an IPv4 address' };
-    return { kind: 'ip', ip: ipFrom(ipaddr.IPv4.parse(v4)) };
+  if (ascii.split('.').some((l) => l.startsWith('xn--')) && domainToASCII(ascii) !== ascii) {
+    return { kind: 'invalid', why: 'not a valid international domain name' };
   }
   for (const label of ascii.split('.')) {
     if (label.length === 0 || label.length > MAX_LABEL_LENGTH || !LABEL.test(label)) {
