@@ -1,0 +1,134 @@
+/**
+ * `aegis image build|import|ls|verify|rm`: the host-wide image store ($AEGIS_IMAGES).
+ *
+ *   image build <name:tag> [--json]        build from a recipe (python:3.11, debian:bookworm); progress on stderr
+ *   image ls [--json]                      list images and their tags
+ *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
+ *   image rm <ref|sha256:..> [--force]     remove a tag (and the image when no tag is left) or an image
+ *
+ * Exit codes: 0 ok; 1 the operation failed (coded error on stderr, `--json` prints {ok:false, code});
+ * `verify`: 1 when the image does not match its digest; 2 bad arguments.
+ */
+import type { Command } from 'commander';
+import { type CliContext, EXIT } from './context.js';
+
+function json(ctx: CliContext, value: unknown): void {
+  ctx.out(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** Runs an action; turns ImageError into a coded message and exit code 1 (2 for bad refs). */
+async function guarded(ctx: CliContext, asJson: boolean, fn: () => Promise<void>): Promise<void> {
+  const { ImageError } = await import('../images/errors.js');
+  try {
+    await fn();
+  } catch (err) {
+    if (!(err instanceof ImageError)) throw err;
+    if (asJson) json(ctx, { ok: false, code: err.code, message: err.message });
+    ctx.err(`aegis image: ${err.code}: ${err.message}\n`);
+    ctx.exitCode = err.code === 'image.bad_ref' ? EXIT.usage : EXIT.failure;
+  }
+}
+
+function human(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+export function registerImageCommands(program: Command, ctx: CliContext): void {
+  const image = program.command('image').description('Manage runtime images (the host-wide store in $AEGIS_IMAGES, default /var/lib/aegis/images)');
+
+  image
+    .command('build')
+    .description('Build a runtime image from a recipe (debootstrap); python:3.11 is the default runtime')
+    .argument('<ref>', 'name:tag, e.g. python:3.11')
+    .option('--json', 'print the result as JSON')
+    .action(async (refText: string, o: { json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseImageRef } = await import('../images/ref.js');
+        const { defaultImagesDir } = await import('../images/store.js');
+        const { buildImage } = await import('../images/build.js');
+        const ref = parseImageRef(refText);
+        const imagesDir = defaultImagesDir();
+        ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
+        const r = await buildImage(ref, { imagesDir, log: (s) => ctx.err(s) });
+        ctx.err(`built ${r.ref} ${r.digest} (${r.files} entries, ${human(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`);
+        if (o.json) json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
+        else ctx.out(`${r.ref}@${r.digest}\n`);
+      });
+    });
+
+  image
+    .command('ls')
+    .description('List images')
+    .option('--json', 'print as JSON')
+    .action(async (o: { json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { defaultImagesDir, listImages } = await import('../images/store.js');
+        const dir = defaultImagesDir();
+        const list = listImages(dir);
+        if (o.json) {
+          json(ctx, {
+            imagesDir: dir,
+            images: list.map((i) => ({ digest: i.digest, tags: i.tags, created: i.record?.created ?? null, files: i.record?.files ?? null, bytes: i.record?.bytes ?? null, source: i.record?.source ?? null, problem: i.problem ?? null })),
+          });
+          return;
+        }
+        const rows = [['TAG', 'DIGEST', 'SIZE', 'CREATED']];
+        for (const i of list) {
+          for (const t of i.tags.length ? i.tags : ['<none>']) {
+            rows.push([t, i.digest.slice(0, 19), i.record ? human(i.record.bytes) : '?', i.problem ? `(${i.problem})` : (i.record?.created ?? '')]);
+          }
+        }
+        const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+        for (const r of rows) ctx.out(r.map((x, c) => x.padEnd(w[c]!)).join('  ').trimEnd() + '\n');
+      });
+    });
+
+  image
+    .command('verify')
+    .description('Re-hash every file of an image and compare with its digest (exit 1 on any difference)')
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .option('--stat', 'compare type, mode, owner, size and link targets only (fast, no content hashing)')
+    .option('--json', 'print as JSON')
+    .action(async (refText: string, o: { stat?: boolean; json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseRefOrDigest } = await import('../images/ref.js');
+        const { checkImage, defaultImagesDir } = await import('../images/store.js');
+        const t0 = Date.now();
+        const r = checkImage(defaultImagesDir(), parseRefOrDigest(refText), o.stat ? 'stat' : 'full');
+        const ms = Date.now() - t0;
+        const ok = r.differences.length === 0;
+        if (o.json) json(ctx, { ok, ref: r.ref, digest: r.digest, mode: r.mode, ms, differences: r.differences });
+        else {
+          for (const d of r.differences) ctx.out(`${d.kind}\t${d.path}${d.fields ? `\t${d.fields.join(',')}` : ''}\n`);
+          ctx.err(ok ? `ok: ${r.ref} matches ${r.digest} (${r.mode}, ${ms} ms)\n` : `MISMATCH: ${r.ref} differs from ${r.digest} in ${r.differences.length} entries\n`);
+        }
+        if (!ok) ctx.exitCode = EXIT.failure;
+      });
+    });
+
+  image
+    .command('rm')
+    .description('Remove a tag (and its image when no other tag points at it), or an image by digest')
+    .argument('<ref>', 'name:tag or sha256:...')
+    .option('-f, --force', 'remove an image by digest even though tags point at it (removes those tags)')
+    .option('--json', 'print as JSON')
+    .action(async (refText: string, o: { force?: boolean; json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseRefOrDigest } = await import('../images/ref.js');
+        const { defaultImagesDir, removeImage } = await import('../images/store.js');
+        const r = await removeImage(defaultImagesDir(), parseRefOrDigest(refText), { force: !!o.force });
+        if (o.json) json(ctx, { ok: true, ...r });
+        else {
+          for (const t of r.untagged) ctx.out(`untagged ${t}\n`);
+          for (const d of r.removed) ctx.out(`removed ${d}\n`);
+        }
+      });
+    });
+}

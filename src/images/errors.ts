@@ -1,0 +1,32 @@
+/**
+ * Errors of the image store. Codes are API (tests and callers branch on them, never on text).
+ */
+import { AegisError } from '../errors.js';
+
+export type ImageErrorCode =
+  /** No image under that tag or digest in the store. */
+  | 'image.not_found'
+  /** The image's stored file manifest no longer hashes to its digest, or files differ from it. */
+  | 'image.digest_mismatch'
+  /** Store metadata (tag index, image record, file manifest) is unreadable or malformed. */
+  | 'image.corrupt'
+  /** Store directories are not owned by the store owner or are writable by others. */
+  | 'image.insecure'
+  /** A reference (name:tag[@sha256:...]) does not parse. */
+  | 'image.bad_ref'
+  /** Hostile or unsupported archive content: traversal, absolute path, escaping link. */
+  | 'image.unsafe_entry'
+  /** An OCI layout / docker-save archive is malformed or a blob does not match its digest. */
+  | 'image.bad_archive'
+  /** A format or feature AEGIS does not support (zstd layers, foreign architecture, ...). */
+  | 'image.unsupported'
+  /** `aegis image build` failed (debootstrap, apt-get, missing tool). */
+  | 'image.build_failed'
+  /** No build recipe for that reference. */
+  | 'image.unknown_recipe'
+  /** Another process holds the store lock for too long. */
+  | 'image.locked'
+  /** Removing an image that a tag still points to (without --force). */
+  | 'image.in_use';
+
+export class ImageError extends AegisError<ImageErrorCode> {}

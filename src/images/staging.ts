@@ -1,0 +1,42 @@
+/**
+ * Safe removal of a staging directory (adapter). A failed debootstrap can leave /proc or /sys
+ * mounted inside the rootfs; deleting recursively through such a mount would reach host
+ * files, so mounts below the directory are unmounted first, and the directory is left in
+ * place (with an error) if any remain.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { ImageError } from './errors.js';
+
+/** Mount points at or below `dir`, deepest first (from /proc/self/mountinfo; octal escapes decoded). */
+export function mountsBelow(dir: string, mountinfo: string): string[] {
+  const out: string[] = [];
+  for (const line of mountinfo.split('\n')) {
+    const f = line.split(' ');
+    if (f.length < 5) continue;
+    const mp = (f[4] as string).replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (mp === dir || mp.startsWith(`${dir}/`)) out.push(mp);
+  }
+  return out.sort((a, b) => b.length - a.length);
+}
+
+function readMountinfo(): string {
+  try {
+    return readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+export function removeStaging(dir: string): void {
+  for (const mp of mountsBelow(dir, readMountinfo())) {
+    try {
+      execFileSync('umount', ['-l', mp], { stdio: 'ignore' });
+    } catch {
+      /* checked below */
+    }
+  }
+  const left = mountsBelow(dir, readMountinfo());
+  if (left.length) throw new ImageError('image.build_failed', `refusing to delete ${dir}: still mounted: ${left.join(', ')}`);
+  rmSync(dir, { recursive: true, force: true });
+}
