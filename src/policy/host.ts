@@ -148,7 +148,8 @@ export function classifyHost(input: string): HostClass {
   if (!hasOnlyHostCharacters(s)) return { kind: 'invalid', why: 'character not allowed in a host name' };
   // IDNA-map first (fullwidth digits and dots become ASCII), then apply the WHATWG rule: a
   // host whose last label is numeric is an IPv4 address or nothing.
-  const ascii = /^[\x00-\x7f]*$/.test(s) ? s.toLowerCase() : domainToASCII(s);
+  // (control characters were refused above, so "printable ASCII" is "ASCII" here)
+  const ascii = /^[ -~]*$/.test(s) ? s.toLowerCase() : domainToASCII(s);
   if (ascii === '') return { kind: 'invalid', why: 'not a valid international domain name' };
   if (looksNumeric(ascii)) {
     const v4 = parseLooseIpv4(ascii.endsWith('.') ? ascii.slice(0, -1) : ascii);
