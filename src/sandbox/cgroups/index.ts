@@ -1,0 +1,282 @@
+/**
+ * cgroups: the per-run cgroup AEGIS owns, on cgroup v1 (with or without the hybrid v2 mount)
+ * and cgroup v2 hosts.
+ *
+ * ARCHITECTURE NOTE: AEGIS creates `<root>/aegis/<run id>` itself and sets every limit there
+ * (memory without swap, CFS quota, pids). The runtime is given the child `<run id>/c` as its
+ * `cgroupsPath`; limits on a parent bind all its descendants, and the parent outlives the
+ * runtime's own cleanup, so AEGIS can read usage and OOM counters after the agent exited and
+ * kill everything below it. Any failure to create the cgroup or write a limit aborts the run
+ * before the agent starts (fail secure), and each written limit is read back.
+ */
+import { existsSync, readdirSync, readFileSync, rmdirSync, statfsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ResourceLimits } from '../../policy/types.js';
+import { SandboxError } from '../errors.js';
+
+export const CGROUP_ROOT = '/sys/fs/cgroup';
+/** Parent of every run's cgroup, in each hierarchy. */
+export const AEGIS_CGROUP = 'aegis';
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+export interface CgroupUsage {
+  cpuMs: number;
+  maxMemoryBytes: number;
+  /** True when the memory limit was hit and the kernel's OOM killer acted (or may have). */
+  oom: boolean;
+}
+
+export interface RunCgroup {
+  /** The path handed to the runtime (`cgroupsPath`), e.g. `/aegis/<id>/c`. */
+  readonly runtimePath: string;
+  usage(): CgroupUsage;
+  /** Every pid in the run's cgroup tree. */
+  pids(): number[];
+  /** SIGKILL everything in the tree until it is empty (bounded by `timeoutMs`). */
+  killAll(timeoutMs?: number): Promise<void>;
+  /** Removes the run's cgroups in every hierarchy (after killAll). Idempotent. */
+  remove(): void;
+}
+
+export type CgroupVersion = 'v1' | 'v2';
+
+export function detectCgroupVersion(root = CGROUP_ROOT): CgroupVersion {
+  try {
+    return statfsSync(root).type === CGROUP2_SUPER_MAGIC ? 'v2' : 'v1';
+  } catch (err) {
+    throw new SandboxError('sandbox.runtime_unavailable', `cannot inspect ${root}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function fail(what: string, err: unknown): never {
+  throw new SandboxError('sandbox.cgroup_failed', `${what}: ${(err as Error).message ?? String(err)}`, { cause: err });
+}
+
+function write(file: string, value: string): void {
+  try {
+    writeFileSync(file, value);
+  } catch (err) {
+    fail(`cannot write ${value} to ${file}`, err);
+  }
+}
+
+function readNum(file: string): number {
+  try {
+    return Number(readFileSync(file, 'utf8').trim());
+  } catch {
+    return 0;
+  }
+}
+
+function readKeyed(file: string): Map<string, number> {
+  const m = new Map<string, number>();
+  try {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      const [k, v] = line.split(' ');
+      if (k && v) m.set(k, Number(v));
+    }
+  } catch {
+    /* absent file: no values */
+  }
+  return m;
+}
+
+/** Every directory of a cgroup tree, deepest first (rmdir order). */
+function treeDirs(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    let entries;
+    try {
+      entries = readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) if (e.isDirectory()) walk(join(d, e.name));
+    out.push(d);
+  };
+  walk(dir);
+  return out;
+}
+
+function pidsIn(dir: string): number[] {
+  const pids: number[] = [];
+  for (const d of treeDirs(dir)) {
+    try {
+      for (const l of readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n')) if (l) pids.push(Number(l));
+    } catch {
+      /* removed meanwhile */
+    }
+  }
+  return pids;
+}
+
+async function killLoop(list: () => number[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pids = list();
+    if (pids.length === 0) return;
+    for (const p of pids) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    if (Date.now() > deadline) throw new SandboxError('sandbox.cgroup_failed', `processes still alive in the run's cgroup: ${pids.join(',')}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Removes a run's cgroup directories (every hierarchy). Processes must be gone. */
+function removeTrees(dirs: readonly string[]): void {
+  for (const top of dirs) {
+    for (const d of treeDirs(top)) {
+      try {
+        rmdirSync(d);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') fail(`cannot remove cgroup ${d}`, err);
+      }
+    }
+  }
+}
+
+/** The per-hierarchy directories a run id may have (v1: every mounted hierarchy + unified). */
+export function runCgroupDirs(id: string, root = CGROUP_ROOT): string[] {
+  if (detectCgroupVersion(root) === 'v2') return [join(root, AEGIS_CGROUP, id)];
+  let hier: string[] = [];
+  try {
+    hier = readdirSync(root, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => join(root, e.name));
+  } catch {
+    /* nothing mounted */
+  }
+  return hier.map((h) => join(h, AEGIS_CGROUP, id)).filter((d) => existsSync(d));
+}
+
+/** Kills and removes whatever is left of a run's cgroups (sweeper, failure paths). */
+export async function destroyRunCgroups(id: string, root = CGROUP_ROOT): Promise<void> {
+  const dirs = runCgroupDirs(id, root);
+  await killLoop(() => dirs.flatMap((d) => pidsIn(d)), 2000);
+  removeTrees(dirs);
+}
+
+/** Creates the run's cgroup with `limits` set and verified. */
+export function createRunCgroup(id: string, limits: ResourceLimits, root = CGROUP_ROOT): RunCgroup {
+  return detectCgroupVersion(root) === 'v2' ? createV2(id, limits, root) : createV1(id, limits, root);
+}
+
+const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;
+
+function createV1(id: string, limits: ResourceLimits, root: string): RunCgroup {
+  const dir = (c: string): string => join(root, c, AEGIS_CGROUP, id);
+  for (const c of V1_CONTROLLERS) {
+    if (!existsSync(join(root, c))) throw new SandboxError('sandbox.runtime_unavailable', `cgroup v1 controller "${c}" is not mounted at ${join(root, c)}`);
+  }
+  const created: string[] = [];
+  try {
+    for (const c of V1_CONTROLLERS) {
+      try {
+        mkdirSync(dir(c), { recursive: true });
+        created.push(dir(c));
+      } catch (err) {
+        fail(`cannot create ${dir(c)}`, err);
+      }
+    }
+    const mem = dir('memory');
+    write(join(mem, 'memory.limit_in_bytes'), String(limits.memoryBytes));
+    // No swap: memory+swap limited to the same value (only when swap accounting exists).
+    if (existsSync(join(mem, 'memory.memsw.limit_in_bytes'))) write(join(mem, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes));
+    write(join(mem, 'memory.swappiness'), '0');
+    write(join(dir('cpu'), 'cpu.cfs_period_us'), String(limits.cpu.periodUs));
+    write(join(dir('cpu'), 'cpu.cfs_quota_us'), String(limits.cpu.quotaUs));
+    write(join(dir('pids'), 'pids.max'), String(limits.pids));
+    // Read back: a limit that did not stick means no start.
+    const got = readNum(join(mem, 'memory.limit_in_bytes'));
+    if (got > limits.memoryBytes || got <= 0) fail('memory limit did not apply', new Error(`read back ${got}`));
+    if (readNum(join(dir('cpu'), 'cpu.cfs_quota_us')) !== limits.cpu.quotaUs) fail('cpu quota did not apply', new Error('read back differs'));
+    if (readNum(join(dir('pids'), 'pids.max')) !== limits.pids) fail('pids limit did not apply', new Error('read back differs'));
+  } catch (err) {
+    removeTrees(created);
+    throw err;
+  }
+  return {
+    runtimePath: `/${AEGIS_CGROUP}/${id}/c`,
+    usage() {
+      const failcnt = readNum(join(dir('memory'), 'memory.failcnt'));
+      const memswFail = readNum(join(dir('memory'), 'memory.memsw.failcnt'));
+      const oomKills = readKeyed(join(dir('memory'), 'memory.oom_control')).get('oom_kill') ?? 0;
+      return {
+        cpuMs: readNum(join(dir('cpuacct'), 'cpuacct.usage')) / 1e6,
+        maxMemoryBytes: readNum(join(dir('memory'), 'memory.max_usage_in_bytes')),
+        // LIMITATION (v1): the kernel counts oom_kill in the victim's own cgroup (the runtime's
+        // child, gone by now); the parent only records that its limit was hit (failcnt).
+        oom: oomKills > 0 || failcnt > 0 || memswFail > 0,
+      };
+    },
+    pids: () => pidsIn(dir('pids')),
+    killAll: (timeoutMs = 2000) => killLoop(() => runCgroupDirs(id, root).flatMap((d) => pidsIn(d)), timeoutMs),
+    remove: () => removeTrees(runCgroupDirs(id, root)),
+  };
+}
+
+function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
+  const parent = join(root, AEGIS_CGROUP);
+  const dir = join(parent, id);
+  const ctrls = ['memory', 'cpu', 'pids'];
+  try {
+    mkdirSync(parent, { recursive: true });
+    const available = readFileSync(join(root, 'cgroup.controllers'), 'utf8').trim().split(/\s+/);
+    for (const c of ctrls) if (!available.includes(c)) fail(`cgroup v2 controller "${c}" is not available`, new Error(available.join(' ')));
+    write(join(root, 'cgroup.subtree_control'), ctrls.map((c) => `+${c}`).join(' '));
+    write(join(parent, 'cgroup.subtree_control'), ctrls.map((c) => `+${c}`).join(' '));
+    mkdirSync(dir);
+  } catch (err) {
+    if (err instanceof SandboxError) throw err;
+    fail(`cannot create ${dir}`, err);
+  }
+  try {
+    write(join(dir, 'memory.max'), String(limits.memoryBytes));
+    if (existsSync(join(dir, 'memory.swap.max'))) write(join(dir, 'memory.swap.max'), '0');
+    write(join(dir, 'cpu.max'), `${limits.cpu.quotaUs} ${limits.cpu.periodUs}`);
+    write(join(dir, 'pids.max'), String(limits.pids));
+    write(join(dir, 'cgroup.subtree_control'), ctrls.map((c) => `+${c}`).join(' '));
+    if (readNum(join(dir, 'memory.max')) !== limits.memoryBytes) fail('memory limit did not apply', new Error('read back differs'));
+  } catch (err) {
+    removeTrees([dir]);
+    throw err;
+  }
+  return {
+    runtimePath: `/${AEGIS_CGROUP}/${id}/c`,
+    usage() {
+      const events = readKeyed(join(dir, 'memory.events'));
+      return {
+        cpuMs: (readKeyed(join(dir, 'cpu.stat')).get('usage_usec') ?? 0) / 1000,
+        maxMemoryBytes: readNum(join(dir, 'memory.peak')),
+        oom: (events.get('oom_kill') ?? 0) > 0 || (events.get('oom') ?? 0) > 0,
+      };
+    },
+    pids: () => pidsIn(dir),
+    async killAll(timeoutMs = 2000) {
+      if (existsSync(join(dir, 'cgroup.kill'))) {
+        try {
+          writeFileSync(join(dir, 'cgroup.kill'), '1');
+        } catch {
+          /* fall back to the loop */
+        }
+      }
+      await killLoop(() => pidsIn(dir), timeoutMs);
+    },
+    remove: () => removeTrees([dir]),
+  };
+}
+
+/**
+ * crun refuses hybrid hosts ("cgroups in hybrid mode not supported") unless a hugetlb v1
+ * hierarchy is mounted. Returns what is missing, or null when the host is fine.
+ */
+export function hybridHugetlbMissing(root = CGROUP_ROOT): string | null {
+  if (detectCgroupVersion(root) === 'v2') return null;
+  if (!existsSync(join(root, 'unified'))) return null;
+  return existsSync(join(root, 'hugetlb', 'cgroup.procs')) ? null : `${join(root, 'hugetlb')} (cgroup v1 hugetlb hierarchy) is not mounted`;
+}

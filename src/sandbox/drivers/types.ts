@@ -1,0 +1,36 @@
+/**
+ * The one interface every OCI runtime driver implements. A driver only knows how to call its
+ * runtime; the bundle, cgroups, timeout and cleanup belong to run.ts, so one compiled policy
+ * runs unchanged on crun, runc and runsc.
+ */
+import type { Isolation } from '../../policy/types.js';
+import type { OciConfig } from '../spec/oci.js';
+
+export interface RuntimeRun {
+  readonly id: string;
+  readonly bundleDir: string;
+  /** The runtime's `--root` state directory (AEGIS-owned, one per runtime). */
+  readonly stateRoot: string;
+  readonly pidFile: string;
+}
+
+export interface RuntimeDriver {
+  readonly isolation: Isolation;
+  /** The executable (absolute path or a name looked up on PATH). */
+  readonly binary: string;
+  /**
+   * Host tasks the runtime itself needs inside the run's cgroup, added to the agent's pids
+   * limit (gVisor's Sentry and gofer threads live there; crun and runc exec into the agent).
+   */
+  readonly pidsOverhead: number;
+  /** Why this runtime cannot run on this host, or null when it can. */
+  unavailableReason(): string | null;
+  /** Runtime-specific adjustments of a validated config (pure; must not loosen it). */
+  adapt(config: OciConfig): OciConfig;
+  /** Arguments that run the bundle in the foreground and exit with the agent's status. */
+  runArgs(r: RuntimeRun): string[];
+  /** Arguments of a command that signals the container's init, or null to signal the pid in `pidFile`. */
+  killArgs(r: RuntimeRun, signal: 'TERM' | 'KILL'): string[] | null;
+  /** Arguments that forcibly remove whatever state the runtime kept for `id`. */
+  deleteArgs(r: RuntimeRun): string[];
+}

@@ -1,0 +1,24 @@
+/**
+ * Sandbox errors. The codes are API: callers (CLI, server) and tests branch on `code`.
+ */
+import { AegisError } from '../errors.js';
+
+export type SandboxErrorCode =
+  /** The policy or options cannot be compiled into a safe bundle (bad path, unknown syscall, ...). */
+  | 'sandbox.invalid_spec'
+  /** A `--volume` flag is malformed, its host path is missing, or its sandbox path is not granted. */
+  | 'sandbox.volume_refused'
+  /** The agent's code directory is missing or resolves outside the manifest's folder. */
+  | 'sandbox.code_dir_refused'
+  /** A user-supplied seccomp profile file is unreadable or not a Docker-format profile. */
+  | 'sandbox.seccomp_profile_invalid'
+  /** The OCI runtime binary is missing or the host lacks what it needs (cgroups, hugetlb mount). */
+  | 'sandbox.runtime_unavailable'
+  /** cgroups could not be created or a limit could not be set (fail secure: no start). */
+  | 'sandbox.cgroup_failed'
+  /** The runtime refused to create or start the container. */
+  | 'sandbox.start_failed'
+  /** State directory problems (cannot create the run record, bundle, or scratch space). */
+  | 'sandbox.state_failed';
+
+export class SandboxError extends AegisError<SandboxErrorCode> {}

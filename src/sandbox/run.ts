@@ -1,0 +1,360 @@
+/**
+ * The run lifecycle, as the CLI and the server call it: `runSandbox(opts)` compiles the policy
+ * into a bundle, sets up the run's cgroup, runs the agent on the chosen runtime, enforces the
+ * timeout, reports what happened and removes everything it created.
+ *
+ * Never throws for a run that went wrong: the result says `failed_to_start` and carries the
+ * SandboxError. Fail secure: any error before the runtime is spawned (volumes, code dir,
+ * seccomp, cgroup limits, bundle) means the agent does not start.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:os';
+import { existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
+import { join, relative, isAbsolute } from 'node:path';
+import type { AuditSink, AuditEventInput } from '../audit/event.js';
+import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
+import type { Isolation, Policy } from '../policy/types.js';
+import { scanImage, writeBundle } from './bundle.js';
+import { createRunCgroup, type RunCgroup } from './cgroups/index.js';
+import { driverFor } from './drivers/index.js';
+import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
+import { SandboxError } from './errors.js';
+import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, type CompileOptions, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
+import { validateBundle } from './spec/validate.js';
+import { DEFAULT_STATE_DIR, processStartTime, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord } from './state.js';
+
+export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
+
+/** A `--volume HOST:SANDBOX[:ro|rw]` request (not yet checked). */
+export interface VolumeRequest {
+  readonly host: string;
+  readonly sandbox: string;
+  readonly mode: 'ro' | 'rw';
+}
+
+export type OutputTarget = 'inherit' | 'ignore' | ((chunk: Buffer) => void);
+
+export interface RunSandboxOptions {
+  readonly policy: Policy;
+  /** Folder of the agent.yaml: the code dir is resolved from it and must stay inside it. */
+  readonly manifestDir: string;
+  /** Host path of the image's root filesystem (ResolvedImage.rootfs). Never written. */
+  readonly imageRootfs: string;
+  /** Overrides `policy.agent.isolation`; the default is crun. */
+  readonly isolation?: Isolation;
+  readonly volumes?: readonly VolumeRequest[];
+  readonly extraArgs?: readonly string[];
+  readonly extraEnv?: Readonly<Record<string, string>>;
+  /** 'none' (default): a fresh network namespace with loopback only. */
+  readonly network?: NetworkOption;
+  /** A Docker-format seccomp profile (parsed JSON) to intersect with the default. */
+  readonly seccompProfile?: unknown;
+  /** Run records, bundles and runtime state live here (default /run/aegis). */
+  readonly stateDir?: string;
+  readonly executionId?: string;
+  readonly stdin?: 'inherit' | 'ignore';
+  readonly stdout?: OutputTarget;
+  readonly stderr?: OutputTarget;
+  /** Aborting kills the sandbox (status `killed`). */
+  readonly signal?: AbortSignal;
+  /** Time between TERM and KILL at timeout or abort (default 1000 ms). */
+  readonly graceMs?: number;
+  readonly audit?: AuditSink;
+}
+
+export interface RunResult {
+  readonly executionId: string;
+  readonly status: RunStatus;
+  /** The agent's exit code; 137 when AEGIS killed it (oom, timeout, killed); 125 when it did not start. */
+  readonly exitCode: number;
+  readonly durationMs: number;
+  readonly cpuMs: number;
+  readonly maxMemoryBytes: number;
+  readonly isolation: Isolation;
+  /** Why the run failed to start (status `failed_to_start`). */
+  readonly error?: SandboxError;
+}
+
+export const EXIT_KILLED = 137;
+export const EXIT_CANNOT_START = 125;
+
+/** Resolves the code directory and refuses one that escapes the manifest's folder. */
+export function resolveCodeDir(manifestDir: string, code: string): string {
+  let base: string;
+  let dir: string;
+  try {
+    base = realpathSync(manifestDir);
+    dir = realpathSync(join(base, code));
+  } catch (err) {
+    throw new SandboxError('sandbox.code_dir_refused', `code directory ${join(manifestDir, code)} does not exist`, { cause: err });
+  }
+  const rel = relative(base, dir);
+  if (rel.startsWith('..') || isAbsolute(rel)) {
+    throw new SandboxError('sandbox.code_dir_refused', `code directory ${dir} resolves outside the manifest's folder ${base}`);
+  }
+  if (!statSync(dir).isDirectory()) throw new SandboxError('sandbox.code_dir_refused', `code path ${dir} is not a directory`);
+  return dir;
+}
+
+const RESERVED = ['/proc', '/dev', '/sys', '/tmp', CODE_MOUNT];
+
+/**
+ * Checks volume requests against the policy: host path resolved (symlinks) and existing, sandbox
+ * path granted by fs.read (ro) or fs.write (rw) according to decidePath. Anything else is refused.
+ */
+export function resolveVolumes(policy: Policy, requests: readonly VolumeRequest[]): ResolvedVolume[] {
+  return requests.map((v) => {
+    const sandbox = normalizeSandboxPath(v.sandbox);
+    if (sandbox === null || sandbox === '/') throw new SandboxError('sandbox.volume_refused', `volume target "${v.sandbox}" is not an absolute path below /`);
+    if (RESERVED.some((r) => sandbox === r || sandbox.startsWith(r + '/'))) {
+      throw new SandboxError('sandbox.volume_refused', `volume target ${sandbox} is reserved by the sandbox`);
+    }
+    const d = decidePath(policy.fs, v.mode === 'rw' ? 'write' : 'read', sandbox);
+    if (!d.allow) throw new SandboxError('sandbox.volume_refused', `volume ${v.host}:${sandbox}:${v.mode} refused: ${d.reason} (${d.detail})`);
+    let host: string;
+    try {
+      host = realpathSync(v.host);
+    } catch (err) {
+      throw new SandboxError('sandbox.volume_refused', `volume source ${v.host} does not exist`, { cause: err });
+    }
+    if (!statSync(host).isDirectory()) throw new SandboxError('sandbox.volume_refused', `volume source ${host} is not a directory`);
+    return { host, sandbox, mode: v.mode };
+  });
+}
+
+/** Parses `HOST:SANDBOX[:ro|rw]` (default ro). */
+export function parseVolumeFlag(flag: string): VolumeRequest {
+  const parts = flag.split(':');
+  const mode = parts.length === 3 ? parts[2] : 'ro';
+  if ((parts.length !== 2 && parts.length !== 3) || !parts[0] || !parts[1] || (mode !== 'ro' && mode !== 'rw')) {
+    throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": expected HOST:SANDBOX[:ro|rw]`);
+  }
+  return { host: parts[0], sandbox: parts[1], mode };
+}
+
+function newExecutionId(): string {
+  return `aegis-${randomBytes(8).toString('hex')}`;
+}
+
+let swept = new Set<string>();
+
+/** Sweeps runs left by a dead AEGIS process (once per state dir and process). */
+export async function sweepOnce(stateDir: string): Promise<void> {
+  if (swept.has(stateDir)) return;
+  swept = new Set([...swept, stateDir]);
+  await sweepStaleRuns(stateDir);
+}
+
+function emit(audit: AuditSink | undefined, ev: AuditEventInput): void {
+  if (audit === undefined) return;
+  try {
+    const r = audit.append(ev);
+    if (r instanceof Promise) r.catch(() => undefined);
+  } catch {
+    /* the audit log reports its own failures */
+  }
+}
+
+function pipeOut(t: OutputTarget | undefined): 'inherit' | 'ignore' | 'pipe' {
+  return t === undefined ? 'inherit' : typeof t === 'function' ? 'pipe' : t;
+}
+
+export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
+  const started = performance.now();
+  const id = opts.executionId ?? newExecutionId();
+  const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
+  const stateDir = opts.stateDir ?? DEFAULT_STATE_DIR;
+  const actor = { agent: opts.policy.agent.name, execution: id };
+  const base = { executionId: id, isolation };
+  let cgroup: RunCgroup | null = null;
+  let run: RuntimeRun | null = null;
+  let driver: RuntimeDriver | null = null;
+  let recordWritten = false;
+
+  const cleanup = async (): Promise<void> => {
+    // Order: kill what is left, let the runtime forget the container, remove cgroups, files.
+    if (cgroup !== null) await cgroup.killAll().catch(() => undefined);
+    if (driver !== null && run !== null && existsSync(join(run.stateRoot, id))) {
+      spawnSync(driver.binary, driver.deleteArgs(run), { stdio: 'ignore', timeout: 10_000 });
+    }
+    if (cgroup !== null) {
+      try {
+        cgroup.remove();
+      } catch {
+        /* the sweeper retries at the next start */
+      }
+    }
+    if (recordWritten) removeRunDir(stateDir, id);
+  };
+
+  const failed = async (err: unknown): Promise<RunResult> => {
+    const e = err instanceof SandboxError ? err : new SandboxError('sandbox.start_failed', (err as Error)?.message ?? String(err), { cause: err });
+    await cleanup();
+    emit(opts.audit, { actor, action: 'run.failed_to_start', decision: 'deny', reason: e.code, payload: { message: e.message, isolation } });
+    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs: performance.now() - started, cpuMs: 0, maxMemoryBytes: 0, error: e };
+  };
+
+  let child;
+  try {
+    await sweepOnce(stateDir);
+    driver = driverFor(isolation);
+    const why = driver.unavailableReason();
+    if (why !== null) throw new SandboxError('sandbox.runtime_unavailable', why);
+    if (opts.signal?.aborted) throw new SandboxError('sandbox.start_failed', 'aborted before start');
+
+    const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
+    const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
+    for (const v of volumes) {
+      if (v.mode === 'rw' && !writableByAgent(v.host)) {
+        throw new SandboxError('sandbox.volume_refused', `volume ${v.host} is not writable by the sandbox's host uid ${AGENT_HOST_UID}: chown ${AGENT_HOST_UID}:${AGENT_HOST_UID} it or make it world-writable`);
+      }
+    }
+
+    const record: RunRecord = {
+      id,
+      isolation,
+      runtime: { binary: driver.binary, deleteArgs: [] },
+      owner: { pid: process.pid, startTime: processStartTime(process.pid) ?? '' },
+      createdAt: new Date().toISOString(),
+    };
+    const dir = runDir(stateDir, id);
+    const stateRoot = join(stateDir, isolation);
+    run = { id, bundleDir: join(dir, 'bundle'), stateRoot, pidFile: join(dir, 'bundle', 'pid') };
+    record.runtime.deleteArgs = driver.deleteArgs(run);
+    writeRecord(stateDir, record);
+    recordWritten = true;
+    mkdirSync(run.bundleDir, { mode: 0o711 });
+    mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
+
+    cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead });
+    const { top } = mountTargets(opts.policy, volumes);
+    const copts: CompileOptions = {
+      imageRootfs: opts.imageRootfs,
+      imageListing: scanImage(opts.imageRootfs, dirsToList(top)),
+      codeDir,
+      volumes,
+      network: opts.network ?? { kind: 'none' },
+      extraEnv: opts.extraEnv ?? {},
+      extraArgs: opts.extraArgs ?? [],
+      cgroupsPath: cgroup.runtimePath,
+      userSeccompProfile: opts.seccompProfile,
+      isolation,
+    };
+    const bundle = compileBundle(opts.policy, copts);
+    validateBundle(bundle, copts);
+    writeBundle(run.bundleDir, { ...bundle, config: driver.adapt(bundle.config) });
+
+    child = spawn(driver.binary, driver.runArgs(run), {
+      cwd: run.bundleDir,
+      stdio: [opts.stdin ?? 'ignore', pipeOut(opts.stdout), pipeOut(opts.stderr)],
+      detached: true,
+    });
+  } catch (err) {
+    return failed(err);
+  }
+
+  const out = opts.stdout;
+  const errOut = opts.stderr;
+  if (typeof out === 'function') child.stdout?.on('data', out);
+  if (typeof errOut === 'function') child.stderr?.on('data', errOut);
+
+  const activeRun = run;
+  const activeDriver = driver;
+  const activeCgroup = cgroup;
+  let spawnError: Error | null = null;
+  let reason: 'timeout' | 'killed' | null = null;
+  let killTimer: NodeJS.Timeout | undefined;
+
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('error', (e) => {
+      spawnError = e;
+      resolve({ code: null, signal: null });
+    });
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  child.once('spawn', () => {
+    if (child.pid !== undefined) {
+      emit(opts.audit, { actor, action: 'run.spawn', decision: 'info', payload: { isolation, runtimePid: child.pid } });
+    }
+  });
+
+  const stop = (why: 'timeout' | 'killed'): void => {
+    if (reason !== null) return;
+    reason = why;
+    terminate(activeDriver, activeRun, activeCgroup);
+    killTimer = setTimeout(() => void activeCgroup.killAll().catch(() => undefined), opts.graceMs ?? 1000);
+  };
+  const timer = setTimeout(() => stop('timeout'), opts.policy.limits.timeoutMs);
+  const onAbort = (): void => stop('killed');
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const { code, signal } = await exited;
+  clearTimeout(timer);
+  clearTimeout(killTimer);
+  opts.signal?.removeEventListener('abort', onAbort);
+  const durationMs = performance.now() - started;
+  const usage = activeCgroup.usage();
+  const startedAgent = existsSync(activeRun.pidFile);
+  if (spawnError !== null) return failed(new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`));
+  await cleanup();
+
+  const killedBySignal = signal === 'SIGKILL' || code === EXIT_KILLED;
+  let status: RunStatus;
+  let exitCode: number;
+  if (reason !== null) {
+    status = reason;
+    exitCode = EXIT_KILLED;
+  } else if (killedBySignal && usage.oom) {
+    status = 'oom';
+    exitCode = EXIT_KILLED;
+  } else if (!startedAgent && code !== 0) {
+    const e = new SandboxError('sandbox.start_failed', `${isolation} could not start the container (exit ${code ?? signal})`);
+    emit(opts.audit, { actor, action: 'run.failed_to_start', decision: 'deny', reason: e.code, payload: { message: e.message, isolation } });
+    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, error: e };
+  } else {
+    status = 'exited';
+    exitCode = code ?? 128 + (signal !== null ? signalNumber(signal) : 0);
+  }
+  const result: RunResult = { ...base, status, exitCode, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes };
+  if (startedAgent) emit(opts.audit, { actor, action: 'run.start', decision: 'info', payload: { isolation } });
+  if (status !== 'exited') emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
+  emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs } });
+  emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
+  return result;
+}
+
+/** TERM the agent: through the runtime when it must relay (gVisor), else to every pid in the cgroup. */
+function terminate(driver: RuntimeDriver, run: RuntimeRun, cgroup: RunCgroup): void {
+  const args = driver.killArgs(run, 'TERM');
+  if (args !== null) {
+    spawn(driver.binary, args, { stdio: 'ignore' }).on('error', () => undefined);
+    return;
+  }
+  for (const p of cgroup.pids()) {
+    try {
+      process.kill(p, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+function signalNumber(s: NodeJS.Signals): number {
+  return constants.signals[s] ?? 0;
+}
+
+/**
+ * The host uid the agent's files get: container uid AGENT_UID in the default id map.
+ * ARCHITECTURE NOTE: rw volumes must be writable by this uid (or world-writable); AEGIS never
+ * chowns host folders and refuses an rw volume the agent could not write.
+ */
+export const AGENT_HOST_UID = DEFAULT_ID_MAP.hostBase + AGENT_UID;
+export const AGENT_HOST_GID = DEFAULT_ID_MAP.hostBase + AGENT_GID;
+
+function writableByAgent(dir: string): boolean {
+  const st = statSync(dir);
+  if (st.uid === AGENT_HOST_UID) return (st.mode & 0o300) === 0o300;
+  if (st.gid === AGENT_HOST_GID) return (st.mode & 0o030) === 0o030;
+  return (st.mode & 0o003) === 0o003;
+}

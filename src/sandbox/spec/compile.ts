@@ -1,0 +1,206 @@
+/**
+ * The spec compiler: normalized Policy + run options -> OCI runtime bundle (config.json object,
+ * rootfs skeleton plan). `aegis run --dry-run` prints its output.
+ *
+ * Pure: no fs, net, child_process, environment or clock. Everything host-specific (resolved code
+ * dir, resolved volumes, the image listing, cgroup path, id mapping) arrives in `CompileOptions`.
+ * Convert, then validate (validate.ts), then execute (run.ts).
+ *
+ * ARCHITECTURE NOTE: what the bundle enforces, for every runtime
+ * - new pid, mount, ipc, uts, cgroup and network namespaces (a fresh network namespace has only
+ *   loopback) and a user namespace: container uid/gid 0..65535 map to an unprivileged host range
+ *   (`idMap`), the agent runs as AGENT_UID:AGENT_GID, with no capabilities (all five sets empty)
+ *   and noNewPrivileges;
+ * - read-only root made of the image (see rootfs.ts), code dir read-only at /agent, tmpfs /tmp,
+ *   declared fs paths as tmpfs (read-only for read grants) unless a granted volume covers them,
+ *   no other host path;
+ * - Docker's masked and read-only /proc paths; the seccomp profile from seccomp.ts.
+ * Resource limits are NOT in the bundle: AEGIS sets them on the parent cgroup it owns
+ * (cgroups/), so that OOM kills and usage can be read after the runtime removed its own cgroup.
+ */
+import type { Isolation, Policy } from '../../policy/types.js';
+import { SandboxError } from '../errors.js';
+import type { OciConfig, OciMount } from './oci.js';
+import { dirsToList, planRootfs, type ImageListing, type RootfsPlan } from './rootfs.js';
+import { compileSeccomp } from './seccomp.js';
+
+/** The agent's identity inside the sandbox. */
+export const AGENT_UID = 1000;
+export const AGENT_GID = 1000;
+/** Default host id range for the user namespace (container 0 -> host 100000, 65536 ids). */
+export const DEFAULT_ID_MAP = { hostBase: 100_000, size: 65_536 } as const;
+export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
+export const CODE_MOUNT = '/agent';
+
+/** Docker's defaults (moby/oci/defaults.go). */
+export const MASKED_PATHS = [
+  '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+  '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+];
+export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export type NetworkOption = { kind: 'none' } | { kind: 'netns'; path: string };
+
+export interface ResolvedVolume {
+  /** Host directory, already resolved (realpath) and checked by the caller. */
+  readonly host: string;
+  /** Normalized absolute sandbox path. */
+  readonly sandbox: string;
+  readonly mode: 'ro' | 'rw';
+}
+
+export interface CompileOptions {
+  /** Host path of the image's root filesystem (never written). */
+  readonly imageRootfs: string;
+  /** What the image holds along the mount targets' paths (see `mountTargets`). */
+  readonly imageListing: ImageListing;
+  /** Host path of the agent's code directory, resolved and checked. */
+  readonly codeDir: string;
+  readonly volumes?: readonly ResolvedVolume[];
+  readonly network?: NetworkOption;
+  /** Added to the agent's environment after the manifest's (e.g. proxy variables). */
+  readonly extraEnv?: Readonly<Record<string, string>>;
+  /** Appended to the entrypoint (`aegis run agent.yaml -- args`). */
+  readonly extraArgs?: readonly string[];
+  /** cgroup path handed to the runtime (a child of the cgroup AEGIS owns). */
+  readonly cgroupsPath: string;
+  /** Docker-format profile (parsed JSON, untrusted) to intersect with the default. */
+  readonly userSeccompProfile?: unknown;
+  readonly isolation: Isolation;
+  readonly idMap?: { readonly hostBase: number; readonly size: number };
+  readonly tmpSizeBytes?: number;
+  readonly hostname?: string;
+}
+
+export interface CompiledBundle {
+  readonly config: OciConfig;
+  /** Directories, empty files and links to create under `<bundle>/rootfs` before starting. */
+  readonly rootfs: RootfsPlan;
+}
+
+/** Declared fs paths, as tmpfs mounts unless a volume takes their place. */
+function declaredMounts(policy: Policy, volumes: readonly ResolvedVolume[]): { path: string; mode: 'ro' | 'rw' }[] {
+  const out: { path: string; mode: 'ro' | 'rw' }[] = [];
+  const vol = new Set(volumes.map((v) => v.sandbox));
+  for (const p of policy.fs.write) if (!vol.has(p)) out.push({ path: p, mode: 'rw' });
+  for (const p of policy.fs.read) if (!vol.has(p) && !policy.fs.write.includes(p)) out.push({ path: p, mode: 'ro' });
+  return out;
+}
+
+const SYSTEM_TARGETS = ['/proc', '/dev', '/sys', '/tmp', CODE_MOUNT];
+
+function isWithin(path: string, dir: string): boolean {
+  return dir === '/' || path === dir || path.startsWith(dir + '/');
+}
+
+/**
+ * Every mount target the bundle will have, and the subset that sits directly on the root
+ * skeleton (not nested in another mount). The caller lists the image along the latter
+ * (`dirsToList`) before calling `compileBundle`.
+ */
+export function mountTargets(policy: Policy, volumes: readonly ResolvedVolume[] = []): { all: string[]; top: string[] } {
+  const all = [...SYSTEM_TARGETS, ...declaredMounts(policy, volumes).map((m) => m.path), ...volumes.map((v) => v.sandbox)];
+  const top = all.filter((t) => !all.some((o) => o !== t && isWithin(t, o)));
+  return { all, top: [...new Set(top)].sort() };
+}
+
+export { dirsToList };
+
+function tmpfs(destination: string, options: string[]): OciMount {
+  return { destination, type: 'tmpfs', source: 'tmpfs', options };
+}
+
+function bind(destination: string, source: string, mode: 'ro' | 'rw'): OciMount {
+  return { destination, type: 'bind', source, options: ['rbind', mode, 'nosuid', 'nodev'] };
+}
+
+function depth(p: string): number {
+  return p === '/' ? 0 : p.split('/').length - 1;
+}
+
+/** Compiles the bundle. Throws SandboxError('sandbox.invalid_spec') when it cannot be made safe. */
+export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBundle {
+  const volumes = opts.volumes ?? [];
+  const { top } = mountTargets(policy, volumes);
+  const rootfs = planRootfs(top, opts.imageListing);
+  const idMap = opts.idMap ?? DEFAULT_ID_MAP;
+  const tmpBytes = opts.tmpSizeBytes ?? DEFAULT_TMP_BYTES;
+  const network = opts.network ?? { kind: 'none' };
+
+  const system: OciMount[] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    tmpfs('/dev', ['nosuid', 'strictatime', 'mode=755', 'size=65536k']),
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+    tmpfs('/dev/shm', ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k']),
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+  ];
+  const image = rootfs.binds.map((p) => bind(p, opts.imageRootfs + p, 'ro'));
+  const user: OciMount[] = [
+    tmpfs('/tmp', ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`]),
+    bind(CODE_MOUNT, opts.codeDir, 'ro'),
+    ...declaredMounts(policy, volumes).map((m) =>
+      tmpfs(m.path, m.mode === 'rw' ? ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`] : ['nosuid', 'nodev', 'mode=0555', 'size=4096', 'ro']),
+    ),
+    ...volumes.map((v) => bind(v.sandbox, v.host, v.mode)),
+  ].sort((a, b) => depth(a.destination) - depth(b.destination));
+
+  const env = new Map<string, string>([
+    ['PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+    ['HOME', '/tmp'],
+    ['LANG', 'C.UTF-8'],
+    ['PYTHONDONTWRITEBYTECODE', '1'],
+  ]);
+  for (const [k, v] of Object.entries(policy.agent.env)) env.set(k, v);
+  for (const [k, v] of Object.entries(opts.extraEnv ?? {})) env.set(k, v);
+
+  const namespaces: OciConfig['linux']['namespaces'] = [
+    { type: 'pid' },
+    { type: 'mount' },
+    { type: 'ipc' },
+    { type: 'uts' },
+    { type: 'cgroup' },
+    network.kind === 'netns' ? { type: 'network', path: network.path } : { type: 'network' },
+    { type: 'user' },
+  ];
+
+  const config: OciConfig = {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: AGENT_UID, gid: AGENT_GID, additionalGids: [] },
+      args: [...policy.agent.entrypoint, ...(opts.extraArgs ?? [])],
+      env: [...env].map(([k, v]) => `${k}=${v}`),
+      cwd: CODE_MOUNT,
+      capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
+      rlimits: [
+        { type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 },
+        { type: 'RLIMIT_CORE', hard: 0, soft: 0 },
+      ],
+      noNewPrivileges: true,
+    },
+    root: { path: 'rootfs', readonly: true },
+    hostname: opts.hostname ?? 'aegis',
+    mounts: [...system, ...image, ...user],
+    linux: {
+      uidMappings: [{ containerID: 0, hostID: idMap.hostBase, size: idMap.size }],
+      gidMappings: [{ containerID: 0, hostID: idMap.hostBase, size: idMap.size }],
+      namespaces,
+      cgroupsPath: opts.cgroupsPath,
+      seccomp: compileSeccomp({ deny: policy.syscalls.deny, userProfile: opts.userSeccompProfile }),
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+    },
+    annotations: {
+      'org.aegis.agent': policy.agent.name,
+      'org.aegis.image': policy.agent.runtime.ref,
+      'org.aegis.isolation': opts.isolation,
+      'org.aegis.limits.memory_bytes': String(policy.limits.memoryBytes),
+      'org.aegis.limits.cpu': `${policy.limits.cpu.quotaUs}/${policy.limits.cpu.periodUs}`,
+      'org.aegis.limits.pids': String(policy.limits.pids),
+      'org.aegis.limits.timeout_ms': String(policy.limits.timeoutMs),
+    },
+  };
+  if (policy.agent.entrypoint.length === 0) throw new SandboxError('sandbox.invalid_spec', 'agent.entrypoint is empty');
+  return { config, rootfs };
+}

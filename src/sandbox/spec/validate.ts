@@ -1,0 +1,79 @@
+/**
+ * Validation of a compiled bundle: a list of small, independent checks that each state one
+ * security property. Run on every bundle before it is handed to a runtime; a violation means a
+ * compiler bug or an unsafe request, and the agent does not start.
+ *
+ * Pure: no I/O.
+ */
+import { SandboxError } from '../errors.js';
+import type { CompiledBundle, CompileOptions } from './compile.js';
+import { CODE_MOUNT } from './compile.js';
+
+type Check = (b: CompiledBundle, o: CompileOptions) => string | null;
+
+function within(path: string, dir: string): boolean {
+  return dir === '/' || path === dir || path.startsWith(dir + '/');
+}
+
+const REQUIRED_NS = ['pid', 'mount', 'ipc', 'uts', 'cgroup', 'network', 'user'] as const;
+
+const CHECKS: readonly Check[] = [
+  (b) => (b.config.process.user.uid === 0 || b.config.process.user.gid === 0 ? 'the agent must not run as uid/gid 0' : null),
+  (b) => {
+    const c = b.config.process.capabilities;
+    return [c.bounding, c.effective, c.inheritable, c.permitted, c.ambient].some((s) => s.length > 0) ? 'the agent must have no capabilities' : null;
+  },
+  (b) => (b.config.process.noNewPrivileges ? null : 'noNewPrivileges must be set'),
+  (b) => (b.config.root.readonly ? null : 'the root filesystem must be read-only'),
+  (b) => {
+    const have = new Set(b.config.linux.namespaces.map((n) => n.type));
+    const missing = REQUIRED_NS.filter((n) => !have.has(n));
+    return missing.length > 0 ? `missing namespaces: ${missing.join(', ')}` : null;
+  },
+  (b) => (b.config.linux.namespaces.some((n) => n.type !== 'network' && n.path !== undefined) ? 'only the network namespace may be joined' : null),
+  (b) => {
+    const m = b.config.linux.uidMappings.concat(b.config.linux.gidMappings);
+    return m.length === 0 || m.some((x) => x.hostID === 0 || x.hostID < 1000) ? 'ids must map to an unprivileged host range' : null;
+  },
+  (b) => (b.config.linux.seccomp.defaultAction === 'SCMP_ACT_ERRNO' ? null : 'seccomp must deny by default'),
+  // Bind sources: the image, the code dir and the volumes, nothing else.
+  (b, o) => {
+    const allowed = new Map<string, string>();
+    allowed.set(CODE_MOUNT, o.codeDir);
+    for (const v of o.volumes ?? []) allowed.set(v.sandbox, v.host);
+    for (const m of b.config.mounts) {
+      if (m.type !== 'bind') continue;
+      const expected = allowed.get(m.destination) ?? (b.rootfs.binds.includes(m.destination) ? o.imageRootfs + m.destination : undefined);
+      if (expected === undefined || m.source !== expected) return `unexpected bind mount ${m.source} -> ${m.destination}`;
+      if (!m.options.includes('nosuid')) return `bind mount ${m.destination} lacks nosuid`;
+    }
+    return null;
+  },
+  // A mount inside a bind mount or a read-only mount would make the runtime create its target
+  // there (on the host, or failing on a read-only filesystem): refuse.
+  (b) => {
+    const ms = b.config.mounts.filter((m) => !['/proc', '/dev', '/sys'].includes(m.destination) && !m.destination.startsWith('/dev/'));
+    for (const inner of ms) {
+      for (const outer of ms) {
+        if (inner === outer || !within(inner.destination, outer.destination) || inner.destination === outer.destination) continue;
+        if (outer.type === 'bind') return `${inner.destination} cannot be mounted inside the bind mount ${outer.destination}`;
+        if (outer.options.includes('ro')) return `${inner.destination} cannot be mounted inside the read-only ${outer.destination}`;
+      }
+    }
+    return null;
+  },
+  (b) => {
+    const seen = new Set<string>();
+    for (const m of b.config.mounts) {
+      if (seen.has(m.destination)) return `two mounts at ${m.destination}`;
+      seen.add(m.destination);
+    }
+    return null;
+  },
+];
+
+/** Throws SandboxError('sandbox.invalid_spec') listing every failed check. */
+export function validateBundle(bundle: CompiledBundle, opts: CompileOptions): void {
+  const problems = CHECKS.map((c) => c(bundle, opts)).filter((p): p is string => p !== null);
+  if (problems.length > 0) throw new SandboxError('sandbox.invalid_spec', `unsafe bundle: ${problems.join('; ')}`);
+}

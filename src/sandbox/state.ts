@@ -1,0 +1,106 @@
+/**
+ * Run records: one directory per run under `<stateDir>/runs/<id>`, holding the bundle and a
+ * `record.json` that says who owns the run. If AEGIS dies (even by SIGKILL) the record survives,
+ * and the next AEGIS start sweeps it: kills what is left in the run's cgroups, asks the runtime
+ * to forget the container, removes the cgroups and the directory.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Isolation } from '../policy/types.js';
+import { destroyRunCgroups } from './cgroups/index.js';
+import { SandboxError } from './errors.js';
+
+export const DEFAULT_STATE_DIR = '/run/aegis';
+
+export interface RunRecord {
+  id: string;
+  isolation: Isolation;
+  /** Runtime binary and its `--root`, to delete the container if it outlives AEGIS. */
+  runtime: { binary: string; deleteArgs: string[] };
+  /** AEGIS process that owns the run, with its start time (pid reuse guard). */
+  owner: { pid: number; startTime: string };
+  /** The runtime process, once spawned. */
+  runtimePid?: number;
+  createdAt: string;
+}
+
+export function runsDir(stateDir: string): string {
+  return join(stateDir, 'runs');
+}
+
+export function runDir(stateDir: string, id: string): string {
+  return join(runsDir(stateDir), id);
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or null if gone. */
+export function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return rest[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+export function writeRecord(stateDir: string, rec: RunRecord): void {
+  try {
+    mkdirSync(runDir(stateDir, rec.id), { recursive: true, mode: 0o711 });
+    writeFileSync(join(runDir(stateDir, rec.id), 'record.json'), JSON.stringify(rec));
+  } catch (err) {
+    throw new SandboxError('sandbox.state_failed', `cannot write the run record in ${stateDir}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+export function removeRunDir(stateDir: string, id: string): void {
+  rmSync(runDir(stateDir, id), { recursive: true, force: true });
+}
+
+function isStale(rec: RunRecord): boolean {
+  return processStartTime(rec.owner.pid) !== rec.owner.startTime;
+}
+
+/**
+ * Cleans up every run whose owning AEGIS process is gone. Returns the ids swept.
+ * Cheap when there is nothing to do (one readdir).
+ */
+export async function sweepStaleRuns(stateDir: string): Promise<string[]> {
+  let ids: string[];
+  try {
+    ids = readdirSync(runsDir(stateDir));
+  } catch {
+    return [];
+  }
+  const swept: string[] = [];
+  for (const id of ids) {
+    let rec: RunRecord | null = null;
+    try {
+      rec = JSON.parse(readFileSync(join(runDir(stateDir, id), 'record.json'), 'utf8')) as RunRecord;
+    } catch {
+      rec = null;
+    }
+    if (rec !== null && !isStale(rec)) continue;
+    if (rec === null) {
+      // No readable record: stale only if nobody could still be writing it (older than 60 s).
+      try {
+        if (Date.now() - statSync(runDir(stateDir, id)).mtimeMs < 60_000) continue;
+      } catch {
+        continue;
+      }
+    }
+    if (rec?.runtimePid !== undefined && processStartTime(rec.runtimePid) !== null) {
+      try {
+        process.kill(rec.runtimePid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    await destroyRunCgroups(id).catch(() => undefined);
+    if (rec !== null) spawnSync(rec.runtime.binary, rec.runtime.deleteArgs, { stdio: 'ignore', timeout: 10_000 });
+    removeRunDir(stateDir, id);
+    swept.push(id);
+  }
+  return swept;
+}
