@@ -1,0 +1,136 @@
+/**
+ * The audit log's public entry points. `openAuditLog({ home })` is what `aegis run`, the gateway
+ * and the server call; everything else is for the `aegis audit` commands and tests.
+ *
+ * Configuration (environment; every default is the restrictive or self-contained one):
+ *   AEGIS_AUDIT_STORE           `file` (default: $AEGIS_HOME/audit/) or a postgres:// URL
+ *   AEGIS_AUDIT_PUBLISH         `file:<dir>` (default: $AEGIS_HOME/audit-published/), an
+ *                               http(s):// webhook, or `none`
+ *   AEGIS_AUDIT_ORIGIN          checkpoint origin (default: aegis.local/audit/<key hash>)
+ *   AEGIS_AUDIT_RETENTION_DAYS  payload retention in days (default 90; 0 keeps forever)
+ *   AEGIS_AUDIT_SIGNING_KEY[_FILE], AEGIS_AUDIT_MASTER_KEY[_FILE]: see key-files.ts
+ *   AEGIS_AUDIT_PUBKEY          trusted verifier key for `aegis audit verify` (string or file)
+ */
+import { createHash, createPublicKey } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type NoteVerifier, encodeVerifierKey, noteSigner, noteVerifier, parseVerifierKey, rawEd25519PublicKey } from './checkpoint/note.js';
+import { deriveMasterKeys } from './envelope.js';
+import { AuditError } from './errors.js';
+import { type Env, loadMasterKey, loadSigningKey, readPublicKeyFile, writePublicKeyFile } from './key-files.js';
+import { type AuditLogOptions, AuditLog } from './log.js';
+import { FileSink, readPublished, sinkFromSpec } from './publish.js';
+import { FileStore } from './store/file-store.js';
+import type { AuditStore } from './store/types.js';
+
+export { AuditLog, type AuditLogOptions, type Clock, type DecryptedEntry, type Timers } from './log.js';
+export { AuditError, type AuditErrorCode } from './errors.js';
+export type { AuditActor, AuditDecision, AuditEvent, AuditEventInput, AuditSink } from './event.js';
+export type { AuditStore } from './store/types.js';
+export { verifyLog, type VerifyResult } from './verify.js';
+
+export interface AuditPaths {
+  /** The store directory (embedded store, key files, log.pub). */
+  readonly dir: string;
+  /** Default publication directory for checkpoints (a second file, outside the store). */
+  readonly publishedDir: string;
+}
+
+export function auditPaths(home: string): AuditPaths {
+  return { dir: join(home, 'audit'), publishedDir: join(home, 'audit-published') };
+}
+
+/** Opens the store named by AEGIS_AUDIT_STORE (default: the embedded file store). */
+export async function openStore(home: string, env: Env): Promise<AuditStore> {
+  const spec = env['AEGIS_AUDIT_STORE'];
+  if (spec === undefined || spec === '' || spec === 'file') return FileStore.open(auditPaths(home).dir);
+  if (spec.startsWith('postgres://') || spec.startsWith('postgresql://')) {
+    const { PgStore } = await import('./store/pg-store.js');
+    return PgStore.open({ url: spec, schema: env['AEGIS_AUDIT_PG_SCHEMA'] ?? 'aegis_audit' });
+  }
+  throw new AuditError('store-io', `AEGIS_AUDIT_STORE must be "file" or a postgres:// URL`);
+}
+
+/** Default origin: stable per signing key (C2SP origins must be unique per log). */
+export function defaultOrigin(rawPublicKey: Uint8Array): string {
+  return `aegis.local/audit/${createHash('sha256').update(rawPublicKey).digest('hex').slice(0, 16)}`;
+}
+
+export interface OpenAuditLogOptions extends Partial<Omit<AuditLogOptions, 'signer' | 'verifier' | 'origin' | 'masterKeys' | 'sink' | 'store'>> {
+  /** $AEGIS_HOME. */
+  readonly home: string;
+  /** Environment to read configuration from (default: process.env). */
+  readonly env?: Env;
+  /** A store to use instead of the one AEGIS_AUDIT_STORE names (tests). */
+  readonly store?: AuditStore;
+}
+
+/** Opens (creating on first use: directory, keys, log.pub) the audit log under `home`. */
+export async function openAuditLog(opts: OpenAuditLogOptions): Promise<AuditLog> {
+  const env = opts.env ?? process.env;
+  const paths = auditPaths(opts.home);
+  const privateKey = await loadSigningKey(paths.dir, env);
+  const raw = rawEd25519PublicKey(createPublicKey(privateKey));
+  const origin = env['AEGIS_AUDIT_ORIGIN'] || defaultOrigin(raw);
+  const signer = noteSigner(origin, privateKey);
+  const verifier = noteVerifier(origin, raw);
+  const vkey = encodeVerifierKey(verifier);
+  const existing = await readPublicKeyFile(paths.dir);
+  if (existing === undefined) await writePublicKeyFile(paths.dir, vkey);
+  else if (existing !== vkey) throw new AuditError('key-invalid', `${join(paths.dir, 'log.pub')} does not match the signing key`);
+  const masterKeys = deriveMasterKeys(await loadMasterKey(paths.dir, env));
+  const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], paths.publishedDir);
+  let published: string[] = [];
+  if (sink instanceof FileSink) {
+    const p = await readPublished(sink.dir);
+    if (p.pinnedKey !== undefined && p.pinnedKey !== vkey) {
+      throw new AuditError('store-corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
+    }
+    published = p.notes;
+  }
+  const retention = env['AEGIS_AUDIT_RETENTION_DAYS'];
+  const retentionDays = opts.retentionDays ?? (retention !== undefined && retention !== '' ? Number(retention) : 90);
+  if (!Number.isInteger(retentionDays) || retentionDays < 0) throw new AuditError('key-invalid', 'AEGIS_AUDIT_RETENTION_DAYS must be a whole number of days');
+  const store = opts.store ?? (await openStore(opts.home, env));
+  try {
+    return await AuditLog.open({ ...opts, store, signer, verifier, origin, masterKeys, sink, published, retentionDays });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
+/**
+ * The key `aegis audit verify` trusts, in order: AEGIS_AUDIT_PUBKEY (key or file), the key
+ * pinned in the publication directory, the store's log.pub. Also returns the store's log.pub
+ * so the caller can report a replaced key.
+ */
+export async function trustedVerifier(home: string, env: Env, override?: string): Promise<{ verifier: NoteVerifier; source: string; storeKey?: string }> {
+  const paths = auditPaths(home);
+  const storeKey = await readPublicKeyFile(paths.dir);
+  const fromSpec = async (spec: string, what: string): Promise<NoteVerifier> => {
+    const text = spec.includes('+') ? spec : await readFile(spec, 'utf8').catch((cause: unknown) => {
+      throw new AuditError('key-invalid', `cannot read ${what} ${spec}`, { cause });
+    });
+    return parseVerifierKey(text);
+  };
+  const given = override ?? env['AEGIS_AUDIT_PUBKEY'];
+  const base = storeKey === undefined ? {} : { storeKey };
+  if (given !== undefined && given !== '') return { verifier: await fromSpec(given, 'public key'), source: 'given key', ...base };
+  const publishSpec = env['AEGIS_AUDIT_PUBLISH'];
+  const sink = sinkFromSpec(publishSpec, paths.publishedDir);
+  if (sink instanceof FileSink) {
+    const p = await readPublished(sink.dir);
+    if (p.pinnedKey !== undefined) return { verifier: parseVerifierKey(p.pinnedKey), source: `${sink.dir}/log.pub`, ...base };
+  }
+  if (storeKey === undefined) throw new AuditError('key-invalid', `no public key: ${join(paths.dir, 'log.pub')} does not exist (no log yet?)`);
+  return { verifier: parseVerifierKey(storeKey), source: join(paths.dir, 'log.pub'), ...base };
+}
+
+/** Published checkpoints from the file sink (empty for webhook / none). */
+export async function publishedCheckpoints(home: string, env: Env): Promise<string[]> {
+  const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], auditPaths(home).publishedDir);
+  return sink instanceof FileSink ? (await readPublished(sink.dir)).notes : [];
+}
+
+export { encodeVerifierKey };

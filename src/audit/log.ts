@@ -1,0 +1,426 @@
+/**
+ * The audit log service: the one audit API that the sandbox, gateway and CLI write through.
+ *
+ * - append(): validates the event, queues it, and resolves once it is durable in the store
+ *   (group commit: events that arrive while a batch is being written and fsync'd form the next
+ *   batch). Payloads are encrypted before the entry is hashed (envelope.ts).
+ * - A timer signs a C2SP checkpoint of the current tree at least every `checkpointIntervalMs`
+ *   while the tree grows, stores it, and publishes it to the sink.
+ * - The log never signs two inconsistent checkpoints: its tree is only ever a prefix of the
+ *   store, is checked against the latest stored (and published) checkpoint when opened and
+ *   whenever it catches up with other writers, and signing refuses a size below the latest.
+ * - Retention destroys data keys older than `retentionDays`; forget() destroys a data subject's
+ *   keys. Hashes, proofs and checkpoints are unaffected by either.
+ * Clock, timers and randomness are injected so tests control them.
+ */
+import { randomFillSync } from 'node:crypto';
+import { type Checkpoint, openCheckpoint, signCheckpoint } from './checkpoint/checkpoint.js';
+import { type NoteSigner, type NoteVerifier, encodeVerifierKey } from './checkpoint/note.js';
+import { completeEvent } from './event-input.js';
+import { type RandomFill, uuidv7Generator } from './event-id.js';
+import type { AuditEvent, AuditEventInput, AuditSink } from './event.js';
+import { encodeEntry, encodeSecretPart, parseEntry, parseSecretPart } from './entry.js';
+import {
+  type MasterKeys,
+  decryptPayload,
+  encryptPayload,
+  makeKeyId,
+  parseKeyId,
+  payloadAad,
+  subjectHash,
+  unwrapDataKey,
+  wrapDataKey,
+} from './envelope.js';
+import { AuditError } from './errors.js';
+import { bytesEqual, hashLeaf, MerkleTree } from './merkle/index.js';
+import type { CheckpointSink } from './publish.js';
+import type { AuditStore, NewEntry } from './store/types.js';
+
+export interface Clock {
+  now(): number;
+}
+
+export interface Timers {
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+}
+
+export interface AuditLogOptions {
+  readonly store: AuditStore;
+  readonly signer: NoteSigner;
+  readonly verifier: NoteVerifier;
+  /** Checkpoint origin line (also the note key name). */
+  readonly origin: string;
+  readonly masterKeys: MasterKeys;
+  readonly sink: CheckpointSink;
+  /** Checkpoints already published (file sinks): a store behind them is refused. */
+  readonly published?: readonly string[];
+  readonly clock?: Clock;
+  readonly timers?: Timers;
+  readonly random?: RandomFill;
+  /** Default 1000 ms. */
+  readonly checkpointIntervalMs?: number;
+  /** Default 90 days. 0 disables retention (keys kept forever). */
+  readonly retentionDays?: number;
+  /** Largest group-commit batch (default 20000 events). */
+  readonly maxBatch?: number;
+  /** Where background failures (publication, timers) are reported; default: process warning. */
+  readonly onError?: (err: unknown) => void;
+}
+
+interface Pending {
+  readonly event: AuditEvent;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+interface DataKey {
+  readonly id: string;
+  readonly key: Uint8Array;
+}
+
+export type DecryptedEntry =
+  | { readonly index: number; readonly event: AuditEvent; readonly keyDestroyed?: undefined }
+  | { readonly index: number; readonly event: Omit<AuditEvent, 'payload'> & { payload: null }; readonly keyDestroyed: true };
+
+const DAY_MS = 86_400_000;
+const RETENTION_EVERY_MS = 3_600_000;
+
+function isoDay(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+export class AuditLog implements AuditSink {
+  private readonly tree = new MerkleTree();
+  private readonly queue: Pending[] = [];
+  private draining: Promise<void> | undefined;
+  private drainScheduled = false;
+  private readonly keyCache = new Map<string, DataKey>();
+  private readonly unwrapped = new Map<string, Uint8Array>();
+  private readonly clock: Clock;
+  private readonly timers: Timers;
+  private readonly random: RandomFill;
+  private readonly newId: () => string;
+  private readonly onError: (err: unknown) => void;
+  private timer: unknown;
+  private signedSize = -1;
+  private signing: Promise<void> | undefined;
+  private unpublished: string[] = [];
+  private lastRetention = -Infinity;
+  private broken: AuditError | undefined;
+  private closed = false;
+
+  private constructor(private readonly o: AuditLogOptions) {
+    this.clock = o.clock ?? { now: () => Date.now() };
+    this.timers = o.timers ?? { setInterval: (fn, ms) => setInterval(fn, ms).unref(), clearInterval: (h) => clearInterval(h as NodeJS.Timeout) };
+    this.random = o.random ?? ((b) => void randomFillSync(b));
+    this.newId = uuidv7Generator(() => this.clock.now(), this.random);
+    this.onError = o.onError ?? ((err) => process.emitWarning(`audit: ${err instanceof Error ? err.message : String(err)}`));
+  }
+
+  /** Loads the tree from the store, checks it against the stored and published checkpoints. */
+  static async open(o: AuditLogOptions): Promise<AuditLog> {
+    const log = new AuditLog(o);
+    await log.catchUp();
+    for (const [i, note] of (o.published ?? []).entries()) {
+      let cp: Checkpoint;
+      try {
+        cp = openCheckpoint(note, o.verifier, o.origin);
+      } catch (cause) {
+        throw new AuditError('store-corrupt', `published checkpoint ${i} does not verify under the log key`, { cause });
+      }
+      log.checkAgainst(cp, `published checkpoint ${i}`);
+    }
+    await o.sink.pinKey(encodeVerifierKey(o.verifier));
+    await log.applyRetention();
+    log.timer = log.timers.setInterval(() => log.tick(), o.checkpointIntervalMs ?? 1000);
+    return log;
+  }
+
+  get size(): number {
+    return this.tree.size;
+  }
+
+  get origin(): string {
+    return this.o.origin;
+  }
+
+  /** Appends one event; resolves once it is durable (survives kill -9). */
+  append(input: AuditEventInput): Promise<void> {
+    if (this.closed) return Promise.reject(new AuditError('closed', 'audit log is closed'));
+    if (this.broken !== undefined) return Promise.reject(this.broken);
+    let event: AuditEvent;
+    try {
+      event = completeEvent(input, this.newId, () => new Date(this.clock.now()).toISOString());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ event, resolve, reject });
+      if (!this.drainScheduled && this.draining === undefined) {
+        this.drainScheduled = true;
+        setImmediate(() => {
+          this.drainScheduled = false;
+          this.startDrain();
+        });
+      }
+    });
+  }
+
+  /** Resolves when every event appended so far is durable. */
+  async flush(): Promise<void> {
+    while (this.queue.length > 0 || this.draining !== undefined || this.drainScheduled) {
+      if (this.draining === undefined && !this.drainScheduled) this.startDrain();
+      await (this.draining ?? new Promise((r) => setImmediate(r)));
+    }
+  }
+
+  /** Flushes, signs and publishes a final checkpoint, stops the timer, closes the store. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flush();
+    this.timers.clearInterval(this.timer);
+    await this.checkpoint().catch((err: unknown) => this.onError(err));
+    this.closed = true;
+    await this.o.store.close();
+  }
+
+  private startDrain(): void {
+    if (this.draining !== undefined) return;
+    this.draining = this.drain().finally(() => {
+      this.draining = undefined;
+      if (this.queue.length > 0) this.startDrain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.o.maxBatch ?? 20_000);
+      try {
+        if (this.broken !== undefined) throw this.broken;
+        await this.writeBatch(batch.map((p) => p.event));
+        for (const p of batch) p.resolve();
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+      }
+    }
+  }
+
+  private async writeBatch(events: readonly AuditEvent[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const start = this.tree.size;
+      const entries = await this.encode(events, start);
+      try {
+        await this.o.store.append(start, entries);
+      } catch (err) {
+        if (err instanceof AuditError && err.code === 'conflict' && attempt < 100) {
+          await this.catchUp();
+          continue;
+        }
+        throw err;
+      }
+      for (const e of entries) this.tree.append(e.leafHash);
+      return;
+    }
+  }
+
+  private async encode(events: readonly AuditEvent[], start: number): Promise<NewEntry[]> {
+    const day = isoDay(this.clock.now());
+    const nonces = new Uint8Array(12 * events.length);
+    this.random(nonces);
+    const out: NewEntry[] = [];
+    for (let i = 0; i < events.length; i++) {
+      const ev = events[i] as AuditEvent;
+      const index = start + i;
+      const subj = ev.subject === undefined ? undefined : subjectHash(this.o.masterKeys, ev.subject);
+      const dk = await this.dataKey(day, subj);
+      const nonce = nonces.subarray(12 * i, 12 * i + 12);
+      const ciphertext = encryptPayload(dk.key, nonce, encodeSecretPart(ev), payloadAad(this.o.origin, index));
+      const entry = encodeEntry(
+        {
+          index,
+          id: ev.id,
+          time: ev.time,
+          actor: ev.actor,
+          action: ev.action,
+          decision: ev.decision,
+          ...(ev.reason !== undefined ? { reason: ev.reason } : {}),
+          ...(subj !== undefined ? { subjectHash: subj } : {}),
+        },
+        { keyId: dk.id, nonce, ciphertext },
+      );
+      out.push({ leafHash: hashLeaf(entry), entry });
+    }
+    return out;
+  }
+
+  /** The current data key for (day, subject), created and stored durably on first use. */
+  private async dataKey(day: string, subj: string | undefined): Promise<DataKey> {
+    const scope = `${subj ?? 'd'}/${day}`;
+    const cached = this.keyCache.get(scope);
+    if (cached !== undefined) return cached;
+    const tag = new Uint8Array(4);
+    this.random(tag);
+    const id = makeKeyId(day, Buffer.from(tag).toString('hex'), subj);
+    const key = new Uint8Array(32);
+    const nonce = new Uint8Array(12);
+    this.random(key);
+    this.random(nonce);
+    await this.o.store.putKey(id, wrapDataKey(this.o.masterKeys, id, key, nonce));
+    const dk = { id, key };
+    this.keyCache.set(scope, dk);
+    this.unwrapped.set(id, key);
+    return dk;
+  }
+
+  /** Reads entries other writers appended and re-checks the latest stored checkpoint. */
+  private async catchUp(): Promise<void> {
+    const { hashes } = await this.o.store.readLeafHashes(this.tree.size);
+    for (let off = 0; off < hashes.length; off += 32) this.tree.append(hashes.subarray(off, off + 32));
+    const notes = await this.o.store.readCheckpoints();
+    const latest = notes.at(-1);
+    if (latest === undefined) return;
+    let cp: Checkpoint;
+    try {
+      cp = openCheckpoint(latest, this.o.verifier, this.o.origin);
+    } catch (cause) {
+      throw this.fail(new AuditError('store-corrupt', `latest stored checkpoint (${notes.length - 1}) does not verify under the log key`, { cause }));
+    }
+    this.checkAgainst(cp, `stored checkpoint ${notes.length - 1}`);
+    this.signedSize = Math.max(this.signedSize, cp.size);
+  }
+
+  private checkAgainst(cp: Checkpoint, what: string): void {
+    if (cp.size > this.tree.size) {
+      throw this.fail(new AuditError('store-corrupt', `${what} has size ${cp.size} but the store holds ${this.tree.size} entries (truncated or rolled back)`));
+    }
+    if (!bytesEqual(this.tree.root(cp.size), cp.root)) {
+      throw this.fail(new AuditError('store-corrupt', `${what} (size ${cp.size}) does not match the stored entries`));
+    }
+  }
+
+  private fail(err: AuditError): AuditError {
+    this.broken = err;
+    return err;
+  }
+
+  private tick(): void {
+    if (this.signing !== undefined || this.closed) return;
+    this.signing = this.checkpoint()
+      .then(async () => {
+        if (this.clock.now() - this.lastRetention >= RETENTION_EVERY_MS) await this.applyRetention();
+      })
+      .catch((err: unknown) => this.onError(err))
+      .finally(() => {
+        this.signing = undefined;
+      });
+  }
+
+  /**
+   * Signs, stores and publishes a checkpoint of the current tree if it grew since the last one.
+   * Returns the signed note (or the latest one when nothing changed).
+   */
+  async checkpoint(): Promise<void> {
+    await this.republish();
+    const size = this.tree.size;
+    if (size <= this.signedSize || this.broken !== undefined) return;
+    const note = signCheckpoint({ origin: this.o.origin, size, root: this.tree.root(size), extensions: [] }, this.o.signer);
+    try {
+      await this.o.store.appendCheckpoint(size, note);
+    } catch (err) {
+      if (err instanceof AuditError && err.code === 'checkpoint-inconsistent') {
+        await this.catchUp(); // another writer signed a bigger tree; check it, do not sign ours
+        return;
+      }
+      throw err;
+    }
+    this.signedSize = size;
+    this.unpublished.push(note);
+    await this.republish();
+  }
+
+  private async republish(): Promise<void> {
+    while (this.unpublished.length > 0) {
+      try {
+        await this.o.sink.publish(this.unpublished[0] as string);
+      } catch (cause) {
+        throw new AuditError('publish-failed', `cannot publish checkpoint to ${this.o.sink.description} (will retry)`, { cause });
+      }
+      this.unpublished.shift();
+    }
+  }
+
+  /** Destroys data keys whose day is older than the retention period. Returns their ids. */
+  async applyRetention(): Promise<string[]> {
+    this.lastRetention = this.clock.now();
+    const days = this.o.retentionDays ?? 90;
+    if (days <= 0) return [];
+    const cutoff = isoDay(this.clock.now() - days * DAY_MS);
+    const doomed = (await this.o.store.listKeyIds()).filter((id) => {
+      const p = parseKeyId(id);
+      return p !== undefined && p.day < cutoff;
+    });
+    for (const id of doomed) await this.destroyKey(id);
+    return doomed;
+  }
+
+  /**
+   * Crypto-shredding: destroys every data key of `subject` and appends an
+   * `audit.subject-erased` event naming only the subject's keyed hash. Returns the key count.
+   */
+  async forget(subject: string, actor: AuditEventInput['actor'] = {}): Promise<number> {
+    const hash = subjectHash(this.o.masterKeys, subject);
+    const doomed = (await this.o.store.listKeyIds()).filter((id) => parseKeyId(id)?.subject === hash);
+    for (const id of doomed) await this.destroyKey(id);
+    await this.append({ actor, action: 'audit.subject-erased', decision: 'info', payload: { subjectHash: hash, keysDestroyed: doomed.length } });
+    await this.flush();
+    return doomed.length;
+  }
+
+  private async destroyKey(id: string): Promise<void> {
+    await this.o.store.deleteKey(id);
+    this.unwrapped.delete(id);
+    for (const [scope, dk] of this.keyCache) if (dk.id === id) this.keyCache.delete(scope);
+  }
+
+  /** Latest stored checkpoint note, if any. */
+  async latestCheckpoint(): Promise<string | undefined> {
+    return (await this.o.store.readCheckpoints()).at(-1);
+  }
+
+  inclusionProof(index: number, size: number = this.tree.size): { leafHash: Uint8Array; proof: Uint8Array[]; root: Uint8Array } {
+    return { leafHash: this.tree.leafHash(index), proof: this.tree.inclusionProof(index, size), root: this.tree.root(size) };
+  }
+
+  consistencyProof(size1: number, size2: number = this.tree.size): { root1: Uint8Array; root2: Uint8Array; proof: Uint8Array[] } {
+    return { root1: this.tree.root(size1), root2: this.tree.root(size2), proof: this.tree.consistencyProof(size1, size2) };
+  }
+
+  root(size: number = this.tree.size): Uint8Array {
+    return this.tree.root(size);
+  }
+
+  /** Decrypts a stored entry (index = its position in the store). */
+  async decrypt(index: number, entry: Uint8Array): Promise<DecryptedEntry> {
+    const p = parseEntry(entry);
+    const head = {
+      v: 1 as const,
+      id: p.id,
+      time: p.time,
+      actor: p.actor,
+      action: p.action,
+      decision: p.decision,
+      ...(p.reason !== undefined ? { reason: p.reason } : {}),
+    };
+    let key = this.unwrapped.get(p.enc.keyId);
+    if (key === undefined) {
+      const wrapped = await this.o.store.getKey(p.enc.keyId);
+      if (wrapped === undefined) return { index, event: { ...head, payload: null }, keyDestroyed: true };
+      key = unwrapDataKey(this.o.masterKeys, p.enc.keyId, wrapped);
+      this.unwrapped.set(p.enc.keyId, key);
+    }
+    const secret = parseSecretPart(decryptPayload(key, p.enc.nonce, p.enc.ciphertext, payloadAad(this.o.origin, index)));
+    const event: AuditEvent = { ...head, ...(secret.subject !== undefined ? { subject: secret.subject } : {}), payload: secret.payload };
+    return { index, event };
+  }
+}

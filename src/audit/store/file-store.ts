@@ -1,0 +1,325 @@
+/**
+ * Embedded audit store: plain files in one directory, no server.
+ *
+ *   entries.dat       8-byte magic "AEGAUD1\n", then records: u32 BE length || 32-byte leaf hash || entry
+ *   checkpoints.jsonl one {"size":n,"note":"<signed note>"} per line
+ *   keys/<key id>     wrapped data keys, one file each (0600)
+ *   writer.lock       held during each write (see file-lock.ts)
+ *
+ * Durability: a batch is written with one write() and fdatasync'd before `append` resolves, all
+ * under the writer lock. After kill -9 the only possible damage is an incomplete or torn record
+ * at the tail that was never acknowledged; the next writer, holding the lock (so the writer that
+ * produced it is gone), truncates it. Readers never repair: they stop at an incomplete tail.
+ */
+import { constants } from 'node:fs';
+import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AuditError } from '../errors.js';
+import { bytesEqual, hashLeaf } from '../merkle/hash.js';
+import { withFileLock } from './file-lock.js';
+import type { AuditStore, NewEntry, StoredRecord } from './types.js';
+
+const MAGIC = Buffer.from('AEGAUD1\n', 'ascii');
+const HEADER = 4 + 32;
+/** Largest entry accepted on read; anything bigger is damage, not data. */
+const MAX_ENTRY = 16 << 20;
+const CHUNK = 8 << 20;
+const KEY_ID_FILE_RE = /^[A-Za-z0-9._-]{1,128}$/u;
+
+type Scanned = { offset: number; leafHash: Uint8Array; entry: Uint8Array };
+type ScanEnd = { offset: number; problem?: string; complete: boolean };
+
+/**
+ * Reads records from `offset` to end of file, calling `onRecord`; returns where it stopped and
+ * why. `complete` is false when the file ends inside a record (an interrupted write).
+ */
+async function scan(fh: FileHandle, offset: number, onRecord: (r: Scanned) => boolean | void): Promise<ScanEnd> {
+  const size = (await fh.stat()).size;
+  let buf = Buffer.alloc(0);
+  let bufStart = offset;
+  let pos = offset;
+  while (pos < size) {
+    // Make sure the header and then the whole record are in `buf`.
+    const rel = pos - bufStart;
+    const need = async (n: number): Promise<boolean> => {
+      if (buf.length - (pos - bufStart) >= n) return true;
+      const keep = buf.subarray(pos - bufStart);
+      const want = Math.max(n, CHUNK);
+      const next = Buffer.alloc(Math.min(want, size - pos));
+      keep.copy(next);
+      const { bytesRead } = await fh.read(next, keep.length, next.length - keep.length, pos + keep.length);
+      buf = next.subarray(0, keep.length + bytesRead);
+      bufStart = pos;
+      return buf.length >= n;
+    };
+    void rel;
+    if (!(await need(HEADER))) return { offset: pos, complete: false };
+    const r = pos - bufStart;
+    const len = buf.readUInt32BE(r);
+    if (len === 0 || len > MAX_ENTRY) return { offset: pos, complete: true, problem: `record length ${len} is invalid` };
+    if (pos + HEADER + len > size) return { offset: pos, complete: false };
+    if (!(await need(HEADER + len))) return { offset: pos, complete: false };
+    const s = pos - bufStart;
+    const leafHash = buf.subarray(s + 4, s + HEADER);
+    const entry = buf.subarray(s + HEADER, s + HEADER + len);
+    if (onRecord({ offset: pos, leafHash, entry }) === false) return { offset: pos, complete: true };
+    pos += HEADER + len;
+  }
+  return { offset: pos, complete: true };
+}
+
+export class FileStore implements AuditStore {
+  readonly location: string;
+  private count = 0;
+  private end = MAGIC.length;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly fh: FileHandle,
+  ) {
+    this.location = dir;
+  }
+
+  /** Opens (creating when absent) the store in `dir`. */
+  static async open(dir: string): Promise<FileStore> {
+    await mkdir(join(dir, 'keys'), { recursive: true, mode: 0o700 });
+    const path = join(dir, 'entries.dat');
+    let fh: FileHandle;
+    try {
+      fh = await open(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+    } catch (cause) {
+      throw new AuditError('store-io', `cannot open ${path}`, { cause });
+    }
+    const store = new FileStore(dir, fh);
+    if ((await fh.stat()).size === 0) {
+      await withFileLock(store.lockPath, async () => {
+        if ((await fh.stat()).size === 0) {
+          await fh.write(MAGIC, 0, MAGIC.length, 0);
+          await fh.datasync();
+        }
+      });
+    }
+    const magic = Buffer.alloc(MAGIC.length);
+    await fh.read(magic, 0, MAGIC.length, 0);
+    if (!magic.equals(MAGIC)) {
+      await fh.close();
+      throw new AuditError('store-corrupt', `${path} is not an AEGIS audit log (bad magic)`);
+    }
+    return store;
+  }
+
+  private get lockPath(): string {
+    return join(this.dir, 'writer.lock');
+  }
+
+  async readLeafHashes(from: number): Promise<{ size: number; hashes: Uint8Array }> {
+    // Catch up from what this handle already knows; rescan from the start if asked for less.
+    if (from < this.count) {
+      this.count = 0;
+      this.end = MAGIC.length;
+    }
+    const parts: Uint8Array[] = [];
+    let index = this.count;
+    const end = await scan(this.fh, this.end, (r) => {
+      if (index >= from) parts.push(Buffer.from(r.leafHash));
+      index++;
+    });
+    if (end.problem !== undefined) throw new AuditError('store-corrupt', `entry ${index} in ${this.location}: ${end.problem}`);
+    this.count = index;
+    this.end = end.offset;
+    return { size: this.count, hashes: Buffer.concat(parts) };
+  }
+
+  async *readEntries(from: number, to?: number): AsyncIterable<StoredRecord> {
+    const records: StoredRecord[] = [];
+    let index = 0;
+    // Stream in chunks: scan fills `records`, we yield them when it returns a batch.
+    let offset = MAGIC.length;
+    for (;;) {
+      records.length = 0;
+      const end = await scan(this.fh, offset, (r) => {
+        if (to !== undefined && index >= to) return false;
+        if (index >= from) records.push({ index, leafHash: Buffer.from(r.leafHash), entry: Buffer.from(r.entry) });
+        index++;
+        offset = r.offset + HEADER + r.entry.length;
+        return records.length < 4096;
+      });
+      yield* records;
+      if (to !== undefined && index >= to) return;
+      if (records.length >= 4096 && end.problem === undefined) continue;
+      if (end.problem !== undefined) {
+        yield { index, error: `unreadable record at byte ${end.offset}: ${end.problem}` };
+      } else if (!end.complete) {
+        yield { index, error: `incomplete record at byte ${end.offset} (interrupted write at the tail)` };
+      }
+      return;
+    }
+  }
+
+  async append(start: number, entries: readonly NewEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const bufs: Buffer[] = [];
+    for (const e of entries) {
+      const h = Buffer.alloc(4);
+      h.writeUInt32BE(e.entry.length);
+      bufs.push(h, Buffer.from(e.leafHash.buffer, e.leafHash.byteOffset, e.leafHash.length), Buffer.from(e.entry.buffer, e.entry.byteOffset, e.entry.length));
+    }
+    const data = Buffer.concat(bufs);
+    await withFileLock(this.lockPath, async () => {
+      await this.repairTail();
+      if (this.count !== start) throw new AuditError('conflict', `store holds ${this.count} entries, not ${start}`);
+      try {
+        let off = 0;
+        while (off < data.length) {
+          const { bytesWritten } = await this.fh.write(data, off, data.length - off, this.end + off);
+          off += bytesWritten;
+        }
+        await this.fh.datasync();
+      } catch (cause) {
+        throw new AuditError('store-io', `cannot write ${this.location}`, { cause });
+      }
+      this.end += data.length;
+      this.count += entries.length;
+    });
+  }
+
+  /**
+   * Under the writer lock: catch up with records other writers appended, and truncate an
+   * incomplete or torn record at the tail (its writer is dead: it would hold the lock).
+   */
+  private async repairTail(): Promise<void> {
+    const size = (await this.fh.stat()).size;
+    if (size === this.end) return;
+    if (size < this.end) throw new AuditError('store-corrupt', `${this.location} shrank under the writer (${size} < ${this.end} bytes)`);
+    let index = this.count;
+    let goodEnd = this.end;
+    const end = await scan(this.fh, this.end, (r) => {
+      if (!bytesEqual(hashLeaf(r.entry), r.leafHash)) return false;
+      index++;
+      goodEnd = r.offset + HEADER + r.entry.length;
+      return undefined;
+    });
+    if (goodEnd < size) {
+      // Whatever follows the last good record was never acknowledged.
+      process.emitWarning(`audit: truncating ${size - goodEnd} bytes of interrupted write at the tail of ${this.location}`);
+      await this.fh.truncate(goodEnd);
+      await this.fh.datasync();
+    }
+    void end;
+    this.count = index;
+    this.end = goodEnd;
+  }
+
+  async appendCheckpoint(size: number, note: string): Promise<void> {
+    await withFileLock(this.lockPath, async () => {
+      const notes = await this.readCheckpointRecords();
+      const last = notes.at(-1);
+      if (last !== undefined && last.size > size) {
+        throw new AuditError('checkpoint-inconsistent', `latest stored checkpoint has size ${last.size} > ${size}`);
+      }
+      const fh = await open(join(this.dir, 'checkpoints.jsonl'), 'a', 0o600);
+      try {
+        await fh.write(`${JSON.stringify({ size, note })}\n`);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+    });
+  }
+
+  private async readCheckpointRecords(): Promise<Array<{ size: number; note: string }>> {
+    let text: string;
+    try {
+      text = await readFile(join(this.dir, 'checkpoints.jsonl'), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw new AuditError('store-io', 'cannot read checkpoints', { cause: err });
+    }
+    const lines = text.split('\n');
+    lines.pop(); // the part after the last newline: empty, or a torn unacknowledged write
+    return lines.map((line) => {
+      try {
+        const v = JSON.parse(line) as { size?: unknown; note?: unknown };
+        if (typeof v.size === 'number' && typeof v.note === 'string') return { size: v.size, note: v.note };
+      } catch {
+        /* damaged line: verification reports it */
+      }
+      return { size: -1, note: line };
+    });
+  }
+
+  async readCheckpoints(): Promise<string[]> {
+    return (await this.readCheckpointRecords()).map((r) => r.note);
+  }
+
+  private keyPath(id: string): string {
+    if (!KEY_ID_FILE_RE.test(id) || id.startsWith('.')) throw new AuditError('key-invalid', `invalid key id ${JSON.stringify(id)}`);
+    return join(this.dir, 'keys', id);
+  }
+
+  async putKey(id: string, wrapped: Uint8Array): Promise<void> {
+    const path = this.keyPath(id);
+    const tmp = `${path}.${process.pid}.tmp`;
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.write(wrapped);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+    await this.syncDir(join(this.dir, 'keys'));
+  }
+
+  async getKey(id: string): Promise<Uint8Array | undefined> {
+    try {
+      return new Uint8Array(await readFile(this.keyPath(id)));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async listKeyIds(): Promise<string[]> {
+    return (await readdir(join(this.dir, 'keys'))).filter((n) => !n.endsWith('.tmp')).sort();
+  }
+
+  async deleteKey(id: string): Promise<void> {
+    const path = this.keyPath(id);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    try {
+      // Overwrite before unlinking (best effort: see LIMITATIONS in docs/audit.md).
+      const { size } = await fh.stat();
+      await fh.write(Buffer.alloc(size), 0, size, 0);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await unlink(path);
+    await this.syncDir(join(this.dir, 'keys'));
+  }
+
+  private async syncDir(dir: string): Promise<void> {
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** Size in bytes of the entries file (for tests and benchmarks). */
+export async function entriesFileSize(dir: string): Promise<number> {
+  return (await stat(join(dir, 'entries.dat'))).size;
+}

@@ -1,0 +1,235 @@
+/**
+ * PostgreSQL audit store, for logs shared by several hosts. Same interface and conformance suite
+ * as the embedded store.
+ *
+ * Tables (in schema `schema`, created on first use):
+ *   entries(idx bigint primary key, leaf_hash bytea, entry bytea)
+ *   checkpoints(seq bigserial primary key, size bigint, note text)
+ *   keys(id text primary key, wrapped bytea)
+ * Appends run in one transaction under a transaction-scoped advisory lock, check that the table
+ * holds exactly `start` entries, and are durable on COMMIT (synchronous_commit must stay on).
+ * Triggers refuse UPDATE, DELETE and TRUNCATE on entries and checkpoints.
+ *
+ * TLS: use `sslmode=verify-full` (and `sslrootcert=<ca file>`) in the URL, or set
+ * AEGIS_AUDIT_PG_CA to a CA file: the server certificate is then verified.
+ * LIMITATION: the triggers stop accidents and unprivileged roles, not the database owner or a
+ * superuser; tampering by them is what checkpoints and `aegis audit verify` catch. Deleted key
+ * rows linger in dead tuples and WAL until VACUUM and WAL recycling.
+ */
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { AuditError } from '../errors.js';
+import type { AuditStore, NewEntry, StoredRecord } from './types.js';
+
+const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/u;
+const PAGE = 20_000;
+
+export interface PgStoreOptions {
+  readonly url: string;
+  /** Schema holding the log's tables (one log per schema). */
+  readonly schema: string;
+  /** CA certificate (PEM) to verify the server with; default from AEGIS_AUDIT_PG_CA. */
+  readonly ca?: string;
+}
+
+function io(what: string, cause: unknown): AuditError {
+  return new AuditError('store-io', `postgres: ${what}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+}
+
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://(unparsable URL)';
+  }
+}
+
+export class PgStore implements AuditStore {
+  readonly location: string;
+  private readonly t: { entries: string; checkpoints: string; keys: string };
+  private readonly lockKey: string;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly schema: string,
+    url: string,
+  ) {
+    this.location = `${redact(url)} schema ${schema}`;
+    this.t = { entries: `${schema}.entries`, checkpoints: `${schema}.checkpoints`, keys: `${schema}.keys` };
+    this.lockKey = `aegis-audit:${schema}`;
+  }
+
+  static async open(o: PgStoreOptions): Promise<PgStore> {
+    if (!SCHEMA_RE.test(o.schema)) throw new AuditError('store-io', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
+    const caFile = o.ca ?? process.env['AEGIS_AUDIT_PG_CA'];
+    const config: pg.PoolConfig = { connectionString: o.url, max: 4 };
+    if (caFile !== undefined && caFile !== '') config.ssl = { ca: readFileSync(caFile, 'utf8'), rejectUnauthorized: true };
+    const pool = new pg.Pool(config);
+    pool.on('error', () => undefined); // idle-client errors surface on the next query instead
+    const store = new PgStore(pool, o.schema, o.url);
+    try {
+      await store.migrate();
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw err instanceof AuditError ? err : io('cannot initialise schema', err);
+    }
+    return store;
+  }
+
+  private async migrate(): Promise<void> {
+    const s = this.schema;
+    await this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', ['aegis-audit:migrate']);
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.entries} (idx bigint PRIMARY KEY CHECK (idx >= 0), leaf_hash bytea NOT NULL, entry bytea NOT NULL)`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.checkpoints} (seq bigserial PRIMARY KEY, size bigint NOT NULL, note text NOT NULL)`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.keys} (id text PRIMARY KEY, wrapped bytea NOT NULL)`);
+      await c.query(
+        `CREATE OR REPLACE FUNCTION ${s}.append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'aegis audit tables are append-only'; END $$`,
+      );
+      for (const table of [this.t.entries, this.t.checkpoints]) {
+        await c.query(`CREATE OR REPLACE TRIGGER append_only BEFORE UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${s}.append_only()`);
+        await c.query(`CREATE OR REPLACE TRIGGER append_only_truncate BEFORE TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.append_only()`);
+      }
+    });
+  }
+
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    let c: pg.PoolClient;
+    try {
+      c = await this.pool.connect();
+    } catch (err) {
+      throw io('cannot connect', err);
+    }
+    try {
+      await c.query('BEGIN');
+      const out = await fn(c);
+      await c.query('COMMIT');
+      return out;
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err instanceof AuditError ? err : io('transaction failed', err);
+    } finally {
+      c.release();
+    }
+  }
+
+  private async q<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(text, values);
+    } catch (err) {
+      throw io('query failed', err);
+    }
+  }
+
+  private async count(c: pg.PoolClient | pg.Pool): Promise<number> {
+    const r = await c.query<{ n: string }>(`SELECT coalesce(max(idx) + 1, 0)::text AS n FROM ${this.t.entries}`);
+    return Number(r.rows[0]?.n ?? 0);
+  }
+
+  async readLeafHashes(from: number): Promise<{ size: number; hashes: Uint8Array }> {
+    const parts: Buffer[] = [];
+    let next = from;
+    for (;;) {
+      const r = await this.q<{ i: string; leaf_hash: Buffer }>(
+        `SELECT idx::text AS i, leaf_hash FROM ${this.t.entries} WHERE idx >= $1 ORDER BY idx LIMIT ${PAGE}`,
+        [next],
+      );
+      for (const row of r.rows) {
+        if (Number(row.i) !== next) throw new AuditError('store-corrupt', `${this.location}: entry ${next} is missing`);
+        if (row.leaf_hash.length !== 32) throw new AuditError('store-corrupt', `${this.location}: entry ${next} has a bad leaf hash`);
+        parts.push(row.leaf_hash);
+        next++;
+      }
+      if (r.rows.length < PAGE) break;
+    }
+    return { size: next, hashes: Buffer.concat(parts) };
+  }
+
+  async *readEntries(from: number, to?: number): AsyncIterable<StoredRecord> {
+    // Positions are counted here, not taken from idx: a missing row shifts every later entry,
+    // which verification then reports through the index recorded inside the entry.
+    let pos = 0;
+    let lastIdx = -1;
+    for (;;) {
+      const r = await this.q<{ i: string; leaf_hash: Buffer; entry: Buffer }>(
+        `SELECT idx::text AS i, leaf_hash, entry FROM ${this.t.entries} WHERE idx > $1 ORDER BY idx LIMIT ${PAGE}`,
+        [lastIdx],
+      );
+      for (const row of r.rows) {
+        if (to !== undefined && pos >= to) return;
+        if (pos >= from) yield { index: pos, leafHash: new Uint8Array(row.leaf_hash), entry: new Uint8Array(row.entry) };
+        pos++;
+        lastIdx = Number(row.i);
+      }
+      if (r.rows.length < PAGE) return;
+    }
+  }
+
+  async append(start: number, entries: readonly NewEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const idx = entries.map((_, i) => String(start + i));
+    const hashes = entries.map((e) => Buffer.from(e.leafHash));
+    const bodies = entries.map((e) => Buffer.from(e.entry));
+    await this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.lockKey]);
+      const n = await this.count(c);
+      if (n !== start) throw new AuditError('conflict', `store holds ${n} entries, not ${start}`);
+      await c.query(`INSERT INTO ${this.t.entries} (idx, leaf_hash, entry) SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])`, [idx, hashes, bodies]);
+    });
+  }
+
+  async appendCheckpoint(size: number, note: string): Promise<void> {
+    await this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.lockKey]);
+      const r = await c.query<{ size: string }>(`SELECT size::text AS size FROM ${this.t.checkpoints} ORDER BY seq DESC LIMIT 1`);
+      const last = r.rows[0];
+      if (last !== undefined && Number(last.size) > size) {
+        throw new AuditError('checkpoint-inconsistent', `latest stored checkpoint has size ${last.size} > ${size}`);
+      }
+      await c.query(`INSERT INTO ${this.t.checkpoints} (size, note) VALUES ($1, $2)`, [size, note]);
+    });
+  }
+
+  async readCheckpoints(): Promise<string[]> {
+    const r = await this.q<{ note: string }>(`SELECT note FROM ${this.t.checkpoints} ORDER BY seq`);
+    return r.rows.map((row) => row.note);
+  }
+
+  async putKey(id: string, wrapped: Uint8Array): Promise<void> {
+    await this.q(`INSERT INTO ${this.t.keys} (id, wrapped) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, [id, Buffer.from(wrapped)]);
+  }
+
+  async getKey(id: string): Promise<Uint8Array | undefined> {
+    const r = await this.q<{ wrapped: Buffer }>(`SELECT wrapped FROM ${this.t.keys} WHERE id = $1`, [id]);
+    const row = r.rows[0];
+    return row === undefined ? undefined : new Uint8Array(row.wrapped);
+  }
+
+  async listKeyIds(): Promise<string[]> {
+    const r = await this.q<{ id: string }>(`SELECT id FROM ${this.t.keys} ORDER BY id`);
+    return r.rows.map((row) => row.id);
+  }
+
+  async deleteKey(id: string): Promise<void> {
+    await this.q(`DELETE FROM ${this.t.keys} WHERE id = $1`, [id]);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  /** Drops the schema and everything in it (tests only). */
+  static async dropSchema(url: string, schema: string): Promise<void> {
+    if (!SCHEMA_RE.test(schema)) throw new AuditError('store-io', 'invalid schema');
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    } finally {
+      await c.end();
+    }
+  }
+}

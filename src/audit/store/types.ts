@@ -1,0 +1,42 @@
+/**
+ * The one interface every audit store implements (embedded files, PostgreSQL). Every
+ * implementation runs the same conformance suite (conformance.ts).
+ *
+ * Contract:
+ * - Entries are numbered 0, 1, 2, ... without gaps. `append(start, ...)` is atomic and durable
+ *   when it resolves (the caller acknowledges events only then), and fails with
+ *   AuditError('conflict') without writing anything if the store does not hold exactly `start`
+ *   entries (another writer appended first): the caller catches up and retries.
+ * - Checkpoints are stored in order; `appendCheckpoint` refuses (checkpoint-inconsistent) a
+ *   checkpoint smaller than the latest stored one. Consistency of roots is the caller's job.
+ * - Stored data is untrusted: readers report damage as values (`StoredRecord.error`), they do
+ *   not throw on it, so verification can name the position.
+ * - Keys: wrapped data keys by id; `deleteKey` destroys the stored copy (crypto-shredding).
+ */
+export interface NewEntry {
+  readonly leafHash: Uint8Array;
+  readonly entry: Uint8Array;
+}
+
+export type StoredRecord =
+  | { readonly index: number; readonly leafHash: Uint8Array; readonly entry: Uint8Array; readonly error?: undefined }
+  | { readonly index: number; readonly error: string };
+
+export interface AuditStore {
+  /** Human-readable location for messages (path or URL without password). */
+  readonly location: string;
+  /** Current entry count and the stored leaf hashes of entries [from, count), concatenated. */
+  readLeafHashes(from: number): Promise<{ size: number; hashes: Uint8Array }>;
+  /** Entries [from, to) in order; stops after the first unreadable record. */
+  readEntries(from: number, to?: number): AsyncIterable<StoredRecord>;
+  append(start: number, entries: readonly NewEntry[]): Promise<void>;
+  appendCheckpoint(size: number, note: string): Promise<void>;
+  /** Every stored checkpoint note in order (possibly damaged text: verify parses it). */
+  readCheckpoints(): Promise<string[]>;
+  putKey(id: string, wrapped: Uint8Array): Promise<void>;
+  getKey(id: string): Promise<Uint8Array | undefined>;
+  listKeyIds(): Promise<string[]>;
+  /** Destroys a key; destroying an absent key is not an error. */
+  deleteKey(id: string): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,69 @@
+/**
+ * The shared AuditStore conformance suite against a real PostgreSQL server
+ * (AEGIS_TEST_PG_URL, provided by scripts/pg-test.sh; scripts/test.sh and CI set it).
+ * In CI (CI=true) a missing server is a failure, never a skip.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { storeConformance } from '../../src/audit/store/conformance.js';
+import { PgStore } from '../../src/audit/store/pg-store.js';
+import { AuditError } from '../../src/audit/errors.js';
+
+const url = process.env['AEGIS_TEST_PG_URL'];
+const inCi = process.env['CI'] === 'true';
+
+if (url === undefined || url === '') {
+  describe('AuditStore conformance: PostgreSQL', () => {
+    if (inCi) {
+      it('has a PostgreSQL server to test against', () => {
+        assert.fail('AEGIS_TEST_PG_URL is not set in CI: run `eval "$(bash scripts/pg-test.sh)"` first');
+      });
+    } else {
+      it('is skipped: AEGIS_TEST_PG_URL is not set (run `eval "$(bash scripts/pg-test.sh)"` to provide a server)', { skip: 'no PostgreSQL server: AEGIS_TEST_PG_URL unset' }, () => {});
+    }
+  });
+} else {
+  const pgUrl = url;
+  storeConformance('PostgreSQL', async () => {
+    const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
+    return { open: () => PgStore.open({ url: pgUrl, schema }), destroy: () => PgStore.dropSchema(pgUrl, schema) };
+  });
+
+  describe('PgStore', () => {
+    it('refuses UPDATE and DELETE of entries at the database (append-only triggers)', async () => {
+      const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
+      const s = await PgStore.open({ url: pgUrl, schema });
+      try {
+        const pg = (await import('pg')).default;
+        const c = new pg.Client({ connectionString: pgUrl });
+        await c.connect();
+        await s.append(0, [{ entry: Buffer.from('x'), leafHash: Buffer.alloc(32) }]);
+        await assert.rejects(c.query(`DELETE FROM ${schema}.entries`), /append-only/u);
+        await assert.rejects(c.query(`UPDATE ${schema}.entries SET entry = 'y'`), /append-only/u);
+        await assert.rejects(c.query(`TRUNCATE ${schema}.entries`), /append-only/u);
+        await c.end();
+      } finally {
+        await s.close();
+        await PgStore.dropSchema(pgUrl, schema);
+      }
+    });
+
+    it('reports an unreachable server as store-io', async () => {
+      await assert.rejects(
+        PgStore.open({ url: 'postgres://nobody:x@127.0.0.1:1/none', schema: 'aegis_x' }),
+        (err: unknown) => err instanceof AuditError && err.code === 'store-io',
+      );
+    });
+
+    const tlsUrl = process.env['AEGIS_TEST_PG_TLS_URL'];
+    it('connects over TLS with certificate verification when the server offers it', { skip: tlsUrl === undefined ? 'server offers no TLS (AEGIS_TEST_PG_TLS_URL unset)' : false }, async () => {
+      const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
+      const s = await PgStore.open({ url: tlsUrl as string, schema, ca: process.env['AEGIS_TEST_PG_CA'] as string });
+      await s.append(0, [{ entry: Buffer.from('tls'), leafHash: Buffer.alloc(32) }]);
+      assert.equal((await s.readLeafHashes(0)).size, 1);
+      await s.close();
+      await PgStore.dropSchema(pgUrl, schema);
+    });
+  });
+}
