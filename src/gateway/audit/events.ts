@@ -1,0 +1,124 @@
+/**
+ * Builders of the gateway's audit events (pure). Each returns an `AuditEventInput` the audit
+ * log takes unchanged (it assigns `id`/`time`).
+ *
+ * Actions:
+ * - `net.dns`       one per DNS question: name, type, transport, rcode, answers.
+ * - `net.connect`   one per connection (explicit proxy CONNECT, SOCKS5, transparent TLS/HTTP):
+ *                   host, port, bytes sent/received, duration; denials are emitted at once.
+ * - `http.request`  one per plain-HTTP request (forward proxy and transparent port 80).
+ *
+ * `reason` is the policy's reason code (`net.allowed.*` / `net.denied.*`) when the policy
+ * decided, or one of the gateway's own `GatewayReason` codes below.
+ */
+import type { AuditActor, AuditEventInput } from '../../audit/event.js';
+import type { Decision } from '../../policy/types.js';
+
+/** Reasons the gateway itself gives (not policy decisions). Part of the API: add, never repurpose. */
+export type GatewayReason =
+  /** Per-sandbox token bucket empty (HTTP 429 where the protocol allows). */
+  | 'gateway.rate_limited'
+  /** The byte quota of the sandbox is used up. */
+  | 'gateway.quota_exceeded'
+  /** TLS SNI differs from the CONNECT / SOCKS5 host (domain fronting). */
+  | 'gateway.sni_mismatch'
+  /** The ClientHello carries encrypted_client_hello: the real destination would be hidden. */
+  | 'gateway.ech_refused'
+  /** Transparent TLS without SNI: no name to decide on. */
+  | 'gateway.sni_missing'
+  /** HTTP Host header differs from the request-target / CONNECT host. */
+  | 'gateway.host_mismatch'
+  /** Transparent capture: the SNI/Host name is not one the agent resolved through the gateway. */
+  | 'gateway.not_resolved'
+  /** The agent's bytes did not parse (TLS, HTTP, SOCKS5, DNS). */
+  | 'gateway.malformed'
+  /** DNS question type other than A/AAAA (TXT, MX, ANY, ... tunnelling). */
+  | 'gateway.dns_type_refused'
+  /** Upstream resolution or connection failed. */
+  | 'gateway.upstream_failed'
+  /** A plain-HTTP proxy request for an https:// URL: the gateway never speaks TLS for the agent. */
+  | 'gateway.scheme_refused'
+  /** Only SOCKS5 CONNECT is offered (no BIND, no UDP ASSOCIATE). */
+  | 'gateway.socks_command_refused';
+
+export type ConnectMode = 'connect' | 'socks5' | 'transparent-tls' | 'transparent-http' | 'forward';
+
+export type Verdict =
+  | { readonly decision: 'allow'; readonly reason: string }
+  | { readonly decision: 'deny'; readonly reason: string; readonly detail: string };
+
+export function verdictOf(d: Decision): Verdict {
+  return d.allow ? { decision: 'allow', reason: d.reason } : { decision: 'deny', reason: d.reason, detail: d.detail };
+}
+
+export function gatewayDeny(reason: GatewayReason, detail: string): Verdict {
+  return { decision: 'deny', reason, detail };
+}
+
+function base(actor: AuditActor, action: string, v: Verdict, payload: Record<string, unknown>): AuditEventInput {
+  const p = v.decision === 'deny' ? { ...payload, detail: v.detail } : payload;
+  return { actor, action, decision: v.decision, reason: v.reason, payload: p };
+}
+
+export interface DnsFacts {
+  readonly name: string;
+  /** Question type mnemonic (A, AAAA, TXT, ...) or TYPE<n>. */
+  readonly type: string;
+  readonly transport: 'udp' | 'tcp';
+  /** Response code sent to the agent (NOERROR, REFUSED, SERVFAIL, FORMERR). */
+  readonly rcode: string;
+  /** Addresses returned to the agent (empty when denied). */
+  readonly answers: readonly string[];
+}
+
+export function dnsEvent(actor: AuditActor, v: Verdict, f: DnsFacts): AuditEventInput {
+  return base(actor, 'net.dns', v, { name: f.name, type: f.type, transport: f.transport, rcode: f.rcode, answers: [...f.answers] });
+}
+
+export interface ConnectFacts {
+  readonly mode: ConnectMode;
+  /** The host the agent asked for (as sent, bounded), or null when it could not be read. */
+  readonly host: string | null;
+  readonly port: number | null;
+  /** SNI seen in the agent's ClientHello, when there was one. */
+  readonly sni?: string | null;
+  /** Address the gateway connected to upstream, when it did. */
+  readonly upstream?: string | null;
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly durationMs: number;
+}
+
+export function connectEvent(actor: AuditActor, v: Verdict, f: ConnectFacts): AuditEventInput {
+  return base(actor, 'net.connect', v, {
+    mode: f.mode,
+    host: f.host,
+    port: f.port,
+    sni: f.sni ?? null,
+    upstream: f.upstream ?? null,
+    bytesSent: f.bytesSent,
+    bytesReceived: f.bytesReceived,
+    durationMs: f.durationMs,
+  });
+}
+
+export interface HttpFacts {
+  readonly mode: 'forward' | 'transparent-http';
+  readonly method: string;
+  /** Absolute URL (bounded length); query strings are kept: they are what exfiltration uses. */
+  readonly url: string;
+  /** Status the agent got (from upstream, or the gateway's own 4xx/5xx). */
+  readonly status: number;
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly durationMs: number;
+}
+
+export function httpRequestEvent(actor: AuditActor, v: Verdict, f: HttpFacts): AuditEventInput {
+  return base(actor, 'http.request', v, { ...f });
+}
+
+/** Cut an untrusted string to a bounded length for the log (the agent controls it). */
+export function bounded(s: string, max = 2048): string {
+  return s.length <= max ? s : `${s.slice(0, max)}…(${s.length - max} more)`;
+}

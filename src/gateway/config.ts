@@ -1,0 +1,102 @@
+/**
+ * Gateway configuration: the single source of truth is the zod schema below. Values come from
+ * a JSON config file (AEGIS_GATEWAY_CONFIG=<path>) and are overridden by environment variables.
+ *
+ * - upstreamDns   (AEGIS_UPSTREAM_DNS, "ip:port")  resolver the gateway itself asks.
+ *                 Default: the host's first `nameserver` in /etc/resolv.conf, port 53.
+ * - sandboxSubnet (AEGIS_SANDBOX_SUBNET, CIDR /16../29) carved into one /30 per sandbox.
+ *                 Default 10.201.0.0/16.
+ * - stateDir      (AEGIS_STATE_DIR) slot locks and per-sandbox resolv.conf. Default /run/aegis.
+ *
+ * NOTE: the gateway never originates TLS (tunnels stay end to end and https:// URLs are not
+ * forwarded over plain HTTP), so it has no CA setting: certificate verification is the agent's.
+ */
+import { readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import { z } from 'zod';
+import { GatewayError } from './errors.js';
+import { parseSubnet } from './netns/plan.js';
+
+const hostPort = z
+  .string()
+  .describe('resolver address as ip:port (IPv4)')
+  .transform((s, ctx) => {
+    const m = /^([0-9.]+):([0-9]{1,5})$/.exec(s);
+    if (!m || !isIPv4(m[1]!) || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+      ctx.addIssue({ code: 'custom', message: `"${s}" is not ip:port` });
+      return z.NEVER;
+    }
+    return { host: m[1]!, port: Number(m[2]) };
+  });
+
+export const GatewayConfigSchema = z.strictObject({
+  upstreamDns: hostPort.optional().describe('upstream resolver; default: host /etc/resolv.conf'),
+  sandboxSubnet: z
+    .string()
+    .default('10.201.0.0/16')
+    .refine((s) => {
+      try {
+        parseSubnet(s);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'must be an IPv4 network a.b.c.d/n with n between 16 and 29')
+    .describe('subnet carved into one /30 per sandbox'),
+  stateDir: z.string().startsWith('/', 'must be an absolute path').default('/run/aegis').describe('slot locks and per-sandbox files'),
+});
+
+export interface GatewayConfig {
+  readonly upstreamDns: { readonly host: string; readonly port: number };
+  readonly sandboxSubnet: string;
+  readonly stateDir: string;
+}
+
+/** First IPv4 `nameserver` of a resolv.conf text, or null. */
+export function firstNameserver(resolvConfText: string): string | null {
+  for (const line of resolvConfText.split('\n')) {
+    const m = /^\s*nameserver\s+(\S+)/.exec(line);
+    if (m && isIPv4(m[1]!)) return m[1]!;
+  }
+  return null;
+}
+
+/** Pure: merge file values and environment, validate, apply defaults. */
+export function parseGatewayConfig(env: Readonly<Record<string, string | undefined>>, fileJson: unknown, hostResolvConf: string): GatewayConfig {
+  const fromFile = fileJson === null || fileJson === undefined ? {} : fileJson;
+  if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw new GatewayError('config_invalid', 'gateway config file must hold a JSON object');
+  const merged: Record<string, unknown> = { ...(fromFile as Record<string, unknown>) };
+  if (env.AEGIS_UPSTREAM_DNS) merged.upstreamDns = env.AEGIS_UPSTREAM_DNS;
+  if (env.AEGIS_SANDBOX_SUBNET) merged.sandboxSubnet = env.AEGIS_SANDBOX_SUBNET;
+  if (env.AEGIS_STATE_DIR) merged.stateDir = env.AEGIS_STATE_DIR;
+  const r = GatewayConfigSchema.safeParse(merged);
+  if (!r.success) {
+    throw new GatewayError('config_invalid', r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
+  }
+  let upstream = r.data.upstreamDns;
+  if (!upstream) {
+    const ns = firstNameserver(hostResolvConf);
+    if (!ns) throw new GatewayError('config_invalid', 'no upstream resolver: set AEGIS_UPSTREAM_DNS or an IPv4 nameserver in /etc/resolv.conf');
+    upstream = { host: ns, port: 53 };
+  }
+  return { upstreamDns: upstream, sandboxSubnet: r.data.sandboxSubnet, stateDir: r.data.stateDir };
+}
+
+/** Read the config file (if AEGIS_GATEWAY_CONFIG names one) and the host's resolv.conf. */
+export function loadGatewayConfig(env: Readonly<Record<string, string | undefined>> = process.env): GatewayConfig {
+  let file: unknown = null;
+  if (env.AEGIS_GATEWAY_CONFIG) {
+    try {
+      file = JSON.parse(readFileSync(env.AEGIS_GATEWAY_CONFIG, 'utf8'));
+    } catch (err) {
+      throw new GatewayError('config_invalid', `gateway config ${env.AEGIS_GATEWAY_CONFIG}: ${String(err)}`, { cause: err });
+    }
+  }
+  let resolv = '';
+  try {
+    resolv = readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    resolv = '';
+  }
+  return parseGatewayConfig(env, file, resolv);
+}

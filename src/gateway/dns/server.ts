@@ -1,0 +1,161 @@
+/**
+ * The sandbox's DNS server (UDP and TCP on the gateway address, port 53 as the sandbox sees it).
+ *
+ * For every question: deny-first checks (parse, rate limit, policy on the name, question type),
+ * then upstream resolution by the gateway itself, then the DNS-rebinding guard on every answer
+ * address. Only A answers for allowed names leave this server; AAAA gets an empty NOERROR
+ * (sandboxes have no IPv6), everything else REFUSED. One `net.dns` audit event per question.
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, type Server, type Socket } from 'node:net';
+import { GatewayError } from '../errors.js';
+import { dnsEvent, gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
+import type { Session } from '../session.js';
+import { encodeFormErr, encodeResponse, MAX_QUERY_BYTES, parseQuery, salvageId, type AddressAnswer, type Question, type Rcode } from './message.js';
+
+/** TTL given to the agent: short, so a policy decision is asked again soon. */
+const ANSWER_TTL_MAX = 60;
+const TCP_IDLE_MS = 10_000;
+
+interface Outcome {
+  readonly verdict: Verdict;
+  readonly rcode: Rcode;
+  readonly answers: readonly AddressAnswer[];
+}
+
+/** Decide and answer one question (exported for tests through the servers). */
+export async function answerQuestion(session: Session, q: Question): Promise<Outcome> {
+  const refuse = (verdict: Verdict, rcode: Rcode = 'REFUSED'): Outcome => ({ verdict, rcode, answers: [] });
+  if (!session.dnsQueries.take()) return refuse(gatewayDeny('gateway.rate_limited', 'DNS query rate limit exceeded'));
+  const byName = session.matcher.decideName(q.name);
+  if (!byName.allow) return refuse(verdictOf(byName));
+  if (q.type === 'AAAA') return { verdict: verdictOf(byName), rcode: 'NOERROR', answers: [] };
+  if (q.type !== 'A') return refuse(gatewayDeny('gateway.dns_type_refused', `${q.type} questions are not answered (only A/AAAA)`));
+
+  let res;
+  try {
+    res = await session.resolver.resolve(q.name, 'A');
+  } catch (err) {
+    return refuse(gatewayDeny('gateway.upstream_failed', err instanceof Error ? err.message : String(err)), 'SERVFAIL');
+  }
+  if (res.rcode !== 'NOERROR') {
+    const rcode: Rcode = res.rcode === 'NXDOMAIN' ? 'NXDOMAIN' : 'SERVFAIL';
+    return { verdict: verdictOf(byName), rcode, answers: [] };
+  }
+  // DNS-rebinding guard: one special-range address refuses the whole answer.
+  for (const address of res.addresses) {
+    const d = session.matcher.decideResolvedAddress(address);
+    if (!d.allow) return refuse(verdictOf(d));
+  }
+  session.noteResolved(q.name);
+  const ttl = Math.min(ANSWER_TTL_MAX, Math.max(1, res.ttl));
+  return { verdict: verdictOf(byName), rcode: 'NOERROR', answers: res.addresses.map((address) => ({ type: 'A', address, ttl })) };
+}
+
+async function handle(session: Session, raw: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | null> {
+  let q: Question;
+  try {
+    q = parseQuery(raw);
+  } catch (err) {
+    const detail = err instanceof GatewayError ? err.message : 'unparseable DNS query';
+    session.emit(dnsEvent(session.actor, gatewayDeny('gateway.malformed', detail), { name: '', type: '', transport, rcode: 'FORMERR', answers: [] }));
+    const id = salvageId(raw);
+    return id === null ? null : encodeFormErr(id);
+  }
+  const out = await answerQuestion(session, q);
+  session.emit(
+    dnsEvent(session.actor, out.verdict, {
+      name: q.name,
+      type: q.type,
+      transport,
+      rcode: out.rcode,
+      answers: out.answers.map((a) => a.address),
+    }),
+  );
+  return encodeResponse(q, out.rcode, out.answers);
+}
+
+export interface DnsServers {
+  readonly udp: UdpSocket;
+  readonly tcp: Server;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Start UDP and TCP DNS on `host`; `port` 0 picks a free port (the same one for both). */
+export async function startDnsServer(session: Session, host: string, port = 0): Promise<DnsServers> {
+  const tcp = createServer((sock) => serveTcp(session, sock));
+  tcp.maxConnections = 64;
+  await listenTcp(tcp, host, port);
+  const actualPort = (tcp.address() as { port: number }).port;
+  const udp = createSocket('udp4');
+  udp.on('message', (msg, rinfo) => {
+    handle(session, msg, 'udp').then(
+      (reply) => {
+        if (reply) udp.send(reply, rinfo.port, rinfo.address);
+      },
+      (err: unknown) => process.stderr.write(`aegis gateway: dns: ${String(err)}\n`),
+    );
+  });
+  udp.on('error', (err) => process.stderr.write(`aegis gateway: dns udp: ${err.message}\n`));
+  await new Promise<void>((resolve, reject) => {
+    udp.once('error', reject);
+    udp.bind(actualPort, host, () => {
+      udp.off('error', reject);
+      resolve();
+    });
+  }).catch((err: unknown) => {
+    tcp.close();
+    throw new GatewayError('listen_failed', `DNS UDP listener on ${host}:${actualPort}: ${String(err)}`, { cause: err });
+  });
+  return {
+    udp,
+    tcp,
+    port: actualPort,
+    close: () =>
+      new Promise<void>((resolve) => {
+        udp.close();
+        tcp.close(() => resolve());
+      }),
+  };
+}
+
+function listenTcp(server: Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err) => reject(new GatewayError('listen_failed', `listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.listen(port, host, () => resolve());
+  });
+}
+
+/** DNS over TCP (RFC 1035 §4.2.2, RFC 7766): 2-byte length prefix, several queries per connection. */
+function serveTcp(session: Session, sock: Socket): void {
+  session.track(sock);
+  sock.setTimeout(TCP_IDLE_MS, () => sock.destroy());
+  sock.on('error', () => sock.destroy());
+  let buf = Buffer.alloc(0);
+  let busy = Promise.resolve();
+  sock.on('data', (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    while (buf.length >= 2) {
+      const len = buf.readUInt16BE(0);
+      if (len > MAX_QUERY_BYTES) {
+        sock.destroy();
+        return;
+      }
+      if (buf.length < 2 + len) break;
+      const msg = buf.subarray(2, 2 + len);
+      buf = buf.subarray(2 + len);
+      busy = busy.then(async () => {
+        const reply = await handle(session, Buffer.from(msg), 'tcp');
+        if (!reply) {
+          sock.destroy();
+          return;
+        }
+        const head = Buffer.alloc(2);
+        head.writeUInt16BE(reply.length);
+        if (!sock.destroyed) sock.write(Buffer.concat([head, reply]));
+      });
+    }
+    if (buf.length > 2 + MAX_QUERY_BYTES) sock.destroy();
+  });
+}

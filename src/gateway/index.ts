@@ -1,0 +1,119 @@
+/**
+ * The egress gateway's entry point for the sandbox runner.
+ *
+ *   const net = await startSandboxNetwork({ policy, executionId, audit, config });
+ *   // run the sandbox in net.netnsPath, with net.env added to its environment and
+ *   // net.resolvConfPath bind-mounted read-only at /etc/resolv.conf
+ *   await net.close();
+ *
+ * FAIL SECURE: the promise resolves only once the namespace, every listener and the host-side
+ * rules are in place; any failure tears down what was built and rejects, so the sandbox must
+ * not start. If the gateway later dies, its listeners vanish but the rules stay: the sandbox
+ * has no route anywhere else.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:net';
+import type { AuditActor, AuditSink } from '../audit/event.js';
+import type { EgressMatcher, NetworkPolicy } from '../policy/types.js';
+import { compileEgress } from '../policy/net.js';
+import type { GatewayConfig } from './config.js';
+import { startDnsServer, type DnsServers } from './dns/server.js';
+import { UpstreamResolver, type Resolver } from './dns/upstream.js';
+import { applyHostRules, claimSlot, createSandboxNet, destroySandboxNet, releaseSlot, writeResolvConf } from './netns/adapter.js';
+import { planSandboxNet, proxyEnv, resolvConf, type SandboxNetPlan } from './netns/plan.js';
+import { startHttpListener } from './proxy/http.js';
+import { startSocksListener } from './proxy/socks.js';
+import { startTransparentTlsListener } from './proxy/transparent-tls.js';
+import { Session } from './session.js';
+
+export { GatewayError, type GatewayErrorCode } from './errors.js';
+export { loadGatewayConfig, type GatewayConfig } from './config.js';
+export { JsonlFileSink } from './audit/jsonl-sink.js';
+
+export interface StartSandboxNetworkOptions {
+  /** The sandbox's network policy (Policy.network). */
+  readonly network: NetworkPolicy;
+  readonly executionId: string;
+  /** Agent name, for audit events. */
+  readonly agent?: string;
+  readonly audit: AuditSink;
+  readonly config: GatewayConfig;
+  /** Injected for tests; default: compileEgress(network). */
+  readonly matcher?: EgressMatcher;
+  /** Injected for tests; default: the configured upstream resolver. */
+  readonly resolver?: Resolver;
+}
+
+export interface SandboxNetwork {
+  /** Network namespace for the OCI spec (`linux.namespaces: [{type: "network", path}]`). */
+  readonly netnsPath: string;
+  readonly netnsName: string;
+  /** Proxy variables to add to the sandbox's environment. */
+  readonly env: Readonly<Record<string, string>>;
+  /** File to bind-mount read-only at /etc/resolv.conf inside the sandbox. */
+  readonly resolvConfPath: string;
+  readonly gatewayAddress: string;
+  readonly sandboxAddress: string;
+  readonly plan: SandboxNetPlan;
+  /** Stop the listeners and remove the namespace, veth, nft tables and files. Idempotent. */
+  close(): Promise<void>;
+}
+
+function closeServer(s: Server): Promise<void> {
+  return new Promise((resolve) => s.close(() => resolve()));
+}
+
+export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promise<SandboxNetwork> {
+  const actor: AuditActor = o.agent ? { agent: o.agent, execution: o.executionId } : { execution: o.executionId };
+  const session = new Session({
+    matcher: o.matcher ?? compileEgress(o.network),
+    audit: o.audit,
+    actor,
+    resolver: o.resolver ?? new UpstreamResolver(o.config.upstreamDns),
+    rateLimit: o.network.rateLimit,
+    byteQuota: o.network.byteQuota,
+  });
+  const slotDir = `${o.config.stateDir}/net-slots`;
+  const slot = await claimSlot(slotDir, o.config.sandboxSubnet);
+  const plan = planSandboxNet(randomBytes(4).toString('hex'), slot, o.config.sandboxSubnet);
+  const runDir = `${o.config.stateDir}/net/${plan.id}`;
+  const servers: Server[] = [];
+  let dns: DnsServers | null = null;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    for (const s of session.sockets) s.destroy();
+    await Promise.all([...servers.map(closeServer), dns?.close()]);
+    await destroySandboxNet(plan, runDir);
+    await releaseSlot(slotDir, slot);
+  };
+  try {
+    await createSandboxNet(plan);
+    dns = await startDnsServer(session, plan.hostAddress);
+    const httpProxy = await startHttpListener(session, 'explicit', plan.hostAddress);
+    servers.push(httpProxy);
+    const socks = await startSocksListener(session, plan.hostAddress);
+    servers.push(socks);
+    const tHttp = await startHttpListener(session, 'transparent', plan.hostAddress);
+    servers.push(tHttp);
+    const tTls = await startTransparentTlsListener(session, plan.hostAddress);
+    servers.push(tTls);
+    const port = (s: Server): number => (s.address() as { port: number }).port;
+    await applyHostRules(plan, { dns: dns.port, httpProxy: port(httpProxy), socks: port(socks), transparentHttp: port(tHttp), transparentTls: port(tTls) });
+    const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));
+    return {
+      netnsPath: plan.netnsPath,
+      netnsName: plan.netnsName,
+      env: proxyEnv(plan),
+      resolvConfPath,
+      gatewayAddress: plan.hostAddress,
+      sandboxAddress: plan.sandboxAddress,
+      plan,
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

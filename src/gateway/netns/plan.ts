@@ -1,0 +1,170 @@
+/**
+ * The network plan of one sandbox (pure): names, addresses and the nftables rulesets, derived
+ * from a slot number and the gateway's listener ports. The adapter (adapter.ts) executes it.
+ *
+ * Topology: one network namespace per sandbox, a veth pair (host end `aeh<id>`, sandbox end
+ * renamed `eth0`) on a /30 of the configured subnet. The sandbox's default route points at the
+ * host end, where only the gateway listens.
+ *
+ * ARCHITECTURE NOTE: enforcement is in two places.
+ * 1. Inside the sandbox's namespace (`inet aegis`): output policy drop; only DNS, the proxy
+ *    ports on the gateway, and TCP 80/443 (captured on the host side) may leave; no IPv6.
+ *    This layer does NOT see gVisor's traffic: runsc's netstack writes frames to the veth
+ *    through a packet socket, which bypasses netfilter in the namespace.
+ * 2. On the host end of the veth (`inet aegis_<id>`), which sees every frame whatever the
+ *    runtime: DNS (any destination) and TCP 80/443 (any destination) are redirected to the
+ *    gateway's listeners; input from the interface is accepted only to those listeners and
+ *    only from the sandbox's address; forwarding to or from the interface is dropped (the
+ *    host has net.ipv4.ip_forward=1). This table is the security boundary.
+ */
+import { GatewayError } from '../errors.js';
+
+/** Ports the sandbox sees on the gateway address (stable, written into env and resolv.conf). */
+export const SANDBOX_PORTS = { dns: 53, httpProxy: 3128, socks: 1080 } as const;
+
+export interface ListenerPorts {
+  readonly dns: number;
+  readonly httpProxy: number;
+  readonly socks: number;
+  readonly transparentHttp: number;
+  readonly transparentTls: number;
+}
+
+export interface SandboxNetPlan {
+  /** Short id (lower-case hex) used in every name. */
+  readonly id: string;
+  readonly slot: number;
+  readonly netnsName: string;
+  readonly netnsPath: string;
+  readonly hostIf: string;
+  readonly sandboxIfTemp: string;
+  readonly sandboxIf: 'eth0';
+  readonly hostAddress: string;
+  readonly sandboxAddress: string;
+  readonly prefix: 30;
+  readonly hostTable: string;
+}
+
+const ID = /^[0-9a-f]{8}$/;
+
+function v4ToInt(a: string): number {
+  const p = a.split('.').map(Number);
+  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) {
+    throw new GatewayError('config_invalid', `"${a}" is not an IPv4 address`);
+  }
+  return ((p[0]! << 24) >>> 0) + (p[1]! << 16) + (p[2]! << 8) + p[3]!;
+}
+
+function intToV4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+/** Parse `a.b.c.d/n` (n between 16 and 29) into its base and the number of /30 slots. */
+export function parseSubnet(cidr: string): { base: number; slots: number } {
+  const m = /^([0-9.]+)\/([0-9]{1,2})$/.exec(cidr);
+  if (!m) throw new GatewayError('config_invalid', `sandbox subnet "${cidr}" is not a.b.c.d/n`);
+  const prefix = Number(m[2]);
+  if (prefix < 16 || prefix > 29) throw new GatewayError('config_invalid', `sandbox subnet prefix /${prefix} must be between /16 and /29`);
+  const base = v4ToInt(m[1]!);
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  if ((base & mask) >>> 0 !== base) throw new GatewayError('config_invalid', `sandbox subnet "${cidr}" has host bits set`);
+  return { base, slots: 2 ** (30 - prefix) };
+}
+
+export function planSandboxNet(id: string, slot: number, subnet: string): SandboxNetPlan {
+  if (!ID.test(id)) throw new GatewayError('netns_failed', `sandbox network id "${id}" is not 8 lower-case hex digits`);
+  const { base, slots } = parseSubnet(subnet);
+  if (!Number.isInteger(slot) || slot < 0 || slot >= slots) throw new GatewayError('netns_exhausted', `slot ${slot} is outside ${subnet} (${slots} slots)`);
+  const net = base + slot * 4;
+  return {
+    id,
+    slot,
+    netnsName: `aegis-${id}`,
+    netnsPath: `/run/netns/aegis-${id}`,
+    hostIf: `aeh${id}`,
+    sandboxIfTemp: `aes${id}`,
+    sandboxIf: 'eth0',
+    hostAddress: intToV4(net + 1),
+    sandboxAddress: intToV4(net + 2),
+    prefix: 30,
+    hostTable: `aegis_${id}`,
+  };
+}
+
+/** Ruleset loaded inside the sandbox's namespace (`nft -f -`). Defense in depth for crun/runc. */
+export function sandboxRuleset(p: SandboxNetPlan): string {
+  return `table inet aegis
+delete table inet aegis
+table inet aegis {
+  chain output {
+    type filter hook output priority filter; policy drop;
+    oifname "lo" accept
+    meta nfproto ipv6 drop
+    ip daddr ${p.hostAddress} tcp dport { ${SANDBOX_PORTS.dns}, ${SANDBOX_PORTS.httpProxy}, ${SANDBOX_PORTS.socks} } accept
+    udp dport ${SANDBOX_PORTS.dns} accept
+    tcp dport { 80, 443 } accept
+  }
+  chain input {
+    type filter hook input priority filter; policy drop;
+    iifname "lo" accept
+    meta nfproto ipv6 drop
+    ct state established,related accept
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+  }
+}
+`;
+}
+
+/** Per-sandbox table on the host: the security boundary (see the architecture note). */
+export function hostRuleset(p: SandboxNetPlan, ports: ListenerPorts): string {
+  const ifc = `iifname "${p.hostIf}"`;
+  const gw = p.hostAddress;
+  return `table inet ${p.hostTable}
+delete table inet ${p.hostTable}
+table inet ${p.hostTable} {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ${ifc} ip saddr ${p.sandboxAddress} meta l4proto { tcp, udp } th dport ${SANDBOX_PORTS.dns} dnat ip to ${gw}:${ports.dns}
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.httpProxy} dnat ip to ${gw}:${ports.httpProxy}
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.socks} dnat ip to ${gw}:${ports.socks}
+    ${ifc} ip saddr ${p.sandboxAddress} tcp dport 80 dnat ip to ${gw}:${ports.transparentHttp}
+    ${ifc} ip saddr ${p.sandboxAddress} tcp dport 443 dnat ip to ${gw}:${ports.transparentTls}
+  }
+  chain input {
+    type filter hook input priority filter - 10; policy accept;
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} udp dport ${ports.dns} accept
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${ports.dns}, ${ports.httpProxy}, ${ports.socks}, ${ports.transparentHttp}, ${ports.transparentTls} } accept
+    ${ifc} drop
+  }
+  chain forward {
+    type filter hook forward priority filter - 10; policy accept;
+    ${ifc} drop
+    oifname "${p.hostIf}" drop
+  }
+}
+`;
+}
+
+/** Environment for the sandbox: proxy variables in both spellings, and NO_PROXY for loopback. */
+export function proxyEnv(p: SandboxNetPlan): Record<string, string> {
+  const http = `http://${p.hostAddress}:${SANDBOX_PORTS.httpProxy}`;
+  const socks = `socks5h://${p.hostAddress}:${SANDBOX_PORTS.socks}`;
+  const noProxy = 'localhost,127.0.0.1,::1';
+  return {
+    HTTP_PROXY: http,
+    HTTPS_PROXY: http,
+    ALL_PROXY: socks,
+    NO_PROXY: noProxy,
+    http_proxy: http,
+    https_proxy: http,
+    all_proxy: socks,
+    no_proxy: noProxy,
+  };
+}
+
+/** resolv.conf for the sandbox: the gateway is the only resolver. */
+export function resolvConf(p: SandboxNetPlan): string {
+  return `# written by the AEGIS gateway: every query goes to the gateway, which answers only allowed names\nnameserver ${p.hostAddress}\noptions timeout:2 attempts:2\n`;
+}

@@ -1,0 +1,173 @@
+/**
+ * Byte tunnel between the agent and an upstream, shared by CONNECT, SOCKS5 and transparent TLS.
+ *
+ * TLS stays end to end: the gateway only reads the agent's ClientHello. When the first bytes
+ * of a tunnel are a TLS handshake, the SNI must name the host the tunnel was opened for
+ * (domain fronting is refused) and Encrypted Client Hello is refused (it would hide the name).
+ * Bytes are counted against the sandbox's quota; one `net.connect` event is written at the end.
+ */
+import type { Socket } from 'node:net';
+import { connectEvent, gatewayDeny, type ConnectMode, type Verdict } from '../audit/events.js';
+import { GatewayError } from '../errors.js';
+import type { Session } from '../session.js';
+import { looksLikeTls, parseClientHello, type ClientHelloResult } from './sni.js';
+import { sameHost } from './authority.js';
+
+/** The agent must finish its ClientHello within this time (slowloris). */
+export const HELLO_TIMEOUT_MS = 10_000;
+
+export interface TunnelInfo {
+  readonly mode: ConnectMode;
+  readonly host: string;
+  readonly port: number;
+  readonly startedAt: number;
+  readonly allowReason: string;
+}
+
+/**
+ * Read the agent's ClientHello from `sock` (with `head` already buffered). Resolves with the
+ * buffered bytes and the parse result; rejects on timeout, close or malformed input.
+ */
+export function readClientHello(sock: Socket, head: Buffer): Promise<{ bytes: Buffer; hello: Extract<ClientHelloResult, { status: 'complete' }> }> {
+  return new Promise((resolve, reject) => {
+    let buf = head;
+    const timer = setTimeout(() => finish(new GatewayError('tls_malformed', 'ClientHello not received in time')), HELLO_TIMEOUT_MS);
+    const finish = (err: Error | null, hello?: Extract<ClientHelloResult, { status: 'complete' }>): void => {
+      clearTimeout(timer);
+      sock.off('data', onData);
+      sock.off('close', onClose);
+      sock.pause();
+      if (err) reject(err);
+      else resolve({ bytes: buf, hello: hello! });
+    };
+    const tryParse = (): void => {
+      try {
+        const r = parseClientHello(buf);
+        if (r.status === 'complete') finish(null, r);
+      } catch (err) {
+        finish(err as Error);
+      }
+    };
+    const onData = (chunk: Buffer): void => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      tryParse();
+    };
+    const onClose = (): void => finish(new GatewayError('tls_malformed', 'connection closed before a complete ClientHello'));
+    sock.on('data', onData);
+    sock.once('close', onClose);
+    if (buf.length > 0) tryParse();
+    sock.resume();
+  });
+}
+
+/** Why a ClientHello may not go to `host`, or null when it may. */
+export function helloVerdict(hello: Extract<ClientHelloResult, { status: 'complete' }>, host: string): Verdict | null {
+  if (hello.ech) return gatewayDeny('gateway.ech_refused', 'Encrypted Client Hello would hide the destination name');
+  if (hello.sni !== null && !sameHost(hello.sni, host)) {
+    return gatewayDeny('gateway.sni_mismatch', `TLS SNI ${hello.sni} differs from the requested host ${host}`);
+  }
+  return null;
+}
+
+/**
+ * Run a tunnel between `client` (the agent) and `upstream`. The first client bytes are held
+ * back until they are known not to be a fronted ClientHello. Writes the `net.connect` event.
+ */
+export function runTunnel(session: Session, client: Socket, upstream: Socket, info: TunnelInfo, head: Buffer, sniKnown: string | null = null): void {
+  session.track(client);
+  session.track(upstream);
+  let sent = 0;
+  let received = 0;
+  let sni: string | null = sniKnown;
+  let verdict: Verdict = { decision: 'allow', reason: info.allowReason };
+  let finished = false;
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    client.destroy();
+    upstream.destroy();
+    session.emit(
+      connectEvent(session.actor, verdict, {
+        mode: info.mode,
+        host: info.host,
+        port: info.port,
+        sni,
+        upstream: upstream.remoteAddress ?? null,
+        bytesSent: sent,
+        bytesReceived: received,
+        durationMs: Math.round(session.now() - info.startedAt),
+      }),
+    );
+  };
+  client.on('error', finish);
+  upstream.on('error', finish);
+  client.once('close', finish);
+  upstream.once('close', finish);
+  client.setTimeout(0);
+
+  const quotaCut = (): void => {
+    verdict = gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up');
+    finish();
+  };
+  upstream.on('data', (c: Buffer) => {
+    received += c.length;
+    if (!session.charge(c.length)) quotaCut();
+  });
+  upstream.pipe(client);
+
+  const startPiping = (first: Buffer): void => {
+    if (first.length > 0) {
+      sent += first.length;
+      if (!session.charge(first.length)) return quotaCut();
+      upstream.write(first);
+    }
+    client.on('data', (c: Buffer) => {
+      sent += c.length;
+      if (!session.charge(c.length)) quotaCut();
+    });
+    client.pipe(upstream);
+    client.resume();
+  };
+
+  const inspect = (first: Buffer): void => {
+    if (!looksLikeTls(first[0]!)) return startPiping(first);
+    readClientHello(client, first).then(
+      ({ bytes, hello }) => {
+        sni = hello.sni;
+        const v = helloVerdict(hello, info.host);
+        if (v) {
+          verdict = v;
+          return finish();
+        }
+        startPiping(bytes);
+      },
+      (err: unknown) => {
+        verdict = gatewayDeny('gateway.malformed', err instanceof Error ? err.message : String(err));
+        finish();
+      },
+    );
+  };
+
+  if (sniKnown !== null) return startPiping(head); // transparent TLS: the hello was already checked
+  if (head.length > 0) return inspect(head);
+  client.once('data', (first: Buffer) => {
+    client.pause();
+    inspect(first);
+  });
+  client.resume();
+}
+
+/** Emit a denial `net.connect` event for a connection refused before any tunnel existed. */
+export function auditDenied(session: Session, mode: ConnectMode, host: string | null, port: number | null, verdict: Verdict, startedAt: number, sni: string | null = null): void {
+  session.emit(
+    connectEvent(session.actor, verdict, {
+      mode,
+      host,
+      port,
+      sni,
+      bytesSent: 0,
+      bytesReceived: 0,
+      durationMs: Math.round(session.now() - startedAt),
+    }),
+  );
+}

@@ -1,0 +1,207 @@
+/**
+ * A "fake internet" for gateway tests and benchmarks, built in a network namespace on this
+ * machine: an authoritative-style DNS server and HTTP/HTTPS servers (certificates from a test
+ * CA made with the openssl CLI) for api.openai.com, storage.googleapis.com, attacker.com, ...
+ * on TEST-NET-3 addresses (203.0.113.0/24). No traffic leaves the machine.
+ *
+ * The same file is the server program: run with FAKE_INET_MAIN=1 inside the namespace.
+ * (Imported by `node --test`, it does nothing.)
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import * as packet from 'dns-packet';
+
+export const INET_NS = 'aegt-inet';
+const HOST_IF = 'agtinet0h';
+const NS_IF = 'agtinet0n';
+export const INET_GW = '203.0.113.1';
+export const UPSTREAM_DNS = '203.0.113.53';
+
+/** The fake internet's zone: name -> A address, or CNAME target. */
+export const ZONE: Record<string, { a?: string; cname?: string }> = {
+  'api.openai.com': { a: '203.0.113.10' },
+  'storage.googleapis.com': { cname: 'storage.l.googleusercontent.com' },
+  'storage.l.googleusercontent.com': { a: '203.0.113.11' },
+  'attacker.com': { a: '203.0.113.66' },
+  // DNS rebinding: an allowed name that resolves to a private or metadata address.
+  'rebind.allowed.test': { a: '10.0.0.5' },
+  'metadata.allowed.test': { a: '169.254.169.254' },
+  'bench.test': { a: '203.0.113.20' },
+};
+/** Every *.attacker.com name resolves too (the tunnel-by-subdomain target). */
+const WILDCARD_ATTACKER = '203.0.113.66';
+const ADDRESSES = ['203.0.113.2', '203.0.113.10', '203.0.113.11', '203.0.113.20', '203.0.113.53', '203.0.113.66'];
+export const CERT_NAMES = ['api.openai.com', 'storage.googleapis.com', 'attacker.com', '*.attacker.com', 'bench.test'];
+
+export interface FakeInternet {
+  readonly caFile: string;
+  readonly dir: string;
+  /** JSON lines the servers logged: one per request they received. */
+  requestsSeen(): Array<{ host: string; path: string; tls: boolean }>;
+  close(): Promise<void>;
+}
+
+function sh(cmd: string, args: readonly string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
+}
+function shQuiet(cmd: string, args: readonly string[]): void {
+  try {
+    sh(cmd, args);
+  } catch {
+    /* already gone */
+  }
+}
+
+/** Test CA and one server certificate for every name in CERT_NAMES (openssl CLI). */
+export function makeTestPki(dir: string): { caFile: string; certFile: string; keyFile: string } {
+  const p = (f: string): string => `${dir}/${f}`;
+  sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=AEGIS test CA']);
+  sh('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=fake internet']);
+  writeFileSync(p('ext.cnf'), `subjectAltName=${CERT_NAMES.map((n) => `DNS:${n}`).join(',')}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
+  sh('openssl', ['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p('server.pem'), '-days', '2', '-extfile', p('ext.cnf')]);
+  return { caFile: p('ca.pem'), certFile: p('server.pem'), keyFile: p('server.key') };
+}
+
+export function removeFakeInternet(): void {
+  shQuiet('ip', ['link', 'del', HOST_IF]);
+  shQuiet('ip', ['netns', 'del', INET_NS]);
+}
+
+/** Build the namespace, start the servers inside it, wait until they are ready. */
+export async function startFakeInternet(): Promise<FakeInternet> {
+  removeFakeInternet();
+  const dir = mkdtempSync(`${tmpdir()}/aegis-fake-inet-`);
+  const pki = makeTestPki(dir);
+  sh('ip', ['netns', 'add', INET_NS]);
+  sh('ip', ['link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF, 'netns', INET_NS]);
+  sh('ip', ['addr', 'add', `${INET_GW}/24`, 'dev', HOST_IF]);
+  sh('ip', ['link', 'set', HOST_IF, 'up']);
+  const inNs = (args: string[]): string => sh('ip', ['netns', 'exec', INET_NS, ...args]);
+  for (const a of ADDRESSES) inNs(['ip', 'addr', 'add', `${a}/24`, 'dev', NS_IF]);
+  inNs(['ip', 'link', 'set', 'lo', 'up']);
+  inNs(['ip', 'link', 'set', NS_IF, 'up']);
+  inNs(['ip', 'route', 'add', 'default', 'via', INET_GW]);
+  const log = `${dir}/requests.jsonl`;
+  writeFileSync(log, '');
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', INET_NS, process.execPath, fileURLToPath(import.meta.url)], {
+    env: { ...process.env, FAKE_INET_MAIN: '1', FAKE_INET_CERT: pki.certFile, FAKE_INET_KEY: pki.keyFile, FAKE_INET_LOG: log },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('fake internet did not start in 15 s')), 15_000);
+    child.once('exit', (code) => reject(new Error(`fake internet exited early (${code})`)));
+    child.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return {
+    caFile: pki.caFile,
+    dir,
+    requestsSeen: () =>
+      readFileSync(log, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { host: string; path: string; tls: boolean }),
+    close: async () => {
+      child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 50));
+      removeFakeInternet();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server program (runs inside the namespace).
+
+function lookup(name: string): { a?: string; cname?: string } | undefined {
+  const n = name.toLowerCase();
+  if (ZONE[n]) return ZONE[n];
+  if (n.endsWith('.attacker.com')) return { a: WILDCARD_ATTACKER };
+  return undefined;
+}
+
+function serveDns(): void {
+  const udp = createSocket('udp4');
+  udp.on('message', (msg, rinfo) => {
+    let q: packet.Packet;
+    try {
+      q = packet.decode(msg);
+    } catch {
+      return;
+    }
+    const question = q.questions?.[0];
+    if (!question) return;
+    const answers: packet.Answer[] = [];
+    let name = question.name;
+    let rec = lookup(name);
+    const rcode = rec ? 0 : 3;
+    if (question.type === 'TXT' && rec) answers.push({ type: 'TXT', name, ttl: 60, class: 'IN', data: 'exfil-channel-open' } as packet.Answer);
+    while (rec && (question.type === 'A' || question.type === 'AAAA')) {
+      if (rec.cname) {
+        answers.push({ type: 'CNAME', name, ttl: 120, class: 'IN', data: rec.cname } as packet.Answer);
+        name = rec.cname;
+        rec = lookup(name);
+        continue;
+      }
+      if (rec.a && question.type === 'A') answers.push({ type: 'A', name, ttl: 300, class: 'IN', data: rec.a } as packet.Answer);
+      if (question.type === 'AAAA') answers.push({ type: 'AAAA', name, ttl: 300, class: 'IN', data: '2001:db8::66' } as packet.Answer);
+      break;
+    }
+    const reply = packet.encode({ type: 'response', id: q.id, flags: packet.RECURSION_AVAILABLE | rcode, questions: q.questions, answers });
+    udp.send(reply, rinfo.port, rinfo.address);
+  });
+  udp.bind(53, UPSTREAM_DNS);
+}
+
+function handler(tls: boolean, logFile: string) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const host = (req.headers.host ?? '').replace(/:\d+$/, '');
+    if (host !== 'bench.test') writeFileSync(logFile, `${JSON.stringify({ host, path: req.url, tls })}\n`, { flag: 'a' });
+    const m = /^\/bytes\/(\d+)$/.exec(req.url ?? '');
+    if (m) {
+      // Bulk download for the benchmark: stream n bytes in 64 KiB chunks.
+      let left = Number(m[1]);
+      const chunk = Buffer.alloc(65536, 0x61);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(left) });
+      const pump = (): void => {
+        while (left > 0) {
+          const c = left >= chunk.length ? chunk : chunk.subarray(0, left);
+          left -= c.length;
+          if (!res.write(c)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+      return;
+    }
+    req.resume();
+    const body = JSON.stringify({ host, path: req.url, method: req.method, tls });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+    res.end(body);
+  };
+}
+
+function main(): void {
+  const log = process.env.FAKE_INET_LOG!;
+  serveDns();
+  const https = createHttpsServer({ cert: readFileSync(process.env.FAKE_INET_CERT!), key: readFileSync(process.env.FAKE_INET_KEY!), keepAliveTimeout: 30_000 }, handler(true, log));
+  const http = createHttpServer({ keepAliveTimeout: 30_000 }, handler(false, log));
+  let ready = 0;
+  const up = (): void => {
+    if (++ready === 2) process.stdout.write('ready\n');
+  };
+  https.listen(443, '0.0.0.0', up);
+  http.listen(80, '0.0.0.0', up);
+  process.on('SIGTERM', () => process.exit(0));
+}
+
+if (process.env.FAKE_INET_MAIN === '1') main();
