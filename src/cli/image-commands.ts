@@ -2,6 +2,7 @@
  * `aegis image build|import|ls|verify|rm`: the host-wide image store ($AEGIS_IMAGES).
  *
  *   image build <name:tag> [--json]        build from a recipe (python:3.11, debian:bookworm); progress on stderr
+ *   image import <dir|tar> [--tag n:t]     import an OCI image layout or a `docker save` tarball
  *   image ls [--json]                      list images and their tags
  *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
  *   image rm <ref|sha256:..> [--force]     remove a tag (and the image when no tag is left) or an image
@@ -60,6 +61,25 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         ctx.err(`built ${r.ref} ${r.digest} (${r.files} entries, ${human(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`);
         if (o.json) json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
         else ctx.out(`${r.ref}@${r.digest}\n`);
+      });
+    });
+
+  image
+    .command('import')
+    .description('Import an OCI image layout directory or a `docker save` tarball (untrusted input: hostile entries are refused)')
+    .argument('<path>', 'OCI layout directory, or .tar from `docker save` / an OCI layout tarball')
+    .option('-t, --tag <name:tag>', 'tag to give the image (default: the name recorded in the archive)')
+    .option('--json', 'print the result as JSON')
+    .action(async (path: string, o: { tag?: string; json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseImageRef } = await import('../images/ref.js');
+        const { defaultImagesDir } = await import('../images/store.js');
+        const { importImage } = await import('../images/import.js');
+        const tag = o.tag ? parseImageRef(o.tag) : null;
+        const r = await importImage(path, { imagesDir: defaultImagesDir(), tag, log: (s) => ctx.err(s) });
+        if (r.skipped.length) ctx.err(`skipped ${r.skipped.length} device/FIFO/socket entries (the runtime provides /dev)\n`);
+        if (o.json) json(ctx, { ok: true, ...r });
+        else ctx.out(`${r.tags.length ? `${r.tags.join(', ')}@` : ''}${r.digest}\n`);
       });
     });
 
