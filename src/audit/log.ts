@@ -400,6 +400,29 @@ export class AuditLog implements AuditSink {
     return this.tree.root(size);
   }
 
+  /** Catches up with entries and checkpoints other writers stored since open. */
+  async refresh(): Promise<void> {
+    await this.catchUp();
+  }
+
+  /**
+   * Stored entries from `from` on, decrypted where their key still exists. Damaged entries are
+   * reported as `error` (run `aegis audit verify` for the full check).
+   */
+  async *read(from = 0): AsyncIterable<{ index: number; entry: Uint8Array; decoded?: DecryptedEntry; error?: string }> {
+    for await (const r of this.o.store.readEntries(from)) {
+      if (r.error !== undefined) {
+        yield { index: r.index, entry: new Uint8Array(0), error: r.error };
+        return;
+      }
+      try {
+        yield { index: r.index, entry: r.entry, decoded: await this.decrypt(r.index, r.entry) };
+      } catch (err) {
+        yield { index: r.index, entry: r.entry, error: err instanceof Error ? err.message : String(err) };
+      }
+    }
+  }
+
   /** Decrypts a stored entry (index = its position in the store). */
   async decrypt(index: number, entry: Uint8Array): Promise<DecryptedEntry> {
     const p = parseEntry(entry);

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { type CliContext, EXIT, processContext } from './context.js';
 import { registerManifestCommands } from './manifest-commands.js';
+import { registerAuditCommands } from './audit-commands.js';
 import { registerImageCommands } from './image-commands.js';
 
 const require = createRequire(import.meta.url);
@@ -20,6 +21,7 @@ export function buildProgram(ctx: CliContext): Command {
     .exitOverride()
     .showHelpAfterError('(run "aegis help" for the list of commands)');
   registerManifestCommands(program, ctx);
+  registerAuditCommands(program, ctx);
   registerImageCommands(program, ctx);
   return program;
 }

@@ -55,9 +55,11 @@ describe('tlog-checkpoint', () => {
     assert.deepEqual(Buffer.from(cp.root), Buffer.from(ROOT));
   });
 
-  it('round-trips a verifier key', () => {
-    const { verifier } = keys();
-    assert.deepEqual(parseVerifierKey(encodeVerifierKey(verifier)).rawPublicKey, verifier.rawPublicKey);
+  it('round-trips verifier keys, including base64 keys that contain "+" (regression)', () => {
+    for (let i = 0; i < 40; i++) {
+      const { verifier } = keys();
+      assert.deepEqual(parseVerifierKey(encodeVerifierKey(verifier)).rawPublicKey, verifier.rawPublicKey);
+    }
   });
 
   describe('when the note is signed by another key', () => {

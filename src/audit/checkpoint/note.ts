@@ -91,9 +91,14 @@ export function encodeVerifierKey(v: NoteVerifier): string {
 
 /** Parses a verifier key string (hostile input: AuditError('key-invalid') on any problem). */
 export function parseVerifierKey(text: string): NoteVerifier {
-  const parts = text.trim().split('+');
-  if (parts.length !== 3) throw new AuditError('key-invalid', 'verifier key must be <name>+<hash>+<key>');
-  const [name, hashHex, keyB64] = parts as [string, string, string];
+  // The name has no '+', the hash is 8 hex digits; the base64 key may itself contain '+'.
+  const t = text.trim();
+  const p1 = t.indexOf('+');
+  const p2 = p1 < 0 ? -1 : t.indexOf('+', p1 + 1);
+  if (p1 <= 0 || p2 < 0) throw new AuditError('key-invalid', 'verifier key must be <name>+<hash>+<key>');
+  const name = t.slice(0, p1);
+  const hashHex = t.slice(p1 + 1, p2);
+  const keyB64 = t.slice(p2 + 1);
   if (!/^[0-9a-f]{8}$/u.test(hashHex)) throw new AuditError('key-invalid', 'verifier key hash must be 8 hex digits');
   const key = Buffer.from(keyB64, 'base64');
   if (key.length !== 33 || key[0] !== ALG_ED25519 || key.toString('base64') !== keyB64) {
