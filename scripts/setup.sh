@@ -8,6 +8,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # Debian packages, by area. Keep each list next to the reason it is needed.
 APT_PACKAGES=(
   ca-certificates git
+  # egress gateway (src/gateway): per-sandbox network namespaces, veth pairs and nftables rules
+  iproute2 nftables
+  # gateway integration tests: agents' clients (curl, dig, python3) and the test CA (openssl)
+  curl dnsutils python3 openssl
 )
 
 missing=()

@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { GatewayError } from './errors.js';
+import { firstNameserver, parseGatewayConfig } from './config.js';
+
+const HOST_RESOLV = '# generated\nnameserver fe80::1%eth0\nnameserver 192.0.2.53\n';
+
+describe('parseGatewayConfig', () => {
+  it('defaults to the host resolver, 10.201.0.0/16 and /run/aegis', () => {
+    assert.deepEqual(parseGatewayConfig({}, null, HOST_RESOLV), { upstreamDns: { host: '192.0.2.53', port: 53 }, sandboxSubnet: '10.201.0.0/16', stateDir: '/run/aegis' });
+  });
+  it('environment overrides the config file', () => {
+    const c = parseGatewayConfig({ AEGIS_UPSTREAM_DNS: '203.0.113.53:5353' }, { upstreamDns: '198.51.100.1:53', sandboxSubnet: '10.99.0.0/20' }, HOST_RESOLV);
+    assert.deepEqual(c.upstreamDns, { host: '203.0.113.53', port: 5353 });
+    assert.equal(c.sandboxSubnet, '10.99.0.0/20');
+  });
+  describe('when the configuration is invalid', () => {
+    const codeOf = (fn: () => unknown) => {
+      try {
+        fn();
+        return null;
+      } catch (e) {
+        return e instanceof GatewayError ? e.code : 'other';
+      }
+    };
+    it('bad resolver, bad subnet, unknown keys, relative state dir: config_invalid with the path', () => {
+      assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_UPSTREAM_DNS: 'dns.example:53' }, null, HOST_RESOLV)), 'config_invalid');
+      assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_SANDBOX_SUBNET: '10.0.0.0/8' }, null, HOST_RESOLV)), 'config_invalid');
+      assert.equal(codeOf(() => parseGatewayConfig({}, { upstreamDNS: '1.2.3.4:53' }, HOST_RESOLV)), 'config_invalid');
+      assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_STATE_DIR: 'run' }, null, HOST_RESOLV)), 'config_invalid');
+    });
+    it('no resolver anywhere is config_invalid', () => {
+      assert.equal(codeOf(() => parseGatewayConfig({}, null, 'nameserver ::1\n')), 'config_invalid');
+    });
+  });
+  it('firstNameserver skips IPv6 entries', () => {
+    assert.equal(firstNameserver(HOST_RESOLV), '192.0.2.53');
+  });
+});

@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import * as packet from 'dns-packet';
+import { compileEgress } from '../../policy/net.js';
+import { parseAllowEntry } from '../../policy/host.js';
+import type { AuditEventInput } from '../../audit/event.js';
+import type { NetRule } from '../../policy/types.js';
+import { GatewayError } from '../errors.js';
+import { Session } from '../session.js';
+import { answerQuestion } from './server.js';
+import { encodeFormErr, encodeResponse, parseQuery, type Question } from './message.js';
+import { followChain, type Resolution, type Resolver } from './upstream.js';
+
+const rules = (...entries: string[]): NetRule[] =>
+  entries.map((e) => {
+    const r = parseAllowEntry(e);
+    assert.ok(r.ok);
+    return r.rule;
+  });
+
+/** Upstream stand-in: a fixed zone, counting the questions it is asked. */
+class ZoneResolver implements Resolver {
+  asked: string[] = [];
+  constructor(private readonly zone: Record<string, Resolution>) {}
+  resolve(name: string): Promise<Resolution> {
+    this.asked.push(name);
+    const r = this.zone[name];
+    return r ? Promise.resolve(r) : Promise.resolve({ rcode: 'NXDOMAIN', addresses: [], chain: [name], ttl: 30 });
+  }
+}
+
+function session(resolver: Resolver, allow: string[], rate = { perSecond: 100, burst: 100 }) {
+  const events: AuditEventInput[] = [];
+  const s = new Session({ matcher: compileEgress({ rules: rules(...allow), rateLimit: rate, byteQuota: null }), audit: { append: (e) => void events.push(e) }, actor: { execution: 't' }, resolver, rateLimit: rate, byteQuota: null, clock: () => 0 });
+  return s;
+}
+
+const q = (name: string, type = 'A'): Question => ({ id: 7, name, type, recursionDesired: true });
+
+describe('answerQuestion (deny first, then upstream, then rebinding guard)', () => {
+  const zone = new ZoneResolver({
+    'api.openai.com': { rcode: 'NOERROR', addresses: ['203.0.113.10'], chain: ['api.openai.com'], ttl: 300 },
+    'rebind.allowed.test': { rcode: 'NOERROR', addresses: ['203.0.113.9', '127.0.0.1'], chain: ['rebind.allowed.test'], ttl: 5 },
+  });
+  const s = session(zone, ['api.openai.com', 'rebind.allowed.test', 'gone.allowed.test']);
+
+  it('answers an allowed name with its addresses and a capped TTL', async () => {
+    const o = await answerQuestion(s, q('api.openai.com'));
+    assert.deepEqual(o, { verdict: { decision: 'allow', reason: 'net.allowed.exact' }, rcode: 'NOERROR', answers: [{ type: 'A', address: '203.0.113.10', ttl: 60 }] });
+    assert.equal(s.wasResolved('API.openai.com.'), true);
+  });
+  it('refuses a denied name without asking upstream (no tunnelling through the resolver)', async () => {
+    zone.asked = [];
+    const o = await answerQuestion(s, q('c2VjcmV0.attacker.com'));
+    assert.equal(o.rcode, 'REFUSED');
+    assert.equal(o.verdict.reason, 'net.denied.not_in_allowlist');
+    assert.deepEqual(zone.asked, []);
+  });
+  it('refuses TXT even for an allowed name', async () => {
+    const o = await answerQuestion(s, q('api.openai.com', 'TXT'));
+    assert.deepEqual([o.rcode, o.verdict.reason], ['REFUSED', 'gateway.dns_type_refused']);
+  });
+  it('gives AAAA an empty NOERROR (sandboxes have no IPv6)', async () => {
+    const o = await answerQuestion(s, q('api.openai.com', 'AAAA'));
+    assert.deepEqual([o.rcode, o.answers], ['NOERROR', []]);
+  });
+  it('refuses the whole answer when one address is loopback (DNS rebinding)', async () => {
+    const o = await answerQuestion(s, q('rebind.allowed.test'));
+    assert.deepEqual([o.rcode, o.verdict.reason], ['REFUSED', 'net.denied.special_range']);
+    assert.equal(s.wasResolved('rebind.allowed.test'), false);
+  });
+  it('passes NXDOMAIN through for an allowed name', async () => {
+    assert.equal((await answerQuestion(s, q('gone.allowed.test'))).rcode, 'NXDOMAIN');
+  });
+  it('answers SERVFAIL when the upstream fails', async () => {
+    const failing = session({ resolve: () => Promise.reject(new GatewayError('dns_upstream', 'timeout')) }, ['api.openai.com']);
+    const o = await answerQuestion(failing, q('api.openai.com'));
+    assert.deepEqual([o.rcode, o.verdict.reason], ['SERVFAIL', 'gateway.upstream_failed']);
+  });
+  it('refuses past the rate limit', async () => {
+    const tight = session(zone, ['api.openai.com'], { perSecond: 1, burst: 1 });
+    const rcodes: string[] = [];
+    for (let i = 0; i < 7; i++) rcodes.push((await answerQuestion(tight, q('api.openai.com'))).rcode);
+    assert.deepEqual(rcodes.slice(0, 5), ['NOERROR', 'NOERROR', 'NOERROR', 'NOERROR', 'NOERROR']); // DNS bucket is 5x
+    assert.equal(rcodes[6], 'REFUSED');
+  });
+});
+
+describe('followChain', () => {
+  const a = (name: string, type: string, data: string, ttl = 100) => ({ name, type, data, ttl, class: 'IN' }) as packet.Answer;
+  it('follows CNAMEs to the final addresses with the smallest TTL', () => {
+    const r = followChain('storage.googleapis.com', 'A', [a('storage.googleapis.com', 'CNAME', 'x.l.google.com', 50), a('x.l.google.com', 'A', '203.0.113.11', 200), a('other.com', 'A', '203.0.113.99')]);
+    assert.deepEqual(r, { chain: ['storage.googleapis.com', 'x.l.google.com'], addresses: ['203.0.113.11'], ttl: 50 });
+  });
+  it('ignores address records of names off the chain (answer injection)', () => {
+    const r = followChain('a.com', 'A', [a('a.com', 'CNAME', 'b.com'), a('attacker.com', 'A', '203.0.113.66')]);
+    assert.deepEqual(r.addresses, []);
+  });
+  it('refuses CNAME loops', () => {
+    assert.throws(() => followChain('a.com', 'A', [a('a.com', 'CNAME', 'b.com'), a('b.com', 'CNAME', 'a.com')]), (e: unknown) => e instanceof GatewayError && e.code === 'dns_upstream');
+  });
+});
+
+describe('DNS messages', () => {
+  const query = (extra: Partial<packet.Packet> = {}) => packet.encode({ type: 'query', id: 4242, flags: packet.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api.openai.com', class: 'IN' }], ...extra });
+  it('parses a query and encodes a flattened answer', () => {
+    const qq = parseQuery(query());
+    assert.deepEqual(qq, { id: 4242, name: 'api.openai.com', type: 'A', recursionDesired: true });
+    const res = packet.decode(encodeResponse(qq, 'NOERROR', [{ type: 'A', address: '203.0.113.10', ttl: 60 }]));
+    assert.equal(res.id, 4242);
+    assert.deepEqual(res.answers?.map((x) => [x.name, x.type, (x as { data: string }).data]), [['api.openai.com', 'A', '203.0.113.10']]);
+    assert.equal((res as { rcode?: string }).rcode, 'NOERROR');
+    assert.equal((packet.decode(encodeResponse(qq, 'REFUSED')) as { rcode?: string }).rcode, 'REFUSED');
+  });
+  describe('when the query is hostile', () => {
+    const malformed = (b: Buffer): string | null => {
+      try {
+        parseQuery(b);
+        return null;
+      } catch (err) {
+        return err instanceof GatewayError ? err.code : 'other';
+      }
+    };
+    it('short, truncated, oversized, response-typed, multi-question and garbage messages are dns_malformed', () => {
+      assert.equal(malformed(Buffer.alloc(5)), 'dns_malformed');
+      assert.equal(malformed(query().subarray(0, 20)), 'dns_malformed');
+      assert.equal(malformed(Buffer.alloc(5000)), 'dns_malformed');
+      assert.equal(malformed(packet.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'a.com' }] })), 'dns_malformed');
+      assert.equal(malformed(query({ questions: [{ type: 'A', name: 'a.com' }, { type: 'A', name: 'b.com' }] })), 'dns_malformed');
+      const loop = Buffer.from(query());
+      loop.writeUInt16BE(0xc00c, 12); // compression pointer to itself
+      assert.equal(malformed(loop), 'dns_malformed');
+    });
+    it('a FORMERR keeps the id', () => {
+      const f = encodeFormErr(0xbeef);
+      assert.equal(f.readUInt16BE(0), 0xbeef);
+      assert.equal(f.readUInt16BE(2) & 0x0f, 1);
+    });
+  });
+});

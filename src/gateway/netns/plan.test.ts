@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { GatewayError } from '../errors.js';
+import { hostRuleset, parseSubnet, planSandboxNet, proxyEnv, resolvConf, sandboxRuleset } from './plan.js';
+
+const ports = { dns: 40001, httpProxy: 40002, socks: 40003, transparentHttp: 40004, transparentTls: 40005 };
+
+describe('planSandboxNet', () => {
+  it('gives slot n the n-th /30, gateway .1 and sandbox .2', () => {
+    const p = planSandboxNet('0a1b2c3d', 65, '10.201.0.0/16');
+    assert.deepEqual([p.hostAddress, p.sandboxAddress, p.netnsName, p.netnsPath, p.hostIf, p.hostTable], ['10.201.1.5', '10.201.1.6', 'aegis-0a1b2c3d', '/run/netns/aegis-0a1b2c3d', 'aeh0a1b2c3d', 'aegis_0a1b2c3d']);
+    assert.ok(p.hostIf.length <= 15 && p.sandboxIfTemp.length <= 15, 'interface names fit IFNAMSIZ');
+  });
+  it('refuses ids that are not 8 hex digits (they end up in commands and rules)', () => {
+    assert.throws(() => planSandboxNet('x; rm -rf', 0, '10.201.0.0/16'), (e: unknown) => e instanceof GatewayError && e.code === 'netns_failed');
+  });
+  it('refuses slots outside the subnet', () => {
+    assert.equal(parseSubnet('10.201.0.0/28').slots, 4);
+    assert.throws(() => planSandboxNet('00000000', 4, '10.201.0.0/28'), (e: unknown) => e instanceof GatewayError && e.code === 'netns_exhausted');
+  });
+  it('refuses subnets with host bits or odd prefixes', () => {
+    for (const s of ['10.201.0.1/16', '10.0.0.0/8', '10.201.0.0/30', 'x/16']) assert.throws(() => parseSubnet(s), GatewayError, s);
+  });
+});
+
+describe('rulesets', () => {
+  const p = planSandboxNet('0a1b2c3d', 0, '10.201.0.0/16');
+  it('host table: redirect DNS/80/443/proxy ports, accept only the listeners, drop the rest and all forwarding', () => {
+    const r = hostRuleset(p, ports);
+    assert.match(r, /delete table inet aegis_0a1b2c3d/);
+    assert.match(r, /iifname "aeh0a1b2c3d" ip saddr 10\.201\.0\.2 meta l4proto \{ tcp, udp \} th dport 53 dnat ip to 10\.201\.0\.1:40001/);
+    assert.match(r, /tcp dport 443 dnat ip to 10\.201\.0\.1:40005/);
+    assert.match(r, /tcp dport \{ 40001, 40002, 40003, 40004, 40005 \} accept\n\s+iifname "aeh0a1b2c3d" drop/);
+    assert.match(r, /chain forward \{[^}]*iifname "aeh0a1b2c3d" drop\s+oifname "aeh0a1b2c3d" drop/);
+  });
+  it('sandbox table: output policy drop, no IPv6, only DNS, gateway ports and 80/443', () => {
+    const r = sandboxRuleset(p);
+    assert.match(r, /type filter hook output priority filter; policy drop;/);
+    assert.match(r, /meta nfproto ipv6 drop/);
+    assert.match(r, /ip daddr 10\.201\.0\.1 tcp dport \{ 53, 3128, 1080 \} accept/);
+  });
+  it('env and resolv.conf point at the gateway', () => {
+    assert.equal(proxyEnv(p).HTTPS_PROXY, 'http://10.201.0.1:3128');
+    assert.equal(proxyEnv(p).ALL_PROXY, 'socks5h://10.201.0.1:1080');
+    assert.match(resolvConf(p), /^nameserver 10\.201\.0\.1$/m);
+  });
+});
