@@ -250,6 +250,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
       stdio: [opts.stdin ?? 'ignore', pipeOut(opts.stdout), pipeOut(opts.stderr)],
       detached: true,
     });
+    if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid });
   } catch (err) {
     return failed(err);
   }

@@ -167,6 +167,8 @@ export function createRunCgroup(id: string, limits: ResourceLimits, root = CGROU
 }
 
 const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;
+/** One transparent huge page: how far below the limit a failed charge may leave the peak. */
+const V1_OOM_SLACK = 2 * 1024 * 1024;
 
 function createV1(id: string, limits: ResourceLimits, root: string): RunCgroup {
   const dir = (c: string): string => join(root, c, AEGIS_CGROUP, id);
@@ -203,15 +205,17 @@ function createV1(id: string, limits: ResourceLimits, root: string): RunCgroup {
   return {
     runtimePath: `/${AEGIS_CGROUP}/${id}/c`,
     usage() {
-      const failcnt = readNum(join(dir('memory'), 'memory.failcnt'));
-      const memswFail = readNum(join(dir('memory'), 'memory.memsw.failcnt'));
+      const max = readNum(join(dir('memory'), 'memory.max_usage_in_bytes'));
+      const failcnt = readNum(join(dir('memory'), 'memory.failcnt')) + readNum(join(dir('memory'), 'memory.memsw.failcnt'));
       const oomKills = readKeyed(join(dir('memory'), 'memory.oom_control')).get('oom_kill') ?? 0;
       return {
         cpuMs: readNum(join(dir('cpuacct'), 'cpuacct.usage')) / 1e6,
-        maxMemoryBytes: readNum(join(dir('memory'), 'memory.max_usage_in_bytes')),
+        maxMemoryBytes: max,
         // LIMITATION (v1): the kernel counts oom_kill in the victim's own cgroup (the runtime's
-        // child, gone by now); the parent only records that its limit was hit (failcnt).
-        oom: oomKills > 0 || failcnt > 0 || memswFail > 0,
+        // child, removed by the runtime when it exits) and this kernel leaves failcnt at 0; the
+        // parent keeps the peak. A SIGKILLed run whose peak reached the limit (within one huge
+        // page) is reported as OOM; run.ts only asks when the agent died of SIGKILL.
+        oom: oomKills > 0 || failcnt > 0 || max >= limits.memoryBytes - V1_OOM_SLACK,
       };
     },
     pids: () => pidsIn(dir('pids')),
