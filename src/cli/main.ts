@@ -9,6 +9,7 @@ import { type CliContext, EXIT, processContext } from './context.js';
 import { registerManifestCommands } from './manifest-commands.js';
 import { registerAuditCommands } from './audit-commands.js';
 import { registerImageCommands } from './image-commands.js';
+import { registerDoctorCommands } from './doctor-commands.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../../../package.json') as { version: string };
@@ -23,6 +24,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerManifestCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerImageCommands(program, ctx);
+  registerDoctorCommands(program, ctx);
   return program;
 }
 

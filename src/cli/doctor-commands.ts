@@ -1,0 +1,62 @@
+/**
+ * `aegis doctor [--fix] [--json]`: checks this host for what AEGIS needs (OCI runtimes, cgroup
+ * controllers and the crun hybrid-mode fix, user namespaces, nft/ip, debootstrap, the default
+ * image) and says what to install or fix; `--fix` applies the safe fixes, then checks again.
+ *
+ * Exit codes: 0 no check failed (warnings allowed); 1 at least one check failed (after --fix:
+ * still failing); 125 a fix could not be applied.
+ */
+import type { Command } from 'commander';
+import { type CliContext, EXIT } from './context.js';
+
+const MARK = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' } as const;
+
+export function registerDoctorCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('doctor')
+    .description('Check this host for what AEGIS needs and say what to install or fix')
+    .option('--fix', 'apply the safe fixes (apt-get install, cgroup v1 mounts for crun, build the default image), then check again')
+    .option('--json', 'print the checks as JSON')
+    .action(async (o: { fix?: boolean; json?: boolean }) => {
+      const { evaluate, planFixes } = await import('../doctor/checks.js');
+      const { probeHost } = await import('../doctor/probe.js');
+      let checks = evaluate(await probeHost());
+      const applied: { fix: unknown; ok: boolean; error?: string }[] = [];
+      if (o.fix) {
+        const { applyFix } = await import('../doctor/fix.js');
+        const { isAegisError } = await import('../errors.js');
+        for (const fix of planFixes(checks)) {
+          ctx.err(`fixing: ${fix.kind === 'apt' ? `apt-get install ${fix.packages.join(' ')}` : fix.kind === 'mount-cgroup-v1' ? `mount cgroup v1 ${fix.controllers.join(',')}` : `aegis image build ${fix.ref}`}\n`);
+          try {
+            await applyFix(fix, {
+              log: (s) => ctx.err(s),
+              buildImage: async (refText) => {
+                const { parseImageRef } = await import('../images/ref.js');
+                const { defaultImagesDir } = await import('../images/store.js');
+                const { buildImage } = await import('../images/build.js');
+                const r = await buildImage(parseImageRef(refText), { imagesDir: defaultImagesDir(), log: (s) => ctx.err(s) });
+                ctx.err(`built ${r.ref} ${r.digest} in ${r.seconds.toFixed(1)} s\n`);
+              },
+            });
+            applied.push({ fix, ok: true });
+          } catch (err) {
+            if (!isAegisError(err)) throw err;
+            ctx.err(`fix failed: ${err.code}: ${err.message}\n`);
+            applied.push({ fix, ok: false, error: `${err.code}: ${err.message}` });
+          }
+        }
+        if (applied.length) checks = evaluate(await probeHost());
+      }
+      const failed = checks.filter((c) => c.status === 'fail');
+      if (o.json) {
+        ctx.out(JSON.stringify({ ok: failed.length === 0, checks, fixes: o.fix ? applied : planFixes(checks) }, null, 2) + '\n');
+      } else {
+        for (const c of checks) {
+          ctx.out(`${MARK[c.status]}  ${c.id.padEnd(20)} ${c.summary}\n`);
+          if (c.status !== 'ok' && c.advice) ctx.out(`      ${''.padEnd(20)} -> ${c.advice}${c.fix && !o.fix ? ' [aegis doctor --fix]' : ''}\n`);
+        }
+        ctx.out(failed.length ? `${failed.length} check(s) failed\n` : 'host ready\n');
+      }
+      ctx.exitCode = applied.some((a) => !a.ok) ? EXIT.cannotStart : failed.length ? EXIT.failure : EXIT.ok;
+    });
+}

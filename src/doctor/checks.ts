@@ -1,0 +1,248 @@
+/**
+ * `aegis doctor` decisions: host facts in, a list of checks out, each with what to do about a
+ * failure. Pure: the facts are gathered by probe.ts, fixes are applied by fix.ts.
+ */
+
+/** What probe.ts gathers. Plain data, so tests can describe any host. */
+export interface HostFacts {
+  readonly euid: number;
+  /** /etc/os-release ID and VERSION_ID. */
+  readonly os: { readonly id: string; readonly versionId: string };
+  /** Command name -> first line of its version output, or null when not installed. */
+  readonly commands: Readonly<Record<string, { readonly path: string; readonly version: string } | null>>;
+  /** /proc/self/mountinfo text. */
+  readonly mountinfo: string;
+  /** /proc/cgroups text. */
+  readonly procCgroups: string;
+  /** cgroup.controllers of the cgroup2 mount (unified or /sys/fs/cgroup), or null if none. */
+  readonly v2Controllers: string | null;
+  /** /proc/sys/user/max_user_namespaces, or null when unreadable. */
+  readonly maxUserNamespaces: number | null;
+  readonly kvm: boolean;
+  readonly images: {
+    readonly dir: string;
+    readonly storeExists: boolean;
+    readonly defaultRef: string;
+    /** Result of resolving the default image. */
+    readonly defaultImage: { readonly ok: true; readonly digest: string } | { readonly ok: false; readonly code: string; readonly message: string };
+  };
+}
+
+export type Fix =
+  | { readonly kind: 'apt'; readonly packages: readonly string[] }
+  | { readonly kind: 'mount-cgroup-v1'; readonly controllers: readonly string[] }
+  | { readonly kind: 'build-image'; readonly ref: string };
+
+export interface Check {
+  readonly id: string;
+  readonly status: 'ok' | 'warn' | 'fail';
+  readonly summary: string;
+  /** What to do, in words (also for fixes `--fix` applies). */
+  readonly advice?: string;
+  /** Present when `aegis doctor --fix` can apply the remedy safely. */
+  readonly fix?: Fix;
+}
+
+export type CgroupMode = 'v1' | 'v2' | 'hybrid' | 'none';
+
+export interface CgroupLayout {
+  readonly mode: CgroupMode;
+  /** Controller -> mount point of its v1 hierarchy. */
+  readonly v1: Readonly<Record<string, string>>;
+  readonly v2Mount: string | null;
+  /** Controllers bound to the v2 hierarchy. */
+  readonly v2Controllers: readonly string[];
+}
+
+/** Reads cgroup mounts from mountinfo (proc(5): fields, then " - fstype source superopts"). */
+export function cgroupLayout(mountinfo: string, v2Controllers: string | null): CgroupLayout {
+  const v1: Record<string, string> = {};
+  let v2Mount: string | null = null;
+  for (const line of mountinfo.split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const left = line.slice(0, sep).split(' ');
+    const right = line.slice(sep + 3).split(' ');
+    const mp = left[4];
+    const fstype = right[0];
+    if (!mp) continue;
+    if (fstype === 'cgroup2') v2Mount ??= mp;
+    else if (fstype === 'cgroup') {
+      for (const opt of (right[2] ?? '').split(',')) {
+        if (['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec', 'clone_children'].includes(opt) || opt.startsWith('name=') || opt.startsWith('release_agent')) continue;
+        v1[opt] ??= mp;
+      }
+    }
+  }
+  const hasV1 = Object.keys(v1).length > 0;
+  const mode: CgroupMode = hasV1 && v2Mount ? 'hybrid' : hasV1 ? 'v1' : v2Mount ? 'v2' : 'none';
+  const ctrls = (v2Controllers ?? '').split(/\s+/).filter(Boolean);
+  return { mode, v1, v2Mount, v2Controllers: ctrls };
+}
+
+/** Enabled controllers listed in /proc/cgroups. */
+export function enabledControllers(procCgroups: string): string[] {
+  const out: string[] = [];
+  for (const line of procCgroups.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const f = line.trim().split(/\s+/);
+    if (f.length >= 4 && f[3] === '1') out.push(f[0] as string);
+  }
+  return out;
+}
+
+/** Which Debian package provides each command AEGIS uses. */
+export const PACKAGE_OF: Readonly<Record<string, string>> = {
+  crun: 'crun',
+  runc: 'runc',
+  runsc: 'runsc',
+  nft: 'nftables',
+  ip: 'iproute2',
+  debootstrap: 'debootstrap',
+};
+
+const LIMIT_CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
+
+export function evaluate(f: HostFacts): Check[] {
+  const checks: Check[] = [];
+  const cmd = (name: string) => f.commands[name] ?? null;
+  const aptFix = (name: string): Fix => ({ kind: 'apt', packages: [PACKAGE_OF[name] ?? name] });
+
+  checks.push(
+    f.os.id === 'debian' && f.os.versionId === '12'
+      ? { id: 'host.os', status: 'ok', summary: 'Debian 12 (bookworm)' }
+      : { id: 'host.os', status: 'warn', summary: `${f.os.id || 'unknown'} ${f.os.versionId}: AEGIS is built and tested on Debian 12`, advice: 'package names and fixes below assume Debian 12' },
+  );
+  checks.push(
+    f.euid === 0
+      ? { id: 'host.root', status: 'ok', summary: 'running as root' }
+      : { id: 'host.root', status: 'warn', summary: `running as uid ${f.euid}`, advice: 'sandboxes, image builds and --fix need root' },
+  );
+
+  // OCI runtimes: crun is the default; runc and runsc are alternatives.
+  for (const [name, required, note] of [
+    ['crun', true, 'default runtime (isolation: crun)'],
+    ['runc', false, 'isolation: runc'],
+    ['runsc', false, 'isolation: gvisor (platform ptrace; the kvm platform hangs on this host class)'],
+  ] as const) {
+    const c = cmd(name);
+    checks.push(
+      c
+        ? { id: `runtime.${name}`, status: 'ok', summary: `${name}: ${c.version} (${note})` }
+        : { id: `runtime.${name}`, status: required ? 'fail' : 'warn', summary: `${name} is not installed (${note})`, advice: `apt-get install ${PACKAGE_OF[name]}`, fix: aptFix(name) },
+    );
+  }
+
+  // cgroups
+  const layout = cgroupLayout(f.mountinfo, f.v2Controllers);
+  const enabled = new Set(enabledControllers(f.procCgroups));
+  checks.push(
+    layout.mode === 'none'
+      ? { id: 'cgroup.layout', status: 'fail', summary: 'no cgroup filesystem mounted', advice: 'mount cgroup2 on /sys/fs/cgroup (or boot with systemd)' }
+      : {
+          id: 'cgroup.layout',
+          status: 'ok',
+          summary: `cgroup ${layout.mode}${layout.mode !== 'v2' ? ` (v1: ${Object.keys(layout.v1).sort().join(',')})` : ''}${layout.v2Mount ? ` (v2 at ${layout.v2Mount}: ${layout.v2Controllers.join(',') || 'no controllers'})` : ''}`,
+        },
+  );
+  for (const c of LIMIT_CONTROLLERS) {
+    const usable = layout.mode === 'v2' ? layout.v2Controllers.includes(c) : c in layout.v1;
+    const where = layout.mode === 'v2' ? layout.v2Mount : layout.v1[c];
+    checks.push(
+      usable
+        ? { id: `cgroup.${c}`, status: 'ok', summary: `${c} controller usable (${where})` }
+        : {
+            id: `cgroup.${c}`,
+            status: 'fail',
+            summary: `${c} controller not usable${enabled.has(c) ? '' : ' (disabled in the kernel)'}: ${c === 'memory' ? 'memory' : c === 'cpu' ? 'CPU' : 'process-count'} limits cannot be enforced`,
+            advice: enabled.has(c)
+              ? layout.mode === 'v2'
+                ? `enable it: echo +${c} > ${layout.v2Mount}/cgroup.subtree_control`
+                : `mount it: mkdir -p /sys/fs/cgroup/${c} && mount -t cgroup -o ${c} cgroup /sys/fs/cgroup/${c}`
+              : `boot with cgroup_enable=${c}`,
+          },
+    );
+  }
+  // crun refuses hybrid mode while any controller is bound to the v2 hierarchy
+  // ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2").
+  if (layout.mode === 'hybrid') {
+    const onV2 = layout.v2Controllers;
+    checks.push(
+      onV2.length === 0
+        ? { id: 'cgroup.crun_hybrid', status: 'ok', summary: 'hybrid mode: no controller on cgroup v2 (crun works)' }
+        : {
+            id: 'cgroup.crun_hybrid',
+            status: 'fail',
+            summary: `hybrid mode with ${onV2.join(',')} on cgroup v2: crun fails with "cgroups in hybrid mode not supported"`,
+            advice: onV2.map((c) => `mkdir -p /sys/fs/cgroup/${c} && mount -t cgroup -o ${c} cgroup /sys/fs/cgroup/${c}`).join('; ') + ' (once per boot)',
+            fix: { kind: 'mount-cgroup-v1', controllers: onV2 },
+          },
+    );
+  }
+
+  checks.push(
+    f.maxUserNamespaces !== null && f.maxUserNamespaces > 0
+      ? { id: 'kernel.userns', status: 'ok', summary: `user namespaces available (max ${f.maxUserNamespaces})` }
+      : { id: 'kernel.userns', status: 'warn', summary: 'user namespaces unavailable', advice: 'sysctl -w user.max_user_namespaces=15000' },
+  );
+
+  for (const [name, why] of [
+    ['nft', 'egress firewall in sandbox network namespaces'],
+    ['ip', 'network namespaces and veth pairs'],
+    ['debootstrap', 'aegis image build'],
+  ] as const) {
+    const c = cmd(name);
+    checks.push(
+      c
+        ? { id: `tools.${name}`, status: 'ok', summary: `${name}: ${c.version}` }
+        : { id: `tools.${name}`, status: 'fail', summary: `${name} is not installed (${why})`, advice: `apt-get install ${PACKAGE_OF[name]}`, fix: aptFix(name) },
+    );
+  }
+
+  checks.push({
+    id: 'host.kvm',
+    status: 'ok',
+    summary: f.kvm
+      ? '/dev/kvm present but not used: on this host class it is paravirtual and runs only patched guests (gVisor uses platform ptrace)'
+      : '/dev/kvm absent (not needed: gVisor uses platform ptrace)',
+  });
+
+  const img = f.images;
+  if (img.defaultImage.ok) {
+    checks.push({ id: 'images.default', status: 'ok', summary: `${img.defaultRef} is ${img.defaultImage.digest} in ${img.dir}` });
+  } else if (img.defaultImage.code === 'image.not_found') {
+    checks.push({
+      id: 'images.default',
+      status: 'fail',
+      summary: `default image ${img.defaultRef} is not in ${img.dir}${img.storeExists ? '' : ' (no store yet)'}`,
+      advice: `aegis image build ${img.defaultRef} (needs debootstrap; ~30-60 s)`,
+      fix: { kind: 'build-image', ref: img.defaultRef },
+    });
+  } else {
+    checks.push({
+      id: 'images.default',
+      status: 'fail',
+      summary: `default image ${img.defaultRef} is unusable: ${img.defaultImage.code}: ${img.defaultImage.message}`,
+      advice: `aegis image verify ${img.defaultRef}; if it stays broken: aegis image rm ${img.defaultRef} && aegis image build ${img.defaultRef}`,
+    });
+  }
+  return checks;
+}
+
+/** The fixes `--fix` would apply, merged (one apt-get for all packages), in a safe order. */
+export function planFixes(checks: readonly Check[]): Fix[] {
+  const pkgs = new Set<string>();
+  const mounts = new Set<string>();
+  const builds = new Set<string>();
+  for (const c of checks) {
+    if (c.status === 'ok' || !c.fix) continue;
+    if (c.fix.kind === 'apt') c.fix.packages.forEach((p) => pkgs.add(p));
+    else if (c.fix.kind === 'mount-cgroup-v1') c.fix.controllers.forEach((m) => mounts.add(m));
+    else builds.add(c.fix.ref);
+  }
+  const out: Fix[] = [];
+  if (pkgs.size) out.push({ kind: 'apt', packages: [...pkgs].sort() });
+  if (mounts.size) out.push({ kind: 'mount-cgroup-v1', controllers: [...mounts].sort() });
+  for (const ref of builds) out.push({ kind: 'build-image', ref });
+  return out;
+}
