@@ -12,6 +12,11 @@ APT_PACKAGES=(
   iproute2 nftables
   # gateway integration tests: agents' clients (curl, dig, python3) and the test CA (openssl)
   curl dnsutils python3 openssl
+  # runtime images and host preparation (src/images, src/doctor):
+  #   OCI runtimes: crun (default), runc, gVisor (Debian 12 package `runsc`, 0.0~20221219)
+  #   debootstrap builds the python:3.11 image rootfs from the Debian mirror in /etc/apt/sources.list*
+  #   util-linux provides mount (cgroup v1 hugetlb fix), coreutils chroot
+  crun runc runsc debootstrap iproute2 nftables util-linux coreutils
 )
 
 missing=()
@@ -29,3 +34,10 @@ log "installing npm packages (npm ci)"
 npm ci --no-audit --no-fund --loglevel=error
 log "building (tsc)"
 npm run --silent build
+
+# Host preparation: `aegis doctor --fix` installs anything still missing, mounts the cgroup v1
+# controllers crun needs in hybrid mode (once per boot; HOST-NOTES), and builds the default
+# runtime image python:3.11 into /var/lib/aegis/images if it is not there (~30-60 s, needs the
+# Debian mirror). It exits non-zero if a check still fails; the report says what to do.
+log "preparing the host (aegis doctor --fix)"
+node bin/aegis.js doctor --fix
