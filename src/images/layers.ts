@@ -82,11 +82,11 @@ export function classify(h: LayerHeader): Action {
   const mode = (h.mode ?? 0o644) & 0o7777;
   const uid = id(h.uid, 'uid', h.name);
   const gid = id(h.gid, 'gid', h.name);
+  if (base !== undefined && base === OPAQUE_MARKER) return { op: 'opaque', dir: path.slice(0, -1) };
+  // Other `.wh..wh.` names (and everything below them) are AUFS bookkeeping (.wh..wh.plnk/...), never content.
+  if (path.some((c) => c.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`))) return { op: 'skip', path, reason: 'aufs metadata' };
   if (base !== undefined && base.startsWith(WHITEOUT_PREFIX)) {
     const parent = path.slice(0, -1);
-    if (base === OPAQUE_MARKER) return { op: 'opaque', dir: parent };
-    // Other `.wh..wh.` names are AUFS bookkeeping (.wh..wh.plnk, ...), never content.
-    if (base.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`)) return { op: 'skip', path, reason: 'aufs metadata' };
     const victim = base.slice(WHITEOUT_PREFIX.length);
     if (victim === '' || victim === '.' || victim === '..') throw new ImageError('image.unsafe_entry', `bad whiteout ${JSON.stringify(h.name)}`);
     return { op: 'whiteout', path: [...parent, victim] };

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { cgroupLayout, type Check, evaluate, type HostFacts, planFixes } from './checks.js';
+
+// Captured on the AEGIS build hosts (Debian 12, 2026-11): /proc/self/mountinfo cgroup lines
+// before the hugetlb fix, and /proc/cgroups.
+const HYBRID_MOUNTINFO = `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`;
+const HUGETLB_FIXED = `${HYBRID_MOUNTINFO}43 31 0:40 / /sys/fs/cgroup/hugetlb rw,relatime - cgroup cgroup rw,hugetlb\n`;
+const PROC_CGROUPS = `#subsys_name	hierarchy	num_cgroups	enabled
+cpuset	3	1	1
+cpu	1	1	1
+cpuacct	2	1	1
+blkio	7	1	1
+memory	4	25	1
+devices	5	1	1
+freezer	6	1	1
+net_cls	0	1	1
+perf_event	0	1	1
+net_prio	0	1	1
+hugetlb	0	1	1
+pids	8	1	1
+`;
+const V2_MOUNTINFO = '30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n';
+
+const ALL_TOOLS = Object.fromEntries(['crun', 'runc', 'runsc', 'nft', 'ip', 'debootstrap'].map((n) => [n, { path: `/usr/bin/${n}`, version: `${n} 1.0` }]));
+
+function facts(over: Partial<HostFacts> = {}): HostFacts {
+  return {
+    euid: 0,
+    os: { id: 'debian', versionId: '12' },
+    commands: ALL_TOOLS,
+    mountinfo: HUGETLB_FIXED,
+    procCgroups: PROC_CGROUPS,
+    v2Controllers: '',
+    maxUserNamespaces: 96365,
+    kvm: true,
+    images: { dir: '/var/lib/aegis/images', storeExists: true, defaultRef: 'python:3.11', defaultImage: { ok: true, digest: `sha256:${'a'.repeat(64)}` } },
+    ...over,
+  };
+}
+
+const byId = (cs: Check[], id: string) => cs.find((c) => c.id === id);
+const failing = (cs: Check[]) => cs.filter((c) => c.status === 'fail').map((c) => c.id);
+
+describe('aegis doctor checks', () => {
+  it('a prepared Debian 12 host passes every check', () => {
+    const cs = evaluate(facts());
+    assert.deepEqual(failing(cs), []);
+    assert.deepEqual(planFixes(cs), []);
+    assert.match(byId(cs, 'cgroup.layout')!.summary, /^cgroup hybrid/);
+  });
+
+  it('reads the hybrid layout of the build hosts', () => {
+    const l = cgroupLayout(HYBRID_MOUNTINFO, 'hugetlb\n');
+    assert.equal(l.mode, 'hybrid');
+    assert.equal(l.v1['memory'], '/sys/fs/cgroup/memory');
+    assert.equal(l.v1['systemd'], undefined, 'name= hierarchies are not controllers');
+    assert.equal(l.v2Mount, '/sys/fs/cgroup/unified');
+    assert.deepEqual(l.v2Controllers, ['hugetlb']);
+    assert.equal(cgroupLayout(V2_MOUNTINFO, 'cpuset cpu io memory pids').mode, 'v2');
+    assert.equal(cgroupLayout('', null).mode, 'none');
+  });
+
+  describe('when hugetlb is still on cgroup v2 in hybrid mode (crun: "cgroups in hybrid mode not supported")', () => {
+    it('fails cgroup.crun_hybrid with the v1 mount as a safe fix', () => {
+      const cs = evaluate(facts({ mountinfo: HYBRID_MOUNTINFO, v2Controllers: 'hugetlb\n' }));
+      assert.deepEqual(failing(cs), ['cgroup.crun_hybrid']);
+      assert.deepEqual(planFixes(cs), [{ kind: 'mount-cgroup-v1', controllers: ['hugetlb'] }]);
+      assert.match(byId(cs, 'cgroup.crun_hybrid')!.advice!, /mount -t cgroup -o hugetlb cgroup \/sys\/fs\/cgroup\/hugetlb/);
+    });
+  });
+
+  describe('when packages are missing', () => {
+    it('merges them into one apt-get install; crun and the tools fail, runc/runsc only warn', () => {
+      const commands = { ...ALL_TOOLS, crun: null, runsc: null, nft: null, debootstrap: null };
+      const cs = evaluate(facts({ commands }));
+      assert.deepEqual(failing(cs), ['runtime.crun', 'tools.nft', 'tools.debootstrap']);
+      assert.equal(byId(cs, 'runtime.runsc')!.status, 'warn');
+      assert.deepEqual(planFixes(cs), [{ kind: 'apt', packages: ['crun', 'debootstrap', 'nftables', 'runsc'] }]);
+    });
+  });
+
+  describe('when the default image is missing or broken', () => {
+    it('missing: the fix builds it', () => {
+      const cs = evaluate(facts({ images: { dir: '/x', storeExists: false, defaultRef: 'python:3.11', defaultImage: { ok: false, code: 'image.not_found', message: 'no' } } }));
+      assert.deepEqual(failing(cs), ['images.default']);
+      assert.deepEqual(planFixes(cs), [{ kind: 'build-image', ref: 'python:3.11' }]);
+    });
+    it('tampered: no automatic fix, advice to verify and rebuild', () => {
+      const cs = evaluate(facts({ images: { dir: '/x', storeExists: true, defaultRef: 'python:3.11', defaultImage: { ok: false, code: 'image.digest_mismatch', message: 'changed' } } }));
+      assert.deepEqual(failing(cs), ['images.default']);
+      assert.deepEqual(planFixes(cs), []);
+      assert.match(byId(cs, 'images.default')!.advice!, /aegis image verify python:3.11/);
+    });
+  });
+
+  describe('when limit controllers are unusable', () => {
+    it('v2 without pids delegated: pids fails with the subtree_control advice', () => {
+      const cs = evaluate(facts({ mountinfo: V2_MOUNTINFO, v2Controllers: 'cpuset cpu io memory' }));
+      assert.deepEqual(failing(cs), ['cgroup.pids']);
+      assert.match(byId(cs, 'cgroup.pids')!.advice!, /\+pids > \/sys\/fs\/cgroup\/cgroup.subtree_control/);
+      assert.equal(byId(cs, 'cgroup.crun_hybrid'), undefined, 'no hybrid check on a v2 host');
+    });
+    it('no cgroup filesystem at all', () => {
+      const cs = evaluate(facts({ mountinfo: '', v2Controllers: null }));
+      assert.deepEqual(failing(cs), ['cgroup.layout', 'cgroup.memory', 'cgroup.cpu', 'cgroup.pids']);
+    });
+  });
+
+  it('warns (does not fail) for a non-Debian host, non-root and missing user namespaces', () => {
+    const cs = evaluate(facts({ os: { id: 'ubuntu', versionId: '24.04' }, euid: 1000, maxUserNamespaces: 0 }));
+    assert.deepEqual(failing(cs), []);
+    assert.deepEqual(cs.filter((c) => c.status === 'warn').map((c) => c.id), ['host.os', 'host.root', 'kernel.userns']);
+  });
+});
