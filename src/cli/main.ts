@@ -10,6 +10,7 @@ import { registerManifestCommands } from './manifest-commands.js';
 import { registerAuditCommands } from './audit-commands.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerDoctorCommands } from './doctor-commands.js';
+import { registerRunCommands } from './run-commands.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../../../package.json') as { version: string };
@@ -25,6 +26,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerAuditCommands(program, ctx);
   registerImageCommands(program, ctx);
   registerDoctorCommands(program, ctx);
+  registerRunCommands(program, ctx);
   return program;
 }
 

@@ -2,7 +2,7 @@
  * Host side of the bundle: lists the image along the mount targets (input of the pure planner)
  * and writes a compiled bundle (config.json + rootfs skeleton) into a run's directory.
  */
-import { lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SandboxError } from './errors.js';
 import type { CompiledBundle } from './spec/compile.js';
@@ -43,7 +43,10 @@ export function writeBundle(dir: string, bundle: CompiledBundle): void {
     mkdirSync(root, { mode: 0o755 });
     for (const e of bundle.rootfs.skeleton) {
       const p = root + e.path;
-      if (e.kind === 'dir') mkdirSync(p, { mode: 0o755 });
+      if (e.kind === 'dir') {
+        mkdirSync(p, { mode: 0o755 });
+        if (e.mode !== undefined) chmodSync(p, e.mode);
+      }
       else if (e.kind === 'file') writeFileSync(p, '', { mode: 0o444 });
       else symlinkSync(e.target, p);
     }

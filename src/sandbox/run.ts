@@ -20,7 +20,7 @@ import { createRunCgroup, type RunCgroup } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
-import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, type CompileOptions, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
+import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, type CompiledBundle, type CompileOptions, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
 import { validateBundle } from './spec/validate.js';
 import { DEFAULT_STATE_DIR, processStartTime, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord } from './state.js';
 
@@ -71,6 +71,8 @@ export interface RunResult {
   readonly durationMs: number;
   readonly cpuMs: number;
   readonly maxMemoryBytes: number;
+  /** A fork or clone failed at the pids limit (on gVisor this ends the whole sandbox). */
+  readonly pidsLimitHit: boolean;
   readonly isolation: Isolation;
   /** Why the run failed to start (status `failed_to_start`). */
   readonly error?: SandboxError;
@@ -160,6 +162,40 @@ function pipeOut(t: OutputTarget | undefined): 'inherit' | 'ignore' | 'pipe' {
   return t === undefined ? 'inherit' : typeof t === 'function' ? 'pipe' : t;
 }
 
+/**
+ * Convert and validate: the bundle a run would use (what `aegis run --dry-run` prints).
+ * Reads the image's directory listing; writes nothing.
+ */
+export function compileRun(
+  opts: RunSandboxOptions,
+  resolved: { codeDir: string; volumes: readonly ResolvedVolume[]; cgroupsPath: string; isolation: Isolation },
+): CompiledBundle {
+  const { top } = mountTargets(opts.policy, resolved.volumes);
+  const copts: CompileOptions = {
+    imageRootfs: opts.imageRootfs,
+    imageListing: scanImage(opts.imageRootfs, dirsToList(top)),
+    codeDir: resolved.codeDir,
+    volumes: resolved.volumes,
+    network: opts.network ?? { kind: 'none' },
+    extraEnv: opts.extraEnv ?? {},
+    extraArgs: opts.extraArgs ?? [],
+    cgroupsPath: resolved.cgroupsPath,
+    userSeccompProfile: opts.seccompProfile,
+    isolation: resolved.isolation,
+  };
+  const bundle = compileBundle(opts.policy, copts);
+  validateBundle(bundle, copts);
+  return { ...bundle, config: driverFor(resolved.isolation).adapt(bundle.config) };
+}
+
+/** Dry run: resolves code dir and volumes as a run would and returns the bundle. Throws SandboxError. */
+export function dryRun(opts: RunSandboxOptions): CompiledBundle {
+  const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
+  const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
+  const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
+  return compileRun(opts, { codeDir, volumes, cgroupsPath: `/aegis/${opts.executionId ?? 'dry-run'}/c`, isolation });
+}
+
 export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   const started = performance.now();
   const id = opts.executionId ?? newExecutionId();
@@ -192,7 +228,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     const e = err instanceof SandboxError ? err : new SandboxError('sandbox.start_failed', (err as Error)?.message ?? String(err), { cause: err });
     await cleanup();
     emit(opts.audit, { actor, action: 'run.failed_to_start', decision: 'deny', reason: e.code, payload: { message: e.message, isolation } });
-    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs: performance.now() - started, cpuMs: 0, maxMemoryBytes: 0, error: e };
+    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs: performance.now() - started, cpuMs: 0, maxMemoryBytes: 0, pidsLimitHit: false, error: e };
   };
 
   let child;
@@ -228,22 +264,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
 
     cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead });
-    const { top } = mountTargets(opts.policy, volumes);
-    const copts: CompileOptions = {
-      imageRootfs: opts.imageRootfs,
-      imageListing: scanImage(opts.imageRootfs, dirsToList(top)),
-      codeDir,
-      volumes,
-      network: opts.network ?? { kind: 'none' },
-      extraEnv: opts.extraEnv ?? {},
-      extraArgs: opts.extraArgs ?? [],
-      cgroupsPath: cgroup.runtimePath,
-      userSeccompProfile: opts.seccompProfile,
-      isolation,
-    };
-    const bundle = compileBundle(opts.policy, copts);
-    validateBundle(bundle, copts);
-    writeBundle(run.bundleDir, { ...bundle, config: driver.adapt(bundle.config) });
+    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: cgroup.runtimePath, isolation });
+    writeBundle(run.bundleDir, bundle);
 
     child = spawn(driver.binary, driver.runArgs(run), {
       cwd: run.bundleDir,
@@ -312,15 +334,15 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   } else if (!startedAgent && code !== 0) {
     const e = new SandboxError('sandbox.start_failed', `${isolation} could not start the container (exit ${code ?? signal})`);
     emit(opts.audit, { actor, action: 'run.failed_to_start', decision: 'deny', reason: e.code, payload: { message: e.message, isolation } });
-    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, error: e };
+    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit, error: e };
   } else {
     status = 'exited';
     exitCode = code ?? 128 + (signal !== null ? signalNumber(signal) : 0);
   }
-  const result: RunResult = { ...base, status, exitCode, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes };
+  const result: RunResult = { ...base, status, exitCode, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit };
   if (startedAgent) emit(opts.audit, { actor, action: 'run.start', decision: 'info', payload: { isolation } });
   if (status !== 'exited') emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
-  emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs } });
+  emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit } });
   emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
   return result;
 }

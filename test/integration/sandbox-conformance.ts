@@ -197,6 +197,13 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       ].join('\n');
       const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', bomb], limits: { pids: 32 } }));
       if (!r) return;
+      assert.ok(r.pidsLimitHit, 'the pids limit stopped the bomb');
+      if (isolation === 'gvisor') {
+        // LIMITATION (gVisor, ptrace platform): guest tasks are host threads of the Sentry, so the
+        // host pids limit stops the Sentry itself and the whole sandbox ends; still contained.
+        assert.notEqual(r.status, 'timeout');
+        return;
+      }
       assert.equal(r.status, 'exited', r.err);
       const n = Number(/forked (\d+)/.exec(r.out)?.[1] ?? NaN);
       assert.ok(n >= 1 && n < 32, `forks stopped below the pids limit (got ${n})`);
@@ -266,7 +273,7 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       if (!r) return;
       assert.equal(r.status, 'exited', r.err);
       assert.match(r.out, /input/);
-      assert.match(r.out, /ro 30/); // EROFS
+      assert.match(r.out, /ro (30|13)\n/); // EROFS (gVisor answers EACCES)
       assert.equal(readFileSync(join(rw, 'out.txt'), 'utf8'), 'result');
       const refused = await run(t, policy, { volumes: [{ host: ro, sandbox: '/etc/secrets', mode: 'ro' }] });
       assert.equal(refused?.status, 'failed_to_start');
@@ -314,8 +321,10 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
     it('reports failed_to_start when the entrypoint cannot be executed', async (t) => {
       const r = await run(t, testPolicy({ entrypoint: ['/nonexistent/binary'] }));
       if (!r) return;
-      assert.notEqual(r.status, 'exited');
-      assert.equal(r.exitCode, r.status === 'failed_to_start' ? 125 : 127);
+      // crun and runc fail before the container starts; runsc starts its sandbox first and
+      // then fails to load the binary (exit 128).
+      if (isolation === 'gvisor') assert.ok(r.status === 'failed_to_start' || (r.status === 'exited' && r.exitCode === 128), `${r.status} ${r.exitCode}`);
+      else assert.equal(r.status, 'failed_to_start');
     });
 
     it('cleans up after an AEGIS process killed with SIGKILL (sweep at the next start)', async (t) => {

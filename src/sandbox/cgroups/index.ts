@@ -24,6 +24,8 @@ export interface CgroupUsage {
   maxMemoryBytes: number;
   /** True when the memory limit was hit and the kernel's OOM killer acted (or may have). */
   oom: boolean;
+  /** True when a fork or clone in the tree failed because of the pids limit. */
+  pidsLimitHit: boolean;
 }
 
 export interface RunCgroup {
@@ -216,6 +218,9 @@ function createV1(id: string, limits: ResourceLimits, root: string): RunCgroup {
         // parent keeps the peak. A SIGKILLed run whose peak reached the limit (within one huge
         // page) is reported as OOM; run.ts only asks when the agent died of SIGKILL.
         oom: oomKills > 0 || failcnt > 0 || max >= limits.memoryBytes - V1_OOM_SLACK,
+        // pids.events counts the failure in the forking task's cgroup (the runtime's child);
+        // the parent keeps its peak (pids.peak, Linux >= 6.1).
+        pidsLimitHit: (readKeyed(join(dir('pids'), 'pids.events')).get('max') ?? 0) > 0 || readNum(join(dir('pids'), 'pids.peak')) >= limits.pids,
       };
     },
     pids: () => pidsIn(dir('pids')),
@@ -258,6 +263,7 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
         cpuMs: (readKeyed(join(dir, 'cpu.stat')).get('usage_usec') ?? 0) / 1000,
         maxMemoryBytes: readNum(join(dir, 'memory.peak')),
         oom: (events.get('oom_kill') ?? 0) > 0 || (events.get('oom') ?? 0) > 0,
+        pidsLimitHit: (readKeyed(join(dir, 'pids.events')).get('max') ?? 0) > 0 || readNum(join(dir, 'pids.peak')) >= limits.pids,
       };
     },
     pids: () => pidsIn(dir),

@@ -122,7 +122,14 @@ function depth(p: string): number {
 export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBundle {
   const volumes = opts.volumes ?? [];
   const { top } = mountTargets(policy, volumes);
-  const rootfs = planRootfs(top, opts.imageListing);
+  // runc gives a tmpfs the mode of the directory it covers (ignoring `mode=`): make the
+  // skeleton's mountpoints of writable tmpfs world-writable with the sticky bit, like /tmp.
+  const writableTmpfs = new Set(['/tmp', ...declaredMounts(policy, volumes).filter((m) => m.mode === 'rw').map((m) => m.path)]);
+  const planned = planRootfs(top, opts.imageListing);
+  const rootfs: RootfsPlan = {
+    ...planned,
+    skeleton: planned.skeleton.map((e) => (e.kind === 'dir' && writableTmpfs.has(e.path) ? { ...e, mode: 0o1777 } : e)),
+  };
   const idMap = opts.idMap ?? DEFAULT_ID_MAP;
   const tmpBytes = opts.tmpSizeBytes ?? DEFAULT_TMP_BYTES;
   const network = opts.network ?? { kind: 'none' };

@@ -32,7 +32,7 @@ export interface ImageEntry {
 export type ImageListing = ReadonlyMap<string, readonly ImageEntry[] | 'missing' | 'notdir'>;
 
 export type SkeletonEntry =
-  | { readonly kind: 'dir'; readonly path: string }
+  | { readonly kind: 'dir'; readonly path: string; readonly mode?: number }
   | { readonly kind: 'file'; readonly path: string }
   | { readonly kind: 'symlink'; readonly path: string; readonly target: string };
 

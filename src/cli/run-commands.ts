@@ -1,0 +1,42 @@
+/**
+ * `aegis run`: starts the agent of an agent.yaml in a fresh sandbox.
+ *
+ * Contract (checked exactly):
+ *   run <agent.yaml> [--isolation crun|runc|gvisor] [--volume HOST:SANDBOX[:ro|rw]]...
+ *       [--summary <file>] [--seccomp-profile <file>] [--dry-run] [-- extra args]
+ *   The agent's stdout and stderr stream through unchanged. Exit code: the agent's; 137 when
+ *   AEGIS killed it (oom, timeout, SIGINT/SIGTERM to AEGIS); 125 when AEGIS could not start it
+ *   (the reason on stderr). `--summary` writes
+ *   {"executionId","status","exitCode","durationMs","cpuMs","maxMemoryBytes"}.
+ *   `--dry-run` prints the OCI bundle (config.json and the rootfs skeleton) and runs nothing.
+ */
+import type { Command } from 'commander';
+import { Option } from 'commander';
+import type { CliContext } from './context.js';
+
+export interface RunFlags {
+  isolation?: 'crun' | 'runc' | 'gvisor';
+  volume: string[];
+  summary?: string;
+  seccompProfile?: string;
+  dryRun?: boolean;
+  stateDir?: string;
+}
+
+export function registerRunCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('run')
+    .description("run the agent of <agent.yaml> in a sandbox that enforces its policy; exit code is the agent's (137: killed by AEGIS, 125: could not start)")
+    .argument('<agent.yaml>', 'the agent manifest')
+    .argument('[args...]', 'extra arguments appended to the entrypoint (after --)')
+    .addOption(new Option('--isolation <runtime>', 'OCI runtime (default: agent.isolation, else crun)').choices(['crun', 'runc', 'gvisor']))
+    .option('--volume <HOST:SANDBOX[:ro|rw]>', 'attach a host folder where fs.read (ro) or fs.write (rw) grants the sandbox path (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--summary <file>', 'write a JSON summary of the run to <file>')
+    .option('--seccomp-profile <file>', 'Docker-format seccomp profile, intersected with the default')
+    .option('--dry-run', 'print the OCI bundle instead of running it')
+    .addOption(new Option('--state-dir <dir>', 'run records and runtime state').default('/run/aegis').hideHelp())
+    .action(async (file: string, args: string[], flags: RunFlags) => {
+      const { runCommand } = await import('./run-action.js');
+      ctx.exitCode = await runCommand(ctx, file, args, flags);
+    });
+}
