@@ -109,11 +109,10 @@ export function runTunnel(session: Session, client: Socket, upstream: Socket, in
     verdict = gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up');
     finish();
   };
-  upstream.on('data', (c: Buffer) => {
-    received += c.length;
-    if (!session.charge(c.length)) quotaCut();
+  forward(upstream, client, (n) => {
+    received += n;
+    if (!session.charge(n)) quotaCut();
   });
-  upstream.pipe(client);
 
   const startPiping = (first: Buffer): void => {
     if (first.length > 0) {
@@ -121,11 +120,10 @@ export function runTunnel(session: Session, client: Socket, upstream: Socket, in
       if (!session.charge(first.length)) return quotaCut();
       upstream.write(first);
     }
-    client.on('data', (c: Buffer) => {
-      sent += c.length;
-      if (!session.charge(c.length)) quotaCut();
+    forward(client, upstream, (n) => {
+      sent += n;
+      if (!session.charge(n)) quotaCut();
     });
-    client.pipe(upstream);
     client.resume();
   };
 
@@ -155,6 +153,18 @@ export function runTunnel(session: Session, client: Socket, upstream: Socket, in
     inspect(first);
   });
   client.resume();
+}
+
+/** Copy `from` to `to` with backpressure, counting bytes; half-close is passed on. */
+function forward(from: Socket, to: Socket, count: (n: number) => void): void {
+  from.on('data', (c: Buffer) => {
+    count(c.length);
+    if (!to.write(c)) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  });
+  from.once('end', () => to.end());
 }
 
 /** Emit a denial `net.connect` event for a connection refused before any tunnel existed. */
