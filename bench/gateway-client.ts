@@ -10,7 +10,7 @@ import { request as httpRequest } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
 import type { Socket } from 'node:net';
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 
 const [mode, address, caFile, proxy] = process.argv.slice(2);
 const ca = readFileSync(caFile!);
