@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ImageError } from './errors.js';
-import { diffManifests, type FileEntry, manifestDigest, parseManifest, serializeManifest } from './manifest.js';
+import { diffManifests, type FileEntry, manifestDigest, parseIndex, parseManifest, serializeIndex, serializeManifest } from './manifest.js';
 
 const ENTRIES: FileEntry[] = [
   { path: 'usr/bin/python3', type: 'l', mode: 0o777, uid: 0, gid: 0, target: 'python3.11' },
@@ -38,6 +38,16 @@ describe('file manifest', () => {
     assert.equal(text, 'aegis-file-manifest/1\n"."\td\t0755\t0\t0\t0\t-\n"a"\tf\t0644\t0\t0\t0\tsha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n');
     assert.equal(manifestDigest(text), manifestDigest(Buffer.from(text)));
     assert.match(manifestDigest(text), /^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('the image index holds the manifest hash and the top-level lines; the digest is its hash', () => {
+    const m = serializeManifest(ENTRIES);
+    const idx = serializeIndex(m);
+    assert.equal(idx, `aegis-image-index/1\nmanifest\t${manifestDigest(m)}\n"."\td\t0755\t0\t0\t0\t-\n"usr"\td\t0755\t0\t0\t0\t-\n`);
+    assert.deepEqual(parseIndex(idx), { manifest: manifestDigest(m), top: parseManifest(m).filter((e) => !e.path.includes('/')) });
+    assert.equal(code(() => parseIndex(idx.replace('manifest\t', 'manifest '))), 'image.corrupt');
+    assert.equal(code(() => parseIndex(idx + '"usr/bin"\td\t0755\t0\t0\t0\t-\n')), 'image.corrupt');
+    assert.equal(code(() => parseIndex('aegis-image-index/1\n')), 'image.corrupt');
   });
 
   describe('when the manifest is not canonical or malformed', () => {

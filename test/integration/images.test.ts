@@ -247,10 +247,32 @@ describe('when an imported image is tampered with', () => {
     await rejectsWith(resolveImage(ref('demo:1'), { imagesDir: store }), 'image.digest_mismatch');
   });
 
-  it('an edited files.manifest is refused by the per-run check', async () => {
+  it('an edited image.index is refused by the per-run check', async () => {
     const { store, digest } = await fresh();
-    appendFileSync(paths.manifest(store, digest), '"extra"\td\t0755\t0\t0\t0\t-\n');
+    appendFileSync(paths.index(store, digest), '"extra"\td\t0755\t0\t0\t0\t-\n');
     await rejectsWith(resolveImage(ref('demo:1'), { imagesDir: store }), 'image.digest_mismatch');
+  });
+
+  it('an edited files.manifest is refused by verify (stat and full), not per run', async () => {
+    const { store, digest } = await fresh();
+    appendFileSync(paths.manifest(store, digest), '"zzz"\td\t0755\t0\t0\t0\t-\n');
+    await resolveImage(ref('demo:1'), { imagesDir: store });
+    await rejectsWith(resolveImage(ref('demo:1'), { imagesDir: store, verify: 'stat' }), 'image.digest_mismatch');
+    assert.throws(() => checkImage(store, parseRefOrDigest('demo:1'), 'full'), (e: unknown) => e instanceof ImageError && e.code === 'image.digest_mismatch');
+  });
+
+  it('a same-size change of a top-level file is invisible per run but found by verify', async () => {
+    const store = tempDir('images');
+    const r = await importLayout(store, [[{ name: 'top.txt', content: 'aaaa' }]], { tag: 'demo:1' });
+    writeFileSync(join(paths.rootfs(store, r.digest), 'top.txt'), 'bbbb');
+    await resolveImage(ref('demo:1'), { imagesDir: store });
+    await rejectsWith(resolveImage(ref('demo:1'), { imagesDir: store, verify: 'full' }), 'image.digest_mismatch');
+  });
+
+  it('a removed image.index is a coded error', async () => {
+    const { store, digest } = await fresh();
+    execFileSync('rm', [paths.index(store, digest)]);
+    await rejectsWith(resolveImage(ref('demo:1'), { imagesDir: store }), 'image.corrupt');
   });
 
   it('a rootfs writable by others is refused as insecure', async () => {
