@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Policy } from '../../policy/types.js';
+import { SandboxError } from '../errors.js';
+import { compileBundle, dirsToList, mountTargets, type CompileOptions, type ResolvedVolume } from './compile.js';
+import type { ImageEntry } from './rootfs.js';
+import { validateBundle } from './validate.js';
+
+function policy(fs: Partial<Policy['fs']> = {}, deny: string[] = []): Policy {
+  return {
+    version: '1.0',
+    agent: {
+      name: 'a',
+      runtime: { name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' },
+      entrypoint: ['python3', 'main.py'],
+      env: { MODE: 'test' },
+      secretRefs: {},
+      isolation: null,
+      code: '.',
+    },
+    network: { rules: [], rateLimit: { perSecond: 1, burst: 2 }, byteQuota: null },
+    fs: { read: fs.read ?? [], write: fs.write ?? [] },
+    limits: { timeoutMs: 1000, memoryBytes: 1 << 27, cpu: { quotaUs: 50_000, periodUs: 100_000, cores: 0.5 }, pids: 64 },
+    syscalls: { deny },
+  };
+}
+
+const ROOT: ImageEntry[] = [
+  { name: 'usr', type: 'dir' },
+  { name: 'etc', type: 'dir' },
+  { name: 'bin', type: 'symlink', target: 'usr/bin' },
+  { name: 'tmp', type: 'dir' },
+];
+
+function options(p: Policy, extra: Partial<CompileOptions> = {}): CompileOptions {
+  const volumes = extra.volumes ?? [];
+  const listing = new Map(dirsToList(mountTargets(p, volumes).top).map((d) => [d, d === '/' ? ROOT : ('missing' as const)]));
+  return { imageRootfs: '/images/py/rootfs', imageListing: listing, codeDir: '/home/u/agent', cgroupsPath: '/aegis/x/c', isolation: 'crun', ...extra };
+}
+
+function compile(p: Policy, extra: Partial<CompileOptions> = {}) {
+  const o = options(p, extra);
+  const b = compileBundle(p, o);
+  validateBundle(b, o);
+  return b;
+}
+
+const invalid = (e: unknown) => e instanceof SandboxError && e.code === 'sandbox.invalid_spec';
+
+describe('compileBundle', () => {
+  it('is deterministic (same input, same bundle)', () => {
+    assert.deepEqual(compile(policy({ write: ['/data/outputs'] })), compile(policy({ write: ['/data/outputs'] })));
+  });
+  it('runs the agent unprivileged in every namespace, with no capabilities', () => {
+    const c = compile(policy()).config;
+    assert.deepEqual(c.process.user, { uid: 1000, gid: 1000, additionalGids: [] });
+    assert.equal(c.process.noNewPrivileges, true);
+    assert.deepEqual(Object.values(c.process.capabilities).flat(), []);
+    assert.deepEqual(c.linux.namespaces.map((n) => n.type).sort(), ['cgroup', 'ipc', 'mount', 'network', 'pid', 'user', 'uts']);
+    assert.deepEqual(c.linux.uidMappings, [{ containerID: 0, hostID: 100_000, size: 65_536 }]);
+    assert.equal(c.root.readonly, true);
+    assert.equal(c.process.cwd, '/agent');
+    assert.ok(c.linux.maskedPaths.includes('/proc/kcore') && c.linux.readonlyPaths.includes('/proc/sys'));
+  });
+  it('mounts the code read-only at /agent, a sized tmpfs at /tmp, and binds only image paths', () => {
+    const c = compile(policy()).config;
+    const binds = c.mounts.filter((m) => m.type === 'bind');
+    assert.deepEqual(
+      binds.map((m) => [m.source, m.destination, m.options.includes('ro')]),
+      [
+        ['/images/py/rootfs/usr', '/usr', true],
+        ['/images/py/rootfs/etc', '/etc', true],
+        ['/home/u/agent', '/agent', true],
+      ],
+    );
+    const tmp = c.mounts.find((m) => m.destination === '/tmp');
+    assert.equal(tmp?.type, 'tmpfs');
+    assert.ok(tmp?.options.some((o) => o.startsWith('size=')));
+  });
+  it('makes declared paths without a volume tmpfs, read-only for read grants', () => {
+    const c = compile(policy({ read: ['/data/in'], write: ['/data/out'] })).config;
+    assert.ok(c.mounts.find((m) => m.destination === '/data/out')?.options.includes('rw') === false);
+    assert.equal(c.mounts.find((m) => m.destination === '/data/out')?.type, 'tmpfs');
+    assert.ok(c.mounts.find((m) => m.destination === '/data/in')?.options.includes('ro'));
+  });
+  it('replaces a declared tmpfs by its volume, with the requested mode', () => {
+    const volumes: ResolvedVolume[] = [{ host: '/srv/out', sandbox: '/data/out', mode: 'rw' }];
+    const c = compile(policy({ write: ['/data/out'] }), { volumes }).config;
+    const at = c.mounts.filter((m) => m.destination === '/data/out');
+    assert.deepEqual(at, [{ destination: '/data/out', type: 'bind', source: '/srv/out', options: ['rbind', 'rw', 'nosuid', 'nodev'] }]);
+  });
+  it('adds extra environment after the manifest, and extra arguments after the entrypoint', () => {
+    const c = compile(policy(), { extraEnv: { HTTPS_PROXY: 'http://10.0.0.1:3128' }, extraArgs: ['--x'] }).config;
+    assert.ok(c.process.env.includes('MODE=test') && c.process.env.includes('HTTPS_PROXY=http://10.0.0.1:3128'));
+    assert.deepEqual(c.process.args, ['python3', 'main.py', '--x']);
+  });
+  it('joins a given network namespace, or creates an empty one', () => {
+    assert.deepEqual(compile(policy()).config.linux.namespaces.find((n) => n.type === 'network'), { type: 'network' });
+    const joined = compile(policy(), { network: { kind: 'netns', path: '/run/netns/aegis-1' } }).config;
+    assert.deepEqual(joined.linux.namespaces.find((n) => n.type === 'network'), { type: 'network', path: '/run/netns/aegis-1' });
+  });
+  it('carries syscalls.deny into the seccomp profile', () => {
+    const c = compile(policy({}, ['mkdir'])).config;
+    assert.ok(!c.linux.seccomp.syscalls.some((r) => r.action === 'SCMP_ACT_ALLOW' && r.names.includes('mkdir')));
+  });
+  describe('when a mount would land inside a read-only or host mount', () => {
+    it('refuses a write grant nested in a read grant', () => {
+      assert.throws(() => compile(policy({ read: ['/data'], write: ['/data/out'] })), invalid);
+    });
+    it('refuses a declared path inside /agent', () => {
+      assert.throws(() => compile(policy({ write: ['/agent/out'] })), invalid);
+    });
+  });
+});
+
+describe('validateBundle', () => {
+  it('lists every broken property of a tampered bundle', () => {
+    const p = policy();
+    const o = options(p);
+    const b = compileBundle(p, o);
+    b.config.process.user.uid = 0;
+    b.config.process.capabilities.bounding.push('CAP_SYS_ADMIN');
+    b.config.linux.namespaces = b.config.linux.namespaces.filter((n) => n.type !== 'user');
+    b.config.mounts.push({ destination: '/host', type: 'bind', source: '/', options: ['rbind', 'rw'] });
+    assert.throws(
+      () => validateBundle(b, o),
+      (e) => invalid(e) && /uid\/gid 0/.test((e as Error).message) && /capabilities/.test((e as Error).message) && /user/.test((e as Error).message) && /unexpected bind/.test((e as Error).message),
+    );
+  });
+});
