@@ -69,14 +69,29 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .description('Import an OCI image layout directory or a `docker save` tarball (untrusted input: hostile entries are refused)')
     .argument('<path>', 'OCI layout directory, or .tar from `docker save` / an OCI layout tarball')
     .option('-t, --tag <name:tag>', 'tag to give the image (default: the name recorded in the archive)')
+    .option('--max-size <bytes>', 'refuse images whose files add up to more than this many bytes (default 16 GiB)')
+    .option('--max-entries <n>', 'refuse images with more tar entries than this (default 1000000)')
     .option('--json', 'print the result as JSON')
-    .action(async (path: string, o: { tag?: string; json?: boolean }) => {
+    .action(async (path: string, o: { tag?: string; json?: boolean; maxSize?: string; maxEntries?: string }) => {
       await guarded(ctx, !!o.json, async () => {
         const { parseImageRef } = await import('../images/ref.js');
         const { defaultImagesDir } = await import('../images/store.js');
         const { importImage } = await import('../images/import.js');
         const tag = o.tag ? parseImageRef(o.tag) : null;
-        const r = await importImage(path, { imagesDir: defaultImagesDir(), tag, log: (s) => ctx.err(s) });
+        const { ImageError } = await import('../images/errors.js');
+        const num = (v: string | undefined, what: string): number | undefined => {
+          if (v === undefined) return undefined;
+          if (!/^[1-9][0-9]{0,15}$/.test(v)) throw new ImageError('image.bad_ref', `${what} must be a positive integer`);
+          return Number(v);
+        };
+        const limits = { maxBytes: num(o.maxSize, '--max-size'), maxEntries: num(o.maxEntries, '--max-entries') };
+        const r = await importImage(path, {
+          imagesDir: defaultImagesDir(),
+          tag,
+          log: (s) => ctx.err(s),
+          ...(limits.maxBytes !== undefined ? { maxBytes: limits.maxBytes } : {}),
+          ...(limits.maxEntries !== undefined ? { maxEntries: limits.maxEntries } : {}),
+        });
         if (r.skipped.length) ctx.err(`skipped ${r.skipped.length} device/FIFO/socket entries (the runtime provides /dev)\n`);
         if (o.json) json(ctx, { ok: true, ...r });
         else ctx.out(`${r.tags.length ? `${r.tags.join(', ')}@` : ''}${r.digest}\n`);

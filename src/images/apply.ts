@@ -45,6 +45,12 @@ function rootView(rootfs: string): RootView {
   };
 }
 
+/** What an import may still write (shared across its layers; decremented). */
+export interface Budget {
+  bytes: number;
+  entries: number;
+}
+
 export interface ApplyStats {
   entries: number;
   whiteouts: number;
@@ -112,10 +118,16 @@ async function headers(open: () => Readable): Promise<Header[]> {
  * hostile), applies its whiteouts to the lower layers, then extracts its entries.
  * `open` must return a fresh stream of the uncompressed tar each time it is called.
  */
-export async function applyLayer(rootfs: string, open: () => Readable): Promise<ApplyStats> {
+export async function applyLayer(rootfs: string, open: () => Readable, budget: Budget = { bytes: Infinity, entries: Infinity }): Promise<ApplyStats> {
   const view = rootView(rootfs);
   const stats: ApplyStats = { entries: 0, whiteouts: 0, skipped: [] };
   const hs = await headers(open);
+  // Refuse before writing: declared sizes and entry counts against what is left of the budget.
+  budget.entries -= hs.length;
+  budget.bytes -= hs.reduce((n, h) => n + (h.type === 'file' || h.type === 'contiguous-file' ? (h.size ?? 0) : 0), 0);
+  if (budget.entries < 0 || budget.bytes < 0) {
+    throw new ImageError('image.too_large', 'the image exceeds the import limit (see --max-size / --max-entries)');
+  }
   const plan: Action[] = hs.map((h) => classify(h));
   // 1. Deletions (whiteouts hide lower layers only).
   for (const a of plan) {

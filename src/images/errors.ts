@@ -18,6 +18,8 @@ export type ImageErrorCode =
   | 'image.unsafe_entry'
   /** An OCI layout / docker-save archive is malformed or a blob does not match its digest. */
   | 'image.bad_archive'
+  /** An import exceeds its size or entry-count limit (decompression bombs). */
+  | 'image.too_large'
   /** A format or feature AEGIS does not support (zstd layers, foreign architecture, ...). */
   | 'image.unsupported'
   /** `aegis image build` failed (debootstrap, apt-get, missing tool). */

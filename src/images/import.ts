@@ -288,7 +288,14 @@ export interface ImportResult extends CommitResult {
  * Imports the image at `path` into the store. `tag` overrides the name recorded in the archive;
  * without either the image is stored untagged (reachable by digest).
  */
-export async function importImage(path: string, opts: { imagesDir: string; tag: ImageRef | null; log: (s: string) => void }): Promise<ImportResult> {
+/** Default import limits: total bytes of regular files across all layers, and tar entries. */
+export const IMPORT_LIMITS = { bytes: 16 * 1024 ** 3, entries: 1_000_000 } as const;
+
+export async function importImage(
+  path: string,
+  opts: { imagesDir: string; tag: ImageRef | null; log: (s: string) => void; maxBytes?: number; maxEntries?: number },
+): Promise<ImportResult> {
+  const budget = { bytes: opts.maxBytes ?? IMPORT_LIMITS.bytes, entries: opts.maxEntries ?? IMPORT_LIMITS.entries };
   const st = (() => {
     try {
       return lstatSync(path);
@@ -325,7 +332,7 @@ export async function importImage(path: string, opts: { imagesDir: string; tag: 
       const got = await hashStream(l.compressedDigest ? raw() : open());
       if (got !== l.digest) throw new ImageError('image.bad_archive', `${l.what}: content hashes to ${got}, expected ${l.digest}`);
       opts.log(`applying layer ${i + 1}/${plan.layers.length} ${l.digest.slice(0, 19)}\n`);
-      const s = await applyLayer(rootfs, open);
+      const s = await applyLayer(rootfs, open, budget);
       skipped.push(...s.skipped);
     }
     const c = (cfg['config'] ?? {}) as Record<string, unknown>;

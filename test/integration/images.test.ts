@@ -142,6 +142,16 @@ describe('when the archive is hostile', () => {
     assert.equal(readFileSync(join(paths.rootfs(store, r.digest), marker), 'utf8'), 'inside');
   });
 
+  it('refuses an image over the size or entry limit before writing it (decompression bombs)', async () => {
+    const store = tempDir('images');
+    const dir = tempDir('oci');
+    writeOciLayout(dir, [await tarOf([{ name: 'big', content: 'x'.repeat(1000) }]), await tarOf([{ name: 'big2', content: 'y'.repeat(1000) }])], { gzip: [true, true] });
+    await rejectsWith(importImage(dir, { imagesDir: store, tag: null, log: quiet, maxBytes: 1500 }), 'image.too_large');
+    await rejectsWith(importImage(dir, { imagesDir: store, tag: null, log: quiet, maxEntries: 1 }), 'image.too_large');
+    assert.deepEqual(readdirSync(join(store, 'tmp')), []);
+    assert.equal((await importImage(dir, { imagesDir: store, tag: null, log: quiet, maxBytes: 2000 })).files, 3);
+  });
+
   it('refuses a symlink loop used as a parent', async () => {
     const store = tempDir('images');
     await rejectsWith(
