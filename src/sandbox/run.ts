@@ -95,7 +95,13 @@ export function resolveCodeDir(manifestDir: string, code: string): string {
   if (rel.startsWith('..') || isAbsolute(rel)) {
     throw new SandboxError('sandbox.code_dir_refused', `code directory ${dir} resolves outside the manifest's folder ${base}`);
   }
-  if (!statSync(dir).isDirectory()) throw new SandboxError('sandbox.code_dir_refused', `code path ${dir} is not a directory`);
+  const st = statSync(dir);
+  if (!st.isDirectory()) throw new SandboxError('sandbox.code_dir_refused', `code path ${dir} is not a directory`);
+  // The agent reads its code as an unprivileged host uid: say so now rather than fail in the runtime.
+  const readable = st.uid === AGENT_HOST_UID ? (st.mode & 0o500) === 0o500 : st.gid === AGENT_HOST_GID ? (st.mode & 0o050) === 0o050 : (st.mode & 0o005) === 0o005;
+  if (!readable) {
+    throw new SandboxError('sandbox.code_dir_refused', `code directory ${dir} is not readable by the sandbox's host uid ${AGENT_HOST_UID} (mode ${(st.mode & 0o777).toString(8)}): chmod o+rx it`);
+  }
   return dir;
 }
 

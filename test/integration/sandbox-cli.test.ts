@@ -1,0 +1,166 @@
+/**
+ * `aegis run` end to end through bin/aegis.js: exit codes, streaming, --summary, --dry-run,
+ * refused volumes, timeout, and SIGTERM to AEGIS (the sandbox is stopped and removed).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { resolveImage } from '../../src/images/index.js';
+import { runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
+import { driverFor } from '../../src/sandbox/drivers/index.js';
+import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
+
+const repo = new URL('../../..', import.meta.url).pathname;
+const bin = join(repo, 'bin', 'aegis.js');
+
+interface Ran {
+  code: number | null;
+  out: string;
+  err: string;
+}
+
+function aegis(args: string[], onStart?: (child: ReturnType<typeof spawn>) => void): Promise<Ran> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      onStart?.(child);
+    });
+    child.stderr.on('data', (b: Buffer) => void (err += b.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, err });
+    });
+  });
+}
+
+function manifest(dir: string, entrypoint: string[], extra = ''): string {
+  chmodSync(dir, 0o755);
+  const file = join(dir, 'agent.yaml');
+  writeFileSync(
+    file,
+    `version: "1.0"\nagent:\n  name: cli-test\n  runtime: "python:3.11"\n  entrypoint: ${JSON.stringify(entrypoint)}\npermissions:\n  fs:\n    write: ["/data/outputs"]\n  execution_time: 20s\n  memory: 128MiB\n${extra}`,
+  );
+  return file;
+}
+
+describe('aegis run (CLI)', { timeout: 180_000 }, () => {
+  let work = '';
+  let state = '';
+  let unavailable: string | null = null;
+  before(async () => {
+    try {
+      ensureHugetlbMount();
+    } catch (e) {
+      unavailable = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
+    }
+    unavailable ??= driverFor('crun').unavailableReason();
+    try {
+      await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' });
+    } catch (e) {
+      unavailable ??= `python:3.11 image missing: ${(e as Error).message}`;
+    }
+    work = mkdtempSync('/var/tmp/aegis-cli-');
+    state = join(work, 'state');
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  const nothingLeft = (): void => {
+    const runs = existsSync(join(state, 'runs')) ? readdirSync(join(state, 'runs')) : [];
+    assert.deepEqual(runs, [], 'no run directory remains');
+  };
+
+  it('runs examples/hello: output streams through, --summary has exactly the contract keys', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const summary = join(work, 'hello.json');
+    const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--summary', summary, '--', 'a', 'b']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /wrote \/data\/outputs\/hello.txt: hello from the sandbox/);
+    assert.match(r.out, /extra args: \['a', 'b'\]/);
+    const s = JSON.parse(readFileSync(summary, 'utf8')) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(s), ['executionId', 'status', 'exitCode', 'durationMs', 'cpuMs', 'maxMemoryBytes']);
+    assert.equal(s['status'], 'exited');
+    assert.equal(s['exitCode'], 0);
+    assert.ok(runCgroupDirs(String(s['executionId'])).length === 0);
+    nothingLeft();
+  });
+
+  it("exits with the agent's exit code", async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const dir = mkdtempSync(join(work, 'exit-'));
+    const r = await aegis(['run', manifest(dir, ['python3', '-c', 'import sys; sys.exit(7)']), '--state-dir', state]);
+    assert.equal(r.code, 7, r.err);
+  });
+
+  it('exits 137 with status timeout when the execution time runs out', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const dir = mkdtempSync(join(work, 'timeout-'));
+    const summary = join(dir, 's.json');
+    const file = manifest(dir, ['python3', '-c', 'import time; time.sleep(60)']).replace(/$/, '');
+    writeFileSync(file, readFileSync(file, 'utf8').replace('execution_time: 20s', 'execution_time: 1s'));
+    const r = await aegis(['run', file, '--state-dir', state, '--summary', summary]);
+    assert.equal(r.code, 137, r.err);
+    assert.equal(JSON.parse(readFileSync(summary, 'utf8')).status, 'timeout');
+    nothingLeft();
+  });
+
+  it('exits 125 before starting anything when the code dir is unreadable by the sandbox or a volume is not granted', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const summary = join(work, 'refused.json');
+    const dir = mkdtempSync(join(work, 'unreadable-'));
+    const unreadable = await aegis(['run', manifest(dir, ['true']), '--state-dir', state]);
+    chmodSync(dir, 0o700);
+    const again = await aegis(['run', join(dir, 'agent.yaml'), '--state-dir', state]);
+    assert.equal(unreadable.code, 0, unreadable.err);
+    assert.equal(again.code, 125);
+    assert.match(again.err, /not readable by the sandbox's host uid/);
+    const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--volume', '/root:/data/inputs', '--summary', summary]);
+    assert.equal(r.code, 125);
+    assert.match(r.err, /refused: fs\.denied\.not_granted/);
+    assert.equal(JSON.parse(readFileSync(summary, 'utf8')).status, 'failed_to_start');
+    assert.equal(r.out, '');
+    nothingLeft();
+  });
+
+  it('exits 125 with a clear message when the manifest is invalid', async () => {
+    const dir = mkdtempSync(join(work, 'bad-'));
+    writeFileSync(join(dir, 'agent.yaml'), 'version: "9"\n');
+    const r = await aegis(['run', join(dir, 'agent.yaml'), '--state-dir', state]);
+    assert.equal(r.code, 125);
+    assert.match(r.err, /agent\.yaml:\d+:\d+/);
+  });
+
+  it('prints the bundle with --dry-run and runs nothing', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--dry-run', '--', 'x']);
+    assert.equal(r.code, 0, r.err);
+    const b = JSON.parse(r.out) as { config: { process: { args: string[] }; linux: { seccomp: { defaultAction: string } } } };
+    assert.deepEqual(b.config.process.args, ['python3', 'main.py', 'x']);
+    assert.equal(b.config.linux.seccomp.defaultAction, 'SCMP_ACT_ERRNO');
+    nothingLeft();
+  });
+
+  it('stops the sandbox and exits 137 when AEGIS gets SIGTERM, leaving nothing behind', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const dir = mkdtempSync(join(work, 'sigterm-'));
+    cpSync(join(repo, 'examples/hello/main.py'), join(dir, 'main.py'));
+    const summary = join(dir, 's.json');
+    let sent = false;
+    const r = await aegis(['run', manifest(dir, ['python3', '-c', 'import time\nprint("up", flush=True)\ntime.sleep(60)']), '--state-dir', state, '--summary', summary], (child) => {
+      if (!sent) {
+        sent = true;
+        child.kill('SIGTERM');
+      }
+    });
+    assert.equal(r.code, 137, r.err);
+    const s = JSON.parse(readFileSync(summary, 'utf8')) as { status: string; executionId: string };
+    assert.equal(s.status, 'killed');
+    assert.deepEqual(runCgroupDirs(s.executionId), []);
+    nothingLeft();
+  });
+});
