@@ -11,7 +11,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as packet from 'dns-packet';
@@ -64,6 +64,7 @@ export function makeTestPki(dir: string): { caFile: string; certFile: string; ke
   sh('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=fake internet']);
   writeFileSync(p('ext.cnf'), `subjectAltName=${CERT_NAMES.map((n) => `DNS:${n}`).join(',')}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
   sh('openssl', ['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p('server.pem'), '-days', '2', '-extfile', p('ext.cnf')]);
+  chmodSync(p('ca.pem'), 0o644);
   return { caFile: p('ca.pem'), certFile: p('server.pem'), keyFile: p('server.key') };
 }
 
@@ -76,6 +77,7 @@ export function removeFakeInternet(): void {
 export async function startFakeInternet(): Promise<FakeInternet> {
   removeFakeInternet();
   const dir = mkdtempSync(`${tmpdir()}/aegis-fake-inet-`);
+  chmodSync(dir, 0o755); // sandboxed agents (mapped uids) read ca.pem from here
   const pki = makeTestPki(dir);
   sh('ip', ['netns', 'add', INET_NS]);
   sh('ip', ['link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF, 'netns', INET_NS]);
