@@ -213,6 +213,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   let run: RuntimeRun | null = null;
   let driver: RuntimeDriver | null = null;
   let recordWritten = false;
+  /** Paths this run created under its run directory, parents first (fast removal). */
+  const createdPaths: string[] = [];
 
   const cleanup = async (): Promise<void> => {
     // Order: kill what is left, let the runtime forget the container, remove cgroups, files.
@@ -227,7 +229,11 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
         /* the sweeper retries at the next start */
       }
     }
-    if (recordWritten) removeRunDir(stateDir, id);
+    if (recordWritten) {
+      const known = [...createdPaths];
+      if (run !== null && existsSync(run.pidFile)) known.push(run.pidFile);
+      removeRunDir(stateDir, id, known);
+    }
   };
 
   const failed = async (err: unknown): Promise<RunResult> => {
@@ -272,6 +278,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead });
     const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: cgroup.runtimePath, isolation });
     writeBundle(run.bundleDir, bundle);
+    const rootfsDir = join(run.bundleDir, 'rootfs');
+    createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'), rootfsDir + '/');
+    for (const e of bundle.rootfs.skeleton) createdPaths.push(rootfsDir + e.path + (e.kind === 'dir' ? '/' : ''));
 
     child = spawn(driver.binary, driver.runArgs(run), {
       cwd: run.bundleDir,

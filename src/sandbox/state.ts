@@ -5,7 +5,7 @@
  * to forget the container, removes the cgroups and the directory.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Isolation } from '../policy/types.js';
 import { destroyRunCgroups } from './cgroups/index.js';
@@ -54,8 +54,23 @@ export function writeRecord(stateDir: string, rec: RunRecord): void {
   }
 }
 
-export function removeRunDir(stateDir: string, id: string): void {
-  rmSync(runDir(stateDir, id), { recursive: true, force: true });
+/**
+ * Removes a run's directory. `known` lists the paths the run created (deepest last); removing
+ * them one by one avoids a directory walk on the hot path. Anything unexpected left behind is
+ * removed by the recursive fallback.
+ */
+export function removeRunDir(stateDir: string, id: string, known: readonly string[] = []): void {
+  const dir = runDir(stateDir, id);
+  try {
+    for (let i = known.length - 1; i >= 0; i--) {
+      const p = known[i]!;
+      if (p.endsWith('/')) rmdirSync(p);
+      else unlinkSync(p);
+    }
+    rmdirSync(dir);
+  } catch {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function isStale(rec: RunRecord): boolean {

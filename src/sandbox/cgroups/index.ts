@@ -129,9 +129,24 @@ async function killLoop(list: () => number[], timeoutMs: number): Promise<void> 
   }
 }
 
-/** Removes a run's cgroup directories (every hierarchy). Processes must be gone. */
+/**
+ * Removes a run's cgroup directories (every hierarchy). Processes must be gone. The usual shape
+ * (`<id>` with at most the runtime's `c` child) is removed with two rmdir calls per hierarchy;
+ * anything else falls back to a walk.
+ */
 function removeTrees(dirs: readonly string[]): void {
   for (const top of dirs) {
+    try {
+      try {
+        rmdirSync(join(top, 'c'));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      rmdirSync(top);
+      continue;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+    }
     for (const d of treeDirs(top)) {
       try {
         rmdirSync(d);
@@ -224,7 +239,11 @@ function createV1(id: string, limits: ResourceLimits, root: string): RunCgroup {
       };
     },
     pids: () => pidsIn(dir('pids')),
-    killAll: (timeoutMs = 2000) => killLoop(() => runCgroupDirs(id, root).flatMap((d) => pidsIn(d)), timeoutMs),
+    async killAll(timeoutMs = 2000) {
+      // Fast path: the pids controller counts every task of the tree (crun, runc and runsc all join it).
+      if (readNum(join(dir('pids'), 'pids.current')) === 0 && pidsIn(dir('pids')).length === 0) return;
+      await killLoop(() => runCgroupDirs(id, root).flatMap((d) => pidsIn(d)), timeoutMs);
+    },
     remove: () => removeTrees(runCgroupDirs(id, root)),
   };
 }

@@ -1,0 +1,184 @@
+/**
+ * Sandbox start-up benchmark (a script, not a timed test): median wall time to start and finish
+ * a sandbox running `true` and `python3 -c pass`.
+ *
+ *   node dist/bench/sandbox.js [--runs N] [--skip-docker] [--skip-srt]
+ *
+ * 1. In-process, through runSandbox() as the server calls it, per runtime, vs the bare process
+ *    (the same binary of the same image, started with chroot).
+ * 2. Whole commands: `aegis run` vs `docker run` of the same image (when a Docker engine is
+ *    available; the rootfs is `docker import`ed) vs `srt` (@anthropic-ai/sandbox-runtime,
+ *    installed into /var/tmp for the benchmark only; needs Debian ripgrep).
+ * Targets (issue 3): crun adds <= 15 ms over the bare process, gVisor < 200 ms in total,
+ * `aegis run` faster than docker and srt and >= 3x faster than srt.
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { resolveImage } from '../src/images/index.js';
+import type { Isolation, Policy } from '../src/policy/types.js';
+import { driverFor } from '../src/sandbox/drivers/index.js';
+import { runSandbox } from '../src/sandbox/run.js';
+
+const args = process.argv.slice(2);
+const RUNS = Number(args[args.indexOf('--runs') + 1] ?? 0) || 21;
+const REPO = new URL('../..', import.meta.url).pathname;
+const PY = { name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' } as const;
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+};
+
+function policy(entrypoint: string[]): Policy {
+  return {
+    version: '1.0',
+    agent: { name: 'bench', runtime: PY, entrypoint, env: {}, secretRefs: {}, isolation: null, code: '.' },
+    network: { rules: [], rateLimit: { perSecond: 1, burst: 2 }, byteQuota: null },
+    fs: { read: [], write: ['/data/outputs'] },
+    limits: { timeoutMs: 30_000, memoryBytes: 256 * 1024 * 1024, cpu: { quotaUs: 100_000, periodUs: 100_000, cores: 1 }, pids: 64 },
+    syscalls: { deny: [] },
+  };
+}
+
+/** Median wall time of `fn` over RUNS runs, after 2 warm-up runs. */
+async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
+  for (let i = 0; i < 2; i++) await fn();
+  const xs: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const t = performance.now();
+    await fn();
+    xs.push(performance.now() - t);
+  }
+  return median(xs);
+}
+
+function exec(cmd: string, argv: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, argv, { stdio: 'ignore' });
+    c.on('error', reject);
+    c.on('exit', (code) => (code === 0 ? resolve(0) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}`))));
+  });
+}
+
+const fmt = (ms: number): string => `${ms.toFixed(1)} ms`;
+const out = (s: string): void => void process.stdout.write(s + '\n');
+
+async function main(): Promise<void> {
+  const image = await resolveImage(PY);
+  const work = mkdtempSync('/var/tmp/aegis-bench-');
+  chmodSync(work, 0o755);
+  const state = join(work, 'state');
+  const workloads: [string, string[]][] = [
+    ['true', ['true']],
+    ['python3 -c pass', ['python3', '-c', 'pass']],
+  ];
+  out(`AEGIS sandbox benchmark: median of ${RUNS} runs (after 2 warm-ups), image ${image.ref} ${image.digest.slice(0, 19)}`);
+
+  out('\n== in-process (runSandbox) vs bare process ==');
+  const bare: Record<string, number> = {};
+  for (const [name, argv] of workloads) {
+    bare[name] = await time(() => exec('chroot', [image.rootfs, ...argv]));
+    out(`bare     ${name.padEnd(16)} ${fmt(bare[name]!)}`);
+  }
+  for (const iso of ['crun', 'runc', 'gvisor'] as Isolation[]) {
+    const why = driverFor(iso).unavailableReason();
+    if (why !== null) {
+      out(`${iso.padEnd(8)} unavailable: ${why}`);
+      continue;
+    }
+    for (const [name, argv] of workloads) {
+      const ms = await time(async () => {
+        const r = await runSandbox({ policy: policy(argv), manifestDir: work, imageRootfs: image.rootfs, isolation: iso, stateDir: state, stdout: 'ignore', stderr: 'ignore' });
+        if (r.status !== 'exited' || r.exitCode !== 0) throw new Error(`${iso} ${name}: ${r.status} ${r.exitCode} ${r.error?.message ?? ''}`);
+      });
+      const over = ms - bare[name]!;
+      const target = iso === 'crun' ? ` (target: +15 ms: ${over <= 15 ? 'met' : 'NOT met'})` : iso === 'gvisor' ? ` (target: < 200 ms total: ${ms < 200 ? 'met' : 'NOT met'})` : '';
+      out(`${iso.padEnd(8)} ${name.padEnd(16)} ${fmt(ms)}  +${fmt(over)} over bare${target}`);
+    }
+  }
+
+  out('\n== whole command: aegis run vs docker run vs srt ==');
+  const aegisBin = join(REPO, 'bin', 'aegis.js');
+  const cmdTimes: Record<string, Record<string, number>> = {};
+  for (const [name, argv] of workloads) {
+    const dir = join(work, name.replace(/\W+/g, '-'));
+    mkdirSync(dir, { mode: 0o755 });
+    writeFileSync(
+      join(dir, 'agent.yaml'),
+      `version: "1.0"\nagent:\n  name: bench\n  runtime: "python:3.11"\n  entrypoint: ${JSON.stringify(argv)}\npermissions:\n  fs:\n    write: ["/data/outputs"]\n  memory: 256MiB\n`,
+    );
+    cmdTimes[name] = { aegis: await time(() => exec(process.execPath, [aegisBin, 'run', join(dir, 'agent.yaml'), '--state-dir', state])) };
+    out(`aegis run ${name.padEnd(16)} ${fmt(cmdTimes[name]!['aegis']!)}`);
+  }
+
+  if (!args.includes('--skip-docker')) {
+    const docker = dockerReady(image.rootfs);
+    if (docker === null) out('docker    unavailable (no running Docker engine); skipped');
+    else {
+      for (const [name, argv] of workloads) {
+        cmdTimes[name]!['docker'] = await time(() => exec('docker', ['run', '--rm', '--network', 'none', '--memory', '256m', docker, ...argv]));
+        out(`docker run ${name.padEnd(15)} ${fmt(cmdTimes[name]!['docker']!)}`);
+      }
+    }
+  }
+
+  if (!args.includes('--skip-srt')) {
+    const srt = srtReady();
+    if (srt === null) out('srt       unavailable (npm install or ripgrep failed); skipped');
+    else {
+      // srt runs host binaries: the host's /bin/true and python3 with its default (restrictive) policy.
+      const py = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+      for (const [name] of workloads) {
+        const cmd = name === 'true' ? '/bin/true' : `${py} -c pass`;
+        cmdTimes[name]!['srt'] = await time(() => exec(process.execPath, [srt, '-c', cmd]));
+        out(`srt ${name.padEnd(22)} ${fmt(cmdTimes[name]!['srt']!)}  (${cmd})`);
+      }
+    }
+  }
+
+  out('\n== ratios (other / aegis run; > 1 means aegis is faster) ==');
+  for (const [name] of workloads) {
+    const t = cmdTimes[name]!;
+    for (const other of ['docker', 'srt']) {
+      if (t[other] === undefined) continue;
+      const ratio = t[other]! / t['aegis']!;
+      const target = other === 'srt' ? `target >= 3x: ${ratio >= 3 ? 'met' : 'NOT met'}` : `target > 1x: ${ratio > 1 ? 'met' : 'NOT met'}`;
+      out(`${name.padEnd(16)} ${other.padEnd(6)} ${ratio.toFixed(2)}x  (${target})`);
+    }
+  }
+  rmSync(work, { recursive: true, force: true });
+}
+
+/** Imports the rootfs into Docker once (tag aegis-bench/python:3.11); null when no engine. */
+function dockerReady(rootfs: string): string | null {
+  if (spawnSync('docker', ['info'], { stdio: 'ignore', timeout: 10_000 }).status !== 0) return null;
+  const tag = 'aegis-bench/python:3.11';
+  if (spawnSync('docker', ['image', 'inspect', tag], { stdio: 'ignore' }).status !== 0) {
+    execFileSync('sh', ['-c', `tar -C "${rootfs}" -c . | docker import - ${tag}`], { stdio: 'ignore' });
+  }
+  return tag;
+}
+
+/** Installs @anthropic-ai/sandbox-runtime into /var/tmp/aegis-bench-srt (not a project dependency). */
+function srtReady(): string | null {
+  const dir = '/var/tmp/aegis-bench-srt';
+  const cli = join(dir, 'node_modules', '@anthropic-ai', 'sandbox-runtime', 'dist', 'cli.js');
+  if (!existsSync(cli)) {
+    mkdirSync(dir, { recursive: true });
+    const r = spawnSync('npm', ['install', '--prefix', dir, '--no-audit', '--no-fund', '--loglevel=error', '@anthropic-ai/sandbox-runtime'], { stdio: 'inherit' });
+    if (r.status !== 0) return null;
+  }
+  // srt needs Debian ripgrep, bubblewrap and socat; it says what is missing.
+  const probe = spawnSync(process.execPath, [cli, '-c', 'true'], { encoding: 'utf8' });
+  if (probe.status !== 0) {
+    out(`srt       cannot run: ${probe.stderr.trim()} (apt-get install ripgrep bubblewrap socat)`);
+    return null;
+  }
+  return cli;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
