@@ -81,28 +81,35 @@ function run(argv: readonly string[], log: (s: string) => void, opts: { env?: No
     let captured = '';
     const tail: string[] = [];
     const shown = new Set<string>();
-    const onData = (buf: Buffer) => {
-      const text = buf.toString('utf8');
-      if (opts.capture) captured += text;
-      for (const line of text.split('\n')) {
-        if (!line.trim()) continue;
-        tail.push(line);
-        if (tail.length > 20) tail.shift();
-        if (opts.capture) continue;
-        // debootstrap prints one "I: <Verb> <pkg>..." line per package: show each verb once.
-        const verb = /^I: (\w+)/.exec(line)?.[1] ?? '';
-        if (verb && (opts.quietPrefixes ?? []).includes(verb)) {
-          if (!shown.has(verb)) log(`  ${cmd}: ${verb.toLowerCase()} packages...\n`);
-          shown.add(verb);
-          continue;
-        }
-        log(`  ${cmd}: ${line}\n`);
+    const pending = { out: '', err: '' };
+    const onLine = (line: string) => {
+      if (!line.trim()) return;
+      tail.push(line);
+      if (tail.length > 20) tail.shift();
+      if (opts.capture) return;
+      // debootstrap prints one "I: <Verb> <pkg>..." line per package: show each verb once.
+      const verb = /^I: (\w+)/.exec(line)?.[1] ?? '';
+      if (verb && (opts.quietPrefixes ?? []).includes(verb)) {
+        if (!shown.has(verb)) log(`  ${cmd}: ${verb.toLowerCase()} packages...\n`);
+        shown.add(verb);
+        return;
       }
+      log(`  ${cmd}: ${line}\n`);
     };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
+    // Output arrives in arbitrary chunks: split into whole lines per stream.
+    const feed = (which: 'out' | 'err') => (buf: Buffer) => {
+      const text = buf.toString('utf8');
+      if (opts.capture) captured += which === 'out' ? text : '';
+      const lines = (pending[which] + text).split('\n');
+      pending[which] = lines.pop() ?? '';
+      lines.forEach(onLine);
+    };
+    child.stdout.on('data', feed('out'));
+    child.stderr.on('data', feed('err'));
     child.on('error', (err) => reject(new ImageError('image.build_failed', `cannot run ${cmd}: ${err.message}`, { cause: err })));
     child.on('close', (code, signal) => {
+      onLine(pending.out);
+      onLine(pending.err);
       if (code === 0) resolve(captured);
       else reject(new ImageError('image.build_failed', `${argv.join(' ')} failed (${signal ?? `exit ${code}`}):\n${tail.join('\n')}`));
     });
@@ -171,7 +178,18 @@ export async function buildImage(ref: ImageRef, opts: { imagesDir: string; log: 
     writeFileSync(join(rootfs, 'etc/apt/sources.list'), imageSourcesList(choice, recipe.suite));
     if (recipe.packages.length) {
       log(`[2/4] apt-get install ${recipe.packages.join(' ')} (chroot)\n`);
-      await run(['chroot', rootfs, 'apt-get', 'update', '-qq'], log, { env: CHROOT_ENV });
+      // --error-on=any: a failed index download must fail the build, or the image silently
+      // misses bookworm-updates / bookworm-security. Retried: mirrors and networks hiccup.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await run(['chroot', rootfs, 'apt-get', 'update', '-qq', '--error-on=any'], log, { env: CHROOT_ENV });
+          break;
+        } catch (err) {
+          if (attempt >= 3) throw err;
+          log(`  apt-get update failed (attempt ${attempt}/3), retrying in 5 s\n`);
+          await new Promise((r) => setTimeout(r, 5000));
+        }
+      }
       await run(['chroot', rootfs, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...recipe.packages], log, {
         env: CHROOT_ENV,
         capture: true,
