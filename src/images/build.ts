@@ -172,9 +172,20 @@ export async function buildImage(ref: ImageRef, opts: { imagesDir: string; log: 
     const cache = join(paths.cache(opts.imagesDir), 'debootstrap');
     mkdirSync(cache, { recursive: true, mode: 0o700 });
     log(`[1/4] debootstrap --variant=minbase ${recipe.suite} from ${choice.mirror}\n`);
-    await run(['debootstrap', '--variant=minbase', `--cache-dir=${cache}`, recipe.suite, rootfs, choice.mirror], log, {
-      quietPrefixes: ['Retrieving', 'Validating', 'Extracting', 'Unpacking', 'Configuring'],
-    });
+    // Retried once from scratch (downloaded packages stay in the cache): mirrors and networks hiccup.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await run(['debootstrap', '--variant=minbase', `--cache-dir=${cache}`, recipe.suite, rootfs, choice.mirror], log, {
+          quietPrefixes: ['Retrieving', 'Validating', 'Extracting', 'Unpacking', 'Configuring'],
+        });
+        break;
+      } catch (err) {
+        if (attempt >= 2) throw err;
+        log(`  debootstrap failed (attempt ${attempt}/2), retrying in 5 s\n`);
+        removeStaging(rootfs);
+        await new Promise((r) => setTimeout(r, 5000));
+      }
+    }
     writeFileSync(join(rootfs, 'etc/apt/sources.list'), imageSourcesList(choice, recipe.suite));
     if (recipe.packages.length) {
       log(`[2/4] apt-get install ${recipe.packages.join(' ')} (chroot)\n`);
