@@ -283,6 +283,23 @@ except OSError:
     });
   });
 
+  describe('byte quota', () => {
+    it('a download past the quota is cut, later requests get 429, both audited', async () => {
+      const q = await startSandboxNetwork({ network: networkPolicy(ALLOW, { perSecond: 50, burst: 100 }, 1_000_000), executionId: 'exec-quota', audit, config });
+      try {
+        const big = await inNetns(q.netnsName, ['curl', '-sS', '-o', '/dev/null', '-w', '%{size_download}', '--max-time', '8', '--cacert', inet.caFile, 'https://api.openai.com/bytes/5000000'], q.env);
+        assert.notEqual(big.code, 0);
+        assert.ok(Number(big.stdout) < 2_000_000, big.stdout);
+        const next = await inNetns(q.netnsName, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', 'http://api.openai.com/'], q.env);
+        assert.equal(next.stdout, '429');
+        const quota = audit.events.filter((e) => e.actor.execution === 'exec-quota' && e.reason === 'gateway.quota_exceeded');
+        assert.deepEqual(new Set(quota.map((e) => e.action)), new Set(['net.connect', 'http.request']));
+      } finally {
+        await q.close();
+      }
+    });
+  });
+
   describe('teardown', () => {
     it('close() removes the namespace, the veth and the host table', async () => {
       const n = await startSandboxNetwork({ network: networkPolicy([]), executionId: 'exec-teardown', audit, config });
