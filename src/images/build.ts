@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { type AptSource, imageSourcesList, parseDeb822, parseOneLine, pickMirror } from './apt-sources.js';
 import { ImageError } from './errors.js';
 import type { ImageRef } from '../policy/types.js';
-import { removeStaging } from './staging.js';
-import { type CommitResult, commitImage, ensureStore, makeStaging, paths } from './store.js';
+import { removeStaging, sweepStaging } from './staging.js';
+import { type CommitResult, commitImage, ensureStore, makeStaging, paths, pidAlive } from './store.js';
 
 export interface Recipe {
   /** Debian suite debootstrap installs. */
@@ -166,6 +166,7 @@ export async function buildImage(ref: ImageRef, opts: { imagesDir: string; log: 
   const t0 = Date.now();
   const { log } = opts;
   ensureStore(opts.imagesDir);
+  sweepStaging(paths.tmp(opts.imagesDir), pidAlive);
   const staging = makeStaging(opts.imagesDir, 'build');
   const rootfs = join(staging, 'rootfs');
   try {

@@ -22,8 +22,8 @@ import { applyLayer } from './apply.js';
 import { ImageError } from './errors.js';
 import { normalizeEntryName } from './layers.js';
 import { type Digest, isDigest, parseImageRef, tagKey } from './ref.js';
-import { removeStaging } from './staging.js';
-import { commitImage, type CommitResult, makeStaging, type ImageRecord } from './store.js';
+import { removeStaging, sweepStaging } from './staging.js';
+import { commitImage, type CommitResult, makeStaging, type ImageRecord, paths, pidAlive } from './store.js';
 
 const MAX_JSON = 4 * 1024 * 1024;
 
@@ -304,6 +304,7 @@ export async function importImage(
     }
   })();
   if (opts.tag?.digest) throw new ImageError('image.bad_ref', 'give --tag as name:tag (the digest is computed)');
+  sweepStaging(paths.tmp(opts.imagesDir), pidAlive);
   const staging = makeStaging(opts.imagesDir, 'import');
   try {
     let src: Source;

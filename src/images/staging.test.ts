@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { it } from 'node:test';
-import { mountsBelow } from './staging.js';
+import { mountsBelow, sweepStaging } from './staging.js';
 
 it('finds mounts below a staging directory, deepest first, decoding octal escapes', () => {
   const mi = [
@@ -15,4 +18,13 @@ it('finds mounts below a staging directory, deepest first, decoding octal escape
     '/var/lib/aegis/images/tmp/build-1/rootfs/with space',
     '/var/lib/aegis/images/tmp/build-1/rootfs/proc',
   ]);
+});
+
+it('sweeps staging directories of dead processes only', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'aegis-sweep-'));
+  for (const n of ['build-111-abc', 'import-222-def', 'build-333-0a1', 'notes', 'rm-abc-123']) mkdirSync(join(tmp, n));
+  const removed = sweepStaging(tmp, (pid) => pid === 333);
+  assert.deepEqual(removed.sort(), ['build-111-abc', 'import-222-def']);
+  assert.deepEqual(readdirSync(tmp).sort(), ['build-333-0a1', 'notes', 'rm-abc-123']);
+  rmSync(tmp, { recursive: true });
 });

@@ -5,7 +5,8 @@
  * place (with an error) if any remain.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { ImageError } from './errors.js';
 
 /** Mount points at or below `dir`, deepest first (from /proc/self/mountinfo; octal escapes decoded). */
@@ -39,4 +40,29 @@ export function removeStaging(dir: string): void {
   const left = mountsBelow(dir, readMountinfo());
   if (left.length) throw new ImageError('image.build_failed', `refusing to delete ${dir}: still mounted: ${left.join(', ')}`);
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * Removes staging directories (`<label>-<pid>-<random>`) left in `tmpDir` by builds or imports
+ * whose process is gone (killed, crashed). Directories of live processes are left alone.
+ */
+export function sweepStaging(tmpDir: string, alive: (pid: number) => boolean): string[] {
+  const removed: string[] = [];
+  let names: string[] = [];
+  try {
+    names = readdirSync(tmpDir);
+  } catch {
+    return removed;
+  }
+  for (const n of names) {
+    const m = /^[a-z]+-([1-9][0-9]*)-[0-9a-f]+$/.exec(n);
+    if (!m || alive(Number(m[1]))) continue;
+    try {
+      removeStaging(join(tmpDir, n));
+      removed.push(n);
+    } catch {
+      /* still mounted: left for an operator */
+    }
+  }
+  return removed;
 }
