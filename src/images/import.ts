@@ -11,7 +11,7 @@
  * checked against config rootfs.diff_ids).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, lstatSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -194,7 +194,7 @@ async function decompressor(open: () => Readable): Promise<() => Readable> {
       return src.pipe(gz).pipe(out);
     };
   }
-  if (head.readUInt32LE(0) === 0xfd2fb528) throw new ImageError('image.unsupported', 'zstd-compressed layers are not supported (Node.js 20 has no zstd); re-export with gzip');
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) throw new ImageError('image.unsupported', 'zstd-compressed layers are not supported (Node.js 20 has no zstd); re-export with gzip');
   return open;
 }
 
@@ -253,7 +253,8 @@ function dockerPlan(src: Source): Plan {
   const list = parseJson(src.read('manifest.json'), 'manifest.json');
   if (!Array.isArray(list) || list.length === 0) throw new ImageError('image.bad_archive', 'manifest.json is not a non-empty array');
   if (list.length > 1) throw new ImageError('image.unsupported', `the archive holds ${list.length} images; save one image per archive`);
-  const m = list[0] as Record<string, unknown>;
+  const m = list[0] as Record<string, unknown> | null;
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new ImageError('image.bad_archive', 'manifest.json entry is not an object');
   const cfgName = m['Config'];
   if (typeof cfgName !== 'string') throw new ImageError('image.bad_archive', 'manifest.json has no Config');
   const cfgBytes = src.read(cfgName);
@@ -298,7 +299,7 @@ export async function importImage(
   const budget = { bytes: opts.maxBytes ?? IMPORT_LIMITS.bytes, entries: opts.maxEntries ?? IMPORT_LIMITS.entries };
   const st = (() => {
     try {
-      return lstatSync(path);
+      return statSync(path);
     } catch {
       throw new ImageError('image.not_found', `${path} does not exist`);
     }
@@ -358,6 +359,9 @@ export async function importImage(
     return { ...res, skipped: [...skipped, ...res.skipped], tags, layers: plan.layers.length };
   } catch (err) {
     if (existsSync(staging)) removeStaging(staging);
-    throw err;
+    if (err instanceof ImageError) throw err;
+    // Anything else came from reading hostile input (EISDIR on a member named like a
+    // directory, a truncated stream, ...): report it as a coded error, never a crash.
+    throw new ImageError('image.bad_archive', `cannot import ${path}: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -326,3 +326,26 @@ describe('the default image built by scripts/setup.sh', () => {
     assert.deepEqual(checkImage('/var/lib/aegis/images', parseRefOrDigest('python:3.11'), 'stat').differences, []);
   });
 });
+
+describe('when archive bytes are corrupted at random', () => {
+  it('every import of a mutated docker save tarball ends in success or a coded ImageError (seeded)', async () => {
+    const good = await dockerSaveTar([await tarOf(BASE), await tarOf(UPPER)], { repoTag: 'demo:3' });
+    let seed = 20261125;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const dir = tempDir('save');
+    for (let i = 0; i < 40; i++) {
+      const bad = Buffer.from(good);
+      for (let k = 0; k < 1 + Math.floor(rnd() * 8); k++) bad[Math.floor(rnd() * bad.length)] = Math.floor(rnd() * 256);
+      if (i % 5 === 0) bad.fill(0, Math.floor(rnd() * bad.length));
+      const file = join(dir, `m${i}.tar`);
+      writeFileSync(file, bad);
+      const store = tempDir('images');
+      try {
+        await importImage(file, { imagesDir: store, tag: null, log: quiet });
+      } catch (err) {
+        assert.ok(err instanceof ImageError, `mutation ${i}: ${String(err)}`);
+        assert.deepEqual(readdirSync(join(store, 'tmp')), [], `mutation ${i}: staging left behind`);
+      }
+    }
+  });
+});
