@@ -19,7 +19,7 @@ import { compileEgress } from '../policy/net.js';
 import type { GatewayConfig } from './config.js';
 import { startDnsServer, type DnsServers } from './dns/server.js';
 import { UpstreamResolver, type Resolver } from './dns/upstream.js';
-import { applyHostRules, claimSlot, createSandboxNet, destroySandboxNet, releaseSlot, writeResolvConf } from './netns/adapter.js';
+import { applyHostRules, claimSlot, createSandboxNet, destroySandboxNet, releaseSlot, sweepStaleSandboxNets, writeResolvConf } from './netns/adapter.js';
 import { planSandboxNet, proxyEnv, resolvConf, type SandboxNetPlan } from './netns/plan.js';
 import { startHttpListener } from './proxy/http.js';
 import { startSocksListener } from './proxy/socks.js';
@@ -29,6 +29,7 @@ import { Session } from './session.js';
 export { GatewayError, type GatewayErrorCode } from './errors.js';
 export { loadGatewayConfig, type GatewayConfig } from './config.js';
 export { JsonlFileSink } from './audit/jsonl-sink.js';
+export { sweepStaleSandboxNets } from './netns/adapter.js';
 
 export interface StartSandboxNetworkOptions {
   /** The sandbox's network policy (Policy.network). */
@@ -74,8 +75,10 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     byteQuota: o.network.byteQuota,
   });
   const slotDir = `${o.config.stateDir}/net-slots`;
-  const slot = await claimSlot(slotDir, o.config.sandboxSubnet);
-  const plan = planSandboxNet(randomBytes(4).toString('hex'), slot, o.config.sandboxSubnet);
+  await sweepStaleSandboxNets(o.config.stateDir, o.config.sandboxSubnet);
+  const id = randomBytes(4).toString('hex');
+  const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id);
+  const plan = planSandboxNet(id, slot, o.config.sandboxSubnet);
   const runDir = `${o.config.stateDir}/net/${plan.id}`;
   const servers: Server[] = [];
   let dns: DnsServers | null = null;

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startSandboxNetwork } from '../../src/gateway/index.js';
-import { destroySandboxNet, hostTableExists, releaseSlot } from '../../src/gateway/netns/adapter.js';
+import { destroySandboxNet, hostTableExists, releaseSlot, sweepStaleSandboxNets } from '../../src/gateway/netns/adapter.js';
 import type { SandboxNetPlan } from '../../src/gateway/netns/plan.js';
 import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { inNetns, MemorySink, networkPolicy, requirementsOrSkip } from './gateway-support.js';
@@ -92,6 +92,11 @@ for f in (tcp, udp, icmp, gateway_host_ssh):
         assert.notEqual(r.code, 0, `${args.join(' ')} worked after the gateway died: ${r.stdout}`);
       }
       assert.equal(inet.requestsSeen().length, seenBefore, 'nothing reached the fake internet after the crash');
+      // The next gateway start (or an operator) sweeps what the dead gateway left behind.
+      const swept = await sweepStaleSandboxNets(config.stateDir, config.sandboxSubnet);
+      assert.deepEqual(swept, [plan.id]);
+      assert.equal(await hostTableExists(plan), false);
+      assert.notEqual((await inNetns(plan.netnsName, ['true'])).code, 0, 'namespace removed');
     } finally {
       child.kill('SIGKILL');
       await destroySandboxNet(plan, `${config.stateDir}/net/${plan.id}`);

@@ -6,9 +6,9 @@
  * `slotDir`, holding the owner's pid; a slot whose owner is dead is reclaimed.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, open, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { GatewayError } from '../errors.js';
-import { hostRuleset, parseSubnet, sandboxRuleset, type ListenerPorts, type SandboxNetPlan } from './plan.js';
+import { hostRuleset, parseSubnet, planSandboxNet, sandboxRuleset, type ListenerPorts, type SandboxNetPlan } from './plan.js';
 
 function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -34,27 +34,73 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Claim a free /30 slot in `subnet`; returns the slot number. */
-export async function claimSlot(slotDir: string, subnet: string): Promise<number> {
+/** What a slot lock file holds. */
+interface SlotOwner {
+  readonly pid: number;
+  readonly id: string;
+}
+
+async function readOwner(path: string): Promise<SlotOwner | null> {
+  try {
+    const o = JSON.parse(await readFile(path, 'utf8')) as Partial<SlotOwner>;
+    return typeof o.pid === 'number' && typeof o.id === 'string' ? { pid: o.pid, id: o.id } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Claim a free /30 slot in `subnet` for sandbox `id`; returns the slot number. */
+export async function claimSlot(slotDir: string, subnet: string, id: string): Promise<number> {
   const { slots } = parseSubnet(subnet);
   await mkdir(slotDir, { recursive: true, mode: 0o700 });
   for (let slot = 0; slot < slots; slot++) {
     const path = `${slotDir}/${slot}`;
-    for (let tries = 0; tries < 2; tries++) {
-      try {
-        const fh = await open(path, 'wx', 0o600);
-        await fh.writeFile(String(process.pid));
-        await fh.close();
-        return slot;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new GatewayError('netns_failed', `slot lock ${path}: ${String(err)}`, { cause: err });
-        const owner = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-        if (Number.isInteger(owner) && owner > 0 && alive(owner)) break; // taken
-        await unlink(path).catch(() => undefined); // stale: reclaim and retry once
-      }
+    try {
+      const fh = await open(path, 'wx', 0o600);
+      await fh.writeFile(JSON.stringify({ pid: process.pid, id } satisfies SlotOwner));
+      await fh.close();
+      return slot;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new GatewayError('netns_failed', `slot lock ${path}: ${String(err)}`, { cause: err });
+      // taken (a stale one is freed by sweepStaleSandboxNets, which startSandboxNetwork runs first)
     }
   }
   throw new GatewayError('netns_exhausted', `all ${slots} sandbox network slots in ${subnet} are in use`);
+}
+
+/**
+ * Remove the networks of sandboxes whose gateway process is dead (crashed or killed): their
+ * namespace, veth, host table and files, then the slot lock. Returns the ids removed.
+ * Until swept, such a sandbox has no network at all (its host table drops everything).
+ */
+export async function sweepStaleSandboxNets(stateDir: string, subnet: string): Promise<string[]> {
+  const slotDir = `${stateDir}/net-slots`;
+  let names: string[];
+  try {
+    names = await readdir(slotDir);
+  } catch {
+    return [];
+  }
+  const swept: string[] = [];
+  for (const name of names) {
+    if (!/^[0-9]+$/.test(name)) continue;
+    const path = `${slotDir}/${name}`;
+    const owner = await readOwner(path);
+    if (owner && alive(owner.pid)) continue;
+    // An unreadable lock may be one being written right now: leave it unless it is old.
+    if (!owner && Date.now() - (await stat(path).then((st) => st.mtimeMs, () => 0)) < 60_000) continue;
+    if (owner) {
+      try {
+        const plan = planSandboxNet(owner.id, Number(name), subnet);
+        await destroySandboxNet(plan, `${stateDir}/net/${plan.id}`);
+        swept.push(owner.id);
+      } catch {
+        // a lock from another subnet or an unreadable id: only the lock is removed
+      }
+    }
+    await unlink(path).catch(() => undefined);
+  }
+  return swept;
 }
 
 export async function releaseSlot(slotDir: string, slot: number): Promise<void> {
