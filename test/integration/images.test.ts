@@ -186,6 +186,20 @@ describe('when the archive is hostile', () => {
   });
 });
 
+describe('aegis image import (OCI layout tarball)', () => {
+  it('imports an OCI layout packed with tar (./-prefixed member names)', async () => {
+    const store = tempDir('images');
+    const dir = tempDir('oci');
+    writeOciLayout(dir, [await tarOf(BASE), await tarOf(UPPER)], { gzip: [true, false], refName: 'demo:4' });
+    const file = join(tempDir('save'), 'layout.tar');
+    execFileSync('tar', ['-cf', file, '-C', dir, '.']);
+    const r = await importImage(file, { imagesDir: store, tag: null, log: quiet });
+    assert.deepEqual(r.tags, ['demo:4']);
+    const direct = await importLayout(tempDir('images'), [BASE, UPPER], { gzip: [false, true] });
+    assert.equal(r.digest, direct.digest, 'same tree, same digest, whatever the packaging');
+  });
+});
+
 describe('aegis image import (docker save tarball)', () => {
   it('imports layers checked against diff_ids and takes the tag from RepoTags', async () => {
     const store = tempDir('images');
