@@ -5,7 +5,7 @@
  * to forget the container, removes the cgroups and the directory.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Isolation } from '../policy/types.js';
 import { destroyRunCgroups } from './cgroups/index.js';
@@ -45,9 +45,26 @@ export function processStartTime(pid: number): string | null {
   }
 }
 
+/**
+ * The state dir and `runs/` must be traversable (0711, not listable) by the sandbox's host ids:
+ * gVisor's gofer opens the bundle's rootfs from inside its user namespace.
+ */
+function ensureTraversable(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  const mode = statSync(dir).mode & 0o777;
+  if ((mode & 0o011) !== 0o011) chmodSync(dir, mode | 0o011);
+}
+
+let prepared = new Set<string>();
+
 export function writeRecord(stateDir: string, rec: RunRecord): void {
   try {
-    mkdirSync(runDir(stateDir, rec.id), { recursive: true, mode: 0o711 });
+    if (!prepared.has(stateDir)) {
+      ensureTraversable(stateDir);
+      ensureTraversable(runsDir(stateDir));
+      prepared = new Set([...prepared, stateDir]);
+    }
+    mkdirSync(runDir(stateDir, rec.id), { mode: 0o711, recursive: true });
     writeFileSync(join(runDir(stateDir, rec.id), 'record.json'), JSON.stringify(rec));
   } catch (err) {
     throw new SandboxError('sandbox.state_failed', `cannot write the run record in ${stateDir}: ${(err as Error).message}`, { cause: err });
