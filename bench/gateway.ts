@@ -65,7 +65,11 @@ async function main(): Promise<void> {
       const runs: { direct: Figures[]; transparent: Figures[]; connect: Figures[] } = { direct: [], transparent: [], connect: [] };
       for (let round = 0; round < ROUNDS; round++) {
         runs.direct.push(await runHost([mode, BENCH_ADDRESS, inet.caFile]));
-        runs.transparent.push(await runNs(net.netnsName, [mode, BENCH_ADDRESS, inet.caFile]));
+        // The gateway runs in this process: its CPU time per run is what the gateway path adds.
+        const c0 = process.cpuUsage();
+        const t = await runNs(net.netnsName, [mode, BENCH_ADDRESS, inet.caFile]);
+        const c1 = process.cpuUsage(c0);
+        runs.transparent.push({ ...t, gatewayCpuMs: (c1.user + c1.system) / 1000 });
         runs.connect.push(await runNs(net.netnsName, [mode, BENCH_ADDRESS, inet.caFile, proxy]));
       }
       rows.push({ metric: mode, direct: median(runs.direct), transparent: median(runs.transparent), connect: median(runs.connect) });
@@ -87,6 +91,7 @@ async function main(): Promise<void> {
     for (const [name, f] of [['transparent', thr.transparent], ['connect', thr.connect]] as const) {
       out.push(`  ${name.padEnd(12)} ${f.mbPerSecond!.toFixed(0)} MB/s vs direct ${thr.direct.mbPerSecond!.toFixed(0)} MB/s (ratio ${(f.mbPerSecond! / thr.direct.mbPerSecond!).toFixed(2)})`);
     }
+    out.push(`  gateway CPU per transparent run (1 MB warm-up + 100 MB): ${thr.transparent.gatewayCpuMs!.toFixed(0)} ms (of ${(thr.transparent.seconds! * 1000).toFixed(0)} ms wall for the 100 MB)`);
     console.log(out.join('\n'));
     console.log(JSON.stringify({ rows }));
   } finally {
