@@ -136,7 +136,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         const { parseRefOrDigest } = await import('../images/ref.js');
         const { checkImage, defaultImagesDir } = await import('../images/store.js');
         const t0 = Date.now();
-        const r = checkImage(defaultImagesDir(), parseRefOrDigest(refText), o.stat ? 'stat' : 'full');
+        const r = await checkImage(defaultImagesDir(), parseRefOrDigest(refText), o.stat ? 'stat' : 'full');
         const ms = Date.now() - t0;
         const ok = r.differences.length === 0;
         if (o.json) json(ctx, { ok, ref: r.ref, digest: r.digest, mode: r.mode, ms, differences: r.differences });

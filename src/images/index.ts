@@ -6,7 +6,7 @@
  * $AEGIS_HOME). It runs the cheap per-run checks documented in store.ts and docs/images.md.
  */
 import type { ImageRef } from '../policy/types.js';
-import { resolveImageSync, type ResolvedImage, type VerifyMode } from './store.js';
+import { resolveImageChecked, resolveImageSync, type ResolvedImage, type VerifyMode } from './store.js';
 
 export { ImageError, type ImageErrorCode } from './errors.js';
 export { defaultImagesDir, DEFAULT_IMAGES_DIR, type ResolvedImage, type VerifyMode } from './store.js';
@@ -18,7 +18,8 @@ export { defaultImagesDir, DEFAULT_IMAGES_DIR, type ResolvedImage, type VerifyMo
  * `verify: 'stat' | 'full'` additionally walks (and with 'full' re-hashes) the whole rootfs.
  */
 export async function resolveImage(image: ImageRef, opts: { imagesDir?: string; verify?: VerifyMode } = {}): Promise<ResolvedImage> {
-  return resolveImageSync(image, opts);
+  if ((opts.verify ?? 'quick') === 'quick') return resolveImageSync(image, opts);
+  return resolveImageChecked(image, opts);
 }
 
 export { resolveImageSync };

@@ -53,7 +53,6 @@ import { ImageError } from './errors.js';
 import { type Difference, diffManifests, type FileEntry, manifestDigest, parseIndex, parseManifest, serializeIndex, serializeManifest } from './manifest.js';
 import { type Digest, isDigest, normalizeDigest, type RefOrDigest, tagKey } from './ref.js';
 import { parseTagIndex, serializeTagIndex, tagsOf } from './tags.js';
-import { walkRootfs } from './walk.js';
 
 export const DEFAULT_IMAGES_DIR = '/var/lib/aegis/images';
 
@@ -204,12 +203,18 @@ export interface VerifyResult {
   differences: Difference[];
 }
 
-/**
- * Opens an image for use and runs the per-run checks (see the ARCHITECTURE NOTE above); with
- * `verify: 'stat' | 'full'` also walks the whole rootfs. Returns differences instead of
- * throwing on them; `resolveImage` turns them into errors.
- */
-export function checkImage(dir: string, what: RefOrDigest, mode: VerifyMode = 'quick'): VerifyResult {
+interface Opened {
+  ref: string;
+  digest: Digest;
+  owner: number;
+  rootfs: string;
+  rootSt: Stats;
+  indexText: string;
+  index: ReturnType<typeof parseIndex>;
+}
+
+/** Steps 1-3 of the per-run checks (see the ARCHITECTURE NOTE above). */
+function openImage(dir: string, what: RefOrDigest): Opened {
   const owner = storeOwner(dir);
   const { ref, digest } = lookup(dir, what, owner);
   const imgDir = paths.image(dir, digest);
@@ -225,49 +230,62 @@ export function checkImage(dir: string, what: RefOrDigest, mode: VerifyMode = 'q
   if (manifestDigest(indexBytes) !== digest) {
     throw new ImageError('image.digest_mismatch', `image ${ref}: image.index does not hash to ${digest}; the image was modified: remove and rebuild it`);
   }
-  const index = parseIndex(indexBytes.toString('utf8'));
+  const indexText = indexBytes.toString('utf8');
+  const index = parseIndex(indexText);
   const rootfs = paths.rootfs(dir, digest);
-  const rst = lstatOrNull(rootfs);
-  if (!rst) throw new ImageError('image.corrupt', `image ${ref}: ${rootfs} is missing`);
-  checkSecure(rootfs, rst, owner, 'd');
+  const rootSt = lstatOrNull(rootfs);
+  if (!rootSt) throw new ImageError('image.corrupt', `image ${ref}: ${rootfs} is missing`);
+  checkSecure(rootfs, rootSt, owner, 'd');
+  return { ref, digest, owner, rootfs, rootSt, indexText, index };
+}
+
+/** Step 4: the rootfs top level against the index. */
+function topLevelDifferences(o: Opened): Difference[] {
   const differences: Difference[] = [];
-  if (mode === 'quick') {
-    const top = new Map(index.top.map((e) => [e.path, e]));
-    const root = top.get('.');
-    if (!root || root.mode !== (rst.mode & 0o7777) || root.uid !== rst.uid || root.gid !== rst.gid) differences.push({ path: '.', kind: 'changed' });
-    const seen = new Set<string>();
-    for (const name of readdirSync(rootfs)) {
-      seen.add(name);
-      const e = top.get(name);
-      const abs = join(rootfs, name);
-      if (!e) differences.push({ path: name, kind: 'added' });
-      else if (!sameMeta(e, lstatSync(abs), abs)) differences.push({ path: name, kind: 'changed' });
-    }
-    for (const p of top.keys()) if (p !== '.' && !seen.has(p)) differences.push({ path: p, kind: 'missing' });
-  } else {
-    const manifestBytes = readSecure(paths.manifest(dir, digest), owner, MAX_MANIFEST_BYTES);
-    if (manifestDigest(manifestBytes) !== index.manifest) {
-      throw new ImageError('image.digest_mismatch', `image ${ref}: files.manifest does not match the hash in image.index; the image was modified: remove and rebuild it`);
-    }
-    const text = manifestBytes.toString('utf8');
-    if (serializeIndex(text) !== indexBytes.toString('utf8')) throw new ImageError('image.digest_mismatch', `image ${ref}: image.index does not match files.manifest`);
-    const expected = parseManifest(text);
-    const actual = walkRootfs(rootfs, { hash: mode === 'full' });
-    differences.push(...diffManifests(expected, actual.entries, { content: mode === 'full' }));
-    for (const p of actual.skipped) differences.push({ path: p, kind: 'added' });
+  const top = new Map(o.index.top.map((e) => [e.path, e]));
+  const root = top.get('.');
+  if (!root || root.mode !== (o.rootSt.mode & 0o7777) || root.uid !== o.rootSt.uid || root.gid !== o.rootSt.gid) differences.push({ path: '.', kind: 'changed' });
+  const seen = new Set<string>();
+  for (const name of readdirSync(o.rootfs)) {
+    seen.add(name);
+    const e = top.get(name);
+    const abs = join(o.rootfs, name);
+    if (!e) differences.push({ path: name, kind: 'added' });
+    else if (!sameMeta(e, lstatSync(abs), abs)) differences.push({ path: name, kind: 'changed' });
   }
-  return { ref, digest, rootfs, mode, differences };
+  for (const p of top.keys()) if (p !== '.' && !seen.has(p)) differences.push({ path: p, kind: 'missing' });
+  return differences;
+}
+
+/** The per-run checks only (synchronous; what `resolveImage` does before every start). */
+export function checkImageQuick(dir: string, what: RefOrDigest): VerifyResult {
+  const o = openImage(dir, what);
+  return { ref: o.ref, digest: o.digest, rootfs: o.rootfs, mode: 'quick', differences: topLevelDifferences(o) };
 }
 
 /**
- * Resolves an image reference to a verified, read-only rootfs. Fast (quick checks only)
- * unless `verify` asks for a full walk. Throws ImageError: image.not_found, image.digest_mismatch,
- * image.corrupt, image.insecure, image.bad_ref.
+ * Opens an image and runs the per-run checks; with `mode` 'stat' | 'full' also checks
+ * files.manifest against the index and walks the whole rootfs (the walker is loaded only then,
+ * keeping the per-run path small). Returns differences instead of throwing on them.
  */
-export function resolveImageSync(image: ImageRef, opts: { imagesDir?: string; verify?: VerifyMode } = {}): ResolvedImage {
-  const dir = opts.imagesDir ?? defaultImagesDir();
-  if (!isAbsolute(dir)) throw new ImageError('image.bad_ref', `images directory must be absolute: ${dir}`);
-  const r = checkImage(dir, { kind: 'ref', ref: image }, opts.verify ?? 'quick');
+export async function checkImage(dir: string, what: RefOrDigest, mode: VerifyMode = 'quick'): Promise<VerifyResult> {
+  if (mode === 'quick') return checkImageQuick(dir, what);
+  const o = openImage(dir, what);
+  const manifestBytes = readSecure(paths.manifest(dir, o.digest), o.owner, MAX_MANIFEST_BYTES);
+  if (manifestDigest(manifestBytes) !== o.index.manifest) {
+    throw new ImageError('image.digest_mismatch', `image ${o.ref}: files.manifest does not match the hash in image.index; the image was modified: remove and rebuild it`);
+  }
+  const text = manifestBytes.toString('utf8');
+  if (serializeIndex(text) !== o.indexText) throw new ImageError('image.digest_mismatch', `image ${o.ref}: image.index does not match files.manifest`);
+  const expected = parseManifest(text);
+  const { walkRootfs } = await import('./walk.js');
+  const actual = walkRootfs(o.rootfs, { hash: mode === 'full' });
+  const differences = diffManifests(expected, actual.entries, { content: mode === 'full' });
+  for (const p of actual.skipped) differences.push({ path: p, kind: 'added' });
+  return { ref: o.ref, digest: o.digest, rootfs: o.rootfs, mode, differences };
+}
+
+function refuse(r: VerifyResult): ResolvedImage {
   if (r.differences.length) {
     const first = r.differences.slice(0, 5).map((d) => `${d.kind} ${d.path}${d.fields ? ` (${d.fields.join(',')})` : ''}`);
     throw new ImageError(
@@ -276,6 +294,25 @@ export function resolveImageSync(image: ImageRef, opts: { imagesDir?: string; ve
     );
   }
   return { ref: r.ref, digest: r.digest, rootfs: r.rootfs };
+}
+
+function storeDir(opts: { imagesDir?: string }): string {
+  const dir = opts.imagesDir ?? defaultImagesDir();
+  if (!isAbsolute(dir)) throw new ImageError('image.bad_ref', `images directory must be absolute: ${dir}`);
+  return dir;
+}
+
+/**
+ * Resolves an image reference to a verified, read-only rootfs with the per-run checks.
+ * Throws ImageError: image.not_found, image.digest_mismatch, image.corrupt, image.insecure, image.bad_ref.
+ */
+export function resolveImageSync(image: ImageRef, opts: { imagesDir?: string } = {}): ResolvedImage {
+  return refuse(checkImageQuick(storeDir(opts), { kind: 'ref', ref: image }));
+}
+
+/** As resolveImageSync; `verify: 'stat' | 'full'` adds the whole-tree checks. */
+export async function resolveImageChecked(image: ImageRef, opts: { imagesDir?: string; verify?: VerifyMode } = {}): Promise<ResolvedImage> {
+  return refuse(await checkImage(storeDir(opts), { kind: 'ref', ref: image }, opts.verify ?? 'quick'));
 }
 
 export interface ImageInfo {
@@ -446,6 +483,7 @@ export async function commitImage(
   const rootfs = join(staging, 'rootfs');
   chownSync(rootfs, owner, owner);
   chmodSync(rootfs, 0o755);
+  const { walkRootfs } = await import('./walk.js');
   const walk = walkRootfs(rootfs, { hash: true });
   const text = serializeManifest(walk.entries);
   const indexText = serializeIndex(text);
