@@ -65,7 +65,10 @@ function locate(rootfs: string, view: RootView, path: readonly string[], create:
       if (!r) throw new ImageError('image.bad_archive', `cannot create parents of /${path.join('/')}`);
       const comp = [...r.parent, r.name];
       const kind = view.kind(comp);
-      if (kind === 'missing') mkdirSync(join(rootfs, ...comp), { mode: 0o755 });
+      if (kind === 'missing') {
+        mkdirSync(join(rootfs, ...comp), { mode: 0o755 });
+        chmodSync(join(rootfs, ...comp), 0o755); // not left to the umask
+      }
       else if (kind === 'other') throw new ImageError('image.unsafe_entry', `/${comp.join('/')} is not a directory`);
     }
   }

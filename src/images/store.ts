@@ -47,7 +47,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { ImageRef } from '../policy/types.js';
 import { ImageError } from './errors.js';
 import { type Difference, diffManifests, type FileEntry, manifestDigest, parseIndex, parseManifest, serializeIndex, serializeManifest } from './manifest.js';
@@ -384,10 +384,21 @@ export function parseRecord(text: string, digest: Digest): ImageRecord {
 /** Creates the store directories (0755, tmp 0700) if missing; returns the store owner. */
 export function ensureStore(dir: string): number {
   if (!isAbsolute(dir)) throw new ImageError('image.bad_ref', `images directory must be absolute: ${dir}`);
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
-  mkdirSync(join(dir, 'sha256'), { mode: 0o755, recursive: true });
-  mkdirSync(paths.tmp(dir), { mode: 0o700, recursive: true });
-  mkdirSync(paths.cache(dir), { mode: 0o700, recursive: true });
+  // Modes are set explicitly on creation: a restrictive umask (077) must not make the store
+  // unreadable to the non-root users who run sandboxes. Existing directories are left alone.
+  const made = (p: string, mode: number) => {
+    const first = mkdirSync(p, { recursive: true, mode });
+    if (first === undefined) return;
+    // Every directory created on the way (e.g. /var/lib/aegis) gets 0755, the last one `mode`.
+    for (let q = p; q.length >= first.length; q = dirname(q)) {
+      chmodSync(q, q === p ? mode : 0o755);
+      if (q === first) break;
+    }
+  };
+  made(dir, 0o755);
+  made(join(dir, 'sha256'), 0o755);
+  made(paths.tmp(dir), 0o700);
+  made(paths.cache(dir), 0o700);
   return storeOwner(dir);
 }
 
@@ -454,6 +465,7 @@ export async function withStoreLock<T>(dir: string, fn: () => T, timeoutMs = 30_
 function writeAtomic(path: string, data: string): void {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   writeFileSync(tmp, data, { mode: 0o644, flag: 'wx' });
+  chmodSync(tmp, 0o644);
   renameSync(tmp, path);
 }
 
@@ -500,6 +512,7 @@ export async function commitImage(
   writeFileSync(join(staging, 'files.manifest'), text, { mode: 0o644 });
   writeFileSync(join(staging, 'image.index'), indexText, { mode: 0o644 });
   writeFileSync(join(staging, 'image.json'), JSON.stringify(record, null, 2) + '\n', { mode: 0o644 });
+  for (const f of ['files.manifest', 'image.index', 'image.json']) chmodSync(join(staging, f), 0o644);
   chmodSync(staging, 0o755);
   // Skipped entries (devices etc.) are not part of the image: remove them so the rootfs matches.
   for (const p of walk.skipped) rmSync(join(rootfs, p), { force: true });

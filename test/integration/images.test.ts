@@ -314,6 +314,22 @@ describe('when an imported image is tampered with', () => {
   });
 });
 
+describe('when root has a restrictive umask (077)', () => {
+  it('the store and image stay readable by the non-root users who run sandboxes (regression)', async () => {
+    const old = process.umask(0o077);
+    try {
+      const store = join(tempDir('images'), 'var', 'lib', 'aegis', 'images');
+      const r = await importLayout(store, [[{ name: 'usr/bin/tool', content: 'x', mode: 0o755 }]], { tag: 'demo:1' });
+      for (const p of [join(store, '..'), store, join(store, 'sha256'), paths.image(store, r.digest), paths.rootfs(store, r.digest), join(paths.rootfs(store, r.digest), 'usr')]) {
+        assert.equal(lstatSync(p).mode & 0o777, 0o755, p);
+      }
+      for (const p of [paths.tags(store), paths.index(store, r.digest), paths.manifest(store, r.digest), paths.record(store, r.digest)]) assert.equal(lstatSync(p).mode & 0o777, 0o644, p);
+    } finally {
+      process.umask(old);
+    }
+  });
+});
+
 describe('the store is host-wide, apart from AEGIS_HOME', () => {
   it('a fresh AEGIS_HOME still finds the images (CLI, image ls --json)', async () => {
     const store = tempDir('images');
