@@ -6,6 +6,8 @@ import type { AuditActor, AuditEventInput, AuditSink } from '../audit/event.js';
 import type { EgressMatcher } from '../policy/types.js';
 import { ByteQuota, TokenBucket, type Clock } from './ratelimit/token-bucket.js';
 import type { Resolver } from './dns/upstream.js';
+import type { Server } from 'node:net';
+import { connectEvent, gatewayDeny, type ConnectMode } from './audit/events.js';
 
 export interface SessionOptions {
   readonly matcher: EgressMatcher;
@@ -16,6 +18,13 @@ export interface SessionOptions {
   readonly byteQuota: number | null;
   readonly clock?: Clock;
 }
+
+/**
+ * Concurrent connections per listener and sandbox. Beyond it the kernel-accepted connection is
+ * closed at once (Node's `maxConnections`) and audited: an agent holding connections open
+ * cannot exhaust the gateway's file descriptors, which other sandboxes share.
+ */
+export const MAX_CONNECTIONS_PER_LISTENER = 128;
 
 /** How long a name the agent resolved stays "resolved" for transparent capture (ms). */
 const RESOLVED_TTL_MS = 10 * 60_000;
@@ -75,6 +84,24 @@ export class Session {
     if (this.quota.charge(n)) return true;
     for (const s of this.sockets) s.destroy();
     return false;
+  }
+
+  /** Cap `server`'s concurrent connections and audit every connection refused by the cap. */
+  guard(server: Server, mode: ConnectMode): Server {
+    server.maxConnections = MAX_CONNECTIONS_PER_LISTENER;
+    server.on('drop', () => {
+      this.emit(
+        connectEvent(this.actor, gatewayDeny('gateway.too_many_connections', `more than ${MAX_CONNECTIONS_PER_LISTENER} concurrent connections`), {
+          mode,
+          host: null,
+          port: null,
+          bytesSent: 0,
+          bytesReceived: 0,
+          durationMs: 0,
+        }),
+      );
+    });
+    return server;
   }
 
   track<T extends { destroy(): void; once(ev: 'close', fn: () => void): unknown }>(s: T): T {

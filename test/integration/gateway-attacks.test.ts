@@ -247,6 +247,32 @@ print(talk(443, b"\\x16\\x03\\x01\\x00\\x05\\x02\\x00\\x00\\x01\\x00", "203.0.11
       assert.equal(ok.code, 0, ok.stderr);
     });
 
+    it('a connection flood: past the per-listener cap new connections are closed and audited; the gateway recovers', async () => {
+      const script = `
+import socket, sys, time
+held = []
+for i in range(140):
+    held.append(socket.create_connection((sys.argv[1], 1080), timeout=5))
+time.sleep(0.5)
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except BlockingIOError:
+        pass
+    except OSError:
+        closed += 1
+print(closed)
+`;
+      const r = await inNetns(ns, ['python3', '-c', script, net.gatewayAddress], {}, 20_000);
+      assert.equal(r.stdout.trim(), '12', r.stderr);
+      assert.equal(audit.find('net.connect', 'deny', { mode: 'socks5', reason: 'gateway.too_many_connections' }).length, 12);
+      const ok = await curl(['--socks5-hostname', `${net.gatewayAddress}:1080`, 'https://api.openai.com/after-flood']);
+      assert.equal(ok.code, 0, ok.stderr);
+    });
+
     it('slowloris: a header block that never ends is cut after the header timeout', async () => {
       const script = `
 import socket, sys, time

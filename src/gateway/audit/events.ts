@@ -39,7 +39,9 @@ export type GatewayReason =
   /** A plain-HTTP proxy request for an https:// URL: the gateway never speaks TLS for the agent. */
   | 'gateway.scheme_refused'
   /** Only SOCKS5 CONNECT is offered (no BIND, no UDP ASSOCIATE). */
-  | 'gateway.socks_command_refused';
+  | 'gateway.socks_command_refused'
+  /** The sandbox already holds the maximum number of concurrent connections on a listener. */
+  | 'gateway.too_many_connections';
 
 export type ConnectMode = 'connect' | 'socks5' | 'transparent-tls' | 'transparent-http' | 'forward';
 

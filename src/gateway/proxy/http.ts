@@ -54,6 +54,7 @@ export function startHttpListener(session: Session, mode: HttpMode, host: string
     keepAliveTimeout: 5_000,
     connectionsCheckingInterval: 1_000,
   });
+  session.guard(server, mode === 'explicit' ? 'connect' : 'transparent-http');
   server.on('connection', (s: Socket) => {
     session.track(s);
     s.on('error', () => s.destroy());

@@ -91,6 +91,7 @@ export function startSocksListener(session: Session, host: string, port = 0): Pr
       sock.destroy();
     });
   });
+  session.guard(server, 'socks5');
   return new Promise((resolve, reject) => {
     server.once('error', (err) => reject(new GatewayError('listen_failed', `SOCKS5 listener on ${host}:${port}: ${err.message}`, { cause: err })));
     server.listen(port, host, () => resolve(server));

@@ -24,6 +24,7 @@ export function startTransparentTlsListener(session: Session, host: string, port
       sock.destroy();
     });
   });
+  session.guard(server, 'transparent-tls');
   return new Promise((resolve, reject) => {
     server.once('error', (err) => reject(new GatewayError('listen_failed', `transparent TLS listener on ${host}:${port}: ${err.message}`, { cause: err })));
     server.listen(port, host, () => resolve(server));

@@ -15,6 +15,8 @@ import { sameHost } from './authority.js';
 
 /** The agent must finish its ClientHello within this time (slowloris). */
 export const HELLO_TIMEOUT_MS = 10_000;
+/** A tunnel with no traffic either way for this long is closed. */
+export const TUNNEL_IDLE_MS = 15 * 60_000;
 
 export interface TunnelInfo {
   readonly mode: ConnectMode;
@@ -103,7 +105,9 @@ export function runTunnel(session: Session, client: Socket, upstream: Socket, in
   upstream.on('error', finish);
   client.once('close', finish);
   upstream.once('close', finish);
-  client.setTimeout(0);
+  // An idle tunnel is closed (streams such as SSE send more often than this).
+  client.setTimeout(TUNNEL_IDLE_MS, finish);
+  upstream.setTimeout(TUNNEL_IDLE_MS, finish);
 
   const quotaCut = (): void => {
     verdict = gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up');
