@@ -2,18 +2,19 @@
  * Canonical JSON (the subset of RFC 8785 JCS needed here): object keys sorted by UTF-16 code
  * units, no whitespace, numbers and strings serialized as ECMAScript JSON.stringify does.
  * Only JSON values are accepted: undefined members are dropped as JSON.stringify drops them;
- * non-finite numbers, bigint, functions, symbols, cycles and non-plain objects are refused.
+ * non-finite numbers, bigint, functions, symbols, non-plain objects and nesting deeper than 64
+ * levels (which includes every cycle) are refused with AuditError('json-invalid').
+ * This is on the append hot path: plain loops and string concatenation, no intermediate arrays.
  */
 import { AuditError } from './errors.js';
 
 const MAX_DEPTH = 64;
 
 export function canonicalJson(value: unknown): string {
-  return enc(value, 0, new Set());
+  return enc(value, 0);
 }
 
-function enc(v: unknown, depth: number, seen: Set<object>): string {
-  if (depth > MAX_DEPTH) throw new AuditError('json-invalid', 'value is nested too deeply');
+function enc(v: unknown, depth: number): string {
   switch (typeof v) {
     case 'string':
       return JSON.stringify(v);
@@ -24,20 +25,31 @@ function enc(v: unknown, depth: number, seen: Set<object>): string {
       return JSON.stringify(v);
     case 'object': {
       if (v === null) return 'null';
-      if (seen.has(v)) throw new AuditError('json-invalid', 'value contains a cycle');
-      seen.add(v);
-      let out: string;
+      if (depth >= MAX_DEPTH) throw new AuditError('json-invalid', 'value is nested too deeply (or contains a cycle)');
       if (Array.isArray(v)) {
-        out = `[${v.map((x) => (x === undefined ? 'null' : enc(x, depth + 1, seen))).join(',')}]`;
-      } else {
-        const proto = Object.getPrototypeOf(v) as unknown;
-        if (proto !== Object.prototype && proto !== null) throw new AuditError('json-invalid', 'only plain objects are JSON');
-        const rec = v as Record<string, unknown>;
-        const keys = Object.keys(rec).filter((k) => rec[k] !== undefined).sort();
-        out = `{${keys.map((k) => `${JSON.stringify(k)}:${enc(rec[k], depth + 1, seen)}`).join(',')}}`;
+        let out = '[';
+        for (let i = 0; i < v.length; i++) {
+          if (i > 0) out += ',';
+          const x: unknown = v[i];
+          out += x === undefined ? 'null' : enc(x, depth + 1);
+        }
+        return `${out}]`;
       }
-      seen.delete(v);
-      return out;
+      const proto = Object.getPrototypeOf(v) as unknown;
+      if (proto !== Object.prototype && proto !== null) throw new AuditError('json-invalid', 'only plain objects are JSON');
+      const rec = v as Record<string, unknown>;
+      const keys = Object.keys(rec);
+      if (keys.length > 1) keys.sort(); // default sort: UTF-16 code units, as JCS requires
+      let out = '{';
+      let first = true;
+      for (const k of keys) {
+        const x = rec[k];
+        if (x === undefined) continue;
+        if (!first) out += ',';
+        first = false;
+        out += `${JSON.stringify(k)}:${enc(x, depth + 1)}`;
+      }
+      return `${out}}`;
     }
     default:
       throw new AuditError('json-invalid', `${typeof v} is not a JSON value`);

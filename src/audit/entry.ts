@@ -34,6 +34,7 @@ export interface ParsedEntry {
 
 export type EntryHeader = Omit<ParsedEntry, 'enc'>;
 
+/** Canonical JSON of an entry through the generic encoder (the reference entry-batch.ts must match). */
 export function encodeEntry(h: EntryHeader, enc: EncryptedPart): Uint8Array {
   return Buffer.from(
     canonicalJson({
@@ -52,9 +53,11 @@ export function encodeEntry(h: EntryHeader, enc: EncryptedPart): Uint8Array {
   );
 }
 
-/** Plaintext that gets encrypted: the payload and the subject id. */
-export function encodeSecretPart(event: Pick<AuditEvent, 'payload' | 'subject'>): Uint8Array {
-  return Buffer.from(canonicalJson({ payload: event.payload, subject: event.subject }), 'utf8');
+/** Plaintext that gets encrypted: canonical JSON {"payload":…,"subject"?:…}. */
+export function secretJson(event: Pick<AuditEvent, 'payload' | 'subject'>, payloadJson?: string): string {
+  // Keys in canonical order: "payload" < "subject".
+  const p = payloadJson ?? canonicalJson(event.payload);
+  return event.subject === undefined ? `{"payload":${p}}` : `{"payload":${p},"subject":${JSON.stringify(event.subject)}}`;
 }
 
 export function parseSecretPart(bytes: Uint8Array): { payload: Record<string, unknown>; subject?: string } {

@@ -8,7 +8,9 @@ export type RandomFill = (buf: Uint8Array) => void;
 export function uuidv7Generator(now: () => number, randomFill: RandomFill): () => string {
   let lastMs = -1;
   let counter = 0;
-  const rnd = new Uint8Array(8);
+  // Random bytes are drawn in bulk: one call to the source per 1024 ids.
+  const pool = new Uint8Array(8 * 1024);
+  let used = pool.length;
   return () => {
     let ms = Math.max(now(), lastMs);
     if (ms === lastMs) {
@@ -21,7 +23,12 @@ export function uuidv7Generator(now: () => number, randomFill: RandomFill): () =
       counter = 0;
     }
     lastMs = ms;
-    randomFill(rnd);
+    if (used === pool.length) {
+      randomFill(pool);
+      used = 0;
+    }
+    const rnd = pool.subarray(used, used + 8);
+    used += 8;
     const hex = ms.toString(16).padStart(12, '0');
     const randA = (0x7000 | counter).toString(16);
     const varB = ((0x80 | ((rnd[0] as number) & 0x3f)) << 8) | (rnd[1] as number);

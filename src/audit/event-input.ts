@@ -22,8 +22,11 @@ function optString(v: unknown, what: string): void {
   }
 }
 
-/** Returns the complete event (v, id, time filled in) or throws event-invalid. */
-export function completeEvent(input: AuditEventInput, newId: () => string, nowIso: () => string): AuditEvent {
+/**
+ * Returns the complete event (v, id, time filled in) and the canonical JSON of its payload, or
+ * throws event-invalid.
+ */
+export function completeEvent(input: AuditEventInput, newId: () => string, nowIso: () => string): { event: AuditEvent; payloadJson: string } {
   if (typeof input !== 'object' || input === null) throw invalid('event must be an object');
   const { actor, action, decision, reason, subject, payload } = input;
   if (typeof actor !== 'object' || actor === null) throw invalid('actor must be an object');
@@ -35,8 +38,9 @@ export function completeEvent(input: AuditEventInput, newId: () => string, nowIs
   optString(reason, 'reason');
   optString(subject, 'subject');
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid('payload must be an object');
+  let payloadJson: string;
   try {
-    canonicalJson(payload);
+    payloadJson = canonicalJson(payload);
   } catch (cause) {
     throw new AuditError('event-invalid', 'payload is not plain JSON', { cause });
   }
@@ -48,7 +52,7 @@ export function completeEvent(input: AuditEventInput, newId: () => string, nowIs
   if (actor.agent !== undefined) a.agent = actor.agent;
   if (actor.execution !== undefined) a.execution = actor.execution;
   if (actor.principal !== undefined) a.principal = actor.principal;
-  return {
+  const event: AuditEvent = {
     v: 1,
     id: input.id ?? newId(),
     time: input.time ?? nowIso(),
@@ -59,4 +63,5 @@ export function completeEvent(input: AuditEventInput, newId: () => string, nowIs
     ...(subject !== undefined ? { subject } : {}),
     payload,
   };
+  return { event, payloadJson };
 }

@@ -19,11 +19,12 @@ import { type NoteSigner, type NoteVerifier, encodeVerifierKey } from './checkpo
 import { completeEvent } from './event-input.js';
 import { type RandomFill, uuidv7Generator } from './event-id.js';
 import type { AuditEvent, AuditEventInput, AuditSink } from './event.js';
-import { encodeEntry, encodeSecretPart, parseEntry, parseSecretPart } from './entry.js';
+import { parseEntry, parseSecretPart, secretJson } from './entry.js';
+import { type BatchItem, entryParts } from './entry-batch.js';
+import { EncodePool } from './encode-pool.js';
 import {
   type MasterKeys,
   decryptPayload,
-  encryptPayload,
   makeKeyId,
   parseKeyId,
   payloadAad,
@@ -32,9 +33,9 @@ import {
   wrapDataKey,
 } from './envelope.js';
 import { AuditError } from './errors.js';
-import { bytesEqual, hashLeaf, MerkleTree } from './merkle/index.js';
+import { bytesEqual, MerkleTree } from './merkle/index.js';
 import type { CheckpointSink } from './publish.js';
-import type { AuditStore, NewEntry } from './store/types.js';
+import type { AuditStore, EntryBatch } from './store/types.js';
 
 export interface Clock {
   now(): number;
@@ -64,12 +65,15 @@ export interface AuditLogOptions {
   readonly retentionDays?: number;
   /** Largest group-commit batch (default 20000 events). */
   readonly maxBatch?: number;
+  /** Encode on the calling thread instead of a worker thread (default: worker). */
+  readonly inlineEncoding?: boolean;
   /** Where background failures (publication, timers) are reported; default: process warning. */
   readonly onError?: (err: unknown) => void;
 }
 
 interface Pending {
   readonly event: AuditEvent;
+  readonly payloadJson: string;
   resolve(): void;
   reject(err: unknown): void;
 }
@@ -109,12 +113,14 @@ export class AuditLog implements AuditSink {
   private lastRetention = -Infinity;
   private broken: AuditError | undefined;
   private closed = false;
+  private readonly pool: EncodePool;
 
   private constructor(private readonly o: AuditLogOptions) {
     this.clock = o.clock ?? { now: () => Date.now() };
     this.timers = o.timers ?? { setInterval: (fn, ms) => setInterval(fn, ms).unref(), clearInterval: (h) => clearInterval(h as NodeJS.Timeout) };
     this.random = o.random ?? ((b) => void randomFillSync(b));
     this.newId = uuidv7Generator(() => this.clock.now(), this.random);
+    this.pool = new EncodePool(o.random !== undefined || o.inlineEncoding === true ? { random: this.random } : undefined);
     this.onError = o.onError ?? ((err) => process.emitWarning(`audit: ${err instanceof Error ? err.message : String(err)}`));
   }
 
@@ -149,14 +155,14 @@ export class AuditLog implements AuditSink {
   append(input: AuditEventInput): Promise<void> {
     if (this.closed) return Promise.reject(new AuditError('closed', 'audit log is closed'));
     if (this.broken !== undefined) return Promise.reject(this.broken);
-    let event: AuditEvent;
+    let done: { event: AuditEvent; payloadJson: string };
     try {
-      event = completeEvent(input, this.newId, () => new Date(this.clock.now()).toISOString());
+      done = completeEvent(input, this.newId, () => new Date(this.clock.now()).toISOString());
     } catch (err) {
       return Promise.reject(err);
     }
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ event, resolve, reject });
+      this.queue.push({ event: done.event, payloadJson: done.payloadJson, resolve, reject });
       if (!this.drainScheduled && this.draining === undefined) {
         this.drainScheduled = true;
         setImmediate(() => {
@@ -180,8 +186,10 @@ export class AuditLog implements AuditSink {
     if (this.closed) return;
     await this.flush();
     this.timers.clearInterval(this.timer);
+    await this.signing;
     await this.checkpoint().catch((err: unknown) => this.onError(err));
     this.closed = true;
+    await this.pool.close();
     await this.o.store.close();
   }
 
@@ -193,65 +201,92 @@ export class AuditLog implements AuditSink {
     });
   }
 
+  /**
+   * Group commit with a two-stage pipeline: while batch N is written and fsync'd, batch N+1 is
+   * encoded (in the worker) at the positions that follow N. If N does not land where expected
+   * (another writer got there first), N+1 is re-encoded at its real position.
+   */
   private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.o.maxBatch ?? 20_000);
+    let inFlight: { batch: Pending[]; start: number; entries: EntryBatch; write: Promise<void> } | undefined;
+    while (this.queue.length > 0 || inFlight !== undefined) {
+      let next: { batch: Pending[]; start: number; encoded: Promise<EntryBatch> } | undefined;
+      if (this.queue.length > 0) {
+        const batch = this.queue.splice(0, this.o.maxBatch ?? 20_000);
+        const start = this.tree.size + (inFlight?.entries.count ?? 0);
+        const encoded = this.encode(batch, start);
+        encoded.catch(() => undefined); // handled below, after the in-flight write
+        next = { batch, start, encoded };
+      }
+      if (inFlight !== undefined) await this.finishWrite(inFlight);
+      inFlight = undefined;
+      if (next === undefined) continue;
       try {
         if (this.broken !== undefined) throw this.broken;
-        await this.writeBatch(batch.map((p) => p.event));
-        for (const p of batch) p.resolve();
+        let entries = await next.encoded;
+        let start = next.start;
+        if (start !== this.tree.size) {
+          start = this.tree.size;
+          entries = await this.encode(next.batch, start);
+        }
+        inFlight = { batch: next.batch, start, entries, write: this.o.store.append(start, entries) };
+        inFlight.write.catch(() => undefined); // handled in finishWrite
       } catch (err) {
-        for (const p of batch) p.reject(err);
+        for (const p of next.batch) p.reject(err);
       }
     }
   }
 
-  private async writeBatch(events: readonly AuditEvent[]): Promise<void> {
+  /** Waits for a batch write; on conflict catches up and rewrites it at its new position. */
+  private async finishWrite(w: { batch: Pending[]; start: number; entries: EntryBatch; write: Promise<void> }): Promise<void> {
+    let entries = w.entries;
+    let write = w.write;
     for (let attempt = 0; ; attempt++) {
-      const start = this.tree.size;
-      const entries = await this.encode(events, start);
       try {
-        await this.o.store.append(start, entries);
+        await write;
+        this.tree.appendMany(entries.hashes, entries.count);
+        for (const p of w.batch) p.resolve();
+        return;
       } catch (err) {
         if (err instanceof AuditError && err.code === 'conflict' && attempt < 100) {
-          await this.catchUp();
+          try {
+            await this.catchUp();
+            const start = this.tree.size;
+            entries = await this.encode(w.batch, start);
+            write = this.o.store.append(start, entries);
+          } catch (err2) {
+            for (const p of w.batch) p.reject(err2);
+            return;
+          }
           continue;
         }
-        throw err;
+        for (const p of w.batch) p.reject(err);
+        return;
       }
-      for (const e of entries) this.tree.append(e.leafHash);
-      return;
     }
   }
 
-  private async encode(events: readonly AuditEvent[], start: number): Promise<NewEntry[]> {
+  private async encode(events: readonly Pending[], start: number): Promise<EntryBatch> {
     const day = isoDay(this.clock.now());
-    const nonces = new Uint8Array(12 * events.length);
-    this.random(nonces);
-    const out: NewEntry[] = [];
+    const items: BatchItem[] = new Array<BatchItem>(events.length);
+    const keys = new Map<string, Uint8Array>();
     for (let i = 0; i < events.length; i++) {
-      const ev = events[i] as AuditEvent;
-      const index = start + i;
+      const pending = events[i] as Pending;
+      const ev = pending.event;
       const subj = ev.subject === undefined ? undefined : subjectHash(this.o.masterKeys, ev.subject);
-      const dk = await this.dataKey(day, subj);
-      const nonce = nonces.subarray(12 * i, 12 * i + 12);
-      const ciphertext = encryptPayload(dk.key, nonce, encodeSecretPart(ev), payloadAad(this.o.origin, index));
-      const entry = encodeEntry(
-        {
-          index,
-          id: ev.id,
-          time: ev.time,
-          actor: ev.actor,
-          action: ev.action,
-          decision: ev.decision,
-          ...(ev.reason !== undefined ? { reason: ev.reason } : {}),
-          ...(subj !== undefined ? { subjectHash: subj } : {}),
-        },
-        { keyId: dk.id, nonce, ciphertext },
-      );
-      out.push({ leafHash: hashLeaf(entry), entry });
+      const dk = this.keyCache.get(`${subj ?? 'd'}/${day}`) ?? (await this.dataKey(day, subj));
+      keys.set(dk.id, dk.key);
+      const { pre, post } = entryParts({
+        id: ev.id,
+        time: ev.time,
+        actor: ev.actor,
+        action: ev.action,
+        decision: ev.decision,
+        ...(ev.reason !== undefined ? { reason: ev.reason } : {}),
+        ...(subj !== undefined ? { subjectHash: subj } : {}),
+      });
+      items[i] = { pre, post, secret: secretJson(ev, pending.payloadJson), keyId: dk.id };
     }
-    return out;
+    return this.pool.encode(items, start, this.o.origin, keys);
   }
 
   /** The current data key for (day, subject), created and stored durably on first use. */
@@ -276,7 +311,7 @@ export class AuditLog implements AuditSink {
   /** Reads entries other writers appended and re-checks the latest stored checkpoint. */
   private async catchUp(): Promise<void> {
     const { hashes } = await this.o.store.readLeafHashes(this.tree.size);
-    for (let off = 0; off < hashes.length; off += 32) this.tree.append(hashes.subarray(off, off + 32));
+    this.tree.appendMany(hashes, hashes.length / 32);
     const notes = await this.o.store.readCheckpoints();
     const latest = notes.at(-1);
     if (latest === undefined) return;

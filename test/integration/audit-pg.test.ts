@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { storeConformance } from '../../src/audit/store/conformance.js';
 import { PgStore } from '../../src/audit/store/pg-store.js';
 import { AuditError } from '../../src/audit/errors.js';
+import { entryBatch } from '../../src/audit/store/types.js';
 
 const url = process.env['AEGIS_TEST_PG_URL'];
 const inCi = process.env['CI'] === 'true';
@@ -38,7 +39,7 @@ if (url === undefined || url === '') {
         const pg = (await import('pg')).default;
         const c = new pg.Client({ connectionString: pgUrl });
         await c.connect();
-        await s.append(0, [{ entry: Buffer.from('x'), leafHash: Buffer.alloc(32) }]);
+        await s.append(0, entryBatch([{ entry: Buffer.from('x'), leafHash: Buffer.alloc(32) }]));
         await assert.rejects(c.query(`DELETE FROM ${schema}.entries`), /append-only/u);
         await assert.rejects(c.query(`UPDATE ${schema}.entries SET entry = 'y'`), /append-only/u);
         await assert.rejects(c.query(`TRUNCATE ${schema}.entries`), /append-only/u);
@@ -60,7 +61,7 @@ if (url === undefined || url === '') {
     it('connects over TLS with certificate verification when the server offers it', { skip: tlsUrl === undefined ? 'server offers no TLS (AEGIS_TEST_PG_TLS_URL unset)' : false }, async () => {
       const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
       const s = await PgStore.open({ url: tlsUrl as string, schema, ca: process.env['AEGIS_TEST_PG_CA'] as string });
-      await s.append(0, [{ entry: Buffer.from('tls'), leafHash: Buffer.alloc(32) }]);
+      await s.append(0, entryBatch([{ entry: Buffer.from('tls'), leafHash: Buffer.alloc(32) }]));
       assert.equal((await s.readLeafHashes(0)).size, 1);
       await s.close();
       await PgStore.dropSchema(pgUrl, schema);

@@ -5,25 +5,31 @@
  * Pure: no I/O. Proofs follow RFC 6962 §2.1.1 (PATH) and §2.1.2 (SUBPROOF).
  */
 import { AuditError } from '../errors.js';
-import { EMPTY_ROOT, HASH_SIZE, hashChildren } from './hash.js';
+import { EMPTY_ROOT, HASH_SIZE, hashAdjacentChildren, hashChildren } from './hash.js';
 
 /** A growable array of 32-byte hashes stored contiguously. */
 class HashArray {
   private buf = new Uint8Array(HASH_SIZE * 1024);
   length = 0;
 
-  push(h: Uint8Array): void {
+  push(h: Uint8Array, offset = 0): void {
     if ((this.length + 1) * HASH_SIZE > this.buf.length) {
       const next = new Uint8Array(this.buf.length * 2);
       next.set(this.buf);
       this.buf = next;
     }
-    this.buf.set(h, this.length * HASH_SIZE);
+    const at = this.length * HASH_SIZE;
+    for (let k = 0; k < HASH_SIZE; k++) this.buf[at + k] = h[offset + k] as number;
     this.length++;
   }
 
   get(i: number): Uint8Array {
     return this.buf.subarray(i * HASH_SIZE, (i + 1) * HASH_SIZE);
+  }
+
+  /** Hash of the node whose children are entries i and i + 1. */
+  parentOf(i: number): Uint8Array {
+    return hashAdjacentChildren(this.buf, i * HASH_SIZE);
   }
 }
 
@@ -45,14 +51,26 @@ export class MerkleTree {
   /** Appends a leaf hash (already SHA-256(0x00 || entry)). */
   append(leafHash: Uint8Array): void {
     if (leafHash.length !== HASH_SIZE) throw new AuditError('proof-invalid', 'leaf hash must be 32 bytes');
+    this.appendAt(leafHash, 0);
+  }
+
+  /** Appends `count` leaf hashes stored back to back in `hashes`. */
+  appendMany(hashes: Uint8Array, count: number): void {
+    if (!Number.isInteger(count) || hashes.length < count * HASH_SIZE) throw new AuditError('proof-invalid', 'leaf hashes must be 32 bytes each');
+    for (let i = 0; i < count; i++) this.appendAt(hashes, i * HASH_SIZE);
+  }
+
+  private appendAt(src: Uint8Array, offset: number): void {
     let level = 0;
-    let node = leafHash;
+    let node = src;
+    let off = offset;
     for (;;) {
       const arr = this.levels[level] as HashArray;
-      arr.push(node);
+      arr.push(node, off);
+      off = 0;
       const i = arr.length - 1;
       if (i % 2 === 0) return;
-      node = hashChildren(arr.get(i - 1), node);
+      node = arr.parentOf(i - 1);
       level++;
       if (this.levels.length === level) this.levels.push(new HashArray());
     }

@@ -6,7 +6,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { AuditError } from '../errors.js';
 import { hashLeaf } from '../merkle/hash.js';
-import type { AuditStore, NewEntry, StoredRecord } from './types.js';
+import { type AuditStore, type NewEntry, type StoredRecord, entryBatch } from './types.js';
 
 export interface StoreFixture {
   /** Opens a new handle on the same underlying store (a second writer, or a reopen). */
@@ -35,7 +35,7 @@ async function appendWithRetry(s: AuditStore, e: NewEntry): Promise<number> {
   for (;;) {
     const { size } = await s.readLeafHashes(0);
     try {
-      await s.append(size, [e]);
+      await s.append(size, entryBatch([e]));
       return size;
     } catch (err) {
       if (!(err instanceof AuditError && err.code === 'conflict')) throw err;
@@ -80,8 +80,8 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
     it('returns appended entries in order, with their leaf hashes, after reopening', async () => {
       const s = await fresh();
       const batch = ['a', 'b', 'c'].map(entry);
-      await s.append(0, batch);
-      await s.append(3, [entry('d')]);
+      await s.append(0, entryBatch(batch));
+      await s.append(3, entryBatch([entry('d')]));
       await s.close();
       handles.splice(handles.indexOf(s), 1);
       const r = await open();
@@ -96,7 +96,7 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
 
     it('reads a range of entries', async () => {
       const s = await fresh();
-      await s.append(0, Array.from({ length: 10 }, (_, i) => entry(String(i))));
+      await s.append(0, entryBatch(Array.from({ length: 10 }, (_, i) => entry(String(i)))));
       const recs = await collect(s.readEntries(3, 6));
       assert.deepEqual(recs.map((x) => x.index), [3, 4, 5]);
     });
@@ -104,7 +104,7 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
     it('holds a large batch', async () => {
       const s = await fresh();
       const batch = Array.from({ length: 5000 }, (_, i) => entry(`big ${i}`.repeat(20)));
-      await s.append(0, batch);
+      await s.append(0, entryBatch(batch));
       assert.equal((await s.readLeafHashes(0)).size, 5000);
       assert.equal((await collect(s.readEntries(0))).length, 5000);
     });
@@ -112,9 +112,9 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
     describe('when the append position is not the end of the store', () => {
       it('refuses with conflict and writes nothing', async () => {
         const s = await fresh();
-        await s.append(0, [entry('a')]);
-        await expectCode(s.append(0, [entry('x')]), 'conflict');
-        await expectCode(s.append(2, [entry('x')]), 'conflict');
+        await s.append(0, entryBatch([entry('a')]));
+        await expectCode(s.append(0, entryBatch([entry('x')])), 'conflict');
+        await expectCode(s.append(2, entryBatch([entry('x')])), 'conflict');
         assert.equal((await s.readLeafHashes(0)).size, 1);
       });
     });
@@ -124,11 +124,11 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
         const a = await fresh();
         const b = await open();
         await b.readLeafHashes(0);
-        await a.append(0, [entry('a0'), entry('a1')]);
-        await expectCode(b.append(0, [entry('b0')]), 'conflict');
+        await a.append(0, entryBatch([entry('a0'), entry('a1')]));
+        await expectCode(b.append(0, entryBatch([entry('b0')])), 'conflict');
         const { size } = await b.readLeafHashes(0);
         assert.equal(size, 2);
-        await b.append(2, [entry('b0')]);
+        await b.append(2, entryBatch([entry('b0')]));
         assert.deepEqual((await collect(a.readEntries(0))).map((x) => (x.error === undefined ? Buffer.from(x.entry).toString() : x.error)), [
           '{"tag":"a0"}',
           '{"tag":"a1"}',

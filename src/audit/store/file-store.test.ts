@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { hashLeaf } from '../merkle/hash.js';
 import { storeConformance } from './conformance.js';
 import { FileStore, entriesFileSize } from './file-store.js';
+import { entryBatch } from './types.js';
 import type { StoredRecord } from './types.js';
 
 storeConformance('embedded files', async () => {
@@ -29,7 +30,7 @@ describe('FileStore', () => {
     it('readers stop before it and report it; the next writer truncates it', async () => {
       const dir = await mkdtemp(join(tmpdir(), 'aegis-store-'));
       const s = await FileStore.open(dir);
-      await s.append(0, [e('one'), e('two')]);
+      await s.append(0, entryBatch([e('one'), e('two')]));
       const good = await entriesFileSize(dir);
       // Half a record: header claims 100 bytes, only 10 follow.
       const torn = Buffer.alloc(4 + 32 + 10);
@@ -40,7 +41,7 @@ describe('FileStore', () => {
       const recs = await all(r.readEntries(0));
       assert.equal(recs.length, 3);
       assert.match(recs[2]!.error ?? '', /incomplete record/u);
-      await r.append(2, [e('three')]);
+      await r.append(2, entryBatch([e('three')]));
       assert.equal(await entriesFileSize(dir), good + 4 + 32 + 5);
       assert.deepEqual((await all(r.readEntries(0))).map((x) => (x.error !== undefined ? x.error : Buffer.from(x.entry).toString())), ['one', 'two', 'three']);
       await s.close();
@@ -51,11 +52,11 @@ describe('FileStore', () => {
     it('a complete record whose bytes do not match its hash at the tail is truncated too', async () => {
       const dir = await mkdtemp(join(tmpdir(), 'aegis-store-'));
       const s = await FileStore.open(dir);
-      await s.append(0, [e('one')]);
+      await s.append(0, entryBatch([e('one')]));
       const good = await entriesFileSize(dir);
       const bad = Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.alloc(32), Buffer.from('xyz')]);
       await appendFile(join(dir, 'entries.dat'), bad);
-      await s.append(1, [e('two')]).catch(() => undefined);
+      await s.append(1, entryBatch([e('two')])).catch(() => undefined);
       const r = await FileStore.open(dir);
       assert.equal((await r.readLeafHashes(0)).size, 2);
       assert.equal(await entriesFileSize(dir), good + 4 + 32 + 3);
@@ -78,7 +79,7 @@ describe('FileStore', () => {
     it('readers report the position instead of crashing', async () => {
       const dir = await mkdtemp(join(tmpdir(), 'aegis-store-'));
       const s = await FileStore.open(dir);
-      await s.append(0, [e('one'), e('two'), e('three')]);
+      await s.append(0, entryBatch([e('one'), e('two'), e('three')]));
       const buf = await readFile(join(dir, 'entries.dat'));
       const second = 8 + 4 + 32 + 3;
       buf.writeUInt32BE(0xffffffff, second);

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { AuditError } from '../errors.js';
 import { bytesEqual, hashLeaf } from '../merkle/hash.js';
 import { withFileLock } from './file-lock.js';
-import type { AuditStore, NewEntry, StoredRecord } from './types.js';
+import type { AuditStore, EntryBatch, StoredRecord } from './types.js';
 
 const MAGIC = Buffer.from('AEGAUD1\n', 'ascii');
 const HEADER = 4 + 32;
@@ -156,15 +156,23 @@ export class FileStore implements AuditStore {
     }
   }
 
-  async append(start: number, entries: readonly NewEntry[]): Promise<void> {
-    if (entries.length === 0) return;
-    const bufs: Buffer[] = [];
-    for (const e of entries) {
-      const h = Buffer.alloc(4);
-      h.writeUInt32BE(e.entry.length);
-      bufs.push(h, Buffer.from(e.leafHash.buffer, e.leafHash.byteOffset, e.leafHash.length), Buffer.from(e.entry.buffer, e.entry.byteOffset, e.entry.length));
+  async append(start: number, batch: EntryBatch): Promise<void> {
+    if (batch.count === 0) return;
+    // One buffer of records: u32 length || leaf hash || entry, built without per-entry objects.
+    const src = Buffer.from(batch.buf.buffer, batch.buf.byteOffset, batch.buf.length);
+    const hashes = Buffer.from(batch.hashes.buffer, batch.hashes.byteOffset, batch.hashes.length);
+    let total = 0;
+    for (let i = 0; i < batch.count; i++) total += HEADER + ((batch.bounds[2 * i + 1] as number) - (batch.bounds[2 * i] as number));
+    const data = Buffer.allocUnsafe(total);
+    let off = 0;
+    for (let i = 0; i < batch.count; i++) {
+      const s0 = batch.bounds[2 * i] as number;
+      const s1 = batch.bounds[2 * i + 1] as number;
+      data.writeUInt32BE(s1 - s0, off);
+      hashes.copy(data, off + 4, 32 * i, 32 * i + 32);
+      src.copy(data, off + HEADER, s0, s1);
+      off += HEADER + s1 - s0;
     }
-    const data = Buffer.concat(bufs);
     await withFileLock(this.lockPath, async () => {
       await this.repairTail();
       if (this.count !== start) throw new AuditError('conflict', `store holds ${this.count} entries, not ${start}`);
@@ -179,7 +187,7 @@ export class FileStore implements AuditStore {
         throw new AuditError('store-io', `cannot write ${this.location}`, { cause });
       }
       this.end += data.length;
-      this.count += entries.length;
+      this.count += batch.count;
     });
   }
 

@@ -19,7 +19,7 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { AuditError } from '../errors.js';
-import type { AuditStore, NewEntry, StoredRecord } from './types.js';
+import { type AuditStore, type EntryBatch, type StoredRecord, batchEntry, batchLeafHash } from './types.js';
 
 const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/u;
 const PAGE = 20_000;
@@ -168,11 +168,16 @@ export class PgStore implements AuditStore {
     }
   }
 
-  async append(start: number, entries: readonly NewEntry[]): Promise<void> {
-    if (entries.length === 0) return;
-    const idx = entries.map((_, i) => String(start + i));
-    const hashes = entries.map((e) => Buffer.from(e.leafHash));
-    const bodies = entries.map((e) => Buffer.from(e.entry));
+  async append(start: number, batch: EntryBatch): Promise<void> {
+    if (batch.count === 0) return;
+    const idx: string[] = [];
+    const hashes: Buffer[] = [];
+    const bodies: Buffer[] = [];
+    for (let i = 0; i < batch.count; i++) {
+      idx.push(String(start + i));
+      hashes.push(Buffer.from(batchLeafHash(batch, i)));
+      bodies.push(Buffer.from(batchEntry(batch, i)));
+    }
     await this.tx(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.lockKey]);
       const n = await this.count(c);

@@ -18,6 +18,39 @@ export interface NewEntry {
   readonly entry: Uint8Array;
 }
 
+/**
+ * New entries laid out flat, without an object per entry (appending is the hot path).
+ * Entry i is buf[bounds[2i], bounds[2i+1]); its leaf hash is hashes[32i, 32i+32).
+ */
+export interface EntryBatch {
+  readonly count: number;
+  readonly hashes: Uint8Array;
+  readonly buf: Uint8Array;
+  readonly bounds: Uint32Array;
+}
+
+/** Packs entries into an EntryBatch. */
+export function entryBatch(entries: readonly NewEntry[]): EntryBatch {
+  const buf = Buffer.concat(entries.map((e) => e.entry));
+  const hashes = Buffer.concat(entries.map((e) => e.leafHash));
+  const bounds = new Uint32Array(2 * entries.length);
+  let off = 0;
+  entries.forEach((e, i) => {
+    bounds[2 * i] = off;
+    off += e.entry.length;
+    bounds[2 * i + 1] = off;
+  });
+  return { count: entries.length, hashes, buf, bounds };
+}
+
+export function batchEntry(b: EntryBatch, i: number): Uint8Array {
+  return b.buf.subarray(b.bounds[2 * i], b.bounds[2 * i + 1]);
+}
+
+export function batchLeafHash(b: EntryBatch, i: number): Uint8Array {
+  return b.hashes.subarray(32 * i, 32 * i + 32);
+}
+
 export type StoredRecord =
   | { readonly index: number; readonly leafHash: Uint8Array; readonly entry: Uint8Array; readonly error?: undefined }
   | { readonly index: number; readonly error: string };
@@ -29,7 +62,7 @@ export interface AuditStore {
   readLeafHashes(from: number): Promise<{ size: number; hashes: Uint8Array }>;
   /** Entries [from, to) in order; stops after the first unreadable record. */
   readEntries(from: number, to?: number): AsyncIterable<StoredRecord>;
-  append(start: number, entries: readonly NewEntry[]): Promise<void>;
+  append(start: number, batch: EntryBatch): Promise<void>;
   appendCheckpoint(size: number, note: string): Promise<void>;
   /** Every stored checkpoint note in order (possibly damaged text: verify parses it). */
   readCheckpoints(): Promise<string[]>;

@@ -1,0 +1,198 @@
+/**
+ * Audit log benchmark (issue 5): sustained appends/s with batched concurrent writers (every
+ * batch fsync'd before its events are acknowledged), append latency percentiles, full
+ * verification of a 1M-event log, log open time, inclusion and consistency proof generation —
+ * for the embedded store and, when a URL is given, PostgreSQL.
+ *
+ *   npm run build && node dist/bench/audit.js [--events 300000] [--big 1000000] [--runs 3]
+ *                                             [--pg <postgres URL>] [--pg-events 100000]
+ *
+ * Prints medians; nothing here is asserted (timings never belong in tests).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type AuditEventInput, type AuditStore, openAuditLog, openStore, trustedVerifier, verifyLog } from '../src/audit/index.js';
+import { PgStore } from '../src/audit/store/pg-store.js';
+
+const { values } = parseArgs({
+  options: {
+    events: { type: 'string', default: '300000' },
+    big: { type: 'string', default: '1000000' },
+    runs: { type: 'string', default: '3' },
+    writers: { type: 'string', default: '8192' },
+    pg: { type: 'string' },
+    'pg-events': { type: 'string', default: '100000' },
+  },
+});
+const EVENTS = Number(values.events);
+const BIG = Number(values.big);
+const RUNS = Number(values.runs);
+const WRITERS = Number(values.writers);
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] as number;
+};
+const fmt = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+
+function event(i: number): AuditEventInput {
+  return {
+    actor: { agent: 'bench-agent', execution: 'exec-0001' },
+    action: 'net.connect',
+    decision: i % 10 === 0 ? 'deny' : 'allow',
+    reason: 'host-allowed',
+    payload: { host: 'api.example.com', port: 443, bytes: i * 7, path: '/v1/things' },
+  };
+}
+
+interface Target {
+  readonly name: string;
+  /** A fresh, empty log home plus the environment selecting the store. */
+  fresh(): Promise<{ home: string; env: Record<string, string>; cleanup(): Promise<void> }>;
+}
+
+/** N events through `writers` concurrent closed-loop writers; returns events/s and latencies. */
+async function sustained(home: string, env: Record<string, string>, n: number, writers: number): Promise<{ rate: number; lat: number[] }> {
+  const log = await openAuditLog({ home, env });
+  const lat: number[] = new Array<number>(n);
+  let next = 0;
+  const t0 = performance.now();
+  const writer = async (): Promise<void> => {
+    while (next < n) {
+      const i = next++;
+      const t = performance.now();
+      await log.append(event(i));
+      lat[i] = performance.now() - t;
+    }
+  };
+  await Promise.all(Array.from({ length: writers }, writer));
+  const secs = (performance.now() - t0) / 1000;
+  await log.close();
+  return { rate: n / secs, lat };
+}
+
+/** Open-loop load at `rate` events/s for `secs`: latency of each append under that load. */
+async function paced(home: string, env: Record<string, string>, rate: number, secs: number): Promise<number[]> {
+  const log = await openAuditLog({ home, env });
+  const lat: number[] = [];
+  const pending: Promise<void>[] = [];
+  const t0 = performance.now();
+  let sent = 0;
+  while (performance.now() - t0 < secs * 1000) {
+    const due = Math.floor(((performance.now() - t0) / 1000) * rate);
+    for (; sent < due; sent++) {
+      const t = performance.now();
+      pending.push(log.append(event(sent)).then(() => void lat.push(performance.now() - t)));
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.all(pending);
+  await log.close();
+  return lat;
+}
+
+async function verifyTime(home: string, env: Record<string, string>): Promise<{ secs: number; size: number }> {
+  const store: AuditStore = await openStore(home, env);
+  const { verifier } = await trustedVerifier(home, env);
+  const t0 = performance.now();
+  const r = await verifyLog({ store, verifier, origin: verifier.name });
+  const secs = (performance.now() - t0) / 1000;
+  await store.close();
+  if (!r.ok) throw new Error(`benchmark log does not verify: ${r.problem}`);
+  return { secs, size: r.size };
+}
+
+async function proofs(home: string, env: Record<string, string>): Promise<{ openSecs: number; incl: number; cons: number }> {
+  const t0 = performance.now();
+  const log = await openAuditLog({ home, env });
+  const openSecs = (performance.now() - t0) / 1000;
+  const n = log.size;
+  const incl: number[] = [];
+  const cons: number[] = [];
+  for (let k = 0; k < 1000; k++) {
+    const size = 1 + Math.floor(Math.random() * n);
+    const index = Math.floor(Math.random() * size);
+    let t = performance.now();
+    log.inclusionProof(index, size);
+    incl.push(performance.now() - t);
+    const s1 = 1 + Math.floor(Math.random() * size);
+    t = performance.now();
+    log.consistencyProof(s1, size);
+    cons.push(performance.now() - t);
+  }
+  await log.close();
+  return { openSecs, incl: median(incl) * 1000, cons: median(cons) * 1000 };
+}
+
+async function bench(t: Target, n: number, big: number): Promise<void> {
+  console.log(`\n== ${t.name} ==`);
+  const rates: number[] = [];
+  const p99s: number[] = [];
+  const p50s: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const { home, env, cleanup } = await t.fresh();
+    const s = await sustained(home, env, n, WRITERS);
+    rates.push(s.rate);
+    p50s.push(pct(s.lat, 50));
+    p99s.push(pct(s.lat, 99));
+    await cleanup();
+  }
+  console.log(`sustained appends (${fmt(n)} events, ${fmt(WRITERS)} concurrent writers, fsync per batch): median ${fmt(median(rates))} events/s  (runs: ${rates.map((x) => fmt(x)).join(', ')})`);
+  console.log(`  latency at saturation: p50 ${fmt(median(p50s), 1)} ms, p99 ${fmt(median(p99s), 1)} ms`);
+  for (const rate of [1000, 10_000]) {
+    const { home, env, cleanup } = await t.fresh();
+    const lat = await paced(home, env, rate, 3);
+    console.log(`  latency at ${fmt(rate)} events/s offered (3 s): p50 ${fmt(pct(lat, 50), 2)} ms, p99 ${fmt(pct(lat, 99), 2)} ms, max ${fmt(pct(lat, 100), 1)} ms`);
+    await cleanup();
+  }
+  const { home, env, cleanup } = await t.fresh();
+  const tb = performance.now();
+  const s = await sustained(home, env, big, WRITERS);
+  console.log(`built a ${fmt(big)}-event log in ${fmt((performance.now() - tb) / 1000, 1)} s (${fmt(s.rate)} events/s)`);
+  const v: number[] = [];
+  for (let r = 0; r < Math.min(RUNS, 3); r++) v.push((await verifyTime(home, env)).secs);
+  console.log(`full verification of ${fmt(big)} events (recompute every leaf, tree, checkpoints): median ${fmt(median(v), 2)} s  (runs: ${v.map((x) => fmt(x, 2)).join(', ')})`);
+  const p = await proofs(home, env);
+  console.log(`open log (load ${fmt(big)} leaf hashes): ${fmt(p.openSecs, 2)} s; inclusion proof: median ${fmt(p.incl, 1)} µs; consistency proof: median ${fmt(p.cons, 1)} µs`);
+  await cleanup();
+}
+
+const embedded: Target = {
+  name: 'embedded (files under $AEGIS_HOME/audit, ext4)',
+  async fresh() {
+    const home = await mkdtemp(join(tmpdir(), 'aegis-bench-'));
+    return { home, env: { AEGIS_AUDIT_PUBLISH: `file:${join(home, 'published')}` }, cleanup: () => rm(home, { recursive: true, force: true }) };
+  },
+};
+
+function pgTarget(url: string): Target {
+  let k = 0;
+  return {
+    name: 'PostgreSQL',
+    async fresh() {
+      const home = await mkdtemp(join(tmpdir(), 'aegis-bench-'));
+      const schema = `aegis_bench_${process.pid}_${k++}`;
+      return {
+        home,
+        env: { AEGIS_AUDIT_STORE: url, AEGIS_AUDIT_PG_SCHEMA: schema, AEGIS_AUDIT_PUBLISH: `file:${join(home, 'published')}` },
+        cleanup: async () => {
+          await PgStore.dropSchema(url, schema);
+          await rm(home, { recursive: true, force: true });
+        },
+      };
+    },
+  };
+}
+
+console.log(`AEGIS audit benchmark: node ${process.version}, ${(await import('node:os')).availableParallelism()} CPUs`);
+await bench(embedded, EVENTS, BIG);
+const pgUrl = values.pg ?? process.env['AEGIS_TEST_PG_URL'];
+if (pgUrl !== undefined && pgUrl !== '') {
+  const n = Number(values['pg-events']);
+  await bench(pgTarget(pgUrl), n, Math.min(BIG, n * 2));
+} else {
+  console.log('\n(PostgreSQL skipped: pass --pg <url> or set AEGIS_TEST_PG_URL)');
+}
