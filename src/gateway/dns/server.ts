@@ -16,6 +16,8 @@ import { encodeFormErr, encodeResponse, MAX_QUERY_BYTES, parseQuery, salvageId, 
 /** TTL given to the agent: short, so a policy decision is asked again soon. */
 const ANSWER_TTL_MAX = 60;
 const TCP_IDLE_MS = 10_000;
+/** Header 12 + question <= 259 + 14 answers * 16 (compressed name 2, fixed 10, IPv4 4) = 495 <= 512. */
+const MAX_ANSWERS = 14;
 
 interface Outcome {
   readonly verdict: Verdict;
@@ -49,7 +51,9 @@ export async function answerQuestion(session: Session, q: Question): Promise<Out
   }
   session.noteResolved(q.name);
   const ttl = Math.min(ANSWER_TTL_MAX, Math.max(1, res.ttl));
-  return { verdict: verdictOf(byName), rcode: 'NOERROR', answers: res.addresses.map((address) => ({ type: 'A', address, ttl })) };
+  // At most MAX_ANSWERS records, so that a reply always fits a 512-byte UDP message (RFC 1035 §4.2.1).
+  const answers = res.addresses.slice(0, MAX_ANSWERS).map((address): AddressAnswer => ({ type: 'A', address, ttl }));
+  return { verdict: verdictOf(byName), rcode: 'NOERROR', answers };
 }
 
 async function handle(session: Session, raw: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | null> {

@@ -233,6 +233,9 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
     ur.pipe(res);
     res.once('close', () => audit(cut ?? allowed, ur.statusCode ?? 0));
   });
+  res.once('close', () => {
+    if (!res.writableFinished) up.destroy(); // the agent went away: stop the upstream request
+  });
   up.on('error', (err) => {
     if (!res.headersSent) refuse(gatewayDeny('gateway.upstream_failed', err.message));
     else res.destroy();
