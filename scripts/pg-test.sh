@@ -45,18 +45,37 @@ fi
 
 echo "export AEGIS_TEST_PG_URL='postgres://$ROLE:$PASS@127.0.0.1:$PORT/$DB'"
 
-# TLS with verification, when the server offers it with a certificate we can name a CA for
-# (Debian's default cluster uses the ssl-cert "snakeoil" certificate, self-signed for the host name).
-SSL=$(su postgres -c "psql -p $PORT -Atqc 'show ssl'" 2>/dev/null || echo off)
-CERT=$(su postgres -c "psql -p $PORT -Atqc 'show ssl_cert_file'" 2>/dev/null || true)
-if [[ "$SSL" == on && -r "$CERT" ]]; then
-  CN=$(openssl x509 -in "$CERT" -noout -subject -nameopt multiline 2>/dev/null | awk -F' = ' '/commonName/ {print $2}')
-  if [[ -n "$CN" ]] && getent hosts "$CN" >/dev/null; then
-    echo "export AEGIS_TEST_PG_TLS_URL='postgres://$ROLE:$PASS@$CN:$PORT/$DB?sslmode=verify-full'"
-    echo "export AEGIS_TEST_PG_CA='$CERT'"
-  else
-    log "server certificate CN '$CN' does not resolve: TLS test URL not provided"
+# TLS with verification: give the cluster a certificate from a throwaway test CA (once), so the
+# tests can connect with sslmode=verify-full against that CA.
+TLS_DIR=/var/lib/postgresql/aegis-test-tls
+if [[ ! -s "$TLS_DIR/server.crt" ]] && command -v openssl >/dev/null; then
+  log "creating a test CA and server certificate in $TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=aegis test CA" \
+    -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$TLS_DIR/san.ext"
+  openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$TLS_DIR/san.ext" -out "$TLS_DIR/server.crt" 2>/dev/null
+  chown -R postgres:postgres "$TLS_DIR"
+  chmod 600 "$TLS_DIR/server.key" "$TLS_DIR/ca.key"
+  chmod 644 "$TLS_DIR/ca.crt"
+fi
+if [[ -s "$TLS_DIR/server.crt" ]]; then
+  CUR=$(su postgres -c "psql -p $PORT -Atqc 'show ssl_cert_file'")
+  if [[ "$CUR" != "$TLS_DIR/server.crt" ]] || [[ $(su postgres -c "psql -p $PORT -Atqc 'show ssl'") != on ]]; then
+    log "enabling TLS on cluster $VER/main"
+    psql_admin "-c \"alter system set ssl_cert_file = '$TLS_DIR/server.crt'\""
+    psql_admin "-c \"alter system set ssl_key_file = '$TLS_DIR/server.key'\""
+    psql_admin "-c \"alter system set ssl = on\""
+    psql_admin "-c 'select pg_reload_conf()'"
+    sleep 0.5
   fi
+fi
+if [[ $(su postgres -c "psql -p $PORT -Atqc 'show ssl'" 2>/dev/null) == on && -r "$TLS_DIR/ca.crt" ]]; then
+  echo "export AEGIS_TEST_PG_TLS_URL='postgres://$ROLE:$PASS@localhost:$PORT/$DB?sslmode=verify-full'"
+  echo "export AEGIS_TEST_PG_CA='$TLS_DIR/ca.crt'"
 else
   log "server does not offer TLS: TLS test URL not provided"
 fi

@@ -17,6 +17,9 @@ APT_PACKAGES=(
   #   debootstrap builds the python:3.11 image rootfs from the Debian mirror in /etc/apt/sources.list*
   #   util-linux provides mount (cgroup v1 hugetlb fix), coreutils chroot
   crun runc runsc debootstrap iproute2 nftables util-linux coreutils
+  # audit log (src/audit): PostgreSQL server for the shared-store conformance tests
+  #   (scripts/pg-test.sh starts it); openssl makes its test TLS certificate
+  postgresql openssl
 )
 
 missing=()

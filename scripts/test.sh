@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npm run --silent lint
 npm run --silent test:unit
+# audit: start PostgreSQL and export AEGIS_TEST_PG_URL for the audit store conformance tests
+pg_env=$(bash scripts/pg-test.sh)
+eval "$pg_env"
 npm run --silent test:integration

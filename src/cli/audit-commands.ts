@@ -6,11 +6,10 @@
  * documented in src/audit/index.ts. Heavy modules are imported inside the actions.
  */
 import type { Command } from 'commander';
+import type { AuditLog as Log, DecryptedEntry } from '../audit/index.js';
 import { type CliContext, EXIT } from './context.js';
 
-type AuditModule = typeof import('../audit/index.js');
-type Log = Awaited<ReturnType<AuditModule['openAuditLog']>>;
-type Decoded = { index: number; entry: Uint8Array; decoded?: import('../audit/log.js').DecryptedEntry; error?: string };
+type Decoded = { index: number; entry: Uint8Array; decoded?: DecryptedEntry; error?: string };
 
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 

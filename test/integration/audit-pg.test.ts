@@ -58,13 +58,20 @@ if (url === undefined || url === '') {
     });
 
     const tlsUrl = process.env['AEGIS_TEST_PG_TLS_URL'];
-    it('connects over TLS with certificate verification when the server offers it', { skip: tlsUrl === undefined ? 'server offers no TLS (AEGIS_TEST_PG_TLS_URL unset)' : false }, async () => {
+    const noTls = tlsUrl === undefined ? 'server offers no TLS (AEGIS_TEST_PG_TLS_URL unset)' : false;
+    it('connects over TLS, verifying the server certificate against the given CA', { skip: noTls }, async () => {
       const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
       const s = await PgStore.open({ url: tlsUrl as string, schema, ca: process.env['AEGIS_TEST_PG_CA'] as string });
       await s.append(0, entryBatch([{ entry: Buffer.from('tls'), leafHash: Buffer.alloc(32) }]));
       assert.equal((await s.readLeafHashes(0)).size, 1);
       await s.close();
       await PgStore.dropSchema(pgUrl, schema);
+    });
+    it('refuses a TLS server whose certificate does not chain to the given CA (store-io)', { skip: noTls }, async () => {
+      await assert.rejects(
+        PgStore.open({ url: tlsUrl as string, schema: 'aegis_tls_wrong_ca', ca: '/etc/ssl/certs/ca-certificates.crt' }),
+        (err: unknown) => err instanceof AuditError && err.code === 'store-io' && /certificate/iu.test(err.message),
+      );
     });
   });
 }

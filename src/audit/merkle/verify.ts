@@ -120,9 +120,9 @@ export function verifyConsistency(
   checkHash(root2, 'root2');
   proof.forEach((h, i) => checkHash(h, `proof[${i}]`));
 
-  let [inner, border] = decompInclProof(s1 - 1n, s2);
+  const [fullInner, border] = decompInclProof(s1 - 1n, s2);
   const shift = trailingZeros(s1);
-  inner -= shift; // shift < inner because size1 < size2
+  const inner = fullInner - shift; // shift < inner because size1 < size2
 
   // The proof starts with the root of the subtree of size 2^shift, unless size1 is that subtree.
   let seed: Uint8Array;

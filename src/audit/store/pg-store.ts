@@ -64,8 +64,20 @@ export class PgStore implements AuditStore {
   static async open(o: PgStoreOptions): Promise<PgStore> {
     if (!SCHEMA_RE.test(o.schema)) throw new AuditError('store-io', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
     const caFile = o.ca ?? process.env['AEGIS_AUDIT_PG_CA'];
-    const config: pg.PoolConfig = { connectionString: o.url, max: 4 };
-    if (caFile !== undefined && caFile !== '') config.ssl = { ca: readFileSync(caFile, 'utf8'), rejectUnauthorized: true };
+    let config: pg.PoolConfig = { connectionString: o.url, max: 4 };
+    if (caFile !== undefined && caFile !== '') {
+      // pg lets URL parameters override `ssl`, so the URL's sslmode is replaced by an explicit,
+      // verifying TLS configuration (certificate chain to this CA, and host name).
+      const u = new URL(o.url);
+      u.searchParams.delete('sslmode');
+      let ca: string;
+      try {
+        ca = readFileSync(caFile, 'utf8');
+      } catch (cause) {
+        throw new AuditError('store-io', `cannot read PostgreSQL CA certificate ${caFile}`, { cause });
+      }
+      config = { connectionString: u.toString(), max: 4, ssl: { ca, rejectUnauthorized: true } };
+    }
     const pool = new pg.Pool(config);
     pool.on('error', () => undefined); // idle-client errors surface on the next query instead
     const store = new PgStore(pool, o.schema, o.url);
