@@ -174,7 +174,7 @@ function pipeOut(t: OutputTarget | undefined): 'inherit' | 'ignore' | 'pipe' {
  */
 export function compileRun(
   opts: RunSandboxOptions,
-  resolved: { codeDir: string; volumes: readonly ResolvedVolume[]; cgroupsPath: string; isolation: Isolation },
+  resolved: { codeDir: string; volumes: readonly ResolvedVolume[]; cgroupsPath: string | null; isolation: Isolation },
 ): CompiledBundle {
   const { top } = mountTargets(opts.policy, resolved.volumes);
   const copts: CompileOptions = {
@@ -199,7 +199,8 @@ export function dryRun(opts: RunSandboxOptions): CompiledBundle {
   const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
   const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
   const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
-  return compileRun(opts, { codeDir, volumes, cgroupsPath: `/aegis/${opts.executionId ?? 'dry-run'}/c`, isolation });
+  const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? `/aegis/${opts.executionId ?? 'dry-run'}/c` : null;
+  return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation });
 }
 
 export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
@@ -276,13 +277,14 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
 
     cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead });
-    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: cgroup.runtimePath, isolation });
+    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? cgroup.runtimePath : null, isolation });
     writeBundle(run.bundleDir, bundle);
     const rootfsDir = join(run.bundleDir, 'rootfs');
     createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'), rootfsDir + '/');
     for (const e of bundle.rootfs.skeleton) createdPaths.push(rootfsDir + e.path + (e.kind === 'dir' ? '/' : ''));
 
-    child = spawn(driver.binary, driver.runArgs(run), {
+    const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
+    child = spawn(cmd, argv, {
       cwd: run.bundleDir,
       stdio: [opts.stdin ?? 'ignore', pipeOut(opts.stdout), pipeOut(opts.stderr)],
       detached: true,
@@ -360,6 +362,17 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit } });
   emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
   return result;
+}
+
+/**
+ * ARCHITECTURE NOTE: the runtime must be inside the run's cgroup before it forks anything, so
+ * it is started through `/bin/sh`, which writes its own pid to every `cgroup.procs` of the run
+ * and then execs the runtime (same pid). If any write fails, the shell exits 125 before the
+ * runtime runs: no pid file, so the run is reported as failed_to_start (fail secure).
+ */
+function joinCgroupThenExec(procsFiles: readonly string[], binary: string, args: readonly string[]): [string, string[]] {
+  const script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
+  return ['/bin/sh', ['-c', script, 'aegis-join-cgroup', String(procsFiles.length), ...procsFiles, binary, ...args]];
 }
 
 /** TERM the agent: through the runtime when it must relay (gVisor), else to every pid in the cgroup. */

@@ -29,8 +29,10 @@ export interface CgroupUsage {
 }
 
 export interface RunCgroup {
-  /** The path handed to the runtime (`cgroupsPath`), e.g. `/aegis/<id>/c`. */
+  /** The path handed to a runtime that manages cgroups (`cgroupsPath`): `/aegis/<id>/c`. */
   readonly runtimePath: string;
+  /** `cgroup.procs` files a process writes its pid to, to join the run's cgroup everywhere. */
+  readonly procsFiles: readonly string[];
   usage(): CgroupUsage;
   /** Every pid in the run's cgroup tree. */
   pids(): number[];
@@ -221,6 +223,7 @@ function createV1(id: string, limits: ResourceLimits, root: string): RunCgroup {
   }
   return {
     runtimePath: `/${AEGIS_CGROUP}/${id}/c`,
+    procsFiles: V1_CONTROLLERS.map((c) => join(dir(c), 'cgroup.procs')),
     usage() {
       const max = readNum(join(dir('memory'), 'memory.max_usage_in_bytes'));
       const failcnt = readNum(join(dir('memory'), 'memory.failcnt')) + readNum(join(dir('memory'), 'memory.memsw.failcnt'));
@@ -268,7 +271,8 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
     if (existsSync(join(dir, 'memory.swap.max'))) write(join(dir, 'memory.swap.max'), '0');
     write(join(dir, 'cpu.max'), `${limits.cpu.quotaUs} ${limits.cpu.periodUs}`);
     write(join(dir, 'pids.max'), String(limits.pids));
-    write(join(dir, 'cgroup.subtree_control'), ctrls.map((c) => `+${c}`).join(' '));
+    // No controllers in <id>'s subtree_control: processes may live in <id> itself ('inherit'
+    // runtimes); a 'child' runtime enables what it needs when it creates <id>/c.
     if (readNum(join(dir, 'memory.max')) !== limits.memoryBytes) fail('memory limit did not apply', new Error('read back differs'));
   } catch (err) {
     removeTrees([dir]);
@@ -276,6 +280,7 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
   }
   return {
     runtimePath: `/${AEGIS_CGROUP}/${id}/c`,
+    procsFiles: [join(dir, 'cgroup.procs')],
     usage() {
       const events = readKeyed(join(dir, 'memory.events'));
       return {

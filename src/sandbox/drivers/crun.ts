@@ -1,19 +1,24 @@
 /**
  * crun: the default runtime (the fastest to start here).
- * Needs, on hybrid cgroup v1 hosts, a mounted hugetlb v1 hierarchy (`aegis doctor --fix`).
+ *
+ * ARCHITECTURE NOTE: crun runs with `--cgroup-manager=disabled` and is started inside the run's
+ * cgroup (cgroupMode 'inherit'), where AEGIS already set the limits. crun then sets up no
+ * cgroup of its own, which also avoids its refusal of hybrid hosts without a hugetlb hierarchy.
+ * There is no devices cgroup: the agent has no capabilities in its user namespace (no mknod),
+ * /dev is a tmpfs holding only the runtime's default safe device nodes, and every bind mount is
+ * nodev.
  */
-import { hybridHugetlbMissing } from '../cgroups/index.js';
 import { OciCliDriver } from './oci-cli.js';
+import type { RuntimeRun } from './types.js';
 
 export class CrunDriver extends OciCliDriver {
   constructor(binary = 'crun') {
     super('crun', binary);
   }
 
-  override unavailableReason(): string | null {
-    const base = super.unavailableReason();
-    if (base !== null) return base;
-    const missing = hybridHugetlbMissing();
-    return missing === null ? null : `crun cannot run on this hybrid cgroup host: ${missing}; run "aegis doctor --fix"`;
+  override readonly cgroupMode = 'inherit' as const;
+
+  protected override globalArgs(r: RuntimeRun): string[] {
+    return ['--cgroup-manager=disabled', '--root', r.stateRoot];
   }
 }

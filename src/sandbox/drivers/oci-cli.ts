@@ -24,6 +24,7 @@ export function findExecutable(name: string): string | null {
 export class OciCliDriver implements RuntimeDriver {
   readonly binary: string;
   readonly pidsOverhead = 0;
+  readonly cgroupMode: 'inherit' | 'child' = 'child';
   constructor(
     readonly isolation: Isolation,
     name: string,
@@ -39,8 +40,13 @@ export class OciCliDriver implements RuntimeDriver {
     return config;
   }
 
+  /** Options before the subcommand. */
+  protected globalArgs(r: RuntimeRun): string[] {
+    return ['--root', r.stateRoot];
+  }
+
   runArgs(r: RuntimeRun): string[] {
-    return ['--root', r.stateRoot, 'run', '--bundle', r.bundleDir, '--pid-file', r.pidFile, r.id];
+    return [...this.globalArgs(r), 'run', '--bundle', r.bundleDir, '--pid-file', r.pidFile, r.id];
   }
 
   killArgs(): string[] | null {
@@ -48,6 +54,6 @@ export class OciCliDriver implements RuntimeDriver {
   }
 
   deleteArgs(r: RuntimeRun): string[] {
-    return ['--root', r.stateRoot, 'delete', '--force', r.id];
+    return [...this.globalArgs(r), 'delete', '--force', r.id];
   }
 }

@@ -19,6 +19,8 @@ export class RunscDriver implements RuntimeDriver {
    * the agent's limit plus this allowance; the agent's processes are still bounded by it.
    */
   readonly pidsOverhead = 128;
+  /** `--ignore-cgroups`: the Sentry and gofer stay in the run's cgroup AEGIS started them in. */
+  readonly cgroupMode = 'inherit' as const;
   constructor(binary = 'runsc') {
     this.binary = findExecutable(binary) ?? binary;
   }
@@ -32,7 +34,7 @@ export class RunscDriver implements RuntimeDriver {
   }
 
   private global(r: RuntimeRun): string[] {
-    return ['--root', r.stateRoot, '--platform=ptrace', '--oci-seccomp', '--network=none'];
+    return ['--root', r.stateRoot, '--platform=ptrace', '--oci-seccomp', '--network=none', '--ignore-cgroups'];
   }
 
   runArgs(r: RuntimeRun): string[] {

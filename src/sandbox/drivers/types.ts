@@ -23,6 +23,14 @@ export interface RuntimeDriver {
    * limit (gVisor's Sentry and gofer threads live there; crun and runc exec into the agent).
    */
   readonly pidsOverhead: number;
+  /**
+   * How the agent gets into the run's cgroup:
+   * - 'inherit': the runtime manages no cgroups (crun `--cgroup-manager=disabled`, runsc
+   *   `--ignore-cgroups`); AEGIS starts the runtime inside the run's cgroup and everything it
+   *   forks stays there. Saves the runtime's own cgroup setup in every hierarchy (5-10 ms).
+   * - 'child': the runtime creates `cgroupsPath` below the run's cgroup (runc).
+   */
+  readonly cgroupMode: 'inherit' | 'child';
   /** Why this runtime cannot run on this host, or null when it can. */
   unavailableReason(): string | null;
   /** Runtime-specific adjustments of a validated config (pure; must not loosen it). */

@@ -62,8 +62,11 @@ export interface CompileOptions {
   readonly extraEnv?: Readonly<Record<string, string>>;
   /** Appended to the entrypoint (`aegis run agent.yaml -- args`). */
   readonly extraArgs?: readonly string[];
-  /** cgroup path handed to the runtime (a child of the cgroup AEGIS owns). */
-  readonly cgroupsPath: string;
+  /**
+   * cgroup path handed to the runtime (a child of the cgroup AEGIS owns), or null when the
+   * runtime does not manage cgroups and is started inside the run's cgroup instead.
+   */
+  readonly cgroupsPath: string | null;
   /** Docker-format profile (parsed JSON, untrusted) to intersect with the default. */
   readonly userSeccompProfile?: unknown;
   readonly isolation: Isolation;
@@ -193,7 +196,7 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
       uidMappings: [{ containerID: 0, hostID: idMap.hostBase, size: idMap.size }],
       gidMappings: [{ containerID: 0, hostID: idMap.hostBase, size: idMap.size }],
       namespaces,
-      cgroupsPath: opts.cgroupsPath,
+      ...(opts.cgroupsPath !== null ? { cgroupsPath: opts.cgroupsPath } : {}),
       seccomp: compileSeccomp({ deny: policy.syscalls.deny, userProfile: opts.userSeccompProfile }),
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,

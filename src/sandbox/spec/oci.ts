@@ -41,7 +41,7 @@ export interface OciConfig {
     uidMappings: OciIdMapping[];
     gidMappings: OciIdMapping[];
     namespaces: OciNamespace[];
-    cgroupsPath: string;
+    cgroupsPath?: string;
     seccomp: SeccompProfile;
     maskedPaths: string[];
     readonlyPaths: string[];
