@@ -99,6 +99,10 @@ describe('compileBundle', () => {
     const joined = compile(policy(), { network: { kind: 'netns', path: '/run/netns/aegis-1' } }).config;
     assert.deepEqual(joined.linux.namespaces.find((n) => n.type === 'network'), { type: 'network', path: '/run/netns/aegis-1' });
   });
+  it('omits cgroupsPath for runtimes started inside the run cgroup', () => {
+    assert.equal(compile(policy()).config.linux.cgroupsPath, '/aegis/x/c');
+    assert.ok(!('cgroupsPath' in compile(policy(), { cgroupsPath: null }).config.linux));
+  });
   it('carries syscalls.deny into the seccomp profile', () => {
     const c = compile(policy({}, ['mkdir'])).config;
     assert.ok(!c.linux.seccomp.syscalls.some((r) => r.action === 'SCMP_ACT_ALLOW' && r.names.includes('mkdir')));
