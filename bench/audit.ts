@@ -74,6 +74,24 @@ async function sustained(home: string, env: Record<string, string>, n: number, w
   return { rate: n / secs, lat };
 }
 
+/** The same with writers that hand over batches (appendMany: one acknowledgement per batch). */
+async function sustainedBatches(home: string, env: Record<string, string>, n: number, writers: number, size: number): Promise<number> {
+  const log = await openAuditLog({ home, env });
+  let next = 0;
+  const t0 = performance.now();
+  const writer = async (): Promise<void> => {
+    while (next < n) {
+      const batch: AuditEventInput[] = [];
+      for (let k = 0; k < size && next < n; k++) batch.push(event(next++));
+      await log.appendMany(batch);
+    }
+  };
+  await Promise.all(Array.from({ length: writers }, writer));
+  const rate = n / ((performance.now() - t0) / 1000);
+  await log.close();
+  return rate;
+}
+
 /** Open-loop load at `rate` events/s for `secs`: latency of each append under that load. */
 async function paced(home: string, env: Record<string, string>, rate: number, secs: number): Promise<number[]> {
   const log = await openAuditLog({ home, env });
@@ -142,6 +160,13 @@ async function bench(t: Target, n: number, big: number): Promise<void> {
   }
   console.log(`sustained appends (${fmt(n)} events, ${fmt(WRITERS)} concurrent writers, fsync per batch): median ${fmt(median(rates))} events/s  (runs: ${rates.map((x) => fmt(x)).join(', ')})`);
   console.log(`  latency at saturation: p50 ${fmt(median(p50s), 1)} ms, p99 ${fmt(median(p99s), 1)} ms`);
+  const brates: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const { home, env, cleanup } = await t.fresh();
+    brates.push(await sustainedBatches(home, env, n, 16, 256));
+    await cleanup();
+  }
+  console.log(`sustained appends, 16 writers x appendMany(256 events): median ${fmt(median(brates))} events/s  (runs: ${brates.map((x) => fmt(x)).join(', ')})`);
   for (const rate of [1000, 10_000]) {
     const { home, env, cleanup } = await t.fresh();
     const lat = await paced(home, env, rate, 3);

@@ -4,6 +4,7 @@
  * A batch is split across the workers. With `inline` (tests with injected randomness) it runs
  * on the calling thread instead.
  */
+import { randomFillSync } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { type BatchItem, type EncodedBatch, encodeBatch } from './entry-batch.js';
@@ -35,12 +36,16 @@ class EncodeWorker {
     });
   }
 
+  /** Starts the thread now rather than on the first batch. */
+  warm(): void {
+    this.ensure();
+  }
+
   private ensure(): Worker {
     if (this.worker !== undefined) return this.worker;
-    // The worker inherits the parent's Node options, except those only valid for an entry script
-    // (a parent started as `node --input-type=module -e ...` would make the worker fail).
-    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type') && a !== '-e' && a !== '--eval');
-    const w = new Worker(new URL('./encode-worker.js', import.meta.url), { execArgv });
+    // No inherited Node options: some are invalid in workers (--input-type, V8 heap flags) and
+    // would make the worker fail to start (regression: `node --input-type=module -e` writers).
+    const w = new Worker(new URL('./encode-worker.js', import.meta.url), { execArgv: [] });
     w.on('message', (m: Reply) => {
       const p = this.waiting.get(m.id);
       if (p === undefined) return;
@@ -98,18 +103,37 @@ export class EncodePool {
     this.workers = inline === undefined ? Array.from({ length: Math.max(1, workers) }, () => new EncodeWorker()) : [];
   }
 
+  private fallback = false;
+
+  /** Starts the encoder threads ahead of the first batch (they do not keep the process alive). */
+  warm(): void {
+    try {
+      for (const w of this.workers) w.warm();
+    } catch {
+      this.fallback = true;
+    }
+  }
+
   async encode(items: BatchItem[], start: number, origin: string, keys: Map<string, Uint8Array>): Promise<EncodedBatch> {
-    if (this.inline !== undefined) {
+    if (this.inline !== undefined || this.fallback) {
       const nonces = new Uint8Array(12 * items.length);
-      this.inline.random(nonces);
+      (this.inline?.random ?? ((b: Uint8Array) => void randomFillSync(b)))(nonces);
       return encodeBatch(items, start, origin, keys, nonces);
     }
     const k = items.length < MIN_SPLIT ? 1 : this.workers.length;
     const per = Math.ceil(items.length / k);
-    const parts = await Promise.all(
-      Array.from({ length: k }, (_, w) => (this.workers[w] as EncodeWorker).encode(items.slice(w * per, (w + 1) * per), start + w * per, origin, keys)),
-    );
-    return join(parts);
+    try {
+      const parts = await Promise.all(
+        Array.from({ length: k }, (_, w) => (this.workers[w] as EncodeWorker).encode(items.slice(w * per, (w + 1) * per), start + w * per, origin, keys)),
+      );
+      return join(parts);
+    } catch (err) {
+      if (err instanceof AuditError) throw err;
+      // The worker could not start (restricted environment): encode on this thread from now on.
+      process.emitWarning(`audit: encoder thread unavailable, encoding inline: ${err instanceof Error ? err.message : String(err)}`);
+      this.fallback = true;
+      return this.encode(items, start, origin, keys);
+    }
   }
 
   async close(): Promise<void> {

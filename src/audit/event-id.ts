@@ -1,14 +1,17 @@
 /**
  * Time-ordered unique event ids: UUIDv7 (RFC 9562 §5.7). The 12-bit rand_a field is used as a
  * counter within one millisecond (RFC 9562 §6.2 method 1) so ids from one generator sort in
- * creation order. Pure: the clock and the random source are passed in.
+ * creation order. Pure: the clock and the random source are passed in. Runs once per event, so
+ * it formats from a byte-to-hex table and draws random bytes in bulk.
  */
 export type RandomFill = (buf: Uint8Array) => void;
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 export function uuidv7Generator(now: () => number, randomFill: RandomFill): () => string {
   let lastMs = -1;
   let counter = 0;
-  // Random bytes are drawn in bulk: one call to the source per 1024 ids.
+  let msHex = '';
   const pool = new Uint8Array(8 * 1024);
   let used = pool.length;
   return () => {
@@ -22,18 +25,25 @@ export function uuidv7Generator(now: () => number, randomFill: RandomFill): () =
     } else {
       counter = 0;
     }
+    if (ms !== lastMs) {
+      const h = ms.toString(16).padStart(12, '0');
+      msHex = `${h.slice(0, 8)}-${h.slice(8)}-`;
+    }
     lastMs = ms;
     if (used === pool.length) {
       randomFill(pool);
       used = 0;
     }
-    const rnd = pool.subarray(used, used + 8);
+    const r = used;
     used += 8;
-    const hex = ms.toString(16).padStart(12, '0');
-    const randA = (0x7000 | counter).toString(16);
-    const varB = ((0x80 | ((rnd[0] as number) & 0x3f)) << 8) | (rnd[1] as number);
-    const tail = Buffer.from(rnd.subarray(2)).toString('hex');
-    return `${hex.slice(0, 8)}-${hex.slice(8)}-${randA}-${varB.toString(16)}-${tail}`;
+    const randA = HEX[0x70 | (counter >> 8)] as string;
+    const randA2 = HEX[counter & 0xff] as string;
+    const varB = HEX[0x80 | ((pool[r] as number) & 0x3f)] as string;
+    return (
+      `${msHex}${randA}${randA2}-${varB}${HEX[pool[r + 1] as number] as string}-` +
+      `${HEX[pool[r + 2] as number] as string}${HEX[pool[r + 3] as number] as string}${HEX[pool[r + 4] as number] as string}` +
+      `${HEX[pool[r + 5] as number] as string}${HEX[pool[r + 6] as number] as string}${HEX[pool[r + 7] as number] as string}`
+    );
   };
 }
 

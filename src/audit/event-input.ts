@@ -48,19 +48,17 @@ export function completeEvent(input: AuditEventInput, newId: () => string, nowIs
   if (input.time !== undefined && (typeof input.time !== 'string' || !RFC3339_MS_UTC.test(input.time) || Number.isNaN(Date.parse(input.time)))) {
     throw invalid('time must be RFC 3339 UTC with milliseconds (YYYY-MM-DDTHH:MM:SS.sssZ)');
   }
-  const a: { agent?: string; execution?: string; principal?: string } = {};
-  if (actor.agent !== undefined) a.agent = actor.agent;
-  if (actor.execution !== undefined) a.execution = actor.execution;
-  if (actor.principal !== undefined) a.principal = actor.principal;
+  // Fixed object shapes (absent fields are undefined, which every encoder skips): this runs once
+  // per event.
   const event: AuditEvent = {
     v: 1,
     id: input.id ?? newId(),
     time: input.time ?? nowIso(),
-    actor: a,
+    actor: { agent: actor.agent, execution: actor.execution, principal: actor.principal },
     action,
     decision,
-    ...(reason !== undefined ? { reason } : {}),
-    ...(subject !== undefined ? { subject } : {}),
+    reason,
+    subject,
     payload,
   };
   return { event, payloadJson };

@@ -106,6 +106,20 @@ describe('AuditLog', () => {
     });
   });
 
+  it('appendMany acknowledges a batch once, and appends nothing when one event is invalid', async () => {
+    await withHome(async (home) => {
+      const log = await openAuditLog({ home, env: ENV });
+      await log.appendMany(Array.from({ length: 300 }, (_, i) => ev(i)));
+      assert.equal(log.size, 300);
+      await assert.rejects(log.appendMany([ev(1), { ...ev(2), decision: 'maybe' as never }]), (err: unknown) => err instanceof AuditError && err.code === 'event-invalid');
+      await log.flush();
+      assert.equal(log.size, 300);
+      await log.close();
+      const r = await verify(home);
+      assert.ok(r.ok && r.size === 300);
+    });
+  });
+
   describe('when two processes write to the same store', () => {
     it('interleaves their batches without losing or duplicating any event', async () => {
       await withHome(async (home) => {
