@@ -15,7 +15,7 @@ import { startFakeInternet, UPSTREAM_DNS } from '../test/integration/gateway-fak
 import { inNetns, MemorySink, networkPolicy } from '../test/integration/gateway-support.js';
 
 const CLIENT = fileURLToPath(new URL('./gateway-client.js', import.meta.url));
-const BENCH_ADDRESS = '203.0.113.20';
+const BENCH_ADDRESS = '198.51.100.20';
 
 type Figures = Record<string, number>;
 

@@ -10,8 +10,8 @@ describe('parseGatewayConfig', () => {
     assert.deepEqual(parseGatewayConfig({}, null, HOST_RESOLV), { upstreamDns: { host: '192.0.2.53', port: 53 }, sandboxSubnet: '10.201.0.0/16', stateDir: '/run/aegis' });
   });
   it('environment overrides the config file', () => {
-    const c = parseGatewayConfig({ AEGIS_UPSTREAM_DNS: '203.0.113.53:5353' }, { upstreamDns: '198.51.100.1:53', sandboxSubnet: '10.99.0.0/20' }, HOST_RESOLV);
-    assert.deepEqual(c.upstreamDns, { host: '203.0.113.53', port: 5353 });
+    const c = parseGatewayConfig({ AEGIS_UPSTREAM_DNS: '198.51.100.53:5353' }, { upstreamDns: '198.51.100.1:53', sandboxSubnet: '10.99.0.0/20' }, HOST_RESOLV);
+    assert.deepEqual(c.upstreamDns, { host: '198.51.100.53', port: 5353 });
     assert.equal(c.sandboxSubnet, '10.99.0.0/20');
   });
   describe('when the configuration is invalid', () => {
@@ -28,6 +28,10 @@ describe('parseGatewayConfig', () => {
       assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_SANDBOX_SUBNET: '10.0.0.0/8' }, null, HOST_RESOLV)), 'config_invalid');
       assert.equal(codeOf(() => parseGatewayConfig({}, { upstreamDNS: '1.2.3.4:53' }, HOST_RESOLV)), 'config_invalid');
       assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_STATE_DIR: 'run' }, null, HOST_RESOLV)), 'config_invalid');
+    });
+    it('a resolver inside the sandbox subnet is config_invalid (the gateway could not reach it)', () => {
+      assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_UPSTREAM_DNS: '10.201.3.9:53' }, null, HOST_RESOLV)), 'config_invalid');
+      assert.equal(codeOf(() => parseGatewayConfig({}, { sandboxSubnet: '192.0.2.0/24' }, HOST_RESOLV)), 'config_invalid');
     });
     it('no resolver anywhere is config_invalid', () => {
       assert.equal(codeOf(() => parseGatewayConfig({}, null, 'nameserver ::1\n')), 'config_invalid');

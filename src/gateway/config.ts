@@ -5,7 +5,8 @@
  * - upstreamDns   (AEGIS_UPSTREAM_DNS, "ip:port")  resolver the gateway itself asks.
  *                 Default: the host's first `nameserver` in /etc/resolv.conf, port 53.
  * - sandboxSubnet (AEGIS_SANDBOX_SUBNET, CIDR /16../29) carved into one /30 per sandbox.
- *                 Default 10.201.0.0/16.
+ *                 Default 10.201.0.0/16. Must not contain upstreamDns (config_invalid) nor
+ *                 overlap any host route (checked at every sandbox start: subnet_conflict).
  * - stateDir      (AEGIS_STATE_DIR) slot locks and per-sandbox resolv.conf. Default /run/aegis.
  *
  * NOTE: the gateway never originates TLS (tunnels stay end to end and https:// URLs are not
@@ -15,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { GatewayError } from './errors.js';
-import { parseSubnet } from './netns/plan.js';
+import { parseSubnet, subnetContains } from './netns/plan.js';
 
 const hostPort = z
   .string()
@@ -78,6 +79,9 @@ export function parseGatewayConfig(env: Readonly<Record<string, string | undefin
     const ns = firstNameserver(hostResolvConf);
     if (!ns) throw new GatewayError('config_invalid', 'no upstream resolver: set AEGIS_UPSTREAM_DNS or an IPv4 nameserver in /etc/resolv.conf');
     upstream = { host: ns, port: 53 };
+  }
+  if (subnetContains(r.data.sandboxSubnet, upstream.host)) {
+    throw new GatewayError('config_invalid', `upstreamDns: ${upstream.host} is inside sandboxSubnet ${r.data.sandboxSubnet}; the gateway could not reach it`);
   }
   return { upstreamDns: upstream, sandboxSubnet: r.data.sandboxSubnet, stateDir: r.data.stateDir };
 }

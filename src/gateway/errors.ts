@@ -18,6 +18,8 @@ export type GatewayErrorCode =
   | 'config_invalid'
   /** Creating or tearing down the sandbox network (netns, veth, nftables) failed. */
   | 'netns_failed'
+  /** The sandbox subnet overlaps a route or address the host already uses (it would shadow it). */
+  | 'subnet_conflict'
   /** No free sandbox address slot is left in the configured subnet. */
   | 'netns_exhausted'
   /** A gateway listener could not start; the sandbox must not start either. */

@@ -19,7 +19,7 @@ import { compileEgress } from '../policy/net.js';
 import type { GatewayConfig } from './config.js';
 import { startDnsServer, type DnsServers } from './dns/server.js';
 import { UpstreamResolver, type Resolver } from './dns/upstream.js';
-import { applyHostRules, claimSlot, createSandboxNet, destroySandboxNet, releaseSlot, sweepStaleSandboxNets, writeResolvConf } from './netns/adapter.js';
+import { applyHostRules, checkSubnetFree, claimSlot, createSandboxNet, destroySandboxNet, releaseSlot, sweepStaleSandboxNets, writeResolvConf } from './netns/adapter.js';
 import { planSandboxNet, proxyEnv, resolvConf, type SandboxNetPlan } from './netns/plan.js';
 import { startHttpListener } from './proxy/http.js';
 import { startSocksListener } from './proxy/socks.js';
@@ -76,6 +76,7 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   });
   const slotDir = `${o.config.stateDir}/net-slots`;
   await sweepStaleSandboxNets(o.config.stateDir, o.config.sandboxSubnet);
+  await checkSubnetFree(o.config.sandboxSubnet);
   const id = randomBytes(4).toString('hex');
   const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id);
   const plan = planSandboxNet(id, slot, o.config.sandboxSubnet);

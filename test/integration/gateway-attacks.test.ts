@@ -56,7 +56,7 @@ describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 18
     it('follows a CNAME chain and answers the question name only', async () => {
       const r = await inNetns(ns, ['dig', '+short', '+tries=1', '+time=3', 'storage.googleapis.com', 'A']);
       assert.equal(r.code, 0, r.stderr);
-      assert.equal(r.stdout.trim(), '203.0.113.11');
+      assert.equal(r.stdout.trim(), '198.51.100.11');
       const c = await curl(['https://storage.googleapis.com/bucket/object']);
       assert.equal(c.code, 0, c.stderr);
     });
@@ -102,9 +102,9 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
       const r = await curl(['--socks5-hostname', `${net.gatewayAddress}:1080`, 'https://attacker.com/']);
       assert.notEqual(r.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'socks5', host: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length, 1);
-      const byIp = await curl(['--socks5', `${net.gatewayAddress}:1080`, '--resolve', 'attacker.com:443:203.0.113.66', 'https://attacker.com/']);
+      const byIp = await curl(['--socks5', `${net.gatewayAddress}:1080`, '--resolve', 'attacker.com:443:198.51.100.66', 'https://attacker.com/']);
       assert.notEqual(byIp.code, 0);
-      assert.equal(audit.find('net.connect', 'deny', { mode: 'socks5', host: '203.0.113.66', reason: 'net.denied.ip_literal' }).length, 1);
+      assert.equal(audit.find('net.connect', 'deny', { mode: 'socks5', host: '198.51.100.66', reason: 'net.denied.ip_literal' }).length, 1);
     });
 
     it('attacker.com without proxy: the name does not resolve', async () => {
@@ -114,15 +114,15 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
     });
 
     it('by IP address: transparent HTTPS (no SNI), transparent HTTP and CONNECT', async () => {
-      const tls = await curl(['-k', 'https://203.0.113.66/']);
+      const tls = await curl(['-k', 'https://198.51.100.66/']);
       assert.notEqual(tls.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'transparent-tls', reason: 'gateway.sni_missing' }).length, 1);
-      const http = await curl(['-i', 'http://203.0.113.66/x']);
+      const http = await curl(['-i', 'http://198.51.100.66/x']);
       assert.match(http.stdout, /^HTTP\/1\.1 403/);
       assert.equal(audit.find('http.request', 'deny', { mode: 'transparent-http', reason: 'net.denied.ip_literal' }).length, 1);
-      const c = await curl(['-k', 'https://203.0.113.66/'], proxied);
+      const c = await curl(['-k', 'https://198.51.100.66/'], proxied);
       assert.notEqual(c.code, 0);
-      assert.equal(audit.find('net.connect', 'deny', { mode: 'connect', host: '203.0.113.66', reason: 'net.denied.ip_literal' }).length, 1);
+      assert.equal(audit.find('net.connect', 'deny', { mode: 'connect', host: '198.51.100.66', reason: 'net.denied.ip_literal' }).length, 1);
     });
 
     it('by IPv6: no IPv6 in the sandbox, and a CONNECT to an IPv6 literal is denied', async () => {
@@ -164,7 +164,7 @@ except (ssl.SSLError, OSError) as e:
       const r = await inNetns(ns, ['python3', '-c', script, net.gatewayAddress, inet.caFile]);
       assert.match(r.stdout, /^refused/, r.stdout + r.stderr);
       assert.equal((await audit.eventually('net.connect', 'deny', { mode: 'connect', host: 'api.openai.com', sni: 'attacker.com', reason: 'gateway.sni_mismatch' })).length, 1);
-      const t = await curl(['--resolve', 'attacker.com:443:203.0.113.10', 'https://attacker.com/']);
+      const t = await curl(['--resolve', 'attacker.com:443:198.51.100.10', 'https://attacker.com/']);
       assert.notEqual(t.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'transparent-tls', sni: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length, 1);
     });
@@ -210,9 +210,9 @@ except (ssl.SSLError, OSError) as e:
     });
 
     it('direct connections to other ports and ICMP go nowhere', async () => {
-      const tcp = await inNetns(ns, ['python3', '-c', 'import socket; socket.create_connection(("203.0.113.66", 22), timeout=2)']);
+      const tcp = await inNetns(ns, ['python3', '-c', 'import socket; socket.create_connection(("198.51.100.66", 22), timeout=2)']);
       assert.notEqual(tcp.code, 0);
-      const ping = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(2); s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("203.0.113.66", 0)); s.recv(100)']);
+      const ping = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(2); s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("198.51.100.66", 0)); s.recv(100)']);
       assert.notEqual(ping.code, 0);
     });
   });
@@ -234,7 +234,7 @@ def talk(port, data, dport=None):
 print(talk(3128, b"\\x00\\xff garbage \\r\\n\\r\\n")[:12])
 print(talk(3128, b"GET http://api.openai.com/ HTTP/1.1\\r\\nX: " + b"a" * 40000 + b"\\r\\n\\r\\n")[:12])
 print(talk(1080, b"\\x04\\x01\\x00\\x50\\x01\\x02\\x03\\x04\\x00"))
-print(talk(443, b"\\x16\\x03\\x01\\x00\\x05\\x02\\x00\\x00\\x01\\x00", "203.0.113.10"))
+print(talk(443, b"\\x16\\x03\\x01\\x00\\x05\\x02\\x00\\x00\\x01\\x00", "198.51.100.10"))
 `;
       const r = await inNetns(ns, ['python3', '-c', script, net.gatewayAddress]);
       const lines = r.stdout.trim().split('\n');

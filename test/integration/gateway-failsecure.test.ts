@@ -36,13 +36,13 @@ describe('egress gateway: fail secure', { ...requirementsOrSkip(), timeout: 120_
       const probes = `
 import socket
 def tcp():
-    socket.create_connection(("203.0.113.66", 22), timeout=2)
+    socket.create_connection(("198.51.100.66", 22), timeout=2)
 def udp():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
-    s.sendto(b"x", ("203.0.113.53", 5353)); s.recv(10)
+    s.sendto(b"x", ("198.51.100.53", 5353)); s.recv(10)
 def icmp():
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(2)
-    s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("203.0.113.66", 0)); s.recv(100)
+    s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("198.51.100.66", 0)); s.recv(100)
 def gateway_host_ssh():
     socket.create_connection(("${net.gatewayAddress}", 22), timeout=2)
 for f in (tcp, udp, icmp, gateway_host_ssh):
@@ -53,7 +53,7 @@ for f in (tcp, udp, icmp, gateway_host_ssh):
 `;
       const r = await inNetns(net.netnsName, ['python3', '-c', probes], {}, 20_000);
       assert.deepEqual(r.stdout.trim().split('\n'), ['tcp blocked', 'udp blocked', 'icmp blocked', 'gateway_host_ssh blocked'], r.stderr);
-      const attacker = await inNetns(net.netnsName, ['curl', '-sS', '--max-time', '5', '-k', '--resolve', 'attacker.com:443:203.0.113.66', 'https://attacker.com/']);
+      const attacker = await inNetns(net.netnsName, ['curl', '-sS', '--max-time', '5', '-k', '--resolve', 'attacker.com:443:198.51.100.66', 'https://attacker.com/']);
       assert.notEqual(attacker.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'transparent-tls', sni: 'attacker.com' }).length, 1);
     } finally {
@@ -84,9 +84,9 @@ for f in (tcp, udp, icmp, gateway_host_ssh):
       assert.equal(await hostTableExists(plan), true, 'the host-side rules outlive the gateway');
       for (const args of [
         ['curl', '-sS', '--max-time', '3', '--cacert', inet.caFile, 'https://api.openai.com/'],
-        ['curl', '-sS', '--max-time', '3', '--noproxy', '*', '--cacert', inet.caFile, '--resolve', 'api.openai.com:443:203.0.113.10', 'https://api.openai.com/'],
-        ['curl', '-sS', '--max-time', '3', 'http://203.0.113.10/'],
-        ['dig', '+tries=1', '+time=2', '@203.0.113.53', 'api.openai.com'],
+        ['curl', '-sS', '--max-time', '3', '--noproxy', '*', '--cacert', inet.caFile, '--resolve', 'api.openai.com:443:198.51.100.10', 'https://api.openai.com/'],
+        ['curl', '-sS', '--max-time', '3', 'http://198.51.100.10/'],
+        ['dig', '+tries=1', '+time=2', '@198.51.100.53', 'api.openai.com'],
       ]) {
         const r = await inNetns(plan.netnsName, args, args.includes('--noproxy') ? {} : info.env);
         assert.notEqual(r.code, 0, `${args.join(' ')} worked after the gateway died: ${r.stdout}`);

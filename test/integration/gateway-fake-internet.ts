@@ -2,7 +2,14 @@
  * A "fake internet" for gateway tests and benchmarks, built in a network namespace on this
  * machine: an authoritative-style DNS server and HTTP/HTTPS servers (certificates from a test
  * CA made with the openssl CLI) for api.openai.com, storage.googleapis.com, attacker.com, ...
- * on TEST-NET-3 addresses (203.0.113.0/24). No traffic leaves the machine.
+ * on TEST-NET-2 addresses (198.51.100.0/24). No traffic leaves the machine.
+ *
+ * ADDRESS NOTE: the host-side veth gets 198.51.100.1/24, so while the fake internet exists the
+ * host routes all of 198.51.100.0/24 into it. Never move it to a range the host really uses:
+ * on these machines the npm registry and the Debian mirror resolve to 203.0.113.80 (TEST-NET-3),
+ * and a fake internet there broke apt, debootstrap and npm while tests ran. `startFakeInternet`
+ * refuses to start when anything else on the host routes into FAKE_INET_PREFIX, removes what a
+ * crashed run left behind first, and `close()` checks that the link is really gone.
  *
  * The same file is the server program: run with FAKE_INET_MAIN=1 inside the namespace.
  * (Imported by `node --test`, it does nothing.)
@@ -19,23 +26,25 @@ import * as packet from 'dns-packet';
 export const INET_NS = 'aegt-inet';
 const HOST_IF = 'agtinet0h';
 const NS_IF = 'agtinet0n';
-export const INET_GW = '203.0.113.1';
-export const UPSTREAM_DNS = '203.0.113.53';
+/** TEST-NET-2 (RFC 5737): reserved for documentation, routed nowhere real. */
+export const FAKE_INET_PREFIX = '198.51.100.0/24';
+export const INET_GW = '198.51.100.1';
+export const UPSTREAM_DNS = '198.51.100.53';
 
 /** The fake internet's zone: name -> A address, or CNAME target. */
 export const ZONE: Record<string, { a?: string; cname?: string }> = {
-  'api.openai.com': { a: '203.0.113.10' },
+  'api.openai.com': { a: '198.51.100.10' },
   'storage.googleapis.com': { cname: 'storage.l.googleusercontent.com' },
-  'storage.l.googleusercontent.com': { a: '203.0.113.11' },
-  'attacker.com': { a: '203.0.113.66' },
+  'storage.l.googleusercontent.com': { a: '198.51.100.11' },
+  'attacker.com': { a: '198.51.100.66' },
   // DNS rebinding: an allowed name that resolves to a private or metadata address.
   'rebind.allowed.test': { a: '10.0.0.5' },
   'metadata.allowed.test': { a: '169.254.169.254' },
-  'bench.test': { a: '203.0.113.20' },
+  'bench.test': { a: '198.51.100.20' },
 };
 /** Every *.attacker.com name resolves too (the tunnel-by-subdomain target). */
-const WILDCARD_ATTACKER = '203.0.113.66';
-const ADDRESSES = ['203.0.113.2', '203.0.113.10', '203.0.113.11', '203.0.113.20', '203.0.113.53', '203.0.113.66'];
+const WILDCARD_ATTACKER = '198.51.100.66';
+const ADDRESSES = ['198.51.100.2', '198.51.100.10', '198.51.100.11', '198.51.100.20', '198.51.100.53', '198.51.100.66'];
 export const CERT_NAMES = ['api.openai.com', 'storage.googleapis.com', 'attacker.com', '*.attacker.com', 'bench.test'];
 
 export interface FakeInternet {
@@ -68,57 +77,139 @@ export function makeTestPki(dir: string): { caFile: string; certFile: string; ke
   return { caFile: p('ca.pem'), certFile: p('server.pem'), keyFile: p('server.key') };
 }
 
+function linkExists(name: string): boolean {
+  try {
+    sh('ip', ['link', 'show', 'dev', name]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Host routes (any table) inside FAKE_INET_PREFIX, as `ip -o` lines. */
+function routesInPrefix(): string[] {
+  return sh('ip', ['-4', '-o', 'route', 'show', 'table', 'all', 'root', FAKE_INET_PREFIX]).split('\n').filter(Boolean);
+}
+
+/**
+ * Remove the fake internet, including one left behind by a crashed or killed run: the server
+ * processes still inside the namespace (they would keep it, and its veth, alive), the host-side
+ * link (which takes its peer and the route with it) and the namespace. Throws when the link or
+ * a route into FAKE_INET_PREFIX is still there afterwards.
+ */
 export function removeFakeInternet(): void {
+  let pids: string[] = [];
+  try {
+    pids = sh('ip', ['netns', 'pids', INET_NS]).split('\n').filter((l) => /^[0-9]+$/.test(l));
+  } catch {
+    pids = []; // no such namespace
+  }
+  for (const pid of pids) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
   shQuiet('ip', ['link', 'del', HOST_IF]);
   shQuiet('ip', ['netns', 'del', INET_NS]);
+  if (linkExists(HOST_IF)) throw new Error(`fake internet: ${HOST_IF} could not be removed`);
+  const left = routesInPrefix().filter((r) => r.includes(` dev ${HOST_IF} `));
+  if (left.length > 0) throw new Error(`fake internet: routes still point into ${HOST_IF}: ${left.join('; ')}`);
+}
+
+/** Synchronous best-effort removal on the way out of a test process (normal exit or a signal). */
+let exitHooks = false;
+function removeOnExit(): void {
+  if (exitHooks) return;
+  exitHooks = true;
+  process.once('exit', () => {
+    try {
+      removeFakeInternet();
+    } catch (err) {
+      process.stderr.write(`${String(err)}\n`);
+    }
+  });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      try {
+        removeFakeInternet();
+      } finally {
+        process.kill(process.pid, sig); // the handler was `once`: this time the default action ends the process
+      }
+    });
+  }
 }
 
 /** Build the namespace, start the servers inside it, wait until they are ready. */
 export async function startFakeInternet(): Promise<FakeInternet> {
   removeFakeInternet();
+  // Never shadow something the host really routes into the test prefix (see ADDRESS NOTE).
+  const foreign = routesInPrefix();
+  if (foreign.length > 0) throw new Error(`fake internet: the host already routes into ${FAKE_INET_PREFIX} (${foreign.join('; ')}); refusing to shadow it`);
+  removeOnExit();
   const dir = mkdtempSync(`${tmpdir()}/aegis-fake-inet-`);
   chmodSync(dir, 0o755); // sandboxed agents (mapped uids) read ca.pem from here
-  const pki = makeTestPki(dir);
-  sh('ip', ['netns', 'add', INET_NS]);
-  sh('ip', ['link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF, 'netns', INET_NS]);
-  sh('ip', ['addr', 'add', `${INET_GW}/24`, 'dev', HOST_IF]);
-  sh('ip', ['link', 'set', HOST_IF, 'up']);
-  const inNs = (args: string[]): string => sh('ip', ['netns', 'exec', INET_NS, ...args]);
-  for (const a of ADDRESSES) inNs(['ip', 'addr', 'add', `${a}/24`, 'dev', NS_IF]);
-  inNs(['ip', 'link', 'set', 'lo', 'up']);
-  inNs(['ip', 'link', 'set', NS_IF, 'up']);
-  inNs(['ip', 'route', 'add', 'default', 'via', INET_GW]);
-  const log = `${dir}/requests.jsonl`;
-  writeFileSync(log, '');
-  const child: ChildProcess = spawn('ip', ['netns', 'exec', INET_NS, process.execPath, fileURLToPath(import.meta.url)], {
-    env: { ...process.env, FAKE_INET_MAIN: '1', FAKE_INET_CERT: pki.certFile, FAKE_INET_KEY: pki.keyFile, FAKE_INET_LOG: log },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('fake internet did not start in 15 s')), 15_000);
-    child.once('exit', (code) => reject(new Error(`fake internet exited early (${code})`)));
-    child.stdout!.on('data', (d: Buffer) => {
-      if (d.toString().includes('ready')) {
-        clearTimeout(timer);
-        resolve();
-      }
+  let child: ChildProcess | null = null;
+  try {
+    const pki = makeTestPki(dir);
+    sh('ip', ['netns', 'add', INET_NS]);
+    sh('ip', ['link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF, 'netns', INET_NS]);
+    sh('ip', ['addr', 'add', `${INET_GW}/24`, 'dev', HOST_IF]);
+    sh('ip', ['link', 'set', HOST_IF, 'up']);
+    const inNs = (args: string[]): string => sh('ip', ['netns', 'exec', INET_NS, ...args]);
+    for (const a of ADDRESSES) inNs(['ip', 'addr', 'add', `${a}/24`, 'dev', NS_IF]);
+    inNs(['ip', 'link', 'set', 'lo', 'up']);
+    inNs(['ip', 'link', 'set', NS_IF, 'up']);
+    inNs(['ip', 'route', 'add', 'default', 'via', INET_GW]);
+    const log = `${dir}/requests.jsonl`;
+    writeFileSync(log, '');
+    // stdin is a pipe the server watches: if this process dies, the server exits too.
+    const c = spawn('ip', ['netns', 'exec', INET_NS, process.execPath, fileURLToPath(import.meta.url)], {
+      env: { ...process.env, FAKE_INET_MAIN: '1', FAKE_INET_CERT: pki.certFile, FAKE_INET_KEY: pki.keyFile, FAKE_INET_LOG: log },
+      stdio: ['pipe', 'pipe', 'inherit'],
     });
-  });
-  return {
-    caFile: pki.caFile,
-    dir,
-    requestsSeen: () =>
-      readFileSync(log, 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as { host: string; path: string; tls: boolean }),
-    close: async () => {
-      child.kill('SIGTERM');
-      await new Promise((r) => setTimeout(r, 50));
-      removeFakeInternet();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+    child = c;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('fake internet did not start in 15 s')), 15_000);
+      c.once('exit', (code) => reject(new Error(`fake internet exited early (${code})`)));
+      c.stdout!.on('data', (d: Buffer) => {
+        if (d.toString().includes('ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    return {
+      caFile: pki.caFile,
+      dir,
+      requestsSeen: () =>
+        readFileSync(log, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as { host: string; path: string; tls: boolean }),
+      close: async () => {
+        await stopServer(c);
+        removeFakeInternet();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    if (child) await stopServer(child);
+    removeFakeInternet();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** SIGTERM the server and wait (at most 2 s) for it to exit; SIGKILL after that. */
+async function stopServer(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  const exited = new Promise<void>((r) => c.once('exit', () => r()));
+  c.kill('SIGTERM');
+  const timer = setTimeout(() => c.kill('SIGKILL'), 2_000);
+  await exited;
+  clearTimeout(timer);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,6 +295,10 @@ function main(): void {
   https.listen(443, '0.0.0.0', up);
   http.listen(80, '0.0.0.0', up);
   process.on('SIGTERM', () => process.exit(0));
+  // The test process holds the other end of stdin: when it goes away (even by SIGKILL), so do we.
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
 }
 
 if (process.env.FAKE_INET_MAIN === '1') main();

@@ -21,9 +21,9 @@ describe('audit event builders', () => {
     });
   });
   it('an allowed connection records bytes and duration, no detail', () => {
-    const e = connectEvent(actor, verdictOf({ allow: true, reason: 'net.allowed.exact', rule: 'api.openai.com' }), { mode: 'connect', host: 'api.openai.com', port: 443, sni: 'api.openai.com', upstream: '203.0.113.10', bytesSent: 10, bytesReceived: 20, durationMs: 3 });
+    const e = connectEvent(actor, verdictOf({ allow: true, reason: 'net.allowed.exact', rule: 'api.openai.com' }), { mode: 'connect', host: 'api.openai.com', port: 443, sni: 'api.openai.com', upstream: '198.51.100.10', bytesSent: 10, bytesReceived: 20, durationMs: 3 });
     assert.equal(e.decision, 'allow');
-    assert.deepEqual(e.payload, { mode: 'connect', host: 'api.openai.com', port: 443, sni: 'api.openai.com', upstream: '203.0.113.10', bytesSent: 10, bytesReceived: 20, durationMs: 3 });
+    assert.deepEqual(e.payload, { mode: 'connect', host: 'api.openai.com', port: 443, sni: 'api.openai.com', upstream: '198.51.100.10', bytesSent: 10, bytesReceived: 20, durationMs: 3 });
   });
   it('gateway reasons and HTTP requests', () => {
     const e = httpRequestEvent(actor, gatewayDeny('gateway.rate_limited', 'too fast'), { mode: 'forward', method: 'GET', url: 'http://x/', status: 429, bytesSent: 0, bytesReceived: 0, durationMs: 0 });

@@ -39,14 +39,14 @@ const q = (name: string, type = 'A'): Question => ({ id: 7, name, type, recursio
 
 describe('answerQuestion (deny first, then upstream, then rebinding guard)', () => {
   const zone = new ZoneResolver({
-    'api.openai.com': { rcode: 'NOERROR', addresses: ['203.0.113.10'], chain: ['api.openai.com'], ttl: 300 },
-    'rebind.allowed.test': { rcode: 'NOERROR', addresses: ['203.0.113.9', '127.0.0.1'], chain: ['rebind.allowed.test'], ttl: 5 },
+    'api.openai.com': { rcode: 'NOERROR', addresses: ['198.51.100.10'], chain: ['api.openai.com'], ttl: 300 },
+    'rebind.allowed.test': { rcode: 'NOERROR', addresses: ['198.51.100.9', '127.0.0.1'], chain: ['rebind.allowed.test'], ttl: 5 },
   });
   const s = session(zone, ['api.openai.com', 'rebind.allowed.test', 'gone.allowed.test']);
 
   it('answers an allowed name with its addresses and a capped TTL', async () => {
     const o = await answerQuestion(s, q('api.openai.com'));
-    assert.deepEqual(o, { verdict: { decision: 'allow', reason: 'net.allowed.exact' }, rcode: 'NOERROR', answers: [{ type: 'A', address: '203.0.113.10', ttl: 60 }] });
+    assert.deepEqual(o, { verdict: { decision: 'allow', reason: 'net.allowed.exact' }, rcode: 'NOERROR', answers: [{ type: 'A', address: '198.51.100.10', ttl: 60 }] });
     assert.equal(s.wasResolved('API.openai.com.'), true);
   });
   it('refuses a denied name without asking upstream (no tunnelling through the resolver)', async () => {
@@ -89,11 +89,11 @@ describe('answerQuestion (deny first, then upstream, then rebinding guard)', () 
 describe('followChain', () => {
   const a = (name: string, type: string, data: string, ttl = 100) => ({ name, type, data, ttl, class: 'IN' }) as packet.Answer;
   it('follows CNAMEs to the final addresses with the smallest TTL', () => {
-    const r = followChain('storage.googleapis.com', 'A', [a('storage.googleapis.com', 'CNAME', 'x.l.google.com', 50), a('x.l.google.com', 'A', '203.0.113.11', 200), a('other.com', 'A', '203.0.113.99')]);
-    assert.deepEqual(r, { chain: ['storage.googleapis.com', 'x.l.google.com'], addresses: ['203.0.113.11'], ttl: 50 });
+    const r = followChain('storage.googleapis.com', 'A', [a('storage.googleapis.com', 'CNAME', 'x.l.google.com', 50), a('x.l.google.com', 'A', '198.51.100.11', 200), a('other.com', 'A', '198.51.100.99')]);
+    assert.deepEqual(r, { chain: ['storage.googleapis.com', 'x.l.google.com'], addresses: ['198.51.100.11'], ttl: 50 });
   });
   it('ignores address records of names off the chain (answer injection)', () => {
-    const r = followChain('a.com', 'A', [a('a.com', 'CNAME', 'b.com'), a('attacker.com', 'A', '203.0.113.66')]);
+    const r = followChain('a.com', 'A', [a('a.com', 'CNAME', 'b.com'), a('attacker.com', 'A', '198.51.100.66')]);
     assert.deepEqual(r.addresses, []);
   });
   it('refuses CNAME loops', () => {
@@ -106,9 +106,9 @@ describe('DNS messages', () => {
   it('parses a query and encodes a flattened answer', () => {
     const qq = parseQuery(query());
     assert.deepEqual(qq, { id: 4242, name: 'api.openai.com', type: 'A', recursionDesired: true });
-    const res = packet.decode(encodeResponse(qq, 'NOERROR', [{ type: 'A', address: '203.0.113.10', ttl: 60 }]));
+    const res = packet.decode(encodeResponse(qq, 'NOERROR', [{ type: 'A', address: '198.51.100.10', ttl: 60 }]));
     assert.equal(res.id, 4242);
-    assert.deepEqual(res.answers?.map((x) => [x.name, x.type, (x as { data: string }).data]), [['api.openai.com', 'A', '203.0.113.10']]);
+    assert.deepEqual(res.answers?.map((x) => [x.name, x.type, (x as { data: string }).data]), [['api.openai.com', 'A', '198.51.100.10']]);
     assert.equal((res as { rcode?: string }).rcode, 'NOERROR');
     assert.equal((packet.decode(encodeResponse(qq, 'REFUSED')) as { rcode?: string }).rcode, 'REFUSED');
   });

@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { GatewayError } from '../errors.js';
-import { hostRuleset, parseSubnet, planSandboxNet, sandboxRuleset, type ListenerPorts, type SandboxNetPlan } from './plan.js';
+import { hostRuleset, parseSubnet, planSandboxNet, sandboxRuleset, subnetConflicts, type HostRoute, type ListenerPorts, type SandboxNetPlan } from './plan.js';
 
 function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -46,6 +46,25 @@ async function readOwner(path: string): Promise<SlotOwner | null> {
     return typeof o.pid === 'number' && typeof o.id === 'string' ? { pid: o.pid, id: o.id } : null;
   } catch {
     return null;
+  }
+}
+
+/**
+ * Refuse a sandbox subnet that overlaps anything the host routes (any table) other than the
+ * gateway's own veths: `subnet_conflict`. Run before every sandbox network is built, since
+ * the host's routes change (docker networks, VPNs, a test network).
+ */
+export async function checkSubnetFree(subnet: string): Promise<void> {
+  let routes: HostRoute[];
+  try {
+    routes = JSON.parse(await run('ip', ['-j', '-4', 'route', 'show', 'table', 'all'])) as HostRoute[];
+  } catch (err) {
+    throw new GatewayError('netns_failed', `reading the host's routes: ${String(err)}`, { cause: err });
+  }
+  const clash = subnetConflicts(subnet, routes);
+  if (clash.length > 0) {
+    const what = clash.map((r) => `${r.dst}${r.dev ? ` dev ${r.dev}` : ''}${r.table ? ` table ${r.table}` : ''}`).join(', ');
+    throw new GatewayError('subnet_conflict', `sandbox subnet ${subnet} overlaps host routes (${what}); set AEGIS_SANDBOX_SUBNET to an unused range`);
   }
 }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { GatewayError } from '../errors.js';
-import { hostRuleset, parseSubnet, planSandboxNet, proxyEnv, resolvConf, sandboxRuleset } from './plan.js';
+import { hostRuleset, parseSubnet, planSandboxNet, proxyEnv, resolvConf, sandboxRuleset, subnetConflicts, subnetContains, type HostRoute } from './plan.js';
 
 const ports = { dns: 40001, httpProxy: 40002, socks: 40003, transparentHttp: 40004, transparentTls: 40005 };
 
@@ -20,6 +20,39 @@ describe('planSandboxNet', () => {
   });
   it('refuses subnets with host bits or odd prefixes', () => {
     for (const s of ['10.201.0.1/16', '10.0.0.0/8', '10.201.0.0/30', 'x/16']) assert.throws(() => parseSubnet(s), GatewayError, s);
+  });
+});
+
+/** `ip -j -4 route show table all` on the CI host (Debian 12), 2026-11-25, trimmed to dst/dev/table. */
+const HOST_ROUTES: HostRoute[] = [
+  { dst: 'default', dev: 'eth0' },
+  { dst: '172.17.0.0/16', dev: 'docker0' },
+  { dst: '192.0.2.0/24', dev: 'eth0' },
+  { dst: '127.0.0.0/8', dev: 'lo', table: 'local' },
+  { dst: '127.0.0.1', dev: 'lo', table: 'local' },
+  { dst: '127.255.255.255', dev: 'lo', table: 'local' },
+  { dst: '172.17.0.1', dev: 'docker0', table: 'local' },
+  { dst: '172.17.255.255', dev: 'docker0', table: 'local' },
+  { dst: '192.0.2.2', dev: 'eth0', table: 'local' },
+  { dst: '192.0.2.255', dev: 'eth0', table: 'local' },
+];
+
+describe('subnetConflicts', () => {
+  it('the default subnet is free on the CI host (LAN 192.0.2.0/24, docker 172.17.0.0/16, resolver 10.255.255.53 via default)', () => {
+    assert.deepEqual(subnetConflicts('10.201.0.0/16', HOST_ROUTES), []);
+    assert.equal(subnetContains('10.201.0.0/16', '10.255.255.53'), false);
+  });
+  it('the gateway\'s own veths and the default route are not conflicts', () => {
+    const own = [...HOST_ROUTES, { dst: '10.201.0.0/30', dev: 'aeh0a1b2c3d' }, { dst: '10.201.0.1', dev: 'aeh0a1b2c3d', table: 'local' }];
+    assert.deepEqual(subnetConflicts('10.201.0.0/16', own), []);
+  });
+  describe('when the subnet overlaps a host route', () => {
+    it('a route inside it, one containing it, and a host address in it are all reported', () => {
+      assert.deepEqual(subnetConflicts('172.17.0.0/16', HOST_ROUTES).map((r) => r.dst), ['172.17.0.0/16', '172.17.0.1', '172.17.255.255']);
+      assert.deepEqual(subnetConflicts('10.201.0.0/16', [{ dst: '10.0.0.0/8', dev: 'tun0' }]).map((r) => r.dst), ['10.0.0.0/8']);
+      assert.deepEqual(subnetConflicts('10.201.0.0/16', [{ dst: '10.201.255.253', dev: 'wg0' }]).map((r) => r.dst), ['10.201.255.253']);
+      assert.deepEqual(subnetConflicts('10.201.0.0/16', [{ dst: '10.202.0.0/16', dev: 'wg0' }, { dst: '10.200.255.255', dev: 'wg0' }]), []);
+    });
   });
 });
 

@@ -71,6 +71,57 @@ export function parseSubnet(cidr: string): { base: number; slots: number } {
   return { base, slots: 2 ** (30 - prefix) };
 }
 
+/** One IPv4 route of the host, as `ip -j route show table all` prints it (`dst` may be "default"). */
+export interface HostRoute {
+  readonly dst: string;
+  readonly dev?: string;
+  readonly table?: string;
+}
+
+/** Host interfaces that are the gateway's own per-sandbox veths (their /30s are in the subnet). */
+export const OWN_IF_PREFIX = 'aeh';
+
+function rangeOf(cidr: string): { lo: number; hi: number } | null {
+  const m = /^([0-9.]+)(?:\/([0-9]{1,2}))?$/.exec(cidr);
+  if (!m) return null;
+  const prefix = m[2] === undefined ? 32 : Number(m[2]);
+  if (prefix > 32) return null;
+  let base: number;
+  try {
+    base = v4ToInt(m[1]!);
+  } catch {
+    return null;
+  }
+  const size = 2 ** (32 - prefix);
+  const lo = base - (base % size);
+  return { lo, hi: lo + size - 1 };
+}
+
+/**
+ * Host routes that overlap `subnet` (pure). The sandbox subnet must be address space the host
+ * uses for nothing else: a /30 carved from a range the host routes elsewhere (its LAN, a
+ * resolver, a registry mirror) would shadow that destination for the host while the sandbox
+ * runs. Default routes (/0) are ignored, and so are routes on the gateway's own veths.
+ */
+export function subnetConflicts(subnet: string, routes: readonly HostRoute[]): HostRoute[] {
+  const { base, slots } = parseSubnet(subnet);
+  const lo = base;
+  const hi = base + slots * 4 - 1;
+  return routes.filter((r) => {
+    if (r.dst === 'default' || r.dst === '0.0.0.0/0') return false;
+    if (r.dev?.startsWith(OWN_IF_PREFIX)) return false;
+    const rr = rangeOf(r.dst);
+    return rr !== null && rr.lo <= hi && lo <= rr.hi;
+  });
+}
+
+/** Whether IPv4 `address` lies inside `subnet`. */
+export function subnetContains(subnet: string, address: string): boolean {
+  const { base, slots } = parseSubnet(subnet);
+  const r = rangeOf(address);
+  return r !== null && r.lo >= base && r.lo <= base + slots * 4 - 1;
+}
+
 export function planSandboxNet(id: string, slot: number, subnet: string): SandboxNetPlan {
   if (!ID.test(id)) throw new GatewayError('netns_failed', `sandbox network id "${id}" is not 8 lower-case hex digits`);
   const { base, slots } = parseSubnet(subnet);
@@ -81,7 +132,7 @@ export function planSandboxNet(id: string, slot: number, subnet: string): Sandbo
     slot,
     netnsName: `aegis-${id}`,
     netnsPath: `/run/netns/aegis-${id}`,
-    hostIf: `aeh${id}`,
+    hostIf: `${OWN_IF_PREFIX}${id}`,
     sandboxIfTemp: `aes${id}`,
     sandboxIf: 'eth0',
     hostAddress: intToV4(net + 1),

@@ -17,7 +17,7 @@ describe('parseAuthority', () => {
   it('splits CONNECT targets', () => {
     assert.deepEqual(parseAuthority('API.OpenAI.com.:443', null), { host: 'api.openai.com', port: 443 });
     assert.deepEqual(parseAuthority('[2001:db8::66]:443', null), { host: '2001:db8::66', port: 443 });
-    assert.deepEqual(parseAuthority('203.0.113.66:8080', null), { host: '203.0.113.66', port: 8080 });
+    assert.deepEqual(parseAuthority('198.51.100.66:8080', null), { host: '198.51.100.66', port: 8080 });
   });
   it('applies the default port to Host headers', () => {
     assert.deepEqual(parseAuthority('api.openai.com', 80), { host: 'api.openai.com', port: 80 });
