@@ -96,6 +96,23 @@ function b64(v: unknown, what: string): Uint8Array {
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
 }
 
+/**
+ * Just the index recorded in a stored entry (hostile input), for full-log verification: parses
+ * the JSON and checks the version and index, but not the other fields (readers check those).
+ */
+export function parseEntryIndex(bytes: Uint8Array): number {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8')) as unknown;
+  } catch {
+    throw bad('entry is not JSON');
+  }
+  if (!isRecord(v) || v['v'] !== 1) throw bad('entry is not a version 1 object');
+  const index = v['i'];
+  if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0) throw bad('entry index is not a non-negative integer');
+  return index;
+}
+
 /** Parses a stored entry (hostile input). */
 export function parseEntry(bytes: Uint8Array): ParsedEntry {
   const v = parseJson(bytes);

@@ -7,9 +7,10 @@
  */
 import { type Checkpoint, openCheckpoint } from './checkpoint/checkpoint.js';
 import type { NoteVerifier } from './checkpoint/note.js';
-import { parseEntry } from './entry.js';
+import { parseEntryIndex } from './entry.js';
 import { AuditError } from './errors.js';
-import { bytesEqual, hashLeaf, MerkleTree, verifyConsistency } from './merkle/index.js';
+import { hashLeafFast } from './merkle/hash.js';
+import { bytesEqual, MerkleTree, verifyConsistency } from './merkle/index.js';
 import type { AuditStore } from './store/types.js';
 
 export interface VerifyInput {
@@ -41,11 +42,11 @@ export async function verifyLog(input: VerifyInput): Promise<VerifyResult> {
         }
         throw new Problem(`entry ${pos}: ${rec.error}`);
       }
-      const h = hashLeaf(rec.entry);
+      const h = hashLeafFast(rec.entry);
       if (!bytesEqual(h, rec.leafHash)) throw new Problem(`entry ${pos}: its bytes do not match its stored leaf hash (entry modified)`);
       let index: number;
       try {
-        index = parseEntry(rec.entry).index;
+        index = parseEntryIndex(rec.entry);
       } catch (err) {
         throw new Problem(`entry ${pos}: malformed (${err instanceof Error ? err.message : String(err)})`);
       }

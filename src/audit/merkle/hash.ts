@@ -38,6 +38,16 @@ export function hashAdjacentChildren(buf: Uint8Array, offset: number): Uint8Arra
   return hash('sha256', nodeScratch, 'buffer') as unknown as Uint8Array;
 }
 
+let leafScratch = Buffer.alloc(4096);
+
+/** hashLeaf without a Hash object: copies 0x00 || entry into a scratch buffer, hashes once. */
+export function hashLeafFast(entry: Uint8Array): Uint8Array {
+  if (entry.length + 1 > leafScratch.length) leafScratch = Buffer.alloc(Math.max(entry.length + 1, leafScratch.length * 2));
+  leafScratch[0] = 0x00;
+  leafScratch.set(entry, 1);
+  return hash('sha256', leafScratch.subarray(0, entry.length + 1), 'buffer') as unknown as Uint8Array;
+}
+
 /** Constant-length byte comparison (hashes are public, so timing does not matter here). */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

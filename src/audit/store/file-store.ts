@@ -139,7 +139,13 @@ export class FileStore implements AuditStore {
       records.length = 0;
       const end = await scan(this.fh, offset, (r) => {
         if (to !== undefined && index >= to) return false;
-        if (index >= from) records.push({ index, leafHash: Buffer.from(r.leafHash), entry: Buffer.from(r.entry) });
+        // Copies: the scan buffer is reused. One slice of the chunk holds both.
+        if (index >= from) {
+          const copy = Buffer.from(r.entry.buffer, r.entry.byteOffset - 32, r.entry.length + 32);
+          const own = Buffer.allocUnsafe(copy.length);
+          copy.copy(own);
+          records.push({ index, leafHash: own.subarray(0, 32), entry: own.subarray(32) });
+        }
         index++;
         offset = r.offset + HEADER + r.entry.length;
         return records.length < 4096;
