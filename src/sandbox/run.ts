@@ -10,7 +10,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
-import { existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join, relative, isAbsolute } from 'node:path';
 import type { AuditSink, AuditEventInput } from '../audit/event.js';
 import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
@@ -318,6 +318,24 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
       emit(opts.audit, { actor, action: 'run.spawn', decision: 'info', payload: { isolation, runtimePid: child.pid } });
     }
   });
+  // run.start when the runtime has created the container (it writes its pid file then); watched
+  // only when someone listens. A start the watcher missed is reported at exit.
+  let startEmitted = false;
+  const emitStart = (): void => {
+    if (startEmitted) return;
+    startEmitted = true;
+    emit(opts.audit, { actor, action: 'run.start', decision: 'info', payload: { isolation } });
+  };
+  let watcher: FSWatcher | undefined;
+  if (opts.audit !== undefined) {
+    try {
+      watcher = watch(activeRun.bundleDir, (_event, name) => {
+        if (name === 'pid') emitStart();
+      });
+    } catch {
+      watcher = undefined;
+    }
+  }
 
   const stop = (why: 'timeout' | 'killed'): void => {
     if (reason !== null) return;
@@ -330,6 +348,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   opts.signal?.addEventListener('abort', onAbort, { once: true });
 
   const { code, signal } = await exited;
+  watcher?.close();
   clearTimeout(timer);
   clearTimeout(killTimer);
   opts.signal?.removeEventListener('abort', onAbort);
@@ -357,7 +376,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     exitCode = code ?? 128 + (signal !== null ? signalNumber(signal) : 0);
   }
   const result: RunResult = { ...base, status, exitCode, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit };
-  if (startedAgent) emit(opts.audit, { actor, action: 'run.start', decision: 'info', payload: { isolation } });
+  if (startedAgent) emitStart();
   if (status !== 'exited') emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
   emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit } });
   emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
