@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
 import type { Policy } from '../policy/types.js';
-import { dryRun, EXIT_CANNOT_START, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
+import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import type { CliContext } from './context.js';
@@ -85,11 +85,12 @@ function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'd
 
 export async function runCommand(ctx: CliContext, file: string, args: string[], flags: RunFlags): Promise<number> {
   const started = performance.now();
+  const executionId = newExecutionId();
   const cannotStart = (message: string): number => {
     ctx.err(`aegis run: ${message}\n`);
     if (flags.summary !== undefined) {
       try {
-        writeFileSync(flags.summary, summaryOf({ executionId: '', status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs: performance.now() - started, cpuMs: 0, maxMemoryBytes: 0 }));
+        writeFileSync(flags.summary, summaryOf({ executionId, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs: performance.now() - started, cpuMs: 0, maxMemoryBytes: 0 }));
       } catch (err) {
         ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);
       }
@@ -114,6 +115,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       policy: loaded.policy,
       manifestDir: dirname(file),
       imageRootfs: image.rootfs,
+      executionId,
       volumes: flags.volume.map(parseVolumeFlag),
       extraArgs: args,
       ...(flags.isolation !== undefined ? { isolation: flags.isolation } : {}),

@@ -141,7 +141,8 @@ export function parseVolumeFlag(flag: string): VolumeRequest {
   return { host: parts[0], sandbox: parts[1], mode };
 }
 
-function newExecutionId(): string {
+/** A fresh execution id (also the container id: `aegis-` + 16 hex digits). */
+export function newExecutionId(): string {
   return `aegis-${randomBytes(8).toString('hex')}`;
 }
 
