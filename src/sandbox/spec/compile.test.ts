@@ -98,6 +98,9 @@ describe('compileBundle', () => {
     assert.deepEqual(compile(policy()).config.linux.namespaces.find((n) => n.type === 'network'), { type: 'network' });
     const joined = compile(policy(), { network: { kind: 'netns', path: '/run/netns/aegis-1' } }).config;
     assert.deepEqual(joined.linux.namespaces.find((n) => n.type === 'network'), { type: 'network', path: '/run/netns/aegis-1' });
+    // sysfs needs a network namespace owned by the sandbox's user namespace: empty /sys otherwise.
+    assert.equal(compile(policy()).config.mounts.find((m) => m.destination === '/sys')?.type, 'sysfs');
+    assert.equal(joined.mounts.find((m) => m.destination === '/sys')?.type, 'tmpfs');
   });
   it('omits cgroupsPath for runtimes started inside the run cgroup', () => {
     assert.equal(compile(policy()).config.linux.cgroupsPath, '/aegis/x/c');

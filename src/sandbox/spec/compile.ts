@@ -143,7 +143,13 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
     tmpfs('/dev/shm', ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k']),
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    // sysfs can only be mounted from a network namespace the sandbox's user namespace owns
+    // (a fresh one). A joined namespace (egress gateway) belongs to the host's user namespace:
+    // runc then fails and crun falls back to bind-mounting the host's /sys, so /sys is an empty
+    // read-only tmpfs instead. LIMITATION: programs that read /sys see nothing there.
+    network.kind === 'none'
+      ? { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] }
+      : tmpfs('/sys', ['nosuid', 'noexec', 'nodev', 'ro', 'mode=0555', 'size=4096']),
   ];
   const image = rootfs.binds.map((p) => bind(p, opts.imageRootfs + p, 'ro'));
   const user: OciMount[] = [
