@@ -318,6 +318,20 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.deepEqual(ifaces, ['lo']);
     });
 
+    it('joins a network namespace it is given (egress gateway hook)', async (t) => {
+      const ns = `aegis-conf-${process.pid}`;
+      execFileSync('ip', ['netns', 'add', ns]);
+      try {
+        execFileSync('ip', ['-n', ns, 'link', 'add', 'aegis-probe0', 'type', 'veth', 'peer', 'name', 'aegis-probe1']);
+        const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'print(open("/proc/net/dev").read())'] }), { network: { kind: 'netns', path: `/run/netns/${ns}` } });
+        if (!r) return;
+        assert.equal(r.status, 'exited', r.err);
+        assert.match(r.out, /aegis-probe0:/);
+      } finally {
+        execFileSync('ip', ['netns', 'del', ns]);
+      }
+    });
+
     it('reports failed_to_start when the entrypoint cannot be executed', async (t) => {
       const r = await run(t, testPolicy({ entrypoint: ['/nonexistent/binary'] }));
       if (!r) return;
