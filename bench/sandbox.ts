@@ -100,6 +100,9 @@ async function main(): Promise<void> {
 
   out('\n== whole command: aegis run vs docker run vs srt ==');
   const aegisBin = join(REPO, 'bin', 'aegis.js');
+  // Where a command's time goes before any sandbox work: Node itself, and the CLI's module loading.
+  out(`node -e 0                  ${fmt(await time(() => exec(process.execPath, ['-e', '0'])))}`);
+  out(`aegis --version            ${fmt(await time(() => exec(process.execPath, [aegisBin, '--version'])))}`);
   const cmdTimes: Record<string, Record<string, number>> = {};
   for (const [name, argv] of workloads) {
     const dir = join(work, name.replace(/\W+/g, '-'));
