@@ -181,8 +181,8 @@ export async function destroyRunCgroups(id: string, root = CGROUP_ROOT): Promise
 }
 
 /** Creates the run's cgroup with `limits` set and verified. */
-export function createRunCgroup(id: string, limits: ResourceLimits, root = CGROUP_ROOT): RunCgroup {
-  return detectCgroupVersion(root) === 'v2' ? createV2(id, limits, root) : createV1(id, limits, root);
+export function createRunCgroup(id: string, limits: ResourceLimits, root = CGROUP_ROOT, version: CgroupVersion = detectCgroupVersion(root)): RunCgroup {
+  return version === 'v2' ? createV2(id, limits, root) : createV1(id, limits, root);
 }
 
 const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;

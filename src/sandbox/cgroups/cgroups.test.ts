@@ -1,0 +1,86 @@
+/**
+ * The cgroup adapters against a directory laid out like cgroupfs (the interface files the kernel
+ * would provide are plain files here). Checks what is written and how counters are read; the
+ * kernel's behaviour itself is covered by the integration suite on real cgroups.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { ResourceLimits } from '../../policy/types.js';
+import { createRunCgroup } from './index.js';
+
+const limits: ResourceLimits = { timeoutMs: 1000, memoryBytes: 64 * 1024 * 1024, cpu: { quotaUs: 50_000, periodUs: 100_000, cores: 0.5 }, pids: 32 };
+const roots: string[] = [];
+after(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+function fakeRoot(): string {
+  const r = mkdtempSync(join(tmpdir(), 'aegis-cgfake-'));
+  roots.push(r);
+  return r;
+}
+
+describe('cgroup v2 adapter', () => {
+  it('enables the controllers on the way down and writes every limit on the run cgroup', () => {
+    const root = fakeRoot();
+    writeFileSync(join(root, 'cgroup.controllers'), 'cpuset cpu io memory hugetlb pids rdma misc\n');
+    writeFileSync(join(root, 'cgroup.subtree_control'), '');
+    const cg = createRunCgroup('r1', limits, root, 'v2');
+    const dir = join(root, 'aegis', 'r1');
+    assert.equal(readFileSync(join(root, 'cgroup.subtree_control'), 'utf8'), '+memory +cpu +pids');
+    assert.equal(readFileSync(join(root, 'aegis', 'cgroup.subtree_control'), 'utf8'), '+memory +cpu +pids');
+    assert.equal(readFileSync(join(dir, 'memory.max'), 'utf8'), String(64 * 1024 * 1024));
+    assert.equal(readFileSync(join(dir, 'cpu.max'), 'utf8'), '50000 100000');
+    assert.equal(readFileSync(join(dir, 'pids.max'), 'utf8'), '32');
+    assert.deepEqual(cg.procsFiles, [join(dir, 'cgroup.procs')]);
+    assert.equal(cg.runtimePath, '/aegis/r1/c');
+  });
+  it('reads usage and the OOM and pids counters', () => {
+    const root = fakeRoot();
+    writeFileSync(join(root, 'cgroup.controllers'), 'cpu memory pids\n');
+    const cg = createRunCgroup('r2', limits, root, 'v2');
+    const dir = join(root, 'aegis', 'r2');
+    assert.deepEqual(cg.usage(), { cpuMs: 0, maxMemoryBytes: 0, oom: false, pidsLimitHit: false });
+    writeFileSync(join(dir, 'cpu.stat'), 'usage_usec 12345\nuser_usec 10000\nsystem_usec 2345\n');
+    writeFileSync(join(dir, 'memory.peak'), '1048576\n');
+    writeFileSync(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n');
+    writeFileSync(join(dir, 'pids.events'), 'max 2\n');
+    assert.deepEqual(cg.usage(), { cpuMs: 12.345, maxMemoryBytes: 1048576, oom: true, pidsLimitHit: true });
+  });
+  describe('when a controller is missing', () => {
+    it('refuses to start (fail secure)', () => {
+      const root = fakeRoot();
+      writeFileSync(join(root, 'cgroup.controllers'), 'cpu pids\n');
+      assert.throws(() => createRunCgroup('r3', limits, root, 'v2'), (e) => (e as { code?: string }).code === 'sandbox.cgroup_failed');
+    });
+  });
+});
+
+describe('cgroup v1 adapter', () => {
+  it('writes memory (no swap), CFS quota and pids in their hierarchies', () => {
+    const root = fakeRoot();
+    for (const c of ['memory', 'cpu', 'cpuacct', 'pids']) mkdirSync(join(root, c));
+    // memsw exists when swap accounting is on; the adapter must then cap memory+swap too.
+    mkdirSync(join(root, 'memory', 'aegis', 'r4'), { recursive: true });
+    writeFileSync(join(root, 'memory', 'aegis', 'r4', 'memory.memsw.limit_in_bytes'), '');
+    const cg = createRunCgroup('r4', limits, root, 'v1');
+    const mem = join(root, 'memory', 'aegis', 'r4');
+    assert.equal(readFileSync(join(mem, 'memory.limit_in_bytes'), 'utf8'), String(limits.memoryBytes));
+    assert.equal(readFileSync(join(mem, 'memory.memsw.limit_in_bytes'), 'utf8'), String(limits.memoryBytes));
+    assert.equal(readFileSync(join(root, 'cpu', 'aegis', 'r4', 'cpu.cfs_quota_us'), 'utf8'), '50000');
+    assert.equal(readFileSync(join(root, 'pids', 'aegis', 'r4', 'pids.max'), 'utf8'), '32');
+    assert.equal(cg.procsFiles.length, 4);
+  });
+  it('reports OOM from the peak at the limit (the victim cgroup is gone), pids from the peak', () => {
+    const root = fakeRoot();
+    for (const c of ['memory', 'cpu', 'cpuacct', 'pids']) mkdirSync(join(root, c));
+    const cg = createRunCgroup('r5', limits, root, 'v1');
+    writeFileSync(join(root, 'cpuacct', 'aegis', 'r5', 'cpuacct.usage'), '2500000\n');
+    writeFileSync(join(root, 'memory', 'aegis', 'r5', 'memory.max_usage_in_bytes'), `${limits.memoryBytes - 4096}\n`);
+    writeFileSync(join(root, 'pids', 'aegis', 'r5', 'pids.peak'), '32\n');
+    assert.deepEqual(cg.usage(), { cpuMs: 2.5, maxMemoryBytes: limits.memoryBytes - 4096, oom: true, pidsLimitHit: true });
+    writeFileSync(join(root, 'memory', 'aegis', 'r5', 'memory.max_usage_in_bytes'), `${limits.memoryBytes / 2}\n`);
+    assert.equal(cg.usage().oom, false);
+  });
+});
