@@ -10,6 +10,9 @@
  * rules are in place; any failure tears down what was built and rejects, so the sandbox must
  * not start. If the gateway later dies, its listeners vanish but the rules stay: the sandbox
  * has no route anywhere else.
+ *
+ * What nftables drops is counted and becomes `net.blocked` audit events (BlockedMonitor), read
+ * every `blockedPollMs` and once more in `close()`, before the tables are removed.
  */
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:net';
@@ -19,7 +22,8 @@ import { compileEgress } from '../policy/net.js';
 import type { GatewayConfig } from './config.js';
 import { startDnsServer, type DnsServers } from './dns/server.js';
 import { UpstreamResolver, type Resolver } from './dns/upstream.js';
-import { applyHostRules, checkSubnetFree, claimSlot, createSandboxNet, destroySandboxNet, releaseSlot, sweepStaleSandboxNets, writeResolvConf } from './netns/adapter.js';
+import { applyHostRules, checkSubnetFree, claimSlot, createSandboxNet, destroySandboxNet, blockedCounterReader, releaseSlot, sweepStaleSandboxNets, writeResolvConf } from './netns/adapter.js';
+import { BlockedMonitor } from './blocked-monitor.js';
 import { planSandboxNet, proxyEnv, resolvConf, type SandboxNetPlan } from './netns/plan.js';
 import { startHttpListener } from './proxy/http.js';
 import { startSocksListener } from './proxy/socks.js';
@@ -43,6 +47,8 @@ export interface StartSandboxNetworkOptions {
   readonly matcher?: EgressMatcher;
   /** Injected for tests; default: the configured upstream resolver. */
   readonly resolver?: Resolver;
+  /** How often the nftables drop counters become `net.blocked` events (ms); default 1000. */
+  readonly blockedPollMs?: number;
 }
 
 export interface SandboxNetwork {
@@ -83,10 +89,12 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   const runDir = `${o.config.stateDir}/net/${plan.id}`;
   const servers: Server[] = [];
   let dns: DnsServers | null = null;
+  let blocked: BlockedMonitor | null = null;
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
+    await blocked?.stop(); // the last drops, read before the tables go
     for (const s of session.sockets) s.destroy();
     await Promise.all([...servers.map(closeServer), dns?.close()]);
     await destroySandboxNet(plan, runDir);
@@ -105,6 +113,8 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     servers.push(tTls);
     const port = (s: Server): number => (s.address() as { port: number }).port;
     await applyHostRules(plan, { dns: dns.port, httpProxy: port(httpProxy), socks: port(socks), transparentHttp: port(tHttp), transparentTls: port(tTls) });
+    blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
+    blocked.start();
     const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));
     return {
       netnsPath: plan.netnsPath,

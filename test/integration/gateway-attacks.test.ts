@@ -13,6 +13,7 @@ import { inNetns, MemorySink, networkPolicy, requirementsOrSkip } from './gatewa
 
 const ALLOW = ['api.openai.com', 'storage.googleapis.com', 'rebind.allowed.test', 'metadata.allowed.test'];
 const config = { upstreamDns: { host: UPSTREAM_DNS, port: 53 }, sandboxSubnet: '10.201.0.0/16', stateDir: '/run/aegis-test' };
+const BLOCKED_POLL_MS = 200;
 
 describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 180_000 }, () => {
   let inet: FakeInternet;
@@ -23,7 +24,7 @@ describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 18
 
   before(async () => {
     inet = await startFakeInternet();
-    net = await startSandboxNetwork({ network: networkPolicy(ALLOW, { perSecond: 50, burst: 100 }), executionId: 'exec-attacks', agent: 'attack-tests', audit, config });
+    net = await startSandboxNetwork({ network: networkPolicy(ALLOW, { perSecond: 50, burst: 100 }), executionId: 'exec-attacks', agent: 'attack-tests', audit, config, blockedPollMs: BLOCKED_POLL_MS });
     ns = net.netnsName;
     proxied = { ...net.env };
   });
@@ -31,6 +32,19 @@ describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 18
     await net?.close();
     await inet?.close();
   });
+
+  /** Packets of `protocol` the `net.blocked` events of this sandbox have reported so far. */
+  const blockedPackets = (protocol: string, execution = 'exec-attacks'): number =>
+    audit
+      .find('net.blocked', 'deny', { protocol, reason: 'gateway.no_route' })
+      .filter((e) => e.actor.execution === execution)
+      .reduce((n, e) => n + (e.payload.packets as number), 0);
+  /** Wait (up to 3 s) until the drop counters report more `protocol` packets than `before`. */
+  const blockedSince = async (protocol: string, before: number): Promise<number> => {
+    const end = Date.now() + 3000;
+    while (blockedPackets(protocol) <= before && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    return blockedPackets(protocol) - before;
+  };
 
   const curl = (args: string[], env: Record<string, string> = {}) => inNetns(ns, ['curl', '-sS', '--max-time', '8', '--cacert', inet.caFile, ...args], env);
 
@@ -81,6 +95,11 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(r.stdout.trim().split('\n'), ['api.openai.com', 'api.openai.com']);
     });
+
+    it('allowed traffic leaves no net.blocked event (no noise from the kernel\'s own packets)', async () => {
+      await new Promise((r) => setTimeout(r, 3 * BLOCKED_POLL_MS));
+      assert.deepEqual(audit.find('net.blocked', 'deny'), []);
+    });
   });
 
   describe('exfiltration attempts: every one fails and is audited as a denial', () => {
@@ -125,11 +144,15 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
       assert.equal(audit.find('net.connect', 'deny', { mode: 'connect', host: '198.51.100.66', reason: 'net.denied.ip_literal' }).length, 1);
     });
 
-    it('by IPv6: no IPv6 in the sandbox, and a CONNECT to an IPv6 literal is denied', async () => {
+    it('by IPv6: dropped and audited (net.blocked ipv6), and a CONNECT to an IPv6 literal is denied', async () => {
+      const before = blockedPackets('ipv6');
       const direct = await curl(['-6', '-k', 'https://[2001:db8::66]/']);
       assert.notEqual(direct.code, 0);
       const py = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET6); s.settimeout(3); s.connect(("2001:db8::66", 443))']);
       assert.notEqual(py.code, 0);
+      const ping6 = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6); s.settimeout(2); s.sendto(b"\\x80\\x00\\x00\\x00\\x00\\x01\\x00\\x01", ("2001:db8::66", 0)); s.recv(100)']);
+      assert.notEqual(ping6.code, 0);
+      assert.ok((await blockedSince('ipv6', before)) >= 3, 'curl, the Python connect and the ping each left at least one dropped packet');
       const c = await curl(['-k', 'https://[2001:db8::66]/'], proxied);
       assert.notEqual(c.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'connect', host: '2001:db8::66', reason: 'net.denied.ip_literal' }).length, 1);
@@ -183,8 +206,10 @@ except (ssl.SSLError, OSError) as e:
       const r = await inNetns(ns, ['dig', '+tries=1', '+time=3', `@${UPSTREAM_DNS}`, 'A', 'attacker.com']);
       assert.match(r.stdout, /status: REFUSED/);
       assert.ok(audit.find('net.dns', 'deny', { name: 'attacker.com', type: 'A', transport: 'udp' }).length >= 2);
+      const before = blockedPackets('udp');
       const other = await inNetns(ns, ['dig', '+tries=1', '+time=2', `@${UPSTREAM_DNS}`, '-p', '5353', 'A', 'attacker.com']);
-      assert.match(other.stdout + other.stderr, /timed out|no servers could be reached/);
+      assert.match(other.stdout + other.stderr, /timed out|no servers could be reached|permitted/);
+      assert.ok((await blockedSince('udp', before)) >= 1, 'the UDP datagram to port 5353 is in the audit log');
     });
 
     it('the cloud metadata address: direct, through the proxy, and by DNS rebinding', async () => {
@@ -209,11 +234,18 @@ except (ssl.SSLError, OSError) as e:
       assert.equal(denied.length, 4); // 2 from the dotted spelling above, 2 from the decimal one
     });
 
-    it('direct connections to other ports and ICMP go nowhere', async () => {
+    it('direct connections to other ports and ICMP go nowhere, and are audited as net.blocked', async () => {
+      const tcpBefore = blockedPackets('tcp');
+      const icmpBefore = blockedPackets('icmp');
       const tcp = await inNetns(ns, ['python3', '-c', 'import socket; socket.create_connection(("198.51.100.66", 22), timeout=2)']);
       assert.notEqual(tcp.code, 0);
       const ping = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(2); s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("198.51.100.66", 0)); s.recv(100)']);
       assert.notEqual(ping.code, 0);
+      assert.ok((await blockedSince('tcp', tcpBefore)) >= 1, 'the SYN to port 22');
+      assert.ok((await blockedSince('icmp', icmpBefore)) >= 1, 'the echo request');
+      const ev = audit.find('net.blocked', 'deny', { protocol: 'icmp' }).at(-1)!;
+      assert.deepEqual(ev.actor, { agent: 'attack-tests', execution: 'exec-attacks' });
+      assert.ok((ev.payload.bytes as number) >= 28, 'an IPv4 echo request is at least 28 bytes');
     });
   });
 
@@ -327,6 +359,15 @@ except OSError:
   });
 
   describe('teardown', () => {
+    it('close() reports the drops since the last reading before it removes the tables', async () => {
+      const n = await startSandboxNetwork({ network: networkPolicy([]), executionId: 'exec-final', audit, config, blockedPollMs: 3_600_000 });
+      const tcp = await inNetns(n.netnsName, ['python3', '-c', 'import socket; socket.create_connection(("198.51.100.66", 25), timeout=1)']);
+      assert.notEqual(tcp.code, 0);
+      assert.equal(blockedPackets('tcp', 'exec-final'), 0, 'not read yet: the poll interval is an hour');
+      await n.close();
+      assert.ok(blockedPackets('tcp', 'exec-final') >= 1);
+    });
+
     it('close() removes the namespace, the veth and the host table', async () => {
       const n = await startSandboxNetwork({ network: networkPolicy([]), executionId: 'exec-teardown', audit, config });
       assert.equal(await hostTableExists(n.plan), true);

@@ -25,7 +25,7 @@ describe('egress gateway: fail secure', { ...requirementsOrSkip(), timeout: 120_
 
   it('with the in-namespace table removed, the host-side table alone still confines the sandbox', async () => {
     const audit = new MemorySink();
-    const net = await startSandboxNetwork({ network: networkPolicy(['api.openai.com']), executionId: 'exec-hostonly', audit, config });
+    const net = await startSandboxNetwork({ network: networkPolicy(['api.openai.com']), executionId: 'exec-hostonly', audit, config, blockedPollMs: 200 });
     try {
       const del = await inNetns(net.netnsName, ['nft', 'delete', 'table', 'inet', 'aegis']);
       assert.equal(del.code, 0, del.stderr);
@@ -53,6 +53,10 @@ for f in (tcp, udp, icmp, gateway_host_ssh):
 `;
       const r = await inNetns(net.netnsName, ['python3', '-c', probes], {}, 20_000);
       assert.deepEqual(r.stdout.trim().split('\n'), ['tcp blocked', 'udp blocked', 'icmp blocked', 'gateway_host_ssh blocked'], r.stderr);
+      // ... and the host table's counters alone still put every one of them in the audit log.
+      for (const protocol of ['tcp', 'udp', 'icmp']) {
+        assert.ok((await audit.eventually('net.blocked', 'deny', { protocol, reason: 'gateway.no_route' }, 3000)).length >= 1, `net.blocked ${protocol}`);
+      }
       const attacker = await inNetns(net.netnsName, ['curl', '-sS', '--max-time', '5', '-k', '--resolve', 'attacker.com:443:198.51.100.66', 'https://attacker.com/']);
       assert.notEqual(attacker.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'transparent-tls', sni: 'attacker.com' }).length, 1);

@@ -74,6 +74,7 @@ describe('exfil demo agent under gVisor behind the gateway', { ...requirementsOr
     };
     writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
     out = await runsc(['--root', join(dir, 'state'), '--platform=ptrace', '--network=host', 'run', '--bundle', dir, id], 120_000);
+    await net.close(); // the agent has exited: the last drop counters are read here
   });
   after(async () => {
     await runsc(['--root', join(dir, 'state'), 'delete', '--force', id], 20_000);
@@ -95,5 +96,6 @@ describe('exfil demo agent under gVisor behind the gateway', { ...requirementsOr
     assert.ok(audit.find('net.dns', 'deny', { name: 'attacker.com', type: 'TXT' }).length === 1);
     assert.ok(audit.find('http.request', 'deny', { reason: 'net.denied.special_range' }).length >= 2);
     assert.ok(audit.find('http.request', 'deny', { reason: 'net.denied.ip_literal' }).length >= 1);
+    assert.ok(audit.find('net.blocked', 'deny', { protocol: 'tcp', reason: 'gateway.no_route' }).length >= 1, 'raw TCP to attacker:22 under gVisor');
   });
 });

@@ -52,6 +52,7 @@ describe('exfil demo agent in a crun sandbox behind the gateway', { ...requireme
       stdout: (c) => void (stdout += c.toString()),
       stderr: 'inherit',
     });
+    await net.close(); // as the runner does when the sandbox ends: the last drop counters are read here
   });
   after(async () => {
     await net?.close();
@@ -71,7 +72,7 @@ describe('exfil demo agent in a crun sandbox behind the gateway', { ...requireme
     assert.deepEqual(inet.requestsSeen().filter((r) => r.host !== 'api.openai.com'), []);
   });
 
-  it('every attempt that reached the gateway is a denial in the audit file, with the reason code', () => {
+  it('every attempt is a denial in the audit file, with the reason code', () => {
     const lines = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as AuditEventInput & { v: number; time: string });
     assert.ok(lines.every((e) => e.v === 1 && typeof e.time === 'string' && e.actor.execution === 'exfil-demo' && e.actor.agent === 'exfil-demo'));
     const denied = lines.filter((e) => e.decision === 'deny').map((e) => `${e.action} ${e.reason}`);
@@ -81,11 +82,13 @@ describe('exfil demo agent in a crun sandbox behind the gateway', { ...requireme
       'net.dns net.denied.not_in_allowlist', // no-proxy lookup, TXT, subdomain, outside resolver
       'http.request net.denied.ip_literal', // by IP
       'http.request net.denied.special_range', // metadata, decimal IP
+      'net.blocked gateway.no_route', // raw TCP to attacker:22 (dropped by nftables)
     ]) {
       assert.ok(denied.includes(expected), `missing "${expected}" in ${JSON.stringify(denied)}`);
     }
     assert.ok(memory.find('net.dns', 'deny', { name: 'c2stZGVtby0wMTIz.attacker.com' }).length === 1);
     assert.ok(memory.find('net.dns', 'deny', { name: 'attacker.com', type: 'TXT' }).length === 1);
     assert.ok(memory.find('net.connect', 'allow', { host: 'api.openai.com' }).length >= 1);
+    assert.ok(memory.find('net.blocked', 'deny', { protocol: 'tcp' }).length >= 1);
   });
 });

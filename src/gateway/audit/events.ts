@@ -7,6 +7,9 @@
  * - `net.connect`   one per connection (explicit proxy CONNECT, SOCKS5, transparent TLS/HTTP):
  *                   host, port, bytes sent/received, duration; denials are emitted at once.
  * - `http.request`  one per plain-HTTP request (forward proxy and transparent port 80).
+ * - `net.blocked`   packets nftables dropped (direct connections to other ports or addresses,
+ *                   ICMP, IPv6, non-DNS UDP): one per traffic class with drops since the last
+ *                   reading (every second while the sandbox runs, and at teardown).
  *
  * `reason` is the policy's reason code (`net.allowed.*` / `net.denied.*`) when the policy
  * decided, or one of the gateway's own `GatewayReason` codes below.
@@ -41,7 +44,9 @@ export type GatewayReason =
   /** Only SOCKS5 CONNECT is offered (no BIND, no UDP ASSOCIATE). */
   | 'gateway.socks_command_refused'
   /** The sandbox already holds the maximum number of concurrent connections on a listener. */
-  | 'gateway.too_many_connections';
+  | 'gateway.too_many_connections'
+  /** Packets nftables dropped: the sandbox has no route except through the gateway's listeners. */
+  | 'gateway.no_route';
 
 export type ConnectMode = 'connect' | 'socks5' | 'transparent-tls' | 'transparent-http' | 'forward';
 
@@ -114,6 +119,19 @@ export interface HttpFacts {
   readonly bytesSent: number;
   readonly bytesReceived: number;
   readonly durationMs: number;
+}
+
+export interface BlockedFacts {
+  /** Traffic class: tcp, udp, icmp (IPv4), ipv6 (any IPv6 packet), other (any other IPv4 protocol). */
+  readonly protocol: string;
+  readonly packets: number;
+  readonly bytes: number;
+}
+
+/** Packets of one class that nftables dropped since the previous reading. */
+export function blockedEvent(actor: AuditActor, f: BlockedFacts): AuditEventInput {
+  const detail = `${f.packets} ${f.protocol} packet${f.packets === 1 ? '' : 's'} dropped by nftables: the sandbox's only way out is the gateway`;
+  return base(actor, 'net.blocked', gatewayDeny('gateway.no_route', detail), { protocol: f.protocol, packets: f.packets, bytes: f.bytes });
 }
 
 export function httpRequestEvent(actor: AuditActor, v: Verdict, f: HttpFacts): AuditEventInput {

@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { GatewayError } from '../errors.js';
-import { hostRuleset, parseSubnet, planSandboxNet, sandboxRuleset, subnetConflicts, type HostRoute, type ListenerPorts, type SandboxNetPlan } from './plan.js';
+import { hostRuleset, parseBlockedCounters, parseSubnet, planSandboxNet, SANDBOX_IPV6, sandboxRuleset, subnetConflicts, type BlockedCounts, type HostRoute, type ListenerPorts, type SandboxNetPlan } from './plan.js';
 
 function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -130,18 +130,53 @@ export async function releaseSlot(slotDir: string, slot: number): Promise<void> 
 export async function createSandboxNet(p: SandboxNetPlan): Promise<void> {
   const inNs = (args: readonly string[]): Promise<string> => run('ip', ['netns', 'exec', p.netnsName, ...args]);
   await run('ip', ['netns', 'add', p.netnsName]);
-  // No IPv6 at all in the sandbox (belt and braces with the nft rules).
+  // IPv6 is off on every interface but eth0 (lo included).
   await inNs(['sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
   await run('ip', ['link', 'add', p.hostIf, 'type', 'veth', 'peer', 'name', p.sandboxIfTemp, 'netns', p.netnsName]);
   await run('ip', ['addr', 'add', `${p.hostAddress}/${p.prefix}`, 'dev', p.hostIf]);
   await run('ip', ['link', 'set', p.hostIf, 'up']);
   await inNs(['ip', 'link', 'set', p.sandboxIfTemp, 'name', p.sandboxIf]);
-  await inNs(['sysctl', '-qw', `net.ipv6.conf.${p.sandboxIf}.disable_ipv6=1`]);
+  // eth0 gets IPv6 with one ULA address and a default route into the nft drop, so an IPv6
+  // attempt leaves a packet to count (net.blocked) instead of failing unseen in the agent's
+  // own kernel: no link-local address (addr_gen_mode 1), no router advertisements, no DAD.
+  const v6 = `net.ipv6.conf.${p.sandboxIf}`;
+  await inNs(['sysctl', '-qw', `${v6}.addr_gen_mode=1`, `${v6}.accept_ra=0`, `${v6}.autoconf=0`, `${v6}.accept_dad=0`, `${v6}.router_solicitations=0`, `${v6}.disable_ipv6=0`]);
+  // The sandbox's ruleset is loaded before any link is up: no packet leaves unfiltered.
+  await run('ip', ['netns', 'exec', p.netnsName, 'nft', '-f', '-'], sandboxRuleset(p));
   await inNs(['ip', 'addr', 'add', `${p.sandboxAddress}/${p.prefix}`, 'dev', p.sandboxIf]);
+  await inNs(['ip', '-6', 'addr', 'add', `${SANDBOX_IPV6}/128`, 'dev', p.sandboxIf, 'nodad']);
   await inNs(['ip', 'link', 'set', 'lo', 'up']);
   await inNs(['ip', 'link', 'set', p.sandboxIf, 'up']);
   await inNs(['ip', 'route', 'add', 'default', 'via', p.hostAddress, 'dev', p.sandboxIf]);
-  await run('ip', ['netns', 'exec', p.netnsName, 'nft', '-f', '-'], sandboxRuleset(p));
+  await inNs(['ip', '-6', 'route', 'add', 'default', 'dev', p.sandboxIf]);
+}
+
+/**
+ * Read the `blocked_*` counters of both tables (keys `sandbox` and `host`). The in-namespace
+ * table drops (and counts) first for crun/runc; what passes it and is dropped on the host is
+ * counted there, so the two never count the same packet. A table that cannot be read (deleted
+ * from inside the sandbox, or already torn down) is left out and reported once on stderr.
+ */
+export function blockedCounterReader(p: SandboxNetPlan): () => Promise<Map<string, BlockedCounts>> {
+  const reported = new Set<string>();
+  const sources: Array<[string, string, readonly string[]]> = [
+    ['sandbox', 'aegis', ['ip', 'netns', 'exec', p.netnsName, 'nft', '-j', 'list', 'counters', 'table', 'inet', 'aegis']],
+    ['host', p.hostTable, ['nft', '-j', 'list', 'counters', 'table', 'inet', p.hostTable]],
+  ];
+  return async () => {
+    const out = new Map<string, BlockedCounts>();
+    await Promise.all(
+      sources.map(async ([name, table, [cmd, ...args]]) => {
+        try {
+          out.set(name, parseBlockedCounters(await run(cmd!, args), table));
+        } catch (err) {
+          if (!reported.has(name)) process.stderr.write(`aegis gateway: ${p.netnsName}: ${name} drop counters unreadable: ${String(err)}\n`);
+          reported.add(name);
+        }
+      }),
+    );
+    return out;
+  };
 }
 
 /** Load the host-side table (after the listeners are up, since it names their ports). */
