@@ -14,8 +14,13 @@ import type { RandomFill } from './event-id.js';
 type Reply = { id: number; error?: string; count: number; buf: Uint8Array; bounds: Uint32Array; hashes: Uint8Array };
 type Waiter = { resolve(r: EncodedBatch): void; reject(e: unknown): void };
 
-/** Below this many events a batch is not worth splitting. */
+/** Below this many events a batch is not worth splitting across workers. */
 const MIN_SPLIT = 512;
+/**
+ * Below this many events a batch is encoded on the calling thread: a worker round trip costs more
+ * latency than encoding a few events (about 10 µs each), and at low load latency is what matters.
+ */
+const MIN_WORKER = 64;
 
 class EncodeWorker {
   private worker: Worker | undefined;
@@ -115,7 +120,7 @@ export class EncodePool {
   }
 
   async encode(items: BatchItem[], start: number, origin: string, keys: Map<string, Uint8Array>): Promise<EncodedBatch> {
-    if (this.inline !== undefined || this.fallback) {
+    if (this.inline !== undefined || this.fallback || items.length < MIN_WORKER) {
       const nonces = new Uint8Array(12 * items.length);
       (this.inline?.random ?? ((b: Uint8Array) => void randomFillSync(b)))(nonces);
       return encodeBatch(items, start, origin, keys, nonces);

@@ -52,7 +52,7 @@ export async function withFileLock<T>(path: string, fn: () => Promise<T>): Promi
     }
     if (Date.now() > deadline) throw new AuditError('store-io', `audit store lock ${path} is held by pid ${owner}`);
     await sleep(wait);
-    wait = Math.min(wait * 2, 20);
+    wait = Math.min(wait * 2, 5);
   }
   try {
     return await fn();

@@ -4,7 +4,8 @@
  *   entries.dat       8-byte magic "AEGAUD1\n", then records: u32 BE length || 32-byte leaf hash || entry
  *   checkpoints.jsonl one {"size":n,"note":"<signed note>"} per line
  *   keys/<key id>     wrapped data keys, one file each (0600)
- *   writer.lock       held during each write (see file-lock.ts)
+ *   writer.lock       held during each entry write (see file-lock.ts)
+ *   checkpoints.lock  held during each checkpoint write
  *
  * Durability: a batch is written with one write() and fdatasync'd before `append` resolves, all
  * under the writer lock. After kill -9 the only possible damage is an incomplete or torn record
@@ -12,7 +13,7 @@
  * produced it is gone), truncates it. Readers never repair: they stop at an incomplete tail.
  */
 import { constants } from 'node:fs';
-import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AuditError } from '../errors.js';
 import { bytesEqual, hashLeaf } from '../merkle/hash.js';
@@ -72,6 +73,13 @@ export class FileStore implements AuditStore {
   readonly location: string;
   private count = 0;
   private end = MAGIC.length;
+  /**
+   * Serialize this process's writes, so that only other processes contend for the lock files.
+   * Entries and checkpoints have separate locks: signing a checkpoint never delays an append.
+   */
+  private chains: Record<'entries' | 'checkpoints', Promise<unknown>> = { entries: Promise.resolve(), checkpoints: Promise.resolve() };
+  /** Size of checkpoints.jsonl when last read, and the size of its latest checkpoint. */
+  private cpCache: { bytes: number; last: number } | undefined;
 
   private constructor(
     private readonly dir: string,
@@ -110,6 +118,13 @@ export class FileStore implements AuditStore {
 
   private get lockPath(): string {
     return join(this.dir, 'writer.lock');
+  }
+
+  private locked<T>(which: 'entries' | 'checkpoints', fn: () => Promise<T>): Promise<T> {
+    const lock = which === 'entries' ? this.lockPath : join(this.dir, 'checkpoints.lock');
+    const run = this.chains[which].then(() => withFileLock(lock, fn));
+    this.chains[which] = run.catch(() => undefined);
+    return run;
   }
 
   async readLeafHashes(from: number): Promise<{ size: number; hashes: Uint8Array }> {
@@ -179,7 +194,7 @@ export class FileStore implements AuditStore {
       src.copy(data, off + HEADER, s0, s1);
       off += HEADER + s1 - s0;
     }
-    await withFileLock(this.lockPath, async () => {
+    await this.locked('entries', async () => {
       await this.repairTail();
       if (this.count !== start) throw new AuditError('conflict', `store holds ${this.count} entries, not ${start}`);
       try {
@@ -225,19 +240,33 @@ export class FileStore implements AuditStore {
   }
 
   async appendCheckpoint(size: number, note: string): Promise<void> {
-    await withFileLock(this.lockPath, async () => {
-      const notes = await this.readCheckpointRecords();
-      const last = notes.at(-1);
-      if (last !== undefined && last.size > size) {
-        throw new AuditError('checkpoint-inconsistent', `latest stored checkpoint has size ${last.size} > ${size}`);
+    await this.locked('checkpoints', async () => {
+      const path = join(this.dir, 'checkpoints.jsonl');
+      let bytes = await stat(path).then(
+        (st) => st.size,
+        () => 0,
+      );
+      let last = this.cpCache !== undefined && this.cpCache.bytes === bytes ? this.cpCache.last : undefined;
+      if (last === undefined) {
+        // A line cut by a crash (no final newline) was never acknowledged: drop it before appending.
+        const buf = await readFile(path).catch(() => Buffer.alloc(0));
+        const cut = buf.lastIndexOf(0x0a) + 1;
+        if (cut < buf.length) await truncate(path, cut);
+        bytes = cut;
+        last = (await this.readCheckpointRecords()).at(-1)?.size ?? -1;
       }
-      const fh = await open(join(this.dir, 'checkpoints.jsonl'), 'a', 0o600);
+      if (last > size) {
+        throw new AuditError('checkpoint-inconsistent', `latest stored checkpoint has size ${last} > ${size}`);
+      }
+      const line = `${JSON.stringify({ size, note })}\n`;
+      const fh = await open(path, 'a', 0o600);
       try {
-        await fh.write(`${JSON.stringify({ size, note })}\n`);
+        await fh.write(line);
         await fh.datasync();
       } finally {
         await fh.close();
       }
+      this.cpCache = { bytes: bytes + Buffer.byteLength(line), last: size };
     });
   }
 
