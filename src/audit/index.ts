@@ -12,7 +12,7 @@
  *   AEGIS_AUDIT_PUBKEY          trusted verifier key for `aegis audit verify` (string or file)
  */
 import { createHash, createPublicKey } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type NoteVerifier, encodeVerifierKey, noteSigner, noteVerifier, parseVerifierKey, rawEd25519PublicKey } from './checkpoint/note.js';
 import { deriveMasterKeys } from './envelope.js';
@@ -75,6 +75,7 @@ export async function openAuditLog(opts: OpenAuditLogOptions): Promise<AuditLog>
   const signer = noteSigner(origin, privateKey);
   const verifier = noteVerifier(origin, raw);
   const vkey = encodeVerifierKey(verifier);
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   const existing = await readPublicKeyFile(paths.dir);
   if (existing === undefined) await writePublicKeyFile(paths.dir, vkey);
   else if (existing !== vkey) throw new AuditError('key-invalid', `${join(paths.dir, 'log.pub')} does not match the signing key`);

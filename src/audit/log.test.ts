@@ -226,6 +226,48 @@ describe('AuditLog', () => {
     });
   });
 
+  it('takes the signing and master keys from the environment when given', async () => {
+    await withHome(async (home) => {
+      const { generateKeyPairSync, randomBytes } = await import('node:crypto');
+      const { privateKey } = generateKeyPairSync('ed25519');
+      const env = {
+        AEGIS_AUDIT_SIGNING_KEY: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+        AEGIS_AUDIT_MASTER_KEY: randomBytes(32).toString('base64'),
+        AEGIS_AUDIT_ORIGIN: 'example.org/shared-log',
+      };
+      const log = await openAuditLog({ home, env });
+      await log.append(ev(1));
+      await log.close();
+      const { existsSync } = await import('node:fs');
+      assert.equal(existsSync(join(home, 'audit', 'log.key')), false);
+      assert.equal(existsSync(join(home, 'audit', 'master.key')), false);
+      const pub = await readFile(join(home, 'audit', 'log.pub'), 'utf8');
+      assert.match(pub, /^example\.org\/shared-log\+[0-9a-f]{8}\+/u);
+      const { rawEd25519PublicKey } = await import('./checkpoint/note.js');
+      const { createPublicKey } = await import('node:crypto');
+      const raw = Buffer.from(rawEd25519PublicKey(createPublicKey(privateKey))).toString('base64');
+      assert.equal(Buffer.from(pub.trim().split('+').slice(2).join('+'), 'base64').subarray(1).toString('base64'), raw);
+      // Opening with another master key cannot decrypt the payload (key-invalid on unwrap).
+      const other = await openAuditLog({ home, env: { ...env, AEGIS_AUDIT_MASTER_KEY: randomBytes(32).toString('base64') } });
+      const read = [];
+      for await (const r of other.read(0)) read.push(r);
+      assert.match(read[0]?.error ?? '', /does not unwrap/u);
+      await other.close();
+    });
+  });
+
+  describe('when the signing key changes under an existing log', () => {
+    it('refuses to open (key-invalid: log.pub does not match)', async () => {
+      await withHome(async (home) => {
+        const log = await openAuditLog({ home, env: ENV });
+        await log.close();
+        const { rm: rmf } = await import('node:fs/promises');
+        await rmf(join(home, 'audit', 'log.key'));
+        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'key-invalid');
+      });
+    });
+  });
+
   describe('when the key files are readable by others', () => {
     it('refuses them (key-invalid)', async () => {
       await withHome(async (home) => {

@@ -5,7 +5,14 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { openAuditLog } from '../../src/audit/index.js';
 import { storeConformance } from '../../src/audit/store/conformance.js';
 import { PgStore } from '../../src/audit/store/pg-store.js';
 import { AuditError } from '../../src/audit/errors.js';
@@ -55,6 +62,38 @@ if (url === undefined || url === '') {
         PgStore.open({ url: 'postgres://nobody:x@127.0.0.1:1/none', schema: 'aegis_x' }),
         (err: unknown) => err instanceof AuditError && err.code === 'store-io',
       );
+    });
+
+    it('backs `aegis audit verify`, which names an entry deleted at the database', async () => {
+      const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
+      const home = await mkdtemp(join(tmpdir(), 'aegis-pg-cli-'));
+      const env = { AEGIS_AUDIT_STORE: pgUrl, AEGIS_AUDIT_PG_SCHEMA: schema };
+      const aegis = join(resolve(dirname(fileURLToPath(import.meta.url)), '../../..'), 'bin', 'aegis.js');
+      const run = (args: string[]) =>
+        promisify(execFile)(process.execPath, [aegis, ...args], { env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home, ...env } }).then(
+          (r) => ({ code: 0, stdout: r.stdout }),
+          (e: { code: number; stdout: string }) => ({ code: e.code, stdout: e.stdout }),
+        );
+      try {
+        const log = await openAuditLog({ home, env });
+        await log.appendMany(Array.from({ length: 20 }, (_, i) => ({ actor: { agent: 'pg' }, action: 'test.event', decision: 'info' as const, payload: { i } })));
+        await log.close();
+        const ok = await run(['audit', 'verify']);
+        assert.equal(ok.code, 0, ok.stdout);
+        assert.match(ok.stdout, /^ok: 20 entries, root /u);
+        const pg = (await import('pg')).default;
+        const c = new pg.Client({ connectionString: pgUrl });
+        await c.connect();
+        await c.query(`ALTER TABLE ${schema}.entries DISABLE TRIGGER append_only`);
+        await c.query(`DELETE FROM ${schema}.entries WHERE idx = 5`);
+        await c.end();
+        const bad = await run(['audit', 'verify']);
+        assert.equal(bad.code, 1);
+        assert.match(bad.stdout, /^FAIL: entry 5: it records index 6/u);
+      } finally {
+        await PgStore.dropSchema(pgUrl, schema);
+        await rm(home, { recursive: true, force: true });
+      }
     });
 
     const tlsUrl = process.env['AEGIS_TEST_PG_TLS_URL'];
