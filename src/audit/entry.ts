@@ -12,7 +12,7 @@
  */
 import { canonicalJson } from './canonical-json.js';
 import { AuditError } from './errors.js';
-import type { AuditActor, AuditDecision, AuditEvent } from './event.js';
+import type { AuditEvent } from './event.js';
 
 export interface EncryptedPart {
   readonly keyId: string;
@@ -20,17 +20,12 @@ export interface EncryptedPart {
   readonly ciphertext: Uint8Array;
 }
 
-export interface ParsedEntry {
+/** The clear part of an entry: the event's metadata, its position, the subject's keyed hash. */
+export type ParsedEntry = Pick<AuditEvent, 'id' | 'time' | 'actor' | 'action' | 'decision' | 'reason'> & {
   readonly index: number;
-  readonly id: string;
-  readonly time: string;
-  readonly actor: AuditActor;
-  readonly action: string;
-  readonly decision: AuditDecision;
-  readonly reason?: string;
   readonly subjectHash?: string;
   readonly enc: EncryptedPart;
-}
+};
 
 export type EntryHeader = Omit<ParsedEntry, 'enc'>;
 

@@ -64,9 +64,12 @@ async function openExisting(): Promise<Log> {
   const h = await home();
   const { access } = await import('node:fs/promises');
   const { join } = await import('node:path');
-  await access(join(audit.auditPaths(h).dir, 'log.pub')).catch(() => {
-    throw new audit.AuditError('store-io', `no audit log under ${h} (nothing has been logged yet)`);
-  });
+  const store = process.env['AEGIS_AUDIT_STORE'];
+  if (store === undefined || store === '' || store === 'file') {
+    await access(join(audit.auditPaths(h).dir, 'log.pub')).catch(() => {
+      throw new audit.AuditError('store-io', `no audit log under ${h} (nothing has been logged yet)`);
+    });
+  }
   return audit.openAuditLog({ home: h });
 }
 
