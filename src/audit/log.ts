@@ -150,7 +150,7 @@ export class AuditLog implements AuditSink {
     }
     await o.sink.pinKey(encodeVerifierKey(o.verifier));
     await log.applyRetention();
-    log.pool.warm();
+    if (o.inlineEncoding !== true) log.pool.warm();
     // Create today's data key now: the first append would otherwise wait for its fsync'd write.
     await log.dataKey(isoDay(log.clock.now()), undefined);
     log.timer = log.timers.setInterval(() => log.tick(), o.checkpointIntervalMs ?? 1000);

@@ -70,7 +70,8 @@ async function openExisting(): Promise<Log> {
       throw new audit.AuditError('store-io', `no audit log under ${h} (nothing has been logged yet)`);
     });
   }
-  return audit.openAuditLog({ home: h });
+  // CLI commands append at most one event: no encoder thread.
+  return audit.openAuditLog({ home: h, inlineEncoding: true });
 }
 
 async function withLog(fn: (log: Log) => Promise<void>): Promise<void> {
