@@ -97,8 +97,11 @@ if (url === undefined || url === '') {
     });
 
     const tlsUrl = process.env['AEGIS_TEST_PG_TLS_URL'];
-    const noTls = tlsUrl === undefined ? 'server offers no TLS (AEGIS_TEST_PG_TLS_URL unset)' : false;
+    // Outside CI a server without TLS skips these (with the reason); in CI scripts/pg-test.sh
+    // always sets TLS up, so a missing URL is a failure.
+    const noTls = tlsUrl === undefined && !inCi ? 'server offers no TLS (AEGIS_TEST_PG_TLS_URL unset)' : false;
     it('connects over TLS, verifying the server certificate against the given CA', { skip: noTls }, async () => {
+      assert.ok(tlsUrl, 'AEGIS_TEST_PG_TLS_URL is not set: scripts/pg-test.sh could not enable TLS');
       const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
       const s = await PgStore.open({ url: tlsUrl as string, schema, ca: process.env['AEGIS_TEST_PG_CA'] as string });
       await s.append(0, entryBatch([{ entry: Buffer.from('tls'), leafHash: Buffer.alloc(32) }]));
@@ -107,6 +110,7 @@ if (url === undefined || url === '') {
       await PgStore.dropSchema(pgUrl, schema);
     });
     it('refuses a TLS server whose certificate does not chain to the given CA (store-io)', { skip: noTls }, async () => {
+      assert.ok(tlsUrl, 'AEGIS_TEST_PG_TLS_URL is not set: scripts/pg-test.sh could not enable TLS');
       await assert.rejects(
         PgStore.open({ url: tlsUrl as string, schema: 'aegis_tls_wrong_ca', ca: '/etc/ssl/certs/ca-certificates.crt' }),
         (err: unknown) => err instanceof AuditError && err.code === 'store-io' && /certificate/iu.test(err.message),
