@@ -6,7 +6,7 @@
  *
  * 1. In-process, through runSandbox() as the server calls it, per runtime, vs the bare process
  *    (the same binary of the same image, started with chroot).
- * 2. Whole commands: `aegis run` vs `docker run` of the same image (when a Docker engine is
+ * 2. Whole commands (interleaved): `aegis run` vs `docker run` of the same image (when a Docker engine is
  *    available; the rootfs is `docker import`ed) vs `srt` (@anthropic-ai/sandbox-runtime,
  *    installed into /var/tmp for the benchmark only; needs Debian ripgrep).
  * Targets (issue 3): crun adds <= 15 ms over the bare process, gVisor < 200 ms in total,
@@ -41,16 +41,23 @@ function policy(entrypoint: string[]): Policy {
   };
 }
 
-/** Median wall time of `fn` over RUNS runs, after 2 warm-up runs. */
-async function time(fn: () => Promise<unknown> | unknown): Promise<number> {
-  for (let i = 0; i < 2; i++) await fn();
-  const xs: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const t = performance.now();
-    await fn();
-    xs.push(performance.now() - t);
+type Task = () => Promise<unknown>;
+
+/**
+ * Median wall time of each task. The tasks are interleaved (one run of each per round, after
+ * 2 warm-up rounds), so a noisy, shared machine slows every candidate alike.
+ */
+async function timeAll(tasks: Record<string, Task>): Promise<Record<string, number>> {
+  const names = Object.keys(tasks);
+  const xs: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+  for (let round = 0; round < RUNS + 2; round++) {
+    for (const n of names) {
+      const t = performance.now();
+      await tasks[n]!();
+      if (round >= 2) xs[n]!.push(performance.now() - t);
+    }
   }
-  return median(xs);
+  return Object.fromEntries(names.map((n) => [n, median(xs[n]!)]));
 }
 
 function exec(cmd: string, argv: string[]): Promise<number> {
@@ -76,33 +83,37 @@ async function main(): Promise<void> {
   out(`AEGIS sandbox benchmark: median of ${RUNS} runs (after 2 warm-ups), image ${image.ref} ${image.digest.slice(0, 19)}`);
 
   out('\n== in-process (runSandbox) vs bare process ==');
-  const bare: Record<string, number> = {};
-  for (const [name, argv] of workloads) {
-    bare[name] = await time(() => exec('chroot', [image.rootfs, ...argv]));
-    out(`bare     ${name.padEnd(16)} ${fmt(bare[name]!)}`);
-  }
-  for (const iso of ['crun', 'runc', 'gvisor'] as Isolation[]) {
+  const runtimes = (['crun', 'runc', 'gvisor'] as Isolation[]).filter((iso) => {
     const why = driverFor(iso).unavailableReason();
-    if (why !== null) {
-      out(`${iso.padEnd(8)} unavailable: ${why}`);
-      continue;
-    }
-    for (const [name, argv] of workloads) {
-      const ms = await time(async () => {
+    if (why !== null) out(`${iso.padEnd(8)} unavailable: ${why}`);
+    return why === null;
+  });
+  for (const [name, argv] of workloads) {
+    const tasks: Record<string, Task> = { bare: () => exec('chroot', [image.rootfs, ...argv]) };
+    for (const iso of runtimes) {
+      tasks[iso] = async () => {
         const r = await runSandbox({ policy: policy(argv), manifestDir: work, imageRootfs: image.rootfs, isolation: iso, stateDir: state, stdout: 'ignore', stderr: 'ignore' });
         if (r.status !== 'exited' || r.exitCode !== 0) throw new Error(`${iso} ${name}: ${r.status} ${r.exitCode} ${r.error?.message ?? ''}`);
-      });
-      const over = ms - bare[name]!;
+      };
+    }
+    const t = await timeAll(tasks);
+    out(`bare     ${name.padEnd(16)} ${fmt(t['bare']!)}`);
+    for (const iso of runtimes) {
+      const ms = t[iso]!;
+      const over = ms - t['bare']!;
       const target = iso === 'crun' ? ` (target: +15 ms: ${over <= 15 ? 'met' : 'NOT met'})` : iso === 'gvisor' ? ` (target: < 200 ms total: ${ms < 200 ? 'met' : 'NOT met'})` : '';
       out(`${iso.padEnd(8)} ${name.padEnd(16)} ${fmt(ms)}  +${fmt(over)} over bare${target}`);
     }
   }
 
-  out('\n== whole command: aegis run vs docker run vs srt ==');
+  out('\n== whole command: aegis run vs docker run vs srt (interleaved) ==');
   const aegisBin = join(REPO, 'bin', 'aegis.js');
-  // Where a command's time goes before any sandbox work: Node itself, and the CLI's module loading.
-  out(`node -e 0                  ${fmt(await time(() => exec(process.execPath, ['-e', '0'])))}`);
-  out(`aegis --version            ${fmt(await time(() => exec(process.execPath, [aegisBin, '--version'])))}`);
+  const docker = args.includes('--skip-docker') ? null : dockerReady(image.rootfs);
+  if (docker === null) out('docker    unavailable (no running Docker engine, or --skip-docker); skipped');
+  const srt = args.includes('--skip-srt') ? null : srtReady();
+  if (srt === null) out('srt       unavailable (see above, or --skip-srt); skipped');
+  // srt runs host binaries (the host's /bin/true and python3) under its default, restrictive policy.
+  const hostPy = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
   const cmdTimes: Record<string, Record<string, number>> = {};
   for (const [name, argv] of workloads) {
     const dir = join(work, name.replace(/\W+/g, '-'));
@@ -111,33 +122,16 @@ async function main(): Promise<void> {
       join(dir, 'agent.yaml'),
       `version: "1.0"\nagent:\n  name: bench\n  runtime: "python:3.11"\n  entrypoint: ${JSON.stringify(argv)}\npermissions:\n  fs:\n    write: ["/data/outputs"]\n  memory: 256MiB\n`,
     );
-    cmdTimes[name] = { aegis: await time(() => exec(process.execPath, [aegisBin, 'run', join(dir, 'agent.yaml'), '--state-dir', state])) };
-    out(`aegis run ${name.padEnd(16)} ${fmt(cmdTimes[name]!['aegis']!)}`);
-  }
-
-  if (!args.includes('--skip-docker')) {
-    const docker = dockerReady(image.rootfs);
-    if (docker === null) out('docker    unavailable (no running Docker engine); skipped');
-    else {
-      for (const [name, argv] of workloads) {
-        cmdTimes[name]!['docker'] = await time(() => exec('docker', ['run', '--rm', '--network', 'none', '--memory', '256m', docker, ...argv]));
-        out(`docker run ${name.padEnd(15)} ${fmt(cmdTimes[name]!['docker']!)}`);
-      }
-    }
-  }
-
-  if (!args.includes('--skip-srt')) {
-    const srt = srtReady();
-    if (srt === null) out('srt       unavailable (npm install or ripgrep failed); skipped');
-    else {
-      // srt runs host binaries: the host's /bin/true and python3 with its default (restrictive) policy.
-      const py = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
-      for (const [name] of workloads) {
-        const cmd = name === 'true' ? '/bin/true' : `${py} -c pass`;
-        cmdTimes[name]!['srt'] = await time(() => exec(process.execPath, [srt, '-c', cmd]));
-        out(`srt ${name.padEnd(22)} ${fmt(cmdTimes[name]!['srt']!)}  (${cmd})`);
-      }
-    }
+    const tasks: Record<string, Task> = {
+      // Where a command's time goes before any sandbox work: Node itself, and the CLI's module loading.
+      'node -e 0': () => exec(process.execPath, ['-e', '0']),
+      'aegis --version': () => exec(process.execPath, [aegisBin, '--version']),
+      aegis: () => exec(process.execPath, [aegisBin, 'run', join(dir, 'agent.yaml'), '--state-dir', state]),
+    };
+    if (docker !== null) tasks['docker'] = () => exec('docker', ['run', '--rm', '--network', 'none', '--memory', '256m', docker, ...argv]);
+    if (srt !== null) tasks['srt'] = () => exec(process.execPath, [srt, '-c', name === 'true' ? '/bin/true' : `${hostPy} -c pass`]);
+    cmdTimes[name] = await timeAll(tasks);
+    for (const [k, v] of Object.entries(cmdTimes[name]!)) out(`${name.padEnd(16)} ${(k === 'aegis' ? 'aegis run' : k === 'docker' ? 'docker run' : k).padEnd(16)} ${fmt(v)}`);
   }
 
   out('\n== ratios (other / aegis run; > 1 means aegis is faster) ==');
