@@ -31,19 +31,28 @@ export type EncodedBatch = EntryBatch;
 
 const q = JSON.stringify;
 
+// One-entry memo: consecutive events usually share actor, action and decision.
+let memoKey = '';
+let memoPre = '';
+
 export function entryParts(h: Omit<EntryHeader, 'index'>): { pre: string; post: string } {
   const a = h.actor;
-  let actor = '{';
-  if (a.agent !== undefined) actor += `"agent":${q(a.agent)}`;
-  if (a.execution !== undefined) actor += `${actor.length > 1 ? ',' : ''}"execution":${q(a.execution)}`;
-  if (a.principal !== undefined) actor += `${actor.length > 1 ? ',' : ''}"principal":${q(a.principal)}`;
-  actor += '}';
+  const key = `${a.agent ?? '\u0000'}\u0001${a.execution ?? '\u0000'}\u0001${a.principal ?? '\u0000'}\u0001${h.action}\u0001${h.decision}`;
+  if (key !== memoKey) {
+    let actor = '{';
+    if (a.agent !== undefined) actor += `"agent":${q(a.agent)}`;
+    if (a.execution !== undefined) actor += `${actor.length > 1 ? ',' : ''}"execution":${q(a.execution)}`;
+    if (a.principal !== undefined) actor += `${actor.length > 1 ? ',' : ''}"principal":${q(a.principal)}`;
+    actor += '}';
+    memoPre = `{"action":${q(h.action)},"actor":${actor},"decision":${q(h.decision)},`;
+    memoKey = key;
+  }
   return {
-    pre: `{"action":${q(h.action)},"actor":${actor},"decision":${q(h.decision)},`,
+    pre: memoPre,
     post:
       `"id":${q(h.id)},` +
       (h.reason !== undefined ? `"reason":${q(h.reason)},` : '') +
-      (h.subjectHash !== undefined ? `"subj":${q(h.subjectHash)},` : '') +
+      (h.subjectHash !== undefined ? `"subj":"${h.subjectHash}",` : '') +
       `"time":${q(h.time)},"v":1}`,
   };
 }
@@ -59,18 +68,26 @@ export function encodeBatch(
   const n = items.length;
   const texts: string[] = new Array<string>(n);
   let total = 0;
+  // 12-byte nonces encode to exactly 16 base64 characters each: encode them all at once.
+  const nonceB64 = Buffer.from(nonces.buffer, nonces.byteOffset, 12 * n).toString('base64');
+  // AAD = "aegis-audit-entry/v1\n<origin>\n<index>\n" (envelope.ts payloadAad), built in place.
+  const aadPrefix = Buffer.from(payloadAad(origin, 0)).subarray(0, -2);
+  const aad = Buffer.alloc(aadPrefix.length + 24);
+  aadPrefix.copy(aad);
+  let sealed = Buffer.alloc(4096);
   for (let i = 0; i < n; i++) {
     const it = items[i] as BatchItem;
     const key = keys.get(it.keyId);
     if (key === undefined) throw new Error(`encodeBatch: no data key ${it.keyId}`);
-    const nonce = nonces.subarray(12 * i, 12 * i + 12);
-    const c = createCipheriv('aes-256-gcm', key, nonce);
-    c.setAAD(payloadAad(origin, start + i));
+    const c = createCipheriv('aes-256-gcm', key, nonces.subarray(12 * i, 12 * i + 12));
+    const aadLen = aadPrefix.length + aad.write(`${start + i}\n`, aadPrefix.length, 'latin1');
+    c.setAAD(aad.subarray(0, aadLen));
     const body = c.update(it.secret, 'utf8');
     c.final(); // GCM is a stream mode: final() returns no bytes
-    const sealed = Buffer.concat([body, c.getAuthTag()]).toString('base64');
-    const nb = Buffer.from(nonce.buffer, nonce.byteOffset, 12).toString('base64');
-    const text = `${it.pre}"enc":{"c":"${sealed}","k":${q(it.keyId)},"n":"${nb}"},"i":${start + i},${it.post}`;
+    if (body.length + 16 > sealed.length) sealed = Buffer.alloc(2 * (body.length + 16));
+    body.copy(sealed);
+    c.getAuthTag().copy(sealed, body.length);
+    const text = `${it.pre}"enc":{"c":"${sealed.toString('base64', 0, body.length + 16)}","k":${q(it.keyId)},"n":"${nonceB64.slice(16 * i, 16 * i + 16)}"},"i":${start + i},${it.post}`;
     texts[i] = text;
     total += Buffer.byteLength(text, 'utf8') + 1;
   }
