@@ -174,7 +174,18 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         const { readFile } = await import('node:fs/promises');
         const h = await home();
         const env = process.env;
-        const extra = opts.fromCheckpoint === undefined ? [] : [{ label: `checkpoint file ${opts.fromCheckpoint}`, note: await readFile(opts.fromCheckpoint, 'utf8') }];
+        const cpFile = opts.fromCheckpoint;
+        const extra =
+          cpFile === undefined
+            ? []
+            : [
+                {
+                  label: `checkpoint file ${cpFile}`,
+                  note: await readFile(cpFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+                    throw new UsageError(`cannot read --from-checkpoint ${cpFile}: ${err.code ?? err.message}`);
+                  }),
+                },
+              ];
         const { verifier, source, storeKey } = await a.trustedVerifier(h, env, opts.pubkey);
         const store = await a.openStore(h, env);
         let result;

@@ -183,6 +183,14 @@ describe('aegis audit: CLI contract', () => {
     assert.equal(v.code, 0, v.stdout);
   });
 
+  it('reports bad arguments with exit 2 and a message, never an internal error', async () => {
+    for (const args of [['proof', 'abc'], ['consistency', '3', 'x'], ['verify', '--from-checkpoint', '/nonexistent'], ['export', '--format', 'xml'], ['query', '--since', 'yesterday']]) {
+      const r = await aegis(home, ['audit', ...args]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^aegis audit: /u);
+    }
+  });
+
   it('read commands on an empty AEGIS_HOME fail with exit 1 and create nothing', async () => {
     const empty = await tempHome();
     const r = await aegis(empty, ['audit', 'checkpoint']);
