@@ -221,7 +221,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   const cleanup = async (): Promise<void> => {
     // Order: kill what is left, let the runtime forget the container, remove cgroups, files.
     if (cgroup !== null) await cgroup.killAll().catch(() => undefined);
-    if (driver !== null && run !== null && existsSync(join(run.stateRoot, id))) {
+    if (driver !== null && run !== null && driver.hasState(run)) {
       spawnSync(driver.binary, driver.deleteArgs(run), { stdio: 'ignore', timeout: 10_000 });
     }
     if (cgroup !== null) {
@@ -347,6 +347,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   const timer = setTimeout(() => stop('timeout'), opts.policy.limits.timeoutMs);
   const onAbort = (): void => stop('killed');
   opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
 
   const { code, signal } = await exited;
   watcher?.close();

@@ -59,7 +59,7 @@ function leftovers(stateDir: string, isolation: Isolation, id: string): string[]
   const out: string[] = [];
   for (const d of runCgroupDirs(id)) out.push(`cgroup ${d}`);
   if (existsSync(join(stateDir, 'runs', id))) out.push(`run dir ${id}`);
-  if (existsSync(join(stateDir, isolation, id))) out.push(`runtime state ${id}`);
+  if (driverFor(isolation).hasState({ id, stateRoot: join(stateDir, isolation) })) out.push(`runtime state ${id}`);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(id));
   out.push(...mounts.map((m) => `mount ${m}`));
   for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {

@@ -1,7 +1,7 @@
 /**
  * crun and runc share the runc command line (`--root R run --bundle B --pid-file F ID`).
  */
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import type { Isolation } from '../../policy/types.js';
 import type { OciConfig } from '../spec/oci.js';
@@ -51,6 +51,10 @@ export class OciCliDriver implements RuntimeDriver {
 
   killArgs(): string[] | null {
     return null;
+  }
+
+  hasState(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): boolean {
+    return existsSync(join(r.stateRoot, r.id));
   }
 
   deleteArgs(r: RuntimeRun): string[] {

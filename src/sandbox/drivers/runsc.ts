@@ -6,6 +6,7 @@
  * agent; without it gVisor ignores the profile. `--network=none` until the egress gateway hands
  * a network namespace over.
  */
+import { readdirSync } from 'node:fs';
 import type { OciConfig } from '../spec/oci.js';
 import { findExecutable } from './oci-cli.js';
 import type { RuntimeDriver, RuntimeRun } from './types.js';
@@ -43,6 +44,15 @@ export class RunscDriver implements RuntimeDriver {
 
   killArgs(r: RuntimeRun, signal: 'TERM' | 'KILL'): string[] {
     return [...this.global(r), 'kill', '--all', r.id, signal];
+  }
+
+  /** runsc keeps `<id>_sandbox:<id>.state` and `.lock` files in its root. */
+  hasState(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): boolean {
+    try {
+      return readdirSync(r.stateRoot).some((n) => n.startsWith(`${r.id}_`));
+    } catch {
+      return false;
+    }
   }
 
   deleteArgs(r: RuntimeRun): string[] {

@@ -39,6 +39,8 @@ export interface RuntimeDriver {
   runArgs(r: RuntimeRun): string[];
   /** Arguments of a command that signals the container's init, or null to signal the pid in `pidFile`. */
   killArgs(r: RuntimeRun, signal: 'TERM' | 'KILL'): string[] | null;
+  /** True while the runtime keeps state for `id` under `stateRoot` (then `deleteArgs` is due). */
+  hasState(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): boolean;
   /** Arguments that forcibly remove whatever state the runtime kept for `id`. */
   deleteArgs(r: RuntimeRun): string[];
 }
