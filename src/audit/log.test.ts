@@ -140,6 +140,29 @@ describe('AuditLog', () => {
     });
   });
 
+  describe('when another writer signs a bigger checkpoint while this one is writing', () => {
+    it('keeps its tree exact and signs only checkpoints consistent with the other writer', async () => {
+      await withHome(async (home) => {
+        const t = fakeTime();
+        const a = await openAuditLog({ home, env: ENV, timers: t.timers });
+        const b = await openAuditLog({ home, env: ENV, timers: t.timers });
+        for (let round = 0; round < 5; round++) {
+          await Promise.all(Array.from({ length: 20 }, (_, i) => b.append(ev(i, { action: 'b.write' }))));
+          await b.checkpoint();
+          const writes = Promise.all(Array.from({ length: 20 }, (_, i) => a.append(ev(i, { action: 'a.write' }))));
+          await a.checkpoint(); // may run while a's batch is in flight
+          await writes;
+          await a.checkpoint();
+        }
+        await a.close();
+        await b.close();
+        const r = await verify(home);
+        assert.ok(r.ok, r.ok ? '' : r.problem);
+        assert.equal(r.ok && r.size, 200);
+      });
+    });
+  });
+
   describe('retention', () => {
     it('destroys payload keys older than the period; hashes and proofs remain', async () => {
       await withHome(async (home) => {

@@ -358,10 +358,22 @@ export class AuditLog implements AuditSink {
     return dk;
   }
 
-  /** Reads entries other writers appended and re-checks the latest stored checkpoint. */
+  /**
+   * Reads entries other writers appended and re-checks the latest stored checkpoint. Only called
+   * when no batch write of this log is in flight (open, the write path itself, refresh()).
+   */
   private async catchUp(): Promise<void> {
     const { hashes } = await this.o.store.readLeafHashes(this.tree.size);
     this.tree.appendMany(hashes, hashes.length / 32);
+    await this.checkLatestStoredCheckpoint(true);
+  }
+
+  /**
+   * Verifies the latest stored checkpoint against the tree. `caughtUp`: the tree holds every
+   * stored entry, so a checkpoint beyond it means entries were removed; otherwise such a
+   * checkpoint (another writer's) is checked later, when this log catches up.
+   */
+  private async checkLatestStoredCheckpoint(caughtUp: boolean): Promise<void> {
     const notes = await this.o.store.readCheckpoints();
     const latest = notes.at(-1);
     if (latest === undefined) return;
@@ -371,7 +383,7 @@ export class AuditLog implements AuditSink {
     } catch (cause) {
       throw this.fail(new AuditError('store-corrupt', `latest stored checkpoint (${notes.length - 1}) does not verify under the log key`, { cause }));
     }
-    this.checkAgainst(cp, `stored checkpoint ${notes.length - 1}`);
+    if (cp.size <= this.tree.size || caughtUp) this.checkAgainst(cp, `stored checkpoint ${notes.length - 1}`);
     this.signedSize = Math.max(this.signedSize, cp.size);
   }
 
@@ -414,7 +426,10 @@ export class AuditLog implements AuditSink {
       await this.o.store.appendCheckpoint(size, note);
     } catch (err) {
       if (err instanceof AuditError && err.code === 'checkpoint-inconsistent') {
-        await this.catchUp(); // another writer signed a bigger tree; check it, do not sign ours
+        // Another writer signed a bigger tree: check it against ours where we can, never sign
+        // below it. (Not catchUp(): a batch write may be in flight, and only the write path may
+        // add leaves to the tree.)
+        await this.checkLatestStoredCheckpoint(false);
         return;
       }
       throw err;
@@ -487,6 +502,7 @@ export class AuditLog implements AuditSink {
 
   /** Catches up with entries and checkpoints other writers stored since open. */
   async refresh(): Promise<void> {
+    await this.flush();
     await this.catchUp();
   }
 

@@ -195,8 +195,8 @@ export class FileStore implements AuditStore {
       off += HEADER + s1 - s0;
     }
     await this.locked('entries', async () => {
-      await this.repairTail();
-      if (this.count !== start) throw new AuditError('conflict', `store holds ${this.count} entries, not ${start}`);
+      const onDisk = await this.repairTail();
+      if (onDisk !== start || this.count !== start) throw new AuditError('conflict', `store holds ${onDisk} entries, not ${start}`);
       try {
         let off = 0;
         while (off < data.length) {
@@ -213,16 +213,17 @@ export class FileStore implements AuditStore {
   }
 
   /**
-   * Under the writer lock: catch up with records other writers appended, and truncate an
-   * incomplete or torn record at the tail (its writer is dead: it would hold the lock).
+   * Under the writer lock: counts the entries on disk, truncating an incomplete or torn record at
+   * the tail (its writer is dead: it would hold the lock). Does not change what this handle has
+   * reported (count, end): new records of other writers are read by readLeafHashes.
    */
-  private async repairTail(): Promise<void> {
+  private async repairTail(): Promise<number> {
     const size = (await this.fh.stat()).size;
-    if (size === this.end) return;
+    if (size === this.end) return this.count;
     if (size < this.end) throw new AuditError('store-corrupt', `${this.location} shrank under the writer (${size} < ${this.end} bytes)`);
     let index = this.count;
     let goodEnd = this.end;
-    const end = await scan(this.fh, this.end, (r) => {
+    await scan(this.fh, this.end, (r) => {
       if (!bytesEqual(hashLeaf(r.entry), r.leafHash)) return false;
       index++;
       goodEnd = r.offset + HEADER + r.entry.length;
@@ -234,9 +235,7 @@ export class FileStore implements AuditStore {
       await this.fh.truncate(goodEnd);
       await this.fh.datasync();
     }
-    void end;
-    this.count = index;
-    this.end = goodEnd;
+    return index;
   }
 
   async appendCheckpoint(size: number, note: string): Promise<void> {
