@@ -1,8 +1,8 @@
 /**
  * Durability under kill -9: a writer process appends as fast as it can (256 events in flight)
  * and prints each event's sequence number once append() has resolved (acknowledged). The test
- * kills it with SIGKILL at a random moment, starts a new writer on the same store, repeats, and
- * finally checks that every acknowledged event is in the log and that the log verifies.
+ * kills it with SIGKILL at a random moment, starts a new writer on the same store, repeats (also
+ * with two writers at once, killed at different moments), and finally checks that every acknowledged event is in the log and that the log verifies.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,6 +65,15 @@ describe('audit log durability under kill -9', () => {
       const acked: string[] = [];
       const delays = [150, 400, 1300, 90, 700, 2100, 250, 1100];
       for (const [round, ms] of delays.entries()) acked.push(...(await writeUntilKilled(home, round, ms)));
+      // Then two writers at once, killed at different moments (one may die holding writer.lock).
+      for (const [round, [ms1, ms2]] of [
+        [300, 120],
+        [80, 900],
+        [650, 640],
+      ].entries()) {
+        const both = await Promise.all([writeUntilKilled(home, 100 + 2 * round, ms1 as number), writeUntilKilled(home, 101 + 2 * round, ms2 as number)]);
+        acked.push(...both.flat());
+      }
       assert.ok(acked.length > 1000, `only ${acked.length} events acknowledged`);
 
       const run = promisify(execFile);
@@ -76,7 +85,7 @@ describe('audit log durability under kill -9', () => {
       const present = new Set(exported.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { event: { payload: { seq: string } } }).event.payload.seq));
       const missing = acked.filter((s) => !present.has(s));
       assert.deepEqual(missing.slice(0, 10), [], `${missing.length} acknowledged events missing`);
-      t.diagnostic(`${delays.length} kills, ${acked.length} events acknowledged, ${present.size} in the log`);
+      t.diagnostic(`${delays.length + 6} kills, ${acked.length} events acknowledged, ${present.size} in the log`);
       assert.equal(present.size, Number(/^ok: (\d+)/u.exec(verify.stdout)?.[1]), 'no duplicate events');
     } finally {
       await rm(home, { recursive: true, force: true });
