@@ -314,6 +314,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     });
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
+  // With piped output, 'exit' can come before the last chunks: wait for the streams to close
+  // (bounded: cleanup has killed everything that could still hold them open).
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
   child.once('spawn', () => {
     if (child.pid !== undefined) {
       emit(opts.audit, { actor, action: 'run.spawn', decision: 'info', payload: { isolation, runtimePid: child.pid } });
@@ -359,6 +362,11 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   const startedAgent = existsSync(activeRun.pidFile);
   if (spawnError !== null) return failed(new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`));
   await cleanup();
+  if (typeof out === 'function' || typeof errOut === 'function') {
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([closed, new Promise<void>((r) => (bound = setTimeout(r, 2000)))]);
+    clearTimeout(bound);
+  }
 
   const killedBySignal = signal === 'SIGKILL' || code === EXIT_KILLED;
   let status: RunStatus;
