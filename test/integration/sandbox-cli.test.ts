@@ -135,6 +135,24 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     assert.match(r.err, /agent\.yaml:\d+:\d+/);
   });
 
+  it('intersects --seccomp-profile with the default, and refuses a malformed one with 125', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const dir = mkdtempSync(join(work, 'seccomp-'));
+    const file = manifest(dir, ['python3', '-c', 'import os\ntry:\n    os.mkdir("/tmp/d")\n    print("made")\nexcept OSError as e:\n    print("errno", e.errno)']);
+    const profile = join(dir, 'profile.json');
+    writeFileSync(profile, JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO' }] }));
+    const r = await aegis(['run', file, '--state-dir', state, '--seccomp-profile', profile]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /errno 1\b/);
+    const plain = await aegis(['run', file, '--state-dir', state]);
+    assert.match(plain.out, /made/);
+    writeFileSync(profile, '{"syscalls": 3}');
+    const bad = await aegis(['run', file, '--state-dir', state, '--seccomp-profile', profile]);
+    assert.equal(bad.code, 125);
+    assert.match(bad.err, /seccomp profile/);
+    nothingLeft();
+  });
+
   it('prints the bundle with --dry-run and runs nothing', async (t) => {
     if (!requireOrSkip(t, unavailable)) return;
     const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--dry-run', '--', 'x']);
