@@ -32,23 +32,32 @@ export type EncodedBatch = EntryBatch;
 const q = JSON.stringify;
 
 // One-entry memo: consecutive events usually share actor, action and decision.
-let memoKey = '';
-let memoPre = '';
+const memo = { agent: undefined as string | undefined, execution: undefined as string | undefined, principal: undefined as string | undefined, action: '', decision: '', pre: '' };
 
 export function entryParts(h: Omit<EntryHeader, 'index'>): { pre: string; post: string } {
   const a = h.actor;
-  const key = `${a.agent ?? '\u0000'}\u0001${a.execution ?? '\u0000'}\u0001${a.principal ?? '\u0000'}\u0001${h.action}\u0001${h.decision}`;
-  if (key !== memoKey) {
+  if (
+    memo.pre === '' ||
+    memo.agent !== a.agent ||
+    memo.execution !== a.execution ||
+    memo.principal !== a.principal ||
+    memo.action !== h.action ||
+    memo.decision !== h.decision
+  ) {
     let actor = '{';
     if (a.agent !== undefined) actor += `"agent":${q(a.agent)}`;
     if (a.execution !== undefined) actor += `${actor.length > 1 ? ',' : ''}"execution":${q(a.execution)}`;
     if (a.principal !== undefined) actor += `${actor.length > 1 ? ',' : ''}"principal":${q(a.principal)}`;
     actor += '}';
-    memoPre = `{"action":${q(h.action)},"actor":${actor},"decision":${q(h.decision)},`;
-    memoKey = key;
+    memo.pre = `{"action":${q(h.action)},"actor":${actor},"decision":${q(h.decision)},`;
+    memo.agent = a.agent;
+    memo.execution = a.execution;
+    memo.principal = a.principal;
+    memo.action = h.action;
+    memo.decision = h.decision;
   }
   return {
-    pre: memoPre,
+    pre: memo.pre,
     post:
       `"id":${q(h.id)},` +
       (h.reason !== undefined ? `"reason":${q(h.reason)},` : '') +

@@ -63,7 +63,7 @@ export interface AuditLogOptions {
   readonly checkpointIntervalMs?: number;
   /** Default 90 days. 0 disables retention (keys kept forever). */
   readonly retentionDays?: number;
-  /** Largest group-commit batch (default 20000 events). */
+  /** Largest group-commit batch (default 2048 events: small enough to pipeline encode and write). */
   readonly maxBatch?: number;
   /** Encode on the calling thread instead of a worker thread (default: worker). */
   readonly inlineEncoding?: boolean;
@@ -261,7 +261,7 @@ export class AuditLog implements AuditSink {
     while (this.queue.length > 0 || inFlight !== undefined) {
       let next: { batch: Pending[]; start: number; encoded: Promise<EntryBatch> } | undefined;
       if (this.queue.length > 0) {
-        const batch = this.queue.splice(0, this.o.maxBatch ?? 20_000);
+        const batch = this.queue.splice(0, this.o.maxBatch ?? 2048);
         const start = this.tree.size + (inFlight?.entries.count ?? 0);
         const encoded = this.encode(batch, start);
         encoded.catch(() => undefined); // handled below, after the in-flight write
