@@ -106,6 +106,11 @@ describe('compileBundle', () => {
     assert.equal(compile(policy()).config.linux.cgroupsPath, '/aegis/x/c');
     assert.ok(!('cgroupsPath' in compile(policy(), { cgroupsPath: null }).config.linux));
   });
+  it('treats grants of /tmp and a read grant of /agent as already provided', () => {
+    const c = compile(policy({ read: ['/agent'], write: ['/tmp'] })).config;
+    assert.equal(c.mounts.filter((m) => m.destination === '/tmp').length, 1);
+    assert.equal(c.mounts.filter((m) => m.destination === '/agent').length, 1);
+  });
   it('carries syscalls.deny into the seccomp profile', () => {
     const c = compile(policy({}, ['mkdir'])).config;
     assert.ok(!c.linux.seccomp.syscalls.some((r) => r.action === 'SCMP_ACT_ALLOW' && r.names.includes('mkdir')));
@@ -114,6 +119,10 @@ describe('compileBundle', () => {
     it('refuses a write grant nested in a read grant', () => {
       assert.throws(() => compile(policy({ read: ['/data'], write: ['/data/out'] })), invalid);
     });
+    for (const p of ['/', '/proc', '/proc/sys', '/dev/shm', '/sys']) {
+      it(`refuses a grant of ${p}`, () => assert.throws(() => compile(policy({ write: [p] })), invalid));
+    }
+    it('refuses a write grant of /agent (the code is read-only)', () => assert.throws(() => compile(policy({ write: ['/agent'] })), invalid));
     it('refuses a declared path inside /agent', () => {
       assert.throws(() => compile(policy({ write: ['/agent/out'] })), invalid);
     });

@@ -81,12 +81,24 @@ export interface CompiledBundle {
   readonly rootfs: RootfsPlan;
 }
 
+/** Paths a declared grant may not cover or sit in: the root itself and the kernel filesystems. */
+const FORBIDDEN_GRANTS = ['/proc', '/dev', '/sys'];
+
 /** Declared fs paths, as tmpfs mounts unless a volume takes their place. */
 function declaredMounts(policy: Policy, volumes: readonly ResolvedVolume[]): { path: string; mode: 'ro' | 'rw' }[] {
+  for (const p of [...policy.fs.read, ...policy.fs.write]) {
+    if (p === '/' || FORBIDDEN_GRANTS.some((f) => p === f || p.startsWith(f + '/'))) {
+      throw new SandboxError('sandbox.invalid_spec', `permissions.fs path ${p} cannot be granted: the sandbox owns /, /proc, /dev and /sys`);
+    }
+  }
+  if (policy.fs.write.includes(CODE_MOUNT)) {
+    throw new SandboxError('sandbox.invalid_spec', `permissions.fs.write cannot grant ${CODE_MOUNT}: the agent's code is mounted there read-only`);
+  }
   const out: { path: string; mode: 'ro' | 'rw' }[] = [];
-  const vol = new Set(volumes.map((v) => v.sandbox));
-  for (const p of policy.fs.write) if (!vol.has(p)) out.push({ path: p, mode: 'rw' });
-  for (const p of policy.fs.read) if (!vol.has(p) && !policy.fs.write.includes(p)) out.push({ path: p, mode: 'ro' });
+  // Already provided: /tmp (a writable tmpfs) and /agent (the code, read-only).
+  const provided = new Set([...volumes.map((v) => v.sandbox), '/tmp', CODE_MOUNT]);
+  for (const p of policy.fs.write) if (!provided.has(p)) out.push({ path: p, mode: 'rw' });
+  for (const p of policy.fs.read) if (!provided.has(p) && !policy.fs.write.includes(p)) out.push({ path: p, mode: 'ro' });
   return out;
 }
 
