@@ -277,7 +277,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     mkdirSync(run.bundleDir, { mode: 0o711 });
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
 
-    cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead });
+    cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead }, undefined, undefined, driver.cgroupMode);
     const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? cgroup.runtimePath : null, isolation });
     writeBundle(run.bundleDir, bundle);
     const rootfsDir = join(run.bundleDir, 'rootfs');

@@ -72,10 +72,19 @@ describe('cgroup v1 adapter', () => {
     assert.equal(readFileSync(join(root, 'pids', 'aegis', 'r4', 'pids.max'), 'utf8'), '32');
     assert.equal(cg.procsFiles.length, 4);
   });
-  it('reports OOM from the peak at the limit (the victim cgroup is gone), pids from the peak', () => {
+  it('reports OOM from oom_kill when the agent lives in the run cgroup (crun, runsc)', () => {
     const root = fakeRoot();
     for (const c of ['memory', 'cpu', 'cpuacct', 'pids']) mkdirSync(join(root, c));
-    const cg = createRunCgroup('r5', limits, root, 'v1');
+    const cg = createRunCgroup('r6', limits, root, 'v1', 'inherit');
+    writeFileSync(join(root, 'memory', 'aegis', 'r6', 'memory.max_usage_in_bytes'), `${limits.memoryBytes}\n`);
+    assert.equal(cg.usage().oom, false, 'a peak at the limit alone is not an OOM kill');
+    writeFileSync(join(root, 'memory', 'aegis', 'r6', 'memory.oom_control'), 'oom_kill_disable 0\nunder_oom 0\noom_kill 1\n');
+    assert.equal(cg.usage().oom, true);
+  });
+  it('reports OOM from the peak at the limit when the victim cgroup is the runtime child (runc)', () => {
+    const root = fakeRoot();
+    for (const c of ['memory', 'cpu', 'cpuacct', 'pids']) mkdirSync(join(root, c));
+    const cg = createRunCgroup('r5', limits, root, 'v1', 'child');
     writeFileSync(join(root, 'cpuacct', 'aegis', 'r5', 'cpuacct.usage'), '2500000\n');
     writeFileSync(join(root, 'memory', 'aegis', 'r5', 'memory.max_usage_in_bytes'), `${limits.memoryBytes - 4096}\n`);
     writeFileSync(join(root, 'pids', 'aegis', 'r5', 'pids.peak'), '32\n');

@@ -181,15 +181,25 @@ export async function destroyRunCgroups(id: string, root = CGROUP_ROOT): Promise
 }
 
 /** Creates the run's cgroup with `limits` set and verified. */
-export function createRunCgroup(id: string, limits: ResourceLimits, root = CGROUP_ROOT, version: CgroupVersion = detectCgroupVersion(root)): RunCgroup {
-  return version === 'v2' ? createV2(id, limits, root) : createV1(id, limits, root);
+/**
+ * Creates the run's cgroup with `limits` set and verified. `mode` says where the agent's
+ * processes will live: in the run cgroup itself ('inherit') or in a runtime-made child ('child').
+ */
+export function createRunCgroup(
+  id: string,
+  limits: ResourceLimits,
+  root = CGROUP_ROOT,
+  version: CgroupVersion = detectCgroupVersion(root),
+  mode: 'inherit' | 'child' = 'inherit',
+): RunCgroup {
+  return version === 'v2' ? createV2(id, limits, root) : createV1(id, limits, root, mode);
 }
 
 const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;
 /** One transparent huge page: how far below the limit a failed charge may leave the peak. */
 const V1_OOM_SLACK = 2 * 1024 * 1024;
 
-function createV1(id: string, limits: ResourceLimits, root: string): RunCgroup {
+function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inherit' | 'child'): RunCgroup {
   const dir = (c: string): string => join(root, c, AEGIS_CGROUP, id);
   for (const c of V1_CONTROLLERS) {
     if (!existsSync(join(root, c))) throw new SandboxError('sandbox.runtime_unavailable', `cgroup v1 controller "${c}" is not mounted at ${join(root, c)}`);
@@ -231,11 +241,11 @@ function createV1(id: string, limits: ResourceLimits, root: string): RunCgroup {
       return {
         cpuMs: readNum(join(dir('cpuacct'), 'cpuacct.usage')) / 1e6,
         maxMemoryBytes: max,
-        // LIMITATION (v1): the kernel counts oom_kill in the victim's own cgroup (the runtime's
-        // child, removed by the runtime when it exits) and this kernel leaves failcnt at 0; the
-        // parent keeps the peak. A SIGKILLed run whose peak reached the limit (within one huge
-        // page) is reported as OOM; run.ts only asks when the agent died of SIGKILL.
-        oom: oomKills > 0 || failcnt > 0 || max >= limits.memoryBytes - V1_OOM_SLACK,
+        // v1 counts oom_kill in the victim's own cgroup. 'inherit': that is this cgroup, the count
+        // is exact. LIMITATION ('child', runc): the runtime's child is gone by now and this kernel
+        // leaves failcnt at 0; the parent keeps the peak, so a SIGKILLed run whose peak reached
+        // the limit (within one huge page) is reported as OOM (run.ts asks only after SIGKILL).
+        oom: oomKills > 0 || (mode === 'child' && (failcnt > 0 || max >= limits.memoryBytes - V1_OOM_SLACK)),
         // pids.events counts the failure in the forking task's cgroup (the runtime's child);
         // the parent keeps its peak (pids.peak, Linux >= 6.1).
         pidsLimitHit: (readKeyed(join(dir('pids'), 'pids.events')).get('max') ?? 0) > 0 || readNum(join(dir('pids'), 'pids.peak')) >= limits.pids,
