@@ -34,7 +34,8 @@ const q = JSON.stringify;
 // One-entry memo: consecutive events usually share actor, action and decision.
 const memo = { agent: undefined as string | undefined, execution: undefined as string | undefined, principal: undefined as string | undefined, action: '', decision: '', pre: '' };
 
-export function entryParts(h: Omit<EntryHeader, 'index'>): { pre: string; post: string } {
+/** `pre` and `post` parts of an entry (see BatchItem); `subjectHash` is the keyed subject hash. */
+export function entryParts(h: Pick<EntryHeader, 'id' | 'time' | 'actor' | 'action' | 'decision' | 'reason'>, subjectHash?: string): { pre: string; post: string } {
   const a = h.actor;
   if (
     memo.pre === '' ||
@@ -61,7 +62,7 @@ export function entryParts(h: Omit<EntryHeader, 'index'>): { pre: string; post: 
     post:
       `"id":${q(h.id)},` +
       (h.reason !== undefined ? `"reason":${q(h.reason)},` : '') +
-      (h.subjectHash !== undefined ? `"subj":"${h.subjectHash}",` : '') +
+      (subjectHash !== undefined ? `"subj":${q(subjectHash)},` : '') +
       `"time":${q(h.time)},"v":1}`,
   };
 }

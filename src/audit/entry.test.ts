@@ -31,7 +31,7 @@ describe('entry encoding', () => {
       fc.property(fc.array(header, { minLength: 1, maxLength: 8 }), fc.nat({ max: 1e9 }), fc.jsonValue(), (headers, start, payload) => {
         const key = randomBytes(32);
         const nonces = randomBytes(12 * headers.length);
-        const items = headers.map((h) => ({ ...entryParts(h as Omit<EntryHeader, 'index'>), secret: secretJson({ payload: { v: payload } }), keyId: KEY_ID }));
+        const items = headers.map((h) => ({ ...entryParts(h as Omit<EntryHeader, 'index'>, h.subjectHash), secret: secretJson({ payload: { v: payload } }), keyId: KEY_ID }));
         const b = encodeBatch(items, start, 'example.org/log', new Map([[KEY_ID, key]]), nonces);
         headers.forEach((h, i) => {
           const entry = batchEntry(b, i);

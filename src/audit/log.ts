@@ -71,11 +71,26 @@ export interface AuditLogOptions {
   readonly onError?: (err: unknown) => void;
 }
 
-interface Pending {
-  readonly event: AuditEvent;
-  readonly payloadJson: string;
+/**
+ * Events waiting to be written, in groups of at most maxBatch: a group is written as one batch and
+ * acknowledged with one promise, which every append() into it returns (no promise per event).
+ */
+interface Group {
+  readonly events: AuditEvent[];
+  readonly payloads: string[];
+  readonly promise: Promise<void>;
   resolve(): void;
   reject(err: unknown): void;
+}
+
+function newGroup(): Group {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { events: [], payloads: [], promise, resolve, reject };
 }
 
 interface DataKey {
@@ -96,7 +111,7 @@ function isoDay(ms: number): string {
 
 export class AuditLog implements AuditSink {
   private readonly tree = new MerkleTree();
-  private readonly queue: Pending[] = [];
+  private readonly queue: Group[] = [];
   private draining: Promise<void> | undefined;
   private drainScheduled = false;
   private readonly keyCache = new Map<string, DataKey>();
@@ -165,7 +180,10 @@ export class AuditLog implements AuditSink {
     return this.o.origin;
   }
 
-  /** Appends one event; resolves once it is durable (survives kill -9). */
+  /**
+   * Appends one event; resolves once it is durable (survives kill -9). Events appended together
+   * share one promise (their batch's).
+   */
   append(input: AuditEventInput): Promise<void> {
     if (this.closed) return Promise.reject(new AuditError('closed', 'audit log is closed'));
     if (this.broken !== undefined) return Promise.reject(this.broken);
@@ -175,10 +193,21 @@ export class AuditLog implements AuditSink {
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ event: done.event, payloadJson: done.payloadJson, resolve, reject });
-      this.scheduleDrain();
-    });
+    const g = this.openGroup();
+    g.events.push(done.event);
+    g.payloads.push(done.payloadJson);
+    this.scheduleDrain();
+    return g.promise;
+  }
+
+  /** The group new events join: the last queued one unless it is full. */
+  private openGroup(): Group {
+    let g = this.queue[this.queue.length - 1];
+    if (g === undefined || g.events.length >= (this.o.maxBatch ?? 2048)) {
+      g = newGroup();
+      this.queue.push(g);
+    }
+    return g;
   }
 
   private scheduleDrain(): void {
@@ -193,8 +222,7 @@ export class AuditLog implements AuditSink {
 
   /**
    * Appends several events with one acknowledgement: resolves once all are durable, rejects if
-   * any is invalid (then none is appended) or cannot be written. Cheaper than one append() per
-   * event for producers that already have a batch (one promise instead of n).
+   * any is invalid (then none is appended) or cannot be written.
    */
   appendMany(inputs: readonly AuditEventInput[]): Promise<void> {
     if (this.closed) return Promise.reject(new AuditError('closed', 'audit log is closed'));
@@ -205,22 +233,16 @@ export class AuditLog implements AuditSink {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (done.length === 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      let left = done.length;
-      let failed = false;
-      const ok = (): void => {
-        if (--left === 0 && !failed) resolve();
-      };
-      const fail = (err: unknown): void => {
-        if (!failed) {
-          failed = true;
-          reject(err);
-        }
-      };
-      for (const d of done) this.queue.push({ event: d.event, payloadJson: d.payloadJson, resolve: ok, reject: fail });
-      this.scheduleDrain();
-    });
+    const groups = new Set<Promise<void>>();
+    for (const d of done) {
+      const g = this.openGroup();
+      g.events.push(d.event);
+      g.payloads.push(d.payloadJson);
+      groups.add(g.promise);
+    }
+    if (groups.size === 0) return Promise.resolve();
+    this.scheduleDrain();
+    return groups.size === 1 ? (groups.values().next().value as Promise<void>) : Promise.all(groups).then(() => undefined);
   }
 
   /** Resolves when every event appended so far is durable. */
@@ -257,11 +279,11 @@ export class AuditLog implements AuditSink {
    * (another writer got there first), N+1 is re-encoded at its real position.
    */
   private async drain(): Promise<void> {
-    let inFlight: { batch: Pending[]; start: number; entries: EntryBatch; write: Promise<void> } | undefined;
+    let inFlight: { batch: Group; start: number; entries: EntryBatch; write: Promise<void> } | undefined;
     while (this.queue.length > 0 || inFlight !== undefined) {
-      let next: { batch: Pending[]; start: number; encoded: Promise<EntryBatch> } | undefined;
+      let next: { batch: Group; start: number; encoded: Promise<EntryBatch> } | undefined;
       if (this.queue.length > 0) {
-        const batch = this.queue.splice(0, this.o.maxBatch ?? 2048);
+        const batch = this.queue.shift() as Group;
         const start = this.tree.size + (inFlight?.entries.count ?? 0);
         const encoded = this.encode(batch, start);
         encoded.catch(() => undefined); // handled below, after the in-flight write
@@ -281,20 +303,20 @@ export class AuditLog implements AuditSink {
         inFlight = { batch: next.batch, start, entries, write: this.o.store.append(start, entries) };
         inFlight.write.catch(() => undefined); // handled in finishWrite
       } catch (err) {
-        for (const p of next.batch) p.reject(err);
+        next.batch.reject(err);
       }
     }
   }
 
   /** Waits for a batch write; on conflict catches up and rewrites it at its new position. */
-  private async finishWrite(w: { batch: Pending[]; start: number; entries: EntryBatch; write: Promise<void> }): Promise<void> {
+  private async finishWrite(w: { batch: Group; start: number; entries: EntryBatch; write: Promise<void> }): Promise<void> {
     let entries = w.entries;
     let write = w.write;
     for (let attempt = 0; ; attempt++) {
       try {
         await write;
         this.tree.appendMany(entries.hashes, entries.count);
-        for (const p of w.batch) p.resolve();
+        w.batch.resolve();
         return;
       } catch (err) {
         if (err instanceof AuditError && err.code === 'conflict' && attempt < 100) {
@@ -304,37 +326,36 @@ export class AuditLog implements AuditSink {
             entries = await this.encode(w.batch, start);
             write = this.o.store.append(start, entries);
           } catch (err2) {
-            for (const p of w.batch) p.reject(err2);
+            w.batch.reject(err2);
             return;
           }
           continue;
         }
-        for (const p of w.batch) p.reject(err);
+        w.batch.reject(err);
         return;
       }
     }
   }
 
-  private async encode(events: readonly Pending[], start: number): Promise<EntryBatch> {
+  private async encode(group: Group, start: number): Promise<EntryBatch> {
     const day = isoDay(this.clock.now());
+    const events = group.events;
     const items: BatchItem[] = new Array<BatchItem>(events.length);
     const keys = new Map<string, Uint8Array>();
+    const general = await this.dataKey(day, undefined);
+    keys.set(general.id, general.key);
     for (let i = 0; i < events.length; i++) {
-      const pending = events[i] as Pending;
-      const ev = pending.event;
-      const subj = ev.subject === undefined ? undefined : subjectHash(this.o.masterKeys, ev.subject);
-      const dk = this.keyCache.get(`${subj ?? 'd'}/${day}`) ?? (await this.dataKey(day, subj));
-      keys.set(dk.id, dk.key);
-      const { pre, post } = entryParts({
-        id: ev.id,
-        time: ev.time,
-        actor: ev.actor,
-        action: ev.action,
-        decision: ev.decision,
-        ...(ev.reason !== undefined ? { reason: ev.reason } : {}),
-        ...(subj !== undefined ? { subjectHash: subj } : {}),
-      });
-      items[i] = { pre, post, secret: secretJson(ev, pending.payloadJson), keyId: dk.id };
+      const ev = events[i] as AuditEvent;
+      const payloadJson = group.payloads[i] as string;
+      let dk = general;
+      let subj: string | undefined;
+      if (ev.subject !== undefined) {
+        subj = subjectHash(this.o.masterKeys, ev.subject);
+        dk = this.keyCache.get(`${subj}/${day}`) ?? (await this.dataKey(day, subj));
+        keys.set(dk.id, dk.key);
+      }
+      const { pre, post } = entryParts(ev, subj);
+      items[i] = { pre, post, secret: secretJson(ev, payloadJson), keyId: dk.id };
     }
     return this.pool.encode(items, start, this.o.origin, keys);
   }
