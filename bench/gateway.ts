@@ -4,7 +4,13 @@
  * sandbox namespace (transparent capture, and explicit CONNECT proxy). Prints the figures and
  * the ratios against direct. Needs root, ip, nft, openssl, dig (as the integration tests).
  *
- *   npm run build && node dist/bench/gateway.js
+ *   npm run build && node dist/bench/gateway.js [--rounds 5] [--only latency,newconn,throughput]
+ *
+ * Fairness: the same client program (gateway-client.ts) and server for every path; ROUNDS
+ * rounds, each running every path once, in an order that rotates from round to round (so no
+ * path always runs first, or right after another); medians per figure. Throughput ratios are
+ * also given as the median of per-round ratios (a path against the direct run of the same
+ * round), which is steadier when the machine's other load changes during the run.
  *
  * Targets (issue 4, 2 cores): added latency <= 0.5 ms at p50, throughput >= 90% of direct.
  */
@@ -31,7 +37,15 @@ async function runNs(ns: string, args: string[]): Promise<Figures> {
   return JSON.parse(r.stdout) as Figures;
 }
 
-const ROUNDS = 5;
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+const ROUNDS = Number(arg('--rounds', '5'));
+const MODES = arg('--only', 'latency,newconn,throughput').split(',') as Array<'latency' | 'newconn' | 'throughput'>;
+if (!(ROUNDS >= 1) || MODES.some((m) => !['latency', 'newconn', 'throughput'].includes(m))) {
+  throw new Error('usage: gateway.js [--rounds N] [--only latency,newconn,throughput]');
+}
 
 /** Per-key median of several runs' figures. */
 function median(runs: Figures[]): Figures {
@@ -59,39 +73,58 @@ async function main(): Promise<void> {
     const resolved = dig.stdout.trim();
     if (resolved !== BENCH_ADDRESS) throw new Error(`bench.test resolved to "${resolved}" in the sandbox`);
     const proxy = `${net.gatewayAddress}:3128`;
-    const rows: Array<{ metric: string; direct: Figures; transparent: Figures; connect: Figures }> = [];
+    type Path = 'direct' | 'transparent' | 'connect';
+    const PATHS: readonly Path[] = ['direct', 'transparent', 'connect'];
+    const rows: Array<{ metric: string; direct: Figures; transparent: Figures; connect: Figures; runs: Record<Path, Figures[]> }> = [];
     // The machine is shared and noisy: ROUNDS interleaved rounds, the median of each figure.
-    for (const mode of ['latency', 'newconn', 'throughput'] as const) {
-      const runs: { direct: Figures[]; transparent: Figures[]; connect: Figures[] } = { direct: [], transparent: [], connect: [] };
+    for (const mode of MODES) {
+      const runs: Record<Path, Figures[]> = { direct: [], transparent: [], connect: [] };
       for (let round = 0; round < ROUNDS; round++) {
-        runs.direct.push(await runHost([mode, BENCH_ADDRESS, inet.caFile]));
-        // The gateway runs in this process: its CPU time per run is what the gateway path adds.
-        const c0 = process.cpuUsage();
-        const t = await runNs(net.netnsName, [mode, BENCH_ADDRESS, inet.caFile]);
-        const c1 = process.cpuUsage(c0);
-        runs.transparent.push({ ...t, gatewayCpuMs: (c1.user + c1.system) / 1000 });
-        runs.connect.push(await runNs(net.netnsName, [mode, BENCH_ADDRESS, inet.caFile, proxy]));
+        for (let k = 0; k < PATHS.length; k++) {
+          const path = PATHS[(round + k) % PATHS.length]!;
+          // The gateway runs in this process: its CPU time per run is what the gateway path adds.
+          const c0 = process.cpuUsage();
+          const f =
+            path === 'direct'
+              ? await runHost([mode, BENCH_ADDRESS, inet.caFile])
+              : await runNs(net.netnsName, path === 'connect' ? [mode, BENCH_ADDRESS, inet.caFile, proxy] : [mode, BENCH_ADDRESS, inet.caFile]);
+          const c1 = process.cpuUsage(c0);
+          runs[path].push(path === 'direct' ? f : { ...f, gatewayCpuMs: (c1.user + c1.system) / 1000 });
+        }
       }
-      rows.push({ metric: mode, direct: median(runs.direct), transparent: median(runs.transparent), connect: median(runs.connect) });
+      rows.push({ metric: mode, direct: median(runs.direct), transparent: median(runs.transparent), connect: median(runs.connect), runs });
     }
-    const [lat, conn, thr] = rows as [(typeof rows)[0], (typeof rows)[0], (typeof rows)[0]];
+    const row = (m: string): (typeof rows)[0] | undefined => rows.find((r) => r.metric === m);
+    /** Median over rounds of (path figure / direct figure of the same round). */
+    const pairedRatio = (r: (typeof rows)[0], path: Path, key: string): number => median(r.runs[path].map((f, i) => ({ x: f[key]! / r.runs.direct[i]![key]! }))).x!;
     const out: string[] = [];
     out.push('egress gateway benchmark (same fake-internet HTTPS server; direct = host, gateway = sandbox netns)');
-    out.push(`cores: ${(await import('node:os')).cpus().length}, node ${process.version}`);
-    out.push('');
-    out.push(`HTTPS request on a kept-alive connection (3000 sequential requests; median of ${ROUNDS} rounds), ms:`);
-    for (const [name, f] of [['transparent', lat.transparent], ['connect', lat.connect]] as const) {
-      out.push(`  ${name.padEnd(12)} p50 ${f2(f.p50!)} (direct ${f2(lat.direct.p50!)}, added ${f2(f.p50! - lat.direct.p50!)})   p99 ${f2(f.p99!)} (direct ${f2(lat.direct.p99!)}, added ${f2(f.p99! - lat.direct.p99!)})`);
+    out.push(`cores: ${(await import('node:os')).cpus().length}, node ${process.version}, ${ROUNDS} rounds`);
+    const lat = row('latency');
+    if (lat) {
+      out.push('');
+      out.push(`HTTPS request on a kept-alive connection (3000 sequential requests; median of ${ROUNDS} rounds), ms:`);
+      for (const [name, f] of [['transparent', lat.transparent], ['connect', lat.connect]] as const) {
+        out.push(`  ${name.padEnd(12)} p50 ${f2(f.p50!)} (direct ${f2(lat.direct.p50!)}, added ${f2(f.p50! - lat.direct.p50!)})   p99 ${f2(f.p99!)} (direct ${f2(lat.direct.p99!)}, added ${f2(f.p99! - lat.direct.p99!)})`);
+      }
     }
-    out.push('New connection + TLS handshake + request, sequential for 3 s:');
-    for (const [name, f] of [['transparent', conn.transparent], ['connect', conn.connect]] as const) {
-      out.push(`  ${name.padEnd(12)} ${f.perSecond!.toFixed(0)}/s vs direct ${conn.direct.perSecond!.toFixed(0)}/s (ratio ${(f.perSecond! / conn.direct.perSecond!).toFixed(2)}); p50 added ${f2(f.p50! - conn.direct.p50!)} ms, p99 added ${f2(f.p99! - conn.direct.p99!)} ms`);
+    const conn = row('newconn');
+    if (conn) {
+      out.push('New connection + TLS handshake + request, sequential for 3 s:');
+      for (const [name, f] of [['transparent', conn.transparent], ['connect', conn.connect]] as const) {
+        out.push(`  ${name.padEnd(12)} ${f.perSecond!.toFixed(0)}/s vs direct ${conn.direct.perSecond!.toFixed(0)}/s (ratio ${(f.perSecond! / conn.direct.perSecond!).toFixed(2)}); p50 added ${f2(f.p50! - conn.direct.p50!)} ms, p99 added ${f2(f.p99! - conn.direct.p99!)} ms`);
+      }
     }
-    out.push('100 MB download over HTTPS:');
-    for (const [name, f] of [['transparent', thr.transparent], ['connect', thr.connect]] as const) {
-      out.push(`  ${name.padEnd(12)} ${f.mbPerSecond!.toFixed(0)} MB/s vs direct ${thr.direct.mbPerSecond!.toFixed(0)} MB/s (ratio ${(f.mbPerSecond! / thr.direct.mbPerSecond!).toFixed(2)})`);
+    const thr = row('throughput');
+    if (thr) {
+      out.push('100 MB download over HTTPS:');
+      for (const name of ['transparent', 'connect'] as const) {
+        const f = thr[name];
+        out.push(`  ${name.padEnd(12)} ${f.mbPerSecond!.toFixed(0)} MB/s vs direct ${thr.direct.mbPerSecond!.toFixed(0)} MB/s (ratio of medians ${(f.mbPerSecond! / thr.direct.mbPerSecond!).toFixed(2)}, median of per-round ratios ${pairedRatio(thr, name, 'mbPerSecond').toFixed(2)})`);
+      }
+      out.push(`  gateway CPU per transparent run (1 MB warm-up + 100 MB): ${thr.transparent.gatewayCpuMs!.toFixed(0)} ms (of ${(thr.transparent.seconds! * 1000).toFixed(0)} ms wall for the 100 MB)`);
+      out.push(`  per round, MB/s: direct ${thr.runs.direct.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; transparent ${thr.runs.transparent.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; connect ${thr.runs.connect.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}`);
     }
-    out.push(`  gateway CPU per transparent run (1 MB warm-up + 100 MB): ${thr.transparent.gatewayCpuMs!.toFixed(0)} ms (of ${(thr.transparent.seconds! * 1000).toFixed(0)} ms wall for the 100 MB)`);
     console.log(out.join('\n'));
     console.log(JSON.stringify({ rows }));
   } finally {

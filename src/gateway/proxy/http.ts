@@ -16,7 +16,7 @@ import { gatewayDeny, httpRequestEvent, verdictOf, bounded, type Verdict } from 
 import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
 import { parseAbsoluteUrl, parseAuthority, sameHost, type Authority } from './authority.js';
-import { connectTo, resolveTarget } from './upstream.js';
+import { connectTo, resolveTarget, type Upstream } from './upstream.js';
 import { auditDenied, runTunnel } from './tunnel.js';
 
 export const MAX_HEADER_BYTES = 16 * 1024;
@@ -118,14 +118,14 @@ async function handleConnect(session: Session, mode: HttpMode, req: IncomingMess
   }
   const t = await resolveTarget(session, target.host);
   if (!t.ok) return refuse(t.verdict, target);
-  let upstream: Socket;
+  let upstream: Upstream;
   try {
     upstream = await connectTo(t.address, target.port);
   } catch (err) {
     return refuse(gatewayDeny('gateway.upstream_failed', (err as Error).message), target);
   }
   if (sock.destroyed) {
-    upstream.destroy();
+    upstream.socket.destroy();
     return;
   }
   sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');

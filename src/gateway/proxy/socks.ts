@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
 import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
-import { connectTo, resolveTarget } from './upstream.js';
+import { connectTo, resolveTarget, type Upstream } from './upstream.js';
 import { auditDenied, runTunnel } from './tunnel.js';
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -161,7 +161,7 @@ async function serve(session: Session, sock: Socket): Promise<void> {
   if (!decision.allow) return refuse(verdictOf(decision));
   const t = await resolveTarget(session, host);
   if (!t.ok) return refuse(t.verdict);
-  let upstream: Socket;
+  let upstream: Upstream;
   try {
     upstream = await connectTo(t.address, port);
   } catch (err) {

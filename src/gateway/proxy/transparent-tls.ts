@@ -10,7 +10,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
 import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
-import { connectTo, resolveTarget } from './upstream.js';
+import { connectTo, resolveTarget, type Upstream } from './upstream.js';
 import { auditDenied, helloVerdict, readClientHello, runTunnel } from './tunnel.js';
 
 const TLS_PORT = 443;
@@ -55,7 +55,7 @@ async function serve(session: Session, sock: Socket): Promise<void> {
   if (session.quota.exceeded()) return refuse(gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up'));
   const t = await resolveTarget(session, sni);
   if (!t.ok) return refuse(t.verdict);
-  let upstream: Socket;
+  let upstream: Upstream;
   try {
     upstream = await connectTo(t.address, TLS_PORT);
   } catch (err) {

@@ -12,6 +12,7 @@ import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
 import { looksLikeTls, parseClientHello, type ClientHelloResult } from './sni.js';
 import { sameHost } from './authority.js';
+import type { Upstream } from './upstream.js';
 
 /** The agent must finish its ClientHello within this time (slowloris). */
 export const HELLO_TIMEOUT_MS = 10_000;
@@ -75,7 +76,9 @@ export function helloVerdict(hello: Extract<ClientHelloResult, { status: 'comple
  * Run a tunnel between `client` (the agent) and `upstream`. The first client bytes are held
  * back until they are known not to be a fronted ClientHello. Writes the `net.connect` event.
  */
-export function runTunnel(session: Session, client: Socket, upstream: Socket, info: TunnelInfo, head: Buffer, sniKnown: string | null = null): void {
+export function runTunnel(session: Session, client: Socket, up: Upstream, info: TunnelInfo, head: Buffer, sniKnown: string | null = null): void {
+  const upstream = up.socket;
+  client.setNoDelay(true);
   session.track(client);
   session.track(upstream);
   let sent = 0;
@@ -113,10 +116,14 @@ export function runTunnel(session: Session, client: Socket, upstream: Socket, in
     verdict = gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up');
     finish();
   };
-  forward(upstream, client, (n) => {
+  // Upstream -> agent (the bulk direction of a download): the upstream's own large reads.
+  const toClient = writer(upstream, client, (n) => {
     received += n;
     if (!session.charge(n)) quotaCut();
   });
+  up.attach(toClient.write);
+  upstream.once('end', () => client.end());
+  if (!toClient.waiting()) upstream.resume();
 
   const startPiping = (first: Buffer): void => {
     if (first.length > 0) {
@@ -124,10 +131,12 @@ export function runTunnel(session: Session, client: Socket, upstream: Socket, in
       if (!session.charge(first.length)) return quotaCut();
       upstream.write(first);
     }
-    forward(client, upstream, (n) => {
+    const toUpstream = writer(client, upstream, (n) => {
       sent += n;
       if (!session.charge(n)) quotaCut();
     });
+    client.on('data', (c: Buffer) => toUpstream.write(c));
+    client.once('end', () => upstream.end());
     client.resume();
   };
 
@@ -159,16 +168,28 @@ export function runTunnel(session: Session, client: Socket, upstream: Socket, in
   client.resume();
 }
 
-/** Copy `from` to `to` with backpressure, counting bytes; half-close is passed on. */
-function forward(from: Socket, to: Socket, count: (n: number) => void): void {
-  from.on('data', (c: Buffer) => {
-    count(c.length);
-    if (!to.write(c)) {
-      from.pause();
-      to.once('drain', () => from.resume());
-    }
-  });
-  from.once('end', () => to.end());
+/**
+ * A sink for `from`'s chunks that writes them to `to`, counting bytes, with backpressure:
+ * `from` is paused while `to` has more queued than its high-water mark.
+ */
+function writer(from: Socket, to: Socket, count: (n: number) => void): { write: (c: Buffer, done?: () => void) => void; waiting: () => boolean } {
+  let waiting = false;
+  const resume = (): void => {
+    waiting = false;
+    from.resume();
+  };
+  return {
+    write: (c: Buffer, done?: () => void) => {
+      count(c.length);
+      // `done` (the buffer may be reused) only after a successful write: a failed one may still hold it.
+      if (!to.write(c, done && ((err?: Error | null) => void (err ? undefined : done()))) && !waiting) {
+        waiting = true;
+        from.pause();
+        to.once('drain', resume);
+      }
+    },
+    waiting: () => waiting,
+  };
 }
 
 /** Emit a denial `net.connect` event for a connection refused before any tunnel existed. */

@@ -33,10 +33,100 @@ export async function resolveTarget(session: Session, host: string): Promise<Tar
   return { ok: true, address: addresses[0]! };
 }
 
+/**
+ * How the gateway reads an upstream (the bulk direction of a download). Node's default is a new
+ * 64 KiB Buffer per read(2); for 100 MB that is ~1600 fresh buffers for the allocator and GC,
+ * which cost about half the gateway's CPU (measured: 150 -> 70 ms per 100 MB). Instead each
+ * upstream reads into buffers of its own (`onread`):
+ * - a small buffer (SMALL_READ_BYTES) while reads are small: a small read is copied out and
+ *   the buffer read into again, so an idle or chatty connection holds 64 KiB, as before;
+ * - once a read fills it, large buffers (LARGE_READ_BYTES) from a pool shared by all
+ *   connections: a full read is handed on without a copy, and the buffer goes back to the pool
+ *   when the agent's socket has taken the bytes. Memory: 64 KiB per connection, plus the large
+ *   buffers in flight (two per downloading connection: backpressure pauses the upstream as
+ *   soon as one write is queued) and at most POOL_MAX idle ones.
+ */
+export const SMALL_READ_BYTES = 64 * 1024;
+export const LARGE_READ_BYTES = 256 * 1024;
+/** Reads smaller than this are copied out, so their buffer is read into again. */
+const COPY_BELOW = 16 * 1024;
+const POOL_MAX = 16;
+const pool: Buffer[] = [];
+
+/** Where an upstream's bytes go: `done` must be called once `chunk` is no longer needed (written). */
+export type UpstreamSink = (chunk: Buffer, done: () => void) => void;
+
+/**
+ * The gateway's connection to an upstream. Its bytes go to the sink given to `attach()`; what
+ * arrives before (a server that speaks first) is held, and reading paused, until then.
+ */
+export class Upstream {
+  readonly socket: Socket;
+  private small: Buffer | null = null;
+  /** The buffer the next read goes into. */
+  private next: Buffer | null = null;
+  private sink: UpstreamSink | null = null;
+  private held: Array<[Buffer, () => void]> = [];
+
+  constructor(address: string, port: number) {
+    this.socket = connect({
+      host: address,
+      port,
+      noDelay: true,
+      onread: { buffer: () => this.nextBuffer(), callback: (n: number, b: Uint8Array) => this.onRead(n, b as Buffer) },
+    });
+  }
+
+  private nextBuffer(): Buffer {
+    this.next ??= this.small ??= Buffer.allocUnsafe(SMALL_READ_BYTES);
+    return this.next;
+  }
+
+  private onRead(n: number, b: Buffer): boolean {
+    let chunk: Buffer;
+    let done = noop;
+    if (n < COPY_BELOW) {
+      chunk = Buffer.from(b.subarray(0, n)); // copied: `b` is read into again
+      if (b !== this.small) {
+        releaseLarge(b);
+        this.next = null; // back to the small buffer
+      }
+    } else {
+      chunk = b.subarray(0, n); // handed on whole
+      if (b === this.small) this.small = null; // the next small one is new
+      else done = () => releaseLarge(b);
+      // A full read means more is waiting: read large from now on.
+      this.next = n === b.length || b.length === LARGE_READ_BYTES ? (pool.pop() ?? Buffer.allocUnsafe(LARGE_READ_BYTES)) : null;
+    }
+    if (this.sink) {
+      this.sink(chunk, done);
+    } else {
+      this.held.push([chunk, done]);
+      this.socket.pause();
+    }
+    return true;
+  }
+
+  /** Send the upstream's bytes to `sink` from now on (held bytes first). Reading stays paused; the caller resumes. */
+  attach(sink: UpstreamSink): void {
+    this.sink = sink;
+    const held = this.held;
+    this.held = [];
+    for (const [c, done] of held) sink(c, done);
+  }
+}
+
+function releaseLarge(b: Buffer): void {
+  if (pool.length < POOL_MAX) pool.push(b);
+}
+
+const noop = (): void => undefined;
+
 /** Connect to `address:port`; rejects on error or timeout. */
-export function connectTo(address: string, port: number): Promise<Socket> {
+export function connectTo(address: string, port: number): Promise<Upstream> {
   return new Promise((resolve, reject) => {
-    const s = connect({ host: address, port, noDelay: true });
+    const u = new Upstream(address, port);
+    const s = u.socket;
     const timer = setTimeout(() => {
       s.destroy();
       reject(new Error(`connect to ${address}:${port} timed out`));
@@ -44,7 +134,7 @@ export function connectTo(address: string, port: number): Promise<Socket> {
     s.once('connect', () => {
       clearTimeout(timer);
       s.off('error', onError);
-      resolve(s);
+      resolve(u);
     });
     const onError = (err: Error): void => {
       clearTimeout(timer);
