@@ -435,8 +435,8 @@ export class AuditLog implements AuditSink {
   }
 
   /**
-   * Signs, stores and publishes a checkpoint of the current tree if it grew since the last one.
-   * Returns the signed note (or the latest one when nothing changed).
+   * Signs, stores and publishes a checkpoint of the current tree if it grew since the last one
+   * (and retries publishing earlier ones the sink refused). `latestCheckpoint()` reads it back.
    */
   async checkpoint(): Promise<void> {
     await this.republish();
