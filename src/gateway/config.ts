@@ -11,6 +11,8 @@
  *
  * NOTE: the gateway never originates TLS (tunnels stay end to end and https:// URLs are not
  * forwarded over plain HTTP), so it has no CA setting: certificate verification is the agent's.
+ * AEGIS_EXTRA_CA_FILE is ignored here; an `extraCaFile` key in the file is refused with that
+ * reason, so that nobody believes it took effect.
  */
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
@@ -66,6 +68,9 @@ export function firstNameserver(resolvConfText: string): string | null {
 export function parseGatewayConfig(env: Readonly<Record<string, string | undefined>>, fileJson: unknown, hostResolvConf: string): GatewayConfig {
   const fromFile = fileJson === null || fileJson === undefined ? {} : fileJson;
   if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw new GatewayError('config_invalid', 'gateway config file must hold a JSON object');
+  if (Object.hasOwn(fromFile, 'extraCaFile')) {
+    throw new GatewayError('config_invalid', 'extraCaFile: the gateway never originates TLS (tunnels are end to end), so a CA file would apply to nothing; give the CA to the agent (SSL_CERT_FILE in the manifest env)');
+  }
   const merged: Record<string, unknown> = { ...(fromFile as Record<string, unknown>) };
   if (env.AEGIS_UPSTREAM_DNS) merged.upstreamDns = env.AEGIS_UPSTREAM_DNS;
   if (env.AEGIS_SANDBOX_SUBNET) merged.sandboxSubnet = env.AEGIS_SANDBOX_SUBNET;
