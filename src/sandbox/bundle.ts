@@ -1,9 +1,10 @@
 /**
  * Host side of the bundle: lists the image along the mount targets (input of the pure planner)
- * and writes a compiled bundle (config.json + rootfs skeleton) into a run's directory.
+ * builds (once) the shared root skeleton, and writes a run's config.json.
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { SandboxError } from './errors.js';
 import type { CompiledBundle } from './spec/compile.js';
 import type { ImageEntry, ImageListing } from './spec/rootfs.js';
@@ -36,21 +37,60 @@ export function scanImage(imageRootfs: string, dirs: readonly string[]): ImageLi
   return out;
 }
 
-/** Writes `<dir>/config.json` and the skeleton under `<dir>/rootfs`. */
-export function writeBundle(dir: string, bundle: CompiledBundle): void {
+function writeSkeleton(root: string, bundle: CompiledBundle): void {
+  mkdirSync(root, { mode: 0o755 });
+  for (const e of bundle.rootfs.skeleton) {
+    const p = root + e.path;
+    if (e.kind === 'dir') {
+      mkdirSync(p, { mode: 0o755 });
+      if (e.mode !== undefined) chmodSync(p, e.mode);
+    } else if (e.kind === 'file') writeFileSync(p, '', { mode: 0o444 });
+    else symlinkSync(e.target, p);
+  }
+}
+
+/**
+ * The root skeleton for `bundle`, shared by every run with the same skeleton (same image layout
+ * and mount targets): `<stateDir>/skeletons/<sha256 of the plan>/`. Built once under a temporary
+ * name and renamed into place, so a skeleton that exists is complete.
+ *
+ * ARCHITECTURE NOTE: runtimes never write a skeleton: the root is read-only and every mount
+ * target already exists in it. It holds only empty directories, empty files and symbolic links;
+ * nothing of a run is ever stored there, so sharing it leaks nothing between runs. It saves
+ * creating and removing ~25 entries per run. Skeletons live in the state dir (tmpfs /run by
+ * default, empty after a reboot).
+ */
+export function ensureSkeleton(stateDir: string, bundle: CompiledBundle): string {
+  const key = createHash('sha256').update(JSON.stringify(bundle.rootfs.skeleton)).digest('hex');
+  const dir = join(stateDir, 'skeletons');
+  const final = join(dir, key);
+  if (existsSync(final)) return final;
+  const tmp = join(dir, `.${key}.${process.pid}.${randomBytes(4).toString('hex')}`);
   try {
-    const root = join(dir, 'rootfs');
-    mkdirSync(root, { mode: 0o755 });
-    for (const e of bundle.rootfs.skeleton) {
-      const p = root + e.path;
-      if (e.kind === 'dir') {
-        mkdirSync(p, { mode: 0o755 });
-        if (e.mode !== undefined) chmodSync(p, e.mode);
-      }
-      else if (e.kind === 'file') writeFileSync(p, '', { mode: 0o444 });
-      else symlinkSync(e.target, p);
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    writeSkeleton(tmp, bundle);
+    try {
+      renameSync(tmp, final);
+    } catch (err) {
+      // Another run built the same skeleton first: use theirs.
+      rmSync(tmp, { recursive: true, force: true });
+      if (!existsSync(final)) throw err;
     }
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(bundle.config));
+    return final;
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw new SandboxError('sandbox.state_failed', `cannot build the root skeleton in ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Writes `<dir>/config.json` with `root.path` pointing at the skeleton, relative to the bundle:
+ * the runtime resolves it from the bundle directory (its cwd) inside the sandbox's user
+ * namespace, which may not be allowed to traverse the state dir's ancestors.
+ */
+export function writeBundle(dir: string, bundle: CompiledBundle, skeleton: string): void {
+  try {
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...bundle.config, root: { ...bundle.config.root, path: relative(dir, skeleton) } }));
   } catch (err) {
     throw new SandboxError('sandbox.state_failed', `cannot write the bundle in ${dir}: ${(err as Error).message}`, { cause: err });
   }

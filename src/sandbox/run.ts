@@ -15,7 +15,7 @@ import { join, relative, isAbsolute } from 'node:path';
 import type { AuditSink, AuditEventInput } from '../audit/event.js';
 import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
 import type { Isolation, Policy } from '../policy/types.js';
-import { scanImage, writeBundle } from './bundle.js';
+import { ensureSkeleton, scanImage, writeBundle } from './bundle.js';
 import { createRunCgroup, type RunCgroup } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
@@ -279,10 +279,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
 
     cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead }, undefined, undefined, driver.cgroupMode);
     const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? cgroup.runtimePath : null, isolation });
-    writeBundle(run.bundleDir, bundle);
-    const rootfsDir = join(run.bundleDir, 'rootfs');
-    createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'), rootfsDir + '/');
-    for (const e of bundle.rootfs.skeleton) createdPaths.push(rootfsDir + e.path + (e.kind === 'dir' ? '/' : ''));
+    writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
+    createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
 
     const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
     child = spawn(cmd, argv, {

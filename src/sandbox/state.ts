@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Isolation } from '../policy/types.js';
 import { destroyRunCgroups } from './cgroups/index.js';
 import { SandboxError } from './errors.js';
@@ -55,11 +55,27 @@ function ensureTraversable(dir: string): void {
   if ((mode & 0o011) !== 0o011) chmodSync(dir, mode | 0o011);
 }
 
+/**
+ * runc and runsc resolve the root skeleton by absolute path from inside the sandbox's user
+ * namespace: every ancestor of the state dir must be searchable by others.
+ */
+function checkReachable(stateDir: string): void {
+  for (let d = dirname(resolve(stateDir)); ; d = dirname(d)) {
+    const st = statSync(d);
+    if ((st.mode & 0o001) === 0) {
+      throw new SandboxError('sandbox.state_failed', `state dir ${stateDir} is not reachable from a sandbox: ${d} is not searchable by others (chmod o+x ${d}, or use another state dir)`);
+    }
+    if (d === '/') return;
+  }
+}
+
 let prepared = new Set<string>();
 
 export function writeRecord(stateDir: string, rec: RunRecord): void {
   try {
     if (!prepared.has(stateDir)) {
+      mkdirSync(stateDir, { recursive: true, mode: 0o711 });
+      checkReachable(stateDir);
       ensureTraversable(stateDir);
       ensureTraversable(runsDir(stateDir));
       prepared = new Set([...prepared, stateDir]);
@@ -67,6 +83,7 @@ export function writeRecord(stateDir: string, rec: RunRecord): void {
     mkdirSync(runDir(stateDir, rec.id), { mode: 0o711, recursive: true });
     writeFileSync(join(runDir(stateDir, rec.id), 'record.json'), JSON.stringify(rec));
   } catch (err) {
+    if (err instanceof SandboxError) throw err;
     throw new SandboxError('sandbox.state_failed', `cannot write the run record in ${stateDir}: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -66,6 +66,7 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
       unavailable ??= `python:3.11 image missing: ${(e as Error).message}`;
     }
     work = mkdtempSync('/var/tmp/aegis-cli-');
+    chmodSync(work, 0o755);
     state = join(work, 'state');
   });
   after(() => rmSync(work, { recursive: true, force: true }));
