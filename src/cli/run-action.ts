@@ -3,8 +3,9 @@
  * image, then dry-run or run through the sandbox library, and map the result to an exit code.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
 import type { Policy } from '../policy/types.js';
@@ -14,8 +15,26 @@ import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import type { CliContext } from './context.js';
 import type { RunFlags } from './run-commands.js';
 
-/** Bump when the Policy shape or the manifest rules change, so cached policies are recompiled. */
+/** Bump when the cache entry format changes. */
 const POLICY_CACHE_VERSION = '1';
+
+/**
+ * Identity of the manifest parser and policy compiler this AEGIS runs: name, size and mtime of
+ * their compiled modules. Any rebuild that changes them changes every cache key, so a fixed
+ * rule never meets a policy compiled by the old one.
+ */
+function compilerStamp(): string {
+  const parts: string[] = [];
+  for (const area of ['manifest', 'policy']) {
+    const dir = fileURLToPath(new URL(`../${area}/`, import.meta.url));
+    for (const f of readdirSync(dir).sort()) {
+      if (!f.endsWith('.js')) continue;
+      const st = statSync(join(dir, f));
+      parts.push(`${area}/${f}:${st.size}:${st.mtimeMs}`);
+    }
+  }
+  return parts.join('\n');
+}
 const MAX_MANIFEST_READ = 1024 * 1024;
 
 interface CachedPolicy {
@@ -42,7 +61,7 @@ async function loadPolicy(file: string, stateDir: string): Promise<CachedPolicy>
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new ManifestError('manifest.unreadable', `${file}: cannot read the manifest (${why})`);
   }
-  const key = createHash('sha256').update(POLICY_CACHE_VERSION).update('\0').update(bytes).digest('hex');
+  const key = createHash('sha256').update(POLICY_CACHE_VERSION).update('\0').update(compilerStamp()).update('\0').update(bytes).digest('hex');
   const cacheDir = join(stateDir, 'policy-cache');
   const cached = join(cacheDir, `${key}.json`);
   try {
