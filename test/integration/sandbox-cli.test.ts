@@ -96,6 +96,9 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     const dir = mkdtempSync(join(work, 'exit-'));
     const r = await aegis(['run', manifest(dir, ['python3', '-c', 'import sys; sys.exit(7)']), '--state-dir', state]);
     assert.equal(r.code, 7, r.err);
+    // Regression guard for the compiled-policy cache: an edited manifest is recompiled.
+    const again = await aegis(['run', manifest(dir, ['python3', '-c', 'import sys; sys.exit(9)']), '--state-dir', state]);
+    assert.equal(again.code, 9, again.err);
   });
 
   it('exits 137 with status timeout when the execution time runs out', async (t) => {
