@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveImage } from '../../src/images/index.js';
@@ -167,22 +167,23 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     nothingLeft();
   });
 
-  it('stops the sandbox and exits 137 when AEGIS gets SIGTERM, leaving nothing behind', async (t) => {
-    if (!requireOrSkip(t, unavailable)) return;
-    const dir = mkdtempSync(join(work, 'sigterm-'));
-    cpSync(join(repo, 'examples/hello/main.py'), join(dir, 'main.py'));
-    const summary = join(dir, 's.json');
-    let sent = false;
-    const r = await aegis(['run', manifest(dir, ['python3', '-c', 'import time\nprint("up", flush=True)\ntime.sleep(60)']), '--state-dir', state, '--summary', summary], (child) => {
-      if (!sent) {
-        sent = true;
-        child.kill('SIGTERM');
-      }
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    it(`stops the sandbox and exits 137 when AEGIS gets ${sig}, leaving nothing behind`, async (t) => {
+      if (!requireOrSkip(t, unavailable)) return;
+      const dir = mkdtempSync(join(work, `${sig}-`));
+      const summary = join(dir, 's.json');
+      let sent = false;
+      const r = await aegis(['run', manifest(dir, ['python3', '-c', 'import time\nprint("up", flush=True)\ntime.sleep(60)']), '--state-dir', state, '--summary', summary], (child) => {
+        if (!sent) {
+          sent = true;
+          child.kill(sig);
+        }
+      });
+      assert.equal(r.code, 137, r.err);
+      const s = JSON.parse(readFileSync(summary, 'utf8')) as { status: string; executionId: string };
+      assert.equal(s.status, 'killed');
+      assert.deepEqual(runCgroupDirs(s.executionId), []);
+      nothingLeft();
     });
-    assert.equal(r.code, 137, r.err);
-    const s = JSON.parse(readFileSync(summary, 'utf8')) as { status: string; executionId: string };
-    assert.equal(s.status, 'killed');
-    assert.deepEqual(runCgroupDirs(s.executionId), []);
-    nothingLeft();
-  });
+  }
 });
