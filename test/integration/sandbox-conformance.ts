@@ -218,6 +218,25 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.ok(r.events.some((e) => e.action === 'run.timeout'));
     });
 
+    it('sends SIGTERM first at timeout and lets the agent finish within the grace period', async (t) => {
+      const script = [
+        'import signal, sys, time',
+        'def on_term(signum, frame):',
+        '    time.sleep(0.2)',
+        '    print("graceful", flush=True)',
+        '    sys.exit(0)',
+        'signal.signal(signal.SIGTERM, on_term)',
+        'print("up", flush=True)',
+        'time.sleep(60)',
+      ].join('\n');
+      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script], limits: { timeoutMs: 1500 } }), { graceMs: 3000 });
+      if (!r) return;
+      assert.equal(r.status, 'timeout');
+      assert.equal(r.exitCode, 137);
+      assert.match(r.out, /up\ngraceful\n/);
+      assert.ok(r.durationMs < 1500 + 3000, `ended without waiting for the whole grace period (${r.durationMs} ms)`);
+    });
+
     it('refuses writes to /, /agent and undeclared paths; allows /tmp and declared paths', async (t) => {
       const r = await run(t, testPolicy({ entrypoint: ['python3', 'fs.py'], fs: { write: ['/data/outputs'], read: ['/data/inputs'] } }));
       if (!r) return;
