@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startSandboxNetwork, type SandboxNetwork } from '../../src/gateway/index.js';
+import { readdir } from 'node:fs/promises';
+import { GatewayError, startSandboxNetwork, type SandboxNetwork } from '../../src/gateway/index.js';
 import { hostTableExists } from '../../src/gateway/netns/adapter.js';
 import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { inNetns, MemorySink, networkPolicy, requirementsOrSkip } from './gateway-support.js';
@@ -366,6 +367,16 @@ except OSError:
       assert.equal(blockedPackets('tcp', 'exec-final'), 0, 'not read yet: the poll interval is an hour');
       await n.close();
       assert.ok(blockedPackets('tcp', 'exec-final') >= 1);
+    });
+
+    it('a sandbox subnet that overlaps a host route is refused before anything is built (subnet_conflict)', async () => {
+      // 198.51.100.0/24 is routed to the fake internet right now: a sandbox there would shadow it.
+      await assert.rejects(
+        startSandboxNetwork({ network: networkPolicy([]), executionId: 'exec-conflict', audit, config: { ...config, sandboxSubnet: '198.51.100.0/24' } }),
+        (e: unknown) => e instanceof GatewayError && e.code === 'subnet_conflict' && /198\.51\.100\.0\/24 dev agtinet0h/.test(e.message),
+      );
+      const slots = await readdir(`${config.stateDir}/net-slots`);
+      assert.deepEqual(slots.sort(), [String(net.plan.slot)], 'no slot was claimed for the refused sandbox');
     });
 
     it('close() removes the namespace, the veth and the host table', async () => {
