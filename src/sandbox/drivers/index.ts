@@ -7,7 +7,7 @@ import type { RuntimeDriver } from './types.js';
 
 export type { RuntimeDriver, RuntimeRun } from './types.js';
 
-export function driverFor(isolation: Isolation): RuntimeDriver {
+function create(isolation: Isolation): RuntimeDriver {
   switch (isolation) {
     case 'crun':
       return new CrunDriver();
@@ -16,4 +16,16 @@ export function driverFor(isolation: Isolation): RuntimeDriver {
     case 'gvisor':
       return new RunscDriver();
   }
+}
+
+const drivers = new Map<Isolation, RuntimeDriver>();
+
+/** The driver for `isolation` (drivers are stateless; one per process, its binary looked up once). */
+export function driverFor(isolation: Isolation): RuntimeDriver {
+  let d = drivers.get(isolation);
+  if (d === undefined || d.unavailableReason() !== null) {
+    d = create(isolation);
+    drivers.set(isolation, d);
+  }
+  return d;
 }
