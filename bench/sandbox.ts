@@ -75,6 +75,14 @@ async function main(): Promise<void> {
   const image = await resolveImage(PY);
   const work = mkdtempSync('/var/tmp/aegis-bench-');
   chmodSync(work, 0o755);
+  try {
+    await bench(image, work);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function bench(image: { ref: string; digest: string; rootfs: string }, work: string): Promise<void> {
   const state = join(work, 'state');
   const workloads: [string, string[]][] = [
     ['true', ['true']],
@@ -144,7 +152,6 @@ async function main(): Promise<void> {
       out(`${name.padEnd(16)} ${other.padEnd(6)} ${ratio.toFixed(2)}x  (${target})`);
     }
   }
-  rmSync(work, { recursive: true, force: true });
 }
 
 /** Imports the rootfs into Docker once (tag aegis-bench/python:3.11); null when no engine. */
