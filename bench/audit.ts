@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type AuditEventInput, type AuditStore, openAuditLog, openStore, trustedVerifier, verifyLog } from '../src/audit/index.js';
 import { PgStore } from '../src/audit/store/pg-store.js';
+import { workerAnalyzer } from '../src/audit/verify-pool.js';
 
 const { values } = parseArgs({
   options: {
@@ -118,9 +119,11 @@ async function paced(home: string, env: Record<string, string>, rate: number, se
 async function verifyTime(home: string, env: Record<string, string>): Promise<{ secs: number; size: number }> {
   const store: AuditStore = await openStore(home, env);
   const { verifier } = await trustedVerifier(home, env);
+  const analyzer = workerAnalyzer(); // as `aegis audit verify` does
   const t0 = performance.now();
-  const r = await verifyLog({ store, verifier, origin: verifier.name });
+  const r = await verifyLog({ store, verifier, origin: verifier.name, analyze: analyzer.analyze });
   const secs = (performance.now() - t0) / 1000;
+  await analyzer.close();
   await store.close();
   if (!r.ok) throw new Error(`benchmark log does not verify: ${r.problem}`);
   return { secs, size: r.size };

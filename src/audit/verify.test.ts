@@ -6,6 +6,7 @@ import { noteSigner, noteVerifier, rawEd25519PublicKey } from './checkpoint/note
 import { encodeEntry } from './entry.js';
 import { MerkleTree, hashLeaf } from './merkle/index.js';
 import type { AuditStore, StoredRecord } from './store/types.js';
+import { workerAnalyzer } from './verify-pool.js';
 import { verifyLog } from './verify.js';
 
 const ORIGIN = 'example.org/test-log';
@@ -96,5 +97,22 @@ describe('verifyLog', () => {
     const small = signCheckpoint({ origin: ORIGIN, size: 2, root: tree.root(), extensions: [] }, signer);
     const r = await verifyLog({ store: memStore(records, [checkpoint, small]), verifier, origin: ORIGIN });
     assert.match(r.ok ? '' : r.problem, /^checkpoint 1: size 2 is smaller than the previous checkpoint's 5/u);
+  });
+
+  it('gives the same results with the worker-thread analyzer as inline, across chunk boundaries', async () => {
+    const a = workerAnalyzer();
+    try {
+      const { records, checkpoint } = goodLog(20_000);
+      const ok = await verifyLog({ store: memStore(records, [checkpoint]), verifier, origin: ORIGIN, analyze: a.analyze });
+      const okInline = await verifyLog({ store: memStore(records, [checkpoint]), verifier, origin: ORIGIN });
+      assert.ok(ok.ok && okInline.ok);
+      assert.deepEqual(Buffer.from(ok.ok ? ok.root : []), Buffer.from(okInline.ok ? okInline.root : []));
+      const junk = Buffer.from('not json');
+      const bad = [...records.slice(0, 17_000), { index: 17_000, leafHash: hashLeaf(junk), entry: junk }, ...records.slice(17_001)];
+      const r = await verifyLog({ store: memStore(bad, [checkpoint]), verifier, origin: ORIGIN, analyze: a.analyze });
+      assert.match(r.ok ? '' : r.problem, /^entry 17000: malformed/u);
+    } finally {
+      await a.close();
+    }
   });
 });

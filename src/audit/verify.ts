@@ -7,11 +7,11 @@
  */
 import { type Checkpoint, openCheckpoint } from './checkpoint/checkpoint.js';
 import type { NoteVerifier } from './checkpoint/note.js';
-import { parseEntryIndex } from './entry.js';
+import type { ChunkAnalysis } from './entry-analysis.js';
+import { type ChunkAnalyzer, inlineAnalyzer } from './verify-pool.js';
 import { AuditError } from './errors.js';
-import { hashLeafFast } from './merkle/hash.js';
 import { bytesEqual, MerkleTree, verifyConsistency } from './merkle/index.js';
-import type { AuditStore } from './store/types.js';
+import type { AuditStore, StoredRecord } from './store/types.js';
 
 export interface VerifyInput {
   readonly store: AuditStore;
@@ -21,7 +21,12 @@ export interface VerifyInput {
   readonly published?: readonly string[];
   /** Further checkpoints to check (label used in messages, e.g. the file name). */
   readonly extra?: ReadonlyArray<{ readonly label: string; readonly note: string }>;
+  /** Where leaf hashes and recorded indices are computed (default: inline). */
+  readonly analyze?: ChunkAnalyzer;
 }
+
+/** Entries per analysis chunk; two chunks are in flight so reading overlaps analysis. */
+const CHUNK = 8192;
 
 export type VerifyResult =
   | { readonly ok: true; readonly size: number; readonly root: Uint8Array; readonly checkpoints: number; readonly warnings: string[] }
@@ -33,28 +38,63 @@ export async function verifyLog(input: VerifyInput): Promise<VerifyResult> {
   const warnings: string[] = [];
   const tree = new MerkleTree();
   try {
+    const analyze = input.analyze ?? inlineAnalyzer();
+    // Records are gathered in chunks; each chunk's hashes and indices are computed (possibly in a
+    // worker) while the next chunk is read, then checked in order, so the first problem found is
+    // still the one at the lowest position.
+    type Pending = { stored: Uint8Array; count: number; result: Promise<ChunkAnalysis> };
+    const check = (p: Pending, r: ChunkAnalysis): void => {
+      const errs = new Map(r.errors);
+      for (let i = 0; i < p.count; i++) {
+        const pos = tree.size;
+        const h = r.hashes.subarray(32 * i, 32 * i + 32);
+        if (!bytesEqual(h, p.stored.subarray(32 * i, 32 * i + 32))) throw new Problem(`entry ${pos}: its bytes do not match its stored leaf hash (entry modified)`);
+        const index = r.indices[i] as number;
+        if (index < 0) throw new Problem(`entry ${pos}: malformed (${errs.get(i) ?? 'unparsable'})`);
+        if (index !== pos) throw new Problem(`entry ${pos}: it records index ${index} (entries deleted, inserted or reordered)`);
+        tree.append(h);
+      }
+    };
+    let inFlight: Pending | undefined;
+    let entries: Uint8Array[] = [];
+    let stored: Uint8Array[] = [];
+    const submit = async (): Promise<void> => {
+      if (entries.length === 0) return;
+      const bounds = new Uint32Array(entries.length + 1);
+      let total = 0;
+      entries.forEach((e, i) => {
+        bounds[i] = total;
+        total += e.length;
+      });
+      bounds[entries.length] = total;
+      const buf = new Uint8Array(total);
+      entries.forEach((e, i) => buf.set(e, bounds[i] as number));
+      const p: Pending = { stored: Buffer.concat(stored), count: entries.length, result: analyze(buf, bounds) };
+      p.result.catch(() => undefined);
+      entries = [];
+      stored = [];
+      if (inFlight !== undefined) check(inFlight, await inFlight.result);
+      inFlight = p;
+    };
+    let tail: StoredRecord | undefined;
     for await (const rec of input.store.readEntries(0)) {
-      const pos = tree.size;
       if (rec.error !== undefined) {
-        if (rec.error.startsWith('incomplete record')) {
-          warnings.push(`entry ${pos}: ${rec.error}; ignored (never acknowledged)`);
-          break;
-        }
-        throw new Problem(`entry ${pos}: ${rec.error}`);
+        tail = rec;
+        break;
       }
-      const h = hashLeafFast(rec.entry);
-      if (!bytesEqual(h, rec.leafHash)) throw new Problem(`entry ${pos}: its bytes do not match its stored leaf hash (entry modified)`);
-      let index: number;
-      try {
-        index = parseEntryIndex(rec.entry);
-      } catch (err) {
-        throw new Problem(`entry ${pos}: malformed (${err instanceof Error ? err.message : String(err)})`);
-      }
-      if (index !== pos) throw new Problem(`entry ${pos}: it records index ${index} (entries deleted, inserted or reordered)`);
-      tree.append(h);
+      entries.push(rec.entry);
+      stored.push(rec.leafHash);
+      if (entries.length >= CHUNK) await submit();
+    }
+    await submit();
+    if (inFlight !== undefined) check(inFlight, await inFlight.result);
+    if (tail?.error !== undefined) {
+      const pos = tree.size;
+      if (tail.error.startsWith('incomplete record')) warnings.push(`entry ${pos}: ${tail.error}; ignored (never acknowledged)`);
+      else throw new Problem(`entry ${pos}: ${tail.error}`);
     }
     let count = 0;
-    const check = (label: string, note: string, prev: Checkpoint | undefined): Checkpoint => {
+    const checkCp = (label: string, note: string, prev: Checkpoint | undefined): Checkpoint => {
       let cp: Checkpoint;
       try {
         cp = openCheckpoint(note, input.verifier, input.origin);
@@ -75,10 +115,10 @@ export async function verifyLog(input: VerifyInput): Promise<VerifyResult> {
       return cp;
     };
     let prev: Checkpoint | undefined;
-    for (const [k, note] of (await input.store.readCheckpoints()).entries()) prev = check(`checkpoint ${k}`, note, prev);
+    for (const [k, note] of (await input.store.readCheckpoints()).entries()) prev = checkCp(`checkpoint ${k}`, note, prev);
     let prevPub: Checkpoint | undefined;
-    for (const [k, note] of (input.published ?? []).entries()) prevPub = check(`published checkpoint ${k}`, note, prevPub);
-    for (const e of input.extra ?? []) check(e.label, e.note, undefined);
+    for (const [k, note] of (input.published ?? []).entries()) prevPub = checkCp(`published checkpoint ${k}`, note, prevPub);
+    for (const e of input.extra ?? []) checkCp(e.label, e.note, undefined);
     return { ok: true, size: tree.size, root: tree.root(), checkpoints: count, warnings };
   } catch (err) {
     if (err instanceof Problem) return { ok: false, problem: err.message, warnings };

@@ -188,10 +188,13 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
               ];
         const { verifier, source, storeKey } = await a.trustedVerifier(h, env, opts.pubkey);
         const store = await a.openStore(h, env);
+        const { workerAnalyzer } = await import('../audit/verify-pool.js');
+        const analyzer = workerAnalyzer();
         let result;
         try {
-          result = await a.verifyLog({ store, verifier, origin: verifier.name, published: await a.publishedCheckpoints(h, env), extra });
+          result = await a.verifyLog({ store, verifier, origin: verifier.name, published: await a.publishedCheckpoints(h, env), extra, analyze: analyzer.analyze });
         } finally {
+          await analyzer.close();
           await store.close();
         }
         for (const w of result.warnings) ctx.err(`aegis audit verify: warning: ${w}\n`);
