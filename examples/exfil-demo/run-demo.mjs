@@ -49,6 +49,6 @@ try {
 }
 for (const line of readFileSync(auditPath, 'utf8').trim().split('\n')) {
   const e = JSON.parse(line);
-  const what = e.action === 'net.blocked' ? `${e.payload.packets} ${e.payload.protocol} packet(s) dropped by nftables` : (e.payload.name ?? e.payload.url ?? `${e.payload.host}:${e.payload.port}`);
+  const what = e.action === 'net.blocked' ? `${e.payload.packets} ${e.payload.protocol} packet(s) dropped by nftables, to ${e.payload.destinations.map((d) => (d.port === null ? d.address : `${d.address}:${d.port}`)).join(' ')}` : (e.payload.name ?? e.payload.url ?? `${e.payload.host}:${e.payload.port}`);
   console.log(`${e.decision.padEnd(5)} ${e.action.padEnd(13)} ${String(e.reason).padEnd(30)} ${e.payload.mode ?? e.payload.type ?? ''} ${what}`);
 }

@@ -3,18 +3,20 @@
  * gateway's listeners never see (a direct connection to another port or address, ICMP, IPv6,
  * UDP other than DNS) is still in the audit log as a denial.
  *
- * The counters are read every `intervalMs` while the sandbox runs (two `nft -j list counters`
+ * The counters are read every `intervalMs` while the sandbox runs (two `nft -j list table`
  * calls, ~6 ms each) and once more at `stop()`, before the tables are removed; each reading
  * emits one event per traffic class that dropped packets since the previous one. So a flood
  * costs at most one event per class and interval, and the last drops are never lost.
  *
- * LIMITATION: counters say how many packets of a class were dropped, not where they went (no
- * address or port in the event). The in-namespace counters are as trustworthy as the sandbox
- * is without CAP_NET_ADMIN; the host-side ones are out of its reach.
+ * Each event names where the packets went (address, protocol, TCP/UDP port), from the tables'
+ * destination sets: at most DESTINATIONS_LISTED per event, and only the first 1024 distinct
+ * destinations per family and table are remembered (later ones are counted, not named).
+ * The in-namespace counters are as trustworthy as the sandbox is without CAP_NET_ADMIN; the
+ * host-side ones are out of its reach.
  */
 import type { AuditActor, AuditEventInput } from '../audit/event.js';
 import { blockedEvent } from './audit/events.js';
-import { addCounts, BLOCKED_CLASSES, countsSince, zeroCounts, type BlockedCounts } from './netns/plan.js';
+import { BLOCKED_CLASSES, since, type BlockedClass, type BlockedCount, type BlockedTableReading } from './netns/blocked.js';
 
 export const BLOCKED_POLL_MS = 1_000;
 
@@ -23,7 +25,10 @@ export const BLOCKED_POLL_MS = 1_000;
  * be read (its table is gone) is absent and keeps its previous reading, so nothing is counted
  * twice when it comes back or when another source is missing.
  */
-export type BlockedReading = ReadonlyMap<string, BlockedCounts>;
+export type BlockedReading = ReadonlyMap<string, BlockedTableReading>;
+
+/** Destinations listed per event; the rest are only counted (`destinationsOmitted`). */
+export const DESTINATIONS_LISTED = 16;
 
 export interface BlockedMonitorOptions {
   readonly actor: AuditActor;
@@ -34,9 +39,31 @@ export interface BlockedMonitorOptions {
 
 /** Events for one reading's increase over the previous one, summed over the sources (pure). */
 export function blockedEvents(actor: AuditActor, prev: BlockedReading, cur: BlockedReading): AuditEventInput[] {
-  let d = zeroCounts();
-  for (const [source, counts] of cur) d = addCounts(d, countsSince(prev.get(source) ?? zeroCounts(), counts));
-  return BLOCKED_CLASSES.filter((c) => d[c].packets > 0).map((c) => blockedEvent(actor, { protocol: c, packets: d[c].packets, bytes: d[c].bytes }));
+  const totals = new Map<BlockedClass, BlockedCount>();
+  const dests = new Map<string, { class: BlockedClass; address: string; protocol: string; port: number | null; packets: number }>();
+  for (const [source, r] of cur) {
+    const p = prev.get(source);
+    for (const c of BLOCKED_CLASSES) {
+      const d = since(p?.counts[c], r.counts[c]);
+      const t = totals.get(c) ?? { packets: 0, bytes: 0 };
+      totals.set(c, { packets: t.packets + d.packets, bytes: t.bytes + d.bytes });
+    }
+    for (const [key, dest] of r.destinations) {
+      const d = since(p?.destinations.get(key), dest);
+      if (d.packets === 0) continue;
+      const had = dests.get(key);
+      dests.set(key, { class: dest.class, address: dest.address, protocol: dest.protocol, port: dest.port, packets: (had?.packets ?? 0) + d.packets });
+    }
+  }
+  const events: AuditEventInput[] = [];
+  for (const c of BLOCKED_CLASSES) {
+    const t = totals.get(c)!;
+    if (t.packets === 0) continue;
+    const all = [...dests.values()].filter((d) => d.class === c).sort((a, b) => b.packets - a.packets);
+    const listed = all.slice(0, DESTINATIONS_LISTED).map(({ address, protocol, port, packets }) => ({ address, protocol, port, packets }));
+    events.push(blockedEvent(actor, { protocol: c, packets: t.packets, bytes: t.bytes, destinations: listed, destinationsOmitted: all.length - listed.length }));
+  }
+  return events;
 }
 
 export class BlockedMonitor {

@@ -40,6 +40,17 @@ describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 18
       .find('net.blocked', 'deny', { protocol, reason: 'gateway.no_route' })
       .filter((e) => e.actor.execution === execution)
       .reduce((n, e) => n + (e.payload.packets as number), 0);
+  /** Whether a `net.blocked` event of this sandbox names `address` (and `port`, null for none) as a destination, waiting up to 3 s. */
+  const blockedTo = async (address: string, port: number | null): Promise<boolean> => {
+    const named = (): boolean =>
+      audit
+        .find('net.blocked', 'deny')
+        .filter((e) => e.actor.execution === 'exec-attacks')
+        .some((e) => (e.payload.destinations as Array<{ address: string; port: number | null }>).some((d) => d.address === address && d.port === port));
+    const end = Date.now() + 3000;
+    while (!named() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    return named();
+  };
   /** Wait (up to 3 s) until the drop counters report more `protocol` packets than `before`. */
   const blockedSince = async (protocol: string, before: number): Promise<number> => {
     const end = Date.now() + 3000;
@@ -154,6 +165,8 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
       const ping6 = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6); s.settimeout(2); s.sendto(b"\\x80\\x00\\x00\\x00\\x00\\x01\\x00\\x01", ("2001:db8::66", 0)); s.recv(100)']);
       assert.notEqual(ping6.code, 0);
       assert.ok((await blockedSince('ipv6', before)) >= 3, 'curl, the Python connect and the ping each left at least one dropped packet');
+      assert.ok(await blockedTo('2001:db8::66', 443), 'the event names [2001:db8::66]:443');
+      assert.ok(await blockedTo('2001:db8::66', null), 'and the ICMPv6 destination');
       const c = await curl(['-k', 'https://[2001:db8::66]/'], proxied);
       assert.notEqual(c.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'connect', host: '2001:db8::66', reason: 'net.denied.ip_literal' }).length, 1);
@@ -211,6 +224,7 @@ except (ssl.SSLError, OSError) as e:
       const other = await inNetns(ns, ['dig', '+tries=1', '+time=2', `@${UPSTREAM_DNS}`, '-p', '5353', 'A', 'attacker.com']);
       assert.match(other.stdout + other.stderr, /timed out|no servers could be reached|permitted/);
       assert.ok((await blockedSince('udp', before)) >= 1, 'the UDP datagram to port 5353 is in the audit log');
+      assert.ok(await blockedTo(UPSTREAM_DNS, 5353), `the event names ${UPSTREAM_DNS}:5353`);
     });
 
     it('the cloud metadata address: direct, through the proxy, and by DNS rebinding', async () => {
@@ -244,6 +258,8 @@ except (ssl.SSLError, OSError) as e:
       assert.notEqual(ping.code, 0);
       assert.ok((await blockedSince('tcp', tcpBefore)) >= 1, 'the SYN to port 22');
       assert.ok((await blockedSince('icmp', icmpBefore)) >= 1, 'the echo request');
+      assert.ok(await blockedTo('198.51.100.66', 22), 'the event names 198.51.100.66:22');
+      assert.ok(await blockedTo('198.51.100.66', null), 'and the ICMP destination');
       const ev = audit.find('net.blocked', 'deny', { protocol: 'icmp' }).at(-1)!;
       assert.deepEqual(ev.actor, { agent: 'attack-tests', execution: 'exec-attacks' });
       assert.ok((ev.payload.bytes as number) >= 28, 'an IPv4 echo request is at least 28 bytes');

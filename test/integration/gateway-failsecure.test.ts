@@ -57,6 +57,8 @@ for f in (tcp, udp, icmp, gateway_host_ssh):
       for (const protocol of ['tcp', 'udp', 'icmp']) {
         assert.ok((await audit.eventually('net.blocked', 'deny', { protocol, reason: 'gateway.no_route' }, 3000)).length >= 1, `net.blocked ${protocol}`);
       }
+      const named = audit.find('net.blocked', 'deny').flatMap((e) => (e.payload.destinations as Array<{ address: string; port: number | null }>).map((d) => `${d.address}:${d.port}`));
+      for (const d of ['198.51.100.66:22', '198.51.100.53:5353', '198.51.100.66:null', `${net.gatewayAddress}:22`]) assert.ok(named.includes(d), `${d} in ${named.join(' ')}`);
       const attacker = await inNetns(net.netnsName, ['curl', '-sS', '--max-time', '5', '-k', '--resolve', 'attacker.com:443:198.51.100.66', 'https://attacker.com/']);
       assert.notEqual(attacker.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'transparent-tls', sni: 'attacker.com' }).length, 1);

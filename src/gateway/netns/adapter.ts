@@ -8,7 +8,8 @@
 import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { GatewayError } from '../errors.js';
-import { hostRuleset, parseBlockedCounters, parseSubnet, planSandboxNet, SANDBOX_IPV6, sandboxRuleset, subnetConflicts, type BlockedCounts, type HostRoute, type ListenerPorts, type SandboxNetPlan } from './plan.js';
+import { parseBlockedTable, type BlockedTableReading } from './blocked.js';
+import { hostRuleset, parseSubnet, planSandboxNet, SANDBOX_IPV6, sandboxRuleset, subnetConflicts, type HostRoute, type ListenerPorts, type SandboxNetPlan } from './plan.js';
 
 function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -152,23 +153,23 @@ export async function createSandboxNet(p: SandboxNetPlan): Promise<void> {
 }
 
 /**
- * Read the `blocked_*` counters of both tables (keys `sandbox` and `host`). The in-namespace
+ * Read the `blocked_*` counters and destination sets of both tables (keys `sandbox` and `host`). The in-namespace
  * table drops (and counts) first for crun/runc; what passes it and is dropped on the host is
  * counted there, so the two never count the same packet. A table that cannot be read (deleted
  * from inside the sandbox, or already torn down) is left out and reported once on stderr.
  */
-export function blockedCounterReader(p: SandboxNetPlan): () => Promise<Map<string, BlockedCounts>> {
+export function blockedCounterReader(p: SandboxNetPlan): () => Promise<Map<string, BlockedTableReading>> {
   const reported = new Set<string>();
   const sources: Array<[string, string, readonly string[]]> = [
-    ['sandbox', 'aegis', ['ip', 'netns', 'exec', p.netnsName, 'nft', '-j', 'list', 'counters', 'table', 'inet', 'aegis']],
-    ['host', p.hostTable, ['nft', '-j', 'list', 'counters', 'table', 'inet', p.hostTable]],
+    ['sandbox', 'aegis', ['ip', 'netns', 'exec', p.netnsName, 'nft', '-j', 'list', 'table', 'inet', 'aegis']],
+    ['host', p.hostTable, ['nft', '-j', 'list', 'table', 'inet', p.hostTable]],
   ];
   return async () => {
-    const out = new Map<string, BlockedCounts>();
+    const out = new Map<string, BlockedTableReading>();
     await Promise.all(
       sources.map(async ([name, table, [cmd, ...args]]) => {
         try {
-          out.set(name, parseBlockedCounters(await run(cmd!, args), table));
+          out.set(name, parseBlockedTable(await run(cmd!, args), table));
         } catch (err) {
           if (!reported.has(name)) process.stderr.write(`aegis gateway: ${p.netnsName}: ${name} drop counters unreadable: ${String(err)}\n`);
           reported.add(name);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { GatewayError } from '../errors.js';
-import { addCounts, countsSince, hostRuleset, parseBlockedCounters, parseSubnet, planSandboxNet, proxyEnv, resolvConf, sandboxRuleset, subnetConflicts, subnetContains, zeroCounts, type HostRoute } from './plan.js';
+import { hostRuleset, parseSubnet, planSandboxNet, proxyEnv, resolvConf, sandboxRuleset, subnetConflicts, subnetContains, type HostRoute } from './plan.js';
 
 const ports = { dns: 40001, httpProxy: 40002, socks: 40003, transparentHttp: 40004, transparentTls: 40005 };
 
@@ -72,13 +72,14 @@ describe('rulesets', () => {
     assert.match(r, /ip daddr 10\.201\.0\.1 tcp dport \{ 53, 3128, 1080 \} accept/);
     assert.match(r, /tcp dport \{ 80, 443 \} accept\n\s+jump blocked\n\s+\}/);
   });
-  it('both tables: one named counter per class, and the counting chain ends in an unconditional drop', () => {
+  it('both tables: one named counter per class, destination sets, and the counting chain ends in an unconditional drop', () => {
     for (const r of [sandboxRuleset(p), hostRuleset(p, ports)]) {
       for (const c of ['tcp', 'udp', 'icmp', 'ipv6', 'other']) assert.match(r, new RegExp(`counter blocked_${c} \\{ \\}`));
+      for (const set of ['blocked_dst4', 'blocked_ip4', 'blocked_dst6', 'blocked_ip6']) assert.match(r, new RegExp(`set ${set} \\{ type [^;]+; size 1024; flags dynamic; counter; \\}`));
       const chain = /chain blocked \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
       const rules = chain.trim().split('\n').map((l) => l.trim());
       assert.equal(rules.at(-1), 'counter name "blocked_other" drop');
-      assert.ok(rules.every((l) => l.endsWith(' drop')), 'every rule of the counting chain drops');
+      assert.ok(rules.every((l) => l.endsWith(' drop') || / update @blocked_(dst|ip)[46] \{ [^}]+ \}$/.test(l)), 'every rule drops, or only names the destination');
       assert.ok(rules.indexOf('meta nfproto ipv6 counter name "blocked_ipv6" drop') < rules.indexOf('meta l4proto tcp counter name "blocked_tcp" drop'), 'IPv6 TCP counts as ipv6');
     }
   });
@@ -86,39 +87,5 @@ describe('rulesets', () => {
     assert.equal(proxyEnv(p).HTTPS_PROXY, 'http://10.201.0.1:3128');
     assert.equal(proxyEnv(p).ALL_PROXY, 'socks5h://10.201.0.1:1080');
     assert.match(resolvConf(p), /^nameserver 10\.201\.0\.1$/m);
-  });
-});
-
-/** `nft -j list counters table inet aegis` (nftables 1.0.6) after a TCP connect to port 22 and one ping. */
-const NFT_COUNTERS =
-  '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, ' +
-  '{"counter": {"family": "inet", "name": "blocked_tcp", "table": "aegis", "handle": 1, "packets": 1, "bytes": 60}}, ' +
-  '{"counter": {"family": "inet", "name": "blocked_udp", "table": "aegis", "handle": 2, "packets": 0, "bytes": 0}}, ' +
-  '{"counter": {"family": "inet", "name": "blocked_icmp", "table": "aegis", "handle": 3, "packets": 1, "bytes": 28}}, ' +
-  '{"counter": {"family": "inet", "name": "blocked_ipv6", "table": "aegis", "handle": 4, "packets": 0, "bytes": 0}}, ' +
-  '{"counter": {"family": "inet", "name": "blocked_other", "table": "aegis", "handle": 5, "packets": 0, "bytes": 0}}]}';
-
-describe('drop counters', () => {
-  it('parses nft -j output of the named table', () => {
-    const c = parseBlockedCounters(NFT_COUNTERS, 'aegis');
-    assert.deepEqual(c.tcp, { packets: 1, bytes: 60 });
-    assert.deepEqual(c.icmp, { packets: 1, bytes: 28 });
-    assert.deepEqual(c.udp, { packets: 0, bytes: 0 });
-    assert.deepEqual(parseBlockedCounters(NFT_COUNTERS, 'aegis_00000000'), zeroCounts(), 'counters of another table are not ours');
-  });
-  it('adds the two tables and gives the increase since the last reading; a reset counter counts from zero', () => {
-    const a = parseBlockedCounters(NFT_COUNTERS, 'aegis');
-    const sum = addCounts(a, a);
-    assert.deepEqual(sum.tcp, { packets: 2, bytes: 120 });
-    assert.deepEqual(countsSince(a, sum).tcp, { packets: 1, bytes: 60 });
-    assert.deepEqual(countsSince(sum, a).tcp, { packets: 1, bytes: 60 });
-    assert.deepEqual(countsSince(a, a), zeroCounts());
-  });
-  describe('when nft prints something else', () => {
-    it('is netns_failed, never an uncaught TypeError', () => {
-      for (const bad of ['', 'null', '{}', '{"nftables": 3}', '{"nftables": [{"counter": {"table": "aegis", "name": "blocked_tcp", "packets": "1"}}]}']) {
-        assert.throws(() => parseBlockedCounters(bad, 'aegis'), (e: unknown) => e instanceof GatewayError && e.code === 'netns_failed', bad);
-      }
-    });
   });
 });

@@ -20,6 +20,10 @@
  *    host has net.ipv4.ip_forward=1). This table is the security boundary.
  */
 import { GatewayError } from '../errors.js';
+import { blockedChain } from './blocked.js';
+
+/** IPv6 address of the sandbox (ULA, RFC 4193; the same in every sandbox namespace, routed nowhere). */
+export const SANDBOX_IPV6 = 'fd61:6567:6973::2';
 
 /** Ports the sandbox sees on the gateway address (stable, written into env and resolv.conf). */
 export const SANDBOX_PORTS = { dns: 53, httpProxy: 3128, socks: 1080 } as const;
@@ -144,41 +148,6 @@ export function planSandboxNet(id: string, slot: number, subnet: string): Sandbo
   };
 }
 
-/**
- * Classes of dropped traffic, one named nftables counter each (`blocked_<class>`) in both
- * tables. Read at every poll and at teardown, they become `net.blocked` audit events
- * (src/gateway/blocked-monitor.ts), so a direct connection, a ping or an IPv6 packet that no
- * gateway listener ever sees is still in the audit log as a denial.
- */
-export const BLOCKED_CLASSES = ['tcp', 'udp', 'icmp', 'ipv6', 'other'] as const;
-export type BlockedClass = (typeof BLOCKED_CLASSES)[number];
-
-/** IPv6 address of the sandbox (ULA, RFC 4193; the same in every sandbox namespace, routed nowhere). */
-export const SANDBOX_IPV6 = 'fd61:6567:6973::2';
-
-/**
- * The counting drop, shared by both tables (a regular chain, entered by `jump`).
- *
- * Not counted, to keep the events about what the agent tried: packets conntrack finds invalid
- * (a late RST or ACK of a connection already gone), ICMP error messages (the sandbox's kernel
- * answering a late DNS reply with port-unreachable), and the IPv6 neighbour discovery and
- * multicast-listener messages the kernel sends by itself. They are dropped all the same.
- */
-function blockedChain(): string {
-  const counters = BLOCKED_CLASSES.map((c) => `  counter blocked_${c} { }`).join('\n');
-  return `${counters}
-  chain blocked {
-    ct state invalid drop
-    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report } drop
-    meta nfproto ipv6 counter name "blocked_ipv6" drop
-    icmp type { destination-unreachable, time-exceeded, parameter-problem } drop
-    meta l4proto tcp counter name "blocked_tcp" drop
-    meta l4proto udp counter name "blocked_udp" drop
-    meta l4proto icmp counter name "blocked_icmp" drop
-    counter name "blocked_other" drop
-  }`;
-}
-
 /** Ruleset loaded inside the sandbox's namespace (`nft -f -`). Defense in depth for crun/runc. */
 export function sandboxRuleset(p: SandboxNetPlan): string {
   return `table inet aegis
@@ -236,55 +205,6 @@ ${blockedChain()}
   }
 }
 `;
-}
-
-export interface BlockedCount {
-  readonly packets: number;
-  readonly bytes: number;
-}
-export type BlockedCounts = Readonly<Record<BlockedClass, BlockedCount>>;
-
-export function zeroCounts(): BlockedCounts {
-  return Object.fromEntries(BLOCKED_CLASSES.map((c) => [c, { packets: 0, bytes: 0 }])) as BlockedCounts;
-}
-
-/**
- * The `blocked_*` counters of `table` in the output of `nft -j list counters table inet <table>`.
- * Throws `netns_failed` on output that is not that shape (a counter missing counts as zero).
- */
-export function parseBlockedCounters(json: string, table: string): BlockedCounts {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(json);
-  } catch (err) {
-    throw new GatewayError('netns_failed', `nft counters of ${table}: not JSON`, { cause: err });
-  }
-  const items = (doc as { nftables?: unknown } | null)?.nftables;
-  if (!Array.isArray(items)) throw new GatewayError('netns_failed', `nft counters of ${table}: no "nftables" array`);
-  const out: Record<string, BlockedCount> = { ...zeroCounts() };
-  for (const item of items as unknown[]) {
-    const c = (item as { counter?: { table?: unknown; name?: unknown; packets?: unknown; bytes?: unknown } } | null)?.counter;
-    if (!c || c.table !== table || typeof c.name !== 'string' || !c.name.startsWith('blocked_')) continue;
-    const cls = c.name.slice('blocked_'.length);
-    if (!(BLOCKED_CLASSES as readonly string[]).includes(cls)) continue;
-    if (typeof c.packets !== 'number' || typeof c.bytes !== 'number') throw new GatewayError('netns_failed', `nft counter ${c.name} of ${table} has no packet/byte numbers`);
-    out[cls] = { packets: c.packets, bytes: c.bytes };
-  }
-  return out as BlockedCounts;
-}
-
-/** Per-class sum of two readings (the two tables count disjoint packets: see hostRuleset). */
-export function addCounts(a: BlockedCounts, b: BlockedCounts): BlockedCounts {
-  return Object.fromEntries(BLOCKED_CLASSES.map((c) => [c, { packets: a[c].packets + b[c].packets, bytes: a[c].bytes + b[c].bytes }])) as BlockedCounts;
-}
-
-/**
- * What was dropped between two readings. A counter that went down was reset (the table was
- * reloaded): everything it now holds is new.
- */
-export function countsSince(prev: BlockedCounts, cur: BlockedCounts): BlockedCounts {
-  const d = (p: number, c: number): number => (c >= p ? c - p : c);
-  return Object.fromEntries(BLOCKED_CLASSES.map((c) => [c, { packets: d(prev[c].packets, cur[c].packets), bytes: d(prev[c].bytes, cur[c].bytes) }])) as BlockedCounts;
 }
 
 /** Environment for the sandbox: proxy variables in both spellings, and NO_PROXY for loopback. */
