@@ -20,6 +20,11 @@ export const EXIT = {
 } as const;
 
 export function processContext(): CliContext {
+  // A reader that goes away (`aegis audit export | head`) is not an error: stop writing quietly.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   return {
     out: (t) => void process.stdout.write(t),
     err: (t) => void process.stderr.write(t),

@@ -12,7 +12,7 @@ import type { Command } from 'commander';
 import { ManifestError } from '../manifest/errors.js';
 import type { Decision } from '../policy/types.js';
 import { type CliContext, EXIT } from './context.js';
-import { loadManifestFile, type LoadedManifest } from './load-manifest.js';
+import type { LoadedManifest } from './load-manifest.js';
 
 function json(ctx: CliContext, value: unknown): void {
   ctx.out(JSON.stringify(value, null, 2) + '\n');
@@ -21,6 +21,9 @@ function json(ctx: CliContext, value: unknown): void {
 /** Loads a manifest for a command whose failure exit code is `failCode`; prints problems. */
 async function load(ctx: CliContext, file: string, failCode: number, asJson: boolean, showWarnings = false): Promise<LoadedManifest | null> {
   try {
+    // Lazy: the manifest parser (zod, yaml, the public suffix list) is most of the CLI's
+    // start-up time, and only these commands need it.
+    const { loadManifestFile } = await import('./load-manifest.js');
     const loaded = await loadManifestFile(file);
     if (showWarnings) for (const w of loaded.warnings) ctx.err(w + '\n');
     return loaded;

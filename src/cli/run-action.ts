@@ -13,6 +13,7 @@ import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox,
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import type { CliContext } from './context.js';
+import { openRunAudit, startRunServices, type RunAudit, type RunServices } from './run-services.js';
 import type { RunFlags } from './run-commands.js';
 
 /** Bump when the cache entry format changes. */
@@ -117,6 +118,20 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     return EXIT_CANNOT_START;
   };
 
+  // Opening the audit log (keys, store) overlaps loading the policy and resolving the image.
+  let auditOpening: Promise<RunAudit> | null = null;
+  if (!flags.dryRun) {
+    auditOpening = openRunAudit();
+    auditOpening.catch(() => undefined); // awaited below; never an unhandled rejection
+  }
+  /** A run that fails before its sandbox exists is still an audited event. */
+  const auditFailedStart = async (err: { code: string; message: string }): Promise<void> => {
+    const a = await auditOpening?.catch(() => null);
+    if (!a) return;
+    await a.append({ actor: { execution: executionId }, action: 'run.failed_to_start', decision: 'deny', reason: err.code, payload: { manifest: file, message: err.message } });
+    await a.close().catch((e: unknown) => ctx.err(`aegis run: audit log: ${(e as Error).message}\n`));
+  };
+
   let opts: RunSandboxOptions;
   try {
     const loaded = await loadPolicy(file, flags.stateDir ?? DEFAULT_STATE_DIR);
@@ -146,9 +161,23 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       return 0;
     }
   } catch (err) {
-    if (isAegisError(err)) return cannotStart(err.message);
+    if (isAegisError(err)) {
+      await auditFailedStart(err);
+      return cannotStart(err.message);
+    }
+    await auditFailedStart({ code: 'internal', message: String(err) });
     throw err;
   }
+
+  // The audit log and, when the policy allows any network, the egress gateway. Either failing
+  // means the agent does not start (fail secure).
+  let services: RunServices;
+  try {
+    services = await startRunServices({ policy: opts.policy, executionId, audit: await auditOpening! });
+  } catch (err) {
+    return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
+  }
+  opts = { ...opts, audit: services.audit, network: services.network, extraEnv: services.env };
 
   // SIGINT/SIGTERM to AEGIS: stop the agent (TERM, grace, KILL), clean up, exit 137.
   const abort = new AbortController();
@@ -161,6 +190,11 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    try {
+      await services.close();
+    } catch (err) {
+      ctx.err(`aegis run: audit/gateway shutdown failed: ${(err as Error).message}\n`);
+    }
   }
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
   else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);

@@ -27,8 +27,12 @@ export interface Recipe {
 export const RECIPES: Readonly<Record<string, Recipe>> = {
   'python:3.11': {
     suite: 'bookworm',
-    packages: ['python3-minimal'],
-    smoke: { argv: ['/usr/bin/python3', '-c', 'import sys; print("%d.%d" % sys.version_info[:2])'], expect: '3.11' },
+    // The full standard library (json, ssl, urllib: what agents use) and the CA bundle for TLS.
+    packages: ['python3', 'ca-certificates'],
+    smoke: {
+      argv: ['/usr/bin/python3', '-c', 'import json, ssl, sys, urllib.request; print("%d.%d" % sys.version_info[:2])'],
+      expect: '3.11',
+    },
   },
   'debian:bookworm': { suite: 'bookworm', packages: [], smoke: { argv: ['/bin/sh', '-c', 'echo ok'], expect: 'ok' } },
   'debian:12': { suite: 'bookworm', packages: [], smoke: { argv: ['/bin/sh', '-c', 'echo ok'], expect: 'ok' } },
