@@ -83,7 +83,7 @@ export async function startRunServices(o: { policy: Policy; executionId: string;
     });
     return {
       audit,
-      network: { kind: 'netns', path: net.netnsPath },
+      network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
       env: net.env,
       close: async () => {
         try {

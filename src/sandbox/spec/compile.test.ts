@@ -102,6 +102,22 @@ describe('compileBundle', () => {
     assert.equal(compile(policy()).config.mounts.find((m) => m.destination === '/sys')?.type, 'sysfs');
     assert.equal(joined.mounts.find((m) => m.destination === '/sys')?.type, 'tmpfs');
   });
+  it("mounts the gateway's resolv.conf read-only over the image's, and nothing else inside /etc", () => {
+    const net = { kind: 'netns' as const, path: '/run/netns/aegis-1', resolvConf: '/run/aegis/net/1/resolv.conf' };
+    const c = compile(policy(), { network: net }).config;
+    assert.deepEqual(c.mounts.find((m) => m.destination === '/etc/resolv.conf'), {
+      destination: '/etc/resolv.conf',
+      type: 'bind',
+      source: '/run/aegis/net/1/resolv.conf',
+      options: ['rbind', 'ro', 'nosuid', 'nodev'],
+    });
+    const o = options(policy(), { network: net });
+    const b = compileBundle(policy(), o);
+    const forged = { ...b, config: { ...b.config, mounts: [...b.config.mounts, { destination: '/etc/passwd', type: 'bind', source: '/etc/passwd', options: ['rbind', 'ro', 'nosuid', 'nodev'] }] } };
+    assert.throws(() => validateBundle(forged, o), invalid);
+    const swapped = { ...b, config: { ...b.config, mounts: b.config.mounts.map((m) => (m.destination === '/etc/resolv.conf' ? { ...m, source: '/etc/shadow' } : m)) } };
+    assert.throws(() => validateBundle(swapped, o), invalid);
+  });
   it('omits cgroupsPath for runtimes started inside the run cgroup', () => {
     assert.equal(compile(policy()).config.linux.cgroupsPath, '/aegis/x/c');
     assert.ok(!('cgroupsPath' in compile(policy(), { cgroupsPath: null }).config.linux));

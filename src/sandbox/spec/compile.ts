@@ -39,7 +39,10 @@ export const MASKED_PATHS = [
 ];
 export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
-export type NetworkOption = { kind: 'none' } | { kind: 'netns'; path: string };
+export type NetworkOption =
+  | { kind: 'none' }
+  /** Join `path` (the egress gateway's namespace); `resolvConf`, when given, is bind-mounted read-only at /etc/resolv.conf. */
+  | { kind: 'netns'; path: string; resolvConf?: string };
 
 export interface ResolvedVolume {
   /** Host directory, already resolved (realpath) and checked by the caller. */
@@ -171,6 +174,8 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
       tmpfs(m.path, m.mode === 'rw' ? ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`] : ['nosuid', 'nodev', 'mode=0555', 'size=4096', 'ro']),
     ),
     ...volumes.map((v) => bind(v.sandbox, v.host, v.mode)),
+    // The gateway's resolver: images ship an empty resolv.conf (glibc would ask 127.0.0.1).
+    ...(network.kind === 'netns' && network.resolvConf !== undefined ? [bind('/etc/resolv.conf', network.resolvConf, 'ro')] : []),
   ].sort((a, b) => depth(a.destination) - depth(b.destination));
 
   const env = new Map<string, string>([

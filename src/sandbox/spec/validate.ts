@@ -11,6 +11,8 @@ import { CODE_MOUNT } from './compile.js';
 
 type Check = (b: CompiledBundle, o: CompileOptions) => string | null;
 
+const RESOLV_CONF = '/etc/resolv.conf';
+
 function within(path: string, dir: string): boolean {
   return dir === '/' || path === dir || path.startsWith(dir + '/');
 }
@@ -41,6 +43,7 @@ const CHECKS: readonly Check[] = [
     const allowed = new Map<string, string>();
     allowed.set(CODE_MOUNT, o.codeDir);
     for (const v of o.volumes ?? []) allowed.set(v.sandbox, v.host);
+    if (o.network?.kind === 'netns' && o.network.resolvConf !== undefined) allowed.set(RESOLV_CONF, o.network.resolvConf);
     for (const m of b.config.mounts) {
       if (m.type !== 'bind') continue;
       const expected = allowed.get(m.destination) ?? (b.rootfs.binds.includes(m.destination) ? o.imageRootfs + m.destination : undefined);
@@ -56,6 +59,9 @@ const CHECKS: readonly Check[] = [
     for (const inner of ms) {
       for (const outer of ms) {
         if (inner === outer || !within(inner.destination, outer.destination) || inner.destination === outer.destination) continue;
+        // The one file overlay: the gateway's resolv.conf over the image's own (built images
+        // always have one). Inside a read-only bind, a missing target can only fail the start.
+        if (inner.destination === RESOLV_CONF && outer.destination === '/etc' && outer.type === 'bind' && outer.options.includes('ro')) continue;
         if (outer.type === 'bind') return `${inner.destination} cannot be mounted inside the bind mount ${outer.destination}`;
         if (outer.options.includes('ro')) return `${inner.destination} cannot be mounted inside the read-only ${outer.destination}`;
       }
