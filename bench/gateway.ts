@@ -33,7 +33,7 @@ function runHost(args: string[]): Promise<Figures> {
 
 async function runNs(ns: string, args: string[]): Promise<Figures> {
   const r = await inNetns(ns, [process.execPath, CLIENT, ...args], {}, 120_000);
-  if (r.code !== 0) throw new Error(`bench client failed in ${ns}: ${r.stderr}`);
+  if (r.code !== 0) throw new Error(`bench client failed in ${ns} (exit ${r.code}): ${r.stderr} ${r.stdout}`);
   return JSON.parse(r.stdout) as Figures;
 }
 
