@@ -270,7 +270,13 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     };
     const dir = runDir(stateDir, id);
     const stateRoot = join(stateDir, isolation);
-    run = { id, bundleDir: join(dir, 'bundle'), stateRoot, pidFile: join(dir, 'bundle', 'pid') };
+    run = {
+      id,
+      bundleDir: join(dir, 'bundle'),
+      stateRoot,
+      pidFile: join(dir, 'bundle', 'pid'),
+      ...(opts.network?.kind === 'netns' ? { networkNamespace: opts.network.path } : {}),
+    };
     record.runtime.deleteArgs = driver.deleteArgs(run);
     writeRecord(stateDir, record);
     recordWritten = true;

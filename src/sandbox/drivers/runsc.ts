@@ -3,8 +3,20 @@
  * Sentry), not by the host kernel. Platform ptrace (the kvm platform hangs on these hosts).
  *
  * ARCHITECTURE NOTE: `--oci-seccomp` makes the Sentry apply the bundle's seccomp profile to the
- * agent; without it gVisor ignores the profile. `--network=none` until the egress gateway hands
- * a network namespace over.
+ * agent; without it gVisor ignores the profile.
+ *
+ * ARCHITECTURE NOTE (network): with no network policy the sandbox runs `--network=none` (no
+ * interface at all). Behind the egress gateway it runs `--network=host` inside the gateway's
+ * namespace: gVisor's sockets are then real sockets of that namespace, so both nftables layers
+ * (inside the namespace and on the host end of the veth) apply. gVisor's own netstack
+ * (`--network=sandbox`) does not start on these hosts (runsc 2022-12 on kernel 6.x takes every
+ * namespace for the host's), and would bypass the in-namespace rules (packet socket).
+ * LIMITATION: this runsc cannot combine `--network=host` with an OCI user namespace ("error
+ * setting up chroot: operation not permitted"), so for a joined namespace the user namespace is
+ * dropped from the config: the Sentry is the boundary there (the agent still runs as an
+ * unprivileged uid with no capabilities inside gVisor's kernel, and the Sentry and gofer run
+ * under their own namespaces and seccomp filters), and files the agent writes to a volume are
+ * owned by the agent's uid itself on the host rather than a mapped one.
  */
 import { readdirSync } from 'node:fs';
 import type { OciConfig } from '../spec/oci.js';
@@ -31,15 +43,19 @@ export class RunscDriver implements RuntimeDriver {
   }
 
   adapt(config: OciConfig): OciConfig {
-    return config;
+    const joined = config.linux.namespaces.some((n) => n.type === 'network' && n.path !== undefined);
+    if (!joined) return config;
+    const { uidMappings: _u, gidMappings: _g, ...linux } = config.linux;
+    return { ...config, linux: { ...linux, namespaces: linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] } };
   }
 
   private global(r: RuntimeRun): string[] {
-    return ['--root', r.stateRoot, '--platform=ptrace', '--oci-seccomp', '--network=none', '--ignore-cgroups'];
+    return ['--root', r.stateRoot, '--platform=ptrace', '--oci-seccomp', '--ignore-cgroups'];
   }
 
   runArgs(r: RuntimeRun): string[] {
-    return [...this.global(r), 'run', '--bundle', r.bundleDir, '--pid-file', r.pidFile, r.id];
+    const network = r.networkNamespace !== undefined ? '--network=host' : '--network=none';
+    return [...this.global(r), network, 'run', '--bundle', r.bundleDir, '--pid-file', r.pidFile, r.id];
   }
 
   killArgs(r: RuntimeRun, signal: 'TERM' | 'KILL'): string[] {

@@ -12,6 +12,8 @@ export interface RuntimeRun {
   /** The runtime's `--root` state directory (AEGIS-owned, one per runtime). */
   readonly stateRoot: string;
   readonly pidFile: string;
+  /** The network namespace the sandbox joins (egress gateway), or undefined for a fresh empty one. */
+  readonly networkNamespace?: string;
 }
 
 export interface RuntimeDriver {

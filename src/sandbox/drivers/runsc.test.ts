@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { OciConfig } from '../spec/oci.js';
+import { RunscDriver } from './runsc.js';
+
+const base = {
+  linux: {
+    namespaces: [{ type: 'pid' }, { type: 'mount' }, { type: 'network' }, { type: 'user' }],
+    uidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }],
+    gidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }],
+  },
+} as unknown as OciConfig;
+const run = { id: 'x', bundleDir: '/b', stateRoot: '/s', pidFile: '/b/pid' };
+
+describe('RunscDriver', () => {
+  const d = new RunscDriver('runsc');
+  it('runs without any network for a fresh namespace, and keeps the user namespace', () => {
+    assert.equal(d.adapt(base), base);
+    assert.ok(d.runArgs(run).includes('--network=none'));
+    assert.ok(d.runArgs(run).includes('--oci-seccomp'));
+  });
+  it("uses the joined gateway namespace's sockets (--network=host), without an OCI user namespace", () => {
+    const joined = { ...base, linux: { ...base.linux, namespaces: base.linux.namespaces.map((n) => (n.type === 'network' ? { type: 'network', path: '/run/netns/a' } : n)) } } as OciConfig;
+    const a = d.adapt(joined);
+    assert.deepEqual(
+      a.linux.namespaces.map((n) => n.type),
+      ['pid', 'mount', 'network'],
+    );
+    assert.deepEqual(a.linux.uidMappings, []);
+    const args = d.runArgs({ ...run, networkNamespace: '/run/netns/a' });
+    assert.ok(args.includes('--network=host'));
+    assert.ok(!args.includes('--network=none'));
+    assert.ok(args.includes('--oci-seccomp'), 'the seccomp profile still applies');
+  });
+});
