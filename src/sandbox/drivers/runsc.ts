@@ -45,7 +45,7 @@ export class RunscDriver implements RuntimeDriver {
   adapt(config: OciConfig): OciConfig {
     const joined = config.linux.namespaces.some((n) => n.type === 'network' && n.path !== undefined);
     if (!joined) return config;
-    const { uidMappings: _u, gidMappings: _g, ...linux } = config.linux;
+    const linux = config.linux;
     return { ...config, linux: { ...linux, namespaces: linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] } };
   }
 
