@@ -1,0 +1,47 @@
+// The egress demo behind `bash scripts/demo.sh`: a prompt-injected agent (examples/exfil-demo)
+// makes one allowed API call, then tries to exfiltrate a secret every way it knows, run by
+// `aegis run` exactly as a user would run it. There is no internet here, so a "fake internet"
+// (DNS + HTTPS servers for api.openai.com, attacker.com, ... on 198.51.100.0/24, certificates
+// from a throw-away test CA) is built in a network namespace first and removed afterwards.
+//
+//   npm run build && node scripts/demo-exfil.mjs
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const aegis = (args, env = {}) =>
+  spawnSync(process.execPath, [join(root, 'bin', 'aegis.js'), ...args], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const { startFakeInternet, UPSTREAM_DNS } = await import(join(root, 'dist', 'test', 'integration', 'gateway-fake-internet.js'));
+
+const inet = await startFakeInternet();
+const summaryFile = join(mkdtempSync(join(tmpdir(), 'aegis-demo-')), 'summary.json');
+let run;
+try {
+  console.log('$ aegis run examples/exfil-demo/agent.yaml --volume <test CA>:/data:ro');
+  run = aegis(['run', 'examples/exfil-demo/agent.yaml', '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], { AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` });
+  process.stdout.write(run.stdout);
+  process.stderr.write(run.stderr);
+} finally {
+  await inet.close();
+}
+const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
+console.log(`\nagent ${summary.status}, exit code ${summary.exitCode}; its audit events (aegis audit query --execution ${summary.executionId}):`);
+const q = aegis(['audit', 'query', '--execution', summary.executionId]);
+for (const line of q.stdout.trim().split('\n').filter(Boolean)) {
+  const e = JSON.parse(line).event;
+  if (!e) continue;
+  const p = e.payload ?? {};
+  const what =
+    e.action === 'net.blocked'
+      ? `${p.packets} ${p.protocol} packet(s) dropped`
+      : (p.name ?? p.url ?? (p.host !== undefined ? `${p.host}:${p.port}` : ''));
+  console.log(`  ${e.decision.padEnd(5)} ${e.action.padEnd(16)} ${String(e.reason ?? '').padEnd(30)} ${p.mode ?? p.type ?? ''} ${what}`);
+}
+const leaked = run.stdout.split('\n').filter((l) => l.startsWith('LEAKED'));
+if (summary.status !== 'exited' || summary.exitCode !== 0 || leaked.length > 0) {
+  console.error(`demo failed: ${leaked.length} leak(s), agent ${summary.status} ${summary.exitCode}`);
+  process.exit(1);
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The main job, on a fresh Debian 12 machine (root): set everything up, then run the example
+# agents under their policies with `aegis run`, and verify the audit log they wrote.
+#   1. examples/hello: a Python agent that prints and writes a file to its granted output folder
+#      (a host folder attached with --volume, where fs.write grants /data/outputs).
+#   2. examples/exfil-demo: a prompt-injected agent that makes one allowed API call and then
+#      tries to exfiltrate a secret every way it knows; every attempt is refused by the egress
+#      gateway and shows up in the audit log as a denial. (No internet here: the script builds a
+#      small fake one in a network namespace first.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+export AEGIS_HOME="${AEGIS_HOME:-$HOME/.aegis}"
+aegis() { node bin/aegis.js "$@"; }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "aegis validate examples/hello/agent.yaml"
+aegis validate examples/hello/agent.yaml
+
+out=$(mktemp -d /tmp/aegis-hello-out.XXXXXX)
+chmod 0777 "$out" # the agent writes as an unprivileged (mapped) uid
+say "aegis run examples/hello/agent.yaml --volume $out:/data/outputs:rw"
+aegis run examples/hello/agent.yaml --volume "$out:/data/outputs:rw" --summary "$out/../aegis-hello-summary.json"
+say "what the agent wrote to its granted folder ($out)"
+cat "$out/hello.txt"
+say "run summary"
+cat "$out/../aegis-hello-summary.json"
+
+say "the egress gateway: an exfiltration attempt, refused and audited"
+node scripts/demo-exfil.mjs
+
+say "aegis audit verify (Merkle tree, signed checkpoints; log in $AEGIS_HOME/audit)"
+aegis audit verify
+aegis audit checkpoint
