@@ -12,9 +12,12 @@
  */
 import * as z from 'zod';
 import { parseAllowEntry } from '../policy/host.js';
+import { parseImageRef } from '../policy/image-ref.js';
 import { normalizeSandboxPath } from '../policy/paths.js';
 import { isKnownSyscall } from '../policy/syscalls.js';
 import type { ImageRef, Isolation, NetRule } from '../policy/types.js';
+
+export { parseImageRef };
 import { formatBytes, parseDuration, parseRate, parseSize } from './units.js';
 
 export const DEFAULTS = {
@@ -46,30 +49,6 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Set by AEGIS itself (egress gateway); an agent may not point them elsewhere. */
 const RESERVED_ENV = new Set(['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY', 'FTP_PROXY']);
 const SECRET_REF = /^secret:([a-z0-9][a-z0-9._-]{0,127})$/;
-
-// Image references: name[:tag][@sha256:<hex>] in the OCI distribution grammar (lower case
-// path components separated by / with . _ - separators inside a component).
-const IMAGE_NAME = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
-const IMAGE_TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
-
-export function parseImageRef(text: string): ImageRef | string {
-  let rest = text;
-  let digest: string | null = null;
-  const at = rest.indexOf('@');
-  if (at >= 0) {
-    const d = rest.slice(at + 1);
-    if (!/^sha256:[0-9a-f]{64}$/.test(d)) return `"${d}" is not a sha256 digest (sha256:<64 lower-case hex>)`;
-    digest = d.slice('sha256:'.length);
-    rest = rest.slice(0, at);
-  }
-  const colon = rest.lastIndexOf(':');
-  if (colon < 0 || rest.indexOf('/', colon) >= 0) return `"${text}" has no tag: write name:tag, e.g. python:3.11`;
-  const name = rest.slice(0, colon);
-  const tag = rest.slice(colon + 1);
-  if (!IMAGE_NAME.test(name) || name.length > 255) return `"${name}" is not an image name (lower case letters, digits, . _ - /)`;
-  if (!IMAGE_TAG.test(tag)) return `"${tag}" is not an image tag`;
-  return { name, tag, digest, ref: digest ? `${name}:${tag}@sha256:${digest}` : `${name}:${tag}` };
-}
 
 function unit<T>(parse: (s: string) => { ok: true; value: number } | { ok: false; message: string }, check: (v: number) => string | null) {
   return (text: string, ctx: z.RefinementCtx): number => {
