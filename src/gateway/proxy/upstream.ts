@@ -3,7 +3,8 @@
  * the address: names are resolved here, through the configured upstream resolver, and every
  * address is checked against the DNS-rebinding guard before the gateway connects.
  */
-import { connect, isIP, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { classifyHost } from '../../policy/host.js';
 import { gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
 import type { Session } from '../session.js';
 
@@ -13,11 +14,16 @@ export type Target = { readonly ok: true; readonly address: string } | { readonl
 
 /** The address to connect to for an already-allowed `host`, or the reason there is none. */
 export async function resolveTarget(session: Session, host: string): Promise<Target> {
-  if (isIP(host)) {
+  // The same classification the policy decided on: an address in any spelling (`2130706433`,
+  // `[::ffff:a.b.c.d]`) is connected to as the address it is, never sent to DNS as a name.
+  const cls = classifyHost(host);
+  if (cls.kind === 'invalid') return { ok: false, verdict: gatewayDeny('gateway.malformed', cls.why) };
+  if (cls.kind === 'ip') {
     // Only reachable when a CIDR rule allowed this literal; the guard still applies.
-    const d = session.matcher.decideResolvedAddress(host);
-    return d.allow ? { ok: true, address: host } : { ok: false, verdict: verdictOf(d) };
+    const d = session.matcher.decideResolvedAddress(cls.ip.address);
+    return d.allow ? { ok: true, address: cls.ip.address } : { ok: false, verdict: verdictOf(d) };
   }
+  host = cls.name;
   let addresses: readonly string[];
   try {
     const res = await session.resolver.resolve(host, 'A');
