@@ -98,9 +98,9 @@ describe('AuditLog', () => {
       const log = await openAuditLog({ home, env: ENV });
       for (let i = 0; i < 13; i++) await log.append(ev(i));
       const { verifyInclusion, verifyConsistency } = await import('./merkle/index.js');
-      const p = log.inclusionProof(5, 11);
+      const p = await log.inclusionProof(5, 11);
       verifyInclusion(5, 11, p.leafHash, p.proof, p.root);
-      const c = log.consistencyProof(4, 13);
+      const c = await log.consistencyProof(4, 13);
       verifyConsistency(4, 13, c.proof, c.root1, c.root2);
       await log.close();
     });

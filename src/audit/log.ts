@@ -9,6 +9,12 @@
  * - The log never signs two inconsistent checkpoints: its tree is only ever a prefix of the
  *   store, is checked against the latest stored (and published) checkpoint when opened and
  *   whenever it catches up with other writers, and signing refuses a size below the latest.
+ * - Opening does not read every leaf: each checkpoint it signs is followed by the tree's frontier
+ *   (merkle/frontier.ts), saved in the store. On open the frontier is used only if it hashes to
+ *   the root of a stored checkpoint of its size that verifies under the log key (a mismatch is
+ *   store-corrupt: refused); then only the leaves stored after it are read. No frontier, a torn
+ *   one, or one that no checkpoint signs: the tree is rebuilt from every leaf hash, as before.
+ *   Proofs load the whole tree from the store on demand (fullTree()).
  * - Retention destroys data keys older than `retentionDays`; forget() destroys a data subject's
  *   keys. Hashes, proofs and checkpoints are unaffected by either.
  * Clock, timers and randomness are injected so tests control them.
@@ -34,6 +40,7 @@ import {
 } from './envelope.js';
 import { AuditError } from './errors.js';
 import { bytesEqual, MerkleTree } from './merkle/index.js';
+import { decodeFrontier, encodeFrontier, frontierRoot } from './merkle/frontier.js';
 import type { CheckpointSink } from './publish.js';
 import type { AuditStore, EntryBatch } from './store/types.js';
 
@@ -103,6 +110,10 @@ export type DecryptedEntry =
   | { readonly index: number; readonly event: Omit<AuditEvent, 'payload'> & { payload: null }; readonly keyDestroyed: true };
 
 const DAY_MS = 86_400_000;
+/** Stored checkpoints searched (newest first) for the one a saved frontier belongs to. */
+const FRONTIER_SEARCH = 64;
+/** Newest published checkpoints checked against the store at open. */
+const PUBLISHED_CHECKED = 16;
 const RETENTION_EVERY_MS = 3_600_000;
 
 function isoDay(ms: number): string {
@@ -110,7 +121,9 @@ function isoDay(ms: number): string {
 }
 
 export class AuditLog implements AuditSink {
-  private readonly tree = new MerkleTree();
+  private tree = new MerkleTree();
+  /** Every leaf, loaded from the store for proofs when `tree` was restored from a frontier. */
+  private full: MerkleTree | undefined;
   private readonly queue: Group[] = [];
   private draining: Promise<void> | undefined;
   private drainScheduled = false;
@@ -150,19 +163,15 @@ export class AuditLog implements AuditSink {
     this.onError = o.onError ?? ((err) => process.emitWarning(`audit: ${err instanceof Error ? err.message : String(err)}`));
   }
 
-  /** Loads the tree from the store, checks it against the stored and published checkpoints. */
+  /**
+   * Loads the tree (from the saved frontier when a signed checkpoint vouches for it, else from
+   * every leaf hash), checks it against the latest stored and the newest published checkpoints.
+   */
   static async open(o: AuditLogOptions): Promise<AuditLog> {
     const log = new AuditLog(o);
+    await log.restoreFrontier();
     await log.catchUp();
-    for (const [i, note] of (o.published ?? []).entries()) {
-      let cp: Checkpoint;
-      try {
-        cp = openCheckpoint(note, o.verifier, o.origin);
-      } catch (cause) {
-        throw new AuditError('store-corrupt', `published checkpoint ${i} does not verify under the log key`, { cause });
-      }
-      log.checkAgainst(cp, `published checkpoint ${i}`);
-    }
+    await log.checkPublished(o.published ?? []);
     await o.sink.pinKey(encodeVerifierKey(o.verifier));
     await log.applyRetention();
     if (o.inlineEncoding !== true) log.pool.warm();
@@ -380,11 +389,92 @@ export class AuditLog implements AuditSink {
   }
 
   /**
+   * Starts the tree from the saved frontier if a stored checkpoint of the same size verifies and
+   * has the frontier's root. Never trusts it beyond that: a frontier that no checkpoint signs
+   * (or a torn one) is ignored and the tree rebuilt from the leaves; one that contradicts the
+   * signed root means the store was damaged or tampered with, and the log refuses to open.
+   */
+  private async restoreFrontier(): Promise<void> {
+    const bytes = await this.o.store.readFrontier();
+    const f = bytes === undefined ? undefined : decodeFrontier(bytes);
+    if (f === undefined || f.size === 0) return;
+    const notes = await this.o.store.readCheckpoints();
+    for (let i = notes.length - 1; i >= 0 && i >= notes.length - FRONTIER_SEARCH; i--) {
+      let cp: Checkpoint;
+      try {
+        cp = openCheckpoint(notes[i] as string, this.o.verifier, this.o.origin);
+      } catch {
+        return; // catchUp() reports a damaged latest checkpoint; older ones are verify's job
+      }
+      if (cp.size < f.size) return;
+      if (cp.size === f.size) {
+        if (!bytesEqual(frontierRoot(f), cp.root)) {
+          throw this.fail(new AuditError('store-corrupt', `the saved tree frontier (size ${f.size}) does not match stored checkpoint ${i}: the store is damaged or was tampered with`));
+        }
+        this.tree = MerkleTree.fromFrontier(f);
+        return;
+      }
+    }
+  }
+
+  /**
+   * Checks the newest published checkpoints against the tree: a store behind them, or with other
+   * roots, is refused. Those at or above the restored frontier's size are checked directly;
+   * earlier ones are `aegis audit verify`'s job (each was checked like this by writers that
+   * opened the log while it was the newest), unless none reaches the frontier's size: then the
+   * newest one is checked against the whole tree, loaded from the store (rare: publication failed,
+   * or a writer died between storing and publishing a checkpoint).
+   */
+  private async checkPublished(published: readonly string[]): Promise<void> {
+    const first = Math.max(0, published.length - PUBLISHED_CHECKED);
+    const cps: Array<{ cp: Checkpoint; what: string }> = [];
+    for (let i = published.length - 1; i >= first; i--) {
+      try {
+        cps.push({ cp: openCheckpoint(published[i] as string, this.o.verifier, this.o.origin), what: `published checkpoint ${i}` });
+      } catch (cause) {
+        throw this.fail(new AuditError('store-corrupt', `published checkpoint ${i} does not verify under the log key`, { cause }));
+      }
+    }
+    const recent = cps.filter((c) => c.cp.size >= this.tree.base);
+    for (const { cp, what } of recent) this.checkAgainst(cp, what);
+    const newest = cps.reduce<{ cp: Checkpoint; what: string } | undefined>((a, c) => (a === undefined || c.cp.size > a.cp.size ? c : a), undefined);
+    if (recent.length > 0 || newest === undefined) return;
+    if (!bytesEqual((await this.fullTree()).root(newest.cp.size), newest.cp.root)) {
+      throw this.fail(new AuditError('store-corrupt', `${newest.what} (size ${newest.cp.size}) does not match the stored entries`));
+    }
+  }
+
+  /**
+   * The tree with every leaf, for proofs: this log's tree if it holds them all, else built from
+   * the store's leaf hashes up to this log's size (checked against this log's root).
+   */
+  private async fullTree(): Promise<MerkleTree> {
+    if (this.tree.base === 0) return this.tree;
+    const size = this.tree.size;
+    const t = this.full ?? new MerkleTree();
+    if (t.size < size) {
+      const { hashes } = await this.o.store.readLeafHashes(t.size);
+      if (t.size + hashes.length / 32 < size) {
+        throw this.fail(new AuditError('store-corrupt', `the store holds ${t.size + hashes.length / 32} entries, fewer than ${size}`));
+      }
+      t.appendMany(hashes, size - t.size);
+    }
+    if (!bytesEqual(t.root(size), this.tree.root())) {
+      throw this.fail(new AuditError('store-corrupt', `the stored leaf hashes do not match the tree restored from the saved frontier (size ${this.tree.base})`));
+    }
+    this.full = t;
+    return t;
+  }
+
+  /**
    * Reads entries other writers appended and re-checks the latest stored checkpoint. Only called
    * when no batch write of this log is in flight (open, the write path itself, refresh()).
    */
   private async catchUp(): Promise<void> {
-    const { hashes } = await this.o.store.readLeafHashes(this.tree.size);
+    const { size, hashes } = await this.o.store.readLeafHashes(this.tree.size);
+    if (size < this.tree.size) {
+      throw this.fail(new AuditError('store-corrupt', `the store holds ${size} entries, fewer than the ${this.tree.size} already seen (truncated or rolled back)`));
+    }
     this.tree.appendMany(hashes, hashes.length / 32);
     await this.checkLatestStoredCheckpoint(true);
   }
@@ -443,6 +533,7 @@ export class AuditLog implements AuditSink {
     const size = this.tree.size;
     if (size <= this.signedSize || this.broken !== undefined) return;
     const note = signCheckpoint({ origin: this.o.origin, size, root: this.tree.root(size), extensions: [] }, this.o.signer);
+    const frontier = encodeFrontier(this.tree.frontier());
     try {
       await this.o.store.appendCheckpoint(size, note);
     } catch (err) {
@@ -457,6 +548,9 @@ export class AuditLog implements AuditSink {
     }
     this.signedSize = size;
     this.unpublished.push(note);
+    // After the checkpoint is durable: a frontier is only ever used with the checkpoint it matches.
+    // Losing it costs the next open a full rebuild, so a failure is reported, not thrown.
+    await this.o.store.writeFrontier(size, frontier).catch((err: unknown) => this.onError(err));
     await this.republish();
   }
 
@@ -509,16 +603,21 @@ export class AuditLog implements AuditSink {
     return (await this.o.store.readCheckpoints()).at(-1);
   }
 
-  inclusionProof(index: number, size: number = this.tree.size): { leafHash: Uint8Array; proof: Uint8Array[]; root: Uint8Array } {
-    return { leafHash: this.tree.leafHash(index), proof: this.tree.inclusionProof(index, size), root: this.tree.root(size) };
+  /** RFC 6962 inclusion proof (reads the store's leaf hashes when the tree was restored). */
+  async inclusionProof(index: number, size: number = this.tree.size): Promise<{ leafHash: Uint8Array; proof: Uint8Array[]; root: Uint8Array }> {
+    const t = await this.fullTree();
+    return { leafHash: t.leafHash(index), proof: t.inclusionProof(index, size), root: t.root(size) };
   }
 
-  consistencyProof(size1: number, size2: number = this.tree.size): { root1: Uint8Array; root2: Uint8Array; proof: Uint8Array[] } {
-    return { root1: this.tree.root(size1), root2: this.tree.root(size2), proof: this.tree.consistencyProof(size1, size2) };
+  /** RFC 6962 consistency proof (reads the store's leaf hashes when the tree was restored). */
+  async consistencyProof(size1: number, size2: number = this.tree.size): Promise<{ root1: Uint8Array; root2: Uint8Array; proof: Uint8Array[] }> {
+    const t = await this.fullTree();
+    return { root1: t.root(size1), root2: t.root(size2), proof: t.consistencyProof(size1, size2) };
   }
 
-  root(size: number = this.tree.size): Uint8Array {
-    return this.tree.root(size);
+  /** MTH at `size` (sizes below a restored frontier read the store's leaf hashes). */
+  async root(size: number = this.tree.size): Promise<Uint8Array> {
+    return (size >= this.tree.base ? this.tree : await this.fullTree()).root(size);
   }
 
   /** Catches up with entries and checkpoints other writers stored since open. */

@@ -39,6 +39,8 @@ function memStore(records: StoredRecord[], checkpoints: string[]): AuditStore {
     getKey: no,
     listKeyIds: no,
     deleteKey: no,
+    writeFrontier: no,
+    readFrontier: no,
     close: async () => undefined,
   };
 }

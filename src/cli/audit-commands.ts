@@ -236,7 +236,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         const size = opts.size === undefined ? undefined : nat(opts.size, '--size');
         await withLog(async (log) => {
           const n = size ?? log.size;
-          const p = log.inclusionProof(index, n);
+          const p = await log.inclusionProof(index, n);
           ctx.out(`${JSON.stringify({ index, treeSize: n, leafHash: b64(p.leafHash), proof: p.proof.map(b64), root: b64(p.root) })}\n`);
         });
       }),
@@ -250,7 +250,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         const size1 = nat(s1, 'size1');
         const size2 = nat(s2, 'size2');
         await withLog(async (log) => {
-          const c = log.consistencyProof(size1, size2);
+          const c = await log.consistencyProof(size1, size2);
           ctx.out(`${JSON.stringify({ size1, size2, root1: b64(c.root1), root2: b64(c.root2), proof: c.proof.map(b64) })}\n`);
         });
       }),

@@ -96,6 +96,64 @@ if (url === undefined || url === '') {
       }
     });
 
+    describe('when the log is opened for append from its saved frontier', () => {
+      /** The store, counting the leaf hashes it hands out. */
+      const counted = async (schema: string): Promise<{ store: PgStore; read: () => number }> => {
+        const store = await PgStore.open({ url: pgUrl, schema });
+        let read = 0;
+        const orig = store.readLeafHashes.bind(store);
+        store.readLeafHashes = async (from: number) => {
+          const r = await orig(from);
+          read += r.hashes.length / 32;
+          return r;
+        };
+        return { store, read: () => read };
+      };
+      const ev = (i: number) => ({ actor: { agent: 'pg' }, action: 'test.event', decision: 'info' as const, payload: { i } });
+
+      it('reads only the leaf hashes after the latest checkpoint; a forged frontier is refused; a missing one means a full rebuild', async () => {
+        const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
+        const home = await mkdtemp(join(tmpdir(), 'aegis-pg-frontier-'));
+        const env = { AEGIS_AUDIT_STORE: pgUrl, AEGIS_AUDIT_PG_SCHEMA: schema };
+        try {
+          const first = await openAuditLog({ home, env });
+          for (let i = 0; i < 5000; i += 1000) await first.appendMany(Array.from({ length: 1000 }, (_, k) => ev(i + k)));
+          await first.close();
+          const a = await counted(schema);
+          const log = await openAuditLog({ home, env, store: a.store, inlineEncoding: true });
+          assert.equal(a.read(), 0);
+          assert.equal(log.size, 5000);
+          await log.appendMany([ev(5000), ev(5001)]);
+          await log.close();
+
+          const pg = (await import('pg')).default;
+          const c = new pg.Client({ connectionString: pgUrl });
+          await c.connect();
+          try {
+            // Forged: one subtree root changed, the torn-write checksum fixed up.
+            const row = (await c.query<{ data: Buffer }>(`SELECT data FROM ${schema}.frontier`)).rows[0]!;
+            const data = Buffer.from(row.data);
+            data[16] = (data[16] as number) ^ 1;
+            const { createHash } = await import('node:crypto');
+            data.set(createHash('sha256').update(data.subarray(0, data.length - 32)).digest(), data.length - 32);
+            await c.query(`UPDATE ${schema}.frontier SET data = $1`, [data]);
+            await assert.rejects(openAuditLog({ home, env, inlineEncoding: true }), (err: unknown) => err instanceof AuditError && err.code === 'store-corrupt');
+
+            await c.query(`DELETE FROM ${schema}.frontier`);
+            const b = await counted(schema);
+            const rebuilt = await openAuditLog({ home, env, store: b.store, inlineEncoding: true });
+            assert.equal(b.read(), 5002);
+            await rebuilt.close();
+          } finally {
+            await c.end();
+          }
+        } finally {
+          await PgStore.dropSchema(pgUrl, schema);
+          await rm(home, { recursive: true, force: true });
+        }
+      });
+    });
+
     const tlsUrl = process.env['AEGIS_TEST_PG_TLS_URL'];
     // Outside CI a server without TLS skips these (with the reason); in CI scripts/pg-test.sh
     // always sets TLS up, so a missing URL is a failure.

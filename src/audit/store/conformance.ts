@@ -164,6 +164,45 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
       });
     });
 
+    describe('frontier', () => {
+      it('is absent at first, then reads back the latest one written, also after reopening', async () => {
+        const s = await fresh();
+        assert.equal(await s.readFrontier(), undefined);
+        await s.append(0, entryBatch(['a', 'b', 'c'].map(entry)));
+        await s.readLeafHashes(0);
+        await s.writeFrontier(2, Buffer.from('frontier of two'));
+        await s.writeFrontier(3, Buffer.from('frontier of three'));
+        assert.equal(Buffer.from((await s.readFrontier())!).toString(), 'frontier of three');
+        const r = await open();
+        assert.equal(Buffer.from((await r.readFrontier())!).toString(), 'frontier of three');
+      });
+
+      it('lets a new handle read the leaf hashes after the frontier, and all of them again', async () => {
+        const s = await fresh();
+        const batch = Array.from({ length: 9 }, (_, i) => entry(`f${i}`));
+        await s.append(0, entryBatch(batch.slice(0, 5)));
+        await s.writeFrontier(5, Buffer.from('five'));
+        await s.append(5, entryBatch(batch.slice(5)));
+        const r = await open();
+        await r.readFrontier();
+        const after = await r.readLeafHashes(5);
+        assert.equal(after.size, 9);
+        assert.deepEqual(Buffer.from(after.hashes), Buffer.concat(batch.slice(5).map((x) => x.leafHash)));
+        const every = await r.readLeafHashes(0);
+        assert.equal(every.size, 9);
+        assert.deepEqual(Buffer.from(every.hashes), Buffer.concat(batch.map((x) => x.leafHash)));
+      });
+
+      it('reports the real size when asked for leaf hashes beyond the end', async () => {
+        const s = await fresh();
+        await s.append(0, entryBatch([entry('only')]));
+        const r = await open();
+        const beyond = await r.readLeafHashes(4);
+        assert.equal(beyond.size, 1);
+        assert.equal(beyond.hashes.length, 0);
+      });
+    });
+
     describe('keys', () => {
       it('stores, lists, reads and destroys wrapped keys', async () => {
         const s = await fresh();

@@ -4,6 +4,10 @@
  *   entries.dat       8-byte magic "AEGAUD1\n", then records: u32 BE length || 32-byte leaf hash || entry
  *   checkpoints.jsonl one {"size":n,"note":"<signed note>"} per line
  *   keys/<key id>     wrapped data keys, one file each (0600)
+ *   frontier.dat      the latest saved tree frontier, with where its last entry is in entries.dat:
+ *                     "AEGFST1\n" || u64 BE size || u64 BE start of record size-1 || u64 BE end of it
+ *                     || its 32-byte leaf hash || frontier bytes || SHA-256(all before)
+ *                     (replaced by rename; a torn or damaged file reads as absent)
  *   writer.lock       held during each entry write (see file-lock.ts)
  *   checkpoints.lock  held during each checkpoint write
  *
@@ -13,6 +17,7 @@
  * produced it is gone), truncates it. Readers never repair: they stop at an incomplete tail.
  */
 import { constants } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AuditError } from '../errors.js';
@@ -26,6 +31,13 @@ const HEADER = 4 + 32;
 const MAX_ENTRY = 16 << 20;
 const CHUNK = 8 << 20;
 const KEY_ID_FILE_RE = /^[A-Za-z0-9._-]{1,128}$/u;
+const FRONTIER_MAGIC = Buffer.from('AEGFST1\n', 'ascii');
+const FRONTIER_HEAD = FRONTIER_MAGIC.length + 3 * 8 + 32;
+/** Entry counts whose byte positions a handle remembers (for saving a frontier of that size). */
+const POSITIONS_KEPT = 256;
+
+/** Where the record of entry count-1 lies: [last, end). */
+type Position = { last: number; end: number; leafHash: Uint8Array };
 
 type Scanned = { offset: number; leafHash: Uint8Array; entry: Uint8Array };
 type ScanEnd = { offset: number; problem?: string; complete: boolean };
@@ -69,6 +81,19 @@ async function scan(fh: FileHandle, offset: number, onRecord: (r: Scanned) => bo
   return { offset: pos, complete: true };
 }
 
+/** Writes `data` to a temporary file next to `path` (0600), fsyncs it and renames it over `path`. */
+async function replaceFile(path: string, data: Uint8Array): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.write(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+}
+
 export class FileStore implements AuditStore {
   readonly location: string;
   private count = 0;
@@ -80,6 +105,10 @@ export class FileStore implements AuditStore {
   private chains: Record<'entries' | 'checkpoints', Promise<unknown>> = { entries: Promise.resolve(), checkpoints: Promise.resolve() };
   /** Size of checkpoints.jsonl when last read, and the size of its latest checkpoint. */
   private cpCache: { bytes: number; last: number } | undefined;
+  /** Recent entry counts this handle reached, and where their last record is. */
+  private readonly positions = new Map<number, Position>();
+  /** Records read by readLeafHashes since open (tests and benchmarks: what opening costs). */
+  leafHashesScanned = 0;
 
   private constructor(
     private readonly dir: string,
@@ -128,21 +157,35 @@ export class FileStore implements AuditStore {
   }
 
   async readLeafHashes(from: number): Promise<{ size: number; hashes: Uint8Array }> {
-    // Catch up from what this handle already knows; rescan from the start if asked for less.
-    if (from < this.count) {
+    // Catch up from what this handle already knows (or a remembered position); rescan from the
+    // start if asked for less.
+    const known = from === this.count ? undefined : this.positions.get(from);
+    if (known !== undefined) {
+      this.count = from;
+      this.end = known.end;
+    } else if (from < this.count) {
       this.count = 0;
       this.end = MAGIC.length;
     }
     const parts: Uint8Array[] = [];
     let index = this.count;
+    let last: Scanned | undefined;
     const end = await scan(this.fh, this.end, (r) => {
       if (index >= from) parts.push(Buffer.from(r.leafHash));
       index++;
+      last = r;
     });
+    this.leafHashesScanned += index - this.count;
     if (end.problem !== undefined) throw new AuditError('store-corrupt', `entry ${index} in ${this.location}: ${end.problem}`);
+    if (last !== undefined) this.remember(index, last.offset, end.offset, last.leafHash);
     this.count = index;
     this.end = end.offset;
     return { size: this.count, hashes: Buffer.concat(parts) };
+  }
+
+  private remember(count: number, last: number, end: number, leafHash: Uint8Array): void {
+    this.positions.set(count, { last, end, leafHash: Buffer.from(leafHash) });
+    if (this.positions.size > POSITIONS_KEPT) this.positions.delete(this.positions.keys().next().value as number);
   }
 
   async *readEntries(from: number, to?: number): AsyncIterable<StoredRecord> {
@@ -209,6 +252,8 @@ export class FileStore implements AuditStore {
       }
       this.end += data.length;
       this.count += batch.count;
+      const lastLen = (batch.bounds[2 * batch.count - 1] as number) - (batch.bounds[2 * batch.count - 2] as number);
+      this.remember(this.count, this.end - HEADER - lastLen, this.end, hashes.subarray(32 * (batch.count - 1), 32 * batch.count));
     });
   }
 
@@ -300,16 +345,7 @@ export class FileStore implements AuditStore {
   }
 
   async putKey(id: string, wrapped: Uint8Array): Promise<void> {
-    const path = this.keyPath(id);
-    const tmp = `${path}.${process.pid}.tmp`;
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      await fh.write(wrapped);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
+    await replaceFile(this.keyPath(id), wrapped);
     await this.syncDir(join(this.dir, 'keys'));
   }
 
@@ -345,6 +381,65 @@ export class FileStore implements AuditStore {
     }
     await unlink(path);
     await this.syncDir(join(this.dir, 'keys'));
+  }
+
+  /**
+   * Saves the frontier with the position of entry size-1 when this handle knows it (it wrote or
+   * read that far recently); otherwise without one (the next reader then scans from the start).
+   * Written to a temporary file, fsync'd and renamed over frontier.dat.
+   */
+  async writeFrontier(size: number, frontier: Uint8Array): Promise<void> {
+    const pos = size === 0 ? undefined : this.positions.get(size);
+    const head = Buffer.alloc(FRONTIER_HEAD);
+    FRONTIER_MAGIC.copy(head);
+    let o = FRONTIER_MAGIC.length;
+    for (const v of [size, pos?.last ?? 0, pos?.end ?? 0]) o = head.writeBigUInt64BE(BigInt(v), o);
+    if (pos !== undefined) head.set(pos.leafHash, o);
+    const body = Buffer.concat([head, frontier]);
+    const data = Buffer.concat([body, createHash('sha256').update(body).digest()]);
+    const path = join(this.dir, 'frontier.dat');
+    try {
+      await replaceFile(path, data);
+    } catch (cause) {
+      throw new AuditError('store-io', `cannot write ${path}`, { cause });
+    }
+  }
+
+  /**
+   * Reads frontier.dat (hostile input: anything but a complete record reads as absent). When its
+   * position checks out (a complete record at that place whose entry hashes to the leaf hash
+   * saved with it), this handle continues reading leaf hashes from there.
+   */
+  async readFrontier(): Promise<Uint8Array | undefined> {
+    let data: Buffer;
+    try {
+      data = await readFile(join(this.dir, 'frontier.dat'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new AuditError('store-io', 'cannot read frontier.dat', { cause: err });
+    }
+    if (data.length < FRONTIER_HEAD + 32 || !data.subarray(0, FRONTIER_MAGIC.length).equals(FRONTIER_MAGIC)) return undefined;
+    const body = data.subarray(0, data.length - 32);
+    if (!createHash('sha256').update(body).digest().equals(data.subarray(body.length))) return undefined;
+    const [size, last, end] = [0, 1, 2].map((k) => Number(body.readBigUInt64BE(FRONTIER_MAGIC.length + 8 * k))) as [number, number, number];
+    const leafHash = body.subarray(FRONTIER_HEAD - 32, FRONTIER_HEAD);
+    if (size > 0 && end > 0 && size > this.count && (await this.recordAt(last, end, leafHash))) {
+      this.count = size;
+      this.end = end;
+      this.remember(size, last, end, leafHash);
+    }
+    return new Uint8Array(body.subarray(FRONTIER_HEAD));
+  }
+
+  /** Whether a complete record ends exactly at `end`, starts at `last` and has this leaf hash. */
+  private async recordAt(last: number, end: number, leafHash: Uint8Array): Promise<boolean> {
+    if (!Number.isSafeInteger(last) || last < MAGIC.length || end - last <= HEADER || end - last > HEADER + MAX_ENTRY) return false;
+    if (end > (await this.fh.stat()).size) return false;
+    const rec = Buffer.alloc(end - last);
+    const { bytesRead } = await this.fh.read(rec, 0, rec.length, last);
+    if (bytesRead !== rec.length || rec.readUInt32BE(0) !== rec.length - HEADER) return false;
+    const stored = rec.subarray(4, HEADER);
+    return bytesEqual(stored, leafHash) && bytesEqual(hashLeaf(rec.subarray(HEADER)), stored);
   }
 
   private async syncDir(dir: string): Promise<void> {

@@ -6,6 +6,7 @@
  *   entries(idx bigint primary key, leaf_hash bytea, entry bytea)
  *   checkpoints(seq bigserial primary key, size bigint, note text)
  *   keys(id text primary key, wrapped bytea)
+ *   frontier(id = 1, size bigint, data bytea): the latest saved tree frontier (one row, replaced)
  * Appends run in one transaction under a transaction-scoped advisory lock, check that the table
  * holds exactly `start` entries, and are durable on COMMIT (synchronous_commit must stay on).
  * Triggers refuse UPDATE, DELETE and TRUNCATE on entries and checkpoints.
@@ -48,7 +49,7 @@ function redact(url: string): string {
 
 export class PgStore implements AuditStore {
   readonly location: string;
-  private readonly t: { entries: string; checkpoints: string; keys: string };
+  private readonly t: { entries: string; checkpoints: string; keys: string; frontier: string };
   private readonly lockKey: string;
 
   private constructor(
@@ -57,7 +58,7 @@ export class PgStore implements AuditStore {
     url: string,
   ) {
     this.location = `${redact(url)} schema ${schema}`;
-    this.t = { entries: `${schema}.entries`, checkpoints: `${schema}.checkpoints`, keys: `${schema}.keys` };
+    this.t = { entries: `${schema}.entries`, checkpoints: `${schema}.checkpoints`, keys: `${schema}.keys`, frontier: `${schema}.frontier` };
     this.lockKey = `aegis-audit:${schema}`;
   }
 
@@ -98,6 +99,7 @@ export class PgStore implements AuditStore {
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.entries} (idx bigint PRIMARY KEY CHECK (idx >= 0), leaf_hash bytea NOT NULL, entry bytea NOT NULL)`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.checkpoints} (seq bigserial PRIMARY KEY, size bigint NOT NULL, note text NOT NULL)`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.keys} (id text PRIMARY KEY, wrapped bytea NOT NULL)`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.frontier} (id smallint PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, data bytea NOT NULL)`);
       await c.query(
         `CREATE OR REPLACE FUNCTION ${s}.append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'aegis audit tables are append-only'; END $$`,
       );
@@ -157,6 +159,8 @@ export class PgStore implements AuditStore {
       }
       if (r.rows.length < PAGE) break;
     }
+    // Nothing at or after `from`: the size is what the table holds (possibly less than `from`).
+    if (next === from && from > 0) return { size: await this.count(this.pool).catch((err: unknown) => Promise.reject(io('query failed', err))), hashes: new Uint8Array(0) };
     return { size: next, hashes: Buffer.concat(parts) };
   }
 
@@ -232,6 +236,19 @@ export class PgStore implements AuditStore {
 
   async deleteKey(id: string): Promise<void> {
     await this.q(`DELETE FROM ${this.t.keys} WHERE id = $1`, [id]);
+  }
+
+  async writeFrontier(size: number, frontier: Uint8Array): Promise<void> {
+    await this.q(`INSERT INTO ${this.t.frontier} (id, size, data) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET size = excluded.size, data = excluded.data`, [
+      size,
+      Buffer.from(frontier),
+    ]);
+  }
+
+  async readFrontier(): Promise<Uint8Array | undefined> {
+    const r = await this.q<{ data: Buffer }>(`SELECT data FROM ${this.t.frontier} WHERE id = 1`);
+    const row = r.rows[0];
+    return row === undefined ? undefined : new Uint8Array(row.data);
   }
 
   async close(): Promise<void> {

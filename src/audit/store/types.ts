@@ -12,6 +12,10 @@
  * - Stored data is untrusted: readers report damage as values (`StoredRecord.error`), they do
  *   not throw on it, so verification can name the position.
  * - Keys: wrapped data keys by id; `deleteKey` destroys the stored copy (crypto-shredding).
+ * - Frontier: the latest tree frontier a writer saved (opaque bytes, merkle/frontier.ts) and the
+ *   entry count it is for. Untrusted like everything stored: the log uses it only once it hashes
+ *   to a signed checkpoint's root. Writers overwrite it; losing it only costs a full rebuild.
+ *   After `readFrontier`, `readLeafHashes(size)` must not need to read the entries before `size`.
  */
 export interface NewEntry {
   readonly leafHash: Uint8Array;
@@ -71,5 +75,9 @@ export interface AuditStore {
   listKeyIds(): Promise<string[]>;
   /** Destroys a key; destroying an absent key is not an error. */
   deleteKey(id: string): Promise<void>;
+  /** Replaces the saved frontier (for the first `size` entries). Need not be durable. */
+  writeFrontier(size: number, frontier: Uint8Array): Promise<void>;
+  /** The saved frontier, or undefined when there is none or it is unreadable (torn). */
+  readFrontier(): Promise<Uint8Array | undefined>;
   close(): Promise<void>;
 }
