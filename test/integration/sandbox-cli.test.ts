@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveImage } from '../../src/images/index.js';
@@ -21,9 +22,13 @@ interface Ran {
   err: string;
 }
 
+/** Every run writes its events into the audit log under $AEGIS_HOME: a throw-away one here. */
+const home = mkdtempSync(join(tmpdir(), 'aegis-cli-home-'));
+process.on('exit', () => rmSync(home, { recursive: true, force: true }));
+
 function aegis(args: string[], onStart?: (child: ReturnType<typeof spawn>) => void): Promise<Ran> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AEGIS_HOME: home } });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => {
@@ -89,6 +94,34 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     assert.equal(s['exitCode'], 0);
     assert.ok(runCgroupDirs(String(s['executionId'])).length === 0);
     nothingLeft();
+  });
+
+  it('writes every run into the audit log, failed starts included, and the log verifies', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const events = async (summaryFile: string): Promise<Array<{ action: string; decision: string; reason?: string }>> => {
+      const id = (JSON.parse(readFileSync(summaryFile, 'utf8')) as { executionId: string }).executionId;
+      const q = await aegis(['audit', 'query', '--execution', id]);
+      assert.equal(q.code, 0, q.err);
+      return q.out
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => (JSON.parse(l) as { event: { action: string; decision: string; reason?: string } }).event);
+    };
+    const ok = join(work, 'audited.json');
+    assert.equal((await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--summary', ok])).code, 0);
+    assert.deepEqual(
+      (await events(ok)).map((e) => e.action),
+      ['run.spawn', 'run.start', 'resource.usage', 'run.exit'],
+    );
+    const refused = join(work, 'audited-refused.json');
+    assert.equal((await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--volume', '/root:/data/inputs', '--summary', refused])).code, 125);
+    const f = await events(refused);
+    assert.equal(f.length, 1);
+    assert.equal(f[0]!.action, 'run.failed_to_start');
+    assert.equal(f[0]!.decision, 'deny');
+    const v = await aegis(['audit', 'verify']);
+    assert.equal(v.code, 0, v.out + v.err);
   });
 
   it("exits with the agent's exit code", async (t) => {
