@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AuditEventInput, type Timers, auditPaths, openAuditLog, trustedVerifier, verifyLog } from '../../src/audit/index.js';
 import { AuditError } from '../../src/audit/errors.js';
-import { verifyConsistency, verifyInclusion } from '../../src/audit/merkle/index.js';
+import { MerkleTree, verifyConsistency, verifyInclusion } from '../../src/audit/merkle/index.js';
+import { encodeFrontier } from '../../src/audit/merkle/frontier.js';
 import { FileStore } from '../../src/audit/store/file-store.js';
 
 const N = 200_000;
@@ -131,6 +132,22 @@ describe('audit log: opening for append from the saved frontier (200,000 events)
       assert.equal(again.store.leafHashesScanned, 0);
       await again.log.close();
       assert.equal((await verifies(h)).size, N + 4);
+    });
+  });
+
+  describe('when the frontier is for a size no stored checkpoint signs', () => {
+    it('ignores it (even with a valid checksum) and rebuilds from every leaf hash', async () => {
+      const h = await copy();
+      const s = await FileStore.open(auditPaths(h).dir);
+      const { size, hashes } = await s.readLeafHashes(0);
+      const t = new MerkleTree();
+      t.appendMany(hashes, size - 1); // size - 1: between checkpoints
+      await s.writeFrontier(size - 1, encodeFrontier(t.frontier()));
+      await s.close();
+      const { log, store } = await openCounted(h);
+      assert.equal(store.leafHashesScanned, size);
+      assert.equal(log.size, size);
+      await log.close();
     });
   });
 
