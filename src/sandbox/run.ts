@@ -192,7 +192,10 @@ export function compileRun(
   };
   const bundle = compileBundle(opts.policy, copts);
   validateBundle(bundle, copts);
-  return { ...bundle, config: driverFor(resolved.isolation).adapt(bundle.config) };
+  // The runtime's adjustments are validated too: what runs is what was checked.
+  const adapted = { ...bundle, config: driverFor(resolved.isolation).adapt(bundle.config) };
+  validateBundle(adapted, copts);
+  return adapted;
 }
 
 /** Dry run: resolves code dir and volumes as a run would and returns the bundle. Throws SandboxError. */

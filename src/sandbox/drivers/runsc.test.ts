@@ -4,6 +4,7 @@ import type { OciConfig } from '../spec/oci.js';
 import { RunscDriver } from './runsc.js';
 
 const base = {
+  process: { user: { uid: 1000, gid: 1000, additionalGids: [] } },
   linux: {
     namespaces: [{ type: 'pid' }, { type: 'mount' }, { type: 'network' }, { type: 'user' }],
     uidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }],
@@ -27,6 +28,7 @@ describe('RunscDriver', () => {
       ['pid', 'mount', 'network'],
     );
     assert.deepEqual(a.linux.uidMappings, []);
+    assert.deepEqual([a.process.user.uid, a.process.user.gid], [101000, 101000], 'the mapped ids, never a host account');
     const args = d.runArgs({ ...run, networkNamespace: '/run/netns/a' });
     assert.ok(args.includes('--network=host'));
     assert.ok(!args.includes('--network=none'));

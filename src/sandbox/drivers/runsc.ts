@@ -13,12 +13,14 @@
  * namespace for the host's), and would bypass the in-namespace rules (packet socket).
  * LIMITATION: this runsc cannot combine `--network=host` with an OCI user namespace ("error
  * setting up chroot: operation not permitted"), so for a joined namespace the user namespace is
- * dropped from the config: the Sentry is the boundary there (the agent still runs as an
- * unprivileged uid with no capabilities inside gVisor's kernel, and the Sentry and gofer run
- * under their own namespaces and seccomp filters), and files the agent writes to a volume are
- * owned by the agent's uid itself on the host rather than a mapped one.
+ * dropped from the config: the Sentry is the boundary there (the agent runs with no
+ * capabilities inside gVisor's kernel, and the Sentry and gofer run under their own namespaces
+ * and seccomp filters). The agent then runs as uid/gid 101000, the host ids the user namespace
+ * maps it to elsewhere, so host file permissions are the same as under crun and runc (and never
+ * those of a host account). The validator allows exactly this (src/sandbox/spec/validate.ts).
  */
 import { readdirSync } from 'node:fs';
+import { DEFAULT_ID_MAP } from '../spec/compile.js';
 import type { OciConfig } from '../spec/oci.js';
 import { findExecutable } from './oci-cli.js';
 import type { RuntimeDriver, RuntimeRun } from './types.js';
@@ -45,8 +47,12 @@ export class RunscDriver implements RuntimeDriver {
   adapt(config: OciConfig): OciConfig {
     const joined = config.linux.namespaces.some((n) => n.type === 'network' && n.path !== undefined);
     if (!joined) return config;
+    // Without the user namespace the agent's ids are host ids: use the very ids the namespace
+    // would have mapped it to (101000), never a host account's (1000 is usually a person's).
     const linux = config.linux;
-    return { ...config, linux: { ...linux, namespaces: linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] } };
+    const u = config.process.user;
+    const process = { ...config.process, user: { ...u, uid: DEFAULT_ID_MAP.hostBase + u.uid, gid: DEFAULT_ID_MAP.hostBase + u.gid } };
+    return { ...config, process, linux: { ...linux, namespaces: linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] } };
   }
 
   private global(r: RuntimeRun): string[] {

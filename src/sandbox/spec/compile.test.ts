@@ -118,6 +118,24 @@ describe('compileBundle', () => {
     const swapped = { ...b, config: { ...b.config, mounts: b.config.mounts.map((m) => (m.destination === '/etc/resolv.conf' ? { ...m, source: '/etc/shadow' } : m)) } };
     assert.throws(() => validateBundle(swapped, o), invalid);
   });
+  it('allows a bundle without a user namespace only for gVisor in a joined namespace, with unprivileged host ids', () => {
+    const net = { kind: 'netns' as const, path: '/run/netns/aegis-1' };
+    const withoutUserns = (o: CompileOptions, uid: number) => {
+      const b = compileBundle(policy(), o);
+      const c = b.config;
+      return {
+        ...b,
+        config: { ...c, process: { ...c.process, user: { ...c.process.user, uid, gid: uid } }, linux: { ...c.linux, namespaces: c.linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] } },
+      };
+    };
+    const gv = options(policy(), { network: net, isolation: 'gvisor' });
+    assert.doesNotThrow(() => validateBundle(withoutUserns(gv, 101000), gv));
+    assert.throws(() => validateBundle(withoutUserns(gv, 1000), gv), invalid, 'a host account uid');
+    const crun = options(policy(), { network: net, isolation: 'crun' });
+    assert.throws(() => validateBundle(withoutUserns(crun, 101000), crun), invalid, 'only gVisor');
+    const fresh = options(policy(), { isolation: 'gvisor' });
+    assert.throws(() => validateBundle(withoutUserns(fresh, 101000), fresh), invalid, 'only with a joined namespace');
+  });
   it('omits cgroupsPath for runtimes started inside the run cgroup', () => {
     assert.equal(compile(policy()).config.linux.cgroupsPath, '/aegis/x/c');
     assert.ok(!('cgroupsPath' in compile(policy(), { cgroupsPath: null }).config.linux));

@@ -7,7 +7,7 @@
  */
 import { SandboxError } from '../errors.js';
 import type { CompiledBundle, CompileOptions } from './compile.js';
-import { CODE_MOUNT } from './compile.js';
+import { CODE_MOUNT, DEFAULT_ID_MAP } from './compile.js';
 
 type Check = (b: CompiledBundle, o: CompileOptions) => string | null;
 
@@ -19,6 +19,27 @@ function within(path: string, dir: string): boolean {
 
 const REQUIRED_NS = ['pid', 'mount', 'ipc', 'uts', 'cgroup', 'network', 'user'] as const;
 
+/**
+ * The one runtime-specific exception (see src/sandbox/drivers/runsc.ts): gVisor joining the
+ * gateway's network namespace runs without an OCI user namespace. Allowed only for gVisor, only
+ * with a joined network namespace, and only when the agent's uid and gid are themselves in the
+ * unprivileged range the user namespace would have mapped them to (never a host account).
+ */
+function gvisorWithoutUserns(b: CompiledBundle, o: CompileOptions): boolean {
+  const ns = b.config.linux.namespaces;
+  const u = b.config.process.user;
+  const net = o.network;
+  return (
+    o.isolation === 'gvisor' &&
+    net?.kind === 'netns' &&
+    !ns.some((n) => n.type === 'user') &&
+    ns.some((n) => n.type === 'network' && n.path === net.path) &&
+    u.uid >= UNPRIVILEGED_HOST_BASE &&
+    u.gid >= UNPRIVILEGED_HOST_BASE
+  );
+}
+const UNPRIVILEGED_HOST_BASE = DEFAULT_ID_MAP.hostBase;
+
 const CHECKS: readonly Check[] = [
   (b) => (b.config.process.user.uid === 0 || b.config.process.user.gid === 0 ? 'the agent must not run as uid/gid 0' : null),
   (b) => {
@@ -27,13 +48,15 @@ const CHECKS: readonly Check[] = [
   },
   (b) => (b.config.process.noNewPrivileges ? null : 'noNewPrivileges must be set'),
   (b) => (b.config.root.readonly ? null : 'the root filesystem must be read-only'),
-  (b) => {
+  (b, o) => {
     const have = new Set(b.config.linux.namespaces.map((n) => n.type));
+    if (gvisorWithoutUserns(b, o)) have.add('user');
     const missing = REQUIRED_NS.filter((n) => !have.has(n));
     return missing.length > 0 ? `missing namespaces: ${missing.join(', ')}` : null;
   },
   (b) => (b.config.linux.namespaces.some((n) => n.type !== 'network' && n.path !== undefined) ? 'only the network namespace may be joined' : null),
-  (b) => {
+  (b, o) => {
+    if (gvisorWithoutUserns(b, o)) return null;
     const m = b.config.linux.uidMappings.concat(b.config.linux.gidMappings);
     return m.length === 0 || m.some((x) => x.hostID === 0 || x.hostID < 1000) ? 'ids must map to an unprivileged host range' : null;
   },
