@@ -3,7 +3,7 @@
  * image, then dry-run or run through the sandbox library, and map the result to an exit code.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isAegisError } from '../errors.js';
@@ -25,7 +25,14 @@ const POLICY_CACHE_VERSION = '1';
  * rule never meets a policy compiled by the old one.
  */
 function compilerStamp(): string {
-  const parts: string[] = [];
+  // The Node version (IDNA mapping) and the exact dependency set (zod, yaml, tldts, ipaddr.js)
+  // decide policies as much as our own modules do.
+  const parts: string[] = [process.version];
+  try {
+    parts.push(createHash('sha256').update(readFileSync(fileURLToPath(new URL('../../../package-lock.json', import.meta.url)))).digest('hex'));
+  } catch {
+    parts.push('no-lockfile');
+  }
   for (const area of ['manifest', 'policy']) {
     const dir = fileURLToPath(new URL(`../${area}/`, import.meta.url));
     for (const f of readdirSync(dir).sort()) {
@@ -47,10 +54,12 @@ interface CachedPolicy {
  * The manifest's compiled Policy. Compiled policies are cached under the state dir by the
  * SHA-256 of the exact manifest bytes, so a repeated `aegis run` of an unchanged manifest does
  * not load the manifest parser (zod, yaml, tldts: most of the CLI's start-up time). The bytes
- * hashed are the bytes parsed. ARCHITECTURE NOTE: the cache lives in the root-only state dir
- * (0700); whoever can write there can already replace AEGIS's runtime state.
+ * hashed are the bytes parsed. ARCHITECTURE NOTE: entries are read only from a cache dir and
+ * file owned by this user and writable by nobody else (0700 / no group or other write), so only
+ * this user could have written them; the key covers the compiler's modules, the Node version
+ * and the dependency lockfile.
  */
-async function loadPolicy(file: string, stateDir: string): Promise<CachedPolicy> {
+export async function loadPolicy(file: string, stateDir: string): Promise<CachedPolicy> {
   const { ManifestError } = await import('../manifest/errors.js');
   let bytes: Buffer;
   try {
@@ -65,10 +74,25 @@ async function loadPolicy(file: string, stateDir: string): Promise<CachedPolicy>
   const key = createHash('sha256').update(POLICY_CACHE_VERSION).update('\0').update(compilerStamp()).update('\0').update(bytes).digest('hex');
   const cacheDir = join(stateDir, 'policy-cache');
   const cached = join(cacheDir, `${key}.json`);
-  try {
-    return JSON.parse(readFileSync(cached, 'utf8')) as CachedPolicy;
-  } catch {
-    /* miss: compile below */
+  // A cache entry is trusted only in a directory that nobody but this user could have written
+  // (owned by us, mode 0700, not a symlink) and only from a file with the same property.
+  const trusted = (path: string, dir: boolean): boolean => {
+    try {
+      const st = lstatSync(path);
+      const owner = st.uid === process.geteuid?.();
+      return owner && (dir ? st.isDirectory() && (st.mode & 0o077) === 0 : st.isFile() && (st.mode & 0o022) === 0);
+    } catch {
+      return false;
+    }
+  };
+  let cacheUsable = existsSync(cacheDir) ? trusted(cacheDir, true) : true;
+  if (cacheUsable && trusted(cached, false)) {
+    try {
+      const entry = JSON.parse(readFileSync(cached, 'utf8')) as CachedPolicy;
+      if (entry?.policy?.version === '1.0' && Array.isArray(entry.warnings)) return entry;
+    } catch {
+      /* unreadable: compile below */
+    }
   }
   const [{ parseManifest, formatIssue }, { compilePolicy }, { formatWarning }] = await Promise.all([
     import('../manifest/index.js'),
@@ -81,6 +105,8 @@ async function loadPolicy(file: string, stateDir: string): Promise<CachedPolicy>
   try {
     mkdirSync(stateDir, { recursive: true, mode: 0o711 });
     mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+    cacheUsable &&= trusted(cacheDir, true);
+    if (!cacheUsable) return entry; // someone else's directory: never write policies there
     const tmp = `${cached}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(entry), { mode: 0o600 });
     renameSync(tmp, cached);
@@ -169,32 +195,37 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     throw err;
   }
 
-  // The audit log and, when the policy allows any network, the egress gateway. Either failing
-  // means the agent does not start (fail secure).
-  let services: RunServices;
-  try {
-    services = await startRunServices({ policy: opts.policy, executionId, audit: await auditOpening! });
-  } catch (err) {
-    return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
-  }
-  opts = { ...opts, audit: services.audit, network: services.network, extraEnv: services.env };
-
-  // SIGINT/SIGTERM to AEGIS: stop the agent (TERM, grace, KILL), clean up, exit 137.
+  // A signal to AEGIS (SIGINT, SIGTERM, SIGHUP when the terminal goes, SIGQUIT) stops the agent
+  // (TERM, grace, KILL), cleans up, and exits 137. Registered before anything is started, so a
+  // signal during the gateway's start-up also ends in a clean teardown.
+  // LIMITATION: SIGKILL of AEGIS leaves the agent running until the next AEGIS start sweeps it
+  // (the timeout is enforced by this process); see docs/sandbox.md.
   const abort = new AbortController();
   const onSignal = (): void => abort.abort();
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
+  for (const sig of signals) process.on(sig, onSignal);
   let result: RunResult;
   try {
-    result = await runSandbox({ ...opts, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit', signal: abort.signal });
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    // The audit log and, when the policy allows any network, the egress gateway. Either failing
+    // means the agent does not start (fail secure).
+    let services: RunServices;
     try {
-      await services.close();
+      services = await startRunServices({ policy: opts.policy, executionId, audit: await auditOpening! });
     } catch (err) {
-      ctx.err(`aegis run: audit/gateway shutdown failed: ${(err as Error).message}\n`);
+      return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
+    try {
+      const withServices: RunSandboxOptions = { ...opts, audit: services.audit, network: services.network, extraEnv: services.env };
+      result = await runSandbox({ ...withServices, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit', signal: abort.signal });
+    } finally {
+      try {
+        await services.close();
+      } catch (err) {
+        ctx.err(`aegis run: audit/gateway shutdown failed: ${(err as Error).message}\n`);
+      }
+    }
+  } finally {
+    for (const sig of signals) process.off(sig, onSignal);
   }
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
   else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);

@@ -91,7 +91,9 @@ export class BlockedMonitor {
       }
       for (const e of blockedEvents(this.o.actor, this.last, cur)) this.o.emit(e);
       this.last = new Map([...this.last, ...cur]);
-    });
+    })
+      // Never an unhandled rejection in the gateway process; the next reading tries again.
+      .catch((err: unknown) => void process.stderr.write(`aegis gateway: drop counters: ${String(err)}\n`));
     return this.inFlight;
   }
 

@@ -56,6 +56,14 @@ describe('answerQuestion (deny first, then upstream, then rebinding guard)', () 
     assert.equal(o.verdict.reason, 'net.denied.not_in_allowlist');
     assert.deepEqual(zone.asked, []);
   });
+  it('asks upstream only for the canonical name the policy decided on, never the raw spelling', async () => {
+    for (const spelling of ['a\u00adpi.openai.com', 'api\ufe0f.openai.com', '\uff21\uff30\uff29.openai.com', 'API.OpenAI.com.']) {
+      zone.asked = [];
+      const o = await answerQuestion(s, q(spelling));
+      assert.equal(o.rcode, 'NOERROR', spelling);
+      assert.deepEqual(zone.asked, ['api.openai.com'], spelling);
+    }
+  });
   it('refuses TXT even for an allowed name', async () => {
     const o = await answerQuestion(s, q('api.openai.com', 'TXT'));
     assert.deepEqual([o.rcode, o.verdict.reason], ['REFUSED', 'gateway.dns_type_refused']);

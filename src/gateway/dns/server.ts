@@ -10,6 +10,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
 import { GatewayError } from '../errors.js';
 import { dnsEvent, gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
+import { classifyHost } from '../../policy/host.js';
 import type { Session } from '../session.js';
 import { encodeFormErr, encodeResponse, MAX_QUERY_BYTES, parseQuery, salvageId, type AddressAnswer, type Question, type Rcode } from './message.js';
 
@@ -34,9 +35,14 @@ export async function answerQuestion(session: Session, q: Question): Promise<Out
   if (q.type === 'AAAA') return { verdict: verdictOf(byName), rcode: 'NOERROR', answers: [] };
   if (q.type !== 'A') return refuse(gatewayDeny('gateway.dns_type_refused', `${q.type} questions are not answered (only A/AAAA)`));
 
+  // Resolve the name the policy decided on (IDNA-mapped, lower case), never the agent's raw
+  // spelling: `a\u00adpi.example.com` must not become a channel into the upstream resolver.
+  const cls = classifyHost(q.name);
+  if (cls.kind !== 'name') return refuse(gatewayDeny('gateway.malformed', `"${q.name}" is not a host name`));
+  const name = cls.name;
   let res;
   try {
-    res = await session.resolver.resolve(q.name, 'A');
+    res = await session.resolver.resolve(name, 'A');
   } catch (err) {
     return refuse(gatewayDeny('gateway.upstream_failed', err instanceof Error ? err.message : String(err)), 'SERVFAIL');
   }
@@ -49,7 +55,7 @@ export async function answerQuestion(session: Session, q: Question): Promise<Out
     const d = session.matcher.decideResolvedAddress(address);
     if (!d.allow) return refuse(verdictOf(d));
   }
-  session.noteResolved(q.name);
+  session.noteResolved(name);
   const ttl = Math.min(ANSWER_TTL_MAX, Math.max(1, res.ttl));
   // At most MAX_ANSWERS records, so that a reply always fits a 512-byte UDP message (RFC 1035 §4.2.1).
   const answers = res.addresses.slice(0, MAX_ANSWERS).map((address): AddressAnswer => ({ type: 'A', address, ttl }));
@@ -149,16 +155,19 @@ function serveTcp(session: Session, sock: Socket): void {
       if (buf.length < 2 + len) break;
       const msg = buf.subarray(2, 2 + len);
       buf = buf.subarray(2 + len);
-      busy = busy.then(async () => {
-        const reply = await handle(session, Buffer.from(msg), 'tcp');
-        if (!reply) {
-          sock.destroy();
-          return;
-        }
-        const head = Buffer.alloc(2);
-        head.writeUInt16BE(reply.length);
-        if (!sock.destroyed) sock.write(Buffer.concat([head, reply]));
-      });
+      busy = busy
+        .then(async () => {
+          const reply = await handle(session, Buffer.from(msg), 'tcp');
+          if (!reply) {
+            sock.destroy();
+            return;
+          }
+          const head = Buffer.alloc(2);
+          head.writeUInt16BE(reply.length);
+          if (!sock.destroyed) sock.write(Buffer.concat([head, reply]));
+        })
+        // One query's failure costs its own connection, never the gateway.
+        .catch(() => void sock.destroy());
     }
     if (buf.length > 2 + MAX_QUERY_BYTES) sock.destroy();
   });

@@ -220,7 +220,21 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
     for (const [k, v] of Object.entries(ur.headers)) {
       if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
     }
-    res.writeHead(ur.statusCode ?? 502, out);
+    // The upstream's bytes are untrusted too: a status Node cannot relay (000-099, 101 outside
+    // an upgrade, > 599) or headers it refuses would throw here, outside any handler.
+    const status = ur.statusCode ?? 0;
+    if (status < 100 || status > 599 || status === 101) {
+      ur.destroy();
+      refuse(gatewayDeny('gateway.upstream_failed', `upstream answered with status ${status}`));
+      return;
+    }
+    try {
+      res.writeHead(status, out);
+    } catch (err) {
+      ur.destroy();
+      refuse(gatewayDeny('gateway.upstream_failed', `upstream response not relayable: ${(err as Error).message}`));
+      return;
+    }
     let cut: Verdict | null = null;
     ur.on('data', (c: Buffer) => {
       received += c.length;

@@ -108,6 +108,11 @@ export function runTunnel(session: Session, client: Socket, up: Upstream, info: 
   upstream.on('error', finish);
   client.once('close', finish);
   upstream.once('close', finish);
+  // The agent may have gone while the upstream was being connected: its 'close' has fired.
+  if (client.destroyed) {
+    finish();
+    return;
+  }
   // An idle tunnel is closed (streams such as SSE send more often than this).
   client.setTimeout(TUNNEL_IDLE_MS, finish);
   upstream.setTimeout(TUNNEL_IDLE_MS, finish);
