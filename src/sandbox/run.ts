@@ -297,7 +297,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
       stdio: [opts.stdin ?? 'ignore', pipeOut(opts.stdout), pipeOut(opts.stderr)],
       detached: true,
     });
-    if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid });
+    if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid, runtimeStartTime: processStartTime(child.pid) });
   } catch (err) {
     return failed(err);
   }

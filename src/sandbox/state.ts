@@ -5,11 +5,15 @@
  * to forget the container, removes the cgroups and the directory.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Isolation } from '../policy/types.js';
 import { destroyRunCgroups } from './cgroups/index.js';
+import { driverFor } from './drivers/index.js';
 import { SandboxError } from './errors.js';
+
+/** Run ids as AEGIS makes them (newExecutionId): nothing a runtime could take for a flag. */
+const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 export const DEFAULT_STATE_DIR = '/run/aegis';
 
@@ -20,8 +24,9 @@ export interface RunRecord {
   runtime: { binary: string; deleteArgs: string[] };
   /** AEGIS process that owns the run, with its start time (pid reuse guard). */
   owner: { pid: number; startTime: string };
-  /** The runtime process, once spawned. */
+  /** The runtime process, once spawned, with its start time (pid reuse guard). */
   runtimePid?: number;
+  runtimeStartTime?: string | null;
   createdAt: string;
 }
 
@@ -69,6 +74,18 @@ function checkReachable(stateDir: string): void {
   }
 }
 
+/**
+ * Run records, bundles and skeletons are trusted by the next AEGIS start (the sweep acts on
+ * them as root): the state dir must be a real directory owned by this user and writable by
+ * nobody else.
+ */
+function checkPrivate(dir: string): void {
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== process.geteuid?.() || (st.mode & 0o022) !== 0) {
+    throw new SandboxError('sandbox.state_failed', `state dir ${dir} must be a directory owned by uid ${process.geteuid?.()} and writable by nobody else (it is ${st.isSymbolicLink() ? 'a symlink' : `uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}`})`);
+  }
+}
+
 let prepared = new Set<string>();
 
 export function writeRecord(stateDir: string, rec: RunRecord): void {
@@ -78,6 +95,8 @@ export function writeRecord(stateDir: string, rec: RunRecord): void {
       checkReachable(stateDir);
       ensureTraversable(stateDir);
       ensureTraversable(runsDir(stateDir));
+      checkPrivate(stateDir);
+      checkPrivate(runsDir(stateDir));
       prepared = new Set([...prepared, stateDir]);
     }
     mkdirSync(runDir(stateDir, rec.id), { mode: 0o711, recursive: true });
@@ -139,7 +158,8 @@ export async function sweepStaleRuns(stateDir: string): Promise<string[]> {
         continue;
       }
     }
-    if (rec?.runtimePid !== undefined && processStartTime(rec.runtimePid) !== null) {
+    // Only the very process AEGIS started: a reused pid belongs to someone else.
+    if (rec?.runtimePid !== undefined && rec.runtimeStartTime != null && processStartTime(rec.runtimePid) === rec.runtimeStartTime) {
       try {
         process.kill(rec.runtimePid, 'SIGKILL');
       } catch {
@@ -147,7 +167,14 @@ export async function sweepStaleRuns(stateDir: string): Promise<string[]> {
       }
     }
     await destroyRunCgroups(id).catch(() => undefined);
-    if (rec !== null) spawnSync(rec.runtime.binary, rec.runtime.deleteArgs, { stdio: 'ignore', timeout: 10_000 });
+    // The record says which runtime; what to execute comes from AEGIS's own driver, never from
+    // the file (a record is data, not a command line).
+    if (rec !== null && (rec.isolation === 'crun' || rec.isolation === 'runc' || rec.isolation === 'gvisor') && SAFE_ID.test(id)) {
+      const driver = driverFor(rec.isolation);
+      const stateRoot = join(stateDir, rec.isolation);
+      const bundleDir = join(runDir(stateDir, id), 'bundle');
+      spawnSync(driver.binary, driver.deleteArgs({ id, stateRoot, bundleDir, pidFile: join(bundleDir, 'pid') }), { stdio: 'ignore', timeout: 10_000 });
+    }
     removeRunDir(stateDir, id);
     swept.push(id);
   }
