@@ -57,6 +57,8 @@ describe('resolveVolumes', () => {
       'reserved /proc': { host, sandbox: '/proc/x', mode: 'ro' as const },
       'relative path': { host, sandbox: 'data/in', mode: 'ro' as const },
       'missing host path': { host: join(base, 'missing'), sandbox: '/data/in', mode: 'ro' as const },
+      // Regression (security review): mounts below a bind source stay writable under `ro`.
+      'a host folder with mounts below it (/)': { host: '/', sandbox: '/data/in', mode: 'ro' as const },
     })) {
       it(`refuses: ${what}`, () => assert.throws(() => resolveVolumes(policy, [v]), code('sandbox.volume_refused')));
     }

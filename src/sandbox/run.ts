@@ -10,7 +10,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
-import { existsSync, mkdirSync, realpathSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join, relative, isAbsolute } from 'node:path';
 import type { AuditSink, AuditEventInput } from '../audit/event.js';
 import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
@@ -82,6 +82,31 @@ export const EXIT_KILLED = 137;
 export const EXIT_CANNOT_START = 125;
 
 /** Resolves the code directory and refuses one that escapes the manifest's folder. */
+/** Mount points of this mount namespace (field 5 of /proc/self/mountinfo, octal escapes decoded). */
+function mountPoints(): string[] {
+  try {
+    return readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[4])
+      .filter((p): p is string => p !== undefined && p !== '')
+      .map((p) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * ARCHITECTURE NOTE: read-only binds are `rbind,ro`, and runtimes make only the top mount
+ * read-only (crun 1.8 and runsc refuse `rro` here). A host folder with another mount below it
+ * would expose that mount writable (and without nosuid/nodev), so such folders are refused.
+ */
+function refuseSubmounts(what: string, dir: string, code: 'sandbox.code_dir_refused' | 'sandbox.volume_refused'): void {
+  const below = mountPoints().filter((m) => m !== dir && m.startsWith(dir === '/' ? '/' : dir + '/'));
+  if (below.length > 0) {
+    throw new SandboxError(code, `${what} ${dir} has other mounts below it (${below.slice(0, 3).join(', ')}${below.length > 3 ? ', ...' : ''}): they would not be read-only in the sandbox; attach a folder without mounts inside`);
+  }
+}
+
 export function resolveCodeDir(manifestDir: string, code: string): string {
   let base: string;
   let dir: string;
@@ -102,6 +127,7 @@ export function resolveCodeDir(manifestDir: string, code: string): string {
   if (!readable) {
     throw new SandboxError('sandbox.code_dir_refused', `code directory ${dir} is not readable by the sandbox's host uid ${AGENT_HOST_UID} (mode ${(st.mode & 0o777).toString(8)}): chmod o+rx it`);
   }
+  refuseSubmounts('code directory', dir, 'sandbox.code_dir_refused');
   return dir;
 }
 
@@ -127,6 +153,7 @@ export function resolveVolumes(policy: Policy, requests: readonly VolumeRequest[
       throw new SandboxError('sandbox.volume_refused', `volume source ${v.host} does not exist`, { cause: err });
     }
     if (!statSync(host).isDirectory()) throw new SandboxError('sandbox.volume_refused', `volume source ${host} is not a directory`);
+    refuseSubmounts('volume source', host, 'sandbox.volume_refused');
     return { host, sandbox, mode: v.mode };
   });
 }
