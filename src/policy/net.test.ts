@@ -81,6 +81,10 @@ describe('compileEgress: addresses', () => {
     assert.equal(broad.decide('9.9.9.9', 443).allow, true);
     assert.equal(broad.decide('[::ffff:127.0.0.1]', 8080).allow, true, 'IPv4-mapped is the IPv4 address');
     assert.equal(broad.decide('10.0.0.1', 443).allow, false);
+    // Regression (security review): a rule that merely starts in a special block does not name it.
+    const v6 = compileEgress(network(['::/16', '10.0.0.0/8']));
+    assert.equal(v6.decide('[::1]', 443).allow, false);
+    assert.equal(v6.decide('10.1.2.3', 443).allow, true);
   });
 });
 

@@ -53,8 +53,11 @@ export function compileEgress(network: NetworkPolicy): EgressMatcher {
         break;
       case 'cidr': {
         const parsed = ipaddr.parse(rule.address);
+        // A rule names a special block only when it lies entirely inside it (its prefix is at
+        // least the block's): `::/16` starts in ::/127 but does not name loopback.
         const special = specialBlockOf({ family: rule.family, address: rule.address, parsed });
-        cidrs.push({ rule, range: [parsed, rule.prefix], special: special?.cidr ?? null });
+        const inside = special !== null && rule.prefix >= Number(special.cidr.split('/')[1]);
+        cidrs.push({ rule, range: [parsed, rule.prefix], special: inside ? special.cidr : null });
         break;
       }
     }
