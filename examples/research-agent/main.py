@@ -1,4 +1,4 @@
-"""Placeholder workload for the manifest example: lists its inputs and writes a report."""
+"""The design example's workload: lists its inputs and writes a report to its granted output folder."""
 import os
 import pathlib
 
