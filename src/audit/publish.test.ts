@@ -52,3 +52,24 @@ describe('checkpoint sinks', () => {
     }
   });
 });
+
+describe('readPublished, when the pinned key cannot be read', () => {
+  it('fails (store-io) instead of falling back to trusting the store key', async () => {
+    const { mkdir } = await import('node:fs/promises');
+    const dir = await mkdtemp(join(tmpdir(), 'aegis-pin-'));
+    try {
+      await mkdir(join(dir, 'log.pub')); // EISDIR: unreadable, but present
+      await assert.rejects(readPublished(dir), (e: unknown) => e instanceof AuditError && e.code === 'store-io');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+  it('treats a missing pin as no pin', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'aegis-pin-'));
+    try {
+      assert.deepEqual(await readPublished(dir), { notes: [] });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

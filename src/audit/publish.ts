@@ -88,8 +88,11 @@ export async function readPublished(dir: string): Promise<{ notes: string[]; pin
   try {
     const pinnedKey = (await readFile(join(dir, 'log.pub'), 'utf8')).trim();
     return { notes, pinnedKey };
-  } catch {
-    return { notes };
+  } catch (err) {
+    // Only a missing pin means "no pin": any other failure must not quietly fall back to
+    // trusting the store's own key (fail secure).
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { notes };
+    throw new AuditError('store-io', `cannot read the pinned key ${join(dir, 'log.pub')}: ${(err as Error).message}`, { cause: err });
   }
 }
 
