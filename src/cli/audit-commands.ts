@@ -7,18 +7,12 @@
  */
 import type { Command } from 'commander';
 import type { AuditLog as Log, DecryptedEntry } from '../audit/index.js';
-import { type CliContext, EXIT } from './context.js';
+import { aegisHome, type CliContext, EXIT } from './context.js';
 
 type Decoded = { index: number; entry: Uint8Array; decoded?: DecryptedEntry; error?: string };
 
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 
-async function home(): Promise<string> {
-  const { homedir } = await import('node:os');
-  const { join } = await import('node:path');
-  const h = process.env['AEGIS_HOME'];
-  return h !== undefined && h !== '' ? h : join(homedir(), '.aegis');
-}
 
 class UsageError extends Error {}
 
@@ -61,7 +55,7 @@ function action<A extends unknown[]>(ctx: CliContext, fn: (...args: A) => Promis
 /** Opens the existing log (never creates one: read commands on an empty home fail). */
 async function openExisting(): Promise<Log> {
   const audit = await import('../audit/index.js');
-  const h = await home();
+  const h = aegisHome();
   const { access } = await import('node:fs/promises');
   const { join } = await import('node:path');
   const store = process.env['AEGIS_AUDIT_STORE'];
@@ -172,7 +166,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (opts: { fromCheckpoint?: string; pubkey?: string }) => {
         const a = await import('../audit/index.js');
         const { readFile } = await import('node:fs/promises');
-        const h = await home();
+        const h = aegisHome();
         const env = process.env;
         const cpFile = opts.fromCheckpoint;
         const extra =
@@ -365,7 +359,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         const a = await import('../audit/index.js');
         const { readFile } = await import('node:fs/promises');
         const { join } = await import('node:path');
-        const path = join(a.auditPaths(await home()).dir, 'log.pub');
+        const path = join(a.auditPaths(aegisHome()).dir, 'log.pub');
         const text = await readFile(path, 'utf8').catch(() => {
           throw new a.AuditError('store-io', `no public key at ${path} (nothing has been logged yet)`);
         });

@@ -1,3 +1,6 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
 /**
  * What every CLI command gets: output streams and a place to put its exit code.
  * stdout carries results only (machine-readable with --json); diagnostics go to stderr.
@@ -30,4 +33,10 @@ export function processContext(): CliContext {
     err: (t) => void process.stderr.write(t),
     exitCode: 0,
   };
+}
+
+/** $AEGIS_HOME, default ~/.aegis: per-user state (audit log, keys). */
+export function aegisHome(env: NodeJS.ProcessEnv = process.env): string {
+  const h = env['AEGIS_HOME'];
+  return h !== undefined && h !== '' ? h : join(homedir(), '.aegis');
 }

@@ -210,7 +210,13 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     // means the agent does not start (fail secure).
     let services: RunServices;
     try {
-      services = await startRunServices({ policy: opts.policy, executionId, audit: await auditOpening! });
+      const audit = await auditOpening!;
+      // Fail secure: an agent whose actions can no longer be logged is stopped.
+      audit.onFailure = (err) => {
+        ctx.err(`aegis run: the audit log failed (${err.message}): stopping the agent\n`);
+        abort.abort();
+      };
+      services = await startRunServices({ policy: opts.policy, executionId, audit });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }

@@ -11,18 +11,11 @@
  * nothing is there to audit beyond the run's lifecycle). A policy with entries gets its own
  * namespace, veth and nftables tables from the gateway, and the gateway's proxy variables.
  */
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AuditLog } from '../audit/log.js';
 import type { Policy } from '../policy/types.js';
 import type { NetworkOption } from '../sandbox/spec/compile.js';
-
-/** $AEGIS_HOME, default ~/.aegis: per-user state (audit log, keys). */
-export function aegisHome(env: NodeJS.ProcessEnv = process.env): string {
-  const h = env['AEGIS_HOME'];
-  return h !== undefined && h !== '' ? h : join(homedir(), '.aegis');
-}
+import { aegisHome } from './context.js';
 
 export interface RunServices {
   /** Where the sandbox and the gateway send their events. */
@@ -40,12 +33,16 @@ export interface RunServices {
  */
 export class RunAudit implements AuditSink {
   private failure: Error | null = null;
+  /** Called once, at the first event that could not be logged (`aegis run` stops the agent). */
+  onFailure: (err: Error) => void = () => undefined;
   constructor(private readonly log: AuditLog) {}
   append(event: AuditEventInput): Promise<void> {
     return this.log.append(event).then(
       () => undefined,
       (err: unknown) => {
-        this.failure ??= err instanceof Error ? err : new Error(String(err));
+        if (this.failure !== null) return;
+        this.failure = err instanceof Error ? err : new Error(String(err));
+        this.onFailure(this.failure);
       },
     );
   }

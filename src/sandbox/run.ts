@@ -218,8 +218,7 @@ export function compileRun(
     isolation: resolved.isolation,
   };
   const bundle = compileBundle(opts.policy, copts);
-  validateBundle(bundle, copts);
-  // The runtime's adjustments are validated too: what runs is what was checked.
+  // Validated after the runtime's adjustments: what runs is what was checked.
   const adapted = { ...bundle, config: driverFor(resolved.isolation).adapt(bundle.config) };
   validateBundle(adapted, copts);
   return adapted;

@@ -1,10 +1,8 @@
 /**
  * The exfiltration demo agent (examples/exfil-demo) in a real sandbox (crun) whose only way
- * out is the egress gateway, against the fake internet. The image is the host's own root
- * filesystem, mounted read-only (it has python3); the test CA is mounted at /data.
- *
- * LIMITATION: not run for gVisor yet (see docs/gateway.md): runsc 2022-12 refuses
- * --network=sandbox on this kernel, and --network=host in a user namespace fails to start.
+ * out is the egress gateway, against the fake internet, through the library API the server
+ * will call. The image is the real python:3.11 runtime image; the test CA is mounted at /data.
+ * (The same agent through `aegis run`, under crun and gVisor: run-gateway.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -14,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { JsonlFileSink, startSandboxNetwork, type SandboxNetwork } from '../../src/gateway/index.js';
 import { parseManifestOrThrow } from '../../src/manifest/parse.js';
 import { compilePolicy } from '../../src/policy/compile.js';
+import { resolveImage } from '../../src/images/index.js';
 import { runSandbox } from '../../src/sandbox/run.js';
 import { REPO_ROOT } from '../../src/test-support/repo.js';
 import type { AuditEventInput } from '../../src/audit/event.js';
@@ -44,9 +43,9 @@ describe('exfil demo agent in a crun sandbox behind the gateway', { ...requireme
     result = await runSandbox({
       policy,
       manifestDir: DEMO,
-      imageRootfs: '/',
+      imageRootfs: (await resolveImage(policy.agent.runtime)).rootfs,
       isolation: 'crun',
-      network: { kind: 'netns', path: net.netnsPath },
+      network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
       extraEnv: net.env,
       volumes: [{ host: inet.dir, sandbox: '/data', mode: 'ro' }],
       stdout: (c) => void (stdout += c.toString()),
