@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startSandboxNetwork } from '../../src/gateway/index.js';
@@ -23,7 +24,13 @@ describe('egress gateway: fail secure', { ...requirementsOrSkip(), timeout: 120_
     await inet?.close();
   });
 
-  it('with the in-namespace table removed, the host-side table alone still confines the sandbox', async () => {
+  // Regression: on a new machine (net.ipv4.ip_forward=0) the route lookup discarded the UDP probe
+  // before any input/forward hook, so the drop escaped the audit log; after a Docker engine had
+  // run once (ip_forward=1) it passed. The host's forwarding setting must not matter.
+  for (const forwarding of ['0', '1']) it(`with the in-namespace table removed, the host-side table alone still confines the sandbox (net.ipv4.ip_forward=${forwarding})`, async (t) => {
+    const saved = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+    writeFileSync('/proc/sys/net/ipv4/ip_forward', forwarding);
+    t.after(() => writeFileSync('/proc/sys/net/ipv4/ip_forward', saved));
     const audit = new MemorySink();
     const net = await startSandboxNetwork({ network: networkPolicy(['api.openai.com']), executionId: 'exec-hostonly', audit, config, blockedPollMs: 200 });
     try {

@@ -66,6 +66,17 @@ describe('rulesets', () => {
     assert.match(r, /tcp dport \{ 40001, 40002, 40003, 40004, 40005 \} accept\n\s+iifname "aeh0a1b2c3d" jump blocked\n\s+\}/);
     assert.match(r, /chain forward \{[^}]*iifname "aeh0a1b2c3d" jump blocked\s+oifname "aeh0a1b2c3d" drop/);
   });
+  it('regression: host table drops and counts in prerouting, after DNAT and before the route lookup (ip_forward=0 dropped uncounted)', () => {
+    const r = hostRuleset(p, ports);
+    const admit = /chain admit \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
+    const rules = admit.trim().split('\n').map((l) => l.trim());
+    assert.equal(rules[0], 'type filter hook prerouting priority dstnat + 10; policy accept;');
+    assert.deepEqual(rules.slice(1), [
+      'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 udp dport 40001 accept',
+      'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 tcp dport { 40001, 40002, 40003, 40004, 40005 } accept',
+      'iifname "aeh0a1b2c3d" jump blocked',
+    ]);
+  });
   it('sandbox table: output policy drop, no IPv6 out, only DNS, gateway ports and 80/443', () => {
     const r = sandboxRuleset(p);
     assert.match(r, /type filter hook output priority filter; policy drop;\n\s+oifname "lo" accept\n\s+meta nfproto ipv6 jump blocked\n/);

@@ -15,9 +15,16 @@
  *    through a packet socket, which bypasses netfilter in the namespace.
  * 2. On the host end of the veth (`inet aegis_<id>`), which sees every frame whatever the
  *    runtime: DNS (any destination) and TCP 80/443 (any destination) are redirected to the
- *    gateway's listeners; input from the interface is accepted only to those listeners and
- *    only from the sandbox's address; forwarding to or from the interface is dropped (the
- *    host has net.ipv4.ip_forward=1). This table is the security boundary.
+ *    gateway's listeners; then, still in prerouting, every packet from the interface that is
+ *    not from the sandbox's address to one of those listeners is dropped and counted. This
+ *    table is the security boundary.
+ *
+ * ARCHITECTURE NOTE: the drop must happen in prerouting, before the routing decision. What
+ *    the kernel does with a packet to a non-local address depends on host state AEGIS does not
+ *    own: with `net.ipv4.ip_forward=0` (a new Debian machine) the route lookup itself discards
+ *    it (`in_no_route`) and neither the input nor the forward hook ever sees it, so a drop
+ *    counted there escapes the audit log; with forwarding on (after a Docker engine ran) it
+ *    reaches the forward hook. The input and forward chains stay as a second layer.
  */
 import { GatewayError } from '../errors.js';
 import { blockedChain } from './blocked.js';
@@ -191,6 +198,12 @@ ${blockedChain()}
     ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.socks} dnat ip to ${gw}:${ports.socks}
     ${ifc} ip saddr ${p.sandboxAddress} tcp dport 80 dnat ip to ${gw}:${ports.transparentHttp}
     ${ifc} ip saddr ${p.sandboxAddress} tcp dport 443 dnat ip to ${gw}:${ports.transparentTls}
+  }
+  chain admit {
+    type filter hook prerouting priority dstnat + 10; policy accept;
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} udp dport ${ports.dns} accept
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${ports.dns}, ${ports.httpProxy}, ${ports.socks}, ${ports.transparentHttp}, ${ports.transparentTls} } accept
+    ${ifc} jump blocked
   }
   chain input {
     type filter hook input priority filter - 10; policy accept;
