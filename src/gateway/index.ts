@@ -1,7 +1,7 @@
 /**
  * The egress gateway's entry point for the sandbox runner.
  *
- *   const net = await startSandboxNetwork({ policy, executionId, audit, config });
+ *   const net = await startSandboxNetwork({ network: policy.network, executionId, audit, config });
  *   // run the sandbox in net.netnsPath, with net.env added to its environment and
  *   // net.resolvConfPath bind-mounted read-only at /etc/resolv.conf
  *   await net.close();

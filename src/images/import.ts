@@ -335,7 +335,7 @@ export async function importImage(
       if (got !== l.digest) throw new ImageError('image.bad_archive', `${l.what}: content hashes to ${got}, expected ${l.digest}`);
       opts.log(`applying layer ${i + 1}/${plan.layers.length} ${l.digest.slice(0, 19)}\n`);
       const s = await applyLayer(rootfs, open, budget);
-      skipped.push(...s.skipped);
+      for (const p of s.skipped) skipped.push(p);
     }
     const c = (cfg['config'] ?? {}) as Record<string, unknown>;
     const tags = opts.tag ? [tagKey(opts.tag)] : plan.tags;

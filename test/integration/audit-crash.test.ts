@@ -62,9 +62,11 @@ describe('audit log durability under kill -9', () => {
   it('keeps every acknowledged event through repeated kills during heavy appends, and still verifies', async (t) => {
     const home = await mkdtemp(join(tmpdir(), 'aegis-crash-'));
     try {
-      const acked: string[] = [];
+      // Regression: `acked.push(...lines)` overflowed the call stack on a machine fast enough to
+      // acknowledge more than ~120,000 events in one round (spread arguments live on the stack).
+      let acked: string[] = [];
       const delays = [150, 400, 1300, 90, 700, 2100, 250, 1100];
-      for (const [round, ms] of delays.entries()) acked.push(...(await writeUntilKilled(home, round, ms)));
+      for (const [round, ms] of delays.entries()) acked = acked.concat(await writeUntilKilled(home, round, ms));
       // Then two writers at once, killed at different moments (one may die holding writer.lock).
       for (const [round, [ms1, ms2]] of [
         [300, 120],
@@ -72,7 +74,7 @@ describe('audit log durability under kill -9', () => {
         [650, 640],
       ].entries()) {
         const both = await Promise.all([writeUntilKilled(home, 100 + 2 * round, ms1 as number), writeUntilKilled(home, 101 + 2 * round, ms2 as number)]);
-        acked.push(...both.flat());
+        acked = acked.concat(...both);
       }
       assert.ok(acked.length > 1000, `only ${acked.length} events acknowledged`);
 

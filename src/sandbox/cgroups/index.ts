@@ -3,8 +3,10 @@
  * and cgroup v2 hosts.
  *
  * ARCHITECTURE NOTE: AEGIS creates `<root>/aegis/<run id>` itself and sets every limit there
- * (memory without swap, CFS quota, pids). The runtime is given the child `<run id>/c` as its
- * `cgroupsPath`; limits on a parent bind all its descendants, and the parent outlives the
+ * (memory without swap, CFS quota, pids). Where the agent's processes live depends on the
+ * driver's `cgroupMode`: 'inherit' (crun) starts the runtime already inside the run cgroup and
+ * tells it to manage none; 'child' (runc, runsc) gives the runtime `<run id>/c` as its
+ * `cgroupsPath`. Either way the limits sit on a cgroup AEGIS made and that outlives the
  * runtime's own cleanup, so AEGIS can read usage and OOM counters after the agent exited and
  * kill everything below it. Any failure to create the cgroup or write a limit aborts the run
  * before the agent starts (fail secure), and each written limit is read back.
@@ -180,7 +182,6 @@ export async function destroyRunCgroups(id: string, root = CGROUP_ROOT): Promise
   removeTrees(dirs);
 }
 
-/** Creates the run's cgroup with `limits` set and verified. */
 /**
  * Creates the run's cgroup with `limits` set and verified. `mode` says where the agent's
  * processes will live: in the run cgroup itself ('inherit') or in a runtime-made child ('child').
