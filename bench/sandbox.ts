@@ -19,10 +19,10 @@ import { resolveImage } from '../src/images/index.js';
 import type { Isolation, Policy } from '../src/policy/types.js';
 import { driverFor } from '../src/sandbox/drivers/index.js';
 import { runSandbox } from '../src/sandbox/run.js';
+import { AEGIS_BIN } from '../src/test-support/repo.js';
 
 const args = process.argv.slice(2);
 const RUNS = Number(args[args.indexOf('--runs') + 1] ?? 0) || 21;
-const REPO = new URL('../..', import.meta.url).pathname;
 const PY = { name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' } as const;
 
 const median = (xs: number[]): number => {
@@ -115,7 +115,7 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
   }
 
   out('\n== whole command: aegis run vs docker run vs srt (interleaved) ==');
-  const aegisBin = join(REPO, 'bin', 'aegis.js');
+  const aegisBin = AEGIS_BIN;
   const docker = args.includes('--skip-docker') ? null : dockerReady(image.rootfs);
   if (docker === null) out('docker    unavailable (no running Docker engine, or --skip-docker); skipped');
   const srt = args.includes('--skip-srt') ? null : srtReady();

@@ -12,6 +12,7 @@
  */
 import type { Command } from 'commander';
 import { type CliContext, EXIT } from './context.js';
+import { formatBytes } from '../manifest/units.js';
 
 function json(ctx: CliContext, value: unknown): void {
   ctx.out(JSON.stringify(value, null, 2) + '\n');
@@ -28,17 +29,6 @@ async function guarded(ctx: CliContext, asJson: boolean, fn: () => Promise<void>
     ctx.err(`aegis image: ${err.code}: ${err.message}\n`);
     ctx.exitCode = err.code === 'image.bad_ref' ? EXIT.usage : EXIT.failure;
   }
-}
-
-function human(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB'];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
 export function registerImageCommands(program: Command, ctx: CliContext): void {
@@ -58,7 +48,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         const imagesDir = defaultImagesDir();
         ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
         const r = await buildImage(ref, { imagesDir, log: (s) => ctx.err(s) });
-        ctx.err(`built ${r.ref} ${r.digest} (${r.files} entries, ${human(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`);
+        ctx.err(`built ${r.ref} ${r.digest} (${r.files} entries, ${formatBytes(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`);
         if (o.json) json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
         else ctx.out(`${r.ref}@${r.digest}\n`);
       });
@@ -117,7 +107,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         const rows = [['TAG', 'DIGEST', 'SIZE', 'CREATED']];
         for (const i of list) {
           for (const t of i.tags.length ? i.tags : ['<none>']) {
-            rows.push([t, i.digest.slice(0, 19), i.record ? human(i.record.bytes) : '?', i.problem ? `(${i.problem})` : (i.record?.created ?? '')]);
+            rows.push([t, i.digest.slice(0, 19), i.record ? formatBytes(i.record.bytes) : '?', i.problem ? `(${i.problem})` : (i.record?.created ?? '')]);
           }
         }
         const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));

@@ -2,6 +2,7 @@
  * `aegis doctor` decisions: host facts in, a list of checks out, each with what to do about a
  * failure. Pure: the facts are gathered by probe.ts, fixes are applied by fix.ts.
  */
+import { parseMountinfo } from '../host/mountinfo.js';
 
 /** What probe.ts gathers. Plain data, so tests can describe any host. */
 export interface HostFacts {
@@ -58,17 +59,10 @@ export interface CgroupLayout {
 export function cgroupLayout(mountinfo: string, v2Controllers: string | null): CgroupLayout {
   const v1: Record<string, string> = {};
   let v2Mount: string | null = null;
-  for (const line of mountinfo.split('\n')) {
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const left = line.slice(0, sep).split(' ');
-    const right = line.slice(sep + 3).split(' ');
-    const mp = left[4];
-    const fstype = right[0];
-    if (!mp) continue;
+  for (const { mountPoint: mp, fstype, superOptions } of parseMountinfo(mountinfo)) {
     if (fstype === 'cgroup2') v2Mount ??= mp;
     else if (fstype === 'cgroup') {
-      for (const opt of (right[2] ?? '').split(',')) {
+      for (const opt of superOptions) {
         if (['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec', 'clone_children'].includes(opt) || opt.startsWith('name=') || opt.startsWith('release_agent')) continue;
         v1[opt] ??= mp;
       }

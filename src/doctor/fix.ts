@@ -4,25 +4,19 @@
  * (the HOST-NOTES hugetlb fix; lasts until reboot), and building the default image.
  * Nothing else is changed: kernel parameters, sysctls and boot options stay manual.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { describeFailure, findExecutable, runCommand } from '../host/exec.js';
 import type { Fix } from './checks.js';
 import { DoctorError } from './errors.js';
 
-function run(argv: readonly string[], log: (s: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const [cmd, ...args] = argv as [string, ...string[]];
-    log(`+ ${argv.join(' ')}\n`);
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let tail = '';
-    const keep = (b: Buffer) => {
-      tail = (tail + b.toString('utf8')).slice(-4000);
-    };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.on('error', (err) => reject(new DoctorError('doctor.fix_failed', `cannot run ${cmd}: ${err.message}`, { cause: err })));
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new DoctorError('doctor.fix_failed', `${argv.join(' ')} exited ${code}:\n${tail}`))));
+/** Runs one fix command (bounded: 20 min, a slow mirror), keeping the tail of its output for the error. */
+async function run(argv: readonly string[], log: (s: string) => void, extraEnv?: Readonly<Record<string, string>>): Promise<void> {
+  const cmd = argv[0] ?? '';
+  log(`+ ${argv.join(' ')}\n`);
+  const r = await runCommand([findExecutable(cmd) ?? cmd, ...argv.slice(1)], { timeoutMs: 20 * 60_000, maxOutputBytes: 4000, ...(extraEnv ? { extraEnv } : {}) }).catch((err: unknown) => {
+    throw new DoctorError('doctor.fix_failed', `cannot run ${cmd}: ${(err as Error).message}`, { cause: err });
   });
+  if (r.code !== 0) throw new DoctorError('doctor.fix_failed', describeFailure(argv, r));
 }
 
 /** Only names Debian could ship (policy §5.6.1); the plan comes from a fixed table anyway. */
@@ -34,7 +28,7 @@ export async function applyFix(fix: Fix, ctx: { log: (s: string) => void; buildI
   switch (fix.kind) {
     case 'apt': {
       const pkgs = fix.packages.filter((p) => PKG.test(p));
-      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+      const env = { DEBIAN_FRONTEND: 'noninteractive' };
       await run(['apt-get', 'update', '-qq'], ctx.log, env);
       await run(['apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...pkgs], ctx.log, env);
       return;

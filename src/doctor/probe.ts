@@ -2,9 +2,9 @@
  * Gathers HostFacts for `aegis doctor` (adapter: reads /proc, /sys, /etc; runs `<tool> --version`
  * with a timeout; resolves the default image). Never changes the host.
  */
-import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { findExecutable, runCommand } from '../host/exec.js';
 import { parseImageRef } from '../images/ref.js';
 import { defaultImagesDir, resolveImageSync } from '../images/store.js';
 import { cgroupLayout, type HostFacts } from './checks.js';
@@ -18,22 +18,12 @@ const VERSION_ARGS: Readonly<Record<string, readonly string[]>> = {
   debootstrap: ['--version'],
 };
 
-const SEARCH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
-
-function findCommand(name: string): string | null {
-  const dirs = [...new Set([...(process.env['PATH'] ?? '').split(':').filter(Boolean), ...SEARCH])];
-  for (const d of dirs) if (existsSync(join(d, name))) return join(d, name);
-  return null;
-}
-
-function version(path: string, args: readonly string[]): Promise<string> {
-  return new Promise((resolve) => {
-    execFile(path, [...args], { timeout: 5000, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const first = `${stdout}\n${stderr}`.split('\n').find((l) => l.trim() !== '');
-      // debootstrap --version prints "debootstrap 1.0.128+nmu2+deb12u2"; runsc prints "runsc version ...".
-      resolve(first?.trim() ?? (err ? `unknown (${err.message})` : 'unknown'));
-    });
-  });
+async function version(path: string, args: readonly string[]): Promise<string> {
+  const r = await runCommand([path, ...args], { timeoutMs: 5000 }).catch((err: unknown) => err as Error);
+  if (r instanceof Error) return `unknown (${r.message})`;
+  // debootstrap --version prints "debootstrap 1.0.128+nmu2+deb12u2"; runsc prints "runsc version ...".
+  const first = `${r.stdout}\n${r.stderr}`.split('\n').find((l) => l.trim() !== '');
+  return first?.trim() ?? 'unknown';
 }
 
 function read(p: string): string | null {
@@ -54,7 +44,7 @@ export async function probeHost(opts: { imagesDir?: string; defaultRef?: string 
   const commands: Record<string, { path: string; version: string } | null> = {};
   await Promise.all(
     Object.entries(VERSION_ARGS).map(async ([name, args]) => {
-      const p = findCommand(name);
+      const p = findExecutable(name);
       commands[name] = p ? { path: p, version: await version(p, args) } : null;
     }),
   );

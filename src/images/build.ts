@@ -5,14 +5,15 @@
  * Adapter: runs debootstrap/chroot as child processes; must run as root. Progress goes to
  * `log` (stderr in the CLI).
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type AptSource, imageSourcesList, parseDeb822, parseOneLine, pickMirror } from './apt-sources.js';
 import { ImageError } from './errors.js';
 import type { ImageRef } from '../policy/types.js';
 import { removeStaging, sweepStaging } from './staging.js';
-import { type CommitResult, commitImage, ensureStore, makeStaging, paths, pidAlive } from './store.js';
+import { type CommitResult, commitImage, ensureStore, makeStaging, paths } from './store.js';
+import { findExecutable, runCommand } from '../host/exec.js';
+import { pidAlive } from '../host/pid-lock.js';
 
 export interface Recipe {
   /** Debian suite debootstrap installs. */
@@ -77,51 +78,36 @@ const CHROOT_ENV = {
   HOME: '/root',
 };
 
-/** Runs a command; streams condensed output to `log`; rejects with image.build_failed. */
-function run(argv: readonly string[], log: (s: string) => void, opts: { env?: NodeJS.ProcessEnv; quietPrefixes?: readonly string[]; capture?: boolean } = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const [cmd, ...args] = argv as [string, ...string[]];
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
-    let captured = '';
-    const tail: string[] = [];
-    const shown = new Set<string>();
-    const pending = { out: '', err: '' };
-    const onLine = (line: string) => {
-      if (!line.trim()) return;
-      tail.push(line);
-      if (tail.length > 20) tail.shift();
-      if (opts.capture) return;
-      // debootstrap prints one "I: <Verb> <pkg>..." line per package: show each verb once.
-      const verb = /^I: (\w+)/.exec(line)?.[1] ?? '';
-      if (verb && (opts.quietPrefixes ?? []).includes(verb)) {
-        if (!shown.has(verb)) log(`  ${cmd}: ${verb.toLowerCase()} packages...\n`);
-        shown.add(verb);
-        return;
-      }
-      log(`  ${cmd}: ${line}\n`);
-    };
-    // Output arrives in arbitrary chunks: split into whole lines per stream.
-    const feed = (which: 'out' | 'err') => (buf: Buffer) => {
-      const text = buf.toString('utf8');
-      if (opts.capture) captured += which === 'out' ? text : '';
-      const lines = (pending[which] + text).split('\n');
-      pending[which] = lines.pop() ?? '';
-      lines.forEach(onLine);
-    };
-    child.stdout.on('data', feed('out'));
-    child.stderr.on('data', feed('err'));
-    child.on('error', (err) => reject(new ImageError('image.build_failed', `cannot run ${cmd}: ${err.message}`, { cause: err })));
-    child.on('close', (code, signal) => {
-      onLine(pending.out);
-      onLine(pending.err);
-      if (code === 0) resolve(captured);
-      else reject(new ImageError('image.build_failed', `${argv.join(' ')} failed (${signal ?? `exit ${code}`}):\n${tail.join('\n')}`));
-    });
+/**
+ * Runs a command (bounded by `timeoutMs`, default 30 min: a slow mirror); streams condensed
+ * output to `log`; rejects with image.build_failed.
+ */
+async function run(argv: readonly string[], log: (s: string) => void, opts: { env?: NodeJS.ProcessEnv; quietPrefixes?: readonly string[]; capture?: boolean; timeoutMs?: number } = {}): Promise<string> {
+  const cmd = argv[0] ?? '';
+  const tail: string[] = [];
+  const shown = new Set<string>();
+  const onLine = (line: string): void => {
+    if (!line.trim()) return;
+    tail.push(line);
+    if (tail.length > 20) tail.shift();
+    if (opts.capture) return;
+    // debootstrap prints one "I: <Verb> <pkg>..." line per package: show each verb once.
+    const verb = /^I: (\w+)/.exec(line)?.[1] ?? '';
+    if (verb && (opts.quietPrefixes ?? []).includes(verb)) {
+      if (!shown.has(verb)) log(`  ${cmd}: ${verb.toLowerCase()} packages...\n`);
+      shown.add(verb);
+      return;
+    }
+    log(`  ${cmd}: ${line}\n`);
+  };
+  const r = await runCommand([findExecutable(cmd) ?? cmd, ...argv.slice(1)], { timeoutMs: opts.timeoutMs ?? 30 * 60_000, onLine, ...(opts.env ? { env: opts.env } : {}) }).catch((err: unknown) => {
+    throw new ImageError('image.build_failed', `cannot run ${cmd}: ${(err as Error).message}`, { cause: err });
   });
-}
-
-function which(cmd: string): boolean {
-  return (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((d) => d && existsSync(join(d, cmd)));
+  if (r.code !== 0) {
+    const how = r.timedOut ? 'timed out' : r.signal !== null ? r.signal : `exit ${r.code}`;
+    throw new ImageError('image.build_failed', `${argv.join(' ')} failed (${how}):\n${tail.join('\n')}`);
+  }
+  return r.stdout;
 }
 
 export interface BuildResult extends CommitResult {
@@ -163,7 +149,7 @@ export async function buildImage(ref: ImageRef, opts: { imagesDir: string; log: 
   if (ref.digest !== null) throw new ImageError('image.bad_ref', 'a build cannot be pinned to a digest; build the tag, then pin the digest it prints');
   if ((process.geteuid?.() ?? 0) !== 0) throw new ImageError('image.build_failed', 'aegis image build must run as root (debootstrap, chroot)');
   for (const tool of ['debootstrap', 'chroot']) {
-    if (!which(tool)) throw new ImageError('image.build_failed', `${tool} is not installed: apt-get install debootstrap (or run \`aegis doctor --fix\`)`);
+    if (findExecutable(tool) === null) throw new ImageError('image.build_failed', `${tool} is not installed: apt-get install debootstrap (or run \`aegis doctor --fix\`)`);
   }
   const choice = pickMirror(hostAptSources(opts.aptEtc), recipe.suite);
   if (!choice) throw new ImageError('image.build_failed', `no Debian mirror for ${recipe.suite} in /etc/apt/sources.list*`);

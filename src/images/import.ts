@@ -23,7 +23,8 @@ import { ImageError } from './errors.js';
 import { normalizeEntryName } from './layers.js';
 import { type Digest, isDigest, parseImageRef, tagKey } from './ref.js';
 import { removeStaging, sweepStaging } from './staging.js';
-import { commitImage, type CommitResult, makeStaging, type ImageRecord, paths, pidAlive } from './store.js';
+import { commitImage, type CommitResult, makeStaging, type ImageRecord, paths } from './store.js';
+import { pidAlive } from '../host/pid-lock.js';
 
 const MAX_JSON = 4 * 1024 * 1024;
 

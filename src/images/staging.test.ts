@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
-import { mountsBelow, sweepStaging } from './staging.js';
+import { mountsBelow, parseMountinfo } from '../host/mountinfo.js';
+import { sweepStaging } from './staging.js';
 
 it('finds mounts below a staging directory, deepest first, decoding octal escapes', () => {
   const mi = [
@@ -13,7 +14,7 @@ it('finds mounts below a staging directory, deepest first, decoding octal escape
     '92 22 0:7 / /var/lib/aegis/images/tmp/build-10/rootfs/sys rw - sysfs sysfs rw',
     '93 22 0:8 / /var/lib/aegis/images/tmp/build-1/rootfs/with\\040space rw - tmpfs t rw',
   ].join('\n');
-  assert.deepEqual(mountsBelow('/var/lib/aegis/images/tmp/build-1', mi), [
+  assert.deepEqual(mountsBelow('/var/lib/aegis/images/tmp/build-1', parseMountinfo(mi)), [
     '/var/lib/aegis/images/tmp/build-1/rootfs/proc/sys/fs/binfmt_misc',
     '/var/lib/aegis/images/tmp/build-1/rootfs/with space',
     '/var/lib/aegis/images/tmp/build-1/rootfs/proc',

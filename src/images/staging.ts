@@ -7,19 +7,9 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { mountsBelow, parseMountinfo } from '../host/mountinfo.js';
 import { ImageError } from './errors.js';
 
-/** Mount points at or below `dir`, deepest first (from /proc/self/mountinfo; octal escapes decoded). */
-export function mountsBelow(dir: string, mountinfo: string): string[] {
-  const out: string[] = [];
-  for (const line of mountinfo.split('\n')) {
-    const f = line.split(' ');
-    if (f.length < 5) continue;
-    const mp = (f[4] as string).replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (mp === dir || mp.startsWith(`${dir}/`)) out.push(mp);
-  }
-  return out.sort((a, b) => b.length - a.length);
-}
 
 function readMountinfo(): string {
   try {
@@ -30,14 +20,14 @@ function readMountinfo(): string {
 }
 
 export function removeStaging(dir: string): void {
-  for (const mp of mountsBelow(dir, readMountinfo())) {
+  for (const mp of mountsBelow(dir, parseMountinfo(readMountinfo()))) {
     try {
       execFileSync('umount', ['-l', mp], { stdio: 'ignore' });
     } catch {
       /* checked below */
     }
   }
-  const left = mountsBelow(dir, readMountinfo());
+  const left = mountsBelow(dir, parseMountinfo(readMountinfo()));
   if (left.length) throw new ImageError('image.build_failed', `refusing to delete ${dir}: still mounted: ${left.join(', ')}`);
   rmSync(dir, { recursive: true, force: true });
 }

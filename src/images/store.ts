@@ -38,13 +38,11 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
-  readFileSync,
   readlinkSync,
   readSync,
   renameSync,
   rmSync,
   type Stats,
-  unlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -52,6 +50,7 @@ import type { ImageRef } from '../policy/types.js';
 import { ImageError } from './errors.js';
 import { type Difference, diffManifests, type FileEntry, manifestDigest, parseIndex, parseManifest, serializeIndex, serializeManifest } from './manifest.js';
 import { type Digest, isDigest, normalizeDigest, type RefOrDigest, tagKey } from './ref.js';
+import { withPidLock } from '../host/pid-lock.js';
 import { parseTagIndex, serializeTagIndex, tagsOf } from './tags.js';
 
 export const DEFAULT_IMAGES_DIR = '/var/lib/aegis/images';
@@ -410,56 +409,9 @@ export function makeStaging(dir: string, label: string): string {
   return p;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Runs `fn` holding the store's tag lock (an O_EXCL lock file holding our pid). */
-export async function withStoreLock<T>(dir: string, fn: () => T, timeoutMs = 30_000): Promise<T> {
-  const lock = paths.lock(dir);
-  const start = Date.now();
-  for (;;) {
-    try {
-      writeFileSync(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o644 });
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      let holder = NaN;
-      try {
-        holder = Number(readFileSync(lock, 'utf8').trim());
-      } catch {
-        /* vanished meanwhile */
-      }
-      if (Number.isInteger(holder) && holder > 0 && !pidAlive(holder)) {
-        try {
-          unlinkSync(lock);
-        } catch {
-          /* someone else broke it */
-        }
-        continue;
-      }
-      if (Date.now() - start > timeoutMs) throw new ImageError('image.locked', `${lock} is held by pid ${holder}`);
-      await sleep(50);
-    }
-  }
-  try {
-    return fn();
-  } finally {
-    try {
-      unlinkSync(lock);
-    } catch {
-      /* already gone */
-    }
-  }
+/** Runs `fn` holding the store's tag lock (a pid-file lock, src/host/pid-lock.ts). */
+export function withStoreLock<T>(dir: string, fn: () => T, timeoutMs = 30_000): Promise<T> {
+  return withPidLock(paths.lock(dir), fn, { timeoutMs, error: (message, cause) => new ImageError('image.locked', message, { cause }) });
 }
 
 function writeAtomic(path: string, data: string): void {

@@ -5,14 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { Policy } from '../policy/types.js';
-import { SandboxError } from './errors.js';
+import { SandboxError, type SandboxErrorCode } from './errors.js';
 import { parseVolumeFlag, resolveCodeDir, resolveVolumes } from './run.js';
+import { hasCode } from '../test-support/errors.js';
 
 const base = mkdtempSync(join(tmpdir(), 'aegis-run-unit-'));
 chmodSync(base, 0o755);
 after(() => rmSync(base, { recursive: true, force: true }));
 
-const code = (c: string) => (e: unknown) => e instanceof SandboxError && e.code === c;
+const code = (c: SandboxErrorCode) => hasCode(SandboxError, c);
 
 function fsPolicy(read: string[], write: string[]): Policy {
   return { fs: { read, write } } as unknown as Policy;

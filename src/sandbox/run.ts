@@ -22,7 +22,9 @@ import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
 import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, type CompiledBundle, type CompileOptions, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
 import { validateBundle } from './spec/validate.js';
-import { DEFAULT_STATE_DIR, processStartTime, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord } from './state.js';
+import { parseMountinfo } from '../host/mountinfo.js';
+import { processStartTime } from '../host/pid-lock.js';
+import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord } from './state.js';
 
 export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
 
@@ -85,11 +87,7 @@ export const EXIT_CANNOT_START = 125;
 /** Mount points of this mount namespace (field 5 of /proc/self/mountinfo, octal escapes decoded). */
 function mountPoints(): string[] {
   try {
-    return readFileSync('/proc/self/mountinfo', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[4])
-      .filter((p): p is string => p !== undefined && p !== '')
-      .map((p) => p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+    return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).map((e) => e.mountPoint);
   } catch {
     return [];
   }

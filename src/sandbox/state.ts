@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { processStartTime } from '../host/pid-lock.js';
 import type { Isolation } from '../policy/types.js';
 import { destroyRunCgroups } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
@@ -36,18 +37,6 @@ export function runsDir(stateDir: string): string {
 
 export function runDir(stateDir: string, id: string): string {
   return join(runsDir(stateDir), id);
-}
-
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or null if gone. */
-export function processStartTime(pid: number): string | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return rest[19] ?? null;
-  } catch {
-    return null;
-  }
 }
 
 /**

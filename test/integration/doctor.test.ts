@@ -8,9 +8,10 @@ import { after, describe, it } from 'node:test';
 import { importImage } from '../../src/images/import.js';
 import { parseImageRef } from '../../src/images/ref.js';
 import { removeTempDirs, tarOf, tempDir, writeOciLayout } from './images-support.js';
+import { AEGIS_BIN } from '../../src/test-support/repo.js';
 
 after(removeTempDirs);
-const bin = join(import.meta.dirname, '..', '..', '..', 'bin', 'aegis.js');
+const bin = AEGIS_BIN;
 
 interface Report {
   ok: boolean;

@@ -14,11 +14,11 @@ import { parseImageRef, parseRefOrDigest } from '../../src/images/ref.js';
 import { checkImage, defaultImagesDir, listImages, paths, removeImage } from '../../src/images/store.js';
 import type { Digest } from '../../src/images/ref.js';
 import { dockerSaveTar, removeTempDirs, sha256, type TarEntry, tarOf, tempDir, writeOciLayout } from './images-support.js';
+import { AEGIS_BIN } from '../../src/test-support/repo.js';
 
 const quiet = () => undefined;
 after(removeTempDirs);
 const ref = (s: string) => parseImageRef(s);
-const repoRoot = join(import.meta.dirname, '..', '..', '..');
 
 async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(p, (err: unknown) => {
@@ -335,13 +335,13 @@ describe('the store is host-wide, apart from AEGIS_HOME', () => {
     const store = tempDir('images');
     const r = await importLayout(store, [BASE], { tag: 'demo:1' });
     const env = { ...process.env, AEGIS_IMAGES: store, AEGIS_HOME: tempDir('home') };
-    const out = spawnSync(process.execPath, [join(repoRoot, 'bin/aegis.js'), 'image', 'ls', '--json'], { env, encoding: 'utf8' });
+    const out = spawnSync(process.execPath, [AEGIS_BIN, 'image', 'ls', '--json'], { env, encoding: 'utf8' });
     assert.equal(out.status, 0, out.stderr);
     const listed = JSON.parse(out.stdout) as { imagesDir: string; images: { digest: string; tags: string[] }[] };
     assert.equal(listed.imagesDir, store);
     assert.deepEqual(listed.images.map((i) => [i.digest, i.tags]), [[r.digest, ['demo:1']]]);
     assert.equal(defaultImagesDir({ AEGIS_HOME: '/nonexistent-home' }), '/var/lib/aegis/images');
-    const v = spawnSync(process.execPath, [join(repoRoot, 'bin/aegis.js'), 'image', 'verify', 'demo:1', '--json'], { env, encoding: 'utf8' });
+    const v = spawnSync(process.execPath, [AEGIS_BIN, 'image', 'verify', 'demo:1', '--json'], { env, encoding: 'utf8' });
     assert.equal(v.status, 0, v.stderr);
     assert.equal((JSON.parse(v.stdout) as { ok: boolean }).ok, true);
   });

@@ -12,9 +12,10 @@ import { resolveImage } from '../../src/images/index.js';
 import { runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
 import { driverFor } from '../../src/sandbox/drivers/index.js';
 import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
+import { AEGIS_BIN, REPO_ROOT } from '../../src/test-support/repo.js';
 
-const repo = new URL('../../..', import.meta.url).pathname;
-const bin = join(repo, 'bin', 'aegis.js');
+const repo = REPO_ROOT;
+const bin = AEGIS_BIN;
 
 interface Ran {
   code: number | null;

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { AuditError } from '../errors.js';
+import { AuditError, type AuditErrorCode } from '../errors.js';
 import {
   encodeVerifierKey,
   noteSigner,
@@ -13,9 +13,10 @@ import {
   signCheckpoint,
   verifyNote,
 } from './index.js';
+import { hasCode } from '../../test-support/errors.js';
 
-function expectCode(fn: () => unknown, code: string): void {
-  assert.throws(fn, (err: unknown) => err instanceof AuditError && err.code === code);
+function expectCode(fn: () => unknown, code: AuditErrorCode): void {
+  assert.throws(fn, hasCode(AuditError, code));
 }
 
 function keys(name = 'example.com/log') {

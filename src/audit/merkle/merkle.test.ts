@@ -4,8 +4,9 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
-import { AuditError } from '../errors.js';
+import { AuditError, type AuditErrorCode } from '../errors.js';
 import { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './index.js';
+import { hasCode } from '../../test-support/errors.js';
 
 // dist/src/audit/merkle/ -> repo root -> ../shared
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
@@ -22,8 +23,8 @@ function jsonFiles(dir: string): string[] {
 const b64 = (s: string | null): Uint8Array => (s === null ? new Uint8Array(0) : Buffer.from(s, 'base64'));
 const proofOf = (p: string[] | null): Uint8Array[] => (p ?? []).map((s) => b64(s));
 
-function expectCode(fn: () => void, codes: readonly string[]): void {
-  assert.throws(fn, (err: unknown) => err instanceof AuditError && codes.includes(err.code));
+function expectCode(fn: () => void, codes: readonly AuditErrorCode[]): void {
+  assert.throws(fn, hasCode(AuditError, ...codes));
 }
 
 describe('RFC 6962 vectors (transparency-dev/merkle testdata)', () => {

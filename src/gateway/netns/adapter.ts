@@ -3,22 +3,23 @@
  * teardown tolerates "already gone", so `destroy` is safe after a partial `create`.
  *
  * Slots (the /30 each sandbox gets) are claimed with an exclusive lock file per slot under
- * `slotDir`, holding the owner's pid; a slot whose owner is dead is reclaimed.
+ * `slotDir` (a pid-file lock, src/host/pid-lock.ts, with the sandbox id); a slot whose owner
+ * is dead is reclaimed.
  */
-import { execFile } from 'node:child_process';
-import { mkdir, open, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { describeFailure, findExecutable, runCommand } from '../../host/exec.js';
+import { lockIsStale, ownerAlive, readLockOwner, tryCreateLock } from '../../host/pid-lock.js';
 import { GatewayError } from '../errors.js';
 import { parseBlockedTable, type BlockedTableReading } from './blocked.js';
 import { hostRuleset, parseSubnet, planSandboxNet, SANDBOX_IPV6, sandboxRuleset, subnetConflicts, type HostRoute, type ListenerPorts, type SandboxNetPlan } from './plan.js';
 
-function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { timeout: 15_000 }, (err, stdout, stderr) => {
-      if (err) reject(new GatewayError('netns_failed', `${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`, { cause: err }));
-      else resolve(stdout);
-    });
-    if (input !== undefined) child.stdin?.end(input);
+async function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
+  const argv = [findExecutable(cmd) ?? cmd, ...args];
+  const r = await runCommand(argv, { timeoutMs: 15_000, ...(input !== undefined ? { input } : {}) }).catch((err: unknown) => {
+    throw new GatewayError('netns_failed', `${cmd} ${args.join(' ')}: ${(err as Error).message}`, { cause: err });
   });
+  if (r.code !== 0) throw new GatewayError('netns_failed', describeFailure([cmd, ...args], r));
+  return r.stdout;
 }
 
 /** Run, ignoring failure (teardown of things that may not exist). */
@@ -26,28 +27,9 @@ async function attempt(cmd: string, args: readonly string[]): Promise<void> {
   await run(cmd, args).catch(() => undefined);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** What a slot lock file holds. */
-interface SlotOwner {
-  readonly pid: number;
+/** What a slot lock file holds besides its owner (src/host/pid-lock.ts). */
+interface SlotLock {
   readonly id: string;
-}
-
-async function readOwner(path: string): Promise<SlotOwner | null> {
-  try {
-    const o = JSON.parse(await readFile(path, 'utf8')) as Partial<SlotOwner>;
-    return typeof o.pid === 'number' && typeof o.id === 'string' ? { pid: o.pid, id: o.id } : null;
-  } catch {
-    return null;
-  }
 }
 
 /**
@@ -75,15 +57,14 @@ export async function claimSlot(slotDir: string, subnet: string, id: string): Pr
   await mkdir(slotDir, { recursive: true, mode: 0o700 });
   for (let slot = 0; slot < slots; slot++) {
     const path = `${slotDir}/${slot}`;
+    let created: boolean;
     try {
-      const fh = await open(path, 'wx', 0o600);
-      await fh.writeFile(JSON.stringify({ pid: process.pid, id } satisfies SlotOwner));
-      await fh.close();
-      return slot;
+      created = await tryCreateLock(path, { id } satisfies SlotLock);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new GatewayError('netns_failed', `slot lock ${path}: ${String(err)}`, { cause: err });
-      // taken (a stale one is freed by sweepStaleSandboxNets, which startSandboxNetwork runs first)
+      throw new GatewayError('netns_failed', `slot lock ${path}: ${String(err)}`, { cause: err });
     }
+    if (created) return slot;
+    // taken (a stale one is freed by sweepStaleSandboxNets, which startSandboxNetwork runs first)
   }
   throw new GatewayError('netns_exhausted', `all ${slots} sandbox network slots in ${subnet} are in use`);
 }
@@ -105,11 +86,11 @@ export async function sweepStaleSandboxNets(stateDir: string, subnet: string): P
   for (const name of names) {
     if (!/^[0-9]+$/.test(name)) continue;
     const path = `${slotDir}/${name}`;
-    const owner = await readOwner(path);
-    if (owner && alive(owner.pid)) continue;
+    const owner = await readLockOwner<SlotLock>(path);
+    if (owner && ownerAlive(owner)) continue;
     // An unreadable lock may be one being written right now: leave it unless it is old.
-    if (!owner && Date.now() - (await stat(path).then((st) => st.mtimeMs, () => 0)) < 60_000) continue;
-    if (owner) {
+    if (!owner && !(await lockIsStale(path, 60_000))) continue;
+    if (owner && typeof owner.id === 'string') {
       try {
         const plan = planSandboxNet(owner.id, Number(name), subnet);
         await destroySandboxNet(plan, `${stateDir}/net/${plan.id}`);

@@ -1,25 +1,12 @@
 /**
  * crun and runc share the runc command line (`--root R run --bundle B --pid-file F ID`).
  */
-import { accessSync, constants, existsSync } from 'node:fs';
-import { delimiter, isAbsolute, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { findExecutable } from '../../host/exec.js';
 import type { Isolation } from '../../policy/types.js';
 import type { OciConfig } from '../spec/oci.js';
 import type { RuntimeDriver, RuntimeRun } from './types.js';
-
-/** Resolves `name` on PATH (no child process), or null. */
-export function findExecutable(name: string): string | null {
-  const candidates = isAbsolute(name) ? [name] : (process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter).map((d) => join(d, name));
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      /* next */
-    }
-  }
-  return null;
-}
 
 export class OciCliDriver implements RuntimeDriver {
   readonly binary: string;

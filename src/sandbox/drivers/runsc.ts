@@ -22,7 +22,7 @@
 import { readdirSync } from 'node:fs';
 import { DEFAULT_ID_MAP } from '../spec/compile.js';
 import type { OciConfig } from '../spec/oci.js';
-import { findExecutable } from './oci-cli.js';
+import { findExecutable } from '../../host/exec.js';
 import type { RuntimeDriver, RuntimeRun } from './types.js';
 
 export class RunscDriver implements RuntimeDriver {

@@ -5,6 +5,7 @@ import { SandboxError } from '../errors.js';
 import { compileBundle, dirsToList, mountTargets, type CompileOptions, type ResolvedVolume } from './compile.js';
 import type { ImageEntry } from './rootfs.js';
 import { validateBundle } from './validate.js';
+import { hasCode } from '../../test-support/errors.js';
 
 function policy(fs: Partial<Policy['fs']> = {}, deny: string[] = []): Policy {
   return {
@@ -45,7 +46,7 @@ function compile(p: Policy, extra: Partial<CompileOptions> = {}) {
   return b;
 }
 
-const invalid = (e: unknown) => e instanceof SandboxError && e.code === 'sandbox.invalid_spec';
+const invalid = hasCode(SandboxError, 'sandbox.invalid_spec');
 
 describe('compileBundle', () => {
   it('is deterministic (same input, same bundle)', () => {

@@ -18,6 +18,7 @@
  * Resource limits are NOT in the bundle: AEGIS sets them on the parent cgroup it owns
  * (cgroups/), so that OOM kills and usage can be read after the runtime removed its own cgroup.
  */
+import { isWithin } from '../../policy/paths.js';
 import type { Isolation, Policy } from '../../policy/types.js';
 import { SandboxError } from '../errors.js';
 import type { OciConfig, OciMount } from './oci.js';
@@ -106,10 +107,6 @@ function declaredMounts(policy: Policy, volumes: readonly ResolvedVolume[]): { p
 }
 
 const SYSTEM_TARGETS = ['/proc', '/dev', '/sys', '/tmp', CODE_MOUNT];
-
-function isWithin(path: string, dir: string): boolean {
-  return dir === '/' || path === dir || path.startsWith(dir + '/');
-}
 
 /**
  * Every mount target the bundle will have, and the subset that sits directly on the root

@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isKnownSyscall } from '../../policy/syscalls.js';
-import { SandboxError } from '../errors.js';
+import { SandboxError, type SandboxErrorCode } from '../errors.js';
 import { CLONE_NAMESPACE_FLAGS, compileSeccomp, DENIED_ALWAYS, type SeccompProfile } from './seccomp.js';
+import { hasCode } from '../../test-support/errors.js';
 
 function allowedNames(p: SeccompProfile): Set<string> {
   return new Set(p.syscalls.filter((r) => r.action === 'SCMP_ACT_ALLOW').flatMap((r) => r.names));
 }
 
-const code = (c: string) => (e: unknown) => e instanceof SandboxError && e.code === c;
+const code = (c: SandboxErrorCode) => hasCode(SandboxError, c);
 
 describe('default seccomp profile', () => {
   const p = compileSeccomp();

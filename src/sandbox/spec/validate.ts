@@ -5,6 +5,7 @@
  *
  * Pure: no I/O.
  */
+import { isWithin } from '../../policy/paths.js';
 import { SandboxError } from '../errors.js';
 import type { CompiledBundle, CompileOptions } from './compile.js';
 import { CODE_MOUNT, DEFAULT_ID_MAP } from './compile.js';
@@ -12,10 +13,6 @@ import { CODE_MOUNT, DEFAULT_ID_MAP } from './compile.js';
 type Check = (b: CompiledBundle, o: CompileOptions) => string | null;
 
 const RESOLV_CONF = '/etc/resolv.conf';
-
-function within(path: string, dir: string): boolean {
-  return dir === '/' || path === dir || path.startsWith(dir + '/');
-}
 
 const REQUIRED_NS = ['pid', 'mount', 'ipc', 'uts', 'cgroup', 'network', 'user'] as const;
 
@@ -81,7 +78,7 @@ const CHECKS: readonly Check[] = [
     const ms = b.config.mounts.filter((m) => !['/proc', '/dev', '/sys'].includes(m.destination) && !m.destination.startsWith('/dev/'));
     for (const inner of ms) {
       for (const outer of ms) {
-        if (inner === outer || !within(inner.destination, outer.destination) || inner.destination === outer.destination) continue;
+        if (inner === outer || !isWithin(inner.destination, outer.destination) || inner.destination === outer.destination) continue;
         // The one file overlay: the gateway's resolv.conf over the image's own (built images
         // always have one). Inside a read-only bind, a missing target can only fail the start.
         if (inner.destination === RESOLV_CONF && outer.destination === '/etc' && outer.type === 'bind' && outer.options.includes('ro')) continue;
