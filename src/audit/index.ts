@@ -1,8 +1,9 @@
 /**
- * The audit log's public entry points. `openAuditLog({ home })` is what `aegis run`, the gateway
+ * The audit log's public entry points. `openAuditLog({ home, env })` is what `aegis run`, the gateway
  * and the server call; everything else is for the `aegis audit` commands and tests.
  *
- * Configuration (environment; every default is the restrictive or self-contained one):
+ * Configuration (the AEGIS_AUDIT_* variables, read by src/config and passed in as `env`; every
+ * default is the restrictive or self-contained one):
  *   AEGIS_AUDIT_STORE           `file` (default: $AEGIS_HOME/audit/) or a postgres:// URL
  *   AEGIS_AUDIT_PUBLISH         `file:<dir>` (default: $AEGIS_HOME/audit-published/), an
  *                               http(s):// webhook, or `none`
@@ -46,7 +47,8 @@ export async function openStore(home: string, env: Env): Promise<AuditStore> {
   if (spec === undefined || spec === '' || spec === 'file') return FileStore.open(auditPaths(home).dir);
   if (spec.startsWith('postgres://') || spec.startsWith('postgresql://')) {
     const { PgStore } = await import('./store/pg-store.js');
-    return PgStore.open({ url: spec, schema: env['AEGIS_AUDIT_PG_SCHEMA'] ?? 'aegis_audit' });
+    const ca = env['AEGIS_AUDIT_PG_CA'];
+    return PgStore.open({ url: spec, schema: env['AEGIS_AUDIT_PG_SCHEMA'] ?? 'aegis_audit', ...(ca !== undefined && ca !== '' ? { ca } : {}) });
   }
   throw new AuditError('store-io', `AEGIS_AUDIT_STORE must be "file" or a postgres:// URL`);
 }
@@ -59,15 +61,15 @@ export function defaultOrigin(rawPublicKey: Uint8Array): string {
 export interface OpenAuditLogOptions extends Partial<Omit<AuditLogOptions, 'signer' | 'verifier' | 'origin' | 'masterKeys' | 'sink' | 'store'>> {
   /** $AEGIS_HOME. */
   readonly home: string;
-  /** Environment to read configuration from (default: process.env). */
-  readonly env?: Env;
+  /** The AEGIS_AUDIT_* settings (src/config reads the environment once and passes them in). */
+  readonly env: Env;
   /** A store to use instead of the one AEGIS_AUDIT_STORE names (tests). */
   readonly store?: AuditStore;
 }
 
 /** Opens (creating on first use: directory, keys, log.pub) the audit log under `home`. */
 export async function openAuditLog(opts: OpenAuditLogOptions): Promise<AuditLog> {
-  const env = opts.env ?? process.env;
+  const env = opts.env;
   const paths = auditPaths(opts.home);
   const privateKey = await loadSigningKey(paths.dir, env);
   const raw = rawEd25519PublicKey(createPublicKey(privateKey));

@@ -7,7 +7,8 @@
  */
 import type { Command } from 'commander';
 import type { AuditLog as Log, DecryptedEntry } from '../audit/index.js';
-import { aegisHome, type CliContext, EXIT } from './context.js';
+import type { AegisConfig } from '../config/index.js';
+import { type CliContext, EXIT } from './context.js';
 
 type Decoded = { index: number; entry: Uint8Array; decoded?: DecryptedEntry; error?: string };
 
@@ -53,23 +54,23 @@ function action<A extends unknown[]>(ctx: CliContext, fn: (...args: A) => Promis
 }
 
 /** Opens the existing log (never creates one: read commands on an empty home fail). */
-async function openExisting(): Promise<Log> {
+async function openExisting(config: AegisConfig): Promise<Log> {
   const audit = await import('../audit/index.js');
-  const h = aegisHome();
+  const h = config.home;
   const { access } = await import('node:fs/promises');
   const { join } = await import('node:path');
-  const store = process.env['AEGIS_AUDIT_STORE'];
+  const store = config.auditEnv['AEGIS_AUDIT_STORE'];
   if (store === undefined || store === '' || store === 'file') {
     await access(join(audit.auditPaths(h).dir, 'log.pub')).catch(() => {
       throw new audit.AuditError('store-io', `no audit log under ${h} (nothing has been logged yet)`);
     });
   }
   // CLI commands append at most one event: no encoder thread.
-  return audit.openAuditLog({ home: h, inlineEncoding: true });
+  return audit.openAuditLog({ home: h, env: config.auditEnv, inlineEncoding: true });
 }
 
-async function withLog(fn: (log: Log) => Promise<void>): Promise<void> {
-  const log = await openExisting();
+async function withLog(ctx: CliContext, fn: (log: Log) => Promise<void>): Promise<void> {
+  const log = await openExisting(ctx.config());
   try {
     await fn(log);
   } finally {
@@ -166,8 +167,8 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (opts: { fromCheckpoint?: string; pubkey?: string }) => {
         const a = await import('../audit/index.js');
         const { readFile } = await import('node:fs/promises');
-        const h = aegisHome();
-        const env = process.env;
+        const h = ctx.config().home;
+        const env = ctx.config().auditEnv;
         const cpFile = opts.fromCheckpoint;
         const extra =
           cpFile === undefined
@@ -209,7 +210,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .description('print the latest signed checkpoint (C2SP signed note)')
     .action(
       action(ctx, async () => {
-        await withLog(async (log) => {
+        await withLog(ctx, async (log) => {
           await log.checkpoint();
           const note = await log.latestCheckpoint();
           if (note === undefined) {
@@ -228,7 +229,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (indexText: string, opts: { size?: string }) => {
         const index = nat(indexText, 'index');
         const size = opts.size === undefined ? undefined : nat(opts.size, '--size');
-        await withLog(async (log) => {
+        await withLog(ctx, async (log) => {
           const n = size ?? log.size;
           const p = await log.inclusionProof(index, n);
           ctx.out(`${JSON.stringify({ index, treeSize: n, leafHash: b64(p.leafHash), proof: p.proof.map(b64), root: b64(p.root) })}\n`);
@@ -243,7 +244,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (s1: string, s2: string) => {
         const size1 = nat(s1, 'size1');
         const size2 = nat(s2, 'size2');
-        await withLog(async (log) => {
+        await withLog(ctx, async (log) => {
           const c = await log.consistencyProof(size1, size2);
           ctx.out(`${JSON.stringify({ size1, size2, root1: b64(c.root1), root2: b64(c.root2), proof: c.proof.map(b64) })}\n`);
         });
@@ -261,7 +262,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         if (opts.format !== 'jsonl' && opts.format !== 'rfc5424') throw new UsageError('--format must be jsonl or rfc5424');
         const filter = opts.since !== undefined || opts.agent !== undefined ? compileFilter(opts, Date.now()) : () => true;
         const hostname = (await import('node:os')).hostname();
-        await withLog(async (log) => {
+        await withLog(ctx, async (log) => {
           for await (const d of log.read(0)) {
             if (d.error !== undefined && d.decoded === undefined) {
               ctx.err(`aegis audit export: entry ${d.index}: ${d.error}\n`);
@@ -284,7 +285,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .action(
       action(ctx, async (opts: { lines: string; follow?: boolean }) => {
         const n = nat(opts.lines, '--lines');
-        await withLog(async (log) => {
+        await withLog(ctx, async (log) => {
           let next = Math.max(0, log.size - n);
           const printFrom = async (): Promise<void> => {
             for await (const d of log.read(next)) {
@@ -320,7 +321,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .action(
       action(ctx, async (opts: Filters) => {
         const filter = compileFilter(opts, Date.now());
-        await withLog(async (log) => {
+        await withLog(ctx, async (log) => {
           for await (const d of log.read(0)) if (filter(d)) ctx.out(`${jsonRecord(d)}\n`);
         });
       }),
@@ -332,8 +333,8 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .requiredOption('--subject <id>', 'the data subject id the events named')
     .action(
       action(ctx, async (opts: { subject: string }) => {
-        await withLog(async (log) => {
-          const n = await log.forget(opts.subject, { principal: process.env['USER'] ?? 'cli' });
+        await withLog(ctx, async (log) => {
+          const n = await log.forget(opts.subject, { principal: ctx.config().operator.name });
           ctx.out(`forgot subject: ${n} key(s) destroyed, subject-erased event at index ${log.size - 1}\n`);
         });
       }),
@@ -344,7 +345,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .description('apply the retention period now (destroy payload keys older than it)')
     .action(
       action(ctx, async () => {
-        await withLog(async (log) => {
+        await withLog(ctx, async (log) => {
           const ids = await log.applyRetention();
           ctx.out(`retention: ${ids.length} key(s) destroyed\n`);
         });
@@ -359,7 +360,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         const a = await import('../audit/index.js');
         const { readFile } = await import('node:fs/promises');
         const { join } = await import('node:path');
-        const path = join(a.auditPaths(aegisHome()).dir, 'log.pub');
+        const path = join(a.auditPaths(ctx.config().home).dir, 'log.pub');
         const text = await readFile(path, 'utf8').catch(() => {
           throw new a.AuditError('store-io', `no public key at ${path} (nothing has been logged yet)`);
         });

@@ -1,5 +1,4 @@
-import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { type AegisConfig, loadConfig } from '../config/index.js';
 
 /**
  * What every CLI command gets: output streams and a place to put its exit code.
@@ -9,6 +8,8 @@ export interface CliContext {
   out(text: string): void;
   err(text: string): void;
   exitCode: number;
+  /** The configuration, read from the environment once, on first use (throws ConfigError). */
+  config(): AegisConfig;
 }
 
 /** Exit codes shared by all commands (command-specific ones are documented with the command). */
@@ -28,15 +29,11 @@ export function processContext(): CliContext {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw err;
   });
+  let config: AegisConfig | undefined;
   return {
     out: (t) => void process.stdout.write(t),
     err: (t) => void process.stderr.write(t),
     exitCode: 0,
+    config: () => (config ??= loadConfig()),
   };
-}
-
-/** $AEGIS_HOME, default ~/.aegis: per-user state (audit log, keys). */
-export function aegisHome(env: NodeJS.ProcessEnv = process.env): string {
-  const h = env['AEGIS_HOME'];
-  return h !== undefined && h !== '' ? h : join(homedir(), '.aegis');
 }

@@ -20,7 +20,7 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
     .action(async (o: { fix?: boolean; json?: boolean }) => {
       const { evaluate, planFixes } = await import('../doctor/checks.js');
       const { probeHost } = await import('../doctor/probe.js');
-      let checks = evaluate(await probeHost());
+      let checks = evaluate(await probeHost({ imagesDir: ctx.config().imagesDir }));
       const applied: { fix: unknown; ok: boolean; error?: string }[] = [];
       if (o.fix) {
         const { applyFix } = await import('../doctor/fix.js');
@@ -32,9 +32,8 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
               log: (s) => ctx.err(s),
               buildImage: async (refText) => {
                 const { parseImageRef } = await import('../images/ref.js');
-                const { defaultImagesDir } = await import('../images/store.js');
                 const { buildImage } = await import('../images/build.js');
-                const r = await buildImage(parseImageRef(refText), { imagesDir: defaultImagesDir(), log: (s) => ctx.err(s) });
+                const r = await buildImage(parseImageRef(refText), { imagesDir: ctx.config().imagesDir, log: (s) => ctx.err(s) });
                 ctx.err(`built ${r.ref} ${r.digest} in ${r.seconds.toFixed(1)} s\n`);
               },
             });
@@ -45,7 +44,7 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
             applied.push({ fix, ok: false, error: `${err.code}: ${err.message}` });
           }
         }
-        if (applied.length) checks = evaluate(await probeHost());
+        if (applied.length) checks = evaluate(await probeHost({ imagesDir: ctx.config().imagesDir }));
       }
       const failed = checks.filter((c) => c.status === 'fail');
       if (o.json) {

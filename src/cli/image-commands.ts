@@ -42,10 +42,9 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .action(async (refText: string, o: { json?: boolean }) => {
       await guarded(ctx, !!o.json, async () => {
         const { parseImageRef } = await import('../images/ref.js');
-        const { defaultImagesDir } = await import('../images/store.js');
         const { buildImage } = await import('../images/build.js');
         const ref = parseImageRef(refText);
-        const imagesDir = defaultImagesDir();
+        const imagesDir = ctx.config().imagesDir;
         ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
         const r = await buildImage(ref, { imagesDir, log: (s) => ctx.err(s) });
         ctx.err(`built ${r.ref} ${r.digest} (${r.files} entries, ${formatBytes(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`);
@@ -65,7 +64,6 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .action(async (path: string, o: { tag?: string; json?: boolean; maxSize?: string; maxEntries?: string }) => {
       await guarded(ctx, !!o.json, async () => {
         const { parseImageRef } = await import('../images/ref.js');
-        const { defaultImagesDir } = await import('../images/store.js');
         const { importImage } = await import('../images/import.js');
         const tag = o.tag ? parseImageRef(o.tag) : null;
         const { ImageError } = await import('../images/errors.js');
@@ -76,7 +74,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         };
         const limits = { maxBytes: num(o.maxSize, '--max-size'), maxEntries: num(o.maxEntries, '--max-entries') };
         const r = await importImage(path, {
-          imagesDir: defaultImagesDir(),
+          imagesDir: ctx.config().imagesDir,
           tag,
           log: (s) => ctx.err(s),
           ...(limits.maxBytes !== undefined ? { maxBytes: limits.maxBytes } : {}),
@@ -94,8 +92,8 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .option('--json', 'print as JSON')
     .action(async (o: { json?: boolean }) => {
       await guarded(ctx, !!o.json, async () => {
-        const { defaultImagesDir, listImages } = await import('../images/store.js');
-        const dir = defaultImagesDir();
+        const { listImages } = await import('../images/store.js');
+        const dir = ctx.config().imagesDir;
         const list = listImages(dir);
         if (o.json) {
           json(ctx, {
@@ -124,9 +122,9 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .action(async (refText: string, o: { stat?: boolean; json?: boolean }) => {
       await guarded(ctx, !!o.json, async () => {
         const { parseRefOrDigest } = await import('../images/ref.js');
-        const { checkImage, defaultImagesDir } = await import('../images/store.js');
+        const { checkImage } = await import('../images/store.js');
         const t0 = Date.now();
-        const r = await checkImage(defaultImagesDir(), parseRefOrDigest(refText), o.stat ? 'stat' : 'full');
+        const r = await checkImage(ctx.config().imagesDir, parseRefOrDigest(refText), o.stat ? 'stat' : 'full');
         const ms = Date.now() - t0;
         const ok = r.differences.length === 0;
         if (o.json) json(ctx, { ok, ref: r.ref, digest: r.digest, mode: r.mode, ms, differences: r.differences });
@@ -147,8 +145,8 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .action(async (refText: string, o: { force?: boolean; json?: boolean }) => {
       await guarded(ctx, !!o.json, async () => {
         const { parseRefOrDigest } = await import('../images/ref.js');
-        const { defaultImagesDir, removeImage } = await import('../images/store.js');
-        const r = await removeImage(defaultImagesDir(), parseRefOrDigest(refText), { force: !!o.force });
+        const { removeImage } = await import('../images/store.js');
+        const r = await removeImage(ctx.config().imagesDir, parseRefOrDigest(refText), { force: !!o.force });
         if (o.json) json(ctx, { ok: true, ...r });
         else {
           for (const t of r.untagged) ctx.out(`untagged ${t}\n`);

@@ -12,6 +12,7 @@ import type { Policy } from '../policy/types.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
+import type { AegisConfig } from '../config/index.js';
 import type { CliContext } from './context.js';
 import { openRunAudit, startRunServices, type RunAudit, type RunServices } from './run-services.js';
 import type { RunFlags } from './run-commands.js';
@@ -144,10 +145,17 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     return EXIT_CANNOT_START;
   };
 
+  let config: AegisConfig;
+  try {
+    config = ctx.config();
+  } catch (err) {
+    if (isAegisError(err)) return cannotStart(err.message);
+    throw err;
+  }
   // Opening the audit log (keys, store) overlaps loading the policy and resolving the image.
   let auditOpening: Promise<RunAudit> | null = null;
   if (!flags.dryRun) {
-    auditOpening = openRunAudit();
+    auditOpening = openRunAudit(config);
     auditOpening.catch(() => undefined); // awaited below; never an unhandled rejection
   }
   /** A run that fails before its sandbox exists is still an audited event. */
@@ -162,7 +170,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   try {
     const loaded = await loadPolicy(file, flags.stateDir ?? DEFAULT_STATE_DIR);
     for (const w of loaded.warnings) ctx.err(w + '\n');
-    const image = await resolveImage(loaded.policy.agent.runtime);
+    const image = await resolveImage(loaded.policy.agent.runtime, { imagesDir: config.imagesDir });
     let seccompProfile: unknown;
     if (flags.seccompProfile !== undefined) {
       try {
@@ -216,7 +224,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         ctx.err(`aegis run: the audit log failed (${err.message}): stopping the agent\n`);
         abort.abort();
       };
-      services = await startRunServices({ policy: opts.policy, executionId, audit });
+      services = await startRunServices({ policy: opts.policy, executionId, audit, gatewayEnv: config.gatewayEnv });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }

@@ -15,7 +15,7 @@ import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AuditLog } from '../audit/log.js';
 import type { Policy } from '../policy/types.js';
 import type { NetworkOption } from '../sandbox/spec/compile.js';
-import { aegisHome } from './context.js';
+import type { AegisConfig } from '../config/index.js';
 
 export interface RunServices {
   /** Where the sandbox and the gateway send their events. */
@@ -58,13 +58,13 @@ export class RunAudit implements AuditSink {
  * the policy and resolving the image. Encoding stays on the calling thread: a run appends a
  * handful of events, and a worker thread would cost more to start than it saves.
  */
-export async function openRunAudit(home: string = aegisHome()): Promise<RunAudit> {
+export async function openRunAudit(config: Pick<AegisConfig, 'home' | 'auditEnv'>): Promise<RunAudit> {
   const { openAuditLog } = await import('../audit/index.js');
-  return new RunAudit(await openAuditLog({ home, inlineEncoding: true }));
+  return new RunAudit(await openAuditLog({ home: config.home, env: config.auditEnv, inlineEncoding: true }));
 }
 
 /** Starts the egress gateway when the policy allows any network; see the note at the top. */
-export async function startRunServices(o: { policy: Policy; executionId: string; audit: RunAudit }): Promise<RunServices> {
+export async function startRunServices(o: { policy: Policy; executionId: string; audit: RunAudit; gatewayEnv: AegisConfig['gatewayEnv'] }): Promise<RunServices> {
   const { audit } = o;
   if (o.policy.network.rules.length === 0) {
     return { audit, network: { kind: 'none' }, env: {}, close: () => audit.close() };
@@ -76,7 +76,7 @@ export async function startRunServices(o: { policy: Policy; executionId: string;
       executionId: o.executionId,
       agent: o.policy.agent.name,
       audit,
-      config: loadGatewayConfig(),
+      config: loadGatewayConfig(o.gatewayEnv),
     });
     return {
       audit,

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { findExecutable, runCommand } from '../host/exec.js';
 import { parseImageRef } from '../images/ref.js';
-import { defaultImagesDir, resolveImageSync } from '../images/store.js';
+import { DEFAULT_IMAGES_DIR, resolveImageSync } from '../images/store.js';
 import { cgroupLayout, type HostFacts } from './checks.js';
 
 const VERSION_ARGS: Readonly<Record<string, readonly string[]>> = {
@@ -51,7 +51,7 @@ export async function probeHost(opts: { imagesDir?: string; defaultRef?: string 
   const mountinfo = read('/proc/self/mountinfo') ?? '';
   const v2 = cgroupLayout(mountinfo, null).v2Mount;
   const maxUserns = Number((read('/proc/sys/user/max_user_namespaces') ?? '').trim());
-  const dir = opts.imagesDir ?? defaultImagesDir();
+  const dir = opts.imagesDir ?? DEFAULT_IMAGES_DIR;
   const defaultRef = opts.defaultRef ?? 'python:3.11';
   let defaultImage: HostFacts['images']['defaultImage'];
   try {

@@ -92,7 +92,7 @@ export function parseGatewayConfig(env: Readonly<Record<string, string | undefin
 }
 
 /** Read the config file (if AEGIS_GATEWAY_CONFIG names one) and the host's resolv.conf. */
-export function loadGatewayConfig(env: Readonly<Record<string, string | undefined>> = process.env): GatewayConfig {
+export function loadGatewayConfig(env: Readonly<Record<string, string | undefined>>): GatewayConfig {
   let file: unknown = null;
   if (env.AEGIS_GATEWAY_CONFIG) {
     try {

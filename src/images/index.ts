@@ -9,7 +9,7 @@ import type { ImageRef } from '../policy/types.js';
 import { resolveImageChecked, resolveImageSync, type ResolvedImage, type VerifyMode } from './store.js';
 
 export { ImageError, type ImageErrorCode } from './errors.js';
-export { defaultImagesDir, DEFAULT_IMAGES_DIR, type ResolvedImage, type VerifyMode } from './store.js';
+export { DEFAULT_IMAGES_DIR, type ResolvedImage, type VerifyMode } from './store.js';
 
 /**
  * Resolves `image` (tag, or pinned `@sha256:` digest) to a verified image.

@@ -45,21 +45,17 @@ import {
   type Stats,
   writeFileSync,
 } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import type { ImageRef } from '../policy/types.js';
 import { ImageError } from './errors.js';
 import { type Difference, diffManifests, type FileEntry, manifestDigest, parseIndex, parseManifest, serializeIndex, serializeManifest } from './manifest.js';
 import { type Digest, isDigest, normalizeDigest, type RefOrDigest, tagKey } from './ref.js';
+import { DEFAULT_IMAGES_DIR } from '../config/index.js';
 import { withPidLock } from '../host/pid-lock.js';
 import { parseTagIndex, serializeTagIndex, tagsOf } from './tags.js';
 
-export const DEFAULT_IMAGES_DIR = '/var/lib/aegis/images';
-
-/** The store directory: `$AEGIS_IMAGES` if set (made absolute), else /var/lib/aegis/images. */
-export function defaultImagesDir(env: NodeJS.ProcessEnv = process.env): string {
-  const v = env['AEGIS_IMAGES'];
-  return v && v.trim() !== '' ? resolve(v) : DEFAULT_IMAGES_DIR;
-}
+/** The store directory when none is given ($AEGIS_IMAGES is read by src/config and passed in). */
+export { DEFAULT_IMAGES_DIR };
 
 export interface ResolvedImage {
   ref: string;
@@ -296,7 +292,7 @@ function refuse(r: VerifyResult): ResolvedImage {
 }
 
 function storeDir(opts: { imagesDir?: string }): string {
-  const dir = opts.imagesDir ?? defaultImagesDir();
+  const dir = opts.imagesDir ?? DEFAULT_IMAGES_DIR;
   if (!isAbsolute(dir)) throw new ImageError('image.bad_ref', `images directory must be absolute: ${dir}`);
   return dir;
 }

@@ -11,7 +11,8 @@ import { after, describe, it } from 'node:test';
 import { ImageError, resolveImage } from '../../src/images/index.js';
 import { importImage } from '../../src/images/import.js';
 import { parseImageRef, parseRefOrDigest } from '../../src/images/ref.js';
-import { checkImage, defaultImagesDir, listImages, paths, removeImage } from '../../src/images/store.js';
+import { checkImage, listImages, paths, removeImage } from '../../src/images/store.js';
+import { loadConfig } from '../../src/config/index.js';
 import type { Digest } from '../../src/images/ref.js';
 import { dockerSaveTar, removeTempDirs, sha256, type TarEntry, tarOf, tempDir, writeOciLayout } from './images-support.js';
 import { AEGIS_BIN } from '../../src/test-support/repo.js';
@@ -340,7 +341,7 @@ describe('the store is host-wide, apart from AEGIS_HOME', () => {
     const listed = JSON.parse(out.stdout) as { imagesDir: string; images: { digest: string; tags: string[] }[] };
     assert.equal(listed.imagesDir, store);
     assert.deepEqual(listed.images.map((i) => [i.digest, i.tags]), [[r.digest, ['demo:1']]]);
-    assert.equal(defaultImagesDir({ AEGIS_HOME: '/nonexistent-home' }), '/var/lib/aegis/images');
+    assert.equal(loadConfig({ AEGIS_HOME: tempDir('other-home') }).imagesDir, '/var/lib/aegis/images');
     const v = spawnSync(process.execPath, [AEGIS_BIN, 'image', 'verify', 'demo:1', '--json'], { env, encoding: 'utf8' });
     assert.equal(v.status, 0, v.stderr);
     assert.equal((JSON.parse(v.stdout) as { ok: boolean }).ok, true);

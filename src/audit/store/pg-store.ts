@@ -64,7 +64,7 @@ export class PgStore implements AuditStore {
 
   static async open(o: PgStoreOptions): Promise<PgStore> {
     if (!SCHEMA_RE.test(o.schema)) throw new AuditError('store-io', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
-    const caFile = o.ca ?? process.env['AEGIS_AUDIT_PG_CA'];
+    const caFile = o.ca;
     let config: pg.PoolConfig = { connectionString: o.url, max: 4 };
     if (caFile !== undefined && caFile !== '') {
       // pg lets URL parameters override `ssl`, so the URL's sslmode is replaced by an explicit,
