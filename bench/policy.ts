@@ -5,7 +5,7 @@
  *   npm run build && node dist/bench/policy.js
  */
 import { parseManifest } from '../src/manifest/parse.js';
-import { compilePolicy } from '../src/policy/compile.js';
+import { compilePolicy } from '../src/manifest/compile.js';
 import { compileEgress } from '../src/policy/net.js';
 import { decidePath } from '../src/policy/paths.js';
 

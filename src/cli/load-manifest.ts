@@ -4,7 +4,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { formatIssue, ManifestError, MAX_MANIFEST_BYTES, parseManifest, type Manifest, type ManifestIssue } from '../manifest/index.js';
-import { compilePolicy } from '../policy/compile.js';
+import { compilePolicy } from '../manifest/compile.js';
 import type { Policy } from '../policy/types.js';
 
 export interface LoadedManifest {

@@ -97,7 +97,7 @@ export async function loadPolicy(file: string, stateDir: string): Promise<Cached
   }
   const [{ parseManifest, formatIssue }, { compilePolicy }, { formatWarning }] = await Promise.all([
     import('../manifest/index.js'),
-    import('../policy/compile.js'),
+    import('../manifest/compile.js'),
     import('./load-manifest.js'),
   ]);
   const r = parseManifest(bytes.toString('utf8'));

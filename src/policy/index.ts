@@ -1,5 +1,7 @@
-/** The policy engine: compile a validated manifest once, then answer every access question. Pure. */
-export { compilePolicy, CPU_PERIOD_US } from './compile.js';
+/**
+ * The policy engine: the vocabularies (hosts, image references, paths, syscalls, the Policy type)
+ * and every access decision. Pure. A manifest becomes a Policy in src/manifest/compile.ts.
+ */
 export { compileEgress } from './net.js';
 export { decidePath, normalizeSandboxPath, isWithin, type FsMode } from './paths.js';
 export { classifyHost, parseAllowEntry, parseLooseIpv4, specialBlockOf, type HostClass, type IpAddress } from './host.js';

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startSandboxNetwork, type SandboxNetwork } from '../../src/gateway/index.js';
 import { parseManifestOrThrow } from '../../src/manifest/parse.js';
-import { compilePolicy } from '../../src/policy/compile.js';
+import { compilePolicy } from '../../src/manifest/compile.js';
 import { REPO_ROOT } from '../../src/test-support/repo.js';
 import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { MemorySink, requirementsOrSkip } from './gateway-support.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { JsonlFileSink, startSandboxNetwork, type SandboxNetwork } from '../../src/gateway/index.js';
 import { parseManifestOrThrow } from '../../src/manifest/parse.js';
-import { compilePolicy } from '../../src/policy/compile.js';
+import { compilePolicy } from '../../src/manifest/compile.js';
 import { resolveImage } from '../../src/images/index.js';
 import { runSandbox } from '../../src/sandbox/run.js';
 import { REPO_ROOT } from '../../src/test-support/repo.js';

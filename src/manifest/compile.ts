@@ -1,11 +1,17 @@
 /**
  * compilePolicy(manifest) -> Policy: the normalized, canonical-unit form every enforcer uses.
- * Pure. The manifest has already been validated (units parsed, entries compiled, paths
+ * Pure.
+ *
+ * ARCHITECTURE NOTE: the arrows between the two pure areas run one way, manifest -> policy.
+ * src/policy owns the vocabularies (allow-entry and image-reference grammars, sandbox paths,
+ * syscall names, the Policy type) and every decision; src/manifest owns the document (schema,
+ * parser with positions) and this translation of a validated document into a Policy. Nothing
+ * in src/policy imports src/manifest. The manifest has already been validated (units parsed, entries compiled, paths
  * normalized); this step fixes the canonical representation (CFS period, de-duplicated and
  * sorted grants, secret references split from plain environment values).
  */
-import type { Manifest } from '../manifest/schema.js';
-import type { Policy } from './types.js';
+import type { Policy } from '../policy/types.js';
+import type { Manifest } from './schema.js';
 
 /** CFS bandwidth period used for every sandbox (the kernel default, 100 ms). */
 export const CPU_PERIOD_US = 100_000;

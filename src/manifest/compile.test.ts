@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseManifest } from '../manifest/parse.js';
+import { parseManifest } from './parse.js';
 import { compilePolicy } from './compile.js';
 
 function policyOf(extra: string) {
