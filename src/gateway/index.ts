@@ -84,7 +84,7 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   await sweepStaleSandboxNets(o.config.stateDir, o.config.sandboxSubnet);
   await checkSubnetFree(o.config.sandboxSubnet);
   const id = randomBytes(4).toString('hex');
-  const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id);
+  const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id, o.executionId);
   const plan = planSandboxNet(id, slot, o.config.sandboxSubnet);
   const runDir = `${o.config.stateDir}/net/${plan.id}`;
   const servers: Server[] = [];
