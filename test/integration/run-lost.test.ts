@@ -15,6 +15,8 @@ import { resolveImage } from '../../src/images/index.js';
 import type { Isolation } from '../../src/policy/types.js';
 import { runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
 import { driverFor } from '../../src/sandbox/drivers/index.js';
+import { UPSTREAM_DNS } from './gateway-fake-internet.js';
+import { missingRequirements } from './gateway-support.js';
 import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
 
 const repo = new URL('../../..', import.meta.url).pathname;
@@ -37,9 +39,9 @@ interface LoggedEvent {
 const home = mkdtempSync(join(tmpdir(), 'aegis-lost-home-'));
 process.on('exit', () => rmSync(home, { recursive: true, force: true }));
 
-function aegis(args: string[]): Promise<Ran> {
+function aegis(args: string[], env: Record<string, string> = {}): Promise<Ran> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AEGIS_HOME: home } });
+    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AEGIS_HOME: home, ...env } });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => void (out += b.toString()));
@@ -60,6 +62,23 @@ async function eventsOf(execution: string): Promise<LoggedEvent[]> {
     .split('\n')
     .filter(Boolean)
     .map((l) => (JSON.parse(l) as { event: LoggedEvent }).event);
+}
+
+/** Starts `aegis run` and resolves once the agent printed "up". */
+async function startUntilUp(args: string[], env: Record<string, string> = {}): Promise<ReturnType<typeof spawn>> {
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AEGIS_HOME: home, ...env } });
+  let err = '';
+  child.stderr!.on('data', (b: Buffer) => void (err += b.toString()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`agent did not start: ${err}`)), 30_000);
+    child.stdout!.on('data', (b: Buffer) => {
+      if (b.toString().includes('up')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return child;
 }
 
 /** Runs `args` as nobody (uid/gid 65534, no groups); returns its exit status. */
@@ -103,21 +122,7 @@ describe('aegis run after a SIGKILLed aegis run: run.lost', { timeout: 300_000 }
       );
 
       // 1. A run that AEGIS will not survive.
-      const child = spawn(process.execPath, [bin, 'run', file, '--isolation', isolation, '--state-dir', state, '--volume', `${inputs}:/data/inputs:ro`, '--', '60'], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, AEGIS_HOME: home },
-      });
-      let err = '';
-      child.stderr.on('data', (b: Buffer) => void (err += b.toString()));
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`agent did not start: ${err}`)), 30_000);
-        child.stdout.on('data', (b: Buffer) => {
-          if (b.toString().includes('up')) {
-            clearTimeout(timer);
-            resolve();
-          }
-        });
-      });
+      const child = await startUntilUp(['run', file, '--isolation', isolation, '--state-dir', state, '--volume', `${inputs}:/data/inputs:ro`, '--', '60']);
       const [id, ...others] = readdirSync(join(state, 'runs'));
       assert.ok(id !== undefined && others.length === 0);
       const bundle = join(state, 'runs', id, 'bundle');
@@ -174,4 +179,39 @@ describe('aegis run after a SIGKILLed aegis run: run.lost', { timeout: 300_000 }
       assert.equal(v.code, 0, v.out + v.err);
     });
   }
+
+  it("crun behind the egress gateway: run.lost also names the gateway's network it removed", async (t) => {
+    if (!requireOrSkip(t, imageMissing ?? hugetlb ?? driverFor('crun').unavailableReason() ?? missingRequirements(['ip', 'nft']).map((m) => `missing ${m}`)[0] ?? null)) return;
+    const dir = mkdtempSync(join(work, 'net-'));
+    chmodSync(dir, 0o755);
+    const state = join(dir, 'state');
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(
+      file,
+      `version: "1.0"\nagent:\n  name: lost-net\n  runtime: "python:3.11"\n  entrypoint: ["python3", "-c", "import sys, time\\nprint('up', flush=True)\\ntime.sleep(float(sys.argv[1]))"]\npermissions:\n  network:\n    allow: ["api.openai.com"]\n  execution_time: 60s\n  memory: 128MiB\n`,
+    );
+    // The gateway only forwards the agent's DNS questions there; this agent asks none.
+    const env = { AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` };
+    const child = await startUntilUp(['run', file, '--state-dir', state, '--', '60'], env);
+    const [id] = readdirSync(join(state, 'runs'));
+    assert.ok(id !== undefined);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const next = await aegis(['run', file, '--state-dir', state, '--', '0'], env);
+    assert.equal(next.code, 0, next.err);
+
+    const events = await eventsOf(id);
+    const lost = events.find((e) => e.action === 'run.lost');
+    assert.ok(lost !== undefined, events.map((e) => e.action).join(' '));
+    assert.deepEqual(lost.actor, { agent: 'lost-net', execution: id });
+    const network = (lost.payload['removed'] as { network: { netns: string; hostInterface: string; hostTable: string; ownerPid: number } | null }).network;
+    assert.ok(network !== null, 'the network was removed and reported');
+    assert.equal(network.ownerPid, child.pid);
+    assert.match(network.netns, /^aegis-/);
+    const netns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+    assert.ok(!netns.split('\n').some((l) => l.split(' ')[0] === network.netns), `${network.netns} still exists`);
+    assert.notEqual(spawnSync('nft', ['list', 'table', 'inet', network.hostTable], { stdio: 'ignore' }).status, 0, 'host table removed');
+    const v = await aegis(['audit', 'verify']);
+    assert.equal(v.code, 0, v.out + v.err);
+  });
 });
