@@ -33,7 +33,7 @@ import { Session } from './session.js';
 export { GatewayError, type GatewayErrorCode } from './errors.js';
 export { loadGatewayConfig, type GatewayConfig } from './config.js';
 export { JsonlFileSink } from './audit/jsonl-sink.js';
-export { sweepStaleSandboxNets } from './netns/adapter.js';
+export { sweepStaleSandboxNets, type SweptNet } from './netns/adapter.js';
 
 export interface StartSandboxNetworkOptions {
   /** The sandbox's network policy (Policy.network). */
