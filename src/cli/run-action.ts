@@ -4,7 +4,8 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { userInfo } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
@@ -14,7 +15,7 @@ import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import type { AegisConfig } from '../config/index.js';
 import type { CliContext } from './context.js';
-import { openRunAudit, startRunServices, type RunAudit, type RunServices } from './run-services.js';
+import { openRunAudit, startRunServices, sweepLostRuns, type RunAudit, type RunServices } from './run-services.js';
 import type { RunFlags } from './run-commands.js';
 
 /** Bump when the cache entry format changes. */
@@ -51,6 +52,11 @@ interface CachedPolicy {
   warnings: string[];
 }
 
+interface LoadedPolicy extends CachedPolicy {
+  /** SHA-256 (hex) of the exact manifest bytes parsed. */
+  manifestSha256: string;
+}
+
 /**
  * The manifest's compiled Policy. Compiled policies are cached under the state dir by the
  * SHA-256 of the exact manifest bytes, so a repeated `aegis run` of an unchanged manifest does
@@ -60,7 +66,7 @@ interface CachedPolicy {
  * this user could have written them; the key covers the compiler's modules, the Node version
  * and the dependency lockfile.
  */
-export async function loadPolicy(file: string, stateDir: string): Promise<CachedPolicy> {
+export async function loadPolicy(file: string, stateDir: string): Promise<LoadedPolicy> {
   const { ManifestError } = await import('../manifest/errors.js');
   let bytes: Buffer;
   try {
@@ -72,6 +78,7 @@ export async function loadPolicy(file: string, stateDir: string): Promise<Cached
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new ManifestError('manifest.unreadable', `${file}: cannot read the manifest (${why})`);
   }
+  const manifestSha256 = createHash('sha256').update(bytes).digest('hex');
   const key = createHash('sha256').update(POLICY_CACHE_VERSION).update('\0').update(compilerStamp()).update('\0').update(bytes).digest('hex');
   const cacheDir = join(stateDir, 'policy-cache');
   const cached = join(cacheDir, `${key}.json`);
@@ -90,7 +97,7 @@ export async function loadPolicy(file: string, stateDir: string): Promise<Cached
   if (cacheUsable && trusted(cached, false)) {
     try {
       const entry = JSON.parse(readFileSync(cached, 'utf8')) as CachedPolicy;
-      if (entry?.policy?.version === '1.0' && Array.isArray(entry.warnings)) return entry;
+      if (entry?.policy?.version === '1.0' && Array.isArray(entry.warnings)) return { ...entry, manifestSha256 };
     } catch {
       /* unreadable: compile below */
     }
@@ -107,14 +114,35 @@ export async function loadPolicy(file: string, stateDir: string): Promise<Cached
     mkdirSync(stateDir, { recursive: true, mode: 0o711 });
     mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
     cacheUsable &&= trusted(cacheDir, true);
-    if (!cacheUsable) return entry; // someone else's directory: never write policies there
+    if (!cacheUsable) return { ...entry, manifestSha256 }; // someone else's directory: never write policies there
     const tmp = `${cached}.${process.pid}.tmp`;
     writeFileSync(tmp, JSON.stringify(entry), { mode: 0o600 });
     renameSync(tmp, cached);
   } catch {
     /* a cache that cannot be written only costs time */
   }
-  return entry;
+  return { ...entry, manifestSha256 };
+}
+
+/**
+ * Who started the run and under which rules, for the `run.spawn` event: the principal (uid,
+ * gid, user name from the passwd database; a server principal later), the manifest's path and
+ * SHA-256, the SHA-256 of the compiled policy's canonical JSON, and the image's ref and digest.
+ */
+async function runProvenance(file: string, loaded: LoadedPolicy, image: { ref: string; digest: string }): Promise<Record<string, unknown>> {
+  const { canonicalJson } = await import('../audit/canonical-json.js');
+  let user: string | null = null;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = null; // a uid without a passwd entry
+  }
+  return {
+    principal: { kind: 'local', uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user },
+    manifest: { path: resolve(file), sha256: loaded.manifestSha256 },
+    policy: { sha256: createHash('sha256').update(canonicalJson(JSON.parse(JSON.stringify(loaded.policy)))).digest('hex') },
+    image: { ref: image.ref, digest: image.digest },
+  };
 }
 
 function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>): string {
@@ -180,6 +208,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       }
     }
     opts = {
+      provenance: await runProvenance(file, loaded, image),
       policy: loaded.policy,
       manifestDir: dirname(file),
       imageRootfs: image.rootfs,
@@ -224,6 +253,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         ctx.err(`aegis run: the audit log failed (${err.message}): stopping the agent\n`);
         abort.abort();
       };
+      // Runs a killed AEGIS left behind are swept now, and what was removed is logged.
+      for (const ev of await sweepLostRuns(flags.stateDir ?? DEFAULT_STATE_DIR, config.gatewayEnv)) await audit.append(ev);
       services = await startRunServices({ policy: opts.policy, executionId, audit, gatewayEnv: config.gatewayEnv });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);

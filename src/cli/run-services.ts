@@ -11,9 +11,12 @@
  * nothing is there to audit beyond the run's lifecycle). A policy with entries gets its own
  * namespace, veth and nftables tables from the gateway, and the gateway's proxy variables.
  */
+import { readdirSync } from 'node:fs';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AuditLog } from '../audit/log.js';
+import type { SweptNet } from '../gateway/netns/adapter.js';
 import type { Policy } from '../policy/types.js';
+import type { SweptRun } from '../sandbox/state.js';
 import type { NetworkOption } from '../sandbox/spec/compile.js';
 import type { AegisConfig } from '../config/index.js';
 
@@ -94,4 +97,73 @@ export async function startRunServices(o: { policy: Policy; executionId: string;
     await audit.close().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * One `run.lost` event per execution that a dead AEGIS process left behind, saying what the
+ * sweep removed: the sandbox's remains (`runs`) and the gateway's network (`nets`), joined by
+ * execution id. Pure. Actor: the lost run's agent and execution; `sweptBy` is this process.
+ */
+export function lostRunEvents(runs: readonly SweptRun[], nets: readonly SweptNet[], sweptBy: number): AuditEventInput[] {
+  const network = (n: SweptNet): Record<string, unknown> => ({ netns: n.netns, hostInterface: n.hostInterface, hostTable: n.hostTable, ownerPid: n.ownerPid });
+  const events: AuditEventInput[] = runs.map((r) => {
+    const net = nets.find((n) => n.execution === r.id);
+    return {
+      actor: r.agent !== null ? { agent: r.agent, execution: r.id } : { execution: r.id },
+      action: 'run.lost',
+      decision: 'deny',
+      reason: 'run.lost',
+      payload: {
+        isolation: r.isolation,
+        ownerPid: r.ownerPid,
+        createdAt: r.createdAt,
+        sweptBy,
+        removed: { ...r.removed, network: net !== undefined ? network(net) : null },
+      },
+    };
+  });
+  // A network whose run left no run directory (AEGIS died between the two): reported alone.
+  for (const n of nets) {
+    if (runs.some((r) => r.id === n.execution)) continue;
+    events.push({
+      actor: { execution: n.execution ?? `network:${n.id}` },
+      action: 'run.lost',
+      decision: 'deny',
+      reason: 'run.lost',
+      payload: { isolation: null, ownerPid: n.ownerPid, createdAt: null, sweptBy, removed: { network: network(n) } },
+    });
+  }
+  return events;
+}
+
+/**
+ * Sweeps what dead AEGIS processes left behind (sandboxes under `stateDir`, gateway networks
+ * under the gateway's state dir) and returns the `run.lost` events to log. The gateway's config
+ * (and its schema library) is loaded only when its slot directory holds any lock.
+ */
+export async function sweepLostRuns(stateDir: string, env: AegisConfig['gatewayEnv']): Promise<AuditEventInput[]> {
+  const { sweepOnce } = await import('../sandbox/run.js');
+  const runs = await sweepOnce(stateDir);
+  let nets: SweptNet[] = [];
+  const quickDir = env.AEGIS_GATEWAY_CONFIG ? null : (env.AEGIS_STATE_DIR ?? '/run/aegis');
+  let anyLock = true;
+  if (quickDir !== null) {
+    try {
+      anyLock = readdirSync(`${quickDir}/net-slots`).length > 0;
+    } catch {
+      anyLock = false;
+    }
+  }
+  if (anyLock) {
+    const [{ loadGatewayConfig }, { sweepStaleSandboxNets }] = await Promise.all([import('../gateway/config.js'), import('../gateway/netns/adapter.js')]);
+    try {
+      const config = loadGatewayConfig(env);
+      nets = await sweepStaleSandboxNets(config.stateDir, config.sandboxSubnet);
+    } catch {
+      // No usable gateway config: no network can have been made with it either; the gateway
+      // sweeps again before it starts one.
+      nets = [];
+    }
+  }
+  return lostRunEvents(runs, nets, process.pid);
 }

@@ -33,7 +33,7 @@ import { Session } from './session.js';
 export { GatewayError, type GatewayErrorCode } from './errors.js';
 export { loadGatewayConfig, type GatewayConfig } from './config.js';
 export { JsonlFileSink } from './audit/jsonl-sink.js';
-export { sweepStaleSandboxNets } from './netns/adapter.js';
+export { sweepStaleSandboxNets, type SweptNet } from './netns/adapter.js';
 
 export interface StartSandboxNetworkOptions {
   /** The sandbox's network policy (Policy.network). */
@@ -84,7 +84,7 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   await sweepStaleSandboxNets(o.config.stateDir, o.config.sandboxSubnet);
   await checkSubnetFree(o.config.sandboxSubnet);
   const id = randomBytes(4).toString('hex');
-  const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id);
+  const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id, o.executionId);
   const plan = planSandboxNet(id, slot, o.config.sandboxSubnet);
   const runDir = `${o.config.stateDir}/net/${plan.id}`;
   const servers: Server[] = [];

@@ -90,7 +90,8 @@ export function ensureSkeleton(stateDir: string, bundle: CompiledBundle): string
  */
 export function writeBundle(dir: string, bundle: CompiledBundle, skeleton: string): void {
   try {
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...bundle.config, root: { ...bundle.config.root, path: relative(dir, skeleton) } }));
+    // 0600: the config holds the agent's environment, and its path shows in `ps`.
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...bundle.config, root: { ...bundle.config.root, path: relative(dir, skeleton) } }), { mode: 0o600 });
   } catch (err) {
     throw new SandboxError('sandbox.state_failed', `cannot write the bundle in ${dir}: ${(err as Error).message}`, { cause: err });
   }

@@ -18,7 +18,7 @@ export {
   type VolumeRequest,
   type OutputTarget,
 } from './run.js';
-export { sweepStaleRuns, DEFAULT_STATE_DIR } from './state.js';
+export { sweepStaleRuns, DEFAULT_STATE_DIR, type SweptRun } from './state.js';
 export { SandboxError, type SandboxErrorCode } from './errors.js';
 export { compileBundle, mountTargets, type CompileOptions, type CompiledBundle, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
 export { compileSeccomp, DENIED_ALWAYS, type SeccompProfile } from './spec/seccomp.js';

@@ -10,7 +10,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
-import { existsSync, mkdirSync, readFileSync, realpathSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join, relative, isAbsolute } from 'node:path';
 import type { AuditSink, AuditEventInput } from '../audit/event.js';
 import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
@@ -24,7 +24,7 @@ import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsTo
 import { validateBundle } from './spec/validate.js';
 import { parseMountinfo } from '../host/mountinfo.js';
 import { processStartTime } from '../host/pid-lock.js';
-import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord } from './state.js';
+import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord, type SweptRun } from './state.js';
 
 export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
 
@@ -63,6 +63,11 @@ export interface RunSandboxOptions {
   /** Time between TERM and KILL at timeout or abort (default 1000 ms). */
   readonly graceMs?: number;
   readonly audit?: AuditSink;
+  /**
+   * Who started the run and under which rules (principal, manifest, policy and image digests),
+   * from the caller: added to the `run.spawn` event's payload (docs/audit.md).
+   */
+  readonly provenance?: Readonly<Record<string, unknown>>;
 }
 
 export interface RunResult {
@@ -173,11 +178,14 @@ export function newExecutionId(): string {
 
 let swept = new Set<string>();
 
-/** Sweeps runs left by a dead AEGIS process (once per state dir and process). */
-export async function sweepOnce(stateDir: string): Promise<void> {
-  if (swept.has(stateDir)) return;
+/**
+ * Sweeps runs left by a dead AEGIS process (once per state dir and process) and returns what
+ * was removed; later calls return []. The CLI calls it first, to audit the lost runs.
+ */
+export async function sweepOnce(stateDir: string): Promise<SweptRun[]> {
+  if (swept.has(stateDir)) return [];
   swept = new Set([...swept, stateDir]);
-  await sweepStaleRuns(stateDir);
+  return sweepStaleRuns(stateDir);
 }
 
 function emit(audit: AuditSink | undefined, ev: AuditEventInput): void {
@@ -273,6 +281,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   };
 
   let child;
+  let spawnFacts: { args: readonly string[]; volumes: readonly ResolvedVolume[] } = { args: [], volumes: [] };
   try {
     await sweepOnce(stateDir);
     driver = driverFor(isolation);
@@ -290,6 +299,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
 
     const record: RunRecord = {
       id,
+      agent: opts.policy.agent.name,
       isolation,
       runtime: { binary: driver.binary, deleteArgs: [] },
       owner: { pid: process.pid, startTime: processStartTime(process.pid) ?? '' },
@@ -309,9 +319,11 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     recordWritten = true;
     mkdirSync(run.bundleDir, { mode: 0o711 });
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
+    chmodSync(stateRoot, 0o700); // the runtime's state holds the container's config: root only
 
     cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead }, undefined, undefined, driver.cgroupMode);
     const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? cgroup.runtimePath : null, isolation });
+    spawnFacts = { args: bundle.config.process.args, volumes: volumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })) };
     writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
     createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
 
@@ -350,7 +362,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
   child.once('spawn', () => {
     if (child.pid !== undefined) {
-      emit(opts.audit, { actor, action: 'run.spawn', decision: 'info', payload: { isolation, runtimePid: child.pid } });
+      emit(opts.audit, { actor, action: 'run.spawn', decision: 'info', payload: { ...opts.provenance, isolation, runtimePid: child.pid, ...spawnFacts } });
     }
   });
   // run.start when the runtime has created the container (it writes its pid file then); watched

@@ -2,7 +2,14 @@
  * Run records: one directory per run under `<stateDir>/runs/<id>`, holding the bundle and a
  * `record.json` that says who owns the run. If AEGIS dies (even by SIGKILL) the record survives,
  * and the next AEGIS start sweeps it: kills what is left in the run's cgroups, asks the runtime
- * to forget the container, removes the cgroups and the directory.
+ * to forget the container, removes the cgroups and the directory, and returns what it removed
+ * (the CLI writes it to the audit log as `run.lost`).
+ *
+ * ARCHITECTURE NOTE (who can read run state): the state dir, `runs/` and every run dir are
+ * 0711 (root lists them; others may only traverse, which the runtime needs from inside the
+ * sandbox's user namespace to reach the root skeleton) and every file AEGIS writes there
+ * (record.json, the bundle's config.json with the agent's environment) is 0600. The runtimes'
+ * own state dirs (`<stateDir>/<isolation>`) are 0700.
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -19,7 +26,10 @@ const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 export const DEFAULT_STATE_DIR = '/run/aegis';
 
 export interface RunRecord {
+  /** The run's execution id (also the container id). */
   id: string;
+  /** The agent's name (from the manifest), the actor of a `run.lost` event. */
+  agent?: string;
   isolation: Isolation;
   /** Runtime binary and its `--root`, to delete the container if it outlives AEGIS. */
   runtime: { binary: string; deleteArgs: string[] };
@@ -89,7 +99,9 @@ export function writeRecord(stateDir: string, rec: RunRecord): void {
       prepared = new Set([...prepared, stateDir]);
     }
     mkdirSync(runDir(stateDir, rec.id), { mode: 0o711, recursive: true });
-    writeFileSync(join(runDir(stateDir, rec.id), 'record.json'), JSON.stringify(rec));
+    const file = join(runDir(stateDir, rec.id), 'record.json');
+    writeFileSync(file, JSON.stringify(rec), { mode: 0o600 });
+    chmodSync(file, 0o600); // a file left by an older AEGIS keeps its mode on rewrite
   } catch (err) {
     if (err instanceof SandboxError) throw err;
     throw new SandboxError('sandbox.state_failed', `cannot write the run record in ${stateDir}: ${(err as Error).message}`, { cause: err });
@@ -119,25 +131,59 @@ function isStale(rec: RunRecord): boolean {
   return processStartTime(rec.owner.pid) !== rec.owner.startTime;
 }
 
+/** What the sweep found and removed of one run whose AEGIS process was gone. */
+export interface SweptRun {
+  /** The execution id (the run dir's name). */
+  readonly id: string;
+  /** From the run record; null when the record was unreadable (then only the dir was known). */
+  readonly agent: string | null;
+  readonly isolation: Isolation | null;
+  readonly createdAt: string | null;
+  /** The dead AEGIS process that owned the run. */
+  readonly ownerPid: number | null;
+  readonly removed: {
+    /** The runtime process AEGIS had started, still alive and killed (its pid), or null. */
+    readonly runtimeProcess: number | null;
+    /** Processes still in the run's cgroups (the agent's), killed. */
+    readonly processes: readonly number[];
+    /** The runtime still held the container's state, and was told to delete it. */
+    readonly container: boolean;
+    /** The run's cgroup directories, removed. */
+    readonly cgroups: readonly string[];
+    /** The run directory (record and bundle), removed. */
+    readonly runDir: string;
+  };
+}
+
+/** Reads a record as untrusted data: only well-typed fields are used. */
+function readRecord(file: string): RunRecord | null {
+  try {
+    const r = JSON.parse(readFileSync(file, 'utf8')) as Partial<RunRecord> | null;
+    if (r === null || typeof r !== 'object' || typeof r.id !== 'string' || typeof r.owner?.pid !== 'number' || typeof r.owner.startTime !== 'string') return null;
+    return r as RunRecord;
+  } catch {
+    return null;
+  }
+}
+
+const ISOLATIONS: readonly Isolation[] = ['crun', 'runc', 'gvisor'];
+
 /**
- * Cleans up every run whose owning AEGIS process is gone. Returns the ids swept.
- * Cheap when there is nothing to do (one readdir).
+ * Cleans up every run whose owning AEGIS process is gone, and returns what it found and removed
+ * for each. Cheap when there is nothing to do (one readdir).
+ * LIMITATION: two AEGIS processes starting at the same moment may both sweep (and report) the
+ * same lost run; every step tolerates "already gone".
  */
-export async function sweepStaleRuns(stateDir: string): Promise<string[]> {
+export async function sweepStaleRuns(stateDir: string): Promise<SweptRun[]> {
   let ids: string[];
   try {
     ids = readdirSync(runsDir(stateDir));
   } catch {
     return [];
   }
-  const swept: string[] = [];
+  const swept: SweptRun[] = [];
   for (const id of ids) {
-    let rec: RunRecord | null = null;
-    try {
-      rec = JSON.parse(readFileSync(join(runDir(stateDir, id), 'record.json'), 'utf8')) as RunRecord;
-    } catch {
-      rec = null;
-    }
+    const rec = readRecord(join(runDir(stateDir, id), 'record.json'));
     if (rec !== null && !isStale(rec)) continue;
     if (rec === null) {
       // No readable record: stale only if nobody could still be writing it (older than 60 s).
@@ -148,24 +194,36 @@ export async function sweepStaleRuns(stateDir: string): Promise<string[]> {
       }
     }
     // Only the very process AEGIS started: a reused pid belongs to someone else.
-    if (rec?.runtimePid !== undefined && rec.runtimeStartTime != null && processStartTime(rec.runtimePid) === rec.runtimeStartTime) {
+    let runtimeProcess: number | null = null;
+    if (typeof rec?.runtimePid === 'number' && typeof rec.runtimeStartTime === 'string' && processStartTime(rec.runtimePid) === rec.runtimeStartTime) {
       try {
         process.kill(rec.runtimePid, 'SIGKILL');
+        runtimeProcess = rec.runtimePid;
       } catch {
         /* gone */
       }
     }
-    await destroyRunCgroups(id).catch(() => undefined);
+    const cg = await destroyRunCgroups(id).catch(() => ({ dirs: [] as string[], pids: [] as number[] }));
     // The record says which runtime; what to execute comes from AEGIS's own driver, never from
     // the file (a record is data, not a command line).
-    if (rec !== null && (rec.isolation === 'crun' || rec.isolation === 'runc' || rec.isolation === 'gvisor') && SAFE_ID.test(id)) {
-      const driver = driverFor(rec.isolation);
-      const stateRoot = join(stateDir, rec.isolation);
+    const isolation = rec !== null && ISOLATIONS.includes(rec.isolation) ? rec.isolation : null;
+    let container = false;
+    if (isolation !== null && SAFE_ID.test(id)) {
+      const driver = driverFor(isolation);
+      const stateRoot = join(stateDir, isolation);
       const bundleDir = join(runDir(stateDir, id), 'bundle');
+      container = driver.hasState({ id, stateRoot });
       spawnSync(driver.binary, driver.deleteArgs({ id, stateRoot, bundleDir, pidFile: join(bundleDir, 'pid') }), { stdio: 'ignore', timeout: 10_000 });
     }
     removeRunDir(stateDir, id);
-    swept.push(id);
+    swept.push({
+      id,
+      agent: typeof rec?.agent === 'string' ? rec.agent : null,
+      isolation,
+      createdAt: typeof rec?.createdAt === 'string' ? rec.createdAt : null,
+      ownerPid: rec?.owner.pid ?? null,
+      removed: { runtimeProcess, processes: cg.pids, container, cgroups: cg.dirs, runDir: runDir(stateDir, id) },
+    });
   }
   return swept;
 }

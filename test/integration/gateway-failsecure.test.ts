@@ -107,7 +107,7 @@ for f in (tcp, udp, icmp, gateway_host_ssh):
       assert.equal(inet.requestsSeen().length, seenBefore, 'nothing reached the fake internet after the crash');
       // The next gateway start (or an operator) sweeps what the dead gateway left behind.
       const swept = await sweepStaleSandboxNets(config.stateDir, config.sandboxSubnet);
-      assert.deepEqual(swept, [plan.id]);
+      assert.deepEqual(swept.map((s) => s.id), [plan.id]);
       assert.equal(await hostTableExists(plan), false);
       assert.notEqual((await inNetns(plan.netnsName, ['true'])).code, 0, 'namespace removed');
     } finally {

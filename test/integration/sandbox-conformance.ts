@@ -7,7 +7,7 @@
  * (printing why) elsewhere.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -360,6 +360,83 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       else assert.equal(r.status, 'failed_to_start');
     });
 
+    it('hides the kernel command line, the boot id and the host block devices (regression: readable before)', async (t) => {
+      const hostCmdline = readFileSync('/proc/cmdline', 'utf8').trim();
+      const hostBootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      const probe = [
+        'import os',
+        'for p in ["/proc/cmdline", "/proc/sys/kernel/random/boot_id", "/proc/partitions"]:',
+        '    try:',
+        '        print(p, repr(open(p).read()))',
+        '    except OSError as e:',
+        '        print(p, "errno", e.errno)',
+        'for d in ["/sys/block", "/sys/class/block", "/sys/dev/block"]:',
+        '    try:',
+        '        print(d, sorted(os.listdir(d)))',
+        '    except OSError as e:',
+        '        print(d, "errno", e.errno)',
+      ].join('\n');
+      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', probe] }));
+      if (!r) return;
+      assert.equal(r.status, 'exited', r.err);
+      assert.ok(!r.out.includes(hostCmdline), `the host's kernel command line is visible:\n${r.out}`);
+      assert.ok(!r.out.includes(hostBootId), `the host's boot id is visible:\n${r.out}`);
+      const hostDisks = readdirSync('/sys/block');
+      for (const line of r.out.trim().split('\n').filter((l) => l.startsWith('/sys/'))) {
+        assert.ok(/ \[\]$| errno 2$/.test(line), `host block devices visible (host has ${hostDisks.join(', ')}): ${line}`);
+      }
+      assert.match(r.out, /^\/proc\/partitions (''|errno 2)$/m);
+    });
+
+    it('keeps run state from other local users while the sandbox runs (regression: config.json was 0644)', async (t) => {
+      const abort = new AbortController();
+      const seen: string[] = [];
+      const nobody = (args: string[]): number | null => spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', ...args], { stdio: 'ignore' }).status;
+      let id = '';
+      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'import time\nprint("up", flush=True)\ntime.sleep(30)'] }), {
+        signal: abort.signal,
+        stdout: (b) => {
+          if (!b.toString().includes('up') || id !== '') return;
+          id = readdirSync(join(stateDir, 'runs'))[0] ?? '';
+          const bundle = join(stateDir, 'runs', id, 'bundle');
+          seen.push(`root sees the bundle: ${existsSync(join(bundle, 'config.json'))}`);
+          for (const f of [join(bundle, 'config.json'), join(stateDir, 'runs', id, 'record.json')]) {
+            seen.push(`cat ${f}: ${nobody(['cat', f])}`);
+          }
+          for (const d of [join(stateDir, 'runs'), join(stateDir, 'runs', id), bundle, join(stateDir, isolation)]) seen.push(`ls ${d}: ${nobody(['ls', d])}`);
+          abort.abort();
+        },
+      });
+      if (!r) return;
+      assert.notEqual(id, '', 'the agent started');
+      assert.equal(r.status, 'killed');
+      assert.equal(seen.shift(), 'root sees the bundle: true');
+      assert.equal(seen.length, 6);
+      for (const s of seen) assert.ok(!s.endsWith(': 0'), `a non-root user could do it: ${s}`);
+    });
+
+    it('records the arguments, volumes and caller provenance in run.spawn', async (t) => {
+      const vol = mkdtempSync(join(work, 'vol-'));
+      chmodSync(vol, 0o755);
+      const provenance = { principal: { kind: 'local', uid: 0, user: 'root' }, policy: { sha256: 'ab'.repeat(32) } };
+      const r = await run(t, testPolicy({ entrypoint: ['python3', 'main.py'], fs: { read: ['/data/inputs'] } }), {
+        extraArgs: ['0'],
+        volumes: [{ host: vol, sandbox: '/data/inputs', mode: 'ro' }],
+        provenance,
+      });
+      if (!r) return;
+      assert.equal(r.status, 'exited', r.err);
+      const spawned = r.events.find((e) => e.action === 'run.spawn');
+      assert.ok(spawned !== undefined);
+      const p = spawned.payload;
+      assert.deepEqual(p['args'], ['python3', 'main.py', '0']);
+      assert.deepEqual(p['volumes'], [{ host: vol, sandbox: '/data/inputs', mode: 'ro' }]);
+      assert.deepEqual(p['principal'], provenance.principal);
+      assert.deepEqual(p['policy'], provenance.policy);
+      assert.equal(p['isolation'], isolation);
+      assert.equal(typeof p['runtimePid'], 'number');
+    });
+
     it('cleans up after an AEGIS process killed with SIGKILL (sweep at the next start)', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
       const dist = new URL('../../src/sandbox/run.js', import.meta.url).pathname;
@@ -381,7 +458,18 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
       const swept = await sweepStaleRuns(stateDir);
-      assert.deepEqual(swept, [id]);
+      assert.deepEqual(
+        swept.map((s) => s.id),
+        [id],
+      );
+      // What the sweep found is reported (the CLI logs it as run.lost).
+      const r = swept[0]!;
+      assert.equal(r.agent, 'conformance');
+      assert.equal(r.isolation, isolation);
+      assert.equal(r.removed.container, true, 'the runtime still held the container');
+      assert.ok(r.removed.cgroups.length > 0 && r.removed.cgroups.every((d) => d.endsWith(`/aegis/${id}`)), r.removed.cgroups.join(' '));
+      assert.ok(r.removed.processes.length > 0, 'the agent was still running');
+      assert.equal(r.removed.runDir, join(stateDir, 'runs', id));
       // The runtime process left behind exits once its container is gone.
       for (let i = 0; i < 100 && leftovers(stateDir, isolation, id).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(leftovers(stateDir, isolation, id), []);

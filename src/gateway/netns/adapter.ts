@@ -30,6 +30,8 @@ async function attempt(cmd: string, args: readonly string[]): Promise<void> {
 /** What a slot lock file holds besides its owner (src/host/pid-lock.ts). */
 interface SlotLock {
   readonly id: string;
+  /** The execution the network serves (absent in locks of older AEGIS versions). */
+  readonly execution?: string;
 }
 
 /**
@@ -51,15 +53,15 @@ export async function checkSubnetFree(subnet: string): Promise<void> {
   }
 }
 
-/** Claim a free /30 slot in `subnet` for sandbox `id`; returns the slot number. */
-export async function claimSlot(slotDir: string, subnet: string, id: string): Promise<number> {
+/** Claim a free /30 slot in `subnet` for sandbox `id` (serving `execution`); returns the slot number. */
+export async function claimSlot(slotDir: string, subnet: string, id: string, execution?: string): Promise<number> {
   const { slots } = parseSubnet(subnet);
   await mkdir(slotDir, { recursive: true, mode: 0o700 });
   for (let slot = 0; slot < slots; slot++) {
     const path = `${slotDir}/${slot}`;
     let created: boolean;
     try {
-      created = await tryCreateLock(path, { id } satisfies SlotLock);
+      created = await tryCreateLock(path, { id, ...(execution !== undefined ? { execution } : {}) } satisfies SlotLock);
     } catch (err) {
       throw new GatewayError('netns_failed', `slot lock ${path}: ${String(err)}`, { cause: err });
     }
@@ -69,12 +71,24 @@ export async function claimSlot(slotDir: string, subnet: string, id: string): Pr
   throw new GatewayError('netns_exhausted', `all ${slots} sandbox network slots in ${subnet} are in use`);
 }
 
+/** What the sweep removed of one dead gateway's sandbox network. */
+export interface SweptNet {
+  /** The network's id (plan id). */
+  readonly id: string;
+  /** The execution it served, when its slot lock says so. */
+  readonly execution: string | null;
+  readonly ownerPid: number;
+  readonly netns: string;
+  readonly hostInterface: string;
+  readonly hostTable: string;
+}
+
 /**
  * Remove the networks of sandboxes whose gateway process is dead (crashed or killed): their
- * namespace, veth, host table and files, then the slot lock. Returns the ids removed.
+ * namespace, veth, host table and files, then the slot lock. Returns what was removed.
  * Until swept, such a sandbox has no network at all (its host table drops everything).
  */
-export async function sweepStaleSandboxNets(stateDir: string, subnet: string): Promise<string[]> {
+export async function sweepStaleSandboxNets(stateDir: string, subnet: string): Promise<SweptNet[]> {
   const slotDir = `${stateDir}/net-slots`;
   let names: string[];
   try {
@@ -82,7 +96,7 @@ export async function sweepStaleSandboxNets(stateDir: string, subnet: string): P
   } catch {
     return [];
   }
-  const swept: string[] = [];
+  const swept: SweptNet[] = [];
   for (const name of names) {
     if (!/^[0-9]+$/.test(name)) continue;
     const path = `${slotDir}/${name}`;
@@ -94,7 +108,7 @@ export async function sweepStaleSandboxNets(stateDir: string, subnet: string): P
       try {
         const plan = planSandboxNet(owner.id, Number(name), subnet);
         await destroySandboxNet(plan, `${stateDir}/net/${plan.id}`);
-        swept.push(owner.id);
+        swept.push({ id: owner.id, execution: owner.execution ?? null, ownerPid: owner.pid, netns: plan.netnsName, hostInterface: plan.hostIf, hostTable: plan.hostTable });
       } catch {
         // a lock from another subnet or an unreadable id: only the lock is removed
       }
@@ -168,7 +182,9 @@ export async function applyHostRules(p: SandboxNetPlan, ports: ListenerPorts): P
 
 /** Write resolv.conf for the sandbox (bind-mount target) and for `ip netns exec`. */
 export async function writeResolvConf(p: SandboxNetPlan, runDir: string, text: string): Promise<string> {
-  await mkdir(runDir, { recursive: true, mode: 0o755 });
+  // 0711: the runtime bind-mounts the file from inside the sandbox's user namespace, and the
+  // agent reads it (0644, it names only the gateway's address); nobody else lists the dir.
+  await mkdir(runDir, { recursive: true, mode: 0o711 });
   const path = `${runDir}/resolv.conf`;
   await writeFile(path, text, { mode: 0o644 });
   await mkdir(`/etc/netns/${p.netnsName}`, { recursive: true });

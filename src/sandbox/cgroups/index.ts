@@ -175,11 +175,16 @@ export function runCgroupDirs(id: string, root = CGROUP_ROOT): string[] {
   return hier.map((h) => join(h, AEGIS_CGROUP, id)).filter((d) => existsSync(d));
 }
 
-/** Kills and removes whatever is left of a run's cgroups (sweeper, failure paths). */
-export async function destroyRunCgroups(id: string, root = CGROUP_ROOT): Promise<void> {
+/**
+ * Kills and removes whatever is left of a run's cgroups (sweeper, failure paths). Returns the
+ * cgroup directories found and the processes that were still in them.
+ */
+export async function destroyRunCgroups(id: string, root = CGROUP_ROOT): Promise<{ dirs: string[]; pids: number[] }> {
   const dirs = runCgroupDirs(id, root);
+  const pids = [...new Set(dirs.flatMap((d) => pidsIn(d)))].sort((a, b) => a - b);
   await killLoop(() => dirs.flatMap((d) => pidsIn(d)), 2000);
   removeTrees(dirs);
+  return { dirs, pids };
 }
 
 /**

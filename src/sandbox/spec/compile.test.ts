@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Policy } from '../../policy/types.js';
 import { SandboxError } from '../errors.js';
-import { compileBundle, dirsToList, mountTargets, type CompileOptions, type ResolvedVolume } from './compile.js';
+import { AEGIS_MASKED_PATHS, MASKED_PATHS, READONLY_PATHS, compileBundle, dirsToList, mountTargets, type CompileOptions, type ResolvedVolume } from './compile.js';
 import type { ImageEntry } from './rootfs.js';
 import { validateBundle } from './validate.js';
 import { hasCode } from '../../test-support/errors.js';
@@ -62,6 +62,14 @@ describe('compileBundle', () => {
     assert.equal(c.root.readonly, true);
     assert.equal(c.process.cwd, '/agent');
     assert.ok(c.linux.maskedPaths.includes('/proc/kcore') && c.linux.readonlyPaths.includes('/proc/sys'));
+  });
+  it("masks Docker's paths and the host facts an agent has no use for (regression: /proc/cmdline, boot_id and /sys/block were readable)", () => {
+    const c = compile(policy()).config;
+    for (const p of [...MASKED_PATHS, '/proc/cmdline', '/proc/sys/kernel/random/boot_id', '/sys/block', '/sys/class/block', '/sys/dev/block', '/sys/devices/virtual/dmi']) {
+      assert.ok(c.linux.maskedPaths.includes(p), `${p} masked`);
+    }
+    assert.deepEqual(new Set(c.linux.readonlyPaths), new Set(READONLY_PATHS));
+    assert.deepEqual(new Set(c.linux.maskedPaths), new Set([...MASKED_PATHS, ...AEGIS_MASKED_PATHS]));
   });
   it('mounts the code read-only at /agent, a sized tmpfs at /tmp, and binds only image paths', () => {
     const c = compile(policy()).config;
@@ -177,5 +185,34 @@ describe('validateBundle', () => {
       () => validateBundle(b, o),
       (e) => invalid(e) && /uid\/gid 0/.test((e as Error).message) && /capabilities/.test((e as Error).message) && /user/.test((e as Error).message) && /unexpected bind/.test((e as Error).message),
     );
+  });
+  describe('when a host path is left visible', () => {
+    for (const p of ['/proc/kcore', '/proc/cmdline', '/proc/sys/kernel/random/boot_id', '/sys/block', '/sys/firmware']) {
+      it(`refuses a bundle that does not mask ${p}`, () => {
+        const pol = policy();
+        const o = options(pol);
+        const b = compileBundle(pol, o);
+        b.config.linux.maskedPaths = b.config.linux.maskedPaths.filter((m) => m !== p);
+        assert.throws(
+          () => validateBundle(b, o),
+          (e) => invalid(e) && (e as Error).message.includes(`paths not masked: ${p}`),
+        );
+      });
+    }
+    it('refuses a bundle where /proc/sys is writable', () => {
+      const pol = policy();
+      const o = options(pol);
+      const b = compileBundle(pol, o);
+      b.config.linux.readonlyPaths = b.config.linux.readonlyPaths.filter((m) => m !== '/proc/sys');
+      assert.throws(
+        () => validateBundle(b, o),
+        (e) => invalid(e) && (e as Error).message.includes('paths not read-only: /proc/sys'),
+      );
+    });
+    it('accepts the compiled bundle', () => {
+      const pol = policy();
+      const o = options(pol);
+      assert.doesNotThrow(() => validateBundle(compileBundle(pol, o), o));
+    });
   });
 });

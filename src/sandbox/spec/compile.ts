@@ -14,7 +14,8 @@
  * - read-only root made of the image (see rootfs.ts), code dir read-only at /agent, tmpfs /tmp,
  *   declared fs paths as tmpfs (read-only for read grants) unless a granted volume covers them,
  *   no other host path;
- * - Docker's masked and read-only /proc paths; the seccomp profile from seccomp.ts.
+ * - Docker's masked and read-only /proc and /sys paths, plus AEGIS_MASKED_PATHS (kernel command
+ *   line, boot id, block devices, DMI); the seccomp profile from seccomp.ts.
  * Resource limits are NOT in the bundle: AEGIS sets them on the parent cgroup it owns
  * (cgroups/), so that OOM kills and usage can be read after the runtime removed its own cgroup.
  */
@@ -39,6 +40,20 @@ export const MASKED_PATHS = [
   '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
 ];
 export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+/**
+ * Masked in addition to Docker's: host facts an agent has no use for. The kernel command line
+ * (boot parameters, on some hosts the hypervisor's arguments), the boot id (a stable host
+ * identifier across sandboxes), the host's block devices and their I/O counters, and the
+ * firmware's DMI data (vendor, product, serial). A masked file reads as empty, a masked
+ * directory as an empty read-only tmpfs; a path missing on the host is skipped by the runtime.
+ * Python and Node start without them.
+ * LIMITATION: /proc/self/mountinfo still shows, in its root field, where each bind mount's
+ * source lives on its host filesystem (docs/sandbox.md, "What the agent can see of the host").
+ */
+export const AEGIS_MASKED_PATHS = [
+  '/proc/cmdline', '/proc/sys/kernel/random/boot_id', '/proc/partitions', '/proc/diskstats',
+  '/sys/block', '/sys/class/block', '/sys/dev/block', '/sys/devices/virtual/block', '/sys/devices/virtual/dmi', '/sys/class/dmi',
+];
 
 export type NetworkOption =
   | { kind: 'none' }
@@ -218,8 +233,8 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
       namespaces,
       ...(opts.cgroupsPath !== null ? { cgroupsPath: opts.cgroupsPath } : {}),
       seccomp: compileSeccomp({ deny: policy.syscalls.deny, userProfile: opts.userSeccompProfile }),
-      maskedPaths: MASKED_PATHS,
-      readonlyPaths: READONLY_PATHS,
+      maskedPaths: [...MASKED_PATHS, ...AEGIS_MASKED_PATHS],
+      readonlyPaths: [...READONLY_PATHS],
     },
     annotations: {
       'org.aegis.agent': policy.agent.name,

@@ -8,7 +8,7 @@
 import { isWithin } from '../../policy/paths.js';
 import { SandboxError } from '../errors.js';
 import type { CompiledBundle, CompileOptions } from './compile.js';
-import { CODE_MOUNT, DEFAULT_ID_MAP } from './compile.js';
+import { AEGIS_MASKED_PATHS, CODE_MOUNT, DEFAULT_ID_MAP, MASKED_PATHS, READONLY_PATHS } from './compile.js';
 
 type Check = (b: CompiledBundle, o: CompileOptions) => string | null;
 
@@ -58,6 +58,17 @@ const CHECKS: readonly Check[] = [
     return m.length === 0 || m.some((x) => x.hostID === 0 || x.hostID < 1000) ? 'ids must map to an unprivileged host range' : null;
   },
   (b) => (b.config.linux.seccomp.defaultAction === 'SCMP_ACT_ERRNO' ? null : 'seccomp must deny by default'),
+  // Host facts hidden from the agent: Docker's masked and read-only paths and AEGIS's own.
+  (b) => {
+    const masked = new Set(b.config.linux.maskedPaths);
+    const missing = [...MASKED_PATHS, ...AEGIS_MASKED_PATHS].filter((p) => !masked.has(p));
+    return missing.length > 0 ? `paths not masked: ${missing.join(', ')}` : null;
+  },
+  (b) => {
+    const ro = new Set(b.config.linux.readonlyPaths);
+    const missing = READONLY_PATHS.filter((p) => !ro.has(p));
+    return missing.length > 0 ? `paths not read-only: ${missing.join(', ')}` : null;
+  },
   // Bind sources: the image, the code dir and the volumes, nothing else.
   (b, o) => {
     const allowed = new Map<string, string>();
