@@ -29,7 +29,7 @@ try {
 }
 const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
 console.log(`\nagent ${summary.status}, exit code ${summary.exitCode}; its audit events (aegis audit query --execution ${summary.executionId}):`);
-const q = aegis(['audit', 'query', '--execution', summary.executionId]);
+const q = aegis(['audit', 'query', '--json', '--execution', summary.executionId]);
 for (const line of q.stdout.trim().split('\n').filter(Boolean)) {
   const e = JSON.parse(line).event;
   if (!e) continue;

@@ -1,13 +1,15 @@
 /**
  * `aegis audit ...`: verify, checkpoint, proof, consistency, export, tail, query, forget, pubkey,
  * prune. Output formats are a contract (checked exactly): results on stdout, diagnostics on
- * stderr. Exit codes: 0 ok; 1 verification failed / no log / bad stored data; 2 bad arguments.
+ * stderr. `tail` and `query` print one readable line per event (audit-format.ts); `--json` on
+ * every command that prints data gives JSON (JSONL for event lists, with the base64 leaf). Exit codes: 0 ok; 1 verification failed / no log / bad stored data; 2 bad arguments.
  * Every command honours $AEGIS_HOME (default ~/.aegis) and the AEGIS_AUDIT_* variables
  * documented in src/audit/index.ts. Heavy modules are imported inside the actions.
  */
 import type { Command } from 'commander';
 import type { AuditLog as Log, DecryptedEntry } from '../audit/index.js';
 import type { AegisConfig } from '../config/index.js';
+import { readableLine } from './audit-format.js';
 import { type CliContext, EXIT } from './context.js';
 
 type Decoded = { index: number; entry: Uint8Array; decoded?: DecryptedEntry; error?: string };
@@ -163,8 +165,9 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .description('recompute the whole tree from the stored entries and check every signed checkpoint')
     .option('--from-checkpoint <file>', 'also check consistency with this (older) signed checkpoint')
     .option('--pubkey <key-or-file>', 'trusted verifier key (default: AEGIS_AUDIT_PUBKEY, the pinned published key, audit/log.pub)')
+    .option('--json', 'print {"ok","size","root"} or {"ok":false,"problem"}')
     .action(
-      action(ctx, async (opts: { fromCheckpoint?: string; pubkey?: string }) => {
+      action(ctx, async (opts: { fromCheckpoint?: string; pubkey?: string; json?: boolean }) => {
         const a = await import('../audit/index.js');
         const { readFile } = await import('node:fs/promises');
         const h = ctx.config().home;
@@ -197,9 +200,11 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
           result = { ok: false as const, problem: `audit/log.pub is not the trusted key from ${source} (key replaced)`, warnings: [] };
         }
         if (result.ok) {
-          ctx.out(`ok: ${result.size} entries, root ${b64(result.root)}\n`);
+          if (opts.json === true) ctx.out(`${JSON.stringify({ ok: true, size: result.size, root: b64(result.root), warnings: result.warnings })}\n`);
+          else ctx.out(`ok: ${result.size} entries, root ${b64(result.root)}\n`);
         } else {
-          ctx.out(`FAIL: ${result.problem}\n`);
+          if (opts.json === true) ctx.out(`${JSON.stringify({ ok: false, problem: result.problem })}\n`);
+          else ctx.out(`FAIL: ${result.problem}\n`);
           ctx.exitCode = EXIT.failure;
         }
       }),
@@ -208,15 +213,16 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
   audit
     .command('checkpoint')
     .description('print the latest signed checkpoint (C2SP signed note)')
+    .option('--json', 'print {"checkpoint": "<signed note>"}')
     .action(
-      action(ctx, async () => {
+      action(ctx, async (opts: { json?: boolean }) => {
         await withLog(ctx, async (log) => {
           await log.checkpoint();
           const note = await log.latestCheckpoint();
           if (note === undefined) {
             ctx.err('aegis audit: the log is empty: no checkpoint yet\n');
             ctx.exitCode = EXIT.failure;
-          } else ctx.out(note);
+          } else ctx.out(opts.json === true ? `${JSON.stringify({ checkpoint: note })}\n` : note);
         });
       }),
     );
@@ -225,6 +231,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .command('proof <index>')
     .description('print an inclusion proof for entry <index> as JSON (base64 hashes)')
     .option('--size <n>', 'tree size to prove against (default: the current size)')
+    .option('--json', 'accepted for symmetry: the proof is JSON')
     .action(
       action(ctx, async (indexText: string, opts: { size?: string }) => {
         const index = nat(indexText, 'index');
@@ -240,6 +247,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
   audit
     .command('consistency <size1> <size2>')
     .description('print a consistency proof between two tree sizes as JSON (base64 hashes)')
+    .option('--json', 'accepted for symmetry: the proof is JSON')
     .action(
       action(ctx, async (s1: string, s2: string) => {
         const size1 = nat(s1, 'size1');
@@ -279,17 +287,19 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
 
   audit
     .command('tail')
-    .description('print the last events as JSON lines; -f keeps following new ones')
+    .description('print the last events, one readable line each (--json: JSON lines); -f keeps following new ones')
     .option('-n, --lines <n>', 'how many of the last events', '10')
     .option('-f, --follow', 'wait for new events (stop with Ctrl-C)')
+    .option('--json', 'print JSON lines {index, leaf, event} instead')
     .action(
-      action(ctx, async (opts: { lines: string; follow?: boolean }) => {
+      action(ctx, async (opts: { lines: string; follow?: boolean; json?: boolean }) => {
+        const line = opts.json === true ? jsonRecord : readableLine;
         const n = nat(opts.lines, '--lines');
         await withLog(ctx, async (log) => {
           let next = Math.max(0, log.size - n);
           const printFrom = async (): Promise<void> => {
             for await (const d of log.read(next)) {
-              ctx.out(`${jsonRecord(d)}\n`);
+              ctx.out(`${line(d)}\n`);
               next = d.index + 1;
             }
           };
@@ -311,18 +321,20 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
 
   audit
     .command('query')
-    .description('print the events matching every given filter as JSON lines')
+    .description('print the events matching every given filter, one readable line each (--json: JSON lines)')
     .option('--agent <name>', 'agent name')
     .option('--execution <id>', 'execution (run) id')
     .option('--action <action>', 'action, exactly, or a prefix like net.*')
     .option('--decision <decision>', 'allow, deny or info')
     .option('--since <time>', 'at or after (RFC 3339 or 15m, 2h, 7d)')
     .option('--until <time>', 'before (RFC 3339 or 15m, 2h, 7d)')
+    .option('--json', 'print JSON lines {index, leaf, event} instead')
     .action(
-      action(ctx, async (opts: Filters) => {
+      action(ctx, async (opts: Filters & { json?: boolean }) => {
         const filter = compileFilter(opts, Date.now());
+        const line = opts.json === true ? jsonRecord : readableLine;
         await withLog(ctx, async (log) => {
-          for await (const d of log.read(0)) if (filter(d)) ctx.out(`${jsonRecord(d)}\n`);
+          for await (const d of log.read(0)) if (filter(d)) ctx.out(`${line(d)}\n`);
         });
       }),
     );
@@ -331,11 +343,13 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .command('forget')
     .description("erase a data subject: destroy the subject's keys (crypto-shredding) and log it")
     .requiredOption('--subject <id>', 'the data subject id the events named')
+    .option('--json', 'print {"keysDestroyed","eventIndex"}')
     .action(
-      action(ctx, async (opts: { subject: string }) => {
+      action(ctx, async (opts: { subject: string; json?: boolean }) => {
         await withLog(ctx, async (log) => {
           const n = await log.forget(opts.subject, { principal: ctx.config().operator.name });
-          ctx.out(`forgot subject: ${n} key(s) destroyed, subject-erased event at index ${log.size - 1}\n`);
+          if (opts.json === true) ctx.out(`${JSON.stringify({ keysDestroyed: n, eventIndex: log.size - 1 })}\n`);
+          else ctx.out(`forgot subject: ${n} key(s) destroyed, subject-erased event at index ${log.size - 1}\n`);
         });
       }),
     );
@@ -343,11 +357,13 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
   audit
     .command('prune')
     .description('apply the retention period now (destroy payload keys older than it)')
+    .option('--json', 'print {"keysDestroyed"}')
     .action(
-      action(ctx, async () => {
+      action(ctx, async (opts: { json?: boolean }) => {
         await withLog(ctx, async (log) => {
           const ids = await log.applyRetention();
-          ctx.out(`retention: ${ids.length} key(s) destroyed\n`);
+          if (opts.json === true) ctx.out(`${JSON.stringify({ keysDestroyed: ids.length })}\n`);
+          else ctx.out(`retention: ${ids.length} key(s) destroyed\n`);
         });
       }),
     );
@@ -355,8 +371,9 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
   audit
     .command('pubkey')
     .description("print the log's public key (C2SP note verifier key)")
+    .option('--json', 'print {"pubkey"}')
     .action(
-      action(ctx, async () => {
+      action(ctx, async (opts: { json?: boolean }) => {
         const a = await import('../audit/index.js');
         const { readFile } = await import('node:fs/promises');
         const { join } = await import('node:path');
@@ -364,7 +381,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         const text = await readFile(path, 'utf8').catch(() => {
           throw new a.AuditError('store-io', `no public key at ${path} (nothing has been logged yet)`);
         });
-        ctx.out(`${text.trim()}\n`);
+        ctx.out(opts.json === true ? `${JSON.stringify({ pubkey: text.trim() })}\n` : `${text.trim()}\n`);
       }),
     );
 }

@@ -2,15 +2,19 @@
  * `aegis validate`, `aegis policy test`, `aegis policy show`.
  *
  * Contract (other tools call these exactly):
- *   validate <agent.yaml> [--json]      exit 0 + "ok"; exit 1 + one "file:line:col: message" per problem on stderr
+ *   validate <agent.yaml> [--json]      exit 0 + "ok", then one "secret: <name> (env <VAR>[, <VAR>])" line per secret
+ *                                       the run will need; exit 1 + one "file:line:col: message" per problem on stderr
  *   policy test <agent.yaml> net <host>[:<port>]
  *   policy test <agent.yaml> fs <read|write> <path>
- *                                       prints "allow" or "deny: <reason>"; exit 0 allow, 1 deny, 2 bad manifest/arguments
- *   policy show <agent.yaml>            prints the compiled Policy as JSON
+ *                                       net: prints "allow" or "deny: <reason> (<detail>)"; fs: "allow: <reason> (<detail>)"
+ *                                       or "deny: <reason> (<detail>)", about the whole sandbox view (tmpfs /tmp, read-only
+ *                                       code and image root, grants, masked /proc paths), not only the grants;
+ *                                       exit 0 allow, 1 deny, 2 bad manifest/arguments
+ *   policy show <agent.yaml> [--json]   prints the compiled Policy as JSON (--json accepted: it is JSON already)
  */
 import type { Command } from 'commander';
 import { ManifestError } from '../manifest/errors.js';
-import type { Decision } from '../policy/types.js';
+import type { Decision, Policy } from '../policy/types.js';
 import { type CliContext, EXIT } from './context.js';
 import type { LoadedManifest } from './load-manifest.js';
 
@@ -62,6 +66,13 @@ export function splitHostPort(arg: string): { host: string; port: number } | nul
   return { host, port: Number(portText) };
 }
 
+/** The secrets a run of this policy needs: secret name -> the variables that reference it, sorted. */
+export function neededSecrets(policy: Policy): { name: string; env: string[] }[] {
+  const by = new Map<string, string[]>();
+  for (const [variable, name] of Object.entries(policy.agent.secretRefs)) by.set(name, [...(by.get(name) ?? []), variable]);
+  return [...by].map(([name, env]) => ({ name, env: env.sort() })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
 function printDecision(ctx: CliContext, d: Decision, asJson: boolean): void {
   if (asJson) json(ctx, d);
   else ctx.out(d.allow ? 'allow\n' : `deny: ${d.reason} (${d.detail})\n`);
@@ -77,8 +88,14 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
     .action(async (file: string, opts: { json?: boolean }) => {
       const loaded = await load(ctx, file, EXIT.failure, opts.json === true, true);
       if (!loaded) return;
-      if (opts.json) json(ctx, { ok: true, warnings: loaded.warnings });
-      else ctx.out('ok\n');
+      const secrets = neededSecrets(loaded.policy);
+      if (opts.json) json(ctx, { ok: true, warnings: loaded.warnings, secrets });
+      else {
+        ctx.out('ok\n');
+        for (const s of secrets) ctx.out(`secret: ${s.name} (env ${s.env.join(', ')})\n`);
+      }
+      // LIMITATION: there is no secrets broker yet: a referenced variable is absent in the sandbox.
+      if (secrets.length > 0) ctx.err(`note: ${secrets.length} secret(s) referenced; AEGIS does not inject secrets yet (no secrets broker): those variables are absent in the sandbox\n`);
     });
 
   const policy = program.command('policy').description('inspect the policy a manifest compiles to');
@@ -87,8 +104,9 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
     .command('show')
     .description('print the compiled, normalized policy as JSON')
     .argument('<manifest>', 'path to agent.yaml')
-    .action(async (file: string) => {
-      const loaded = await load(ctx, file, EXIT.usage, false);
+    .option('--json', 'print as JSON (the default: the policy is JSON)')
+    .action(async (file: string, opts: { json?: boolean }) => {
+      const loaded = await load(ctx, file, EXIT.usage, opts.json === true);
       if (loaded) json(ctx, loaded.policy);
     });
 
@@ -119,8 +137,14 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
         if (args.length !== 2 || (mode !== 'read' && mode !== 'write')) return usage('fs takes <read|write> <path>');
         const loaded = await load(ctx, file, EXIT.usage, false);
         if (!loaded) return;
-        const { decidePath } = await import('../policy/paths.js');
-        return printDecision(ctx, decidePath(loaded.policy.fs, mode, path!), asJson);
+        // The whole sandbox view (tmpfs, code, image root, grants, /proc masks), read off the
+        // bundle a run would get; not only the manifest's grants (decidePath).
+        const { decideSandboxPath } = await import('../sandbox/spec/view.js');
+        const d = decideSandboxPath(loaded.policy, mode, path!);
+        if (asJson) json(ctx, d);
+        else ctx.out(`${d.allow ? 'allow' : 'deny'}: ${d.reason} (${d.detail})\n`);
+        ctx.exitCode = d.allow ? EXIT.ok : EXIT.failure;
+        return;
       }
       return usage(`unknown kind "${kind}" (use net or fs)`);
     });

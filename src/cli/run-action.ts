@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
+import { applyOperatorEnv } from '../policy/env.js';
 import type { Policy } from '../policy/types.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
@@ -195,9 +196,13 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   };
 
   let opts: RunSandboxOptions;
+  let operatorEnv: readonly string[] = [];
   try {
     const loaded = await loadPolicy(file, flags.stateDir ?? DEFAULT_STATE_DIR);
     for (const w of loaded.warnings) ctx.err(w + '\n');
+    const withEnv = applyOperatorEnv(loaded.policy, flags.env);
+    if (!withEnv.ok) throw new SandboxError('sandbox.env_refused', withEnv.message);
+    operatorEnv = withEnv.names;
     const image = await resolveImage(loaded.policy.agent.runtime, { imagesDir: config.imagesDir });
     let seccompProfile: unknown;
     if (flags.seccompProfile !== undefined) {
@@ -209,7 +214,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     }
     opts = {
       provenance: await runProvenance(file, loaded, image),
-      policy: loaded.policy,
+      policy: withEnv.policy,
       manifestDir: dirname(file),
       imageRootfs: image.rootfs,
       executionId,
@@ -258,6 +263,14 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       services = await startRunServices({ policy: opts.policy, executionId, audit, gatewayEnv: config.gatewayEnv });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
+    }
+    // The names (never the values) of the operator's --env, before the agent starts.
+    if (operatorEnv.length > 0) {
+      await services.audit.append({ actor: { agent: opts.policy.agent.name, execution: executionId }, action: 'run.env', decision: 'info', payload: { operatorEnv } });
+      if (abort.signal.aborted) {
+        await services.close().catch(() => undefined);
+        return cannotStart('the audit log failed: the agent was not started');
+      }
     }
     try {
       const withServices: RunSandboxOptions = { ...opts, audit: services.audit, network: services.network, extraEnv: services.env };

@@ -2,7 +2,7 @@
  * `aegis run`: starts the agent of an agent.yaml in a fresh sandbox.
  *
  * Contract (checked exactly):
- *   run <agent.yaml> [--isolation crun|runc|gvisor] [--volume HOST:SANDBOX[:ro|rw]]...
+ *   run <agent.yaml> [--isolation crun|runc|gvisor] [--volume HOST:SANDBOX[:ro|rw]]... [--env NAME=VALUE]...
  *       [--summary <file>] [--seccomp-profile <file>] [--dry-run] [-- extra args]
  *   The agent's stdout and stderr stream through unchanged. Exit code: the agent's; 137 when
  *   AEGIS killed it (oom, timeout, SIGINT/SIGTERM to AEGIS); 125 when AEGIS could not start it
@@ -17,6 +17,8 @@ import type { CliContext } from './context.js';
 export interface RunFlags {
   isolation?: 'crun' | 'runc' | 'gvisor';
   volume: string[];
+  /** Operator's plain environment values (src/policy/env.ts: applyOperatorEnv). */
+  env: string[];
   summary?: string;
   seccompProfile?: string;
   dryRun?: boolean;
@@ -31,6 +33,7 @@ export function registerRunCommands(program: Command, ctx: CliContext): void {
     .argument('[args...]', 'extra arguments appended to the entrypoint (after --)')
     .addOption(new Option('--isolation <runtime>', 'OCI runtime (default: agent.isolation, else crun)').choices(['crun', 'runc', 'gvisor']))
     .option('--volume <HOST:SANDBOX[:ro|rw]>', 'attach a host folder where fs.read (ro) or fs.write (rw) grants the sandbox path (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--env <NAME=VALUE>', "set a plain environment value for the agent, adding to or overriding agent.yaml's env (repeatable; not for secrets; the audit log records the name, not the value)", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--summary <file>', 'write a JSON summary of the run to <file>')
     .option('--seccomp-profile <file>', 'Docker-format seccomp profile, intersected with the default')
     .option('--dry-run', 'print the OCI bundle instead of running it')

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { cgroupLayout, type Check, evaluate, type HostFacts, planFixes } from './checks.js';
+import { cgroupLayout, type Check, evaluate, type HostFacts, planFixes, userAccess } from './checks.js';
 
 // Captured on the AEGIS build hosts (Debian 12, 2026-11): /proc/self/mountinfo cgroup lines
 // before the hugetlb fix, and /proc/cgroups.
@@ -118,9 +118,28 @@ describe('aegis doctor checks', () => {
     });
   });
 
-  it('warns (does not fail) for a non-Debian host, non-root and missing user namespaces', () => {
-    const cs = evaluate(facts({ os: { id: 'ubuntu', versionId: '24.04' }, euid: 1000, maxUserNamespaces: 0 }));
+  it('warns (does not fail) for a non-Debian host and missing user namespaces', () => {
+    const cs = evaluate(facts({ os: { id: 'ubuntu', versionId: '24.04' }, maxUserNamespaces: 0 }));
     assert.deepEqual(failing(cs), []);
-    assert.deepEqual(cs.filter((c) => c.status === 'warn').map((c) => c.id), ['host.os', 'host.root', 'kernel.userns']);
+    assert.deepEqual(cs.filter((c) => c.status === 'warn').map((c) => c.id), ['host.os', 'kernel.userns']);
+  });
+
+  describe('when not root (regression: "host ready" and exit 0, though nothing could run)', () => {
+    it('fails host.root and says what works as this user and what needs root', () => {
+      const cs = evaluate(facts({ euid: 1000 }));
+      assert.deepEqual(failing(cs), ['host.root']);
+      const c = byId(cs, 'host.root')!;
+      assert.match(c.summary, /uid 1000, not root/);
+      assert.match(c.advice!, /as root \(sudo\): aegis run, .*aegis doctor --fix; as this user: aegis validate, aegis policy test\|show/);
+      assert.equal(c.fix, undefined, 'nothing for --fix to do');
+    });
+    it('userAccess splits the commands', () => {
+      assert.deepEqual(userAccess(0).needRoot, []);
+      const u = userAccess(65534);
+      assert.equal(u.root, false);
+      assert.ok(u.asThisUser.includes('aegis validate'));
+      assert.ok(u.needRoot.includes('aegis run'));
+      assert.ok(!u.asThisUser.includes('aegis run'));
+    });
   });
 });

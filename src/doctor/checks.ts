@@ -97,6 +97,26 @@ export const PACKAGE_OF: Readonly<Record<string, string>> = {
 
 const LIMIT_CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
 
+/** What a user can do with AEGIS on this host: everything as root; the pure commands otherwise. */
+export interface UserAccess {
+  readonly root: boolean;
+  readonly asThisUser: readonly string[];
+  readonly needRoot: readonly string[];
+}
+
+/**
+ * The commands that need no privilege (they read a manifest, or the audit log under the user's own
+ * $AEGIS_HOME, or list the world-readable image store), and the ones that need root: a sandbox
+ * needs cgroups, namespaces and nftables; images are root-owned files; fixes change the host.
+ */
+const ROOT_FREE = ['aegis validate', 'aegis policy test|show', 'aegis audit (own $AEGIS_HOME)', 'aegis image ls'];
+const ROOT_ONLY = ['aegis run', 'aegis image build|import|verify|rm', 'aegis doctor --fix'];
+
+export function userAccess(euid: number): UserAccess {
+  const root = euid === 0;
+  return { root, asThisUser: root ? [...ROOT_FREE, ...ROOT_ONLY] : ROOT_FREE, needRoot: root ? [] : ROOT_ONLY };
+}
+
 export function evaluate(f: HostFacts): Check[] {
   const checks: Check[] = [];
   const cmd = (name: string) => f.commands[name] ?? null;
@@ -107,10 +127,17 @@ export function evaluate(f: HostFacts): Check[] {
       ? { id: 'host.os', status: 'ok', summary: 'Debian 12 (bookworm)' }
       : { id: 'host.os', status: 'warn', summary: `${f.os.id || 'unknown'} ${f.os.versionId}: AEGIS is built and tested on Debian 12`, advice: 'package names and fixes below assume Debian 12' },
   );
+  // Not root is a failure, not a warning: no sandbox can start (cgroups, namespaces, nftables).
+  const who = userAccess(f.euid);
   checks.push(
-    f.euid === 0
+    who.root
       ? { id: 'host.root', status: 'ok', summary: 'running as root' }
-      : { id: 'host.root', status: 'warn', summary: `running as uid ${f.euid}`, advice: 'sandboxes, image builds and --fix need root' },
+      : {
+          id: 'host.root',
+          status: 'fail',
+          summary: `running as uid ${f.euid}, not root: no sandbox can start as this user`,
+          advice: `as root (sudo): ${who.needRoot.join(', ')}; as this user: ${who.asThisUser.join(', ')}`,
+        },
   );
 
   // OCI runtimes: crun is the default; runc and runsc are alternatives.

@@ -97,6 +97,33 @@ describe('parseManifest', () => {
     });
   });
 
+  describe('when a key is unknown (regression: no "did you mean" for enviroment, ratelimit, timeout)', () => {
+    it('names the key that exists at that level', () => {
+      const r = parseManifest(`${minimal}  enviroment: { A: b }
+permissions:
+  timeout: 5m
+  network:
+    ratelimit: 5/s
+  bogus: 1
+`);
+      assert.equal(r.ok, false);
+      assert.deepEqual(
+        (!r.ok ? r.issues : []).map((i) => `${i.line}:${i.column} ${i.path}: ${i.message}`),
+        [
+          '6:3 agent.enviroment: unknown key "enviroment" (did you mean "env"?)',
+          '8:3 permissions.timeout: unknown key "timeout" (did you mean "execution_time"?)',
+          '10:5 permissions.network.ratelimit: unknown key "ratelimit" (did you mean "rate_limit"?)',
+          '11:3 permissions.bogus: unknown key "bogus"',
+        ],
+      );
+    });
+    it('suggests a top-level key too', () => {
+      const r = parseManifest(`${minimal}permisions: {}
+`);
+      assert.equal(!r.ok && r.issues[0]?.message, 'unknown key "permisions" (did you mean "permissions"?)');
+    });
+  });
+
   describe('the bad manifests in test/fixtures/manifests/bad', () => {
     for (const name of readdirSync(BAD_DIR).filter((f) => f.endsWith('.yaml'))) {
       it(`rejects ${name} with each expected line, column and field`, () => {

@@ -10,6 +10,7 @@ import type * as z from 'zod';
 import { privateSuffixWarning } from '../policy/host.js';
 import { ManifestError } from './errors.js';
 import { manifestSchema, type Manifest } from './schema.js';
+import { suggestKey } from './suggest.js';
 
 /** Manifests larger than this are refused before parsing. */
 export const MAX_MANIFEST_BYTES = 64 * 1024;
@@ -64,6 +65,29 @@ function messageFor(iss: z.core.$ZodRawIssue): string | undefined {
     default:
       return undefined;
   }
+}
+
+/** zod's internal definition, as far as this file walks it (objects and their wrappers). */
+interface SchemaDef {
+  readonly type?: string;
+  readonly shape?: Readonly<Record<string, { readonly _zod?: { readonly def?: SchemaDef } }>>;
+  readonly innerType?: { readonly _zod?: { readonly def?: SchemaDef } };
+  readonly in?: { readonly _zod?: { readonly def?: SchemaDef } };
+}
+
+/** The keys the schema knows for the mapping at `path` (for "did you mean"); [] when unknown. */
+function knownKeys(path: readonly PropertyKey[]): string[] {
+  let def: SchemaDef | undefined = (manifestSchema as unknown as { _zod: { def: SchemaDef } })._zod.def;
+  const unwrap = (): void => {
+    for (let i = 0; i < 8 && def !== undefined && def.type !== 'object'; i++) def = (def.innerType ?? def.in)?._zod?.def;
+  };
+  unwrap();
+  for (const seg of path) {
+    if (def?.type !== 'object' || typeof seg !== 'string') return [];
+    def = def.shape?.[seg]?._zod?.def;
+    unwrap();
+  }
+  return def?.type === 'object' && def.shape ? Object.keys(def.shape) : [];
 }
 
 class Locator {
@@ -155,7 +179,8 @@ export function parseManifest(text: string): ParseResult {
     if (iss.code === 'unrecognized_keys') {
       for (const key of iss.keys) {
         const { line, column } = loc.key(iss.path, key);
-        issues.push({ line, column, path: formatPath([...iss.path, key]), message: `unknown key "${key}"` });
+        const hint = suggestKey(key, knownKeys(iss.path));
+        issues.push({ line, column, path: formatPath([...iss.path, key]), message: `unknown key "${key}"${hint !== undefined ? ` (did you mean "${hint}"?)` : ''}` });
       }
       continue;
     }

@@ -13,6 +13,7 @@
 import * as z from 'zod';
 import { parseAllowEntry } from '../policy/host.js';
 import { parseImageRef } from '../policy/image-ref.js';
+import { ENV_NAME, RESERVED_ENV, SECRET_REF } from '../policy/env.js';
 import { normalizeSandboxPath } from '../policy/paths.js';
 import { isKnownSyscall } from '../policy/syscalls.js';
 import type { ImageRef, Isolation, NetRule } from '../policy/types.js';
@@ -45,10 +46,6 @@ export const LIMITS = {
  */
 const RESERVED_PATHS = ['/', '/proc', '/sys', '/dev', '/agent'];
 
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** Set by AEGIS itself (egress gateway); an agent may not point them elsewhere. */
-const RESERVED_ENV = new Set(['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY', 'FTP_PROXY']);
-const SECRET_REF = /^secret:([a-z0-9][a-z0-9._-]{0,127})$/;
 
 function unit<T>(parse: (s: string) => { ok: true; value: number } | { ok: false; message: string }, check: (v: number) => string | null) {
   return (text: string, ctx: z.RefinementCtx): number => {

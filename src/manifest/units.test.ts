@@ -48,3 +48,24 @@ describe('parseRate', () => {
     assert.equal(parseRate('x/s').ok, false);
   });
 });
+
+describe('unit hints (regression: "5min" was told to try 5s)', () => {
+  const msg = (r: { ok: true; value: number } | { ok: false; message: string }): string => (r.ok ? '' : r.message);
+  it('suggests the unit a duration spelling means', () => {
+    assert.equal(msg(parseDuration('5min')), '"5min" is not a duration: unknown unit "min" (try 5m)');
+    assert.match(msg(parseDuration('30sec')), /\(try 30s\)$/);
+    assert.match(msg(parseDuration('2hours')), /\(try 2h\)$/);
+    assert.match(msg(parseDuration('2d')), /\(try 48h\)$/);
+    assert.match(msg(parseDuration('1500ms')), /\(try 2s: the smallest unit is s\)$/);
+    assert.match(msg(parseDuration('300')), /\(try 300s\)$/);
+  });
+  it('suggests the size unit a short spelling means', () => {
+    assert.equal(msg(parseSize('512M')), '"512M" is not a size (try 512MB)');
+    assert.equal(msg(parseSize('1Gi')), '"1Gi" is not a size (try 1GiB)');
+    assert.equal(msg(parseSize('2g')), '"2g" is not a size (try 2GB)');
+  });
+  it('suggests a rate unit for a spelled-out time unit', () => {
+    assert.equal(msg(parseRate('20/sec')), '"20/sec": unknown rate unit "sec" (try 20/s)');
+    assert.equal(msg(parseRate('20/fortnight')), '"20/fortnight": unknown rate unit "fortnight" (use /s, /m or /h)');
+  });
+});

@@ -103,7 +103,17 @@ export type AllowReason =
   /** A resolved address of an allowed name that lies in no special-purpose block. */
   | 'net.allowed.public_address'
   | 'fs.allowed.read'
-  | 'fs.allowed.write';
+  | 'fs.allowed.write'
+  /** Sandbox view (src/sandbox/spec/view.ts): a scratch tmpfs (/tmp, /dev/shm), writable, gone after the run. */
+  | 'fs.allowed.tmpfs'
+  /** Sandbox view: the agent's code at /agent, read-only. */
+  | 'fs.allowed.code'
+  /** Sandbox view: the image root, read-only (readable if the image has the file). */
+  | 'fs.allowed.image'
+  /** Sandbox view: the sandbox's own /proc, /sys, /dev, readable. */
+  | 'fs.allowed.kernel'
+  /** Sandbox view: a standard device node (/dev/null, ...), writable. */
+  | 'fs.allowed.device';
 
 export type DenyReason =
   | 'net.denied.no_rules'
@@ -115,7 +125,15 @@ export type DenyReason =
   | 'net.denied.special_range'
   | 'fs.denied.invalid_path'
   | 'fs.denied.not_granted'
-  | 'fs.denied.read_only';
+  | 'fs.denied.read_only'
+  /** Sandbox view: the code mount is read-only. */
+  | 'fs.denied.code_readonly'
+  /** Sandbox view: the image root is read-only. */
+  | 'fs.denied.image_readonly'
+  /** Sandbox view: a masked kernel path (/proc/kcore, ...). */
+  | 'fs.denied.masked'
+  /** Sandbox view: /proc, /sys, /dev are read-only to the agent. */
+  | 'fs.denied.kernel_readonly';
 
 export type Decision =
   | { readonly allow: true; readonly reason: AllowReason; /** the manifest entry that allowed it */ readonly rule: string }

@@ -8,6 +8,8 @@ export type SandboxErrorCode =
   | 'sandbox.invalid_spec'
   /** A `--volume` flag is malformed, its host path is missing, or its sandbox path is not granted. */
   | 'sandbox.volume_refused'
+  /** An `--env` flag is malformed, names a variable AEGIS sets or a secret reference, or carries a `secret:` value. */
+  | 'sandbox.env_refused'
   /** The agent's code directory is missing or resolves outside the manifest's folder. */
   | 'sandbox.code_dir_refused'
   /** A user-supplied seccomp profile file is unreadable or not a Docker-format profile. */

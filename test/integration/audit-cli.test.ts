@@ -140,7 +140,7 @@ describe('aegis audit: CLI contract', () => {
 
   it('query filters by agent, execution, action, decision and time', async () => {
     const idx = async (...args: string[]) =>
-      (await aegis(home, ['audit', 'query', ...args])).stdout.trimEnd().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { index: number }).index);
+      (await aegis(home, ['audit', 'query', '--json', ...args])).stdout.trimEnd().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { index: number }).index);
     assert.deepEqual(await idx('--agent', 'beta', '--decision', 'deny'), [5, 15]);
     assert.deepEqual(await idx('--execution', 'run-1', '--action', 'fs.read'), [4, 16]);
     assert.deepEqual((await idx('--action', 'net.*')).length, 15);
@@ -150,14 +150,41 @@ describe('aegis audit: CLI contract', () => {
     assert.equal(bad.code, 2);
   });
 
-  it('tail prints the last events', async () => {
-    const r = await aegis(home, ['audit', 'tail', '-n', '3']);
+  it('tail --json prints the last events as JSON lines', async () => {
+    const r = await aegis(home, ['audit', 'tail', '--json', '-n', '3']);
     assert.deepEqual(r.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { index: number }).index), [17, 18, 19]);
+  });
+
+  it('tail and query print one readable line per event by default (regression: a 2 KB base64 leaf per line)', async () => {
+    const tail = await aegis(home, ['audit', 'tail', '-n', '3']);
+    assert.equal(tail.code, 0, tail.stderr);
+    const lines = tail.stdout.trimEnd().split('\n');
+    assert.equal(lines.length, 3);
+    const events = (await aegis(home, ['audit', 'tail', '--json', '-n', '3'])).stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { index: number; leaf: string; event: { time: string; action: string; decision: string } });
+    lines.forEach((line, i) => {
+      const e = events[i]!;
+      assert.ok(line.startsWith(`${e.event.time} #${e.index} ${e.event.action} ${e.event.decision} `), line);
+      assert.ok(!line.includes(e.leaf), 'no leaf in the readable line');
+      assert.ok(line.length < 300, `short line: ${line.length}`);
+    });
+    const q = await aegis(home, ['audit', 'query', '--agent', 'beta', '--decision', 'deny']);
+    assert.deepEqual(q.stdout.trimEnd().split('\n').map((l) => l.split(' ').slice(1).join(' ')), ['#5 net.connect deny beta/run-2 - host=h5.example i=5', '#15 net.connect deny beta/run-0 - host=h15.example i=15']);
+  });
+
+  it('verify, checkpoint and pubkey print JSON with --json', async () => {
+    const v = JSON.parse((await aegis(home, ['audit', 'verify', '--json'])).stdout) as { ok: boolean; size: number; root: string };
+    assert.equal(v.ok, true);
+    assert.ok(v.size >= 20);
+    assert.match(v.root, /^[A-Za-z0-9+/]{43}=$/u);
+    const c = JSON.parse((await aegis(home, ['audit', 'checkpoint', '--json'])).stdout) as { checkpoint: string };
+    assert.match(c.checkpoint, /^.+\n\d+\n/u);
+    const k = JSON.parse((await aegis(home, ['audit', 'pubkey', '--json'])).stdout) as { pubkey: string };
+    assert.equal(`${k.pubkey}\n`, (await aegis(home, ['audit', 'pubkey'])).stdout);
   });
 
   it('tail -f prints events appended later', async () => {
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [AEGIS, 'audit', 'tail', '-n', '0', '-f'], { env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home } });
+    const child = spawn(process.execPath, [AEGIS, 'audit', 'tail', '--json', '-n', '0', '-f'], { env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home } });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     await new Promise((r) => setTimeout(r, 700));

@@ -52,9 +52,58 @@ describe('aegis validate', () => {
   it('prints JSON with --json', () => {
     const r = aegis('validate', '--json', EXAMPLE);
     assert.equal(r.code, 0);
-    const j = JSON.parse(r.out) as { ok: boolean; warnings: string[] };
+    const j = JSON.parse(r.out) as { ok: boolean; warnings: string[]; secrets: unknown[] };
     assert.equal(j.ok, true);
     assert.equal(j.warnings.length, 1);
+    assert.deepEqual(j.secrets, []);
+  });
+
+  describe('when the manifest references secrets (regression: validate did not say which)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-validate-'));
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(
+      file,
+      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: [python3]\n  env:\n    OPENAI_API_KEY: "secret:openai"\n    BACKUP_KEY: "secret:openai"\n    DB_PASSWORD: "secret:db-pass"\n    MODE: fast\n',
+    );
+    it('lists them after "ok", one line per secret with the variables that carry it', () => {
+      const r = aegis('validate', file);
+      assert.equal(r.code, 0, r.err);
+      assert.equal(r.out, 'ok\nsecret: db-pass (env DB_PASSWORD)\nsecret: openai (env BACKUP_KEY, OPENAI_API_KEY)\n');
+      assert.match(r.err, /does not inject secrets yet/);
+    });
+    it('lists them in --json', () => {
+      const r = aegis('validate', '--json', file);
+      assert.equal(r.code, 0, r.err);
+      assert.deepEqual((JSON.parse(r.out) as { secrets: unknown }).secrets, [
+        { name: 'db-pass', env: ['DB_PASSWORD'] },
+        { name: 'openai', env: ['BACKUP_KEY', 'OPENAI_API_KEY'] },
+      ]);
+    });
+  });
+
+  it('suggests the key meant for a misspelt one, and the unit meant (regression)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-validate-'));
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(file, 'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: [python3]\n  enviroment: {}\npermissions:\n  timeout: 5m\n  network:\n    ratelimit: 5/s\n  execution_time: 5min\n');
+    const r = aegis('validate', file);
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.err.trim().split('\n'), [
+      `${file}:6:3: agent.enviroment: unknown key "enviroment" (did you mean "env"?)`,
+      `${file}:8:3: permissions.timeout: unknown key "timeout" (did you mean "execution_time"?)`,
+      `${file}:10:5: permissions.network.ratelimit: unknown key "ratelimit" (did you mean "rate_limit"?)`,
+      `${file}:11:19: permissions.execution_time: "5min" is not a duration: unknown unit "min" (try 5m)`,
+    ]);
+  });
+});
+
+describe('aegis policy show', () => {
+  it('prints the compiled policy as JSON, with or without --json', () => {
+    const plain = aegis('policy', 'show', EXAMPLE);
+    const withFlag = aegis('policy', 'show', '--json', EXAMPLE);
+    assert.equal(plain.code, 0, plain.err);
+    assert.equal(withFlag.code, 0, withFlag.err);
+    assert.equal(withFlag.out, plain.out);
+    assert.equal((JSON.parse(plain.out) as { agent: { name: string } }).agent.name, 'example-agent');
   });
 });
 
@@ -69,11 +118,17 @@ describe('aegis policy test', () => {
     [['net', '169.254.169.254:80'], 1, /^deny: net\.denied\.special_range/],
     [['net', '2130706433:80'], 1, /^deny: net\.denied\.special_range/],
     [['net', '[::1]:443'], 1, /^deny: net\.denied\.special_range/],
-    [['fs', 'read', '/data/inputs/a.csv'], 0, /^allow\n$/],
-    [['fs', 'write', '/data/outputs/r.txt'], 0, /^allow\n$/],
+    [['fs', 'read', '/data/inputs/a.csv'], 0, /^allow: fs\.allowed\.read \(\/data\/inputs is granted: an empty read-only tmpfs/],
+    [['fs', 'write', '/data/outputs/r.txt'], 0, /^allow: fs\.allowed\.write \(\/data\/outputs is granted read-write: an empty tmpfs for the run, gone afterwards/],
     [['fs', 'write', '/data/inputs/a.csv'], 1, /^deny: fs\.denied\.read_only/],
-    [['fs', 'read', '/data/inputs2/a.csv'], 1, /^deny: fs\.denied\.not_granted/],
-    [['fs', 'read', '/data/inputs/../../etc/passwd'], 1, /^deny: fs\.denied\.not_granted/],
+    [['fs', 'write', '/data/inputs2/a.csv'], 1, /^deny: fs\.denied\.image_readonly/],
+    [['fs', 'write', '/data/inputs/../../etc/passwd'], 1, /^deny: fs\.denied\.image_readonly/],
+    // Regression: these were "deny: fs.denied.not_granted", though the agent can read or write them.
+    [['fs', 'write', '/tmp/x'], 0, /^allow: fs\.allowed\.tmpfs \(\/tmp is a writable tmpfs/],
+    [['fs', 'read', '/agent/main.py'], 0, /^allow: fs\.allowed\.code/],
+    [['fs', 'write', '/agent/main.py'], 1, /^deny: fs\.denied\.code_readonly/],
+    [['fs', 'read', '/etc/passwd'], 0, /^allow: fs\.allowed\.image/],
+    [['fs', 'read', '/proc/kcore'], 1, /^deny: fs\.denied\.masked/],
   ];
   for (const [args, code, out] of cases) {
     it(`${args.join(' ')} -> exit ${code}`, () => {
@@ -91,6 +146,12 @@ describe('aegis policy test', () => {
     assert.equal(aegis('policy', 'test', '/nonexistent.yaml', 'net', 'a.com').code, 2);
     const bad = join(REPO_ROOT, 'test', 'fixtures', 'manifests', 'bad', 'wildcards.yaml');
     assert.equal(aegis('policy', 'test', bad, 'net', 'a.com').code, 2);
+  });
+
+  it('prints an fs decision as JSON with --json, naming the mount that answers', () => {
+    const r = aegis('policy', 'test', '--json', EXAMPLE, 'fs', 'write', '/tmp/x');
+    assert.equal(r.code, 0);
+    assert.deepEqual(JSON.parse(r.out), { allow: true, reason: 'fs.allowed.tmpfs', mount: '/tmp', detail: '/tmp is a writable tmpfs for the run, empty at start and gone afterwards' });
   });
 
   it('prints the decision as JSON with --json', () => {

@@ -3,10 +3,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { chownSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { importImage } from '../../src/images/import.js';
 import { parseImageRef } from '../../src/images/ref.js';
+import { requireOrSkip } from './sandbox-conformance.js';
 import { removeTempDirs, tarOf, tempDir, writeOciLayout } from './images-support.js';
 import { AEGIS_BIN } from '../../src/test-support/repo.js';
 
@@ -53,5 +55,53 @@ describe('aegis doctor --json', () => {
     const c = report.checks.find((x) => x.id === 'images.default');
     assert.equal(c?.status, 'ok');
     assert.ok(c?.summary.includes(r.digest));
+  });
+});
+
+describe('aegis doctor as a non-root user (setpriv to nobody)', () => {
+  const NOBODY = 65534;
+  const home = tempDir('nobody-home');
+  chownSync(home, NOBODY, NOBODY);
+  const asNobody = (args: string[]) =>
+    spawnSync('setpriv', ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', process.execPath, bin, ...args], {
+      env: { PATH: process.env['PATH'] ?? '', HOME: home, AEGIS_HOME: join(home, 'aegis'), AEGIS_IMAGES: '/var/lib/aegis/images' },
+      encoding: 'utf8',
+      cwd: home,
+    });
+  const unavailable = (): string | null => {
+    const r = asNobody(['--version']);
+    return r.status === 0 ? null : `uid ${NOBODY} cannot run ${bin} (${r.error?.message ?? r.stderr.trim()})`;
+  };
+
+  it('regression: does not say "host ready" or exit 0; says what works as this user and what needs root', (t) => {
+    if (!requireOrSkip(t, unavailable())) return;
+    const r = asNobody(['doctor']);
+    assert.doesNotMatch(r.stdout, /^host ready\n/mu);
+    assert.match(r.stdout, /^FAIL {2}host\.root +running as uid 65534, not root/mu);
+    assert.match(r.stdout, /you are not root: aegis validate, aegis policy test\|show, .* work as this user; aegis run, .*aegis doctor --fix need root\n$/u);
+    assert.equal(r.status, 3, r.stdout + r.stderr);
+    const j = asNobody(['doctor', '--json']);
+    const report = JSON.parse(j.stdout) as Report & { root: boolean; needRoot: string[]; asThisUser: string[] };
+    assert.equal(report.ok, false);
+    assert.equal(report.root, false);
+    assert.ok(report.needRoot.includes('aegis run'));
+    assert.ok(report.asThisUser.includes('aegis validate'));
+    assert.equal(j.status, 3);
+  });
+
+  it('refuses --fix before changing anything (exit 125)', (t) => {
+    if (!requireOrSkip(t, unavailable())) return;
+    const r = asNobody(['doctor', '--fix']);
+    assert.equal(r.status, 125);
+    assert.match(r.stderr, /--fix needs root/u);
+    assert.equal(r.stdout, '');
+  });
+
+  it('what it says works does work as this user', (t) => {
+    if (!requireOrSkip(t, unavailable())) return;
+    const manifest = join(import.meta.dirname, '..', '..', '..', 'examples', 'hello', 'agent.yaml');
+    assert.equal(asNobody(['validate', manifest]).status, 0);
+    assert.equal(asNobody(['policy', 'test', manifest, 'fs', 'write', '/tmp/x']).status, 0);
+    assert.equal(asNobody(['image', 'ls']).status, 0);
   });
 });

@@ -45,7 +45,7 @@ describe('aegis run behind the egress gateway: the exfiltration demo', { ...requ
       assert.ok(!inet.requestsSeen().some((q) => q.host.includes('attacker')), 'no request reached attacker.com');
 
       const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
-      const q = aegis(['audit', 'query', '--execution', executionId], env);
+      const q = aegis(['audit', 'query', '--json', '--execution', executionId], env);
       assert.equal(q.code, 0, q.err);
       const events = q.out
         .trim()

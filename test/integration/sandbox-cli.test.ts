@@ -101,7 +101,7 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     if (!requireOrSkip(t, unavailable)) return;
     const events = async (summaryFile: string): Promise<Array<{ action: string; decision: string; reason?: string }>> => {
       const id = (JSON.parse(readFileSync(summaryFile, 'utf8')) as { executionId: string }).executionId;
-      const q = await aegis(['audit', 'query', '--execution', id]);
+      const q = await aegis(['audit', 'query', '--json', '--execution', id]);
       assert.equal(q.code, 0, q.err);
       return q.out
         .trim()

@@ -33,6 +33,8 @@ export const AGENT_GID = 1000;
 export const DEFAULT_ID_MAP = { hostBase: 100_000, size: 65_536 } as const;
 export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
 export const CODE_MOUNT = '/agent';
+/** The agent's scratch space: a writable tmpfs, emptied with the run. */
+export const TMP_MOUNT = '/tmp';
 
 /** Docker's defaults (moby/oci/defaults.go). */
 export const MASKED_PATHS = [
@@ -115,13 +117,13 @@ function declaredMounts(policy: Policy, volumes: readonly ResolvedVolume[]): { p
   }
   const out: { path: string; mode: 'ro' | 'rw' }[] = [];
   // Already provided: /tmp (a writable tmpfs) and /agent (the code, read-only).
-  const provided = new Set([...volumes.map((v) => v.sandbox), '/tmp', CODE_MOUNT]);
+  const provided = new Set([...volumes.map((v) => v.sandbox), TMP_MOUNT, CODE_MOUNT]);
   for (const p of policy.fs.write) if (!provided.has(p)) out.push({ path: p, mode: 'rw' });
   for (const p of policy.fs.read) if (!provided.has(p) && !policy.fs.write.includes(p)) out.push({ path: p, mode: 'ro' });
   return out;
 }
 
-const SYSTEM_TARGETS = ['/proc', '/dev', '/sys', '/tmp', CODE_MOUNT];
+const SYSTEM_TARGETS = ['/proc', '/dev', '/sys', TMP_MOUNT, CODE_MOUNT];
 
 /**
  * Every mount target the bundle will have, and the subset that sits directly on the root
@@ -154,7 +156,7 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
   const { top } = mountTargets(policy, volumes);
   // runc gives a tmpfs the mode of the directory it covers (ignoring `mode=`): make the
   // skeleton's mountpoints of writable tmpfs world-writable with the sticky bit, like /tmp.
-  const writableTmpfs = new Set(['/tmp', ...declaredMounts(policy, volumes).filter((m) => m.mode === 'rw').map((m) => m.path)]);
+  const writableTmpfs = new Set([TMP_MOUNT, ...declaredMounts(policy, volumes).filter((m) => m.mode === 'rw').map((m) => m.path)]);
   const planned = planRootfs(top, opts.imageListing);
   const rootfs: RootfsPlan = {
     ...planned,
@@ -180,7 +182,7 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
   ];
   const image = rootfs.binds.map((p) => bind(p, opts.imageRootfs + p, 'ro'));
   const user: OciMount[] = [
-    tmpfs('/tmp', ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`]),
+    tmpfs(TMP_MOUNT, ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`]),
     bind(CODE_MOUNT, opts.codeDir, 'ro'),
     ...declaredMounts(policy, volumes).map((m) =>
       tmpfs(m.path, m.mode === 'rw' ? ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`] : ['nosuid', 'nodev', 'mode=0555', 'size=4096', 'ro']),
