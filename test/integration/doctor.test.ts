@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chownSync } from 'node:fs';
+import { chownSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { importImage } from '../../src/images/import.js';
@@ -61,6 +61,8 @@ describe('aegis doctor --json', () => {
 describe('aegis doctor as a non-root user (setpriv to nobody)', () => {
   const NOBODY = 65534;
   const home = tempDir('nobody-home');
+  mkdirSync(join(home, 'aegis'), { mode: 0o700 });
+  chownSync(join(home, 'aegis'), NOBODY, NOBODY);
   chownSync(home, NOBODY, NOBODY);
   const asNobody = (args: string[]) =>
     spawnSync('setpriv', ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', process.execPath, bin, ...args], {

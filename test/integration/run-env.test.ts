@@ -18,7 +18,9 @@ describe('aegis run --env', { timeout: 120_000 }, () => {
   let file = '';
   let unavailable: string | null = null;
   const aegis = (args: string[]) => {
-    const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], { encoding: 'utf8', env: { ...process.env, AEGIS_HOME: join(work, 'home') }, timeout: 60_000 });
+    const home = join(work, 'home');
+    mkdirSync(home, { recursive: true });
+    const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], { encoding: 'utf8', env: { ...process.env, AEGIS_HOME: home }, timeout: 60_000 });
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
   const run = (...flags: string[]) => aegis(['run', file, '--state-dir', join(work, 'state'), ...flags]);

@@ -55,7 +55,7 @@ function aegis(args: string[], env: Record<string, string> = {}): Promise<Ran> {
 }
 
 async function eventsOf(execution: string): Promise<LoggedEvent[]> {
-  const q = await aegis(['audit', 'query', '--execution', execution]);
+  const q = await aegis(['audit', 'query', '--json', '--execution', execution]);
   assert.equal(q.code, 0, q.err);
   return q.out
     .trim()

@@ -86,6 +86,7 @@ describe('policy test fs answers what a crun sandbox allows', { timeout: 120_000
       'version: "1.0"\nagent:\n  name: view-probe\n  runtime: "python:3.11"\n  entrypoint: ["python3", "probe.py"]\n  isolation: crun\npermissions:\n  fs:\n    read: ["/data/inputs"]\n    write: ["/data/outputs"]\n  execution_time: 30s\n',
     );
     const home = join(work, 'home');
+    mkdirSync(home, { recursive: true });
     const r = aegis(['run', file, '--state-dir', join(work, 'state'), '--', JSON.stringify(READS), JSON.stringify(WRITES)], { AEGIS_HOME: home });
     assert.equal(r.code, 0, r.err);
     const seen = JSON.parse(r.out) as Record<string, boolean>;

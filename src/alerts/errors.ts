@@ -1,0 +1,14 @@
+/** Errors of the alerting area. Codes are API: callers and tests branch on `code`. */
+import { AegisError } from '../errors.js';
+
+export type AlertErrorCode =
+  /** A rule file does not parse or a rule is not valid (the message names file, line and column). */
+  | 'alerts.rule_invalid'
+  /** A rule file or events file cannot be read. */
+  | 'alerts.io'
+  /** An events file line is not an audit event. */
+  | 'alerts.event_invalid'
+  /** A sink's configuration is not usable. */
+  | 'alerts.sink_invalid';
+
+export class AlertError extends AegisError<AlertErrorCode> {}

@@ -1,0 +1,9 @@
+/**
+ * Alerting: Sigma-compatible rules over the audit stream. Pure rules and engine (rule.ts,
+ * selection.ts, condition.ts, engine.ts); rule files (load.ts) and the sink that raises
+ * `alert.raised` events as a run's events are appended (sink.ts) around them.
+ */
+export { AlertError, type AlertErrorCode } from './errors.js';
+export { type Alert, AlertEngine, type EngineEvent, type EngineOptions } from './engine.js';
+export { type CompiledRule, LEVELS, type Level, linkRules, parseRules } from './rule.js';
+export { DEFAULT_PACK, loadRules } from './load.js';

@@ -1,0 +1,65 @@
+/**
+ * Raising alerts as a run's events are appended (adapter around the pure engine). The sink
+ * sits between the producers (sandbox, gateway) and the audit log: it gives each event its id
+ * and time (so an alert can name the events that raised it), forwards it, evaluates it, and
+ * appends every alert as an `alert.raised` event to the same log, so alerts are tamper-evident
+ * too. Delivery elsewhere (`deliver`) never blocks or fails the append path.
+ *
+ * `alert.raised`: actor = the triggering event's actor; decision `info`; reason = the rule id;
+ * payload: rule, title, level, kind, summary, eventIds, suppressed, and for correlations the
+ * group and count.
+ */
+import { randomFillSync } from 'node:crypto';
+import type { AuditEventInput, AuditSink } from '../audit/event.js';
+import { uuidv7Generator } from '../audit/event-id.js';
+import type { Alert, AlertEngine, EngineEvent } from './engine.js';
+
+export function alertEvent(a: Alert): AuditEventInput {
+  return {
+    actor: a.actor,
+    action: 'alert.raised',
+    decision: 'info',
+    reason: a.rule.id,
+    payload: {
+      rule: a.rule.id,
+      title: a.rule.title,
+      level: a.rule.level,
+      kind: a.rule.kind,
+      summary: a.summary,
+      eventIds: a.eventIds,
+      suppressed: a.suppressed,
+      ...(a.group !== undefined ? { group: a.group } : {}),
+      ...(a.count !== undefined ? { count: a.count } : {}),
+    },
+  };
+}
+
+export class AlertingSink implements AuditSink {
+  private readonly newId: () => string;
+  /** Alerts raised so far (for the run summary). */
+  raised = 0;
+  constructor(
+    private readonly inner: AuditSink,
+    private readonly engine: AlertEngine,
+    private readonly deliver: (a: Alert) => void = () => undefined,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.newId = uuidv7Generator(now, (b) => randomFillSync(b));
+  }
+
+  append(e: AuditEventInput): void | Promise<void> {
+    const full: AuditEventInput = { ...e, id: e.id ?? this.newId(), time: e.time ?? new Date(this.now()).toISOString() };
+    const done = this.inner.append(full);
+    for (const a of this.engine.evaluate(full as EngineEvent)) {
+      this.raised++;
+      const appended = this.inner.append(alertEvent(a));
+      if (appended instanceof Promise) appended.catch(() => undefined); // the log reports its own failures
+      try {
+        this.deliver(a);
+      } catch {
+        // delivery is best effort; the alert is in the log
+      }
+    }
+    return done;
+  }
+}
