@@ -6,7 +6,7 @@
  * documented in src/audit/index.ts. Heavy modules are imported inside the actions.
  */
 import type { Command } from 'commander';
-import type { AuditLog as Log, DecryptedEntry } from '../audit/index.js';
+import type { AuditLog as Log, AuditReader, DecryptedEntry } from '../audit/index.js';
 import { aegisHome, type CliContext, EXIT } from './context.js';
 
 type Decoded = { index: number; entry: Uint8Array; decoded?: DecryptedEntry; error?: string };
@@ -68,8 +68,23 @@ async function openExisting(): Promise<Log> {
   return audit.openAuditLog({ home: h, inlineEncoding: true });
 }
 
+/** For commands that write (forget, prune). */
 async function withLog(fn: (log: Log) => Promise<void>): Promise<void> {
   const log = await openExisting();
+  try {
+    await fn(log);
+  } finally {
+    await log.close();
+  }
+}
+
+/**
+ * For every read command: a reader changes nothing under $AEGIS_HOME or in the store (no
+ * retention, no key, no checkpoint), so it works on a read-only copy and beside writers.
+ */
+async function withReader(fn: (log: AuditReader) => Promise<void>): Promise<void> {
+  const { openAuditReader } = await import('../audit/index.js');
+  const log = await openAuditReader({ home: aegisHome() });
   try {
     await fn(log);
   } finally {
@@ -181,7 +196,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
                 },
               ];
         const { verifier, source, storeKey } = await a.trustedVerifier(h, env, opts.pubkey);
-        const store = await a.openStore(h, env);
+        const store = await a.openStore(h, env, { readOnly: true });
         const { workerAnalyzer } = await import('../audit/verify-pool.js');
         const analyzer = workerAnalyzer();
         let result;
@@ -209,8 +224,9 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .description('print the latest signed checkpoint (C2SP signed note)')
     .action(
       action(ctx, async () => {
-        await withLog(async (log) => {
-          await log.checkpoint();
+        // A read: the latest checkpoint a writer signed (writers sign on close and every second
+        // while the log grows), checked against the stored entries when the reader opened.
+        await withReader(async (log) => {
           const note = await log.latestCheckpoint();
           if (note === undefined) {
             ctx.err('aegis audit: the log is empty: no checkpoint yet\n');
@@ -228,7 +244,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (indexText: string, opts: { size?: string }) => {
         const index = nat(indexText, 'index');
         const size = opts.size === undefined ? undefined : nat(opts.size, '--size');
-        await withLog(async (log) => {
+        await withReader(async (log) => {
           const n = size ?? log.size;
           const p = await log.inclusionProof(index, n);
           ctx.out(`${JSON.stringify({ index, treeSize: n, leafHash: b64(p.leafHash), proof: p.proof.map(b64), root: b64(p.root) })}\n`);
@@ -243,7 +259,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (s1: string, s2: string) => {
         const size1 = nat(s1, 'size1');
         const size2 = nat(s2, 'size2');
-        await withLog(async (log) => {
+        await withReader(async (log) => {
           const c = await log.consistencyProof(size1, size2);
           ctx.out(`${JSON.stringify({ size1, size2, root1: b64(c.root1), root2: b64(c.root2), proof: c.proof.map(b64) })}\n`);
         });
@@ -261,7 +277,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         if (opts.format !== 'jsonl' && opts.format !== 'rfc5424') throw new UsageError('--format must be jsonl or rfc5424');
         const filter = opts.since !== undefined || opts.agent !== undefined ? compileFilter(opts, Date.now()) : () => true;
         const hostname = (await import('node:os')).hostname();
-        await withLog(async (log) => {
+        await withReader(async (log) => {
           for await (const d of log.read(0)) {
             if (d.error !== undefined && d.decoded === undefined) {
               ctx.err(`aegis audit export: entry ${d.index}: ${d.error}\n`);
@@ -284,7 +300,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .action(
       action(ctx, async (opts: { lines: string; follow?: boolean }) => {
         const n = nat(opts.lines, '--lines');
-        await withLog(async (log) => {
+        await withReader(async (log) => {
           let next = Math.max(0, log.size - n);
           const printFrom = async (): Promise<void> => {
             for await (const d of log.read(next)) {
@@ -320,7 +336,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .action(
       action(ctx, async (opts: Filters) => {
         const filter = compileFilter(opts, Date.now());
-        await withLog(async (log) => {
+        await withReader(async (log) => {
           for await (const d of log.read(0)) if (filter(d)) ctx.out(`${jsonRecord(d)}\n`);
         });
       }),
