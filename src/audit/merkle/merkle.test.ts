@@ -1,15 +1,19 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { AuditError } from '../errors.js';
 import { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './index.js';
 
-// dist/src/audit/merkle/ -> repo root -> ../shared
+// dist/src/audit/merkle/ -> repo root -> the vectors beside this test's source (testdata/README.md)
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-const VECTORS = resolve(REPO, '../shared/vectors/merkle');
+const VECTORS = resolve(REPO, 'src/audit/merkle/testdata');
+// A missing fixture fails loudly (every test of this file), never skips.
+if (!existsSync(join(VECTORS, 'LICENSE')) || !existsSync(join(VECTORS, 'inclusion')) || !existsSync(join(VECTORS, 'consistency'))) {
+  throw new Error(`the RFC 6962 test vectors are missing from ${VECTORS}`);
+}
 
 function jsonFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
