@@ -61,7 +61,25 @@ export class BatchWriter {
   private draining: Promise<void> | undefined;
   private drainScheduled = false;
 
-  constructor(private readonly o: BatchWriterOptions) {}
+  private readonly store: AuditStore;
+  private readonly tree: LogTree;
+  private readonly keys: KeyRing;
+  private readonly masterKeys: MasterKeys;
+  private readonly pool: EncodePool;
+  private readonly origin: string;
+  private readonly maxBatch: number;
+  private readonly now: () => number;
+
+  constructor(o: BatchWriterOptions) {
+    this.store = o.store;
+    this.tree = o.tree;
+    this.keys = o.keys;
+    this.masterKeys = o.masterKeys;
+    this.pool = o.pool;
+    this.origin = o.origin;
+    this.maxBatch = o.maxBatch;
+    this.now = o.now;
+  }
 
   /** Queues a validated event; returns the promise of the batch it joined. */
   add(event: AuditEvent, payloadJson: string): Promise<void> {
@@ -74,7 +92,7 @@ export class BatchWriter {
   /** The group new events join: the last queued one unless it is full. */
   private openGroup(): Group {
     let g = this.queue[this.queue.length - 1];
-    if (g === undefined || g.events.length >= this.o.maxBatch) {
+    if (g === undefined || g.events.length >= this.maxBatch) {
       g = newGroup();
       this.queue.push(g);
     }
@@ -114,7 +132,7 @@ export class BatchWriter {
    * got there first), N+1 is re-encoded at its real position.
    */
   private async drain(): Promise<void> {
-    const tree = this.o.tree;
+    const tree = this.tree;
     let inFlight: InFlight | undefined;
     while (this.queue.length > 0 || inFlight !== undefined) {
       let next: { batch: Group; start: number; encoded: Promise<EntryBatch> } | undefined;
@@ -136,7 +154,7 @@ export class BatchWriter {
           start = tree.size;
           entries = await this.encode(next.batch, start);
         }
-        inFlight = { batch: next.batch, start, entries, write: this.o.store.append(start, entries) };
+        inFlight = { batch: next.batch, start, entries, write: this.store.append(start, entries) };
         inFlight.write.catch(() => undefined); // handled in finishWrite
       } catch (err) {
         next.batch.reject(err);
@@ -151,16 +169,16 @@ export class BatchWriter {
     for (let attempt = 0; ; attempt++) {
       try {
         await write;
-        this.o.tree.tree.appendMany(entries.hashes, entries.count);
+        this.tree.tree.appendMany(entries.hashes, entries.count);
         w.batch.resolve();
         return;
       } catch (err) {
         if (err instanceof AuditError && err.code === 'conflict' && attempt < 100) {
           try {
-            await this.o.tree.catchUp();
-            const start = this.o.tree.size;
+            await this.tree.catchUp();
+            const start = this.tree.size;
             entries = await this.encode(w.batch, start);
-            write = this.o.store.append(start, entries);
+            write = this.store.append(start, entries);
           } catch (err2) {
             w.batch.reject(err2);
             return;
@@ -174,8 +192,8 @@ export class BatchWriter {
   }
 
   private async encode(group: Group, start: number): Promise<EntryBatch> {
-    const day = isoDay(this.o.now());
-    const { keys: ring, masterKeys } = this.o;
+    const day = isoDay(this.now());
+    const { keys: ring, masterKeys } = this;
     const events = group.events;
     const items: BatchItem[] = new Array<BatchItem>(events.length);
     const keys = new Map<string, Uint8Array>();
@@ -194,6 +212,6 @@ export class BatchWriter {
       const { pre, post } = entryParts(ev, subj);
       items[i] = { pre, post, secret: secretJson(ev, payloadJson), keyId: dk.id };
     }
-    return this.o.pool.encode(items, start, this.o.origin, keys);
+    return this.pool.encode(items, start, this.origin, keys);
   }
 }

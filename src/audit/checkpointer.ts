@@ -28,18 +28,32 @@ export class Checkpointer {
   /** Signed and stored, not yet accepted by the sink (retried first next time). */
   private readonly unpublished: string[] = [];
 
-  constructor(private readonly o: CheckpointerOptions) {}
+  private readonly store: AuditStore;
+  private readonly tree: LogTree;
+  private readonly signer: NoteSigner;
+  private readonly origin: string;
+  private readonly sink: CheckpointSink;
+  private readonly onError: (err: unknown) => void;
+
+  constructor(o: CheckpointerOptions) {
+    this.store = o.store;
+    this.tree = o.tree;
+    this.signer = o.signer;
+    this.origin = o.origin;
+    this.sink = o.sink;
+    this.onError = o.onError;
+  }
 
   /**
    * Signs, stores and publishes a checkpoint of the current tree if it grew since the last one
    * (and retries publishing earlier ones the sink refused).
    */
   async checkpoint(): Promise<void> {
-    const { store, tree } = this.o;
+    const { store, tree } = this;
     await this.republish();
     const size = tree.size;
     if (size <= tree.signedSize || tree.broken !== undefined) return;
-    const note = signCheckpoint({ origin: this.o.origin, size, root: tree.tree.root(size), extensions: [] }, this.o.signer);
+    const note = signCheckpoint({ origin: this.origin, size, root: tree.tree.root(size), extensions: [] }, this.signer);
     const frontier = encodeFrontier(tree.tree.frontier());
     try {
       await store.appendCheckpoint(size, note);
@@ -57,16 +71,16 @@ export class Checkpointer {
     this.unpublished.push(note);
     // After the checkpoint is durable: a frontier is only ever used with the checkpoint it matches.
     // Losing it costs the next open a full rebuild, so a failure is reported, not thrown.
-    await store.writeFrontier(size, frontier).catch((err: unknown) => this.o.onError(err));
+    await store.writeFrontier(size, frontier).catch((err: unknown) => this.onError(err));
     await this.republish();
   }
 
   private async republish(): Promise<void> {
     while (this.unpublished.length > 0) {
       try {
-        await this.o.sink.publish(this.unpublished[0] as string);
+        await this.sink.publish(this.unpublished[0] as string);
       } catch (cause) {
-        throw new AuditError('publish-failed', `cannot publish checkpoint to ${this.o.sink.description} (will retry)`, { cause });
+        throw new AuditError('publish-failed', `cannot publish checkpoint to ${this.sink.description} (will retry)`, { cause });
       }
       this.unpublished.shift();
     }

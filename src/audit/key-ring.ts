@@ -26,7 +26,15 @@ export class KeyRing {
   /** Unwrapped keys by id, for reading. */
   private readonly unwrapped = new Map<string, Uint8Array>();
 
-  constructor(private readonly o: KeyRingOptions) {}
+  private readonly store: AuditStore;
+  private readonly masterKeys: MasterKeys;
+  private readonly random: RandomFill | undefined;
+
+  constructor(o: KeyRingOptions) {
+    this.store = o.store;
+    this.masterKeys = o.masterKeys;
+    this.random = o.random;
+  }
 
   /** The cached current key for (day, subject hash), without touching the store. */
   cached(day: string, subj: string | undefined): DataKey | undefined {
@@ -37,7 +45,7 @@ export class KeyRing {
   async dataKey(day: string, subj: string | undefined): Promise<DataKey> {
     const cached = this.cached(day, subj);
     if (cached !== undefined) return cached;
-    const random = this.o.random;
+    const random = this.random;
     if (random === undefined) throw new AuditError('read-only', 'a read-only key ring cannot create data keys');
     const tag = new Uint8Array(4);
     random(tag);
@@ -46,7 +54,7 @@ export class KeyRing {
     const nonce = new Uint8Array(12);
     random(key);
     random(nonce);
-    await this.o.store.putKey(id, wrapDataKey(this.o.masterKeys, id, key, nonce));
+    await this.store.putKey(id, wrapDataKey(this.masterKeys, id, key, nonce));
     const dk = { id, key };
     this.current.set(`${subj ?? 'd'}/${day}`, dk);
     this.unwrapped.set(id, key);
@@ -57,9 +65,9 @@ export class KeyRing {
   async unwrap(id: string): Promise<Uint8Array | undefined> {
     let key = this.unwrapped.get(id);
     if (key === undefined) {
-      const wrapped = await this.o.store.getKey(id);
+      const wrapped = await this.store.getKey(id);
       if (wrapped === undefined) return undefined;
-      key = unwrapDataKey(this.o.masterKeys, id, wrapped);
+      key = unwrapDataKey(this.masterKeys, id, wrapped);
       this.unwrapped.set(id, key);
     }
     return key;
@@ -67,7 +75,7 @@ export class KeyRing {
 
   /** Destroys key `id` in the store and forgets every copy. */
   async destroy(id: string): Promise<void> {
-    await this.o.store.deleteKey(id);
+    await this.store.deleteKey(id);
     this.unwrapped.delete(id);
     for (const [scope, dk] of this.current) if (dk.id === id) this.current.delete(scope);
   }

@@ -42,7 +42,15 @@ export class LogTree {
   /** The first inconsistency found; every later use of the log fails with it. */
   broken: AuditError | undefined;
 
-  constructor(private readonly o: LogTreeOptions) {}
+  private readonly store: AuditStore;
+  private readonly verifier: NoteVerifier;
+  private readonly origin: string;
+
+  constructor(o: LogTreeOptions) {
+    this.store = o.store;
+    this.verifier = o.verifier;
+    this.origin = o.origin;
+  }
 
   /** Restores, catches up and checks against `published` (the newest few). */
   static async open(o: LogTreeOptions, published: readonly string[]): Promise<LogTree> {
@@ -64,14 +72,14 @@ export class LogTree {
    * signed root means the store was damaged or tampered with, and the log refuses to open.
    */
   private async restoreFrontier(): Promise<void> {
-    const bytes = await this.o.store.readFrontier();
+    const bytes = await this.store.readFrontier();
     const f = bytes === undefined ? undefined : decodeFrontier(bytes);
     if (f === undefined || f.size === 0) return;
-    const notes = await this.o.store.readCheckpoints();
+    const notes = await this.store.readCheckpoints();
     for (let i = notes.length - 1; i >= 0 && i >= notes.length - FRONTIER_SEARCH; i--) {
       let cp: Checkpoint;
       try {
-        cp = openCheckpoint(notes[i] as string, this.o.verifier, this.o.origin);
+        cp = openCheckpoint(notes[i] as string, this.verifier, this.origin);
       } catch {
         return; // catchUp() reports a damaged latest checkpoint; older ones are verify's job
       }
@@ -99,7 +107,7 @@ export class LogTree {
     const cps: Array<{ cp: Checkpoint; what: string }> = [];
     for (let i = published.length - 1; i >= first; i--) {
       try {
-        cps.push({ cp: openCheckpoint(published[i] as string, this.o.verifier, this.o.origin), what: `published checkpoint ${i}` });
+        cps.push({ cp: openCheckpoint(published[i] as string, this.verifier, this.origin), what: `published checkpoint ${i}` });
       } catch (cause) {
         throw this.fail(new AuditError('store-corrupt', `published checkpoint ${i} does not verify under the log key`, { cause }));
       }
@@ -122,7 +130,7 @@ export class LogTree {
     const size = this.tree.size;
     const t = this.full ?? new MerkleTree();
     if (t.size < size) {
-      const { hashes } = await this.o.store.readLeafHashes(t.size);
+      const { hashes } = await this.store.readLeafHashes(t.size);
       if (t.size + hashes.length / 32 < size) {
         throw this.fail(new AuditError('store-corrupt', `the store holds ${t.size + hashes.length / 32} entries, fewer than ${size}`));
       }
@@ -147,8 +155,8 @@ export class LogTree {
    * the leaves read after it, even while other writers append and sign in between.
    */
   async catchUp(): Promise<void> {
-    const notes = await this.o.store.readCheckpoints();
-    const { size, hashes } = await this.o.store.readLeafHashes(this.tree.size);
+    const notes = await this.store.readCheckpoints();
+    const { size, hashes } = await this.store.readLeafHashes(this.tree.size);
     if (size < this.tree.size) {
       throw this.fail(new AuditError('store-corrupt', `the store holds ${size} entries, fewer than the ${this.tree.size} already seen (truncated or rolled back)`));
     }
@@ -167,7 +175,7 @@ export class LogTree {
     if (latest === undefined) return;
     let cp: Checkpoint;
     try {
-      cp = openCheckpoint(latest, this.o.verifier, this.o.origin);
+      cp = openCheckpoint(latest, this.verifier, this.origin);
     } catch (cause) {
       throw this.fail(new AuditError('store-corrupt', `latest stored checkpoint (${notes.length - 1}) does not verify under the log key`, { cause }));
     }
