@@ -126,13 +126,20 @@ export interface OpenAuditReaderOptions {
 /**
  * Opens the existing audit log under `home` for reading only: every `aegis audit` read command
  * and the server use this. Changes nothing under `home` or in the store (see reader.ts). The
- * log key is the store's log.pub (which a writer checks against its signing key), and must match
- * the key pinned in the publication directory; the master key must exist (no log without one).
+ * log key is the store's log.pub (which a writer checks against its signing key), else the public
+ * half of a signing key given in the environment, and must match the key pinned in the
+ * publication directory; the master key must exist (no log without one).
  */
 export async function openAuditReader(opts: OpenAuditReaderOptions): Promise<AuditReader> {
   const env = opts.env ?? process.env;
   const paths = auditPaths(opts.home);
-  const vkey = await readPublicKeyFile(paths.dir);
+  let vkey = await readPublicKeyFile(paths.dir);
+  if (vkey === undefined && (env['AEGIS_AUDIT_SIGNING_KEY'] || env['AEGIS_AUDIT_SIGNING_KEY_FILE'])) {
+    // A shared (PostgreSQL) log read on a host that never wrote to it: the key comes from the
+    // environment (loadSigningKey only reads when the key is given there).
+    const raw = rawEd25519PublicKey(createPublicKey(await loadSigningKey(paths.dir, env)));
+    vkey = encodeVerifierKey(noteVerifier(env['AEGIS_AUDIT_ORIGIN'] || defaultOrigin(raw), raw));
+  }
   if (vkey === undefined) throw new AuditError('store-io', `no audit log under ${opts.home} (nothing has been logged yet)`);
   const verifier = parseVerifierKey(vkey);
   const origin = env['AEGIS_AUDIT_ORIGIN'] || verifier.name;

@@ -109,6 +109,27 @@ describe('AuditReader', () => {
     });
   });
 
+  it('reads a log on a host without its log.pub when the keys are given in the environment, creating nothing', async () => {
+    await withHome(async (home) => {
+      const { generateKeyPairSync, randomBytes } = await import('node:crypto');
+      const env = {
+        AEGIS_AUDIT_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+        AEGIS_AUDIT_MASTER_KEY: randomBytes(32).toString('base64'),
+      };
+      const log = await openAuditLog({ home, env, timers: manualTimers, inlineEncoding: true });
+      await log.appendMany([ev(0), ev(1), ev(2)]);
+      await log.close();
+      await rm(join(auditPaths(home).dir, 'log.pub'));
+      const before = await snapshot(home);
+      const reader = await openAuditReader({ home, env });
+      const payloads = [];
+      for await (const r of reader.read(0)) payloads.push(r.decoded?.event.payload);
+      await reader.close();
+      assert.deepEqual(payloads, [{ n: 0 }, { n: 1 }, { n: 2 }]);
+      assert.deepEqual(await snapshot(home), before);
+    });
+  });
+
   it('refuses a store that disagrees with its signed checkpoint (store-corrupt), like a writer', async () => {
     await withHome(async (home) => {
       await oldLog(home);
