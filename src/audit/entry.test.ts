@@ -7,6 +7,7 @@ import { encodeBatch, entryParts } from './entry-batch.js';
 import { type EntryHeader, encodeEntry, parseEntry, parseSecretPart, secretJson } from './entry.js';
 import { decryptPayload, deriveMasterKeys, payloadAad, subjectHash, unwrapDataKey, wrapDataKey } from './envelope.js';
 import { AuditError } from './errors.js';
+import { propertyRuns } from '../test-support/props.js';
 import { hashLeaf } from './merkle/hash.js';
 import { batchEntry, batchLeafHash } from './store/types.js';
 
@@ -26,26 +27,35 @@ const header = fc.record(
 );
 
 describe('entry encoding', () => {
-  it('the batch encoder writes exactly the canonical JSON of each entry, and hashes it as a leaf', () => {
-    fc.assert(
-      fc.property(fc.array(header, { minLength: 1, maxLength: 8 }), fc.nat({ max: 1e9 }), fc.jsonValue(), (headers, start, payload) => {
-        const key = randomBytes(32);
-        const nonces = randomBytes(12 * headers.length);
-        const items = headers.map((h) => ({ ...entryParts(h as Omit<EntryHeader, 'index'>, h.subjectHash), secret: secretJson({ payload: { v: payload } }), keyId: KEY_ID }));
-        const b = encodeBatch(items, start, 'example.org/log', new Map([[KEY_ID, key]]), nonces);
-        headers.forEach((h, i) => {
-          const entry = batchEntry(b, i);
-          const parsed = parseEntry(entry);
-          const reference = encodeEntry({ ...(h as Omit<EntryHeader, 'index'>), index: start + i }, parsed.enc);
-          assert.equal(Buffer.from(entry).toString(), Buffer.from(reference).toString());
-          assert.deepEqual(Buffer.from(batchLeafHash(b, i)), Buffer.from(hashLeaf(entry)));
-          const plain = decryptPayload(key, parsed.enc.nonce, parsed.enc.ciphertext, payloadAad('example.org/log', start + i));
-          assert.equal(Buffer.from(plain).toString(), canonicalJson({ payload: { v: payload } }));
-        });
-      }),
-      { numRuns: 50 },
-    );
-  });
+  for (const [label, params] of propertyRuns(50)) {
+    it(`the batch encoder writes exactly the canonical JSON of each entry, and hashes it as a leaf (${label})`, () => {
+      fc.assert(
+        fc.property(
+          fc.array(header, { minLength: 1, maxLength: 8 }),
+          fc.nat({ max: 1e9 }),
+          fc.jsonValue(),
+          // Key and nonces from the property's seed too, so that a failure replays exactly.
+          fc.uint8Array({ minLength: 32, maxLength: 32 }),
+          fc.uint8Array({ minLength: 12 * 8, maxLength: 12 * 8 }),
+          (headers, start, payload, key, nonceBytes) => {
+            const nonces = nonceBytes.subarray(0, 12 * headers.length);
+            const items = headers.map((h) => ({ ...entryParts(h as Omit<EntryHeader, 'index'>, h.subjectHash), secret: secretJson({ payload: { v: payload } }), keyId: KEY_ID }));
+            const b = encodeBatch(items, start, 'example.org/log', new Map([[KEY_ID, key]]), nonces);
+            headers.forEach((h, i) => {
+              const entry = batchEntry(b, i);
+              const parsed = parseEntry(entry);
+              const reference = encodeEntry({ ...(h as Omit<EntryHeader, 'index'>), index: start + i }, parsed.enc);
+              assert.equal(Buffer.from(entry).toString(), Buffer.from(reference).toString());
+              assert.deepEqual(Buffer.from(batchLeafHash(b, i)), Buffer.from(hashLeaf(entry)));
+              const plain = decryptPayload(key, parsed.enc.nonce, parsed.enc.ciphertext, payloadAad('example.org/log', start + i));
+              assert.equal(Buffer.from(plain).toString(), canonicalJson({ payload: { v: payload } }));
+            });
+          },
+        ),
+        params,
+      );
+    });
+  }
 
   it('refuses to decrypt a ciphertext at another position or under another log origin', () => {
     const key = randomBytes(32);
@@ -79,17 +89,20 @@ describe('parseEntry on hostile bytes', () => {
       assert.throws(() => parseEntry(Buffer.from(text, 'latin1')), (e: unknown) => e instanceof AuditError && e.code === 'entry-malformed');
     });
   }
-  it('never throws anything but entry-malformed on random bytes', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
-        try {
-          parseEntry(bytes);
-        } catch (e) {
-          assert.ok(e instanceof AuditError && e.code === 'entry-malformed');
-        }
-      }),
-    );
-  });
+  for (const [label, params] of propertyRuns(100)) {
+    it(`never throws anything but entry-malformed on random bytes (${label})`, () => {
+      fc.assert(
+        fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+          try {
+            parseEntry(bytes);
+          } catch (e) {
+            assert.ok(e instanceof AuditError && e.code === 'entry-malformed');
+          }
+        }),
+        params,
+      );
+    });
+  }
 });
 
 describe('envelope keys', () => {

@@ -35,6 +35,10 @@ export type AuditErrorCode =
   | 'store-io'
   /** The log was used after close(). */
   | 'closed'
+  /** A write was attempted through a read-only handle (AuditReader, a store opened read-only). */
+  | 'read-only'
+  /** A configuration value (AEGIS_AUDIT_* variable, store or sink setting) is invalid. */
+  | 'config-invalid'
   /** Publication of a checkpoint to the external sink failed. */
   | 'publish-failed';
 

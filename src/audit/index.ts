@@ -18,14 +18,16 @@ import { join } from 'node:path';
 import { type NoteVerifier, encodeVerifierKey, noteSigner, noteVerifier, parseVerifierKey, rawEd25519PublicKey } from './checkpoint/note.js';
 import { deriveMasterKeys } from './envelope.js';
 import { AuditError } from './errors.js';
-import { type Env, loadMasterKey, loadSigningKey, readPublicKeyFile, writePublicKeyFile } from './key-files.js';
+import { type Env, loadMasterKey, loadSigningKey, readMasterKey, readPublicKeyFile, writePublicKeyFile } from './key-files.js';
 import { type AuditLogOptions, AuditLog } from './log.js';
 import { FileSink, readPublished, sinkFromSpec } from './publish.js';
+import { AuditReader } from './reader.js';
 import { FileStore } from './store/file-store.js';
 import type { AuditStore } from './store/types.js';
 
 export { AuditLog, type AuditLogOptions, type Clock, type DecryptedEntry, type Timers } from './log.js';
 export { AuditError, type AuditErrorCode } from './errors.js';
+export { AuditReader, type AuditReaderOptions } from './reader.js';
 export type { AuditActor, AuditDecision, AuditEvent, AuditEventInput, AuditSink } from './event.js';
 export type { AuditStore } from './store/types.js';
 export { verifyLog, type VerifyResult } from './verify.js';
@@ -41,16 +43,28 @@ export function auditPaths(home: string): AuditPaths {
   return { dir: join(home, 'audit'), publishedDir: join(home, 'audit-published') };
 }
 
-/** Opens the store named by AEGIS_AUDIT_STORE (default: the embedded file store). */
-export async function openStore(home: string, env: Env): Promise<AuditStore> {
+/**
+ * Opens the store named by AEGIS_AUDIT_STORE (default: the embedded file store). `readOnly`:
+ * for readers (nothing created, migrated, locked or repaired; writes refused).
+ */
+export async function openStore(home: string, env: Env, opts: { readonly readOnly?: boolean } = {}): Promise<AuditStore> {
   const spec = env['AEGIS_AUDIT_STORE'];
-  if (spec === undefined || spec === '' || spec === 'file') return FileStore.open(auditPaths(home).dir);
+  const readOnly = opts.readOnly === true;
+  if (spec === undefined || spec === '' || spec === 'file') return FileStore.open(auditPaths(home).dir, { readOnly });
   if (spec.startsWith('postgres://') || spec.startsWith('postgresql://')) {
     const { PgStore } = await import('./store/pg-store.js');
     const ca = env['AEGIS_AUDIT_PG_CA'];
-    return PgStore.open({ url: spec, schema: env['AEGIS_AUDIT_PG_SCHEMA'] ?? 'aegis_audit', ...(ca !== undefined && ca !== '' ? { ca } : {}) });
+    return PgStore.open({ url: spec, schema: env['AEGIS_AUDIT_PG_SCHEMA'] ?? 'aegis_audit', readOnly, ...(ca !== undefined && ca !== '' ? { ca } : {}) });
   }
-  throw new AuditError('store-io', `AEGIS_AUDIT_STORE must be "file" or a postgres:// URL`);
+  throw new AuditError('config-invalid', `AEGIS_AUDIT_STORE must be "file" or a postgres:// URL`);
+}
+
+function retentionFrom(env: Env): number {
+  const text = env['AEGIS_AUDIT_RETENTION_DAYS'];
+  if (text === undefined || text === '') return 90;
+  const days = /^[0-9]{1,6}$/u.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isInteger(days)) throw new AuditError('config-invalid', 'AEGIS_AUDIT_RETENTION_DAYS must be a whole number of days');
+  return days;
 }
 
 /** Default origin: stable per signing key (C2SP origins must be unique per log). */
@@ -91,12 +105,61 @@ export async function openAuditLog(opts: OpenAuditLogOptions): Promise<AuditLog>
     }
     published = p.notes;
   }
-  const retention = env['AEGIS_AUDIT_RETENTION_DAYS'];
-  const retentionDays = opts.retentionDays ?? (retention !== undefined && retention !== '' ? Number(retention) : 90);
-  if (!Number.isInteger(retentionDays) || retentionDays < 0) throw new AuditError('key-invalid', 'AEGIS_AUDIT_RETENTION_DAYS must be a whole number of days');
+  const retentionDays = opts.retentionDays ?? retentionFrom(env);
+  if (!Number.isInteger(retentionDays) || retentionDays < 0) throw new AuditError('config-invalid', 'retentionDays must be a whole number of days');
   const store = opts.store ?? (await openStore(opts.home, env));
   try {
     return await AuditLog.open({ ...opts, store, signer, verifier, origin, masterKeys, sink, published, retentionDays });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
+export interface OpenAuditReaderOptions {
+  /** $AEGIS_HOME. */
+  readonly home: string;
+  /** The AEGIS_AUDIT_* settings (src/config reads the environment once and passes them in). */
+  readonly env: Env;
+  /** A store to use instead of the one AEGIS_AUDIT_STORE names, opened read-only (tests). */
+  readonly store?: AuditStore;
+}
+
+/**
+ * Opens the existing audit log under `home` for reading only: every `aegis audit` read command
+ * and the server use this. Changes nothing under `home` or in the store (see reader.ts). The
+ * log key is the store's log.pub (which a writer checks against its signing key), else the public
+ * half of a signing key given in the environment, and must match the key pinned in the
+ * publication directory; the master key must exist (no log without one).
+ */
+export async function openAuditReader(opts: OpenAuditReaderOptions): Promise<AuditReader> {
+  const env = opts.env;
+  const paths = auditPaths(opts.home);
+  let vkey = await readPublicKeyFile(paths.dir);
+  if (vkey === undefined && (env['AEGIS_AUDIT_SIGNING_KEY'] || env['AEGIS_AUDIT_SIGNING_KEY_FILE'])) {
+    // A shared (PostgreSQL) log read on a host that never wrote to it: the key comes from the
+    // environment (loadSigningKey only reads when the key is given there).
+    const raw = rawEd25519PublicKey(createPublicKey(await loadSigningKey(paths.dir, env)));
+    vkey = encodeVerifierKey(noteVerifier(env['AEGIS_AUDIT_ORIGIN'] || defaultOrigin(raw), raw));
+  }
+  if (vkey === undefined) throw new AuditError('store-io', `no audit log under ${opts.home} (nothing has been logged yet)`);
+  const verifier = parseVerifierKey(vkey);
+  const origin = env['AEGIS_AUDIT_ORIGIN'] || verifier.name;
+  if (origin !== verifier.name) throw new AuditError('key-invalid', `${join(paths.dir, 'log.pub')} is for origin ${verifier.name}, not AEGIS_AUDIT_ORIGIN ${origin}`);
+  const master = await readMasterKey(paths.dir, env);
+  if (master === undefined) throw new AuditError('key-invalid', `no master key: ${join(paths.dir, 'master.key')} does not exist and AEGIS_AUDIT_MASTER_KEY[_FILE] is not set`);
+  const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], paths.publishedDir);
+  let published: string[] = [];
+  if (sink instanceof FileSink) {
+    const p = await readPublished(sink.dir);
+    if (p.pinnedKey !== undefined && p.pinnedKey !== vkey) {
+      throw new AuditError('store-corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
+    }
+    published = p.notes;
+  }
+  const store = opts.store ?? (await openStore(opts.home, env, { readOnly: true }));
+  try {
+    return await AuditReader.open({ store, verifier, origin, masterKeys: deriveMasterKeys(master), published });
   } catch (err) {
     await store.close();
     throw err;

@@ -73,7 +73,8 @@ function parseMaster(text: string, where: string): Uint8Array {
   return new Uint8Array(b);
 }
 
-export async function loadMasterKey(auditDir: string, env: Env): Promise<Uint8Array> {
+/** The master key if one is configured or exists; never creates one (readers). */
+export async function readMasterKey(auditDir: string, env: Env): Promise<Uint8Array | undefined> {
   const inline = env['AEGIS_AUDIT_MASTER_KEY'];
   if (inline !== undefined && inline !== '') return parseMaster(inline, 'AEGIS_AUDIT_MASTER_KEY');
   const file = env['AEGIS_AUDIT_MASTER_KEY_FILE'];
@@ -82,11 +83,18 @@ export async function loadMasterKey(auditDir: string, env: Env): Promise<Uint8Ar
     if (text === undefined) throw new AuditError('key-invalid', `AEGIS_AUDIT_MASTER_KEY_FILE ${file} does not exist`);
     return parseMaster(text, file);
   }
+  const path = join(auditDir, 'master.key');
+  const text = await readKeyFile(path);
+  return text === undefined ? undefined : parseMaster(text, path);
+}
+
+/** The master key, generated into <audit dir>/master.key on first use (writers). */
+export async function loadMasterKey(auditDir: string, env: Env): Promise<Uint8Array> {
+  const existing = await readMasterKey(auditDir, env);
+  if (existing !== undefined) return existing;
   await mkdir(auditDir, { recursive: true, mode: 0o700 });
   const path = join(auditDir, 'master.key');
-  let text = await readKeyFile(path);
-  if (text === undefined) text = await createKeyFile(path, `${randomBytes(32).toString('base64')}\n`);
-  return parseMaster(text, path);
+  return parseMaster(await createKeyFile(path, `${randomBytes(32).toString('base64')}\n`), path);
 }
 
 /** Reads the signing key's public half only (for commands that must not create keys). */

@@ -303,3 +303,22 @@ describe('AuditLog', () => {
     });
   });
 });
+
+describe('when a configuration variable is invalid', () => {
+  // Regression: these were reported as key-invalid (retention) and store-io (store setting).
+  const isConfig = (err: unknown): boolean => err instanceof AuditError && err.code === 'config-invalid';
+  it('AEGIS_AUDIT_RETENTION_DAYS that is not a whole number of days is config-invalid', async () => {
+    await withHome(async (home) => {
+      for (const bad of ['-1', '1.5', 'ninety', '7d']) {
+        await assert.rejects(openAuditLog({ home, env: { AEGIS_AUDIT_RETENTION_DAYS: bad } }), isConfig, bad);
+      }
+    });
+  });
+
+  it('AEGIS_AUDIT_STORE that is neither "file" nor a postgres:// URL is config-invalid', async () => {
+    await withHome(async (home) => {
+      await assert.rejects(openAuditLog({ home, env: { AEGIS_AUDIT_STORE: 'mysql://x' } }), isConfig);
+      await assert.rejects(openStore(home, { AEGIS_AUDIT_STORE: 'sqlite' }), isConfig);
+    });
+  });
+});

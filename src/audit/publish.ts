@@ -102,5 +102,5 @@ export function sinkFromSpec(spec: string | undefined, defaultDir: string): Chec
   if (spec === 'none') return new NoSink();
   if (spec.startsWith('file:')) return new FileSink(spec.slice(5));
   if (spec.startsWith('https://') || spec.startsWith('http://')) return new WebhookSink(spec);
-  throw new AuditError('publish-failed', `AEGIS_AUDIT_PUBLISH must be file:<dir>, http(s)://<url> or none, not ${JSON.stringify(spec)}`);
+  throw new AuditError('config-invalid', `AEGIS_AUDIT_PUBLISH must be file:<dir>, http(s)://<url> or none, not ${JSON.stringify(spec)}`);
 }

@@ -7,7 +7,7 @@
  * documented in src/audit/index.ts. Heavy modules are imported inside the actions.
  */
 import type { Command } from 'commander';
-import type { AuditLog as Log, DecryptedEntry } from '../audit/index.js';
+import type { AuditLog as Log, AuditReader, DecryptedEntry } from '../audit/index.js';
 import type { AegisConfig } from '../config/index.js';
 import { readableLine } from './audit-format.js';
 import { type CliContext, EXIT } from './context.js';
@@ -71,8 +71,24 @@ async function openExisting(config: AegisConfig): Promise<Log> {
   return audit.openAuditLog({ home: h, env: config.auditEnv, inlineEncoding: true });
 }
 
+/** For commands that write (forget, prune). */
 async function withLog(ctx: CliContext, fn: (log: Log) => Promise<void>): Promise<void> {
   const log = await openExisting(ctx.config());
+  try {
+    await fn(log);
+  } finally {
+    await log.close();
+  }
+}
+
+/**
+ * For every read command: a reader changes nothing under $AEGIS_HOME or in the store (no
+ * retention, no key, no checkpoint), so it works on a read-only copy and beside writers.
+ */
+async function withReader(ctx: CliContext, fn: (log: AuditReader) => Promise<void>): Promise<void> {
+  const { openAuditReader } = await import('../audit/index.js');
+  const config = ctx.config();
+  const log = await openAuditReader({ home: config.home, env: config.auditEnv });
   try {
     await fn(log);
   } finally {
@@ -185,7 +201,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
                 },
               ];
         const { verifier, source, storeKey } = await a.trustedVerifier(h, env, opts.pubkey);
-        const store = await a.openStore(h, env);
+        const store = await a.openStore(h, env, { readOnly: true });
         const { workerAnalyzer } = await import('../audit/verify-pool.js');
         const analyzer = workerAnalyzer();
         let result;
@@ -216,8 +232,9 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .option('--json', 'print {"checkpoint": "<signed note>"}')
     .action(
       action(ctx, async (opts: { json?: boolean }) => {
-        await withLog(ctx, async (log) => {
-          await log.checkpoint();
+        // A read: the latest checkpoint a writer signed (writers sign on close and every second
+        // while the log grows), checked against the stored entries when the reader opened.
+        await withReader(ctx, async (log) => {
           const note = await log.latestCheckpoint();
           if (note === undefined) {
             ctx.err('aegis audit: the log is empty: no checkpoint yet\n');
@@ -236,7 +253,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (indexText: string, opts: { size?: string }) => {
         const index = nat(indexText, 'index');
         const size = opts.size === undefined ? undefined : nat(opts.size, '--size');
-        await withLog(ctx, async (log) => {
+        await withReader(ctx, async (log) => {
           const n = size ?? log.size;
           const p = await log.inclusionProof(index, n);
           ctx.out(`${JSON.stringify({ index, treeSize: n, leafHash: b64(p.leafHash), proof: p.proof.map(b64), root: b64(p.root) })}\n`);
@@ -252,7 +269,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (s1: string, s2: string) => {
         const size1 = nat(s1, 'size1');
         const size2 = nat(s2, 'size2');
-        await withLog(ctx, async (log) => {
+        await withReader(ctx, async (log) => {
           const c = await log.consistencyProof(size1, size2);
           ctx.out(`${JSON.stringify({ size1, size2, root1: b64(c.root1), root2: b64(c.root2), proof: c.proof.map(b64) })}\n`);
         });
@@ -270,7 +287,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         if (opts.format !== 'jsonl' && opts.format !== 'rfc5424') throw new UsageError('--format must be jsonl or rfc5424');
         const filter = opts.since !== undefined || opts.agent !== undefined ? compileFilter(opts, Date.now()) : () => true;
         const hostname = (await import('node:os')).hostname();
-        await withLog(ctx, async (log) => {
+        await withReader(ctx, async (log) => {
           for await (const d of log.read(0)) {
             if (d.error !== undefined && d.decoded === undefined) {
               ctx.err(`aegis audit export: entry ${d.index}: ${d.error}\n`);
@@ -295,7 +312,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (opts: { lines: string; follow?: boolean; json?: boolean }) => {
         const line = opts.json === true ? jsonRecord : readableLine;
         const n = nat(opts.lines, '--lines');
-        await withLog(ctx, async (log) => {
+        await withReader(ctx, async (log) => {
           let next = Math.max(0, log.size - n);
           const printFrom = async (): Promise<void> => {
             for await (const d of log.read(next)) {
@@ -333,7 +350,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
       action(ctx, async (opts: Filters & { json?: boolean }) => {
         const filter = compileFilter(opts, Date.now());
         const line = opts.json === true ? jsonRecord : readableLine;
-        await withLog(ctx, async (log) => {
+        await withReader(ctx, async (log) => {
           for await (const d of log.read(0)) if (filter(d)) ctx.out(`${line(d)}\n`);
         });
       }),

@@ -3,14 +3,13 @@
  * image, then dry-run or run through the sandbox library, and map the result to an exit code.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
+import { loadManifest, type LoadedPolicy } from '../loader/manifest-loader.js';
 import { applyOperatorEnv } from '../policy/env.js';
-import type { Policy } from '../policy/types.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
@@ -18,112 +17,6 @@ import type { AegisConfig } from '../config/index.js';
 import type { CliContext } from './context.js';
 import { openRunAudit, startRunServices, sweepLostRuns, type RunAudit, type RunServices } from './run-services.js';
 import type { RunFlags } from './run-commands.js';
-
-/** Bump when the cache entry format changes. */
-const POLICY_CACHE_VERSION = '1';
-
-/**
- * Identity of the manifest parser and policy compiler this AEGIS runs: name, size and mtime of
- * their compiled modules. Any rebuild that changes them changes every cache key, so a fixed
- * rule never meets a policy compiled by the old one.
- */
-function compilerStamp(): string {
-  // The Node version (IDNA mapping) and the exact dependency set (zod, yaml, tldts, ipaddr.js)
-  // decide policies as much as our own modules do.
-  const parts: string[] = [process.version];
-  try {
-    parts.push(createHash('sha256').update(readFileSync(fileURLToPath(new URL('../../../package-lock.json', import.meta.url)))).digest('hex'));
-  } catch {
-    parts.push('no-lockfile');
-  }
-  for (const area of ['manifest', 'policy']) {
-    const dir = fileURLToPath(new URL(`../${area}/`, import.meta.url));
-    for (const f of readdirSync(dir).sort()) {
-      if (!f.endsWith('.js')) continue;
-      const st = statSync(join(dir, f));
-      parts.push(`${area}/${f}:${st.size}:${st.mtimeMs}`);
-    }
-  }
-  return parts.join('\n');
-}
-const MAX_MANIFEST_READ = 1024 * 1024;
-
-interface CachedPolicy {
-  policy: Policy;
-  warnings: string[];
-}
-
-interface LoadedPolicy extends CachedPolicy {
-  /** SHA-256 (hex) of the exact manifest bytes parsed. */
-  manifestSha256: string;
-}
-
-/**
- * The manifest's compiled Policy. Compiled policies are cached under the state dir by the
- * SHA-256 of the exact manifest bytes, so a repeated `aegis run` of an unchanged manifest does
- * not load the manifest parser (zod, yaml, tldts: most of the CLI's start-up time). The bytes
- * hashed are the bytes parsed. ARCHITECTURE NOTE: entries are read only from a cache dir and
- * file owned by this user and writable by nobody else (0700 / no group or other write), so only
- * this user could have written them; the key covers the compiler's modules, the Node version
- * and the dependency lockfile.
- */
-export async function loadPolicy(file: string, stateDir: string): Promise<LoadedPolicy> {
-  const { ManifestError } = await import('../manifest/errors.js');
-  let bytes: Buffer;
-  try {
-    const st = statSync(file);
-    if (!st.isFile()) throw new Error('not a regular file');
-    if (st.size > MAX_MANIFEST_READ) throw new Error('file too large');
-    bytes = readFileSync(file);
-  } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    throw new ManifestError('manifest.unreadable', `${file}: cannot read the manifest (${why})`);
-  }
-  const manifestSha256 = createHash('sha256').update(bytes).digest('hex');
-  const key = createHash('sha256').update(POLICY_CACHE_VERSION).update('\0').update(compilerStamp()).update('\0').update(bytes).digest('hex');
-  const cacheDir = join(stateDir, 'policy-cache');
-  const cached = join(cacheDir, `${key}.json`);
-  // A cache entry is trusted only in a directory that nobody but this user could have written
-  // (owned by us, mode 0700, not a symlink) and only from a file with the same property.
-  const trusted = (path: string, dir: boolean): boolean => {
-    try {
-      const st = lstatSync(path);
-      const owner = st.uid === process.geteuid?.();
-      return owner && (dir ? st.isDirectory() && (st.mode & 0o077) === 0 : st.isFile() && (st.mode & 0o022) === 0);
-    } catch {
-      return false;
-    }
-  };
-  let cacheUsable = existsSync(cacheDir) ? trusted(cacheDir, true) : true;
-  if (cacheUsable && trusted(cached, false)) {
-    try {
-      const entry = JSON.parse(readFileSync(cached, 'utf8')) as CachedPolicy;
-      if (entry?.policy?.version === '1.0' && Array.isArray(entry.warnings)) return { ...entry, manifestSha256 };
-    } catch {
-      /* unreadable: compile below */
-    }
-  }
-  const [{ parseManifest, formatIssue }, { compilePolicy }, { formatWarning }] = await Promise.all([
-    import('../manifest/index.js'),
-    import('../manifest/compile.js'),
-    import('./load-manifest.js'),
-  ]);
-  const r = parseManifest(bytes.toString('utf8'));
-  if (!r.ok) throw new ManifestError('manifest.invalid', r.issues.map((i) => formatIssue(file, i)).join('\n'), r.issues);
-  const entry: CachedPolicy = { policy: compilePolicy(r.manifest), warnings: r.warnings.map((w) => formatWarning(file, w)) };
-  try {
-    mkdirSync(stateDir, { recursive: true, mode: 0o711 });
-    mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
-    cacheUsable &&= trusted(cacheDir, true);
-    if (!cacheUsable) return { ...entry, manifestSha256 }; // someone else's directory: never write policies there
-    const tmp = `${cached}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(entry), { mode: 0o600 });
-    renameSync(tmp, cached);
-  } catch {
-    /* a cache that cannot be written only costs time */
-  }
-  return { ...entry, manifestSha256 };
-}
 
 /**
  * Who started the run and under which rules, for the `run.spawn` event: the principal (uid,
@@ -198,7 +91,14 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   let opts: RunSandboxOptions;
   let operatorEnv: readonly string[] = [];
   try {
-    const loaded = await loadPolicy(file, flags.stateDir ?? DEFAULT_STATE_DIR);
+    const stateDir = flags.stateDir ?? DEFAULT_STATE_DIR;
+    try {
+      mkdirSync(stateDir, { recursive: true, mode: 0o711 });
+    } catch {
+      /* the cache is then unusable, which only costs time; the sandbox reports a bad state dir */
+    }
+    // Compiled policies are cached per user under the state dir (see the loader's ARCHITECTURE NOTE).
+    const loaded = await loadManifest(file, { cacheDir: join(stateDir, 'policy-cache') });
     for (const w of loaded.warnings) ctx.err(w + '\n');
     const withEnv = applyOperatorEnv(loaded.policy, flags.env);
     if (!withEnv.ok) throw new SandboxError('sandbox.env_refused', withEnv.message);

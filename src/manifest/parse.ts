@@ -9,11 +9,11 @@ import { isMap, isScalar, LineCounter, parseDocument, type Document, type Node a
 import type * as z from 'zod';
 import { privateSuffixWarning } from '../policy/host.js';
 import { ManifestError } from './errors.js';
+import { MAX_MANIFEST_BYTES } from './limits.js';
 import { manifestSchema, type Manifest } from './schema.js';
 import { suggestKey } from './suggest.js';
 
-/** Manifests larger than this are refused before parsing. */
-export const MAX_MANIFEST_BYTES = 64 * 1024;
+export { MAX_MANIFEST_BYTES };
 
 export interface ManifestIssue {
   /** 1-based line and column of the offending value (or key); 0 when unknown. */

@@ -346,3 +346,75 @@ describe('aegis audit verify: tamper detection', () => {
     await expectFail(home, /^FAIL: checkpoint \d+: checkpoint-signature/u);
   });
 });
+
+describe('aegis audit read commands: read-only access', () => {
+  /** Every file and directory under `dir` with its mode and the SHA-256 of its bytes. */
+  async function tree(dir: string): Promise<Map<string, string>> {
+    const { createHash } = await import('node:crypto');
+    const { readdir, stat } = await import('node:fs/promises');
+    const out = new Map<string, string>();
+    const walk = async (d: string): Promise<void> => {
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        const st = await stat(p);
+        if (e.isDirectory()) {
+          out.set(p, `dir ${st.mode.toString(8)}`);
+          await walk(p);
+        } else out.set(p, `${st.mode.toString(8)} ${createHash('sha256').update(await readFile(p)).digest('hex')}`);
+      }
+    };
+    await walk(dir);
+    return out;
+  }
+
+  /** Runs `aegis <args>` with AEGIS_HOME bind-mounted read-only on itself, in a private mount namespace. */
+  async function aegisReadOnly(home: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    const script = 'set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; shift; exec "$@"';
+    try {
+      const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', home, process.execPath, AEGIS, ...args], {
+        env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home },
+        maxBuffer: 64 << 20,
+      });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const e = err as { code?: number; stdout?: string; stderr?: string };
+      return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+    }
+  }
+
+  let home: string;
+  before(async () => {
+    home = await tempHome();
+    // Written 200 days ago: its data keys are past retention, so a writer opening it would destroy them.
+    const then = Date.now() - 200 * 86_400_000;
+    const log = await openAuditLog({ home, env: {}, clock: { now: () => then } });
+    await Promise.all(Array.from({ length: 12 }, (_, k) => log.append(ev(k))));
+    await log.close();
+  });
+  after(() => rm(home, { recursive: true, force: true }));
+
+  const reads = [['verify'], ['checkpoint'], ['proof', '4'], ['consistency', '3', '12'], ['export'], ['export', '--format', 'rfc5424'], ['tail', '-n', '2'], ['query', '--agent', 'alpha'], ['pubkey']];
+
+  it('every read command works on a read-only AEGIS_HOME and reads the payloads retention would destroy', async () => {
+    const before = await tree(home);
+    for (const args of reads) {
+      const r = await aegisReadOnly(home, ['audit', ...args]);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    }
+    const exported = (await aegisReadOnly(home, ['audit', 'export'])).stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { event: { payload: { i: number } | null } });
+    assert.deepEqual(exported.map((e) => e.event.payload?.i), [...Array(12).keys()]);
+    // The mount is really read-only: a writer command cannot work there.
+    const prune = await aegisReadOnly(home, ['audit', 'prune']);
+    assert.notEqual(prune.code, 0, 'prune (a writer) must fail on a read-only home');
+    assert.deepEqual(await tree(home), before, 'no byte under AEGIS_HOME changed');
+  });
+
+  it('every read command leaves every byte under a writable AEGIS_HOME unchanged', async () => {
+    const before = await tree(home);
+    for (const args of reads) {
+      const r = await aegis(home, ['audit', ...args]);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    }
+    assert.deepEqual(await tree(home), before);
+  });
+});

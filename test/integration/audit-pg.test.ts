@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { openAuditLog } from '../../src/audit/index.js';
+import { openAuditLog, openAuditReader, openStore } from '../../src/audit/index.js';
 import { storeConformance } from '../../src/audit/store/conformance.js';
 import { PgStore } from '../../src/audit/store/pg-store.js';
 import { AuditError } from '../../src/audit/errors.js';
@@ -91,6 +91,48 @@ if (url === undefined || url === '') {
         assert.equal(bad.code, 1);
         assert.match(bad.stdout, /^FAIL: entry 5: it records index 6/u);
       } finally {
+        await PgStore.dropSchema(pgUrl, schema);
+        await rm(home, { recursive: true, force: true });
+      }
+    });
+
+    it('serves the read-only reader: entries and proofs read, nothing written, every write refused (read-only)', async () => {
+      const schema = `aegis_t_${randomBytes(6).toString('hex')}`;
+      const home = await mkdtemp(join(tmpdir(), 'aegis-pg-reader-'));
+      const env = { AEGIS_AUDIT_STORE: pgUrl, AEGIS_AUDIT_PG_SCHEMA: schema };
+      const pg = (await import('pg')).default;
+      const c = new pg.Client({ connectionString: pgUrl });
+      await c.connect();
+      const counts = async (): Promise<string> =>
+        JSON.stringify(
+          await Promise.all(['entries', 'checkpoints', 'keys', 'frontier'].map(async (t) => (await c.query(`SELECT count(*)::int AS n FROM ${schema}.${t}`)).rows[0])),
+        );
+      try {
+        const log = await openAuditLog({ home, env });
+        await log.appendMany(Array.from({ length: 10 }, (_, i) => ({ actor: { agent: 'pg' }, action: 'test.event', decision: 'info' as const, payload: { i } })));
+        await log.close();
+        const before = await counts();
+        const reader = await openAuditReader({ home, env });
+        try {
+          assert.equal(reader.size, 10);
+          const payloads = [];
+          for await (const r of reader.read(0)) payloads.push((r.decoded?.event.payload as { i: number } | undefined)?.i);
+          assert.deepEqual(payloads, [...Array(10).keys()]);
+          const p = await reader.inclusionProof(3);
+          assert.equal(p.proof.length > 0, true);
+        } finally {
+          await reader.close();
+        }
+        const store = await openStore(home, env, { readOnly: true });
+        try {
+          await assert.rejects(store.append(10, entryBatch([{ entry: Buffer.from('x'), leafHash: Buffer.alloc(32) }])), (e: unknown) => e instanceof AuditError && e.code === 'read-only');
+          await assert.rejects(store.deleteKey((await store.listKeyIds())[0] as string), (e: unknown) => e instanceof AuditError && e.code === 'read-only');
+        } finally {
+          await store.close();
+        }
+        assert.equal(await counts(), before);
+      } finally {
+        await c.end();
         await PgStore.dropSchema(pgUrl, schema);
         await rm(home, { recursive: true, force: true });
       }

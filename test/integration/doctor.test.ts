@@ -9,6 +9,7 @@ import { after, describe, it } from 'node:test';
 import { importImage } from '../../src/images/import.js';
 import { parseImageRef } from '../../src/images/ref.js';
 import { requireOrSkip } from './sandbox-conformance.js';
+import { loadConfig } from '../../src/config/index.js';
 import { removeTempDirs, tarOf, tempDir, writeOciLayout } from './images-support.js';
 import { AEGIS_BIN } from '../../src/test-support/repo.js';
 
@@ -28,13 +29,18 @@ function doctor(env: NodeJS.ProcessEnv): { status: number | null; report: Report
 
 describe('aegis doctor --json', () => {
   it('reports this prepared host ready (runtimes, cgroups, crun hybrid fix, tools, default image)', () => {
-    const { status, report } = doctor({ AEGIS_IMAGES: '/var/lib/aegis/images' });
+    // The store this host is configured with ($AEGIS_IMAGES, else the default), not a literal path:
+    // doctor must find the default image where `aegis run` would look for it.
+    const store = loadConfig(process.env).imagesDir;
+    const { status, report } = doctor({});
     assert.deepEqual(report.checks.filter((c) => c.status === 'fail'), []);
     assert.equal(report.ok, true);
     assert.equal(status, 0);
     for (const id of ['runtime.crun', 'runtime.runc', 'runtime.runsc', 'cgroup.memory', 'cgroup.cpu', 'cgroup.pids', 'tools.nft', 'tools.ip', 'images.default']) {
       assert.ok(report.checks.some((c) => c.id === id && c.status === 'ok'), id);
     }
+    const img = report.checks.find((c) => c.id === 'images.default');
+    assert.ok(img?.summary.endsWith(` in ${store}`), `${img?.summary} names ${store}`);
   });
 
   it('with an empty image store: fails images.default and plans to build python:3.11 (exit 1)', () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { AuditError } from '../errors.js';
+import { propertyRuns } from '../../test-support/props.js';
 import { decodeFrontier, encodeFrontier, frontierLength, frontierRoot } from './frontier.js';
 import { EMPTY_ROOT } from './hash.js';
 import { MerkleTree, hashLeaf } from './index.js';
@@ -29,45 +30,49 @@ describe('frontier (compact range)', () => {
     assert.equal(hex(frontierRoot({ size: 0, nodes: [] })), hex(EMPTY_ROOT));
   });
 
-  it('property: frontier from the leaves == frontier encoded, decoded and restored', () => {
-    fc.assert(
-      fc.property(fc.integer({ min: 0, max: 1500 }), (n) => {
-        const f = fullTree(n).frontier();
-        const back = decodeFrontier(encodeFrontier(f));
-        assert.ok(back !== undefined);
-        assert.equal(back.size, n);
-        assert.deepEqual(back.nodes.map(hex), f.nodes.map(hex));
-        const restored = MerkleTree.fromFrontier(back);
-        assert.equal(restored.size, n);
-        assert.equal(restored.base, n);
-        assert.deepEqual(restored.frontier().nodes.map(hex), f.nodes.map(hex));
-        assert.equal(hex(restored.root()), hex(fullTree(n).root()));
-      }),
-      { numRuns: 200 },
-    );
-  });
+  for (const [label, params] of propertyRuns(200)) {
+    it(`property: frontier from the leaves == frontier encoded, decoded and restored (${label})`, () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 1500 }), (n) => {
+          const f = fullTree(n).frontier();
+          const back = decodeFrontier(encodeFrontier(f));
+          assert.ok(back !== undefined);
+          assert.equal(back.size, n);
+          assert.deepEqual(back.nodes.map(hex), f.nodes.map(hex));
+          const restored = MerkleTree.fromFrontier(back);
+          assert.equal(restored.size, n);
+          assert.equal(restored.base, n);
+          assert.deepEqual(restored.frontier().nodes.map(hex), f.nodes.map(hex));
+          assert.equal(hex(restored.root()), hex(fullTree(n).root()));
+        }),
+        params,
+      );
+    });
+  }
 
-  it('property: appending after a reload gives the roots and frontiers of a full rebuild, at every size', () => {
-    fc.assert(
-      fc.property(fc.integer({ min: 0, max: 2000 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 1, max: 7 }), (base, extra, step) => {
-        const full = fullTree(base + extra);
-        const restored = MerkleTree.fromFrontier(decodeFrontier(encodeFrontier(fullTree(base).frontier()))!);
-        for (let i = base; i < base + extra; ) {
-          const k = Math.min(step, base + extra - i);
-          const batch = Buffer.concat(Array.from({ length: k }, (_, j) => leaf(i + j)));
-          restored.appendMany(batch, k);
-          i += k;
-          assert.equal(hex(restored.root()), hex(full.root(i)), `base ${base}, size ${i}`);
-          assert.equal(hex(frontierRoot(restored.frontier())), hex(full.root(i)));
-        }
-        assert.deepEqual(restored.frontier().nodes.map(hex), full.frontier().nodes.map(hex));
-        // Every size from the base on, also the ones between batches.
-        for (let s = base; s <= base + extra; s++) assert.equal(hex(restored.root(s)), hex(full.root(s)), `root(${s})`);
-        for (let i = base; i < base + extra; i++) assert.equal(hex(restored.leafHash(i)), hex(leaf(i)));
-      }),
-      { numRuns: 150 },
-    );
-  });
+  for (const [label, params] of propertyRuns(150)) {
+    it(`property: appending after a reload gives the roots and frontiers of a full rebuild, at every size (${label})`, () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 2000 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 1, max: 7 }), (base, extra, step) => {
+          const full = fullTree(base + extra);
+          const restored = MerkleTree.fromFrontier(decodeFrontier(encodeFrontier(fullTree(base).frontier()))!);
+          for (let i = base; i < base + extra; ) {
+            const k = Math.min(step, base + extra - i);
+            const batch = Buffer.concat(Array.from({ length: k }, (_, j) => leaf(i + j)));
+            restored.appendMany(batch, k);
+            i += k;
+            assert.equal(hex(restored.root()), hex(full.root(i)), `base ${base}, size ${i}`);
+            assert.equal(hex(frontierRoot(restored.frontier())), hex(full.root(i)));
+          }
+          assert.deepEqual(restored.frontier().nodes.map(hex), full.frontier().nodes.map(hex));
+          // Every size from the base on, also the ones between batches.
+          for (let s = base; s <= base + extra; s++) assert.equal(hex(restored.root(s)), hex(full.root(s)), `root(${s})`);
+          for (let i = base; i < base + extra; i++) assert.equal(hex(restored.leafHash(i)), hex(leaf(i)));
+        }),
+        params,
+      );
+    });
+  }
 
   describe('when a restored tree is asked about sizes below its base', () => {
     it('refuses roots, leaf hashes and proofs with proof-range', () => {

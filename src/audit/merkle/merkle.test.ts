@@ -1,16 +1,21 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { AuditError, type AuditErrorCode } from '../errors.js';
+import { propertyRuns } from '../../test-support/props.js';
 import { MerkleTree, hashLeaf, verifyConsistency, verifyInclusion } from './index.js';
 import { hasCode } from '../../test-support/errors.js';
 
-// dist/src/audit/merkle/ -> repo root -> ../shared
+// dist/src/audit/merkle/ -> repo root -> the vectors beside this test's source (testdata/README.md)
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-const VECTORS = resolve(REPO, '../shared/vectors/merkle');
+const VECTORS = resolve(REPO, 'src/audit/merkle/testdata');
+// A missing fixture fails loudly (every test of this file), never skips.
+if (!existsSync(join(VECTORS, 'LICENSE')) || !existsSync(join(VECTORS, 'inclusion')) || !existsSync(join(VECTORS, 'consistency'))) {
+  throw new Error(`the RFC 6962 test vectors are missing from ${VECTORS}`);
+}
 
 function jsonFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -75,46 +80,56 @@ describe('MerkleTree', () => {
     assert.equal(Buffer.from(t.root()).toString('base64'), 'XcnaeacGWamtVZy3Ad7ZoqudgjqtL0lgz+Nw7/RgQyg=');
   });
 
-  it('generates inclusion proofs that verify, for random sizes and indexes', () => {
-    const t = treeOf(300);
-    fc.assert(
-      fc.property(fc.integer({ min: 1, max: 300 }), fc.nat(), (size, r) => {
-        const index = r % size;
-        verifyInclusion(index, size, t.leafHash(index), t.inclusionProof(index, size), t.root(size));
-      }),
-    );
-  });
+  for (const [label, params] of propertyRuns(100)) {
+    it(`generates inclusion proofs that verify, for random sizes and indexes (${label})`, () => {
+      const t = treeOf(300);
+      fc.assert(
+        fc.property(fc.integer({ min: 1, max: 300 }), fc.nat(), (size, r) => {
+          const index = r % size;
+          verifyInclusion(index, size, t.leafHash(index), t.inclusionProof(index, size), t.root(size));
+        }),
+        params,
+      );
+    });
+  }
 
-  it('generates consistency proofs that verify, for random size pairs', () => {
-    const t = treeOf(300);
-    fc.assert(
-      fc.property(fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 300 }), (a, b) => {
-        const [s1, s2] = a <= b ? [a, b] : [b, a];
-        verifyConsistency(s1, s2, t.consistencyProof(s1, s2), t.root(s1), t.root(s2));
-      }),
-    );
-  });
+  for (const [label, params] of propertyRuns(100)) {
+    it(`generates consistency proofs that verify, for random size pairs (${label})`, () => {
+      const t = treeOf(300);
+      fc.assert(
+        fc.property(fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 300 }), (a, b) => {
+          const [s1, s2] = a <= b ? [a, b] : [b, a];
+          verifyConsistency(s1, s2, t.consistencyProof(s1, s2), t.root(s1), t.root(s2));
+        }),
+        params,
+      );
+    });
+  }
 
-  it('rejects any single-bit change to an inclusion or consistency proof', () => {
-    const t = treeOf(77);
-    fc.assert(
-      fc.property(fc.integer({ min: 2, max: 77 }), fc.nat(), fc.nat(), fc.nat(), (size, r, which, bit) => {
-        const index = r % size;
-        const proof = t.inclusionProof(index, size).map((h) => Uint8Array.from(h));
-        const p = proof[which % proof.length] as Uint8Array;
-        p[(bit >> 3) % 32] = (p[(bit >> 3) % 32] as number) ^ (1 << (bit & 7));
-        expectCode(() => verifyInclusion(index, size, t.leafHash(index), proof, t.root(size)), ['proof-invalid']);
-      }),
-    );
-    fc.assert(
-      fc.property(fc.integer({ min: 1, max: 76 }), fc.nat(), fc.nat(), (s1, which, bit) => {
-        const proof = t.consistencyProof(s1, 77).map((h) => Uint8Array.from(h));
-        const p = proof[which % proof.length] as Uint8Array;
-        p[(bit >> 3) % 32] = (p[(bit >> 3) % 32] as number) ^ (1 << (bit & 7));
-        expectCode(() => verifyConsistency(s1, 77, proof, t.root(s1), t.root(77)), ['proof-invalid']);
-      }),
-    );
-  });
+  for (const [label, params] of propertyRuns(100)) {
+    it(`rejects any single-bit change to an inclusion or consistency proof (${label})`, () => {
+      const t = treeOf(77);
+      fc.assert(
+        fc.property(fc.integer({ min: 2, max: 77 }), fc.nat(), fc.nat(), fc.nat(), (size, r, which, bit) => {
+          const index = r % size;
+          const proof = t.inclusionProof(index, size).map((h) => Uint8Array.from(h));
+          const p = proof[which % proof.length] as Uint8Array;
+          p[(bit >> 3) % 32] = (p[(bit >> 3) % 32] as number) ^ (1 << (bit & 7));
+          expectCode(() => verifyInclusion(index, size, t.leafHash(index), proof, t.root(size)), ['proof-invalid']);
+        }),
+        params,
+      );
+      fc.assert(
+        fc.property(fc.integer({ min: 1, max: 76 }), fc.nat(), fc.nat(), (s1, which, bit) => {
+          const proof = t.consistencyProof(s1, 77).map((h) => Uint8Array.from(h));
+          const p = proof[which % proof.length] as Uint8Array;
+          p[(bit >> 3) % 32] = (p[(bit >> 3) % 32] as number) ^ (1 << (bit & 7));
+          expectCode(() => verifyConsistency(s1, 77, proof, t.root(s1), t.root(77)), ['proof-invalid']);
+        }),
+        params,
+      );
+    });
+  }
 
   describe('when asked for something out of range', () => {
     it('refuses an index at or beyond the size', () => {

@@ -113,21 +113,29 @@ export class FileStore implements AuditStore {
   private constructor(
     private readonly dir: string,
     private readonly fh: FileHandle,
+    private readonly readOnly: boolean,
   ) {
     this.location = dir;
   }
 
-  /** Opens (creating when absent) the store in `dir`. */
-  static async open(dir: string): Promise<FileStore> {
-    await mkdir(join(dir, 'keys'), { recursive: true, mode: 0o700 });
+  /**
+   * Opens (creating when absent) the store in `dir`. `readOnly`: opens an existing store for
+   * reading only (O_RDONLY; creates, locks and repairs nothing; every write fails with
+   * 'read-only'), so that it works on a read-only copy and beside writers.
+   */
+  static async open(dir: string, opts: { readonly readOnly?: boolean } = {}): Promise<FileStore> {
+    const readOnly = opts.readOnly === true;
+    if (!readOnly) await mkdir(join(dir, 'keys'), { recursive: true, mode: 0o700 });
     const path = join(dir, 'entries.dat');
     let fh: FileHandle;
     try {
-      fh = await open(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+      fh = await open(path, readOnly ? constants.O_RDONLY : constants.O_RDWR | constants.O_CREAT, 0o600);
     } catch (cause) {
       throw new AuditError('store-io', `cannot open ${path}`, { cause });
     }
-    const store = new FileStore(dir, fh);
+    const store = new FileStore(dir, fh, readOnly);
+    // A new store's magic is written by its first writer; until then it reads as empty.
+    if (readOnly && (await fh.stat()).size === 0) return store;
     if ((await fh.stat()).size === 0) {
       await withFileLock(store.lockPath, async () => {
         if ((await fh.stat()).size === 0) {
@@ -143,6 +151,10 @@ export class FileStore implements AuditStore {
       throw new AuditError('store-corrupt', `${path} is not an AEGIS audit log (bad magic)`);
     }
     return store;
+  }
+
+  private writable(what: string): void {
+    if (this.readOnly) throw new AuditError('read-only', `${this.location} is open read-only: cannot ${what}`);
   }
 
   private get lockPath(): string {
@@ -221,6 +233,7 @@ export class FileStore implements AuditStore {
   }
 
   async append(start: number, batch: EntryBatch): Promise<void> {
+    this.writable('append entries');
     if (batch.count === 0) return;
     // One buffer of records: u32 length || leaf hash || entry, built without per-entry objects.
     const src = Buffer.from(batch.buf.buffer, batch.buf.byteOffset, batch.buf.length);
@@ -284,6 +297,7 @@ export class FileStore implements AuditStore {
   }
 
   async appendCheckpoint(size: number, note: string): Promise<void> {
+    this.writable('store a checkpoint');
     await this.locked('checkpoints', async () => {
       const path = join(this.dir, 'checkpoints.jsonl');
       let bytes = await stat(path).then(
@@ -345,6 +359,7 @@ export class FileStore implements AuditStore {
   }
 
   async putKey(id: string, wrapped: Uint8Array): Promise<void> {
+    this.writable('store a key');
     await replaceFile(this.keyPath(id), wrapped);
     await this.syncDir(join(this.dir, 'keys'));
   }
@@ -363,6 +378,7 @@ export class FileStore implements AuditStore {
   }
 
   async deleteKey(id: string): Promise<void> {
+    this.writable('delete a key');
     const path = this.keyPath(id);
     let fh: FileHandle;
     try {
@@ -389,6 +405,7 @@ export class FileStore implements AuditStore {
    * Written to a temporary file, fsync'd and renamed over frontier.dat.
    */
   async writeFrontier(size: number, frontier: Uint8Array): Promise<void> {
+    this.writable('save the frontier');
     const pos = size === 0 ? undefined : this.positions.get(size);
     const head = Buffer.alloc(FRONTIER_HEAD);
     FRONTIER_MAGIC.copy(head);

@@ -31,6 +31,11 @@ export interface PgStoreOptions {
   readonly schema: string;
   /** CA certificate (PEM) to verify the server with; default from AEGIS_AUDIT_PG_CA. */
   readonly ca?: string;
+  /**
+   * Read only: no schema migration, every write refused ('read-only'), and the sessions run with
+   * default_transaction_read_only, so the server refuses writes too.
+   */
+  readonly readOnly?: boolean;
 }
 
 function io(what: string, cause: unknown): AuditError {
@@ -56,6 +61,7 @@ export class PgStore implements AuditStore {
     private readonly pool: pg.Pool,
     private readonly schema: string,
     url: string,
+    private readonly readOnly: boolean,
   ) {
     this.location = `${redact(url)} schema ${schema}`;
     this.t = { entries: `${schema}.entries`, checkpoints: `${schema}.checkpoints`, keys: `${schema}.keys`, frontier: `${schema}.frontier` };
@@ -63,7 +69,7 @@ export class PgStore implements AuditStore {
   }
 
   static async open(o: PgStoreOptions): Promise<PgStore> {
-    if (!SCHEMA_RE.test(o.schema)) throw new AuditError('store-io', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
+    if (!SCHEMA_RE.test(o.schema)) throw new AuditError('config-invalid', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
     const caFile = o.ca;
     let config: pg.PoolConfig = { connectionString: o.url, max: 4 };
     if (caFile !== undefined && caFile !== '') {
@@ -79,9 +85,12 @@ export class PgStore implements AuditStore {
       }
       config = { connectionString: u.toString(), max: 4, ssl: { ca, rejectUnauthorized: true } };
     }
+    const readOnly = o.readOnly === true;
+    if (readOnly) config = { ...config, options: '-c default_transaction_read_only=on' };
     const pool = new pg.Pool(config);
     pool.on('error', () => undefined); // idle-client errors surface on the next query instead
-    const store = new PgStore(pool, o.schema, o.url);
+    const store = new PgStore(pool, o.schema, o.url, readOnly);
+    if (readOnly) return store;
     try {
       await store.migrate();
     } catch (err) {
@@ -89,6 +98,10 @@ export class PgStore implements AuditStore {
       throw err instanceof AuditError ? err : io('cannot initialise schema', err);
     }
     return store;
+  }
+
+  private writable(what: string): void {
+    if (this.readOnly) throw new AuditError('read-only', `${this.location} is open read-only: cannot ${what}`);
   }
 
   private async migrate(): Promise<void> {
@@ -185,6 +198,7 @@ export class PgStore implements AuditStore {
   }
 
   async append(start: number, batch: EntryBatch): Promise<void> {
+    this.writable('append entries');
     if (batch.count === 0) return;
     const idx: string[] = [];
     const hashes: Buffer[] = [];
@@ -203,6 +217,7 @@ export class PgStore implements AuditStore {
   }
 
   async appendCheckpoint(size: number, note: string): Promise<void> {
+    this.writable('store a checkpoint');
     await this.tx(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.lockKey]);
       const r = await c.query<{ size: string }>(`SELECT size::text AS size FROM ${this.t.checkpoints} ORDER BY seq DESC LIMIT 1`);
@@ -220,6 +235,7 @@ export class PgStore implements AuditStore {
   }
 
   async putKey(id: string, wrapped: Uint8Array): Promise<void> {
+    this.writable('store a key');
     await this.q(`INSERT INTO ${this.t.keys} (id, wrapped) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, [id, Buffer.from(wrapped)]);
   }
 
@@ -235,10 +251,12 @@ export class PgStore implements AuditStore {
   }
 
   async deleteKey(id: string): Promise<void> {
+    this.writable('delete a key');
     await this.q(`DELETE FROM ${this.t.keys} WHERE id = $1`, [id]);
   }
 
   async writeFrontier(size: number, frontier: Uint8Array): Promise<void> {
+    this.writable('save the frontier');
     await this.q(`INSERT INTO ${this.t.frontier} (id, size, data) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET size = excluded.size, data = excluded.data`, [
       size,
       Buffer.from(frontier),

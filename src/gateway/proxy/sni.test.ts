@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { propertyRuns } from '../../test-support/props.js';
 import { GatewayError } from '../errors.js';
 import { parseClientHello } from './sni.js';
 import { CLIENT_HELLOS } from './testdata/client-hellos.js';
@@ -110,25 +111,29 @@ describe('when the server_name extension is hostile', () => {
 });
 
 describe('on arbitrary bytes (property)', () => {
-  it('returns a result or throws GatewayError, nothing else', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) => {
-        const b = Buffer.from(bytes);
-        if (b.length > 0) b[0] = 0x16; // get past the first check most of the time
-        code(() => parseClientHello(b));
-      }),
-      { numRuns: 2000 },
-    );
-  });
-  it('mutating one byte of a real hello never escapes as another error', () => {
-    const full = Buffer.from(CLIENT_HELLOS[0]!.hex, 'hex');
-    fc.assert(
-      fc.property(fc.integer({ min: 0, max: full.length - 1 }), fc.integer({ min: 0, max: 255 }), (i, v) => {
-        const b = Buffer.from(full);
-        b[i] = v;
-        code(() => parseClientHello(b));
-      }),
-      { numRuns: 3000 },
-    );
-  });
+  for (const [label, params] of propertyRuns(2000)) {
+    it(`returns a result or throws GatewayError, nothing else (${label})`, () => {
+      fc.assert(
+        fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) => {
+          const b = Buffer.from(bytes);
+          if (b.length > 0) b[0] = 0x16; // get past the first check most of the time
+          code(() => parseClientHello(b));
+        }),
+        params,
+      );
+    });
+  }
+  for (const [label, params] of propertyRuns(3000)) {
+    it(`mutating one byte of a real hello never escapes as another error (${label})`, () => {
+      const full = Buffer.from(CLIENT_HELLOS[0]!.hex, 'hex');
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: full.length - 1 }), fc.integer({ min: 0, max: 255 }), (i, v) => {
+          const b = Buffer.from(full);
+          b[i] = v;
+          code(() => parseClientHello(b));
+        }),
+        params,
+      );
+    });
+  }
 });

@@ -90,6 +90,13 @@ describe('compileBundle', () => {
     const c = compile(policy({ read: ['/data/in'], write: ['/data/out'] })).config;
     assert.ok(c.mounts.find((m) => m.destination === '/data/out')?.options.includes('rw') === false);
     assert.equal(c.mounts.find((m) => m.destination === '/data/out')?.type, 'tmpfs');
+    // The line above also holds for a read-only tmpfs: the write grant must be writable (no `ro`),
+    // world-writable with the sticky bit like /tmp, and sized like /tmp.
+    const out = c.mounts.find((m) => m.destination === '/data/out');
+    const tmp = c.mounts.find((m) => m.destination === '/tmp');
+    assert.equal(out?.options.includes('ro'), false, 'a write grant is not a read-only tmpfs');
+    assert.ok(out?.options.includes('mode=1777'));
+    assert.equal(out?.options.find((o) => o.startsWith('size=')), tmp?.options.find((o) => o.startsWith('size=')));
     assert.ok(c.mounts.find((m) => m.destination === '/data/in')?.options.includes('ro'));
   });
   it('replaces a declared tmpfs by its volume, with the requested mode', () => {
