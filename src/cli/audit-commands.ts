@@ -25,7 +25,7 @@ function nat(text: string, what: string): number {
 }
 
 /** RFC 3339 time, or a duration ago: 30s, 15m, 2h, 7d. */
-function parseSince(text: string, now: number): number {
+export function parseSince(text: string, now: number): number {
   const m = /^(\d+)([smhd])$/u.exec(text);
   if (m !== null) return now - Number(m[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[m[2] as 's' | 'm' | 'h' | 'd'];
   const t = Date.parse(text);
