@@ -36,6 +36,8 @@ export type AuditErrorCode =
   /** The log was used after close(). */
   | 'closed'
   /** Publication of a checkpoint to the external sink failed. */
-  | 'publish-failed';
+  | 'publish-failed'
+  /** The host's audit budget setting (AEGIS_AUDIT_BUDGET_*) is invalid; the run does not start. */
+  | 'budget-invalid';
 
 export class AuditError extends AegisError<AuditErrorCode> {}

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseAuditBudget, type AuditBudgetLimits } from '../audit/budget.js';
 import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
 import type { Policy } from '../policy/types.js';
@@ -116,7 +117,8 @@ export async function loadPolicy(file: string, stateDir: string): Promise<Cached
   return entry;
 }
 
-function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>): string {
+/** `stopReason` is present only when AEGIS stopped the agent for a reason of its own. */
+function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>, stopReason?: 'audit.budget_exhausted'): string {
   return (
     JSON.stringify({
       executionId: r.executionId,
@@ -125,6 +127,7 @@ function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'd
       durationMs: Math.round(r.durationMs),
       cpuMs: Math.round(r.cpuMs),
       maxMemoryBytes: r.maxMemoryBytes,
+      ...(stopReason !== undefined ? { stopReason } : {}),
     }) + '\n'
   );
 }
@@ -159,7 +162,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   };
 
   let opts: RunSandboxOptions;
+  let budget: AuditBudgetLimits;
   try {
+    // The host operator's audit budget per execution (AEGIS_AUDIT_BUDGET_*; docs/audit.md).
+    budget = parseAuditBudget(process.env);
     const loaded = await loadPolicy(file, flags.stateDir ?? DEFAULT_STATE_DIR);
     for (const w of loaded.warnings) ctx.err(w + '\n');
     const image = await resolveImage(loaded.policy.agent.runtime);
@@ -205,6 +211,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
   for (const sig of signals) process.on(sig, onSignal);
   let result: RunResult;
+  let budgetStop = false;
   try {
     // The audit log and, when the policy allows any network, the egress gateway. Either failing
     // means the agent does not start (fail secure).
@@ -216,7 +223,14 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         ctx.err(`aegis run: the audit log failed (${err.message}): stopping the agent\n`);
         abort.abort();
       };
-      services = await startRunServices({ policy: opts.policy, executionId, audit });
+      // Fail secure (host policy `stop`, the default): an agent whose events are no longer
+      // written one by one is stopped; the summary says why (`stopReason`).
+      const onBudgetExhausted = (): void => {
+        budgetStop = true;
+        ctx.err(`aegis run: the audit budget of this run (${budget.maxEvents} events, ${budget.maxBytes} bytes) is used up: stopping the agent\n`);
+        abort.abort();
+      };
+      services = await startRunServices({ policy: opts.policy, executionId, audit, budget, onBudgetExhausted });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
@@ -234,10 +248,11 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     for (const sig of signals) process.off(sig, onSignal);
   }
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
+  else if (budgetStop && result.status === 'killed') ctx.err(`aegis run: agent stopped: audit budget exhausted (${result.executionId})\n`);
   else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);
   if (flags.summary !== undefined) {
     try {
-      writeFileSync(flags.summary, summaryOf(result));
+      writeFileSync(flags.summary, summaryOf(result, budgetStop && result.status === 'killed' ? 'audit.budget_exhausted' : undefined));
     } catch (err) {
       ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);
     }

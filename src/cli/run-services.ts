@@ -11,6 +11,7 @@
  * nothing is there to audit beyond the run's lifecycle). A policy with entries gets its own
  * namespace, veth and nftables tables from the gateway, and the gateway's proxy variables.
  */
+import { BudgetedSink, DEFAULT_AUDIT_BUDGET, type AuditBudgetLimits } from '../audit/budget.js';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AuditLog } from '../audit/log.js';
 import type { Policy } from '../policy/types.js';
@@ -23,7 +24,10 @@ export interface RunServices {
   readonly network: NetworkOption;
   /** Added to the agent's environment (proxy variables). */
   readonly env: Readonly<Record<string, string>>;
-  /** Stops the gateway, then flushes and closes the audit log (a final checkpoint is signed). */
+  /**
+   * Stops the gateway, writes the counts of events past the audit budget, then flushes and
+   * closes the audit log (a final checkpoint is signed).
+   */
   close(): Promise<void>;
 }
 
@@ -63,11 +67,32 @@ export async function openRunAudit(home: string = aegisHome()): Promise<RunAudit
   return new RunAudit(await openAuditLog({ home, inlineEncoding: true }));
 }
 
-/** Starts the egress gateway when the policy allows any network; see the note at the top. */
-export async function startRunServices(o: { policy: Policy; executionId: string; audit: RunAudit }): Promise<RunServices> {
+export interface RunServicesOptions {
+  readonly policy: Policy;
+  readonly executionId: string;
+  readonly audit: RunAudit;
+  /** The host's audit budget for this execution (parseAuditBudget); default DEFAULT_AUDIT_BUDGET. */
+  readonly budget?: AuditBudgetLimits;
+  /** Called once when the budget runs out under `onExhausted: 'stop'`: stop the agent. */
+  readonly onBudgetExhausted?: (event: AuditEventInput) => void;
+}
+
+/**
+ * Starts the egress gateway when the policy allows any network (see the note at the top). The
+ * sandbox and the gateway write through the execution's audit budget (src/audit/budget.ts).
+ */
+export async function startRunServices(o: RunServicesOptions): Promise<RunServices> {
   const { audit } = o;
+  const sink = new BudgetedSink(audit, { agent: o.policy.agent.name, execution: o.executionId }, o.budget ?? DEFAULT_AUDIT_BUDGET, () => performance.now(), o.onBudgetExhausted);
+  const closeAudit = async (): Promise<void> => {
+    try {
+      await sink.finish();
+    } finally {
+      await audit.close();
+    }
+  };
   if (o.policy.network.rules.length === 0) {
-    return { audit, network: { kind: 'none' }, env: {}, close: () => audit.close() };
+    return { audit: sink, network: { kind: 'none' }, env: {}, close: closeAudit };
   }
   try {
     const { startSandboxNetwork, loadGatewayConfig } = await import('../gateway/index.js');
@@ -75,18 +100,18 @@ export async function startRunServices(o: { policy: Policy; executionId: string;
       network: o.policy.network,
       executionId: o.executionId,
       agent: o.policy.agent.name,
-      audit,
+      audit: sink,
       config: loadGatewayConfig(),
     });
     return {
-      audit,
+      audit: sink,
       network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
       env: net.env,
       close: async () => {
         try {
           await net.close();
         } finally {
-          await audit.close();
+          await closeAudit();
         }
       },
     };
