@@ -73,6 +73,8 @@ interface ServerState {
   /** UDP questions from arrival until their answer is handed to the socket (or dropped). */
   readonly replying: Set<Promise<void>>;
   closing: boolean;
+  /** The last summaries are written: a refusal after that (a TCP connection not yet closed) is written in full. */
+  final: boolean;
 }
 
 /** A question waiting for its answer (usually: for the upstream resolver). */
@@ -87,7 +89,7 @@ interface InFlight {
 
 /** Write one question's event: allowed ones always, refused ones first in full, then folded into counts. */
 function record(st: ServerState, v: Verdict, f: DnsFacts): void {
-  if (v.decision === 'deny' && !st.folder.admit({ name: f.name, type: f.type, reason: v.reason })) return;
+  if (v.decision === 'deny' && !st.final && !st.folder.admit({ name: f.name, type: f.type, reason: v.reason })) return;
   st.session.emit(dnsEvent(st.session.actor, v, f));
 }
 
@@ -148,7 +150,7 @@ export interface DnsServers {
 
 /** Start UDP and TCP DNS on `host`; `port` 0 picks a free port (the same one for both). */
 export async function startDnsServer(session: Session, host: string, port = 0, opts: DnsServerOptions = {}): Promise<DnsServers> {
-  const st: ServerState = { session, folder: new RefusalFolder(session.actor, () => session.now(), opts.foldLimits), inFlight: new Set(), replying: new Set(), closing: false };
+  const st: ServerState = { session, folder: new RefusalFolder(session.actor, () => session.now(), opts.foldLimits), inFlight: new Set(), replying: new Set(), closing: false, final: false };
   const tcp = createServer((sock) => serveTcp(st, sock));
   tcp.maxConnections = 64;
   await listenTcp(tcp, host, port);
@@ -202,6 +204,7 @@ export async function startDnsServer(session: Session, host: string, port = 0, o
     }
     st.inFlight.clear();
     flush();
+    st.final = true;
     udpClosed = true;
     udp.close();
     await tcpClosed;
