@@ -40,6 +40,8 @@ export type AuditErrorCode =
   /** A configuration value (AEGIS_AUDIT_* variable, store or sink setting) is invalid. */
   | 'config-invalid'
   /** Publication of a checkpoint to the external sink failed. */
-  | 'publish-failed';
+  | 'publish-failed'
+  /** The host's audit budget setting (AEGIS_AUDIT_BUDGET_*) is invalid; the run does not start. */
+  | 'budget-invalid';
 
 export class AuditError extends AegisError<AuditErrorCode> {}

@@ -11,6 +11,7 @@ import { registerAuditCommands } from './audit-commands.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerDoctorCommands } from './doctor-commands.js';
 import { registerRunCommands } from './run-commands.js';
+import { registerAlertCommands } from './alert-commands.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../../../package.json') as { version: string };
@@ -27,6 +28,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerImageCommands(program, ctx);
   registerDoctorCommands(program, ctx);
   registerRunCommands(program, ctx);
+  registerAlertCommands(program, ctx);
   return program;
 }
 

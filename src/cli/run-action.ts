@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { parseAuditBudget, type AuditBudgetLimits } from '../audit/budget.js';
 import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
 import { loadManifest, type LoadedPolicy } from '../loader/manifest-loader.js';
@@ -39,7 +40,8 @@ async function runProvenance(file: string, loaded: LoadedPolicy, image: { ref: s
   };
 }
 
-function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>): string {
+/** `stopReason` is present only when AEGIS stopped the agent for a reason of its own. */
+function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>, stopReason?: 'audit.budget_exhausted'): string {
   return (
     JSON.stringify({
       executionId: r.executionId,
@@ -48,6 +50,7 @@ function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'd
       durationMs: Math.round(r.durationMs),
       cpuMs: Math.round(r.cpuMs),
       maxMemoryBytes: r.maxMemoryBytes,
+      ...(stopReason !== undefined ? { stopReason } : {}),
     }) + '\n'
   );
 }
@@ -90,7 +93,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
 
   let opts: RunSandboxOptions;
   let operatorEnv: readonly string[] = [];
+  let budget: AuditBudgetLimits;
   try {
+    // The host operator's audit budget per execution (AEGIS_AUDIT_BUDGET_*; docs/audit.md).
+    budget = parseAuditBudget(config.auditEnv);
     const stateDir = flags.stateDir ?? DEFAULT_STATE_DIR;
     try {
       mkdirSync(stateDir, { recursive: true, mode: 0o711 });
@@ -147,6 +153,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
   for (const sig of signals) process.on(sig, onSignal);
   let result: RunResult;
+  let budgetStop = false;
   try {
     // The audit log and, when the policy allows any network, the egress gateway. Either failing
     // means the agent does not start (fail secure).
@@ -160,7 +167,14 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       };
       // Runs a killed AEGIS left behind are swept now, and what was removed is logged.
       for (const ev of await sweepLostRuns(flags.stateDir ?? DEFAULT_STATE_DIR, config.gatewayEnv)) await audit.append(ev);
-      services = await startRunServices({ policy: opts.policy, executionId, audit, gatewayEnv: config.gatewayEnv });
+      // Fail secure (host policy `stop`, the default): an agent whose events are no longer
+      // written one by one is stopped; the summary says why (`stopReason`).
+      const onBudgetExhausted = (): void => {
+        budgetStop = true;
+        ctx.err(`aegis run: the audit budget of this run (${budget.maxEvents} events, ${budget.maxBytes} bytes) is used up: stopping the agent\n`);
+        abort.abort();
+      };
+      services = await startRunServices({ policy: opts.policy, executionId, audit, budget, onBudgetExhausted, gatewayEnv: config.gatewayEnv });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
@@ -186,10 +200,11 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     for (const sig of signals) process.off(sig, onSignal);
   }
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
+  else if (budgetStop && result.status === 'killed') ctx.err(`aegis run: agent stopped: audit budget exhausted (${result.executionId})\n`);
   else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);
   if (flags.summary !== undefined) {
     try {
-      writeFileSync(flags.summary, summaryOf(result));
+      writeFileSync(flags.summary, summaryOf(result, budgetStop && result.status === 'killed' ? 'audit.budget_exhausted' : undefined));
     } catch (err) {
       ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);
     }

@@ -12,6 +12,7 @@
  * namespace, veth and nftables tables from the gateway, and the gateway's proxy variables.
  */
 import { readdirSync } from 'node:fs';
+import { BudgetedSink, DEFAULT_AUDIT_BUDGET, type AuditBudgetLimits } from '../audit/budget.js';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AuditLog } from '../audit/log.js';
 import type { SweptNet } from '../gateway/netns/adapter.js';
@@ -26,7 +27,10 @@ export interface RunServices {
   readonly network: NetworkOption;
   /** Added to the agent's environment (proxy variables). */
   readonly env: Readonly<Record<string, string>>;
-  /** Stops the gateway, then flushes and closes the audit log (a final checkpoint is signed). */
+  /**
+   * Stops the gateway, writes the counts of events past the audit budget, then flushes and
+   * closes the audit log (a final checkpoint is signed).
+   */
   close(): Promise<void>;
 }
 
@@ -66,11 +70,34 @@ export async function openRunAudit(config: Pick<AegisConfig, 'home' | 'auditEnv'
   return new RunAudit(await openAuditLog({ home: config.home, env: config.auditEnv, inlineEncoding: true }));
 }
 
-/** Starts the egress gateway when the policy allows any network; see the note at the top. */
-export async function startRunServices(o: { policy: Policy; executionId: string; audit: RunAudit; gatewayEnv: AegisConfig['gatewayEnv'] }): Promise<RunServices> {
+export interface RunServicesOptions {
+  readonly policy: Policy;
+  readonly executionId: string;
+  readonly audit: RunAudit;
+  /** The host's audit budget for this execution (parseAuditBudget); default DEFAULT_AUDIT_BUDGET. */
+  readonly budget?: AuditBudgetLimits;
+  /** Called once when the budget runs out under `onExhausted: 'stop'`: stop the agent. */
+  readonly onBudgetExhausted?: (event: AuditEventInput) => void;
+  /** The gateway's settings from the environment (AegisConfig.gatewayEnv). */
+  readonly gatewayEnv: AegisConfig['gatewayEnv'];
+}
+
+/**
+ * Starts the egress gateway when the policy allows any network (see the note at the top). The
+ * sandbox and the gateway write through the execution's audit budget (src/audit/budget.ts).
+ */
+export async function startRunServices(o: RunServicesOptions): Promise<RunServices> {
   const { audit } = o;
+  const sink = new BudgetedSink(audit, { agent: o.policy.agent.name, execution: o.executionId }, o.budget ?? DEFAULT_AUDIT_BUDGET, () => performance.now(), o.onBudgetExhausted);
+  const closeAudit = async (): Promise<void> => {
+    try {
+      await sink.finish();
+    } finally {
+      await audit.close();
+    }
+  };
   if (o.policy.network.rules.length === 0) {
-    return { audit, network: { kind: 'none' }, env: {}, close: () => audit.close() };
+    return { audit: sink, network: { kind: 'none' }, env: {}, close: closeAudit };
   }
   try {
     const { startSandboxNetwork, loadGatewayConfig } = await import('../gateway/index.js');
@@ -78,18 +105,18 @@ export async function startRunServices(o: { policy: Policy; executionId: string;
       network: o.policy.network,
       executionId: o.executionId,
       agent: o.policy.agent.name,
-      audit,
+      audit: sink,
       config: loadGatewayConfig(o.gatewayEnv),
     });
     return {
-      audit,
+      audit: sink,
       network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
       env: net.env,
       close: async () => {
         try {
           await net.close();
         } finally {
-          await audit.close();
+          await closeAudit();
         }
       },
     };

@@ -13,7 +13,13 @@ describe('parseConfig', () => {
       operator: { uid: 1000, name: 'op' },
       auditEnv: {},
       gatewayEnv: {},
+      alertRules: undefined,
     });
+  });
+  it('alert rules: paths, or none to turn alerting off', () => {
+    assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: '/etc/aegis/rules:/srv/more.yml' }, host).alertRules, ['/etc/aegis/rules', '/srv/more.yml']);
+    assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: 'none' }, host).alertRules, []);
+    assert.throws(() => parseConfig({ AEGIS_ALERT_RULES: 'rules' }, host), hasCode(ConfigError, 'config.invalid'));
   });
   it('regression: a mistyped AEGIS_HOME is an error, not a new empty log', () => {
     assert.throws(() => parseConfig({ AEGIS_HOME: '/srv/aegis-hmoe' }, host), hasCode(ConfigError, 'config.home_missing'));

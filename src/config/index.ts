@@ -8,6 +8,8 @@
  *                   error (`config.home_missing`), never a new, empty audit log.
  *   AEGIS_IMAGES    the host-wide image store (default /var/lib/aegis/images), made absolute.
  *   AEGIS_AUDIT_*   the audit log's settings (src/audit/index.ts documents and validates them).
+ *   AEGIS_ALERT_RULES  alert rule files or folders, separated by ":" (default: the default pack,
+ *                   rules/aegis-default.yml); `none` turns alerting off.
  *   AEGIS_UPSTREAM_DNS, AEGIS_SANDBOX_SUBNET, AEGIS_STATE_DIR, AEGIS_GATEWAY_CONFIG
  *                   the egress gateway's settings (src/gateway/config.ts validates them).
  *
@@ -45,6 +47,8 @@ export interface AegisConfig {
   readonly auditEnv: Readonly<Record<string, string>>;
   /** The gateway's variables, for src/gateway/config.ts. */
   readonly gatewayEnv: Readonly<Record<string, string>>;
+  /** Alert rule paths; undefined: the default pack; []: alerting off. */
+  readonly alertRules: readonly string[] | undefined;
 }
 
 /** The image store when AEGIS_IMAGES is not set. */
@@ -86,7 +90,14 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
     }
     return out;
   };
+  const rulesVar = set(env, 'AEGIS_ALERT_RULES');
+  let alertRules: string[] | undefined;
+  if (rulesVar !== undefined) {
+    alertRules = rulesVar.trim() === 'none' ? [] : rulesVar.split(':').filter((p) => p !== '');
+    for (const p of alertRules) if (!isAbsolute(p)) throw new ConfigError('config.invalid', `AEGIS_ALERT_RULES: ${p} must be an absolute path (or the whole value "none")`);
+  }
   return {
+    alertRules,
     home,
     imagesDir: imagesVar === undefined ? DEFAULT_IMAGES_DIR : resolve(imagesVar),
     operator: host.operator,

@@ -3,7 +3,10 @@
  * log takes unchanged (it assigns `id`/`time`).
  *
  * Actions:
- * - `net.dns`       one per DNS question: name, type, transport, rcode, answers.
+ * - `net.dns`       one per allowed DNS question: name, type, transport, rcode, answers; refused
+ *                   ones only for their first occurrences (src/gateway/dns/fold.ts).
+ * - `net.dns.summary` refused DNS questions counted instead (per reason, every second and at
+ *                   close): count, questions [{name, type, count}], questionsOmitted.
  * - `net.connect`   one per connection (explicit proxy CONNECT, SOCKS5, transparent TLS/HTTP):
  *                   host, port, bytes sent/received, duration; denials are emitted at once.
  * - `http.request`  one per plain-HTTP request (forward proxy and transparent port 80).
@@ -46,7 +49,9 @@ export type GatewayReason =
   /** The sandbox already holds the maximum number of concurrent connections on a listener. */
   | 'gateway.too_many_connections'
   /** Packets nftables dropped: the sandbox has no route except through the gateway's listeners. */
-  | 'gateway.no_route';
+  | 'gateway.no_route'
+  /** The gateway closed (the run ended) before the question was answered; nothing was sent. */
+  | 'gateway.closed';
 
 export type ConnectMode = 'connect' | 'socks5' | 'transparent-tls' | 'transparent-http' | 'forward';
 
@@ -72,7 +77,7 @@ export interface DnsFacts {
   /** Question type mnemonic (A, AAAA, TXT, ...) or TYPE<n>. */
   readonly type: string;
   readonly transport: 'udp' | 'tcp';
-  /** Response code sent to the agent (NOERROR, REFUSED, SERVFAIL, FORMERR). */
+  /** Response code sent to the agent (NOERROR, REFUSED, SERVFAIL, FORMERR), or `none` when no answer was sent. */
   readonly rcode: string;
   /** Addresses returned to the agent (empty when denied). */
   readonly answers: readonly string[];

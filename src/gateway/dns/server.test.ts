@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
 import { describe, it } from 'node:test';
 import * as packet from 'dns-packet';
 import { compileEgress } from '../../policy/net.js';
@@ -7,7 +8,7 @@ import type { AuditEventInput } from '../../audit/event.js';
 import type { NetRule } from '../../policy/types.js';
 import { GatewayError } from '../errors.js';
 import { Session } from '../session.js';
-import { answerQuestion } from './server.js';
+import { answerQuestion, startDnsServer } from './server.js';
 import { encodeFormErr, encodeResponse, parseQuery, type Question } from './message.js';
 import { followChain, type Resolution, type Resolver } from './upstream.js';
 
@@ -144,5 +145,83 @@ describe('DNS messages', () => {
       assert.equal(f.readUInt16BE(0), 0xbeef);
       assert.equal(f.readUInt16BE(2) & 0x0f, 1);
     });
+  });
+});
+
+describe('when the DNS server closes with a question in flight', { timeout: 10_000 }, () => {
+  /** A session whose upstream answers only when the test says so, with its events and any uncaught error. */
+  async function slowServer(closeGraceMs: number) {
+    let release: (r: Resolution) => void = () => undefined;
+    let onAsked: () => void = () => undefined;
+    const asked = new Promise<void>((r) => (onAsked = r));
+    const resolver: Resolver = {
+      resolve: () => {
+        onAsked();
+        return new Promise<Resolution>((r) => (release = r));
+      },
+    };
+    const events: AuditEventInput[] = [];
+    const rate = { perSecond: 100, burst: 100 };
+    const s = new Session({ matcher: compileEgress({ rules: rules('api.openai.com'), rateLimit: rate, byteQuota: null }), audit: { append: (e) => void events.push(e) }, actor: { execution: 't' }, resolver, rateLimit: rate, byteQuota: null });
+    const dns = await startDnsServer(s, '127.0.0.1', 0, { closeGraceMs });
+    const client = createSocket('udp4');
+    const replies: packet.Packet[] = [];
+    client.on('message', (m) => replies.push(packet.decode(m)));
+    client.send(packet.encode({ type: 'query', id: 99, flags: packet.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api.openai.com', class: 'IN' }] }), dns.port, '127.0.0.1');
+    await asked;
+    return { dns, client, replies, events, release: (r: Resolution) => release(r) };
+  }
+  const answer: Resolution = { rcode: 'NOERROR', addresses: ['198.51.100.10'], chain: ['api.openai.com'], ttl: 60 };
+  const uncaught = async (body: () => Promise<void>): Promise<unknown[]> => {
+    const errors: unknown[] = [];
+    const onError = (e: unknown): void => void errors.push(e);
+    process.on('uncaughtException', onError);
+    process.on('unhandledRejection', onError);
+    try {
+      await body();
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      process.off('uncaughtException', onError);
+      process.off('unhandledRejection', onError);
+    }
+    return errors;
+  };
+
+  it('regression: a late upstream answer is dropped, never sent on the closed socket (ERR_SOCKET_DGRAM_NOT_RUNNING), and the question is recorded', async () => {
+    let events: AuditEventInput[] = [];
+    let replies: packet.Packet[] = [];
+    const errors = await uncaught(async () => {
+      const t = await slowServer(20);
+      ({ events, replies } = t);
+      await t.dns.close();
+      const closed = events.filter((e) => e.action === 'net.dns');
+      assert.deepEqual(
+        closed.map((e) => [e.decision, e.reason, e.payload.name, e.payload.type, e.payload.transport, e.payload.rcode]),
+        [['deny', 'gateway.closed', 'api.openai.com', 'A', 'udp', 'none']],
+        'the question is in the log when close() returns',
+      );
+      t.release(answer); // the upstream answers after close
+      await new Promise((r) => setTimeout(r, 20));
+      t.client.close();
+    });
+    assert.deepEqual(errors, []);
+    assert.equal(events.filter((e) => e.action === 'net.dns').length, 1, 'no second event for the late answer');
+    assert.deepEqual(replies, []);
+  });
+
+  it('an answer that comes within the grace is still sent and recorded', async () => {
+    const t = await slowServer(5_000);
+    const closing = t.dns.close();
+    setTimeout(() => t.release(answer), 20);
+    await closing;
+    const deadline = Date.now() + 2000;
+    while (t.replies.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    t.client.close();
+    assert.equal(t.replies.length, 1);
+    assert.equal((t.replies[0] as { rcode?: string }).rcode, 'NOERROR');
+    assert.deepEqual(
+      t.events.filter((e) => e.action === 'net.dns').map((e) => [e.decision, e.payload.rcode, e.payload.answers]),
+      [['allow', 'NOERROR', ['198.51.100.10']]],
+    );
   });
 });

@@ -4,12 +4,15 @@
  * For every question: deny-first checks (parse, rate limit, policy on the name, question type),
  * then upstream resolution by the gateway itself, then the DNS-rebinding guard on every answer
  * address. Only A answers for allowed names leave this server; AAAA gets an empty NOERROR
- * (sandboxes have no IPv6), everything else REFUSED. One `net.dns` audit event per question.
+ * (sandboxes have no IPv6), everything else REFUSED. One `net.dns` audit event per allowed
+ * question; refused ones are written in full at first and then folded into `net.dns.summary`
+ * counts (fold.ts), so a flood of refused questions cannot flood the audit log.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
 import { GatewayError } from '../errors.js';
-import { dnsEvent, gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
+import { dnsEvent, gatewayDeny, verdictOf, type DnsFacts, type Verdict } from '../audit/events.js';
+import { RefusalFolder, type FoldLimits } from './fold.js';
 import { classifyHost } from '../../policy/host.js';
 import type { Session } from '../session.js';
 import { encodeFormErr, encodeResponse, MAX_QUERY_BYTES, parseQuery, salvageId, type AddressAnswer, type Question, type Rcode } from './message.js';
@@ -62,50 +65,113 @@ export async function answerQuestion(session: Session, q: Question): Promise<Out
   return { verdict: verdictOf(byName), rcode: 'NOERROR', answers };
 }
 
-async function handle(session: Session, raw: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | null> {
+/** Per-server state: the folder for refusals, the questions in flight, whether close() began. */
+interface ServerState {
+  readonly session: Session;
+  readonly folder: RefusalFolder;
+  readonly inFlight: Set<InFlight>;
+  /** UDP questions from arrival until their answer is handed to the socket (or dropped). */
+  readonly replying: Set<Promise<void>>;
+  closing: boolean;
+  /** The last summaries are written: a refusal after that (a TCP connection not yet closed) is written in full. */
+  final: boolean;
+}
+
+/** A question waiting for its answer (usually: for the upstream resolver). */
+interface InFlight {
+  readonly name: string;
+  readonly type: string;
+  readonly transport: 'udp' | 'tcp';
+  readonly settled: Promise<unknown>;
+  /** Set by close(): its event is already written; a late answer is dropped. */
+  cancelled: boolean;
+}
+
+/** Write one question's event: allowed ones always, refused ones first in full, then folded into counts. */
+function record(st: ServerState, v: Verdict, f: DnsFacts): void {
+  if (v.decision === 'deny' && !st.final && !st.folder.admit({ name: f.name, type: f.type, reason: v.reason })) return;
+  st.session.emit(dnsEvent(st.session.actor, v, f));
+}
+
+async function handle(st: ServerState, raw: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | null> {
   let q: Question;
   try {
     q = parseQuery(raw);
   } catch (err) {
     const detail = err instanceof GatewayError ? err.message : 'unparseable DNS query';
-    session.emit(dnsEvent(session.actor, gatewayDeny('gateway.malformed', detail), { name: '', type: '', transport, rcode: 'FORMERR', answers: [] }));
+    record(st, gatewayDeny('gateway.malformed', detail), { name: '', type: '', transport, rcode: 'FORMERR', answers: [] });
     const id = salvageId(raw);
-    return id === null ? null : encodeFormErr(id);
+    return id === null || st.closing ? null : encodeFormErr(id);
   }
-  const out = await answerQuestion(session, q);
-  session.emit(
-    dnsEvent(session.actor, out.verdict, {
-      name: q.name,
-      type: q.type,
-      transport,
-      rcode: out.rcode,
-      answers: out.answers.map((a) => a.address),
-    }),
-  );
+  if (st.closing) {
+    record(st, gatewayDeny('gateway.closed', CLOSED_DETAIL), { name: q.name, type: q.type, transport, rcode: 'none', answers: [] });
+    return null;
+  }
+  const answering = answerQuestion(st.session, q);
+  const entry: InFlight = { name: q.name, type: q.type, transport, settled: answering.catch(() => undefined), cancelled: false };
+  st.inFlight.add(entry);
+  let out: Outcome;
+  try {
+    out = await answering;
+  } finally {
+    st.inFlight.delete(entry);
+  }
+  // close() gave up on this question and wrote its event: the answer came too late to send.
+  if (entry.cancelled) return null;
+  record(st, out.verdict, { name: q.name, type: q.type, transport, rcode: out.rcode, answers: out.answers.map((a) => a.address) });
   return encodeResponse(q, out.rcode, out.answers);
+}
+
+const CLOSED_DETAIL = 'the gateway closed (the run ended) before this question was answered; no answer was sent';
+
+/** How long close() waits for questions in flight (upstream lookups) before it cancels them. */
+export const CLOSE_GRACE_MS = 500;
+/** How often refusals counted by the folder become `net.dns.summary` events. */
+export const SUMMARY_INTERVAL_MS = 1_000;
+
+export interface DnsServerOptions {
+  /** Override DEFAULT_FOLD_LIMITS (tests). */
+  readonly foldLimits?: Partial<FoldLimits>;
+  readonly closeGraceMs?: number;
+  readonly summaryIntervalMs?: number;
 }
 
 export interface DnsServers {
   readonly udp: UdpSocket;
   readonly tcp: Server;
   readonly port: number;
+  /**
+   * Stop answering: waits up to `closeGraceMs` for questions in flight, then writes each one
+   * still waiting as `gateway.closed` and drops its late answer (never sent on the closed
+   * socket), writes the last summaries, and closes both listeners. Idempotent.
+   */
   close(): Promise<void>;
 }
 
 /** Start UDP and TCP DNS on `host`; `port` 0 picks a free port (the same one for both). */
-export async function startDnsServer(session: Session, host: string, port = 0): Promise<DnsServers> {
-  const tcp = createServer((sock) => serveTcp(session, sock));
+export async function startDnsServer(session: Session, host: string, port = 0, opts: DnsServerOptions = {}): Promise<DnsServers> {
+  const st: ServerState = { session, folder: new RefusalFolder(session.actor, () => session.now(), opts.foldLimits), inFlight: new Set(), replying: new Set(), closing: false, final: false };
+  const tcp = createServer((sock) => serveTcp(st, sock));
   tcp.maxConnections = 64;
   await listenTcp(tcp, host, port);
   const actualPort = (tcp.address() as { port: number }).port;
   const udp = createSocket('udp4');
+  let udpClosed = false;
   udp.on('message', (msg, rinfo) => {
-    handle(session, msg, 'udp').then(
-      (reply) => {
-        if (reply) udp.send(reply, rinfo.port, rinfo.address);
-      },
-      (err: unknown) => process.stderr.write(`aegis gateway: dns: ${String(err)}\n`),
-    );
+    const work = handle(st, msg, 'udp')
+      .then(
+        (reply) =>
+          new Promise<void>((sent) => {
+            // A reply computed after close() must never reach send(): on a closed socket it throws
+            // ERR_SOCKET_DGRAM_NOT_RUNNING, which once ended `aegis run` with exit 1 after the
+            // agent had exited 0. Send errors go to the callback, never up the stack.
+            if (reply && !udpClosed) udp.send(reply, rinfo.port, rinfo.address, () => sent());
+            else sent();
+          }),
+      )
+      .catch((err: unknown) => void process.stderr.write(`aegis gateway: dns: ${String(err)}\n`))
+      .finally(() => st.replying.delete(work));
+    st.replying.add(work);
   });
   udp.on('error', (err) => process.stderr.write(`aegis gateway: dns udp: ${err.message}\n`));
   await new Promise<void>((resolve, reject) => {
@@ -118,15 +184,36 @@ export async function startDnsServer(session: Session, host: string, port = 0): 
     tcp.close();
     throw new GatewayError('listen_failed', `DNS UDP listener on ${host}:${actualPort}: ${String(err)}`, { cause: err });
   });
+  const flush = (): void => {
+    for (const e of st.folder.flush()) session.emit(e);
+  };
+  const timer = setInterval(flush, opts.summaryIntervalMs ?? SUMMARY_INTERVAL_MS);
+  timer.unref();
+  let closing: Promise<void> | null = null;
+  const close = async (): Promise<void> => {
+    st.closing = true;
+    clearInterval(timer);
+    const tcpClosed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+    // Questions in flight get a bounded wait for their answer; the rest are cancelled, written now.
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all([...[...st.inFlight].map((f) => f.settled), ...st.replying]), new Promise<void>((r) => (grace = setTimeout(r, opts.closeGraceMs ?? CLOSE_GRACE_MS)))]);
+    clearTimeout(grace);
+    for (const f of st.inFlight) {
+      f.cancelled = true;
+      record(st, gatewayDeny('gateway.closed', CLOSED_DETAIL), { name: f.name, type: f.type, transport: f.transport, rcode: 'none', answers: [] });
+    }
+    st.inFlight.clear();
+    flush();
+    st.final = true;
+    udpClosed = true;
+    udp.close();
+    await tcpClosed;
+  };
   return {
     udp,
     tcp,
     port: actualPort,
-    close: () =>
-      new Promise<void>((resolve) => {
-        udp.close();
-        tcp.close(() => resolve());
-      }),
+    close: () => (closing ??= close()),
   };
 }
 
@@ -138,8 +225,8 @@ function listenTcp(server: Server, host: string, port: number): Promise<void> {
 }
 
 /** DNS over TCP (RFC 1035 §4.2.2, RFC 7766): 2-byte length prefix, several queries per connection. */
-function serveTcp(session: Session, sock: Socket): void {
-  session.track(sock);
+function serveTcp(st: ServerState, sock: Socket): void {
+  st.session.track(sock);
   sock.setTimeout(TCP_IDLE_MS, () => sock.destroy());
   sock.on('error', () => sock.destroy());
   let buf = Buffer.alloc(0);
@@ -157,7 +244,7 @@ function serveTcp(session: Session, sock: Socket): void {
       buf = buf.subarray(2 + len);
       busy = busy
         .then(async () => {
-          const reply = await handle(session, Buffer.from(msg), 'tcp');
+          const reply = await handle(st, Buffer.from(msg), 'tcp');
           if (!reply) {
             sock.destroy();
             return;
