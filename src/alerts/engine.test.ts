@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AlertEngine, type EngineEvent, MAX_EVENT_IDS } from './engine.js';
-import { linkRules, parseRules } from './rule.js';
+import { linkRules } from './rule.js';
+import { parseRules } from './rule-file.js';
 
 const rule = (id: string, action: string, extra = '') => `title: ${id}\nid: ${id}\nlevel: low\n${extra}detection:\n  sel: { action: ${action} }\n  condition: sel\n`;
 const corr = (id: string, type: string, rules: string, body: string, generate = '') => `title: ${id}\nid: ${id}\nlevel: high\ncorrelation:\n  type: ${type}\n  rules: [${rules}]\n  group-by: [actor.execution]\n  timespan: 10s\n${body}${generate}`;

@@ -5,5 +5,6 @@
  */
 export { AlertError, type AlertErrorCode } from './errors.js';
 export { type Alert, AlertEngine, type EngineEvent, type EngineOptions } from './engine.js';
-export { type CompiledRule, LEVELS, type Level, linkRules, parseRules } from './rule.js';
-export { DEFAULT_PACK, loadRules } from './load.js';
+export { type CompiledRule, compileRuleDoc, LEVELS, type Level, linkRules, type RuleDoc } from './rule.js';
+export { AlertingSink, alertEvent } from './sink.js';
+export { DEFAULT_PACK, loadRules, type LoadRulesOptions } from './load.js';

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { type Alert, AlertEngine, type EngineEvent } from './engine.js';
 import { DEFAULT_PACK, loadRules } from './load.js';
 
-const rules = loadRules([DEFAULT_PACK]);
+const rules = await loadRules([DEFAULT_PACK]);
 let seq = 0;
 function ev(action: string, decision: string, payload: Record<string, unknown> = {}, extra: Partial<EngineEvent> = {}): EngineEvent {
   seq++;
@@ -48,6 +48,8 @@ describe('default pack', () => {
     ['aegis-metadata-address', [ev('net.connect', 'deny', { host: '169.254.169.254', port: 80 })], [ev('net.connect', 'deny', { host: '169.254.1.1', port: 80 })]],
     ['aegis-metadata-address', [ev('net.blocked', 'deny', { protocol: 'tcp', destinations: [{ address: '169.254.169.254', port: 80 }] })], [ev('net.blocked', 'deny', { protocol: 'tcp', destinations: [{ address: '198.51.100.66', port: 22 }] })]],
     ['aegis-metadata-address', [ev('net.dns', 'deny', { name: 'metadata.google.internal', type: 'A' })], [ev('net.dns', 'deny', { name: 'metadata.example.com', type: 'A' })]],
+    ['aegis-metadata-address', [ev('http.request', 'deny', { url: 'http://2852039166/latest/meta-data/', mode: 'transparent-http' }, { reason: 'net.denied.special_range' })], [ev('http.request', 'deny', { url: 'http://attacker.com/169.254.169.254', mode: 'forward' }, { reason: 'net.denied.not_in_allowlist' })]],
+    ['aegis-metadata-address', [ev('net.connect', 'deny', { host: '[fd00:ec2::254]' }, { reason: 'net.denied.special_range' }), ev('http.request', 'deny', { detail: '169.254.169.254 is in 169.254.0.0/16 (link-local (cloud metadata)), which no allow entry names' }, { reason: 'net.denied.special_range' })], [ev('net.connect', 'deny', { detail: '10.0.0.1 is in 10.0.0.0/8 (private-use), which no allow entry names' }, { reason: 'net.denied.special_range' })]],
     ['aegis-secret-wrong-host', [ev('secret.denied', 'deny', { secret: 'openai', host: 'attacker.com' })], [ev('secret.use', 'allow', { secret: 'openai', host: 'api.openai.com' })]],
     ['aegis-budget-exceeded', [ev('net.connect', 'deny', { host: 'api.openai.com' }, { reason: 'gateway.rate_limited' })], [ev('net.connect', 'allow', { host: 'api.openai.com' }, { reason: 'net.allowed.exact' })]],
     ['aegis-budget-exceeded', [ev('audit.budget_exhausted', 'deny', { events: 10000 })], [ev('audit.checkpoint', 'info')]],

@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { hasCode } from '../test-support/errors.js';
 import { parseCondition, evalCondition } from './condition.js';
 import { AlertError } from './errors.js';
-import { linkRules, parseRules } from './rule.js';
+import { linkRules } from './rule.js';
+import { parseRules } from './rule-file.js';
 import { compileField } from './selection.js';
 
 const ev = (o: Record<string, unknown>) => ({ id: 'e', time: '2026-11-30T00:00:00.000Z', action: 'net.connect', decision: 'deny', actor: { execution: 'x' }, payload: {}, ...o });

@@ -1,7 +1,8 @@
 /**
  * Alert rules: a Sigma-compatible subset over AEGIS audit events (pure). Rule files are YAML,
  * one rule per document (`---` between rules), validated with line/column errors like
- * manifests, and compiled once into predicates.
+ * manifests (rule-file.ts), and compiled once into predicates (here: from the validated
+ * documents, without the YAML parser or zod, so cached documents compile fast).
  *
  * A detection rule (Sigma rule):            A correlation rule (Sigma correlation rule):
  *   title: Policy denial                      title: Burst of denied destinations
@@ -19,8 +20,6 @@
  * rule referenced by a correlation raises no alert of its own unless a referencing
  * correlation says `generate: true`.
  */
-import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, type Node as YamlNode } from 'yaml';
-import { z } from 'zod';
 import { type Condition, evalCondition as evalCond, parseCondition } from './condition.js';
 import { AlertError } from './errors.js';
 import { compileSelection, type Predicate } from './selection.js';
@@ -31,51 +30,33 @@ export type Level = (typeof LEVELS)[number];
 /** Rule files larger than this are refused before parsing. */
 export const MAX_RULE_FILE_BYTES = 1024 * 1024;
 
-const ID = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{2,99}$/, 'must be 3-100 letters, digits, ".", "_" or "-" (a UUID works)');
-const timespan = z
-  .string()
-  .regex(/^[1-9][0-9]{0,6}[smhd]$/, 'must be a number and a unit: 30s, 5m, 1h, 1d')
-  .transform((s) => Number(s.slice(0, -1)) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[s.slice(-1) as 's' | 'm' | 'h' | 'd']);
-const fieldPath = z.string().regex(/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/, 'must be a dotted field name, e.g. actor.execution');
-const threshold = z
-  .strictObject({ gt: z.number().optional(), gte: z.number().optional(), lt: z.number().optional(), lte: z.number().optional(), eq: z.number().optional(), field: fieldPath.optional() })
-  .refine((c) => ['gt', 'gte', 'lt', 'lte', 'eq'].some((k) => k in c), 'needs one of gt, gte, lt, lte, eq');
+export interface Threshold {
+  readonly gt?: number | undefined;
+  readonly gte?: number | undefined;
+  readonly lt?: number | undefined;
+  readonly lte?: number | undefined;
+  readonly eq?: number | undefined;
+  readonly field?: string | undefined;
+}
 
-const common = {
-  title: z.string().min(1).max(256),
-  id: ID,
-  name: ID.optional(),
-  status: z.enum(['stable', 'test', 'experimental', 'deprecated', 'unsupported']).optional(),
-  description: z.string().max(4096).optional(),
-  author: z.string().max(256).optional(),
-  date: z.string().max(32).optional(),
-  modified: z.string().max(32).optional(),
-  references: z.array(z.string().max(1024)).max(50).optional(),
-  tags: z.array(z.string().max(128)).max(50).optional(),
-  falsepositives: z.array(z.string().max(1024)).max(50).optional(),
-  level: z.enum(LEVELS),
-};
-
-const detectionRule = z.strictObject({
-  ...common,
-  logsource: z.strictObject({ product: z.literal('aegis'), service: z.literal('audit').optional(), category: z.string().optional() }).optional(),
-  detection: z.record(z.string(), z.unknown()).refine((d) => typeof d['condition'] === 'string', 'needs a condition (a string)'),
-  fields: z.array(z.string()).optional(),
-});
-
-const correlationRule = z.strictObject({
-  ...common,
-  correlation: z.strictObject({
-    type: z.enum(['event_count', 'value_count', 'temporal']),
-    rules: z.array(ID).min(1).max(20),
-    'group-by': z.array(fieldPath).max(10).optional(),
-    timespan,
-    condition: threshold.optional(),
-    generate: z.boolean().optional(),
-  }),
-});
-
-export type Threshold = z.output<typeof threshold>;
+/** A validated rule document (rule-file.ts checks the shape; cached documents are re-checked here). */
+export interface RuleDoc {
+  readonly id: string;
+  readonly name?: string | undefined;
+  readonly title: string;
+  readonly level: Level;
+  readonly description?: string | undefined;
+  readonly detection?: Readonly<Record<string, unknown>>;
+  readonly correlation?: {
+    readonly type: 'event_count' | 'value_count' | 'temporal';
+    readonly rules: readonly string[];
+    readonly 'group-by'?: readonly string[] | undefined;
+    /** Milliseconds (rule-file.ts converts `30s`, `5m`, ...). */
+    readonly timespan: number;
+    readonly condition?: Threshold | undefined;
+    readonly generate?: boolean | undefined;
+  };
+}
 
 export interface CompiledDetection {
   readonly kind: 'detection';
@@ -107,9 +88,8 @@ export interface CompiledCorrelation {
 }
 
 export type CompiledRule = CompiledDetection | CompiledCorrelation;
-
 /** A problem in a rule, with the path of the offending part. */
-class RuleProblem extends Error {
+export class RuleProblem extends Error {
   constructor(
     readonly path: readonly string[],
     message: string,
@@ -151,88 +131,22 @@ function compileDetection(d: Record<string, unknown>): Predicate {
   };
 }
 
-interface Located {
-  readonly doc: unknown;
-  readonly where: (path: readonly PropertyKey[]) => string;
-  /** Position of key `key` in the mapping at `path`. */
-  readonly whereKey: (path: readonly PropertyKey[], key: string) => string;
-}
-
-function positions(text: string, file: string): Located[] {
-  const lc = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter: lc, uniqueKeys: true, strict: true, prettyErrors: false, merge: false });
-  if (!Array.isArray(docs)) throw new AlertError('alerts.rule_invalid', `${file}: not a YAML stream`);
-  const out: Located[] = [];
-  for (const doc of docs) {
-    const pos = (o: number | undefined): string => {
-      if (o === undefined) return file;
-      const { line, col } = lc.linePos(o);
-      return `${file}:${line}:${col}`;
-    };
-    for (const e of doc.errors) throw new AlertError('alerts.rule_invalid', `${pos(e.pos[0])}: YAML: ${e.message.split('\n')[0]}`);
-    let data: unknown;
-    try {
-      data = doc.toJS({ maxAliasCount: 20 });
-    } catch (e) {
-      throw new AlertError('alerts.rule_invalid', `${pos(doc.range[0])}: YAML: ${(e as Error).message}`);
-    }
-    if (data === null || data === undefined) continue;
-    const where = (path: readonly PropertyKey[]): string => {
-      for (let n = path.length; n >= 0; n--) {
-        const node = doc.getIn(path.slice(0, n) as unknown[], true) as YamlNode | undefined;
-        if (node && (isMap(node) || isSeq(node) || isScalar(node)) && node.range) return pos(node.range[0]);
-      }
-      return pos(doc.range[0]);
-    };
-    const whereKey = (path: readonly PropertyKey[], key: string): string => {
-      const map = path.length === 0 ? doc.contents : doc.getIn(path as unknown[], true);
-      if (isMap(map)) {
-        const pair = map.items.find((p) => isScalar(p.key) && String(p.key.value) === key);
-        if (pair && isScalar(pair.key) && pair.key.range) return pos(pair.key.range[0]);
-      }
-      return where(path);
-    };
-    out.push({ doc: data, where, whereKey });
-  }
-  return out;
-}
-
 /**
- * Parses and compiles every rule in `text` (from `file`). Throws AlertError('alerts.rule_invalid')
- * naming file:line:col for the first problem.
+ * Compiles one validated rule document. Throws RuleProblem (with the path of the offending part)
+ * for what only compiling can find: bad selections, conditions, modifiers, thresholds.
  */
-export function parseRules(text: string, file: string): CompiledRule[] {
-  if (Buffer.byteLength(text, 'utf8') > MAX_RULE_FILE_BYTES) throw new AlertError('alerts.rule_invalid', `${file}: larger than ${MAX_RULE_FILE_BYTES} bytes`);
-  const rules: CompiledRule[] = [];
-  for (const { doc, where, whereKey } of positions(text, file)) {
-    const isCorrelation = typeof doc === 'object' && doc !== null && 'correlation' in doc;
-    const r = (isCorrelation ? correlationRule : detectionRule).safeParse(doc);
-    if (!r.success) {
-      const iss = r.error.issues[0]!;
-      if (iss.code === 'unrecognized_keys') {
-        const path = [...iss.path, iss.keys[0]!];
-        throw new AlertError('alerts.rule_invalid', `${whereKey(iss.path, iss.keys[0]!)}: ${path.join('.')}: unknown key "${iss.keys[0]}"`);
-      }
-      throw new AlertError('alerts.rule_invalid', `${where(iss.path)}: ${iss.path.join('.') || '(rule)'}: ${iss.message}`);
-    }
-    const source = where([]);
-    if ('correlation' in r.data) {
-      const c = r.data.correlation;
-      if (c.type === 'value_count' && c.condition?.field === undefined) throw new AlertError('alerts.rule_invalid', `${where(['correlation', 'condition'])}: correlation.condition: value_count needs a field`);
-      if (c.type !== 'temporal' && c.condition === undefined) throw new AlertError('alerts.rule_invalid', `${where(['correlation'])}: correlation.condition: ${c.type} needs a condition (e.g. gte: 10)`);
-      rules.push({ kind: 'correlation', id: r.data.id, name: r.data.name, title: r.data.title, level: r.data.level, description: r.data.description, type: c.type, rules: c.rules, groupBy: c['group-by'] ?? [], timespanMs: c.timespan, threshold: c.condition, generate: c.generate ?? false, source });
-    } else {
-      let matches: Predicate;
-      try {
-        matches = compileDetection(r.data.detection);
-      } catch (e) {
-        const path = e instanceof RuleProblem ? e.path : ['detection'];
-        throw new AlertError('alerts.rule_invalid', `${where(path)}: ${(e as Error).message}`);
-      }
-      rules.push({ kind: 'detection', id: r.data.id, name: r.data.name, title: r.data.title, level: r.data.level, description: r.data.description, matches, source });
-    }
+export function compileRuleDoc(doc: RuleDoc, source: string): CompiledRule {
+  const base = { id: doc.id, name: doc.name, title: doc.title, level: doc.level, description: doc.description, source };
+  if (!(LEVELS as readonly string[]).includes(doc.level) || typeof doc.id !== 'string' || typeof doc.title !== 'string') throw new RuleProblem([], 'not a rule document');
+  if (doc.correlation !== undefined) {
+    const c = doc.correlation;
+    if (!['event_count', 'value_count', 'temporal'].includes(c.type) || !Array.isArray(c.rules) || typeof c.timespan !== 'number' || !(c.timespan > 0)) throw new RuleProblem(['correlation'], 'correlation: not a valid correlation');
+    if (c.type === 'value_count' && c.condition?.field === undefined) throw new RuleProblem(['correlation', 'condition'], 'correlation.condition: value_count needs a field');
+    if (c.type !== 'temporal' && c.condition === undefined) throw new RuleProblem(['correlation'], `correlation.condition: ${c.type} needs a condition (e.g. gte: 10)`);
+    return { kind: 'correlation', ...base, type: c.type, rules: [...c.rules], groupBy: [...(c['group-by'] ?? [])], timespanMs: c.timespan, threshold: c.condition, generate: c.generate ?? false };
   }
-  return rules;
+  if (doc.detection === undefined || typeof doc.detection !== 'object') throw new RuleProblem([], 'a rule needs detection or correlation');
+  return { kind: 'detection', ...base, matches: compileDetection(doc.detection as Record<string, unknown>) };
 }
 
 /**

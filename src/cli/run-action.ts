@@ -14,6 +14,7 @@ import { applyOperatorEnv } from '../policy/env.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
+import type { AuditSink } from '../audit/event.js';
 import type { AegisConfig } from '../config/index.js';
 import type { CliContext } from './context.js';
 import { openRunAudit, startRunServices, sweepLostRuns, type RunAudit, type RunServices } from './run-services.js';
@@ -53,6 +54,19 @@ function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'd
       ...(stopReason !== undefined ? { stopReason } : {}),
     }) + '\n'
   );
+}
+
+/**
+ * The alerting wrapper for this run's log (rules from AEGIS_ALERT_RULES or the default pack,
+ * compiled through the private cache under the state dir), or null when alerting is off. Each
+ * alert is also printed, one line, through `say`.
+ */
+async function alertingFor(config: AegisConfig, stateDir: string, say: (line: string) => void): Promise<((log: AuditSink) => AuditSink) | null> {
+  if (config.alertRules !== undefined && config.alertRules.length === 0) return null;
+  const { AlertEngine, AlertingSink, DEFAULT_PACK, loadRules } = await import('../alerts/index.js');
+  const rules = await loadRules(config.alertRules ?? [DEFAULT_PACK], { cacheDir: join(stateDir, 'alert-cache') });
+  const engine = new AlertEngine(rules);
+  return (log) => new AlertingSink(log, engine, (a) => say(`ALERT ${a.rule.level} ${a.rule.id}: ${a.summary}${a.suppressed ? ` (+${a.suppressed} folded)` : ''}`));
 }
 
 export async function runCommand(ctx: CliContext, file: string, args: string[], flags: RunFlags): Promise<number> {
@@ -174,7 +188,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         ctx.err(`aegis run: the audit budget of this run (${budget.maxEvents} events, ${budget.maxBytes} bytes) is used up: stopping the agent\n`);
         abort.abort();
       };
-      services = await startRunServices({ policy: opts.policy, executionId, audit, budget, onBudgetExhausted, gatewayEnv: config.gatewayEnv });
+      // Alerts are raised as the events are appended, into the same log (fail secure: rules that
+      // cannot be loaded mean no start). AEGIS_ALERT_RULES=none turns them off.
+      const raiseAlerts = await alertingFor(config, flags.stateDir ?? DEFAULT_STATE_DIR, (line) => ctx.err(`aegis run: ${line}\n`));
+      services = await startRunServices({ policy: opts.policy, executionId, audit, budget, onBudgetExhausted, gatewayEnv: config.gatewayEnv, ...(raiseAlerts ? { wrapLog: raiseAlerts } : {}) });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }

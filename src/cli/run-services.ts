@@ -80,6 +80,8 @@ export interface RunServicesOptions {
   readonly onBudgetExhausted?: (event: AuditEventInput) => void;
   /** The gateway's settings from the environment (AegisConfig.gatewayEnv). */
   readonly gatewayEnv: AegisConfig['gatewayEnv'];
+  /** Wraps the log before the budget (the alerting sink: it sees what is logged). */
+  readonly wrapLog?: (log: AuditSink) => AuditSink;
 }
 
 /**
@@ -88,7 +90,7 @@ export interface RunServicesOptions {
  */
 export async function startRunServices(o: RunServicesOptions): Promise<RunServices> {
   const { audit } = o;
-  const sink = new BudgetedSink(audit, { agent: o.policy.agent.name, execution: o.executionId }, o.budget ?? DEFAULT_AUDIT_BUDGET, () => performance.now(), o.onBudgetExhausted);
+  const sink = new BudgetedSink(o.wrapLog ? o.wrapLog(audit) : audit, { agent: o.policy.agent.name, execution: o.executionId }, o.budget ?? DEFAULT_AUDIT_BUDGET, () => performance.now(), o.onBudgetExhausted);
   const closeAudit = async (): Promise<void> => {
     try {
       await sink.finish();

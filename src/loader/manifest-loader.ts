@@ -18,13 +18,12 @@
  * policy; the cache guards against other users, not against this one.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { ManifestError } from '../manifest/errors.js';
 import { MAX_MANIFEST_BYTES } from '../manifest/limits.js';
 import type { ManifestIssue } from '../manifest/parse.js';
 import type { Policy } from '../policy/types.js';
+import { codeStamp, readPrivateEntry, writePrivateEntry } from '../host/private-cache.js';
 import { checkPolicy } from './policy-check.js';
 
 /** Bump when the cache entry format changes. */
@@ -89,39 +88,9 @@ export function readManifestBytes(file: string): Buffer {
   }
 }
 
-/**
- * Identity of the manifest parser and policy compiler this AEGIS runs: the Node version (IDNA
- * mapping), the dependency lockfile (zod, yaml, tldts, ipaddr.js), and name, size and mtime of
- * their compiled modules. Any rebuild that changes them changes every cache key, so a fixed rule
- * never meets a policy compiled by the old one.
- */
+/** Identity of the manifest parser and policy compiler this AEGIS runs (see codeStamp). */
 function compilerStamp(): string {
-  const parts: string[] = [process.version];
-  try {
-    parts.push(createHash('sha256').update(readFileSync(fileURLToPath(new URL('../../../package-lock.json', import.meta.url)))).digest('hex'));
-  } catch {
-    parts.push('no-lockfile');
-  }
-  for (const area of ['manifest', 'policy']) {
-    const dir = fileURLToPath(new URL(`../${area}/`, import.meta.url));
-    for (const f of readdirSync(dir).sort()) {
-      if (!f.endsWith('.js')) continue;
-      const st = statSync(join(dir, f));
-      parts.push(`${area}/${f}:${st.size}:${st.mtimeMs}`);
-    }
-  }
-  return parts.join('\n');
-}
-
-/** Whether nobody but this user could have written `path` (a 0700 directory, or a file). */
-function trusted(path: string, dir: boolean): boolean {
-  try {
-    const st = lstatSync(path);
-    const owner = st.uid === process.geteuid?.();
-    return owner && (dir ? st.isDirectory() && (st.mode & 0o077) === 0 : st.isFile() && (st.mode & 0o022) === 0);
-  } catch {
-    return false;
-  }
+  return codeStamp([new URL('../manifest/', import.meta.url), new URL('../policy/', import.meta.url)]);
 }
 
 function isIssue(v: unknown): v is ManifestIssue {
@@ -156,23 +125,12 @@ export async function loadManifest(file: string, opts: LoadOptions = {}): Promis
   const manifestSha256 = createHash('sha256').update(bytes).digest('hex');
   const cacheDir = opts.cacheDir;
   let key = '';
-  let cached = '';
-  let cacheUsable = false;
   if (cacheDir !== undefined) {
     key = createHash('sha256').update(POLICY_CACHE_VERSION).update('\0').update(compilerStamp()).update('\0').update(bytes).digest('hex');
-    cached = join(cacheDir, `${key}.json`);
-    cacheUsable = trusted(cacheDir, true);
-    if (cacheUsable && trusted(cached, false)) {
-      let text: string | undefined;
-      try {
-        text = readFileSync(cached, 'utf8');
-      } catch {
-        /* unreadable: compile below */
-      }
-      const entry = text === undefined ? undefined : parseEntry(text, key);
-      if (entry !== undefined) {
-        return { file, policy: entry.policy, warnings: entry.warnings.map((w) => formatWarning(file, w, formatIssueLite)), source: 'cache', manifestSha256 };
-      }
+    const text = readPrivateEntry(cacheDir, `${key}.json`);
+    const entry = text === undefined ? undefined : parseEntry(text, key);
+    if (entry !== undefined) {
+      return { file, policy: entry.policy, warnings: entry.warnings.map((w) => formatWarning(file, w, formatIssueLite)), source: 'cache', manifestSha256 };
     }
   }
   // Lazy: the manifest parser (zod, yaml, the public suffix list) is most of the CLI's start-up.
@@ -182,17 +140,7 @@ export async function loadManifest(file: string, opts: LoadOptions = {}): Promis
   const policy = compilePolicy(r.manifest);
   const loaded: LoadedPolicy = { file, policy, warnings: r.warnings.map((w) => formatWarning(file, w, formatIssue)), source: 'compiled', manifestSha256 };
   if (cacheDir === undefined) return loaded;
-  try {
-    if (!cacheUsable) {
-      mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
-      if (!trusted(cacheDir, true)) return loaded; // someone else's directory: never write policies there
-    }
-    const entry: CacheEntry = { v: POLICY_CACHE_VERSION, key, policy, warnings: r.warnings };
-    const tmp = `${cached}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(entry), { mode: 0o600 });
-    renameSync(tmp, cached);
-  } catch {
-    /* a cache that cannot be written only costs time */
-  }
+  const entry: CacheEntry = { v: POLICY_CACHE_VERSION, key, policy, warnings: r.warnings };
+  writePrivateEntry(cacheDir, `${key}.json`, JSON.stringify(entry));
   return loaded;
 }
