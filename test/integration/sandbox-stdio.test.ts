@@ -81,8 +81,12 @@ interface Ran {
   err: string;
 }
 
-/** Runs `aegis run` with the given stdio; collects what arrives on pipes. */
-function aegis(args: string[], stdio: StdioOptions, input?: Buffer, hashOut = false): Promise<Ran & { hash?: string; bytes: number }> {
+/**
+ * Runs `aegis run` with the given stdio; collects what arrives on pipes (or only its count and
+ * hash). `stallMs`: the reader takes nothing at first, as a slow consumer would.
+ */
+function aegis(args: string[], stdio: StdioOptions, opt: { input?: Buffer; hashOut?: boolean; stallMs?: number } = {}): Promise<Ran & { hash?: string; bytes: number }> {
+  const { input, hashOut = false, stallMs = 0 } = opt;
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [bin, ...args], { stdio, env: { ...process.env, AEGIS_HOME: home } });
     const chunks: Buffer[] = [];
@@ -94,6 +98,10 @@ function aegis(args: string[], stdio: StdioOptions, input?: Buffer, hashOut = fa
       if (hashOut) h.update(b);
       else chunks.push(b);
     });
+    if (stallMs > 0 && child.stdout) {
+      child.stdout.pause();
+      setTimeout(() => child.stdout?.resume(), stallMs);
+    }
     child.stderr?.on('data', (b: Buffer) => void (err += b.toString()));
     if (child.stdin) {
       child.stdin.on('error', () => undefined);
@@ -153,38 +161,43 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
     });
     const runArgs = (file: string, extra: string[] = []): string[] => ['run', file, '--isolation', isolation, '--state-dir', state, ...(extra.length ? ['--', ...extra] : [])];
 
-    it('regular files: a root-owned 0600 input, a log appended to (>>) and a file written with > keep owner, mode and content', async (t) => {
-      if (!requireOrSkip(t, unavailable)) return;
-      const dir = mkdtempSync(join(work, 'files-'));
-      const file = manifest(dir, ['python3', 'attack.py']);
-      const input = join(dir, 'input.txt');
-      const log = join(dir, 'agents.log');
-      const plain = join(dir, 'plain.out');
-      writeFileSync(input, 'the input\n', { mode: 0o600 });
-      writeFileSync(log, 'old log line\n', { mode: 0o600 });
-      writeFileSync(plain, 'previous content that > truncates\n', { mode: 0o600 });
-      const before = [input, log, plain].map(statOf);
-      const fin = openSync(input, 'r');
-      const fout = openSync(log, 'a');
-      // `{ echo header; aegis run ...; } > plain`: the agent's output must follow the header.
-      const ferr = openSync(plain, 'w', 0o600);
-      writeSync(ferr, 'header\n');
-      let r: Ran;
-      try {
-        r = await aegis(runArgs(file), [fin, fout, ferr]);
-      } finally {
-        closeSync(fin);
-        closeSync(fout);
-        closeSync(ferr);
-      }
-      assert.equal(r.code, 0, readFileSync(plain, 'utf8'));
-      assert.deepEqual([input, log, plain].map(statOf), before, 'owner and mode unchanged (no chown to the sandbox uid, no setuid bit)');
-      assert.equal(readFileSync(input, 'utf8'), 'the input\n', 'the input was not rewritten');
-      // runc interposes pipes of its own, which the agent may reopen and write to: that is only
-      // more output ("PWNED"), appended like the rest. Anything else would be an attack landing.
-      assert.match(readFileSync(log, 'utf8'), /^old log line\n(PWNED)*OUT:the input\n\n$/, 'the log was appended to, not truncated or overwritten');
-      assert.match(readFileSync(plain, 'utf8'), /^header\n(PWNED)*ERR:done\n$/, 'stderr landed after what the file held');
-    });
+    for (const layout of ['stdout >> log, stderr > file', 'stdout > file, stderr >> log'] as const) {
+      it(`regular files (${layout}, stdin < a root-owned 0600 file): owner, mode and content unchanged but for the appended output`, async (t) => {
+        if (!requireOrSkip(t, unavailable)) return;
+        const dir = mkdtempSync(join(work, 'files-'));
+        const file = manifest(dir, ['python3', 'attack.py']);
+        const input = join(dir, 'input.txt');
+        const log = join(dir, 'agents.log');
+        const plain = join(dir, 'plain.out');
+        writeFileSync(input, 'the input\n', { mode: 0o600 });
+        writeFileSync(log, 'old log line\n', { mode: 0o600 });
+        writeFileSync(plain, 'previous content that > truncates\n', { mode: 0o600 });
+        const before = [input, log, plain].map(statOf);
+        const fin = openSync(input, 'r');
+        const fappend = openSync(log, 'a');
+        // `{ echo header; aegis run ...; } > plain`: the agent's output must follow the header.
+        const fplain = openSync(plain, 'w', 0o600);
+        writeSync(fplain, 'header\n');
+        const stdoutToLog = layout.startsWith('stdout >>');
+        let r: Ran;
+        try {
+          r = await aegis(runArgs(file), stdoutToLog ? [fin, fappend, fplain] : [fin, fplain, fappend]);
+        } finally {
+          closeSync(fin);
+          closeSync(fappend);
+          closeSync(fplain);
+        }
+        assert.equal(r.code, 0, readFileSync(stdoutToLog ? plain : log, 'utf8'));
+        assert.deepEqual([input, log, plain].map(statOf), before, 'owner and mode unchanged (no chown to the sandbox uid, no setuid bit)');
+        assert.equal(readFileSync(input, 'utf8'), 'the input\n', 'the input was not rewritten');
+        // runc interposes pipes of its own, which the agent may reopen and write to: that is only
+        // more output ("PWNED"), appended like the rest. Anything else would be an attack landing.
+        const out = '(PWNED)*OUT:the input\\n\\n';
+        const err = '(PWNED)*ERR:done\\n';
+        assert.match(readFileSync(log, 'utf8'), new RegExp(`^old log line\\n${stdoutToLog ? out : err}$`), 'the log was appended to, not truncated or overwritten');
+        assert.match(readFileSync(plain, 'utf8'), new RegExp(`^header\\n${stdoutToLog ? err : out}$`), 'the output landed after what the file held');
+      });
+    }
 
     it('/dev/null on every stream: the host /dev/null keeps owner and mode; the agent sees an empty stdin', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
@@ -205,7 +218,7 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
     it('pipes on every stream: input arrives, EOF propagates, output arrives', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
       const dir = mkdtempSync(join(work, 'pipe-'));
-      const r = await aegis(runArgs(manifest(dir, ['python3', 'attack.py'])), ['pipe', 'pipe', 'pipe'], Buffer.from('piped input'));
+      const r = await aegis(runArgs(manifest(dir, ['python3', 'attack.py'])), ['pipe', 'pipe', 'pipe'], { input: Buffer.from('piped input') });
       assert.equal(r.code, 0, r.err);
       assert.match(r.out.toString(), /^(PWNED)*OUT:piped input\n$/);
       assert.match(r.err, /ERR:done\n/);
@@ -243,13 +256,38 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
       assert.equal(afterRun, before, 'the terminal keeps its owner and mode');
     });
 
-    it(`${BIG_MIB} MiB written to a stdout pipe arrive complete (byte count and hash), exit 0`, async (t) => {
+    it(`${BIG_MIB} MiB written to a stdout pipe arrive complete (byte count and hash), exit 0, also to a reader that stalls at first`, async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
       const dir = mkdtempSync(join(work, 'big-'));
-      const r = await aegis(runArgs(manifest(dir, ['python3', 'big.py'], '120s'), [String(BIG_MIB)]), ['ignore', 'pipe', 'pipe'], undefined, true);
-      assert.equal(r.code, 0, r.err);
-      assert.equal(r.bytes, BIG_MIB * 1024 * 1024);
-      assert.equal(r.hash, bigHash(BIG_MIB));
+      const file = manifest(dir, ['python3', 'big.py'], '120s');
+      for (const stallMs of [0, 2000]) {
+        const r = await aegis(runArgs(file, [String(BIG_MIB)]), ['ignore', 'pipe', 'pipe'], { hashOut: true, stallMs });
+        assert.equal(r.code, 0, r.err);
+        assert.equal(r.bytes, BIG_MIB * 1024 * 1024, `stall ${stallMs} ms`);
+        assert.equal(r.hash, bigHash(BIG_MIB));
+      }
+    });
+
+    it("stops quietly when the operator's reader goes away (EPIPE), and ignores stdin the agent never reads", async (t) => {
+      if (!requireOrSkip(t, unavailable)) return;
+      const dir = mkdtempSync(join(work, 'epipe-'));
+      const file = manifest(dir, ['python3', 'big.py'], '60s');
+      // `yes | aegis run ... | head -c 1000`: a lot of input nobody reads, a reader that leaves.
+      const r = await new Promise<{ code: number | null; err: string; out: number }>((resolve) => {
+        const child = spawn('/bin/sh', ['-c', `head -c 50000000 /dev/zero | ${process.execPath} ${bin} ${runArgs(file, ['64']).join(' ')} | head -c 1000 | wc -c; echo "status $?"`], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, AEGIS_HOME: home },
+        });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (b: Buffer) => void (out += b.toString()));
+        child.stderr.on('data', (b: Buffer) => void (err += b.toString()));
+        child.on('close', (code) => resolve({ code, err, out: Number(/^(\d+)/.exec(out)?.[1] ?? NaN) }));
+      });
+      assert.equal(r.code, 0);
+      assert.equal(r.out, 1000);
+      // The agent met EPIPE (Python's BrokenPipeError); AEGIS itself reported nothing.
+      assert.doesNotMatch(r.err, /aegis/i, r.err);
     });
   });
 }
