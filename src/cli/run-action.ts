@@ -233,6 +233,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   } finally {
     for (const sig of signals) process.off(sig, onSignal);
   }
+  if (result.outputError !== undefined) ctx.err(`aegis run: writing the agent's ${result.outputError.stream} failed (${result.outputError.code}); the rest of it was discarded\n`);
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
   else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);
   if (flags.summary !== undefined) {

@@ -88,6 +88,11 @@ export interface RunResult {
   readonly isolation: Isolation;
   /** Why the run failed to start (status `failed_to_start`). */
   readonly error?: SandboxError;
+  /**
+   * A destination of the agent's output failed other than by EPIPE (e.g. ENOSPC): from then on
+   * that stream's output was discarded (the agent got EPIPE). EPIPE itself is not reported.
+   */
+  readonly outputError?: { readonly stream: 'stdout' | 'stderr'; readonly code: string };
 }
 
 export const EXIT_KILLED = 137;
@@ -430,7 +435,17 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     status = 'exited';
     exitCode = code ?? 128 + (signal !== null ? signalNumber(signal) : 0);
   }
-  const result: RunResult = { ...base, status, exitCode, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit };
+  const failedOutput = (['stdout', 'stderr'] as const).map((stream, i) => ({ stream, code: pumps[i]?.error()?.code ?? null })).find((e) => e.code !== null && e.code !== 'EPIPE');
+  const result: RunResult = {
+    ...base,
+    status,
+    exitCode,
+    durationMs,
+    cpuMs: usage.cpuMs,
+    maxMemoryBytes: usage.maxMemoryBytes,
+    pidsLimitHit: usage.pidsLimitHit,
+    ...(failedOutput !== undefined ? { outputError: { stream: failedOutput.stream, code: failedOutput.code ?? 'EIO' } } : {}),
+  };
   if (startedAgent) emitStart();
   if (status !== 'exited') emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
   emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit } });

@@ -215,6 +215,24 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
       }
     });
 
+    it('reports a failing destination (stdout to /dev/full: ENOSPC) instead of losing output silently', async (t) => {
+      if (!requireOrSkip(t, unavailable)) return;
+      const dir = mkdtempSync(join(work, 'full-'));
+      const before = statOf('/dev/full');
+      const full = openSync('/dev/full', 'w');
+      let r: Ran;
+      try {
+        r = await aegis(runArgs(manifest(dir, ['python3', 'attack.py', 'noread'])), ['ignore', full, 'pipe']);
+      } finally {
+        closeSync(full);
+        const now = statOf('/dev/full');
+        if (now.uid !== before.uid || now.gid !== before.gid) chownSync('/dev/full', before.uid, before.gid);
+        if (now.mode !== before.mode) chmodSync('/dev/full', parseInt(before.mode, 8));
+      }
+      assert.match(r.err, /aegis run: writing the agent's stdout failed \(ENOSPC\)/, r.err);
+      assert.deepEqual(statOf('/dev/full'), before);
+    });
+
     it('pipes on every stream: input arrives, EOF propagates, output arrives', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
       const dir = mkdtempSync(join(work, 'pipe-'));
