@@ -85,10 +85,12 @@ interface Ran {
  * Runs `aegis run` with the given stdio; collects what arrives on pipes (or only its count and
  * hash). `stallMs`: the reader takes nothing at first, as a slow consumer would.
  */
-function aegis(args: string[], stdio: StdioOptions, opt: { input?: Buffer; hashOut?: boolean; stallMs?: number } = {}): Promise<Ran & { hash?: string; bytes: number }> {
-  const { input, hashOut = false, stallMs = 0 } = opt;
+function aegis(args: string[], stdio: StdioOptions, opt: { input?: Buffer | 'keep-open'; hashOut?: boolean; stallMs?: number; closeStdin?: boolean } = {}): Promise<Ran & { hash?: string; bytes: number }> {
+  const { input, hashOut = false, stallMs = 0, closeStdin = false } = opt;
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio, env: { ...process.env, AEGIS_HOME: home } });
+    const env = { ...process.env, AEGIS_HOME: home };
+    // closeStdin: started as `aegis ... <&-` (fd 0 closed).
+    const child = closeStdin ? spawn('/bin/sh', ['-c', 'exec "$@" <&-', 'sh', process.execPath, bin, ...args], { stdio, env }) : spawn(process.execPath, [bin, ...args], { stdio, env });
     const chunks: Buffer[] = [];
     const h = createHash('sha256');
     let bytes = 0;
@@ -105,11 +107,12 @@ function aegis(args: string[], stdio: StdioOptions, opt: { input?: Buffer; hashO
     child.stderr?.on('data', (b: Buffer) => void (err += b.toString()));
     if (child.stdin) {
       child.stdin.on('error', () => undefined);
-      child.stdin.end(input ?? Buffer.alloc(0));
+      if (input !== 'keep-open') child.stdin.end(input ?? Buffer.alloc(0));
     }
     const timer = setTimeout(() => child.kill('SIGKILL'), 170_000);
     child.on('close', (code) => {
       clearTimeout(timer);
+      child.stdin?.destroy();
       resolve({ code, out: Buffer.concat(chunks), err, bytes, ...(hashOut ? { hash: h.digest('hex') } : {}) });
     });
   });
@@ -210,6 +213,11 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
         // The agent read stdin to its end (EOF), or it would have run into its time limit.
         assert.equal((JSON.parse(readFileSync(summary, 'utf8')) as { status: string }).status, 'exited');
         assert.deepEqual(statOf('/dev/null'), before, '/dev/null owner and mode unchanged');
+        // A closed stdin (`<&-`) is an empty one too (Node opens /dev/null on fd 0 for AEGIS;
+        // AEGIS reads it and the sandbox gets an empty pipe).
+        const closed = await aegis(runArgs(join(dir, 'agent.yaml')), ['ignore', 'pipe', 'pipe'], { closeStdin: true });
+        assert.equal(closed.code, 0, closed.err);
+        assert.match(closed.out.toString(), /OUT:\n$/);
       } finally {
         restoreDevNull();
       }
@@ -240,6 +248,11 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
       assert.equal(r.code, 0, r.err);
       assert.match(r.out.toString(), /^(PWNED)*OUT:piped input\n$/);
       assert.match(r.err, /ERR:done\n/);
+      // An agent that never reads stdin, whose writer never closes it: the run still ends
+      // with the agent (a hang would run into the test's timeout).
+      const open = await aegis(runArgs(join(dir, 'agent.yaml'), ['noread']), ['pipe', 'pipe', 'pipe'], { input: 'keep-open' });
+      assert.equal(open.code, 0, open.err);
+      assert.match(open.out.toString(), /OUT:\n$/);
     });
 
     it('a terminal on every stream: the pty keeps its owner and mode, typed input reaches the agent', async (t) => {
