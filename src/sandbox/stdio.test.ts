@@ -100,6 +100,30 @@ describe('pump to a file descriptor', () => {
     assert.ok(src.destroyed, 'the sandbox end is closed, so the agent gets EPIPE too');
   });
 
+  it('settle() loses nothing behind a destination slower than the idle bound', async () => {
+    // Regression: idle time counted from the last chunk read, so after one slow write the
+    // source was closed before its next chunk came in (data a paused socket still held).
+    // The source delivers each chunk 100 ms after it is asked (a socket read after resume),
+    // the destination takes 300 ms per chunk, the idle bound is 200 ms.
+    const queue = ['one', 'two', 'three'];
+    const src = new Readable({
+      highWaterMark: 0, // like a socket: nothing is read ahead while paused
+      read() {
+        setTimeout(() => this.push(queue.shift() ?? null), 100);
+      },
+    });
+    const got: string[] = [];
+    const p = pump(src, (chunk, done) => {
+      setTimeout(() => {
+        got.push(chunk.toString());
+        done(null);
+      }, 300);
+    });
+    p.settle(200);
+    await p.done;
+    assert.equal(got.join(''), 'onetwothree');
+  });
+
   it('settle() closes a source that never ends once it has been idle', async () => {
     const src = new PassThrough();
     const got: string[] = [];

@@ -64,6 +64,8 @@ export function pump(src: Readable, sink: Sink): OutputPump {
     src.pause();
     sink(chunk, (err) => {
       pending = false;
+      // A slow destination is activity too: idle time counts from the last delivery.
+      lastData = performance.now();
       if (err !== null) {
         failure = err;
         // The reader is gone: close the sandbox's end so the agent gets EPIPE, as in a pipeline.
