@@ -216,6 +216,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   } finally {
     for (const sig of signals) process.off(sig, onSignal);
   }
+  if (result.outputError !== undefined) ctx.err(`aegis run: writing the agent's ${result.outputError.stream} failed (${result.outputError.code}); the rest of it was discarded\n`);
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
   else if (budgetStop && result.status === 'killed') ctx.err(`aegis run: agent stopped: audit budget exhausted (${result.executionId})\n`);
   else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);

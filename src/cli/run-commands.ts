@@ -4,7 +4,9 @@
  * Contract (checked exactly):
  *   run <agent.yaml> [--isolation crun|runc|gvisor] [--volume HOST:SANDBOX[:ro|rw]]... [--env NAME=VALUE]...
  *       [--summary <file>] [--seccomp-profile <file>] [--dry-run] [-- extra args]
- *   The agent's stdout and stderr stream through unchanged. Exit code: the agent's; 137 when
+ *   The agent's stdout and stderr stream through unchanged, and AEGIS's stdin is copied in: by
+ *   AEGIS, through pipes of its own (the runtime never gets the operator's descriptors; see
+ *   src/sandbox/stdio.ts). Exit code: the agent's; 137 when
  *   AEGIS killed it (oom, timeout, SIGINT/SIGTERM to AEGIS); 125 when AEGIS could not start it
  *   (the reason on stderr). `--summary` writes
  *   {"executionId","status","exitCode","durationMs","cpuMs","maxMemoryBytes"}.

@@ -17,6 +17,7 @@ export {
   type RunStatus,
   type VolumeRequest,
   type OutputTarget,
+  type InputSource,
 } from './run.js';
 export { sweepStaleRuns, DEFAULT_STATE_DIR, type SweptRun } from './state.js';
 export { SandboxError, type SandboxErrorCode } from './errors.js';

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join, relative, isAbsolute } from 'node:path';
+import type { Readable } from 'node:stream';
 import type { AuditSink, AuditEventInput } from '../audit/event.js';
 import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
 import type { Isolation, Policy } from '../policy/types.js';
@@ -24,6 +25,7 @@ import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsTo
 import { validateBundle } from './spec/validate.js';
 import { parseMountinfo } from '../host/mountinfo.js';
 import { processStartTime } from '../host/pid-lock.js';
+import { callbackSink, discardSink, fdSink, pump, pumpInput, type InputPump, type OutputPump } from './stdio.js';
 import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord, type SweptRun } from './state.js';
 
 export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
@@ -35,7 +37,17 @@ export interface VolumeRequest {
   readonly mode: 'ro' | 'rw';
 }
 
+/**
+ * Where the agent's stdout/stderr go. 'inherit': copied to this process's fd 1/2 (with
+ * backpressure; never handed to the runtime, see stdio.ts); 'ignore': discarded; a function
+ * receives every chunk.
+ */
 export type OutputTarget = 'inherit' | 'ignore' | ((chunk: Buffer) => void);
+/**
+ * The agent's stdin. 'ignore' (default): empty (EOF at once); 'inherit': this process's stdin,
+ * copied in; a Readable: copied in. The runtime only ever gets a pipe AEGIS made (stdio.ts).
+ */
+export type InputSource = 'inherit' | 'ignore' | Readable;
 
 export interface RunSandboxOptions {
   readonly policy: Policy;
@@ -55,7 +67,7 @@ export interface RunSandboxOptions {
   /** Run records, bundles and runtime state live here (default /run/aegis). */
   readonly stateDir?: string;
   readonly executionId?: string;
-  readonly stdin?: 'inherit' | 'ignore';
+  readonly stdin?: InputSource;
   readonly stdout?: OutputTarget;
   readonly stderr?: OutputTarget;
   /** Aborting kills the sandbox (status `killed`). */
@@ -83,6 +95,11 @@ export interface RunResult {
   readonly isolation: Isolation;
   /** Why the run failed to start (status `failed_to_start`). */
   readonly error?: SandboxError;
+  /**
+   * A destination of the agent's output failed other than by EPIPE (e.g. ENOSPC): from then on
+   * that stream's output was discarded (the agent got EPIPE). EPIPE itself is not reported.
+   */
+  readonly outputError?: { readonly stream: 'stdout' | 'stderr'; readonly code: string };
 }
 
 export const EXIT_KILLED = 137;
@@ -198,8 +215,10 @@ function emit(audit: AuditSink | undefined, ev: AuditEventInput): void {
   }
 }
 
-function pipeOut(t: OutputTarget | undefined): 'inherit' | 'ignore' | 'pipe' {
-  return t === undefined ? 'inherit' : typeof t === 'function' ? 'pipe' : t;
+/** The pump that delivers one of the agent's output streams to its target. */
+function outputPump(src: Readable, t: OutputTarget | undefined, fd: 1 | 2): OutputPump {
+  const target = t ?? 'inherit';
+  return pump(src, target === 'inherit' ? fdSink(fd) : target === 'ignore' ? discardSink : callbackSink(target));
 }
 
 /**
@@ -328,20 +347,16 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
 
     const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
-    child = spawn(cmd, argv, {
-      cwd: run.bundleDir,
-      stdio: [opts.stdin ?? 'ignore', pipeOut(opts.stdout), pipeOut(opts.stderr)],
-      detached: true,
-    });
+    // ARCHITECTURE NOTE: only pipes AEGIS made, never a descriptor of the operator's (stdio.ts).
+    child = spawn(cmd, argv, { cwd: run.bundleDir, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid, runtimeStartTime: processStartTime(child.pid) });
   } catch (err) {
     return failed(err);
   }
 
-  const out = opts.stdout;
-  const errOut = opts.stderr;
-  if (typeof out === 'function') child.stdout?.on('data', out);
-  if (typeof errOut === 'function') child.stderr?.on('data', errOut);
+  const pumps: OutputPump[] = [outputPump(child.stdout, opts.stdout, 1), outputPump(child.stderr, opts.stderr, 2)];
+  const stdinSource = opts.stdin === 'inherit' ? process.stdin : opts.stdin === undefined || opts.stdin === 'ignore' ? null : opts.stdin;
+  const input: InputPump = pumpInput(stdinSource, child.stdin);
 
   const activeRun = run;
   const activeDriver = driver;
@@ -357,9 +372,6 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     });
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
-  // With piped output, 'exit' can come before the last chunks: wait for the streams to close
-  // (bounded: cleanup has killed everything that could still hold them open).
-  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
   child.once('spawn', () => {
     if (child.pid !== undefined) {
       emit(opts.audit, { actor, action: 'run.spawn', decision: 'info', payload: { ...opts.provenance, isolation, runtimePid: child.pid, ...spawnFacts } });
@@ -403,13 +415,18 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   const durationMs = performance.now() - started;
   const usage = activeCgroup.usage();
   const startedAgent = existsSync(activeRun.pidFile);
-  if (spawnError !== null) return failed(new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`));
-  await cleanup();
-  if (typeof out === 'function' || typeof errOut === 'function') {
-    let bound: NodeJS.Timeout | undefined;
-    await Promise.race([closed, new Promise<void>((r) => (bound = setTimeout(r, 2000)))]);
-    clearTimeout(bound);
+  input.stop();
+  if (spawnError !== null) {
+    for (const p of pumps) p.settle(0);
+    return failed(new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`));
   }
+  await cleanup();
+  // No loss at exit: everything the agent wrote is delivered before the run ends. Cleanup has
+  // killed every process that could hold the sandbox's ends, so the streams end once drained;
+  // the idle bound only guards against a holder outside the cgroup (none is known), and never
+  // fires while a slow reader is still taking data.
+  for (const p of pumps) p.settle(2000);
+  await Promise.all(pumps.map((p) => p.done));
 
   const killedBySignal = signal === 'SIGKILL' || code === EXIT_KILLED;
   let status: RunStatus;
@@ -428,7 +445,17 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     status = 'exited';
     exitCode = code ?? 128 + (signal !== null ? signalNumber(signal) : 0);
   }
-  const result: RunResult = { ...base, status, exitCode, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit };
+  const failedOutput = (['stdout', 'stderr'] as const).map((stream, i) => ({ stream, code: pumps[i]?.error()?.code ?? null })).find((e) => e.code !== null && e.code !== 'EPIPE');
+  const result: RunResult = {
+    ...base,
+    status,
+    exitCode,
+    durationMs,
+    cpuMs: usage.cpuMs,
+    maxMemoryBytes: usage.maxMemoryBytes,
+    pidsLimitHit: usage.pidsLimitHit,
+    ...(failedOutput !== undefined ? { outputError: { stream: failedOutput.stream, code: failedOutput.code ?? 'EIO' } } : {}),
+  };
   if (startedAgent) emitStart();
   if (status !== 'exited') emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
   emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit } });

@@ -8,8 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEventInput } from '../../src/audit/event.js';
 import { resolveImage } from '../../src/images/index.js';
@@ -158,6 +159,36 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
         r.events.map((e) => e.action),
         ['run.spawn', 'run.start', 'resource.usage', 'run.exit'],
       );
+    });
+
+    it('hands the runtime only pipes of its own: /dev/null keeps owner and mode, stdin comes from the caller', async (t) => {
+      // Regression (issue 8): the default stdin was the host's /dev/null, which crun chowned to
+      // the sandbox uid (and runsc to 65534); the agent could then chmod it for the whole host.
+      const script = [
+        'import os, sys',
+        'for fd in (0, 1, 2):',
+        '    for attack in (lambda: os.fchmod(fd, 0o600), lambda: os.fchown(fd, 1000, 1000)):',
+        '        try:',
+        '            attack()',
+        '        except OSError:',
+        '            pass',
+        'print("IN:" + sys.stdin.read())',
+      ].join('\n');
+      const before = statSync('/dev/null');
+      try {
+        const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script] }));
+        if (!r) return;
+        assert.equal(r.status, 'exited', r.err);
+        assert.equal(r.out, 'IN:\n', 'the default stdin is empty');
+        const now = statSync('/dev/null');
+        assert.deepEqual([now.uid, now.gid, now.mode], [before.uid, before.gid, before.mode], '/dev/null unchanged');
+        const fed = await run(t, testPolicy({ entrypoint: ['python3', '-c', script] }), { stdin: Readable.from([Buffer.from('from the caller')]) });
+        assert.equal(fed?.out, 'IN:from the caller\n');
+      } finally {
+        const now = statSync('/dev/null');
+        if (now.uid !== before.uid || now.gid !== before.gid) chownSync('/dev/null', before.uid, before.gid);
+        if (now.mode !== before.mode) chmodSync('/dev/null', before.mode & 0o7777);
+      }
     });
 
     it('kills a memory bomb and reports oom', async (t) => {
