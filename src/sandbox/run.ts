@@ -16,7 +16,7 @@ import type { AuditSink, AuditEventInput } from '../audit/event.js';
 import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
 import type { Isolation, Policy } from '../policy/types.js';
 import { ensureSkeleton, scanImage, writeBundle } from './bundle.js';
-import { createRunCgroup, type RunCgroup } from './cgroups/index.js';
+import { createRunCgroup, runtimeCgroupPath, type RunCgroup } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
@@ -229,7 +229,7 @@ export function dryRun(opts: RunSandboxOptions): CompiledBundle {
   const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
   const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
   const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
-  const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? `/aegis/${opts.executionId ?? 'dry-run'}/c` : null;
+  const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? runtimeCgroupPath(opts.executionId ?? 'dry-run') : null;
   return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation });
 }
 
@@ -312,8 +312,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     mkdirSync(run.bundleDir, { mode: 0o711 });
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
 
-    cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead }, undefined, undefined, driver.cgroupMode);
-    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? cgroup.runtimePath : null, isolation });
+    // Compiled before the cgroup exists: the runtime's own pids allowance depends on the bundle.
+    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null, isolation });
+    cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead(bundle.config) }, undefined, undefined, driver.cgroupMode);
     writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
     createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
 

@@ -270,6 +270,17 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.equal((r.out.match(/ERR/g) ?? []).length, 7, r.out);
     });
 
+    it('writes to declared paths inside image directories (/etc/foo, /usr/local/x)', async (t) => {
+      // Regression: on gVisor a grant inside /etc (mirrored one bind mount per entry, ~94
+      // mounts) exhausted the runtime's pids allowance: "StartRoot failed: EOF", exit 128.
+      const script = 'for p in ["/etc/foo", "/usr/local/x"]:\n    open(p + "/f", "w").write("w")\n    print(p, open(p + "/f").read())';
+      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script], fs: { write: ['/etc/foo', '/usr/local/x'] } }));
+      if (!r) return;
+      assert.equal(r.status, 'exited', `${r.status} ${r.exitCode} ${r.err}`);
+      assert.equal(r.exitCode, 0, r.err);
+      assert.equal(r.out, '/etc/foo w\n/usr/local/x w\n');
+    });
+
     it('mounts granted volumes read-only or read-write, and refuses ungranted ones before start', async (t) => {
       const ro = join(work, 'ro');
       const rw = join(work, 'rw');
