@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
 import type { Policy } from '../policy/types.js';
+import { unbackedWritePaths, unbackedWriteWarning } from '../sandbox/host-paths.js';
+import { normalizeSandboxPath } from '../policy/paths.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
@@ -116,7 +118,7 @@ export async function loadPolicy(file: string, stateDir: string): Promise<Cached
   return entry;
 }
 
-function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>): string {
+function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>, warnings: readonly string[] = []): string {
   return (
     JSON.stringify({
       executionId: r.executionId,
@@ -125,6 +127,7 @@ function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'd
       durationMs: Math.round(r.durationMs),
       cpuMs: Math.round(r.cpuMs),
       maxMemoryBytes: r.maxMemoryBytes,
+      ...(warnings.length > 0 ? { warnings } : {}),
     }) + '\n'
   );
 }
@@ -159,6 +162,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   };
 
   let opts: RunSandboxOptions;
+  /** Said on stderr before the run and kept in the summary. */
+  let warnings: string[] = [];
   try {
     const loaded = await loadPolicy(file, flags.stateDir ?? DEFAULT_STATE_DIR);
     for (const w of loaded.warnings) ctx.err(w + '\n');
@@ -182,6 +187,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       ...(seccompProfile !== undefined ? { seccompProfile } : {}),
       ...(flags.stateDir !== undefined ? { stateDir: flags.stateDir } : {}),
     };
+    warnings = unbackedWritePaths(opts.policy, (opts.volumes ?? []).map((v) => normalizeSandboxPath(v.sandbox) ?? v.sandbox)).map(unbackedWriteWarning);
+    for (const w of warnings) ctx.err(`aegis run: warning: ${w}\n`);
     if (flags.dryRun) {
       ctx.out(JSON.stringify(dryRun(opts), null, 2) + '\n');
       return 0;
@@ -235,9 +242,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   }
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
   else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);
+  for (const w of result.warnings ?? []) ctx.err(`aegis run: warning: ${w}\n`);
   if (flags.summary !== undefined) {
     try {
-      writeFileSync(flags.summary, summaryOf(result));
+      writeFileSync(flags.summary, summaryOf(result, [...warnings, ...(result.warnings ?? [])]));
     } catch (err) {
       ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);
     }

@@ -8,6 +8,10 @@ export type SandboxErrorCode =
   | 'sandbox.invalid_spec'
   /** A `--volume` flag is malformed, its host path is missing, or its sandbox path is not granted. */
   | 'sandbox.volume_refused'
+  /** A read-only volume's host folder (or an ancestor) cannot be read by the sandbox's host uid. */
+  | 'sandbox.volume_unreadable'
+  /** A size-limited writable volume could not be set up (mkfs, loop mount, copy-in). */
+  | 'sandbox.volume_failed'
   /** The agent's code directory is missing or resolves outside the manifest's folder. */
   | 'sandbox.code_dir_refused'
   /** A user-supplied seccomp profile file is unreadable or not a Docker-format profile. */

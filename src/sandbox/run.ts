@@ -22,15 +22,20 @@ import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
 import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, type CompiledBundle, type CompileOptions, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
 import { validateBundle } from './spec/validate.js';
+import { checkReadableBy } from './host-paths.js';
+import { copyBack, DEFAULT_RW_VOLUME_BYTES, MAX_RW_VOLUME_BYTES, MIN_RW_VOLUME_BYTES, stageVolume, unmount, type StagedVolume } from './volumes.js';
+import { parseSize } from '../manifest/units.js';
 import { DEFAULT_STATE_DIR, processStartTime, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord } from './state.js';
 
 export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
 
-/** A `--volume HOST:SANDBOX[:ro|rw]` request (not yet checked). */
+/** A `--volume HOST:SANDBOX[:ro|rw[,size=N]]` request (not yet checked). */
 export interface VolumeRequest {
   readonly host: string;
   readonly sandbox: string;
   readonly mode: 'ro' | 'rw';
+  /** rw only: size of the volume's filesystem (default DEFAULT_RW_VOLUME_BYTES, 1 GiB). */
+  readonly sizeBytes?: number;
 }
 
 export type OutputTarget = 'inherit' | 'ignore' | ((chunk: Buffer) => void);
@@ -76,6 +81,8 @@ export interface RunResult {
   readonly isolation: Isolation;
   /** Why the run failed to start (status `failed_to_start`). */
   readonly error?: SandboxError;
+  /** Problems after the run that did not change its status (an rw volume not copied back). */
+  readonly warnings?: readonly string[];
 }
 
 export const EXIT_KILLED = 137;
@@ -154,18 +161,46 @@ export function resolveVolumes(policy: Policy, requests: readonly VolumeRequest[
     }
     if (!statSync(host).isDirectory()) throw new SandboxError('sandbox.volume_refused', `volume source ${host} is not a directory`);
     refuseSubmounts('volume source', host, 'sandbox.volume_refused');
-    return { host, sandbox, mode: v.mode };
+    if (v.mode === 'ro') {
+      // Bound as it is: the agent must be able to read it (else it would only fail inside).
+      checkReadableBy(host, AGENT_HOST_UID, AGENT_HOST_GID);
+      return { host, sandbox, mode: v.mode };
+    }
+    if (v.sizeBytes !== undefined && !(Number.isSafeInteger(v.sizeBytes) && v.sizeBytes >= MIN_RW_VOLUME_BYTES && v.sizeBytes <= MAX_RW_VOLUME_BYTES)) {
+      throw new SandboxError('sandbox.volume_refused', `volume ${v.host}: size ${v.sizeBytes} is outside ${MIN_RW_VOLUME_BYTES}..${MAX_RW_VOLUME_BYTES} bytes`);
+    }
+    return { host, sandbox, mode: v.mode, sizeBytes: v.sizeBytes ?? DEFAULT_RW_VOLUME_BYTES };
   });
 }
 
-/** Parses `HOST:SANDBOX[:ro|rw]` (default ro). */
+/** Single-letter binary units as in tmpfs/Docker (`100M`), besides the manifest's (`100MiB`, `100MB`). */
+const SHORT_SIZE = /^([0-9]{1,12})([kKmMgGtT])$/;
+
+function parseVolumeSize(flag: string, text: string): number {
+  const short = SHORT_SIZE.exec(text);
+  if (short) return Number(short[1]) * 1024 ** ('kmgt'.indexOf(short[2]!.toLowerCase()) + 1);
+  const r = parseSize(text);
+  if (!r.ok) throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": ${r.message}`);
+  return r.value;
+}
+
+/**
+ * Parses `HOST:SANDBOX[:ro|rw[,size=N]]` (default ro; an rw volume without size= gets
+ * DEFAULT_RW_VOLUME_BYTES). Sizes: 100M, 2G (binary) or the manifest's units (100MiB, 100MB).
+ */
 export function parseVolumeFlag(flag: string): VolumeRequest {
   const parts = flag.split(':');
-  const mode = parts.length === 3 ? parts[2] : 'ro';
+  const [mode, ...options] = (parts.length === 3 ? parts[2]! : 'ro').split(',');
   if ((parts.length !== 2 && parts.length !== 3) || !parts[0] || !parts[1] || (mode !== 'ro' && mode !== 'rw')) {
-    throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": expected HOST:SANDBOX[:ro|rw]`);
+    throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": expected HOST:SANDBOX[:ro|rw[,size=N]]`);
   }
-  return { host: parts[0], sandbox: parts[1], mode };
+  let sizeBytes: number | undefined;
+  for (const o of options) {
+    if (!o.startsWith('size=') || sizeBytes !== undefined) throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": unknown or repeated option "${o}" (only size=N, for rw)`);
+    if (mode !== 'rw') throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": size= applies to rw volumes only`);
+    sizeBytes = parseVolumeSize(flag, o.slice('size='.length));
+  }
+  return { host: parts[0], sandbox: parts[1], mode, ...(sizeBytes !== undefined ? { sizeBytes } : {}) };
 }
 
 /** A fresh execution id (also the container id: `aegis-` + 16 hex digits). */
@@ -246,8 +281,11 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   let recordWritten = false;
   /** Paths this run created under its run directory, parents first (fast removal). */
   const createdPaths: string[] = [];
+  /** rw volumes mounted on their size-limited filesystems (volumes.ts), with their index. */
+  const staged: { s: StagedVolume; i: number }[] = [];
+  const warnings: string[] = [];
 
-  const cleanup = async (): Promise<void> => {
+  const cleanup = async (copyVolumes = false): Promise<void> => {
     // Order: kill what is left, let the runtime forget the container, remove cgroups, files.
     if (cgroup !== null) await cgroup.killAll().catch(() => undefined);
     if (driver !== null && run !== null && driver.hasState(run)) {
@@ -258,6 +296,16 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
         cgroup.remove();
       } catch {
         /* the sweeper retries at the next start */
+      }
+    }
+    // After every process of the run is gone: the agent's rw volumes back to their host folders.
+    for (const { s, i } of staged.splice(0)) {
+      const w = copyVolumes ? copyBack(s, id, i) : null;
+      if (w !== null) warnings.push(w);
+      try {
+        unmount(s.mountPoint);
+      } catch (err) {
+        warnings.push(`volume ${s.volume.host}: cannot unmount ${s.mountPoint}: ${(err as Error).message}`);
       }
     }
     if (recordWritten) {
@@ -283,12 +331,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     if (opts.signal?.aborted) throw new SandboxError('sandbox.start_failed', 'aborted before start');
 
     const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
-    const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
-    for (const v of volumes) {
-      if (v.mode === 'rw' && !writableByAgent(v.host)) {
-        throw new SandboxError('sandbox.volume_refused', `volume ${v.host} is not writable by the sandbox's host uid ${AGENT_HOST_UID}: chown ${AGENT_HOST_UID}:${AGENT_HOST_UID} it or make it world-writable`);
-      }
-    }
+    const resolvedVolumes = resolveVolumes(opts.policy, opts.volumes ?? []);
 
     const record: RunRecord = {
       id,
@@ -311,6 +354,12 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     recordWritten = true;
     mkdirSync(run.bundleDir, { mode: 0o711 });
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
+    const volumes = resolvedVolumes.map((v, i) => {
+      if (v.mode !== 'rw') return v;
+      const s = stageVolume(v, dir, id, i, { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID });
+      staged.push({ s, i });
+      return { ...v, host: s.mountPoint };
+    });
 
     // Compiled before the cgroup exists: the runtime's own pids allowance depends on the bundle.
     const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null, isolation });
@@ -395,7 +444,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   const usage = activeCgroup.usage();
   const startedAgent = existsSync(activeRun.pidFile);
   if (spawnError !== null) return failed(new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`));
-  await cleanup();
+  await cleanup(startedAgent);
   if (typeof out === 'function' || typeof errOut === 'function') {
     let bound: NodeJS.Timeout | undefined;
     await Promise.race([closed, new Promise<void>((r) => (bound = setTimeout(r, 2000)))]);
@@ -419,7 +468,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     status = 'exited';
     exitCode = code ?? 128 + (signal !== null ? signalNumber(signal) : 0);
   }
-  const result: RunResult = { ...base, status, exitCode, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit };
+  const result: RunResult = { ...base, status, exitCode, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit, ...(warnings.length > 0 ? { warnings } : {}) };
   if (startedAgent) emitStart();
   if (status !== 'exited') emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
   emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit } });
@@ -460,15 +509,10 @@ function signalNumber(s: NodeJS.Signals): number {
 
 /**
  * The host uid the agent's files get: container uid AGENT_UID in the default id map.
- * ARCHITECTURE NOTE: rw volumes must be writable by this uid (or world-writable); AEGIS never
- * chowns host folders and refuses an rw volume the agent could not write.
+ * ARCHITECTURE NOTE: ro volumes must be readable by this uid (checked before start, see
+ * host-paths.ts); rw volumes live on a filesystem of their own whose root belongs to it, and are
+ * copied back to the host folder as the user running AEGIS (volumes.ts). AEGIS never chowns the
+ * host folders themselves.
  */
 export const AGENT_HOST_UID = DEFAULT_ID_MAP.hostBase + AGENT_UID;
 export const AGENT_HOST_GID = DEFAULT_ID_MAP.hostBase + AGENT_GID;
-
-function writableByAgent(dir: string): boolean {
-  const st = statSync(dir);
-  if (st.uid === AGENT_HOST_UID) return (st.mode & 0o300) === 0o300;
-  if (st.gid === AGENT_HOST_GID) return (st.mode & 0o030) === 0o030;
-  return (st.mode & 0o003) === 0o003;
-}

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEventInput } from '../../src/audit/event.js';
@@ -312,6 +312,76 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.equal(rwOnRead?.error?.code, 'sandbox.volume_refused');
     });
 
+    it('bounds an rw volume to its size (ENOSPC), copies it back without following links, owned by the user running AEGIS', async (t) => {
+      const out = join(work, 'bounded');
+      rmSync(out, { recursive: true, force: true });
+      mkdirSync(out);
+      writeFileSync(join(out, 'prev.txt'), 'from before');
+      writeFileSync(join(out, 'gone.txt'), 'the agent deletes this');
+      const limit = 16 * 1024 * 1024;
+      const script = [
+        'import os',
+        'print("prev", open("/data/outputs/prev.txt").read())',
+        'os.remove("/data/outputs/gone.txt")',
+        'os.symlink("' + secret + '", "/data/outputs/link")',
+        'open("/data/outputs/suid", "w").write("s")',
+        'os.chmod("/data/outputs/suid", 0o4755)',
+        'os.makedirs("/data/outputs/sub/dir")',
+        'open("/data/outputs/sub/dir/f", "w").write("deep")',
+        'n = 0',
+        'try:',
+        '    with open("/data/outputs/big", "wb") as f:',
+        '        while True:',
+        '            f.write(b"x" * 65536)',
+        '            f.flush()',
+        '            n += 65536',
+        'except OSError as e:',
+        '    print("errno", e.errno, n, flush=True)',
+      ].join('\n');
+      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script] }), { volumes: [{ host: out, sandbox: '/data/outputs', mode: 'rw', sizeBytes: limit }] });
+      if (!r) return;
+      assert.equal(r.status, 'exited', r.err);
+      assert.equal(r.exitCode, 0, r.err);
+      assert.match(r.out, /prev from before/);
+      const m = /errno (\d+) (\d+)/.exec(r.out);
+      assert.ok(m, r.out);
+      assert.ok(['28', '122'].includes(m[1]!), `ENOSPC or EDQUOT, got errno ${m[1]}`);
+      assert.ok(Number(m[2]) <= limit && Number(m[2]) > limit / 2, `wrote ${m[2]} bytes`);
+      // The host folder: what the agent left, within the limit, owned by whoever runs AEGIS.
+      assert.deepEqual(readdirSync(out).sort(), ['big', 'link', 'prev.txt', 'sub', 'suid']);
+      const du = Number(execFileSync('du', ['-s', '-B1', out]).toString().split('\t')[0]);
+      assert.ok(du <= limit, `host folder holds ${du} bytes, limit ${limit}`);
+      assert.equal(statSync(join(out, 'big')).size, Number(m[2]));
+      assert.equal(readFileSync(join(out, 'sub/dir/f'), 'utf8'), 'deep');
+      assert.ok(lstatSync(join(out, 'link')).isSymbolicLink(), 'a link stays a link');
+      assert.equal(readlinkSync(join(out, 'link')), secret);
+      assert.equal(statSync(join(out, 'suid')).mode & 0o7777, 0o755, 'setuid cleared');
+      for (const f of ['big', 'sub', 'sub/dir/f', 'suid', 'prev.txt']) {
+        assert.equal(statSync(join(out, f)).uid, process.getuid!(), `${f} belongs to the user running AEGIS`);
+      }
+      assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('.aegis-')), [], 'no staging left');
+    });
+
+    it('refuses an rw volume whose contents do not fit its size, and an ro volume the sandbox cannot read', async (t) => {
+      const big = join(work, 'too-big');
+      mkdirSync(big, { recursive: true });
+      writeFileSync(join(big, 'f'), Buffer.alloc(9 * 1024 * 1024, 1));
+      const policy = testPolicy({ entrypoint: ['true'], fs: { read: ['/data/inputs'], write: ['/data/outputs'] } });
+      const r = await run(t, policy, { volumes: [{ host: big, sandbox: '/data/outputs', mode: 'rw', sizeBytes: 8 * 1024 * 1024 }] });
+      if (!r) return;
+      assert.equal(r.status, 'failed_to_start');
+      assert.equal(r.error?.code, 'sandbox.volume_refused', r.error?.message);
+      assert.equal(statSync(join(big, 'f')).size, 9 * 1024 * 1024, 'the folder is untouched');
+      assert.deepEqual(readdirSync(big), ['f']);
+      const secretDir = join(work, 'private');
+      mkdirSync(secretDir, { recursive: true, mode: 0o700 });
+      chmodSync(secretDir, 0o700);
+      const u = await run(t, policy, { volumes: [{ host: secretDir, sandbox: '/data/inputs', mode: 'ro' }] });
+      assert.equal(u?.status, 'failed_to_start');
+      assert.equal(u?.error?.code, 'sandbox.volume_unreadable', u?.error?.message);
+      assert.deepEqual(u?.events.map((e) => e.action), ['run.failed_to_start']);
+    });
+
     it('denies mount, ptrace, unshare, keyctl, bpf and the rest of the list with EPERM', async (t) => {
       const names = Object.keys(DENIED_PROBES);
       const script = ['import subprocess', `for n in ${JSON.stringify(['geteuid', ...names])}:`, '    print(n, subprocess.call(["/agent/probe-" + n]))'].join('\n');
@@ -374,9 +444,13 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
     it('cleans up after an AEGIS process killed with SIGKILL (sweep at the next start)', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
       const dist = new URL('../../src/sandbox/run.js', import.meta.url).pathname;
+      // With an rw volume: its filesystem is mounted inside the run dir and must be swept too.
+      const killedVol = join(work, 'killed-vol');
+      mkdirSync(killedVol, { recursive: true });
+      writeFileSync(join(killedVol, 'kept'), 'k');
       const prog = `import { runSandbox } from ${JSON.stringify(dist)};
-        const policy = ${JSON.stringify(testPolicy({ entrypoint: ['python3', '-c', 'import time\nprint("up", flush=True)\ntime.sleep(60)'] }))};
-        await runSandbox({ policy, manifestDir: ${JSON.stringify(code)}, imageRootfs: ${JSON.stringify(rootfs)}, isolation: ${JSON.stringify(isolation)}, stateDir: ${JSON.stringify(stateDir)}, executionId: 'aegis-sigkill-${isolation}' });`;
+        const policy = ${JSON.stringify(testPolicy({ entrypoint: ['python3', '-c', 'import time\nopen("/data/outputs/new", "w").write("n")\nprint("up", flush=True)\ntime.sleep(60)'] }))};
+        await runSandbox({ policy, manifestDir: ${JSON.stringify(code)}, imageRootfs: ${JSON.stringify(rootfs)}, isolation: ${JSON.stringify(isolation)}, stateDir: ${JSON.stringify(stateDir)}, executionId: 'aegis-sigkill-${isolation}', volumes: [{ host: ${JSON.stringify(killedVol)}, sandbox: '/data/outputs', mode: 'rw', sizeBytes: 16777216 }] });`;
       const child = spawn(process.execPath, ['--input-type=module', '-e', prog], { stdio: ['ignore', 'pipe', 'inherit'] });
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('agent did not start')), 30_000);
@@ -396,6 +470,7 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       // The runtime process left behind exits once its container is gone.
       for (let i = 0; i < 100 && leftovers(stateDir, isolation, id).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(leftovers(stateDir, isolation, id), []);
+      assert.deepEqual(readdirSync(killedVol), ['kept'], 'the folder keeps its contents from before the run (LIMITATION: the writes are lost)');
     });
   });
 }
