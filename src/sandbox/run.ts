@@ -300,7 +300,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     }
     // After every process of the run is gone: the agent's rw volumes back to their host folders.
     for (const { s, i } of staged.splice(0)) {
-      const w = copyVolumes ? copyBack(s, id, i) : null;
+      const w = copyVolumes ? copyBack(s, id, i, AGENT_HOST, invoker()) : null;
       if (w !== null) warnings.push(w);
       try {
         unmount(s.mountPoint);
@@ -356,7 +356,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
     const volumes = resolvedVolumes.map((v, i) => {
       if (v.mode !== 'rw') return v;
-      const s = stageVolume(v, dir, id, i, { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID });
+      const s = stageVolume(v, dir, id, i, AGENT_HOST, invoker());
       staged.push({ s, i });
       return { ...v, host: s.mountPoint };
     });
@@ -516,3 +516,13 @@ function signalNumber(s: NodeJS.Signals): number {
  */
 export const AGENT_HOST_UID = DEFAULT_ID_MAP.hostBase + AGENT_UID;
 export const AGENT_HOST_GID = DEFAULT_ID_MAP.hostBase + AGENT_GID;
+const AGENT_HOST = { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID } as const;
+
+/**
+ * The user the agent's rw-volume files are handed to: the one running AEGIS (effective ids).
+ * ARCHITECTURE NOTE: under sudo that is root; SUDO_UID is not consulted (an environment
+ * variable is no proof of identity): chown the folder afterwards if it should be someone else's.
+ */
+function invoker(): { uid: number; gid: number } {
+  return { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 };
+}

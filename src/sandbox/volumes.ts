@@ -14,16 +14,21 @@
  *     loop-mounted `nosuid,nodev` at `<run dir>/vol<n>`, and unlinked at once (the mount keeps it
  *     alive; unmounting frees it);
  *  2. the folder's current contents are copied in (`cp -R -P`: symbolic links are copied as
- *     links, never followed) and handed to the agent's host uid; contents larger than the
- *     volume refuse the run (`sandbox.volume_refused`);
+ *     links, never followed), keeping owners and modes, except that what belongs to the user
+ *     running AEGIS is handed to the agent's host uid/gid (so the agent can change what it wrote
+ *     in earlier runs; files of other host users keep their owner and stay as (un)readable to
+ *     the agent as with a bind mount); contents larger than the volume refuse the run
+ *     (`sandbox.volume_refused`);
  *  3. the mount is bind-mounted into the sandbox; the agent's writes beyond the size fail with
  *     ENOSPC;
  *  4. at the end of a run whose agent started (also after a timeout, OOM or kill), the
  *     filesystem's contents are copied into a fresh directory inside the host folder (symbolic
  *     links as links, hard links kept as links so a file linked many times is stored once, holes
- *     kept, no ownership, extended attributes or file capabilities, setuid/setgid bits cleared),
- *     then the folder's old entries are replaced by the copy. The copied files belong to the user
- *     running AEGIS (`root` for `aegis run` as root), not to the agent's host uid.
+ *     kept, owners kept but no extended attributes or file capabilities, setuid/setgid bits
+ *     cleared), the agent's host uid/gid handed back to the user running AEGIS, then the
+ *     folder's old entries are replaced by the copy. So the agent's files belong to the user
+ *     running AEGIS (`root` for `aegis run` as root), never to the agent's host uid: the mapping
+ *     agent <-> invoking user that an idmapped mount would give, on every runtime.
  * The host folder therefore grows by at most the volume's size while the agent runs, and holds
  * at most the volume's size of agent data afterwards (twice that for the moment of the copy).
  *
@@ -37,7 +42,7 @@
  * limitation of volume paths).
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
+import { chownSync, closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { SandboxError } from './errors.js';
 import type { ResolvedVolume } from './spec/compile.js';
@@ -69,17 +74,25 @@ export interface StagedVolume {
   readonly mountPoint: string;
 }
 
-export interface AgentOwner {
+export interface Owner {
   readonly uid: number;
   readonly gid: number;
 }
+
+/** Owners to swap on a copy: files of `from` become `to`'s (symbolic links included, never followed). */
+function reown(dir: string, from: Owner, to: Owner): void {
+  if (from.uid !== to.uid) tool('find', [dir, '-xdev', '-uid', String(from.uid), '-exec', 'chown', '-h', String(to.uid), '--', '{}', '+']);
+  if (from.gid !== to.gid) tool('find', [dir, '-xdev', '-gid', String(from.gid), '-exec', 'chgrp', '-h', String(to.gid), '--', '{}', '+']);
+}
+
+const COPY = ['-R', '-P', '--preserve=mode,ownership,timestamps,links', '--'];
 
 /**
  * Creates, mounts and fills the filesystem of rw volume `index` of run `runId`. Throws
  * SandboxError (`sandbox.volume_failed`, or `sandbox.volume_refused` when the folder's contents
  * do not fit); leaves nothing mounted when it throws.
  */
-export function stageVolume(volume: ResolvedVolume, runDir: string, runId: string, index: number, agent: AgentOwner): StagedVolume {
+export function stageVolume(volume: ResolvedVolume, runDir: string, runId: string, index: number, agent: Owner, invoker: Owner): StagedVolume {
   const size = volume.sizeBytes ?? DEFAULT_RW_VOLUME_BYTES;
   const mountPoint = join(runDir, `vol${index}`);
   const image = join(volume.host, `.aegis-vol-${runId}-${index}.img`);
@@ -109,8 +122,10 @@ export function stageVolume(volume: ResolvedVolume, runDir: string, runId: strin
   }
   try {
     if (readdirSync(volume.host).length > 0) {
-      tool('cp', ['-R', '-P', '--preserve=mode,timestamps,links', '--', `${volume.host}/.`, `${mountPoint}/`]);
-      tool('chown', ['-R', '-h', `${agent.uid}:${agent.gid}`, '--', mountPoint]);
+      tool('cp', [...COPY, `${volume.host}/.`, `${mountPoint}/`]);
+      reown(mountPoint, invoker, agent);
+      // `cp DIR/.` gave the root the host folder's owner: the rw grant makes it the agent's.
+      chownSync(mountPoint, agent.uid, agent.gid);
     }
   } catch (err) {
     unmount(mountPoint);
@@ -128,12 +143,13 @@ export function stageVolume(volume: ResolvedVolume, runDir: string, runId: strin
  * Replaces the host folder's contents with the volume filesystem's (see the ARCHITECTURE NOTE).
  * Returns null, or what went wrong (the host folder then keeps its old contents).
  */
-export function copyBack(staged: StagedVolume, runId: string, index: number): string | null {
+export function copyBack(staged: StagedVolume, runId: string, index: number, agent: Owner, invoker: Owner): string | null {
   const host = staged.volume.host;
   const out = join(host, `.aegis-out-${runId}-${index}`);
   try {
     mkdirSync(out, { mode: 0o700 });
-    tool('cp', ['-R', '-P', '--preserve=mode,timestamps,links', '--', `${staged.mountPoint}/.`, `${out}/`]);
+    tool('cp', [...COPY, `${staged.mountPoint}/.`, `${out}/`]);
+    reown(out, agent, invoker);
     tool('find', [out, '-xdev', '-type', 'f', '-perm', '/6000', '-exec', 'chmod', 'ug-s', '--', '{}', '+']);
   } catch (err) {
     rmSync(out, { recursive: true, force: true });

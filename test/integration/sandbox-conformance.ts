@@ -318,10 +318,15 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       mkdirSync(out);
       writeFileSync(join(out, 'prev.txt'), 'from before');
       writeFileSync(join(out, 'gone.txt'), 'the agent deletes this');
+      // Another host user's private file: as closed to the agent as through a bind mount.
+      writeFileSync(join(out, 'other.txt'), 'not for the agent', { mode: 0o600 });
+      chownSync(join(out, 'other.txt'), 4242, 4242);
       const limit = 16 * 1024 * 1024;
       const script = [
         'import os',
         'print("prev", open("/data/outputs/prev.txt").read())',
+        'open("/data/outputs/prev.txt", "a").write(" + appended")',
+        'try:\n    open("/data/outputs/other.txt").read()\n    print("OTHER-READABLE")\nexcept OSError as e:\n    print("other", e.errno)',
         'os.remove("/data/outputs/gone.txt")',
         'os.symlink("' + secret + '", "/data/outputs/link")',
         'open("/data/outputs/suid", "w").write("s")',
@@ -343,12 +348,15 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.equal(r.status, 'exited', r.err);
       assert.equal(r.exitCode, 0, r.err);
       assert.match(r.out, /prev from before/);
+      assert.match(r.out, /other 13\n/, 'EACCES on another user\'s 0600 file');
       const m = /errno (\d+) (\d+)/.exec(r.out);
       assert.ok(m, r.out);
       assert.ok(['28', '122'].includes(m[1]!), `ENOSPC or EDQUOT, got errno ${m[1]}`);
       assert.ok(Number(m[2]) <= limit && Number(m[2]) > limit / 2, `wrote ${m[2]} bytes`);
       // The host folder: what the agent left, within the limit, owned by whoever runs AEGIS.
-      assert.deepEqual(readdirSync(out).sort(), ['big', 'link', 'prev.txt', 'sub', 'suid']);
+      assert.deepEqual(readdirSync(out).sort(), ['big', 'link', 'other.txt', 'prev.txt', 'sub', 'suid']);
+      assert.equal(readFileSync(join(out, 'prev.txt'), 'utf8'), 'from before + appended', 'the agent may change what it wrote before');
+      assert.deepEqual([statSync(join(out, 'other.txt')).uid, statSync(join(out, 'other.txt')).mode & 0o777], [4242, 0o600]);
       const du = Number(execFileSync('du', ['-s', '-B1', out]).toString().split('\t')[0]);
       assert.ok(du <= limit, `host folder holds ${du} bytes, limit ${limit}`);
       assert.equal(statSync(join(out, 'big')).size, Number(m[2]));
