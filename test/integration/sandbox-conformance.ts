@@ -197,7 +197,7 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       ].join('\n');
       const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', bomb], limits: { pids: 32 } }));
       if (!r) return;
-      assert.ok(r.pidsLimitHit, 'the pids limit stopped the bomb');
+      assert.ok(r.pidsLimitHit, `the pids limit stopped the bomb: ${r.status} ${r.exitCode} ${r.out} ${r.err.slice(-300)}`);
       if (isolation === 'gvisor') {
         // LIMITATION (gVisor, ptrace platform): guest tasks are host threads of the Sentry, so the
         // host pids limit stops the Sentry itself and the whole sandbox ends; still contained.

@@ -38,7 +38,9 @@ describe('RunscDriver', () => {
     const withMounts = (n: number): OciConfig => ({ ...base, mounts: Array.from({ length: n }, (_, i) => ({ destination: `/m${i}`, type: 'tmpfs', source: 'tmpfs', options: [] })) }) as OciConfig;
     assert.equal(d.pidsOverhead(withMounts(0)), RUNSC_BASE_TASKS);
     // 94 mounts needed 374 host tasks (measured): the allowance must cover them.
-    assert.ok(d.pidsOverhead(withMounts(94)) >= 374 + 16, `allowance ${d.pidsOverhead(withMounts(94))}`);
+    assert.ok(d.pidsOverhead(withMounts(94)) >= 374 + 32, `allowance ${d.pidsOverhead(withMounts(94))}`);
+    // ... and a typical bundle (20 mounts) keeps the allowance it had (the agent gains no processes).
+    assert.equal(d.pidsOverhead(withMounts(20)), 128);
     assert.ok(d.pidsOverhead(withMounts(20)) < d.pidsOverhead(withMounts(21)));
   });
 });
