@@ -16,6 +16,7 @@ const VERSION_ARGS: Readonly<Record<string, readonly string[]>> = {
   nft: ['--version'],
   ip: ['-V'],
   debootstrap: ['--version'],
+  'mkfs.ext4': ['-V'],
 };
 
 const SEARCH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
