@@ -79,10 +79,18 @@ export interface Owner {
   readonly gid: number;
 }
 
-/** Owners to swap on a copy: files of `from` become `to`'s (symbolic links included, never followed). */
-function reown(dir: string, from: Owner, to: Owner): void {
-  if (from.uid !== to.uid) tool('find', [dir, '-xdev', '-uid', String(from.uid), '-exec', 'chown', '-h', String(to.uid), '--', '{}', '+']);
-  if (from.gid !== to.gid) tool('find', [dir, '-xdev', '-gid', String(from.gid), '-exec', 'chgrp', '-h', String(to.gid), '--', '{}', '+']);
+/**
+ * One `find` over a copy: files of `from` become `to`'s (symbolic links included, never
+ * followed), and with `clearSetId` no regular file keeps a setuid/setgid bit.
+ */
+function reown(dir: string, from: Owner, to: Owner, clearSetId: boolean): void {
+  const actions: string[][] = [];
+  if (from.uid !== to.uid) actions.push(['-uid', String(from.uid), '-exec', 'chown', '-h', String(to.uid), '--', '{}', '+']);
+  if (from.gid !== to.gid) actions.push(['-gid', String(from.gid), '-exec', 'chgrp', '-h', String(to.gid), '--', '{}', '+']);
+  if (clearSetId) actions.push(['-type', 'f', '-perm', '/6000', '-exec', 'chmod', 'ug-s', '--', '{}', '+']);
+  if (actions.length === 0) return;
+  // GNU find: `( A ) , ( B )` evaluates every branch for every file.
+  tool('find', [dir, '-xdev', ...actions.flatMap((a, i) => [...(i > 0 ? [','] : []), '(', ...a, ')'])]);
 }
 
 const COPY = ['-R', '-P', '--preserve=mode,ownership,timestamps,links', '--'];
@@ -123,7 +131,7 @@ export function stageVolume(volume: ResolvedVolume, runDir: string, runId: strin
   try {
     if (readdirSync(volume.host).length > 0) {
       tool('cp', [...COPY, `${volume.host}/.`, `${mountPoint}/`]);
-      reown(mountPoint, invoker, agent);
+      reown(mountPoint, invoker, agent, false);
       // `cp DIR/.` gave the root the host folder's owner: the rw grant makes it the agent's.
       chownSync(mountPoint, agent.uid, agent.gid);
     }
@@ -149,8 +157,7 @@ export function copyBack(staged: StagedVolume, runId: string, index: number, age
   try {
     mkdirSync(out, { mode: 0o700 });
     tool('cp', [...COPY, `${staged.mountPoint}/.`, `${out}/`]);
-    reown(out, agent, invoker);
-    tool('find', [out, '-xdev', '-type', 'f', '-perm', '/6000', '-exec', 'chmod', 'ug-s', '--', '{}', '+']);
+    reown(out, agent, invoker, true);
   } catch (err) {
     rmSync(out, { recursive: true, force: true });
     return `volume ${host}: the agent's files could not be copied back, the folder keeps its contents from before the run: ${(err as Error).message}`;
