@@ -42,7 +42,7 @@
  * limitation of volume paths).
  */
 import { execFileSync } from 'node:child_process';
-import { chownSync, closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { SandboxError } from './errors.js';
 import type { ResolvedVolume } from './spec/compile.js';
@@ -81,13 +81,18 @@ export interface Owner {
 
 /**
  * One `find` over a copy: files of `from` become `to`'s (symbolic links included, never
- * followed), and with `clearSetId` no regular file keeps a setuid/setgid bit.
+ * followed), and with `clearSetId` (copies of what the agent wrote) nothing keeps a setuid or
+ * setgid bit and no device node survives (the agent cannot make one; defence in depth, since
+ * root's copy would be a working device outside the `nodev` mount).
  */
 function reown(dir: string, from: Owner, to: Owner, clearSetId: boolean): void {
   const actions: string[][] = [];
   if (from.uid !== to.uid) actions.push(['-uid', String(from.uid), '-exec', 'chown', '-h', String(to.uid), '--', '{}', '+']);
   if (from.gid !== to.gid) actions.push(['-gid', String(from.gid), '-exec', 'chgrp', '-h', String(to.gid), '--', '{}', '+']);
-  if (clearSetId) actions.push(['-type', 'f', '-perm', '/6000', '-exec', 'chmod', 'ug-s', '--', '{}', '+']);
+  if (clearSetId) {
+    actions.push(['(', '-type', 'b', '-o', '-type', 'c', ')', '-delete']);
+    actions.push(['!', '-type', 'l', '-perm', '/6000', '-exec', 'chmod', 'ug-s', '--', '{}', '+']);
+  }
   if (actions.length === 0) return;
   // GNU find: `( A ) , ( B )` evaluates every branch for every file.
   tool('find', [dir, '-xdev', ...actions.flatMap((a, i) => [...(i > 0 ? [','] : []), '(', ...a, ')'])]);
@@ -132,8 +137,9 @@ export function stageVolume(volume: ResolvedVolume, runDir: string, runId: strin
     if (readdirSync(volume.host).length > 0) {
       tool('cp', [...COPY, `${volume.host}/.`, `${mountPoint}/`]);
       reown(mountPoint, invoker, agent, false);
-      // `cp DIR/.` gave the root the host folder's owner: the rw grant makes it the agent's.
+      // `cp DIR/.` gave the root the host folder's owner and mode: the rw grant makes it the agent's.
       chownSync(mountPoint, agent.uid, agent.gid);
+      chmodSync(mountPoint, (statSync(mountPoint).mode & 0o7777 & ~0o6000) | 0o700);
     }
   } catch (err) {
     unmount(mountPoint);
