@@ -377,6 +377,35 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('.aegis-')), [], 'no staging left');
     });
 
+    it('keeps the host folder as it was and warns when the copy back fails', async (t) => {
+      const out = join(work, 'immutable');
+      rmSync(out, { recursive: true, force: true });
+      mkdirSync(out);
+      writeFileSync(join(out, 'before.txt'), 'b');
+      let locked = false;
+      try {
+        const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'import time\nopen("/data/outputs/new", "w").write("n")\nprint("up", flush=True)\ntime.sleep(1)'] }), {
+          volumes: [{ host: out, sandbox: '/data/outputs', mode: 'rw', sizeBytes: 16 * 1024 * 1024 }],
+          // Made immutable while the agent runs: not even root can then add the copy to it.
+          stdout: (b) => {
+            if (!locked && b.toString().includes('up')) {
+              execFileSync('chattr', ['+i', out]);
+              locked = true;
+            }
+          },
+        });
+        if (!r) return;
+        assert.ok(locked, 'the agent ran');
+        assert.equal(r.status, 'exited');
+        assert.equal(r.warnings?.length, 1, JSON.stringify(r.warnings));
+        assert.match(r.warnings![0]!, /could not be copied back, the folder keeps its contents from before the run/);
+        assert.ok(r.events.some((e) => e.action === 'run.volume_warning'));
+        assert.deepEqual(readdirSync(out), ['before.txt']);
+      } finally {
+        if (locked) execFileSync('chattr', ['-i', out]);
+      }
+    });
+
     it('refuses an rw volume whose contents do not fit its size, and an ro volume the sandbox cannot read', async (t) => {
       const big = join(work, 'too-big');
       mkdirSync(big, { recursive: true });
