@@ -19,7 +19,7 @@ say "aegis validate examples/hello/agent.yaml"
 aegis validate examples/hello/agent.yaml
 
 out=$(mktemp -d /tmp/aegis-hello-out.XXXXXX)
-chmod 0777 "$out" # the agent writes as an unprivileged (mapped) uid
+# an rw volume: its own 1 GiB filesystem during the run, copied back owned by the caller
 say "aegis run examples/hello/agent.yaml --volume $out:/data/outputs:rw"
 aegis run examples/hello/agent.yaml --volume "$out:/data/outputs:rw" --summary "$out/../aegis-hello-summary.json"
 say "what the agent wrote to its granted folder ($out)"

@@ -11,6 +11,8 @@ import { isAegisError } from '../errors.js';
 import { resolveImage } from '../images/index.js';
 import { loadManifest, type LoadedPolicy } from '../loader/manifest-loader.js';
 import { applyOperatorEnv } from '../policy/env.js';
+import { unbackedWritePaths, unbackedWriteWarning } from '../sandbox/host-paths.js';
+import { normalizeSandboxPath } from '../policy/paths.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
@@ -41,8 +43,8 @@ async function runProvenance(file: string, loaded: LoadedPolicy, image: { ref: s
   };
 }
 
-/** `stopReason` is present only when AEGIS stopped the agent for a reason of its own. */
-function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>, stopReason?: 'audit.budget_exhausted'): string {
+/** `stopReason` is present only when AEGIS stopped the agent for a reason of its own; `warnings` only when there are any. */
+function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>, stopReason?: 'audit.budget_exhausted', warnings: readonly string[] = []): string {
   return (
     JSON.stringify({
       executionId: r.executionId,
@@ -52,6 +54,7 @@ function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'd
       cpuMs: Math.round(r.cpuMs),
       maxMemoryBytes: r.maxMemoryBytes,
       ...(stopReason !== undefined ? { stopReason } : {}),
+      ...(warnings.length > 0 ? { warnings } : {}),
     }) + '\n'
   );
 }
@@ -108,6 +111,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   let opts: RunSandboxOptions;
   let operatorEnv: readonly string[] = [];
   let budget: AuditBudgetLimits;
+  /** Said on stderr before the run and kept in the summary. */
+  let warnings: string[] = [];
   try {
     // The host operator's audit budget per execution (AEGIS_AUDIT_BUDGET_*; docs/audit.md).
     budget = parseAuditBudget(config.auditEnv);
@@ -144,6 +149,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       ...(seccompProfile !== undefined ? { seccompProfile } : {}),
       ...(flags.stateDir !== undefined ? { stateDir: flags.stateDir } : {}),
     };
+    warnings = unbackedWritePaths(opts.policy, (opts.volumes ?? []).map((v) => normalizeSandboxPath(v.sandbox) ?? v.sandbox)).map(unbackedWriteWarning);
+    for (const w of warnings) ctx.err(`aegis run: warning: ${w}\n`);
     if (flags.dryRun) {
       ctx.out(JSON.stringify(dryRun(opts), null, 2) + '\n');
       return 0;
@@ -220,9 +227,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
   else if (budgetStop && result.status === 'killed') ctx.err(`aegis run: agent stopped: audit budget exhausted (${result.executionId})\n`);
   else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);
+  for (const w of result.warnings ?? []) ctx.err(`aegis run: warning: ${w}\n`);
   if (flags.summary !== undefined) {
     try {
-      writeFileSync(flags.summary, summaryOf(result, budgetStop && result.status === 'killed' ? 'audit.budget_exhausted' : undefined));
+      writeFileSync(flags.summary, summaryOf(result, budgetStop && result.status === 'killed' ? 'audit.budget_exhausted' : undefined, [...warnings, ...(result.warnings ?? [])]));
     } catch (err) {
       ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);
     }

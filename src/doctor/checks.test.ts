@@ -33,7 +33,7 @@ pids	8	1	1
 `;
 const V2_MOUNTINFO = '30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n';
 
-const ALL_TOOLS = Object.fromEntries(['crun', 'runc', 'runsc', 'nft', 'ip', 'debootstrap'].map((n) => [n, { path: `/usr/bin/${n}`, version: `${n} 1.0` }]));
+const ALL_TOOLS = Object.fromEntries(['crun', 'runc', 'runsc', 'nft', 'ip', 'debootstrap', 'mkfs.ext4'].map((n) => [n, { path: `/usr/bin/${n}`, version: `${n} 1.0` }]));
 
 function facts(over: Partial<HostFacts> = {}): HostFacts {
   return {
@@ -88,6 +88,11 @@ describe('aegis doctor checks', () => {
       assert.deepEqual(failing(cs), ['runtime.crun', 'tools.nft', 'tools.debootstrap']);
       assert.equal(byId(cs, 'runtime.runsc')!.status, 'warn');
       assert.deepEqual(planFixes(cs), [{ kind: 'apt', packages: ['crun', 'debootstrap', 'nftables', 'runsc'] }]);
+    });
+    it('fails without mkfs.ext4 (rw volumes live on their own ext4) and installs e2fsprogs', () => {
+      const cs = evaluate(facts({ commands: { ...ALL_TOOLS, 'mkfs.ext4': null } }));
+      assert.deepEqual(failing(cs), ['tools.mkfs.ext4']);
+      assert.deepEqual(planFixes(cs), [{ kind: 'apt', packages: ['e2fsprogs'] }]);
     });
   });
 

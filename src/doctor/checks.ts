@@ -93,6 +93,7 @@ export const PACKAGE_OF: Readonly<Record<string, string>> = {
   nft: 'nftables',
   ip: 'iproute2',
   debootstrap: 'debootstrap',
+  'mkfs.ext4': 'e2fsprogs',
 };
 
 const LIMIT_CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
@@ -211,6 +212,7 @@ export function evaluate(f: HostFacts): Check[] {
     ['nft', 'egress firewall in sandbox network namespaces'],
     ['ip', 'network namespaces and veth pairs'],
     ['debootstrap', 'aegis image build'],
+    ['mkfs.ext4', 'the size-limited filesystems of rw volumes'],
   ] as const) {
     const c = cmd(name);
     checks.push(

@@ -16,6 +16,7 @@ const VERSION_ARGS: Readonly<Record<string, readonly string[]>> = {
   nft: ['--version'],
   ip: ['-V'],
   debootstrap: ['--version'],
+  'mkfs.ext4': ['-V'],
 };
 
 async function version(path: string, args: readonly string[]): Promise<string> {

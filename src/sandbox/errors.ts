@@ -10,6 +10,10 @@ export type SandboxErrorCode =
   | 'sandbox.volume_refused'
   /** An `--env` flag is malformed, names a variable AEGIS sets or a secret reference, or carries a `secret:` value. */
   | 'sandbox.env_refused'
+  /** A read-only volume's host folder (or an ancestor) cannot be read by the sandbox's host uid. */
+  | 'sandbox.volume_unreadable'
+  /** A size-limited writable volume could not be set up (mkfs, loop mount, copy-in). */
+  | 'sandbox.volume_failed'
   /** The agent's code directory is missing or resolves outside the manifest's folder. */
   | 'sandbox.code_dir_refused'
   /** A user-supplied seccomp profile file is unreadable or not a Docker-format profile. */

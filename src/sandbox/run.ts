@@ -17,7 +17,7 @@ import type { AuditSink, AuditEventInput } from '../audit/event.js';
 import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
 import type { Isolation, Policy } from '../policy/types.js';
 import { ensureSkeleton, scanImage, writeBundle } from './bundle.js';
-import { createRunCgroup, type RunCgroup } from './cgroups/index.js';
+import { createRunCgroup, runtimeCgroupPath, type RunCgroup } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
@@ -26,15 +26,20 @@ import { validateBundle } from './spec/validate.js';
 import { parseMountinfo } from '../host/mountinfo.js';
 import { processStartTime } from '../host/pid-lock.js';
 import { callbackSink, discardSink, fdSink, pump, pumpInput, type InputPump, type OutputPump } from './stdio.js';
+import { checkReadableBy } from './host-paths.js';
+import { copyBack, DEFAULT_RW_VOLUME_BYTES, MAX_RW_VOLUME_BYTES, MIN_RW_VOLUME_BYTES, stageVolume, unmount, type StagedVolume } from './volumes.js';
+import { parseSize } from '../manifest/units.js';
 import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord, type SweptRun } from './state.js';
 
 export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
 
-/** A `--volume HOST:SANDBOX[:ro|rw]` request (not yet checked). */
+/** A `--volume HOST:SANDBOX[:ro|rw[,size=N]]` request (not yet checked). */
 export interface VolumeRequest {
   readonly host: string;
   readonly sandbox: string;
   readonly mode: 'ro' | 'rw';
+  /** rw only: size of the volume's filesystem (default DEFAULT_RW_VOLUME_BYTES, 1 GiB). */
+  readonly sizeBytes?: number;
 }
 
 /**
@@ -100,6 +105,8 @@ export interface RunResult {
    * that stream's output was discarded (the agent got EPIPE). EPIPE itself is not reported.
    */
   readonly outputError?: { readonly stream: 'stdout' | 'stderr'; readonly code: string };
+  /** Problems after the run that did not change its status (an rw volume not copied back). */
+  readonly warnings?: readonly string[];
 }
 
 export const EXIT_KILLED = 137;
@@ -174,18 +181,46 @@ export function resolveVolumes(policy: Policy, requests: readonly VolumeRequest[
     }
     if (!statSync(host).isDirectory()) throw new SandboxError('sandbox.volume_refused', `volume source ${host} is not a directory`);
     refuseSubmounts('volume source', host, 'sandbox.volume_refused');
-    return { host, sandbox, mode: v.mode };
+    if (v.mode === 'ro') {
+      // Bound as it is: the agent must be able to read it (else it would only fail inside).
+      checkReadableBy(host, AGENT_HOST_UID, AGENT_HOST_GID);
+      return { host, sandbox, mode: v.mode };
+    }
+    if (v.sizeBytes !== undefined && !(Number.isSafeInteger(v.sizeBytes) && v.sizeBytes >= MIN_RW_VOLUME_BYTES && v.sizeBytes <= MAX_RW_VOLUME_BYTES)) {
+      throw new SandboxError('sandbox.volume_refused', `volume ${v.host}: size ${v.sizeBytes} is outside ${MIN_RW_VOLUME_BYTES}..${MAX_RW_VOLUME_BYTES} bytes`);
+    }
+    return { host, sandbox, mode: v.mode, sizeBytes: v.sizeBytes ?? DEFAULT_RW_VOLUME_BYTES };
   });
 }
 
-/** Parses `HOST:SANDBOX[:ro|rw]` (default ro). */
+/** Single-letter binary units as in tmpfs/Docker (`100M`), besides the manifest's (`100MiB`, `100MB`). */
+const SHORT_SIZE = /^([0-9]{1,12})([kKmMgGtT])$/;
+
+function parseVolumeSize(flag: string, text: string): number {
+  const short = SHORT_SIZE.exec(text);
+  if (short) return Number(short[1]) * 1024 ** ('kmgt'.indexOf(short[2]!.toLowerCase()) + 1);
+  const r = parseSize(text);
+  if (!r.ok) throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": ${r.message}`);
+  return r.value;
+}
+
+/**
+ * Parses `HOST:SANDBOX[:ro|rw[,size=N]]` (default ro; an rw volume without size= gets
+ * DEFAULT_RW_VOLUME_BYTES). Sizes: 100M, 2G (binary) or the manifest's units (100MiB, 100MB).
+ */
 export function parseVolumeFlag(flag: string): VolumeRequest {
   const parts = flag.split(':');
-  const mode = parts.length === 3 ? parts[2] : 'ro';
+  const [mode, ...options] = (parts.length === 3 ? parts[2]! : 'ro').split(',');
   if ((parts.length !== 2 && parts.length !== 3) || !parts[0] || !parts[1] || (mode !== 'ro' && mode !== 'rw')) {
-    throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": expected HOST:SANDBOX[:ro|rw]`);
+    throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": expected HOST:SANDBOX[:ro|rw[,size=N]]`);
   }
-  return { host: parts[0], sandbox: parts[1], mode };
+  let sizeBytes: number | undefined;
+  for (const o of options) {
+    if (!o.startsWith('size=') || sizeBytes !== undefined) throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": unknown or repeated option "${o}" (only size=N, for rw)`);
+    if (mode !== 'rw') throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": size= applies to rw volumes only`);
+    sizeBytes = parseVolumeSize(flag, o.slice('size='.length));
+  }
+  return { host: parts[0], sandbox: parts[1], mode, ...(sizeBytes !== undefined ? { sizeBytes } : {}) };
 }
 
 /** A fresh execution id (also the container id: `aegis-` + 16 hex digits). */
@@ -254,7 +289,7 @@ export function dryRun(opts: RunSandboxOptions): CompiledBundle {
   const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
   const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
   const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
-  const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? `/aegis/${opts.executionId ?? 'dry-run'}/c` : null;
+  const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? runtimeCgroupPath(opts.executionId ?? 'dry-run') : null;
   return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation });
 }
 
@@ -271,8 +306,11 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   let recordWritten = false;
   /** Paths this run created under its run directory, parents first (fast removal). */
   const createdPaths: string[] = [];
+  /** rw volumes mounted on their size-limited filesystems (volumes.ts), with their index. */
+  const staged: { s: StagedVolume; i: number }[] = [];
+  const warnings: string[] = [];
 
-  const cleanup = async (): Promise<void> => {
+  const cleanup = async (copyVolumes = false): Promise<void> => {
     // Order: kill what is left, let the runtime forget the container, remove cgroups, files.
     if (cgroup !== null) await cgroup.killAll().catch(() => undefined);
     if (driver !== null && run !== null && driver.hasState(run)) {
@@ -283,6 +321,16 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
         cgroup.remove();
       } catch {
         /* the sweeper retries at the next start */
+      }
+    }
+    // After every process of the run is gone: the agent's rw volumes back to their host folders.
+    for (const { s, i } of staged.splice(0)) {
+      const w = copyVolumes ? copyBack(s, id, i, AGENT_HOST, invoker()) : null;
+      if (w !== null) warnings.push(w);
+      try {
+        unmount(s.mountPoint);
+      } catch (err) {
+        warnings.push(`volume ${s.volume.host}: cannot unmount ${s.mountPoint}: ${(err as Error).message}`);
       }
     }
     if (recordWritten) {
@@ -309,12 +357,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     if (opts.signal?.aborted) throw new SandboxError('sandbox.start_failed', 'aborted before start');
 
     const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
-    const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
-    for (const v of volumes) {
-      if (v.mode === 'rw' && !writableByAgent(v.host)) {
-        throw new SandboxError('sandbox.volume_refused', `volume ${v.host} is not writable by the sandbox's host uid ${AGENT_HOST_UID}: chown ${AGENT_HOST_UID}:${AGENT_HOST_UID} it or make it world-writable`);
-      }
-    }
+    const resolvedVolumes = resolveVolumes(opts.policy, opts.volumes ?? []);
 
     const record: RunRecord = {
       id,
@@ -340,9 +383,17 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
     chmodSync(stateRoot, 0o700); // the runtime's state holds the container's config: root only
 
-    cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead }, undefined, undefined, driver.cgroupMode);
-    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? cgroup.runtimePath : null, isolation });
-    spawnFacts = { args: bundle.config.process.args, volumes: volumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })) };
+    const volumes = resolvedVolumes.map((v, i) => {
+      if (v.mode !== 'rw') return v;
+      const s = stageVolume(v, dir, id, i, AGENT_HOST, invoker());
+      staged.push({ s, i });
+      return { ...v, host: s.mountPoint };
+    });
+
+    // Compiled before the cgroup exists: the runtime's own pids allowance depends on the bundle.
+    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null, isolation });
+    cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead(bundle.config) }, undefined, undefined, driver.cgroupMode);
+    spawnFacts = { args: bundle.config.process.args, volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })) };
     writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
     createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
 
@@ -420,7 +471,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     for (const p of pumps) p.settle(0);
     return failed(new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`));
   }
-  await cleanup();
+  await cleanup(startedAgent);
   // No loss at exit: everything the agent wrote is delivered before the run ends. Cleanup has
   // killed every process that could hold the sandbox's ends, so the streams end once drained;
   // the idle bound only guards against a holder outside the cgroup (none is known), and never
@@ -455,8 +506,10 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     maxMemoryBytes: usage.maxMemoryBytes,
     pidsLimitHit: usage.pidsLimitHit,
     ...(failedOutput !== undefined ? { outputError: { stream: failedOutput.stream, code: failedOutput.code ?? 'EIO' } } : {}),
+    ...(warnings.length > 0 ? { warnings } : {}),
   };
   if (startedAgent) emitStart();
+  for (const w of warnings) emit(opts.audit, { actor, action: 'run.volume_warning', decision: 'info', payload: { message: w } });
   if (status !== 'exited') emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
   emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit } });
   emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
@@ -496,15 +549,20 @@ function signalNumber(s: NodeJS.Signals): number {
 
 /**
  * The host uid the agent's files get: container uid AGENT_UID in the default id map.
- * ARCHITECTURE NOTE: rw volumes must be writable by this uid (or world-writable); AEGIS never
- * chowns host folders and refuses an rw volume the agent could not write.
+ * ARCHITECTURE NOTE: ro volumes must be readable by this uid (checked before start, see
+ * host-paths.ts); rw volumes live on a filesystem of their own whose root belongs to it, and are
+ * copied back to the host folder as the user running AEGIS (volumes.ts). AEGIS never chowns the
+ * host folders themselves.
  */
 export const AGENT_HOST_UID = DEFAULT_ID_MAP.hostBase + AGENT_UID;
 export const AGENT_HOST_GID = DEFAULT_ID_MAP.hostBase + AGENT_GID;
+const AGENT_HOST = { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID } as const;
 
-function writableByAgent(dir: string): boolean {
-  const st = statSync(dir);
-  if (st.uid === AGENT_HOST_UID) return (st.mode & 0o300) === 0o300;
-  if (st.gid === AGENT_HOST_GID) return (st.mode & 0o030) === 0o030;
-  return (st.mode & 0o003) === 0o003;
+/**
+ * The user the agent's rw-volume files are handed to: the one running AEGIS (effective ids).
+ * ARCHITECTURE NOTE: under sudo that is root; SUDO_UID is not consulted (an environment
+ * variable is no proof of identity): chown the folder afterwards if it should be someone else's.
+ */
+function invoker(): { uid: number; gid: number } {
+  return { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 };
 }

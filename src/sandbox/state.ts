@@ -19,6 +19,7 @@ import type { Isolation } from '../policy/types.js';
 import { destroyRunCgroups } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
 import { SandboxError } from './errors.js';
+import { unmountBelow } from './volumes.js';
 
 /** Run ids as AEGIS makes them (newExecutionId): nothing a runtime could take for a flag. */
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -215,6 +216,8 @@ export async function sweepStaleRuns(stateDir: string): Promise<SweptRun[]> {
       container = driver.hasState({ id, stateRoot });
       spawnSync(driver.binary, driver.deleteArgs({ id, stateRoot, bundleDir, pidFile: join(bundleDir, 'pid') }), { stdio: 'ignore', timeout: 10_000 });
     }
+    // A size-limited rw volume's filesystem is mounted inside the run dir (volumes.ts).
+    unmountBelow(runDir(stateDir, id));
     removeRunDir(stateDir, id);
     swept.push({
       id,

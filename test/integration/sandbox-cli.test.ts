@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -85,9 +85,12 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
   it('runs examples/hello: output streams through, --summary has exactly the contract keys', async (t) => {
     if (!requireOrSkip(t, unavailable)) return;
     const summary = join(work, 'hello.json');
-    const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--summary', summary, '--', 'a', 'b']);
+    const out = mkdtempSync(join(work, 'hello-out-'));
+    const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--volume', `${out}:/data/outputs:rw`, '--summary', summary, '--', 'a', 'b']);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /wrote \/data\/outputs\/hello.txt: hello from the sandbox/);
+    assert.equal(statSync(join(out, 'hello.txt')).uid, process.getuid!(), 'the output belongs to the user who ran aegis');
+    assert.doesNotMatch(r.err, /warning/);
     assert.match(r.out, /extra args: \['a', 'b'\]/);
     const s = JSON.parse(readFileSync(summary, 'utf8')) as Record<string, unknown>;
     assert.deepEqual(Object.keys(s), ['executionId', 'status', 'exitCode', 'durationMs', 'cpuMs', 'maxMemoryBytes']);
@@ -162,6 +165,50 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     assert.match(r.err, /refused: fs\.denied\.not_granted/);
     assert.equal(JSON.parse(readFileSync(summary, 'utf8')).status, 'failed_to_start');
     assert.equal(r.out, '');
+    nothingLeft();
+  });
+
+  it('warns when an fs.write path has no volume (stderr and --summary), and refuses an unreadable input folder with 125', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const summary = join(work, 'warned.json');
+    const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--summary', summary]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /^aegis run: warning: fs\.write path \/data\/outputs has no --volume: what the agent writes there is discarded/m);
+    const s = JSON.parse(readFileSync(summary, 'utf8')) as { warnings?: string[] };
+    assert.equal(s.warnings?.length, 1);
+    assert.match(s.warnings![0]!, /\/data\/outputs has no --volume/);
+
+    // Regression (issue 8): a 0700 input folder was found only when the agent failed inside.
+    const dir = mkdtempSync(join(work, 'reader-'));
+    const file = manifest(dir, ['python3', '-c', 'import os; print(os.listdir("/data/inputs"))']);
+    writeFileSync(file, readFileSync(file, 'utf8').replace('  fs:\n', '  fs:\n    read: ["/data/inputs"]\n'));
+    const inputs = mkdtempSync(join(work, 'inputs-'));
+    writeFileSync(join(inputs, 'in.txt'), 'x');
+    chmodSync(inputs, 0o755);
+    const readable = await aegis(['run', file, '--state-dir', state, '--volume', `${inputs}:/data/inputs`]);
+    assert.equal(readable.code, 0, readable.err);
+    assert.match(readable.out, /in\.txt/);
+    chmodSync(inputs, 0o700);
+    const refused = await aegis(['run', file, '--state-dir', state, '--volume', `${inputs}:/data/inputs`]);
+    assert.equal(refused.code, 125);
+    assert.match(refused.err, /volume source .* is not readable by the sandbox's host uid 101000/);
+    assert.equal(refused.out, '', 'the agent never ran');
+    nothingLeft();
+  });
+
+  it('bounds an rw volume with ,size= (ENOSPC inside, the host folder holds at most that)', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const dir = mkdtempSync(join(work, 'bounded-'));
+    const write = 'n = 0\ntry:\n    f = open("/data/outputs/big", "wb")\n    while True:\n        f.write(b"x" * 65536)\n        f.flush()\n        n += 65536\nexcept OSError as e:\n    print("errno", e.errno, n)';
+    const out = mkdtempSync(join(work, 'bounded-out-'));
+    const r = await aegis(['run', manifest(dir, ['python3', '-c', write]), '--state-dir', state, '--volume', `${out}:/data/outputs:rw,size=10M`]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /errno 28 \d+/);
+    assert.ok(statSync(join(out, 'big')).size <= 10 * 1024 * 1024, `${statSync(join(out, 'big')).size} bytes`);
+    assert.ok(statSync(join(out, 'big')).size > 5 * 1024 * 1024);
+    const bad = await aegis(['run', manifest(dir, ['true']), '--state-dir', state, '--volume', `${out}:/data/outputs:rw,size=lots`]);
+    assert.equal(bad.code, 125);
+    assert.match(bad.err, /--volume .*size/);
     nothingLeft();
   });
 

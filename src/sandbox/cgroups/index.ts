@@ -187,6 +187,11 @@ export async function destroyRunCgroups(id: string, root = CGROUP_ROOT): Promise
   return { dirs, pids };
 }
 
+/** The cgroup path a 'child'-mode runtime (runc) is given: a child of the run's cgroup. */
+export function runtimeCgroupPath(id: string): string {
+  return `/${AEGIS_CGROUP}/${id}/c`;
+}
+
 /**
  * Creates the run's cgroup with `limits` set and verified. `mode` says where the agent's
  * processes will live: in the run cgroup itself ('inherit') or in a runtime-made child ('child').
@@ -238,7 +243,7 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
     throw err;
   }
   return {
-    runtimePath: `/${AEGIS_CGROUP}/${id}/c`,
+    runtimePath: runtimeCgroupPath(id),
     procsFiles: V1_CONTROLLERS.map((c) => join(dir(c), 'cgroup.procs')),
     usage() {
       const max = readNum(join(dir('memory'), 'memory.max_usage_in_bytes'));
@@ -295,7 +300,7 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
     throw err;
   }
   return {
-    runtimePath: `/${AEGIS_CGROUP}/${id}/c`,
+    runtimePath: runtimeCgroupPath(id),
     procsFiles: [join(dir, 'cgroup.procs')],
     usage() {
       const events = readKeyed(join(dir, 'memory.events'));

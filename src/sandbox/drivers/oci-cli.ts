@@ -10,13 +10,16 @@ import type { RuntimeDriver, RuntimeRun } from './types.js';
 
 export class OciCliDriver implements RuntimeDriver {
   readonly binary: string;
-  readonly pidsOverhead = 0;
   readonly cgroupMode: 'inherit' | 'child' = 'child';
   constructor(
     readonly isolation: Isolation,
     name: string,
   ) {
     this.binary = findExecutable(name) ?? name;
+  }
+
+  pidsOverhead(): number {
+    return 0;
   }
 
   unavailableReason(): string | null {

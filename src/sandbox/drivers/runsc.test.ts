@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { OciConfig } from '../spec/oci.js';
-import { RunscDriver } from './runsc.js';
+import { RUNSC_BASE_TASKS, RunscDriver } from './runsc.js';
 
 const base = {
   process: { user: { uid: 1000, gid: 1000, additionalGids: [] } },
@@ -33,5 +33,14 @@ describe('RunscDriver', () => {
     assert.ok(args.includes('--network=host'));
     assert.ok(!args.includes('--network=none'));
     assert.ok(args.includes('--oci-seccomp'), 'the seccomp profile still applies');
+  });
+  it('allows the Sentry and gofer host tasks per mount (a grant inside /etc once failed at start with StartRoot EOF)', () => {
+    const withMounts = (n: number): OciConfig => ({ ...base, mounts: Array.from({ length: n }, (_, i) => ({ destination: `/m${i}`, type: 'tmpfs', source: 'tmpfs', options: [] })) }) as OciConfig;
+    assert.equal(d.pidsOverhead(withMounts(0)), RUNSC_BASE_TASKS);
+    // 94 mounts needed 374 host tasks (measured): the allowance must cover them.
+    assert.ok(d.pidsOverhead(withMounts(94)) >= 374 + 32, `allowance ${d.pidsOverhead(withMounts(94))}`);
+    // ... and a typical bundle (20 mounts) keeps the allowance it had (the agent gains no processes).
+    assert.equal(d.pidsOverhead(withMounts(20)), 128);
+    assert.ok(d.pidsOverhead(withMounts(20)) < d.pidsOverhead(withMounts(21)));
   });
 });

@@ -21,10 +21,11 @@ export interface RuntimeDriver {
   /** The executable (absolute path or a name looked up on PATH). */
   readonly binary: string;
   /**
-   * Host tasks the runtime itself needs inside the run's cgroup, added to the agent's pids
-   * limit (gVisor's Sentry and gofer threads live there; crun and runc exec into the agent).
+   * Host tasks the runtime itself needs inside the run's cgroup for this (adapted) config, added
+   * to the agent's pids limit (gVisor's Sentry and gofer threads live there, and their number
+   * grows with the mounts; crun and runc exec into the agent).
    */
-  readonly pidsOverhead: number;
+  pidsOverhead(config: OciConfig): number;
   /**
    * How the agent gets into the run's cgroup:
    * - 'inherit': the runtime manages no cgroups (crun `--cgroup-manager=disabled`, runsc

@@ -68,6 +68,8 @@ export interface ResolvedVolume {
   /** Normalized absolute sandbox path. */
   readonly sandbox: string;
   readonly mode: 'ro' | 'rw';
+  /** rw only: the size of the filesystem the volume lives on during the run (see volumes.ts). */
+  readonly sizeBytes?: number;
 }
 
 export interface CompileOptions {
