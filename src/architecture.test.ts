@@ -24,7 +24,7 @@ function imports(text: string): string[] {
   return [...text.matchAll(/(?:from|import)\s*\(?\s*'([^']+)'/g)].map((m) => m[1]!);
 }
 
-const PURE = ['manifest', 'policy', 'sandbox/spec', 'audit/merkle', 'audit/checkpoint', 'gateway/netns/plan.ts', 'gateway/netns/blocked.ts'];
+const PURE = ['manifest', 'policy', 'sandbox/spec', 'audit/merkle', 'audit/checkpoint', 'gateway/netns/plan.ts', 'gateway/netns/blocked.ts', 'alerts/condition.ts', 'alerts/selection.ts', 'alerts/rule.ts', 'alerts/rule-file.ts', 'alerts/engine.ts', 'host/mountinfo.ts'];
 const IO_MODULES = /^node:(fs|fs\/promises|net|dgram|dns|child_process|http|https|tls|os|worker_threads)$/;
 
 describe('architecture', () => {

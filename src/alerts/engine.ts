@@ -102,11 +102,19 @@ export class AlertEngine {
   /** Evaluates one event; returns the alerts it raises (often none). */
   evaluate(e: EngineEvent): Alert[] {
     this.evaluated++;
-    const now = Date.parse(e.time);
-    const at = Number.isFinite(now) ? now : 0;
+    let atCache: number | undefined;
+    const at = (): number => {
+      if (atCache === undefined) {
+        const t = Date.parse(e.time);
+        atCache = Number.isFinite(t) ? t : 0;
+      }
+      return atCache;
+    };
     const out: Alert[] = [];
     let matched: Set<string> | null = null;
+    const action = typeof e.action === 'string' ? e.action.toLowerCase() : '';
     for (const d of this.detections) {
+      if (d.actions !== null && !d.actions.exact.has(action) && !d.actions.prefixes.some((p) => action.startsWith(p))) continue;
       let hit: boolean;
       try {
         hit = d.matches(e);
@@ -116,14 +124,14 @@ export class AlertEngine {
       if (!hit) continue;
       (matched ??= new Set()).add(d.id);
       if (this.generating.has(d.id)) {
-        const a = this.raise(d, e, at, e.actor.execution ?? e.actor.principal ?? e.actor.agent ?? '', {
+        const a = this.raise(d, e, at(), e.actor.execution ?? e.actor.principal ?? e.actor.agent ?? '', {
           eventIds: [e.id],
           summary: `${d.title}: ${e.action} ${e.decision}${e.reason ? ` (${e.reason})` : ''}`,
         });
         if (a) out.push(a);
       }
     }
-    if (matched !== null) for (const c of this.correlations) if (c.rules.some((r) => matched!.has(r))) this.correlate(c, e, at, matched, out);
+    if (matched !== null) for (const c of this.correlations) if (c.rules.some((r) => matched!.has(r))) this.correlate(c, e, at(), matched, out);
     return out;
   }
 

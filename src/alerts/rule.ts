@@ -66,6 +66,8 @@ export interface CompiledDetection {
   readonly level: Level;
   readonly description: string | undefined;
   readonly matches: Predicate;
+  /** Prefilter on the event's action (null: any action may match). */
+  readonly actions: ActionFilter | null;
   /** Where the rule came from (file:line), for listings. */
   readonly source: string;
 }
@@ -98,7 +100,47 @@ export class RuleProblem extends Error {
   }
 }
 
-function compileDetection(d: Record<string, unknown>): Predicate {
+/**
+ * Actions an event must have for the rule to possibly match (a prefilter the engine checks
+ * first), or null when the rule may match any action. Derived only where it is certain: the
+ * selections the condition requires outright (a single selection, or an `and` of them, never
+ * under `not`/`or`), when one of them is a mapping with a plain `action` value or values, or
+ * `action|startswith` prefixes.
+ */
+export interface ActionFilter {
+  readonly exact: ReadonlySet<string>;
+  readonly prefixes: readonly string[];
+}
+
+function requiredRefs(c: Condition): string[] {
+  if (c.kind === 'ref') return [c.name];
+  if (c.kind === 'and') return [...requiredRefs(c.left), ...requiredRefs(c.right)];
+  if (c.kind === 'quant' && (c.all || c.names.length === 1)) return [...c.names];
+  return [];
+}
+
+function actionFilterOf(cond: Condition, sels: Record<string, unknown>): ActionFilter | null {
+  for (const n of requiredRefs(cond)) {
+    const sel = sels[n];
+    if (sel === null || typeof sel !== 'object' || Array.isArray(sel)) continue;
+    const m = sel as Record<string, unknown>;
+    const vals = (v: unknown): string[] | null => {
+      const xs = Array.isArray(v) ? v : [v];
+      return xs.every((x) => typeof x === 'string') ? (xs as string[]).map((x) => x.toLowerCase()) : null;
+    };
+    if ('action' in m) {
+      const xs = vals(m['action']);
+      if (xs !== null) return { exact: new Set(xs), prefixes: [] };
+    }
+    if ('action|startswith' in m) {
+      const xs = vals(m['action|startswith']);
+      if (xs !== null) return { exact: new Set(), prefixes: xs };
+    }
+  }
+  return null;
+}
+
+function compileDetection(d: Record<string, unknown>): { matches: Predicate; actions: ActionFilter | null } {
   const { condition, ...sels } = d;
   const names = Object.keys(sels);
   const preds = new Map<string, Predicate>();
@@ -116,19 +158,11 @@ function compileDetection(d: Record<string, unknown>): Predicate {
   } catch (e) {
     throw new RuleProblem(['detection', 'condition'], `detection.condition: ${(e as Error).message}`);
   }
-  // Each selection is evaluated at most once per event.
-  return (event) => {
-    const seen = new Map<string, boolean>();
-    const matched = (n: string): boolean => {
-      let v = seen.get(n);
-      if (v === undefined) {
-        v = preds.get(n)!(event);
-        seen.set(n, v);
-      }
-      return v;
-    };
-    return evalCond(cond, matched);
-  };
+  const actions = actionFilterOf(cond, sels);
+  // Selections are pure functions of the event: evaluating one twice (a name used twice in the
+  // condition) costs time, not correctness, so no per-event cache is allocated.
+  const matched = (event: unknown) => (n: string): boolean => preds.get(n)!(event);
+  return { matches: (event) => evalCond(cond, matched(event)), actions };
 }
 
 /**
@@ -146,7 +180,7 @@ export function compileRuleDoc(doc: RuleDoc, source: string): CompiledRule {
     return { kind: 'correlation', ...base, type: c.type, rules: [...c.rules], groupBy: [...(c['group-by'] ?? [])], timespanMs: c.timespan, threshold: c.condition, generate: c.generate ?? false };
   }
   if (doc.detection === undefined || typeof doc.detection !== 'object') throw new RuleProblem([], 'a rule needs detection or correlation');
-  return { kind: 'detection', ...base, matches: compileDetection(doc.detection as Record<string, unknown>) };
+  return { kind: 'detection', ...base, ...compileDetection(doc.detection as Record<string, unknown>) };
 }
 
 /**

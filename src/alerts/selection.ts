@@ -22,6 +22,9 @@ export type Predicate = (event: unknown) => boolean;
 /** Values longer than this are never matched by a `re` modifier. */
 export const RE_MAX_INPUT = 4096;
 
+const IPV4_SHAPE = /^[0-9]{1,3}(\.[0-9]{1,3}){3}$/;
+const IPV6_SHAPE = /^[0-9A-Fa-f:.]{2,45}$/;
+
 const MODIFIERS = new Set(['contains', 'startswith', 'endswith', 're', 'cidr', 'gt', 'gte', 'lt', 'lte', 'exists', 'all']);
 
 /**
@@ -98,8 +101,14 @@ function matcherFor(mods: readonly string[], expected: unknown): One {
     }
     return (a) => {
       const s = asText(a);
-      if (s === null || !ipaddr.isValid(s)) return false;
-      let addr = ipaddr.parse(s);
+      // Only address literals are parsed (a cheap shape check first: most values are names).
+      if (s === null || !(IPV4_SHAPE.test(s) || (s.includes(':') && IPV6_SHAPE.test(s)))) return false;
+      let addr: ipaddr.IPv4 | ipaddr.IPv6;
+      try {
+        addr = ipaddr.parse(s);
+      } catch {
+        return false;
+      }
       if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() && range[0].kind() === 'ipv4') addr = (addr as ipaddr.IPv6).toIPv4Address();
       return addr.kind() === range[0].kind() && addr.match(range);
     };
