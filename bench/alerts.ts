@@ -50,6 +50,6 @@ const sink = new AlertingSink(
 );
 for (let i = 0; i < 20_000; i++) {
   appendedAt = process.hrtime.bigint();
-  sink.append({ actor: { agent: 'bench', execution: `x${i % 5}` }, action: 'net.connect', decision: 'deny', reason: 'net.denied.not_in_allowlist', payload: { host: 'attacker.com', port: 443 } });
+  void sink.append({ actor: { agent: 'bench', execution: `x${i % 5}` }, action: 'net.connect', decision: 'deny', reason: 'net.denied.not_in_allowlist', payload: { host: 'attacker.com', port: 443 } });
 }
 console.log(`append -> alert on the sink: p50 ${median(latencies).toFixed(4)} ms, p99 ${pct(latencies, 0.99).toFixed(4)} ms over ${latencies.length} alerts`);

@@ -56,7 +56,7 @@ describe('aegis run: an agent flooding DNS', { ...requirementsOrSkip(['ip', 'nft
     return file;
   };
   const eventsOf = (executionId: string): AuditEvent[] => {
-    const q = aegis(['audit', 'query', '--execution', executionId]);
+    const q = aegis(['audit', 'query', '--json', '--execution', executionId]);
     assert.equal(q.code, 0, q.err);
     return q.out
       .trim()
