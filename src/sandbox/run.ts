@@ -20,9 +20,10 @@ import { createRunCgroup, type RunCgroup } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
-import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, type CompiledBundle, type CompileOptions, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
+import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, SANDBOX_RLIMITS, usernsFor, type CompiledBundle, type CompileOptions, type NetworkOption, type ResolvedVolume, type UsernsOption } from './spec/compile.js';
 import { validateBundle } from './spec/validate.js';
 import { DEFAULT_STATE_DIR, processStartTime, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord } from './state.js';
+import { spawnUsernsHolder, type UsernsHolder } from './userns.js';
 
 export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
 
@@ -202,7 +203,7 @@ function pipeOut(t: OutputTarget | undefined): 'inherit' | 'ignore' | 'pipe' {
  */
 export function compileRun(
   opts: RunSandboxOptions,
-  resolved: { codeDir: string; volumes: readonly ResolvedVolume[]; cgroupsPath: string | null; isolation: Isolation },
+  resolved: { codeDir: string; volumes: readonly ResolvedVolume[]; cgroupsPath: string | null; isolation: Isolation; userns?: UsernsOption },
 ): CompiledBundle {
   const { top } = mountTargets(opts.policy, resolved.volumes);
   const copts: CompileOptions = {
@@ -216,6 +217,7 @@ export function compileRun(
     cgroupsPath: resolved.cgroupsPath,
     userSeccompProfile: opts.seccompProfile,
     isolation: resolved.isolation,
+    ...(resolved.userns !== undefined ? { userns: resolved.userns } : {}),
   };
   const bundle = compileBundle(opts.policy, copts);
   // Validated after the runtime's adjustments: what runs is what was checked.
@@ -230,7 +232,16 @@ export function dryRun(opts: RunSandboxOptions): CompiledBundle {
   const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
   const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
   const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? `/aegis/${opts.executionId ?? 'dry-run'}/c` : null;
-  return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation });
+  // The holder's pid is known only at run time: the dry run shows pid 0 (a path that cannot be joined).
+  return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation, ...(needsHolder(isolation) ? { userns: usernsFor(DRY_RUN_HOLDER_PID) } : {}) });
+}
+
+/** Placeholder holder pid in `--dry-run` output. */
+export const DRY_RUN_HOLDER_PID = 0;
+
+/** crun and runc join a user namespace AEGIS made (userns.ts); gVisor serves these counters in its own kernel. */
+function needsHolder(isolation: Isolation): boolean {
+  return isolation !== 'gvisor';
 }
 
 export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
@@ -244,6 +255,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   let run: RuntimeRun | null = null;
   let driver: RuntimeDriver | null = null;
   let recordWritten = false;
+  let holder: UsernsHolder | null = null;
   /** Paths this run created under its run directory, parents first (fast removal). */
   const createdPaths: string[] = [];
 
@@ -253,6 +265,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     if (driver !== null && run !== null && driver.hasState(run)) {
       spawnSync(driver.binary, driver.deleteArgs(run), { stdio: 'ignore', timeout: 10_000 });
     }
+    // After the sandbox's processes are gone: the holder's pid reserves the owner uid until then.
+    holder?.kill();
     if (cgroup !== null) {
       try {
         cgroup.remove();
@@ -311,13 +325,21 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     recordWritten = true;
     mkdirSync(run.bundleDir, { mode: 0o711 });
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
+    if (needsHolder(isolation)) {
+      // Started first: its three execs overlap with the cgroup and bundle set-up below.
+      holder = spawnUsernsHolder();
+      record.holder = { pid: holder.pid, startTime: holder.startTime };
+      writeRecord(stateDir, record);
+    }
 
     cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead }, undefined, undefined, driver.cgroupMode);
-    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? cgroup.runtimePath : null, isolation });
+    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? cgroup.runtimePath : null, isolation, ...(holder !== null ? { userns: { path: holder.path, ownerUid: holder.ownerUid } } : {}) });
     writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
+    await holder?.ready(DEFAULT_ID_MAP);
     createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
 
-    const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
+    const [rt, rtArgs] = driver.rlimitsInherited ? underPrlimit(driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
+    const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, rt, rtArgs) : [rt, rtArgs];
     child = spawn(cmd, argv, {
       cwd: run.bundleDir,
       stdio: [opts.stdin ?? 'ignore', pipeOut(opts.stdout), pipeOut(opts.stderr)],
@@ -435,6 +457,12 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
 function joinCgroupThenExec(procsFiles: readonly string[], binary: string, args: readonly string[]): [string, string[]] {
   const script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
   return ['/bin/sh', ['-c', script, 'aegis-join-cgroup', String(procsFiles.length), ...procsFiles, binary, ...args]];
+}
+
+/** `prlimit --<name>=soft:hard ... -- binary args`: the runtime and the agent inherit SANDBOX_RLIMITS. */
+function underPrlimit(binary: string, args: readonly string[]): [string, string[]] {
+  const limits = SANDBOX_RLIMITS.map((r) => `--${r.type.replace(/^RLIMIT_/, '').toLowerCase()}=${r.soft}:${r.hard}`);
+  return ['prlimit', [...limits, '--', binary, ...args]];
 }
 
 /** TERM the agent: through the runtime when it must relay (gVisor), else to every pid in the cgroup. */

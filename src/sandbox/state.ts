@@ -27,6 +27,8 @@ export interface RunRecord {
   /** The runtime process, once spawned, with its start time (pid reuse guard). */
   runtimePid?: number;
   runtimeStartTime?: string | null;
+  /** The user namespace holder (userns.ts), once spawned, with its start time (pid reuse guard). */
+  holder?: { pid: number; startTime: string | null };
   createdAt: string;
 }
 
@@ -167,6 +169,14 @@ export async function sweepStaleRuns(stateDir: string): Promise<string[]> {
       }
     }
     await destroyRunCgroups(id).catch(() => undefined);
+    // The holder after the sandbox's processes: its pid keeps the owner uid reserved until then.
+    if (rec?.holder !== undefined && rec.holder.startTime !== null && processStartTime(rec.holder.pid) === rec.holder.startTime) {
+      try {
+        process.kill(rec.holder.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     // The record says which runtime; what to execute comes from AEGIS's own driver, never from
     // the file (a record is data, not a command line).
     if (rec !== null && (rec.isolation === 'crun' || rec.isolation === 'runc' || rec.isolation === 'gvisor') && SAFE_ID.test(id)) {

@@ -25,6 +25,7 @@ export class OciCliDriver implements RuntimeDriver {
   readonly binary: string;
   readonly pidsOverhead = 0;
   readonly cgroupMode: 'inherit' | 'child' = 'child';
+  readonly rlimitsInherited: boolean = false;
   constructor(
     readonly isolation: Isolation,
     name: string,
