@@ -266,7 +266,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
       spawnSync(driver.binary, driver.deleteArgs(run), { stdio: 'ignore', timeout: 10_000 });
     }
     // After the sandbox's processes are gone: the holder's pid reserves the owner uid until then.
-    holder?.kill();
+    await holder?.kill();
     if (cgroup !== null) {
       try {
         cgroup.remove();

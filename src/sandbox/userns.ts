@@ -38,8 +38,8 @@ export interface UsernsHolder extends UsernsOption {
   readonly startTime: string | null;
   /** Waits until the namespace exists, checks its owner and writes its id maps. */
   ready(idMap: { readonly hostBase: number; readonly size: number }): Promise<void>;
-  /** SIGKILL (idempotent). */
-  kill(): void;
+  /** SIGKILL, resolved once it is gone (bounded; idempotent). */
+  kill(): Promise<void>;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -54,6 +54,7 @@ export function spawnUsernsHolder(): UsernsHolder {
   let out = '';
   let err = '';
   let exited = false;
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.stdout.on('data', (b: Buffer) => void (out += b.toString()));
   child.stderr.on('data', (b: Buffer) => void (err += b.toString()));
   const lineOrExit = new Promise<void>((resolve) => {
@@ -104,13 +105,17 @@ export function spawnUsernsHolder(): UsernsHolder {
         throw fail(`cannot write its id maps: ${(e as Error).message}`);
       }
     },
-    kill() {
-      if (exited) return;
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* gone */
+    async kill() {
+      if (!exited) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
       }
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([gone, new Promise<void>((r) => (timer = setTimeout(r, 2000)))]);
+      clearTimeout(timer);
     },
   };
 }
