@@ -233,15 +233,20 @@ export function dryRun(opts: RunSandboxOptions): CompiledBundle {
   const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
   const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? `/aegis/${opts.executionId ?? 'dry-run'}/c` : null;
   // The holder's pid is known only at run time: the dry run shows pid 0 (a path that cannot be joined).
-  return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation, ...(needsHolder(isolation) ? { userns: usernsFor(DRY_RUN_HOLDER_PID) } : {}) });
+  return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation, ...(needsHolder(isolation, opts.network) ? { userns: usernsFor(DRY_RUN_HOLDER_PID) } : {}) });
 }
 
 /** Placeholder holder pid in `--dry-run` output. */
 export const DRY_RUN_HOLDER_PID = 0;
 
-/** crun and runc join a user namespace AEGIS made (userns.ts); gVisor serves these counters in its own kernel. */
-function needsHolder(isolation: Isolation): boolean {
-  return isolation !== 'gvisor';
+/**
+ * crun and runc join a user namespace AEGIS made (userns.ts); gVisor serves these counters in its
+ * own kernel. LIMITATION: runc 1.1 joins the user namespace before the others and then may not
+ * join a network namespace of the host's (EPERM), so behind the egress gateway runc creates the
+ * user namespace itself, owned by root (see validate.ts and docs/sandbox.md).
+ */
+function needsHolder(isolation: Isolation, network: NetworkOption | undefined): boolean {
+  return isolation === 'crun' || (isolation === 'runc' && network?.kind !== 'netns');
 }
 
 export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
@@ -325,7 +330,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     recordWritten = true;
     mkdirSync(run.bundleDir, { mode: 0o711 });
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
-    if (needsHolder(isolation)) {
+    if (needsHolder(isolation, opts.network)) {
       // Started first: its three execs overlap with the cgroup and bundle set-up below.
       holder = spawnUsernsHolder();
       record.holder = { pid: holder.pid, startTime: holder.startTime };

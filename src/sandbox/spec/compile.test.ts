@@ -38,7 +38,8 @@ function options(p: Policy, extra: Partial<CompileOptions> = {}): CompileOptions
   const listing = new Map(dirsToList(mountTargets(p, volumes).top).map((d) => [d, d === '/' ? ROOT : ('missing' as const)]));
   const o: CompileOptions = { imageRootfs: '/images/py/rootfs', imageListing: listing, codeDir: '/home/u/agent', cgroupsPath: '/aegis/x/c', isolation: 'crun', ...extra };
   // crun and runc join the user namespace of a holder process (src/sandbox/userns.ts).
-  return o.isolation === 'gvisor' || 'userns' in extra ? o : { ...o, userns: usernsFor(4242) };
+  const runcBehindGateway = o.isolation === 'runc' && o.network?.kind === 'netns';
+  return o.isolation === 'gvisor' || runcBehindGateway || 'userns' in extra ? o : { ...o, userns: usernsFor(4242) };
 }
 
 function compile(p: Policy, extra: Partial<CompileOptions> = {}) {
@@ -227,6 +228,17 @@ describe('per-user kernel counters (issue 8)', () => {
       assert.throws(() => validateBundle(withNs(o, [...base, { type: 'user' }]), o), invalid);
       assert.throws(() => validateBundle(withNs(o, [...base, { type: 'user', path: '/proc/4242/ns/user' }, { type: 'user', path: '/proc/1/ns/user' }]), o), invalid);
       assert.throws(() => validateBundle(withNs(o, [...base.filter((n) => n.type !== 'pid'), { type: 'pid', path: '/proc/1/ns/pid' }, { type: 'user', path: '/proc/4242/ns/user' }]), o), invalid, 'other namespaces stay fresh');
+    });
+    it('lets runc create the user namespace only in a joined network namespace (runc 1.1 cannot join both)', () => {
+      const net = { kind: 'netns' as const, path: '/run/netns/aegis-1' };
+      const d = new RuncDriver('runc');
+      const check = (o: CompileOptions) => {
+        const b = compileBundle(policy(), o);
+        validateBundle({ ...b, config: d.adapt(b.config) }, o);
+      };
+      assert.doesNotThrow(() => check(options(policy(), { isolation: 'runc', network: net })));
+      assert.throws(() => check(options(policy(), { isolation: 'runc', network: net, userns: usernsFor(4242) })), invalid);
+      assert.throws(() => check(options(policy(), { isolation: 'crun', network: net, userns: undefined })), invalid, 'crun joins both');
     });
     it('refuses a joined user namespace for gVisor (its own kernel serves these counters)', () => {
       const o = options(policy(), { isolation: 'gvisor' });

@@ -46,11 +46,14 @@ const USERNS_PATH = /^\/proc\/([1-9][0-9]{0,6})\/ns\/user$/;
  * crun and runc must join the user namespace AEGIS made (src/sandbox/userns.ts): one owned by
  * USERNS_OWNER_BASE + the holder's pid, never by root, so the kernel's per-user counters of the
  * sandbox are charged to a uid of its own. gVisor serves these calls in its own kernel and
- * creates its namespace itself.
+ * creates its namespace itself; so does runc in a joined network namespace (LIMITATION below).
  */
 function usernsOwnership(b: CompiledBundle, o: CompileOptions): string | null {
   const joined = b.config.linux.namespaces.filter((n) => n.type === 'user' && n.path !== undefined);
   if (o.isolation === 'gvisor') return joined.length > 0 || o.userns !== undefined ? 'gVisor creates its own user namespace' : null;
+  // LIMITATION: runc 1.1 joins the user namespace first and then cannot join the gateway's
+  // network namespace (owned by the host's user namespace): there, runc creates it (root-owned).
+  if (o.isolation === 'runc' && o.network?.kind === 'netns') return joined.length > 0 || o.userns !== undefined ? 'runc cannot join a user namespace together with a network namespace' : null;
   const u = o.userns;
   if (u === undefined) return `${o.isolation} must join a user namespace owned by a dedicated uid (not root)`;
   const m = USERNS_PATH.exec(u.path);
