@@ -194,6 +194,8 @@ describe('per-user kernel counters (issue 8)', () => {
     assert.deepEqual(c.linux.uidMappings, [{ containerID: 0, hostID: 100_000, size: 65_536 }]);
     assert.equal(c.annotations['org.aegis.userns_owner'], String(USERNS_OWNER_BASE + 4242));
     assert.deepEqual(usernsFor(7), { path: '/proc/7/ns/user', ownerUid: USERNS_OWNER_BASE + 7 });
+    const dry = options(policy(), { userns: usernsFor(0) });
+    assert.doesNotThrow(() => validateBundle(compileBundle(policy(), dry), dry), 'the --dry-run placeholder (pid 0: cannot be joined)');
   });
   it('sets low per-sandbox limits for the counters checked against rlimits', () => {
     const r = compile(policy()).config.process.rlimits;

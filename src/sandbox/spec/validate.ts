@@ -40,7 +40,8 @@ function gvisorWithoutUserns(b: CompiledBundle, o: CompileOptions): boolean {
 }
 const UNPRIVILEGED_HOST_BASE = DEFAULT_ID_MAP.hostBase;
 
-const USERNS_PATH = /^\/proc\/([1-9][0-9]{0,6})\/ns\/user$/;
+/** `/proc/<pid>/ns/user`; pid 0 only in `--dry-run` output (no such process: cannot be joined). */
+const USERNS_PATH = /^\/proc\/(0|[1-9][0-9]{0,6})\/ns\/user$/;
 
 /**
  * crun and runc must join the user namespace AEGIS made (src/sandbox/userns.ts): one owned by
