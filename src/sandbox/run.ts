@@ -331,8 +331,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     mkdirSync(run.bundleDir, { mode: 0o711 });
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
     if (needsHolder(isolation, opts.network)) {
-      // Started first: its three execs overlap with the cgroup and bundle set-up below.
-      holder = spawnUsernsHolder();
+      // Started first: it runs while the cgroup and the bundle are set up below.
+      holder = spawnUsernsHolder(stateDir);
       record.holder = { pid: holder.pid, startTime: holder.startTime };
       writeRecord(stateDir, record);
     }

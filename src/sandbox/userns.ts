@@ -10,25 +10,29 @@
  * root's RLIMIT_MSGQUEUE (and every other sandbox's, which are charged to root as well).
  *
  * So AEGIS creates the namespace itself, from a holder process running as a host uid of its own:
- * `/bin/sh` computes uid = USERNS_OWNER_BASE + its pid and execs `setpriv` (drops to that uid and
- * gid, no supplementary groups, no capabilities), which execs `unshare --user`, which execs
- * `/bin/sh` to say "ready" and then `sleep infinity` (the pid is the same throughout). AEGIS
- * (root) writes the namespace's uid_map and gid_map (the usual 0..65535 -> 100000..165535), and
- * the runtime joins it by path (`/proc/<pid>/ns/user`). Live pids are unique, so every running
- * sandbox has a distinct owner: sandboxes can exhaust neither root's counters nor each other's,
- * only those of their own owner (bounded by the host's per-user limits, e.g. 128 inotify
- * instances, and by SANDBOX_RLIMITS).
+ * a tiny static program (holder-elf.ts, written once to `<stateDir>/bin/`) computes
+ * uid = USERNS_OWNER_BASE + its pid, drops to that uid and gid with no groups and no
+ * capabilities, unshares a user namespace, drops the capabilities it got there, says "ready" and
+ * pauses. AEGIS (root) checks from the host that it runs as that uid, without capabilities, in a
+ * new user namespace, then writes the namespace's uid_map and gid_map (the usual
+ * 0..65535 -> 100000..165535), and the runtime joins it by path (`/proc/<pid>/ns/user`). Live
+ * pids are unique, so every running sandbox has a distinct owner: sandboxes can exhaust neither
+ * root's counters nor each other's, only those of their own owner (bounded by the host's per-user
+ * limits, e.g. 128 inotify instances, and by SANDBOX_RLIMITS).
  *
  * The holder lives until the run is cleaned up (it keeps the pid, hence the owner uid, reserved
  * for as long as the sandbox can run) and is killed then; its pid and start time are in the run
  * record, so the stale-run sweep kills it too (state.ts). A process running as the owner uid in
  * the host's namespace would have every capability in the sandbox's namespace: only the holder
- * runs as it, and it holds no capability on the host.
+ * runs as it, it holds no capability anywhere, and it is not visible in the sandbox (host pid
+ * namespace).
  * LIMITATION: the owner range [USERNS_OWNER_BASE, + pid_max) must not be used by any host account
  * or /etc/subuid range (not checked).
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { holderElf } from './holder-elf.js';
 import { SandboxError } from './errors.js';
 import { USERNS_OWNER_BASE, usernsFor, type UsernsOption } from './spec/compile.js';
 import { processStartTime } from './state.js';
@@ -43,13 +47,42 @@ export interface UsernsHolder extends UsernsOption {
 }
 
 const READY_TIMEOUT_MS = 10_000;
-const SCRIPT = 'u=$(($1 + $$)); exec setpriv --reuid=$u --regid=$u --clear-groups --inh-caps=-all -- unshare --user -- /bin/sh -c "echo ready; exec sleep infinity"';
+
+let installed = new Map<string, string>();
+
+/** Writes the holder program to `<stateDir>/bin/` (once per state dir and process; the state dir is private). */
+function installHolder(stateDir: string): string {
+  const known = installed.get(stateDir);
+  if (known !== undefined) return known;
+  const dir = join(stateDir, 'bin');
+  const path = join(dir, 'aegis-userns-holder');
+  const elf = holderElf(USERNS_OWNER_BASE);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    let same = false;
+    try {
+      same = readFileSync(path).equals(elf);
+    } catch {
+      same = false;
+    }
+    if (!same) {
+      const tmp = `${path}.${process.pid}.tmp`;
+      writeFileSync(tmp, elf, { mode: 0o700 });
+      renameSync(tmp, path);
+    }
+  } catch (e) {
+    throw new SandboxError('sandbox.userns_failed', `cannot install the user namespace holder in ${dir}: ${(e as Error).message}`, { cause: e });
+  }
+  installed = new Map([...installed, [stateDir, path]]);
+  return path;
+}
 
 /** Spawns the holder (returns at once; `ready()` completes it). Throws SandboxError('sandbox.userns_failed'). */
-export function spawnUsernsHolder(): UsernsHolder {
-  const child = spawn('/bin/sh', ['-c', SCRIPT, 'aegis-userns', String(USERNS_OWNER_BASE)], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function spawnUsernsHolder(stateDir: string): UsernsHolder {
+  const child = spawn(installHolder(stateDir), [], { stdio: ['ignore', 'pipe', 'pipe'] });
   const pid = child.pid;
-  if (pid === undefined) throw new SandboxError('sandbox.userns_failed', 'cannot start the user namespace holder (/bin/sh)');
+  if (pid === undefined) throw new SandboxError('sandbox.userns_failed', 'cannot start the user namespace holder');
   const startTime = processStartTime(pid);
   let out = '';
   let err = '';
@@ -83,11 +116,13 @@ export function spawnUsernsHolder(): UsernsHolder {
       // The namespace must be a new one, created by the owner uid (fail secure on any doubt).
       let uids: string | undefined;
       let gids: string | undefined;
+      let caps: string[] = [];
       try {
         if (readlinkSync(`/proc/${pid}/ns/user`) === readlinkSync('/proc/self/ns/user')) throw fail('did not create a user namespace');
         const status = readFileSync(`/proc/${pid}/status`, 'utf8');
         uids = /^Uid:\s+(.*)$/m.exec(status)?.[1];
         gids = /^Gid:\s+(.*)$/m.exec(status)?.[1];
+        caps = ['CapPrm', 'CapEff', 'CapAmb'].map((k) => new RegExp(`^${k}:\\s+([0-9a-f]+)$`, 'm').exec(status)?.[1] ?? 'missing');
       } catch (e) {
         if (e instanceof SandboxError) throw e;
         throw fail(`cannot inspect it: ${(e as Error).message}`);
@@ -97,6 +132,7 @@ export function spawnUsernsHolder(): UsernsHolder {
       if (uids?.split(/\s+/).some((u) => u !== owner) !== false || gids?.split(/\s+/).some((g) => g !== owner) !== false) {
         throw fail(`runs as uid ${uids ?? '?'} gid ${gids ?? '?'}, expected ${owner}`);
       }
+      if (caps.some((c) => !/^0+$/.test(c))) throw fail(`holds capabilities (${caps.join(' ')})`);
       const map = `0 ${idMap.hostBase} ${idMap.size}\n`;
       try {
         writeFileSync(`/proc/${pid}/uid_map`, map);

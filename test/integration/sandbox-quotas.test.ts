@@ -8,10 +8,12 @@
  * Then the hog is stopped. Real sandboxes on crun and runc (gVisor serves these calls in its own
  * kernel: one case checks that for inotify).
  *
- * Before the fix (user namespace created by the runtime as root) the inotify, mqueue and
- * pending-signal cases failed for host root, and the SHM_LOCK case for the second sandbox.
- * The pids case passes either way (the pids cgroup, and root is exempt from RLIMIT_NPROC); user
- * namespaces and keys are denied by seccomp, which the user namespace case re-checks here.
+ * Before the fix (user namespace created by the runtime as root) the inotify instances and
+ * watches, mqueue and pending-signal cases failed for host root (EMFILE, ENOSPC, EMFILE, EAGAIN),
+ * and so did the rlimit and owner cases. The SHM_LOCK and pids cases passed already: root has
+ * CAP_IPC_LOCK and is exempt from RLIMIT_NPROC, the parent-level SHM_LOCK check compares pages
+ * with the creator's RLIMIT_MEMLOCK in bytes (so it did not bind), and the pids cgroup bounds
+ * processes; they stay as checks. User namespaces and keys are denied by seccomp (re-checked).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
