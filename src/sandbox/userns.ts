@@ -7,7 +7,7 @@
  * to the owner of each user namespace in its parent. The owner is the euid of the process that
  * created the namespace. When crun or runc create it, that is host root: an agent holding 127
  * inotify instances made every `inotify_init` of host root fail, and nine message queues filled
- * root's RLIMIT_MSGQUEUE (and every other sandbox's, which are charged to root as well).
+ * root's RLIMIT_MSGQUEUE (other sandboxes are charged to root as well).
  *
  * So AEGIS creates the namespace itself, from a holder process running as a host uid of its own:
  * a tiny static program (holder-elf.ts, written once to `<stateDir>/bin/`) computes

@@ -20,8 +20,8 @@
  *   (inotify, POSIX message queues, pending signals, locked shm, ...) are charged to that uid and
  *   not to host root; and low per-sandbox rlimits for the counters the kernel checks against
  *   rlimits (SANDBOX_RLIMITS).
- * Resource limits are NOT in the bundle: AEGIS sets them on the parent cgroup it owns
- * (cgroups/), so that OOM kills and usage can be read after the runtime removed its own cgroup.
+ * cgroup limits (memory, cpu, pids) are NOT in the bundle: AEGIS sets them on the parent cgroup it
+ * owns (cgroups/), so that OOM kills and usage can be read after the runtime removed its own cgroup.
  */
 import type { Isolation, Policy } from '../../policy/types.js';
 import { SandboxError } from '../errors.js';
