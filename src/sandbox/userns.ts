@@ -30,7 +30,7 @@
  * or /etc/subuid range (not checked).
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { holderElf } from './holder-elf.js';
 import { SandboxError } from './errors.js';
@@ -53,7 +53,8 @@ let installed = new Map<string, string>();
 /** Writes the holder program to `<stateDir>/bin/` (once per state dir and process; the state dir is private). */
 function installHolder(stateDir: string): string {
   const known = installed.get(stateDir);
-  if (known !== undefined) return known;
+  // Content is compared once per process; a removed file (state dir cleaned) is reinstalled.
+  if (known !== undefined && existsSync(known)) return known;
   const dir = join(stateDir, 'bin');
   const path = join(dir, 'aegis-userns-holder');
   const elf = holderElf(USERNS_OWNER_BASE);
@@ -81,8 +82,12 @@ function installHolder(stateDir: string): string {
 /** Spawns the holder (returns at once; `ready()` completes it). Throws SandboxError('sandbox.userns_failed'). */
 export function spawnUsernsHolder(stateDir: string): UsernsHolder {
   const child = spawn(installHolder(stateDir), [], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let spawnError: Error | null = null;
+  child.once('error', (e) => (spawnError = e)); // also when spawn fails (pid undefined below)
   const pid = child.pid;
-  if (pid === undefined) throw new SandboxError('sandbox.userns_failed', 'cannot start the user namespace holder');
+  if (pid === undefined) {
+    throw new SandboxError('sandbox.userns_failed', `cannot start the user namespace holder ${join(stateDir, 'bin', 'aegis-userns-holder')} (is the state dir on a noexec mount?)`);
+  }
   const startTime = processStartTime(pid);
   let out = '';
   let err = '';
@@ -112,7 +117,7 @@ export function spawnUsernsHolder(stateDir: string): UsernsHolder {
       const timedOut = await Promise.race([lineOrExit.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), READY_TIMEOUT_MS)))]);
       clearTimeout(timer);
       if (timedOut) throw fail('not ready in time');
-      if (exited || out !== 'ready\n') throw fail(`exited before its namespace was made: ${err.trim() || out.trim()}`);
+      if (exited || out !== 'ready\n') throw fail(`exited before its namespace was made: ${(spawnError as Error | null)?.message ?? (err.trim() || out.trim())}`);
       // The namespace must be a new one, created by the owner uid (fail secure on any doubt).
       let uids: string | undefined;
       let gids: string | undefined;

@@ -17,7 +17,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveImage } from '../../src/images/index.js';
@@ -283,6 +283,31 @@ print(*[resource.getrlimit(getattr(resource, "RLIMIT_" + n))[1] for n in ("MSGQU
       for (const r of results) assert.equal(r.status, 'killed', r.err);
       assert.equal(seen[0]?.length, 2, 'one holder (hence one owner uid) per sandbox');
       assert.deepEqual(usernsHolders(), [], 'holders are gone with their sandboxes');
+    });
+
+    it('refuses to start when the holder did not make a namespace of its own as the owner uid (fail secure)', async (t) => {
+      if (!requireOrSkip(t, unavailable)) return;
+      const first = await sandbox('print("OK")');
+      assert.equal(first.out.trim(), 'OK', first.err);
+      // The installed holder is trusted once per process: replace it behind AEGIS's back.
+      const holder = join(work, 'state', 'bin', 'aegis-userns-holder');
+      const fakes = {
+        'stays in the host user namespace': '#!/bin/sh\necho ready\nexec sleep 60\n',
+        'keeps running as root in a new user namespace': '#!/bin/sh\nexec unshare --user -- /bin/sh -c "echo ready; exec sleep 60"\n',
+        'exits without a namespace': '#!/bin/sh\nexit 3\n',
+      };
+      try {
+        for (const [what, script] of Object.entries(fakes)) {
+          writeFileSync(holder, script, { mode: 0o700 });
+          const r = await sandbox('print("started")');
+          assert.equal(r.status, 'failed_to_start', what);
+          assert.equal(r.error?.code, 'sandbox.userns_failed', `${what}: ${r.error?.message ?? ''}`);
+          assert.equal(r.out, '', `${what}: the agent never ran`);
+        }
+      } finally {
+        rmSync(holder, { force: true });
+      }
+      assert.deepEqual(readdirSync(join(work, 'state', 'runs')), [], 'nothing of the refused runs remains');
     });
 
     it('denies user namespaces and keyrings to the agent (seccomp), so it cannot charge those counters', async (t) => {
