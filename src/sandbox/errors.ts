@@ -22,6 +22,8 @@ export type SandboxErrorCode =
   | 'sandbox.runtime_unavailable'
   /** cgroups could not be created or a limit could not be set (fail secure: no start). */
   | 'sandbox.cgroup_failed'
+  /** The sandbox's user namespace (owned by a dedicated host uid) could not be made (see userns.ts). */
+  | 'sandbox.userns_failed'
   /** The runtime refused to create or start the container. */
   | 'sandbox.start_failed'
   /** State directory problems (cannot create the run record, bundle, or scratch space). */

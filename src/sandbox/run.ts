@@ -21,7 +21,7 @@ import { createRunCgroup, runtimeCgroupPath, type RunCgroup } from './cgroups/in
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
-import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, type CompiledBundle, type CompileOptions, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
+import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, SANDBOX_RLIMITS, usernsFor, type CompiledBundle, type CompileOptions, type NetworkOption, type ResolvedVolume, type UsernsOption } from './spec/compile.js';
 import { validateBundle } from './spec/validate.js';
 import { parseMountinfo } from '../host/mountinfo.js';
 import { processStartTime } from '../host/pid-lock.js';
@@ -30,6 +30,7 @@ import { checkReadableBy } from './host-paths.js';
 import { copyBack, DEFAULT_RW_VOLUME_BYTES, MAX_RW_VOLUME_BYTES, MIN_RW_VOLUME_BYTES, stageVolume, unmount, type StagedVolume } from './volumes.js';
 import { parseSize } from '../manifest/units.js';
 import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord, type SweptRun } from './state.js';
+import { spawnUsernsHolder, type UsernsHolder } from './userns.js';
 
 export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
 
@@ -262,7 +263,7 @@ function outputPump(src: Readable, t: OutputTarget | undefined, fd: 1 | 2): Outp
  */
 export function compileRun(
   opts: RunSandboxOptions,
-  resolved: { codeDir: string; volumes: readonly ResolvedVolume[]; cgroupsPath: string | null; isolation: Isolation },
+  resolved: { codeDir: string; volumes: readonly ResolvedVolume[]; cgroupsPath: string | null; isolation: Isolation; userns?: UsernsOption },
 ): CompiledBundle {
   const { top } = mountTargets(opts.policy, resolved.volumes);
   const copts: CompileOptions = {
@@ -276,6 +277,7 @@ export function compileRun(
     cgroupsPath: resolved.cgroupsPath,
     userSeccompProfile: opts.seccompProfile,
     isolation: resolved.isolation,
+    ...(resolved.userns !== undefined ? { userns: resolved.userns } : {}),
   };
   const bundle = compileBundle(opts.policy, copts);
   // Validated after the runtime's adjustments: what runs is what was checked.
@@ -290,7 +292,21 @@ export function dryRun(opts: RunSandboxOptions): CompiledBundle {
   const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
   const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
   const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? runtimeCgroupPath(opts.executionId ?? 'dry-run') : null;
-  return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation });
+  // The holder's pid is known only at run time: the dry run shows pid 0 (a path that cannot be joined).
+  return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation, ...(needsHolder(isolation, opts.network) ? { userns: usernsFor(DRY_RUN_HOLDER_PID) } : {}) });
+}
+
+/** Placeholder holder pid in `--dry-run` output. */
+export const DRY_RUN_HOLDER_PID = 0;
+
+/**
+ * crun and runc join a user namespace AEGIS made (userns.ts); gVisor serves these counters in its
+ * own kernel. LIMITATION: runc 1.1 joins the user namespace before the others and then may not
+ * join a network namespace of the host's (EPERM), so behind the egress gateway runc creates the
+ * user namespace itself, owned by root (see validate.ts and docs/sandbox.md).
+ */
+function needsHolder(isolation: Isolation, network: NetworkOption | undefined): boolean {
+  return isolation === 'crun' || (isolation === 'runc' && network?.kind !== 'netns');
 }
 
 export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
@@ -304,6 +320,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   let run: RuntimeRun | null = null;
   let driver: RuntimeDriver | null = null;
   let recordWritten = false;
+  let holder: UsernsHolder | null = null;
   /** Paths this run created under its run directory, parents first (fast removal). */
   const createdPaths: string[] = [];
   /** rw volumes mounted on their size-limited filesystems (volumes.ts), with their index. */
@@ -316,6 +333,8 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     if (driver !== null && run !== null && driver.hasState(run)) {
       spawnSync(driver.binary, driver.deleteArgs(run), { stdio: 'ignore', timeout: 10_000 });
     }
+    // After the sandbox's processes are gone: the holder's pid reserves the owner uid until then.
+    await holder?.kill();
     if (cgroup !== null) {
       try {
         cgroup.remove();
@@ -383,6 +402,13 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
     chmodSync(stateRoot, 0o700); // the runtime's state holds the container's config: root only
 
+    if (needsHolder(isolation, opts.network)) {
+      // Started first: it runs while the volumes, the bundle and the cgroup are set up below.
+      holder = spawnUsernsHolder(stateDir);
+      record.holder = { pid: holder.pid, startTime: holder.startTime };
+      writeRecord(stateDir, record);
+    }
+
     const volumes = resolvedVolumes.map((v, i) => {
       if (v.mode !== 'rw') return v;
       const s = stageVolume(v, dir, id, i, AGENT_HOST, invoker());
@@ -391,13 +417,15 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     });
 
     // Compiled before the cgroup exists: the runtime's own pids allowance depends on the bundle.
-    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null, isolation });
+    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null, isolation, ...(holder !== null ? { userns: { path: holder.path, ownerUid: holder.ownerUid } } : {}) });
     cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead(bundle.config) }, undefined, undefined, driver.cgroupMode);
     spawnFacts = { args: bundle.config.process.args, volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })) };
     writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
+    await holder?.ready(DEFAULT_ID_MAP);
     createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
 
-    const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
+    const [rt, rtArgs] = driver.rlimitsInherited ? underPrlimit(driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
+    const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, rt, rtArgs) : [rt, rtArgs];
     // ARCHITECTURE NOTE: only pipes AEGIS made, never a descriptor of the operator's (stdio.ts).
     child = spawn(cmd, argv, { cwd: run.bundleDir, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid, runtimeStartTime: processStartTime(child.pid) });
@@ -525,6 +553,12 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
 function joinCgroupThenExec(procsFiles: readonly string[], binary: string, args: readonly string[]): [string, string[]] {
   const script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
   return ['/bin/sh', ['-c', script, 'aegis-join-cgroup', String(procsFiles.length), ...procsFiles, binary, ...args]];
+}
+
+/** `prlimit --<name>=soft:hard ... -- binary args`: the runtime and the agent inherit SANDBOX_RLIMITS. */
+function underPrlimit(binary: string, args: readonly string[]): [string, string[]] {
+  const limits = SANDBOX_RLIMITS.map((r) => `--${r.type.replace(/^RLIMIT_/, '').toLowerCase()}=${r.soft}:${r.hard}`);
+  return ['prlimit', [...limits, '--', binary, ...args]];
 }
 
 /** TERM the agent: through the runtime when it must relay (gVisor), else to every pid in the cgroup. */

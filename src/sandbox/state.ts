@@ -39,6 +39,8 @@ export interface RunRecord {
   /** The runtime process, once spawned, with its start time (pid reuse guard). */
   runtimePid?: number;
   runtimeStartTime?: string | null;
+  /** The user namespace holder (userns.ts), once spawned, with its start time (pid reuse guard). */
+  holder?: { pid: number; startTime: string | null };
   createdAt: string;
 }
 
@@ -205,6 +207,14 @@ export async function sweepStaleRuns(stateDir: string): Promise<SweptRun[]> {
       }
     }
     const cg = await destroyRunCgroups(id).catch(() => ({ dirs: [] as string[], pids: [] as number[] }));
+    // The holder after the sandbox's processes: its pid keeps the owner uid reserved until then.
+    if (rec?.holder !== undefined && rec.holder.startTime !== null && processStartTime(rec.holder.pid) === rec.holder.startTime) {
+      try {
+        process.kill(rec.holder.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
     // The record says which runtime; what to execute comes from AEGIS's own driver, never from
     // the file (a record is data, not a command line).
     const isolation = rec !== null && ISOLATIONS.includes(rec.isolation) ? rec.isolation : null;

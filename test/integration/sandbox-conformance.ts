@@ -18,6 +18,7 @@ import type { Isolation, Policy } from '../../src/policy/types.js';
 import { hybridHugetlbMissing, runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
 import { driverFor } from '../../src/sandbox/drivers/index.js';
 import { AGENT_HOST_GID, AGENT_HOST_UID, runSandbox, type RunResult, type RunSandboxOptions } from '../../src/sandbox/run.js';
+import { PID_MAX_LIMIT, USERNS_OWNER_BASE } from '../../src/sandbox/spec/compile.js';
 import { sweepStaleRuns } from '../../src/sandbox/state.js';
 import { DENIED_PROBES, GETEUID, syscallElf } from './sandbox-probes.js';
 
@@ -66,6 +67,21 @@ function leftovers(stateDir: string, isolation: Isolation, id: string): string[]
   for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
     try {
       if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(id)) out.push(`process ${p}`);
+    } catch {
+      /* exited */
+    }
+  }
+  out.push(...usernsHolders().map((p) => `user namespace holder ${p}`));
+  return out;
+}
+
+/** Live processes running as a user namespace owner uid (src/sandbox/userns.ts). */
+export function usernsHolders(): number[] {
+  const out: number[] = [];
+  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]);
+      if (uid >= USERNS_OWNER_BASE && uid < USERNS_OWNER_BASE + PID_MAX_LIMIT) out.push(Number(p));
     } catch {
       /* exited */
     }

@@ -11,6 +11,7 @@ import type { RuntimeDriver, RuntimeRun } from './types.js';
 export class OciCliDriver implements RuntimeDriver {
   readonly binary: string;
   readonly cgroupMode: 'inherit' | 'child' = 'child';
+  readonly rlimitsInherited: boolean = false;
   constructor(
     readonly isolation: Isolation,
     name: string,

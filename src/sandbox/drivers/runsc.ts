@@ -51,6 +51,7 @@ export class RunscDriver implements RuntimeDriver {
   }
   /** `--ignore-cgroups`: the Sentry and gofer stay in the run's cgroup AEGIS started them in. */
   readonly cgroupMode = 'inherit' as const;
+  readonly rlimitsInherited = false;
   constructor(binary = 'runsc') {
     this.binary = findExecutable(binary) ?? binary;
   }

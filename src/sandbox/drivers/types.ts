@@ -34,6 +34,11 @@ export interface RuntimeDriver {
    * - 'child': the runtime creates `cgroupsPath` below the run's cgroup (runc).
    */
   readonly cgroupMode: 'inherit' | 'child';
+  /**
+   * True when the runtime cannot set `process.rlimits` itself (its adapt() empties them): AEGIS
+   * then starts it under `prlimit` with the bundle's limits and the agent inherits them.
+   */
+  readonly rlimitsInherited: boolean;
   /** Why this runtime cannot run on this host, or null when it can. */
   unavailableReason(): string | null;
   /** Runtime-specific adjustments of a validated config (pure; must not loosen it). */

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Policy } from '../../policy/types.js';
 import { SandboxError } from '../errors.js';
-import { AEGIS_MASKED_PATHS, MASKED_PATHS, READONLY_PATHS, compileBundle, dirsToList, mountTargets, type CompileOptions, type ResolvedVolume } from './compile.js';
+import { RuncDriver } from '../drivers/runc.js';
+import { AEGIS_MASKED_PATHS, MASKED_PATHS, READONLY_PATHS, compileBundle, dirsToList, mountTargets, SANDBOX_RLIMITS, USERNS_OWNER_BASE, usernsFor, type CompileOptions, type ResolvedVolume } from './compile.js';
 import type { ImageEntry } from './rootfs.js';
 import { validateBundle } from './validate.js';
 import { hasCode } from '../../test-support/errors.js';
@@ -36,7 +37,10 @@ const ROOT: ImageEntry[] = [
 function options(p: Policy, extra: Partial<CompileOptions> = {}): CompileOptions {
   const volumes = extra.volumes ?? [];
   const listing = new Map(dirsToList(mountTargets(p, volumes).top).map((d) => [d, d === '/' ? ROOT : ('missing' as const)]));
-  return { imageRootfs: '/images/py/rootfs', imageListing: listing, codeDir: '/home/u/agent', cgroupsPath: '/aegis/x/c', isolation: 'crun', ...extra };
+  const o: CompileOptions = { imageRootfs: '/images/py/rootfs', imageListing: listing, codeDir: '/home/u/agent', cgroupsPath: '/aegis/x/c', isolation: 'crun', ...extra };
+  // crun and runc join the user namespace of a holder process (src/sandbox/userns.ts).
+  const runcBehindGateway = o.isolation === 'runc' && o.network?.kind === 'netns';
+  return o.isolation === 'gvisor' || runcBehindGateway || 'userns' in extra ? o : { ...o, userns: usernsFor(4242) };
 }
 
 function compile(p: Policy, extra: Partial<CompileOptions> = {}) {
@@ -220,6 +224,100 @@ describe('validateBundle', () => {
       const pol = policy();
       const o = options(pol);
       assert.doesNotThrow(() => validateBundle(compileBundle(pol, o), o));
+    });
+  });
+});
+
+describe('per-user kernel counters (issue 8)', () => {
+  const withNs = (o: CompileOptions, ns: { type: string; path?: string }[]) => {
+    const b = compileBundle(policy(), o);
+    return { ...b, config: { ...b.config, linux: { ...b.config.linux, namespaces: ns as typeof b.config.linux.namespaces } } };
+  };
+  it('joins the user namespace of the holder, owned by base + its pid, keeping the id mappings', () => {
+    const c = compile(policy()).config;
+    assert.deepEqual(c.linux.namespaces.find((n) => n.type === 'user'), { type: 'user', path: '/proc/4242/ns/user' });
+    assert.deepEqual(c.linux.uidMappings, [{ containerID: 0, hostID: 100_000, size: 65_536 }]);
+    assert.equal(c.annotations['org.aegis.userns_owner'], String(USERNS_OWNER_BASE + 4242));
+    assert.deepEqual(usernsFor(7), { path: '/proc/7/ns/user', ownerUid: USERNS_OWNER_BASE + 7 });
+    const dry = options(policy(), { userns: usernsFor(0) });
+    assert.doesNotThrow(() => validateBundle(compileBundle(policy(), dry), dry), 'the --dry-run placeholder (pid 0: cannot be joined)');
+  });
+  it('sets low per-sandbox limits for the counters checked against rlimits', () => {
+    const r = compile(policy()).config.process.rlimits;
+    for (const t of ['RLIMIT_MSGQUEUE', 'RLIMIT_SIGPENDING', 'RLIMIT_MEMLOCK', 'RLIMIT_NOFILE', 'RLIMIT_CORE']) assert.ok(r.some((x) => x.type === t), t);
+    assert.deepEqual(r, SANDBOX_RLIMITS);
+    assert.ok(r.every((x) => x.soft <= x.hard && x.hard <= 1024 * 1024), 'lowering only: below any host default');
+  });
+  describe('when crun or runc would create the user namespace as root', () => {
+    for (const isolation of ['crun', 'runc'] as const) {
+      it(`refuses ${isolation} without a holder's namespace`, () => {
+        const o = options(policy(), { isolation, userns: undefined });
+        const b = compileBundle(policy(), o);
+        assert.throws(() => validateBundle(isolation === 'runc' ? { ...b, config: new RuncDriver('runc').adapt(b.config) } : b, o), (e) => invalid(e) && /dedicated uid/.test((e as Error).message));
+      });
+    }
+    it('refuses an owner that is not base + the holder pid, or root', () => {
+      for (const ownerUid of [0, USERNS_OWNER_BASE, USERNS_OWNER_BASE + 4243, 101_000]) {
+        const o = options(policy(), { userns: { path: '/proc/4242/ns/user', ownerUid } });
+        assert.throws(() => validateBundle(compileBundle(policy(), o), o), invalid, String(ownerUid));
+      }
+    });
+    it('refuses namespace paths other than /proc/<pid>/ns/user', () => {
+      for (const path of ['/proc/self/ns/user', '/proc/1/../1/ns/user', '/run/userns', '/proc/4242/ns/user/', '/proc/04242/ns/user', '/proc/99999999/ns/user']) {
+        const o = options(policy(), { userns: { path, ownerUid: USERNS_OWNER_BASE + 4242 } });
+        assert.throws(() => validateBundle(compileBundle(policy(), o), o), invalid, path);
+      }
+    });
+    it('refuses a bundle joining another user namespace than the holder, or two', () => {
+      const o = options(policy());
+      const base = compileBundle(policy(), o).config.linux.namespaces.filter((n) => n.type !== 'user');
+      assert.throws(() => validateBundle(withNs(o, [...base, { type: 'user', path: '/proc/1/ns/user' }]), o), invalid);
+      assert.throws(() => validateBundle(withNs(o, [...base, { type: 'user' }]), o), invalid);
+      assert.throws(() => validateBundle(withNs(o, [...base, { type: 'user', path: '/proc/4242/ns/user' }, { type: 'user', path: '/proc/1/ns/user' }]), o), invalid);
+      assert.throws(() => validateBundle(withNs(o, [...base.filter((n) => n.type !== 'pid'), { type: 'pid', path: '/proc/1/ns/pid' }, { type: 'user', path: '/proc/4242/ns/user' }]), o), invalid, 'other namespaces stay fresh');
+    });
+    it('lets runc create the user namespace only in a joined network namespace (runc 1.1 cannot join both)', () => {
+      const net = { kind: 'netns' as const, path: '/run/netns/aegis-1' };
+      const d = new RuncDriver('runc');
+      const check = (o: CompileOptions) => {
+        const b = compileBundle(policy(), o);
+        validateBundle({ ...b, config: d.adapt(b.config) }, o);
+      };
+      assert.doesNotThrow(() => check(options(policy(), { isolation: 'runc', network: net })));
+      assert.throws(() => check(options(policy(), { isolation: 'runc', network: net, userns: usernsFor(4242) })), invalid);
+      assert.throws(() => check(options(policy(), { isolation: 'crun', network: net, userns: undefined })), invalid, 'crun joins both');
+    });
+    it('refuses a joined user namespace for gVisor (its own kernel serves these counters)', () => {
+      const o = options(policy(), { isolation: 'gvisor' });
+      assert.doesNotThrow(() => validateBundle(compileBundle(policy(), o), o));
+      const ou = { ...o, userns: usernsFor(4242) };
+      assert.throws(() => validateBundle(compileBundle(policy(), ou), ou), invalid);
+    });
+  });
+  describe('when rlimits are missing or raised', () => {
+    const o = options(policy());
+    const withLimits = (f: (r: { type: string; hard: number; soft: number }[]) => { type: string; hard: number; soft: number }[]) => {
+      const b = compileBundle(policy(), o);
+      return { ...b, config: { ...b.config, process: { ...b.config.process, rlimits: f(b.config.process.rlimits) } } };
+    };
+    for (const t of ['RLIMIT_MSGQUEUE', 'RLIMIT_SIGPENDING', 'RLIMIT_MEMLOCK']) {
+      it(`refuses a bundle without ${t}, with it raised, or with soft above hard`, () => {
+        assert.throws(() => validateBundle(withLimits((r) => r.filter((x) => x.type !== t)), o), invalid);
+        assert.throws(() => validateBundle(withLimits((r) => r.map((x) => (x.type === t ? { ...x, hard: x.hard * 2, soft: x.hard * 2 } : x))), o), invalid);
+        assert.throws(() => validateBundle(withLimits((r) => r.map((x) => (x.type === t ? { ...x, soft: x.hard + 1 } : x))), o), invalid);
+        assert.throws(() => validateBundle(withLimits((r) => [...r, { type: t, hard: 1, soft: 1 }]), o), invalid, 'twice');
+      });
+    }
+    it('gives runc no rlimits in its config (inherited from prlimit) and refuses them there', () => {
+      const d = new RuncDriver('runc');
+      assert.equal(d.rlimitsInherited, true);
+      const or = options(policy(), { isolation: 'runc' });
+      const b = compileBundle(policy(), or);
+      const adapted = { ...b, config: d.adapt(b.config) };
+      assert.deepEqual(adapted.config.process.rlimits, []);
+      assert.doesNotThrow(() => validateBundle(adapted, or));
+      assert.throws(() => validateBundle(b, or), invalid);
+      assert.throws(() => validateBundle(adapted, o), invalid, 'crun must set them');
     });
   });
 });

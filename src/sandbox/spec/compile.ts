@@ -15,9 +15,14 @@
  *   declared fs paths as tmpfs (read-only for read grants) unless a granted volume covers them,
  *   no other host path;
  * - Docker's masked and read-only /proc and /sys paths, plus AEGIS_MASKED_PATHS (kernel command
- *   line, boot id, block devices, DMI); the seccomp profile from seccomp.ts.
- * Resource limits are NOT in the bundle: AEGIS sets them on the parent cgroup it owns
- * (cgroups/), so that OOM kills and usage can be read after the runtime removed its own cgroup.
+ *   line, boot id, block devices, DMI); the seccomp profile from seccomp.ts;
+ * - on crun and runc, a user namespace AEGIS made beforehand and owned by a dedicated host uid
+ *   (`userns`, joined by path; see src/sandbox/userns.ts), so the kernel's per-user counters
+ *   (inotify, POSIX message queues, pending signals, locked shm, ...) are charged to that uid and
+ *   not to host root; and low per-sandbox rlimits for the counters the kernel checks against
+ *   rlimits (SANDBOX_RLIMITS).
+ * cgroup limits (memory, cpu, pids) are NOT in the bundle: AEGIS sets them on the parent cgroup it
+ * owns (cgroups/), so that OOM kills and usage can be read after the runtime removed its own cgroup.
  */
 import { isWithin } from '../../policy/paths.js';
 import type { Isolation, Policy } from '../../policy/types.js';
@@ -35,6 +40,44 @@ export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
 export const CODE_MOUNT = '/agent';
 /** The agent's scratch space: a writable tmpfs, emptied with the run. */
 export const TMP_MOUNT = '/tmp';
+
+/**
+ * Owners of the sandboxes' user namespaces: host uid USERNS_OWNER_BASE + the pid of the process
+ * that created the namespace (src/sandbox/userns.ts). Live pids are unique, so concurrent
+ * sandboxes never share an owner. The range [base, base + PID_MAX_LIMIT) must belong to no host
+ * account and no /etc/subuid range.
+ */
+export const USERNS_OWNER_BASE = 0x7000_0000;
+/** Linux's largest possible pid_max (PID_MAX_LIMIT on 64-bit, include/linux/threads.h). */
+export const PID_MAX_LIMIT = 4_194_304;
+
+/**
+ * Per-process limits of the agent (lowering only: AEGIS has no CAP_SYS_RESOURCE to raise).
+ * ARCHITECTURE NOTE: RLIMIT_MSGQUEUE (mq_open), RLIMIT_SIGPENDING (queued signals) and
+ * RLIMIT_MEMLOCK (SHM_LOCK, mlock) are checked by the kernel against per-user counters of the
+ * sandbox's user namespace; low values bound what one sandbox can hold. RLIMIT_NPROC is left
+ * alone: the pids cgroup bounds the processes, and gVisor does not enforce it.
+ */
+export const SANDBOX_RLIMITS: readonly { readonly type: string; readonly hard: number; readonly soft: number }[] = [
+  { type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 },
+  { type: 'RLIMIT_CORE', hard: 0, soft: 0 },
+  { type: 'RLIMIT_MSGQUEUE', hard: 256 * 1024, soft: 256 * 1024 },
+  { type: 'RLIMIT_SIGPENDING', hard: 1024, soft: 1024 },
+  { type: 'RLIMIT_MEMLOCK', hard: 64 * 1024, soft: 64 * 1024 },
+];
+
+/** A user namespace made for the sandbox (src/sandbox/userns.ts), joined by the runtime. */
+export interface UsernsOption {
+  /** `/proc/<holder pid>/ns/user`. */
+  readonly path: string;
+  /** The namespace's owner: USERNS_OWNER_BASE + holder pid. */
+  readonly ownerUid: number;
+}
+
+/** The namespace path and owner for a holder pid. */
+export function usernsFor(holderPid: number): UsernsOption {
+  return { path: `/proc/${holderPid}/ns/user`, ownerUid: USERNS_OWNER_BASE + holderPid };
+}
 
 /** Docker's defaults (moby/oci/defaults.go). */
 export const MASKED_PATHS = [
@@ -94,6 +137,11 @@ export interface CompileOptions {
   readonly userSeccompProfile?: unknown;
   readonly isolation: Isolation;
   readonly idMap?: { readonly hostBase: number; readonly size: number };
+  /**
+   * Join this user namespace (made and mapped with `idMap` by AEGIS) instead of letting the
+   * runtime create one as root. Required for crun and runc (validate.ts); gVisor creates its own.
+   */
+  readonly userns?: UsernsOption;
   readonly tmpSizeBytes?: number;
   readonly hostname?: string;
 }
@@ -210,7 +258,9 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
     { type: 'uts' },
     { type: 'cgroup' },
     network.kind === 'netns' ? { type: 'network', path: network.path } : { type: 'network' },
-    { type: 'user' },
+    // The mappings below stay in the config: runc derives the host ids of container root
+    // from them even when it joins the namespace (AEGIS wrote the same mappings into it).
+    opts.userns !== undefined ? { type: 'user', path: opts.userns.path } : { type: 'user' },
   ];
 
   const config: OciConfig = {
@@ -222,10 +272,7 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
       env: [...env].map(([k, v]) => `${k}=${v}`),
       cwd: CODE_MOUNT,
       capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
-      rlimits: [
-        { type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 },
-        { type: 'RLIMIT_CORE', hard: 0, soft: 0 },
-      ],
+      rlimits: SANDBOX_RLIMITS.map((r) => ({ ...r })),
       noNewPrivileges: true,
     },
     root: { path: 'rootfs', readonly: true },
@@ -248,6 +295,7 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
       'org.aegis.limits.cpu': `${policy.limits.cpu.quotaUs}/${policy.limits.cpu.periodUs}`,
       'org.aegis.limits.pids': String(policy.limits.pids),
       'org.aegis.limits.timeout_ms': String(policy.limits.timeoutMs),
+      ...(opts.userns !== undefined ? { 'org.aegis.userns_owner': String(opts.userns.ownerUid) } : {}),
     },
   };
   if (policy.agent.entrypoint.length === 0) throw new SandboxError('sandbox.invalid_spec', 'agent.entrypoint is empty');

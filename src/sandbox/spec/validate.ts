@@ -8,7 +8,7 @@
 import { isWithin } from '../../policy/paths.js';
 import { SandboxError } from '../errors.js';
 import type { CompiledBundle, CompileOptions } from './compile.js';
-import { AEGIS_MASKED_PATHS, CODE_MOUNT, DEFAULT_ID_MAP, MASKED_PATHS, READONLY_PATHS } from './compile.js';
+import { AEGIS_MASKED_PATHS, CODE_MOUNT, DEFAULT_ID_MAP, MASKED_PATHS, PID_MAX_LIMIT, READONLY_PATHS, SANDBOX_RLIMITS, USERNS_OWNER_BASE } from './compile.js';
 
 type Check = (b: CompiledBundle, o: CompileOptions) => string | null;
 
@@ -37,6 +37,46 @@ function gvisorWithoutUserns(b: CompiledBundle, o: CompileOptions): boolean {
 }
 const UNPRIVILEGED_HOST_BASE = DEFAULT_ID_MAP.hostBase;
 
+/** `/proc/<pid>/ns/user`; pid 0 only in `--dry-run` output (no such process: cannot be joined). */
+const USERNS_PATH = /^\/proc\/(0|[1-9][0-9]{0,6})\/ns\/user$/;
+
+/**
+ * crun and runc must join the user namespace AEGIS made (src/sandbox/userns.ts): one owned by
+ * USERNS_OWNER_BASE + the holder's pid, never by root, so the kernel's per-user counters of the
+ * sandbox are charged to a uid of its own. gVisor serves these calls in its own kernel and
+ * creates its namespace itself; so does runc in a joined network namespace (LIMITATION below).
+ */
+function usernsOwnership(b: CompiledBundle, o: CompileOptions): string | null {
+  const joined = b.config.linux.namespaces.filter((n) => n.type === 'user' && n.path !== undefined);
+  if (o.isolation === 'gvisor') return joined.length > 0 || o.userns !== undefined ? 'gVisor creates its own user namespace' : null;
+  // LIMITATION: runc 1.1 joins the user namespace first and then cannot join the gateway's
+  // network namespace (owned by the host's user namespace): there, runc creates it (root-owned).
+  if (o.isolation === 'runc' && o.network?.kind === 'netns') return joined.length > 0 || o.userns !== undefined ? 'runc cannot join a user namespace together with a network namespace' : null;
+  const u = o.userns;
+  if (u === undefined) return `${o.isolation} must join a user namespace owned by a dedicated uid (not root)`;
+  const m = USERNS_PATH.exec(u.path);
+  const pid = m?.[1] === undefined ? NaN : Number(m[1]);
+  if (!(pid < PID_MAX_LIMIT) || u.ownerUid !== USERNS_OWNER_BASE + pid) return `user namespace ${u.path} must be a holder's, owned by uid ${USERNS_OWNER_BASE} + its pid`;
+  if (joined.length !== 1 || joined[0]?.path !== u.path) return `the user namespace must be joined at ${u.path}`;
+  return null;
+}
+
+/**
+ * Every limit of SANDBOX_RLIMITS, none above it (a runtime sets what the config says). runc
+ * alone gets none in its config: AEGIS starts it under `prlimit` with SANDBOX_RLIMITS and the
+ * agent inherits them (src/sandbox/drivers/runc.ts).
+ */
+function rlimitsBounded(b: CompiledBundle, o: CompileOptions): string | null {
+  const have = b.config.process.rlimits;
+  if (o.isolation === 'runc') return have.length === 0 ? null : 'runc must get no rlimits in its config (they are inherited)';
+  for (const want of SANDBOX_RLIMITS) {
+    const r = have.filter((x) => x.type === want.type);
+    if (r.length !== 1 || r[0] === undefined) return `${want.type} must be set once`;
+    if (r[0].hard > want.hard || r[0].soft > r[0].hard || r[0].hard < 0 || r[0].soft < 0) return `${want.type} must be at most ${want.hard} (soft <= hard)`;
+  }
+  return null;
+}
+
 const CHECKS: readonly Check[] = [
   (b) => (b.config.process.user.uid === 0 || b.config.process.user.gid === 0 ? 'the agent must not run as uid/gid 0' : null),
   (b) => {
@@ -51,7 +91,9 @@ const CHECKS: readonly Check[] = [
     const missing = REQUIRED_NS.filter((n) => !have.has(n));
     return missing.length > 0 ? `missing namespaces: ${missing.join(', ')}` : null;
   },
-  (b) => (b.config.linux.namespaces.some((n) => n.type !== 'network' && n.path !== undefined) ? 'only the network namespace may be joined' : null),
+  (b) => (b.config.linux.namespaces.some((n) => n.type !== 'network' && n.type !== 'user' && n.path !== undefined) ? 'only the network and user namespaces may be joined' : null),
+  usernsOwnership,
+  rlimitsBounded,
   (b, o) => {
     if (gvisorWithoutUserns(b, o)) return null;
     const m = b.config.linux.uidMappings.concat(b.config.linux.gidMappings);
