@@ -87,7 +87,13 @@ describe('aegis run: an agent flooding DNS', { ...requirementsOrSkip(['ip', 'nft
     assert.ok(actions.includes('run.killed') && actions.includes('run.exit'), actions.join(' '));
     assert.equal(actions.at(-1), 'audit.budget_folded');
     // the budget plus what is written past it anyway: the exhaustion, the lifecycle tail, the counts
-    assert.ok(events.length <= 60 + 6, `${events.length} events`);
+    const logged = events.filter((e) => e.action !== 'alert.raised');
+    assert.ok(logged.length <= 60 + 6, `${logged.length} events`);
+    // Alerts go to the log beside the budget; suppression bounds them (at most one per rule and
+    // execution a minute), and the budget's exhaustion is one of them.
+    const alerts = events.filter((e) => e.action === 'alert.raised');
+    assert.ok(alerts.length <= 14, `${alerts.length} alerts`);
+    assert.ok(alerts.some((e) => e.reason === 'aegis-budget-exceeded'), alerts.map((e) => e.reason).join(' '));
     const v = aegis(['audit', 'verify']);
     assert.equal(v.code, 0, v.out + v.err);
   });
