@@ -173,7 +173,7 @@ export class BatchWriter {
         w.batch.resolve();
         return;
       } catch (err) {
-        if (err instanceof AuditError && err.code === 'conflict' && attempt < 100) {
+        if (err instanceof AuditError && err.code === 'audit.conflict' && attempt < 100) {
           try {
             await this.tree.catchUp();
             const start = this.tree.size;

@@ -115,9 +115,9 @@ describe('parseAuditBudget (host settings)', () => {
   it('reads the three variables', () => {
     assert.deepEqual(parseAuditBudget({ AEGIS_AUDIT_BUDGET_EVENTS: '200', AEGIS_AUDIT_BUDGET_BYTES: '65536', AEGIS_AUDIT_BUDGET_ON_EXHAUSTED: 'continue' }), { maxEvents: 200, maxBytes: 65536, onExhausted: 'continue' });
   });
-  it('refuses anything else with budget-invalid', () => {
+  it('refuses anything else with audit.budget_invalid', () => {
     for (const env of [{ AEGIS_AUDIT_BUDGET_EVENTS: '0' }, { AEGIS_AUDIT_BUDGET_EVENTS: '-1' }, { AEGIS_AUDIT_BUDGET_BYTES: '1e9' }, { AEGIS_AUDIT_BUDGET_EVENTS: ' 5' }, { AEGIS_AUDIT_BUDGET_ON_EXHAUSTED: 'ignore' }]) {
-      assert.throws(() => parseAuditBudget(env), (e: unknown) => e instanceof AuditError && e.code === 'budget-invalid', JSON.stringify(env));
+      assert.throws(() => parseAuditBudget(env), (e: unknown) => e instanceof AuditError && e.code === 'audit.budget_invalid', JSON.stringify(env));
     }
   });
 });

@@ -188,18 +188,18 @@ export class BudgetedSink implements AuditSink {
  *   AEGIS_AUDIT_BUDGET_EVENTS        events per execution (default 50000)
  *   AEGIS_AUDIT_BUDGET_BYTES         bytes of event JSON per execution (default 33554432)
  *   AEGIS_AUDIT_BUDGET_ON_EXHAUSTED  `stop` (default) or `continue`
- * Anything else is AuditError('budget-invalid'): the run does not start.
+ * Anything else is AuditError('audit.budget_invalid'): the run does not start.
  */
 export function parseAuditBudget(env: Readonly<Record<string, string | undefined>>): AuditBudgetLimits {
   const count = (name: string, dflt: number): number => {
     const v = env[name];
     if (v === undefined || v === '') return dflt;
-    if (!/^[0-9]{1,15}$/.test(v) || Number(v) < 1) throw new AuditError('budget-invalid', `${name}: "${v}" is not a positive integer`);
+    if (!/^[0-9]{1,15}$/.test(v) || Number(v) < 1) throw new AuditError('audit.budget_invalid', `${name}: "${v}" is not a positive integer`);
     return Number(v);
   };
   const on = env.AEGIS_AUDIT_BUDGET_ON_EXHAUSTED;
   if (on !== undefined && on !== '' && on !== 'stop' && on !== 'continue') {
-    throw new AuditError('budget-invalid', `AEGIS_AUDIT_BUDGET_ON_EXHAUSTED: "${on}" is neither stop nor continue`);
+    throw new AuditError('audit.budget_invalid', `AEGIS_AUDIT_BUDGET_ON_EXHAUSTED: "${on}" is neither stop nor continue`);
   }
   return {
     maxEvents: count('AEGIS_AUDIT_BUDGET_EVENTS', DEFAULT_AUDIT_BUDGET.maxEvents),

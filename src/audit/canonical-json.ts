@@ -3,7 +3,7 @@
  * units, no whitespace, numbers and strings serialized as ECMAScript JSON.stringify does.
  * Only JSON values are accepted: undefined members are dropped as JSON.stringify drops them;
  * non-finite numbers, bigint, functions, symbols, non-plain objects and nesting deeper than 64
- * levels (which includes every cycle) are refused with AuditError('json-invalid').
+ * levels (which includes every cycle) are refused with AuditError('audit.json_invalid').
  * This is on the append hot path: plain loops and string concatenation, no intermediate arrays.
  */
 import { AuditError } from './errors.js';
@@ -21,11 +21,11 @@ function enc(v: unknown, depth: number): string {
     case 'boolean':
       return v ? 'true' : 'false';
     case 'number':
-      if (!Number.isFinite(v)) throw new AuditError('json-invalid', 'non-finite number');
+      if (!Number.isFinite(v)) throw new AuditError('audit.json_invalid', 'non-finite number');
       return JSON.stringify(v);
     case 'object': {
       if (v === null) return 'null';
-      if (depth >= MAX_DEPTH) throw new AuditError('json-invalid', 'value is nested too deeply (or contains a cycle)');
+      if (depth >= MAX_DEPTH) throw new AuditError('audit.json_invalid', 'value is nested too deeply (or contains a cycle)');
       if (Array.isArray(v)) {
         let out = '[';
         for (let i = 0; i < v.length; i++) {
@@ -36,7 +36,7 @@ function enc(v: unknown, depth: number): string {
         return `${out}]`;
       }
       const proto = Object.getPrototypeOf(v) as unknown;
-      if (proto !== Object.prototype && proto !== null) throw new AuditError('json-invalid', 'only plain objects are JSON');
+      if (proto !== Object.prototype && proto !== null) throw new AuditError('audit.json_invalid', 'only plain objects are JSON');
       const rec = v as Record<string, unknown>;
       const keys = Object.keys(rec);
       if (keys.length > 1) keys.sort(); // default sort: UTF-16 code units, as JCS requires
@@ -52,6 +52,6 @@ function enc(v: unknown, depth: number): string {
       return `${out}}`;
     }
     default:
-      throw new AuditError('json-invalid', `${typeof v} is not a JSON value`);
+      throw new AuditError('audit.json_invalid', `${typeof v} is not a JSON value`);
   }
 }

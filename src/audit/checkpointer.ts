@@ -58,7 +58,7 @@ export class Checkpointer {
     try {
       await store.appendCheckpoint(size, note);
     } catch (err) {
-      if (err instanceof AuditError && err.code === 'checkpoint-inconsistent') {
+      if (err instanceof AuditError && err.code === 'audit.checkpoint_inconsistent') {
         // Another writer signed a bigger tree: check it against ours where we can, never sign
         // below it. (Not catchUp(): a batch write may be in flight, and only the write path may
         // add leaves to the tree.)
@@ -80,7 +80,7 @@ export class Checkpointer {
       try {
         await this.sink.publish(this.unpublished[0] as string);
       } catch (cause) {
-        throw new AuditError('publish-failed', `cannot publish checkpoint to ${this.sink.description} (will retry)`, { cause });
+        throw new AuditError('audit.publish_failed', `cannot publish checkpoint to ${this.sink.description} (will retry)`, { cause });
       }
       this.unpublished.shift();
     }

@@ -62,11 +62,11 @@ class EncodeWorker {
       if (p === undefined) return;
       this.waiting.delete(m.id);
       if (this.waiting.size === 0) w.unref();
-      if (m.error !== undefined) p.reject(new AuditError('store-io', `entry encoder failed: ${m.error}`));
+      if (m.error !== undefined) p.reject(new AuditError('audit.store_io', `entry encoder failed: ${m.error}`));
       else p.resolve({ count: m.count, buf: m.buf, bounds: m.bounds, hashes: m.hashes });
     });
     const fail = (err: unknown): void => {
-      for (const p of this.waiting.values()) p.reject(new AuditError('store-io', 'entry encoder thread died', { cause: err }));
+      for (const p of this.waiting.values()) p.reject(new AuditError('audit.store_io', 'entry encoder thread died', { cause: err }));
       this.waiting.clear();
       this.worker = undefined;
     };

@@ -63,13 +63,13 @@ describe('entry encoding', () => {
     const b = encodeBatch(items, 7, 'example.org/log', new Map([[KEY_ID, key]]), randomBytes(12));
     const p = parseEntry(batchEntry(b, 0));
     for (const aad of [payloadAad('example.org/log', 8), payloadAad('other/log', 7)]) {
-      assert.throws(() => decryptPayload(key, p.enc.nonce, p.enc.ciphertext, aad), (e: unknown) => e instanceof AuditError && e.code === 'decrypt-failed');
+      assert.throws(() => decryptPayload(key, p.enc.nonce, p.enc.ciphertext, aad), (e: unknown) => e instanceof AuditError && e.code === 'audit.decrypt_failed');
     }
   });
 
   it('parses the secret part back, and refuses one without a payload object', () => {
     assert.deepEqual(parseSecretPart(Buffer.from(secretJson({ payload: { a: 1 }, subject: 's' }))), { payload: { a: 1 }, subject: 's' });
-    assert.throws(() => parseSecretPart(Buffer.from('{"payload":3}')), (e: unknown) => e instanceof AuditError && e.code === 'entry-malformed');
+    assert.throws(() => parseSecretPart(Buffer.from('{"payload":3}')), (e: unknown) => e instanceof AuditError && e.code === 'audit.entry_malformed');
   });
 });
 
@@ -85,18 +85,18 @@ describe('parseEntry on hostile bytes', () => {
     ['non-base64 ciphertext', '{"v":1,"i":0,"id":"a","time":"t","actor":{},"action":"a","decision":"allow","enc":{"k":"k","n":"AAAA","c":"!!"}}'],
     ['an actor that is a string', '{"v":1,"i":0,"id":"a","time":"t","actor":"x","action":"a","decision":"allow","enc":{}}'],
   ] as const) {
-    it(`fails with entry-malformed on ${what}`, () => {
-      assert.throws(() => parseEntry(Buffer.from(text, 'latin1')), (e: unknown) => e instanceof AuditError && e.code === 'entry-malformed');
+    it(`fails with audit.entry_malformed on ${what}`, () => {
+      assert.throws(() => parseEntry(Buffer.from(text, 'latin1')), (e: unknown) => e instanceof AuditError && e.code === 'audit.entry_malformed');
     });
   }
   for (const [label, params] of propertyRuns(100)) {
-    it(`never throws anything but entry-malformed on random bytes (${label})`, () => {
+    it(`never throws anything but audit.entry_malformed on random bytes (${label})`, () => {
       fc.assert(
         fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
           try {
             parseEntry(bytes);
           } catch (e) {
-            assert.ok(e instanceof AuditError && e.code === 'entry-malformed');
+            assert.ok(e instanceof AuditError && e.code === 'audit.entry_malformed');
           }
         }),
         params,
@@ -111,7 +111,7 @@ describe('envelope keys', () => {
     const dk = randomBytes(32);
     const wrapped = wrapDataKey(mk, 'd.2026-01-01.00000001', dk, randomBytes(12));
     assert.deepEqual(Buffer.from(unwrapDataKey(mk, 'd.2026-01-01.00000001', wrapped)), dk);
-    assert.throws(() => unwrapDataKey(mk, 'd.2026-01-02.00000001', wrapped), (e: unknown) => e instanceof AuditError && e.code === 'key-invalid');
+    assert.throws(() => unwrapDataKey(mk, 'd.2026-01-02.00000001', wrapped), (e: unknown) => e instanceof AuditError && e.code === 'audit.key_invalid');
   });
   it('hashes subjects with a key: same subject, same hash; other master key, other hash', () => {
     const a = deriveMasterKeys(randomBytes(32));
@@ -133,11 +133,11 @@ describe('canonical JSON', () => {
     ['a bigint', { n: 1n }],
     ['a function', { f: () => 1 }],
   ] as const) {
-    it(`refuses ${what}`, () => assert.throws(() => canonicalJson(v), (e: unknown) => e instanceof AuditError && e.code === 'json-invalid'));
+    it(`refuses ${what}`, () => assert.throws(() => canonicalJson(v), (e: unknown) => e instanceof AuditError && e.code === 'audit.json_invalid'));
   }
   it('refuses a cycle', () => {
     const o: Record<string, unknown> = {};
     o['self'] = o;
-    assert.throws(() => canonicalJson(o), (e: unknown) => e instanceof AuditError && e.code === 'json-invalid');
+    assert.throws(() => canonicalJson(o), (e: unknown) => e instanceof AuditError && e.code === 'audit.json_invalid');
   });
 });

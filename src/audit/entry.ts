@@ -8,7 +8,7 @@
  * payload and the subject id are secret; "subj" is a keyed hash of the subject for erasure.
  * The index inside the entry lets verification name the position of a deleted or reordered
  * entry. Pure. Entries read back from storage are hostile: parseEntry never throws anything but
- * AuditError('entry-malformed').
+ * AuditError('audit.entry_malformed').
  */
 import { canonicalJson } from './canonical-json.js';
 import { AuditError } from './errors.js';
@@ -64,7 +64,7 @@ export function parseSecretPart(bytes: Uint8Array): { payload: Record<string, un
 }
 
 function bad(msg: string): AuditError {
-  return new AuditError('entry-malformed', msg);
+  return new AuditError('audit.entry_malformed', msg);
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -23,7 +23,7 @@ export interface MasterKeys {
 }
 
 export function deriveMasterKeys(master: Uint8Array): MasterKeys {
-  if (master.length !== KEY_BYTES) throw new AuditError('key-invalid', 'master key must be 32 bytes');
+  if (master.length !== KEY_BYTES) throw new AuditError('audit.key_invalid', 'master key must be 32 bytes');
   const derive = (info: string): Uint8Array => new Uint8Array(hkdfSync('sha256', master, new Uint8Array(0), info, KEY_BYTES));
   return { wrap: derive('aegis-audit/v1 key-wrap'), subject: derive('aegis-audit/v1 subject-hash') };
 }
@@ -47,20 +47,20 @@ function seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Ui
 }
 
 function open(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array {
-  if (nonce.length !== NONCE_BYTES || sealed.length < TAG_BYTES) throw new AuditError('decrypt-failed', 'ciphertext is too short');
+  if (nonce.length !== NONCE_BYTES || sealed.length < TAG_BYTES) throw new AuditError('audit.decrypt_failed', 'ciphertext is too short');
   try {
     const d = createDecipheriv('aes-256-gcm', key, nonce);
     d.setAAD(aad);
     d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
     return Buffer.concat([d.update(sealed.subarray(0, sealed.length - TAG_BYTES)), d.final()]);
   } catch (cause) {
-    throw new AuditError('decrypt-failed', 'ciphertext does not authenticate (wrong key, position or data)', { cause });
+    throw new AuditError('audit.decrypt_failed', 'ciphertext does not authenticate (wrong key, position or data)', { cause });
   }
 }
 
 /** Encrypts a payload; `nonce` must be 12 fresh random bytes. Returns ciphertext || tag. */
 export function encryptPayload(dataKey: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
-  if (nonce.length !== NONCE_BYTES) throw new AuditError('key-invalid', 'nonce must be 12 bytes');
+  if (nonce.length !== NONCE_BYTES) throw new AuditError('audit.key_invalid', 'nonce must be 12 bytes');
   return seal(dataKey, nonce, plaintext, aad);
 }
 
@@ -70,16 +70,16 @@ export function decryptPayload(dataKey: Uint8Array, nonce: Uint8Array, sealed: U
 
 /** Wraps a data key: nonce (12) || ciphertext (32) || tag (16). */
 export function wrapDataKey(keys: MasterKeys, keyId: string, dataKey: Uint8Array, nonce: Uint8Array): Uint8Array {
-  if (dataKey.length !== KEY_BYTES) throw new AuditError('key-invalid', 'data key must be 32 bytes');
+  if (dataKey.length !== KEY_BYTES) throw new AuditError('audit.key_invalid', 'data key must be 32 bytes');
   return Buffer.concat([nonce, seal(keys.wrap, nonce, dataKey, Buffer.from(keyId, 'utf8'))]);
 }
 
 export function unwrapDataKey(keys: MasterKeys, keyId: string, wrapped: Uint8Array): Uint8Array {
-  if (wrapped.length !== NONCE_BYTES + KEY_BYTES + TAG_BYTES) throw new AuditError('key-invalid', `wrapped key ${keyId} has the wrong size`);
+  if (wrapped.length !== NONCE_BYTES + KEY_BYTES + TAG_BYTES) throw new AuditError('audit.key_invalid', `wrapped key ${keyId} has the wrong size`);
   try {
     return open(keys.wrap, wrapped.subarray(0, NONCE_BYTES), wrapped.subarray(NONCE_BYTES), Buffer.from(keyId, 'utf8'));
   } catch (cause) {
-    throw new AuditError('key-invalid', `wrapped key ${keyId} does not unwrap under the master key`, { cause });
+    throw new AuditError('audit.key_invalid', `wrapped key ${keyId} does not unwrap under the master key`, { cause });
   }
 }
 

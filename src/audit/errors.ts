@@ -6,42 +6,42 @@ import { AegisError } from '../errors.js';
 
 export type AuditErrorCode =
   /** A Merkle proof or root failed verification (RFC 6962). */
-  | 'proof-invalid'
+  | 'audit.proof_invalid'
   /** A proof request is out of range (index >= size, size1 > size2, size beyond the log). */
-  | 'proof-range'
+  | 'audit.proof_range'
   /** A signed note / checkpoint could not be parsed (C2SP signed-note, tlog-checkpoint). */
-  | 'checkpoint-malformed'
+  | 'audit.checkpoint_malformed'
   /** No signature on a checkpoint verifies under the log key. */
-  | 'checkpoint-signature'
+  | 'audit.checkpoint_signature'
   /** A new checkpoint would not be consistent with (or would be older than) the latest one. */
-  | 'checkpoint-inconsistent'
+  | 'audit.checkpoint_inconsistent'
   /** An event handed to the log is not a valid AuditEventInput. */
-  | 'event-invalid'
+  | 'audit.event_invalid'
   /** A value cannot be encoded as canonical JSON (cycles, non-finite numbers, non-plain objects). */
-  | 'json-invalid'
+  | 'audit.json_invalid'
   /** A stored entry or record could not be parsed: stored data is untrusted input. */
-  | 'entry-malformed'
+  | 'audit.entry_malformed'
   /** Decryption failed: wrong key, wrong position (AAD) or modified ciphertext. */
-  | 'decrypt-failed'
+  | 'audit.decrypt_failed'
   /** The data key of an entry has been destroyed (retention or erasure). */
-  | 'key-destroyed'
+  | 'audit.key_destroyed'
   /** A key file or key variable is unusable (wrong size, wrong permissions, unparsable). */
-  | 'key-invalid'
+  | 'audit.key_invalid'
   /** The store moved on under a writer (another writer appended first); the caller catches up. */
-  | 'conflict'
+  | 'audit.conflict'
   /** The store's contents disagree with its own checkpoints; the log refuses to append. */
-  | 'store-corrupt'
+  | 'audit.store_corrupt'
   /** The store backend failed (I/O, database). */
-  | 'store-io'
+  | 'audit.store_io'
   /** The log was used after close(). */
-  | 'closed'
+  | 'audit.closed'
   /** A write was attempted through a read-only handle (AuditReader, a store opened read-only). */
-  | 'read-only'
+  | 'audit.read_only'
   /** A configuration value (AEGIS_AUDIT_* variable, store or sink setting) is invalid. */
-  | 'config-invalid'
+  | 'audit.config_invalid'
   /** Publication of a checkpoint to the external sink failed. */
-  | 'publish-failed'
+  | 'audit.publish_failed'
   /** The host's audit budget setting (AEGIS_AUDIT_BUDGET_*) is invalid; the run does not start. */
-  | 'budget-invalid';
+  | 'audit.budget_invalid';
 
 export class AuditError extends AegisError<AuditErrorCode> {}

@@ -1,7 +1,7 @@
 /**
  * Validation of what producers hand to the log (AuditEventInput): shape, sizes, JSON-only
  * payload. Producers are our own code, but a malformed event must fail loudly with
- * AuditError('event-invalid') rather than poison the log. Pure.
+ * AuditError('audit.event_invalid') rather than poison the log. Pure.
  */
 import { canonicalJson } from './canonical-json.js';
 import { AuditError } from './errors.js';
@@ -13,7 +13,7 @@ const ACTION_RE = /^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$/u;
 const MAX_FIELD = 1024;
 
 function invalid(msg: string): AuditError {
-  return new AuditError('event-invalid', msg);
+  return new AuditError('audit.event_invalid', msg);
 }
 
 function optString(v: unknown, what: string): void {
@@ -24,7 +24,7 @@ function optString(v: unknown, what: string): void {
 
 /**
  * Returns the complete event (v, id, time filled in) and the canonical JSON of its payload, or
- * throws event-invalid.
+ * throws audit.event_invalid.
  */
 export function completeEvent(input: AuditEventInput, newId: () => string, nowIso: () => string): { event: AuditEvent; payloadJson: string } {
   if (typeof input !== 'object' || input === null) throw invalid('event must be an object');
@@ -42,7 +42,7 @@ export function completeEvent(input: AuditEventInput, newId: () => string, nowIs
   try {
     payloadJson = canonicalJson(payload);
   } catch (cause) {
-    throw new AuditError('event-invalid', 'payload is not plain JSON', { cause });
+    throw new AuditError('audit.event_invalid', 'payload is not plain JSON', { cause });
   }
   if (input.id !== undefined && (typeof input.id !== 'string' || !UUID_V7_RE.test(input.id))) throw invalid('id must be a lowercase UUIDv7');
   if (input.time !== undefined && (typeof input.time !== 'string' || !RFC3339_MS_UTC.test(input.time) || Number.isNaN(Date.parse(input.time)))) {

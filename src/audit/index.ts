@@ -56,14 +56,14 @@ export async function openStore(home: string, env: Env, opts: { readonly readOnl
     const ca = env['AEGIS_AUDIT_PG_CA'];
     return PgStore.open({ url: spec, schema: env['AEGIS_AUDIT_PG_SCHEMA'] ?? 'aegis_audit', readOnly, ...(ca !== undefined && ca !== '' ? { ca } : {}) });
   }
-  throw new AuditError('config-invalid', `AEGIS_AUDIT_STORE must be "file" or a postgres:// URL`);
+  throw new AuditError('audit.config_invalid', `AEGIS_AUDIT_STORE must be "file" or a postgres:// URL`);
 }
 
 function retentionFrom(env: Env): number {
   const text = env['AEGIS_AUDIT_RETENTION_DAYS'];
   if (text === undefined || text === '') return 90;
   const days = /^[0-9]{1,6}$/u.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isInteger(days)) throw new AuditError('config-invalid', 'AEGIS_AUDIT_RETENTION_DAYS must be a whole number of days');
+  if (!Number.isInteger(days)) throw new AuditError('audit.config_invalid', 'AEGIS_AUDIT_RETENTION_DAYS must be a whole number of days');
   return days;
 }
 
@@ -94,19 +94,19 @@ export async function openAuditLog(opts: OpenAuditLogOptions): Promise<AuditLog>
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   const existing = await readPublicKeyFile(paths.dir);
   if (existing === undefined) await writePublicKeyFile(paths.dir, vkey);
-  else if (existing !== vkey) throw new AuditError('key-invalid', `${join(paths.dir, 'log.pub')} does not match the signing key`);
+  else if (existing !== vkey) throw new AuditError('audit.key_invalid', `${join(paths.dir, 'log.pub')} does not match the signing key`);
   const masterKeys = deriveMasterKeys(await loadMasterKey(paths.dir, env));
   const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], paths.publishedDir);
   let published: string[] = [];
   if (sink instanceof FileSink) {
     const p = await readPublished(sink.dir);
     if (p.pinnedKey !== undefined && p.pinnedKey !== vkey) {
-      throw new AuditError('store-corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
+      throw new AuditError('audit.store_corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
     }
     published = p.notes;
   }
   const retentionDays = opts.retentionDays ?? retentionFrom(env);
-  if (!Number.isInteger(retentionDays) || retentionDays < 0) throw new AuditError('config-invalid', 'retentionDays must be a whole number of days');
+  if (!Number.isInteger(retentionDays) || retentionDays < 0) throw new AuditError('audit.config_invalid', 'retentionDays must be a whole number of days');
   const store = opts.store ?? (await openStore(opts.home, env));
   try {
     return await AuditLog.open({ ...opts, store, signer, verifier, origin, masterKeys, sink, published, retentionDays });
@@ -142,18 +142,18 @@ export async function openAuditReader(opts: OpenAuditReaderOptions): Promise<Aud
     const raw = rawEd25519PublicKey(createPublicKey(await loadSigningKey(paths.dir, env)));
     vkey = encodeVerifierKey(noteVerifier(env['AEGIS_AUDIT_ORIGIN'] || defaultOrigin(raw), raw));
   }
-  if (vkey === undefined) throw new AuditError('store-io', `no audit log under ${opts.home} (nothing has been logged yet)`);
+  if (vkey === undefined) throw new AuditError('audit.store_io', `no audit log under ${opts.home} (nothing has been logged yet)`);
   const verifier = parseVerifierKey(vkey);
   const origin = env['AEGIS_AUDIT_ORIGIN'] || verifier.name;
-  if (origin !== verifier.name) throw new AuditError('key-invalid', `${join(paths.dir, 'log.pub')} is for origin ${verifier.name}, not AEGIS_AUDIT_ORIGIN ${origin}`);
+  if (origin !== verifier.name) throw new AuditError('audit.key_invalid', `${join(paths.dir, 'log.pub')} is for origin ${verifier.name}, not AEGIS_AUDIT_ORIGIN ${origin}`);
   const master = await readMasterKey(paths.dir, env);
-  if (master === undefined) throw new AuditError('key-invalid', `no master key: ${join(paths.dir, 'master.key')} does not exist and AEGIS_AUDIT_MASTER_KEY[_FILE] is not set`);
+  if (master === undefined) throw new AuditError('audit.key_invalid', `no master key: ${join(paths.dir, 'master.key')} does not exist and AEGIS_AUDIT_MASTER_KEY[_FILE] is not set`);
   const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], paths.publishedDir);
   let published: string[] = [];
   if (sink instanceof FileSink) {
     const p = await readPublished(sink.dir);
     if (p.pinnedKey !== undefined && p.pinnedKey !== vkey) {
-      throw new AuditError('store-corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
+      throw new AuditError('audit.store_corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
     }
     published = p.notes;
   }
@@ -176,7 +176,7 @@ export async function trustedVerifier(home: string, env: Env, override?: string)
   const storeKey = await readPublicKeyFile(paths.dir);
   const fromSpec = async (spec: string, what: string): Promise<NoteVerifier> => {
     const text = spec.includes('+') ? spec : await readFile(spec, 'utf8').catch((cause: unknown) => {
-      throw new AuditError('key-invalid', `cannot read ${what} ${spec}`, { cause });
+      throw new AuditError('audit.key_invalid', `cannot read ${what} ${spec}`, { cause });
     });
     return parseVerifierKey(text);
   };
@@ -189,7 +189,7 @@ export async function trustedVerifier(home: string, env: Env, override?: string)
     const p = await readPublished(sink.dir);
     if (p.pinnedKey !== undefined) return { verifier: parseVerifierKey(p.pinnedKey), source: `${sink.dir}/log.pub`, ...base };
   }
-  if (storeKey === undefined) throw new AuditError('key-invalid', `no public key: ${join(paths.dir, 'log.pub')} does not exist (no log yet?)`);
+  if (storeKey === undefined) throw new AuditError('audit.key_invalid', `no public key: ${join(paths.dir, 'log.pub')} does not exist (no log yet?)`);
   return { verifier: parseVerifierKey(storeKey), source: join(paths.dir, 'log.pub'), ...base };
 }
 

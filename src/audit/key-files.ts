@@ -6,7 +6,7 @@
  * - Master key (32 bytes, base64): $AEGIS_AUDIT_MASTER_KEY, else $AEGIS_AUDIT_MASTER_KEY_FILE,
  *   else <audit dir>/master.key, generated on first use with mode 0600.
  * - Public key: <audit dir>/log.pub holds the C2SP note verifier key, written on first use.
- * Key files readable by group or others are refused (key-invalid): a key that leaked is no key.
+ * Key files readable by group or others are refused (audit.key_invalid): a key that leaked is no key.
  */
 import { type KeyObject, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -23,7 +23,7 @@ async function readKeyFile(path: string): Promise<string | undefined> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-  if ((st.mode & 0o077) !== 0) throw new AuditError('key-invalid', `${path} must not be readable by group or others (chmod 600)`);
+  if ((st.mode & 0o077) !== 0) throw new AuditError('audit.key_invalid', `${path} must not be readable by group or others (chmod 600)`);
   return readFile(path, 'utf8');
 }
 
@@ -44,7 +44,7 @@ function parsePrivateKey(pem: string, where: string): KeyObject {
     if (key.asymmetricKeyType !== 'ed25519') throw new Error('not Ed25519');
     return key;
   } catch (cause) {
-    throw new AuditError('key-invalid', `${where} is not an Ed25519 PKCS#8 PEM private key`, { cause });
+    throw new AuditError('audit.key_invalid', `${where} is not an Ed25519 PKCS#8 PEM private key`, { cause });
   }
 }
 
@@ -54,7 +54,7 @@ export async function loadSigningKey(auditDir: string, env: Env): Promise<KeyObj
   const file = env['AEGIS_AUDIT_SIGNING_KEY_FILE'];
   if (file !== undefined && file !== '') {
     const pem = await readKeyFile(file);
-    if (pem === undefined) throw new AuditError('key-invalid', `AEGIS_AUDIT_SIGNING_KEY_FILE ${file} does not exist`);
+    if (pem === undefined) throw new AuditError('audit.key_invalid', `AEGIS_AUDIT_SIGNING_KEY_FILE ${file} does not exist`);
     return parsePrivateKey(pem, file);
   }
   await mkdir(auditDir, { recursive: true, mode: 0o700 });
@@ -69,7 +69,7 @@ export async function loadSigningKey(auditDir: string, env: Env): Promise<KeyObj
 
 function parseMaster(text: string, where: string): Uint8Array {
   const b = Buffer.from(text.trim(), 'base64');
-  if (b.length !== 32) throw new AuditError('key-invalid', `${where} must be 32 bytes, base64-encoded`);
+  if (b.length !== 32) throw new AuditError('audit.key_invalid', `${where} must be 32 bytes, base64-encoded`);
   return new Uint8Array(b);
 }
 
@@ -80,7 +80,7 @@ export async function readMasterKey(auditDir: string, env: Env): Promise<Uint8Ar
   const file = env['AEGIS_AUDIT_MASTER_KEY_FILE'];
   if (file !== undefined && file !== '') {
     const text = await readKeyFile(file);
-    if (text === undefined) throw new AuditError('key-invalid', `AEGIS_AUDIT_MASTER_KEY_FILE ${file} does not exist`);
+    if (text === undefined) throw new AuditError('audit.key_invalid', `AEGIS_AUDIT_MASTER_KEY_FILE ${file} does not exist`);
     return parseMaster(text, file);
   }
   const path = join(auditDir, 'master.key');

@@ -46,7 +46,7 @@ export class KeyRing {
     const cached = this.cached(day, subj);
     if (cached !== undefined) return cached;
     const random = this.random;
-    if (random === undefined) throw new AuditError('read-only', 'a read-only key ring cannot create data keys');
+    if (random === undefined) throw new AuditError('audit.read_only', 'a read-only key ring cannot create data keys');
     const tag = new Uint8Array(4);
     random(tag);
     const id = makeKeyId(day, Buffer.from(tag).toString('hex'), subj);

@@ -7,11 +7,11 @@
  * Opening does not read every leaf: each checkpoint a writer signs is followed by the tree's
  * frontier (merkle/frontier.ts), saved in the store. The frontier is used only if it hashes to the
  * root of a stored checkpoint of its size that verifies under the log key (a mismatch is
- * store-corrupt: refused); then only the leaves stored after it are read. No frontier, a torn one,
+ * audit.store_corrupt: refused); then only the leaves stored after it are read. No frontier, a torn one,
  * or one that no checkpoint signs: the tree is rebuilt from every leaf hash. Proofs load the whole
  * tree from the store on demand (fullTree()).
  *
- * Any inconsistency is store-corrupt and sticks (`broken`): a log that saw one refuses to go on.
+ * Any inconsistency is audit.store_corrupt and sticks (`broken`): a log that saw one refuses to go on.
  */
 import { type Checkpoint, openCheckpoint } from './checkpoint/checkpoint.js';
 import type { NoteVerifier } from './checkpoint/note.js';
@@ -86,7 +86,7 @@ export class LogTree {
       if (cp.size < f.size) return;
       if (cp.size === f.size) {
         if (!bytesEqual(frontierRoot(f), cp.root)) {
-          throw this.fail(new AuditError('store-corrupt', `the saved tree frontier (size ${f.size}) does not match stored checkpoint ${i}: the store is damaged or was tampered with`));
+          throw this.fail(new AuditError('audit.store_corrupt', `the saved tree frontier (size ${f.size}) does not match stored checkpoint ${i}: the store is damaged or was tampered with`));
         }
         this.tree = MerkleTree.fromFrontier(f);
         return;
@@ -109,7 +109,7 @@ export class LogTree {
       try {
         cps.push({ cp: openCheckpoint(published[i] as string, this.verifier, this.origin), what: `published checkpoint ${i}` });
       } catch (cause) {
-        throw this.fail(new AuditError('store-corrupt', `published checkpoint ${i} does not verify under the log key`, { cause }));
+        throw this.fail(new AuditError('audit.store_corrupt', `published checkpoint ${i} does not verify under the log key`, { cause }));
       }
     }
     const recent = cps.filter((c) => c.cp.size >= this.tree.base);
@@ -117,7 +117,7 @@ export class LogTree {
     const newest = cps.reduce<{ cp: Checkpoint; what: string } | undefined>((a, c) => (a === undefined || c.cp.size > a.cp.size ? c : a), undefined);
     if (recent.length > 0 || newest === undefined) return;
     if (!bytesEqual((await this.fullTree()).root(newest.cp.size), newest.cp.root)) {
-      throw this.fail(new AuditError('store-corrupt', `${newest.what} (size ${newest.cp.size}) does not match the stored entries`));
+      throw this.fail(new AuditError('audit.store_corrupt', `${newest.what} (size ${newest.cp.size}) does not match the stored entries`));
     }
   }
 
@@ -132,12 +132,12 @@ export class LogTree {
     if (t.size < size) {
       const { hashes } = await this.store.readLeafHashes(t.size);
       if (t.size + hashes.length / 32 < size) {
-        throw this.fail(new AuditError('store-corrupt', `the store holds ${t.size + hashes.length / 32} entries, fewer than ${size}`));
+        throw this.fail(new AuditError('audit.store_corrupt', `the store holds ${t.size + hashes.length / 32} entries, fewer than ${size}`));
       }
       t.appendMany(hashes, size - t.size);
     }
     if (!bytesEqual(t.root(size), this.tree.root())) {
-      throw this.fail(new AuditError('store-corrupt', `the stored leaf hashes do not match the tree restored from the saved frontier (size ${this.tree.base})`));
+      throw this.fail(new AuditError('audit.store_corrupt', `the stored leaf hashes do not match the tree restored from the saved frontier (size ${this.tree.base})`));
     }
     this.full = t;
     return t;
@@ -158,7 +158,7 @@ export class LogTree {
     const notes = await this.store.readCheckpoints();
     const { size, hashes } = await this.store.readLeafHashes(this.tree.size);
     if (size < this.tree.size) {
-      throw this.fail(new AuditError('store-corrupt', `the store holds ${size} entries, fewer than the ${this.tree.size} already seen (truncated or rolled back)`));
+      throw this.fail(new AuditError('audit.store_corrupt', `the store holds ${size} entries, fewer than the ${this.tree.size} already seen (truncated or rolled back)`));
     }
     this.tree.appendMany(hashes, hashes.length / 32);
     this.checkLatestStoredCheckpoint(notes, true);
@@ -177,7 +177,7 @@ export class LogTree {
     try {
       cp = openCheckpoint(latest, this.verifier, this.origin);
     } catch (cause) {
-      throw this.fail(new AuditError('store-corrupt', `latest stored checkpoint (${notes.length - 1}) does not verify under the log key`, { cause }));
+      throw this.fail(new AuditError('audit.store_corrupt', `latest stored checkpoint (${notes.length - 1}) does not verify under the log key`, { cause }));
     }
     if (cp.size <= this.tree.size || caughtUp) this.checkAgainst(cp, `stored checkpoint ${notes.length - 1}`);
     this.signedSize = Math.max(this.signedSize, cp.size);
@@ -185,10 +185,10 @@ export class LogTree {
 
   private checkAgainst(cp: Checkpoint, what: string): void {
     if (cp.size > this.tree.size) {
-      throw this.fail(new AuditError('store-corrupt', `${what} has size ${cp.size} but the store holds ${this.tree.size} entries (truncated or rolled back)`));
+      throw this.fail(new AuditError('audit.store_corrupt', `${what} has size ${cp.size} but the store holds ${this.tree.size} entries (truncated or rolled back)`));
     }
     if (!bytesEqual(this.tree.root(cp.size), cp.root)) {
-      throw this.fail(new AuditError('store-corrupt', `${what} (size ${cp.size}) does not match the stored entries`));
+      throw this.fail(new AuditError('audit.store_corrupt', `${what} (size ${cp.size}) does not match the stored entries`));
     }
   }
 

@@ -88,7 +88,7 @@ describe('AuditLog', () => {
       await log.append(ev(0));
       await log.append(ev(1));
       const es = await entries(log, home);
-      await assert.rejects(log.decrypt(1, es[0]!.raw), (err: unknown) => err instanceof AuditError && err.code === 'decrypt-failed');
+      await assert.rejects(log.decrypt(1, es[0]!.raw), (err: unknown) => err instanceof AuditError && err.code === 'audit.decrypt_failed');
       await log.close();
     });
   });
@@ -111,7 +111,7 @@ describe('AuditLog', () => {
       const log = await openAuditLog({ home, env: ENV });
       await log.appendMany(Array.from({ length: 300 }, (_, i) => ev(i)));
       assert.equal(log.size, 300);
-      await assert.rejects(log.appendMany([ev(1), { ...ev(2), decision: 'maybe' as never }]), (err: unknown) => err instanceof AuditError && err.code === 'event-invalid');
+      await assert.rejects(log.appendMany([ev(1), { ...ev(2), decision: 'maybe' as never }]), (err: unknown) => err instanceof AuditError && err.code === 'audit.event_invalid');
       await log.flush();
       assert.equal(log.size, 300);
       await log.close();
@@ -220,10 +220,10 @@ describe('AuditLog', () => {
       ['the id is not a UUIDv7', { ...ev(0), id: 'abc' }],
       ['the time is not RFC 3339 UTC', { ...ev(0), time: '2026-11-25 10:00' }],
     ] as const) {
-      it(`rejects it with event-invalid when ${what}`, async () => {
+      it(`rejects it with audit.event_invalid when ${what}`, async () => {
         await withHome(async (home) => {
           const log = await openAuditLog({ home, env: ENV });
-          await assert.rejects(log.append(bad as never), (err: unknown) => err instanceof AuditError && err.code === 'event-invalid');
+          await assert.rejects(log.append(bad as never), (err: unknown) => err instanceof AuditError && err.code === 'audit.event_invalid');
           assert.equal(log.size, 0);
           await log.close();
         });
@@ -232,7 +232,7 @@ describe('AuditLog', () => {
   });
 
   describe('when the store no longer matches its latest checkpoint', () => {
-    it('refuses to open for appending (store-corrupt)', async () => {
+    it('refuses to open for appending (audit.store_corrupt)', async () => {
       await withHome(async (home) => {
         const log = await openAuditLog({ home, env: ENV });
         for (let i = 0; i < 5; i++) await log.append(ev(i));
@@ -244,7 +244,7 @@ describe('AuditLog', () => {
         const st = await stat(path);
         assert.ok(st.size < data.length);
         // The reader stops before the incomplete record: 4 entries, checkpoint says 5.
-        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'store-corrupt');
+        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt');
       });
     });
   });
@@ -270,7 +270,7 @@ describe('AuditLog', () => {
       const { createPublicKey } = await import('node:crypto');
       const raw = Buffer.from(rawEd25519PublicKey(createPublicKey(privateKey))).toString('base64');
       assert.equal(Buffer.from(pub.trim().split('+').slice(2).join('+'), 'base64').subarray(1).toString('base64'), raw);
-      // Opening with another master key cannot decrypt the payload (key-invalid on unwrap).
+      // Opening with another master key cannot decrypt the payload (audit.key_invalid on unwrap).
       const other = await openAuditLog({ home, env: { ...env, AEGIS_AUDIT_MASTER_KEY: randomBytes(32).toString('base64') } });
       const read = [];
       for await (const r of other.read(0)) read.push(r);
@@ -280,34 +280,34 @@ describe('AuditLog', () => {
   });
 
   describe('when the signing key changes under an existing log', () => {
-    it('refuses to open (key-invalid: log.pub does not match)', async () => {
+    it('refuses to open (audit.key_invalid: log.pub does not match)', async () => {
       await withHome(async (home) => {
         const log = await openAuditLog({ home, env: ENV });
         await log.close();
         const { rm: rmf } = await import('node:fs/promises');
         await rmf(join(home, 'audit', 'log.key'));
-        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'key-invalid');
+        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'audit.key_invalid');
       });
     });
   });
 
   describe('when the key files are readable by others', () => {
-    it('refuses them (key-invalid)', async () => {
+    it('refuses them (audit.key_invalid)', async () => {
       await withHome(async (home) => {
         const log = await openAuditLog({ home, env: ENV });
         await log.close();
         const { chmod } = await import('node:fs/promises');
         await chmod(join(home, 'audit', 'log.key'), 0o644);
-        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'key-invalid');
+        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'audit.key_invalid');
       });
     });
   });
 });
 
 describe('when a configuration variable is invalid', () => {
-  // Regression: these were reported as key-invalid (retention) and store-io (store setting).
-  const isConfig = (err: unknown): boolean => err instanceof AuditError && err.code === 'config-invalid';
-  it('AEGIS_AUDIT_RETENTION_DAYS that is not a whole number of days is config-invalid', async () => {
+  // Regression: these were reported as audit.key_invalid (retention) and audit.store_io (store setting).
+  const isConfig = (err: unknown): boolean => err instanceof AuditError && err.code === 'audit.config_invalid';
+  it('AEGIS_AUDIT_RETENTION_DAYS that is not a whole number of days is audit.config_invalid', async () => {
     await withHome(async (home) => {
       for (const bad of ['-1', '1.5', 'ninety', '7d']) {
         await assert.rejects(openAuditLog({ home, env: { AEGIS_AUDIT_RETENTION_DAYS: bad } }), isConfig, bad);
@@ -315,7 +315,7 @@ describe('when a configuration variable is invalid', () => {
     });
   });
 
-  it('AEGIS_AUDIT_STORE that is neither "file" nor a postgres:// URL is config-invalid', async () => {
+  it('AEGIS_AUDIT_STORE that is neither "file" nor a postgres:// URL is audit.config_invalid', async () => {
     await withHome(async (home) => {
       await assert.rejects(openAuditLog({ home, env: { AEGIS_AUDIT_STORE: 'mysql://x' } }), isConfig);
       await assert.rejects(openStore(home, { AEGIS_AUDIT_STORE: 'sqlite' }), isConfig);

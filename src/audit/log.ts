@@ -138,7 +138,7 @@ export class AuditLog implements AuditSink {
   }
 
   private refusal(): Promise<never> | undefined {
-    if (this.closed) return Promise.reject(new AuditError('closed', 'audit log is closed'));
+    if (this.closed) return Promise.reject(new AuditError('audit.closed', 'audit log is closed'));
     if (this.tree.broken !== undefined) return Promise.reject(this.tree.broken);
     return undefined;
   }

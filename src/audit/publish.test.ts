@@ -13,7 +13,7 @@ describe('checkpoint sinks', () => {
     assert.equal((sinkFromSpec('file:/x/y', '/d') as FileSink).dir, '/x/y');
     assert.ok(sinkFromSpec('https://example.org/cp', '/d') instanceof WebhookSink);
     assert.ok(sinkFromSpec('none', '/d') instanceof NoSink);
-    assert.throws(() => sinkFromSpec('syslog', '/d'), (e: unknown) => e instanceof AuditError && e.code === 'config-invalid');
+    assert.throws(() => sinkFromSpec('syslog', '/d'), (e: unknown) => e instanceof AuditError && e.code === 'audit.config_invalid');
   });
 
   it('the file sink appends notes and pins the first key only', async () => {
@@ -46,7 +46,7 @@ describe('checkpoint sinks', () => {
       await sink.publish('origin\n1\nroot\n\n\u2014 k sig\n');
       assert.deepEqual(got, [{ type: 'text/plain; charset=utf-8', body: 'origin\n1\nroot\n\n\u2014 k sig\n' }]);
       status = 500;
-      await assert.rejects(sink.publish('x\n'), (e: unknown) => e instanceof AuditError && e.code === 'publish-failed');
+      await assert.rejects(sink.publish('x\n'), (e: unknown) => e instanceof AuditError && e.code === 'audit.publish_failed');
     } finally {
       server.close();
     }
@@ -54,12 +54,12 @@ describe('checkpoint sinks', () => {
 });
 
 describe('readPublished, when the pinned key cannot be read', () => {
-  it('fails (store-io) instead of falling back to trusting the store key', async () => {
+  it('fails (audit.store_io) instead of falling back to trusting the store key', async () => {
     const { mkdir } = await import('node:fs/promises');
     const dir = await mkdtemp(join(tmpdir(), 'aegis-pin-'));
     try {
       await mkdir(join(dir, 'log.pub')); // EISDIR: unreadable, but present
-      await assert.rejects(readPublished(dir), (e: unknown) => e instanceof AuditError && e.code === 'store-io');
+      await assert.rejects(readPublished(dir), (e: unknown) => e instanceof AuditError && e.code === 'audit.store_io');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -53,7 +53,7 @@ export class WebhookSink implements CheckpointSink {
 
   async publish(note: string): Promise<void> {
     const res = await fetch(this.url, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, body: note, signal: AbortSignal.timeout(5000) });
-    if (!res.ok) throw new AuditError('publish-failed', `webhook ${this.url} answered ${res.status}`);
+    if (!res.ok) throw new AuditError('audit.publish_failed', `webhook ${this.url} answered ${res.status}`);
   }
 
   async pinKey(verifierKey: string): Promise<void> {
@@ -92,7 +92,7 @@ export async function readPublished(dir: string): Promise<{ notes: string[]; pin
     // Only a missing pin means "no pin": any other failure must not quietly fall back to
     // trusting the store's own key (fail secure).
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { notes };
-    throw new AuditError('store-io', `cannot read the pinned key ${join(dir, 'log.pub')}: ${(err as Error).message}`, { cause: err });
+    throw new AuditError('audit.store_io', `cannot read the pinned key ${join(dir, 'log.pub')}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -102,5 +102,5 @@ export function sinkFromSpec(spec: string | undefined, defaultDir: string): Chec
   if (spec === 'none') return new NoSink();
   if (spec.startsWith('file:')) return new FileSink(spec.slice(5));
   if (spec.startsWith('https://') || spec.startsWith('http://')) return new WebhookSink(spec);
-  throw new AuditError('config-invalid', `AEGIS_AUDIT_PUBLISH must be file:<dir>, http(s)://<url> or none, not ${JSON.stringify(spec)}`);
+  throw new AuditError('audit.config_invalid', `AEGIS_AUDIT_PUBLISH must be file:<dir>, http(s)://<url> or none, not ${JSON.stringify(spec)}`);
 }

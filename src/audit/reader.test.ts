@@ -85,11 +85,11 @@ describe('AuditReader', () => {
 
   it('refuses every write through a read-only store (read-only), and creates no store on an empty home', async () => {
     await withHome(async (home) => {
-      await assert.rejects(openAuditReader({ home, env: ENV }), (e: unknown) => e instanceof AuditError && e.code === 'store-io');
+      await assert.rejects(openAuditReader({ home, env: ENV }), (e: unknown) => e instanceof AuditError && e.code === 'audit.store_io');
       assert.deepEqual(await readdir(home), [], 'nothing created');
       await oldLog(home);
       const store = await openStore(home, ENV, { readOnly: true });
-      const isReadOnly = (e: unknown): boolean => e instanceof AuditError && e.code === 'read-only';
+      const isReadOnly = (e: unknown): boolean => e instanceof AuditError && e.code === 'audit.read_only';
       await assert.rejects(store.append(20, entryBatch([{ leafHash: new Uint8Array(32), entry: new Uint8Array([1]) }])), isReadOnly);
       await assert.rejects(store.appendCheckpoint(20, 'x'), isReadOnly);
       await assert.rejects(store.putKey('k', new Uint8Array(60)), isReadOnly);
@@ -100,11 +100,11 @@ describe('AuditReader', () => {
     });
   });
 
-  it('never creates a master key (key-invalid when there is none)', async () => {
+  it('never creates a master key (audit.key_invalid when there is none)', async () => {
     await withHome(async (home) => {
       await oldLog(home);
       await rm(join(auditPaths(home).dir, 'master.key'));
-      await assert.rejects(openAuditReader({ home, env: ENV }), (e: unknown) => e instanceof AuditError && e.code === 'key-invalid');
+      await assert.rejects(openAuditReader({ home, env: ENV }), (e: unknown) => e instanceof AuditError && e.code === 'audit.key_invalid');
       assert.equal(existsSync(join(auditPaths(home).dir, 'master.key')), false);
     });
   });
@@ -130,7 +130,7 @@ describe('AuditReader', () => {
     });
   });
 
-  it('refuses a store that disagrees with its signed checkpoint (store-corrupt), like a writer', async () => {
+  it('refuses a store that disagrees with its signed checkpoint (audit.store_corrupt), like a writer', async () => {
     await withHome(async (home) => {
       await oldLog(home);
       // Append an entry behind the log's back, then a checkpoint file that claims a wrong root.
@@ -140,7 +140,7 @@ describe('AuditReader', () => {
       const forged = last.note.replace(/\n20\n[A-Za-z0-9+/=]+\n/u, `\n20\n${Buffer.alloc(32, 7).toString('base64')}\n`);
       assert.notEqual(forged, last.note);
       await writeFile(path, `${lines.join('\n')}\n${JSON.stringify({ size: 20, note: forged })}\n`);
-      await assert.rejects(openAuditReader({ home, env: ENV }), (e: unknown) => e instanceof AuditError && e.code === 'store-corrupt');
+      await assert.rejects(openAuditReader({ home, env: ENV }), (e: unknown) => e instanceof AuditError && e.code === 'audit.store_corrupt');
     });
   });
 
@@ -201,7 +201,7 @@ describe('AuditReader', () => {
       const { size, hashes } = await ro.readLeafHashes(0);
       assert.equal(size, 0);
       assert.equal(hashes.length, 0);
-      await assert.rejects(ro.append(0, entryBatch([{ leafHash: new Uint8Array(32), entry: new Uint8Array([1]) }])), (e: unknown) => e instanceof AuditError && e.code === 'read-only');
+      await assert.rejects(ro.append(0, entryBatch([{ leafHash: new Uint8Array(32), entry: new Uint8Array([1]) }])), (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only');
       await ro.close();
       assert.deepEqual(await snapshot(home), before);
     });

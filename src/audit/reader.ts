@@ -7,7 +7,7 @@
  * not apply retention, creates no data or signing key, signs and publishes no checkpoint, saves no
  * frontier and repairs no torn tail; it works on a read-only copy of $AEGIS_HOME and beside
  * running writers. It still refuses a store that disagrees with its stored or published
- * checkpoints (store-corrupt), exactly as a writer would on open.
+ * checkpoints (audit.store_corrupt), exactly as a writer would on open.
  */
 import type { NoteVerifier } from './checkpoint/note.js';
 import { parseEntry, parseSecretPart } from './entry.js';

@@ -24,7 +24,7 @@ function entry(i: number): Uint8Array {
 /** A read-only in-memory store: records and checkpoint notes as given (possibly damaged). */
 function memStore(records: StoredRecord[], checkpoints: string[]): AuditStore {
   const no = (): never => {
-    throw new Error('read-only');
+    throw new Error('audit.read_only');
   };
   return {
     location: 'memory',
@@ -89,7 +89,7 @@ describe('verifyLog', () => {
   it('names a garbage checkpoint note', async () => {
     const { records, checkpoint } = goodLog(3);
     const r = await verifyLog({ store: memStore(records, [checkpoint, '{"size":3,"no'], ), verifier, origin: ORIGIN });
-    assert.match(r.ok ? '' : r.problem, /^checkpoint 1: checkpoint-malformed/u);
+    assert.match(r.ok ? '' : r.problem, /^checkpoint 1: audit.checkpoint_malformed/u);
   });
 
   it('names a checkpoint smaller than the one before it (rollback of the checkpoint list)', async () => {

@@ -47,7 +47,7 @@ function action<A extends unknown[]>(ctx: CliContext, fn: (...args: A) => Promis
       const { isAegisError } = await import('../errors.js');
       if (isAegisError(err)) {
         ctx.err(`aegis audit: ${err.code}: ${err.message}\n`);
-        ctx.exitCode = err.code === 'proof-range' ? EXIT.usage : EXIT.failure;
+        ctx.exitCode = err.code === 'audit.proof_range' ? EXIT.usage : EXIT.failure;
         return;
       }
       throw err;
@@ -64,7 +64,7 @@ async function openExisting(config: AegisConfig): Promise<Log> {
   const store = config.auditEnv['AEGIS_AUDIT_STORE'];
   if (store === undefined || store === '' || store === 'file') {
     await access(join(audit.auditPaths(h).dir, 'log.pub')).catch(() => {
-      throw new audit.AuditError('store-io', `no audit log under ${h} (nothing has been logged yet)`);
+      throw new audit.AuditError('audit.store_io', `no audit log under ${h} (nothing has been logged yet)`);
     });
   }
   // CLI commands append at most one event: no encoder thread.
@@ -396,7 +396,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         const { join } = await import('node:path');
         const path = join(a.auditPaths(ctx.config().home).dir, 'log.pub');
         const text = await readFile(path, 'utf8').catch(() => {
-          throw new a.AuditError('store-io', `no public key at ${path} (nothing has been logged yet)`);
+          throw new a.AuditError('audit.store_io', `no public key at ${path} (nothing has been logged yet)`);
         });
         ctx.out(opts.json === true ? `${JSON.stringify({ pubkey: text.trim() })}\n` : `${text.trim()}\n`);
       }),

@@ -295,7 +295,7 @@ describe('aegis audit verify: tamper detection', () => {
     await cp(join(forger, 'audit'), join(home, 'audit'), { recursive: true });
     await rm(forger, { recursive: true });
     // The forgery verifies on its own terms; the key pinned at publication does not sign it.
-    await expectFail(home, /^FAIL: checkpoint 0: checkpoint-signature: /u);
+    await expectFail(home, /^FAIL: checkpoint 0: audit.checkpoint_signature: /u);
   });
 
   it('detects a forgery even when the published copy is gone, given the trusted key', async () => {
@@ -307,7 +307,7 @@ describe('aegis audit verify: tamper detection', () => {
     await rm(join(home, 'audit-published'), { recursive: true });
     await cp(join(forger, 'audit'), join(home, 'audit'), { recursive: true });
     await rm(forger, { recursive: true });
-    await expectFail(home, /^FAIL: checkpoint 0: checkpoint-signature/u, ['--pubkey', pub]);
+    await expectFail(home, /^FAIL: checkpoint 0: audit.checkpoint_signature/u, ['--pubkey', pub]);
   });
 
   it('detects a rollback of the store to an earlier state, against the published checkpoints', async () => {
@@ -343,7 +343,7 @@ describe('aegis audit verify: tamper detection', () => {
     const path = join(home, 'audit', 'checkpoints.jsonl');
     const text = await readFile(path, 'utf8');
     await writeFile(path, text.replace(/\\n30\\n/u, '\\n31\\n'));
-    await expectFail(home, /^FAIL: checkpoint \d+: checkpoint-signature/u);
+    await expectFail(home, /^FAIL: checkpoint \d+: audit.checkpoint_signature/u);
   });
 });
 

@@ -2,7 +2,7 @@
  * Opening the audit log for append from its saved frontier (merkle/frontier.ts) instead of every
  * leaf hash, on a 200,000-event embedded log. Cost is asserted as the number of leaf hashes the
  * store reads (FileStore.leafHashesScanned), never as time (timings are in bench/audit.ts).
- * Tamper and damage: a modified frontier file is refused (store-corrupt), a deleted or torn one
+ * Tamper and damage: a modified frontier file is refused (audit.store_corrupt), a deleted or torn one
  * makes the log rebuild from every leaf, and neither changes what `verify` says.
  */
 import { describe, it, before, after } from 'node:test';
@@ -111,10 +111,10 @@ describe('audit log: opening for append from the saved frontier (200,000 events)
   });
 
   describe('when the frontier file was modified (checksums fixed up)', () => {
-    it('refuses to open the log for append with store-corrupt, and verify still passes on the intact entries', async () => {
+    it('refuses to open the log for append with audit.store_corrupt, and verify still passes on the intact entries', async () => {
       const h = await copy();
       await forgeFrontier(frontierFile(h));
-      await assert.rejects(openAuditLog({ home: h, env: ENV, inlineEncoding: true }), (err: unknown) => err instanceof AuditError && err.code === 'store-corrupt');
+      await assert.rejects(openAuditLog({ home: h, env: ENV, inlineEncoding: true }), (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt');
       assert.equal((await verifies(h)).size, N + 3);
     });
   });

@@ -57,10 +57,10 @@ if (url === undefined || url === '') {
       }
     });
 
-    it('reports an unreachable server as store-io', async () => {
+    it('reports an unreachable server as audit.store_io', async () => {
       await assert.rejects(
         PgStore.open({ url: 'postgres://nobody:x@127.0.0.1:1/none', schema: 'aegis_x' }),
-        (err: unknown) => err instanceof AuditError && err.code === 'store-io',
+        (err: unknown) => err instanceof AuditError && err.code === 'audit.store_io',
       );
     });
 
@@ -125,8 +125,8 @@ if (url === undefined || url === '') {
         }
         const store = await openStore(home, env, { readOnly: true });
         try {
-          await assert.rejects(store.append(10, entryBatch([{ entry: Buffer.from('x'), leafHash: Buffer.alloc(32) }])), (e: unknown) => e instanceof AuditError && e.code === 'read-only');
-          await assert.rejects(store.deleteKey((await store.listKeyIds())[0] as string), (e: unknown) => e instanceof AuditError && e.code === 'read-only');
+          await assert.rejects(store.append(10, entryBatch([{ entry: Buffer.from('x'), leafHash: Buffer.alloc(32) }])), (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only');
+          await assert.rejects(store.deleteKey((await store.listKeyIds())[0] as string), (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only');
         } finally {
           await store.close();
         }
@@ -179,7 +179,7 @@ if (url === undefined || url === '') {
             const { createHash } = await import('node:crypto');
             data.set(createHash('sha256').update(data.subarray(0, data.length - 32)).digest(), data.length - 32);
             await c.query(`UPDATE ${schema}.frontier SET data = $1`, [data]);
-            await assert.rejects(openAuditLog({ home, env, inlineEncoding: true }), (err: unknown) => err instanceof AuditError && err.code === 'store-corrupt');
+            await assert.rejects(openAuditLog({ home, env, inlineEncoding: true }), (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt');
 
             await c.query(`DELETE FROM ${schema}.frontier`);
             const b = await counted(schema);
@@ -209,11 +209,11 @@ if (url === undefined || url === '') {
       await s.close();
       await PgStore.dropSchema(pgUrl, schema);
     });
-    it('refuses a TLS server whose certificate does not chain to the given CA (store-io)', { skip: noTls }, async () => {
+    it('refuses a TLS server whose certificate does not chain to the given CA (audit.store_io)', { skip: noTls }, async () => {
       assert.ok(tlsUrl, 'AEGIS_TEST_PG_TLS_URL is not set: scripts/pg-test.sh could not enable TLS');
       await assert.rejects(
         PgStore.open({ url: tlsUrl as string, schema: 'aegis_tls_wrong_ca', ca: '/etc/ssl/certs/ca-certificates.crt' }),
-        (err: unknown) => err instanceof AuditError && err.code === 'store-io' && /certificate/iu.test(err.message),
+        (err: unknown) => err instanceof AuditError && err.code === 'audit.store_io' && /certificate/iu.test(err.message),
       );
     });
   });

@@ -42,7 +42,7 @@ describe('signed-note: the golang.org/x/mod/sumdb/note documentation example', (
     assert.match(verifyNote(note, parseVerifierKey(vkey)), /^If you think/u);
   });
   it('rejects the note with one changed character', () => {
-    expectCode(() => verifyNote(note.replace('answer', 'Answer'), parseVerifierKey(vkey)), 'checkpoint-signature');
+    expectCode(() => verifyNote(note.replace('answer', 'Answer'), parseVerifierKey(vkey)), 'audit.checkpoint_signature');
   });
 });
 
@@ -64,19 +64,19 @@ describe('tlog-checkpoint', () => {
   });
 
   describe('when the note is signed by another key', () => {
-    it('fails with checkpoint-signature', () => {
+    it('fails with audit.checkpoint_signature', () => {
       const a = keys();
       const b = keys();
       const note = signCheckpoint({ origin: 'example.com/log', size: 1, root: ROOT, extensions: [] }, b.signer);
-      expectCode(() => openCheckpoint(note, a.verifier, 'example.com/log'), 'checkpoint-signature');
+      expectCode(() => openCheckpoint(note, a.verifier, 'example.com/log'), 'audit.checkpoint_signature');
     });
   });
 
   describe('when the origin differs', () => {
-    it('fails with checkpoint-signature', () => {
+    it('fails with audit.checkpoint_signature', () => {
       const { signer, verifier } = keys();
       const note = signCheckpoint({ origin: 'example.com/log', size: 1, root: ROOT, extensions: [] }, signer);
-      expectCode(() => openCheckpoint(note, verifier, 'other/log'), 'checkpoint-signature');
+      expectCode(() => openCheckpoint(note, verifier, 'other/log'), 'audit.checkpoint_signature');
     });
   });
 
@@ -91,7 +91,7 @@ describe('tlog-checkpoint', () => {
       ['no final newline', `o\n1\n${root}`],
       ['extension line is empty', `o\n1\n${root}\n\n`],
     ] as const) {
-      it(`rejects it when ${what}`, () => expectCode(() => parseCheckpointBody(body), 'checkpoint-malformed'));
+      it(`rejects it when ${what}`, () => expectCode(() => parseCheckpointBody(body), 'audit.checkpoint_malformed'));
     }
   });
 
@@ -104,7 +104,7 @@ describe('tlog-checkpoint', () => {
       ['there is a control character', 'te\u0007xt\n\n\u2014 example.com/log AAAAAAAA\n'],
       ['the note is empty', ''],
     ] as const) {
-      it(`rejects it when ${what}`, () => expectCode(() => verifyNote(note, verifier), 'checkpoint-malformed'));
+      it(`rejects it when ${what}`, () => expectCode(() => verifyNote(note, verifier), 'audit.checkpoint_malformed'));
     }
   });
 });

@@ -17,7 +17,7 @@ export interface Checkpoint {
 }
 
 function malformed(msg: string): AuditError {
-  return new AuditError('checkpoint-malformed', msg);
+  return new AuditError('audit.checkpoint_malformed', msg);
 }
 
 /** The checkpoint body (the text the signature covers). */
@@ -53,10 +53,10 @@ export function signCheckpoint(cp: Checkpoint, signer: NoteSigner): string {
 
 /**
  * Verifies the note's signature under `verifier` and that its origin is `origin`, and returns
- * the checkpoint. Throws checkpoint-malformed / checkpoint-signature.
+ * the checkpoint. Throws audit.checkpoint_malformed / audit.checkpoint_signature.
  */
 export function openCheckpoint(note: string, verifier: NoteVerifier, origin: string): Checkpoint {
   const cp = parseCheckpointBody(verifyNote(note, verifier));
-  if (cp.origin !== origin) throw new AuditError('checkpoint-signature', `checkpoint origin ${JSON.stringify(cp.origin)} is not ${JSON.stringify(origin)}`);
+  if (cp.origin !== origin) throw new AuditError('audit.checkpoint_signature', `checkpoint origin ${JSON.stringify(cp.origin)} is not ${JSON.stringify(origin)}`);
   return cp;
 }

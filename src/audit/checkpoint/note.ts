@@ -5,7 +5,7 @@
  * A note is UTF-8 text ending in a newline, a blank line, then one or more signature lines
  * `— <key name> <base64(key hash || signature)>`. The signature covers the text, including its
  * final newline. Notes read back from storage are hostile input: every parse failure is an
- * AuditError('checkpoint-malformed').
+ * AuditError('audit.checkpoint_malformed').
  */
 import { type KeyObject, createHash, createPublicKey, sign as edSign, verify as edVerify } from 'node:crypto';
 import { AuditError } from '../errors.js';
@@ -44,12 +44,12 @@ export interface ParsedNote {
 }
 
 function malformed(msg: string): AuditError {
-  return new AuditError('checkpoint-malformed', msg);
+  return new AuditError('audit.checkpoint_malformed', msg);
 }
 
 /** signed-note: a key name is non-empty and contains no whitespace and no '+'. */
 function checkKeyName(name: string): void {
-  if (name.length === 0 || /[\s+]/u.test(name)) throw new AuditError('key-invalid', `invalid note key name: ${JSON.stringify(name)}`);
+  if (name.length === 0 || /[\s+]/u.test(name)) throw new AuditError('audit.key_invalid', `invalid note key name: ${JSON.stringify(name)}`);
 }
 
 /** signed-note key hash: SHA-256(name || 0x0A || 0x01 || public key)[:4]. */
@@ -60,14 +60,14 @@ export function noteKeyHash(name: string, rawPublicKey: Uint8Array): Uint8Array 
 
 /** The 32 raw bytes of an Ed25519 public key. */
 export function rawEd25519PublicKey(key: KeyObject): Uint8Array {
-  if (key.asymmetricKeyType !== 'ed25519') throw new AuditError('key-invalid', 'signing key is not Ed25519');
+  if (key.asymmetricKeyType !== 'ed25519') throw new AuditError('audit.key_invalid', 'signing key is not Ed25519');
   const jwk = key.export({ format: 'jwk' });
-  if (typeof jwk.x !== 'string') throw new AuditError('key-invalid', 'Ed25519 key has no public part');
+  if (typeof jwk.x !== 'string') throw new AuditError('audit.key_invalid', 'Ed25519 key has no public part');
   return new Uint8Array(Buffer.from(jwk.x, 'base64url'));
 }
 
 export function ed25519PublicKeyFromRaw(raw: Uint8Array): KeyObject {
-  if (raw.length !== 32) throw new AuditError('key-invalid', 'Ed25519 public key must be 32 bytes');
+  if (raw.length !== 32) throw new AuditError('audit.key_invalid', 'Ed25519 public key must be 32 bytes');
   return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') }, format: 'jwk' });
 }
 
@@ -89,23 +89,23 @@ export function encodeVerifierKey(v: NoteVerifier): string {
   return `${v.name}+${Buffer.from(v.keyHash).toString('hex')}+${key}`;
 }
 
-/** Parses a verifier key string (hostile input: AuditError('key-invalid') on any problem). */
+/** Parses a verifier key string (hostile input: AuditError('audit.key_invalid') on any problem). */
 export function parseVerifierKey(text: string): NoteVerifier {
   // The name has no '+', the hash is 8 hex digits; the base64 key may itself contain '+'.
   const t = text.trim();
   const p1 = t.indexOf('+');
   const p2 = p1 < 0 ? -1 : t.indexOf('+', p1 + 1);
-  if (p1 <= 0 || p2 < 0) throw new AuditError('key-invalid', 'verifier key must be <name>+<hash>+<key>');
+  if (p1 <= 0 || p2 < 0) throw new AuditError('audit.key_invalid', 'verifier key must be <name>+<hash>+<key>');
   const name = t.slice(0, p1);
   const hashHex = t.slice(p1 + 1, p2);
   const keyB64 = t.slice(p2 + 1);
-  if (!/^[0-9a-f]{8}$/u.test(hashHex)) throw new AuditError('key-invalid', 'verifier key hash must be 8 hex digits');
+  if (!/^[0-9a-f]{8}$/u.test(hashHex)) throw new AuditError('audit.key_invalid', 'verifier key hash must be 8 hex digits');
   const key = Buffer.from(keyB64, 'base64');
   if (key.length !== 33 || key[0] !== ALG_ED25519 || key.toString('base64') !== keyB64) {
-    throw new AuditError('key-invalid', 'verifier key is not an Ed25519 key (0x01 || 32 bytes)');
+    throw new AuditError('audit.key_invalid', 'verifier key is not an Ed25519 key (0x01 || 32 bytes)');
   }
   const v = noteVerifier(name, key.subarray(1));
-  if (Buffer.from(v.keyHash).toString('hex') !== hashHex) throw new AuditError('key-invalid', 'verifier key hash does not match the key');
+  if (Buffer.from(v.keyHash).toString('hex') !== hashHex) throw new AuditError('audit.key_invalid', 'verifier key hash does not match the key');
   return v;
 }
 
@@ -160,7 +160,7 @@ export function verifyNote(note: string, verifier: NoteVerifier): string {
   for (const s of parsed.signatures) {
     if (s.name !== verifier.name || Buffer.compare(Buffer.from(s.keyHash), Buffer.from(verifier.keyHash)) !== 0) continue;
     if (s.signature.length === 64 && edVerify(null, data, verifier.publicKey, s.signature)) return parsed.text;
-    throw new AuditError('checkpoint-signature', `signature by ${verifier.name} does not verify`);
+    throw new AuditError('audit.checkpoint_signature', `signature by ${verifier.name} does not verify`);
   }
-  throw new AuditError('checkpoint-signature', `note is not signed by ${verifier.name}+${Buffer.from(verifier.keyHash).toString('hex')}`);
+  throw new AuditError('audit.checkpoint_signature', `note is not signed by ${verifier.name}+${Buffer.from(verifier.keyHash).toString('hex')}`);
 }

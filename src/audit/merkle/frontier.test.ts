@@ -75,11 +75,11 @@ describe('frontier (compact range)', () => {
   }
 
   describe('when a restored tree is asked about sizes below its base', () => {
-    it('refuses roots, leaf hashes and proofs with proof-range', () => {
+    it('refuses roots, leaf hashes and proofs with audit.proof_range', () => {
       const t = MerkleTree.fromFrontier(fullTree(37).frontier());
       t.append(leaf(37));
       for (const fn of [() => t.root(36), () => t.leafHash(36), () => t.inclusionProof(37, 38), () => t.consistencyProof(37, 38)]) {
-        assert.throws(fn, (err: unknown) => err instanceof AuditError && err.code === 'proof-range');
+        assert.throws(fn, (err: unknown) => err instanceof AuditError && err.code === 'audit.proof_range');
       }
       assert.equal(hex(t.leafHash(37)), hex(leaf(37)));
       assert.equal(hex(t.root(0)), hex(EMPTY_ROOT));
@@ -107,7 +107,7 @@ describe('frontier (compact range)', () => {
     it('refuses to restore a frontier with the wrong number of nodes', () => {
       assert.throws(
         () => MerkleTree.fromFrontier({ size: 5, nodes: [leaf(0)] }),
-        (err: unknown) => err instanceof AuditError && err.code === 'proof-invalid',
+        (err: unknown) => err instanceof AuditError && err.code === 'audit.proof_invalid',
       );
     });
   });

@@ -6,7 +6,7 @@
  * A tree can also start from a frontier (`MerkleTree.fromFrontier`, see frontier.ts): it then
  * holds only the subtrees appended after that size (`base`) plus the frontier's roots, which is
  * enough to append and to compute roots for every size >= base; leaf hashes and proofs below
- * base need a tree built from all the leaves (they throw proof-range here).
+ * base need a tree built from all the leaves (they throw audit.proof_range here).
  * Pure: no I/O. Proofs follow RFC 6962 §2.1.1 (PATH) and §2.1.2 (SUBPROOF).
  */
 import { AuditError } from '../errors.js';
@@ -81,7 +81,7 @@ export class MerkleTree {
    */
   static fromFrontier(f: Frontier): MerkleTree {
     if (!Number.isSafeInteger(f.size) || f.size < 0 || f.nodes.length !== frontierLength(f.size) || f.nodes.some((n) => n.length !== HASH_SIZE)) {
-      throw new AuditError('proof-invalid', `a frontier of size ${f.size} must hold ${frontierLength(f.size)} hashes of 32 bytes`);
+      throw new AuditError('audit.proof_invalid', `a frontier of size ${f.size} must hold ${frontierLength(f.size)} hashes of 32 bytes`);
     }
     const t = new MerkleTree();
     t.baseSize = f.size;
@@ -121,13 +121,13 @@ export class MerkleTree {
 
   /** Appends a leaf hash (already SHA-256(0x00 || entry)). */
   append(leafHash: Uint8Array): void {
-    if (leafHash.length !== HASH_SIZE) throw new AuditError('proof-invalid', 'leaf hash must be 32 bytes');
+    if (leafHash.length !== HASH_SIZE) throw new AuditError('audit.proof_invalid', 'leaf hash must be 32 bytes');
     this.appendAt(leafHash, 0);
   }
 
   /** Appends `count` leaf hashes stored back to back in `hashes`. */
   appendMany(hashes: Uint8Array, count: number): void {
-    if (!Number.isInteger(count) || hashes.length < count * HASH_SIZE) throw new AuditError('proof-invalid', 'leaf hashes must be 32 bytes each');
+    if (!Number.isInteger(count) || hashes.length < count * HASH_SIZE) throw new AuditError('audit.proof_invalid', 'leaf hashes must be 32 bytes each');
     for (let i = 0; i < count; i++) this.appendAt(hashes, i * HASH_SIZE);
   }
 
@@ -169,7 +169,7 @@ export class MerkleTree {
     this.checkRange(size, this.size);
     this.checkFull(0);
     if (!Number.isSafeInteger(index) || index < 0 || index >= size) {
-      throw new AuditError('proof-range', `index ${index} is not below tree size ${size}`);
+      throw new AuditError('audit.proof_range', `index ${index} is not below tree size ${size}`);
     }
     const out: Uint8Array[] = [];
     this.path(index, 0, size, out);
@@ -181,7 +181,7 @@ export class MerkleTree {
     this.checkRange(size2, this.size);
     this.checkFull(0);
     if (!Number.isSafeInteger(size1) || size1 < 1 || size1 > size2) {
-      throw new AuditError('proof-range', `size1 ${size1} must be in 1..${size2}`);
+      throw new AuditError('audit.proof_range', `size1 ${size1} must be in 1..${size2}`);
     }
     const out: Uint8Array[] = [];
     if (size1 < size2) this.subproof(size1, 0, size2, true, out);
@@ -190,14 +190,14 @@ export class MerkleTree {
 
   private checkRange(n: number, max: number): void {
     if (!Number.isSafeInteger(n) || n < 0 || n > max) {
-      throw new AuditError('proof-range', `size ${n} is outside 0..${max}`);
+      throw new AuditError('audit.proof_range', `size ${n} is outside 0..${max}`);
     }
   }
 
   /** Restored trees hold no leaves below their base: proofs and old roots need a full tree. */
   private checkFull(from: number): void {
     if (from < this.baseSize) {
-      throw new AuditError('proof-range', `this tree was restored from its frontier at size ${this.baseSize}: it holds nothing below it`);
+      throw new AuditError('audit.proof_range', `this tree was restored from its frontier at size ${this.baseSize}: it holds nothing below it`);
     }
   }
 
@@ -212,7 +212,7 @@ export class MerkleTree {
         if (arr !== undefined && i >= arr.start && i < arr.end) return arr.get(i - arr.start);
       }
       // Never reached for sizes >= base (see fromFrontier); a guard against endless recursion.
-      if (n === 1) throw new AuditError('proof-range', `leaf ${begin} is below the restored base ${this.baseSize}`);
+      if (n === 1) throw new AuditError('audit.proof_range', `leaf ${begin} is below the restored base ${this.baseSize}`);
     }
     const k = splitPoint(n);
     return hashChildren(this.mth(begin, begin + k), this.mth(begin + k, end));

@@ -11,12 +11,12 @@ import { AuditError } from '../errors.js';
 import { HASH_SIZE, bytesEqual, hashChildren } from './hash.js';
 
 function checkSize(n: number, what: string): bigint {
-  if (!Number.isSafeInteger(n) || n < 0) throw new AuditError('proof-range', `${what} must be a non-negative integer`);
+  if (!Number.isSafeInteger(n) || n < 0) throw new AuditError('audit.proof_range', `${what} must be a non-negative integer`);
   return BigInt(n);
 }
 
 function checkHash(h: Uint8Array, what: string): void {
-  if (h.length !== HASH_SIZE) throw new AuditError('proof-invalid', `${what} has ${h.length} bytes, want ${HASH_SIZE}`);
+  if (h.length !== HASH_SIZE) throw new AuditError('audit.proof_invalid', `${what} has ${h.length} bytes, want ${HASH_SIZE}`);
 }
 
 function bitLen(x: bigint): number {
@@ -65,7 +65,7 @@ function chainBorderRight(seed: Uint8Array, proof: readonly Uint8Array[]): Uint8
   return seed;
 }
 
-/** Root implied by an inclusion proof; throws AuditError('proof-invalid' | 'proof-range'). */
+/** Root implied by an inclusion proof; throws AuditError('audit.proof_invalid' | 'audit.proof_range'). */
 export function rootFromInclusionProof(
   index: number,
   size: number,
@@ -74,12 +74,12 @@ export function rootFromInclusionProof(
 ): Uint8Array {
   const idx = checkSize(index, 'index');
   const sz = checkSize(size, 'size');
-  if (idx >= sz) throw new AuditError('proof-range', `index ${index} is beyond size ${size}`);
+  if (idx >= sz) throw new AuditError('audit.proof_range', `index ${index} is beyond size ${size}`);
   checkHash(leafHash, 'leaf hash');
   proof.forEach((h, i) => checkHash(h, `proof[${i}]`));
   const [inner, border] = decompInclProof(idx, sz);
   if (proof.length !== inner + border) {
-    throw new AuditError('proof-invalid', `wrong proof size ${proof.length}, want ${inner + border}`);
+    throw new AuditError('audit.proof_invalid', `wrong proof size ${proof.length}, want ${inner + border}`);
   }
   const res = chainInner(leafHash, proof.slice(0, inner), idx);
   return chainBorderRight(res, proof.slice(inner));
@@ -95,7 +95,7 @@ export function verifyInclusion(
 ): void {
   checkHash(root, 'root');
   const calc = rootFromInclusionProof(index, size, leafHash, proof);
-  if (!bytesEqual(calc, root)) throw new AuditError('proof-invalid', 'inclusion proof does not lead to the root');
+  if (!bytesEqual(calc, root)) throw new AuditError('audit.proof_invalid', 'inclusion proof does not lead to the root');
 }
 
 /** Verifies that the tree (size2, root2) extends the tree (size1, root1). */
@@ -108,14 +108,14 @@ export function verifyConsistency(
 ): void {
   const s1 = checkSize(size1, 'size1');
   const s2 = checkSize(size2, 'size2');
-  if (s2 < s1) throw new AuditError('proof-range', `size2 (${size2}) < size1 (${size1})`);
-  if (s1 === 0n) throw new AuditError('proof-range', 'consistency proof from an empty tree is meaningless');
+  if (s2 < s1) throw new AuditError('audit.proof_range', `size2 (${size2}) < size1 (${size1})`);
+  if (s1 === 0n) throw new AuditError('audit.proof_range', 'consistency proof from an empty tree is meaningless');
   if (s1 === s2) {
-    if (proof.length > 0) throw new AuditError('proof-invalid', 'sizes are equal but the proof is not empty');
-    if (!bytesEqual(root1, root2)) throw new AuditError('proof-invalid', 'sizes are equal but the roots differ');
+    if (proof.length > 0) throw new AuditError('audit.proof_invalid', 'sizes are equal but the proof is not empty');
+    if (!bytesEqual(root1, root2)) throw new AuditError('audit.proof_invalid', 'sizes are equal but the roots differ');
     return;
   }
-  if (proof.length === 0) throw new AuditError('proof-invalid', 'empty consistency proof');
+  if (proof.length === 0) throw new AuditError('audit.proof_invalid', 'empty consistency proof');
   checkHash(root1, 'root1');
   checkHash(root2, 'root2');
   proof.forEach((h, i) => checkHash(h, `proof[${i}]`));
@@ -135,14 +135,14 @@ export function verifyConsistency(
     start = 1;
   }
   if (proof.length !== start + inner + border) {
-    throw new AuditError('proof-invalid', `wrong proof size ${proof.length}, want ${start + inner + border}`);
+    throw new AuditError('audit.proof_invalid', `wrong proof size ${proof.length}, want ${start + inner + border}`);
   }
   const rest = proof.slice(start);
   const mask = (s1 - 1n) >> BigInt(shift);
   let hash1 = chainInnerRight(seed, rest.slice(0, inner), mask);
   hash1 = chainBorderRight(hash1, rest.slice(inner));
-  if (!bytesEqual(hash1, root1)) throw new AuditError('proof-invalid', 'consistency proof does not lead to root1');
+  if (!bytesEqual(hash1, root1)) throw new AuditError('audit.proof_invalid', 'consistency proof does not lead to root1');
   let hash2 = chainInner(seed, rest.slice(0, inner), mask);
   hash2 = chainBorderRight(hash2, rest.slice(inner));
-  if (!bytesEqual(hash2, root2)) throw new AuditError('proof-invalid', 'consistency proof does not lead to root2');
+  if (!bytesEqual(hash2, root2)) throw new AuditError('audit.proof_invalid', 'consistency proof does not lead to root2');
 }

@@ -38,7 +38,7 @@ async function appendWithRetry(s: AuditStore, e: NewEntry): Promise<number> {
       await s.append(size, entryBatch([e]));
       return size;
     } catch (err) {
-      if (!(err instanceof AuditError && err.code === 'conflict')) throw err;
+      if (!(err instanceof AuditError && err.code === 'audit.conflict')) throw err;
     }
   }
 }
@@ -113,8 +113,8 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
       it('refuses with conflict and writes nothing', async () => {
         const s = await fresh();
         await s.append(0, entryBatch([entry('a')]));
-        await expectCode(s.append(0, entryBatch([entry('x')])), 'conflict');
-        await expectCode(s.append(2, entryBatch([entry('x')])), 'conflict');
+        await expectCode(s.append(0, entryBatch([entry('x')])), 'audit.conflict');
+        await expectCode(s.append(2, entryBatch([entry('x')])), 'audit.conflict');
         assert.equal((await s.readLeafHashes(0)).size, 1);
       });
     });
@@ -125,7 +125,7 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
         const b = await open();
         await b.readLeafHashes(0);
         await a.append(0, entryBatch([entry('a0'), entry('a1')]));
-        await expectCode(b.append(0, entryBatch([entry('b0')])), 'conflict');
+        await expectCode(b.append(0, entryBatch([entry('b0')])), 'audit.conflict');
         const { size } = await b.readLeafHashes(0);
         assert.equal(size, 2);
         await b.append(2, entryBatch([entry('b0')]));
@@ -159,7 +159,7 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
       it('refuses one smaller than the latest', async () => {
         const s = await fresh();
         await s.appendCheckpoint(5, 'five\n');
-        await expectCode(s.appendCheckpoint(4, 'four\n'), 'checkpoint-inconsistent');
+        await expectCode(s.appendCheckpoint(4, 'four\n'), 'audit.checkpoint_inconsistent');
         assert.deepEqual(await s.readCheckpoints(), ['five\n']);
       });
     });

@@ -67,10 +67,10 @@ describe('FileStore', () => {
   });
 
   describe('when the file is not an audit log', () => {
-    it('refuses to open it (store-corrupt)', async () => {
+    it('refuses to open it (audit.store_corrupt)', async () => {
       const dir = await mkdtemp(join(tmpdir(), 'aegis-store-'));
       await writeFile(join(dir, 'entries.dat'), 'hello world, not a log');
-      await assert.rejects(FileStore.open(dir), { code: 'store-corrupt' });
+      await assert.rejects(FileStore.open(dir), { code: 'audit.store_corrupt' });
       await rm(dir, { recursive: true });
     });
   });
@@ -89,7 +89,7 @@ describe('FileStore', () => {
       assert.equal(recs.length, 2);
       assert.equal(recs[1]!.index, 1);
       assert.match(recs[1]!.error ?? '', /record length/u);
-      await assert.rejects(r.readLeafHashes(0), { code: 'store-corrupt' });
+      await assert.rejects(r.readLeafHashes(0), { code: 'audit.store_corrupt' });
       await truncate(join(dir, 'entries.dat'), second);
       await s.close();
       await r.close();

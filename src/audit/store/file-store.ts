@@ -121,7 +121,7 @@ export class FileStore implements AuditStore {
   /**
    * Opens (creating when absent) the store in `dir`. `readOnly`: opens an existing store for
    * reading only (O_RDONLY; creates, locks and repairs nothing; every write fails with
-   * 'read-only'), so that it works on a read-only copy and beside writers.
+   * 'audit.read_only'), so that it works on a read-only copy and beside writers.
    */
   static async open(dir: string, opts: { readonly readOnly?: boolean } = {}): Promise<FileStore> {
     const readOnly = opts.readOnly === true;
@@ -131,7 +131,7 @@ export class FileStore implements AuditStore {
     try {
       fh = await open(path, readOnly ? constants.O_RDONLY : constants.O_RDWR | constants.O_CREAT, 0o600);
     } catch (cause) {
-      throw new AuditError('store-io', `cannot open ${path}`, { cause });
+      throw new AuditError('audit.store_io', `cannot open ${path}`, { cause });
     }
     const store = new FileStore(dir, fh, readOnly);
     // A new store's magic is written by its first writer; until then it reads as empty.
@@ -148,13 +148,13 @@ export class FileStore implements AuditStore {
     await fh.read(magic, 0, MAGIC.length, 0);
     if (!magic.equals(MAGIC)) {
       await fh.close();
-      throw new AuditError('store-corrupt', `${path} is not an AEGIS audit log (bad magic)`);
+      throw new AuditError('audit.store_corrupt', `${path} is not an AEGIS audit log (bad magic)`);
     }
     return store;
   }
 
   private writable(what: string): void {
-    if (this.readOnly) throw new AuditError('read-only', `${this.location} is open read-only: cannot ${what}`);
+    if (this.readOnly) throw new AuditError('audit.read_only', `${this.location} is open read-only: cannot ${what}`);
   }
 
   private get lockPath(): string {
@@ -188,7 +188,7 @@ export class FileStore implements AuditStore {
       last = r;
     });
     this.leafHashesScanned += index - this.count;
-    if (end.problem !== undefined) throw new AuditError('store-corrupt', `entry ${index} in ${this.location}: ${end.problem}`);
+    if (end.problem !== undefined) throw new AuditError('audit.store_corrupt', `entry ${index} in ${this.location}: ${end.problem}`);
     if (last !== undefined) this.remember(index, last.offset, end.offset, last.leafHash);
     this.count = index;
     this.end = end.offset;
@@ -252,7 +252,7 @@ export class FileStore implements AuditStore {
     }
     await this.locked('entries', async () => {
       const onDisk = await this.repairTail();
-      if (onDisk !== start || this.count !== start) throw new AuditError('conflict', `store holds ${onDisk} entries, not ${start}`);
+      if (onDisk !== start || this.count !== start) throw new AuditError('audit.conflict', `store holds ${onDisk} entries, not ${start}`);
       try {
         let off = 0;
         while (off < data.length) {
@@ -261,7 +261,7 @@ export class FileStore implements AuditStore {
         }
         await this.fh.datasync();
       } catch (cause) {
-        throw new AuditError('store-io', `cannot write ${this.location}`, { cause });
+        throw new AuditError('audit.store_io', `cannot write ${this.location}`, { cause });
       }
       this.end += data.length;
       this.count += batch.count;
@@ -278,7 +278,7 @@ export class FileStore implements AuditStore {
   private async repairTail(): Promise<number> {
     const size = (await this.fh.stat()).size;
     if (size === this.end) return this.count;
-    if (size < this.end) throw new AuditError('store-corrupt', `${this.location} shrank under the writer (${size} < ${this.end} bytes)`);
+    if (size < this.end) throw new AuditError('audit.store_corrupt', `${this.location} shrank under the writer (${size} < ${this.end} bytes)`);
     let index = this.count;
     let goodEnd = this.end;
     await scan(this.fh, this.end, (r) => {
@@ -314,7 +314,7 @@ export class FileStore implements AuditStore {
         last = (await this.readCheckpointRecords()).at(-1)?.size ?? -1;
       }
       if (last > size) {
-        throw new AuditError('checkpoint-inconsistent', `latest stored checkpoint has size ${last} > ${size}`);
+        throw new AuditError('audit.checkpoint_inconsistent', `latest stored checkpoint has size ${last} > ${size}`);
       }
       const line = `${JSON.stringify({ size, note })}\n`;
       const fh = await open(path, 'a', 0o600);
@@ -334,7 +334,7 @@ export class FileStore implements AuditStore {
       text = await readFile(join(this.dir, 'checkpoints.jsonl'), 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw new AuditError('store-io', 'cannot read checkpoints', { cause: err });
+      throw new AuditError('audit.store_io', 'cannot read checkpoints', { cause: err });
     }
     const lines = text.split('\n');
     lines.pop(); // the part after the last newline: empty, or a torn unacknowledged write
@@ -354,7 +354,7 @@ export class FileStore implements AuditStore {
   }
 
   private keyPath(id: string): string {
-    if (!KEY_ID_FILE_RE.test(id) || id.startsWith('.')) throw new AuditError('key-invalid', `invalid key id ${JSON.stringify(id)}`);
+    if (!KEY_ID_FILE_RE.test(id) || id.startsWith('.')) throw new AuditError('audit.key_invalid', `invalid key id ${JSON.stringify(id)}`);
     return join(this.dir, 'keys', id);
   }
 
@@ -418,7 +418,7 @@ export class FileStore implements AuditStore {
     try {
       await replaceFile(path, data);
     } catch (cause) {
-      throw new AuditError('store-io', `cannot write ${path}`, { cause });
+      throw new AuditError('audit.store_io', `cannot write ${path}`, { cause });
     }
   }
 
@@ -433,7 +433,7 @@ export class FileStore implements AuditStore {
       data = await readFile(join(this.dir, 'frontier.dat'));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new AuditError('store-io', 'cannot read frontier.dat', { cause: err });
+      throw new AuditError('audit.store_io', 'cannot read frontier.dat', { cause: err });
     }
     if (data.length < FRONTIER_HEAD + 32 || !data.subarray(0, FRONTIER_MAGIC.length).equals(FRONTIER_MAGIC)) return undefined;
     const body = data.subarray(0, data.length - 32);

@@ -32,14 +32,14 @@ export interface PgStoreOptions {
   /** CA certificate (PEM) to verify the server with; default from AEGIS_AUDIT_PG_CA. */
   readonly ca?: string;
   /**
-   * Read only: no schema migration, every write refused ('read-only'), and the sessions run with
+   * Read only: no schema migration, every write refused ('audit.read_only'), and the sessions run with
    * default_transaction_read_only, so the server refuses writes too.
    */
   readonly readOnly?: boolean;
 }
 
 function io(what: string, cause: unknown): AuditError {
-  return new AuditError('store-io', `postgres: ${what}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  return new AuditError('audit.store_io', `postgres: ${what}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
 }
 
 function redact(url: string): string {
@@ -69,7 +69,7 @@ export class PgStore implements AuditStore {
   }
 
   static async open(o: PgStoreOptions): Promise<PgStore> {
-    if (!SCHEMA_RE.test(o.schema)) throw new AuditError('config-invalid', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
+    if (!SCHEMA_RE.test(o.schema)) throw new AuditError('audit.config_invalid', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
     const caFile = o.ca;
     let config: pg.PoolConfig = { connectionString: o.url, max: 4 };
     if (caFile !== undefined && caFile !== '') {
@@ -81,7 +81,7 @@ export class PgStore implements AuditStore {
       try {
         ca = readFileSync(caFile, 'utf8');
       } catch (cause) {
-        throw new AuditError('store-io', `cannot read PostgreSQL CA certificate ${caFile}`, { cause });
+        throw new AuditError('audit.store_io', `cannot read PostgreSQL CA certificate ${caFile}`, { cause });
       }
       config = { connectionString: u.toString(), max: 4, ssl: { ca, rejectUnauthorized: true } };
     }
@@ -101,7 +101,7 @@ export class PgStore implements AuditStore {
   }
 
   private writable(what: string): void {
-    if (this.readOnly) throw new AuditError('read-only', `${this.location} is open read-only: cannot ${what}`);
+    if (this.readOnly) throw new AuditError('audit.read_only', `${this.location} is open read-only: cannot ${what}`);
   }
 
   private async migrate(): Promise<void> {
@@ -165,8 +165,8 @@ export class PgStore implements AuditStore {
         [next],
       );
       for (const row of r.rows) {
-        if (Number(row.i) !== next) throw new AuditError('store-corrupt', `${this.location}: entry ${next} is missing`);
-        if (row.leaf_hash.length !== 32) throw new AuditError('store-corrupt', `${this.location}: entry ${next} has a bad leaf hash`);
+        if (Number(row.i) !== next) throw new AuditError('audit.store_corrupt', `${this.location}: entry ${next} is missing`);
+        if (row.leaf_hash.length !== 32) throw new AuditError('audit.store_corrupt', `${this.location}: entry ${next} has a bad leaf hash`);
         parts.push(row.leaf_hash);
         next++;
       }
@@ -211,7 +211,7 @@ export class PgStore implements AuditStore {
     await this.tx(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.lockKey]);
       const n = await this.count(c);
-      if (n !== start) throw new AuditError('conflict', `store holds ${n} entries, not ${start}`);
+      if (n !== start) throw new AuditError('audit.conflict', `store holds ${n} entries, not ${start}`);
       await c.query(`INSERT INTO ${this.t.entries} (idx, leaf_hash, entry) SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])`, [idx, hashes, bodies]);
     });
   }
@@ -223,7 +223,7 @@ export class PgStore implements AuditStore {
       const r = await c.query<{ size: string }>(`SELECT size::text AS size FROM ${this.t.checkpoints} ORDER BY seq DESC LIMIT 1`);
       const last = r.rows[0];
       if (last !== undefined && Number(last.size) > size) {
-        throw new AuditError('checkpoint-inconsistent', `latest stored checkpoint has size ${last.size} > ${size}`);
+        throw new AuditError('audit.checkpoint_inconsistent', `latest stored checkpoint has size ${last.size} > ${size}`);
       }
       await c.query(`INSERT INTO ${this.t.checkpoints} (size, note) VALUES ($1, $2)`, [size, note]);
     });
@@ -275,7 +275,7 @@ export class PgStore implements AuditStore {
 
   /** Drops the schema and everything in it (tests only). */
   static async dropSchema(url: string, schema: string): Promise<void> {
-    if (!SCHEMA_RE.test(schema)) throw new AuditError('store-io', 'invalid schema');
+    if (!SCHEMA_RE.test(schema)) throw new AuditError('audit.store_io', 'invalid schema');
     const c = new pg.Client({ connectionString: url });
     await c.connect();
     try {

@@ -5,9 +5,9 @@
  * Contract:
  * - Entries are numbered 0, 1, 2, ... without gaps. `append(start, ...)` is atomic and durable
  *   when it resolves (the caller acknowledges events only then), and fails with
- *   AuditError('conflict') without writing anything if the store does not hold exactly `start`
+ *   AuditError('audit.conflict') without writing anything if the store does not hold exactly `start`
  *   entries (another writer appended first): the caller catches up and retries.
- * - Checkpoints are stored in order; `appendCheckpoint` refuses (checkpoint-inconsistent) a
+ * - Checkpoints are stored in order; `appendCheckpoint` refuses (audit.checkpoint_inconsistent) a
  *   checkpoint smaller than the latest stored one. Consistency of roots is the caller's job.
  * - Stored data is untrusted: readers report damage as values (`StoredRecord.error`), they do
  *   not throw on it, so verification can name the position.
