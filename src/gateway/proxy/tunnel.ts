@@ -130,6 +130,8 @@ export function helloVerdict(hello: Extract<ClientHelloResult, { status: 'comple
  */
 export function runTunnel(session: Session, client: Socket, up: Upstream, info: TunnelInfo, head: Buffer, sniKnown: string | null = null): void {
   const upstream = up.socket;
+  // Read now: a destroyed socket no longer reports it (the event was written with null).
+  const upstreamAddress = upstream.remoteAddress ?? null;
   client.setNoDelay(true);
   session.track(client);
   session.track(upstream);
@@ -149,7 +151,7 @@ export function runTunnel(session: Session, client: Socket, up: Upstream, info: 
         host: info.host,
         port: info.port,
         sni,
-        upstream: upstream.remoteAddress ?? null,
+        upstream: upstreamAddress,
         bytesSent: sent,
         bytesReceived: received,
         durationMs: Math.round(session.now() - info.startedAt),
