@@ -54,7 +54,7 @@ export const RAW_ECHO_PORT = 9001;
 /** Every *.attacker.com name resolves too (the tunnel-by-subdomain target). */
 const WILDCARD_ATTACKER = '198.51.100.66';
 const ADDRESSES = ['198.51.100.2', '198.51.100.10', '198.51.100.11', '198.51.100.20', '198.51.100.30', '198.51.100.31', '198.51.100.53', '198.51.100.66'];
-export const CERT_NAMES = ['api.openai.com', 'storage.googleapis.com', 'attacker.com', '*.attacker.com', 'bench.test'];
+export const CERT_NAMES = ['api.openai.com', 'storage.googleapis.com', 'attacker.com', '*.attacker.com', 'bench.test', 'git.example.com', 'db.internal'];
 
 export interface FakeInternetOptions {
   /**
@@ -358,6 +358,16 @@ function handler(tls: boolean, logFile: string) {
         res.end();
       };
       pump();
+      return;
+    }
+    if (req.url?.startsWith('/repo.git/info/refs')) {
+      // Git smart HTTP (protocol v0): the ref advertisement is all `git ls-remote` needs.
+      req.resume();
+      const pkt = (line: string): string => `${(line.length + 4).toString(16).padStart(4, '0')}${line}`;
+      const sha = 'a'.repeat(40);
+      const body = `${pkt('# service=git-upload-pack\n')}0000${pkt(`${sha} HEAD\0symref=HEAD:refs/heads/main agent=fake-internet\n`)}${pkt(`${sha} refs/heads/main\n`)}0000`;
+      res.writeHead(200, { 'content-type': 'application/x-git-upload-pack-advertisement', 'cache-control': 'no-cache', 'content-length': String(Buffer.byteLength(body)) });
+      res.end(body);
       return;
     }
     req.resume();
