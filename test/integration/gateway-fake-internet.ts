@@ -212,6 +212,8 @@ export async function startFakeInternet(opts: FakeInternetOptions = {}): Promise
           .filter(Boolean)
           .map((l) => JSON.parse(l) as { host: string; path: string; tls: boolean }),
       close: async () => {
+        // PostgreSQL stopped by its own tool (a SIGKILLed postmaster would leave its shared memory).
+        if (opts.postgres) shQuiet('ip', ['netns', 'exec', INET_NS, 'runuser', '-u', 'postgres', '--', `${postgresBin()}/pg_ctl`, '-D', `${dir}/pg`, '-m', 'immediate', '-w', 'stop']);
         await stopServer(c);
         removeFakeInternet();
         rmSync(dir, { recursive: true, force: true });
