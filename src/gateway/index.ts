@@ -62,6 +62,8 @@ export interface SandboxNetwork {
   readonly socksUrl: string;
   /** Destination ports captured by the generic TCP path (besides 53, 80 and 443), ascending. */
   readonly tcpPorts: readonly number[];
+  /** Every other TCP port is captured too (a rule allows any port). */
+  readonly anyTcpPort: boolean;
   /** File to bind-mount read-only at /etc/resolv.conf inside the sandbox. */
   readonly resolvConfPath: string;
   readonly gatewayAddress: string;
@@ -72,17 +74,19 @@ export interface SandboxNetwork {
 }
 
 /**
- * Ports that get a generic TCP listener: every port a rule names (`host:5432`), except those
- * with listeners of their own (53, 80, 443).
- *
- * LIMITATION: a rule with any port (`host:*`) is not captured on every port (a listener per
- * port would be 65535 of them): such a host is reachable through CONNECT or SOCKS5 on any
- * port, and transparently on the ports other rules name and on 80/443.
+ * Ports that get a generic TCP listener of their own: every port a rule names (`host:5432`),
+ * except those with listeners of their own (53, 80, 443). When a rule allows any port
+ * (`host:*`, see `capturesAnyTcpPort`), one more listener takes every other TCP port.
  */
 export function capturedTcpPorts(network: NetworkPolicy): number[] {
   const ports = new Set<number>();
   for (const r of network.rules) if (r.ports.kind === 'one' && !RESERVED_CAPTURE_PORTS.has(r.ports.port)) ports.add(r.ports.port);
   return [...ports].sort((a, b) => a - b);
+}
+
+/** Whether a rule allows any port (`host:*`, `cidr:*`): then every TCP port is captured. */
+export function capturesAnyTcpPort(network: NetworkPolicy): boolean {
+  return network.rules.some((r) => r.ports.kind === 'any');
 }
 
 function closeServer(s: Server): Promise<void> {
@@ -121,7 +125,8 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   };
   try {
     const tcpPorts = capturedTcpPorts(o.network);
-    await createSandboxNet(plan, tcpPorts);
+    const anyTcp = capturesAnyTcpPort(o.network);
+    await createSandboxNet(plan, tcpPorts, anyTcp);
     dns = await startDnsServer(session, plan.hostAddress);
     const httpProxy = await startHttpListener(session, 'explicit', plan.hostAddress);
     servers.push(httpProxy);
@@ -138,7 +143,13 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
       servers.push(l);
       tcp.set(p, port(l));
     }
-    await applyHostRules(plan, { dns: dns.port, httpProxy: port(httpProxy), socks: port(socks), transparentHttp: port(tHttp), transparentTls: port(tTls), tcp });
+    let tcpAny: number | undefined;
+    if (anyTcp) {
+      const l = await startTransparentTcpListener(session, plan.hostAddress, 'any', plan.sandboxAddress);
+      servers.push(l);
+      tcpAny = port(l);
+    }
+    await applyHostRules(plan, { dns: dns.port, httpProxy: port(httpProxy), socks: port(socks), transparentHttp: port(tHttp), transparentTls: port(tTls), tcp, tcpAny });
     blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
     blocked.start();
     const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));
@@ -148,6 +159,7 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
       env: proxyEnv(plan),
       socksUrl: socksUrl(plan),
       tcpPorts,
+      anyTcpPort: anyTcp,
       resolvConfPath,
       gatewayAddress: plan.hostAddress,
       sandboxAddress: plan.sandboxAddress,

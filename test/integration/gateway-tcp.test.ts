@@ -131,6 +131,25 @@ describe('egress gateway: generic TCP (real PostgreSQL and SSH servers)', { ...r
     assert.equal(ev[0]!.reason, 'gateway.upstream_failed');
   });
 
+  it('a rule with any port (bench.test:*) captures every other TCP port too; other hosts are reset', async () => {
+    const anyAudit = new MemorySink();
+    const anyNet = await startSandboxNetwork({ network: networkPolicy(['bench.test:*']), executionId: 'exec-tcp-any', audit: anyAudit, config, blockedPollMs: 200 });
+    try {
+      assert.equal(anyNet.anyTcpPort, true);
+      const r = await inNetns(anyNet.netnsName, ['getent', 'hosts', 'bench.test']);
+      assert.equal(r.code, 0, r.stderr);
+      const run = (host: string, port: number) => inNetns(anyNet.netnsName, ['python3', '-c', CONNECT_PY, host, String(port)]);
+      // 9001 is named by no rule: the any-port listener finds the port in conntrack.
+      assert.equal(JSON.parse((await run('bench.test', RAW_ECHO_PORT)).stdout).result, 'data');
+      const ev = await anyAudit.eventually('net.connect', 'allow', { mode: 'transparent-tcp', host: 'bench.test', port: RAW_ECHO_PORT });
+      assert.equal(ev[0]?.reason, 'net.allowed.exact');
+      assert.equal(JSON.parse((await run('198.51.100.66', 6000)).stdout).result, 'reset');
+      assert.equal((await anyAudit.eventually('net.connect', 'deny', { mode: 'transparent-tcp', host: '198.51.100.66', port: 6000 }))[0]?.reason, 'net.denied.ip_literal');
+    } finally {
+      await anyNet.close();
+    }
+  });
+
   for (const forwarding of ['0', '1']) {
     it(`fast refusals do not depend on the host's forwarding (net.ipv4.ip_forward=${forwarding}); allowed raw TCP still echoes`, async (t) => {
       const saved = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();

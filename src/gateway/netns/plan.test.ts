@@ -77,6 +77,16 @@ describe('rulesets', () => {
     const none = hostRuleset(p, { ...ports, tcp: new Map() });
     assert.doesNotMatch(none, /restore_dst|tcp dport map/);
   });
+  it('host table: with an any-port rule, every other TCP port goes to one more listener, after the named ones', () => {
+    const r = hostRuleset(p, { ...ports, tcpAny: 40008 });
+    const pre = /chain prerouting \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
+    const rules = pre.trim().split('\n').map((l) => l.trim());
+    assert.equal(rules.at(-1), 'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 meta l4proto tcp dnat ip to 10.201.0.1:40008');
+    assert.match(rules.at(-2)!, /tcp dport map \{ 22 : 40006, 5432 : 40007 \}$/);
+    assert.match(r, /ip daddr 10\.201\.0\.1 tcp dport \{ 40006, 40007, 40008 \} snat ip to ct original ip daddr/);
+    assert.match(r, /tcp dport \{ 40001, 40002, 40003, 40004, 40005, 40006, 40007, 40008 \} accept/);
+    assert.match(sandboxRuleset(p, [22], true), /\n\s+meta l4proto tcp accept\n\s+jump blocked\n/);
+  });
   it('regression: host table drops and counts in prerouting, after DNAT and before the route lookup (ip_forward=0 dropped uncounted)', () => {
     const r = hostRuleset(p, ports);
     const admit = /chain admit \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';

@@ -54,6 +54,11 @@ export interface ListenerPorts {
   readonly transparentTls: number;
   /** Generic TCP capture: destination port the sandbox dials -> the gateway listener for it. */
   readonly tcp: ReadonlyMap<number, number>;
+  /**
+   * The listener for every other TCP port, present only when a rule allows any port
+   * (`host:*`); it learns the original port from conntrack (transparent-tcp.ts).
+   */
+  readonly tcpAny?: number;
 }
 
 /** Destination ports with listeners of their own, never captured by the generic TCP path. */
@@ -172,8 +177,8 @@ export function planSandboxNet(id: string, slot: number, subnet: string): Sandbo
 }
 
 /** Ruleset loaded inside the sandbox's namespace (`nft -f -`). Defense in depth for crun/runc. */
-export function sandboxRuleset(p: SandboxNetPlan, tcpPorts: readonly number[] = []): string {
-  const captured = [80, 443, ...tcpPorts].join(', ');
+export function sandboxRuleset(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): string {
+  const captured = anyTcpPort ? 'meta l4proto tcp accept' : `tcp dport { ${[80, 443, ...tcpPorts].join(', ')} } accept`;
   return `table inet aegis
 delete table inet aegis
 table inet aegis {
@@ -184,7 +189,7 @@ ${blockedChain()}
     meta nfproto ipv6 jump blocked
     ip daddr ${p.hostAddress} tcp dport { ${SANDBOX_PORTS.dns}, ${SANDBOX_PORTS.httpProxy}, ${SANDBOX_PORTS.socks} } accept
     udp dport ${SANDBOX_PORTS.dns} accept
-    tcp dport { ${captured} } accept
+    ${captured}
     jump blocked
   }
   chain input {
@@ -205,19 +210,24 @@ export function hostRuleset(p: SandboxNetPlan, ports: ListenerPorts): string {
   const ifc = `iifname "${p.hostIf}"`;
   const gw = p.hostAddress;
   const tcp = [...ports.tcp];
-  const listeners = [ports.dns, ports.httpProxy, ports.socks, ports.transparentHttp, ports.transparentTls, ...tcp.map(([, l]) => l)].join(', ');
-  const generic =
+  const generics = [...tcp.map(([, l]) => l), ...(ports.tcpAny === undefined ? [] : [ports.tcpAny])];
+  const listeners = [ports.dns, ports.httpProxy, ports.socks, ports.transparentHttp, ports.transparentTls, ...generics].join(', ');
+  let generic =
     tcp.length === 0
       ? ''
       : `
     ${ifc} ip saddr ${p.sandboxAddress} tcp dport { ${tcp.map(([d]) => d).join(', ')} } dnat ip to ${gw} : tcp dport map { ${tcp.map(([d, l]) => `${d} : ${l}`).join(', ')} }`;
+  if (ports.tcpAny !== undefined) {
+    generic += `
+    ${ifc} ip saddr ${p.sandboxAddress} meta l4proto tcp dnat ip to ${gw}:${ports.tcpAny}`;
+  }
   const restoreDst =
-    tcp.length === 0
+    generics.length === 0
       ? ''
       : `
   chain restore_dst {
     type nat hook input priority 100; policy accept;
-    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${tcp.map(([, l]) => l).join(', ')} } snat ip to ct original ip daddr
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${generics.join(', ')} } snat ip to ct original ip daddr
   }`;
   return `table inet ${p.hostTable}
 delete table inet ${p.hostTable}

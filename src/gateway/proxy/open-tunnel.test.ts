@@ -10,7 +10,7 @@ import type { Resolution, Resolver } from '../dns/upstream.js';
 import { Session } from '../session.js';
 import { startHttpListener } from './http.js';
 import { startSocksListener } from './socks.js';
-import { decideCaptured } from './transparent-tcp.js';
+import { decideCaptured, originalPortFromConntrack } from './transparent-tcp.js';
 
 const noDns: Resolver = { resolve: (): Promise<Resolution> => Promise.reject(new Error('no DNS in this test')) };
 const rate = { perSecond: 100, burst: 100 };
@@ -150,5 +150,24 @@ describe('generic TCP capture: deciding on the original destination', () => {
     s.noteAnswer('db.internal', ['198.51.100.40']);
     s.noteAnswer('cdn.example.net', ['198.51.100.40']);
     assert.equal(decideCaptured(s, '198.51.100.40', 5432).host, 'db.internal');
+  });
+});
+
+describe('generic TCP capture, any-port listener: the original port from /proc/net/nf_conntrack', () => {
+  // Lines in the kernel's format (as read on this host, kernel 6.18): original tuple, then reply.
+  const text = [
+    'ipv4     2 tcp      6 18 TIME_WAIT src=10.201.0.2 dst=198.51.100.10 sport=47908 dport=80 src=10.201.0.1 dst=10.201.0.2 sport=44351 dport=47908 [ASSURED] mark=0 zone=0 use=2',
+    'ipv4     2 tcp      6 431999 ESTABLISHED src=10.201.0.6 dst=198.51.100.20 sport=40000 dport=6000 src=10.201.0.5 dst=198.51.100.20 sport=41234 dport=40000 [ASSURED] mark=0 zone=0 use=2',
+    'ipv4     2 tcp      6 431999 ESTABLISHED src=10.201.0.2 dst=198.51.100.20 sport=40000 dport=9002 src=10.201.0.1 dst=198.51.100.20 sport=41234 dport=40000 [ASSURED] mark=0 zone=0 use=2',
+    'ipv4     2 udp      17 20 src=10.201.0.2 dst=198.51.100.20 sport=40000 dport=7 src=10.201.0.1 dst=198.51.100.20 sport=41234 dport=40000 mark=0 zone=0 use=2',
+  ].join('\n');
+  const c = { gateway: '10.201.0.1', listenerPort: 41234, address: '198.51.100.20', sourcePort: 40000, sandbox: '10.201.0.2' };
+  it('finds the entry whose reply direction is the accepted connection, for this sandbox', () => {
+    assert.equal(originalPortFromConntrack(text, c), 9002);
+  });
+  it('another sandbox, another source port or no entry: null (the connection is reset)', () => {
+    assert.equal(originalPortFromConntrack(text, { ...c, sandbox: '10.201.0.9' }), null);
+    assert.equal(originalPortFromConntrack(text, { ...c, sourcePort: 40001 }), null);
+    assert.equal(originalPortFromConntrack('', c), null);
   });
 });

@@ -14,11 +14,19 @@
  * agent sees ECONNRESET right after connecting, never a hang) and audited as `net.connect`
  * with mode `transparent-tcp`.
  *
+ * A rule that allows any port (`host:*`) adds one more listener that takes every other TCP
+ * port. Its port says nothing, so it reads the original port from the kernel's connection
+ * table (`/proc/net/nf_conntrack`: the entry whose reply direction is this connection).
+ * LIMITATION: that read is O(connections on the host), and a kernel without
+ * CONFIG_NF_CONNTRACK_PROCFS has no such file: the connection is then reset (fail secure,
+ * audited `gateway.malformed`), and such hosts stay reachable through CONNECT/SOCKS5.
+ *
  * LIMITATION: the listener cannot tell a connection that came through the sandbox's veth from
  * a host process connecting to it directly (the host table admits only the sandbox's address
  * on the veth; host processes are trusted). Such a connection is decided like any other, on
  * its own source address.
  */
+import { readFile } from 'node:fs/promises';
 import { createServer, isIPv4, type Server, type Socket } from 'node:net';
 import type { Decision } from '../../policy/types.js';
 import { gatewayDeny, type Verdict } from '../audit/events.js';
@@ -26,11 +34,37 @@ import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
 import { auditDenied, openTunnel, runTunnel } from './tunnel.js';
 
-export function startTransparentTcpListener(session: Session, host: string, dport: number): Promise<Server> {
+/** Where the kernel lists tracked connections (text, one per line). */
+export const CONNTRACK_PROC = '/proc/net/nf_conntrack';
+
+/**
+ * The original destination port of a captured connection, from `/proc/net/nf_conntrack` text
+ * (pure): the IPv4 TCP entry whose reply direction is `gateway:listenerPort -> address:sourcePort`
+ * (after the DNAT to the listener and the SNAT to the original address) and whose original
+ * source is the sandbox. Null when there is none.
+ */
+export function originalPortFromConntrack(text: string, c: { gateway: string; listenerPort: number; address: string; sourcePort: number; sandbox: string }): number | null {
+  const reply = ` src=${c.gateway} dst=${c.address} sport=${c.listenerPort} dport=${c.sourcePort} `;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('ipv4 ') || !line.includes(' tcp ') || !line.includes(reply)) continue;
+    const m = / src=([0-9.]+) dst=([0-9.]+) sport=([0-9]+) dport=([0-9]+) /.exec(line);
+    if (!m || m[1] !== c.sandbox || m[2] !== c.address || Number(m[3]) !== c.sourcePort) continue;
+    const port = Number(m[4]);
+    return Number.isInteger(port) && port >= 1 && port <= 65535 ? port : null;
+  }
+  return null;
+}
+
+/**
+ * `dport`: the port this listener captures, or 'any' for the listener that takes every port no
+ * other listener has (then `sandbox` is the sandbox's address, for the conntrack lookup).
+ */
+export function startTransparentTcpListener(session: Session, host: string, dport: number | 'any', sandbox = ''): Promise<Server> {
   const server = createServer((sock) => {
     session.track(sock);
     sock.on('error', () => sock.destroy());
-    serve(session, sock, dport).catch((err: unknown) => {
+    const port = dport === 'any' ? originalPort(sock, host, sandbox) : Promise.resolve(dport);
+    port.then((p) => serve(session, sock, p)).catch((err: unknown) => {
       process.stderr.write(`aegis gateway: transparent tcp: ${String(err)}\n`);
       sock.resetAndDestroy();
     });
@@ -55,16 +89,33 @@ export function decideCaptured(session: Session, address: string, port: number):
   return byAddress.allow || first === null ? { host: address, decision: byAddress } : first;
 }
 
-async function serve(session: Session, sock: Socket, port: number): Promise<void> {
+function remoteV4(sock: Socket): string {
+  const raw = sock.remoteAddress ?? '';
+  return raw.startsWith('::ffff:') ? raw.slice(7) : raw;
+}
+
+/** The original port of a connection on the any-port listener, or null (then it is reset). */
+async function originalPort(sock: Socket, gateway: string, sandbox: string): Promise<number | null> {
+  let text: string;
+  try {
+    text = await readFile(CONNTRACK_PROC, 'latin1');
+  } catch {
+    return null;
+  }
+  return originalPortFromConntrack(text, { gateway, listenerPort: sock.localPort ?? 0, address: remoteV4(sock), sourcePort: sock.remotePort ?? 0, sandbox });
+}
+
+async function serve(session: Session, sock: Socket, port: number | null): Promise<void> {
   const startedAt = session.now();
   const raw = sock.remoteAddress ?? '';
-  const address = raw.startsWith('::ffff:') ? raw.slice(7) : raw;
+  const address = remoteV4(sock);
   let host: string = address;
   const refuse = (v: Verdict): void => {
     auditDenied(session, 'transparent-tcp', host, port, v, startedAt);
     sock.resetAndDestroy();
   };
   if (!isIPv4(address)) return refuse(gatewayDeny('gateway.malformed', `original destination "${raw}" is not an IPv4 address`));
+  if (port === null) return refuse(gatewayDeny('gateway.malformed', `original port of a connection to ${address} not found in ${CONNTRACK_PROC}`));
   const opened = await openTunnel(session, {
     host: address,
     port,
