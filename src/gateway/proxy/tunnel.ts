@@ -17,6 +17,8 @@ import { connectTo, resolveTarget, type Upstream } from './upstream.js';
 
 /** The agent must finish its ClientHello within this time (slowloris). */
 export const HELLO_TIMEOUT_MS = 10_000;
+/** Bytes a tunnel may queue towards one side before it stops reading the other (backpressure). */
+export const TUNNEL_QUEUE_BYTES = 512 * 1024;
 /** A tunnel with no traffic either way for this long is closed. */
 export const TUNNEL_IDLE_MS = 15 * 60_000;
 
@@ -241,7 +243,10 @@ function writer(from: Socket, to: Socket, count: (n: number) => void): { write: 
     write: (c: Buffer, done?: () => void) => {
       count(c.length);
       // `done` (the buffer may be reused) only after a successful write: a failed one may still hold it.
-      if (!to.write(c, done && ((err?: Error | null) => void (err ? undefined : done()))) && !waiting) {
+      // Pause the reader only once TUNNEL_QUEUE_BYTES are queued, not at the socket's 16 KiB
+      // high-water mark: a 256 KiB read always exceeds that, and stop-and-go per read halved raw
+      // TCP throughput (the kernel's send buffer then runs dry while the reader waits).
+      if (!to.write(c, done && ((err?: Error | null) => void (err ? undefined : done()))) && to.writableLength >= TUNNEL_QUEUE_BYTES && !waiting) {
         waiting = true;
         from.pause();
         to.once('drain', resume);
