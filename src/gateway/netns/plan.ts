@@ -8,16 +8,18 @@
  *
  * ARCHITECTURE NOTE: enforcement is in two places.
  * 1. Inside the sandbox's namespace (`inet aegis`): output policy drop; only DNS, the proxy
- *    ports on the gateway, and TCP 80/443 (captured on the host side) may leave; no IPv6
+ *    ports on the gateway, and TCP 80/443 and the ports the policy names (all TCP when a rule
+ *    allows any port; captured on the host side) may leave; the rest is counted and rejected
+ *    (TCP reset, ICMP error) so the agent fails at once; no IPv6
  *    (eth0 has an IPv6 address and route only so that an IPv6 attempt leaves a packet to drop
  *    and count). Every drop of either table is counted per class (`blocked_*` counters).
  *    This layer does NOT see gVisor's traffic: runsc's netstack writes frames to the veth
  *    through a packet socket, which bypasses netfilter in the namespace.
  * 2. On the host end of the veth (`inet aegis_<id>`), which sees every frame whatever the
- *    runtime: DNS (any destination) and TCP 80/443 (any destination) are redirected to the
- *    gateway's listeners; then, still in prerouting, every packet from the interface that is
- *    not from the sandbox's address to one of those listeners is dropped and counted. This
- *    table is the security boundary.
+ *    runtime: DNS (any destination), TCP 80/443 and the named TCP ports (any destination) are
+ *    redirected to the gateway's listeners; then, still in prerouting, every packet from the
+ *    interface that is not from the sandbox's address to one of those listeners is counted and
+ *    rejected. This table is the security boundary.
  *
  * ARCHITECTURE NOTE: the drop must happen in prerouting, before the routing decision. What
  *    the kernel does with a packet to a non-local address depends on host state AEGIS does not
