@@ -3,18 +3,47 @@
  * gateway paths). Prints one JSON object on stdout.
  *
  *   node gateway-client.js <mode> <address> <ca.pem> [proxy host:port]
- *   mode: latency | newconn | throughput
+ *   mode: latency | newconn | throughput (HTTPS on 443)
+ *         tcp-latency | tcp-newconn | tcp-throughput (raw TCP: echo on 9001, source on 9000)
  */
 import { request as httpsRequest, Agent } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { connect as tlsConnect } from 'node:tls';
+import { connect as tcpConnect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 const [mode, address, caFile, proxy] = process.argv.slice(2);
 const ca = readFileSync(caFile!);
 const HOST = 'bench.test';
+const TCP_SOURCE_PORT = 9000;
+const TCP_ECHO_PORT = 9001;
+
+function openTcp(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = tcpConnect({ host: address, port, noDelay: true }, () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+/** Write `msg` and wait until as many bytes came back (the echo server). */
+function roundTrip(s: Socket, msg: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let got = 0;
+    const onData = (c: Buffer): void => {
+      got += c.length;
+      if (got >= msg.length) {
+        s.off('data', onData);
+        s.off('error', reject);
+        resolve();
+      }
+    };
+    s.on('data', onData);
+    s.once('error', reject);
+    s.write(msg);
+  });
+}
 
 /** A TLS socket to bench.test, through an HTTP CONNECT proxy when one is given. */
 function openTls(): Promise<Socket> {
@@ -100,6 +129,47 @@ async function main(): Promise<void> {
     const secs = Number(process.hrtime.bigint() - t) / 1e9;
     agent.destroy();
     if (n !== size) throw new Error(`downloaded ${n} of ${size} bytes`);
+    console.log(JSON.stringify({ mbPerSecond: size / 1e6 / secs, seconds: secs }));
+  } else if (mode === 'tcp-latency') {
+    // Sequential 64-byte round trips on one connection to the echo server.
+    const s = await openTcp(TCP_ECHO_PORT);
+    const msg = Buffer.alloc(64, 0x41);
+    for (let i = 0; i < 200; i++) await roundTrip(s, msg);
+    const times: number[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const t = process.hrtime.bigint();
+      await roundTrip(s, msg);
+      times.push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+    s.destroy();
+    console.log(JSON.stringify({ p50: pct(times, 50), p99: pct(times, 99) }));
+  } else if (mode === 'tcp-newconn') {
+    // New TCP connection + one round trip + close, sequentially, for a fixed time.
+    const times: number[] = [];
+    const msg = Buffer.alloc(64, 0x41);
+    const end = Date.now() + 3000;
+    while (Date.now() < end) {
+      const t = process.hrtime.bigint();
+      const s = await openTcp(TCP_ECHO_PORT);
+      await roundTrip(s, msg);
+      s.destroy();
+      times.push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+    console.log(JSON.stringify({ perSecond: times.length / 3, p50: pct(times, 50), p99: pct(times, 99) }));
+  } else if (mode === 'tcp-throughput') {
+    const size = 100 * 1024 * 1024;
+    const s = await openTcp(TCP_SOURCE_PORT);
+    const t = process.hrtime.bigint();
+    const n = await new Promise<number>((resolve, reject) => {
+      let got = 0;
+      s.on('data', (c: Buffer) => (got += c.length));
+      s.once('end', () => resolve(got));
+      s.once('error', reject);
+      s.write(`${size}\n`);
+    });
+    const secs = Number(process.hrtime.bigint() - t) / 1e9;
+    s.destroy();
+    if (n !== size) throw new Error(`received ${n} of ${size} bytes`);
     console.log(JSON.stringify({ mbPerSecond: size / 1e6 / secs, seconds: secs }));
   } else {
     throw new Error(`unknown mode ${mode}`);

@@ -17,7 +17,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { startSandboxNetwork } from '../src/gateway/index.js';
-import { startFakeInternet, UPSTREAM_DNS } from '../test/integration/gateway-fake-internet.js';
+import { RAW_ECHO_PORT, RAW_SOURCE_PORT, startFakeInternet, UPSTREAM_DNS } from '../test/integration/gateway-fake-internet.js';
 import { inNetns, MemorySink, networkPolicy } from '../test/integration/gateway-support.js';
 
 const CLIENT = fileURLToPath(new URL('./gateway-client.js', import.meta.url));
@@ -42,9 +42,11 @@ function arg(name: string, fallback: string): string {
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
 }
 const ROUNDS = Number(arg('--rounds', '5'));
-const MODES = arg('--only', 'latency,newconn,throughput').split(',') as Array<'latency' | 'newconn' | 'throughput'>;
-if (!(ROUNDS >= 1) || MODES.some((m) => !['latency', 'newconn', 'throughput'].includes(m))) {
-  throw new Error('usage: gateway.js [--rounds N] [--only latency,newconn,throughput]');
+const ALL_MODES = ['latency', 'newconn', 'throughput', 'tcp-latency', 'tcp-newconn', 'tcp-throughput'] as const;
+type Mode = (typeof ALL_MODES)[number];
+const MODES = arg('--only', ALL_MODES.join(',')).split(',') as Mode[];
+if (!(ROUNDS >= 1) || MODES.some((m) => !(ALL_MODES as readonly string[]).includes(m))) {
+  throw new Error(`usage: gateway.js [--rounds N] [--only ${ALL_MODES.join(',')}]`);
 }
 
 /** Per-key median of several runs' figures. */
@@ -63,7 +65,7 @@ async function main(): Promise<void> {
   const inet = await startFakeInternet();
   const audit = new MemorySink();
   const net = await startSandboxNetwork({
-    network: networkPolicy(['bench.test'], { perSecond: 1_000_000, burst: 1_000_000 }),
+    network: networkPolicy(['bench.test', `bench.test:${RAW_SOURCE_PORT}`, `bench.test:${RAW_ECHO_PORT}`], { perSecond: 1_000_000, burst: 1_000_000 }),
     executionId: 'bench',
     audit,
     config: { upstreamDns: { host: UPSTREAM_DNS, port: 53 }, sandboxSubnet: '10.201.0.0/16', stateDir: '/run/aegis-bench' },
@@ -79,9 +81,11 @@ async function main(): Promise<void> {
     // The machine is shared and noisy: ROUNDS interleaved rounds, the median of each figure.
     for (const mode of MODES) {
       const runs: Record<Path, Figures[]> = { direct: [], transparent: [], connect: [] };
+      // Raw TCP has no CONNECT path here: the generic capture is what carries it.
+      const paths: readonly Path[] = mode.startsWith('tcp-') ? ['direct', 'transparent'] : PATHS;
       for (let round = 0; round < ROUNDS; round++) {
-        for (let k = 0; k < PATHS.length; k++) {
-          const path = PATHS[(round + k) % PATHS.length]!;
+        for (let k = 0; k < paths.length; k++) {
+          const path = paths[(round + k) % paths.length]!;
           // The gateway runs in this process: its CPU time per run is what the gateway path adds.
           const c0 = process.cpuUsage();
           const f =
@@ -92,7 +96,7 @@ async function main(): Promise<void> {
           runs[path].push(path === 'direct' ? f : { ...f, gatewayCpuMs: (c1.user + c1.system) / 1000 });
         }
       }
-      rows.push({ metric: mode, direct: median(runs.direct), transparent: median(runs.transparent), connect: median(runs.connect), runs });
+      rows.push({ metric: mode, direct: median(runs.direct), transparent: median(runs.transparent), connect: runs.connect.length > 0 ? median(runs.connect) : {}, runs });
     }
     const row = (m: string): (typeof rows)[0] | undefined => rows.find((r) => r.metric === m);
     /** Median over rounds of (path figure / direct figure of the same round). */
@@ -124,6 +128,22 @@ async function main(): Promise<void> {
       }
       out.push(`  gateway CPU per transparent run (1 MB warm-up + 100 MB): ${thr.transparent.gatewayCpuMs!.toFixed(0)} ms (of ${(thr.transparent.seconds! * 1000).toFixed(0)} ms wall for the 100 MB)`);
       out.push(`  per round, MB/s: direct ${thr.runs.direct.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; transparent ${thr.runs.transparent.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; connect ${thr.runs.connect.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}`);
+    }
+    const tl = row('tcp-latency');
+    if (tl) {
+      out.push('Raw TCP (generic capture, bench.test:9001 echo), 64-byte round trip on one connection, ms:');
+      out.push(`  transparent  p50 ${f2(tl.transparent.p50!)} (direct ${f2(tl.direct.p50!)}, added ${f2(tl.transparent.p50! - tl.direct.p50!)})   p99 ${f2(tl.transparent.p99!)} (direct ${f2(tl.direct.p99!)}, added ${f2(tl.transparent.p99! - tl.direct.p99!)})`);
+    }
+    const tc = row('tcp-newconn');
+    if (tc) {
+      out.push('Raw TCP: new connection + one round trip + close, sequential for 3 s:');
+      out.push(`  transparent  ${tc.transparent.perSecond!.toFixed(0)}/s vs direct ${tc.direct.perSecond!.toFixed(0)}/s; p50 ${f2(tc.transparent.p50!)} ms (direct ${f2(tc.direct.p50!)}, added per connection ${f2(tc.transparent.p50! - tc.direct.p50!)}), p99 added ${f2(tc.transparent.p99! - tc.direct.p99!)} ms`);
+    }
+    const tt = row('tcp-throughput');
+    if (tt) {
+      out.push('Raw TCP: 100 MB from bench.test:9000:');
+      out.push(`  transparent  ${tt.transparent.mbPerSecond!.toFixed(0)} MB/s vs direct ${tt.direct.mbPerSecond!.toFixed(0)} MB/s (ratio of medians ${(tt.transparent.mbPerSecond! / tt.direct.mbPerSecond!).toFixed(2)}, median of per-round ratios ${pairedRatio(tt, 'transparent', 'mbPerSecond').toFixed(2)}); gateway CPU ${tt.transparent.gatewayCpuMs!.toFixed(0)} ms per 100 MB`);
+      out.push(`  per round, MB/s: direct ${tt.runs.direct.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; transparent ${tt.runs.transparent.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}`);
     }
     console.log(out.join('\n'));
     console.log(JSON.stringify({ rows }));

@@ -3,6 +3,8 @@
 // `aegis run` exactly as a user would run it. There is no internet here, so a "fake internet"
 // (DNS + HTTPS servers for api.openai.com, attacker.com, ... on 198.51.100.0/24, certificates
 // from a throw-away test CA) is built in a network namespace first and removed afterwards.
+// Then examples/db-api-agent uses a real PostgreSQL (db.internal:5432, on the same fake
+// internet) and the HTTPS API at once; its refused connections fail at once.
 //
 //   npm run build && node scripts/demo-exfil.mjs
 import { spawnSync } from 'node:child_process';
@@ -16,14 +18,19 @@ const aegis = (args, env = {}) =>
   spawnSync(process.execPath, [join(root, 'bin', 'aegis.js'), ...args], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const { startFakeInternet, UPSTREAM_DNS } = await import(join(root, 'dist', 'test', 'integration', 'gateway-fake-internet.js'));
 
-const inet = await startFakeInternet();
+const inet = await startFakeInternet({ postgres: true });
 const summaryFile = join(mkdtempSync(join(tmpdir(), 'aegis-demo-')), 'summary.json');
 let run;
+let dbRun;
 try {
   console.log('$ aegis run examples/exfil-demo/agent.yaml --volume <test CA>:/data:ro');
   run = aegis(['run', 'examples/exfil-demo/agent.yaml', '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], { AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` });
   process.stdout.write(run.stdout);
   process.stderr.write(run.stderr);
+  console.log('\n$ aegis run examples/db-api-agent/agent.yaml --volume <test CA>:/data:ro');
+  dbRun = aegis(['run', 'examples/db-api-agent/agent.yaml', '--volume', `${inet.dir}:/data:ro`], { AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` });
+  process.stdout.write(dbRun.stdout);
+  process.stderr.write(dbRun.stderr);
 } finally {
   await inet.close();
 }
@@ -43,5 +50,9 @@ for (const line of q.stdout.trim().split('\n').filter(Boolean)) {
 const leaked = run.stdout.split('\n').filter((l) => l.startsWith('LEAKED'));
 if (summary.status !== 'exited' || summary.exitCode !== 0 || leaked.length > 0) {
   console.error(`demo failed: ${leaked.length} leak(s), agent ${summary.status} ${summary.exitCode}`);
+  process.exit(1);
+}
+if (dbRun.status !== 0 || !/answers stored in the database: 2/.test(dbRun.stdout) || /REACHED/.test(dbRun.stdout)) {
+  console.error(`db-api demo failed (exit ${dbRun.status})`);
   process.exit(1);
 }

@@ -19,7 +19,11 @@ APT_PACKAGES=(
   crun runc runsc debootstrap iproute2 nftables util-linux coreutils
   # audit log (src/audit): PostgreSQL server for the shared-store conformance tests
   #   (scripts/pg-test.sh starts it); openssl makes its test TLS certificate
-  postgresql openssl
+  postgresql openssl  # generic TCP egress tests (test/integration/gateway-tcp.test.ts, gateway-compat.test.ts):
+  #   the fake internet runs a real PostgreSQL (the package above) and a real SSH server:
+  #   dropbear-bin is the binary alone, no service, so no host sshd is ever started; clients in
+  #   the sandbox namespace: psycopg2, the OpenSSH client
+  dropbear-bin python3-psycopg2 openssh-client
 )
 
 missing=()
@@ -44,3 +48,11 @@ npm run --silent build
 # Debian mirror). It exits non-zero if a check still fails; the report says what to do.
 log "preparing the host (aegis doctor --fix)"
 node bin/aegis.js doctor --fix
+
+# The egress compatibility suite's image (real clients from Debian: requests, httpx, aiohttp,
+# psycopg2, psql, curl, git, OpenSSH, Node.js 18): built once, ~55 s here with the debootstrap
+# cache warm (380 MiB). The default python:3.11 image stays lean.
+if ! node bin/aegis.js image ls --json 2>/dev/null | grep -q '"egress-clients:bookworm"'; then
+  log "building the egress-clients:bookworm image (compatibility suite)"
+  node bin/aegis.js image build egress-clients:bookworm >/dev/null
+fi

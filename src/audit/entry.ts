@@ -121,7 +121,7 @@ export function parseEntry(bytes: Uint8Array): ParsedEntry {
     if (actorIn[k] !== undefined) actor[k] = str(actorIn[k], `actor.${k}`);
   }
   const decision = v['decision'];
-  if (decision !== 'allow' && decision !== 'deny' && decision !== 'info') throw bad('entry decision is invalid');
+  if (decision !== 'allow' && decision !== 'deny' && decision !== 'error' && decision !== 'info') throw bad('entry decision is invalid');
   const e = v['enc'];
   if (!isRecord(e)) throw bad('entry has no enc object');
   const out: ParsedEntry = {

@@ -34,7 +34,7 @@ export function completeEvent(input: AuditEventInput, newId: () => string, nowIs
   optString(actor.execution, 'actor.execution');
   optString(actor.principal, 'actor.principal');
   if (typeof action !== 'string' || action.length > 128 || !ACTION_RE.test(action)) throw invalid(`action ${JSON.stringify(action)} is not a dotted lowercase name`);
-  if (decision !== 'allow' && decision !== 'deny' && decision !== 'info') throw invalid('decision must be allow, deny or info');
+  if (decision !== 'allow' && decision !== 'deny' && decision !== 'error' && decision !== 'info') throw invalid('decision must be allow, deny, error or info');
   optString(reason, 'reason');
   optString(subject, 'subject');
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid('payload must be an object');

@@ -6,7 +6,11 @@
  * `id` and `time` when they are absent and stores the canonical JSON form as a Merkle leaf.
  * Never put a secret value in a payload: name the secret and the host instead.
  */
-export type AuditDecision = 'allow' | 'deny' | 'info';
+/**
+ * `deny`: a policy (or a gateway check) refused; `error`: it was allowed but failed (an
+ * upstream that did not resolve, refused or timed out), so `--decision deny` lists only refusals.
+ */
+export type AuditDecision = 'allow' | 'deny' | 'error' | 'info';
 
 export interface AuditActor {
   /** Agent name from the manifest (absent for host-level events such as API auth). */

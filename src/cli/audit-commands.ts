@@ -108,7 +108,7 @@ interface Filters {
 function compileFilter(f: Filters, now: number): (d: Decoded) => boolean {
   const since = f.since !== undefined ? parseSince(f.since, now) : undefined;
   const until = f.until !== undefined ? parseSince(f.until, now) : undefined;
-  if (f.decision !== undefined && !['allow', 'deny', 'info'].includes(f.decision)) throw new UsageError('--decision must be allow, deny or info');
+  if (f.decision !== undefined && !['allow', 'deny', 'error', 'info'].includes(f.decision)) throw new UsageError('--decision must be allow, deny, error or info');
   // `net.*` matches every action under net.; anything else matches literally.
   const actionPrefix = f.action?.endsWith('.*') === true ? f.action.slice(0, -1) : undefined;
   return (d) => {
@@ -151,8 +151,8 @@ function headerField(v: string | undefined, max: number): string {
 function rfc5424(d: Decoded, hostname: string): string | undefined {
   const e = d.decoded?.event;
   if (e === undefined) return undefined;
-  // PRI = facility 13 (log audit, RFC 5424 table 1) * 8 + severity (4 warning for deny, 6 info).
-  const pri = 13 * 8 + (e.decision === 'deny' ? 4 : 6);
+  // PRI = facility 13 (log audit, RFC 5424 table 1) * 8 + severity (3 error, 4 warning for deny, 6 info).
+  const pri = 13 * 8 + (e.decision === 'deny' ? 4 : e.decision === 'error' ? 3 : 6);
   const params: Array<[string, string | undefined]> = [
     ['index', String(d.index)],
     ['id', e.id],
@@ -342,7 +342,7 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .option('--agent <name>', 'agent name')
     .option('--execution <id>', 'execution (run) id')
     .option('--action <action>', 'action, exactly, or a prefix like net.*')
-    .option('--decision <decision>', 'allow, deny or info')
+    .option('--decision <decision>', 'allow, deny, error or info')
     .option('--since <time>', 'at or after (RFC 3339 or 15m, 2h, 7d)')
     .option('--until <time>', 'before (RFC 3339 or 15m, 2h, 7d)')
     .option('--json', 'print JSON lines {index, leaf, event} instead')

@@ -24,10 +24,11 @@ import { startDnsServer, type DnsServers } from './dns/server.js';
 import { UpstreamResolver, type Resolver } from './dns/upstream.js';
 import { applyHostRules, checkSubnetFree, claimSlot, createSandboxNet, destroySandboxNet, blockedCounterReader, releaseSlot, sweepStaleSandboxNets, writeResolvConf } from './netns/adapter.js';
 import { BlockedMonitor } from './blocked-monitor.js';
-import { planSandboxNet, proxyEnv, resolvConf, type SandboxNetPlan } from './netns/plan.js';
+import { planSandboxNet, proxyEnv, RESERVED_CAPTURE_PORTS, resolvConf, socksUrl, type SandboxNetPlan } from './netns/plan.js';
 import { startHttpListener } from './proxy/http.js';
 import { startSocksListener } from './proxy/socks.js';
 import { startTransparentTlsListener } from './proxy/transparent-tls.js';
+import { startTransparentTcpListener } from './proxy/transparent-tcp.js';
 import { Session } from './session.js';
 
 export { GatewayError, type GatewayErrorCode } from './errors.js';
@@ -55,8 +56,14 @@ export interface SandboxNetwork {
   /** Network namespace for the OCI spec (`linux.namespaces: [{type: "network", path}]`). */
   readonly netnsPath: string;
   readonly netnsName: string;
-  /** Proxy variables to add to the sandbox's environment. */
+  /** Proxy variables to add to the sandbox's environment (HTTP_PROXY/HTTPS_PROXY/NO_PROXY, both spellings). */
   readonly env: Readonly<Record<string, string>>;
+  /** `socks5h://<gateway>:1080`, for clients configured for SOCKS5 explicitly (not in `env`). */
+  readonly socksUrl: string;
+  /** Destination ports captured by the generic TCP path (besides 53, 80 and 443), ascending. */
+  readonly tcpPorts: readonly number[];
+  /** Every other TCP port is captured too (a rule allows any port). */
+  readonly anyTcpPort: boolean;
   /** File to bind-mount read-only at /etc/resolv.conf inside the sandbox. */
   readonly resolvConfPath: string;
   readonly gatewayAddress: string;
@@ -64,6 +71,22 @@ export interface SandboxNetwork {
   readonly plan: SandboxNetPlan;
   /** Stop the listeners and remove the namespace, veth, nft tables and files. Idempotent. */
   close(): Promise<void>;
+}
+
+/**
+ * Ports that get a generic TCP listener of their own: every port a rule names (`host:5432`),
+ * except those with listeners of their own (53, 80, 443). When a rule allows any port
+ * (`host:*`, see `capturesAnyTcpPort`), one more listener takes every other TCP port.
+ */
+export function capturedTcpPorts(network: NetworkPolicy): number[] {
+  const ports = new Set<number>();
+  for (const r of network.rules) if (r.ports.kind === 'one' && !RESERVED_CAPTURE_PORTS.has(r.ports.port)) ports.add(r.ports.port);
+  return [...ports].sort((a, b) => a - b);
+}
+
+/** Whether a rule allows any port (`host:*`, `cidr:*`): then every TCP port is captured. */
+export function capturesAnyTcpPort(network: NetworkPolicy): boolean {
+  return network.rules.some((r) => r.ports.kind === 'any');
 }
 
 function closeServer(s: Server): Promise<void> {
@@ -101,7 +124,9 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     await releaseSlot(slotDir, slot);
   };
   try {
-    await createSandboxNet(plan);
+    const tcpPorts = capturedTcpPorts(o.network);
+    const anyTcp = capturesAnyTcpPort(o.network);
+    await createSandboxNet(plan, tcpPorts, anyTcp);
     dns = await startDnsServer(session, plan.hostAddress);
     const httpProxy = await startHttpListener(session, 'explicit', plan.hostAddress);
     servers.push(httpProxy);
@@ -112,7 +137,19 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     const tTls = await startTransparentTlsListener(session, plan.hostAddress);
     servers.push(tTls);
     const port = (s: Server): number => (s.address() as { port: number }).port;
-    await applyHostRules(plan, { dns: dns.port, httpProxy: port(httpProxy), socks: port(socks), transparentHttp: port(tHttp), transparentTls: port(tTls) });
+    const tcp = new Map<number, number>();
+    for (const p of tcpPorts) {
+      const l = await startTransparentTcpListener(session, plan.hostAddress, p);
+      servers.push(l);
+      tcp.set(p, port(l));
+    }
+    let tcpAny: number | undefined;
+    if (anyTcp) {
+      const l = await startTransparentTcpListener(session, plan.hostAddress, 'any', plan.sandboxAddress);
+      servers.push(l);
+      tcpAny = port(l);
+    }
+    await applyHostRules(plan, { dns: dns.port, httpProxy: port(httpProxy), socks: port(socks), transparentHttp: port(tHttp), transparentTls: port(tTls), tcp, tcpAny });
     blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
     blocked.start();
     const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));
@@ -120,6 +157,9 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
       netnsPath: plan.netnsPath,
       netnsName: plan.netnsName,
       env: proxyEnv(plan),
+      socksUrl: socksUrl(plan),
+      tcpPorts,
+      anyTcpPort: anyTcp,
       resolvConfPath,
       gatewayAddress: plan.hostAddress,
       sandboxAddress: plan.sandboxAddress,

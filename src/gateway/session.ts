@@ -28,6 +28,8 @@ export const MAX_CONNECTIONS_PER_LISTENER = 128;
 
 /** How long a name the agent resolved stays "resolved" for transparent capture (ms). */
 const RESOLVED_TTL_MS = 10 * 60_000;
+/** Addresses remembered from the gateway's own DNS answers (oldest forgotten first). */
+export const ANSWERED_ADDRESSES_MAX = 4096;
 /** DNS questions get their own, wider bucket: clients ask A and AAAA for every name. */
 const DNS_RATE_FACTOR = 5;
 
@@ -41,6 +43,8 @@ export class Session {
   private readonly audit: AuditSink;
   private readonly clock: Clock;
   private readonly resolved = new Map<string, number>();
+  /** address -> (name -> expiry): what the gateway's DNS answered this sandbox, for generic TCP capture. */
+  private readonly answered = new Map<string, Map<string, number>>();
   /** Open sockets, destroyed when the quota runs out or the gateway closes. */
   readonly sockets = new Set<{ destroy(): void }>();
 
@@ -72,6 +76,29 @@ export class Session {
   /** Remember that the agent resolved `name` (normalized: lower case, no trailing dot). */
   noteResolved(name: string): void {
     this.resolved.set(normalizeName(name), this.clock() + RESOLVED_TTL_MS);
+  }
+
+  /** Remember that the gateway answered `name` with `addresses` (normalized name). */
+  noteAnswer(name: string, addresses: readonly string[]): void {
+    const n = normalizeName(name);
+    const until = this.clock() + RESOLVED_TTL_MS;
+    for (const a of addresses) {
+      let names = this.answered.get(a);
+      if (!names) {
+        if (this.answered.size >= ANSWERED_ADDRESSES_MAX) this.answered.delete(this.answered.keys().next().value!);
+        names = new Map();
+        this.answered.set(a, names);
+      }
+      names.set(n, until);
+    }
+  }
+
+  /** Names the gateway's DNS answered with `address` in this sandbox (not expired), most recent first. */
+  namesFor(address: string): string[] {
+    const names = this.answered.get(address);
+    if (!names) return [];
+    const now = this.clock();
+    return [...names].filter(([, until]) => until >= now).sort((a, b) => b[1] - a[1]).map(([n]) => n);
   }
 
   wasResolved(name: string): boolean {

@@ -35,6 +35,20 @@ export const RECIPES: Readonly<Record<string, Recipe>> = {
       expect: '3.11',
     },
   },
+  /**
+   * Real network clients from Debian, for the egress compatibility suite
+   * (test/integration/gateway-compat.test.ts) and agents that want them: Python HTTP clients
+   * (requests, httpx, aiohttp), psycopg2 and psql, curl, git, the OpenSSH client, and Node.js
+   * (Debian 12's nodejs 18.x, for `fetch`/`https`). Kept out of python:3.11, which stays lean.
+   */
+  'egress-clients:bookworm': {
+    suite: 'bookworm',
+    packages: ['python3', 'ca-certificates', 'python3-requests', 'python3-httpx', 'python3-aiohttp', 'python3-psycopg2', 'postgresql-client', 'curl', 'git', 'openssh-client', 'nodejs'],
+    smoke: {
+      argv: ['/bin/sh', '-c', 'python3 -c "import requests, httpx, aiohttp, psycopg2; print(\'clients\')" && node -e "fetch; require(\'https\')" && curl --version >/dev/null && git --version >/dev/null && ssh -V 2>/dev/null && psql --version >/dev/null'],
+      expect: 'clients',
+    },
+  },
   'debian:bookworm': { suite: 'bookworm', packages: [], smoke: { argv: ['/bin/sh', '-c', 'echo ok'], expect: 'ok' } },
   'debian:12': { suite: 'bookworm', packages: [], smoke: { argv: ['/bin/sh', '-c', 'echo ok'], expect: 'ok' } },
 };

@@ -49,7 +49,10 @@ def udp():
     s.sendto(b"x", ("198.51.100.53", 5353)); s.recv(10)
 def icmp():
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(2)
-    s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("198.51.100.66", 0)); s.recv(100)
+    s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("198.51.100.66", 0)); data = s.recv(100)
+    # A raw ICMP socket also receives the gateway's refusal (destination unreachable, type 3):
+    # only an echo reply (type 0) would mean the ping got through.
+    if data[(data[0] & 15) * 4] != 0: raise OSError("icmp type %d" % data[(data[0] & 15) * 4])
 def gateway_host_ssh():
     socket.create_connection(("${net.gatewayAddress}", 22), timeout=2)
 for f in (tcp, udp, icmp, gateway_host_ssh):

@@ -18,7 +18,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { createServer as createTcpServer } from 'node:net';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as packet from 'dns-packet';
@@ -41,11 +42,29 @@ export const ZONE: Record<string, { a?: string; cname?: string }> = {
   'rebind.allowed.test': { a: '10.0.0.5' },
   'metadata.allowed.test': { a: '169.254.169.254' },
   'bench.test': { a: '198.51.100.20' },
+  // Real servers for the generic TCP path (started on request, see FakeInternetOptions).
+  'db.internal': { a: '198.51.100.30' },
+  'git.example.com': { a: '198.51.100.31' },
 };
+export const DB_ADDRESS = '198.51.100.30';
+export const SSH_ADDRESS = '198.51.100.31';
+/** Raw TCP on bench.test: 9000 sends as many bytes as the decimal line the client sends; 9001 echoes. */
+export const RAW_SOURCE_PORT = 9000;
+export const RAW_ECHO_PORT = 9001;
 /** Every *.attacker.com name resolves too (the tunnel-by-subdomain target). */
 const WILDCARD_ATTACKER = '198.51.100.66';
-const ADDRESSES = ['198.51.100.2', '198.51.100.10', '198.51.100.11', '198.51.100.20', '198.51.100.53', '198.51.100.66'];
-export const CERT_NAMES = ['api.openai.com', 'storage.googleapis.com', 'attacker.com', '*.attacker.com', 'bench.test'];
+const ADDRESSES = ['198.51.100.2', '198.51.100.10', '198.51.100.11', '198.51.100.20', '198.51.100.30', '198.51.100.31', '198.51.100.53', '198.51.100.66'];
+export const CERT_NAMES = ['api.openai.com', 'storage.googleapis.com', 'attacker.com', '*.attacker.com', 'bench.test', 'git.example.com', 'db.internal'];
+
+export interface FakeInternetOptions {
+  /**
+   * A real PostgreSQL 15 server (Debian's, run as the postgres user on a throw-away data dir)
+   * at db.internal:5432: database `app`, role `agent` (password `agent-pw`), a table `items`.
+   */
+  readonly postgres?: boolean;
+  /** A real SSH server (Debian's dropbear-bin, no host sshd) at git.example.com:22. */
+  readonly ssh?: boolean;
+}
 
 export interface FakeInternet {
   readonly caFile: string;
@@ -142,7 +161,7 @@ function removeOnExit(): void {
 }
 
 /** Build the namespace, start the servers inside it, wait until they are ready. */
-export async function startFakeInternet(): Promise<FakeInternet> {
+export async function startFakeInternet(opts: FakeInternetOptions = {}): Promise<FakeInternet> {
   removeFakeInternet();
   // Never shadow something the host really routes into the test prefix (see ADDRESS NOTE).
   const foreign = routesInPrefix();
@@ -180,6 +199,10 @@ export async function startFakeInternet(): Promise<FakeInternet> {
         }
       });
     });
+    // Real servers run as children of `ip netns exec` inside the namespace: removeFakeInternet
+    // kills every process there, so a crashed run leaves none behind.
+    if (opts.postgres) await startPostgres(dir);
+    if (opts.ssh) await startSsh(dir);
     return {
       caFile: pki.caFile,
       dir,
@@ -189,6 +212,8 @@ export async function startFakeInternet(): Promise<FakeInternet> {
           .filter(Boolean)
           .map((l) => JSON.parse(l) as { host: string; path: string; tls: boolean }),
       close: async () => {
+        // PostgreSQL stopped by its own tool (a SIGKILLed postmaster would leave its shared memory).
+        if (opts.postgres) shQuiet('ip', ['netns', 'exec', INET_NS, 'runuser', '-u', 'postgres', '--', `${postgresBin()}/pg_ctl`, '-D', `${dir}/pg`, '-m', 'immediate', '-w', 'stop']);
         await stopServer(c);
         removeFakeInternet();
         rmSync(dir, { recursive: true, force: true });
@@ -200,6 +225,67 @@ export async function startFakeInternet(): Promise<FakeInternet> {
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** The newest PostgreSQL server binaries Debian installed (/usr/lib/postgresql/<v>/bin). */
+function postgresBin(): string {
+  const versions = sh('ls', ['/usr/lib/postgresql']).split('\n').filter((v) => /^[0-9]+$/.test(v));
+  if (versions.length === 0) throw new Error('fake internet: no PostgreSQL server (Debian package postgresql)');
+  return `/usr/lib/postgresql/${versions.sort((a, b) => Number(a) - Number(b)).at(-1)!}/bin`;
+}
+
+/** Wait until `probe` succeeds (every 100 ms, at most `ms`). */
+async function waitFor(what: string, probe: () => boolean, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!probe()) {
+    if (Date.now() > end) throw new Error(`fake internet: ${what} did not start in ${ms / 1000} s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function detached(args: readonly string[]): void {
+  const c = spawn('ip', ['netns', 'exec', INET_NS, ...args], { stdio: 'ignore', detached: true });
+  c.unref();
+}
+
+async function startPostgres(dir: string): Promise<void> {
+  const bin = postgresBin();
+  const data = `${dir}/pg`;
+  mkdirSync(data, { mode: 0o700 });
+  sh('chown', ['postgres:postgres', data]);
+  const pw = `${dir}/pg.pw`;
+  writeFileSync(pw, 'postgres-pw\n');
+  sh('chown', ['postgres', pw]);
+  sh('runuser', ['-u', 'postgres', '--', `${bin}/initdb`, '-D', data, '-U', 'postgres', '-A', 'scram-sha-256', `--pwfile=${pw}`, '--no-sync', '-E', 'UTF8']);
+  // Clients come from the host end of the fake internet's veth (the gateway connects from there).
+  writeFileSync(`${data}/pg_hba.conf`, 'local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\n');
+  detached(['runuser', '-u', 'postgres', '--', `${bin}/postgres`, '-D', data, '-k', data, '-c', `listen_addresses=${DB_ADDRESS}`, '-p', '5432', '-c', 'fsync=off']);
+  const psql = (sql: string, db = 'postgres'): string => sh('ip', ['netns', 'exec', INET_NS, 'runuser', '-u', 'postgres', '--', 'psql', '-h', data, '-p', '5432', '-d', db, '-v', 'ON_ERROR_STOP=1', '-Atqc', sql]);
+  await waitFor('PostgreSQL', () => {
+    try {
+      return psql('select 1').trim() === '1';
+    } catch {
+      return false;
+    }
+  });
+  psql("create role agent login password 'agent-pw'");
+  psql('create database app owner agent');
+  psql("create table items (id int primary key, name text); insert into items values (1, 'first'), (2, 'second'); alter table items owner to agent", 'app');
+}
+
+async function startSsh(dir: string): Promise<void> {
+  const key = `${dir}/ssh_host_ed25519`;
+  sh('dropbearkey', ['-t', 'ed25519', '-f', key]);
+  // -F foreground, -E log to stderr, -s no password logins, -R no other keys generated.
+  detached(['dropbear', '-F', '-E', '-s', '-r', key, '-p', `${SSH_ADDRESS}:22`, '-P', `${dir}/dropbear.pid`]);
+  await waitFor('dropbear', () => {
+    try {
+      sh('ip', ['netns', 'exec', INET_NS, 'bash', '-c', `exec 3<>/dev/tcp/${SSH_ADDRESS}/22`]);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** SIGTERM the server and wait (at most 2 s) for it to exit; SIGKILL after that. */
@@ -276,6 +362,16 @@ function handler(tls: boolean, logFile: string) {
       pump();
       return;
     }
+    if (req.url?.startsWith('/repo.git/info/refs')) {
+      // Git smart HTTP (protocol v0): the ref advertisement is all `git ls-remote` needs.
+      req.resume();
+      const pkt = (line: string): string => `${(line.length + 4).toString(16).padStart(4, '0')}${line}`;
+      const sha = 'a'.repeat(40);
+      const body = `${pkt('# service=git-upload-pack\n')}0000${pkt(`${sha} HEAD\0symref=HEAD:refs/heads/main agent=fake-internet\n`)}${pkt(`${sha} refs/heads/main\n`)}0000`;
+      res.writeHead(200, { 'content-type': 'application/x-git-upload-pack-advertisement', 'cache-control': 'no-cache', 'content-length': String(Buffer.byteLength(body)) });
+      res.end(body);
+      return;
+    }
     req.resume();
     const body = JSON.stringify({ host, path: req.url, method: req.method, tls });
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
@@ -290,10 +386,42 @@ function main(): void {
   const http = createHttpServer({ keepAliveTimeout: 30_000 }, handler(false, log));
   let ready = 0;
   const up = (): void => {
-    if (++ready === 2) process.stdout.write('ready\n');
+    if (++ready === 4) process.stdout.write('ready\n');
   };
   https.listen(443, '0.0.0.0', up);
   http.listen(80, '0.0.0.0', up);
+  // Raw TCP for the generic path's benchmark: a source (send the number of bytes asked for on
+  // the first line) and an echo.
+  const source = createTcpServer((s) => {
+    s.setNoDelay(true);
+    s.on('error', () => s.destroy());
+    let line = '';
+    const onData = (d: Buffer): void => {
+      line += d.toString('latin1');
+      const nl = line.indexOf('\n');
+      if (nl < 0) return;
+      s.off('data', onData);
+      let left = Math.min(Number(line.slice(0, nl)) || 0, 2 ** 31);
+      const chunk = Buffer.alloc(65536, 0x62);
+      const pump = (): void => {
+        while (left > 0) {
+          const c = left >= chunk.length ? chunk : chunk.subarray(0, left);
+          left -= c.length;
+          if (!s.write(c)) return void s.once('drain', pump);
+        }
+        s.end();
+      };
+      pump();
+    };
+    s.on('data', onData);
+  });
+  const echo = createTcpServer((s) => {
+    s.setNoDelay(true);
+    s.on('error', () => s.destroy());
+    s.pipe(s);
+  });
+  source.listen(RAW_SOURCE_PORT, '0.0.0.0', up);
+  echo.listen(RAW_ECHO_PORT, '0.0.0.0', up);
   process.on('SIGTERM', () => process.exit(0));
   // The test process holds the other end of stdin: when it goes away (even by SIGKILL), so do we.
   process.stdin.on('end', () => process.exit(0));

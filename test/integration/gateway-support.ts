@@ -45,7 +45,7 @@ export class MemorySink implements AuditSink {
     this.events.push(e);
   }
   /** Like find(), waiting up to `ms` for a match (tunnel events are written when the tunnel closes). */
-  async eventually(action: string, decision: 'allow' | 'deny', where: Record<string, unknown> = {}, ms = 2000): Promise<AuditEventInput[]> {
+  async eventually(action: string, decision: 'allow' | 'deny' | 'error', where: Record<string, unknown> = {}, ms = 2000): Promise<AuditEventInput[]> {
     const end = Date.now() + ms;
     for (;;) {
       const found = this.find(action, decision, where);
@@ -54,7 +54,7 @@ export class MemorySink implements AuditSink {
     }
   }
   /** Events matching `action` and every payload field in `where`. */
-  find(action: string, decision: 'allow' | 'deny', where: Record<string, unknown> = {}): AuditEventInput[] {
+  find(action: string, decision: 'allow' | 'deny' | 'error', where: Record<string, unknown> = {}): AuditEventInput[] {
     return this.events.filter((e) => e.action === action && e.decision === decision && Object.entries(where).every(([k, v]) => (k === 'reason' ? e.reason === v : e.payload[k] === v)));
   }
 }

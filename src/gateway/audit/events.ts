@@ -40,7 +40,7 @@ export type GatewayReason =
   | 'gateway.malformed'
   /** DNS question type other than A/AAAA (TXT, MX, ANY, ... tunnelling). */
   | 'gateway.dns_type_refused'
-  /** Upstream resolution or connection failed. */
+  /** Upstream resolution or connection failed (decision `error`: allowed, but it did not work). */
   | 'gateway.upstream_failed'
   /** A plain-HTTP proxy request for an https:// URL: the gateway never speaks TLS for the agent. */
   | 'gateway.scheme_refused'
@@ -53,11 +53,16 @@ export type GatewayReason =
   /** The gateway closed (the run ended) before the question was answered; nothing was sent. */
   | 'gateway.closed';
 
-export type ConnectMode = 'connect' | 'socks5' | 'transparent-tls' | 'transparent-http' | 'forward';
+export type ConnectMode = 'connect' | 'socks5' | 'transparent-tls' | 'transparent-http' | 'transparent-tcp' | 'forward';
 
+/**
+ * `deny`: refused (by the policy or a gateway check); `error`: allowed, but the upstream failed
+ * (no address, refused, timed out, unusable answer). Kept apart so that a query for denials
+ * shows only what was refused.
+ */
 export type Verdict =
   | { readonly decision: 'allow'; readonly reason: string }
-  | { readonly decision: 'deny'; readonly reason: string; readonly detail: string };
+  | { readonly decision: 'deny' | 'error'; readonly reason: string; readonly detail: string };
 
 export function verdictOf(d: Decision): Verdict {
   return d.allow ? { decision: 'allow', reason: d.reason } : { decision: 'deny', reason: d.reason, detail: d.detail };
@@ -67,8 +72,13 @@ export function gatewayDeny(reason: GatewayReason, detail: string): Verdict {
   return { decision: 'deny', reason, detail };
 }
 
+/** An allowed destination whose upstream failed: an `error` outcome, never a denial. */
+export function upstreamFailed(detail: string): Verdict {
+  return { decision: 'error', reason: 'gateway.upstream_failed', detail };
+}
+
 function base(actor: AuditActor, action: string, v: Verdict, payload: Record<string, unknown>): AuditEventInput {
-  const p = v.decision === 'deny' ? { ...payload, detail: v.detail } : payload;
+  const p = v.decision === 'allow' ? payload : { ...payload, detail: v.detail };
   return { actor, action, decision: v.decision, reason: v.reason, payload: p };
 }
 

@@ -11,7 +11,7 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
 import { GatewayError } from '../errors.js';
-import { dnsEvent, gatewayDeny, verdictOf, type DnsFacts, type Verdict } from '../audit/events.js';
+import { dnsEvent, gatewayDeny, upstreamFailed, verdictOf, type DnsFacts, type Verdict } from '../audit/events.js';
 import { RefusalFolder, type FoldLimits } from './fold.js';
 import { classifyHost } from '../../policy/host.js';
 import type { Session } from '../session.js';
@@ -47,7 +47,7 @@ export async function answerQuestion(session: Session, q: Question): Promise<Out
   try {
     res = await session.resolver.resolve(name, 'A');
   } catch (err) {
-    return refuse(gatewayDeny('gateway.upstream_failed', err instanceof Error ? err.message : String(err)), 'SERVFAIL');
+    return refuse(upstreamFailed(err instanceof Error ? err.message : String(err)), 'SERVFAIL');
   }
   if (res.rcode !== 'NOERROR') {
     const rcode: Rcode = res.rcode === 'NXDOMAIN' ? 'NXDOMAIN' : 'SERVFAIL';
@@ -59,6 +59,7 @@ export async function answerQuestion(session: Session, q: Question): Promise<Out
     if (!d.allow) return refuse(verdictOf(d));
   }
   session.noteResolved(name);
+  session.noteAnswer(name, res.addresses.slice(0, MAX_ANSWERS));
   const ttl = Math.min(ANSWER_TTL_MAX, Math.max(1, res.ttl));
   // At most MAX_ANSWERS records, so that a reply always fits a 512-byte UDP message (RFC 1035 §4.2.1).
   const answers = res.addresses.slice(0, MAX_ANSWERS).map((address): AddressAnswer => ({ type: 'A', address, ttl }));

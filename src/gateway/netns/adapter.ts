@@ -123,7 +123,7 @@ export async function releaseSlot(slotDir: string, slot: number): Promise<void> 
 }
 
 /** Create the namespace, the veth pair, addresses, routes and the in-namespace ruleset. */
-export async function createSandboxNet(p: SandboxNetPlan): Promise<void> {
+export async function createSandboxNet(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): Promise<void> {
   const inNs = (args: readonly string[]): Promise<string> => run('ip', ['netns', 'exec', p.netnsName, ...args]);
   await run('ip', ['netns', 'add', p.netnsName]);
   // IPv6 is off on every interface but eth0 (lo included).
@@ -138,7 +138,7 @@ export async function createSandboxNet(p: SandboxNetPlan): Promise<void> {
   const v6 = `net.ipv6.conf.${p.sandboxIf}`;
   await inNs(['sysctl', '-qw', `${v6}.addr_gen_mode=1`, `${v6}.accept_ra=0`, `${v6}.autoconf=0`, `${v6}.accept_dad=0`, `${v6}.router_solicitations=0`, `${v6}.disable_ipv6=0`]);
   // The sandbox's ruleset is loaded before any link is up: no packet leaves unfiltered.
-  await run('ip', ['netns', 'exec', p.netnsName, 'nft', '-f', '-'], sandboxRuleset(p));
+  await run('ip', ['netns', 'exec', p.netnsName, 'nft', '-f', '-'], sandboxRuleset(p, tcpPorts, anyTcpPort));
   await inNs(['ip', 'addr', 'add', `${p.sandboxAddress}/${p.prefix}`, 'dev', p.sandboxIf]);
   await inNs(['ip', '-6', 'addr', 'add', `${SANDBOX_IPV6}/128`, 'dev', p.sandboxIf, 'nodad']);
   await inNs(['ip', 'link', 'set', 'lo', 'up']);

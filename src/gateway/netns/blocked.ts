@@ -25,6 +25,11 @@ export const DESTINATIONS_MAX = 1024;
  * multicast-listener messages the kernel sends by itself. They are dropped all the same.
  * The `update` rules have no verdict: when a set is full the rule stops there, and the packet
  * goes on to be counted and dropped by the rules after it.
+ *
+ * Fast refusals: what is counted is rejected, not silently dropped: TCP with a reset (the agent
+ * sees "connection refused" at once, not a hang until its timeout), everything else with an
+ * ICMP administratively-prohibited error. Works in prerouting (before the route lookup), so
+ * with forwarding off and on alike.
  */
 export function blockedChain(): string {
   const counters = BLOCKED_CLASSES.map((c) => `  counter blocked_${c} { }`).join('\n');
@@ -42,11 +47,12 @@ ${set('blocked_ip6', 'ipv6_addr . inet_proto')}
     meta nfproto ipv4 meta l4proto != { tcp, udp } update @blocked_ip4 { ip daddr . meta l4proto }
     meta nfproto ipv6 meta l4proto { tcp, udp } update @blocked_dst6 { ip6 daddr . meta l4proto . th dport }
     meta nfproto ipv6 meta l4proto != { tcp, udp } update @blocked_ip6 { ip6 daddr . meta l4proto }
-    meta nfproto ipv6 counter name "blocked_ipv6" drop
-    meta l4proto tcp counter name "blocked_tcp" drop
-    meta l4proto udp counter name "blocked_udp" drop
-    meta l4proto icmp counter name "blocked_icmp" drop
-    counter name "blocked_other" drop
+    meta nfproto ipv6 meta l4proto tcp counter name "blocked_ipv6" reject with tcp reset
+    meta nfproto ipv6 counter name "blocked_ipv6" reject with icmpx admin-prohibited
+    meta l4proto tcp counter name "blocked_tcp" reject with tcp reset
+    meta l4proto udp counter name "blocked_udp" reject with icmpx admin-prohibited
+    meta l4proto icmp counter name "blocked_icmp" reject with icmpx admin-prohibited
+    counter name "blocked_other" reject with icmpx admin-prohibited
   }`;
 }
 

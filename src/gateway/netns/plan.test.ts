@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { GatewayError } from '../errors.js';
-import { hostRuleset, parseSubnet, planSandboxNet, proxyEnv, resolvConf, sandboxRuleset, subnetConflicts, subnetContains, type HostRoute } from './plan.js';
+import { hostRuleset, parseSubnet, planSandboxNet, proxyEnv, resolvConf, sandboxRuleset, socksUrl, subnetConflicts, subnetContains, type HostRoute } from './plan.js';
 
-const ports = { dns: 40001, httpProxy: 40002, socks: 40003, transparentHttp: 40004, transparentTls: 40005 };
+const ports = { dns: 40001, httpProxy: 40002, socks: 40003, transparentHttp: 40004, transparentTls: 40005, tcp: new Map([[22, 40006], [5432, 40007]]) };
 
 describe('planSandboxNet', () => {
   it('gives slot n the n-th /30, gateway .1 and sandbox .2', () => {
@@ -63,8 +63,29 @@ describe('rulesets', () => {
     assert.match(r, /delete table inet aegis_0a1b2c3d/);
     assert.match(r, /iifname "aeh0a1b2c3d" ip saddr 10\.201\.0\.2 meta l4proto \{ tcp, udp \} th dport 53 dnat ip to 10\.201\.0\.1:40001/);
     assert.match(r, /tcp dport 443 dnat ip to 10\.201\.0\.1:40005/);
-    assert.match(r, /tcp dport \{ 40001, 40002, 40003, 40004, 40005 \} accept\n\s+iifname "aeh0a1b2c3d" jump blocked\n\s+\}/);
+    assert.match(r, /tcp dport \{ 40001, 40002, 40003, 40004, 40005, 40006, 40007 \} accept\n\s+iifname "aeh0a1b2c3d" jump blocked\n\s+\}/);
     assert.match(r, /chain forward \{[^}]*iifname "aeh0a1b2c3d" jump blocked\s+oifname "aeh0a1b2c3d" drop/);
+  });
+  it('host table: every port the policy names goes to its own listener, and its source becomes the original destination', () => {
+    const r = hostRuleset(p, ports);
+    assert.match(r, /iifname "aeh0a1b2c3d" ip saddr 10\.201\.0\.2 tcp dport \{ 22, 5432 \} dnat ip to 10\.201\.0\.1 : tcp dport map \{ 22 : 40006, 5432 : 40007 \}/);
+    const restore = /chain restore_dst \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
+    assert.deepEqual(
+      restore.trim().split('\n').map((l) => l.trim()),
+      ['type nat hook input priority 100; policy accept;', 'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 tcp dport { 40006, 40007 } snat ip to ct original ip daddr'],
+    );
+    const none = hostRuleset(p, { ...ports, tcp: new Map() });
+    assert.doesNotMatch(none, /restore_dst|tcp dport map/);
+  });
+  it('host table: with an any-port rule, every other TCP port goes to one more listener, after the named ones', () => {
+    const r = hostRuleset(p, { ...ports, tcpAny: 40008 });
+    const pre = /chain prerouting \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
+    const rules = pre.trim().split('\n').map((l) => l.trim());
+    assert.equal(rules.at(-1), 'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 meta l4proto tcp dnat ip to 10.201.0.1:40008');
+    assert.match(rules.at(-2)!, /tcp dport map \{ 22 : 40006, 5432 : 40007 \}$/);
+    assert.match(r, /ip daddr 10\.201\.0\.1 tcp dport \{ 40006, 40007, 40008 \} snat ip to ct original ip daddr/);
+    assert.match(r, /tcp dport \{ 40001, 40002, 40003, 40004, 40005, 40006, 40007, 40008 \} accept/);
+    assert.match(sandboxRuleset(p, [22], true), /\n\s+meta l4proto tcp accept\n\s+jump blocked\n/);
   });
   it('regression: host table drops and counts in prerouting, after DNAT and before the route lookup (ip_forward=0 dropped uncounted)', () => {
     const r = hostRuleset(p, ports);
@@ -73,30 +94,35 @@ describe('rulesets', () => {
     assert.equal(rules[0], 'type filter hook prerouting priority dstnat + 10; policy accept;');
     assert.deepEqual(rules.slice(1), [
       'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 udp dport 40001 accept',
-      'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 tcp dport { 40001, 40002, 40003, 40004, 40005 } accept',
+      'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 tcp dport { 40001, 40002, 40003, 40004, 40005, 40006, 40007 } accept',
       'iifname "aeh0a1b2c3d" jump blocked',
     ]);
   });
-  it('sandbox table: output policy drop, no IPv6 out, only DNS, gateway ports and 80/443', () => {
+  it('sandbox table: output policy drop, no IPv6 out, only DNS, gateway ports, 80/443 and the captured ports', () => {
+    assert.match(sandboxRuleset(p, [22, 5432]), /tcp dport \{ 80, 443, 22, 5432 \} accept\n\s+jump blocked\n\s+\}/);
     const r = sandboxRuleset(p);
     assert.match(r, /type filter hook output priority filter; policy drop;\n\s+oifname "lo" accept\n\s+meta nfproto ipv6 jump blocked\n/);
     assert.match(r, /ip daddr 10\.201\.0\.1 tcp dport \{ 53, 3128, 1080 \} accept/);
     assert.match(r, /tcp dport \{ 80, 443 \} accept\n\s+jump blocked\n\s+\}/);
   });
-  it('both tables: one named counter per class, destination sets, and the counting chain ends in an unconditional drop', () => {
+  it('both tables: one named counter per class, destination sets, and the counting chain ends in an unconditional reject (fast refusal)', () => {
     for (const r of [sandboxRuleset(p), hostRuleset(p, ports)]) {
       for (const c of ['tcp', 'udp', 'icmp', 'ipv6', 'other']) assert.match(r, new RegExp(`counter blocked_${c} \\{ \\}`));
       for (const set of ['blocked_dst4', 'blocked_ip4', 'blocked_dst6', 'blocked_ip6']) assert.match(r, new RegExp(`set ${set} \\{ type [^;]+; size 1024; flags dynamic; counter; \\}`));
       const chain = /chain blocked \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
       const rules = chain.trim().split('\n').map((l) => l.trim());
-      assert.equal(rules.at(-1), 'counter name "blocked_other" drop');
-      assert.ok(rules.every((l) => l.endsWith(' drop') || / update @blocked_(dst|ip)[46] \{ [^}]+ \}$/.test(l)), 'every rule drops, or only names the destination');
-      assert.ok(rules.indexOf('meta nfproto ipv6 counter name "blocked_ipv6" drop') < rules.indexOf('meta l4proto tcp counter name "blocked_tcp" drop'), 'IPv6 TCP counts as ipv6');
+      assert.equal(rules.at(-1), 'counter name "blocked_other" reject with icmpx admin-prohibited');
+      assert.ok(rules.every((l) => l.endsWith(' drop') || l.includes(' reject with ') || / update @blocked_(dst|ip)[46] \{ [^}]+ \}$/.test(l)), 'every rule drops or rejects, or only names the destination');
+      assert.ok(rules.filter((l) => l.includes(' reject with ')).every((l) => /(^| )counter name "blocked_[a-z0-9]+" reject with /.test(l)), 'nothing is rejected uncounted');
+      assert.ok(rules.includes('meta l4proto tcp counter name "blocked_tcp" reject with tcp reset'), 'TCP is refused with a reset');
+      assert.ok(rules.indexOf('meta nfproto ipv6 counter name "blocked_ipv6" reject with icmpx admin-prohibited') < rules.indexOf('meta l4proto tcp counter name "blocked_tcp" reject with tcp reset'), 'IPv6 TCP counts as ipv6');
     }
   });
   it('env and resolv.conf point at the gateway', () => {
     assert.equal(proxyEnv(p).HTTPS_PROXY, 'http://10.201.0.1:3128');
-    assert.equal(proxyEnv(p).ALL_PROXY, 'socks5h://10.201.0.1:1080');
+    // Regression: ALL_PROXY=socks5h:// made httpx (the OpenAI SDK) fail without the socksio package.
+    assert.deepEqual(Object.keys(proxyEnv(p)).sort(), ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy']);
+    assert.equal(socksUrl(p), 'socks5h://10.201.0.1:1080');
     assert.match(resolvConf(p), /^nameserver 10\.201\.0\.1$/m);
   });
 });

@@ -8,16 +8,18 @@
  *
  * ARCHITECTURE NOTE: enforcement is in two places.
  * 1. Inside the sandbox's namespace (`inet aegis`): output policy drop; only DNS, the proxy
- *    ports on the gateway, and TCP 80/443 (captured on the host side) may leave; no IPv6
+ *    ports on the gateway, and TCP 80/443 and the ports the policy names (all TCP when a rule
+ *    allows any port; captured on the host side) may leave; the rest is counted and rejected
+ *    (TCP reset, ICMP error) so the agent fails at once; no IPv6
  *    (eth0 has an IPv6 address and route only so that an IPv6 attempt leaves a packet to drop
  *    and count). Every drop of either table is counted per class (`blocked_*` counters).
  *    This layer does NOT see gVisor's traffic: runsc's netstack writes frames to the veth
  *    through a packet socket, which bypasses netfilter in the namespace.
  * 2. On the host end of the veth (`inet aegis_<id>`), which sees every frame whatever the
- *    runtime: DNS (any destination) and TCP 80/443 (any destination) are redirected to the
- *    gateway's listeners; then, still in prerouting, every packet from the interface that is
- *    not from the sandbox's address to one of those listeners is dropped and counted. This
- *    table is the security boundary.
+ *    runtime: DNS (any destination), TCP 80/443 and the named TCP ports (any destination) are
+ *    redirected to the gateway's listeners; then, still in prerouting, every packet from the
+ *    interface that is not from the sandbox's address to one of those listeners is counted and
+ *    rejected. This table is the security boundary.
  *
  * ARCHITECTURE NOTE: the drop must happen in prerouting, before the routing decision. What
  *    the kernel does with a packet to a non-local address depends on host state AEGIS does not
@@ -25,6 +27,17 @@
  *    it (`in_no_route`) and neither the input nor the forward hook ever sees it, so a drop
  *    counted there escapes the audit log; with forwarding on (after a Docker engine ran) it
  *    reaches the forward hook. The input and forward chains stay as a second layer.
+ *
+ * ARCHITECTURE NOTE: generic TCP capture, and how the gateway learns the original destination.
+ *    Node cannot read SO_ORIGINAL_DST, so the host table hands it over in the addresses of the
+ *    connection itself: every TCP port the policy names (other than 53/80/443, which have their
+ *    own listeners) is DNATed to a listener of its own (`tcp dport map`: the listener knows the
+ *    port), and in the nat input hook the connection's source is rewritten to the original
+ *    destination address (`snat ip to ct original ip daddr`, the sandbox's source port kept), so
+ *    the accepted socket's `remoteAddress` is the address the agent dialled. Replies are
+ *    un-NATed by conntrack (and re-routed to the veth in the nat output hook). Each
+ *    (address, sandbox port) stays unique, so no two connections clash. TCP to any other port
+ *    is rejected with a reset (counted first): the agent sees "connection refused" at once.
  */
 import { GatewayError } from '../errors.js';
 import { blockedChain } from './blocked.js';
@@ -41,7 +54,17 @@ export interface ListenerPorts {
   readonly socks: number;
   readonly transparentHttp: number;
   readonly transparentTls: number;
+  /** Generic TCP capture: destination port the sandbox dials -> the gateway listener for it. */
+  readonly tcp: ReadonlyMap<number, number>;
+  /**
+   * The listener for every other TCP port, present only when a rule allows any port
+   * (`host:*`); it learns the original port from conntrack (transparent-tcp.ts).
+   */
+  readonly tcpAny?: number;
 }
+
+/** Destination ports with listeners of their own, never captured by the generic TCP path. */
+export const RESERVED_CAPTURE_PORTS: ReadonlySet<number> = new Set([SANDBOX_PORTS.dns, 80, 443]);
 
 export interface SandboxNetPlan {
   /** Short id (lower-case hex) used in every name. */
@@ -156,7 +179,8 @@ export function planSandboxNet(id: string, slot: number, subnet: string): Sandbo
 }
 
 /** Ruleset loaded inside the sandbox's namespace (`nft -f -`). Defense in depth for crun/runc. */
-export function sandboxRuleset(p: SandboxNetPlan): string {
+export function sandboxRuleset(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): string {
+  const captured = anyTcpPort ? 'meta l4proto tcp accept' : `tcp dport { ${[80, 443, ...tcpPorts].join(', ')} } accept`;
   return `table inet aegis
 delete table inet aegis
 table inet aegis {
@@ -167,7 +191,7 @@ ${blockedChain()}
     meta nfproto ipv6 jump blocked
     ip daddr ${p.hostAddress} tcp dport { ${SANDBOX_PORTS.dns}, ${SANDBOX_PORTS.httpProxy}, ${SANDBOX_PORTS.socks} } accept
     udp dport ${SANDBOX_PORTS.dns} accept
-    tcp dport { 80, 443 } accept
+    ${captured}
     jump blocked
   }
   chain input {
@@ -187,6 +211,26 @@ ${blockedChain()}
 export function hostRuleset(p: SandboxNetPlan, ports: ListenerPorts): string {
   const ifc = `iifname "${p.hostIf}"`;
   const gw = p.hostAddress;
+  const tcp = [...ports.tcp];
+  const generics = [...tcp.map(([, l]) => l), ...(ports.tcpAny === undefined ? [] : [ports.tcpAny])];
+  const listeners = [ports.dns, ports.httpProxy, ports.socks, ports.transparentHttp, ports.transparentTls, ...generics].join(', ');
+  let generic =
+    tcp.length === 0
+      ? ''
+      : `
+    ${ifc} ip saddr ${p.sandboxAddress} tcp dport { ${tcp.map(([d]) => d).join(', ')} } dnat ip to ${gw} : tcp dport map { ${tcp.map(([d, l]) => `${d} : ${l}`).join(', ')} }`;
+  if (ports.tcpAny !== undefined) {
+    generic += `
+    ${ifc} ip saddr ${p.sandboxAddress} meta l4proto tcp dnat ip to ${gw}:${ports.tcpAny}`;
+  }
+  const restoreDst =
+    generics.length === 0
+      ? ''
+      : `
+  chain restore_dst {
+    type nat hook input priority 100; policy accept;
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${generics.join(', ')} } snat ip to ct original ip daddr
+  }`;
   return `table inet ${p.hostTable}
 delete table inet ${p.hostTable}
 table inet ${p.hostTable} {
@@ -197,18 +241,18 @@ ${blockedChain()}
     ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.httpProxy} dnat ip to ${gw}:${ports.httpProxy}
     ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.socks} dnat ip to ${gw}:${ports.socks}
     ${ifc} ip saddr ${p.sandboxAddress} tcp dport 80 dnat ip to ${gw}:${ports.transparentHttp}
-    ${ifc} ip saddr ${p.sandboxAddress} tcp dport 443 dnat ip to ${gw}:${ports.transparentTls}
-  }
+    ${ifc} ip saddr ${p.sandboxAddress} tcp dport 443 dnat ip to ${gw}:${ports.transparentTls}${generic}
+  }${restoreDst}
   chain admit {
     type filter hook prerouting priority dstnat + 10; policy accept;
     ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} udp dport ${ports.dns} accept
-    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${ports.dns}, ${ports.httpProxy}, ${ports.socks}, ${ports.transparentHttp}, ${ports.transparentTls} } accept
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${listeners} } accept
     ${ifc} jump blocked
   }
   chain input {
     type filter hook input priority filter - 10; policy accept;
     ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} udp dport ${ports.dns} accept
-    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${ports.dns}, ${ports.httpProxy}, ${ports.socks}, ${ports.transparentHttp}, ${ports.transparentTls} } accept
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${listeners} } accept
     ${ifc} jump blocked
   }
   chain forward {
@@ -220,21 +264,31 @@ ${blockedChain()}
 `;
 }
 
-/** Environment for the sandbox: proxy variables in both spellings, and NO_PROXY for loopback. */
+/**
+ * Environment for the sandbox: HTTP_PROXY/HTTPS_PROXY (the CONNECT proxy, which every mainstream
+ * client speaks without extra packages) in both spellings, and NO_PROXY for loopback.
+ *
+ * No ALL_PROXY: a `socks5h://` ALL_PROXY made httpx (and so the OpenAI SDK) fail before sending
+ * anything ("Using SOCKS proxy, but the 'socksio' package is not installed"), and clients
+ * without proxy support need none: every TCP port the policy names is captured transparently.
+ * The SOCKS5 listener stays at <gateway>:1080 for clients configured for it explicitly.
+ */
 export function proxyEnv(p: SandboxNetPlan): Record<string, string> {
   const http = `http://${p.hostAddress}:${SANDBOX_PORTS.httpProxy}`;
-  const socks = `socks5h://${p.hostAddress}:${SANDBOX_PORTS.socks}`;
   const noProxy = 'localhost,127.0.0.1,::1';
   return {
     HTTP_PROXY: http,
     HTTPS_PROXY: http,
-    ALL_PROXY: socks,
     NO_PROXY: noProxy,
     http_proxy: http,
     https_proxy: http,
-    all_proxy: socks,
     no_proxy: noProxy,
   };
+}
+
+/** The socks5h:// URL of the gateway's SOCKS5 listener, for clients that ask for it explicitly. */
+export function socksUrl(p: SandboxNetPlan): string {
+  return `socks5h://${p.hostAddress}:${SANDBOX_PORTS.socks}`;
 }
 
 /** resolv.conf for the sandbox: the gateway is the only resolver. */

@@ -44,7 +44,7 @@ describe('the HTTP forward proxy, when the upstream is hostile', () => {
         });
         assert.equal(status, 502);
       }
-      assert.ok(events.some((e) => e.action === 'http.request' && e.decision === 'deny' && e.reason === 'gateway.upstream_failed'));
+      assert.ok(events.some((e) => e.action === 'http.request' && e.decision === 'error' && e.reason === 'gateway.upstream_failed'));
     } finally {
       proxy.close();
     }

@@ -12,12 +12,12 @@
  */
 import { Agent, createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { gatewayDeny, httpRequestEvent, verdictOf, bounded, type Verdict } from '../audit/events.js';
+import { gatewayDeny, httpRequestEvent, upstreamFailed, verdictOf, bounded, type Verdict } from '../audit/events.js';
 import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
 import { parseAbsoluteUrl, parseAuthority, sameHost, type Authority } from './authority.js';
-import { connectTo, resolveTarget, type Upstream } from './upstream.js';
-import { auditDenied, runTunnel } from './tunnel.js';
+import { resolveTarget } from './upstream.js';
+import { auditDenied, openTunnel, runTunnel } from './tunnel.js';
 
 export const MAX_HEADER_BYTES = 16 * 1024;
 export const HEADERS_TIMEOUT_MS = 10_000;
@@ -29,7 +29,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'pro
 export type HttpMode = 'explicit' | 'transparent';
 
 function denyBody(v: Verdict): string {
-  return `${JSON.stringify({ error: 'denied by AEGIS egress policy', reason: v.reason, detail: v.decision === 'deny' ? v.detail : '' })}\n`;
+  const error = v.decision === 'error' ? 'allowed, but the upstream failed (AEGIS egress gateway)' : 'denied by AEGIS egress policy';
+  return `${JSON.stringify({ error, reason: v.reason, detail: v.decision === 'allow' ? '' : v.detail })}\n`;
 }
 
 function statusFor(v: Verdict): number {
@@ -42,7 +43,7 @@ function statusFor(v: Verdict): number {
 function denyHead(v: Verdict): string {
   const status = statusFor(v);
   const body = denyBody(v);
-  return `HTTP/1.1 ${status} ${status === 429 ? 'Too Many Requests' : status === 400 ? 'Bad Request' : status === 502 ? 'Bad Gateway' : 'Forbidden'}\r\nX-Aegis-Decision: deny\r\nX-Aegis-Reason: ${v.reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  return `HTTP/1.1 ${status} ${status === 429 ? 'Too Many Requests' : status === 400 ? 'Bad Request' : status === 502 ? 'Bad Gateway' : 'Forbidden'}\r\nX-Aegis-Decision: ${v.decision}\r\nX-Aegis-Reason: ${v.reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
 export function startHttpListener(session: Session, mode: HttpMode, host: string, port = 0): Promise<Server> {
@@ -101,35 +102,25 @@ async function handleConnect(session: Session, mode: HttpMode, req: IncomingMess
   } catch (err) {
     return refuse(gatewayDeny('gateway.malformed', (err as Error).message), null);
   }
-  if (!session.connections.take()) return refuse(gatewayDeny('gateway.rate_limited', 'new-connection rate limit exceeded'), target);
-  const decision = session.matcher.decide(target.host, target.port);
-  if (!decision.allow) return refuse(verdictOf(decision), target);
   const hostHeader = req.headers.host;
-  if (hostHeader !== undefined) {
+  const hostConsistent = (): Verdict | null => {
+    if (hostHeader === undefined) return null;
     let h: Authority | null = null;
     try {
       h = parseAuthority(hostHeader, target.port);
     } catch {
       h = null;
     }
-    if (!h || !sameHost(h.host, target.host)) {
-      return refuse(gatewayDeny('gateway.host_mismatch', `Host header ${bounded(hostHeader, 200)} differs from CONNECT ${target.host}`), target);
-    }
-  }
-  const t = await resolveTarget(session, target.host);
-  if (!t.ok) return refuse(t.verdict, target);
-  let upstream: Upstream;
-  try {
-    upstream = await connectTo(t.address, target.port);
-  } catch (err) {
-    return refuse(gatewayDeny('gateway.upstream_failed', (err as Error).message), target);
-  }
+    return !h || !sameHost(h.host, target.host) ? gatewayDeny('gateway.host_mismatch', `Host header ${bounded(hostHeader, 200)} differs from CONNECT ${target.host}`) : null;
+  };
+  const opened = await openTunnel(session, { host: target.host, port: target.port, decide: () => session.matcher.decide(target.host, target.port), check: hostConsistent });
+  if (!opened.ok) return refuse(opened.verdict, target);
   if (sock.destroyed) {
-    upstream.socket.destroy();
+    opened.upstream.socket.destroy();
     return;
   }
   sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-  runTunnel(session, sock, upstream, { mode: 'connect', host: target.host, port: target.port, startedAt, allowReason: decision.reason }, head);
+  runTunnel(session, sock, opened.upstream, { mode: 'connect', host: target.host, port: target.port, startedAt, allowReason: opened.allowReason }, head);
 }
 
 async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -156,7 +147,7 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
     const status = statusFor(v);
     audit(v, status);
     const body = denyBody(v);
-    res.writeHead(status, { 'X-Aegis-Decision': 'deny', 'X-Aegis-Reason': v.reason, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+    res.writeHead(status, { 'X-Aegis-Decision': v.decision, 'X-Aegis-Reason': v.reason, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
     res.end(body);
     req.resume();
   };
@@ -225,14 +216,14 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
     const status = ur.statusCode ?? 0;
     if (status < 100 || status > 599 || status === 101) {
       ur.destroy();
-      refuse(gatewayDeny('gateway.upstream_failed', `upstream answered with status ${status}`));
+      refuse(upstreamFailed(`upstream answered with status ${status}`));
       return;
     }
     try {
       res.writeHead(status, out);
     } catch (err) {
       ur.destroy();
-      refuse(gatewayDeny('gateway.upstream_failed', `upstream response not relayable: ${(err as Error).message}`));
+      refuse(upstreamFailed(`upstream response not relayable: ${(err as Error).message}`));
       return;
     }
     let cut: Verdict | null = null;
@@ -251,7 +242,7 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
     if (!res.writableFinished) up.destroy(); // the agent went away: stop the upstream request
   });
   up.on('error', (err) => {
-    if (!res.headersSent) refuse(gatewayDeny('gateway.upstream_failed', err.message));
+    if (!res.headersSent) refuse(upstreamFailed(err.message));
     else res.destroy();
   });
   req.on('data', (c: Buffer) => {

@@ -6,11 +6,10 @@
  * with fixed size bounds; a handshake must complete within HANDSHAKE_TIMEOUT_MS.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
+import { gatewayDeny, type Verdict } from '../audit/events.js';
 import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
-import { connectTo, resolveTarget, type Upstream } from './upstream.js';
-import { auditDenied, runTunnel } from './tunnel.js';
+import { auditDenied, openTunnel, runTunnel } from './tunnel.js';
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -79,7 +78,7 @@ export function reply(rep: number): Buffer {
 }
 
 function repFor(v: Verdict): number {
-  return v.reason === 'gateway.upstream_failed' ? REP.hostUnreachable : REP.notAllowed;
+  return v.decision === 'error' ? REP.hostUnreachable : REP.notAllowed;
 }
 
 export function startSocksListener(session: Session, host: string, port = 0): Promise<Server> {
@@ -156,17 +155,12 @@ async function serve(session: Session, sock: Socket): Promise<void> {
     sock.end(reply(rep));
   };
   if (cmd !== 0x01) return refuse(gatewayDeny('gateway.socks_command_refused', `SOCKS5 command ${cmd} is not supported (CONNECT only)`), REP.commandNotSupported);
-  if (!session.connections.take()) return refuse(gatewayDeny('gateway.rate_limited', 'new-connection rate limit exceeded'));
-  const decision = session.matcher.decide(host, port);
-  if (!decision.allow) return refuse(verdictOf(decision));
-  const t = await resolveTarget(session, host);
-  if (!t.ok) return refuse(t.verdict);
-  let upstream: Upstream;
-  try {
-    upstream = await connectTo(t.address, port);
-  } catch (err) {
-    return refuse(gatewayDeny('gateway.upstream_failed', (err as Error).message));
+  const opened = await openTunnel(session, { host, port, decide: () => session.matcher.decide(host, port) });
+  if (!opened.ok) return refuse(opened.verdict);
+  if (sock.destroyed) {
+    opened.upstream.socket.destroy();
+    return;
   }
   sock.write(reply(REP.succeeded));
-  runTunnel(session, sock, upstream, { mode: 'socks5', host: host.toLowerCase(), port, startedAt, allowReason: decision.reason }, request.rest);
+  runTunnel(session, sock, opened.upstream, { mode: 'socks5', host: host.toLowerCase(), port, startedAt, allowReason: opened.allowReason }, request.rest);
 }

@@ -7,11 +7,10 @@
  * the host it names.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
+import { gatewayDeny, type Verdict } from '../audit/events.js';
 import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
-import { connectTo, resolveTarget, type Upstream } from './upstream.js';
-import { auditDenied, helloVerdict, readClientHello, runTunnel } from './tunnel.js';
+import { auditDenied, helloVerdict, openTunnel, readClientHello, runTunnel } from './tunnel.js';
 
 const TLS_PORT = 443;
 
@@ -49,17 +48,14 @@ async function serve(session: Session, sock: Socket): Promise<void> {
   if (sni === null) return refuse(gatewayDeny('gateway.sni_missing', 'TLS ClientHello without SNI: no name to decide on'));
   const hv = helloVerdict(hello.hello, sni);
   if (hv) return refuse(hv);
-  const decision = session.matcher.decide(sni, TLS_PORT);
-  if (!decision.allow) return refuse(verdictOf(decision));
-  if (!session.wasResolved(sni)) return refuse(gatewayDeny('gateway.not_resolved', `SNI ${sni} was not resolved through the gateway's DNS`));
-  if (session.quota.exceeded()) return refuse(gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up'));
-  const t = await resolveTarget(session, sni);
-  if (!t.ok) return refuse(t.verdict);
-  let upstream: Upstream;
-  try {
-    upstream = await connectTo(t.address, TLS_PORT);
-  } catch (err) {
-    return refuse(gatewayDeny('gateway.upstream_failed', (err as Error).message));
-  }
-  runTunnel(session, sock, upstream, { mode: 'transparent-tls', host: sni, port: TLS_PORT, startedAt, allowReason: decision.reason }, hello.bytes, sni);
+  const name = sni;
+  const opened = await openTunnel(session, {
+    host: name,
+    port: TLS_PORT,
+    rateCharged: true,
+    decide: () => session.matcher.decide(name, TLS_PORT),
+    check: () => (session.wasResolved(name) ? null : gatewayDeny('gateway.not_resolved', `SNI ${name} was not resolved through the gateway's DNS`)),
+  });
+  if (!opened.ok) return refuse(opened.verdict);
+  runTunnel(session, sock, opened.upstream, { mode: 'transparent-tls', host: name, port: TLS_PORT, startedAt, allowReason: opened.allowReason }, hello.bytes, name);
 }

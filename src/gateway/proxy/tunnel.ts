@@ -7,15 +7,18 @@
  * Bytes are counted against the sandbox's quota; one `net.connect` event is written at the end.
  */
 import type { Socket } from 'node:net';
-import { connectEvent, gatewayDeny, type ConnectMode, type Verdict } from '../audit/events.js';
+import type { Decision } from '../../policy/types.js';
+import { connectEvent, gatewayDeny, upstreamFailed, verdictOf, type ConnectMode, type Verdict } from '../audit/events.js';
 import { GatewayError } from '../errors.js';
 import type { Session } from '../session.js';
 import { looksLikeTls, parseClientHello, type ClientHelloResult } from './sni.js';
 import { sameHost } from './authority.js';
-import type { Upstream } from './upstream.js';
+import { connectTo, resolveTarget, type Upstream } from './upstream.js';
 
 /** The agent must finish its ClientHello within this time (slowloris). */
 export const HELLO_TIMEOUT_MS = 10_000;
+/** Bytes a tunnel may queue towards one side before it stops reading the other (backpressure). */
+export const TUNNEL_QUEUE_BYTES = 512 * 1024;
 /** A tunnel with no traffic either way for this long is closed. */
 export const TUNNEL_IDLE_MS = 15 * 60_000;
 
@@ -25,6 +28,57 @@ export interface TunnelInfo {
   readonly port: number;
   readonly startedAt: number;
   readonly allowReason: string;
+}
+
+/** What a tunnel is requested for, and the checks the caller adds (see `openTunnel`). */
+export interface TunnelRequest {
+  /** The name or address the policy decides on (and the upstream is resolved from). */
+  readonly host: string;
+  readonly port: number;
+  /** The policy's decision for (host, port); called after the rate limit. */
+  readonly decide: () => Decision;
+  /** The caller's own check after the policy allowed (Host header, name resolved, ...). */
+  readonly check?: () => Verdict | null;
+  /** The caller already charged the rate limit (transparent TLS, before reading the hello). */
+  readonly rateCharged?: boolean;
+  /**
+   * Connect to this address (one the gateway's own DNS answered for `host`) instead of
+   * resolving `host` again; the DNS-rebinding guard still applies.
+   */
+  readonly address?: string;
+}
+
+export type OpenedTunnel = { readonly ok: true; readonly upstream: Upstream; readonly allowReason: string } | { readonly ok: false; readonly verdict: Verdict };
+
+/**
+ * The one check-then-connect path of every tunnel (CONNECT, SOCKS5, transparent TLS, generic
+ * TCP), deny first: rate limit -> policy -> the caller's check -> byte quota -> resolution and
+ * rebinding guard -> upstream connection. Only an allowed destination whose upstream then
+ * fails is an `error` (gateway.upstream_failed); everything before is a denial. The caller
+ * answers in its protocol and, on success, calls `runTunnel`.
+ */
+export async function openTunnel(session: Session, r: TunnelRequest): Promise<OpenedTunnel> {
+  if (!r.rateCharged && !session.connections.take()) return { ok: false, verdict: gatewayDeny('gateway.rate_limited', 'new-connection rate limit exceeded') };
+  const decision = r.decide();
+  if (!decision.allow) return { ok: false, verdict: verdictOf(decision) };
+  const own = r.check?.() ?? null;
+  if (own) return { ok: false, verdict: own };
+  if (session.quota.exceeded()) return { ok: false, verdict: gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up') };
+  let address: string;
+  if (r.address !== undefined) {
+    const g = session.matcher.decideResolvedAddress(r.address);
+    if (!g.allow) return { ok: false, verdict: verdictOf(g) };
+    address = r.address;
+  } else {
+    const t = await resolveTarget(session, r.host);
+    if (!t.ok) return t;
+    address = t.address;
+  }
+  try {
+    return { ok: true, upstream: await connectTo(address, r.port), allowReason: decision.reason };
+  } catch (err) {
+    return { ok: false, verdict: upstreamFailed(err instanceof Error ? err.message : String(err)) };
+  }
 }
 
 /**
@@ -78,6 +132,8 @@ export function helloVerdict(hello: Extract<ClientHelloResult, { status: 'comple
  */
 export function runTunnel(session: Session, client: Socket, up: Upstream, info: TunnelInfo, head: Buffer, sniKnown: string | null = null): void {
   const upstream = up.socket;
+  // Read now: a destroyed socket no longer reports it (the event was written with null).
+  const upstreamAddress = upstream.remoteAddress ?? null;
   client.setNoDelay(true);
   session.track(client);
   session.track(upstream);
@@ -97,7 +153,7 @@ export function runTunnel(session: Session, client: Socket, up: Upstream, info: 
         host: info.host,
         port: info.port,
         sni,
-        upstream: upstream.remoteAddress ?? null,
+        upstream: upstreamAddress,
         bytesSent: sent,
         bytesReceived: received,
         durationMs: Math.round(session.now() - info.startedAt),
@@ -187,7 +243,10 @@ function writer(from: Socket, to: Socket, count: (n: number) => void): { write: 
     write: (c: Buffer, done?: () => void) => {
       count(c.length);
       // `done` (the buffer may be reused) only after a successful write: a failed one may still hold it.
-      if (!to.write(c, done && ((err?: Error | null) => void (err ? undefined : done()))) && !waiting) {
+      // Pause the reader only once TUNNEL_QUEUE_BYTES are queued, not at the socket's 16 KiB
+      // high-water mark: a 256 KiB read always exceeds that, and stop-and-go per read halved raw
+      // TCP throughput (the kernel's send buffer then runs dry while the reader waits).
+      if (!to.write(c, done && ((err?: Error | null) => void (err ? undefined : done()))) && to.writableLength >= TUNNEL_QUEUE_BYTES && !waiting) {
         waiting = true;
         from.pause();
         to.once('drain', resume);

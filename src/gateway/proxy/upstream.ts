@@ -5,7 +5,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { classifyHost } from '../../policy/host.js';
-import { gatewayDeny, verdictOf, type Verdict } from '../audit/events.js';
+import { gatewayDeny, upstreamFailed, verdictOf, type Verdict } from '../audit/events.js';
 import type { Session } from '../session.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -29,9 +29,9 @@ export async function resolveTarget(session: Session, host: string): Promise<Tar
     const res = await session.resolver.resolve(host, 'A');
     addresses = res.addresses;
   } catch (err) {
-    return { ok: false, verdict: gatewayDeny('gateway.upstream_failed', err instanceof Error ? err.message : String(err)) };
+    return { ok: false, verdict: upstreamFailed(err instanceof Error ? err.message : String(err)) };
   }
-  if (addresses.length === 0) return { ok: false, verdict: gatewayDeny('gateway.upstream_failed', `${host} has no IPv4 address`) };
+  if (addresses.length === 0) return { ok: false, verdict: upstreamFailed(`${host} has no IPv4 address`) };
   for (const a of addresses) {
     const d = session.matcher.decideResolvedAddress(a);
     if (!d.allow) return { ok: false, verdict: verdictOf(d) };
