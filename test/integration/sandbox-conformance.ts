@@ -177,6 +177,16 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       );
     });
 
+    it('regression: the agent can start threads (gVisor answered clone3 with EPERM, so libc did not fall back to clone)', async (t) => {
+      const code = 'import ctypes, os, threading\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.syscall(435, None, 0)\nprint("clone3", r, os.strerror(ctypes.get_errno()))\nt = threading.Thread(target=lambda: print("thread ran"))\nt.start(); t.join()';
+      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', code] }));
+      if (!r) return;
+      assert.equal(r.status, 'exited', r.err);
+      assert.equal(r.exitCode, 0, r.err);
+      assert.match(r.out, /^clone3 -1 Function not implemented$/m);
+      assert.match(r.out, /^thread ran$/m);
+    });
+
     it('hands the runtime only pipes of its own: /dev/null keeps owner and mode, stdin comes from the caller', async (t) => {
       // Regression (issue 8): the default stdin was the host's /dev/null, which crun chowned to
       // the sandbox uid (and runsc to 65534); the agent could then chmod it for the whole host.

@@ -44,3 +44,15 @@ describe('RunscDriver', () => {
     assert.ok(d.pidsOverhead(withMounts(20)) < d.pidsOverhead(withMounts(21)));
   });
 });
+
+describe('runsc adapt: clone3', () => {
+  it('allows clone3 to the Sentry (it answers ENOSYS itself; this runsc ignores errnoRet), and nothing else changes', async () => {
+    const { compileSeccomp } = await import('../spec/seccomp.js');
+    const seccomp = compileSeccomp();
+    const config = { linux: { namespaces: [], seccomp }, process: { user: { uid: 1000, gid: 1000 } } } as unknown as OciConfig;
+    const adapted = new RunscDriver().adapt(config);
+    const rules = adapted.linux.seccomp.syscalls;
+    assert.deepEqual(rules.find((r) => r.names.includes('clone3')), { names: ['clone3'], action: 'SCMP_ACT_ALLOW' });
+    assert.deepEqual(rules.filter((r) => !r.names.includes('clone3')), seccomp.syscalls.filter((r) => !r.names.includes('clone3')));
+  });
+});

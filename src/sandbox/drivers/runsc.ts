@@ -33,6 +33,29 @@ import type { RuntimeDriver, RuntimeRun } from './types.js';
 export const RUNSC_TASKS_PER_MOUNT = 4;
 export const RUNSC_BASE_TASKS = 48;
 
+/**
+ * ARCHITECTURE NOTE (clone3): the default profile answers clone3 with ENOSYS (its flags live in
+ * memory, where seccomp cannot look), so that libc falls back to clone, whose flags the profile
+ * does check. This runsc (2022-12) applies `--oci-seccomp` rules but ignores `errnoRet`: the
+ * agent got EPERM, libc did not fall back, and no thread could start ("can't start new thread").
+ * The Sentry itself answers clone3 with ENOSYS (it does not implement it; checked by a
+ * conformance probe), so under gVisor the rule is removed and libc falls back as intended; every
+ * other rule stays.
+ */
+const ENOSYS = 38;
+
+function withoutClone3Rule(config: OciConfig): OciConfig {
+  const seccomp = config.linux.seccomp;
+  if (seccomp === undefined) return config;
+  let changed = false;
+  const syscalls = seccomp.syscalls.map((r) => {
+    if (!(r.names.length === 1 && r.names[0] === 'clone3' && r.action === 'SCMP_ACT_ERRNO' && r.errnoRet === ENOSYS)) return r;
+    changed = true;
+    return { names: ['clone3'], action: 'SCMP_ACT_ALLOW' as const };
+  });
+  return changed ? { ...config, linux: { ...config.linux, seccomp: { ...seccomp, syscalls } } } : config;
+}
+
 export class RunscDriver implements RuntimeDriver {
   readonly isolation = 'gvisor' as const;
   readonly binary: string;
@@ -60,7 +83,8 @@ export class RunscDriver implements RuntimeDriver {
     return findExecutable(this.binary) === null ? `${this.binary} is not installed (Debian package "runsc")` : null;
   }
 
-  adapt(config: OciConfig): OciConfig {
+  adapt(given: OciConfig): OciConfig {
+    const config = withoutClone3Rule(given);
     const joined = config.linux.namespaces.some((n) => n.type === 'network' && n.path !== undefined);
     if (!joined) return config;
     // Without the user namespace the agent's ids are host ids: use the very ids the namespace

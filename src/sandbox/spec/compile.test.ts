@@ -197,6 +197,13 @@ describe('validateBundle', () => {
       (e) => invalid(e) && /uid\/gid 0/.test((e as Error).message) && /capabilities/.test((e as Error).message) && /user/.test((e as Error).message) && /unexpected bind/.test((e as Error).message),
     );
   });
+  it('refuses a seccomp rule that allows what the default never does (clone3 only under gVisor)', () => {
+    const p = policy();
+    const o = options(p);
+    const b = compileBundle(p, o);
+    b.config.linux.seccomp.syscalls.push({ names: ['clone3'], action: 'SCMP_ACT_ALLOW' }, { names: ['unshare'], action: 'SCMP_ACT_ALLOW' });
+    assert.throws(() => validateBundle(b, o), (e) => invalid(e) && (e as Error).message.includes('seccomp allows clone3, unshare'));
+  });
   describe('when a host path is left visible', () => {
     for (const p of ['/proc/kcore', '/proc/cmdline', '/proc/sys/kernel/random/boot_id', '/sys/block', '/sys/firmware']) {
       it(`refuses a bundle that does not mask ${p}`, () => {

@@ -6,6 +6,7 @@
  * Pure: no I/O.
  */
 import { isWithin } from '../../policy/paths.js';
+import { DENIED_ALWAYS } from './seccomp.js';
 import { SandboxError } from '../errors.js';
 import type { CompiledBundle, CompileOptions } from './compile.js';
 import { AEGIS_MASKED_PATHS, CODE_MOUNT, DEFAULT_ID_MAP, MASKED_PATHS, PID_MAX_LIMIT, READONLY_PATHS, SANDBOX_RLIMITS, USERNS_OWNER_BASE } from './compile.js';
@@ -100,6 +101,13 @@ const CHECKS: readonly Check[] = [
     return m.length === 0 || m.some((x) => x.hostID === 0 || x.hostID < 1000) ? 'ids must map to an unprivileged host range' : null;
   },
   (b) => (b.config.linux.seccomp.defaultAction === 'SCMP_ACT_ERRNO' ? null : 'seccomp must deny by default'),
+  // No rule may allow what the default profile never allows; clone3 only under gVisor, whose
+  // Sentry does not implement it (ENOSYS, so libc falls back to clone and its checked flags).
+  (b, o) => {
+    const allowed = b.config.linux.seccomp.syscalls.filter((r) => r.action === 'SCMP_ACT_ALLOW').flatMap((r) => r.names);
+    const bad = allowed.filter((n) => DENIED_ALWAYS.includes(n) || (n === 'clone3' && o.isolation !== 'gvisor'));
+    return bad.length > 0 ? `seccomp allows ${[...new Set(bad)].join(', ')}` : null;
+  },
   // Host facts hidden from the agent: Docker's masked and read-only paths and AEGIS's own.
   (b) => {
     const masked = new Set(b.config.linux.maskedPaths);
