@@ -7,8 +7,6 @@ export type AlertErrorCode =
   /** A rule file or events file cannot be read. */
   | 'alerts.io'
   /** An events file line is not an audit event. */
-  | 'alerts.event_invalid'
-  /** A sink's configuration is not usable. */
-  | 'alerts.sink_invalid';
+  | 'alerts.event_invalid';
 
 export class AlertError extends AegisError<AlertErrorCode> {}

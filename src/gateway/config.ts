@@ -5,8 +5,8 @@
  * - upstreamDns   (AEGIS_UPSTREAM_DNS, "ip:port")  resolver the gateway itself asks.
  *                 Default: the host's first `nameserver` in /etc/resolv.conf, port 53.
  * - sandboxSubnet (AEGIS_SANDBOX_SUBNET, CIDR /16../29) carved into one /30 per sandbox.
- *                 Default 10.201.0.0/16. Must not contain upstreamDns (config_invalid) nor
- *                 overlap any host route (checked at every sandbox start: subnet_conflict).
+ *                 Default 10.201.0.0/16. Must not contain upstreamDns (gateway.config_invalid) nor
+ *                 overlap any host route (checked at every sandbox start: gateway.subnet_conflict).
  * - stateDir      (AEGIS_STATE_DIR) slot locks and per-sandbox resolv.conf. Default /run/aegis.
  *
  * NOTE: the gateway never originates TLS (tunnels stay end to end and https:// URLs are not
@@ -67,9 +67,9 @@ export function firstNameserver(resolvConfText: string): string | null {
 /** Pure: merge file values and environment, validate, apply defaults. */
 export function parseGatewayConfig(env: Readonly<Record<string, string | undefined>>, fileJson: unknown, hostResolvConf: string): GatewayConfig {
   const fromFile = fileJson === null || fileJson === undefined ? {} : fileJson;
-  if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw new GatewayError('config_invalid', 'gateway config file must hold a JSON object');
+  if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw new GatewayError('gateway.config_invalid', 'gateway config file must hold a JSON object');
   if (Object.hasOwn(fromFile, 'extraCaFile')) {
-    throw new GatewayError('config_invalid', 'extraCaFile: the gateway never originates TLS (tunnels are end to end), so a CA file would apply to nothing; give the CA to the agent (SSL_CERT_FILE in the manifest env)');
+    throw new GatewayError('gateway.config_invalid', 'extraCaFile: the gateway never originates TLS (tunnels are end to end), so a CA file would apply to nothing; give the CA to the agent (SSL_CERT_FILE in the manifest env)');
   }
   const merged: Record<string, unknown> = { ...(fromFile as Record<string, unknown>) };
   if (env.AEGIS_UPSTREAM_DNS) merged.upstreamDns = env.AEGIS_UPSTREAM_DNS;
@@ -77,16 +77,16 @@ export function parseGatewayConfig(env: Readonly<Record<string, string | undefin
   if (env.AEGIS_STATE_DIR) merged.stateDir = env.AEGIS_STATE_DIR;
   const r = GatewayConfigSchema.safeParse(merged);
   if (!r.success) {
-    throw new GatewayError('config_invalid', r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
+    throw new GatewayError('gateway.config_invalid', r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
   }
   let upstream = r.data.upstreamDns;
   if (!upstream) {
     const ns = firstNameserver(hostResolvConf);
-    if (!ns) throw new GatewayError('config_invalid', 'no upstream resolver: set AEGIS_UPSTREAM_DNS or an IPv4 nameserver in /etc/resolv.conf');
+    if (!ns) throw new GatewayError('gateway.config_invalid', 'no upstream resolver: set AEGIS_UPSTREAM_DNS or an IPv4 nameserver in /etc/resolv.conf');
     upstream = { host: ns, port: 53 };
   }
   if (subnetContains(r.data.sandboxSubnet, upstream.host)) {
-    throw new GatewayError('config_invalid', `upstreamDns: ${upstream.host} is inside sandboxSubnet ${r.data.sandboxSubnet}; the gateway could not reach it`);
+    throw new GatewayError('gateway.config_invalid', `upstreamDns: ${upstream.host} is inside sandboxSubnet ${r.data.sandboxSubnet}; the gateway could not reach it`);
   }
   return { upstreamDns: upstream, sandboxSubnet: r.data.sandboxSubnet, stateDir: r.data.stateDir };
 }
@@ -98,7 +98,7 @@ export function loadGatewayConfig(env: Readonly<Record<string, string | undefine
     try {
       file = JSON.parse(readFileSync(env.AEGIS_GATEWAY_CONFIG, 'utf8'));
     } catch (err) {
-      throw new GatewayError('config_invalid', `gateway config ${env.AEGIS_GATEWAY_CONFIG}: ${String(err)}`, { cause: err });
+      throw new GatewayError('gateway.config_invalid', `gateway config ${env.AEGIS_GATEWAY_CONFIG}: ${String(err)}`, { cause: err });
     }
   }
   let resolv = '';

@@ -5,24 +5,24 @@ import { AegisError } from '../errors.js';
 
 export type GatewayErrorCode =
   /** Bytes from the agent that are not a TLS ClientHello (or a malformed one). */
-  | 'tls_malformed'
+  | 'gateway.tls_malformed'
   /** A proxy request line, header block or authority that does not parse. */
-  | 'http_malformed'
+  | 'gateway.http_malformed'
   /** A SOCKS5 message that does not parse or uses an unsupported feature. */
-  | 'socks_malformed'
+  | 'gateway.socks_malformed'
   /** A DNS message from the agent or the upstream resolver that does not parse. */
-  | 'dns_malformed'
+  | 'gateway.dns_malformed'
   /** The upstream resolver did not answer in time or answered with an error. */
-  | 'dns_upstream'
+  | 'gateway.dns_upstream'
   /** Gateway configuration (environment or config file) is invalid. */
-  | 'config_invalid'
+  | 'gateway.config_invalid'
   /** Creating or tearing down the sandbox network (netns, veth, nftables) failed. */
-  | 'netns_failed'
+  | 'gateway.netns_failed'
   /** The sandbox subnet overlaps a route or address the host already uses (it would shadow it). */
-  | 'subnet_conflict'
+  | 'gateway.subnet_conflict'
   /** No free sandbox address slot is left in the configured subnet. */
-  | 'netns_exhausted'
+  | 'gateway.netns_exhausted'
   /** A gateway listener could not start; the sandbox must not start either. */
-  | 'listen_failed';
+  | 'gateway.listen_failed';
 
 export class GatewayError extends AegisError<GatewayErrorCode> {}

@@ -389,7 +389,7 @@ except OSError:
       // 198.51.100.0/24 is routed to the fake internet right now: a sandbox there would shadow it.
       await assert.rejects(
         startSandboxNetwork({ network: networkPolicy([]), executionId: 'exec-conflict', audit, config: { ...config, sandboxSubnet: '198.51.100.0/24' } }),
-        (e: unknown) => e instanceof GatewayError && e.code === 'subnet_conflict' && /198\.51\.100\.0\/24 dev agtinet0h/.test(e.message),
+        (e: unknown) => e instanceof GatewayError && e.code === 'gateway.subnet_conflict' && /198\.51\.100\.0\/24 dev agtinet0h/.test(e.message),
       );
       const slots = await readdir(`${config.stateDir}/net-slots`);
       assert.deepEqual(slots.sort(), [String(net.plan.slot)], 'no slot was claimed for the refused sandbox');

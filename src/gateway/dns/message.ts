@@ -3,7 +3,7 @@
  * the gateway's answers. Wire format: RFC 1035 §4.1; rcodes RFC 1035 §4.1.1 / RFC 6895.
  *
  * HOSTILE INPUT: `parseQuery` takes the agent's raw bytes; every failure is
- * GatewayError('dns_malformed'), and the 16-bit id is recovered when possible so the agent
+ * GatewayError('gateway.dns_malformed'), and the 16-bit id is recovered when possible so the agent
  * gets a FORMERR instead of a timeout.
  */
 import * as packet from 'dns-packet';
@@ -29,22 +29,22 @@ export function salvageId(buf: Uint8Array): number | null {
 }
 
 export function parseQuery(buf: Buffer): Question {
-  if (buf.length < 12) throw new GatewayError('dns_malformed', `DNS message of ${buf.length} bytes is shorter than a header`);
-  if (buf.length > MAX_QUERY_BYTES) throw new GatewayError('dns_malformed', `DNS query of ${buf.length} bytes is too large`);
+  if (buf.length < 12) throw new GatewayError('gateway.dns_malformed', `DNS message of ${buf.length} bytes is shorter than a header`);
+  if (buf.length > MAX_QUERY_BYTES) throw new GatewayError('gateway.dns_malformed', `DNS query of ${buf.length} bytes is too large`);
   let msg: packet.Packet;
   try {
     msg = packet.decode(buf);
   } catch (err) {
-    throw new GatewayError('dns_malformed', 'DNS query does not parse', { cause: err });
+    throw new GatewayError('gateway.dns_malformed', 'DNS query does not parse', { cause: err });
   }
-  if (msg.type !== 'query') throw new GatewayError('dns_malformed', 'DNS message is a response, not a query');
-  if ((msg as { opcode?: string }).opcode !== 'QUERY') throw new GatewayError('dns_malformed', 'DNS opcode is not QUERY');
+  if (msg.type !== 'query') throw new GatewayError('gateway.dns_malformed', 'DNS message is a response, not a query');
+  if ((msg as { opcode?: string }).opcode !== 'QUERY') throw new GatewayError('gateway.dns_malformed', 'DNS opcode is not QUERY');
   const qs = msg.questions ?? [];
-  if (qs.length !== 1) throw new GatewayError('dns_malformed', `DNS query has ${qs.length} questions (exactly 1 is supported)`);
+  if (qs.length !== 1) throw new GatewayError('gateway.dns_malformed', `DNS query has ${qs.length} questions (exactly 1 is supported)`);
   const q = qs[0]!;
-  if (q.class !== undefined && q.class !== 'IN') throw new GatewayError('dns_malformed', `DNS class ${q.class} is not IN`);
+  if (q.class !== undefined && q.class !== 'IN') throw new GatewayError('gateway.dns_malformed', `DNS class ${q.class} is not IN`);
   if ((msg.answers?.length ?? 0) > 0 || (msg.authorities?.length ?? 0) > 0) {
-    throw new GatewayError('dns_malformed', 'DNS query carries answer or authority records');
+    throw new GatewayError('gateway.dns_malformed', 'DNS query carries answer or authority records');
   }
   return {
     id: msg.id ?? 0,

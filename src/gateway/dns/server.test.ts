@@ -82,7 +82,7 @@ describe('answerQuestion (deny first, then upstream, then rebinding guard)', () 
     assert.equal((await answerQuestion(s, q('gone.allowed.test'))).rcode, 'NXDOMAIN');
   });
   it('answers SERVFAIL when the upstream fails', async () => {
-    const failing = session({ resolve: () => Promise.reject(new GatewayError('dns_upstream', 'timeout')) }, ['api.openai.com']);
+    const failing = session({ resolve: () => Promise.reject(new GatewayError('gateway.dns_upstream', 'timeout')) }, ['api.openai.com']);
     const o = await answerQuestion(failing, q('api.openai.com'));
     assert.deepEqual([o.rcode, o.verdict.reason], ['SERVFAIL', 'gateway.upstream_failed']);
   });
@@ -106,7 +106,7 @@ describe('followChain', () => {
     assert.deepEqual(r.addresses, []);
   });
   it('refuses CNAME loops', () => {
-    assert.throws(() => followChain('a.com', 'A', [a('a.com', 'CNAME', 'b.com'), a('b.com', 'CNAME', 'a.com')]), (e: unknown) => e instanceof GatewayError && e.code === 'dns_upstream');
+    assert.throws(() => followChain('a.com', 'A', [a('a.com', 'CNAME', 'b.com'), a('b.com', 'CNAME', 'a.com')]), (e: unknown) => e instanceof GatewayError && e.code === 'gateway.dns_upstream');
   });
 });
 
@@ -131,14 +131,14 @@ describe('DNS messages', () => {
       }
     };
     it('short, truncated, oversized, response-typed, multi-question and garbage messages are dns_malformed', () => {
-      assert.equal(malformed(Buffer.alloc(5)), 'dns_malformed');
-      assert.equal(malformed(query().subarray(0, 20)), 'dns_malformed');
-      assert.equal(malformed(Buffer.alloc(5000)), 'dns_malformed');
-      assert.equal(malformed(packet.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'a.com' }] })), 'dns_malformed');
-      assert.equal(malformed(query({ questions: [{ type: 'A', name: 'a.com' }, { type: 'A', name: 'b.com' }] })), 'dns_malformed');
+      assert.equal(malformed(Buffer.alloc(5)), 'gateway.dns_malformed');
+      assert.equal(malformed(query().subarray(0, 20)), 'gateway.dns_malformed');
+      assert.equal(malformed(Buffer.alloc(5000)), 'gateway.dns_malformed');
+      assert.equal(malformed(packet.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'a.com' }] })), 'gateway.dns_malformed');
+      assert.equal(malformed(query({ questions: [{ type: 'A', name: 'a.com' }, { type: 'A', name: 'b.com' }] })), 'gateway.dns_malformed');
       const loop = Buffer.from(query());
       loop.writeUInt16BE(0xc00c, 12); // compression pointer to itself
-      assert.equal(malformed(loop), 'dns_malformed');
+      assert.equal(malformed(loop), 'gateway.dns_malformed');
     });
     it('a FORMERR keeps the id', () => {
       const f = encodeFormErr(0xbeef);

@@ -183,7 +183,7 @@ export async function startDnsServer(session: Session, host: string, port = 0, o
     });
   }).catch((err: unknown) => {
     tcp.close();
-    throw new GatewayError('listen_failed', `DNS UDP listener on ${host}:${actualPort}: ${String(err)}`, { cause: err });
+    throw new GatewayError('gateway.listen_failed', `DNS UDP listener on ${host}:${actualPort}: ${String(err)}`, { cause: err });
   });
   const flush = (): void => {
     for (const e of st.folder.flush()) session.emit(e);
@@ -220,7 +220,7 @@ export async function startDnsServer(session: Session, host: string, port = 0, o
 
 function listenTcp(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('listen_failed', `listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `listener on ${host}:${port}: ${err.message}`, { cause: err })));
     server.listen(port, host, () => resolve());
   });
 }

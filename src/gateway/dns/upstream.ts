@@ -3,7 +3,7 @@
  * default: the host's first `nameserver`), follows CNAME chains and caches answers for their TTL.
  *
  * The upstream is trusted more than the agent but its packets are still parsed defensively:
- * the reply must carry our id and our question, and every failure is GatewayError('dns_upstream').
+ * the reply must carry our id and our question, and every failure is GatewayError('gateway.dns_upstream').
  *
  * LIMITATION: UDP only (no TCP fallback on truncation); A/AAAA answers for API hosts fit.
  */
@@ -49,10 +49,10 @@ export function followChain(name: string, type: AddressType, answers: readonly p
   for (let hop = 0; hop <= MAX_CHAIN; hop++) {
     const cname = answers.find((a) => a.type === 'CNAME' && a.name.toLowerCase() === current);
     if (!cname) break;
-    if (hop === MAX_CHAIN) throw new GatewayError('dns_upstream', `CNAME chain from ${name} is longer than ${MAX_CHAIN}`);
+    if (hop === MAX_CHAIN) throw new GatewayError('gateway.dns_upstream', `CNAME chain from ${name} is longer than ${MAX_CHAIN}`);
     const rec = cname as { data?: unknown; ttl?: number };
     current = String(rec.data).toLowerCase();
-    if (chain.includes(current)) throw new GatewayError('dns_upstream', `CNAME loop at ${current}`);
+    if (chain.includes(current)) throw new GatewayError('gateway.dns_upstream', `CNAME loop at ${current}`);
     chain.push(current);
     ttl = Math.min(ttl, rec.ttl ?? 0);
   }
@@ -104,7 +104,7 @@ export class UpstreamResolver implements Resolver {
         lastErr = err;
       }
     }
-    throw lastErr instanceof GatewayError ? lastErr : new GatewayError('dns_upstream', `upstream resolver failed for ${name}`, { cause: lastErr });
+    throw lastErr instanceof GatewayError ? lastErr : new GatewayError('gateway.dns_upstream', `upstream resolver failed for ${name}`, { cause: lastErr });
   }
 
   private once(name: string, type: AddressType): Promise<Resolution> {
@@ -113,21 +113,21 @@ export class UpstreamResolver implements Resolver {
     const family = this.o.host.includes(':') ? 'udp6' : 'udp4';
     return new Promise<Resolution>((resolve, reject) => {
       const sock = createSocket(family);
-      const timer = setTimeout(() => done(new GatewayError('dns_upstream', `no answer from ${this.o.host}:${this.o.port} in ${this.timeoutMs} ms`)), this.timeoutMs);
+      const timer = setTimeout(() => done(new GatewayError('gateway.dns_upstream', `no answer from ${this.o.host}:${this.o.port} in ${this.timeoutMs} ms`)), this.timeoutMs);
       const done = (err: Error | null, r?: Resolution): void => {
         clearTimeout(timer);
         sock.close();
         if (err) reject(err);
         else resolve(r!);
       };
-      sock.on('error', (err) => done(new GatewayError('dns_upstream', `upstream socket error: ${err.message}`, { cause: err })));
+      sock.on('error', (err) => done(new GatewayError('gateway.dns_upstream', `upstream socket error: ${err.message}`, { cause: err })));
       sock.on('message', (msg, rinfo) => {
         if (rinfo.address !== this.o.host || rinfo.port !== this.o.port) return; // not our resolver: ignore
         let res: packet.Packet;
         try {
           res = packet.decode(msg);
         } catch (err) {
-          done(new GatewayError('dns_upstream', 'unparseable upstream answer', { cause: err }));
+          done(new GatewayError('gateway.dns_upstream', 'unparseable upstream answer', { cause: err }));
           return;
         }
         const q = res.questions?.[0];

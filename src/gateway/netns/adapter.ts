@@ -16,9 +16,9 @@ import { hostRuleset, parseSubnet, planSandboxNet, SANDBOX_IPV6, sandboxRuleset,
 async function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
   const argv = [findExecutable(cmd) ?? cmd, ...args];
   const r = await runCommand(argv, { timeoutMs: 15_000, ...(input !== undefined ? { input } : {}) }).catch((err: unknown) => {
-    throw new GatewayError('netns_failed', `${cmd} ${args.join(' ')}: ${(err as Error).message}`, { cause: err });
+    throw new GatewayError('gateway.netns_failed', `${cmd} ${args.join(' ')}: ${(err as Error).message}`, { cause: err });
   });
-  if (r.code !== 0) throw new GatewayError('netns_failed', describeFailure([cmd, ...args], r));
+  if (r.code !== 0) throw new GatewayError('gateway.netns_failed', describeFailure([cmd, ...args], r));
   return r.stdout;
 }
 
@@ -36,7 +36,7 @@ interface SlotLock {
 
 /**
  * Refuse a sandbox subnet that overlaps anything the host routes (any table) other than the
- * gateway's own veths: `subnet_conflict`. Run before every sandbox network is built, since
+ * gateway's own veths: `gateway.subnet_conflict`. Run before every sandbox network is built, since
  * the host's routes change (docker networks, VPNs, a test network).
  */
 export async function checkSubnetFree(subnet: string): Promise<void> {
@@ -44,12 +44,12 @@ export async function checkSubnetFree(subnet: string): Promise<void> {
   try {
     routes = JSON.parse(await run('ip', ['-j', '-4', 'route', 'show', 'table', 'all'])) as HostRoute[];
   } catch (err) {
-    throw new GatewayError('netns_failed', `reading the host's routes: ${String(err)}`, { cause: err });
+    throw new GatewayError('gateway.netns_failed', `reading the host's routes: ${String(err)}`, { cause: err });
   }
   const clash = subnetConflicts(subnet, routes);
   if (clash.length > 0) {
     const what = clash.map((r) => `${r.dst}${r.dev ? ` dev ${r.dev}` : ''}${r.table ? ` table ${r.table}` : ''}`).join(', ');
-    throw new GatewayError('subnet_conflict', `sandbox subnet ${subnet} overlaps host routes (${what}); set AEGIS_SANDBOX_SUBNET to an unused range`);
+    throw new GatewayError('gateway.subnet_conflict', `sandbox subnet ${subnet} overlaps host routes (${what}); set AEGIS_SANDBOX_SUBNET to an unused range`);
   }
 }
 
@@ -63,12 +63,12 @@ export async function claimSlot(slotDir: string, subnet: string, id: string, exe
     try {
       created = await tryCreateLock(path, { id, ...(execution !== undefined ? { execution } : {}) } satisfies SlotLock);
     } catch (err) {
-      throw new GatewayError('netns_failed', `slot lock ${path}: ${String(err)}`, { cause: err });
+      throw new GatewayError('gateway.netns_failed', `slot lock ${path}: ${String(err)}`, { cause: err });
     }
     if (created) return slot;
     // taken (a stale one is freed by sweepStaleSandboxNets, which startSandboxNetwork runs first)
   }
-  throw new GatewayError('netns_exhausted', `all ${slots} sandbox network slots in ${subnet} are in use`);
+  throw new GatewayError('gateway.netns_exhausted', `all ${slots} sandbox network slots in ${subnet} are in use`);
 }
 
 /** What the sweep removed of one dead gateway's sandbox network. */

@@ -43,7 +43,7 @@ describe('parseBlockedTable', () => {
         '{"nftables": [{"set": {"table": "aegis", "name": "blocked_ip4", "elem": [{"elem": {"val": {"concat": [7, "icmp"]}, "counter": {"packets": 1, "bytes": 1}}}]}}]}',
         '{"nftables": [{"set": {"table": "aegis", "name": "blocked_ip4", "elem": [{"elem": {"val": {"concat": ["1.2.3.4", "icmp"]}}}]}}]}',
       ]) {
-        assert.throws(() => parseBlockedTable(bad, 'aegis'), (e: unknown) => e instanceof GatewayError && e.code === 'netns_failed', bad);
+        assert.throws(() => parseBlockedTable(bad, 'aegis'), (e: unknown) => e instanceof GatewayError && e.code === 'gateway.netns_failed', bad);
       }
     });
   });

@@ -95,7 +95,7 @@ function classOf(family: 4 | 6, protocol: string): BlockedClass {
 }
 
 function fail(table: string, what: string, cause?: unknown): never {
-  throw new GatewayError('netns_failed', `nft table ${table}: ${what}`, cause === undefined ? undefined : { cause });
+  throw new GatewayError('gateway.netns_failed', `nft table ${table}: ${what}`, cause === undefined ? undefined : { cause });
 }
 
 function countOf(table: string, c: unknown, what: string): BlockedCount {
@@ -120,7 +120,7 @@ function destinationOf(table: string, setName: string, item: unknown): BlockedDe
 
 /**
  * The `blocked_*` counters and destination sets of `table` in the output of
- * `nft -j list table inet <table>`. Throws `netns_failed` on output that is not that shape;
+ * `nft -j list table inet <table>`. Throws `gateway.netns_failed` on output that is not that shape;
  * a counter or set that is missing counts as zero / empty.
  */
 export function parseBlockedTable(json: string, table: string): BlockedTableReading {

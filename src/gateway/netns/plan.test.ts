@@ -12,11 +12,11 @@ describe('planSandboxNet', () => {
     assert.ok(p.hostIf.length <= 15 && p.sandboxIfTemp.length <= 15, 'interface names fit IFNAMSIZ');
   });
   it('refuses ids that are not 8 hex digits (they end up in commands and rules)', () => {
-    assert.throws(() => planSandboxNet('x; rm -rf', 0, '10.201.0.0/16'), (e: unknown) => e instanceof GatewayError && e.code === 'netns_failed');
+    assert.throws(() => planSandboxNet('x; rm -rf', 0, '10.201.0.0/16'), (e: unknown) => e instanceof GatewayError && e.code === 'gateway.netns_failed');
   });
   it('refuses slots outside the subnet', () => {
     assert.equal(parseSubnet('10.201.0.0/28').slots, 4);
-    assert.throws(() => planSandboxNet('00000000', 4, '10.201.0.0/28'), (e: unknown) => e instanceof GatewayError && e.code === 'netns_exhausted');
+    assert.throws(() => planSandboxNet('00000000', 4, '10.201.0.0/28'), (e: unknown) => e instanceof GatewayError && e.code === 'gateway.netns_exhausted');
   });
   it('refuses subnets with host bits or odd prefixes', () => {
     for (const s of ['10.201.0.1/16', '10.0.0.0/8', '10.201.0.0/30', 'x/16']) assert.throws(() => parseSubnet(s), GatewayError, s);

@@ -86,7 +86,7 @@ const ID = /^[0-9a-f]{8}$/;
 function v4ToInt(a: string): number {
   const p = a.split('.').map(Number);
   if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) {
-    throw new GatewayError('config_invalid', `"${a}" is not an IPv4 address`);
+    throw new GatewayError('gateway.config_invalid', `"${a}" is not an IPv4 address`);
   }
   return ((p[0]! << 24) >>> 0) + (p[1]! << 16) + (p[2]! << 8) + p[3]!;
 }
@@ -98,12 +98,12 @@ function intToV4(n: number): string {
 /** Parse `a.b.c.d/n` (n between 16 and 29) into its base and the number of /30 slots. */
 export function parseSubnet(cidr: string): { base: number; slots: number } {
   const m = /^([0-9.]+)\/([0-9]{1,2})$/.exec(cidr);
-  if (!m) throw new GatewayError('config_invalid', `sandbox subnet "${cidr}" is not a.b.c.d/n`);
+  if (!m) throw new GatewayError('gateway.config_invalid', `sandbox subnet "${cidr}" is not a.b.c.d/n`);
   const prefix = Number(m[2]);
-  if (prefix < 16 || prefix > 29) throw new GatewayError('config_invalid', `sandbox subnet prefix /${prefix} must be between /16 and /29`);
+  if (prefix < 16 || prefix > 29) throw new GatewayError('gateway.config_invalid', `sandbox subnet prefix /${prefix} must be between /16 and /29`);
   const base = v4ToInt(m[1]!);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  if ((base & mask) >>> 0 !== base) throw new GatewayError('config_invalid', `sandbox subnet "${cidr}" has host bits set`);
+  if ((base & mask) >>> 0 !== base) throw new GatewayError('gateway.config_invalid', `sandbox subnet "${cidr}" has host bits set`);
   return { base, slots: 2 ** (30 - prefix) };
 }
 
@@ -159,9 +159,9 @@ export function subnetContains(subnet: string, address: string): boolean {
 }
 
 export function planSandboxNet(id: string, slot: number, subnet: string): SandboxNetPlan {
-  if (!ID.test(id)) throw new GatewayError('netns_failed', `sandbox network id "${id}" is not 8 lower-case hex digits`);
+  if (!ID.test(id)) throw new GatewayError('gateway.netns_failed', `sandbox network id "${id}" is not 8 lower-case hex digits`);
   const { base, slots } = parseSubnet(subnet);
-  if (!Number.isInteger(slot) || slot < 0 || slot >= slots) throw new GatewayError('netns_exhausted', `slot ${slot} is outside ${subnet} (${slots} slots)`);
+  if (!Number.isInteger(slot) || slot < 0 || slot >= slots) throw new GatewayError('gateway.netns_exhausted', `slot ${slot} is outside ${subnet} (${slots} slots)`);
   const net = base + slot * 4;
   return {
     id,

@@ -25,7 +25,7 @@ describe('parseAuthority', () => {
   describe('when the authority is hostile', () => {
     for (const bad of ['api.openai.com', 'a.com:0', 'a.com:65536', 'a.com:+1', 'user@a.com:443', 'a.com :443', '2001:db8::1:443', '[2001:db8::1', '[a.com]:443', 'a.com/x:443', 'a%2ecom:443', '', 'a'.repeat(300) + ':443']) {
       it(`refuses ${JSON.stringify(bad.slice(0, 40))} with http_malformed`, () => {
-        assert.equal(codeOf(() => parseAuthority(bad, null)), 'http_malformed');
+        assert.equal(codeOf(() => parseAuthority(bad, null)), 'gateway.http_malformed');
       });
     }
   });
@@ -39,8 +39,8 @@ describe('parseAbsoluteUrl', () => {
     assert.equal(parseAbsoluteUrl('https://api.openai.com/').scheme, 'https');
   });
   it('refuses userinfo and origin-form targets', () => {
-    assert.equal(codeOf(() => parseAbsoluteUrl('http://user:pw@attacker.com/')), 'http_malformed');
-    assert.equal(codeOf(() => parseAbsoluteUrl('/just/a/path')), 'http_malformed');
+    assert.equal(codeOf(() => parseAbsoluteUrl('http://user:pw@attacker.com/')), 'gateway.http_malformed');
+    assert.equal(codeOf(() => parseAbsoluteUrl('/just/a/path')), 'gateway.http_malformed');
   });
 });
 

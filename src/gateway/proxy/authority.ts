@@ -2,7 +2,7 @@
  * Parsing of hosts and ports the agent names: CONNECT request-targets (RFC 9110 §9.3.6,
  * authority-form `host:port`), Host header values (RFC 9110 §7.2), absolute-form URLs.
  *
- * HOSTILE INPUT: returns a coded GatewayError('http_malformed') for anything else. The host
+ * HOSTILE INPUT: returns a coded GatewayError('gateway.http_malformed') for anything else. The host
  * is returned as written (minus IPv6 brackets and one trailing dot, lower-cased); whether it
  * is a name or an address in some spelling is for the policy matcher to decide.
  */
@@ -18,7 +18,7 @@ const MAX_HOST = 255;
 const HOST_CHARS = /^[A-Za-z0-9._\-:]+$/;
 
 function bad(why: string): never {
-  throw new GatewayError('http_malformed', why);
+  throw new GatewayError('gateway.http_malformed', why);
 }
 
 function parsePort(text: string): number {

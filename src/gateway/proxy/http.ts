@@ -84,7 +84,7 @@ export function startHttpListener(session: Session, mode: HttpMode, host: string
   });
   server.on('close', () => upstreamAgent.destroy());
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('listen_failed', `HTTP listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `HTTP listener on ${host}:${port}: ${err.message}`, { cause: err })));
     server.listen(port, host, () => resolve(server));
   });
 }

@@ -3,7 +3,7 @@
  *
  * HOSTILE INPUT: these are the first bytes an agent sends. The parser is pure, bounded and
  * incremental: call it with everything buffered so far; it returns `incomplete` until a whole
- * ClientHello has arrived, and throws GatewayError('tls_malformed') on anything that is not one.
+ * ClientHello has arrived, and throws GatewayError('gateway.tls_malformed') on anything that is not one.
  *
  * Formats: TLS record layer (RFC 8446 §5.1), ClientHello (RFC 8446 §4.1.2, RFC 5246 §7.4.1.2),
  * server_name extension (RFC 6066 §3), encrypted_client_hello (draft-ietf-tls-esni, type 0xfe0d).
@@ -30,7 +30,7 @@ export type ClientHelloResult =
     };
 
 function malformed(why: string): never {
-  throw new GatewayError('tls_malformed', `not a TLS ClientHello: ${why}`);
+  throw new GatewayError('gateway.tls_malformed', `not a TLS ClientHello: ${why}`);
 }
 
 /** True when `first` can start a TLS handshake record (to tell TLS from other protocols). */

@@ -19,7 +19,7 @@ export const REP = { succeeded: 0x00, failure: 0x01, notAllowed: 0x02, hostUnrea
 export type SocksParse<T> = { readonly status: 'incomplete' } | ({ readonly status: 'complete'; readonly consumed: number } & T);
 
 function malformed(why: string): never {
-  throw new GatewayError('socks_malformed', `SOCKS5: ${why}`);
+  throw new GatewayError('gateway.socks_malformed', `SOCKS5: ${why}`);
 }
 
 /** Method-selection message: VER NMETHODS METHODS (RFC 1928 §3). */
@@ -92,7 +92,7 @@ export function startSocksListener(session: Session, host: string, port = 0): Pr
   });
   session.guard(server, 'socks5');
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('listen_failed', `SOCKS5 listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `SOCKS5 listener on ${host}:${port}: ${err.message}`, { cause: err })));
     server.listen(port, host, () => resolve(server));
   });
 }
@@ -101,7 +101,7 @@ export function startSocksListener(session: Session, host: string, port = 0): Pr
 function readMessage<T>(sock: Socket, initial: Buffer, parse: (b: Uint8Array) => SocksParse<T>): Promise<{ msg: Extract<SocksParse<T>, { status: 'complete' }>; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     let buf = initial;
-    const timer = setTimeout(() => done(new GatewayError('socks_malformed', 'SOCKS5 handshake not completed in time')), HANDSHAKE_TIMEOUT_MS);
+    const timer = setTimeout(() => done(new GatewayError('gateway.socks_malformed', 'SOCKS5 handshake not completed in time')), HANDSHAKE_TIMEOUT_MS);
     const done = (err: Error | null, r?: { msg: Extract<SocksParse<T>, { status: 'complete' }>; rest: Buffer }): void => {
       clearTimeout(timer);
       sock.off('data', onData);
@@ -114,7 +114,7 @@ function readMessage<T>(sock: Socket, initial: Buffer, parse: (b: Uint8Array) =>
       try {
         const r = parse(buf);
         if (r.status === 'complete') done(null, { msg: r as Extract<SocksParse<T>, { status: 'complete' }>, rest: buf.subarray(r.consumed) });
-        else if (buf.length > 600) done(new GatewayError('socks_malformed', 'SOCKS5 message too long'));
+        else if (buf.length > 600) done(new GatewayError('gateway.socks_malformed', 'SOCKS5 message too long'));
       } catch (err) {
         done(err as Error);
       }
@@ -123,7 +123,7 @@ function readMessage<T>(sock: Socket, initial: Buffer, parse: (b: Uint8Array) =>
       buf = Buffer.concat([buf, c]);
       attempt();
     };
-    const onClose = (): void => done(new GatewayError('socks_malformed', 'closed during the SOCKS5 handshake'));
+    const onClose = (): void => done(new GatewayError('gateway.socks_malformed', 'closed during the SOCKS5 handshake'));
     sock.on('data', onData);
     sock.once('close', onClose);
     if (buf.length > 0) attempt();

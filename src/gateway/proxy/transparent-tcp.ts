@@ -71,7 +71,7 @@ export function startTransparentTcpListener(session: Session, host: string, dpor
   });
   session.guard(server, 'transparent-tcp');
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('listen_failed', `transparent TCP listener for port ${dport} on ${host}: ${err.message}`, { cause: err })));
+    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `transparent TCP listener for port ${dport} on ${host}: ${err.message}`, { cause: err })));
     server.listen(0, host, () => resolve(server));
   });
 }

@@ -25,7 +25,7 @@ export function startTransparentTlsListener(session: Session, host: string, port
   });
   session.guard(server, 'transparent-tls');
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('listen_failed', `transparent TLS listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `transparent TLS listener on ${host}:${port}: ${err.message}`, { cause: err })));
     server.listen(port, host, () => resolve(server));
   });
 }

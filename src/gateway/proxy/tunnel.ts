@@ -88,7 +88,7 @@ export async function openTunnel(session: Session, r: TunnelRequest): Promise<Op
 export function readClientHello(sock: Socket, head: Buffer): Promise<{ bytes: Buffer; hello: Extract<ClientHelloResult, { status: 'complete' }> }> {
   return new Promise((resolve, reject) => {
     let buf = head;
-    const timer = setTimeout(() => finish(new GatewayError('tls_malformed', 'ClientHello not received in time')), HELLO_TIMEOUT_MS);
+    const timer = setTimeout(() => finish(new GatewayError('gateway.tls_malformed', 'ClientHello not received in time')), HELLO_TIMEOUT_MS);
     const finish = (err: Error | null, hello?: Extract<ClientHelloResult, { status: 'complete' }>): void => {
       clearTimeout(timer);
       sock.off('data', onData);
@@ -109,7 +109,7 @@ export function readClientHello(sock: Socket, head: Buffer): Promise<{ bytes: Bu
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
       tryParse();
     };
-    const onClose = (): void => finish(new GatewayError('tls_malformed', 'connection closed before a complete ClientHello'));
+    const onClose = (): void => finish(new GatewayError('gateway.tls_malformed', 'connection closed before a complete ClientHello'));
     sock.on('data', onData);
     sock.once('close', onClose);
     if (buf.length > 0) tryParse();
