@@ -58,7 +58,12 @@ interface Target {
 }
 
 /** N events through `writers` concurrent closed-loop writers; returns events/s and latencies. */
-async function sustained(home: string, env: Record<string, string>, n: number, writers: number): Promise<{ rate: number; lat: Float64Array; cpuUs: number }> {
+async function sustained(
+  home: string,
+  env: Record<string, string>,
+  n: number,
+  writers: number,
+): Promise<{ rate: number; lat: Float64Array; cpuUs: number }> {
   const log = await openAuditLog({ home, env });
   // A typed array: a large `new Array(n)` would be a slow dictionary and distort the figures.
   const lat = new Float64Array(n);
@@ -182,8 +187,12 @@ async function proofs(home: string, env: Record<string, string>): Promise<{ load
 async function openBench(home: string, env: Record<string, string>, big: number): Promise<void> {
   const o = await openTimes(home, env);
   const runs = (xs: number[]): string => xs.map((x) => fmt(x * 1000, 0)).join(', ');
-  console.log(`open log for append, ${fmt(big)} events, from the saved frontier: median ${fmt(median(o.frontier) * 1000, 1)} ms  (runs: ${runs(o.frontier)} ms)`);
-  console.log(`open log for append, ${fmt(big)} events, full rebuild from every leaf hash (frontier unreadable; the only way before): median ${fmt(median(o.full) * 1000, 0)} ms  (runs: ${runs(o.full)} ms)`);
+  console.log(
+    `open log for append, ${fmt(big)} events, from the saved frontier: median ${fmt(median(o.frontier) * 1000, 1)} ms  (runs: ${runs(o.frontier)} ms)`,
+  );
+  console.log(
+    `open log for append, ${fmt(big)} events, full rebuild from every leaf hash (frontier unreadable; the only way before): median ${fmt(median(o.full) * 1000, 0)} ms  (runs: ${runs(o.full)} ms)`,
+  );
 }
 
 async function bench(t: Target, n: number, big: number): Promise<void> {
@@ -211,7 +220,9 @@ async function bench(t: Target, n: number, big: number): Promise<void> {
     p99s.push(pct(s.lat, 99));
     await cleanup();
   }
-  console.log(`sustained appends (${fmt(n)} events, ${fmt(WRITERS)} concurrent writers, fsync per batch): median ${fmt(median(rates))} events/s  (runs: ${rates.map((x) => fmt(x)).join(', ')})`);
+  console.log(
+    `sustained appends (${fmt(n)} events, ${fmt(WRITERS)} concurrent writers, fsync per batch): median ${fmt(median(rates))} events/s  (runs: ${rates.map((x) => fmt(x)).join(', ')})`,
+  );
   console.log(`  latency at saturation: p50 ${fmt(median(p50s), 1)} ms, p99 ${fmt(median(p99s), 1)} ms`);
   console.log(`  CPU time of this process (all threads) per event: median ${fmt(median(cpus), 1)} µs`);
   const brates: number[] = [];
@@ -220,11 +231,15 @@ async function bench(t: Target, n: number, big: number): Promise<void> {
     brates.push(await sustainedBatches(home, env, n, 16, 256));
     await cleanup();
   }
-  console.log(`sustained appends, 16 writers x appendMany(256 events): median ${fmt(median(brates))} events/s  (runs: ${brates.map((x) => fmt(x)).join(', ')})`);
+  console.log(
+    `sustained appends, 16 writers x appendMany(256 events): median ${fmt(median(brates))} events/s  (runs: ${brates.map((x) => fmt(x)).join(', ')})`,
+  );
   for (const rate of [1000, 10_000]) {
     const { home, env, cleanup } = await t.fresh();
     const lat = await paced(home, env, rate, 3);
-    console.log(`  latency at ${fmt(rate)} events/s offered (3 s): p50 ${fmt(pct(lat, 50), 2)} ms, p99 ${fmt(pct(lat, 99), 2)} ms, max ${fmt(pct(lat, 100), 1)} ms`);
+    console.log(
+      `  latency at ${fmt(rate)} events/s offered (3 s): p50 ${fmt(pct(lat, 50), 2)} ms, p99 ${fmt(pct(lat, 99), 2)} ms, max ${fmt(pct(lat, 100), 1)} ms`,
+    );
     await cleanup();
   }
   const { home, env, cleanup } = await t.fresh();
@@ -233,10 +248,14 @@ async function bench(t: Target, n: number, big: number): Promise<void> {
   console.log(`built a ${fmt(big)}-event log in ${fmt((performance.now() - tb) / 1000, 1)} s (${fmt(s.rate)} events/s)`);
   const v: number[] = [];
   for (let r = 0; r < Math.min(RUNS, 3); r++) v.push((await verifyTime(home, env)).secs);
-  console.log(`full verification of ${fmt(big)} events (recompute every leaf, tree, checkpoints): median ${fmt(median(v), 2)} s  (runs: ${v.map((x) => fmt(x, 2)).join(', ')})`);
+  console.log(
+    `full verification of ${fmt(big)} events (recompute every leaf, tree, checkpoints): median ${fmt(median(v), 2)} s  (runs: ${v.map((x) => fmt(x, 2)).join(', ')})`,
+  );
   await openBench(home, env, big);
   const p = await proofs(home, env);
-  console.log(`proofs: first one loads ${fmt(big)} leaf hashes in ${fmt(p.loadSecs, 2)} s; then inclusion proof: median ${fmt(p.incl, 1)} µs; consistency proof: median ${fmt(p.cons, 1)} µs`);
+  console.log(
+    `proofs: first one loads ${fmt(big)} leaf hashes in ${fmt(p.loadSecs, 2)} s; then inclusion proof: median ${fmt(p.incl, 1)} µs; consistency proof: median ${fmt(p.cons, 1)} µs`,
+  );
   await cleanup();
 }
 
@@ -244,7 +263,11 @@ const embedded: Target = {
   name: 'embedded (files under $AEGIS_HOME/audit, ext4)',
   async fresh() {
     const home = await mkdtemp(join(tmpdir(), 'aegis-bench-'));
-    return { home, env: { AEGIS_AUDIT_PUBLISH: `file:${join(home, 'published')}` }, cleanup: () => rm(home, { recursive: true, force: true }) };
+    return {
+      home,
+      env: { AEGIS_AUDIT_PUBLISH: `file:${join(home, 'published')}` },
+      cleanup: () => rm(home, { recursive: true, force: true }),
+    };
   },
 };
 
@@ -268,7 +291,12 @@ function pgTarget(url: string): Target {
 }
 
 const os = await import('node:os');
-console.log(`AEGIS audit benchmark: node ${process.version}, ${os.availableParallelism()} CPUs, load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+console.log(
+  `AEGIS audit benchmark: node ${process.version}, ${os.availableParallelism()} CPUs, load average ${os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')}`,
+);
 await bench(embedded, EVENTS, BIG);
 const pgUrl = values.pg ?? process.env['AEGIS_TEST_PG_URL'];
 if (pgUrl !== undefined && pgUrl !== '') {

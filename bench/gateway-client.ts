@@ -84,7 +84,10 @@ async function main(): Promise<void> {
     // Sequential small requests on one kept-alive TLS connection.
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     (agent as unknown as { createConnection: unknown }).createConnection = (_o: unknown, cb: (e: Error | null, s?: Socket) => void) => {
-      openTls().then((s) => cb(null, s), (e: Error) => cb(e));
+      openTls().then(
+        (s) => cb(null, s),
+        (e: Error) => cb(e),
+      );
       return undefined;
     };
     for (let i = 0; i < 200; i++) await get(agent, '/warm'); // warm-up
@@ -119,7 +122,10 @@ async function main(): Promise<void> {
   } else if (mode === 'throughput') {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     (agent as unknown as { createConnection: unknown }).createConnection = (_o: unknown, cb: (e: Error | null, s?: Socket) => void) => {
-      openTls().then((s) => cb(null, s), (e: Error) => cb(e));
+      openTls().then(
+        (s) => cb(null, s),
+        (e: Error) => cb(e),
+      );
       return undefined;
     };
     await get(agent, '/bytes/1048576'); // warm-up

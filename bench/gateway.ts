@@ -27,7 +27,9 @@ type Figures = Record<string, number>;
 
 function runHost(args: string[]): Promise<Figures> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLIENT, ...args], { timeout: 120_000 }, (err, stdout, stderr) => (err ? reject(new Error(stderr || String(err))) : resolve(JSON.parse(stdout) as Figures)));
+    execFile(process.execPath, [CLIENT, ...args], { timeout: 120_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(stderr || String(err))) : resolve(JSON.parse(stdout) as Figures),
+    );
   });
 }
 
@@ -65,7 +67,10 @@ async function main(): Promise<void> {
   const inet = await startFakeInternet();
   const audit = new MemorySink();
   const net = await startSandboxNetwork({
-    network: networkPolicy(['bench.test', `bench.test:${RAW_SOURCE_PORT}`, `bench.test:${RAW_ECHO_PORT}`], { perSecond: 1_000_000, burst: 1_000_000 }),
+    network: networkPolicy(['bench.test', `bench.test:${RAW_SOURCE_PORT}`, `bench.test:${RAW_ECHO_PORT}`], {
+      perSecond: 1_000_000,
+      burst: 1_000_000,
+    }),
     executionId: 'bench',
     audit,
     config: { upstreamDns: { host: UPSTREAM_DNS, port: 53 }, sandboxSubnet: '10.201.0.0/16', stateDir: '/run/aegis-bench' },
@@ -91,16 +96,26 @@ async function main(): Promise<void> {
           const f =
             path === 'direct'
               ? await runHost([mode, BENCH_ADDRESS, inet.caFile])
-              : await runNs(net.netnsName, path === 'connect' ? [mode, BENCH_ADDRESS, inet.caFile, proxy] : [mode, BENCH_ADDRESS, inet.caFile]);
+              : await runNs(
+                  net.netnsName,
+                  path === 'connect' ? [mode, BENCH_ADDRESS, inet.caFile, proxy] : [mode, BENCH_ADDRESS, inet.caFile],
+                );
           const c1 = process.cpuUsage(c0);
           runs[path].push(path === 'direct' ? f : { ...f, gatewayCpuMs: (c1.user + c1.system) / 1000 });
         }
       }
-      rows.push({ metric: mode, direct: median(runs.direct), transparent: median(runs.transparent), connect: runs.connect.length > 0 ? median(runs.connect) : {}, runs });
+      rows.push({
+        metric: mode,
+        direct: median(runs.direct),
+        transparent: median(runs.transparent),
+        connect: runs.connect.length > 0 ? median(runs.connect) : {},
+        runs,
+      });
     }
     const row = (m: string): (typeof rows)[0] | undefined => rows.find((r) => r.metric === m);
     /** Median over rounds of (path figure / direct figure of the same round). */
-    const pairedRatio = (r: (typeof rows)[0], path: Path, key: string): number => median(r.runs[path].map((f, i) => ({ x: f[key]! / r.runs.direct[i]![key]! }))).x!;
+    const pairedRatio = (r: (typeof rows)[0], path: Path, key: string): number =>
+      median(r.runs[path].map((f, i) => ({ x: f[key]! / r.runs.direct[i]![key]! }))).x!;
     const out: string[] = [];
     out.push('egress gateway benchmark (same fake-internet HTTPS server; direct = host, gateway = sandbox netns)');
     out.push(`cores: ${(await import('node:os')).cpus().length}, node ${process.version}, ${ROUNDS} rounds`);
@@ -108,15 +123,25 @@ async function main(): Promise<void> {
     if (lat) {
       out.push('');
       out.push(`HTTPS request on a kept-alive connection (3000 sequential requests; median of ${ROUNDS} rounds), ms:`);
-      for (const [name, f] of [['transparent', lat.transparent], ['connect', lat.connect]] as const) {
-        out.push(`  ${name.padEnd(12)} p50 ${f2(f.p50!)} (direct ${f2(lat.direct.p50!)}, added ${f2(f.p50! - lat.direct.p50!)})   p99 ${f2(f.p99!)} (direct ${f2(lat.direct.p99!)}, added ${f2(f.p99! - lat.direct.p99!)})`);
+      for (const [name, f] of [
+        ['transparent', lat.transparent],
+        ['connect', lat.connect],
+      ] as const) {
+        out.push(
+          `  ${name.padEnd(12)} p50 ${f2(f.p50!)} (direct ${f2(lat.direct.p50!)}, added ${f2(f.p50! - lat.direct.p50!)})   p99 ${f2(f.p99!)} (direct ${f2(lat.direct.p99!)}, added ${f2(f.p99! - lat.direct.p99!)})`,
+        );
       }
     }
     const conn = row('newconn');
     if (conn) {
       out.push('New connection + TLS handshake + request, sequential for 3 s:');
-      for (const [name, f] of [['transparent', conn.transparent], ['connect', conn.connect]] as const) {
-        out.push(`  ${name.padEnd(12)} ${f.perSecond!.toFixed(0)}/s vs direct ${conn.direct.perSecond!.toFixed(0)}/s (ratio ${(f.perSecond! / conn.direct.perSecond!).toFixed(2)}); p50 added ${f2(f.p50! - conn.direct.p50!)} ms, p99 added ${f2(f.p99! - conn.direct.p99!)} ms`);
+      for (const [name, f] of [
+        ['transparent', conn.transparent],
+        ['connect', conn.connect],
+      ] as const) {
+        out.push(
+          `  ${name.padEnd(12)} ${f.perSecond!.toFixed(0)}/s vs direct ${conn.direct.perSecond!.toFixed(0)}/s (ratio ${(f.perSecond! / conn.direct.perSecond!).toFixed(2)}); p50 added ${f2(f.p50! - conn.direct.p50!)} ms, p99 added ${f2(f.p99! - conn.direct.p99!)} ms`,
+        );
       }
     }
     const thr = row('throughput');
@@ -124,26 +149,40 @@ async function main(): Promise<void> {
       out.push('100 MB download over HTTPS:');
       for (const name of ['transparent', 'connect'] as const) {
         const f = thr[name];
-        out.push(`  ${name.padEnd(12)} ${f.mbPerSecond!.toFixed(0)} MB/s vs direct ${thr.direct.mbPerSecond!.toFixed(0)} MB/s (ratio of medians ${(f.mbPerSecond! / thr.direct.mbPerSecond!).toFixed(2)}, median of per-round ratios ${pairedRatio(thr, name, 'mbPerSecond').toFixed(2)})`);
+        out.push(
+          `  ${name.padEnd(12)} ${f.mbPerSecond!.toFixed(0)} MB/s vs direct ${thr.direct.mbPerSecond!.toFixed(0)} MB/s (ratio of medians ${(f.mbPerSecond! / thr.direct.mbPerSecond!).toFixed(2)}, median of per-round ratios ${pairedRatio(thr, name, 'mbPerSecond').toFixed(2)})`,
+        );
       }
-      out.push(`  gateway CPU per transparent run (1 MB warm-up + 100 MB): ${thr.transparent.gatewayCpuMs!.toFixed(0)} ms (of ${(thr.transparent.seconds! * 1000).toFixed(0)} ms wall for the 100 MB)`);
-      out.push(`  per round, MB/s: direct ${thr.runs.direct.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; transparent ${thr.runs.transparent.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; connect ${thr.runs.connect.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}`);
+      out.push(
+        `  gateway CPU per transparent run (1 MB warm-up + 100 MB): ${thr.transparent.gatewayCpuMs!.toFixed(0)} ms (of ${(thr.transparent.seconds! * 1000).toFixed(0)} ms wall for the 100 MB)`,
+      );
+      out.push(
+        `  per round, MB/s: direct ${thr.runs.direct.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; transparent ${thr.runs.transparent.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; connect ${thr.runs.connect.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}`,
+      );
     }
     const tl = row('tcp-latency');
     if (tl) {
       out.push('Raw TCP (generic capture, bench.test:9001 echo), 64-byte round trip on one connection, ms:');
-      out.push(`  transparent  p50 ${f2(tl.transparent.p50!)} (direct ${f2(tl.direct.p50!)}, added ${f2(tl.transparent.p50! - tl.direct.p50!)})   p99 ${f2(tl.transparent.p99!)} (direct ${f2(tl.direct.p99!)}, added ${f2(tl.transparent.p99! - tl.direct.p99!)})`);
+      out.push(
+        `  transparent  p50 ${f2(tl.transparent.p50!)} (direct ${f2(tl.direct.p50!)}, added ${f2(tl.transparent.p50! - tl.direct.p50!)})   p99 ${f2(tl.transparent.p99!)} (direct ${f2(tl.direct.p99!)}, added ${f2(tl.transparent.p99! - tl.direct.p99!)})`,
+      );
     }
     const tc = row('tcp-newconn');
     if (tc) {
       out.push('Raw TCP: new connection + one round trip + close, sequential for 3 s:');
-      out.push(`  transparent  ${tc.transparent.perSecond!.toFixed(0)}/s vs direct ${tc.direct.perSecond!.toFixed(0)}/s; p50 ${f2(tc.transparent.p50!)} ms (direct ${f2(tc.direct.p50!)}, added per connection ${f2(tc.transparent.p50! - tc.direct.p50!)}), p99 added ${f2(tc.transparent.p99! - tc.direct.p99!)} ms`);
+      out.push(
+        `  transparent  ${tc.transparent.perSecond!.toFixed(0)}/s vs direct ${tc.direct.perSecond!.toFixed(0)}/s; p50 ${f2(tc.transparent.p50!)} ms (direct ${f2(tc.direct.p50!)}, added per connection ${f2(tc.transparent.p50! - tc.direct.p50!)}), p99 added ${f2(tc.transparent.p99! - tc.direct.p99!)} ms`,
+      );
     }
     const tt = row('tcp-throughput');
     if (tt) {
       out.push('Raw TCP: 100 MB from bench.test:9000:');
-      out.push(`  transparent  ${tt.transparent.mbPerSecond!.toFixed(0)} MB/s vs direct ${tt.direct.mbPerSecond!.toFixed(0)} MB/s (ratio of medians ${(tt.transparent.mbPerSecond! / tt.direct.mbPerSecond!).toFixed(2)}, median of per-round ratios ${pairedRatio(tt, 'transparent', 'mbPerSecond').toFixed(2)}); gateway CPU ${tt.transparent.gatewayCpuMs!.toFixed(0)} ms per 100 MB`);
-      out.push(`  per round, MB/s: direct ${tt.runs.direct.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; transparent ${tt.runs.transparent.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}`);
+      out.push(
+        `  transparent  ${tt.transparent.mbPerSecond!.toFixed(0)} MB/s vs direct ${tt.direct.mbPerSecond!.toFixed(0)} MB/s (ratio of medians ${(tt.transparent.mbPerSecond! / tt.direct.mbPerSecond!).toFixed(2)}, median of per-round ratios ${pairedRatio(tt, 'transparent', 'mbPerSecond').toFixed(2)}); gateway CPU ${tt.transparent.gatewayCpuMs!.toFixed(0)} ms per 100 MB`,
+      );
+      out.push(
+        `  per round, MB/s: direct ${tt.runs.direct.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; transparent ${tt.runs.transparent.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}`,
+      );
     }
     console.log(out.join('\n'));
     console.log(JSON.stringify({ rows }));

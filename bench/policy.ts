@@ -37,7 +37,16 @@ const parsed = parseManifest(text);
 if (!parsed.ok) throw new Error('bench manifest invalid');
 const policy = compilePolicy(parsed.manifest);
 const egress = compileEgress(policy.network);
-const hosts = ['storage.googleapis.com', 'api.openai.com', 'attacker.com', 'a.b.c.d.googleapis.com.attacker.net', '0x7f.1', '[::ffff:169.254.169.254]', 'svc77.example.com', 'ＡＰＩ.openai.com'];
+const hosts = [
+  'storage.googleapis.com',
+  'api.openai.com',
+  'attacker.com',
+  'a.b.c.d.googleapis.com.attacker.net',
+  '0x7f.1',
+  '[::ffff:169.254.169.254]',
+  'svc77.example.com',
+  'ＡＰＩ.openai.com',
+];
 
 console.log('policy engine (median of 31 batches)');
 bench('parseManifest + compilePolicy (100 rules)', 200, () => {

@@ -103,13 +103,27 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
       const t = await timeAll({
         bare: () => exec('chroot', [image.rootfs, ...argv]),
         [iso]: async () => {
-          const r = await runSandbox({ policy: policy(argv), manifestDir: work, imageRootfs: image.rootfs, isolation: iso, stateDir: state, stdout: 'ignore', stderr: 'ignore' });
-          if (r.status !== 'exited' || r.exitCode !== 0) throw new Error(`${iso} ${name}: ${r.status} ${r.exitCode} ${r.error?.message ?? ''}`);
+          const r = await runSandbox({
+            policy: policy(argv),
+            manifestDir: work,
+            imageRootfs: image.rootfs,
+            isolation: iso,
+            stateDir: state,
+            stdout: 'ignore',
+            stderr: 'ignore',
+          });
+          if (r.status !== 'exited' || r.exitCode !== 0)
+            throw new Error(`${iso} ${name}: ${r.status} ${r.exitCode} ${r.error?.message ?? ''}`);
         },
       });
       const ms = t[iso]!;
       const over = ms - t['bare']!;
-      const target = iso === 'crun' ? ` (target: +15 ms: ${over <= 15 ? 'met' : 'NOT met'})` : iso === 'gvisor' ? ` (target: < 200 ms total: ${ms < 200 ? 'met' : 'NOT met'})` : '';
+      const target =
+        iso === 'crun'
+          ? ` (target: +15 ms: ${over <= 15 ? 'met' : 'NOT met'})`
+          : iso === 'gvisor'
+            ? ` (target: < 200 ms total: ${ms < 200 ? 'met' : 'NOT met'})`
+            : '';
       out(`${iso.padEnd(8)} ${name.padEnd(16)} ${fmt(ms)}  bare ${fmt(t['bare']!)}  +${fmt(over)}${target}`);
     }
   }
@@ -139,7 +153,8 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
     if (docker !== null) tasks['docker'] = () => exec('docker', ['run', '--rm', '--network', 'none', '--memory', '256m', docker, ...argv]);
     if (srt !== null) tasks['srt'] = () => exec(process.execPath, [srt, '-c', name === 'true' ? '/bin/true' : `${hostPy} -c pass`]);
     cmdTimes[name] = await timeAll(tasks);
-    for (const [k, v] of Object.entries(cmdTimes[name]!)) out(`${name.padEnd(16)} ${(k === 'aegis' ? 'aegis run' : k === 'docker' ? 'docker run' : k).padEnd(16)} ${fmt(v)}`);
+    for (const [k, v] of Object.entries(cmdTimes[name]!))
+      out(`${name.padEnd(16)} ${(k === 'aegis' ? 'aegis run' : k === 'docker' ? 'docker run' : k).padEnd(16)} ${fmt(v)}`);
   }
 
   out('\n== ratios (other / aegis run; > 1 means aegis is faster) ==');
@@ -170,7 +185,11 @@ function srtReady(): string | null {
   const cli = join(dir, 'node_modules', '@anthropic-ai', 'sandbox-runtime', 'dist', 'cli.js');
   if (!existsSync(cli)) {
     mkdirSync(dir, { recursive: true });
-    const r = spawnSync('npm', ['install', '--prefix', dir, '--no-audit', '--no-fund', '--loglevel=error', '@anthropic-ai/sandbox-runtime'], { stdio: 'inherit' });
+    const r = spawnSync(
+      'npm',
+      ['install', '--prefix', dir, '--no-audit', '--no-fund', '--loglevel=error', '@anthropic-ai/sandbox-runtime'],
+      { stdio: 'inherit' },
+    );
     if (r.status !== 0) return null;
   }
   // srt needs Debian ripgrep, bubblewrap and socat; it says what is missing.
@@ -183,6 +202,6 @@ function srtReady(): string | null {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exitCode = 1;
 });

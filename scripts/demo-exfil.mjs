@@ -15,7 +15,12 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const aegis = (args, env = {}) =>
-  spawnSync(process.execPath, [join(root, 'bin', 'aegis.js'), ...args], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  spawnSync(process.execPath, [join(root, 'bin', 'aegis.js'), ...args], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 const { startFakeInternet, UPSTREAM_DNS } = await import(join(root, 'dist', 'test', 'integration', 'gateway-fake-internet.js'));
 
 const inet = await startFakeInternet({ postgres: true });
@@ -24,18 +29,24 @@ let run;
 let dbRun;
 try {
   console.log('$ aegis run examples/exfil-demo/agent.yaml --volume <test CA>:/data:ro');
-  run = aegis(['run', 'examples/exfil-demo/agent.yaml', '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], { AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` });
+  run = aegis(['run', 'examples/exfil-demo/agent.yaml', '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], {
+    AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
+  });
   process.stdout.write(run.stdout);
   process.stderr.write(run.stderr);
   console.log('\n$ aegis run examples/db-api-agent/agent.yaml --volume <test CA>:/data:ro');
-  dbRun = aegis(['run', 'examples/db-api-agent/agent.yaml', '--volume', `${inet.dir}:/data:ro`], { AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` });
+  dbRun = aegis(['run', 'examples/db-api-agent/agent.yaml', '--volume', `${inet.dir}:/data:ro`], {
+    AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
+  });
   process.stdout.write(dbRun.stdout);
   process.stderr.write(dbRun.stderr);
 } finally {
   await inet.close();
 }
 const summary = JSON.parse(readFileSync(summaryFile, 'utf8'));
-console.log(`\nagent ${summary.status}, exit code ${summary.exitCode}; its audit events (aegis audit query --execution ${summary.executionId}):`);
+console.log(
+  `\nagent ${summary.status}, exit code ${summary.exitCode}; its audit events (aegis audit query --execution ${summary.executionId}):`,
+);
 const q = aegis(['audit', 'query', '--json', '--execution', summary.executionId]);
 for (const line of q.stdout.trim().split('\n').filter(Boolean)) {
   const e = JSON.parse(line).event;

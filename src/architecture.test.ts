@@ -24,7 +24,21 @@ function imports(text: string): string[] {
   return [...text.matchAll(/(?:from|import)\s*\(?\s*'([^']+)'/g)].map((m) => m[1]!);
 }
 
-const PURE = ['manifest', 'policy', 'sandbox/spec', 'audit/merkle', 'audit/checkpoint', 'gateway/netns/plan.ts', 'gateway/netns/blocked.ts', 'alerts/condition.ts', 'alerts/selection.ts', 'alerts/rule.ts', 'alerts/rule-file.ts', 'alerts/engine.ts', 'host/mountinfo.ts'];
+const PURE = [
+  'manifest',
+  'policy',
+  'sandbox/spec',
+  'audit/merkle',
+  'audit/checkpoint',
+  'gateway/netns/plan.ts',
+  'gateway/netns/blocked.ts',
+  'alerts/condition.ts',
+  'alerts/selection.ts',
+  'alerts/rule.ts',
+  'alerts/rule-file.ts',
+  'alerts/engine.ts',
+  'host/mountinfo.ts',
+];
 const IO_MODULES = /^node:(fs|fs\/promises|net|dgram|dns|child_process|http|https|tls|os|worker_threads)$/;
 
 describe('architecture', () => {
@@ -33,7 +47,9 @@ describe('architecture', () => {
     const pure = all.filter((f) => PURE.some((p) => f.path === p || f.path.startsWith(`${p}/`)));
     assert.ok(pure.length > 20, `found ${pure.length} pure files`);
     const bad = pure.flatMap((f) => [
-      ...imports(f.text).filter((m) => IO_MODULES.test(m)).map((m) => `${f.path} imports ${m}`),
+      ...imports(f.text)
+        .filter((m) => IO_MODULES.test(m))
+        .map((m) => `${f.path} imports ${m}`),
       ...(/process\.env|Date\.now\(|new Date\(\)/.test(f.text) ? [`${f.path} reads the environment or the clock`] : []),
     ]);
     assert.deepEqual(bad, []);

@@ -52,7 +52,8 @@ export function parseCondition(text: string, selections: readonly string[]): Con
       if (lower(toks[i]) !== 'of') throw new Error(`"${t}" must be followed by "of"`);
       i++;
       const pat = toks[i++];
-      if (pat === undefined || pat === '(' || pat === ')') throw new Error(`"${t} of" needs a selection name, a name ending in *, or "them"`);
+      if (pat === undefined || pat === '(' || pat === ')')
+        throw new Error(`"${t} of" needs a selection name, a name ending in *, or "them"`);
       const names = expand(pat, selections);
       if (names.length === 0) throw new Error(`"${pat}" names no selection`);
       return { kind: 'quant', all: t !== '1', names };

@@ -74,7 +74,13 @@ function groupKeyOf(fields: readonly string[], e: EngineEvent): { key: string; g
 }
 
 function meets(t: NonNullable<CompiledCorrelation['threshold']>, n: number): boolean {
-  return (t.gt === undefined || n > t.gt) && (t.gte === undefined || n >= t.gte) && (t.lt === undefined || n < t.lt) && (t.lte === undefined || n <= t.lte) && (t.eq === undefined || n === t.eq);
+  return (
+    (t.gt === undefined || n > t.gt) &&
+    (t.gte === undefined || n >= t.gte) &&
+    (t.lt === undefined || n < t.lt) &&
+    (t.lte === undefined || n <= t.lte) &&
+    (t.eq === undefined || n === t.eq)
+  );
 }
 
 export class AlertEngine {
@@ -131,7 +137,8 @@ export class AlertEngine {
         if (a) out.push(a);
       }
     }
-    if (matched !== null) for (const c of this.correlations) if (c.rules.some((r) => matched!.has(r))) this.correlate(c, e, at(), matched, out);
+    if (matched !== null)
+      for (const c of this.correlations) if (c.rules.some((r) => matched!.has(r))) this.correlate(c, e, at(), matched, out);
     return out;
   }
 
@@ -183,7 +190,10 @@ export class AlertEngine {
       }
     }
     if (g.ids.length > MAX_EVENT_IDS) g.ids.splice(0, g.ids.length - MAX_EVENT_IDS);
-    const fired = c.type === 'temporal' ? c.rules.every((r) => g.values.has(r)) && (c.threshold === undefined || meets(c.threshold, count)) : meets(c.threshold!, count);
+    const fired =
+      c.type === 'temporal'
+        ? c.rules.every((r) => g.values.has(r)) && (c.threshold === undefined || meets(c.threshold, count))
+        : meets(c.threshold!, count);
     if (!fired) return;
     const a = this.raise(c, e, at, key, {
       eventIds: [...g.ids],
@@ -198,7 +208,13 @@ export class AlertEngine {
     if (a) out.push(a);
   }
 
-  private raise(r: CompiledRule, e: EngineEvent, at: number, groupKey: string, x: { eventIds: string[]; summary: string; group?: Record<string, string>; count?: number }): Alert | null {
+  private raise(
+    r: CompiledRule,
+    e: EngineEvent,
+    at: number,
+    groupKey: string,
+    x: { eventIds: string[]; summary: string; group?: Record<string, string>; count?: number },
+  ): Alert | null {
     const sk = `${r.id}\u0000${groupKey}`;
     const s = this.suppressions.get(sk);
     if (s !== undefined && at < s.until) {

@@ -12,11 +12,17 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('loading rules', () => {
   it('a folder: every .yml and .yaml file, in name order; other files ignored', async () => {
-    for (const [n, id] of [['b.yaml', 'rule-b'], ['a.yml', 'rule-a']] as const) {
+    for (const [n, id] of [
+      ['b.yaml', 'rule-b'],
+      ['a.yml', 'rule-a'],
+    ] as const) {
       writeFileSync(join(dir, n), `title: ${id}\nid: ${id}\nlevel: low\ndetection:\n  s: { action: x.y }\n  condition: s\n`);
     }
     writeFileSync(join(dir, 'notes.txt'), 'not a rule');
-    assert.deepEqual((await loadRules([dir])).map((r) => r.id), ['rule-a', 'rule-b']);
+    assert.deepEqual(
+      (await loadRules([dir])).map((r) => r.id),
+      ['rule-a', 'rule-b'],
+    );
   });
   it('a missing path is alerts.io', async () => {
     await assert.rejects(loadRules([join(dir, 'nope.yml')]), hasCode(AlertError, 'alerts.io'));
@@ -29,13 +35,22 @@ describe('loading rules', () => {
     const path = join(cache, entry);
     // A well-formed entry with another title is what the next load returns: proof it was read.
     writeFileSync(path, readFileSync(path, 'utf8').replace('"title":"Policy denial"', '"title":"From the cache"'));
-    assert.equal((await loadRules([DEFAULT_PACK], { cacheDir: cache })).find((r) => r.id === 'aegis-policy-denial')?.title, 'From the cache');
+    assert.equal(
+      (await loadRules([DEFAULT_PACK], { cacheDir: cache })).find((r) => r.id === 'aegis-policy-denial')?.title,
+      'From the cache',
+    );
     // A broken one is ignored (and the files parsed again).
     writeFileSync(path, '{"v":"1","key":"x","docs":[{"doc":{"id":1}}]}');
-    assert.deepEqual((await loadRules([DEFAULT_PACK], { cacheDir: cache })).map((r) => r.title), first.map((r) => r.title));
+    assert.deepEqual(
+      (await loadRules([DEFAULT_PACK], { cacheDir: cache })).map((r) => r.title),
+      first.map((r) => r.title),
+    );
     // An entry others could write is never read.
     writeFileSync(path, readFileSync(path, 'utf8').replace('"title":"Policy denial"', '"title":"Planted"'));
     chmodSync(path, 0o666);
-    assert.equal((await loadRules([DEFAULT_PACK], { cacheDir: cache })).find((r) => r.id === 'aegis-policy-denial')?.title, 'Policy denial');
+    assert.equal(
+      (await loadRules([DEFAULT_PACK], { cacheDir: cache })).find((r) => r.id === 'aegis-policy-denial')?.title,
+      'Policy denial',
+    );
   });
 });

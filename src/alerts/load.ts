@@ -37,7 +37,8 @@ function filesOf(path: string): string[] {
 
 function readRuleFile(file: string): string {
   try {
-    if (statSync(file).size > MAX_RULE_FILE_BYTES) throw new AlertError('alerts.rule_invalid', `${file}: larger than ${MAX_RULE_FILE_BYTES} bytes`);
+    if (statSync(file).size > MAX_RULE_FILE_BYTES)
+      throw new AlertError('alerts.rule_invalid', `${file}: larger than ${MAX_RULE_FILE_BYTES} bytes`);
     return readFileSync(file, 'utf8');
   } catch (e) {
     if (e instanceof AlertError) throw e;
@@ -72,7 +73,10 @@ export async function loadRules(paths: readonly string[], opts: LoadRulesOptions
   const files = paths.flatMap(filesOf).map((file) => ({ file, text: readRuleFile(file) }));
   let key = '';
   if (opts.cacheDir !== undefined) {
-    const h = createHash('sha256').update(CACHE_VERSION).update('\0').update(codeStamp([new URL('./', import.meta.url)]));
+    const h = createHash('sha256')
+      .update(CACHE_VERSION)
+      .update('\0')
+      .update(codeStamp([new URL('./', import.meta.url)]));
     for (const f of files) h.update('\0').update(f.file).update('\0').update(f.text);
     key = h.digest('hex');
     const text = readPrivateEntry(opts.cacheDir, `${key}.json`);
@@ -84,6 +88,7 @@ export async function loadRules(paths: readonly string[], opts: LoadRulesOptions
   const rules: CompiledRule[] = [];
   for (const f of files) for (const r of parseRules(f.text, f.file, docs)) rules.push(r);
   const linked = linkRules(rules);
-  if (opts.cacheDir !== undefined) writePrivateEntry(opts.cacheDir, `${key}.json`, JSON.stringify({ v: CACHE_VERSION, key, docs } satisfies CacheEntry));
+  if (opts.cacheDir !== undefined)
+    writePrivateEntry(opts.cacheDir, `${key}.json`, JSON.stringify({ v: CACHE_VERSION, key, docs } satisfies CacheEntry));
   return linked;
 }

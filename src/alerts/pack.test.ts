@@ -11,7 +11,15 @@ const rules = await loadRules([DEFAULT_PACK]);
 let seq = 0;
 function ev(action: string, decision: string, payload: Record<string, unknown> = {}, extra: Partial<EngineEvent> = {}): EngineEvent {
   seq++;
-  return { id: `e${seq}`, time: new Date(Date.UTC(2026, 10, 30, 0, 0, 0, seq * 10)).toISOString(), action, decision, actor: { agent: 'a', execution: 'x1' }, payload, ...extra };
+  return {
+    id: `e${seq}`,
+    time: new Date(Date.UTC(2026, 10, 30, 0, 0, 0, seq * 10)).toISOString(),
+    action,
+    decision,
+    actor: { agent: 'a', execution: 'x1' },
+    payload,
+    ...extra,
+  };
 }
 function run(events: readonly EngineEvent[]): Alert[] {
   const engine = new AlertEngine(rules);
@@ -24,8 +32,12 @@ const times = <T>(n: number, f: (i: number) => T): T[] => Array.from({ length: n
 const benign: EngineEvent[] = [
   ev('run.spawn', 'info', { isolation: 'crun' }),
   ev('run.start', 'info'),
-  ...times(30, (i) => ev('net.dns', 'allow', { name: `api${i % 3}.openai.com`, type: 'A', answers: ['198.51.100.10'] }, { reason: 'net.allowed.exact' })),
-  ...times(30, () => ev('net.connect', 'allow', { host: 'api.openai.com', port: 443, mode: 'transparent-tls' }, { reason: 'net.allowed.exact' })),
+  ...times(30, (i) =>
+    ev('net.dns', 'allow', { name: `api${i % 3}.openai.com`, type: 'A', answers: ['198.51.100.10'] }, { reason: 'net.allowed.exact' }),
+  ),
+  ...times(30, () =>
+    ev('net.connect', 'allow', { host: 'api.openai.com', port: 443, mode: 'transparent-tls' }, { reason: 'net.allowed.exact' }),
+  ),
   ev('http.request', 'allow', { host: 'api.openai.com', method: 'GET' }),
   ev('resource.usage', 'info', { cpuMs: 30, maxMemoryBytes: 1e7, durationMs: 500, pidsLimitHit: false }),
   ev('run.exit', 'info', { status: 'exited', exitCode: 0, durationMs: 500 }),
@@ -41,22 +53,111 @@ describe('default pack', () => {
   });
 
   const cases: Array<[string, EngineEvent[], EngineEvent[]]> = [
-    ['aegis-policy-denial', [ev('net.connect', 'deny', { host: 'attacker.com', port: 443 }, { reason: 'net.denied.not_in_allowlist' })], [ev('run.timeout', 'deny', {}, { reason: 'run.timeout' })]],
-    ['aegis-net-denial-burst', times(10, (i) => ev('net.connect', 'deny', { host: `h${i}.attacker.com`, port: 443 }, { reason: 'net.denied.not_in_allowlist' })), times(9, (i) => ev('net.connect', 'deny', { host: `h${i}.attacker.com`, port: 443 }, { reason: 'net.denied.not_in_allowlist' }))],
-    ['aegis-dns-tunnel-label', [ev('net.dns', 'deny', { name: `${'a'.repeat(50)}.tunnel.attacker.com`, type: 'A' })], [ev('net.dns', 'allow', { name: 'a-reasonably-long-but-normal-label.example.com', type: 'A' })]],
-    ['aegis-dns-tunnel-names', times(10, (i) => ev('net.dns', 'deny', { name: `c${i}.t.attacker.com`, type: 'A' })), times(10, () => ev('net.dns', 'deny', { name: 'same.attacker.com', type: 'A' }))],
-    ['aegis-metadata-address', [ev('net.connect', 'deny', { host: '169.254.169.254', port: 80 })], [ev('net.connect', 'deny', { host: '169.254.1.1', port: 80 })]],
-    ['aegis-metadata-address', [ev('net.blocked', 'deny', { protocol: 'tcp', destinations: [{ address: '169.254.169.254', port: 80 }] })], [ev('net.blocked', 'deny', { protocol: 'tcp', destinations: [{ address: '198.51.100.66', port: 22 }] })]],
-    ['aegis-metadata-address', [ev('net.dns', 'deny', { name: 'metadata.google.internal', type: 'A' })], [ev('net.dns', 'deny', { name: 'metadata.example.com', type: 'A' })]],
-    ['aegis-metadata-address', [ev('http.request', 'deny', { url: 'http://2852039166/latest/meta-data/', mode: 'transparent-http' }, { reason: 'net.denied.special_range' })], [ev('http.request', 'deny', { url: 'http://attacker.com/169.254.169.254', mode: 'forward' }, { reason: 'net.denied.not_in_allowlist' })]],
-    ['aegis-metadata-address', [ev('net.connect', 'deny', { host: '[fd00:ec2::254]' }, { reason: 'net.denied.special_range' }), ev('http.request', 'deny', { detail: '169.254.169.254 is in 169.254.0.0/16 (link-local (cloud metadata)), which no allow entry names' }, { reason: 'net.denied.special_range' })], [ev('net.connect', 'deny', { detail: '10.0.0.1 is in 10.0.0.0/8 (private-use), which no allow entry names' }, { reason: 'net.denied.special_range' })]],
-    ['aegis-secret-wrong-host', [ev('secret.denied', 'deny', { secret: 'openai', host: 'attacker.com' })], [ev('secret.use', 'allow', { secret: 'openai', host: 'api.openai.com' })]],
-    ['aegis-budget-exceeded', [ev('net.connect', 'deny', { host: 'api.openai.com' }, { reason: 'gateway.rate_limited' })], [ev('net.connect', 'allow', { host: 'api.openai.com' }, { reason: 'net.allowed.exact' })]],
+    [
+      'aegis-policy-denial',
+      [ev('net.connect', 'deny', { host: 'attacker.com', port: 443 }, { reason: 'net.denied.not_in_allowlist' })],
+      [ev('run.timeout', 'deny', {}, { reason: 'run.timeout' })],
+    ],
+    [
+      'aegis-net-denial-burst',
+      times(10, (i) => ev('net.connect', 'deny', { host: `h${i}.attacker.com`, port: 443 }, { reason: 'net.denied.not_in_allowlist' })),
+      times(9, (i) => ev('net.connect', 'deny', { host: `h${i}.attacker.com`, port: 443 }, { reason: 'net.denied.not_in_allowlist' })),
+    ],
+    [
+      'aegis-dns-tunnel-label',
+      [ev('net.dns', 'deny', { name: `${'a'.repeat(50)}.tunnel.attacker.com`, type: 'A' })],
+      [ev('net.dns', 'allow', { name: 'a-reasonably-long-but-normal-label.example.com', type: 'A' })],
+    ],
+    [
+      'aegis-dns-tunnel-names',
+      times(10, (i) => ev('net.dns', 'deny', { name: `c${i}.t.attacker.com`, type: 'A' })),
+      times(10, () => ev('net.dns', 'deny', { name: 'same.attacker.com', type: 'A' })),
+    ],
+    [
+      'aegis-metadata-address',
+      [ev('net.connect', 'deny', { host: '169.254.169.254', port: 80 })],
+      [ev('net.connect', 'deny', { host: '169.254.1.1', port: 80 })],
+    ],
+    [
+      'aegis-metadata-address',
+      [ev('net.blocked', 'deny', { protocol: 'tcp', destinations: [{ address: '169.254.169.254', port: 80 }] })],
+      [ev('net.blocked', 'deny', { protocol: 'tcp', destinations: [{ address: '198.51.100.66', port: 22 }] })],
+    ],
+    [
+      'aegis-metadata-address',
+      [ev('net.dns', 'deny', { name: 'metadata.google.internal', type: 'A' })],
+      [ev('net.dns', 'deny', { name: 'metadata.example.com', type: 'A' })],
+    ],
+    [
+      'aegis-metadata-address',
+      [
+        ev(
+          'http.request',
+          'deny',
+          { url: 'http://2852039166/latest/meta-data/', mode: 'transparent-http' },
+          { reason: 'net.denied.special_range' },
+        ),
+      ],
+      [
+        ev(
+          'http.request',
+          'deny',
+          { url: 'http://attacker.com/169.254.169.254', mode: 'forward' },
+          { reason: 'net.denied.not_in_allowlist' },
+        ),
+      ],
+    ],
+    [
+      'aegis-metadata-address',
+      [
+        ev('net.connect', 'deny', { host: '[fd00:ec2::254]' }, { reason: 'net.denied.special_range' }),
+        ev(
+          'http.request',
+          'deny',
+          { detail: '169.254.169.254 is in 169.254.0.0/16 (link-local (cloud metadata)), which no allow entry names' },
+          { reason: 'net.denied.special_range' },
+        ),
+      ],
+      [
+        ev(
+          'net.connect',
+          'deny',
+          { detail: '10.0.0.1 is in 10.0.0.0/8 (private-use), which no allow entry names' },
+          { reason: 'net.denied.special_range' },
+        ),
+      ],
+    ],
+    [
+      'aegis-secret-wrong-host',
+      [ev('secret.denied', 'deny', { secret: 'openai', host: 'attacker.com' })],
+      [ev('secret.use', 'allow', { secret: 'openai', host: 'api.openai.com' })],
+    ],
+    [
+      'aegis-budget-exceeded',
+      [ev('net.connect', 'deny', { host: 'api.openai.com' }, { reason: 'gateway.rate_limited' })],
+      [ev('net.connect', 'allow', { host: 'api.openai.com' }, { reason: 'net.allowed.exact' })],
+    ],
     ['aegis-budget-exceeded', [ev('audit.budget_exhausted', 'deny', { events: 10000 })], [ev('audit.checkpoint', 'info')]],
-    ['aegis-resource-limit', [ev('run.oom', 'deny', { exitCode: 137 }, { reason: 'run.oom' })], [ev('run.exit', 'info', { status: 'exited', exitCode: 1 })]],
-    ['aegis-resource-limit', [ev('resource.usage', 'info', { pidsLimitHit: true })], [ev('resource.usage', 'info', { pidsLimitHit: false })]],
-    ['aegis-auth-failed-burst', times(5, () => ev('auth.failed', 'deny', { source: '10.0.0.9', reason: 'bad_key' }, { actor: {} })), times(5, (i) => ev('auth.failed', 'deny', { source: `10.0.0.${i}` }, { actor: {} }))],
-    ['aegis-auth-many-keys', times(3, (i) => ev('auth.failed', 'deny', { source: '10.0.0.9', keyId: `k${i}` }, { actor: {} })), times(3, () => ev('auth.failed', 'deny', { source: '10.0.0.9', keyId: 'k1' }, { actor: {} }))],
+    [
+      'aegis-resource-limit',
+      [ev('run.oom', 'deny', { exitCode: 137 }, { reason: 'run.oom' })],
+      [ev('run.exit', 'info', { status: 'exited', exitCode: 1 })],
+    ],
+    [
+      'aegis-resource-limit',
+      [ev('resource.usage', 'info', { pidsLimitHit: true })],
+      [ev('resource.usage', 'info', { pidsLimitHit: false })],
+    ],
+    [
+      'aegis-auth-failed-burst',
+      times(5, () => ev('auth.failed', 'deny', { source: '10.0.0.9', reason: 'bad_key' }, { actor: {} })),
+      times(5, (i) => ev('auth.failed', 'deny', { source: `10.0.0.${i}` }, { actor: {} })),
+    ],
+    [
+      'aegis-auth-many-keys',
+      times(3, (i) => ev('auth.failed', 'deny', { source: '10.0.0.9', keyId: `k${i}` }, { actor: {} })),
+      times(3, () => ev('auth.failed', 'deny', { source: '10.0.0.9', keyId: 'k1' }, { actor: {} })),
+    ],
     ['aegis-run-lost', [ev('run.lost', 'deny', { removed: {} })], [ev('run.exit', 'info', { status: 'killed' })]],
   ];
   for (const [rule, fire, quiet] of cases) {
@@ -67,7 +168,12 @@ describe('default pack', () => {
   }
   it('every generating rule of the pack has a firing case', () => {
     const covered = new Set(cases.map(([r]) => r));
-    const generating = rules.filter((r) => r.kind === 'correlation' || !rules.some((c) => c.kind === 'correlation' && c.rules.includes(r.id))).map((r) => r.id);
-    assert.deepEqual(generating.filter((id) => !covered.has(id)), []);
+    const generating = rules
+      .filter((r) => r.kind === 'correlation' || !rules.some((c) => c.kind === 'correlation' && c.rules.includes(r.id)))
+      .map((r) => r.id);
+    assert.deepEqual(
+      generating.filter((id) => !covered.has(id)),
+      [],
+    );
   });
 });

@@ -15,7 +15,14 @@ const timespan = z
   .transform((s) => Number(s.slice(0, -1)) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[s.slice(-1) as 's' | 'm' | 'h' | 'd']);
 const fieldPath = z.string().regex(/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/, 'must be a dotted field name, e.g. actor.execution');
 const threshold = z
-  .strictObject({ gt: z.number().optional(), gte: z.number().optional(), lt: z.number().optional(), lte: z.number().optional(), eq: z.number().optional(), field: fieldPath.optional() })
+  .strictObject({
+    gt: z.number().optional(),
+    gte: z.number().optional(),
+    lt: z.number().optional(),
+    lte: z.number().optional(),
+    eq: z.number().optional(),
+    field: fieldPath.optional(),
+  })
   .refine((c) => ['gt', 'gte', 'lt', 'lte', 'eq'].some((k) => k in c), 'needs one of gt, gte, lt, lte, eq');
 
 const common = {
@@ -35,7 +42,9 @@ const common = {
 
 const detectionRule = z.strictObject({
   ...common,
-  logsource: z.strictObject({ product: z.literal('aegis'), service: z.literal('audit').optional(), category: z.string().optional() }).optional(),
+  logsource: z
+    .strictObject({ product: z.literal('aegis'), service: z.literal('audit').optional(), category: z.string().optional() })
+    .optional(),
   detection: z.record(z.string(), z.unknown()).refine((d) => typeof d['condition'] === 'string', 'needs a condition (a string)'),
   fields: z.array(z.string()).optional(),
 });
@@ -109,7 +118,8 @@ export interface SourcedDoc {
  * naming file:line:col for the first problem. `docs` (optional) receives the validated documents.
  */
 export function parseRules(text: string, file: string, docs: SourcedDoc[] = []): CompiledRule[] {
-  if (Buffer.byteLength(text, 'utf8') > MAX_RULE_FILE_BYTES) throw new AlertError('alerts.rule_invalid', `${file}: larger than ${MAX_RULE_FILE_BYTES} bytes`);
+  if (Buffer.byteLength(text, 'utf8') > MAX_RULE_FILE_BYTES)
+    throw new AlertError('alerts.rule_invalid', `${file}: larger than ${MAX_RULE_FILE_BYTES} bytes`);
   const rules: CompiledRule[] = [];
   for (const { doc, where, whereKey } of positions(text, file)) {
     const isCorrelation = typeof doc === 'object' && doc !== null && 'correlation' in doc;

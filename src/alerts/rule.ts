@@ -145,7 +145,8 @@ function compileDetection(d: Record<string, unknown>): { matches: Predicate; act
   const names = Object.keys(sels);
   const preds = new Map<string, Predicate>();
   for (const n of names) {
-    if (!/^[A-Za-z0-9_-]+$/.test(n)) throw new RuleProblem(['detection', n], `detection.${n}: a selection name is letters, digits, "_" or "-"`);
+    if (!/^[A-Za-z0-9_-]+$/.test(n))
+      throw new RuleProblem(['detection', n], `detection.${n}: a selection name is letters, digits, "_" or "-"`);
     try {
       preds.set(n, compileSelection(sels[n]));
     } catch (e) {
@@ -161,7 +162,10 @@ function compileDetection(d: Record<string, unknown>): { matches: Predicate; act
   const actions = actionFilterOf(cond, sels);
   // Selections are pure functions of the event: evaluating one twice (a name used twice in the
   // condition) costs time, not correctness, so no per-event cache is allocated.
-  const matched = (event: unknown) => (n: string): boolean => preds.get(n)!(event);
+  const matched =
+    (event: unknown) =>
+    (n: string): boolean =>
+      preds.get(n)!(event);
   return { matches: (event) => evalCond(cond, matched(event)), actions };
 }
 
@@ -171,13 +175,31 @@ function compileDetection(d: Record<string, unknown>): { matches: Predicate; act
  */
 export function compileRuleDoc(doc: RuleDoc, source: string): CompiledRule {
   const base = { id: doc.id, name: doc.name, title: doc.title, level: doc.level, description: doc.description, source };
-  if (!(LEVELS as readonly string[]).includes(doc.level) || typeof doc.id !== 'string' || typeof doc.title !== 'string') throw new RuleProblem([], 'not a rule document');
+  if (!(LEVELS as readonly string[]).includes(doc.level) || typeof doc.id !== 'string' || typeof doc.title !== 'string')
+    throw new RuleProblem([], 'not a rule document');
   if (doc.correlation !== undefined) {
     const c = doc.correlation;
-    if (!['event_count', 'value_count', 'temporal'].includes(c.type) || !Array.isArray(c.rules) || typeof c.timespan !== 'number' || !(c.timespan > 0)) throw new RuleProblem(['correlation'], 'correlation: not a valid correlation');
-    if (c.type === 'value_count' && c.condition?.field === undefined) throw new RuleProblem(['correlation', 'condition'], 'correlation.condition: value_count needs a field');
-    if (c.type !== 'temporal' && c.condition === undefined) throw new RuleProblem(['correlation'], `correlation.condition: ${c.type} needs a condition (e.g. gte: 10)`);
-    return { kind: 'correlation', ...base, type: c.type, rules: [...c.rules], groupBy: [...(c['group-by'] ?? [])], timespanMs: c.timespan, threshold: c.condition, generate: c.generate ?? false };
+    if (
+      !['event_count', 'value_count', 'temporal'].includes(c.type) ||
+      !Array.isArray(c.rules) ||
+      typeof c.timespan !== 'number' ||
+      !(c.timespan > 0)
+    )
+      throw new RuleProblem(['correlation'], 'correlation: not a valid correlation');
+    if (c.type === 'value_count' && c.condition?.field === undefined)
+      throw new RuleProblem(['correlation', 'condition'], 'correlation.condition: value_count needs a field');
+    if (c.type !== 'temporal' && c.condition === undefined)
+      throw new RuleProblem(['correlation'], `correlation.condition: ${c.type} needs a condition (e.g. gte: 10)`);
+    return {
+      kind: 'correlation',
+      ...base,
+      type: c.type,
+      rules: [...c.rules],
+      groupBy: [...(c['group-by'] ?? [])],
+      timespanMs: c.timespan,
+      threshold: c.condition,
+      generate: c.generate ?? false,
+    };
   }
   if (doc.detection === undefined || typeof doc.detection !== 'object') throw new RuleProblem([], 'a rule needs detection or correlation');
   return { kind: 'detection', ...base, ...compileDetection(doc.detection as Record<string, unknown>) };
@@ -193,7 +215,8 @@ export function linkRules(rules: readonly CompiledRule[]): CompiledRule[] {
     for (const k of [r.id, r.name]) {
       if (k === undefined) continue;
       const prior = byKey.get(k);
-      if (prior !== undefined && prior !== r) throw new AlertError('alerts.rule_invalid', `${r.source}: "${k}" is already the id or name of the rule at ${prior.source}`);
+      if (prior !== undefined && prior !== r)
+        throw new AlertError('alerts.rule_invalid', `${r.source}: "${k}" is already the id or name of the rule at ${prior.source}`);
       byKey.set(k, r);
     }
   }
@@ -202,7 +225,11 @@ export function linkRules(rules: readonly CompiledRule[]): CompiledRule[] {
     const ids = r.rules.map((k) => {
       const t = byKey.get(k);
       if (t === undefined) throw new AlertError('alerts.rule_invalid', `${r.source}: correlation.rules: no rule "${k}"`);
-      if (t.kind !== 'detection') throw new AlertError('alerts.rule_invalid', `${r.source}: correlation.rules: "${k}" is a correlation (only detection rules can be counted)`);
+      if (t.kind !== 'detection')
+        throw new AlertError(
+          'alerts.rule_invalid',
+          `${r.source}: correlation.rules: "${k}" is a correlation (only detection rules can be counted)`,
+        );
       return t.id;
     });
     return { ...r, rules: ids };

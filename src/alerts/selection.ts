@@ -36,7 +36,13 @@ export function fieldOf(event: unknown, path: readonly string[]): unknown {
   let v: unknown = event;
   for (const seg of path) {
     if (Array.isArray(v)) {
-      v = v.map((x) => (x !== null && typeof x === 'object' && !Array.isArray(x) && Object.hasOwn(x, seg) ? (x as Record<string, unknown>)[seg] : undefined)).filter((x) => x !== undefined);
+      v = v
+        .map((x) =>
+          x !== null && typeof x === 'object' && !Array.isArray(x) && Object.hasOwn(x, seg)
+            ? (x as Record<string, unknown>)[seg]
+            : undefined,
+        )
+        .filter((x) => x !== undefined);
       continue;
     }
     if (v === null || typeof v !== 'object' || !Object.hasOwn(v, seg)) return undefined;
@@ -109,12 +115,20 @@ function matcherFor(mods: readonly string[], expected: unknown): One {
       } catch {
         return false;
       }
-      if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() && range[0].kind() === 'ipv4') addr = (addr as ipaddr.IPv6).toIPv4Address();
+      if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress() && range[0].kind() === 'ipv4')
+        addr = (addr as ipaddr.IPv6).toIPv4Address();
       return addr.kind() === range[0].kind() && addr.match(range);
     };
   }
   const want = text.toLowerCase();
-  const cmp = op === 'contains' ? (s: string) => s.includes(want) : op === 'startswith' ? (s: string) => s.startsWith(want) : op === 'endswith' ? (s: string) => s.endsWith(want) : (s: string) => s === want;
+  const cmp =
+    op === 'contains'
+      ? (s: string) => s.includes(want)
+      : op === 'startswith'
+        ? (s: string) => s.startsWith(want)
+        : op === 'endswith'
+          ? (s: string) => s.endsWith(want)
+          : (s: string) => s === want;
   return (a) => {
     const s = asText(a);
     return s !== null && cmp(s.toLowerCase());
@@ -124,7 +138,8 @@ function matcherFor(mods: readonly string[], expected: unknown): One {
 /** Compiles one `field|mods: value(s)` entry. Throws Error with a message naming the problem. */
 export function compileField(key: string, value: unknown): Predicate {
   const [field, ...mods] = key.split('|');
-  if (!field || !/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(field)) throw new Error(`"${field}" is not a field name (dotted, e.g. payload.host)`);
+  if (!field || !/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(field))
+    throw new Error(`"${field}" is not a field name (dotted, e.g. payload.host)`);
   for (const m of mods) if (!MODIFIERS.has(m)) throw new Error(`unknown modifier "${m}" (supported: ${[...MODIFIERS].join(', ')})`);
   const ops = mods.filter((m) => m !== 'all');
   if (ops.length > 1) throw new Error(`only one modifier besides "all" may be given (${mods.join('|')})`);
@@ -138,13 +153,15 @@ export function compileField(key: string, value: unknown): Predicate {
     const one = matcherFor(mods, v);
     return exists ? one : (a: unknown) => (Array.isArray(a) ? a.some(one) : one(a));
   });
-  return all ? (e) => {
-    const a = fieldOf(e, path);
-    return ms.every((m) => m(a));
-  } : (e) => {
-    const a = fieldOf(e, path);
-    return ms.some((m) => m(a));
-  };
+  return all
+    ? (e) => {
+        const a = fieldOf(e, path);
+        return ms.every((m) => m(a));
+      }
+    : (e) => {
+        const a = fieldOf(e, path);
+        return ms.some((m) => m(a));
+      };
 }
 
 /** Compiles a selection: a mapping (all fields) or a list of mappings (any). */
@@ -152,7 +169,8 @@ export function compileSelection(sel: unknown): Predicate {
   if (Array.isArray(sel)) {
     if (sel.length === 0) throw new Error('an empty selection list matches nothing');
     const alts = sel.map((s) => {
-      if (s === null || typeof s !== 'object' || Array.isArray(s)) throw new Error('keyword selections (a list of plain values) are not supported: use field: value');
+      if (s === null || typeof s !== 'object' || Array.isArray(s))
+        throw new Error('keyword selections (a list of plain values) are not supported: use field: value');
       return compileSelection(s);
     });
     return (e) => alts.some((p) => p(e));

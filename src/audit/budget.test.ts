@@ -5,7 +5,13 @@ import { AuditError } from './errors.js';
 import { AuditBudget, BudgetedSink, DEFAULT_AUDIT_BUDGET, parseAuditBudget } from './budget.js';
 
 const actor = { agent: 'a', execution: 'e1' };
-const dns = (i: number): AuditEventInput => ({ actor, action: 'net.dns', decision: 'deny', reason: 'net.denied.not_in_allowlist', payload: { name: `${i}.attacker.com` } });
+const dns = (i: number): AuditEventInput => ({
+  actor,
+  action: 'net.dns',
+  decision: 'deny',
+  reason: 'net.denied.not_in_allowlist',
+  payload: { name: `${i}.attacker.com` },
+});
 const lifecycle = (action: string): AuditEventInput => ({ actor, action, decision: 'info', payload: {} });
 
 /** A sink that keeps what it is given. */
@@ -24,7 +30,10 @@ describe('AuditBudget (accounting)', () => {
 
   it('counts bytes: an event that would pass maxBytes exhausts the budget', () => {
     const b = new AuditBudget({ maxEvents: 100, maxBytes: 250, onExhausted: 'continue' }, () => 0);
-    assert.deepEqual([b.charge(dns(0), 100), b.charge(dns(1), 100), b.charge(dns(2), 100), b.charge(dns(3), 10)], ['write', 'write', 'exhausted', 'fold']);
+    assert.deepEqual(
+      [b.charge(dns(0), 100), b.charge(dns(1), 100), b.charge(dns(2), 100), b.charge(dns(3), 10)],
+      ['write', 'write', 'exhausted', 'fold'],
+    );
   });
 
   it('lifecycle events (run.*, resource.usage, audit.*) are written past the budget, and count in it', () => {
@@ -32,7 +41,10 @@ describe('AuditBudget (accounting)', () => {
     assert.equal(b.charge(lifecycle('run.start'), 50), 'write');
     assert.equal(b.charge(dns(0), 50), 'write');
     assert.equal(b.charge(dns(1), 50), 'exhausted');
-    assert.deepEqual([b.charge(lifecycle('run.killed'), 50), b.charge(lifecycle('resource.usage'), 50), b.charge(lifecycle('run.exit'), 50)], ['write', 'write', 'write']);
+    assert.deepEqual(
+      [b.charge(lifecycle('run.killed'), 50), b.charge(lifecycle('resource.usage'), 50), b.charge(lifecycle('run.exit'), 50)],
+      ['write', 'write', 'write'],
+    );
   });
 
   it('the exhaustion event names the limits, the usage, the trigger and the time since the start', () => {
@@ -44,7 +56,15 @@ describe('AuditBudget (accounting)', () => {
     const e = b.exhaustedEvent(actor);
     assert.deepEqual([e.action, e.decision, e.reason], ['audit.budget_exhausted', 'deny', 'audit.budget_exhausted']);
     const { detail, ...rest } = e.payload;
-    assert.deepEqual(rest, { events: 1, bytes: 120, maxEvents: 1, maxBytes: 1_000_000, onExhausted: 'stop', trigger: 'net.dns', elapsedMs: 2500 });
+    assert.deepEqual(rest, {
+      events: 1,
+      bytes: 120,
+      maxEvents: 1,
+      maxBytes: 1_000_000,
+      onExhausted: 'stop',
+      trigger: 'net.dns',
+      elapsedMs: 2500,
+    });
     assert.match(String(detail), /the agent is stopped/);
   });
 
@@ -68,7 +88,13 @@ describe('BudgetedSink', () => {
   it('passes events through, writes audit.budget_exhausted once and stops the agent (stop), then counts', async () => {
     const inner = collector();
     const stops: AuditEventInput[] = [];
-    const sink = new BudgetedSink(inner, actor, { maxEvents: 10, maxBytes: 1_000_000, onExhausted: 'stop' }, () => 0, (e) => stops.push(e));
+    const sink = new BudgetedSink(
+      inner,
+      actor,
+      { maxEvents: 10, maxBytes: 1_000_000, onExhausted: 'stop' },
+      () => 0,
+      (e) => stops.push(e),
+    );
     await sink.append(lifecycle('run.start'));
     for (let i = 0; i < 1000; i++) await sink.append(dns(i));
     await sink.append(lifecycle('run.exit'));
@@ -87,7 +113,13 @@ describe('BudgetedSink', () => {
   it('with onExhausted continue the agent is not stopped; the event says so', async () => {
     const inner = collector();
     let stopped = false;
-    const sink = new BudgetedSink(inner, actor, { maxEvents: 1, maxBytes: 1_000_000, onExhausted: 'continue' }, () => 0, () => (stopped = true));
+    const sink = new BudgetedSink(
+      inner,
+      actor,
+      { maxEvents: 1, maxBytes: 1_000_000, onExhausted: 'continue' },
+      () => 0,
+      () => (stopped = true),
+    );
     await sink.append(dns(0));
     await sink.append(dns(1));
     assert.equal(stopped, false);
@@ -113,11 +145,28 @@ describe('parseAuditBudget (host settings)', () => {
     assert.equal(DEFAULT_AUDIT_BUDGET.onExhausted, 'stop');
   });
   it('reads the three variables', () => {
-    assert.deepEqual(parseAuditBudget({ AEGIS_AUDIT_BUDGET_EVENTS: '200', AEGIS_AUDIT_BUDGET_BYTES: '65536', AEGIS_AUDIT_BUDGET_ON_EXHAUSTED: 'continue' }), { maxEvents: 200, maxBytes: 65536, onExhausted: 'continue' });
+    assert.deepEqual(
+      parseAuditBudget({
+        AEGIS_AUDIT_BUDGET_EVENTS: '200',
+        AEGIS_AUDIT_BUDGET_BYTES: '65536',
+        AEGIS_AUDIT_BUDGET_ON_EXHAUSTED: 'continue',
+      }),
+      { maxEvents: 200, maxBytes: 65536, onExhausted: 'continue' },
+    );
   });
   it('refuses anything else with audit.budget_invalid', () => {
-    for (const env of [{ AEGIS_AUDIT_BUDGET_EVENTS: '0' }, { AEGIS_AUDIT_BUDGET_EVENTS: '-1' }, { AEGIS_AUDIT_BUDGET_BYTES: '1e9' }, { AEGIS_AUDIT_BUDGET_EVENTS: ' 5' }, { AEGIS_AUDIT_BUDGET_ON_EXHAUSTED: 'ignore' }]) {
-      assert.throws(() => parseAuditBudget(env), (e: unknown) => e instanceof AuditError && e.code === 'audit.budget_invalid', JSON.stringify(env));
+    for (const env of [
+      { AEGIS_AUDIT_BUDGET_EVENTS: '0' },
+      { AEGIS_AUDIT_BUDGET_EVENTS: '-1' },
+      { AEGIS_AUDIT_BUDGET_BYTES: '1e9' },
+      { AEGIS_AUDIT_BUDGET_EVENTS: ' 5' },
+      { AEGIS_AUDIT_BUDGET_ON_EXHAUSTED: 'ignore' },
+    ]) {
+      assert.throws(
+        () => parseAuditBudget(env),
+        (e: unknown) => e instanceof AuditError && e.code === 'audit.budget_invalid',
+        JSON.stringify(env),
+      );
     }
   });
 });

@@ -194,7 +194,8 @@ export function parseAuditBudget(env: Readonly<Record<string, string | undefined
   const count = (name: string, dflt: number): number => {
     const v = env[name];
     if (v === undefined || v === '') return dflt;
-    if (!/^[0-9]{1,15}$/.test(v) || Number(v) < 1) throw new AuditError('audit.budget_invalid', `${name}: "${v}" is not a positive integer`);
+    if (!/^[0-9]{1,15}$/.test(v) || Number(v) < 1)
+      throw new AuditError('audit.budget_invalid', `${name}: "${v}" is not a positive integer`);
     return Number(v);
   };
   const on = env.AEGIS_AUDIT_BUDGET_ON_EXHAUSTED;

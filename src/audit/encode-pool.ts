@@ -135,7 +135,9 @@ export class EncodePool {
     const per = Math.ceil(items.length / k);
     try {
       const parts = await Promise.all(
-        Array.from({ length: k }, (_, w) => (this.workers[w] as EncodeWorker).encode(items.slice(w * per, (w + 1) * per), start + w * per, origin, keys)),
+        Array.from({ length: k }, (_, w) =>
+          (this.workers[w] as EncodeWorker).encode(items.slice(w * per, (w + 1) * per), start + w * per, origin, keys),
+        ),
       );
       return join(parts);
     } catch (err) {

@@ -17,7 +17,12 @@ parentPort?.on('message', (m: Request) => {
     const parts = m.packed.split('\0');
     const items: BatchItem[] = new Array<BatchItem>(m.count);
     for (let i = 0; i < m.count; i++) {
-      items[i] = { pre: parts[4 * i] as string, post: parts[4 * i + 1] as string, secret: parts[4 * i + 2] as string, keyId: parts[4 * i + 3] as string };
+      items[i] = {
+        pre: parts[4 * i] as string,
+        post: parts[4 * i + 1] as string,
+        secret: parts[4 * i + 2] as string,
+        keyId: parts[4 * i + 3] as string,
+      };
     }
     const nonces = randomFillSync(new Uint8Array(12 * m.count));
     const r = encodeBatch(items, m.start, m.origin, new Map(m.keys), nonces);

@@ -32,10 +32,20 @@ export type EncodedBatch = EntryBatch;
 const q = JSON.stringify;
 
 // One-entry memo: consecutive events usually share actor, action and decision.
-const memo = { agent: undefined as string | undefined, execution: undefined as string | undefined, principal: undefined as string | undefined, action: '', decision: '', pre: '' };
+const memo = {
+  agent: undefined as string | undefined,
+  execution: undefined as string | undefined,
+  principal: undefined as string | undefined,
+  action: '',
+  decision: '',
+  pre: '',
+};
 
 /** `pre` and `post` parts of an entry (see BatchItem); `subjectHash` is the keyed subject hash. */
-export function entryParts(h: Pick<EntryHeader, 'id' | 'time' | 'actor' | 'action' | 'decision' | 'reason'>, subjectHash?: string): { pre: string; post: string } {
+export function entryParts(
+  h: Pick<EntryHeader, 'id' | 'time' | 'actor' | 'action' | 'decision' | 'reason'>,
+  subjectHash?: string,
+): { pre: string; post: string } {
   const a = h.actor;
   if (
     memo.pre === '' ||

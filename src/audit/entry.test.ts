@@ -39,7 +39,11 @@ describe('entry encoding', () => {
           fc.uint8Array({ minLength: 12 * 8, maxLength: 12 * 8 }),
           (headers, start, payload, key, nonceBytes) => {
             const nonces = nonceBytes.subarray(0, 12 * headers.length);
-            const items = headers.map((h) => ({ ...entryParts(h as Omit<EntryHeader, 'index'>, h.subjectHash), secret: secretJson({ payload: { v: payload } }), keyId: KEY_ID }));
+            const items = headers.map((h) => ({
+              ...entryParts(h as Omit<EntryHeader, 'index'>, h.subjectHash),
+              secret: secretJson({ payload: { v: payload } }),
+              keyId: KEY_ID,
+            }));
             const b = encodeBatch(items, start, 'example.org/log', new Map([[KEY_ID, key]]), nonces);
             headers.forEach((h, i) => {
               const entry = batchEntry(b, i);
@@ -59,17 +63,29 @@ describe('entry encoding', () => {
 
   it('refuses to decrypt a ciphertext at another position or under another log origin', () => {
     const key = randomBytes(32);
-    const items = [{ ...entryParts({ id: 'x', time: 't', actor: {}, action: 'a.b', decision: 'info' }), secret: secretJson({ payload: {} }), keyId: KEY_ID }];
+    const items = [
+      {
+        ...entryParts({ id: 'x', time: 't', actor: {}, action: 'a.b', decision: 'info' }),
+        secret: secretJson({ payload: {} }),
+        keyId: KEY_ID,
+      },
+    ];
     const b = encodeBatch(items, 7, 'example.org/log', new Map([[KEY_ID, key]]), randomBytes(12));
     const p = parseEntry(batchEntry(b, 0));
     for (const aad of [payloadAad('example.org/log', 8), payloadAad('other/log', 7)]) {
-      assert.throws(() => decryptPayload(key, p.enc.nonce, p.enc.ciphertext, aad), (e: unknown) => e instanceof AuditError && e.code === 'audit.decrypt_failed');
+      assert.throws(
+        () => decryptPayload(key, p.enc.nonce, p.enc.ciphertext, aad),
+        (e: unknown) => e instanceof AuditError && e.code === 'audit.decrypt_failed',
+      );
     }
   });
 
   it('parses the secret part back, and refuses one without a payload object', () => {
     assert.deepEqual(parseSecretPart(Buffer.from(secretJson({ payload: { a: 1 }, subject: 's' }))), { payload: { a: 1 }, subject: 's' });
-    assert.throws(() => parseSecretPart(Buffer.from('{"payload":3}')), (e: unknown) => e instanceof AuditError && e.code === 'audit.entry_malformed');
+    assert.throws(
+      () => parseSecretPart(Buffer.from('{"payload":3}')),
+      (e: unknown) => e instanceof AuditError && e.code === 'audit.entry_malformed',
+    );
   });
 });
 
@@ -82,11 +98,17 @@ describe('parseEntry on hostile bytes', () => {
     ['a fractional index', '{"v":1,"i":1.5}'],
     ['no enc object', '{"v":1,"i":0,"id":"a","time":"t","actor":{},"action":"a","decision":"allow"}'],
     ['a bad decision', '{"v":1,"i":0,"id":"a","time":"t","actor":{},"action":"a","decision":"maybe","enc":{}}'],
-    ['non-base64 ciphertext', '{"v":1,"i":0,"id":"a","time":"t","actor":{},"action":"a","decision":"allow","enc":{"k":"k","n":"AAAA","c":"!!"}}'],
+    [
+      'non-base64 ciphertext',
+      '{"v":1,"i":0,"id":"a","time":"t","actor":{},"action":"a","decision":"allow","enc":{"k":"k","n":"AAAA","c":"!!"}}',
+    ],
     ['an actor that is a string', '{"v":1,"i":0,"id":"a","time":"t","actor":"x","action":"a","decision":"allow","enc":{}}'],
   ] as const) {
     it(`fails with audit.entry_malformed on ${what}`, () => {
-      assert.throws(() => parseEntry(Buffer.from(text, 'latin1')), (e: unknown) => e instanceof AuditError && e.code === 'audit.entry_malformed');
+      assert.throws(
+        () => parseEntry(Buffer.from(text, 'latin1')),
+        (e: unknown) => e instanceof AuditError && e.code === 'audit.entry_malformed',
+      );
     });
   }
   for (const [label, params] of propertyRuns(100)) {
@@ -111,7 +133,10 @@ describe('envelope keys', () => {
     const dk = randomBytes(32);
     const wrapped = wrapDataKey(mk, 'd.2026-01-01.00000001', dk, randomBytes(12));
     assert.deepEqual(Buffer.from(unwrapDataKey(mk, 'd.2026-01-01.00000001', wrapped)), dk);
-    assert.throws(() => unwrapDataKey(mk, 'd.2026-01-02.00000001', wrapped), (e: unknown) => e instanceof AuditError && e.code === 'audit.key_invalid');
+    assert.throws(
+      () => unwrapDataKey(mk, 'd.2026-01-02.00000001', wrapped),
+      (e: unknown) => e instanceof AuditError && e.code === 'audit.key_invalid',
+    );
   });
   it('hashes subjects with a key: same subject, same hash; other master key, other hash', () => {
     const a = deriveMasterKeys(randomBytes(32));
@@ -124,7 +149,10 @@ describe('envelope keys', () => {
 
 describe('canonical JSON', () => {
   it('sorts keys by UTF-16 code units and drops undefined members', () => {
-    assert.equal(canonicalJson({ b: 1, a: [1, 'x', null], '\u00e9': true, B: undefined, A: { z: 0, y: -1.5 } }), '{"A":{"y":-1.5,"z":0},"a":[1,"x",null],"b":1,"\u00e9":true}');
+    assert.equal(
+      canonicalJson({ b: 1, a: [1, 'x', null], '\u00e9': true, B: undefined, A: { z: 0, y: -1.5 } }),
+      '{"A":{"y":-1.5,"z":0},"a":[1,"x",null],"b":1,"\u00e9":true}',
+    );
   });
   for (const [what, v] of [
     ['NaN', { n: Number.NaN }],
@@ -133,11 +161,18 @@ describe('canonical JSON', () => {
     ['a bigint', { n: 1n }],
     ['a function', { f: () => 1 }],
   ] as const) {
-    it(`refuses ${what}`, () => assert.throws(() => canonicalJson(v), (e: unknown) => e instanceof AuditError && e.code === 'audit.json_invalid'));
+    it(`refuses ${what}`, () =>
+      assert.throws(
+        () => canonicalJson(v),
+        (e: unknown) => e instanceof AuditError && e.code === 'audit.json_invalid',
+      ));
   }
   it('refuses a cycle', () => {
     const o: Record<string, unknown> = {};
     o['self'] = o;
-    assert.throws(() => canonicalJson(o), (e: unknown) => e instanceof AuditError && e.code === 'audit.json_invalid');
+    assert.throws(
+      () => canonicalJson(o),
+      (e: unknown) => e instanceof AuditError && e.code === 'audit.json_invalid',
+    );
   });
 });

@@ -75,7 +75,8 @@ export function wrapDataKey(keys: MasterKeys, keyId: string, dataKey: Uint8Array
 }
 
 export function unwrapDataKey(keys: MasterKeys, keyId: string, wrapped: Uint8Array): Uint8Array {
-  if (wrapped.length !== NONCE_BYTES + KEY_BYTES + TAG_BYTES) throw new AuditError('audit.key_invalid', `wrapped key ${keyId} has the wrong size`);
+  if (wrapped.length !== NONCE_BYTES + KEY_BYTES + TAG_BYTES)
+    throw new AuditError('audit.key_invalid', `wrapped key ${keyId} has the wrong size`);
   try {
     return open(keys.wrap, wrapped.subarray(0, NONCE_BYTES), wrapped.subarray(NONCE_BYTES), Buffer.from(keyId, 'utf8'));
   } catch (cause) {

@@ -26,15 +26,21 @@ function optString(v: unknown, what: string): void {
  * Returns the complete event (v, id, time filled in) and the canonical JSON of its payload, or
  * throws audit.event_invalid.
  */
-export function completeEvent(input: AuditEventInput, newId: () => string, nowIso: () => string): { event: AuditEvent; payloadJson: string } {
+export function completeEvent(
+  input: AuditEventInput,
+  newId: () => string,
+  nowIso: () => string,
+): { event: AuditEvent; payloadJson: string } {
   if (typeof input !== 'object' || input === null) throw invalid('event must be an object');
   const { actor, action, decision, reason, subject, payload } = input;
   if (typeof actor !== 'object' || actor === null) throw invalid('actor must be an object');
   optString(actor.agent, 'actor.agent');
   optString(actor.execution, 'actor.execution');
   optString(actor.principal, 'actor.principal');
-  if (typeof action !== 'string' || action.length > 128 || !ACTION_RE.test(action)) throw invalid(`action ${JSON.stringify(action)} is not a dotted lowercase name`);
-  if (decision !== 'allow' && decision !== 'deny' && decision !== 'error' && decision !== 'info') throw invalid('decision must be allow, deny, error or info');
+  if (typeof action !== 'string' || action.length > 128 || !ACTION_RE.test(action))
+    throw invalid(`action ${JSON.stringify(action)} is not a dotted lowercase name`);
+  if (decision !== 'allow' && decision !== 'deny' && decision !== 'error' && decision !== 'info')
+    throw invalid('decision must be allow, deny, error or info');
   optString(reason, 'reason');
   optString(subject, 'subject');
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid('payload must be an object');
@@ -44,8 +50,12 @@ export function completeEvent(input: AuditEventInput, newId: () => string, nowIs
   } catch (cause) {
     throw new AuditError('audit.event_invalid', 'payload is not plain JSON', { cause });
   }
-  if (input.id !== undefined && (typeof input.id !== 'string' || !UUID_V7_RE.test(input.id))) throw invalid('id must be a lowercase UUIDv7');
-  if (input.time !== undefined && (typeof input.time !== 'string' || !RFC3339_MS_UTC.test(input.time) || Number.isNaN(Date.parse(input.time)))) {
+  if (input.id !== undefined && (typeof input.id !== 'string' || !UUID_V7_RE.test(input.id)))
+    throw invalid('id must be a lowercase UUIDv7');
+  if (
+    input.time !== undefined &&
+    (typeof input.time !== 'string' || !RFC3339_MS_UTC.test(input.time) || Number.isNaN(Date.parse(input.time)))
+  ) {
     throw invalid('time must be RFC 3339 UTC with milliseconds (YYYY-MM-DDTHH:MM:SS.sssZ)');
   }
   // Fixed object shapes (absent fields are undefined, which every encoder skips): this runs once

@@ -15,7 +15,14 @@
 import { createHash, createPublicKey } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type NoteVerifier, encodeVerifierKey, noteSigner, noteVerifier, parseVerifierKey, rawEd25519PublicKey } from './checkpoint/note.js';
+import {
+  type NoteVerifier,
+  encodeVerifierKey,
+  noteSigner,
+  noteVerifier,
+  parseVerifierKey,
+  rawEd25519PublicKey,
+} from './checkpoint/note.js';
 import { deriveMasterKeys } from './envelope.js';
 import { AuditError } from './errors.js';
 import { type Env, loadMasterKey, loadSigningKey, readMasterKey, readPublicKeyFile, writePublicKeyFile } from './key-files.js';
@@ -54,7 +61,12 @@ export async function openStore(home: string, env: Env, opts: { readonly readOnl
   if (spec.startsWith('postgres://') || spec.startsWith('postgresql://')) {
     const { PgStore } = await import('./store/pg-store.js');
     const ca = env['AEGIS_AUDIT_PG_CA'];
-    return PgStore.open({ url: spec, schema: env['AEGIS_AUDIT_PG_SCHEMA'] ?? 'aegis_audit', readOnly, ...(ca !== undefined && ca !== '' ? { ca } : {}) });
+    return PgStore.open({
+      url: spec,
+      schema: env['AEGIS_AUDIT_PG_SCHEMA'] ?? 'aegis_audit',
+      readOnly,
+      ...(ca !== undefined && ca !== '' ? { ca } : {}),
+    });
   }
   throw new AuditError('audit.config_invalid', `AEGIS_AUDIT_STORE must be "file" or a postgres:// URL`);
 }
@@ -72,7 +84,9 @@ export function defaultOrigin(rawPublicKey: Uint8Array): string {
   return `aegis.local/audit/${createHash('sha256').update(rawPublicKey).digest('hex').slice(0, 16)}`;
 }
 
-export interface OpenAuditLogOptions extends Partial<Omit<AuditLogOptions, 'signer' | 'verifier' | 'origin' | 'masterKeys' | 'sink' | 'store'>> {
+export interface OpenAuditLogOptions extends Partial<
+  Omit<AuditLogOptions, 'signer' | 'verifier' | 'origin' | 'masterKeys' | 'sink' | 'store'>
+> {
   /** $AEGIS_HOME. */
   readonly home: string;
   /** The AEGIS_AUDIT_* settings (src/config reads the environment once and passes them in). */
@@ -106,7 +120,8 @@ export async function openAuditLog(opts: OpenAuditLogOptions): Promise<AuditLog>
     published = p.notes;
   }
   const retentionDays = opts.retentionDays ?? retentionFrom(env);
-  if (!Number.isInteger(retentionDays) || retentionDays < 0) throw new AuditError('audit.config_invalid', 'retentionDays must be a whole number of days');
+  if (!Number.isInteger(retentionDays) || retentionDays < 0)
+    throw new AuditError('audit.config_invalid', 'retentionDays must be a whole number of days');
   const store = opts.store ?? (await openStore(opts.home, env));
   try {
     return await AuditLog.open({ ...opts, store, signer, verifier, origin, masterKeys, sink, published, retentionDays });
@@ -145,9 +160,17 @@ export async function openAuditReader(opts: OpenAuditReaderOptions): Promise<Aud
   if (vkey === undefined) throw new AuditError('audit.store_io', `no audit log under ${opts.home} (nothing has been logged yet)`);
   const verifier = parseVerifierKey(vkey);
   const origin = env['AEGIS_AUDIT_ORIGIN'] || verifier.name;
-  if (origin !== verifier.name) throw new AuditError('audit.key_invalid', `${join(paths.dir, 'log.pub')} is for origin ${verifier.name}, not AEGIS_AUDIT_ORIGIN ${origin}`);
+  if (origin !== verifier.name)
+    throw new AuditError(
+      'audit.key_invalid',
+      `${join(paths.dir, 'log.pub')} is for origin ${verifier.name}, not AEGIS_AUDIT_ORIGIN ${origin}`,
+    );
   const master = await readMasterKey(paths.dir, env);
-  if (master === undefined) throw new AuditError('audit.key_invalid', `no master key: ${join(paths.dir, 'master.key')} does not exist and AEGIS_AUDIT_MASTER_KEY[_FILE] is not set`);
+  if (master === undefined)
+    throw new AuditError(
+      'audit.key_invalid',
+      `no master key: ${join(paths.dir, 'master.key')} does not exist and AEGIS_AUDIT_MASTER_KEY[_FILE] is not set`,
+    );
   const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], paths.publishedDir);
   let published: string[] = [];
   if (sink instanceof FileSink) {
@@ -171,13 +194,19 @@ export async function openAuditReader(opts: OpenAuditReaderOptions): Promise<Aud
  * pinned in the publication directory, the store's log.pub. Also returns the store's log.pub
  * so the caller can report a replaced key.
  */
-export async function trustedVerifier(home: string, env: Env, override?: string): Promise<{ verifier: NoteVerifier; source: string; storeKey?: string }> {
+export async function trustedVerifier(
+  home: string,
+  env: Env,
+  override?: string,
+): Promise<{ verifier: NoteVerifier; source: string; storeKey?: string }> {
   const paths = auditPaths(home);
   const storeKey = await readPublicKeyFile(paths.dir);
   const fromSpec = async (spec: string, what: string): Promise<NoteVerifier> => {
-    const text = spec.includes('+') ? spec : await readFile(spec, 'utf8').catch((cause: unknown) => {
-      throw new AuditError('audit.key_invalid', `cannot read ${what} ${spec}`, { cause });
-    });
+    const text = spec.includes('+')
+      ? spec
+      : await readFile(spec, 'utf8').catch((cause: unknown) => {
+          throw new AuditError('audit.key_invalid', `cannot read ${what} ${spec}`, { cause });
+        });
     return parseVerifierKey(text);
   };
   const given = override ?? env['AEGIS_AUDIT_PUBKEY'];
@@ -189,7 +218,8 @@ export async function trustedVerifier(home: string, env: Env, override?: string)
     const p = await readPublished(sink.dir);
     if (p.pinnedKey !== undefined) return { verifier: parseVerifierKey(p.pinnedKey), source: `${sink.dir}/log.pub`, ...base };
   }
-  if (storeKey === undefined) throw new AuditError('audit.key_invalid', `no public key: ${join(paths.dir, 'log.pub')} does not exist (no log yet?)`);
+  if (storeKey === undefined)
+    throw new AuditError('audit.key_invalid', `no public key: ${join(paths.dir, 'log.pub')} does not exist (no log yet?)`);
   return { verifier: parseVerifierKey(storeKey), source: join(paths.dir, 'log.pub'), ...base };
 }
 

@@ -86,7 +86,12 @@ export class LogTree {
       if (cp.size < f.size) return;
       if (cp.size === f.size) {
         if (!bytesEqual(frontierRoot(f), cp.root)) {
-          throw this.fail(new AuditError('audit.store_corrupt', `the saved tree frontier (size ${f.size}) does not match stored checkpoint ${i}: the store is damaged or was tampered with`));
+          throw this.fail(
+            new AuditError(
+              'audit.store_corrupt',
+              `the saved tree frontier (size ${f.size}) does not match stored checkpoint ${i}: the store is damaged or was tampered with`,
+            ),
+          );
         }
         this.tree = MerkleTree.fromFrontier(f);
         return;
@@ -114,7 +119,10 @@ export class LogTree {
     }
     const recent = cps.filter((c) => c.cp.size >= this.tree.base);
     for (const { cp, what } of recent) this.checkAgainst(cp, what);
-    const newest = cps.reduce<{ cp: Checkpoint; what: string } | undefined>((a, c) => (a === undefined || c.cp.size > a.cp.size ? c : a), undefined);
+    const newest = cps.reduce<{ cp: Checkpoint; what: string } | undefined>(
+      (a, c) => (a === undefined || c.cp.size > a.cp.size ? c : a),
+      undefined,
+    );
     if (recent.length > 0 || newest === undefined) return;
     if (!bytesEqual((await this.fullTree()).root(newest.cp.size), newest.cp.root)) {
       throw this.fail(new AuditError('audit.store_corrupt', `${newest.what} (size ${newest.cp.size}) does not match the stored entries`));
@@ -132,12 +140,19 @@ export class LogTree {
     if (t.size < size) {
       const { hashes } = await this.store.readLeafHashes(t.size);
       if (t.size + hashes.length / 32 < size) {
-        throw this.fail(new AuditError('audit.store_corrupt', `the store holds ${t.size + hashes.length / 32} entries, fewer than ${size}`));
+        throw this.fail(
+          new AuditError('audit.store_corrupt', `the store holds ${t.size + hashes.length / 32} entries, fewer than ${size}`),
+        );
       }
       t.appendMany(hashes, size - t.size);
     }
     if (!bytesEqual(t.root(size), this.tree.root())) {
-      throw this.fail(new AuditError('audit.store_corrupt', `the stored leaf hashes do not match the tree restored from the saved frontier (size ${this.tree.base})`));
+      throw this.fail(
+        new AuditError(
+          'audit.store_corrupt',
+          `the stored leaf hashes do not match the tree restored from the saved frontier (size ${this.tree.base})`,
+        ),
+      );
     }
     this.full = t;
     return t;
@@ -158,7 +173,12 @@ export class LogTree {
     const notes = await this.store.readCheckpoints();
     const { size, hashes } = await this.store.readLeafHashes(this.tree.size);
     if (size < this.tree.size) {
-      throw this.fail(new AuditError('audit.store_corrupt', `the store holds ${size} entries, fewer than the ${this.tree.size} already seen (truncated or rolled back)`));
+      throw this.fail(
+        new AuditError(
+          'audit.store_corrupt',
+          `the store holds ${size} entries, fewer than the ${this.tree.size} already seen (truncated or rolled back)`,
+        ),
+      );
     }
     this.tree.appendMany(hashes, hashes.length / 32);
     this.checkLatestStoredCheckpoint(notes, true);
@@ -177,7 +197,11 @@ export class LogTree {
     try {
       cp = openCheckpoint(latest, this.verifier, this.origin);
     } catch (cause) {
-      throw this.fail(new AuditError('audit.store_corrupt', `latest stored checkpoint (${notes.length - 1}) does not verify under the log key`, { cause }));
+      throw this.fail(
+        new AuditError('audit.store_corrupt', `latest stored checkpoint (${notes.length - 1}) does not verify under the log key`, {
+          cause,
+        }),
+      );
     }
     if (cp.size <= this.tree.size || caughtUp) this.checkAgainst(cp, `stored checkpoint ${notes.length - 1}`);
     this.signedSize = Math.max(this.signedSize, cp.size);
@@ -185,7 +209,12 @@ export class LogTree {
 
   private checkAgainst(cp: Checkpoint, what: string): void {
     if (cp.size > this.tree.size) {
-      throw this.fail(new AuditError('audit.store_corrupt', `${what} has size ${cp.size} but the store holds ${this.tree.size} entries (truncated or rolled back)`));
+      throw this.fail(
+        new AuditError(
+          'audit.store_corrupt',
+          `${what} has size ${cp.size} but the store holds ${this.tree.size} entries (truncated or rolled back)`,
+        ),
+      );
     }
     if (!bytesEqual(this.tree.root(cp.size), cp.root)) {
       throw this.fail(new AuditError('audit.store_corrupt', `${what} (size ${cp.size}) does not match the stored entries`));

@@ -4,7 +4,16 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuditError } from './errors.js';
-import { openAuditLog, openStore, auditPaths, trustedVerifier, publishedCheckpoints, verifyLog, type AuditLog, type Timers } from './index.js';
+import {
+  openAuditLog,
+  openStore,
+  auditPaths,
+  trustedVerifier,
+  publishedCheckpoints,
+  verifyLog,
+  type AuditLog,
+  type Timers,
+} from './index.js';
 import { parseEntry } from './entry.js';
 import { FileStore } from './store/file-store.js';
 
@@ -28,7 +37,13 @@ async function withHome<T>(fn: (home: string) => Promise<T>): Promise<T> {
 }
 
 const ENV = {};
-const ev = (i: number, extra: object = {}) => ({ actor: { agent: 'a1', execution: 'x1' }, action: 'net.connect', decision: 'allow' as const, payload: { host: `h${i}.example`, n: i }, ...extra });
+const ev = (i: number, extra: object = {}) => ({
+  actor: { agent: 'a1', execution: 'x1' },
+  action: 'net.connect',
+  decision: 'allow' as const,
+  payload: { host: `h${i}.example`, n: i },
+  ...extra,
+});
 
 async function verify(home: string) {
   const store = await openStore(home, ENV);
@@ -111,7 +126,10 @@ describe('AuditLog', () => {
       const log = await openAuditLog({ home, env: ENV });
       await log.appendMany(Array.from({ length: 300 }, (_, i) => ev(i)));
       assert.equal(log.size, 300);
-      await assert.rejects(log.appendMany([ev(1), { ...ev(2), decision: 'maybe' as never }]), (err: unknown) => err instanceof AuditError && err.code === 'audit.event_invalid');
+      await assert.rejects(
+        log.appendMany([ev(1), { ...ev(2), decision: 'maybe' as never }]),
+        (err: unknown) => err instanceof AuditError && err.code === 'audit.event_invalid',
+      );
       await log.flush();
       assert.equal(log.size, 300);
       await log.close();
@@ -244,7 +262,10 @@ describe('AuditLog', () => {
         const st = await stat(path);
         assert.ok(st.size < data.length);
         // The reader stops before the incomplete record: 4 entries, checkpoint says 5.
-        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt');
+        await assert.rejects(
+          openAuditLog({ home, env: ENV }),
+          (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt',
+        );
       });
     });
   });
@@ -286,7 +307,10 @@ describe('AuditLog', () => {
         await log.close();
         const { rm: rmf } = await import('node:fs/promises');
         await rmf(join(home, 'audit', 'log.key'));
-        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'audit.key_invalid');
+        await assert.rejects(
+          openAuditLog({ home, env: ENV }),
+          (err: unknown) => err instanceof AuditError && err.code === 'audit.key_invalid',
+        );
       });
     });
   });
@@ -298,7 +322,10 @@ describe('AuditLog', () => {
         await log.close();
         const { chmod } = await import('node:fs/promises');
         await chmod(join(home, 'audit', 'log.key'), 0o644);
-        await assert.rejects(openAuditLog({ home, env: ENV }), (err: unknown) => err instanceof AuditError && err.code === 'audit.key_invalid');
+        await assert.rejects(
+          openAuditLog({ home, env: ENV }),
+          (err: unknown) => err instanceof AuditError && err.code === 'audit.key_invalid',
+        );
       });
     });
   });

@@ -110,7 +110,10 @@ export class AuditLog implements AuditSink {
   static async open(o: AuditLogOptions): Promise<AuditLog> {
     const { store, origin, masterKeys } = o;
     const clock = o.clock ?? { now: () => Date.now() };
-    const timers = o.timers ?? { setInterval: (fn, ms) => setInterval(fn, ms).unref(), clearInterval: (h) => clearInterval(h as NodeJS.Timeout) };
+    const timers = o.timers ?? {
+      setInterval: (fn, ms) => setInterval(fn, ms).unref(),
+      clearInterval: (h) => clearInterval(h as NodeJS.Timeout),
+    };
     const random = o.random ?? ((b) => void randomFillSync(b));
     const onError = o.onError ?? ((err) => process.emitWarning(`audit: ${err instanceof Error ? err.message : String(err)}`));
     const pool = new EncodePool(o.random !== undefined || o.inlineEncoding === true ? { random } : undefined);
@@ -119,7 +122,21 @@ export class AuditLog implements AuditSink {
     const writer = new BatchWriter({ store, tree, keys, masterKeys, pool, origin, maxBatch: o.maxBatch ?? 2048, now: () => clock.now() });
     const checkpointer = new Checkpointer({ store, tree, signer: o.signer, origin, sink: o.sink, onError });
     const newId = uuidv7Generator(() => clock.now(), random);
-    const log = new AuditLog(store, origin, masterKeys, tree, keys, writer, checkpointer, pool, clock, timers, newId, o.retentionDays ?? 90, onError);
+    const log = new AuditLog(
+      store,
+      origin,
+      masterKeys,
+      tree,
+      keys,
+      writer,
+      checkpointer,
+      pool,
+      clock,
+      timers,
+      newId,
+      o.retentionDays ?? 90,
+      onError,
+    );
     await o.sink.pinKey(encodeVerifierKey(o.verifier));
     await log.applyRetention();
     if (o.inlineEncoding !== true) pool.warm();

@@ -13,7 +13,10 @@ describe('checkpoint sinks', () => {
     assert.equal((sinkFromSpec('file:/x/y', '/d') as FileSink).dir, '/x/y');
     assert.ok(sinkFromSpec('https://example.org/cp', '/d') instanceof WebhookSink);
     assert.ok(sinkFromSpec('none', '/d') instanceof NoSink);
-    assert.throws(() => sinkFromSpec('syslog', '/d'), (e: unknown) => e instanceof AuditError && e.code === 'audit.config_invalid');
+    assert.throws(
+      () => sinkFromSpec('syslog', '/d'),
+      (e: unknown) => e instanceof AuditError && e.code === 'audit.config_invalid',
+    );
   });
 
   it('the file sink appends notes and pins the first key only', async () => {

@@ -52,7 +52,12 @@ export class WebhookSink implements CheckpointSink {
   }
 
   async publish(note: string): Promise<void> {
-    const res = await fetch(this.url, { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, body: note, signal: AbortSignal.timeout(5000) });
+    const res = await fetch(this.url, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain; charset=utf-8' },
+      body: note,
+      signal: AbortSignal.timeout(5000),
+    });
     if (!res.ok) throw new AuditError('audit.publish_failed', `webhook ${this.url} answered ${res.status}`);
   }
 
@@ -102,5 +107,8 @@ export function sinkFromSpec(spec: string | undefined, defaultDir: string): Chec
   if (spec === 'none') return new NoSink();
   if (spec.startsWith('file:')) return new FileSink(spec.slice(5));
   if (spec.startsWith('https://') || spec.startsWith('http://')) return new WebhookSink(spec);
-  throw new AuditError('audit.config_invalid', `AEGIS_AUDIT_PUBLISH must be file:<dir>, http(s)://<url> or none, not ${JSON.stringify(spec)}`);
+  throw new AuditError(
+    'audit.config_invalid',
+    `AEGIS_AUDIT_PUBLISH must be file:<dir>, http(s)://<url> or none, not ${JSON.stringify(spec)}`,
+  );
 }

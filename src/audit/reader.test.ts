@@ -13,7 +13,13 @@ import { entryBatch } from './store/types.js';
 
 const DAY = 86_400_000;
 const ENV = {};
-const ev = (i: number, extra: object = {}) => ({ actor: { agent: 'a1', execution: 'x1' }, action: 'net.connect', decision: 'allow' as const, payload: { n: i }, ...extra });
+const ev = (i: number, extra: object = {}) => ({
+  actor: { agent: 'a1', execution: 'x1' },
+  action: 'net.connect',
+  decision: 'allow' as const,
+  payload: { n: i },
+  ...extra,
+});
 
 const manualTimers: Timers = { setInterval: () => 0, clearInterval: () => undefined };
 
@@ -37,7 +43,12 @@ async function snapshot(dir: string): Promise<Map<string, string>> {
         out.set(p, `dir ${st.mode.toString(8)}`);
         await walk(p);
       } else {
-        out.set(p, `${st.mode.toString(8)} ${createHash('sha256').update(await readFile(p)).digest('hex')}`);
+        out.set(
+          p,
+          `${st.mode.toString(8)} ${createHash('sha256')
+            .update(await readFile(p))
+            .digest('hex')}`,
+        );
       }
     }
   };
@@ -96,7 +107,11 @@ describe('AuditReader', () => {
       await assert.rejects(store.deleteKey((await store.listKeyIds())[0] as string), isReadOnly);
       await assert.rejects(store.writeFrontier(20, new Uint8Array(0)), isReadOnly);
       await store.close();
-      assert.equal((await openStore(home, ENV).then(async (s) => [(await s.listKeyIds()).length, await s.close()]))[0], 2, 'both keys survive');
+      assert.equal(
+        (await openStore(home, ENV).then(async (s) => [(await s.listKeyIds()).length, await s.close()]))[0],
+        2,
+        'both keys survive',
+      );
     });
   });
 
@@ -140,7 +155,10 @@ describe('AuditReader', () => {
       const forged = last.note.replace(/\n20\n[A-Za-z0-9+/=]+\n/u, `\n20\n${Buffer.alloc(32, 7).toString('base64')}\n`);
       assert.notEqual(forged, last.note);
       await writeFile(path, `${lines.join('\n')}\n${JSON.stringify({ size: 20, note: forged })}\n`);
-      await assert.rejects(openAuditReader({ home, env: ENV }), (e: unknown) => e instanceof AuditError && e.code === 'audit.store_corrupt');
+      await assert.rejects(
+        openAuditReader({ home, env: ENV }),
+        (e: unknown) => e instanceof AuditError && e.code === 'audit.store_corrupt',
+      );
     });
   });
 
@@ -201,7 +219,10 @@ describe('AuditReader', () => {
       const { size, hashes } = await ro.readLeafHashes(0);
       assert.equal(size, 0);
       assert.equal(hashes.length, 0);
-      await assert.rejects(ro.append(0, entryBatch([{ leafHash: new Uint8Array(32), entry: new Uint8Array([1]) }])), (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only');
+      await assert.rejects(
+        ro.append(0, entryBatch([{ leafHash: new Uint8Array(32), entry: new Uint8Array([1]) }])),
+        (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only',
+      );
       await ro.close();
       assert.deepEqual(await snapshot(home), before);
     });

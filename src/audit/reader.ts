@@ -61,12 +61,20 @@ export async function* readEntries(store: AuditStore, keys: KeyRing, origin: str
 }
 
 /** RFC 6962 proofs over a LogTree (reads the store's leaf hashes when it was restored). */
-export async function inclusionProof(t: LogTree, index: number, size: number): Promise<{ leafHash: Uint8Array; proof: Uint8Array[]; root: Uint8Array }> {
+export async function inclusionProof(
+  t: LogTree,
+  index: number,
+  size: number,
+): Promise<{ leafHash: Uint8Array; proof: Uint8Array[]; root: Uint8Array }> {
   const full = await t.fullTree();
   return { leafHash: full.leafHash(index), proof: full.inclusionProof(index, size), root: full.root(size) };
 }
 
-export async function consistencyProof(t: LogTree, size1: number, size2: number): Promise<{ root1: Uint8Array; root2: Uint8Array; proof: Uint8Array[] }> {
+export async function consistencyProof(
+  t: LogTree,
+  size1: number,
+  size2: number,
+): Promise<{ root1: Uint8Array; root2: Uint8Array; proof: Uint8Array[] }> {
   const full = await t.fullTree();
   return { root1: full.root(size1), root2: full.root(size2), proof: full.consistencyProof(size1, size2) };
 }

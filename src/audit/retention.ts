@@ -25,7 +25,12 @@ export async function applyRetention(store: AuditStore, keys: KeyRing, retention
 }
 
 /** Destroys every data key of `subject`; returns the subject's keyed hash and the key count. */
-export async function eraseSubject(store: AuditStore, keys: KeyRing, masterKeys: MasterKeys, subject: string): Promise<{ subjectHash: string; keysDestroyed: number }> {
+export async function eraseSubject(
+  store: AuditStore,
+  keys: KeyRing,
+  masterKeys: MasterKeys,
+  subject: string,
+): Promise<{ subjectHash: string; keysDestroyed: number }> {
   const hash = subjectHash(masterKeys, subject);
   const doomed = (await store.listKeyIds()).filter((id) => parseKeyId(id)?.subject === hash);
   for (const id of doomed) await keys.destroy(id);

@@ -66,7 +66,11 @@ describe('verifyLog', () => {
 
   it('ignores an incomplete record at the tail with a warning (interrupted, never acknowledged)', async () => {
     const { records, checkpoint } = goodLog(4);
-    const r = await verifyLog({ store: memStore([...records, { index: 4, error: 'incomplete record at byte 999 (interrupted write at the tail)' }], [checkpoint]), verifier, origin: ORIGIN });
+    const r = await verifyLog({
+      store: memStore([...records, { index: 4, error: 'incomplete record at byte 999 (interrupted write at the tail)' }], [checkpoint]),
+      verifier,
+      origin: ORIGIN,
+    });
     assert.ok(r.ok);
     assert.equal(r.warnings.length, 1);
   });
@@ -82,13 +86,17 @@ describe('verifyLog', () => {
   it('names an entry that is not JSON even when its stored hash matches', async () => {
     const { records, checkpoint } = goodLog(3);
     const junk = Buffer.from('not json');
-    const r = await verifyLog({ store: memStore([records[0]!, { index: 1, leafHash: hashLeaf(junk), entry: junk }], [checkpoint]), verifier, origin: ORIGIN });
+    const r = await verifyLog({
+      store: memStore([records[0]!, { index: 1, leafHash: hashLeaf(junk), entry: junk }], [checkpoint]),
+      verifier,
+      origin: ORIGIN,
+    });
     assert.match(r.ok ? '' : r.problem, /^entry 1: malformed/u);
   });
 
   it('names a garbage checkpoint note', async () => {
     const { records, checkpoint } = goodLog(3);
-    const r = await verifyLog({ store: memStore(records, [checkpoint, '{"size":3,"no'], ), verifier, origin: ORIGIN });
+    const r = await verifyLog({ store: memStore(records, [checkpoint, '{"size":3,"no']), verifier, origin: ORIGIN });
     assert.match(r.ok ? '' : r.problem, /^checkpoint 1: audit.checkpoint_malformed/u);
   });
 

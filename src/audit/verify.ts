@@ -48,7 +48,8 @@ export async function verifyLog(input: VerifyInput): Promise<VerifyResult> {
       for (let i = 0; i < p.count; i++) {
         const pos = tree.size;
         const h = r.hashes.subarray(32 * i, 32 * i + 32);
-        if (!bytesEqual(h, p.stored.subarray(32 * i, 32 * i + 32))) throw new Problem(`entry ${pos}: its bytes do not match its stored leaf hash (entry modified)`);
+        if (!bytesEqual(h, p.stored.subarray(32 * i, 32 * i + 32)))
+          throw new Problem(`entry ${pos}: its bytes do not match its stored leaf hash (entry modified)`);
         const index = r.indices[i] as number;
         if (index < 0) throw new Problem(`entry ${pos}: malformed (${errs.get(i) ?? 'unparsable'})`);
         if (index !== pos) throw new Problem(`entry ${pos}: it records index ${index} (entries deleted, inserted or reordered)`);
@@ -102,11 +103,17 @@ export async function verifyLog(input: VerifyInput): Promise<VerifyResult> {
         const code = err instanceof AuditError ? err.code : 'error';
         throw new Problem(`${label}: ${code}: ${err instanceof Error ? err.message : String(err)}`);
       }
-      if (prev !== undefined && cp.size < prev.size) throw new Problem(`${label}: size ${cp.size} is smaller than the previous checkpoint's ${prev.size} (rolled back)`);
-      if (cp.size > tree.size) throw new Problem(`${label}: size ${cp.size} but the log holds ${tree.size} entries (entries ${tree.size}..${cp.size - 1} missing: truncated or rolled back)`);
+      if (prev !== undefined && cp.size < prev.size)
+        throw new Problem(`${label}: size ${cp.size} is smaller than the previous checkpoint's ${prev.size} (rolled back)`);
+      if (cp.size > tree.size)
+        throw new Problem(
+          `${label}: size ${cp.size} but the log holds ${tree.size} entries (entries ${tree.size}..${cp.size - 1} missing: truncated or rolled back)`,
+        );
       if (!bytesEqual(tree.root(cp.size), cp.root)) {
         const from = prev !== undefined && bytesEqual(tree.root(prev.size), prev.root) ? prev.size : 0;
-        throw new Problem(`${label}: root for size ${cp.size} does not match the stored entries (an entry in ${from}..${cp.size - 1} was changed)`);
+        throw new Problem(
+          `${label}: root for size ${cp.size} does not match the stored entries (an entry in ${from}..${cp.size - 1} was changed)`,
+        );
       }
       if (prev !== undefined && prev.size > 0 && cp.size > 0) {
         verifyConsistency(prev.size, cp.size, tree.consistencyProof(prev.size, cp.size), prev.root, cp.root);

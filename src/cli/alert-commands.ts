@@ -43,10 +43,13 @@ function eventOf(line: string, where: string, n: number): EngineEvent {
   const o = v !== null && typeof v === 'object' && 'event' in v ? (v as { event: unknown }).event : v;
   if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new Error(`${where}:${n}: not an audit event (an object)`);
   const e = o as Record<string, unknown>;
-  for (const k of ['action', 'decision', 'time'] as const) if (typeof e[k] !== 'string') throw new Error(`${where}:${n}: ${k} must be a string`);
+  for (const k of ['action', 'decision', 'time'] as const)
+    if (typeof e[k] !== 'string') throw new Error(`${where}:${n}: ${k} must be a string`);
   if (Number.isNaN(Date.parse(e['time'] as string))) throw new Error(`${where}:${n}: time is not an RFC 3339 time`);
-  if (e['payload'] !== undefined && (e['payload'] === null || typeof e['payload'] !== 'object')) throw new Error(`${where}:${n}: payload must be an object`);
-  if (e['actor'] !== undefined && (e['actor'] === null || typeof e['actor'] !== 'object')) throw new Error(`${where}:${n}: actor must be an object`);
+  if (e['payload'] !== undefined && (e['payload'] === null || typeof e['payload'] !== 'object'))
+    throw new Error(`${where}:${n}: payload must be an object`);
+  if (e['actor'] !== undefined && (e['actor'] === null || typeof e['actor'] !== 'object'))
+    throw new Error(`${where}:${n}: actor must be an object`);
   return { id: typeof e['id'] === 'string' ? e['id'] : `${where}:${n}`, payload: {}, actor: {}, ...(e as object) } as EngineEvent;
 }
 
@@ -70,9 +73,23 @@ export function registerAlertCommands(program: Command, ctx: CliContext): void {
       try {
         const rules = await rulesFor(ctx, o.rules);
         if (o.json === true) {
-          ctx.out(`${JSON.stringify(rules.map((r) => ({ id: r.id, kind: r.kind, level: r.level, title: r.title, source: r.source, ...(r.kind === 'correlation' ? { type: r.type, rules: r.rules, groupBy: r.groupBy, timespanMs: r.timespanMs } : {}) })), null, 2)}\n`);
+          ctx.out(
+            `${JSON.stringify(
+              rules.map((r) => ({
+                id: r.id,
+                kind: r.kind,
+                level: r.level,
+                title: r.title,
+                source: r.source,
+                ...(r.kind === 'correlation' ? { type: r.type, rules: r.rules, groupBy: r.groupBy, timespanMs: r.timespanMs } : {}),
+              })),
+              null,
+              2,
+            )}\n`,
+          );
         } else {
-          for (const r of rules) ctx.out(`${r.id}\t${r.level}\t${r.kind === 'correlation' ? `correlation/${r.type}` : 'detection'}\t${r.title}\n`);
+          for (const r of rules)
+            ctx.out(`${r.id}\t${r.level}\t${r.kind === 'correlation' ? `correlation/${r.type}` : 'detection'}\t${r.title}\n`);
         }
       } catch (err) {
         await fail(err);
@@ -130,7 +147,9 @@ export function registerAlertCommands(program: Command, ctx: CliContext): void {
           ctx.exitCode = EXIT.usage;
           return;
         }
-        const { AlertEngine, openAuditReader } = await Promise.all([import('../alerts/index.js'), import('../audit/index.js')]).then(([a, b]) => ({ ...a, ...b }));
+        const { AlertEngine, openAuditReader } = await Promise.all([import('../alerts/index.js'), import('../audit/index.js')]).then(
+          ([a, b]) => ({ ...a, ...b }),
+        );
         const engine = new AlertEngine(await rulesFor(ctx, o.rules));
         const config = ctx.config();
         const log = await openAuditReader({ home: config.home, env: config.auditEnv });

@@ -16,7 +16,6 @@ type Decoded = { index: number; entry: Uint8Array; decoded?: DecryptedEntry; err
 
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 
-
 class UsageError extends Error {}
 
 function nat(text: string, what: string): number {
@@ -29,7 +28,8 @@ export function parseSince(text: string, now: number): number {
   const m = /^(\d+)([smhd])$/u.exec(text);
   if (m !== null) return now - Number(m[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[m[2] as 's' | 'm' | 'h' | 'd'];
   const t = Date.parse(text);
-  if (Number.isNaN(t) || !/^\d{4}-\d{2}-\d{2}/u.test(text)) throw new UsageError(`time must be RFC 3339 or a duration like 15m, 2h, 7d: ${JSON.stringify(text)}`);
+  if (Number.isNaN(t) || !/^\d{4}-\d{2}-\d{2}/u.test(text))
+    throw new UsageError(`time must be RFC 3339 or a duration like 15m, 2h, 7d: ${JSON.stringify(text)}`);
   return t;
 }
 
@@ -108,7 +108,8 @@ interface Filters {
 function compileFilter(f: Filters, now: number): (d: Decoded) => boolean {
   const since = f.since !== undefined ? parseSince(f.since, now) : undefined;
   const until = f.until !== undefined ? parseSince(f.until, now) : undefined;
-  if (f.decision !== undefined && !['allow', 'deny', 'error', 'info'].includes(f.decision)) throw new UsageError('--decision must be allow, deny, error or info');
+  if (f.decision !== undefined && !['allow', 'deny', 'error', 'info'].includes(f.decision))
+    throw new UsageError('--decision must be allow, deny, error or info');
   // `net.*` matches every action under net.; anything else matches literally.
   const actionPrefix = f.action?.endsWith('.*') === true ? f.action.slice(0, -1) : undefined;
   return (d) => {
@@ -206,7 +207,14 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
         const analyzer = workerAnalyzer();
         let result;
         try {
-          result = await a.verifyLog({ store, verifier, origin: verifier.name, published: await a.publishedCheckpoints(h, env), extra, analyze: analyzer.analyze });
+          result = await a.verifyLog({
+            store,
+            verifier,
+            origin: verifier.name,
+            published: await a.publishedCheckpoints(h, env),
+            extra,
+            analyze: analyzer.analyze,
+          });
         } finally {
           await analyzer.close();
           await store.close();
@@ -216,7 +224,8 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
           result = { ok: false as const, problem: `audit/log.pub is not the trusted key from ${source} (key replaced)`, warnings: [] };
         }
         if (result.ok) {
-          if (opts.json === true) ctx.out(`${JSON.stringify({ ok: true, size: result.size, root: b64(result.root), warnings: result.warnings })}\n`);
+          if (opts.json === true)
+            ctx.out(`${JSON.stringify({ ok: true, size: result.size, root: b64(result.root), warnings: result.warnings })}\n`);
           else ctx.out(`ok: ${result.size} entries, root ${b64(result.root)}\n`);
         } else {
           if (opts.json === true) ctx.out(`${JSON.stringify({ ok: false, problem: result.problem })}\n`);

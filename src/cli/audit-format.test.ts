@@ -28,13 +28,19 @@ describe('readableLine', () => {
   });
   it('marks absent fields, principals, erased payloads and undecodable entries', () => {
     assert.equal(
-      readableLine({ index: 4, decoded: { ...event({ actor: { principal: 'ops' }, reason: undefined, payload: null }), keyDestroyed: true } as DecryptedEntry }),
+      readableLine({
+        index: 4,
+        decoded: { ...event({ actor: { principal: 'ops' }, reason: undefined, payload: null }), keyDestroyed: true } as DecryptedEntry,
+      }),
       '2026-11-30T04:53:49.123Z #4 net.connect deny principal=ops - (payload erased)',
     );
     assert.equal(readableLine({ index: 9, error: 'entry 9: bad bytes' }), '#9 ERROR entry 9: bad bytes');
   });
   it('summarizes nested values and cuts long ones', () => {
-    assert.equal(payloadSummary({ a: { b: 1 }, l: [1, 2, 3], s: 'with space', n: null, t: true }), 'a={…} l=[3] s="with space" n=null t=true');
+    assert.equal(
+      payloadSummary({ a: { b: 1 }, l: [1, 2, 3], s: 'with space', n: null, t: true }),
+      'a={…} l=[3] s="with space" n=null t=true',
+    );
     const long = payloadSummary({ url: `https://x.example/${'a'.repeat(500)}` });
     assert.ok(long.length < 80, long);
     assert.match(long, /…$/u);
@@ -45,7 +51,10 @@ describe('readableLine', () => {
     it('escapes them so one event stays one inert line', () => {
       const line = readableLine({
         index: 1,
-        decoded: event({ action: 'net.dns\n2026-01-01T00:00:00Z #2 run.exit allow', payload: { host: '\u001b[2J\u001b[31mevil\u202e.example', u: 'a\u2028b' } }),
+        decoded: event({
+          action: 'net.dns\n2026-01-01T00:00:00Z #2 run.exit allow',
+          payload: { host: '\u001b[2J\u001b[31mevil\u202e.example', u: 'a\u2028b' },
+        }),
       });
       assert.equal(line.split('\n').length, 1);
       assert.ok(!/[\p{Cc}\u202e\u2028]/u.test(line), line);

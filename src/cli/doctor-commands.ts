@@ -36,7 +36,9 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
         const { applyFix } = await import('../doctor/fix.js');
         const { isAegisError } = await import('../errors.js');
         for (const fix of planFixes(checks)) {
-          ctx.err(`fixing: ${fix.kind === 'apt' ? `apt-get install ${fix.packages.join(' ')}` : fix.kind === 'mount-cgroup-v1' ? `mount cgroup v1 ${fix.controllers.join(',')}` : `aegis image build ${fix.ref}`}\n`);
+          ctx.err(
+            `fixing: ${fix.kind === 'apt' ? `apt-get install ${fix.packages.join(' ')}` : fix.kind === 'mount-cgroup-v1' ? `mount cgroup v1 ${fix.controllers.join(',')}` : `aegis image build ${fix.ref}`}\n`,
+          );
           try {
             await applyFix(fix, {
               log: (s) => ctx.err(s),
@@ -59,13 +61,30 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
       const failed = checks.filter((c) => c.status === 'fail');
       const onlyNotRoot = failed.length === 1 && failed[0]!.id === 'host.root';
       if (o.json) {
-        ctx.out(JSON.stringify({ ok: failed.length === 0, root: access.root, asThisUser: access.asThisUser, needRoot: access.needRoot, checks, fixes: o.fix ? applied : planFixes(checks) }, null, 2) + '\n');
+        ctx.out(
+          JSON.stringify(
+            {
+              ok: failed.length === 0,
+              root: access.root,
+              asThisUser: access.asThisUser,
+              needRoot: access.needRoot,
+              checks,
+              fixes: o.fix ? applied : planFixes(checks),
+            },
+            null,
+            2,
+          ) + '\n',
+        );
       } else {
         for (const c of checks) {
           ctx.out(`${MARK[c.status]}  ${c.id.padEnd(20)} ${c.summary}\n`);
-          if (c.status !== 'ok' && c.advice) ctx.out(`      ${''.padEnd(20)} -> ${c.advice}${c.fix && !o.fix ? ' [aegis doctor --fix]' : ''}\n`);
+          if (c.status !== 'ok' && c.advice)
+            ctx.out(`      ${''.padEnd(20)} -> ${c.advice}${c.fix && !o.fix ? ' [aegis doctor --fix]' : ''}\n`);
         }
-        if (onlyNotRoot) ctx.out(`host ready for root, but you are not root: ${access.asThisUser.join(', ')} work as this user; ${access.needRoot.join(', ')} need root\n`);
+        if (onlyNotRoot)
+          ctx.out(
+            `host ready for root, but you are not root: ${access.asThisUser.join(', ')} work as this user; ${access.needRoot.join(', ')} need root\n`,
+          );
         else ctx.out(failed.length ? `${failed.length} check(s) failed\n` : 'host ready\n');
       }
       ctx.exitCode = applied.some((a) => !a.ok) ? EXIT.cannotStart : onlyNotRoot ? EXIT_NOT_ROOT : failed.length ? EXIT.failure : EXIT.ok;

@@ -32,7 +32,9 @@ async function guarded(ctx: CliContext, asJson: boolean, fn: () => Promise<void>
 }
 
 export function registerImageCommands(program: Command, ctx: CliContext): void {
-  const image = program.command('image').description('Manage runtime images (the host-wide store in $AEGIS_IMAGES, default /var/lib/aegis/images)');
+  const image = program
+    .command('image')
+    .description('Manage runtime images (the host-wide store in $AEGIS_IMAGES, default /var/lib/aegis/images)');
 
   image
     .command('build')
@@ -47,8 +49,11 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         const imagesDir = ctx.config().imagesDir;
         ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
         const r = await buildImage(ref, { imagesDir, log: (s) => ctx.err(s) });
-        ctx.err(`built ${r.ref} ${r.digest} (${r.files} entries, ${formatBytes(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`);
-        if (o.json) json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
+        ctx.err(
+          `built ${r.ref} ${r.digest} (${r.files} entries, ${formatBytes(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`,
+        );
+        if (o.json)
+          json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
         else ctx.out(`${r.ref}@${r.digest}\n`);
       });
     });
@@ -98,18 +103,37 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         if (o.json) {
           json(ctx, {
             imagesDir: dir,
-            images: list.map((i) => ({ digest: i.digest, tags: i.tags, created: i.record?.created ?? null, files: i.record?.files ?? null, bytes: i.record?.bytes ?? null, source: i.record?.source ?? null, problem: i.problem ?? null })),
+            images: list.map((i) => ({
+              digest: i.digest,
+              tags: i.tags,
+              created: i.record?.created ?? null,
+              files: i.record?.files ?? null,
+              bytes: i.record?.bytes ?? null,
+              source: i.record?.source ?? null,
+              problem: i.problem ?? null,
+            })),
           });
           return;
         }
         const rows = [['TAG', 'DIGEST', 'SIZE', 'CREATED']];
         for (const i of list) {
           for (const t of i.tags.length ? i.tags : ['<none>']) {
-            rows.push([t, i.digest.slice(0, 19), i.record ? formatBytes(i.record.bytes) : '?', i.problem ? `(${i.problem})` : (i.record?.created ?? '')]);
+            rows.push([
+              t,
+              i.digest.slice(0, 19),
+              i.record ? formatBytes(i.record.bytes) : '?',
+              i.problem ? `(${i.problem})` : (i.record?.created ?? ''),
+            ]);
           }
         }
         const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-        for (const r of rows) ctx.out(r.map((x, c) => x.padEnd(w[c]!)).join('  ').trimEnd() + '\n');
+        for (const r of rows)
+          ctx.out(
+            r
+              .map((x, c) => x.padEnd(w[c]!))
+              .join('  ')
+              .trimEnd() + '\n',
+          );
       });
     });
 
@@ -130,7 +154,11 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         if (o.json) json(ctx, { ok, ref: r.ref, digest: r.digest, mode: r.mode, ms, differences: r.differences });
         else {
           for (const d of r.differences) ctx.out(`${d.kind}\t${d.path}${d.fields ? `\t${d.fields.join(',')}` : ''}\n`);
-          ctx.err(ok ? `ok: ${r.ref} matches ${r.digest} (${r.mode}, ${ms} ms)\n` : `MISMATCH: ${r.ref} differs from ${r.digest} in ${r.differences.length} entries\n`);
+          ctx.err(
+            ok
+              ? `ok: ${r.ref} matches ${r.digest} (${r.mode}, ${ms} ms)\n`
+              : `MISMATCH: ${r.ref} differs from ${r.digest} in ${r.differences.length} entries\n`,
+          );
         }
         if (!ok) ctx.exitCode = EXIT.failure;
       });

@@ -23,7 +23,13 @@ function json(ctx: CliContext, value: unknown): void {
 }
 
 /** Loads a manifest for a command whose failure exit code is `failCode`; prints problems. */
-async function load(ctx: CliContext, file: string, failCode: number, asJson: boolean, showWarnings = false): Promise<LoadedManifest | null> {
+async function load(
+  ctx: CliContext,
+  file: string,
+  failCode: number,
+  asJson: boolean,
+  showWarnings = false,
+): Promise<LoadedManifest | null> {
   try {
     // Lazy: the manifest parser (zod, yaml, the public suffix list) is most of the CLI's
     // start-up time, and only these commands need it.
@@ -34,7 +40,11 @@ async function load(ctx: CliContext, file: string, failCode: number, asJson: boo
   } catch (err) {
     if (!(err instanceof ManifestError)) throw err;
     if (asJson) {
-      json(ctx, { ok: false, code: err.code, issues: err.issues.length ? err.issues : [{ line: 0, column: 0, path: '', message: err.message }] });
+      json(ctx, {
+        ok: false,
+        code: err.code,
+        issues: err.issues.length ? err.issues : [{ line: 0, column: 0, path: '', message: err.message }],
+      });
     }
     ctx.err(err.message + '\n');
     ctx.exitCode = failCode;
@@ -95,7 +105,10 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
         for (const s of secrets) ctx.out(`secret: ${s.name} (env ${s.env.join(', ')})\n`);
       }
       // LIMITATION: there is no secrets broker yet: a referenced variable is absent in the sandbox.
-      if (secrets.length > 0) ctx.err(`note: ${secrets.length} secret(s) referenced; AEGIS does not inject secrets yet (no secrets broker): those variables are absent in the sandbox\n`);
+      if (secrets.length > 0)
+        ctx.err(
+          `note: ${secrets.length} secret(s) referenced; AEGIS does not inject secrets yet (no secrets broker): those variables are absent in the sandbox\n`,
+        );
     });
 
   const policy = program.command('policy').description('inspect the policy a manifest compiles to');

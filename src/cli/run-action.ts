@@ -13,7 +13,15 @@ import { loadManifest, type LoadedPolicy } from '../loader/manifest-loader.js';
 import { applyOperatorEnv } from '../policy/env.js';
 import { unbackedWritePaths, unbackedWriteWarning } from '../sandbox/host-paths.js';
 import { normalizeSandboxPath } from '../policy/paths.js';
-import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, runSandbox, type RunResult, type RunSandboxOptions } from '../sandbox/run.js';
+import {
+  dryRun,
+  EXIT_CANNOT_START,
+  newExecutionId,
+  parseVolumeFlag,
+  runSandbox,
+  type RunResult,
+  type RunSandboxOptions,
+} from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import type { AuditSink } from '../audit/event.js';
@@ -38,13 +46,21 @@ async function runProvenance(file: string, loaded: LoadedPolicy, image: { ref: s
   return {
     principal: { kind: 'local', uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user },
     manifest: { path: resolve(file), sha256: loaded.manifestSha256 },
-    policy: { sha256: createHash('sha256').update(canonicalJson(JSON.parse(JSON.stringify(loaded.policy)))).digest('hex') },
+    policy: {
+      sha256: createHash('sha256')
+        .update(canonicalJson(JSON.parse(JSON.stringify(loaded.policy))))
+        .digest('hex'),
+    },
     image: { ref: image.ref, digest: image.digest },
   };
 }
 
 /** `stopReason` is present only when AEGIS stopped the agent for a reason of its own; `warnings` only when there are any. */
-function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>, stopReason?: 'audit.budget_exhausted', warnings: readonly string[] = []): string {
+function summaryOf(
+  r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>,
+  stopReason?: 'audit.budget_exhausted',
+  warnings: readonly string[] = [],
+): string {
   return (
     JSON.stringify({
       executionId: r.executionId,
@@ -64,12 +80,19 @@ function summaryOf(r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'd
  * compiled through the private cache under the state dir), or null when alerting is off. Each
  * alert is also printed, one line, through `say`.
  */
-async function alertingFor(config: AegisConfig, stateDir: string, say: (line: string) => void): Promise<((log: AuditSink) => AuditSink) | null> {
+async function alertingFor(
+  config: AegisConfig,
+  stateDir: string,
+  say: (line: string) => void,
+): Promise<((log: AuditSink) => AuditSink) | null> {
   if (config.alertRules !== undefined && config.alertRules.length === 0) return null;
   const { AlertEngine, AlertingSink, DEFAULT_PACK, loadRules } = await import('../alerts/index.js');
   const rules = await loadRules(config.alertRules ?? [DEFAULT_PACK], { cacheDir: join(stateDir, 'alert-cache') });
   const engine = new AlertEngine(rules);
-  return (log) => new AlertingSink(log, engine, (a) => say(`ALERT ${a.rule.level} ${a.rule.id}: ${a.summary}${a.suppressed ? ` (+${a.suppressed} folded)` : ''}`));
+  return (log) =>
+    new AlertingSink(log, engine, (a) =>
+      say(`ALERT ${a.rule.level} ${a.rule.id}: ${a.summary}${a.suppressed ? ` (+${a.suppressed} folded)` : ''}`),
+    );
 }
 
 export async function runCommand(ctx: CliContext, file: string, args: string[], flags: RunFlags): Promise<number> {
@@ -79,7 +102,17 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     ctx.err(`aegis run: ${message}\n`);
     if (flags.summary !== undefined) {
       try {
-        writeFileSync(flags.summary, summaryOf({ executionId, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs: performance.now() - started, cpuMs: 0, maxMemoryBytes: 0 }));
+        writeFileSync(
+          flags.summary,
+          summaryOf({
+            executionId,
+            status: 'failed_to_start',
+            exitCode: EXIT_CANNOT_START,
+            durationMs: performance.now() - started,
+            cpuMs: 0,
+            maxMemoryBytes: 0,
+          }),
+        );
       } catch (err) {
         ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);
       }
@@ -104,7 +137,13 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   const auditFailedStart = async (err: { code: string; message: string }): Promise<void> => {
     const a = await auditOpening?.catch(() => null);
     if (!a) return;
-    await a.append({ actor: { execution: executionId }, action: 'run.failed_to_start', decision: 'deny', reason: err.code, payload: { manifest: file, message: err.message } });
+    await a.append({
+      actor: { execution: executionId },
+      action: 'run.failed_to_start',
+      decision: 'deny',
+      reason: err.code,
+      payload: { manifest: file, message: err.message },
+    });
     await a.close().catch((e: unknown) => ctx.err(`aegis run: audit log: ${(e as Error).message}\n`));
   };
 
@@ -149,7 +188,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       ...(seccompProfile !== undefined ? { seccompProfile } : {}),
       ...(flags.stateDir !== undefined ? { stateDir: flags.stateDir } : {}),
     };
-    warnings = unbackedWritePaths(opts.policy, (opts.volumes ?? []).map((v) => normalizeSandboxPath(v.sandbox) ?? v.sandbox)).map(unbackedWriteWarning);
+    warnings = unbackedWritePaths(
+      opts.policy,
+      (opts.volumes ?? []).map((v) => normalizeSandboxPath(v.sandbox) ?? v.sandbox),
+    ).map(unbackedWriteWarning);
     for (const w of warnings) ctx.err(`aegis run: warning: ${w}\n`);
     if (flags.dryRun) {
       ctx.out(JSON.stringify(dryRun(opts), null, 2) + '\n');
@@ -192,19 +234,34 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       // written one by one is stopped; the summary says why (`stopReason`).
       const onBudgetExhausted = (): void => {
         budgetStop = true;
-        ctx.err(`aegis run: the audit budget of this run (${budget.maxEvents} events, ${budget.maxBytes} bytes) is used up: stopping the agent\n`);
+        ctx.err(
+          `aegis run: the audit budget of this run (${budget.maxEvents} events, ${budget.maxBytes} bytes) is used up: stopping the agent\n`,
+        );
         abort.abort();
       };
       // Alerts are raised as the events are appended, into the same log (fail secure: rules that
       // cannot be loaded mean no start). AEGIS_ALERT_RULES=none turns them off.
       const raiseAlerts = await alertingFor(config, flags.stateDir ?? DEFAULT_STATE_DIR, (line) => ctx.err(`aegis run: ${line}\n`));
-      services = await startRunServices({ policy: opts.policy, executionId, audit, budget, onBudgetExhausted, gatewayEnv: config.gatewayEnv, ...(raiseAlerts ? { wrapLog: raiseAlerts } : {}) });
+      services = await startRunServices({
+        policy: opts.policy,
+        executionId,
+        audit,
+        budget,
+        onBudgetExhausted,
+        gatewayEnv: config.gatewayEnv,
+        ...(raiseAlerts ? { wrapLog: raiseAlerts } : {}),
+      });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
     // The names (never the values) of the operator's --env, before the agent starts.
     if (operatorEnv.length > 0) {
-      await services.audit.append({ actor: { agent: opts.policy.agent.name, execution: executionId }, action: 'run.env', decision: 'info', payload: { operatorEnv } });
+      await services.audit.append({
+        actor: { agent: opts.policy.agent.name, execution: executionId },
+        action: 'run.env',
+        decision: 'info',
+        payload: { operatorEnv },
+      });
       if (abort.signal.aborted) {
         await services.close().catch(() => undefined);
         return cannotStart('the audit log failed: the agent was not started');
@@ -223,14 +280,24 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   } finally {
     for (const sig of signals) process.off(sig, onSignal);
   }
-  if (result.outputError !== undefined) ctx.err(`aegis run: writing the agent's ${result.outputError.stream} failed (${result.outputError.code}); the rest of it was discarded\n`);
+  if (result.outputError !== undefined)
+    ctx.err(
+      `aegis run: writing the agent's ${result.outputError.stream} failed (${result.outputError.code}); the rest of it was discarded\n`,
+    );
   if (result.error !== undefined) ctx.err(`aegis run: ${result.error.message}\n`);
   else if (budgetStop && result.status === 'killed') ctx.err(`aegis run: agent stopped: audit budget exhausted (${result.executionId})\n`);
-  else if (result.status !== 'exited') ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);
+  else if (result.status !== 'exited')
+    ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);
   for (const w of result.warnings ?? []) ctx.err(`aegis run: warning: ${w}\n`);
   if (flags.summary !== undefined) {
     try {
-      writeFileSync(flags.summary, summaryOf(result, budgetStop && result.status === 'killed' ? 'audit.budget_exhausted' : undefined, [...warnings, ...(result.warnings ?? [])]));
+      writeFileSync(
+        flags.summary,
+        summaryOf(result, budgetStop && result.status === 'killed' ? 'audit.budget_exhausted' : undefined, [
+          ...warnings,
+          ...(result.warnings ?? []),
+        ]),
+      );
     } catch (err) {
       ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);
     }

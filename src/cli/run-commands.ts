@@ -32,12 +32,24 @@ export interface RunFlags {
 export function registerRunCommands(program: Command, ctx: CliContext): void {
   program
     .command('run')
-    .description("run the agent of <agent.yaml> in a sandbox that enforces its policy; exit code is the agent's (137: killed by AEGIS, 125: could not start)")
+    .description(
+      "run the agent of <agent.yaml> in a sandbox that enforces its policy; exit code is the agent's (137: killed by AEGIS, 125: could not start)",
+    )
     .argument('<agent.yaml>', 'the agent manifest')
     .argument('[args...]', 'extra arguments appended to the entrypoint (after --)')
     .addOption(new Option('--isolation <runtime>', 'OCI runtime (default: agent.isolation, else crun)').choices(['crun', 'runc', 'gvisor']))
-    .option('--volume <HOST:SANDBOX[:ro|rw[,size=N]]>', 'attach a host folder where fs.read (ro) or fs.write (rw) grants the sandbox path (repeatable); rw volumes live on a filesystem of size N (default 1G) and are copied back at the end', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--env <NAME=VALUE>', "set a plain environment value for the agent, adding to or overriding agent.yaml's env (repeatable; not for secrets; the audit log records the name, not the value)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option(
+      '--volume <HOST:SANDBOX[:ro|rw[,size=N]]>',
+      'attach a host folder where fs.read (ro) or fs.write (rw) grants the sandbox path (repeatable); rw volumes live on a filesystem of size N (default 1G) and are copied back at the end',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option(
+      '--env <NAME=VALUE>',
+      "set a plain environment value for the agent, adding to or overriding agent.yaml's env (repeatable; not for secrets; the audit log records the name, not the value)",
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .option('--summary <file>', 'write a JSON summary of the run to <file>')
     .option('--seccomp-profile <file>', 'Docker-format seccomp profile, intersected with the default')
     .option('--dry-run', 'print the OCI bundle instead of running it')

@@ -26,9 +26,22 @@ describe('lostRunEvents (what the sweep found, as audit events)', () => {
     isolation: 'crun',
     createdAt: '2026-11-30T00:00:00.000Z',
     ownerPid: 41,
-    removed: { runtimeProcess: 50, processes: [50, 51], container: true, cgroups: ['/sys/fs/cgroup/pids/aegis/aegis-0123456789abcdef'], runDir: '/run/aegis/runs/aegis-0123456789abcdef' },
+    removed: {
+      runtimeProcess: 50,
+      processes: [50, 51],
+      container: true,
+      cgroups: ['/sys/fs/cgroup/pids/aegis/aegis-0123456789abcdef'],
+      runDir: '/run/aegis/runs/aegis-0123456789abcdef',
+    },
   };
-  const net: SweptNet = { id: '0a0b0c0d', execution: 'aegis-0123456789abcdef', ownerPid: 41, netns: 'aegis-0a0b0c0d', hostInterface: 'ag0a0b0c0d', hostTable: 'aegis_h_0a0b0c0d' };
+  const net: SweptNet = {
+    id: '0a0b0c0d',
+    execution: 'aegis-0123456789abcdef',
+    ownerPid: 41,
+    netns: 'aegis-0a0b0c0d',
+    hostInterface: 'ag0a0b0c0d',
+    hostTable: 'aegis_h_0a0b0c0d',
+  };
 
   it("attributes run.lost to the lost run's agent and execution, with the network joined by execution id", () => {
     const [ev, ...rest] = lostRunEvents([run], [net], 99);
@@ -43,7 +56,10 @@ describe('lostRunEvents (what the sweep found, as audit events)', () => {
         ownerPid: 41,
         createdAt: '2026-11-30T00:00:00.000Z',
         sweptBy: 99,
-        removed: { ...run.removed, network: { netns: 'aegis-0a0b0c0d', hostInterface: 'ag0a0b0c0d', hostTable: 'aegis_h_0a0b0c0d', ownerPid: 41 } },
+        removed: {
+          ...run.removed,
+          network: { netns: 'aegis-0a0b0c0d', hostInterface: 'ag0a0b0c0d', hostTable: 'aegis_h_0a0b0c0d', ownerPid: 41 },
+        },
       },
     });
   });

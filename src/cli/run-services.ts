@@ -90,7 +90,13 @@ export interface RunServicesOptions {
  */
 export async function startRunServices(o: RunServicesOptions): Promise<RunServices> {
   const { audit } = o;
-  const sink = new BudgetedSink(o.wrapLog ? o.wrapLog(audit) : audit, { agent: o.policy.agent.name, execution: o.executionId }, o.budget ?? DEFAULT_AUDIT_BUDGET, () => performance.now(), o.onBudgetExhausted);
+  const sink = new BudgetedSink(
+    o.wrapLog ? o.wrapLog(audit) : audit,
+    { agent: o.policy.agent.name, execution: o.executionId },
+    o.budget ?? DEFAULT_AUDIT_BUDGET,
+    () => performance.now(),
+    o.onBudgetExhausted,
+  );
   const closeAudit = async (): Promise<void> => {
     try {
       await sink.finish();
@@ -134,7 +140,12 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
  * execution id. Pure. Actor: the lost run's agent and execution; `sweptBy` is this process.
  */
 export function lostRunEvents(runs: readonly SweptRun[], nets: readonly SweptNet[], sweptBy: number): AuditEventInput[] {
-  const network = (n: SweptNet): Record<string, unknown> => ({ netns: n.netns, hostInterface: n.hostInterface, hostTable: n.hostTable, ownerPid: n.ownerPid });
+  const network = (n: SweptNet): Record<string, unknown> => ({
+    netns: n.netns,
+    hostInterface: n.hostInterface,
+    hostTable: n.hostTable,
+    ownerPid: n.ownerPid,
+  });
   const events: AuditEventInput[] = runs.map((r) => {
     const net = nets.find((n) => n.execution === r.id);
     return {
@@ -184,7 +195,10 @@ export async function sweepLostRuns(stateDir: string, env: AegisConfig['gatewayE
     }
   }
   if (anyLock) {
-    const [{ loadGatewayConfig }, { sweepStaleSandboxNets }] = await Promise.all([import('../gateway/config.js'), import('../gateway/netns/adapter.js')]);
+    const [{ loadGatewayConfig }, { sweepStaleSandboxNets }] = await Promise.all([
+      import('../gateway/config.js'),
+      import('../gateway/netns/adapter.js'),
+    ]);
     try {
       const config = loadGatewayConfig(env);
       nets = await sweepStaleSandboxNets(config.stateDir, config.sandboxSubnet);

@@ -17,7 +17,10 @@ describe('parseConfig', () => {
     });
   });
   it('alert rules: paths, or none to turn alerting off', () => {
-    assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: '/etc/aegis/rules:/srv/more.yml' }, host).alertRules, ['/etc/aegis/rules', '/srv/more.yml']);
+    assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: '/etc/aegis/rules:/srv/more.yml' }, host).alertRules, [
+      '/etc/aegis/rules',
+      '/srv/more.yml',
+    ]);
     assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: 'none' }, host).alertRules, []);
     assert.throws(() => parseConfig({ AEGIS_ALERT_RULES: 'rules' }, host), hasCode(ConfigError, 'config.invalid'));
   });
@@ -31,7 +34,10 @@ describe('parseConfig', () => {
     assert.equal(parseConfig({ AEGIS_HOME: '' }, host).home, '/home/op/.aegis');
   });
   it('hands each area its own variables, and makes the image store absolute', () => {
-    const c = parseConfig({ AEGIS_AUDIT_STORE: 'file', AEGIS_AUDIT_RETENTION_DAYS: '7', AEGIS_UPSTREAM_DNS: '1.1.1.1:53', AEGIS_IMAGES: 'imgs', OTHER: 'x' }, host);
+    const c = parseConfig(
+      { AEGIS_AUDIT_STORE: 'file', AEGIS_AUDIT_RETENTION_DAYS: '7', AEGIS_UPSTREAM_DNS: '1.1.1.1:53', AEGIS_IMAGES: 'imgs', OTHER: 'x' },
+      host,
+    );
     assert.deepEqual(c.auditEnv, { AEGIS_AUDIT_STORE: 'file', AEGIS_AUDIT_RETENTION_DAYS: '7' });
     assert.deepEqual(c.gatewayEnv, { AEGIS_UPSTREAM_DNS: '1.1.1.1:53' });
     assert.ok(c.imagesDir.startsWith('/') && c.imagesDir.endsWith('/imgs'));

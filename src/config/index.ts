@@ -78,7 +78,10 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
     if (!isAbsolute(homeVar)) throw new ConfigError('config.invalid', `AEGIS_HOME=${homeVar} must be an absolute path`);
     home = resolve(homeVar);
     if (home !== defaultHome && !host.isDirectory(home)) {
-      throw new ConfigError('config.home_missing', `AEGIS_HOME=${homeVar} is not an existing directory: create it (mkdir -m 700 ${homeVar}) or unset AEGIS_HOME to use ${defaultHome}`);
+      throw new ConfigError(
+        'config.home_missing',
+        `AEGIS_HOME=${homeVar} is not an existing directory: create it (mkdir -m 700 ${homeVar}) or unset AEGIS_HOME to use ${defaultHome}`,
+      );
     }
   }
   const imagesVar = set(env, 'AEGIS_IMAGES');
@@ -94,7 +97,9 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   let alertRules: string[] | undefined;
   if (rulesVar !== undefined) {
     alertRules = rulesVar.trim() === 'none' ? [] : rulesVar.split(':').filter((p) => p !== '');
-    for (const p of alertRules) if (!isAbsolute(p)) throw new ConfigError('config.invalid', `AEGIS_ALERT_RULES: ${p} must be an absolute path (or the whole value "none")`);
+    for (const p of alertRules)
+      if (!isAbsolute(p))
+        throw new ConfigError('config.invalid', `AEGIS_ALERT_RULES: ${p} must be an absolute path (or the whole value "none")`);
   }
   return {
     alertRules,

@@ -33,7 +33,9 @@ pids	8	1	1
 `;
 const V2_MOUNTINFO = '30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n';
 
-const ALL_TOOLS = Object.fromEntries(['crun', 'runc', 'runsc', 'nft', 'ip', 'debootstrap', 'mkfs.ext4'].map((n) => [n, { path: `/usr/bin/${n}`, version: `${n} 1.0` }]));
+const ALL_TOOLS = Object.fromEntries(
+  ['crun', 'runc', 'runsc', 'nft', 'ip', 'debootstrap', 'mkfs.ext4'].map((n) => [n, { path: `/usr/bin/${n}`, version: `${n} 1.0` }]),
+);
 
 function facts(over: Partial<HostFacts> = {}): HostFacts {
   return {
@@ -45,7 +47,12 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
     v2Controllers: '',
     maxUserNamespaces: 96365,
     kvm: true,
-    images: { dir: '/var/lib/aegis/images', storeExists: true, defaultRef: 'python:3.11', defaultImage: { ok: true, digest: `sha256:${'a'.repeat(64)}` } },
+    images: {
+      dir: '/var/lib/aegis/images',
+      storeExists: true,
+      defaultRef: 'python:3.11',
+      defaultImage: { ok: true, digest: `sha256:${'a'.repeat(64)}` },
+    },
     ...over,
   };
 }
@@ -98,12 +105,30 @@ describe('aegis doctor checks', () => {
 
   describe('when the default image is missing or broken', () => {
     it('missing: the fix builds it', () => {
-      const cs = evaluate(facts({ images: { dir: '/x', storeExists: false, defaultRef: 'python:3.11', defaultImage: { ok: false, code: 'image.not_found', message: 'no' } } }));
+      const cs = evaluate(
+        facts({
+          images: {
+            dir: '/x',
+            storeExists: false,
+            defaultRef: 'python:3.11',
+            defaultImage: { ok: false, code: 'image.not_found', message: 'no' },
+          },
+        }),
+      );
       assert.deepEqual(failing(cs), ['images.default']);
       assert.deepEqual(planFixes(cs), [{ kind: 'build-image', ref: 'python:3.11' }]);
     });
     it('tampered: no automatic fix, advice to verify and rebuild', () => {
-      const cs = evaluate(facts({ images: { dir: '/x', storeExists: true, defaultRef: 'python:3.11', defaultImage: { ok: false, code: 'image.digest_mismatch', message: 'changed' } } }));
+      const cs = evaluate(
+        facts({
+          images: {
+            dir: '/x',
+            storeExists: true,
+            defaultRef: 'python:3.11',
+            defaultImage: { ok: false, code: 'image.digest_mismatch', message: 'changed' },
+          },
+        }),
+      );
       assert.deepEqual(failing(cs), ['images.default']);
       assert.deepEqual(planFixes(cs), []);
       assert.match(byId(cs, 'images.default')!.advice!, /aegis image verify python:3.11/);
@@ -126,7 +151,10 @@ describe('aegis doctor checks', () => {
   it('warns (does not fail) for a non-Debian host and missing user namespaces', () => {
     const cs = evaluate(facts({ os: { id: 'ubuntu', versionId: '24.04' }, maxUserNamespaces: 0 }));
     assert.deepEqual(failing(cs), []);
-    assert.deepEqual(cs.filter((c) => c.status === 'warn').map((c) => c.id), ['host.os', 'kernel.userns']);
+    assert.deepEqual(
+      cs.filter((c) => c.status === 'warn').map((c) => c.id),
+      ['host.os', 'kernel.userns'],
+    );
   });
 
   describe('when not root (regression: "host ready" and exit 0, though nothing could run)', () => {

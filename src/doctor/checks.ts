@@ -25,7 +25,8 @@ export interface HostFacts {
     readonly storeExists: boolean;
     readonly defaultRef: string;
     /** Result of resolving the default image. */
-    readonly defaultImage: { readonly ok: true; readonly digest: string } | { readonly ok: false; readonly code: string; readonly message: string };
+    readonly defaultImage:
+      { readonly ok: true; readonly digest: string } | { readonly ok: false; readonly code: string; readonly message: string };
   };
 }
 
@@ -63,7 +64,12 @@ export function cgroupLayout(mountinfo: string, v2Controllers: string | null): C
     if (fstype === 'cgroup2') v2Mount ??= mp;
     else if (fstype === 'cgroup') {
       for (const opt of superOptions) {
-        if (['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec', 'clone_children'].includes(opt) || opt.startsWith('name=') || opt.startsWith('release_agent')) continue;
+        if (
+          ['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec', 'clone_children'].includes(opt) ||
+          opt.startsWith('name=') ||
+          opt.startsWith('release_agent')
+        )
+          continue;
         v1[opt] ??= mp;
       }
     }
@@ -126,7 +132,12 @@ export function evaluate(f: HostFacts): Check[] {
   checks.push(
     f.os.id === 'debian' && f.os.versionId === '12'
       ? { id: 'host.os', status: 'ok', summary: 'Debian 12 (bookworm)' }
-      : { id: 'host.os', status: 'warn', summary: `${f.os.id || 'unknown'} ${f.os.versionId}: AEGIS is built and tested on Debian 12`, advice: 'package names and fixes below assume Debian 12' },
+      : {
+          id: 'host.os',
+          status: 'warn',
+          summary: `${f.os.id || 'unknown'} ${f.os.versionId}: AEGIS is built and tested on Debian 12`,
+          advice: 'package names and fixes below assume Debian 12',
+        },
   );
   // Not root is a failure, not a warning: no sandbox can start (cgroups, namespaces, nftables).
   const who = userAccess(f.euid);
@@ -151,7 +162,13 @@ export function evaluate(f: HostFacts): Check[] {
     checks.push(
       c
         ? { id: `runtime.${name}`, status: 'ok', summary: `${name}: ${c.version} (${note})` }
-        : { id: `runtime.${name}`, status: required ? 'fail' : 'warn', summary: `${name} is not installed (${note})`, advice: `apt-get install ${PACKAGE_OF[name]}`, fix: aptFix(name) },
+        : {
+            id: `runtime.${name}`,
+            status: required ? 'fail' : 'warn',
+            summary: `${name} is not installed (${note})`,
+            advice: `apt-get install ${PACKAGE_OF[name]}`,
+            fix: aptFix(name),
+          },
     );
   }
 
@@ -160,7 +177,12 @@ export function evaluate(f: HostFacts): Check[] {
   const enabled = new Set(enabledControllers(f.procCgroups));
   checks.push(
     layout.mode === 'none'
-      ? { id: 'cgroup.layout', status: 'fail', summary: 'no cgroup filesystem mounted', advice: 'mount cgroup2 on /sys/fs/cgroup (or boot with systemd)' }
+      ? {
+          id: 'cgroup.layout',
+          status: 'fail',
+          summary: 'no cgroup filesystem mounted',
+          advice: 'mount cgroup2 on /sys/fs/cgroup (or boot with systemd)',
+        }
       : {
           id: 'cgroup.layout',
           status: 'ok',
@@ -196,7 +218,9 @@ export function evaluate(f: HostFacts): Check[] {
             id: 'cgroup.crun_hybrid',
             status: 'fail',
             summary: `hybrid mode with ${onV2.join(',')} on cgroup v2: crun fails with "cgroups in hybrid mode not supported"`,
-            advice: onV2.map((c) => `mkdir -p /sys/fs/cgroup/${c} && mount -t cgroup -o ${c} cgroup /sys/fs/cgroup/${c}`).join('; ') + ' (once per boot)',
+            advice:
+              onV2.map((c) => `mkdir -p /sys/fs/cgroup/${c} && mount -t cgroup -o ${c} cgroup /sys/fs/cgroup/${c}`).join('; ') +
+              ' (once per boot)',
             fix: { kind: 'mount-cgroup-v1', controllers: onV2 },
           },
     );
@@ -218,7 +242,13 @@ export function evaluate(f: HostFacts): Check[] {
     checks.push(
       c
         ? { id: `tools.${name}`, status: 'ok', summary: `${name}: ${c.version}` }
-        : { id: `tools.${name}`, status: 'fail', summary: `${name} is not installed (${why})`, advice: `apt-get install ${PACKAGE_OF[name]}`, fix: aptFix(name) },
+        : {
+            id: `tools.${name}`,
+            status: 'fail',
+            summary: `${name} is not installed (${why})`,
+            advice: `apt-get install ${PACKAGE_OF[name]}`,
+            fix: aptFix(name),
+          },
     );
   }
 

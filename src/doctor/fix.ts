@@ -13,7 +13,11 @@ import { DoctorError } from './errors.js';
 async function run(argv: readonly string[], log: (s: string) => void, extraEnv?: Readonly<Record<string, string>>): Promise<void> {
   const cmd = argv[0] ?? '';
   log(`+ ${argv.join(' ')}\n`);
-  const r = await runCommand([findExecutable(cmd) ?? cmd, ...argv.slice(1)], { timeoutMs: 20 * 60_000, maxOutputBytes: 4000, ...(extraEnv ? { extraEnv } : {}) }).catch((err: unknown) => {
+  const r = await runCommand([findExecutable(cmd) ?? cmd, ...argv.slice(1)], {
+    timeoutMs: 20 * 60_000,
+    maxOutputBytes: 4000,
+    ...(extraEnv ? { extraEnv } : {}),
+  }).catch((err: unknown) => {
     throw new DoctorError('doctor.fix_failed', `cannot run ${cmd}: ${(err as Error).message}`, { cause: err });
   });
   if (r.code !== 0) throw new DoctorError('doctor.fix_failed', describeFailure(argv, r));

@@ -5,18 +5,32 @@ import { BlockedMonitor, blockedEvents, DESTINATIONS_LISTED, type BlockedReading
 import { zeroCounts, type BlockedCounts, type BlockedDestination, type BlockedTableReading } from './netns/blocked.js';
 
 const actor = { agent: 'a', execution: 'e1' };
-const counts = (over: Partial<Record<keyof BlockedCounts, [number, number]>>, destinations: BlockedDestination[] = []): BlockedTableReading => {
+const counts = (
+  over: Partial<Record<keyof BlockedCounts, [number, number]>>,
+  destinations: BlockedDestination[] = [],
+): BlockedTableReading => {
   const c: Record<string, { packets: number; bytes: number }> = { ...zeroCounts() };
   for (const [k, v] of Object.entries(over)) c[k] = { packets: v[0], bytes: v[1] };
   return { counts: c as BlockedCounts, destinations: new Map(destinations.map((d) => [`${d.address} ${d.protocol} ${d.port ?? ''}`, d])) };
 };
-const tcpTo = (address: string, port: number, packets: number): BlockedDestination => ({ class: 'tcp', address, protocol: 'tcp', port, packets, bytes: packets * 60 });
+const tcpTo = (address: string, port: number, packets: number): BlockedDestination => ({
+  class: 'tcp',
+  address,
+  protocol: 'tcp',
+  port,
+  packets,
+  bytes: packets * 60,
+});
 const host = (c: BlockedTableReading): BlockedReading => new Map([['host', c]]);
 
 describe('blockedEvents', () => {
   it('one net.blocked denial per class that dropped packets since the last reading', () => {
     const icmp: BlockedDestination = { class: 'icmp', address: '198.51.100.66', protocol: 'icmp', port: null, packets: 1, bytes: 84 };
-    const ev = blockedEvents(actor, host(counts({ tcp: [2, 120] }, [tcpTo('198.51.100.66', 22, 2)])), host(counts({ tcp: [3, 180], icmp: [1, 84] }, [tcpTo('198.51.100.66', 22, 2), tcpTo('198.51.100.66', 25, 1), icmp])));
+    const ev = blockedEvents(
+      actor,
+      host(counts({ tcp: [2, 120] }, [tcpTo('198.51.100.66', 22, 2)])),
+      host(counts({ tcp: [3, 180], icmp: [1, 84] }, [tcpTo('198.51.100.66', 22, 2), tcpTo('198.51.100.66', 25, 1), icmp])),
+    );
     assert.deepEqual(
       ev.map((e) => [e.action, e.decision, e.reason, e.payload.protocol, e.payload.packets, e.payload.bytes]),
       [
@@ -27,7 +41,10 @@ describe('blockedEvents', () => {
     // only the destination that grew is named
     assert.deepEqual(ev[0]!.payload.destinations, [{ address: '198.51.100.66', protocol: 'tcp', port: 25, packets: 1 }]);
     assert.deepEqual(ev[1]!.payload.destinations, [{ address: '198.51.100.66', protocol: 'icmp', port: null, packets: 1 }]);
-    assert.equal(ev[0]!.payload.detail, "1 tcp packet dropped by nftables (to 198.51.100.66:25): the sandbox's only way out is the gateway");
+    assert.equal(
+      ev[0]!.payload.detail,
+      "1 tcp packet dropped by nftables (to 198.51.100.66:25): the sandbox's only way out is the gateway",
+    );
   });
   it('names at most DESTINATIONS_LISTED destinations, most packets first, and says how many more', () => {
     const many = Array.from({ length: DESTINATIONS_LISTED + 4 }, (_, i) => tcpTo(`198.51.100.${i + 1}`, 22, i + 1));
@@ -47,9 +64,16 @@ describe('blockedEvents', () => {
     ]);
     const [first] = blockedEvents(actor, new Map(), both);
     assert.equal(first!.payload.packets, 3);
-    assert.deepEqual(first!.payload.destinations, [{ address: '198.51.100.66', protocol: 'tcp', port: 22, packets: 3 }], 'the same destination from both tables is one entry');
+    assert.deepEqual(
+      first!.payload.destinations,
+      [{ address: '198.51.100.66', protocol: 'tcp', port: 22, packets: 3 }],
+      'the same destination from both tables is one entry',
+    );
     // the sandbox's table is gone: only the host's increase counts
-    assert.deepEqual(blockedEvents(actor, both, host(counts({ tcp: [5, 300] }, [tcpTo('198.51.100.66', 22, 5)]))).map((e) => e.payload.packets), [3]);
+    assert.deepEqual(
+      blockedEvents(actor, both, host(counts({ tcp: [5, 300] }, [tcpTo('198.51.100.66', 22, 5)]))).map((e) => e.payload.packets),
+      [3],
+    );
   });
 });
 
@@ -103,7 +127,10 @@ describe('BlockedMonitor', () => {
       await new Promise((r) => setTimeout(r, 40));
       await m.stop();
       assert.ok(n >= 3, `read ${n} times`);
-      assert.deepEqual(emitted.map((e) => [e.payload.protocol, e.payload.packets]), [['tcp', 4]]);
+      assert.deepEqual(
+        emitted.map((e) => [e.payload.protocol, e.payload.packets]),
+        [['tcp', 4]],
+      );
     } finally {
       process.stderr.write = write;
     }

@@ -52,7 +52,13 @@ export function blockedEvents(actor: AuditActor, prev: BlockedReading, cur: Bloc
       const d = since(p?.destinations.get(key), dest);
       if (d.packets === 0) continue;
       const had = dests.get(key);
-      dests.set(key, { class: dest.class, address: dest.address, protocol: dest.protocol, port: dest.port, packets: (had?.packets ?? 0) + d.packets });
+      dests.set(key, {
+        class: dest.class,
+        address: dest.address,
+        protocol: dest.protocol,
+        port: dest.port,
+        packets: (had?.packets ?? 0) + d.packets,
+      });
     }
   }
   const events: AuditEventInput[] = [];
@@ -61,7 +67,15 @@ export function blockedEvents(actor: AuditActor, prev: BlockedReading, cur: Bloc
     if (t.packets === 0) continue;
     const all = [...dests.values()].filter((d) => d.class === c).sort((a, b) => b.packets - a.packets);
     const listed = all.slice(0, DESTINATIONS_LISTED).map(({ address, protocol, port, packets }) => ({ address, protocol, port, packets }));
-    events.push(blockedEvent(actor, { protocol: c, packets: t.packets, bytes: t.bytes, destinations: listed, destinationsOmitted: all.length - listed.length }));
+    events.push(
+      blockedEvent(actor, {
+        protocol: c,
+        packets: t.packets,
+        bytes: t.bytes,
+        destinations: listed,
+        destinationsOmitted: all.length - listed.length,
+      }),
+    );
   }
   return events;
 }
@@ -81,17 +95,18 @@ export class BlockedMonitor {
 
   /** One reading (never two at once); a failed read is reported on stderr and retried next time. */
   private poll(): Promise<void> {
-    this.inFlight = this.inFlight.then(async () => {
-      let cur: BlockedReading;
-      try {
-        cur = await this.o.read();
-      } catch (err) {
-        process.stderr.write(`aegis gateway: reading drop counters: ${String(err)}\n`);
-        return;
-      }
-      for (const e of blockedEvents(this.o.actor, this.last, cur)) this.o.emit(e);
-      this.last = new Map([...this.last, ...cur]);
-    })
+    this.inFlight = this.inFlight
+      .then(async () => {
+        let cur: BlockedReading;
+        try {
+          cur = await this.o.read();
+        } catch (err) {
+          process.stderr.write(`aegis gateway: reading drop counters: ${String(err)}\n`);
+          return;
+        }
+        for (const e of blockedEvents(this.o.actor, this.last, cur)) this.o.emit(e);
+        this.last = new Map([...this.last, ...cur]);
+      })
       // Never an unhandled rejection in the gateway process; the next reading tries again.
       .catch((err: unknown) => void process.stderr.write(`aegis gateway: drop counters: ${String(err)}\n`));
     return this.inFlight;

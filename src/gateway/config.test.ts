@@ -7,10 +7,18 @@ const HOST_RESOLV = '# generated\nnameserver fe80::1%eth0\nnameserver 192.0.2.53
 
 describe('parseGatewayConfig', () => {
   it('defaults to the host resolver, 10.201.0.0/16 and /run/aegis', () => {
-    assert.deepEqual(parseGatewayConfig({}, null, HOST_RESOLV), { upstreamDns: { host: '192.0.2.53', port: 53 }, sandboxSubnet: '10.201.0.0/16', stateDir: '/run/aegis' });
+    assert.deepEqual(parseGatewayConfig({}, null, HOST_RESOLV), {
+      upstreamDns: { host: '192.0.2.53', port: 53 },
+      sandboxSubnet: '10.201.0.0/16',
+      stateDir: '/run/aegis',
+    });
   });
   it('environment overrides the config file', () => {
-    const c = parseGatewayConfig({ AEGIS_UPSTREAM_DNS: '198.51.100.53:5353' }, { upstreamDns: '198.51.100.1:53', sandboxSubnet: '10.99.0.0/20' }, HOST_RESOLV);
+    const c = parseGatewayConfig(
+      { AEGIS_UPSTREAM_DNS: '198.51.100.53:5353' },
+      { upstreamDns: '198.51.100.1:53', sandboxSubnet: '10.99.0.0/20' },
+      HOST_RESOLV,
+    );
     assert.deepEqual(c.upstreamDns, { host: '198.51.100.53', port: 5353 });
     assert.equal(c.sandboxSubnet, '10.99.0.0/20');
   });
@@ -24,23 +32,47 @@ describe('parseGatewayConfig', () => {
       }
     };
     it('bad resolver, bad subnet, unknown keys, relative state dir: config_invalid with the path', () => {
-      assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_UPSTREAM_DNS: 'dns.example:53' }, null, HOST_RESOLV)), 'gateway.config_invalid');
-      assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_SANDBOX_SUBNET: '10.0.0.0/8' }, null, HOST_RESOLV)), 'gateway.config_invalid');
-      assert.equal(codeOf(() => parseGatewayConfig({}, { upstreamDNS: '1.2.3.4:53' }, HOST_RESOLV)), 'gateway.config_invalid');
-      assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_STATE_DIR: 'run' }, null, HOST_RESOLV)), 'gateway.config_invalid');
+      assert.equal(
+        codeOf(() => parseGatewayConfig({ AEGIS_UPSTREAM_DNS: 'dns.example:53' }, null, HOST_RESOLV)),
+        'gateway.config_invalid',
+      );
+      assert.equal(
+        codeOf(() => parseGatewayConfig({ AEGIS_SANDBOX_SUBNET: '10.0.0.0/8' }, null, HOST_RESOLV)),
+        'gateway.config_invalid',
+      );
+      assert.equal(
+        codeOf(() => parseGatewayConfig({}, { upstreamDNS: '1.2.3.4:53' }, HOST_RESOLV)),
+        'gateway.config_invalid',
+      );
+      assert.equal(
+        codeOf(() => parseGatewayConfig({ AEGIS_STATE_DIR: 'run' }, null, HOST_RESOLV)),
+        'gateway.config_invalid',
+      );
     });
     it('a resolver inside the sandbox subnet is config_invalid (the gateway could not reach it)', () => {
-      assert.equal(codeOf(() => parseGatewayConfig({ AEGIS_UPSTREAM_DNS: '10.201.3.9:53' }, null, HOST_RESOLV)), 'gateway.config_invalid');
-      assert.equal(codeOf(() => parseGatewayConfig({}, { sandboxSubnet: '192.0.2.0/24' }, HOST_RESOLV)), 'gateway.config_invalid');
+      assert.equal(
+        codeOf(() => parseGatewayConfig({ AEGIS_UPSTREAM_DNS: '10.201.3.9:53' }, null, HOST_RESOLV)),
+        'gateway.config_invalid',
+      );
+      assert.equal(
+        codeOf(() => parseGatewayConfig({}, { sandboxSubnet: '192.0.2.0/24' }, HOST_RESOLV)),
+        'gateway.config_invalid',
+      );
     });
     it('an extraCaFile key is refused with the reason (the gateway never speaks TLS itself)', () => {
-      assert.equal(codeOf(() => parseGatewayConfig({}, { extraCaFile: '/etc/ssl/extra.pem' }, HOST_RESOLV)), 'gateway.config_invalid');
+      assert.equal(
+        codeOf(() => parseGatewayConfig({}, { extraCaFile: '/etc/ssl/extra.pem' }, HOST_RESOLV)),
+        'gateway.config_invalid',
+      );
       assert.throws(() => parseGatewayConfig({}, { extraCaFile: '/x.pem' }, HOST_RESOLV), /never originates TLS/);
       // the variable is other components' business: ignored here, not an error
       assert.equal(parseGatewayConfig({ AEGIS_EXTRA_CA_FILE: '/x.pem' }, null, HOST_RESOLV).upstreamDns.host, '192.0.2.53');
     });
     it('no resolver anywhere is config_invalid', () => {
-      assert.equal(codeOf(() => parseGatewayConfig({}, null, 'nameserver ::1\n')), 'gateway.config_invalid');
+      assert.equal(
+        codeOf(() => parseGatewayConfig({}, null, 'nameserver ::1\n')),
+        'gateway.config_invalid',
+      );
     });
   });
   it('firstNameserver skips IPv6 entries', () => {

@@ -65,11 +65,19 @@ export function firstNameserver(resolvConfText: string): string | null {
 }
 
 /** Pure: merge file values and environment, validate, apply defaults. */
-export function parseGatewayConfig(env: Readonly<Record<string, string | undefined>>, fileJson: unknown, hostResolvConf: string): GatewayConfig {
+export function parseGatewayConfig(
+  env: Readonly<Record<string, string | undefined>>,
+  fileJson: unknown,
+  hostResolvConf: string,
+): GatewayConfig {
   const fromFile = fileJson === null || fileJson === undefined ? {} : fileJson;
-  if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw new GatewayError('gateway.config_invalid', 'gateway config file must hold a JSON object');
+  if (typeof fromFile !== 'object' || Array.isArray(fromFile))
+    throw new GatewayError('gateway.config_invalid', 'gateway config file must hold a JSON object');
   if (Object.hasOwn(fromFile, 'extraCaFile')) {
-    throw new GatewayError('gateway.config_invalid', 'extraCaFile: the gateway never originates TLS (tunnels are end to end), so a CA file would apply to nothing; give the CA to the agent (SSL_CERT_FILE in the manifest env)');
+    throw new GatewayError(
+      'gateway.config_invalid',
+      'extraCaFile: the gateway never originates TLS (tunnels are end to end), so a CA file would apply to nothing; give the CA to the agent (SSL_CERT_FILE in the manifest env)',
+    );
   }
   const merged: Record<string, unknown> = { ...(fromFile as Record<string, unknown>) };
   if (env.AEGIS_UPSTREAM_DNS) merged.upstreamDns = env.AEGIS_UPSTREAM_DNS;
@@ -82,11 +90,18 @@ export function parseGatewayConfig(env: Readonly<Record<string, string | undefin
   let upstream = r.data.upstreamDns;
   if (!upstream) {
     const ns = firstNameserver(hostResolvConf);
-    if (!ns) throw new GatewayError('gateway.config_invalid', 'no upstream resolver: set AEGIS_UPSTREAM_DNS or an IPv4 nameserver in /etc/resolv.conf');
+    if (!ns)
+      throw new GatewayError(
+        'gateway.config_invalid',
+        'no upstream resolver: set AEGIS_UPSTREAM_DNS or an IPv4 nameserver in /etc/resolv.conf',
+      );
     upstream = { host: ns, port: 53 };
   }
   if (subnetContains(r.data.sandboxSubnet, upstream.host)) {
-    throw new GatewayError('gateway.config_invalid', `upstreamDns: ${upstream.host} is inside sandboxSubnet ${r.data.sandboxSubnet}; the gateway could not reach it`);
+    throw new GatewayError(
+      'gateway.config_invalid',
+      `upstreamDns: ${upstream.host} is inside sandboxSubnet ${r.data.sandboxSubnet}; the gateway could not reach it`,
+    );
   }
   return { upstreamDns: upstream, sandboxSubnet: r.data.sandboxSubnet, stateDir: r.data.stateDir };
 }

@@ -22,7 +22,17 @@ import { compileEgress } from '../policy/net.js';
 import type { GatewayConfig } from './config.js';
 import { startDnsServer, type DnsServers } from './dns/server.js';
 import { UpstreamResolver, type Resolver } from './dns/upstream.js';
-import { applyHostRules, checkSubnetFree, claimSlot, createSandboxNet, destroySandboxNet, blockedCounterReader, releaseSlot, sweepStaleSandboxNets, writeResolvConf } from './netns/adapter.js';
+import {
+  applyHostRules,
+  checkSubnetFree,
+  claimSlot,
+  createSandboxNet,
+  destroySandboxNet,
+  blockedCounterReader,
+  releaseSlot,
+  sweepStaleSandboxNets,
+  writeResolvConf,
+} from './netns/adapter.js';
 import { BlockedMonitor } from './blocked-monitor.js';
 import { planSandboxNet, proxyEnv, RESERVED_CAPTURE_PORTS, resolvConf, socksUrl, type SandboxNetPlan } from './netns/plan.js';
 import { startHttpListener } from './proxy/http.js';
@@ -149,7 +159,15 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
       servers.push(l);
       tcpAny = port(l);
     }
-    await applyHostRules(plan, { dns: dns.port, httpProxy: port(httpProxy), socks: port(socks), transparentHttp: port(tHttp), transparentTls: port(tTls), tcp, tcpAny });
+    await applyHostRules(plan, {
+      dns: dns.port,
+      httpProxy: port(httpProxy),
+      socks: port(socks),
+      transparentHttp: port(tHttp),
+      transparentTls: port(tTls),
+      tcp,
+      tcpAny,
+    });
     blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
     blocked.start();
     const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));

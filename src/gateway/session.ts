@@ -98,7 +98,10 @@ export class Session {
     const names = this.answered.get(address);
     if (!names) return [];
     const now = this.clock();
-    return [...names].filter(([, until]) => until >= now).sort((a, b) => b[1] - a[1]).map(([n]) => n);
+    return [...names]
+      .filter(([, until]) => until >= now)
+      .sort((a, b) => b[1] - a[1])
+      .map(([n]) => n);
   }
 
   wasResolved(name: string): boolean {
@@ -118,14 +121,18 @@ export class Session {
     server.maxConnections = MAX_CONNECTIONS_PER_LISTENER;
     server.on('drop', () => {
       this.emit(
-        connectEvent(this.actor, gatewayDeny('gateway.too_many_connections', `more than ${MAX_CONNECTIONS_PER_LISTENER} concurrent connections`), {
-          mode,
-          host: null,
-          port: null,
-          bytesSent: 0,
-          bytesReceived: 0,
-          durationMs: 0,
-        }),
+        connectEvent(
+          this.actor,
+          gatewayDeny('gateway.too_many_connections', `more than ${MAX_CONNECTIONS_PER_LISTENER} concurrent connections`),
+          {
+            mode,
+            host: null,
+            port: null,
+            bytesSent: 0,
+            bytesReceived: 0,
+            durationMs: 0,
+          },
+        ),
       );
     });
     return server;

@@ -43,7 +43,10 @@ describe('runCommand', () => {
     assert.match(describeFailure(['sleep', '30'], r), /timed out/);
   });
   it('keeps only the tail of a large output', async () => {
-    const r = await runCommand(['/bin/sh', '-c', 'head -c 100000 /dev/zero | tr "\\0" x; echo END'], { timeoutMs: 10_000, maxOutputBytes: 1000 });
+    const r = await runCommand(['/bin/sh', '-c', 'head -c 100000 /dev/zero | tr "\\0" x; echo END'], {
+      timeoutMs: 10_000,
+      maxOutputBytes: 1000,
+    });
     assert.equal(r.stdout.length, 1000);
     assert.ok(r.stdout.endsWith('END\n'));
   });

@@ -68,7 +68,10 @@ export function runCommand(argv: readonly string[], opts: CommandOptions): Promi
   if (cmd === undefined) return Promise.reject(new Error('runCommand: empty argv'));
   const limit = opts.maxOutputBytes ?? 1 << 20;
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : opts.extraEnv ? { env: { ...process.env, ...opts.extraEnv } } : {}) });
+    const child = spawn(cmd, args, {
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      ...(opts.env ? { env: opts.env } : opts.extraEnv ? { env: { ...process.env, ...opts.extraEnv } } : {}),
+    });
     const out = { stdout: '', stderr: '' };
     const partial = { stdout: '', stderr: '' };
     let timedOut = false;

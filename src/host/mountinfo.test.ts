@@ -17,7 +17,14 @@ describe('parseMountinfo', () => {
   it('decodes fields, octal escapes and optional fields', () => {
     const m = parseMountinfo(TEXT);
     assert.equal(m.length, 3);
-    assert.deepEqual(m[0], { root: '/mnt1', mountPoint: '/mnt/parent', options: ['rw', 'noatime'], fstype: 'ext3', source: '/dev/root', superOptions: ['rw', 'errors=continue'] });
+    assert.deepEqual(m[0], {
+      root: '/mnt1',
+      mountPoint: '/mnt/parent',
+      options: ['rw', 'noatime'],
+      fstype: 'ext3',
+      source: '/dev/root',
+      superOptions: ['rw', 'errors=continue'],
+    });
     assert.equal(m[1]!.mountPoint, '/srv/with space\\x');
     assert.equal(m[1]!.source, 'tmp fs');
   });

@@ -4,7 +4,16 @@ import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync, existsSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { lockIsStale, ownerAlive, parseLockOwner, processStartTime, readLockOwner, selfOwner, tryCreateLock, withPidLock } from './pid-lock.js';
+import {
+  lockIsStale,
+  ownerAlive,
+  parseLockOwner,
+  processStartTime,
+  readLockOwner,
+  selfOwner,
+  tryCreateLock,
+  withPidLock,
+} from './pid-lock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'aegis-pid-lock-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,7 +49,8 @@ describe('pid-file locks', () => {
   });
   it('reads the old bare-pid form, and refuses what is not a lock', () => {
     assert.deepEqual(parseLockOwner(`${process.pid}\n`), { pid: process.pid, start: null });
-    for (const bad of ['', 'x', '0', '-1', '{"pid":"1"}', '{"pid":1.5}', 'null', '[1]', '{"pid":99999999999999999999}']) assert.equal(parseLockOwner(bad), null, bad);
+    for (const bad of ['', 'x', '0', '-1', '{"pid":"1"}', '{"pid":1.5}', 'null', '[1]', '{"pid":99999999999999999999}'])
+      assert.equal(parseLockOwner(bad), null, bad);
     assert.equal(parseLockOwner('{"pid":1,"start":"1; rm"}')?.start, null, 'a start time that is not digits is ignored');
   });
   it('an unwritten lock is stale only once it is old', async () => {
@@ -73,7 +83,10 @@ describe('pid-file locks', () => {
   it('withPidLock gives up with the caller error when a live owner keeps it', async () => {
     const p = join(dir, 'held.lock');
     writeFileSync(p, JSON.stringify(selfOwner()));
-    await assert.rejects(withPidLock(p, () => 1, { timeoutMs: 100, error: (m) => new Error(`locked: ${m}`) }), /locked: lock .* is held by pid/);
+    await assert.rejects(
+      withPidLock(p, () => 1, { timeoutMs: 100, error: (m) => new Error(`locked: ${m}`) }),
+      /locked: lock .* is held by pid/,
+    );
     assert.equal(readFileSync(p, 'utf8'), JSON.stringify(selfOwner()), 'a live lock is never removed');
   });
 });

@@ -58,7 +58,11 @@ export function writePrivateEntry(dir: string, name: string, text: string): void
 export function codeStamp(dirs: readonly URL[]): string {
   const parts: string[] = [process.version];
   try {
-    parts.push(createHash('sha256').update(readFileSync(fileURLToPath(new URL('../../../package-lock.json', import.meta.url)))).digest('hex'));
+    parts.push(
+      createHash('sha256')
+        .update(readFileSync(fileURLToPath(new URL('../../../package-lock.json', import.meta.url))))
+        .digest('hex'),
+    );
   } catch {
     parts.push('no-lockfile');
   }

@@ -68,8 +68,7 @@ function locate(rootfs: string, view: RootView, path: readonly string[], create:
       if (kind === 'missing') {
         mkdirSync(join(rootfs, ...comp), { mode: 0o755 });
         chmodSync(join(rootfs, ...comp), 0o755); // not left to the umask
-      }
-      else if (kind === 'other') throw new ImageError('image.unsafe_entry', `/${comp.join('/')} is not a directory`);
+      } else if (kind === 'other') throw new ImageError('image.unsafe_entry', `/${comp.join('/')} is not a directory`);
     }
   }
   const r = resolveInRoot(view, path);
@@ -92,7 +91,8 @@ function own(fn: () => void, what: string): void {
   try {
     fn();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EPERM') throw new ImageError('image.unsupported', `cannot set the owner of ${what}: image import must run as root`);
+    if ((err as NodeJS.ErrnoException).code === 'EPERM')
+      throw new ImageError('image.unsupported', `cannot set the owner of ${what}: image import must run as root`);
     throw err;
   }
 }
@@ -121,7 +121,11 @@ async function headers(open: () => Readable): Promise<Header[]> {
  * hostile), applies its whiteouts to the lower layers, then extracts its entries.
  * `open` must return a fresh stream of the uncompressed tar each time it is called.
  */
-export async function applyLayer(rootfs: string, open: () => Readable, budget: Budget = { bytes: Infinity, entries: Infinity }): Promise<ApplyStats> {
+export async function applyLayer(
+  rootfs: string,
+  open: () => Readable,
+  budget: Budget = { bytes: Infinity, entries: Infinity },
+): Promise<ApplyStats> {
   const view = rootView(rootfs);
   const stats: ApplyStats = { entries: 0, whiteouts: 0, skipped: [] };
   const hs = await headers(open);
@@ -204,7 +208,8 @@ export async function applyLayer(rootfs: string, open: () => Readable, budget: B
         case 'hardlink': {
           const src = locate(rootfs, view, a.target, false);
           const sst = src ? exists(src) : null;
-          if (!src || !sst) throw new ImageError('image.bad_archive', `hard link /${a.path.join('/')} -> /${a.target.join('/')}: target missing`);
+          if (!src || !sst)
+            throw new ImageError('image.bad_archive', `hard link /${a.path.join('/')} -> /${a.target.join('/')}: target missing`);
           const abs = locate(rootfs, view, a.path, true) as string;
           if (abs === src) {
             entry.resume();
@@ -215,7 +220,11 @@ export async function applyLayer(rootfs: string, open: () => Readable, budget: B
           else if (sst.isSymbolicLink()) {
             symlinkSync(readlinkSync(src), abs);
             own(() => lchownSync(abs, sst.uid, sst.gid), abs);
-          } else throw new ImageError('image.unsafe_entry', `hard link /${a.path.join('/')} -> a ${sst.isDirectory() ? 'directory' : 'special file'} refused`);
+          } else
+            throw new ImageError(
+              'image.unsafe_entry',
+              `hard link /${a.path.join('/')} -> a ${sst.isDirectory() ? 'directory' : 'special file'} refused`,
+            );
           stats.entries++;
           entry.resume();
           break;

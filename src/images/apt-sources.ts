@@ -17,7 +17,10 @@ export function parseOneLine(text: string): AptSource[] {
   for (const raw of text.split('\n')) {
     const line = raw.replace(/#.*$/, '').trim();
     if (!line) continue;
-    const words = line.replace(/\[[^\]]*\]/g, ' ').split(/\s+/).filter(Boolean);
+    const words = line
+      .replace(/\[[^\]]*\]/g, ' ')
+      .split(/\s+/)
+      .filter(Boolean);
     const [type, uri, suite, ...components] = words;
     if (!type || !uri || !suite || (type !== 'deb' && type !== 'deb-src')) continue;
     out.push({ types: [type], uris: [uri], suites: [suite], components, enabled: true });

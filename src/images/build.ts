@@ -43,9 +43,25 @@ export const RECIPES: Readonly<Record<string, Recipe>> = {
    */
   'egress-clients:bookworm': {
     suite: 'bookworm',
-    packages: ['python3', 'ca-certificates', 'python3-requests', 'python3-httpx', 'python3-aiohttp', 'python3-psycopg2', 'postgresql-client', 'curl', 'git', 'openssh-client', 'nodejs'],
+    packages: [
+      'python3',
+      'ca-certificates',
+      'python3-requests',
+      'python3-httpx',
+      'python3-aiohttp',
+      'python3-psycopg2',
+      'postgresql-client',
+      'curl',
+      'git',
+      'openssh-client',
+      'nodejs',
+    ],
     smoke: {
-      argv: ['/bin/sh', '-c', 'python3 -c "import requests, httpx, aiohttp, psycopg2; print(\'clients\')" && node -e "fetch; require(\'https\')" && curl --version >/dev/null && git --version >/dev/null && ssh -V 2>/dev/null && psql --version >/dev/null'],
+      argv: [
+        '/bin/sh',
+        '-c',
+        'python3 -c "import requests, httpx, aiohttp, psycopg2; print(\'clients\')" && node -e "fetch; require(\'https\')" && curl --version >/dev/null && git --version >/dev/null && ssh -V 2>/dev/null && psql --version >/dev/null',
+      ],
       expect: 'clients',
     },
   },
@@ -96,7 +112,11 @@ const CHROOT_ENV = {
  * Runs a command (bounded by `timeoutMs`, default 30 min: a slow mirror); streams condensed
  * output to `log`; rejects with image.build_failed.
  */
-async function run(argv: readonly string[], log: (s: string) => void, opts: { env?: NodeJS.ProcessEnv; quietPrefixes?: readonly string[]; capture?: boolean; timeoutMs?: number } = {}): Promise<string> {
+async function run(
+  argv: readonly string[],
+  log: (s: string) => void,
+  opts: { env?: NodeJS.ProcessEnv; quietPrefixes?: readonly string[]; capture?: boolean; timeoutMs?: number } = {},
+): Promise<string> {
   const cmd = argv[0] ?? '';
   const tail: string[] = [];
   const shown = new Set<string>();
@@ -114,7 +134,11 @@ async function run(argv: readonly string[], log: (s: string) => void, opts: { en
     }
     log(`  ${cmd}: ${line}\n`);
   };
-  const r = await runCommand([findExecutable(cmd) ?? cmd, ...argv.slice(1)], { timeoutMs: opts.timeoutMs ?? 30 * 60_000, onLine, ...(opts.env ? { env: opts.env } : {}) }).catch((err: unknown) => {
+  const r = await runCommand([findExecutable(cmd) ?? cmd, ...argv.slice(1)], {
+    timeoutMs: opts.timeoutMs ?? 30 * 60_000,
+    onLine,
+    ...(opts.env ? { env: opts.env } : {}),
+  }).catch((err: unknown) => {
     throw new ImageError('image.build_failed', `cannot run ${cmd}: ${(err as Error).message}`, { cause: err });
   });
   if (r.code !== 0) {
@@ -156,14 +180,24 @@ function tidy(rootfs: string): void {
 /**
  * Builds `ref` from its recipe into the store at `imagesDir` and tags it. Takes ~30-60 s.
  */
-export async function buildImage(ref: ImageRef, opts: { imagesDir: string; log: (s: string) => void; aptEtc?: string }): Promise<BuildResult> {
+export async function buildImage(
+  ref: ImageRef,
+  opts: { imagesDir: string; log: (s: string) => void; aptEtc?: string },
+): Promise<BuildResult> {
   const key = `${ref.name}:${ref.tag}`;
   const recipe = RECIPES[key];
-  if (!recipe) throw new ImageError('image.unknown_recipe', `no build recipe for ${key}; known: ${Object.keys(RECIPES).join(', ')} (use \`aegis image import\` for others)`);
-  if (ref.digest !== null) throw new ImageError('image.bad_ref', 'a build cannot be pinned to a digest; build the tag, then pin the digest it prints');
-  if ((process.geteuid?.() ?? 0) !== 0) throw new ImageError('image.build_failed', 'aegis image build must run as root (debootstrap, chroot)');
+  if (!recipe)
+    throw new ImageError(
+      'image.unknown_recipe',
+      `no build recipe for ${key}; known: ${Object.keys(RECIPES).join(', ')} (use \`aegis image import\` for others)`,
+    );
+  if (ref.digest !== null)
+    throw new ImageError('image.bad_ref', 'a build cannot be pinned to a digest; build the tag, then pin the digest it prints');
+  if ((process.geteuid?.() ?? 0) !== 0)
+    throw new ImageError('image.build_failed', 'aegis image build must run as root (debootstrap, chroot)');
   for (const tool of ['debootstrap', 'chroot']) {
-    if (findExecutable(tool) === null) throw new ImageError('image.build_failed', `${tool} is not installed: apt-get install debootstrap (or run \`aegis doctor --fix\`)`);
+    if (findExecutable(tool) === null)
+      throw new ImageError('image.build_failed', `${tool} is not installed: apt-get install debootstrap (or run \`aegis doctor --fix\`)`);
   }
   const choice = pickMirror(hostAptSources(opts.aptEtc), recipe.suite);
   if (!choice) throw new ImageError('image.build_failed', `no Debian mirror for ${recipe.suite} in /etc/apt/sources.list*`);

@@ -21,7 +21,9 @@ function onlyImageErrors(fn: () => unknown): void {
   }
 }
 
-const pathish = fc.array(fc.constantFrom('a', 'b', '.', '..', '', '.wh.a', '.wh..wh..opq', '.wh..wh.plnk', 'x\ty', '/'), { maxLength: 6 }).map((p) => p.join('/'));
+const pathish = fc
+  .array(fc.constantFrom('a', 'b', '.', '..', '', '.wh.a', '.wh..wh..opq', '.wh..wh.plnk', 'x\ty', '/'), { maxLength: 6 })
+  .map((p) => p.join('/'));
 
 describe('hostile input never escapes as an uncoded exception', () => {
   it('parseManifest / parseIndex / parseTagIndex / parseRecord on arbitrary text', () => {
@@ -59,25 +61,31 @@ describe('hostile input never escapes as an uncoded exception', () => {
 
   it('classify: accepted paths never contain "", ".", ".." and accepted links never climb out', () => {
     fc.assert(
-      fc.property(pathish, fc.constantFrom('file', 'directory', 'symlink', 'link', 'fifo', 'character-device', null), pathish, (name, type, linkname) => {
-        let a;
-        try {
-          a = classify({ name, type, linkname });
-        } catch (err) {
-          assert.ok(err instanceof ImageError, String(err));
-          return;
-        }
-        const paths = a.op === 'opaque' ? [a.dir] : a.op === 'hardlink' ? [a.path, a.target] : [a.path];
-        for (const p of paths) for (const c of p) assert.ok(c !== '' && c !== '.' && c !== '..' && !c.includes('/'), `${name} -> ${JSON.stringify(p)}`);
-        if (a.op === 'symlink' && !a.target.startsWith('/')) {
-          let depth = a.path.length - 1;
-          for (const c of a.target.split('/')) {
-            if (c === '..') depth--;
-            else if (c !== '' && c !== '.') depth++;
-            assert.ok(depth >= 0, `${name} -> ${a.target} climbs out`);
+      fc.property(
+        pathish,
+        fc.constantFrom('file', 'directory', 'symlink', 'link', 'fifo', 'character-device', null),
+        pathish,
+        (name, type, linkname) => {
+          let a;
+          try {
+            a = classify({ name, type, linkname });
+          } catch (err) {
+            assert.ok(err instanceof ImageError, String(err));
+            return;
           }
-        }
-      }),
+          const paths = a.op === 'opaque' ? [a.dir] : a.op === 'hardlink' ? [a.path, a.target] : [a.path];
+          for (const p of paths)
+            for (const c of p) assert.ok(c !== '' && c !== '.' && c !== '..' && !c.includes('/'), `${name} -> ${JSON.stringify(p)}`);
+          if (a.op === 'symlink' && !a.target.startsWith('/')) {
+            let depth = a.path.length - 1;
+            for (const c of a.target.split('/')) {
+              if (c === '..') depth--;
+              else if (c !== '' && c !== '.') depth++;
+              assert.ok(depth >= 0, `${name} -> ${a.target} climbs out`);
+            }
+          }
+        },
+      ),
       { seed: SEED, numRuns: 2000 },
     );
   });

@@ -137,9 +137,11 @@ function descriptor(v: unknown, what: string): Descriptor {
   const o = v as Record<string, unknown> | null;
   if (!o || typeof o !== 'object') throw new ImageError('image.bad_archive', `${what}: not a descriptor`);
   const digest = o['digest'];
-  if (typeof digest !== 'string' || !isDigest(digest)) throw new ImageError('image.bad_archive', `${what}: digest must be sha256:<64 hex> (got ${JSON.stringify(digest)})`);
+  if (typeof digest !== 'string' || !isDigest(digest))
+    throw new ImageError('image.bad_archive', `${what}: digest must be sha256:<64 hex> (got ${JSON.stringify(digest)})`);
   const ann: Record<string, string> = {};
-  if (o['annotations'] && typeof o['annotations'] === 'object') for (const [k, x] of Object.entries(o['annotations'] as object)) if (typeof x === 'string') ann[k] = x;
+  if (o['annotations'] && typeof o['annotations'] === 'object')
+    for (const [k, x] of Object.entries(o['annotations'] as object)) if (typeof x === 'string') ann[k] = x;
   const p = o['platform'] as Record<string, unknown> | undefined;
   return {
     mediaType: typeof o['mediaType'] === 'string' ? o['mediaType'] : '',
@@ -195,7 +197,8 @@ async function decompressor(open: () => Readable): Promise<() => Readable> {
       return src.pipe(gz).pipe(out);
     };
   }
-  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) throw new ImageError('image.unsupported', 'zstd-compressed layers are not supported (Node.js 20 has no zstd); re-export with gzip');
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528)
+    throw new ImageError('image.unsupported', 'zstd-compressed layers are not supported (Node.js 20 has no zstd); re-export with gzip');
   return open;
 }
 
@@ -223,13 +226,18 @@ function nameFromAnnotation(s: string | undefined): string | null {
 function ociPlan(src: Source): Plan {
   const index = parseJson(src.read('index.json'), 'index.json');
   const arch = NODE_ARCH[process.arch] ?? process.arch;
-  let manifests = Array.isArray(index['manifests']) ? (index['manifests'] as unknown[]).map((m, i) => descriptor(m, `index.json manifests[${i}]`)) : [];
+  let manifests = Array.isArray(index['manifests'])
+    ? (index['manifests'] as unknown[]).map((m, i) => descriptor(m, `index.json manifests[${i}]`))
+    : [];
   let tagAnn: string | null = null;
   for (let depth = 0; depth < 4; depth++) {
     if (!manifests.length) throw new ImageError('image.bad_archive', 'index.json lists no manifests');
     const pick = manifests.find((m) => !m.platform || (m.platform.architecture === arch && (m.platform.os ?? 'linux') === 'linux')) ?? null;
     if (!pick) throw new ImageError('image.unsupported', `no ${arch} image in the archive`);
-    tagAnn = tagAnn ?? nameFromAnnotation(pick.annotations['io.containerd.image.name']) ?? nameFromAnnotation(pick.annotations['org.opencontainers.image.ref.name']);
+    tagAnn =
+      tagAnn ??
+      nameFromAnnotation(pick.annotations['io.containerd.image.name']) ??
+      nameFromAnnotation(pick.annotations['org.opencontainers.image.ref.name']);
     const m = parseJson(readBlob(src, pick.digest, 'manifest'), `manifest ${pick.digest}`);
     if (Array.isArray(m['manifests'])) {
       manifests = (m['manifests'] as unknown[]).map((x, i) => descriptor(x, `image index manifests[${i}]`));
@@ -240,8 +248,10 @@ function ociPlan(src: Source): Plan {
     if (!Array.isArray(m['layers'])) throw new ImageError('image.bad_archive', 'manifest has no layers array');
     const layers = (m['layers'] as unknown[]).map((x, i) => {
       const d = descriptor(x, `manifest layers[${i}]`);
-      if (d.mediaType.includes('zstd')) throw new ImageError('image.unsupported', `layer ${i} is zstd-compressed (${d.mediaType}); not supported`);
-      if (d.mediaType.includes('nondistributable') || d.mediaType.includes('foreign')) throw new ImageError('image.unsupported', `layer ${i} is a foreign layer (${d.mediaType})`);
+      if (d.mediaType.includes('zstd'))
+        throw new ImageError('image.unsupported', `layer ${i} is zstd-compressed (${d.mediaType}); not supported`);
+      if (d.mediaType.includes('nondistributable') || d.mediaType.includes('foreign'))
+        throw new ImageError('image.unsupported', `layer ${i} is a foreign layer (${d.mediaType})`);
       if (!src.has(blobName(d.digest))) throw new ImageError('image.bad_archive', `layer ${i}: blob ${d.digest} is missing`);
       return { name: blobName(d.digest), digest: d.digest, what: `layer ${i}`, compressedDigest: true };
     });
@@ -255,22 +265,31 @@ function dockerPlan(src: Source): Plan {
   if (!Array.isArray(list) || list.length === 0) throw new ImageError('image.bad_archive', 'manifest.json is not a non-empty array');
   if (list.length > 1) throw new ImageError('image.unsupported', `the archive holds ${list.length} images; save one image per archive`);
   const m = list[0] as Record<string, unknown> | null;
-  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new ImageError('image.bad_archive', 'manifest.json entry is not an object');
+  if (typeof m !== 'object' || m === null || Array.isArray(m))
+    throw new ImageError('image.bad_archive', 'manifest.json entry is not an object');
   const cfgName = m['Config'];
   if (typeof cfgName !== 'string') throw new ImageError('image.bad_archive', 'manifest.json has no Config');
   const cfgBytes = src.read(cfgName);
   const config = parseJson(cfgBytes, 'image config');
   const layerNames = m['Layers'];
-  if (!Array.isArray(layerNames) || !layerNames.every((l) => typeof l === 'string')) throw new ImageError('image.bad_archive', 'manifest.json Layers is not a list of names');
+  if (!Array.isArray(layerNames) || !layerNames.every((l) => typeof l === 'string'))
+    throw new ImageError('image.bad_archive', 'manifest.json Layers is not a list of names');
   const rootfs = config['rootfs'] as Record<string, unknown> | undefined;
   const diffIds = rootfs && Array.isArray(rootfs['diff_ids']) ? (rootfs['diff_ids'] as unknown[]) : null;
   if (!diffIds || diffIds.length !== layerNames.length || !diffIds.every((d) => typeof d === 'string' && isDigest(d))) {
     throw new ImageError('image.bad_archive', 'image config rootfs.diff_ids does not list one sha256 per layer');
   }
-  const tags = (Array.isArray(m['RepoTags']) ? (m['RepoTags'] as unknown[]) : []).map((t) => (typeof t === 'string' ? nameFromAnnotation(t) : null)).filter((t): t is string => t !== null);
+  const tags = (Array.isArray(m['RepoTags']) ? (m['RepoTags'] as unknown[]) : [])
+    .map((t) => (typeof t === 'string' ? nameFromAnnotation(t) : null))
+    .filter((t): t is string => t !== null);
   const cfgDigest = `sha256:${createHash('sha256').update(cfgBytes).digest('hex')}`;
   return {
-    layers: (layerNames as string[]).map((name, i) => ({ name, digest: diffIds[i] as Digest, what: `layer ${i} (${name})`, compressedDigest: false })),
+    layers: (layerNames as string[]).map((name, i) => ({
+      name,
+      digest: diffIds[i] as Digest,
+      what: `layer ${i} (${name})`,
+      compressedDigest: false,
+    })),
     config,
     tags: tags.slice(0, 1),
     source: { kind: 'import', format: 'docker-save', config: cfgDigest },
@@ -320,7 +339,11 @@ export async function importImage(
     let plan: Plan;
     if (src.has('index.json') && src.has('oci-layout')) plan = ociPlan(src);
     else if (src.has('manifest.json')) plan = dockerPlan(src);
-    else throw new ImageError('image.bad_archive', `${path} is neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)`);
+    else
+      throw new ImageError(
+        'image.bad_archive',
+        `${path} is neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)`,
+      );
     const cfg = plan.config;
     const arch = typeof cfg['architecture'] === 'string' ? cfg['architecture'] : '';
     const want = NODE_ARCH[process.arch] ?? process.arch;

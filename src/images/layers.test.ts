@@ -36,7 +36,14 @@ describe('layer entries', () => {
     assert.deepEqual(classify({ name: '.wh..wh..opq', type: 'file' }), { op: 'opaque', dir: [] });
     assert.equal(classify({ name: '.wh..wh.plnk/1.2', type: 'directory' }).op, 'skip');
     assert.deepEqual(classify({ name: 'dev/null', type: 'character-device' }).op, 'skip');
-    assert.deepEqual(classify({ name: 'bin/su', type: 'file', mode: 0o104755, uid: 0, gid: 0, size: 3 }), { op: 'file', path: ['bin', 'su'], mode: 0o4755, uid: 0, gid: 0, size: 3 });
+    assert.deepEqual(classify({ name: 'bin/su', type: 'file', mode: 0o104755, uid: 0, gid: 0, size: 3 }), {
+      op: 'file',
+      path: ['bin', 'su'],
+      mode: 0o4755,
+      uid: 0,
+      gid: 0,
+      size: 3,
+    });
     assert.deepEqual(classify({ name: 'etc/localtime', type: 'symlink', linkname: '/usr/share/zoneinfo/UTC' }).op, 'symlink');
     assert.deepEqual(classify({ name: 'usr/lib/x', type: 'symlink', linkname: '../../lib/y' }).op, 'symlink');
   });
@@ -53,7 +60,12 @@ describe('layer entries', () => {
       ['a whiteout of ..', { name: 'etc/.wh...', type: 'file' }],
       ['a file naming the root', { name: './', type: 'file' }],
     ];
-    for (const [what, h] of cases) it(`refuses ${what}`, () => assert.equal(code(() => classify(h)), 'image.unsafe_entry'));
+    for (const [what, h] of cases)
+      it(`refuses ${what}`, () =>
+        assert.equal(
+          code(() => classify(h)),
+          'image.unsafe_entry',
+        ));
   });
 
   it('symlinkEscapes counts depth from the link directory', () => {
@@ -65,7 +77,16 @@ describe('layer entries', () => {
 });
 
 describe('resolveInRoot (chroot-style, never leaves the rootfs)', () => {
-  const tree = { usr: 'dir', 'usr/lib': 'dir', lib: 'usr/lib', abs: '/usr', up: '../../../..', loop1: 'loop2', loop2: 'loop1', file: 'file' };
+  const tree = {
+    usr: 'dir',
+    'usr/lib': 'dir',
+    lib: 'usr/lib',
+    abs: '/usr',
+    up: '../../../..',
+    loop1: 'loop2',
+    loop2: 'loop1',
+    file: 'file',
+  };
   it('follows relative and absolute links and clamps ..', () => {
     assert.deepEqual(resolveInRoot(view(tree), ['lib', 'x.so']), { parent: ['usr', 'lib'], name: 'x.so' });
     assert.deepEqual(resolveInRoot(view(tree), ['abs', 'lib', 'y']), { parent: ['usr', 'lib'], name: 'y' });
@@ -74,7 +95,13 @@ describe('resolveInRoot (chroot-style, never leaves the rootfs)', () => {
   });
   it('returns null for a missing parent, and refuses loops and files used as directories', () => {
     assert.equal(resolveInRoot(view(tree), ['nope', 'x']), null);
-    assert.equal(code(() => resolveInRoot(view(tree), ['loop1', 'x'])), 'image.unsafe_entry');
-    assert.equal(code(() => resolveInRoot(view(tree), ['file', 'x'])), 'image.unsafe_entry');
+    assert.equal(
+      code(() => resolveInRoot(view(tree), ['loop1', 'x'])),
+      'image.unsafe_entry',
+    );
+    assert.equal(
+      code(() => resolveInRoot(view(tree), ['file', 'x'])),
+      'image.unsafe_entry',
+    );
   });
 });

@@ -47,7 +47,14 @@ export type Action =
   | { readonly op: 'whiteout'; readonly path: readonly string[] }
   | { readonly op: 'opaque'; readonly dir: readonly string[] }
   | { readonly op: 'mkdir'; readonly path: readonly string[]; readonly mode: number; readonly uid: number; readonly gid: number }
-  | { readonly op: 'file'; readonly path: readonly string[]; readonly mode: number; readonly uid: number; readonly gid: number; readonly size: number }
+  | {
+      readonly op: 'file';
+      readonly path: readonly string[];
+      readonly mode: number;
+      readonly uid: number;
+      readonly gid: number;
+      readonly size: number;
+    }
   | { readonly op: 'symlink'; readonly path: readonly string[]; readonly target: string; readonly uid: number; readonly gid: number }
   | { readonly op: 'hardlink'; readonly path: readonly string[]; readonly target: readonly string[] }
   | { readonly op: 'skip'; readonly path: readonly string[]; readonly reason: string };
@@ -88,7 +95,8 @@ export function classify(h: LayerHeader): Action {
   if (base !== undefined && base.startsWith(WHITEOUT_PREFIX)) {
     const parent = path.slice(0, -1);
     const victim = base.slice(WHITEOUT_PREFIX.length);
-    if (victim === '' || victim === '.' || victim === '..') throw new ImageError('image.unsafe_entry', `bad whiteout ${JSON.stringify(h.name)}`);
+    if (victim === '' || victim === '.' || victim === '..')
+      throw new ImageError('image.unsafe_entry', `bad whiteout ${JSON.stringify(h.name)}`);
     return { op: 'whiteout', path: [...parent, victim] };
   }
   switch (h.type ?? 'file') {
@@ -105,14 +113,17 @@ export function classify(h: LayerHeader): Action {
       const target = h.linkname ?? '';
       if (path.length === 0) throw new ImageError('image.unsafe_entry', `symlink entry names the rootfs itself`);
       if (target === '' || target.includes('\0')) throw new ImageError('image.unsafe_entry', `${h.name}: empty or NUL link target`);
-      if (symlinkEscapes(path, target)) throw new ImageError('image.unsafe_entry', `symlink ${JSON.stringify(h.name)} -> ${JSON.stringify(target)} escapes the rootfs`);
+      if (symlinkEscapes(path, target))
+        throw new ImageError('image.unsafe_entry', `symlink ${JSON.stringify(h.name)} -> ${JSON.stringify(target)} escapes the rootfs`);
       return { op: 'symlink', path, target, uid, gid };
     }
     case 'link': {
       const raw = h.linkname ?? '';
-      if (raw.startsWith('/')) throw new ImageError('image.unsafe_entry', `hard link ${JSON.stringify(h.name)} -> absolute ${JSON.stringify(raw)} refused`);
+      if (raw.startsWith('/'))
+        throw new ImageError('image.unsafe_entry', `hard link ${JSON.stringify(h.name)} -> absolute ${JSON.stringify(raw)} refused`);
       const target = normalizeEntryName(raw);
-      if (path.length === 0 || target.length === 0) throw new ImageError('image.unsafe_entry', `hard link ${JSON.stringify(h.name)} involves the rootfs itself`);
+      if (path.length === 0 || target.length === 0)
+        throw new ImageError('image.unsafe_entry', `hard link ${JSON.stringify(h.name)} involves the rootfs itself`);
       return { op: 'hardlink', path, target };
     }
     default:

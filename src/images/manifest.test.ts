@@ -34,8 +34,22 @@ describe('file manifest', () => {
   });
 
   it('has a stable digest (regression vector: changing the format changes every image digest)', () => {
-    const text = serializeManifest([{ path: '.', type: 'd', mode: 0o755, uid: 0, gid: 0 }, { path: 'a', type: 'f', mode: 0o644, uid: 0, gid: 0, size: 0, sha256: 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' }]);
-    assert.equal(text, 'aegis-file-manifest/1\n"."\td\t0755\t0\t0\t0\t-\n"a"\tf\t0644\t0\t0\t0\tsha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n');
+    const text = serializeManifest([
+      { path: '.', type: 'd', mode: 0o755, uid: 0, gid: 0 },
+      {
+        path: 'a',
+        type: 'f',
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        sha256: 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+      },
+    ]);
+    assert.equal(
+      text,
+      'aegis-file-manifest/1\n"."\td\t0755\t0\t0\t0\t-\n"a"\tf\t0644\t0\t0\t0\tsha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n',
+    );
     assert.equal(manifestDigest(text), manifestDigest(Buffer.from(text)));
     assert.match(manifestDigest(text), /^sha256:[0-9a-f]{64}$/);
   });
@@ -45,9 +59,18 @@ describe('file manifest', () => {
     const idx = serializeIndex(m);
     assert.equal(idx, `aegis-image-index/1\nmanifest\t${manifestDigest(m)}\n"."\td\t0755\t0\t0\t0\t-\n"usr"\td\t0755\t0\t0\t0\t-\n`);
     assert.deepEqual(parseIndex(idx), { manifest: manifestDigest(m), top: parseManifest(m).filter((e) => !e.path.includes('/')) });
-    assert.equal(code(() => parseIndex(idx.replace('manifest\t', 'manifest '))), 'image.corrupt');
-    assert.equal(code(() => parseIndex(idx + '"usr/bin"\td\t0755\t0\t0\t0\t-\n')), 'image.corrupt');
-    assert.equal(code(() => parseIndex('aegis-image-index/1\n')), 'image.corrupt');
+    assert.equal(
+      code(() => parseIndex(idx.replace('manifest\t', 'manifest '))),
+      'image.corrupt',
+    );
+    assert.equal(
+      code(() => parseIndex(idx + '"usr/bin"\td\t0755\t0\t0\t0\t-\n')),
+      'image.corrupt',
+    );
+    assert.equal(
+      code(() => parseIndex('aegis-image-index/1\n')),
+      'image.corrupt',
+    );
   });
 
   describe('when the manifest is not canonical or malformed', () => {
@@ -55,7 +78,14 @@ describe('file manifest', () => {
     const cases: [string, string][] = [
       ['bad header', good.replace('aegis-file-manifest/1', 'aegis-file-manifest/2')],
       ['no final newline', good.slice(0, -1)],
-      ['swapped lines', (() => { const l = good.split('\n'); [l[2], l[3]] = [l[3]!, l[2]!]; return l.join('\n'); })()],
+      [
+        'swapped lines',
+        (() => {
+          const l = good.split('\n');
+          [l[2], l[3]] = [l[3]!, l[2]!];
+          return l.join('\n');
+        })(),
+      ],
       ['duplicate line', good + good.split('\n')[2] + '\n'],
       ['traversal path', good + '"usr/../../etc"\td\t0755\t0\t0\t0\t-\n'],
       ['absolute path', good.replace('"usr"', '"/usr"')],
@@ -66,8 +96,17 @@ describe('file manifest', () => {
       ['leading zero number', good.replace('\t1000\t1000\t', '\t01000\t1000\t')],
       ['not JSON path', good.replace('"usr"\t', 'usr\t')],
     ];
-    for (const [what, text] of cases) it(`refuses ${what} as image.corrupt`, () => assert.equal(code(() => parseManifest(text)), 'image.corrupt'));
-    it('refuses a manifest without the rootfs entry', () => assert.equal(code(() => serializeManifest(ENTRIES.filter((e) => e.path !== '.'))), 'image.corrupt'));
+    for (const [what, text] of cases)
+      it(`refuses ${what} as image.corrupt`, () =>
+        assert.equal(
+          code(() => parseManifest(text)),
+          'image.corrupt',
+        ));
+    it('refuses a manifest without the rootfs entry', () =>
+      assert.equal(
+        code(() => serializeManifest(ENTRIES.filter((e) => e.path !== '.'))),
+        'image.corrupt',
+      ));
   });
 
   it('diffs two listings: missing, added, changed fields; content ignored in stat mode', () => {

@@ -50,7 +50,14 @@ export type FileEntry =
       /** `sha256:<hex>` of the content. */
       readonly sha256: string;
     }
-  | { readonly path: string; readonly type: 'l'; readonly mode: number; readonly uid: number; readonly gid: number; readonly target: string };
+  | {
+      readonly path: string;
+      readonly type: 'l';
+      readonly mode: number;
+      readonly uid: number;
+      readonly gid: number;
+      readonly target: string;
+    };
 
 const SHA = /^sha256:[0-9a-f]{64}$/;
 
@@ -143,7 +150,8 @@ export function serializeIndex(manifestText: string): string {
 export function parseIndex(text: string): ImageIndex {
   const nl1 = text.indexOf('\n');
   const nl2 = text.indexOf('\n', nl1 + 1);
-  if (nl1 < 0 || nl2 < 0 || text.slice(0, nl1) !== INDEX_HEADER) throw new ImageError('image.corrupt', 'not an AEGIS image index (bad header)');
+  if (nl1 < 0 || nl2 < 0 || text.slice(0, nl1) !== INDEX_HEADER)
+    throw new ImageError('image.corrupt', 'not an AEGIS image index (bad header)');
   const m = /^manifest\t(sha256:[0-9a-f]{64})$/.exec(text.slice(nl1 + 1, nl2));
   if (!m) throw new ImageError('image.corrupt', 'image index has no manifest hash line');
   const top = parseManifest(`${MANIFEST_HEADER}\n${text.slice(nl2 + 1)}`);
@@ -197,7 +205,8 @@ export function parseManifest(text: string): FileEntry[] {
     entries.push(e);
   }
   // Round trip: the canonical form of what we parsed must be the text we read.
-  if (serializeManifest(entries) !== text) throw new ImageError('image.corrupt', 'file manifest is not in canonical form (order or encoding)');
+  if (serializeManifest(entries) !== text)
+    throw new ImageError('image.corrupt', 'file manifest is not in canonical form (order or encoding)');
   return entries;
 }
 
@@ -213,7 +222,11 @@ export interface Difference {
  * Compares two listings of the same tree. Pure; output sorted by path. With `content: false`
  * (a stat-only walk), file hashes are not compared, sizes still are.
  */
-export function diffManifests(expected: readonly FileEntry[], actual: readonly FileEntry[], opts: { content?: boolean } = {}): Difference[] {
+export function diffManifests(
+  expected: readonly FileEntry[],
+  actual: readonly FileEntry[],
+  opts: { content?: boolean } = {},
+): Difference[] {
   const content = opts.content ?? true;
   const want = new Map(expected.map((e) => [e.path, e] as const));
   const have = new Map(actual.map((e) => [e.path, e] as const));

@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { mountsBelow, parseMountinfo } from '../host/mountinfo.js';
 import { ImageError } from './errors.js';
 
-
 function readMountinfo(): string {
   try {
     return readFileSync('/proc/self/mountinfo', 'utf8');

@@ -48,7 +48,16 @@ import {
 import { dirname, isAbsolute, join } from 'node:path';
 import type { ImageRef } from '../policy/types.js';
 import { ImageError } from './errors.js';
-import { type Difference, diffManifests, type FileEntry, manifestDigest, parseIndex, parseManifest, serializeIndex, serializeManifest } from './manifest.js';
+import {
+  type Difference,
+  diffManifests,
+  type FileEntry,
+  manifestDigest,
+  parseIndex,
+  parseManifest,
+  serializeIndex,
+  serializeManifest,
+} from './manifest.js';
 import { type Digest, isDigest, normalizeDigest, type RefOrDigest, tagKey } from './ref.js';
 import { DEFAULT_IMAGES_DIR } from '../config/index.js';
 import { withPidLock } from '../host/pid-lock.js';
@@ -107,15 +116,18 @@ function storeOwner(dir: string): number {
   if (!st) throw new ImageError('image.not_found', `no image store at ${dir}: run \`aegis image build python:3.11\` (or set AEGIS_IMAGES)`);
   checkSecure(dir, st, st.uid, 'd');
   const me = process.geteuid?.() ?? 0;
-  if (st.uid !== 0 && st.uid !== me) throw new ImageError('image.insecure', `${dir} is owned by uid ${st.uid}, neither root nor the current user`);
+  if (st.uid !== 0 && st.uid !== me)
+    throw new ImageError('image.insecure', `${dir} is owned by uid ${st.uid}, neither root nor the current user`);
   return st.uid;
 }
 
 function checkSecure(p: string, st: Stats, owner: number, type: 'd' | 'f'): void {
   if (st.isSymbolicLink()) throw new ImageError('image.insecure', `${p} is a symbolic link`);
-  if (type === 'd' ? !st.isDirectory() : !st.isFile()) throw new ImageError('image.corrupt', `${p} is not a ${type === 'd' ? 'directory' : 'regular file'}`);
+  if (type === 'd' ? !st.isDirectory() : !st.isFile())
+    throw new ImageError('image.corrupt', `${p} is not a ${type === 'd' ? 'directory' : 'regular file'}`);
   if (st.uid !== owner) throw new ImageError('image.insecure', `${p} is owned by uid ${st.uid}, not the store owner (uid ${owner})`);
-  if (st.mode & 0o022) throw new ImageError('image.insecure', `${p} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`);
+  if (st.mode & 0o022)
+    throw new ImageError('image.insecure', `${p} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`);
 }
 
 /** Reads a small store file without following links; checks owner and mode on the open fd. */
@@ -163,7 +175,10 @@ export function lookup(dir: string, what: RefOrDigest, owner = storeOwner(dir)):
   }
   const d = readTagIndex(dir, owner).get(tagKey(what.ref));
   if (!d) {
-    throw new ImageError('image.not_found', `image ${what.ref.ref} is not in the store ${dir}: run \`aegis image build ${what.ref.ref}\` or \`aegis image import\``);
+    throw new ImageError(
+      'image.not_found',
+      `image ${what.ref.ref} is not in the store ${dir}: run \`aegis image build ${what.ref.ref}\` or \`aegis image import\``,
+    );
   }
   return { ref: what.ref.ref, digest: d };
 }
@@ -215,7 +230,8 @@ function openImage(dir: string, what: RefOrDigest): Opened {
   const imgDir = paths.image(dir, digest);
   const imgSt = lstatOrNull(imgDir);
   if (!imgSt) {
-    const hint = what.kind === 'ref' ? `run \`aegis image build ${what.ref.name}:${what.ref.tag}\` or \`aegis image import\`` : 'build or import it';
+    const hint =
+      what.kind === 'ref' ? `run \`aegis image build ${what.ref.name}:${what.ref.tag}\` or \`aegis image import\`` : 'build or import it';
     throw new ImageError('image.not_found', `image ${digest} (${ref}) is not in the store ${dir}: ${hint}`);
   }
   checkSecure(imgDir, imgSt, owner, 'd');
@@ -223,7 +239,10 @@ function openImage(dir: string, what: RefOrDigest): Opened {
   if (sub) checkSecure(join(dir, 'sha256'), sub, owner, 'd');
   const indexBytes = readSecure(paths.index(dir, digest), owner, MAX_INDEX_BYTES);
   if (manifestDigest(indexBytes) !== digest) {
-    throw new ImageError('image.digest_mismatch', `image ${ref}: image.index does not hash to ${digest}; the image was modified: remove and rebuild it`);
+    throw new ImageError(
+      'image.digest_mismatch',
+      `image ${ref}: image.index does not hash to ${digest}; the image was modified: remove and rebuild it`,
+    );
   }
   const indexText = indexBytes.toString('utf8');
   const index = parseIndex(indexText);
@@ -239,7 +258,8 @@ function topLevelDifferences(o: Opened): Difference[] {
   const differences: Difference[] = [];
   const top = new Map(o.index.top.map((e) => [e.path, e]));
   const root = top.get('.');
-  if (!root || root.mode !== (o.rootSt.mode & 0o7777) || root.uid !== o.rootSt.uid || root.gid !== o.rootSt.gid) differences.push({ path: '.', kind: 'changed' });
+  if (!root || root.mode !== (o.rootSt.mode & 0o7777) || root.uid !== o.rootSt.uid || root.gid !== o.rootSt.gid)
+    differences.push({ path: '.', kind: 'changed' });
   const seen = new Set<string>();
   for (const name of readdirSync(o.rootfs)) {
     seen.add(name);
@@ -268,10 +288,14 @@ export async function checkImage(dir: string, what: RefOrDigest, mode: VerifyMod
   const o = openImage(dir, what);
   const manifestBytes = readSecure(paths.manifest(dir, o.digest), o.owner, MAX_MANIFEST_BYTES);
   if (manifestDigest(manifestBytes) !== o.index.manifest) {
-    throw new ImageError('image.digest_mismatch', `image ${o.ref}: files.manifest does not match the hash in image.index; the image was modified: remove and rebuild it`);
+    throw new ImageError(
+      'image.digest_mismatch',
+      `image ${o.ref}: files.manifest does not match the hash in image.index; the image was modified: remove and rebuild it`,
+    );
   }
   const text = manifestBytes.toString('utf8');
-  if (serializeIndex(text) !== o.indexText) throw new ImageError('image.digest_mismatch', `image ${o.ref}: image.index does not match files.manifest`);
+  if (serializeIndex(text) !== o.indexText)
+    throw new ImageError('image.digest_mismatch', `image ${o.ref}: image.index does not match files.manifest`);
   const expected = parseManifest(text);
   const { walkRootfs } = await import('./walk.js');
   const actual = walkRootfs(o.rootfs, { hash: mode === 'full' });
@@ -353,7 +377,8 @@ export function parseRecord(text: string, digest: Digest): ImageRecord {
     throw new ImageError('image.corrupt', 'image.json is not JSON');
   }
   const o = v as Partial<ImageRecord> | null;
-  if (!o || typeof o !== 'object' || o.version !== 1 || o.digest !== digest) throw new ImageError('image.corrupt', 'image.json does not describe this image');
+  if (!o || typeof o !== 'object' || o.version !== 1 || o.digest !== digest)
+    throw new ImageError('image.corrupt', 'image.json does not describe this image');
   const strs = (x: unknown): string[] => (Array.isArray(x) && x.every((s) => typeof s === 'string') ? (x as string[]) : []);
   const c = (typeof o.config === 'object' && o.config !== null ? o.config : {}) as Partial<ImageRecord['config']>;
   return {
@@ -500,14 +525,16 @@ export async function removeImage(dir: string, what: RefOrDigest, opts: { force?
       const k = tagKey(what.ref);
       const d = index.get(k);
       if (!d) throw new ImageError('image.not_found', `no tag ${k} in ${dir}`);
-      if (what.ref.digest !== null && d.slice(7) !== what.ref.digest) throw new ImageError('image.not_found', `${k} points at ${d}, not ${what.ref.digest}`);
+      if (what.ref.digest !== null && d.slice(7) !== what.ref.digest)
+        throw new ImageError('image.not_found', `${k} points at ${d}, not ${what.ref.digest}`);
       index.delete(k);
       res.untagged.push(k);
       digest = d;
     } else {
       digest = what.digest;
       const users = tagsOf(index, digest);
-      if (users.length && !opts.force) throw new ImageError('image.in_use', `${digest} is tagged ${users.join(', ')}; remove the tags or use --force`);
+      if (users.length && !opts.force)
+        throw new ImageError('image.in_use', `${digest} is tagged ${users.join(', ')}; remove the tags or use --force`);
       for (const k of users) index.delete(k);
       res.untagged.push(...users);
     }

@@ -24,7 +24,8 @@ export function parseTagIndex(text: string): Map<string, Digest> {
   const o = v as Record<string, unknown>;
   if (o['version'] !== 1) throw new ImageError('image.corrupt', 'tag index has an unknown version');
   const tags = o['tags'];
-  if (typeof tags !== 'object' || tags === null || Array.isArray(tags)) throw new ImageError('image.corrupt', 'tag index has no "tags" object');
+  if (typeof tags !== 'object' || tags === null || Array.isArray(tags))
+    throw new ImageError('image.corrupt', 'tag index has no "tags" object');
   const out = new Map<string, Digest>();
   for (const [k, d] of Object.entries(tags as Record<string, unknown>)) {
     let key: string;
@@ -49,5 +50,8 @@ export function serializeTagIndex(index: TagIndex): string {
 
 /** Tags that point at `digest`, sorted. */
 export function tagsOf(index: TagIndex, digest: Digest): string[] {
-  return [...index].filter(([, d]) => d === digest).map(([k]) => k).sort();
+  return [...index]
+    .filter(([, d]) => d === digest)
+    .map(([k]) => k)
+    .sort();
 }

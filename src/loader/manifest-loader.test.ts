@@ -114,7 +114,10 @@ describe('the compiled-policy cache of the manifest loader', () => {
     assert.ok(first.warnings.length > 0, 'the manifest has a warning');
     const second = await load(two);
     assert.equal(second.source, 'cache');
-    assert.deepEqual(second.warnings, first.warnings.map((w) => w.replace(one, two)));
+    assert.deepEqual(
+      second.warnings,
+      first.warnings.map((w) => w.replace(one, two)),
+    );
     assert.ok(second.warnings.every((w) => w.startsWith(`${two}:`)));
   });
 });
@@ -123,13 +126,16 @@ describe('the manifest loader without a cache', () => {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-loader-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('has one size limit, the parser\'s: a file of MAX_MANIFEST_BYTES loads, one byte more is manifest.invalid', async () => {
+  it("has one size limit, the parser's: a file of MAX_MANIFEST_BYTES loads, one byte more is manifest.invalid", async () => {
     const file = join(dir, 'big.yaml');
     writeFileSync(file, AGENT + '#'.repeat(MAX_MANIFEST_BYTES - AGENT.length - 1) + '\n');
     const r = await loadManifest(file);
     assert.equal(r.policy.agent.name, 'a');
     writeFileSync(file, AGENT + '#'.repeat(MAX_MANIFEST_BYTES - AGENT.length) + '\n');
-    await assert.rejects(loadManifest(file), (e: unknown) => e instanceof ManifestError && e.code === 'manifest.invalid' && /larger than 64 KiB/u.test(e.message));
+    await assert.rejects(
+      loadManifest(file),
+      (e: unknown) => e instanceof ManifestError && e.code === 'manifest.invalid' && /larger than 64 KiB/u.test(e.message),
+    );
   });
 
   it('reports a missing file or a directory as manifest.unreadable', async () => {
@@ -141,6 +147,13 @@ describe('the manifest loader without a cache', () => {
   it('reports every issue of an invalid manifest, formatted with the file', async () => {
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'version: "1.0"\nagent:\n  name: a\n');
-    await assert.rejects(loadManifest(file), (e: unknown) => e instanceof ManifestError && e.code === 'manifest.invalid' && e.issues.length > 0 && e.message === e.issues.map((i) => formatIssue(file, i)).join('\n'));
+    await assert.rejects(
+      loadManifest(file),
+      (e: unknown) =>
+        e instanceof ManifestError &&
+        e.code === 'manifest.invalid' &&
+        e.issues.length > 0 &&
+        e.message === e.issues.map((i) => formatIssue(file, i)).join('\n'),
+    );
   });
 });

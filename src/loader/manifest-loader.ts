@@ -96,7 +96,12 @@ function compilerStamp(): string {
 function isIssue(v: unknown): v is ManifestIssue {
   if (typeof v !== 'object' || v === null) return false;
   const o = v as Record<string, unknown>;
-  return Number.isSafeInteger(o['line']) && Number.isSafeInteger(o['column']) && typeof o['path'] === 'string' && typeof o['message'] === 'string';
+  return (
+    Number.isSafeInteger(o['line']) &&
+    Number.isSafeInteger(o['column']) &&
+    typeof o['path'] === 'string' &&
+    typeof o['message'] === 'string'
+  );
 }
 
 /** A cache entry parsed and checked, or undefined (then the manifest is compiled again). */
@@ -130,15 +135,30 @@ export async function loadManifest(file: string, opts: LoadOptions = {}): Promis
     const text = readPrivateEntry(cacheDir, `${key}.json`);
     const entry = text === undefined ? undefined : parseEntry(text, key);
     if (entry !== undefined) {
-      return { file, policy: entry.policy, warnings: entry.warnings.map((w) => formatWarning(file, w, formatIssueLite)), source: 'cache', manifestSha256 };
+      return {
+        file,
+        policy: entry.policy,
+        warnings: entry.warnings.map((w) => formatWarning(file, w, formatIssueLite)),
+        source: 'cache',
+        manifestSha256,
+      };
     }
   }
   // Lazy: the manifest parser (zod, yaml, the public suffix list) is most of the CLI's start-up.
-  const [{ parseManifest, formatIssue }, { compilePolicy }] = await Promise.all([import('../manifest/parse.js'), import('../manifest/compile.js')]);
+  const [{ parseManifest, formatIssue }, { compilePolicy }] = await Promise.all([
+    import('../manifest/parse.js'),
+    import('../manifest/compile.js'),
+  ]);
   const r = parseManifest(bytes.toString('utf8'));
   if (!r.ok) throw new ManifestError('manifest.invalid', r.issues.map((i) => formatIssue(file, i)).join('\n'), r.issues);
   const policy = compilePolicy(r.manifest);
-  const loaded: LoadedPolicy = { file, policy, warnings: r.warnings.map((w) => formatWarning(file, w, formatIssue)), source: 'compiled', manifestSha256 };
+  const loaded: LoadedPolicy = {
+    file,
+    policy,
+    warnings: r.warnings.map((w) => formatWarning(file, w, formatIssue)),
+    source: 'compiled',
+    manifestSha256,
+  };
   if (cacheDir === undefined) return loaded;
   const entry: CacheEntry = { v: POLICY_CACHE_VERSION, key, policy, warnings: r.warnings };
   writePrivateEntry(cacheDir, `${key}.json`, JSON.stringify(entry));

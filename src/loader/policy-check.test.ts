@@ -33,7 +33,14 @@ describe('checkPolicy', () => {
 
   it('refuses anything else', () => {
     const base = JSON.stringify(policies[0]?.[1]);
-    type P = { version: string; agent: { isolation: unknown; env: unknown }; network: { rules: unknown; byteQuota: unknown }; limits: { cpu: { cores: unknown } }; fs?: { read: unknown; write: unknown }; syscalls: unknown };
+    type P = {
+      version: string;
+      agent: { isolation: unknown; env: unknown };
+      network: { rules: unknown; byteQuota: unknown };
+      limits: { cpu: { cores: unknown } };
+      fs?: { read: unknown; write: unknown };
+      syscalls: unknown;
+    };
     const bad: Array<(p: P) => unknown> = [
       () => null,
       () => [],

@@ -81,14 +81,29 @@ function network(v: unknown): boolean {
   if (o === undefined) return false;
   const rl = obj(o['rateLimit'], ['perSecond', 'burst']);
   const quota = o['byteQuota'];
-  return Array.isArray(o['rules']) && o['rules'].every(netRule) && rl !== undefined && num(rl['perSecond']) && nat(rl['burst']) && (quota === null || nat(quota));
+  return (
+    Array.isArray(o['rules']) &&
+    o['rules'].every(netRule) &&
+    rl !== undefined &&
+    num(rl['perSecond']) &&
+    nat(rl['burst']) &&
+    (quota === null || nat(quota))
+  );
 }
 
 function limits(v: unknown): boolean {
   const o = obj(v, ['timeoutMs', 'memoryBytes', 'cpu', 'pids']);
   if (o === undefined) return false;
   const cpu = obj(o['cpu'], ['quotaUs', 'periodUs', 'cores']);
-  return nat(o['timeoutMs']) && nat(o['memoryBytes']) && cpu !== undefined && nat(cpu['quotaUs']) && nat(cpu['periodUs']) && num(cpu['cores']) && nat(o['pids']);
+  return (
+    nat(o['timeoutMs']) &&
+    nat(o['memoryBytes']) &&
+    cpu !== undefined &&
+    nat(cpu['quotaUs']) &&
+    nat(cpu['periodUs']) &&
+    num(cpu['cores']) &&
+    nat(o['pids'])
+  );
 }
 
 /** `v` as a Policy when it has exactly a Policy's shape, else undefined. */
@@ -97,6 +112,14 @@ export function checkPolicy(v: unknown): Policy | undefined {
   if (o === undefined || o['version'] !== '1.0') return undefined;
   const fs = obj(o['fs'], ['read', 'write']);
   const sys = obj(o['syscalls'], ['deny']);
-  const ok = agent(o['agent']) && network(o['network']) && fs !== undefined && strings(fs['read']) && strings(fs['write']) && limits(o['limits']) && sys !== undefined && strings(sys['deny']);
+  const ok =
+    agent(o['agent']) &&
+    network(o['network']) &&
+    fs !== undefined &&
+    strings(fs['read']) &&
+    strings(fs['write']) &&
+    limits(o['limits']) &&
+    sys !== undefined &&
+    strings(sys['deny']);
   return ok ? (v as Policy) : undefined;
 }

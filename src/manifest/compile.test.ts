@@ -12,7 +12,12 @@ function policyOf(extra: string) {
 describe('compilePolicy', () => {
   it('puts limits in canonical units', () => {
     const p = policyOf('permissions:\n  execution_time: 5m\n  memory: 1GiB\n  cpu_quota: 1.5\n  processes: 64\n');
-    assert.deepEqual(p.limits, { timeoutMs: 300_000, memoryBytes: 1024 ** 3, cpu: { quotaUs: 150_000, periodUs: 100_000, cores: 1.5 }, pids: 64 });
+    assert.deepEqual(p.limits, {
+      timeoutMs: 300_000,
+      memoryBytes: 1024 ** 3,
+      cpu: { quotaUs: 150_000, periodUs: 100_000, cores: 1.5 },
+      pids: 64,
+    });
   });
   it('has the restrictive defaults', () => {
     const p = policyOf('');

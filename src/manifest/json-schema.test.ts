@@ -10,7 +10,11 @@ describe('schema/agent.schema.json', () => {
     assert.equal(readFileSync(join(REPO_ROOT, 'schema', 'agent.schema.json'), 'utf8'), manifestJsonSchemaText());
   });
   it('is strict and documents the fields', () => {
-    const s = manifestJsonSchema() as { additionalProperties: boolean; required: string[]; properties: Record<string, { description?: string; additionalProperties?: boolean }> };
+    const s = manifestJsonSchema() as {
+      additionalProperties: boolean;
+      required: string[];
+      properties: Record<string, { description?: string; additionalProperties?: boolean }>;
+    };
     assert.equal(s.additionalProperties, false);
     assert.deepEqual([...s.required].sort(), ['agent', 'version']);
     assert.equal(s.properties.agent?.additionalProperties, false);

@@ -10,7 +10,10 @@ import { manifestSchema } from './schema.js';
 export const SCHEMA_ID = 'urn:aegis:schema:agent:1.0';
 
 export function manifestJsonSchema(): Record<string, unknown> {
-  const schema = z.toJSONSchema(manifestSchema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' }) as Record<string, unknown>;
+  const schema = z.toJSONSchema(manifestSchema, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' }) as Record<
+    string,
+    unknown
+  >;
   return { ...schema, $id: SCHEMA_ID, title: 'AEGIS agent manifest (agent.yaml) v1' };
 }
 

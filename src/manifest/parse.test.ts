@@ -43,7 +43,12 @@ describe('parseManifest', () => {
       p.network.allow.map((x) => x.kind),
       ['exact', 'wildcard', 'exact'],
     );
-    assert.deepEqual(p.network.allow[2], { kind: 'exact', host: 'db.internal', ports: { kind: 'one', port: 5432 }, source: 'db.internal:5432' });
+    assert.deepEqual(p.network.allow[2], {
+      kind: 'exact',
+      host: 'db.internal',
+      ports: { kind: 'one', port: 5432 },
+      source: 'db.internal:5432',
+    });
     assert.equal(r.warnings.length, 1, 'googleapis.com is a private-section public suffix: warned, not refused');
     assert.equal(r.warnings[0]!.path, 'permissions.network.allow[1]');
   });
@@ -74,7 +79,10 @@ describe('parseManifest', () => {
   it('formats issues like a compiler', () => {
     const r = parseManifest(minimal + 'permissions:\n  memory: 512XB\n');
     assert.equal(r.ok, false);
-    assert.equal(formatIssue('agent.yaml', (!r.ok && r.issues[0])!), 'agent.yaml:7:11: permissions.memory: "512XB" is not a size (try 512MB)');
+    assert.equal(
+      formatIssue('agent.yaml', (!r.ok && r.issues[0])!),
+      'agent.yaml:7:11: permissions.memory: "512XB" is not a size (try 512MB)',
+    );
   });
 
   describe('when the input is hostile', () => {

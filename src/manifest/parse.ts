@@ -132,7 +132,11 @@ export function parseManifest(text: string): ParseResult {
     return { ok: false, issues: [{ line: 0, column: 0, path: '', message: 'manifest is not text' }], warnings };
   }
   if (Buffer.byteLength(text, 'utf8') > MAX_MANIFEST_BYTES) {
-    return { ok: false, issues: [{ line: 1, column: 1, path: '', message: `manifest is larger than ${MAX_MANIFEST_BYTES / 1024} KiB` }], warnings };
+    return {
+      ok: false,
+      issues: [{ line: 1, column: 1, path: '', message: `manifest is larger than ${MAX_MANIFEST_BYTES / 1024} KiB` }],
+      warnings,
+    };
   }
   const lc = new LineCounter();
   const doc = parseDocument(text, {
@@ -164,7 +168,11 @@ export function parseManifest(text: string): ParseResult {
     return { ok: false, issues: [{ line: 1, column: 1, path: '', message: `YAML: ${(err as Error).message}` }], warnings };
   }
   if (data === null || data === undefined) {
-    return { ok: false, issues: [{ line: 1, column: 1, path: '', message: 'manifest is empty (it needs at least version and agent)' }], warnings };
+    return {
+      ok: false,
+      issues: [{ line: 1, column: 1, path: '', message: 'manifest is empty (it needs at least version and agent)' }],
+      warnings,
+    };
   }
 
   const result = manifestSchema.safeParse(data, { error: messageFor });
@@ -180,7 +188,12 @@ export function parseManifest(text: string): ParseResult {
       for (const key of iss.keys) {
         const { line, column } = loc.key(iss.path, key);
         const hint = suggestKey(key, knownKeys(iss.path));
-        issues.push({ line, column, path: formatPath([...iss.path, key]), message: `unknown key "${key}"${hint !== undefined ? ` (did you mean "${hint}"?)` : ''}` });
+        issues.push({
+          line,
+          column,
+          path: formatPath([...iss.path, key]),
+          message: `unknown key "${key}"${hint !== undefined ? ` (did you mean "${hint}"?)` : ''}`,
+        });
       }
       continue;
     }

@@ -46,7 +46,6 @@ export const LIMITS = {
  */
 const RESERVED_PATHS = ['/', '/proc', '/sys', '/dev', '/agent'];
 
-
 function unit<T>(parse: (s: string) => { ok: true; value: number } | { ok: false; message: string }, check: (v: number) => string | null) {
   return (text: string, ctx: z.RefinementCtx): number => {
     const r = parse(text);
@@ -82,7 +81,11 @@ const sandboxPath = z
     }
     const reserved = RESERVED_PATHS.find((r) => p === r || (r !== '/' && p.startsWith(r + '/')));
     if (reserved !== undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${text}" is reserved (${reserved === '/' ? 'the whole root' : reserved}) and cannot be granted`, input: text });
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${text}" is reserved (${reserved === '/' ? 'the whole root' : reserved}) and cannot be granted`,
+        input: text,
+      });
       return z.NEVER;
     }
     return p;
@@ -133,7 +136,9 @@ const agentSchema = z
         z
           .string()
           .regex(ENV_NAME, { error: (iss) => `"${String(iss.input)}" is not an environment variable name` })
-          .refine((k) => !RESERVED_ENV.has(k.toUpperCase()), { error: (iss) => `${String(iss.input)} is set by AEGIS (egress gateway) and cannot be overridden` }),
+          .refine((k) => !RESERVED_ENV.has(k.toUpperCase()), {
+            error: (iss) => `${String(iss.input)} is set by AEGIS (egress gateway) and cannot be overridden`,
+          }),
         z
           .string({ error: (iss) => (iss.code === 'invalid_type' ? 'environment values must be strings (quote it)' : undefined) })
           .max(65_536)
@@ -162,13 +167,19 @@ const agentSchema = z
 
 const networkSchema = z
   .strictObject({
-    allow: z.array(allowEntry).max(1024).default([]).describe('Destinations the agent may reach. [] (the default) means no network at all.'),
+    allow: z
+      .array(allowEntry)
+      .max(1024)
+      .default([])
+      .describe('Destinations the agent may reach. [] (the default) means no network at all.'),
     rate_limit: z
       .string()
       .default(DEFAULTS.rateLimit)
       .describe('New connections and requests per time unit, e.g. 20/s.')
       .transform(
-        unit(parseRate, (v) => (v <= 0 ? 'must be greater than zero' : v > LIMITS.maxRatePerSecond ? `exceeds ${LIMITS.maxRatePerSecond}/s` : null)),
+        unit(parseRate, (v) =>
+          v <= 0 ? 'must be greater than zero' : v > LIMITS.maxRatePerSecond ? `exceeds ${LIMITS.maxRatePerSecond}/s` : null,
+        ),
       ),
     byte_quota: z
       .string()
@@ -226,11 +237,7 @@ const permissionsSchema = z
     syscalls: z
       .strictObject({
         deny: z
-          .array(
-            z
-              .string()
-              .refine((s) => isKnownSyscall(s), { error: (iss) => `"${String(iss.input)}" is not a Linux system call name` }),
-          )
+          .array(z.string().refine((s) => isKnownSyscall(s), { error: (iss) => `"${String(iss.input)}" is not a Linux system call name` }))
           .max(512)
           .default([])
           .describe('System calls to deny in addition to the default seccomp profile.'),
@@ -242,7 +249,9 @@ const permissionsSchema = z
 
 export const manifestSchema = z
   .strictObject({
-    version: z.literal('1.0', { error: (iss) => (typeof iss.input === 'number' ? 'must be the string "1.0" (quote it: version: "1.0")' : 'must be "1.0"') }),
+    version: z.literal('1.0', {
+      error: (iss) => (typeof iss.input === 'number' ? 'must be the string "1.0" (quote it: version: "1.0")' : 'must be "1.0"'),
+    }),
     agent: agentSchema,
     permissions: permissionsSchema.prefault({}),
   })

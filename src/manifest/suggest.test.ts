@@ -19,7 +19,7 @@ describe('editDistance', () => {
 });
 
 describe('suggestKey', () => {
-  it('maps other tools\' words to ours, only where that key exists', () => {
+  it("maps other tools' words to ours, only where that key exists", () => {
     assert.equal(suggestKey('timeout', PERMISSIONS), 'execution_time');
     assert.equal(suggestKey('timeout', AGENT), undefined);
     assert.equal(suggestKey('ratelimit', NETWORK), 'rate_limit');

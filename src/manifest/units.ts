@@ -12,13 +12,33 @@ const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_00
  * they are never accepted (one spelling per unit keeps manifests greppable).
  */
 const DURATION_ALIASES: Record<string, 's' | 'm' | 'h'> = {
-  sec: 's', secs: 's', second: 's', seconds: 's',
-  min: 'm', mins: 'm', minute: 'm', minutes: 'm',
-  hr: 'h', hrs: 'h', hour: 'h', hours: 'h',
+  sec: 's',
+  secs: 's',
+  second: 's',
+  seconds: 's',
+  min: 'm',
+  mins: 'm',
+  minute: 'm',
+  minutes: 'm',
+  hr: 'h',
+  hrs: 'h',
+  hour: 'h',
+  hours: 'h',
 };
 const SIZE_ALIASES: Record<string, string> = {
-  k: 'KB', m: 'MB', g: 'GB', t: 'TB', ki: 'KiB', mi: 'MiB', gi: 'GiB', ti: 'TiB',
-  bytes: 'B', byte: 'B', kilobytes: 'KB', megabytes: 'MB', gigabytes: 'GB',
+  k: 'KB',
+  m: 'MB',
+  g: 'GB',
+  t: 'TB',
+  ki: 'KiB',
+  mi: 'MiB',
+  gi: 'GiB',
+  ti: 'TiB',
+  bytes: 'B',
+  byte: 'B',
+  kilobytes: 'KB',
+  megabytes: 'MB',
+  gigabytes: 'GB',
 };
 
 /** `300s`, `5m`, `1.5h` (units s, m, h; case-insensitive) -> milliseconds. */
@@ -72,7 +92,10 @@ export function parseRate(text: string): UnitResult {
   const unit = RATE_UNITS[m[2]!.toLowerCase()];
   if (unit === undefined) {
     const alias = DURATION_ALIASES[m[2]!.toLowerCase()];
-    return { ok: false, message: `"${text}": unknown rate unit "${m[2]}" (${alias !== undefined ? `try ${m[1]}/${alias}` : 'use /s, /m or /h'})` };
+    return {
+      ok: false,
+      message: `"${text}": unknown rate unit "${m[2]}" (${alias !== undefined ? `try ${m[1]}/${alias}` : 'use /s, /m or /h'})`,
+    };
   }
   return { ok: true, value: Number(m[1]) * unit };
 }

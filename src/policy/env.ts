@@ -39,12 +39,19 @@ export function applyOperatorEnv(policy: Policy, flags: readonly string[]): Oper
     const shown = JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}...` : name);
     if (eq < 0) return { ok: false, message: `--env ${shown}: expected NAME=VALUE` };
     if (!ENV_NAME.test(name)) return { ok: false, message: `--env ${shown}: not an environment variable name` };
-    if (RESERVED_ENV.has(name.toUpperCase())) return { ok: false, message: `--env ${name}: set by AEGIS (egress gateway) and cannot be overridden` };
+    if (RESERVED_ENV.has(name.toUpperCase()))
+      return { ok: false, message: `--env ${name}: set by AEGIS (egress gateway) and cannot be overridden` };
     if (seen.has(name)) return { ok: false, message: `--env ${name}: given twice` };
-    if (value.startsWith(SECRET_PREFIX)) return { ok: false, message: `--env ${name}: plain values only; secret references belong in agent.yaml (agent.env)` };
-    if (value.includes('\0') || value.length > MAX_ENV_VALUE) return { ok: false, message: `--env ${name}: the value has a NUL byte or is longer than ${MAX_ENV_VALUE} characters` };
+    if (value.startsWith(SECRET_PREFIX))
+      return { ok: false, message: `--env ${name}: plain values only; secret references belong in agent.yaml (agent.env)` };
+    if (value.includes('\0') || value.length > MAX_ENV_VALUE)
+      return { ok: false, message: `--env ${name}: the value has a NUL byte or is longer than ${MAX_ENV_VALUE} characters` };
     const secret = policy.agent.secretRefs[name];
-    if (secret !== undefined) return { ok: false, message: `--env ${name}: agent.yaml declares it as the secret reference secret:${secret}; a plain value cannot replace it` };
+    if (secret !== undefined)
+      return {
+        ok: false,
+        message: `--env ${name}: agent.yaml declares it as the secret reference secret:${secret}; a plain value cannot replace it`,
+      };
     seen.add(name);
     env[name] = value;
   }

@@ -47,7 +47,26 @@ describe('classifyHost (untrusted host strings)', () => {
     assert.equal(v6.kind === 'ip' && v6.ip.address, '2001:db8::1');
   });
   it('refuses what is neither', () => {
-    for (const s of ['', '.', 'a..b', 'a/b', 'a@b.com', 'api.openai.com%2f', 'a b', 'a\u0000b', '-a.com', 'a-.com', '*.com', '1.2.3.999', 'x'.repeat(64) + '.com', '[::1', 'fe80::1%eth0', 'example.com..', 'xn--pi-7ld.openai.com', 'a:b']) {
+    for (const s of [
+      '',
+      '.',
+      'a..b',
+      'a/b',
+      'a@b.com',
+      'api.openai.com%2f',
+      'a b',
+      'a\u0000b',
+      '-a.com',
+      'a-.com',
+      '*.com',
+      '1.2.3.999',
+      'x'.repeat(64) + '.com',
+      '[::1',
+      'fe80::1%eth0',
+      'example.com..',
+      'xn--pi-7ld.openai.com',
+      'a:b',
+    ]) {
       assert.equal(classifyHost(s).kind, 'invalid', JSON.stringify(s));
     }
   });
@@ -68,9 +87,28 @@ describe('parseAllowEntry', () => {
     assert.deepEqual(ok('API.openai.com'), { kind: 'exact', host: 'api.openai.com', ports: { kind: 'default' }, source: 'API.openai.com' });
     assert.deepEqual(ok('db.internal:5432').ports, { kind: 'one', port: 5432 });
     assert.deepEqual(ok('db.internal:*').ports, { kind: 'any' });
-    assert.deepEqual(ok('*.googleapis.com'), { kind: 'wildcard', suffix: 'googleapis.com', ports: { kind: 'default' }, source: '*.googleapis.com' });
-    assert.deepEqual(ok('10.1.2.0/24:5432'), { kind: 'cidr', family: 4, address: '10.1.2.0', prefix: 24, ports: { kind: 'one', port: 5432 }, source: '10.1.2.0/24:5432' });
-    assert.deepEqual(ok('203.0.113.7'), { kind: 'cidr', family: 4, address: '203.0.113.7', prefix: 32, ports: { kind: 'default' }, source: '203.0.113.7' });
+    assert.deepEqual(ok('*.googleapis.com'), {
+      kind: 'wildcard',
+      suffix: 'googleapis.com',
+      ports: { kind: 'default' },
+      source: '*.googleapis.com',
+    });
+    assert.deepEqual(ok('10.1.2.0/24:5432'), {
+      kind: 'cidr',
+      family: 4,
+      address: '10.1.2.0',
+      prefix: 24,
+      ports: { kind: 'one', port: 5432 },
+      source: '10.1.2.0/24:5432',
+    });
+    assert.deepEqual(ok('203.0.113.7'), {
+      kind: 'cidr',
+      family: 4,
+      address: '203.0.113.7',
+      prefix: 32,
+      ports: { kind: 'default' },
+      source: '203.0.113.7',
+    });
     assert.equal((ok('[2001:db8::]/32:443') as { address: string }).address, '2001:db8::');
     assert.equal((ok('2001:db8::1') as { prefix: number }).prefix, 128);
     assert.equal((ok('[2001:db8::1]:8443').ports as { port: number }).port, 8443);

@@ -213,8 +213,7 @@ export function specialBlockOf(ip: IpAddress): { cidr: string; name: string } | 
 // Manifest allow entries (validated author input).
 
 export type AllowEntryResult =
-  | { readonly ok: true; readonly rule: NetRule; readonly warning?: string }
-  | { readonly ok: false; readonly message: string };
+  { readonly ok: true; readonly rule: NetRule; readonly warning?: string } | { readonly ok: false; readonly message: string };
 
 /** Private-section suffixes of the Public Suffix List: allowed under a wildcard, with a warning. */
 export function privateSuffixWarning(suffix: string): string | undefined {

@@ -29,4 +29,3 @@ export function parseImageRef(text: string): ImageRef | string {
   if (!IMAGE_TAG.test(tag)) return `"${tag}" is not an image tag`;
   return { name, tag, digest, ref: digest ? `${name}:${tag}@sha256:${digest}` : `${name}:${tag}` };
 }
-

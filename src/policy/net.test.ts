@@ -15,7 +15,17 @@ function network(entries: string[]): NetworkPolicy {
   return { rules, rateLimit: { perSecond: 20, burst: 40 }, byteQuota: null };
 }
 
-const m = compileEgress(network(['api.openai.com', '*.googleapis.com', 'db.internal:5432', 'any.example.org:*', '10.1.2.0/24:5432', '203.0.113.0/24', '[2001:db8::]/32']));
+const m = compileEgress(
+  network([
+    'api.openai.com',
+    '*.googleapis.com',
+    'db.internal:5432',
+    'any.example.org:*',
+    '10.1.2.0/24:5432',
+    '203.0.113.0/24',
+    '[2001:db8::]/32',
+  ]),
+);
 const allow = (host: string, port = 443) => assert.equal(m.decide(host, port).allow, true, `${host}:${port} should be allowed`);
 const deny = (host: string, port: number, reason: string) => {
   const d = m.decide(host, port);
@@ -69,7 +79,25 @@ describe('compileEgress: addresses', () => {
     allow('[2001:db8::7]');
   });
   it('recognizes disguised loopback, metadata and private addresses', () => {
-    for (const h of ['127.0.0.1', '2130706433', '0x7f.1', '127.1', '[::1]', '[::ffff:127.0.0.1]', '169.254.169.254', '0xa9fea9fe', '169.254.43518', '10.9.9.9', '192.168.1.1', '[fd00:ec2::254]', '[fe80::1]', '0.0.0.0', '100.100.100.200', '[64:ff9b::7f00:1]', '[2002:7f00:1::]']) {
+    for (const h of [
+      '127.0.0.1',
+      '2130706433',
+      '0x7f.1',
+      '127.1',
+      '[::1]',
+      '[::ffff:127.0.0.1]',
+      '169.254.169.254',
+      '0xa9fea9fe',
+      '169.254.43518',
+      '10.9.9.9',
+      '192.168.1.1',
+      '[fd00:ec2::254]',
+      '[fe80::1]',
+      '0.0.0.0',
+      '100.100.100.200',
+      '[64:ff9b::7f00:1]',
+      '[2002:7f00:1::]',
+    ]) {
       const d = m.decide(h, 443);
       assert.equal(d.allow, false, h);
       assert.equal(!d.allow && d.reason, 'net.denied.special_range', h);
@@ -146,14 +174,23 @@ describe('property: the host matcher allows exactly what the allowlist names', (
     it(name, () => {
       fc.assert(
         fc.property(
-          allowlist.chain((rules) => fc.tuple(fc.constant(rules), fc.constantFrom(...rules).chain((r) => adversarial(r.host)), fc.constantFrom(80, 443, 8080))),
+          allowlist.chain((rules) =>
+            fc.tuple(
+              fc.constant(rules),
+              fc.constantFrom(...rules).chain((r) => adversarial(r.host)),
+              fc.constantFrom(80, 443, 8080),
+            ),
+          ),
           ([rules, host, port]) => {
             const matcher = compileEgress(network(rules.map((r) => (r.wildcard ? `*.${r.host}` : r.host))));
             const d = matcher.decide(host, port);
             if (!d.allow) return;
             // Allowed: the request must be a plain ASCII name (after at most case, one trailing dot
             // and IDNA dot mapping) that the oracle allows, on a default port.
-            const normalized = host.toLowerCase().replace(/\u3002/g, '.').replace(/\.$/, '');
+            const normalized = host
+              .toLowerCase()
+              .replace(/\u3002/g, '.')
+              .replace(/\.$/, '');
             assert.ok(/^[a-z0-9.-]+$/.test(normalized), `allowed a non-plain name ${JSON.stringify(host)}`);
             assert.ok(oracle(rules, normalized), `allowed ${JSON.stringify(host)} outside ${JSON.stringify(rules)}`);
             assert.ok(port === 80 || port === 443);

@@ -97,7 +97,8 @@ export function compileEgress(network: NetworkPolicy): EgressMatcher {
   function decideIp(ip: IpAddress, port: number | null): Decision {
     const { rules, special } = ipRules(ip);
     if (rules.length === 0) {
-      if (special !== null) return deny('net.denied.special_range', `${ip.address} is in ${special.cidr} (${special.name}), which no allow entry names`);
+      if (special !== null)
+        return deny('net.denied.special_range', `${ip.address} is in ${special.cidr} (${special.name}), which no allow entry names`);
       return deny('net.denied.ip_literal', `${ip.address} is an IP address that no allow entry lists (host names never match addresses)`);
     }
     if (port === null) return allowed(rules[0]!);

@@ -3,7 +3,18 @@
  * builds (once) the shared root skeleton, and writes a run's config.json.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, relative } from 'node:path';
 import { SandboxError } from './errors.js';
 import type { CompiledBundle } from './spec/compile.js';
@@ -91,7 +102,11 @@ export function ensureSkeleton(stateDir: string, bundle: CompiledBundle): string
 export function writeBundle(dir: string, bundle: CompiledBundle, skeleton: string): void {
   try {
     // 0600: the config holds the agent's environment, and its path shows in `ps`.
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...bundle.config, root: { ...bundle.config.root, path: relative(dir, skeleton) } }), { mode: 0o600 });
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({ ...bundle.config, root: { ...bundle.config.root, path: relative(dir, skeleton) } }),
+      { mode: 0o600 },
+    );
   } catch (err) {
     throw new SandboxError('sandbox.state_failed', `cannot write the bundle in ${dir}: ${(err as Error).message}`, { cause: err });
   }

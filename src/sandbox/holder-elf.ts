@@ -18,7 +18,17 @@
  */
 
 const LOAD_ADDRESS = 0x400000;
-const NR = { write: 1, pause: 34, getpid: 39, setresuid: 117, setresgid: 119, setgroups: 116, capset: 126, unshare: 272, exit_group: 231 } as const;
+const NR = {
+  write: 1,
+  pause: 34,
+  getpid: 39,
+  setresuid: 117,
+  setresgid: 119,
+  setgroups: 116,
+  capset: 126,
+  unshare: 272,
+  exit_group: 231,
+} as const;
 /** _LINUX_CAPABILITY_VERSION_3 (include/uapi/linux/capability.h): a header and two data structs. */
 const CAP_V3 = 0x20080522;
 const CLONE_NEWUSER = 0x10000000;

@@ -21,7 +21,14 @@ export {
 } from './run.js';
 export { sweepStaleRuns, DEFAULT_STATE_DIR, type SweptRun } from './state.js';
 export { SandboxError, type SandboxErrorCode } from './errors.js';
-export { compileBundle, mountTargets, type CompileOptions, type CompiledBundle, type NetworkOption, type ResolvedVolume } from './spec/compile.js';
+export {
+  compileBundle,
+  mountTargets,
+  type CompileOptions,
+  type CompiledBundle,
+  type NetworkOption,
+  type ResolvedVolume,
+} from './spec/compile.js';
 export { compileSeccomp, DENIED_ALWAYS, type SeccompProfile } from './spec/seccomp.js';
 export { validateBundle } from './spec/validate.js';
 export { driverFor, type RuntimeDriver } from './drivers/index.js';

@@ -35,7 +35,8 @@ describe('resolveCodeDir', () => {
   });
   describe('when the code dir escapes the manifest folder', () => {
     it('refuses ..', () => assert.throws(() => resolveCodeDir(manifestDir, '../outside'), code('sandbox.code_dir_refused')));
-    it('refuses a symlink pointing outside', () => assert.throws(() => resolveCodeDir(manifestDir, 'escape'), code('sandbox.code_dir_refused')));
+    it('refuses a symlink pointing outside', () =>
+      assert.throws(() => resolveCodeDir(manifestDir, 'escape'), code('sandbox.code_dir_refused')));
     it('refuses a missing dir', () => assert.throws(() => resolveCodeDir(manifestDir, 'nope'), code('sandbox.code_dir_refused')));
   });
 });
@@ -47,14 +48,24 @@ describe('resolveVolumes', () => {
   const policy = fsPolicy(['/data/in'], ['/data/out']);
 
   it('resolves symlinks in the host path and keeps granted volumes', () => {
-    assert.deepEqual(resolveVolumes(policy, [{ host: join(base, 'link-to-data'), sandbox: '/data/in/', mode: 'ro' }]), [{ host, sandbox: '/data/in', mode: 'ro' }]);
-    assert.deepEqual(resolveVolumes(policy, [{ host, sandbox: '/data/out', mode: 'rw' }]), [{ host, sandbox: '/data/out', mode: 'rw', sizeBytes: DEFAULT_RW_VOLUME_BYTES }]);
-    assert.deepEqual(resolveVolumes(policy, [{ host, sandbox: '/data/out', mode: 'rw', sizeBytes: 100 * 1024 ** 2 }]), [{ host, sandbox: '/data/out', mode: 'rw', sizeBytes: 100 * 1024 ** 2 }]);
+    assert.deepEqual(resolveVolumes(policy, [{ host: join(base, 'link-to-data'), sandbox: '/data/in/', mode: 'ro' }]), [
+      { host, sandbox: '/data/in', mode: 'ro' },
+    ]);
+    assert.deepEqual(resolveVolumes(policy, [{ host, sandbox: '/data/out', mode: 'rw' }]), [
+      { host, sandbox: '/data/out', mode: 'rw', sizeBytes: DEFAULT_RW_VOLUME_BYTES },
+    ]);
+    assert.deepEqual(resolveVolumes(policy, [{ host, sandbox: '/data/out', mode: 'rw', sizeBytes: 100 * 1024 ** 2 }]), [
+      { host, sandbox: '/data/out', mode: 'rw', sizeBytes: 100 * 1024 ** 2 },
+    ]);
   });
   it('gives rw volumes a default size of 1 GiB', () => assert.equal(DEFAULT_RW_VOLUME_BYTES, 1024 ** 3));
   describe('when an rw size is out of bounds', () => {
     for (const size of [0, 1024, 7 * 1024 ** 2, 17 * 1024 ** 4, 1.5 * 1024 ** 3 + 0.5, Number.NaN]) {
-      it(`refuses ${size}`, () => assert.throws(() => resolveVolumes(policy, [{ host, sandbox: '/data/out', mode: 'rw', sizeBytes: size }]), code('sandbox.volume_refused')));
+      it(`refuses ${size}`, () =>
+        assert.throws(
+          () => resolveVolumes(policy, [{ host, sandbox: '/data/out', mode: 'rw', sizeBytes: size }]),
+          code('sandbox.volume_refused'),
+        ));
     }
   });
   describe('when the sandbox cannot read an ro volume (it would only fail inside)', () => {
@@ -70,10 +81,18 @@ describe('resolveVolumes', () => {
     mkdirSync(agentOwned, { mode: 0o500 });
     chmodSync(agentOwned, 0o500);
     chownSync(agentOwned, AGENT_HOST_UID, AGENT_HOST_GID);
-    it('refuses a 0700 folder of another user', () => assert.throws(() => resolveVolumes(policy, [{ host: privateDir, sandbox: '/data/in', mode: 'ro' }]), code('sandbox.volume_unreadable')));
+    it('refuses a 0700 folder of another user', () =>
+      assert.throws(
+        () => resolveVolumes(policy, [{ host: privateDir, sandbox: '/data/in', mode: 'ro' }]),
+        code('sandbox.volume_unreadable'),
+      ));
     it('refuses a folder below an unsearchable one', () =>
-      assert.throws(() => resolveVolumes(policy, [{ host: join(closedParent, 'open'), sandbox: '/data/in', mode: 'ro' }]), code('sandbox.volume_unreadable')));
-    it("accepts a 0500 folder owned by the sandbox's host uid", () => assert.equal(resolveVolumes(policy, [{ host: agentOwned, sandbox: '/data/in', mode: 'ro' }])[0]?.host, agentOwned));
+      assert.throws(
+        () => resolveVolumes(policy, [{ host: join(closedParent, 'open'), sandbox: '/data/in', mode: 'ro' }]),
+        code('sandbox.volume_unreadable'),
+      ));
+    it("accepts a 0500 folder owned by the sandbox's host uid", () =>
+      assert.equal(resolveVolumes(policy, [{ host: agentOwned, sandbox: '/data/in', mode: 'ro' }])[0]?.host, agentOwned));
     it('does not ask rw volumes to be readable (they are copied in by AEGIS)', () =>
       assert.equal(resolveVolumes(policy, [{ host: privateDir, sandbox: '/data/out', mode: 'rw' }])[0]?.host, privateDir));
   });
@@ -103,7 +122,20 @@ describe('parseVolumeFlag', () => {
     assert.equal(parseVolumeFlag('/a:/b:rw,size=64MiB').sizeBytes, 64 * 1024 ** 2);
     assert.equal(parseVolumeFlag('/a:/b:rw,size=100MB').sizeBytes, 100_000_000);
   });
-  for (const bad of ['/a', '/a:/b:rx', ':/b', '/a:', '/a:/b:rw:x', '/a:/b:ro,size=1G', '/a:/b:rw,size=', '/a:/b:rw,size=1Q', '/a:/b:rw,size=-1G', '/a:/b:rw,size=1G,size=2G', '/a:/b:rw,uid=0', '/a:/b:rw,']) {
+  for (const bad of [
+    '/a',
+    '/a:/b:rx',
+    ':/b',
+    '/a:',
+    '/a:/b:rw:x',
+    '/a:/b:ro,size=1G',
+    '/a:/b:rw,size=',
+    '/a:/b:rw,size=1Q',
+    '/a:/b:rw,size=-1G',
+    '/a:/b:rw,size=1G,size=2G',
+    '/a:/b:rw,uid=0',
+    '/a:/b:rw,',
+  ]) {
     it(`refuses "${bad}"`, () => assert.throws(() => parseVolumeFlag(bad), code('sandbox.volume_refused')));
   }
 });

@@ -21,13 +21,36 @@ import { createRunCgroup, runtimeCgroupPath, type RunCgroup } from './cgroups/in
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
-import { AGENT_GID, AGENT_UID, CODE_MOUNT, DEFAULT_ID_MAP, compileBundle, dirsToList, mountTargets, SANDBOX_RLIMITS, usernsFor, type CompiledBundle, type CompileOptions, type NetworkOption, type ResolvedVolume, type UsernsOption } from './spec/compile.js';
+import {
+  AGENT_GID,
+  AGENT_UID,
+  CODE_MOUNT,
+  DEFAULT_ID_MAP,
+  compileBundle,
+  dirsToList,
+  mountTargets,
+  SANDBOX_RLIMITS,
+  usernsFor,
+  type CompiledBundle,
+  type CompileOptions,
+  type NetworkOption,
+  type ResolvedVolume,
+  type UsernsOption,
+} from './spec/compile.js';
 import { validateBundle } from './spec/validate.js';
 import { parseMountinfo } from '../host/mountinfo.js';
 import { processStartTime } from '../host/pid-lock.js';
 import { callbackSink, discardSink, fdSink, pump, pumpInput, type InputPump, type OutputPump } from './stdio.js';
 import { checkReadableBy } from './host-paths.js';
-import { copyBack, DEFAULT_RW_VOLUME_BYTES, MAX_RW_VOLUME_BYTES, MIN_RW_VOLUME_BYTES, stageVolume, unmount, type StagedVolume } from './volumes.js';
+import {
+  copyBack,
+  DEFAULT_RW_VOLUME_BYTES,
+  MAX_RW_VOLUME_BYTES,
+  MIN_RW_VOLUME_BYTES,
+  stageVolume,
+  unmount,
+  type StagedVolume,
+} from './volumes.js';
 import { parseSize } from '../manifest/units.js';
 import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord, type SweptRun } from './state.js';
 import { spawnUsernsHolder, type UsernsHolder } from './userns.js';
@@ -131,7 +154,10 @@ function mountPoints(): string[] {
 function refuseSubmounts(what: string, dir: string, code: 'sandbox.code_dir_refused' | 'sandbox.volume_refused'): void {
   const below = mountPoints().filter((m) => m !== dir && m.startsWith(dir === '/' ? '/' : dir + '/'));
   if (below.length > 0) {
-    throw new SandboxError(code, `${what} ${dir} has other mounts below it (${below.slice(0, 3).join(', ')}${below.length > 3 ? ', ...' : ''}): they would not be read-only in the sandbox; attach a folder without mounts inside`);
+    throw new SandboxError(
+      code,
+      `${what} ${dir} has other mounts below it (${below.slice(0, 3).join(', ')}${below.length > 3 ? ', ...' : ''}): they would not be read-only in the sandbox; attach a folder without mounts inside`,
+    );
   }
 }
 
@@ -151,9 +177,17 @@ export function resolveCodeDir(manifestDir: string, code: string): string {
   const st = statSync(dir);
   if (!st.isDirectory()) throw new SandboxError('sandbox.code_dir_refused', `code path ${dir} is not a directory`);
   // The agent reads its code as an unprivileged host uid: say so now rather than fail in the runtime.
-  const readable = st.uid === AGENT_HOST_UID ? (st.mode & 0o500) === 0o500 : st.gid === AGENT_HOST_GID ? (st.mode & 0o050) === 0o050 : (st.mode & 0o005) === 0o005;
+  const readable =
+    st.uid === AGENT_HOST_UID
+      ? (st.mode & 0o500) === 0o500
+      : st.gid === AGENT_HOST_GID
+        ? (st.mode & 0o050) === 0o050
+        : (st.mode & 0o005) === 0o005;
   if (!readable) {
-    throw new SandboxError('sandbox.code_dir_refused', `code directory ${dir} is not readable by the sandbox's host uid ${AGENT_HOST_UID} (mode ${(st.mode & 0o777).toString(8)}): chmod o+rx it`);
+    throw new SandboxError(
+      'sandbox.code_dir_refused',
+      `code directory ${dir} is not readable by the sandbox's host uid ${AGENT_HOST_UID} (mode ${(st.mode & 0o777).toString(8)}): chmod o+rx it`,
+    );
   }
   refuseSubmounts('code directory', dir, 'sandbox.code_dir_refused');
   return dir;
@@ -168,12 +202,14 @@ const RESERVED = ['/proc', '/dev', '/sys', '/tmp', CODE_MOUNT];
 export function resolveVolumes(policy: Policy, requests: readonly VolumeRequest[]): ResolvedVolume[] {
   return requests.map((v) => {
     const sandbox = normalizeSandboxPath(v.sandbox);
-    if (sandbox === null || sandbox === '/') throw new SandboxError('sandbox.volume_refused', `volume target "${v.sandbox}" is not an absolute path below /`);
+    if (sandbox === null || sandbox === '/')
+      throw new SandboxError('sandbox.volume_refused', `volume target "${v.sandbox}" is not an absolute path below /`);
     if (RESERVED.some((r) => sandbox === r || sandbox.startsWith(r + '/'))) {
       throw new SandboxError('sandbox.volume_refused', `volume target ${sandbox} is reserved by the sandbox`);
     }
     const d = decidePath(policy.fs, v.mode === 'rw' ? 'write' : 'read', sandbox);
-    if (!d.allow) throw new SandboxError('sandbox.volume_refused', `volume ${v.host}:${sandbox}:${v.mode} refused: ${d.reason} (${d.detail})`);
+    if (!d.allow)
+      throw new SandboxError('sandbox.volume_refused', `volume ${v.host}:${sandbox}:${v.mode} refused: ${d.reason} (${d.detail})`);
     let host: string;
     try {
       host = realpathSync(v.host);
@@ -187,8 +223,14 @@ export function resolveVolumes(policy: Policy, requests: readonly VolumeRequest[
       checkReadableBy(host, AGENT_HOST_UID, AGENT_HOST_GID);
       return { host, sandbox, mode: v.mode };
     }
-    if (v.sizeBytes !== undefined && !(Number.isSafeInteger(v.sizeBytes) && v.sizeBytes >= MIN_RW_VOLUME_BYTES && v.sizeBytes <= MAX_RW_VOLUME_BYTES)) {
-      throw new SandboxError('sandbox.volume_refused', `volume ${v.host}: size ${v.sizeBytes} is outside ${MIN_RW_VOLUME_BYTES}..${MAX_RW_VOLUME_BYTES} bytes`);
+    if (
+      v.sizeBytes !== undefined &&
+      !(Number.isSafeInteger(v.sizeBytes) && v.sizeBytes >= MIN_RW_VOLUME_BYTES && v.sizeBytes <= MAX_RW_VOLUME_BYTES)
+    ) {
+      throw new SandboxError(
+        'sandbox.volume_refused',
+        `volume ${v.host}: size ${v.sizeBytes} is outside ${MIN_RW_VOLUME_BYTES}..${MAX_RW_VOLUME_BYTES} bytes`,
+      );
     }
     return { host, sandbox, mode: v.mode, sizeBytes: v.sizeBytes ?? DEFAULT_RW_VOLUME_BYTES };
   });
@@ -217,7 +259,8 @@ export function parseVolumeFlag(flag: string): VolumeRequest {
   }
   let sizeBytes: number | undefined;
   for (const o of options) {
-    if (!o.startsWith('size=') || sizeBytes !== undefined) throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": unknown or repeated option "${o}" (only size=N, for rw)`);
+    if (!o.startsWith('size=') || sizeBytes !== undefined)
+      throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": unknown or repeated option "${o}" (only size=N, for rw)`);
     if (mode !== 'rw') throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": size= applies to rw volumes only`);
     sizeBytes = parseVolumeSize(flag, o.slice('size='.length));
   }
@@ -263,7 +306,13 @@ function outputPump(src: Readable, t: OutputTarget | undefined, fd: 1 | 2): Outp
  */
 export function compileRun(
   opts: RunSandboxOptions,
-  resolved: { codeDir: string; volumes: readonly ResolvedVolume[]; cgroupsPath: string | null; isolation: Isolation; userns?: UsernsOption },
+  resolved: {
+    codeDir: string;
+    volumes: readonly ResolvedVolume[];
+    cgroupsPath: string | null;
+    isolation: Isolation;
+    userns?: UsernsOption;
+  },
 ): CompiledBundle {
   const { top } = mountTargets(opts.policy, resolved.volumes);
   const copts: CompileOptions = {
@@ -293,7 +342,13 @@ export function dryRun(opts: RunSandboxOptions): CompiledBundle {
   const volumes = resolveVolumes(opts.policy, opts.volumes ?? []);
   const cgroupsPath = driverFor(isolation).cgroupMode === 'child' ? runtimeCgroupPath(opts.executionId ?? 'dry-run') : null;
   // The holder's pid is known only at run time: the dry run shows pid 0 (a path that cannot be joined).
-  return compileRun(opts, { codeDir, volumes, cgroupsPath, isolation, ...(needsHolder(isolation, opts.network) ? { userns: usernsFor(DRY_RUN_HOLDER_PID) } : {}) });
+  return compileRun(opts, {
+    codeDir,
+    volumes,
+    cgroupsPath,
+    isolation,
+    ...(needsHolder(isolation, opts.network) ? { userns: usernsFor(DRY_RUN_HOLDER_PID) } : {}),
+  });
 }
 
 /** Placeholder holder pid in `--dry-run` output. */
@@ -360,10 +415,26 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   };
 
   const failed = async (err: unknown): Promise<RunResult> => {
-    const e = err instanceof SandboxError ? err : new SandboxError('sandbox.start_failed', (err as Error)?.message ?? String(err), { cause: err });
+    const e =
+      err instanceof SandboxError ? err : new SandboxError('sandbox.start_failed', (err as Error)?.message ?? String(err), { cause: err });
     await cleanup();
-    emit(opts.audit, { actor, action: 'run.failed_to_start', decision: 'deny', reason: e.code, payload: { message: e.message, isolation } });
-    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs: performance.now() - started, cpuMs: 0, maxMemoryBytes: 0, pidsLimitHit: false, error: e };
+    emit(opts.audit, {
+      actor,
+      action: 'run.failed_to_start',
+      decision: 'deny',
+      reason: e.code,
+      payload: { message: e.message, isolation },
+    });
+    return {
+      ...base,
+      status: 'failed_to_start',
+      exitCode: EXIT_CANNOT_START,
+      durationMs: performance.now() - started,
+      cpuMs: 0,
+      maxMemoryBytes: 0,
+      pidsLimitHit: false,
+      error: e,
+    };
   };
 
   let child;
@@ -417,9 +488,24 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     });
 
     // Compiled before the cgroup exists: the runtime's own pids allowance depends on the bundle.
-    const bundle = compileRun(opts, { codeDir, volumes, cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null, isolation, ...(holder !== null ? { userns: { path: holder.path, ownerUid: holder.ownerUid } } : {}) });
-    cgroup = createRunCgroup(id, { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead(bundle.config) }, undefined, undefined, driver.cgroupMode);
-    spawnFacts = { args: bundle.config.process.args, volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })) };
+    const bundle = compileRun(opts, {
+      codeDir,
+      volumes,
+      cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null,
+      isolation,
+      ...(holder !== null ? { userns: { path: holder.path, ownerUid: holder.ownerUid } } : {}),
+    });
+    cgroup = createRunCgroup(
+      id,
+      { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead(bundle.config) },
+      undefined,
+      undefined,
+      driver.cgroupMode,
+    );
+    spawnFacts = {
+      args: bundle.config.process.args,
+      volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })),
+    };
     writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
     await holder?.ready(DEFAULT_ID_MAP);
     createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
@@ -453,7 +539,12 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   });
   child.once('spawn', () => {
     if (child.pid !== undefined) {
-      emit(opts.audit, { actor, action: 'run.spawn', decision: 'info', payload: { ...opts.provenance, isolation, runtimePid: child.pid, ...spawnFacts } });
+      emit(opts.audit, {
+        actor,
+        action: 'run.spawn',
+        decision: 'info',
+        payload: { ...opts.provenance, isolation, runtimePid: child.pid, ...spawnFacts },
+      });
     }
   });
   // run.start when the runtime has created the container (it writes its pid file then); watched
@@ -497,7 +588,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   input.stop();
   if (spawnError !== null) {
     for (const p of pumps) p.settle(0);
-    return failed(new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`));
+    return failed(
+      new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`),
+    );
   }
   await cleanup(startedAgent);
   // No loss at exit: everything the agent wrote is delivered before the run ends. Cleanup has
@@ -518,13 +611,30 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     exitCode = EXIT_KILLED;
   } else if (!startedAgent && code !== 0) {
     const e = new SandboxError('sandbox.start_failed', `${isolation} could not start the container (exit ${code ?? signal})`);
-    emit(opts.audit, { actor, action: 'run.failed_to_start', decision: 'deny', reason: e.code, payload: { message: e.message, isolation } });
-    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs, cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit, error: e };
+    emit(opts.audit, {
+      actor,
+      action: 'run.failed_to_start',
+      decision: 'deny',
+      reason: e.code,
+      payload: { message: e.message, isolation },
+    });
+    return {
+      ...base,
+      status: 'failed_to_start',
+      exitCode: EXIT_CANNOT_START,
+      durationMs,
+      cpuMs: usage.cpuMs,
+      maxMemoryBytes: usage.maxMemoryBytes,
+      pidsLimitHit: usage.pidsLimitHit,
+      error: e,
+    };
   } else {
     status = 'exited';
     exitCode = code ?? 128 + (signal !== null ? signalNumber(signal) : 0);
   }
-  const failedOutput = (['stdout', 'stderr'] as const).map((stream, i) => ({ stream, code: pumps[i]?.error()?.code ?? null })).find((e) => e.code !== null && e.code !== 'EPIPE');
+  const failedOutput = (['stdout', 'stderr'] as const)
+    .map((stream, i) => ({ stream, code: pumps[i]?.error()?.code ?? null }))
+    .find((e) => e.code !== null && e.code !== 'EPIPE');
   const result: RunResult = {
     ...base,
     status,
@@ -538,8 +648,14 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   };
   if (startedAgent) emitStart();
   for (const w of warnings) emit(opts.audit, { actor, action: 'run.volume_warning', decision: 'info', payload: { message: w } });
-  if (status !== 'exited') emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
-  emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit } });
+  if (status !== 'exited')
+    emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
+  emit(opts.audit, {
+    actor,
+    action: 'resource.usage',
+    decision: 'info',
+    payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit },
+  });
   emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
   return result;
 }

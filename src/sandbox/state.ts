@@ -12,7 +12,18 @@
  * own state dirs (`<stateDir>/<isolation>`) are 0700.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { processStartTime } from '../host/pid-lock.js';
 import type { Isolation } from '../policy/types.js';
@@ -70,7 +81,10 @@ function checkReachable(stateDir: string): void {
   for (let d = dirname(resolve(stateDir)); ; d = dirname(d)) {
     const st = statSync(d);
     if ((st.mode & 0o001) === 0) {
-      throw new SandboxError('sandbox.state_failed', `state dir ${stateDir} is not reachable from a sandbox: ${d} is not searchable by others (chmod o+x ${d}, or use another state dir)`);
+      throw new SandboxError(
+        'sandbox.state_failed',
+        `state dir ${stateDir} is not reachable from a sandbox: ${d} is not searchable by others (chmod o+x ${d}, or use another state dir)`,
+      );
     }
     if (d === '/') return;
   }
@@ -84,7 +98,10 @@ function checkReachable(stateDir: string): void {
 function checkPrivate(dir: string): void {
   const st = lstatSync(dir);
   if (!st.isDirectory() || st.uid !== process.geteuid?.() || (st.mode & 0o022) !== 0) {
-    throw new SandboxError('sandbox.state_failed', `state dir ${dir} must be a directory owned by uid ${process.geteuid?.()} and writable by nobody else (it is ${st.isSymbolicLink() ? 'a symlink' : `uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}`})`);
+    throw new SandboxError(
+      'sandbox.state_failed',
+      `state dir ${dir} must be a directory owned by uid ${process.geteuid?.()} and writable by nobody else (it is ${st.isSymbolicLink() ? 'a symlink' : `uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}`})`,
+    );
   }
 }
 
@@ -162,7 +179,14 @@ export interface SweptRun {
 function readRecord(file: string): RunRecord | null {
   try {
     const r = JSON.parse(readFileSync(file, 'utf8')) as Partial<RunRecord> | null;
-    if (r === null || typeof r !== 'object' || typeof r.id !== 'string' || typeof r.owner?.pid !== 'number' || typeof r.owner.startTime !== 'string') return null;
+    if (
+      r === null ||
+      typeof r !== 'object' ||
+      typeof r.id !== 'string' ||
+      typeof r.owner?.pid !== 'number' ||
+      typeof r.owner.startTime !== 'string'
+    )
+      return null;
     return r as RunRecord;
   } catch {
     return null;
@@ -198,7 +222,11 @@ export async function sweepStaleRuns(stateDir: string): Promise<SweptRun[]> {
     }
     // Only the very process AEGIS started: a reused pid belongs to someone else.
     let runtimeProcess: number | null = null;
-    if (typeof rec?.runtimePid === 'number' && typeof rec.runtimeStartTime === 'string' && processStartTime(rec.runtimePid) === rec.runtimeStartTime) {
+    if (
+      typeof rec?.runtimePid === 'number' &&
+      typeof rec.runtimeStartTime === 'string' &&
+      processStartTime(rec.runtimePid) === rec.runtimeStartTime
+    ) {
       try {
         process.kill(rec.runtimePid, 'SIGKILL');
         runtimeProcess = rec.runtimePid;
@@ -224,7 +252,10 @@ export async function sweepStaleRuns(stateDir: string): Promise<SweptRun[]> {
       const stateRoot = join(stateDir, isolation);
       const bundleDir = join(runDir(stateDir, id), 'bundle');
       container = driver.hasState({ id, stateRoot });
-      spawnSync(driver.binary, driver.deleteArgs({ id, stateRoot, bundleDir, pidFile: join(bundleDir, 'pid') }), { stdio: 'ignore', timeout: 10_000 });
+      spawnSync(driver.binary, driver.deleteArgs({ id, stateRoot, bundleDir, pidFile: join(bundleDir, 'pid') }), {
+        stdio: 'ignore',
+        timeout: 10_000,
+      });
     }
     // A size-limited rw volume's filesystem is mounted inside the run dir (volumes.ts).
     unmountBelow(runDir(stateDir, id));

@@ -127,7 +127,10 @@ describe('pump to a file descriptor', () => {
   it('settle() closes a source that never ends once it has been idle', async () => {
     const src = new PassThrough();
     const got: string[] = [];
-    const p = pump(src, callbackSink((c) => got.push(c.toString())));
+    const p = pump(
+      src,
+      callbackSink((c) => got.push(c.toString())),
+    );
     src.write('last words');
     p.settle(20);
     await p.done;

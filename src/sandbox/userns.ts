@@ -73,7 +73,9 @@ function installHolder(stateDir: string): string {
       renameSync(tmp, path);
     }
   } catch (e) {
-    throw new SandboxError('sandbox.userns_failed', `cannot install the user namespace holder in ${dir}: ${(e as Error).message}`, { cause: e });
+    throw new SandboxError('sandbox.userns_failed', `cannot install the user namespace holder in ${dir}: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   installed = new Map([...installed, [stateDir, path]]);
   return path;
@@ -86,7 +88,10 @@ export function spawnUsernsHolder(stateDir: string): UsernsHolder {
   child.once('error', (e) => (spawnError = e)); // also when spawn fails (pid undefined below)
   const pid = child.pid;
   if (pid === undefined) {
-    throw new SandboxError('sandbox.userns_failed', `cannot start the user namespace holder ${join(stateDir, 'bin', 'aegis-userns-holder')} (is the state dir on a noexec mount?)`);
+    throw new SandboxError(
+      'sandbox.userns_failed',
+      `cannot start the user namespace holder ${join(stateDir, 'bin', 'aegis-userns-holder')} (is the state dir on a noexec mount?)`,
+    );
   }
   const startTime = processStartTime(pid);
   let out = '';
@@ -114,10 +119,14 @@ export function spawnUsernsHolder(stateDir: string): UsernsHolder {
     startTime,
     async ready(idMap) {
       let timer: NodeJS.Timeout | undefined;
-      const timedOut = await Promise.race([lineOrExit.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), READY_TIMEOUT_MS)))]);
+      const timedOut = await Promise.race([
+        lineOrExit.then(() => false),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(true), READY_TIMEOUT_MS))),
+      ]);
       clearTimeout(timer);
       if (timedOut) throw fail('not ready in time');
-      if (exited || out !== 'ready\n') throw fail(`exited before its namespace was made: ${(spawnError as Error | null)?.message ?? (err.trim() || out.trim())}`);
+      if (exited || out !== 'ready\n')
+        throw fail(`exited before its namespace was made: ${(spawnError as Error | null)?.message ?? (err.trim() || out.trim())}`);
       // The namespace must be a new one, created by the owner uid (fail secure on any doubt).
       let uids: string | undefined;
       let gids: string | undefined;

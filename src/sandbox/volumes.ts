@@ -42,7 +42,21 @@
  * limitation of volume paths).
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+} from 'node:fs';
 import { basename, join } from 'node:path';
 import { SandboxError } from './errors.js';
 import type { ResolvedVolume } from './spec/compile.js';
@@ -105,7 +119,14 @@ const COPY = ['-R', '-P', '--preserve=mode,ownership,timestamps,links', '--'];
  * SandboxError (`sandbox.volume_failed`, or `sandbox.volume_refused` when the folder's contents
  * do not fit); leaves nothing mounted when it throws.
  */
-export function stageVolume(volume: ResolvedVolume, runDir: string, runId: string, index: number, agent: Owner, invoker: Owner): StagedVolume {
+export function stageVolume(
+  volume: ResolvedVolume,
+  runDir: string,
+  runId: string,
+  index: number,
+  agent: Owner,
+  invoker: Owner,
+): StagedVolume {
   const size = volume.sizeBytes ?? DEFAULT_RW_VOLUME_BYTES;
   const mountPoint = join(runDir, `vol${index}`);
   const image = join(volume.host, `.aegis-vol-${runId}-${index}.img`);
@@ -131,7 +152,11 @@ export function stageVolume(volume: ResolvedVolume, runDir: string, runId: strin
     } catch {
       /* never created */
     }
-    throw new SandboxError('sandbox.volume_failed', `cannot set up the ${size}-byte filesystem of volume ${volume.host}: ${(err as Error).message}`, { cause: err });
+    throw new SandboxError(
+      'sandbox.volume_failed',
+      `cannot set up the ${size}-byte filesystem of volume ${volume.host}: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   try {
     if (readdirSync(volume.host).length > 0) {
@@ -146,7 +171,9 @@ export function stageVolume(volume: ResolvedVolume, runDir: string, runId: strin
     const full = /No space left|Disk quota/.test((err as Error).message);
     throw new SandboxError(
       full ? 'sandbox.volume_refused' : 'sandbox.volume_failed',
-      full ? `volume ${volume.host}: its contents do not fit its size (${size} bytes): give it a larger size=` : `cannot copy volume ${volume.host} in: ${(err as Error).message}`,
+      full
+        ? `volume ${volume.host}: its contents do not fit its size (${size} bytes): give it a larger size=`
+        : `cannot copy volume ${volume.host} in: ${(err as Error).message}`,
       { cause: err },
     );
   }

@@ -21,7 +21,11 @@ describe('aegis alerts and alerts raised by aegis run', { timeout: 180_000 }, ()
   let file = '';
   let unavailable: string | null = null;
   const aegis = (args: string[], env: Record<string, string> = {}) => {
-    const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], { encoding: 'utf8', env: { ...process.env, AEGIS_HOME: home, ...env }, timeout: 60_000 });
+    const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, AEGIS_HOME: home, ...env },
+      timeout: 60_000,
+    });
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
   const lines = (out: string): Array<Record<string, unknown>> =>
@@ -52,7 +56,10 @@ describe('aegis alerts and alerts raised by aegis run', { timeout: 180_000 }, ()
     chmodSync(code, 0o755);
     writeFileSync(join(code, 'main.py'), 'print("hello")\n');
     file = join(code, 'agent.yaml');
-    writeFileSync(file, 'version: "1.0"\nagent:\n  name: alert-probe\n  runtime: "python:3.11"\n  entrypoint: ["python3", "main.py"]\n  isolation: crun\n');
+    writeFileSync(
+      file,
+      'version: "1.0"\nagent:\n  name: alert-probe\n  runtime: "python:3.11"\n  entrypoint: ["python3", "main.py"]\n  isolation: crun\n',
+    );
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
@@ -61,14 +68,31 @@ describe('aegis alerts and alerts raised by aegis run', { timeout: 180_000 }, ()
     assert.equal(r.code, 0, r.err);
     const rules = JSON.parse(r.out) as Array<{ id: string; source: string }>;
     assert.ok(rules.some((x) => x.id === 'aegis-net-denial-burst'));
-    assert.ok(rules.every((x) => /aegis-default\.yml:\d+:\d+$/.test(x.source)), rules.map((x) => x.source).join(' '));
+    assert.ok(
+      rules.every((x) => /aegis-default\.yml:\d+:\d+$/.test(x.source)),
+      rules.map((x) => x.source).join(' '),
+    );
     assert.match(aegis(['alerts', 'rules']).out, /^aegis-policy-denial\tmedium\tdetection\tPolicy denial$/m);
   });
 
   it('alerts test prints each alert as a JSON line, and names the line of a bad event', () => {
     const events = join(work, 'events.jsonl');
-    const ev = (i: number, o: Record<string, unknown>) => JSON.stringify({ id: `e${i}`, time: new Date(Date.UTC(2026, 10, 30, 0, 0, i)).toISOString(), actor: { execution: 'x1' }, payload: {}, ...o });
-    writeFileSync(events, [ev(1, { action: 'net.connect', decision: 'allow', payload: { host: 'api.openai.com' } }), ev(2, { action: 'net.connect', decision: 'deny', payload: { host: '169.254.169.254', port: 80 } }), ''].join('\n'));
+    const ev = (i: number, o: Record<string, unknown>) =>
+      JSON.stringify({
+        id: `e${i}`,
+        time: new Date(Date.UTC(2026, 10, 30, 0, 0, i)).toISOString(),
+        actor: { execution: 'x1' },
+        payload: {},
+        ...o,
+      });
+    writeFileSync(
+      events,
+      [
+        ev(1, { action: 'net.connect', decision: 'allow', payload: { host: 'api.openai.com' } }),
+        ev(2, { action: 'net.connect', decision: 'deny', payload: { host: '169.254.169.254', port: 80 } }),
+        '',
+      ].join('\n'),
+    );
     const r = aegis(['alerts', 'test', PACK, events]);
     assert.equal(r.code, 0, r.err);
     const alerts = lines(r.out) as Array<{ rule: { id: string }; eventIds: string[] }>;
@@ -95,7 +119,9 @@ describe('aegis alerts and alerts raised by aegis run', { timeout: 180_000 }, ()
     assert.match(r.err, /aegis run: ALERT low test-every-start: Every start: run\.start info/);
     const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
     const q = aegis(['audit', 'query', '--json', '--execution', executionId]);
-    const events = lines(q.out).map((l) => l['event'] as { id: string; action: string; reason?: string; payload: { eventIds?: string[]; rule?: string } });
+    const events = lines(q.out).map(
+      (l) => l['event'] as { id: string; action: string; reason?: string; payload: { eventIds?: string[]; rule?: string } },
+    );
     const alert = events.find((e) => e.action === 'alert.raised');
     const start = events.find((e) => e.action === 'run.start');
     assert.ok(alert && start, q.out);

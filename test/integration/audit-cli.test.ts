@@ -19,9 +19,16 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const AEGIS = join(REPO, 'bin', 'aegis.js');
 const run = promisify(execFile);
 
-async function aegis(home: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+async function aegis(
+  home: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await run(process.execPath, [AEGIS, ...args], { env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home, ...env }, maxBuffer: 64 << 20 });
+    const r = await run(process.execPath, [AEGIS, ...args], {
+      env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home, ...env },
+      maxBuffer: 64 << 20,
+    });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -79,7 +86,10 @@ describe('aegis audit: CLI contract', () => {
   it('checkpoint prints the latest C2SP checkpoint, signed by the key of `aegis audit pubkey`', async () => {
     const r = await aegis(home, ['audit', 'checkpoint']);
     assert.equal(r.code, 0);
-    assert.match(r.stdout, /^aegis\.local\/audit\/[0-9a-f]{16}\n20\n[A-Za-z0-9+/]{43}=\n\n\u2014 aegis\.local\/audit\/[0-9a-f]{16} [A-Za-z0-9+/]+=*\n$/u);
+    assert.match(
+      r.stdout,
+      /^aegis\.local\/audit\/[0-9a-f]{16}\n20\n[A-Za-z0-9+/]{43}=\n\n\u2014 aegis\.local\/audit\/[0-9a-f]{16} [A-Za-z0-9+/]+=*\n$/u,
+    );
     const pub = await aegis(home, ['audit', 'pubkey']);
     assert.match(pub.stdout, /^aegis\.local\/audit\/[0-9a-f]{16}\+[0-9a-f]{8}\+[A-Za-z0-9+/]{44}\n$/u);
     assert.equal(pub.stdout, await readFile(join(home, 'audit', 'log.pub'), 'utf8'));
@@ -114,9 +124,15 @@ describe('aegis audit: CLI contract', () => {
   it('export --format jsonl gives {index, leaf, event}: the leaf bytes hash to the proven leaf', async () => {
     const r = await aegis(home, ['audit', 'export']);
     assert.equal(r.code, 0, r.stderr);
-    const lines = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { index: number; leaf: string; event: { payload: { i: number }; actor: { agent: string } } });
+    const lines = r.stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { index: number; leaf: string; event: { payload: { i: number }; actor: { agent: string } } });
     assert.equal(lines.length, 20);
-    assert.deepEqual(lines.map((l) => l.index), [...Array(20).keys()]);
+    assert.deepEqual(
+      lines.map((l) => l.index),
+      [...Array(20).keys()],
+    );
     const proof = JSON.parse((await aegis(home, ['audit', 'proof', '3'])).stdout) as { leafHash: string };
     assert.equal(b64(hashLeaf(unb64(lines[3]!.leaf))), proof.leafHash);
     assert.equal(lines[3]!.event.payload.i, 3);
@@ -132,7 +148,10 @@ describe('aegis audit: CLI contract', () => {
     const lines = r.stdout.trimEnd().split('\n');
     assert.equal(lines.length, 20);
     // <PRI>VERSION TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG; deny -> severity 4 (PRI 108)
-    const m = /^<108>1 (\S+) \S+ aegis - fs\.read \[aegis@32473 index="0" id="[0-9a-f-]{36}" agent="alpha" execution="run-0" action="fs\.read" decision="deny" leaf="[A-Za-z0-9+/=]+"\] (\{.*\})$/u.exec(lines[0]!);
+    const m =
+      /^<108>1 (\S+) \S+ aegis - fs\.read \[aegis@32473 index="0" id="[0-9a-f-]{36}" agent="alpha" execution="run-0" action="fs\.read" decision="deny" leaf="[A-Za-z0-9+/=]+"\] (\{.*\})$/u.exec(
+        lines[0]!,
+      );
     assert.ok(m, lines[0]);
     assert.equal((JSON.parse(m[2]!) as { payload: { i: number } }).payload.i, 0);
     assert.match(lines[1]!, /^<110>1 /u);
@@ -140,7 +159,11 @@ describe('aegis audit: CLI contract', () => {
 
   it('query filters by agent, execution, action, decision and time', async () => {
     const idx = async (...args: string[]) =>
-      (await aegis(home, ['audit', 'query', '--json', ...args])).stdout.trimEnd().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { index: number }).index);
+      (await aegis(home, ['audit', 'query', '--json', ...args])).stdout
+        .trimEnd()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => (JSON.parse(l) as { index: number }).index);
     assert.deepEqual(await idx('--agent', 'beta', '--decision', 'deny'), [5, 15]);
     assert.deepEqual(await idx('--execution', 'run-1', '--action', 'fs.read'), [4, 16]);
     assert.deepEqual((await idx('--action', 'net.*')).length, 15);
@@ -152,7 +175,13 @@ describe('aegis audit: CLI contract', () => {
 
   it('tail --json prints the last events as JSON lines', async () => {
     const r = await aegis(home, ['audit', 'tail', '--json', '-n', '3']);
-    assert.deepEqual(r.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { index: number }).index), [17, 18, 19]);
+    assert.deepEqual(
+      r.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { index: number }).index),
+      [17, 18, 19],
+    );
   });
 
   it('tail and query print one readable line per event by default (regression: a 2 KB base64 leaf per line)', async () => {
@@ -160,7 +189,10 @@ describe('aegis audit: CLI contract', () => {
     assert.equal(tail.code, 0, tail.stderr);
     const lines = tail.stdout.trimEnd().split('\n');
     assert.equal(lines.length, 3);
-    const events = (await aegis(home, ['audit', 'tail', '--json', '-n', '3'])).stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { index: number; leaf: string; event: { time: string; action: string; decision: string } });
+    const events = (await aegis(home, ['audit', 'tail', '--json', '-n', '3'])).stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { index: number; leaf: string; event: { time: string; action: string; decision: string } });
     lines.forEach((line, i) => {
       const e = events[i]!;
       assert.ok(line.startsWith(`${e.event.time} #${e.index} ${e.event.action} ${e.event.decision} `), line);
@@ -168,7 +200,13 @@ describe('aegis audit: CLI contract', () => {
       assert.ok(line.length < 300, `short line: ${line.length}`);
     });
     const q = await aegis(home, ['audit', 'query', '--agent', 'beta', '--decision', 'deny']);
-    assert.deepEqual(q.stdout.trimEnd().split('\n').map((l) => l.split(' ').slice(1).join(' ')), ['#5 net.connect deny beta/run-2 - host=h5.example i=5', '#15 net.connect deny beta/run-0 - host=h15.example i=15']);
+    assert.deepEqual(
+      q.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => l.split(' ').slice(1).join(' ')),
+      ['#5 net.connect deny beta/run-2 - host=h5.example i=5', '#15 net.connect deny beta/run-0 - host=h15.example i=15'],
+    );
   });
 
   it('verify, checkpoint and pubkey print JSON with --json', async () => {
@@ -184,7 +222,9 @@ describe('aegis audit: CLI contract', () => {
 
   it('tail -f prints events appended later', async () => {
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [AEGIS, 'audit', 'tail', '--json', '-n', '0', '-f'], { env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home } });
+    const child = spawn(process.execPath, [AEGIS, 'audit', 'tail', '--json', '-n', '0', '-f'], {
+      env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home },
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     await new Promise((r) => setTimeout(r, 700));
@@ -193,7 +233,13 @@ describe('aegis audit: CLI contract', () => {
     while (out.split('\n').length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     child.kill('SIGINT');
     await new Promise((r) => child.once('exit', r));
-    assert.deepEqual(out.trimEnd().split('\n').map((l) => (JSON.parse(l) as { index: number }).index), [20, 21]);
+    assert.deepEqual(
+      out
+        .trimEnd()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { index: number }).index),
+      [20, 21],
+    );
   });
 
   it('forget --subject shreds the subject key, appends subject-erased, and the log still verifies', async () => {
@@ -201,7 +247,10 @@ describe('aegis audit: CLI contract', () => {
     assert.equal(before7.event.subject, 'user:carol');
     const r = await aegis(home, ['audit', 'forget', '--subject', 'user:carol']);
     assert.equal(r.code, 0, r.stderr);
-    const lines = (await aegis(home, ['audit', 'export'])).stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { keyDestroyed?: boolean; event: { action: string; payload: unknown } });
+    const lines = (await aegis(home, ['audit', 'export'])).stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { keyDestroyed?: boolean; event: { action: string; payload: unknown } });
     assert.equal(lines[7]!.keyDestroyed, true);
     assert.equal(lines[7]!.event.payload, null);
     assert.equal(lines.at(-1)!.event.action, 'audit.subject-erased');
@@ -211,7 +260,13 @@ describe('aegis audit: CLI contract', () => {
   });
 
   it('reports bad arguments with exit 2 and a message, never an internal error', async () => {
-    for (const args of [['proof', 'abc'], ['consistency', '3', 'x'], ['verify', '--from-checkpoint', '/nonexistent'], ['export', '--format', 'xml'], ['query', '--since', 'yesterday']]) {
+    for (const args of [
+      ['proof', 'abc'],
+      ['consistency', '3', 'x'],
+      ['verify', '--from-checkpoint', '/nonexistent'],
+      ['export', '--format', 'xml'],
+      ['query', '--since', 'yesterday'],
+    ]) {
       const r = await aegis(home, ['audit', ...args]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /^aegis audit: /u);
@@ -257,11 +312,25 @@ describe('aegis audit verify: tamper detection', () => {
     const home = await fresh();
     const buf = await readFile(ENTRIES(home));
     const rec = records(buf)[12]!;
-    const entry = Buffer.from(buf.subarray(rec.start + 36, rec.end).toString().replace('"agent":"alpha"', '"agent":"alphb"'));
-    const fixed = Buffer.concat([buf.subarray(0, rec.start), buf.subarray(rec.start, rec.start + 4), hashLeaf(entry), entry, buf.subarray(rec.end)]);
+    const entry = Buffer.from(
+      buf
+        .subarray(rec.start + 36, rec.end)
+        .toString()
+        .replace('"agent":"alpha"', '"agent":"alphb"'),
+    );
+    const fixed = Buffer.concat([
+      buf.subarray(0, rec.start),
+      buf.subarray(rec.start, rec.start + 4),
+      hashLeaf(entry),
+      entry,
+      buf.subarray(rec.end),
+    ]);
     fixed.writeUInt32BE(entry.length, rec.start);
     await writeFile(ENTRIES(home), fixed);
-    await expectFail(home, /^FAIL: checkpoint \d+: root for size 30 does not match the stored entries \(an entry in 0\.\.29 was changed\)/u);
+    await expectFail(
+      home,
+      /^FAIL: checkpoint \d+: root for size 30 does not match the stored entries \(an entry in 0\.\.29 was changed\)/u,
+    );
   });
 
   it('detects a deleted entry, naming its position', async () => {
@@ -276,7 +345,10 @@ describe('aegis audit verify: tamper detection', () => {
     const home = await fresh();
     const buf = await readFile(ENTRIES(home));
     const [a, b] = [records(buf)[4]!, records(buf)[5]!];
-    await writeFile(ENTRIES(home), Buffer.concat([buf.subarray(0, a.start), buf.subarray(b.start, b.end), buf.subarray(a.start, a.end), buf.subarray(b.end)]));
+    await writeFile(
+      ENTRIES(home),
+      Buffer.concat([buf.subarray(0, a.start), buf.subarray(b.start, b.end), buf.subarray(a.start, a.end), buf.subarray(b.end)]),
+    );
     await expectFail(home, /^FAIL: entry 4: it records index 5/u);
   });
 
@@ -335,7 +407,10 @@ describe('aegis audit verify: tamper detection', () => {
     await rm(join(home, 'audit-published'), { recursive: true });
     await cp(join(snapshot, 'audit'), join(home, 'audit'), { recursive: true });
     await rm(snapshot, { recursive: true });
-    await expectFail(home, /^FAIL: checkpoint file .*saved-checkpoint: size 35 but the log holds 30 entries/u, ['--from-checkpoint', saved]);
+    await expectFail(home, /^FAIL: checkpoint file .*saved-checkpoint: size 35 but the log holds 30 entries/u, [
+      '--from-checkpoint',
+      saved,
+    ]);
   });
 
   it('detects a stored checkpoint that was altered', async () => {
@@ -360,7 +435,13 @@ describe('aegis audit read commands: read-only access', () => {
         if (e.isDirectory()) {
           out.set(p, `dir ${st.mode.toString(8)}`);
           await walk(p);
-        } else out.set(p, `${st.mode.toString(8)} ${createHash('sha256').update(await readFile(p)).digest('hex')}`);
+        } else
+          out.set(
+            p,
+            `${st.mode.toString(8)} ${createHash('sha256')
+              .update(await readFile(p))
+              .digest('hex')}`,
+          );
       }
     };
     await walk(dir);
@@ -371,10 +452,14 @@ describe('aegis audit read commands: read-only access', () => {
   async function aegisReadOnly(home: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     const script = 'set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; shift; exec "$@"';
     try {
-      const r = await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', home, process.execPath, AEGIS, ...args], {
-        env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home },
-        maxBuffer: 64 << 20,
-      });
+      const r = await run(
+        'unshare',
+        ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', home, process.execPath, AEGIS, ...args],
+        {
+          env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home },
+          maxBuffer: 64 << 20,
+        },
+      );
       return { code: 0, stdout: r.stdout, stderr: r.stderr };
     } catch (err) {
       const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -393,7 +478,17 @@ describe('aegis audit read commands: read-only access', () => {
   });
   after(() => rm(home, { recursive: true, force: true }));
 
-  const reads = [['verify'], ['checkpoint'], ['proof', '4'], ['consistency', '3', '12'], ['export'], ['export', '--format', 'rfc5424'], ['tail', '-n', '2'], ['query', '--agent', 'alpha'], ['pubkey']];
+  const reads = [
+    ['verify'],
+    ['checkpoint'],
+    ['proof', '4'],
+    ['consistency', '3', '12'],
+    ['export'],
+    ['export', '--format', 'rfc5424'],
+    ['tail', '-n', '2'],
+    ['query', '--agent', 'alpha'],
+    ['pubkey'],
+  ];
 
   it('every read command works on a read-only AEGIS_HOME and reads the payloads retention would destroy', async () => {
     const before = await tree(home);
@@ -401,8 +496,14 @@ describe('aegis audit read commands: read-only access', () => {
       const r = await aegisReadOnly(home, ['audit', ...args]);
       assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
     }
-    const exported = (await aegisReadOnly(home, ['audit', 'export'])).stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as { event: { payload: { i: number } | null } });
-    assert.deepEqual(exported.map((e) => e.event.payload?.i), [...Array(12).keys()]);
+    const exported = (await aegisReadOnly(home, ['audit', 'export'])).stdout
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: { payload: { i: number } | null } });
+    assert.deepEqual(
+      exported.map((e) => e.event.payload?.i),
+      [...Array(12).keys()],
+    );
     // The mount is really read-only: a writer command cannot work there.
     const prune = await aegisReadOnly(home, ['audit', 'prune']);
     assert.notEqual(prune.code, 0, 'prune (a writer) must fail on a read-only home');

@@ -73,18 +73,28 @@ describe('audit log durability under kill -9', () => {
         [80, 900],
         [650, 640],
       ].entries()) {
-        const both = await Promise.all([writeUntilKilled(home, 100 + 2 * round, ms1 as number), writeUntilKilled(home, 101 + 2 * round, ms2 as number)]);
+        const both = await Promise.all([
+          writeUntilKilled(home, 100 + 2 * round, ms1 as number),
+          writeUntilKilled(home, 101 + 2 * round, ms2 as number),
+        ]);
         acked = acked.concat(...both);
       }
       assert.ok(acked.length > 1000, `only ${acked.length} events acknowledged`);
 
       const run = promisify(execFile);
       const env = { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home };
-      const verify = await run(process.execPath, [AEGIS, 'audit', 'verify'], { env, maxBuffer: 1 << 20 }).catch((e: { stdout: string; stderr: string }) => e);
+      const verify = await run(process.execPath, [AEGIS, 'audit', 'verify'], { env, maxBuffer: 1 << 20 }).catch(
+        (e: { stdout: string; stderr: string }) => e,
+      );
       assert.match(verify.stdout, /^ok: \d+ entries, root /u, `${verify.stdout}${verify.stderr}`);
 
       const exported = await run(process.execPath, [AEGIS, 'audit', 'export'], { env, maxBuffer: 1 << 30 });
-      const present = new Set(exported.stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { event: { payload: { seq: string } } }).event.payload.seq));
+      const present = new Set(
+        exported.stdout
+          .trimEnd()
+          .split('\n')
+          .map((l) => (JSON.parse(l) as { event: { payload: { seq: string } } }).event.payload.seq),
+      );
       const missing = acked.filter((s) => !present.has(s));
       assert.deepEqual(missing.slice(0, 10), [], `${missing.length} acknowledged events missing`);
       t.diagnostic(`${delays.length + 6} kills, ${acked.length} events acknowledged, ${present.size} in the log`);

@@ -48,7 +48,12 @@ async function forgeFrontier(path: string): Promise<void> {
   const head = 8 + 3 * 8 + 32; // file-store header: magic, size, record start, record end, leaf hash
   const inner = Buffer.from(data.subarray(head, data.length - 32));
   inner[8 + 8] = (inner[8 + 8] as number) ^ 0x01; // first byte of the first subtree root
-  inner.set(createHash('sha256').update(inner.subarray(0, inner.length - 32)).digest(), inner.length - 32);
+  inner.set(
+    createHash('sha256')
+      .update(inner.subarray(0, inner.length - 32))
+      .digest(),
+    inner.length - 32,
+  );
   const body = Buffer.concat([data.subarray(0, head), inner]);
   await writeFile(path, Buffer.concat([body, createHash('sha256').update(body).digest()]));
 }
@@ -114,7 +119,10 @@ describe('audit log: opening for append from the saved frontier (200,000 events)
     it('refuses to open the log for append with audit.store_corrupt, and verify still passes on the intact entries', async () => {
       const h = await copy();
       await forgeFrontier(frontierFile(h));
-      await assert.rejects(openAuditLog({ home: h, env: ENV, inlineEncoding: true }), (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt');
+      await assert.rejects(
+        openAuditLog({ home: h, env: ENV, inlineEncoding: true }),
+        (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt',
+      );
       assert.equal((await verifies(h)).size, N + 3);
     });
   });

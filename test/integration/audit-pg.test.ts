@@ -28,7 +28,11 @@ if (url === undefined || url === '') {
         assert.fail('AEGIS_TEST_PG_URL is not set in CI: run `eval "$(bash scripts/pg-test.sh)"` first');
       });
     } else {
-      it('is skipped: AEGIS_TEST_PG_URL is not set (run `eval "$(bash scripts/pg-test.sh)"` to provide a server)', { skip: 'no PostgreSQL server: AEGIS_TEST_PG_URL unset' }, () => {});
+      it(
+        'is skipped: AEGIS_TEST_PG_URL is not set (run `eval "$(bash scripts/pg-test.sh)"` to provide a server)',
+        { skip: 'no PostgreSQL server: AEGIS_TEST_PG_URL unset' },
+        () => {},
+      );
     }
   });
 } else {
@@ -70,13 +74,22 @@ if (url === undefined || url === '') {
       const env = { AEGIS_AUDIT_STORE: pgUrl, AEGIS_AUDIT_PG_SCHEMA: schema };
       const aegis = join(resolve(dirname(fileURLToPath(import.meta.url)), '../../..'), 'bin', 'aegis.js');
       const run = (args: string[]) =>
-        promisify(execFile)(process.execPath, [aegis, ...args], { env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home, ...env } }).then(
+        promisify(execFile)(process.execPath, [aegis, ...args], {
+          env: { PATH: process.env['PATH'] ?? '', AEGIS_HOME: home, ...env },
+        }).then(
           (r) => ({ code: 0, stdout: r.stdout }),
           (e: { code: number; stdout: string }) => ({ code: e.code, stdout: e.stdout }),
         );
       try {
         const log = await openAuditLog({ home, env });
-        await log.appendMany(Array.from({ length: 20 }, (_, i) => ({ actor: { agent: 'pg' }, action: 'test.event', decision: 'info' as const, payload: { i } })));
+        await log.appendMany(
+          Array.from({ length: 20 }, (_, i) => ({
+            actor: { agent: 'pg' },
+            action: 'test.event',
+            decision: 'info' as const,
+            payload: { i },
+          })),
+        );
         await log.close();
         const ok = await run(['audit', 'verify']);
         assert.equal(ok.code, 0, ok.stdout);
@@ -105,11 +118,22 @@ if (url === undefined || url === '') {
       await c.connect();
       const counts = async (): Promise<string> =>
         JSON.stringify(
-          await Promise.all(['entries', 'checkpoints', 'keys', 'frontier'].map(async (t) => (await c.query(`SELECT count(*)::int AS n FROM ${schema}.${t}`)).rows[0])),
+          await Promise.all(
+            ['entries', 'checkpoints', 'keys', 'frontier'].map(
+              async (t) => (await c.query(`SELECT count(*)::int AS n FROM ${schema}.${t}`)).rows[0],
+            ),
+          ),
         );
       try {
         const log = await openAuditLog({ home, env });
-        await log.appendMany(Array.from({ length: 10 }, (_, i) => ({ actor: { agent: 'pg' }, action: 'test.event', decision: 'info' as const, payload: { i } })));
+        await log.appendMany(
+          Array.from({ length: 10 }, (_, i) => ({
+            actor: { agent: 'pg' },
+            action: 'test.event',
+            decision: 'info' as const,
+            payload: { i },
+          })),
+        );
         await log.close();
         const before = await counts();
         const reader = await openAuditReader({ home, env });
@@ -125,8 +149,14 @@ if (url === undefined || url === '') {
         }
         const store = await openStore(home, env, { readOnly: true });
         try {
-          await assert.rejects(store.append(10, entryBatch([{ entry: Buffer.from('x'), leafHash: Buffer.alloc(32) }])), (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only');
-          await assert.rejects(store.deleteKey((await store.listKeyIds())[0] as string), (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only');
+          await assert.rejects(
+            store.append(10, entryBatch([{ entry: Buffer.from('x'), leafHash: Buffer.alloc(32) }])),
+            (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only',
+          );
+          await assert.rejects(
+            store.deleteKey((await store.listKeyIds())[0] as string),
+            (e: unknown) => e instanceof AuditError && e.code === 'audit.read_only',
+          );
         } finally {
           await store.close();
         }
@@ -177,9 +207,17 @@ if (url === undefined || url === '') {
             const data = Buffer.from(row.data);
             data[16] = (data[16] as number) ^ 1;
             const { createHash } = await import('node:crypto');
-            data.set(createHash('sha256').update(data.subarray(0, data.length - 32)).digest(), data.length - 32);
+            data.set(
+              createHash('sha256')
+                .update(data.subarray(0, data.length - 32))
+                .digest(),
+              data.length - 32,
+            );
             await c.query(`UPDATE ${schema}.frontier SET data = $1`, [data]);
-            await assert.rejects(openAuditLog({ home, env, inlineEncoding: true }), (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt');
+            await assert.rejects(
+              openAuditLog({ home, env, inlineEncoding: true }),
+              (err: unknown) => err instanceof AuditError && err.code === 'audit.store_corrupt',
+            );
 
             await c.query(`DELETE FROM ${schema}.frontier`);
             const b = await counted(schema);

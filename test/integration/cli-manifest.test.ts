@@ -33,7 +33,10 @@ describe('aegis validate', () => {
   it('rejects with one file:line:col: message line per problem, exit 1', () => {
     const dir = mkdtempSync(join(tmpdir(), 'aegis-validate-'));
     const file = join(dir, 'agent.yaml');
-    writeFileSync(file, 'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: [python3]\npermissions:\n  memory: 512XB\n  bogus: 1\n');
+    writeFileSync(
+      file,
+      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: [python3]\npermissions:\n  memory: 512XB\n  bogus: 1\n',
+    );
     const r = aegis('validate', file);
     assert.equal(r.code, 1);
     assert.equal(r.out, '');
@@ -84,7 +87,10 @@ describe('aegis validate', () => {
   it('suggests the key meant for a misspelt one, and the unit meant (regression)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'aegis-validate-'));
     const file = join(dir, 'agent.yaml');
-    writeFileSync(file, 'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: [python3]\n  enviroment: {}\npermissions:\n  timeout: 5m\n  network:\n    ratelimit: 5/s\n  execution_time: 5min\n');
+    writeFileSync(
+      file,
+      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: [python3]\n  enviroment: {}\npermissions:\n  timeout: 5m\n  network:\n    ratelimit: 5/s\n  execution_time: 5min\n',
+    );
     const r = aegis('validate', file);
     assert.equal(r.code, 1);
     assert.deepEqual(r.err.trim().split('\n'), [
@@ -119,7 +125,11 @@ describe('aegis policy test', () => {
     [['net', '2130706433:80'], 1, /^deny: net\.denied\.special_range/],
     [['net', '[::1]:443'], 1, /^deny: net\.denied\.special_range/],
     [['fs', 'read', '/data/inputs/a.csv'], 0, /^allow: fs\.allowed\.read \(\/data\/inputs is granted: an empty read-only tmpfs/],
-    [['fs', 'write', '/data/outputs/r.txt'], 0, /^allow: fs\.allowed\.write \(\/data\/outputs is granted read-write: an empty tmpfs for the run, gone afterwards/],
+    [
+      ['fs', 'write', '/data/outputs/r.txt'],
+      0,
+      /^allow: fs\.allowed\.write \(\/data\/outputs is granted read-write: an empty tmpfs for the run, gone afterwards/,
+    ],
     [['fs', 'write', '/data/inputs/a.csv'], 1, /^deny: fs\.denied\.read_only/],
     [['fs', 'write', '/data/inputs2/a.csv'], 1, /^deny: fs\.denied\.image_readonly/],
     [['fs', 'write', '/data/inputs/../../etc/passwd'], 1, /^deny: fs\.denied\.image_readonly/],
@@ -151,13 +161,22 @@ describe('aegis policy test', () => {
   it('prints an fs decision as JSON with --json, naming the mount that answers', () => {
     const r = aegis('policy', 'test', '--json', EXAMPLE, 'fs', 'write', '/tmp/x');
     assert.equal(r.code, 0);
-    assert.deepEqual(JSON.parse(r.out), { allow: true, reason: 'fs.allowed.tmpfs', mount: '/tmp', detail: '/tmp is a writable tmpfs for the run, empty at start and gone afterwards' });
+    assert.deepEqual(JSON.parse(r.out), {
+      allow: true,
+      reason: 'fs.allowed.tmpfs',
+      mount: '/tmp',
+      detail: '/tmp is a writable tmpfs for the run, empty at start and gone afterwards',
+    });
   });
 
   it('prints the decision as JSON with --json', () => {
     const r = aegis('policy', 'test', '--json', EXAMPLE, 'net', 'attacker.com');
     assert.equal(r.code, 1);
-    assert.deepEqual(JSON.parse(r.out), { allow: false, reason: 'net.denied.not_in_allowlist', detail: 'attacker.com is not in permissions.network.allow' });
+    assert.deepEqual(JSON.parse(r.out), {
+      allow: false,
+      reason: 'net.denied.not_in_allowlist',
+      detail: 'attacker.com is not in permissions.network.allow',
+    });
   });
 });
 

@@ -33,11 +33,27 @@ describe('aegis doctor --json', () => {
     // doctor must find the default image where `aegis run` would look for it.
     const store = loadConfig(process.env).imagesDir;
     const { status, report } = doctor({});
-    assert.deepEqual(report.checks.filter((c) => c.status === 'fail'), []);
+    assert.deepEqual(
+      report.checks.filter((c) => c.status === 'fail'),
+      [],
+    );
     assert.equal(report.ok, true);
     assert.equal(status, 0);
-    for (const id of ['runtime.crun', 'runtime.runc', 'runtime.runsc', 'cgroup.memory', 'cgroup.cpu', 'cgroup.pids', 'tools.nft', 'tools.ip', 'images.default']) {
-      assert.ok(report.checks.some((c) => c.id === id && c.status === 'ok'), id);
+    for (const id of [
+      'runtime.crun',
+      'runtime.runc',
+      'runtime.runsc',
+      'cgroup.memory',
+      'cgroup.cpu',
+      'cgroup.pids',
+      'tools.nft',
+      'tools.ip',
+      'images.default',
+    ]) {
+      assert.ok(
+        report.checks.some((c) => c.id === id && c.status === 'ok'),
+        id,
+      );
     }
     const img = report.checks.find((c) => c.id === 'images.default');
     assert.ok(img?.summary.endsWith(` in ${store}`), `${img?.summary} names ${store}`);
@@ -86,7 +102,10 @@ describe('aegis doctor as a non-root user (setpriv to nobody)', () => {
     const r = asNobody(['doctor']);
     assert.doesNotMatch(r.stdout, /^host ready\n/mu);
     assert.match(r.stdout, /^FAIL {2}host\.root +running as uid 65534, not root/mu);
-    assert.match(r.stdout, /you are not root: aegis validate, aegis policy test\|show, .* work as this user; aegis run, .*aegis doctor --fix need root\n$/u);
+    assert.match(
+      r.stdout,
+      /you are not root: aegis validate, aegis policy test\|show, .* work as this user; aegis run, .*aegis doctor --fix need root\n$/u,
+    );
     assert.equal(r.status, 3, r.stdout + r.stderr);
     const j = asNobody(['doctor', '--json']);
     const report = JSON.parse(j.stdout) as Report & { root: boolean; needRoot: string[]; asThisUser: string[] };

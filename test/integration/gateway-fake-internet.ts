@@ -53,8 +53,25 @@ export const RAW_SOURCE_PORT = 9000;
 export const RAW_ECHO_PORT = 9001;
 /** Every *.attacker.com name resolves too (the tunnel-by-subdomain target). */
 const WILDCARD_ATTACKER = '198.51.100.66';
-const ADDRESSES = ['198.51.100.2', '198.51.100.10', '198.51.100.11', '198.51.100.20', '198.51.100.30', '198.51.100.31', '198.51.100.53', '198.51.100.66'];
-export const CERT_NAMES = ['api.openai.com', 'storage.googleapis.com', 'attacker.com', '*.attacker.com', 'bench.test', 'git.example.com', 'db.internal'];
+const ADDRESSES = [
+  '198.51.100.2',
+  '198.51.100.10',
+  '198.51.100.11',
+  '198.51.100.20',
+  '198.51.100.30',
+  '198.51.100.31',
+  '198.51.100.53',
+  '198.51.100.66',
+];
+export const CERT_NAMES = [
+  'api.openai.com',
+  'storage.googleapis.com',
+  'attacker.com',
+  '*.attacker.com',
+  'bench.test',
+  'git.example.com',
+  'db.internal',
+];
 
 export interface FakeInternetOptions {
   /**
@@ -88,10 +105,58 @@ function shQuiet(cmd: string, args: readonly string[]): void {
 /** Test CA and one server certificate for every name in CERT_NAMES (openssl CLI). */
 export function makeTestPki(dir: string): { caFile: string; certFile: string; keyFile: string } {
   const p = (f: string): string => `${dir}/${f}`;
-  sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=AEGIS test CA']);
-  sh('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=fake internet']);
-  writeFileSync(p('ext.cnf'), `subjectAltName=${CERT_NAMES.map((n) => `DNS:${n}`).join(',')}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
-  sh('openssl', ['x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p('server.pem'), '-days', '2', '-extfile', p('ext.cnf')]);
+  sh('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    p('ca.key'),
+    '-out',
+    p('ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=AEGIS test CA',
+  ]);
+  sh('openssl', [
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    p('server.key'),
+    '-out',
+    p('server.csr'),
+    '-subj',
+    '/CN=fake internet',
+  ]);
+  writeFileSync(
+    p('ext.cnf'),
+    `subjectAltName=${CERT_NAMES.map((n) => `DNS:${n}`).join(',')}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`,
+  );
+  sh('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    p('server.csr'),
+    '-CA',
+    p('ca.pem'),
+    '-CAkey',
+    p('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    p('server.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    p('ext.cnf'),
+  ]);
   chmodSync(p('ca.pem'), 0o644);
   return { caFile: p('ca.pem'), certFile: p('server.pem'), keyFile: p('server.key') };
 }
@@ -119,7 +184,9 @@ function routesInPrefix(): string[] {
 export function removeFakeInternet(): void {
   let pids: string[] = [];
   try {
-    pids = sh('ip', ['netns', 'pids', INET_NS]).split('\n').filter((l) => /^[0-9]+$/.test(l));
+    pids = sh('ip', ['netns', 'pids', INET_NS])
+      .split('\n')
+      .filter((l) => /^[0-9]+$/.test(l));
   } catch {
     pids = []; // no such namespace
   }
@@ -165,7 +232,8 @@ export async function startFakeInternet(opts: FakeInternetOptions = {}): Promise
   removeFakeInternet();
   // Never shadow something the host really routes into the test prefix (see ADDRESS NOTE).
   const foreign = routesInPrefix();
-  if (foreign.length > 0) throw new Error(`fake internet: the host already routes into ${FAKE_INET_PREFIX} (${foreign.join('; ')}); refusing to shadow it`);
+  if (foreign.length > 0)
+    throw new Error(`fake internet: the host already routes into ${FAKE_INET_PREFIX} (${foreign.join('; ')}); refusing to shadow it`);
   removeOnExit();
   const dir = mkdtempSync(`${tmpdir()}/aegis-fake-inet-`);
   chmodSync(dir, 0o755); // sandboxed agents (mapped uids) read ca.pem from here
@@ -213,7 +281,23 @@ export async function startFakeInternet(opts: FakeInternetOptions = {}): Promise
           .map((l) => JSON.parse(l) as { host: string; path: string; tls: boolean }),
       close: async () => {
         // PostgreSQL stopped by its own tool (a SIGKILLed postmaster would leave its shared memory).
-        if (opts.postgres) shQuiet('ip', ['netns', 'exec', INET_NS, 'runuser', '-u', 'postgres', '--', `${postgresBin()}/pg_ctl`, '-D', `${dir}/pg`, '-m', 'immediate', '-w', 'stop']);
+        if (opts.postgres)
+          shQuiet('ip', [
+            'netns',
+            'exec',
+            INET_NS,
+            'runuser',
+            '-u',
+            'postgres',
+            '--',
+            `${postgresBin()}/pg_ctl`,
+            '-D',
+            `${dir}/pg`,
+            '-m',
+            'immediate',
+            '-w',
+            'stop',
+          ]);
         await stopServer(c);
         removeFakeInternet();
         rmSync(dir, { recursive: true, force: true });
@@ -229,7 +313,9 @@ export async function startFakeInternet(opts: FakeInternetOptions = {}): Promise
 
 /** The newest PostgreSQL server binaries Debian installed (/usr/lib/postgresql/<v>/bin). */
 function postgresBin(): string {
-  const versions = sh('ls', ['/usr/lib/postgresql']).split('\n').filter((v) => /^[0-9]+$/.test(v));
+  const versions = sh('ls', ['/usr/lib/postgresql'])
+    .split('\n')
+    .filter((v) => /^[0-9]+$/.test(v));
   if (versions.length === 0) throw new Error('fake internet: no PostgreSQL server (Debian package postgresql)');
   return `/usr/lib/postgresql/${versions.sort((a, b) => Number(a) - Number(b)).at(-1)!}/bin`;
 }
@@ -256,11 +342,62 @@ async function startPostgres(dir: string): Promise<void> {
   const pw = `${dir}/pg.pw`;
   writeFileSync(pw, 'postgres-pw\n');
   sh('chown', ['postgres', pw]);
-  sh('runuser', ['-u', 'postgres', '--', `${bin}/initdb`, '-D', data, '-U', 'postgres', '-A', 'scram-sha-256', `--pwfile=${pw}`, '--no-sync', '-E', 'UTF8']);
+  sh('runuser', [
+    '-u',
+    'postgres',
+    '--',
+    `${bin}/initdb`,
+    '-D',
+    data,
+    '-U',
+    'postgres',
+    '-A',
+    'scram-sha-256',
+    `--pwfile=${pw}`,
+    '--no-sync',
+    '-E',
+    'UTF8',
+  ]);
   // Clients come from the host end of the fake internet's veth (the gateway connects from there).
   writeFileSync(`${data}/pg_hba.conf`, 'local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\n');
-  detached(['runuser', '-u', 'postgres', '--', `${bin}/postgres`, '-D', data, '-k', data, '-c', `listen_addresses=${DB_ADDRESS}`, '-p', '5432', '-c', 'fsync=off']);
-  const psql = (sql: string, db = 'postgres'): string => sh('ip', ['netns', 'exec', INET_NS, 'runuser', '-u', 'postgres', '--', 'psql', '-h', data, '-p', '5432', '-d', db, '-v', 'ON_ERROR_STOP=1', '-Atqc', sql]);
+  detached([
+    'runuser',
+    '-u',
+    'postgres',
+    '--',
+    `${bin}/postgres`,
+    '-D',
+    data,
+    '-k',
+    data,
+    '-c',
+    `listen_addresses=${DB_ADDRESS}`,
+    '-p',
+    '5432',
+    '-c',
+    'fsync=off',
+  ]);
+  const psql = (sql: string, db = 'postgres'): string =>
+    sh('ip', [
+      'netns',
+      'exec',
+      INET_NS,
+      'runuser',
+      '-u',
+      'postgres',
+      '--',
+      'psql',
+      '-h',
+      data,
+      '-p',
+      '5432',
+      '-d',
+      db,
+      '-v',
+      'ON_ERROR_STOP=1',
+      '-Atqc',
+      sql,
+    ]);
   await waitFor('PostgreSQL', () => {
     try {
       return psql('select 1').trim() === '1';
@@ -270,7 +407,10 @@ async function startPostgres(dir: string): Promise<void> {
   });
   psql("create role agent login password 'agent-pw'");
   psql('create database app owner agent');
-  psql("create table items (id int primary key, name text); insert into items values (1, 'first'), (2, 'second'); alter table items owner to agent", 'app');
+  psql(
+    "create table items (id int primary key, name text); insert into items values (1, 'first'), (2, 'second'); alter table items owner to agent",
+    'app',
+  );
 }
 
 async function startSsh(dir: string): Promise<void> {
@@ -323,7 +463,8 @@ function serveDns(): void {
     let name = question.name;
     let rec = lookup(name);
     const rcode = rec ? 0 : 3;
-    if (question.type === 'TXT' && rec) answers.push({ type: 'TXT', name, ttl: 60, class: 'IN', data: 'exfil-channel-open' } as packet.Answer);
+    if (question.type === 'TXT' && rec)
+      answers.push({ type: 'TXT', name, ttl: 60, class: 'IN', data: 'exfil-channel-open' } as packet.Answer);
     while (rec && (question.type === 'A' || question.type === 'AAAA')) {
       if (rec.cname) {
         answers.push({ type: 'CNAME', name, ttl: 120, class: 'IN', data: rec.cname } as packet.Answer);
@@ -368,7 +509,11 @@ function handler(tls: boolean, logFile: string) {
       const pkt = (line: string): string => `${(line.length + 4).toString(16).padStart(4, '0')}${line}`;
       const sha = 'a'.repeat(40);
       const body = `${pkt('# service=git-upload-pack\n')}0000${pkt(`${sha} HEAD\0symref=HEAD:refs/heads/main agent=fake-internet\n`)}${pkt(`${sha} refs/heads/main\n`)}0000`;
-      res.writeHead(200, { 'content-type': 'application/x-git-upload-pack-advertisement', 'cache-control': 'no-cache', 'content-length': String(Buffer.byteLength(body)) });
+      res.writeHead(200, {
+        'content-type': 'application/x-git-upload-pack-advertisement',
+        'cache-control': 'no-cache',
+        'content-length': String(Buffer.byteLength(body)),
+      });
       res.end(body);
       return;
     }
@@ -382,7 +527,10 @@ function handler(tls: boolean, logFile: string) {
 function main(): void {
   const log = process.env.FAKE_INET_LOG!;
   serveDns();
-  const https = createHttpsServer({ cert: readFileSync(process.env.FAKE_INET_CERT!), key: readFileSync(process.env.FAKE_INET_KEY!), keepAliveTimeout: 30_000 }, handler(true, log));
+  const https = createHttpsServer(
+    { cert: readFileSync(process.env.FAKE_INET_CERT!), key: readFileSync(process.env.FAKE_INET_KEY!), keepAliveTimeout: 30_000 },
+    handler(true, log),
+  );
   const http = createHttpServer({ keepAliveTimeout: 30_000 }, handler(false, log));
   let ready = 0;
   const up = (): void => {

@@ -26,11 +26,16 @@ export function missingRequirements(tools: readonly string[] = ['ip', 'nft', 'cu
 export function requirementsOrSkip(tools?: readonly string[]): { skip: string | false } {
   const missing = missingRequirements(tools);
   if (missing.length === 0) return { skip: false };
-  if (process.env.CI === 'true') throw new Error(`gateway integration tests need: ${missing.join(', ')} (CI=true: failing instead of skipping)`);
+  if (process.env.CI === 'true')
+    throw new Error(`gateway integration tests need: ${missing.join(', ')} (CI=true: failing instead of skipping)`);
   return { skip: `missing: ${missing.join(', ')}` };
 }
 
-export function networkPolicy(entries: readonly string[], rateLimit = { perSecond: 50, burst: 100 }, byteQuota: number | null = null): NetworkPolicy {
+export function networkPolicy(
+  entries: readonly string[],
+  rateLimit = { perSecond: 50, burst: 100 },
+  byteQuota: number | null = null,
+): NetworkPolicy {
   const rules: NetRule[] = entries.map((e) => {
     const r = parseAllowEntry(e);
     if (!r.ok) throw new Error(`bad test allow entry ${e}: ${r.message}`);
@@ -45,7 +50,12 @@ export class MemorySink implements AuditSink {
     this.events.push(e);
   }
   /** Like find(), waiting up to `ms` for a match (tunnel events are written when the tunnel closes). */
-  async eventually(action: string, decision: 'allow' | 'deny' | 'error', where: Record<string, unknown> = {}, ms = 2000): Promise<AuditEventInput[]> {
+  async eventually(
+    action: string,
+    decision: 'allow' | 'deny' | 'error',
+    where: Record<string, unknown> = {},
+    ms = 2000,
+  ): Promise<AuditEventInput[]> {
     const end = Date.now() + ms;
     for (;;) {
       const found = this.find(action, decision, where);
@@ -55,7 +65,12 @@ export class MemorySink implements AuditSink {
   }
   /** Events matching `action` and every payload field in `where`. */
   find(action: string, decision: 'allow' | 'deny' | 'error', where: Record<string, unknown> = {}): AuditEventInput[] {
-    return this.events.filter((e) => e.action === action && e.decision === decision && Object.entries(where).every(([k, v]) => (k === 'reason' ? e.reason === v : e.payload[k] === v)));
+    return this.events.filter(
+      (e) =>
+        e.action === action &&
+        e.decision === decision &&
+        Object.entries(where).every(([k, v]) => (k === 'reason' ? e.reason === v : e.payload[k] === v)),
+    );
   }
 }
 
@@ -66,13 +81,28 @@ export interface RunResult {
 }
 
 /** Run `cmd` inside network namespace `ns` with `env` added; bounded by `timeoutMs`. */
-export function inNetns(ns: string, cmd: readonly string[], env: Record<string, string> = {}, timeoutMs = 15_000, input?: string): Promise<RunResult> {
-  const base: Record<string, string> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LANG: 'C.UTF-8' };
+export function inNetns(
+  ns: string,
+  cmd: readonly string[],
+  env: Record<string, string> = {},
+  timeoutMs = 15_000,
+  input?: string,
+): Promise<RunResult> {
+  const base: Record<string, string> = {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: '/root',
+    LANG: 'C.UTF-8',
+  };
   return new Promise((resolve) => {
-    const child = execFile('ip', ['netns', 'exec', ns, ...cmd], { env: { ...base, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 124) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    const child = execFile(
+      'ip',
+      ['netns', 'exec', ns, ...cmd],
+      { env: { ...base, ...env }, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 124) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
     if (input !== undefined) child.stdin?.end(input);
   });
 }

@@ -72,13 +72,22 @@ function writeBlob(dir: string, bytes: Buffer): string {
 }
 
 /** Writes an OCI image layout to `dir` with `layers` (tar bytes; gzipped when `gzip[i]`). */
-export function writeOciLayout(dir: string, layers: readonly Buffer[], opts: { gzip?: readonly boolean[]; refName?: string; architecture?: string } = {}): { manifest: string } {
+export function writeOciLayout(
+  dir: string,
+  layers: readonly Buffer[],
+  opts: { gzip?: readonly boolean[]; refName?: string; architecture?: string } = {},
+): { manifest: string } {
   mkdirSync(join(dir, 'blobs', 'sha256'), { recursive: true });
   writeFileSync(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   const descs = layers.map((l, i) => {
     const gz = opts.gzip?.[i] ?? false;
     const bytes = gz ? gzipSync(l) : l;
-    return { mediaType: `application/vnd.oci.image.layer.v1.tar${gz ? '+gzip' : ''}`, digest: writeBlob(dir, bytes), size: bytes.length, diffId: sha256(l) };
+    return {
+      mediaType: `application/vnd.oci.image.layer.v1.tar${gz ? '+gzip' : ''}`,
+      digest: writeBlob(dir, bytes),
+      size: bytes.length,
+      diffId: sha256(l),
+    };
   });
   const config = Buffer.from(
     JSON.stringify({
@@ -116,7 +125,10 @@ export function writeOciLayout(dir: string, layers: readonly Buffer[], opts: { g
 }
 
 /** A `docker save` (legacy layout) tarball: manifest.json, <config>.json, <n>/layer.tar. */
-export async function dockerSaveTar(layers: readonly Buffer[], opts: { repoTag?: string; diffIds?: readonly string[] } = {}): Promise<Buffer> {
+export async function dockerSaveTar(
+  layers: readonly Buffer[],
+  opts: { repoTag?: string; diffIds?: readonly string[] } = {},
+): Promise<Buffer> {
   const config = JSON.stringify({
     architecture: 'amd64',
     os: 'linux',
@@ -131,6 +143,9 @@ export async function dockerSaveTar(layers: readonly Buffer[], opts: { repoTag?:
     entries.push({ name: `layer${i}/`, type: 'directory' });
     entries.push({ name: `layer${i}/layer.tar`, content: l });
   });
-  entries.push({ name: 'manifest.json', content: JSON.stringify([{ Config: cfgName, RepoTags: opts.repoTag ? [opts.repoTag] : null, Layers: names }]) });
+  entries.push({
+    name: 'manifest.json',
+    content: JSON.stringify([{ Config: cfgName, RepoTags: opts.repoTag ? [opts.repoTag] : null, Layers: names }]),
+  });
   return tarOf(entries);
 }

@@ -5,7 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  existsSync,
+  lstatSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ImageError, resolveImage } from '../../src/images/index.js';
@@ -60,7 +70,10 @@ const TOP: TarEntry[] = [{ name: 'app/c', type: 'link', linkname: 'app/b' }];
 
 async function importLayout(store: string, layers: TarEntry[][], opts: { tag?: string; refName?: string; gzip?: boolean[] } = {}) {
   const dir = tempDir('oci');
-  writeOciLayout(dir, await Promise.all(layers.map((l) => tarOf(l))), { gzip: opts.gzip ?? layers.map((_, i) => i % 2 === 1), ...(opts.refName ? { refName: opts.refName } : {}) });
+  writeOciLayout(dir, await Promise.all(layers.map((l) => tarOf(l))), {
+    gzip: opts.gzip ?? layers.map((_, i) => i % 2 === 1),
+    ...(opts.refName ? { refName: opts.refName } : {}),
+  });
   return importImage(dir, { imagesDir: store, tag: opts.tag ? ref(opts.tag) : null, log: quiet });
 }
 
@@ -101,7 +114,9 @@ describe('aegis image import (OCI layout)', () => {
     const c = await importLayout(store, [BASE], { tag: 'demo:1' });
     assert.notEqual(c.digest, a.digest);
     assert.equal((await resolveImage(ref('demo:1'), { imagesDir: store })).digest, c.digest, 'tag moved');
-    const digests = listImages(store).map((i) => i.digest).sort();
+    const digests = listImages(store)
+      .map((i) => i.digest)
+      .sort();
     assert.deepEqual(digests, [a.digest, c.digest].sort(), 'old digest kept until rm');
     // A pin runs only that digest, even after the tag moved.
     const pinned = await resolveImage(ref(`demo:1@${a.digest}`), { imagesDir: store });
@@ -118,9 +133,21 @@ describe('aegis image import (OCI layout)', () => {
 
 describe('when the archive is hostile', () => {
   const cases: [string, TarEntry[]][] = [
-    ['a ../ traversal entry', [{ name: 'etc/', type: 'directory' }, { name: '../../../../evil-aegis-test', content: 'pwned' }]],
+    [
+      'a ../ traversal entry',
+      [
+        { name: 'etc/', type: 'directory' },
+        { name: '../../../../evil-aegis-test', content: 'pwned' },
+      ],
+    ],
     ['an absolute entry', [{ name: '/tmp/evil-aegis-test', content: 'pwned' }]],
-    ['a relative symlink escaping the rootfs', [{ name: 'usr/', type: 'directory' }, { name: 'usr/esc', type: 'symlink', linkname: '../../../../etc' }]],
+    [
+      'a relative symlink escaping the rootfs',
+      [
+        { name: 'usr/', type: 'directory' },
+        { name: 'usr/esc', type: 'symlink', linkname: '../../../../etc' },
+      ],
+    ],
     ['a hard link to a host path', [{ name: 'passwd', type: 'link', linkname: '../../../../etc/passwd' }]],
     ['an absolute hard link', [{ name: 'shadow', type: 'link', linkname: '/etc/shadow' }]],
     ['a whiteout with traversal', [{ name: '../.wh.etc' }]],
@@ -138,7 +165,16 @@ describe('when the archive is hostile', () => {
   it('keeps writes through an absolute symlink inside the rootfs (hostroot -> / then hostroot/x)', async () => {
     const store = tempDir('images');
     const marker = `aegis-marker-${process.pid}`;
-    const r = await importLayout(store, [[{ name: 'hostroot', type: 'symlink', linkname: '/' }, { name: `hostroot/${marker}`, content: 'inside' }]], { tag: 'link:1' });
+    const r = await importLayout(
+      store,
+      [
+        [
+          { name: 'hostroot', type: 'symlink', linkname: '/' },
+          { name: `hostroot/${marker}`, content: 'inside' },
+        ],
+      ],
+      { tag: 'link:1' },
+    );
     assert.equal(existsSync(`/${marker}`), false, 'nothing written to the host root');
     assert.equal(readFileSync(join(paths.rootfs(store, r.digest), marker), 'utf8'), 'inside');
   });
@@ -146,7 +182,11 @@ describe('when the archive is hostile', () => {
   it('refuses an image over the size or entry limit before writing it (decompression bombs)', async () => {
     const store = tempDir('images');
     const dir = tempDir('oci');
-    writeOciLayout(dir, [await tarOf([{ name: 'big', content: 'x'.repeat(1000) }]), await tarOf([{ name: 'big2', content: 'y'.repeat(1000) }])], { gzip: [true, true] });
+    writeOciLayout(
+      dir,
+      [await tarOf([{ name: 'big', content: 'x'.repeat(1000) }]), await tarOf([{ name: 'big2', content: 'y'.repeat(1000) }])],
+      { gzip: [true, true] },
+    );
     await rejectsWith(importImage(dir, { imagesDir: store, tag: null, log: quiet, maxBytes: 1500 }), 'image.too_large');
     await rejectsWith(importImage(dir, { imagesDir: store, tag: null, log: quiet, maxEntries: 1 }), 'image.too_large');
     assert.deepEqual(readdirSync(join(store, 'tmp')), []);
@@ -156,7 +196,13 @@ describe('when the archive is hostile', () => {
   it('refuses a symlink loop used as a parent', async () => {
     const store = tempDir('images');
     await rejectsWith(
-      importLayout(store, [[{ name: 'a', type: 'symlink', linkname: 'b' }, { name: 'b', type: 'symlink', linkname: 'a' }, { name: 'a/x', content: '' }]]),
+      importLayout(store, [
+        [
+          { name: 'a', type: 'symlink', linkname: 'b' },
+          { name: 'b', type: 'symlink', linkname: 'a' },
+          { name: 'a/x', content: '' },
+        ],
+      ]),
       'image.unsafe_entry',
     );
   });
@@ -166,7 +212,9 @@ describe('when the archive is hostile', () => {
     const dir = tempDir('oci');
     writeOciLayout(dir, [await tarOf(BASE)]);
     const idx = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
-    const m = JSON.parse(readFileSync(join(dir, 'blobs/sha256', idx.manifests[0]!.digest.slice(7)), 'utf8')) as { layers: { digest: string }[] };
+    const m = JSON.parse(readFileSync(join(dir, 'blobs/sha256', idx.manifests[0]!.digest.slice(7)), 'utf8')) as {
+      layers: { digest: string }[];
+    };
     appendFileSync(join(dir, 'blobs/sha256', m.layers[0]!.digest.slice(7)), 'x');
     await rejectsWith(importImage(dir, { imagesDir: store, tag: null, log: quiet }), 'image.bad_archive');
   });
@@ -256,7 +304,9 @@ describe('when an imported image is tampered with', () => {
     const { store, root } = await fresh();
     writeFileSync(join(root, 'etc/keep'), 'KEEP\n');
     assert.deepEqual((await checkImage(store, parseRefOrDigest('demo:1'), 'stat')).differences, []);
-    assert.deepEqual((await checkImage(store, parseRefOrDigest('demo:1'), 'full')).differences, [{ path: 'etc/keep', kind: 'changed', fields: ['content'] }]);
+    assert.deepEqual((await checkImage(store, parseRefOrDigest('demo:1'), 'full')).differences, [
+      { path: 'etc/keep', kind: 'changed', fields: ['content'] },
+    ]);
   });
 
   it('a file added at the top level is refused by the per-run check', async () => {
@@ -321,10 +371,18 @@ describe('when root has a restrictive umask (077)', () => {
     try {
       const store = join(tempDir('images'), 'var', 'lib', 'aegis', 'images');
       const r = await importLayout(store, [[{ name: 'usr/bin/tool', content: 'x', mode: 0o755 }]], { tag: 'demo:1' });
-      for (const p of [join(store, '..'), store, join(store, 'sha256'), paths.image(store, r.digest), paths.rootfs(store, r.digest), join(paths.rootfs(store, r.digest), 'usr')]) {
+      for (const p of [
+        join(store, '..'),
+        store,
+        join(store, 'sha256'),
+        paths.image(store, r.digest),
+        paths.rootfs(store, r.digest),
+        join(paths.rootfs(store, r.digest), 'usr'),
+      ]) {
         assert.equal(lstatSync(p).mode & 0o777, 0o755, p);
       }
-      for (const p of [paths.tags(store), paths.index(store, r.digest), paths.manifest(store, r.digest), paths.record(store, r.digest)]) assert.equal(lstatSync(p).mode & 0o777, 0o644, p);
+      for (const p of [paths.tags(store), paths.index(store, r.digest), paths.manifest(store, r.digest), paths.record(store, r.digest)])
+        assert.equal(lstatSync(p).mode & 0o777, 0o644, p);
     } finally {
       process.umask(old);
     }
@@ -340,7 +398,10 @@ describe('the store is host-wide, apart from AEGIS_HOME', () => {
     assert.equal(out.status, 0, out.stderr);
     const listed = JSON.parse(out.stdout) as { imagesDir: string; images: { digest: string; tags: string[] }[] };
     assert.equal(listed.imagesDir, store);
-    assert.deepEqual(listed.images.map((i) => [i.digest, i.tags]), [[r.digest, ['demo:1']]]);
+    assert.deepEqual(
+      listed.images.map((i) => [i.digest, i.tags]),
+      [[r.digest, ['demo:1']]],
+    );
     assert.equal(loadConfig({ AEGIS_HOME: tempDir('other-home') }).imagesDir, '/var/lib/aegis/images');
     const v = spawnSync(process.execPath, [AEGIS_BIN, 'image', 'verify', 'demo:1', '--json'], { env, encoding: 'utf8' });
     assert.equal(v.status, 0, v.stderr);
@@ -352,7 +413,10 @@ describe('the default image built by scripts/setup.sh', () => {
   it('python:3.11 exists in /var/lib/aegis/images, verifies, and runs python3 3.11 (chroot)', async () => {
     const img = await resolveImage(ref('python:3.11'), { imagesDir: '/var/lib/aegis/images' });
     assert.match(img.digest, /^sha256:[0-9a-f]{64}$/);
-    const out = execFileSync('/usr/sbin/chroot', [img.rootfs, '/usr/bin/python3', '-c', 'import sys; print(sys.version_info[:2])'], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin' } });
+    const out = execFileSync('/usr/sbin/chroot', [img.rootfs, '/usr/bin/python3', '-c', 'import sys; print(sys.version_info[:2])'], {
+      encoding: 'utf8',
+      env: { PATH: '/usr/bin:/bin' },
+    });
     assert.equal(out.trim(), '(3, 11)');
     assert.deepEqual((await checkImage('/var/lib/aegis/images', parseRefOrDigest('python:3.11'), 'stat')).differences, []);
   });
@@ -362,7 +426,7 @@ describe('when archive bytes are corrupted at random', () => {
   it('every import of a mutated docker save tarball ends in success or a coded ImageError (seeded)', async () => {
     const good = await dockerSaveTar([await tarOf(BASE), await tarOf(UPPER)], { repoTag: 'demo:3' });
     let seed = 20261125;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const dir = tempDir('save');
     for (let i = 0; i < 40; i++) {
       const bad = Buffer.from(good);

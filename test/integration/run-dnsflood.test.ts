@@ -44,7 +44,12 @@ describe('aegis run: an agent flooding DNS', { ...requirementsOrSkip(['ip', 'nft
   chmodSync(work, 0o755);
   const baseEnv = { AEGIS_HOME: home, AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` };
   const aegis = (args: string[], env: Record<string, string> = {}) => {
-    const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...baseEnv, ...env }, encoding: 'utf8', timeout: 120_000 });
+    const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...baseEnv, ...env },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
   const manifest = (seconds: number): string => {
@@ -93,12 +98,15 @@ describe('aegis run: an agent flooding DNS', { ...requirementsOrSkip(['ip', 'nft
     // execution a minute), and the budget's exhaustion is one of them.
     const alerts = events.filter((e) => e.action === 'alert.raised');
     assert.ok(alerts.length <= 14, `${alerts.length} alerts`);
-    assert.ok(alerts.some((e) => e.reason === 'aegis-budget-exceeded'), alerts.map((e) => e.reason).join(' '));
+    assert.ok(
+      alerts.some((e) => e.reason === 'aegis-budget-exceeded'),
+      alerts.map((e) => e.reason).join(' '),
+    );
     const v = aegis(['audit', 'verify']);
     assert.equal(v.code, 0, v.out + v.err);
   });
 
-  it('under the default budget a 3-second flood ends with the agent\'s exit code 0 and a bounded log', () => {
+  it("under the default budget a 3-second flood ends with the agent's exit code 0 and a bounded log", () => {
     const summary = join(work, 'summary-default.json');
     const r = aegis(['run', manifest(3), '--summary', summary]);
     assert.equal(r.code, 0, `${r.out}\n${r.err}`);
@@ -109,7 +117,9 @@ describe('aegis run: an agent flooding DNS', { ...requirementsOrSkip(['ip', 'nft
     const events = eventsOf(s.executionId);
     const dns = events.filter((e) => e.action === 'net.dns' || e.action === 'net.dns.summary');
     assert.ok(dns.length < 300, `${dns.length} DNS events for ${sent} questions`);
-    const accounted = events.filter((e) => e.action === 'net.dns').length + events.filter((e) => e.action === 'net.dns.summary').reduce((n, e) => n + (e.payload.count as number), 0);
+    const accounted =
+      events.filter((e) => e.action === 'net.dns').length +
+      events.filter((e) => e.action === 'net.dns.summary').reduce((n, e) => n + (e.payload.count as number), 0);
     // the last question may be lost in flight when the agent exits; every answered one is counted
     assert.ok(accounted >= sent - 1 && accounted <= sent, `${accounted} accounted, ${sent} sent`);
     assert.equal(events.filter((e) => e.action.startsWith('audit.budget')).length, 0);

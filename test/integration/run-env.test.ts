@@ -20,7 +20,11 @@ describe('aegis run --env', { timeout: 120_000 }, () => {
   const aegis = (args: string[]) => {
     const home = join(work, 'home');
     mkdirSync(home, { recursive: true });
-    const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], { encoding: 'utf8', env: { ...process.env, AEGIS_HOME: home }, timeout: 60_000 });
+    const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, AEGIS_HOME: home },
+      timeout: 60_000,
+    });
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
   const run = (...flags: string[]) => aegis(['run', file, '--state-dir', join(work, 'state'), ...flags]);
@@ -42,7 +46,10 @@ describe('aegis run --env', { timeout: 120_000 }, () => {
     const code = join(work, 'agent');
     mkdirSync(code);
     chmodSync(code, 0o755);
-    writeFileSync(join(code, 'main.py'), 'import json, os\nprint(json.dumps({k: os.environ.get(k) for k in ["MODE", "REGION", "LOG_LEVEL", "OPENAI_API_KEY"]}))\n');
+    writeFileSync(
+      join(code, 'main.py'),
+      'import json, os\nprint(json.dumps({k: os.environ.get(k) for k in ["MODE", "REGION", "LOG_LEVEL", "OPENAI_API_KEY"]}))\n',
+    );
     file = join(code, 'agent.yaml');
     writeFileSync(
       file,
@@ -51,7 +58,7 @@ describe('aegis run --env', { timeout: 120_000 }, () => {
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
-  it("adds and overrides plain values; the audit log has the names, not the values", async (t) => {
+  it('adds and overrides plain values; the audit log has the names, not the values', async (t) => {
     if (!requireOrSkip(t, unavailable)) return;
     const summary = join(work, 'summary.json');
     const r = run('--env', 'MODE=operator', '--env', 'REGION=eu-west-1-s3cr3tish', '--summary', summary);
@@ -60,7 +67,10 @@ describe('aegis run --env', { timeout: 120_000 }, () => {
     const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
     const q = aegis(['audit', 'query', '--json', '--execution', executionId, '--action', 'run.env']);
     assert.equal(q.code, 0, q.err);
-    const events = q.out.trim().split('\n').map((l) => (JSON.parse(l) as { event: { decision: string; payload: unknown } }).event);
+    const events = q.out
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { event: { decision: string; payload: unknown } }).event);
     assert.equal(events.length, 1);
     assert.deepEqual(events[0]!.payload, { operatorEnv: ['MODE', 'REGION'] });
     const all = aegis(['audit', 'export']);

@@ -17,59 +17,76 @@ import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fa
 import { requirementsOrSkip } from './gateway-support.js';
 
 function aegis(args: string[], env: Record<string, string>) {
-  const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
-describe('aegis run behind the egress gateway: the exfiltration demo', { ...requirementsOrSkip(['ip', 'nft', 'openssl', 'crun', 'runsc']), timeout: 300_000 }, () => {
-  let inet: FakeInternet;
-  const home = mkdtempSync(join(tmpdir(), 'aegis-run-gw-home-'));
-  const env = { AEGIS_HOME: home, AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` };
+describe(
+  'aegis run behind the egress gateway: the exfiltration demo',
+  { ...requirementsOrSkip(['ip', 'nft', 'openssl', 'crun', 'runsc']), timeout: 300_000 },
+  () => {
+    let inet: FakeInternet;
+    const home = mkdtempSync(join(tmpdir(), 'aegis-run-gw-home-'));
+    const env = { AEGIS_HOME: home, AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` };
 
-  before(async () => {
-    inet = await startFakeInternet();
-  });
-  after(async () => {
-    await inet?.close();
-    rmSync(home, { recursive: true, force: true });
-  });
-
-  for (const isolation of ['crun', 'gvisor'] as const) {
-    it(`refuses and audits every attempt under ${isolation}`, () => {
-      const summary = join(home, `summary-${isolation}.json`);
-      const r = aegis(['run', 'examples/exfil-demo/agent.yaml', '--isolation', isolation, '--volume', `${inet.dir}:/data:ro`, '--summary', summary], env);
-      assert.equal(r.code, 0, `agent failed:\n${r.out}\n${r.err}`);
-      assert.match(r.out, /^ALLOWED https:\/\/api\.openai\.com\/v1\/models: HTTP 200/m);
-      assert.doesNotMatch(r.out, /^LEAKED/m);
-      assert.equal((r.out.match(/^BLOCKED /gm) ?? []).length, 11, r.out);
-      assert.ok(!inet.requestsSeen().some((q) => q.host.includes('attacker')), 'no request reached attacker.com');
-
-      const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
-      const q = aegis(['audit', 'query', '--json', '--execution', executionId], env);
-      assert.equal(q.code, 0, q.err);
-      const events = q.out
-        .trim()
-        .split('\n')
-        .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
-      const has = (action: string, decision: string, reason: string | undefined, pred: (p: Record<string, unknown>) => boolean = () => true) =>
-        assert.ok(
-          events.some((e) => e.action === action && e.decision === decision && e.reason === reason && pred(e.payload)),
-          `missing ${action} ${decision} ${reason} in\n${events.map((e) => `${e.action} ${e.decision} ${e.reason ?? ''} ${JSON.stringify(e.payload)}`).join('\n')}`,
-        );
-      has('run.start', 'info', undefined);
-      has('net.connect', 'allow', 'net.allowed.exact', (p) => p.host === 'api.openai.com');
-      has('net.connect', 'deny', 'net.denied.not_in_allowlist', (p) => p.host === 'attacker.com');
-      has('http.request', 'deny', 'net.denied.not_in_allowlist', (p) => String(p.url).startsWith('http://attacker.com/'));
-      has('http.request', 'deny', 'net.denied.ip_literal');
-      has('http.request', 'deny', 'net.denied.special_range', (p) => String(p.url).includes('169.254.169.254'));
-      has('net.dns', 'deny', 'net.denied.not_in_allowlist', (p) => p.type === 'TXT');
-      has('net.dns', 'deny', 'net.denied.not_in_allowlist', (p) => String(p.name).endsWith('.attacker.com'));
-      has('net.blocked', 'deny', 'gateway.no_route', (p) => p.protocol === 'tcp');
-      has('run.exit', 'info', undefined, (p) => p.status === 'exited' && p.exitCode === 0);
-
-      const v = aegis(['audit', 'verify'], env);
-      assert.equal(v.code, 0, v.out + v.err);
-      assert.match(v.out, /^ok: \d+ entries, root /);
+    before(async () => {
+      inet = await startFakeInternet();
     });
-  }
-});
+    after(async () => {
+      await inet?.close();
+      rmSync(home, { recursive: true, force: true });
+    });
+
+    for (const isolation of ['crun', 'gvisor'] as const) {
+      it(`refuses and audits every attempt under ${isolation}`, () => {
+        const summary = join(home, `summary-${isolation}.json`);
+        const r = aegis(
+          ['run', 'examples/exfil-demo/agent.yaml', '--isolation', isolation, '--volume', `${inet.dir}:/data:ro`, '--summary', summary],
+          env,
+        );
+        assert.equal(r.code, 0, `agent failed:\n${r.out}\n${r.err}`);
+        assert.match(r.out, /^ALLOWED https:\/\/api\.openai\.com\/v1\/models: HTTP 200/m);
+        assert.doesNotMatch(r.out, /^LEAKED/m);
+        assert.equal((r.out.match(/^BLOCKED /gm) ?? []).length, 11, r.out);
+        assert.ok(!inet.requestsSeen().some((q) => q.host.includes('attacker')), 'no request reached attacker.com');
+
+        const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
+        const q = aegis(['audit', 'query', '--json', '--execution', executionId], env);
+        assert.equal(q.code, 0, q.err);
+        const events = q.out
+          .trim()
+          .split('\n')
+          .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
+        const has = (
+          action: string,
+          decision: string,
+          reason: string | undefined,
+          pred: (p: Record<string, unknown>) => boolean = () => true,
+        ) =>
+          assert.ok(
+            events.some((e) => e.action === action && e.decision === decision && e.reason === reason && pred(e.payload)),
+            `missing ${action} ${decision} ${reason} in\n${events.map((e) => `${e.action} ${e.decision} ${e.reason ?? ''} ${JSON.stringify(e.payload)}`).join('\n')}`,
+          );
+        has('run.start', 'info', undefined);
+        has('net.connect', 'allow', 'net.allowed.exact', (p) => p.host === 'api.openai.com');
+        has('net.connect', 'deny', 'net.denied.not_in_allowlist', (p) => p.host === 'attacker.com');
+        has('http.request', 'deny', 'net.denied.not_in_allowlist', (p) => String(p.url).startsWith('http://attacker.com/'));
+        has('http.request', 'deny', 'net.denied.ip_literal');
+        has('http.request', 'deny', 'net.denied.special_range', (p) => String(p.url).includes('169.254.169.254'));
+        has('net.dns', 'deny', 'net.denied.not_in_allowlist', (p) => p.type === 'TXT');
+        has('net.dns', 'deny', 'net.denied.not_in_allowlist', (p) => String(p.name).endsWith('.attacker.com'));
+        has('net.blocked', 'deny', 'gateway.no_route', (p) => p.protocol === 'tcp');
+        has('run.exit', 'info', undefined, (p) => p.status === 'exited' && p.exitCode === 0);
+
+        const v = aegis(['audit', 'verify'], env);
+        assert.equal(v.code, 0, v.out + v.err);
+        assert.match(v.out, /^ok: \d+ entries, root /);
+      });
+    }
+  },
+);

@@ -41,7 +41,10 @@ process.on('exit', () => rmSync(home, { recursive: true, force: true }));
 
 function aegis(args: string[], env: Record<string, string> = {}): Promise<Ran> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AEGIS_HOME: home, ...env } });
+    const child = spawn(process.execPath, [bin, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, AEGIS_HOME: home, ...env },
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => void (out += b.toString()));
@@ -66,7 +69,10 @@ async function eventsOf(execution: string): Promise<LoggedEvent[]> {
 
 /** Starts `aegis run` and resolves once the agent printed "up". */
 async function startUntilUp(args: string[], env: Record<string, string> = {}): Promise<ReturnType<typeof spawn>> {
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AEGIS_HOME: home, ...env } });
+  const child = spawn(process.execPath, [bin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, AEGIS_HOME: home, ...env },
+  });
   let err = '';
   child.stderr!.on('data', (b: Buffer) => void (err += b.toString()));
   await new Promise<void>((resolve, reject) => {
@@ -122,7 +128,18 @@ describe('aegis run after a SIGKILLed aegis run: run.lost', { timeout: 300_000 }
       );
 
       // 1. A run that AEGIS will not survive.
-      const child = await startUntilUp(['run', file, '--isolation', isolation, '--state-dir', state, '--volume', `${inputs}:/data/inputs:ro`, '--', '60']);
+      const child = await startUntilUp([
+        'run',
+        file,
+        '--isolation',
+        isolation,
+        '--state-dir',
+        state,
+        '--volume',
+        `${inputs}:/data/inputs:ro`,
+        '--',
+        '60',
+      ]);
       const [id, ...others] = readdirSync(join(state, 'runs'));
       assert.ok(id !== undefined && others.length === 0);
       const bundle = join(state, 'runs', id, 'bundle');
@@ -156,7 +173,13 @@ describe('aegis run after a SIGKILLed aegis run: run.lost', { timeout: 300_000 }
       assert.equal(lost.reason, 'run.lost');
       assert.equal(lost.payload['isolation'], isolation);
       assert.equal(lost.payload['ownerPid'], child.pid);
-      const removed = lost.payload['removed'] as { container: boolean; cgroups: string[]; processes: number[]; runDir: string; network: unknown };
+      const removed = lost.payload['removed'] as {
+        container: boolean;
+        cgroups: string[];
+        processes: number[];
+        runDir: string;
+        network: unknown;
+      };
       assert.equal(removed.container, true);
       assert.ok(removed.cgroups.length > 0 && removed.cgroups.every((d) => d.endsWith(`/aegis/${id}`)), removed.cgroups.join(' '));
       assert.ok(removed.processes.length > 0, 'the agent was still running');
@@ -181,7 +204,17 @@ describe('aegis run after a SIGKILLed aegis run: run.lost', { timeout: 300_000 }
   }
 
   it("crun behind the egress gateway: run.lost also names the gateway's network it removed", async (t) => {
-    if (!requireOrSkip(t, imageMissing ?? hugetlb ?? driverFor('crun').unavailableReason() ?? missingRequirements(['ip', 'nft']).map((m) => `missing ${m}`)[0] ?? null)) return;
+    if (
+      !requireOrSkip(
+        t,
+        imageMissing ??
+          hugetlb ??
+          driverFor('crun').unavailableReason() ??
+          missingRequirements(['ip', 'nft']).map((m) => `missing ${m}`)[0] ??
+          null,
+      )
+    )
+      return;
     const dir = mkdtempSync(join(work, 'net-'));
     chmodSync(dir, 0o755);
     const state = join(dir, 'state');
@@ -204,7 +237,9 @@ describe('aegis run after a SIGKILLed aegis run: run.lost', { timeout: 300_000 }
     const lost = events.find((e) => e.action === 'run.lost');
     assert.ok(lost !== undefined, events.map((e) => e.action).join(' '));
     assert.deepEqual(lost.actor, { agent: 'lost-net', execution: id });
-    const network = (lost.payload['removed'] as { network: { netns: string; hostInterface: string; hostTable: string; ownerPid: number } | null }).network;
+    const network = (
+      lost.payload['removed'] as { network: { netns: string; hostInterface: string; hostTable: string; ownerPid: number } | null }
+    ).network;
     assert.ok(network !== null, 'the network was removed and reported');
     assert.equal(network.ownerPid, child.pid);
     assert.match(network.netns, /^aegis-/);

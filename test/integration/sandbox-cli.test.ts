@@ -86,7 +86,19 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     if (!requireOrSkip(t, unavailable)) return;
     const summary = join(work, 'hello.json');
     const out = mkdtempSync(join(work, 'hello-out-'));
-    const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--volume', `${out}:/data/outputs:rw`, '--summary', summary, '--', 'a', 'b']);
+    const r = await aegis([
+      'run',
+      join(repo, 'examples/hello/agent.yaml'),
+      '--state-dir',
+      state,
+      '--volume',
+      `${out}:/data/outputs:rw`,
+      '--summary',
+      summary,
+      '--',
+      'a',
+      'b',
+    ]);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /wrote \/data\/outputs\/hello.txt: hello from the sandbox/);
     assert.equal(statSync(join(out, 'hello.txt')).uid, process.getuid!(), 'the output belongs to the user who ran aegis');
@@ -119,7 +131,21 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
       ['run.spawn', 'run.start', 'resource.usage', 'run.exit'],
     );
     const refused = join(work, 'audited-refused.json');
-    assert.equal((await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--volume', '/root:/data/inputs', '--summary', refused])).code, 125);
+    assert.equal(
+      (
+        await aegis([
+          'run',
+          join(repo, 'examples/hello/agent.yaml'),
+          '--state-dir',
+          state,
+          '--volume',
+          '/root:/data/inputs',
+          '--summary',
+          refused,
+        ])
+      ).code,
+      125,
+    );
     const f = await events(refused);
     assert.equal(f.length, 1);
     assert.equal(f[0]!.action, 'run.failed_to_start');
@@ -160,7 +186,16 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     assert.equal(unreadable.code, 0, unreadable.err);
     assert.equal(again.code, 125);
     assert.match(again.err, /not readable by the sandbox's host uid/);
-    const r = await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--volume', '/root:/data/inputs', '--summary', summary]);
+    const r = await aegis([
+      'run',
+      join(repo, 'examples/hello/agent.yaml'),
+      '--state-dir',
+      state,
+      '--volume',
+      '/root:/data/inputs',
+      '--summary',
+      summary,
+    ]);
     assert.equal(r.code, 125);
     assert.match(r.err, /refused: fs\.denied\.not_granted/);
     assert.equal(JSON.parse(readFileSync(summary, 'utf8')).status, 'failed_to_start');
@@ -199,9 +234,17 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
   it('bounds an rw volume with ,size= (ENOSPC inside, the host folder holds at most that)', async (t) => {
     if (!requireOrSkip(t, unavailable)) return;
     const dir = mkdtempSync(join(work, 'bounded-'));
-    const write = 'n = 0\ntry:\n    f = open("/data/outputs/big", "wb")\n    while True:\n        f.write(b"x" * 65536)\n        f.flush()\n        n += 65536\nexcept OSError as e:\n    print("errno", e.errno, n)';
+    const write =
+      'n = 0\ntry:\n    f = open("/data/outputs/big", "wb")\n    while True:\n        f.write(b"x" * 65536)\n        f.flush()\n        n += 65536\nexcept OSError as e:\n    print("errno", e.errno, n)';
     const out = mkdtempSync(join(work, 'bounded-out-'));
-    const r = await aegis(['run', manifest(dir, ['python3', '-c', write]), '--state-dir', state, '--volume', `${out}:/data/outputs:rw,size=10M`]);
+    const r = await aegis([
+      'run',
+      manifest(dir, ['python3', '-c', write]),
+      '--state-dir',
+      state,
+      '--volume',
+      `${out}:/data/outputs:rw,size=10M`,
+    ]);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /errno 28 \d+/);
     assert.ok(statSync(join(out, 'big')).size <= 10 * 1024 * 1024, `${statSync(join(out, 'big')).size} bytes`);
@@ -223,9 +266,16 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
   it('intersects --seccomp-profile with the default, and refuses a malformed one with 125', async (t) => {
     if (!requireOrSkip(t, unavailable)) return;
     const dir = mkdtempSync(join(work, 'seccomp-'));
-    const file = manifest(dir, ['python3', '-c', 'import os\ntry:\n    os.mkdir("/tmp/d")\n    print("made")\nexcept OSError as e:\n    print("errno", e.errno)']);
+    const file = manifest(dir, [
+      'python3',
+      '-c',
+      'import os\ntry:\n    os.mkdir("/tmp/d")\n    print("made")\nexcept OSError as e:\n    print("errno", e.errno)',
+    ]);
     const profile = join(dir, 'profile.json');
-    writeFileSync(profile, JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO' }] }));
+    writeFileSync(
+      profile,
+      JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO' }] }),
+    );
     const r = await aegis(['run', file, '--state-dir', state, '--seccomp-profile', profile]);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /errno 1\b/);
@@ -254,12 +304,22 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
       const dir = mkdtempSync(join(work, `${sig}-`));
       const summary = join(dir, 's.json');
       let sent = false;
-      const r = await aegis(['run', manifest(dir, ['python3', '-c', 'import time\nprint("up", flush=True)\ntime.sleep(60)']), '--state-dir', state, '--summary', summary], (child) => {
-        if (!sent) {
-          sent = true;
-          child.kill(sig);
-        }
-      });
+      const r = await aegis(
+        [
+          'run',
+          manifest(dir, ['python3', '-c', 'import time\nprint("up", flush=True)\ntime.sleep(60)']),
+          '--state-dir',
+          state,
+          '--summary',
+          summary,
+        ],
+        (child) => {
+          if (!sent) {
+            sent = true;
+            child.kill(sig);
+          }
+        },
+      );
       assert.equal(r.code, 137, r.err);
       const s = JSON.parse(readFileSync(summary, 'utf8')) as { status: string; executionId: string };
       assert.equal(s.status, 'killed');

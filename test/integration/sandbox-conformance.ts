@@ -8,7 +8,21 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -24,7 +38,12 @@ import { DENIED_PROBES, GETEUID, syscallElf } from './sandbox-probes.js';
 
 const PY = { name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' } as const;
 
-export function testPolicy(over: { entrypoint: string[]; fs?: Partial<Policy['fs']>; limits?: Partial<Policy['limits']>; deny?: string[] }): Policy {
+export function testPolicy(over: {
+  entrypoint: string[];
+  fs?: Partial<Policy['fs']>;
+  limits?: Partial<Policy['limits']>;
+  deny?: string[];
+}): Policy {
   return {
     version: '1.0',
     agent: { name: 'conformance', runtime: PY, entrypoint: over.entrypoint, env: {}, secretRefs: {}, isolation: null, code: '.' },
@@ -62,7 +81,9 @@ function leftovers(stateDir: string, isolation: Isolation, id: string): string[]
   for (const d of runCgroupDirs(id)) out.push(`cgroup ${d}`);
   if (existsSync(join(stateDir, 'runs', id))) out.push(`run dir ${id}`);
   if (driverFor(isolation).hasState({ id, stateRoot: join(stateDir, isolation) })) out.push(`runtime state ${id}`);
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(id));
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(id));
   out.push(...mounts.map((m) => `mount ${m}`));
   for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
     try {
@@ -124,8 +145,12 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       code = join(work, 'agent');
       mkdirSync(code);
       writeFileSync(secret, secretText, { mode: 0o600 });
-      writeFileSync(join(code, 'main.py'), 'import sys\nprint("hello from", sys.argv[1:])\nsys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)\n');
-      for (const [name, p] of Object.entries(DENIED_PROBES)) writeFileSync(join(code, `probe-${name}`), syscallElf(p.nr, p.args), { mode: 0o755 });
+      writeFileSync(
+        join(code, 'main.py'),
+        'import sys\nprint("hello from", sys.argv[1:])\nsys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)\n',
+      );
+      for (const [name, p] of Object.entries(DENIED_PROBES))
+        writeFileSync(join(code, `probe-${name}`), syscallElf(p.nr, p.args), { mode: 0o755 });
       writeFileSync(join(code, 'probe-geteuid'), syscallElf(GETEUID.nr, GETEUID.args, 'value'), { mode: 0o755 });
       symlinkSync(secret, join(code, 'leak'));
       writeFileSync(join(code, 'fs.py'), FS_PY);
@@ -178,7 +203,8 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
     });
 
     it('regression: the agent can start threads (gVisor answered clone3 with EPERM, so libc did not fall back to clone)', async (t) => {
-      const code = 'import ctypes, os, threading\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.syscall(435, None, 0)\nprint("clone3", r, os.strerror(ctypes.get_errno()))\nt = threading.Thread(target=lambda: print("thread ran"))\nt.start(); t.join()';
+      const code =
+        'import ctypes, os, threading\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.syscall(435, None, 0)\nprint("clone3", r, os.strerror(ctypes.get_errno()))\nt = threading.Thread(target=lambda: print("thread ran"))\nt.start(); t.join()';
       const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', code] }));
       if (!r) return;
       assert.equal(r.status, 'exited', r.err);
@@ -208,7 +234,9 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
         assert.equal(r.out, 'IN:\n', 'the default stdin is empty');
         const now = statSync('/dev/null');
         assert.deepEqual([now.uid, now.gid, now.mode], [before.uid, before.gid, before.mode], '/dev/null unchanged');
-        const fed = await run(t, testPolicy({ entrypoint: ['python3', '-c', script] }), { stdin: Readable.from([Buffer.from('from the caller')]) });
+        const fed = await run(t, testPolicy({ entrypoint: ['python3', '-c', script] }), {
+          stdin: Readable.from([Buffer.from('from the caller')]),
+        });
         assert.equal(fed?.out, 'IN:from the caller\n');
       } finally {
         const now = statSync('/dev/null');
@@ -228,7 +256,10 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
 
     it('holds a busy loop to its cpu quota (0.5 core)', async (t) => {
       const busy = 'import time\nt = time.time() + 2.0\nwhile time.time() < t:\n    pass\n';
-      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', busy], limits: { cpu: { quotaUs: 50_000, periodUs: 100_000, cores: 0.5 } } }));
+      const r = await run(
+        t,
+        testPolicy({ entrypoint: ['python3', '-c', busy], limits: { cpu: { quotaUs: 50_000, periodUs: 100_000, cores: 0.5 } } }),
+      );
       if (!r) return;
       assert.equal(r.status, 'exited', r.err);
       const ratio = r.cpuMs / r.durationMs;
@@ -267,7 +298,14 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
     });
 
     it('stops an agent at its timeout and leaves nothing running', async (t) => {
-      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'import time\nprint("start", flush=True)\ntime.sleep(60)'], limits: { timeoutMs: 1500 } }), { graceMs: 300 });
+      const r = await run(
+        t,
+        testPolicy({
+          entrypoint: ['python3', '-c', 'import time\nprint("start", flush=True)\ntime.sleep(60)'],
+          limits: { timeoutMs: 1500 },
+        }),
+        { graceMs: 300 },
+      );
       if (!r) return;
       assert.equal(r.status, 'timeout');
       assert.equal(r.exitCode, 137);
@@ -298,8 +336,14 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       const r = await run(t, testPolicy({ entrypoint: ['python3', 'fs.py'], fs: { write: ['/data/outputs'], read: ['/data/inputs'] } }));
       if (!r) return;
       assert.equal(r.status, 'exited', r.err);
-      const res = Object.fromEntries(r.out.trim().split('\n').map((l) => [l.split(' ')[0], l.split(' ').slice(1).join(' ')]));
-      for (const p of ['/x', '/agent/x', '/etc/x', '/data/x', '/data/inputs/x', '/usr/x', '/root/x', '/var/x']) assert.notEqual(res[p], 'ok', `write to ${p} must fail`);
+      const res = Object.fromEntries(
+        r.out
+          .trim()
+          .split('\n')
+          .map((l) => [l.split(' ')[0], l.split(' ').slice(1).join(' ')]),
+      );
+      for (const p of ['/x', '/agent/x', '/etc/x', '/data/x', '/data/inputs/x', '/usr/x', '/root/x', '/var/x'])
+        assert.notEqual(res[p], 'ok', `write to ${p} must fail`);
       assert.equal(res['/tmp/x'], 'ok');
       assert.equal(res['/data/outputs/x'], 'ok');
     });
@@ -403,12 +447,14 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
         'except OSError as e:',
         '    print("errno", e.errno, n, flush=True)',
       ].join('\n');
-      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script] }), { volumes: [{ host: out, sandbox: '/data/outputs', mode: 'rw', sizeBytes: limit }] });
+      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script] }), {
+        volumes: [{ host: out, sandbox: '/data/outputs', mode: 'rw', sizeBytes: limit }],
+      });
       if (!r) return;
       assert.equal(r.status, 'exited', r.err);
       assert.equal(r.exitCode, 0, r.err);
       assert.match(r.out, /prev from before/);
-      assert.match(r.out, /other 13\n/, 'EACCES on another user\'s 0600 file');
+      assert.match(r.out, /other 13\n/, "EACCES on another user's 0600 file");
       const m = /errno (\d+) (\d+)/.exec(r.out);
       assert.ok(m, r.out);
       assert.ok(['28', '122'].includes(m[1]!), `ENOSPC or EDQUOT, got errno ${m[1]}`);
@@ -431,7 +477,11 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       for (const f of ['big', 'sub', 'sub/dir/f', 'suid', 'prev.txt']) {
         assert.equal(statSync(join(out, f)).uid, process.getuid!(), `${f} belongs to the user running AEGIS`);
       }
-      assert.deepEqual(readdirSync(out).filter((n) => n.startsWith('.aegis-')), [], 'no staging left');
+      assert.deepEqual(
+        readdirSync(out).filter((n) => n.startsWith('.aegis-')),
+        [],
+        'no staging left',
+      );
     });
 
     it('keeps the host folder as it was and warns when the copy back fails', async (t) => {
@@ -441,16 +491,22 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       writeFileSync(join(out, 'before.txt'), 'b');
       let locked = false;
       try {
-        const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'import time\nopen("/data/outputs/new", "w").write("n")\nprint("up", flush=True)\ntime.sleep(1)'] }), {
-          volumes: [{ host: out, sandbox: '/data/outputs', mode: 'rw', sizeBytes: 16 * 1024 * 1024 }],
-          // Made immutable while the agent runs: not even root can then add the copy to it.
-          stdout: (b) => {
-            if (!locked && b.toString().includes('up')) {
-              execFileSync('chattr', ['+i', out]);
-              locked = true;
-            }
+        const r = await run(
+          t,
+          testPolicy({
+            entrypoint: ['python3', '-c', 'import time\nopen("/data/outputs/new", "w").write("n")\nprint("up", flush=True)\ntime.sleep(1)'],
+          }),
+          {
+            volumes: [{ host: out, sandbox: '/data/outputs', mode: 'rw', sizeBytes: 16 * 1024 * 1024 }],
+            // Made immutable while the agent runs: not even root can then add the copy to it.
+            stdout: (b) => {
+              if (!locked && b.toString().includes('up')) {
+                execFileSync('chattr', ['+i', out]);
+                locked = true;
+              }
+            },
           },
-        });
+        );
         if (!r) return;
         assert.ok(locked, 'the agent ran');
         assert.equal(r.status, 'exited');
@@ -480,22 +536,45 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       const u = await run(t, policy, { volumes: [{ host: secretDir, sandbox: '/data/inputs', mode: 'ro' }] });
       assert.equal(u?.status, 'failed_to_start');
       assert.equal(u?.error?.code, 'sandbox.volume_unreadable', u?.error?.message);
-      assert.deepEqual(u?.events.map((e) => e.action), ['run.failed_to_start']);
+      assert.deepEqual(
+        u?.events.map((e) => e.action),
+        ['run.failed_to_start'],
+      );
     });
 
     it('denies mount, ptrace, unshare, keyctl, bpf and the rest of the list with EPERM', async (t) => {
       const names = Object.keys(DENIED_PROBES);
-      const script = ['import subprocess', `for n in ${JSON.stringify(['geteuid', ...names])}:`, '    print(n, subprocess.call(["/agent/probe-" + n]))'].join('\n');
+      const script = [
+        'import subprocess',
+        `for n in ${JSON.stringify(['geteuid', ...names])}:`,
+        '    print(n, subprocess.call(["/agent/probe-" + n]))',
+      ].join('\n');
       const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script] }));
       if (!r) return;
       assert.equal(r.status, 'exited', r.err);
-      const got = Object.fromEntries(r.out.trim().split('\n').map((l) => l.split(' ')).map(([k, v]) => [k, Number(v)]));
+      const got = Object.fromEntries(
+        r.out
+          .trim()
+          .split('\n')
+          .map((l) => l.split(' '))
+          .map(([k, v]) => [k, Number(v)]),
+      );
       assert.equal(got['geteuid'], 1000 & 0xff, 'the probes run (positive control)');
       for (const [n, p] of Object.entries(DENIED_PROBES)) assert.equal(got[n], p.expect, `${n} -> errno ${got[n]}`);
     });
 
     it('applies permissions.syscalls.deny on top of the default profile', async (t) => {
-      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'import os\ntry:\n    os.mkdir("/tmp/d")\n    print("made")\nexcept OSError as e:\n    print("errno", e.errno)'], deny: ['mkdir', 'mkdirat'] }));
+      const r = await run(
+        t,
+        testPolicy({
+          entrypoint: [
+            'python3',
+            '-c',
+            'import os\ntry:\n    os.mkdir("/tmp/d")\n    print("made")\nexcept OSError as e:\n    print("errno", e.errno)',
+          ],
+          deny: ['mkdir', 'mkdirat'],
+        }),
+      );
       if (!r) return;
       assert.match(r.out, /errno 1\b/);
     });
@@ -515,7 +594,11 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
     it('has no network but loopback', async (t) => {
       const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'print(open("/proc/net/dev").read())'] }));
       if (!r) return;
-      const ifaces = r.out.split('\n').slice(2).map((l) => l.split(':')[0]?.trim()).filter((x) => x);
+      const ifaces = r.out
+        .split('\n')
+        .slice(2)
+        .map((l) => l.split(':')[0]?.trim())
+        .filter((x) => x);
       assert.deepEqual(ifaces, ['lo']);
     });
 
@@ -524,7 +607,9 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       execFileSync('ip', ['netns', 'add', ns]);
       try {
         execFileSync('ip', ['-n', ns, 'link', 'add', 'aegis-probe0', 'type', 'veth', 'peer', 'name', 'aegis-probe1']);
-        const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'print(open("/proc/net/dev").read())'] }), { network: { kind: 'netns', path: `/run/netns/${ns}` } });
+        const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'print(open("/proc/net/dev").read())'] }), {
+          network: { kind: 'netns', path: `/run/netns/${ns}` },
+        });
         if (!r) return;
         assert.equal(r.status, 'exited', r.err);
         assert.match(r.out, /aegis-probe0:/);
@@ -538,7 +623,8 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       if (!r) return;
       // crun and runc fail before the container starts; runsc starts its sandbox first and
       // then fails to load the binary (exit 128).
-      if (isolation === 'gvisor') assert.ok(r.status === 'failed_to_start' || (r.status === 'exited' && r.exitCode === 128), `${r.status} ${r.exitCode}`);
+      if (isolation === 'gvisor')
+        assert.ok(r.status === 'failed_to_start' || (r.status === 'exited' && r.exitCode === 128), `${r.status} ${r.exitCode}`);
       else assert.equal(r.status, 'failed_to_start');
     });
 
@@ -564,7 +650,10 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.ok(!r.out.includes(hostCmdline), `the host's kernel command line is visible:\n${r.out}`);
       assert.ok(!r.out.includes(hostBootId), `the host's boot id is visible:\n${r.out}`);
       const hostDisks = readdirSync('/sys/block');
-      for (const line of r.out.trim().split('\n').filter((l) => l.startsWith('/sys/'))) {
+      for (const line of r.out
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('/sys/'))) {
         assert.ok(/ \[\]$| errno 2$/.test(line), `host block devices visible (host has ${hostDisks.join(', ')}): ${line}`);
       }
       assert.match(r.out, /^\/proc\/partitions (''|errno 2)$/m);
@@ -573,7 +662,8 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
     it('keeps run state from other local users while the sandbox runs (regression: config.json was 0644)', async (t) => {
       const abort = new AbortController();
       const seen: string[] = [];
-      const nobody = (args: string[]): number | null => spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', ...args], { stdio: 'ignore' }).status;
+      const nobody = (args: string[]): number | null =>
+        spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', ...args], { stdio: 'ignore' }).status;
       let id = '';
       const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'import time\nprint("up", flush=True)\ntime.sleep(30)'] }), {
         signal: abort.signal,
@@ -585,7 +675,8 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
           for (const f of [join(bundle, 'config.json'), join(stateDir, 'runs', id, 'record.json')]) {
             seen.push(`cat ${f}: ${nobody(['cat', f])}`);
           }
-          for (const d of [join(stateDir, 'runs'), join(stateDir, 'runs', id), bundle, join(stateDir, isolation)]) seen.push(`ls ${d}: ${nobody(['ls', d])}`);
+          for (const d of [join(stateDir, 'runs'), join(stateDir, 'runs', id), bundle, join(stateDir, isolation)])
+            seen.push(`ls ${d}: ${nobody(['ls', d])}`);
           abort.abort();
         },
       });
@@ -659,7 +750,11 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       // The runtime process left behind exits once its container is gone.
       for (let i = 0; i < 100 && leftovers(stateDir, isolation, id).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
       assert.deepEqual(leftovers(stateDir, isolation, id), []);
-      assert.deepEqual(readdirSync(killedVol), ['kept'], 'the folder keeps its contents from before the run (LIMITATION: the writes are lost)');
+      assert.deepEqual(
+        readdirSync(killedVol),
+        ['kept'],
+        'the folder keeps its contents from before the run (LIMITATION: the writes are lost)',
+      );
     });
   });
 }

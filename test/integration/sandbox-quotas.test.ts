@@ -193,7 +193,10 @@ for (const isolation of ['crun', 'runc'] as const) {
       let out = '';
       let err = '';
       return runSandbox({
-        policy: testPolicy({ entrypoint: ['python3', '-c', PRELUDE + code], limits: { memoryBytes: extra.memoryBytes ?? 256 * 1024 * 1024, timeoutMs: 60_000 } }),
+        policy: testPolicy({
+          entrypoint: ['python3', '-c', PRELUDE + code],
+          limits: { memoryBytes: extra.memoryBytes ?? 256 * 1024 * 1024, timeoutMs: 60_000 },
+        }),
         manifestDir: join(work, 'agent'),
         imageRootfs: rootfs,
         isolation,
@@ -211,7 +214,11 @@ for (const isolation of ['crun', 'runc'] as const) {
     /** The probe as host root: root's user namespace, a throw-away IPC namespace, the image's python. */
     const asHostRoot = (code: string): string => {
       try {
-        return execFileSync('unshare', ['--ipc', '--', 'chroot', rootfs, 'python3', '-c', PRELUDE + code], { encoding: 'utf8', env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', PYTHONDONTWRITEBYTECODE: '1' }, timeout: 30_000 }).trim();
+        return execFileSync('unshare', ['--ipc', '--', 'chroot', rootfs, 'python3', '-c', PRELUDE + code], {
+          encoding: 'utf8',
+          env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', PYTHONDONTWRITEBYTECODE: '1' },
+          timeout: 30_000,
+        }).trim();
       } catch (e) {
         return `probe failed: ${(e as Error).message}`;
       }
@@ -247,7 +254,10 @@ for (const isolation of ['crun', 'runc'] as const) {
         if (!requireOrSkip(t, unavailable)) return;
         const r = await whileHeld(c, async () => ({ root: asHostRoot(c.probe), other: await sandbox(c.probe) }));
         t.diagnostic(r.held);
-        assert.ok(c.hogErrno.some((e) => r.held.endsWith(` ${e}`)), `the hog hit a kernel limit: ${r.held}`);
+        assert.ok(
+          c.hogErrno.some((e) => r.held.endsWith(` ${e}`)),
+          `the hog hit a kernel limit: ${r.held}`,
+        );
         assert.equal(r.during.root, 'OK', `host root, while the agent holds (${r.held})`);
         assert.equal(r.during.other.status, 'exited', r.during.other.err);
         assert.equal(r.during.other.out.trim(), 'OK', `a concurrent sandbox, while the agent holds (${r.held}): ${r.during.other.err}`);
@@ -352,7 +362,10 @@ describe('per-user kernel counters: gvisor', { timeout: 300_000 }, () => {
         },
       });
       await Promise.race([held, hog]);
-      const root = execFileSync('unshare', ['--ipc', '--', 'chroot', rootfs, 'python3', '-c', PRELUDE + c.probe], { encoding: 'utf8', env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' } }).trim();
+      const root = execFileSync('unshare', ['--ipc', '--', 'chroot', rootfs, 'python3', '-c', PRELUDE + c.probe], {
+        encoding: 'utf8',
+        env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
+      }).trim();
       stop.abort();
       const r = await hog;
       assert.match(out, /^HELD \d+ EMFILE/m, `the hog hit gVisor's limit: ${out} ${r.status}`);

@@ -85,12 +85,18 @@ interface Ran {
  * Runs `aegis run` with the given stdio; collects what arrives on pipes (or only its count and
  * hash). `stallMs`: the reader takes nothing at first, as a slow consumer would.
  */
-function aegis(args: string[], stdio: StdioOptions, opt: { input?: Buffer | 'keep-open'; hashOut?: boolean; stallMs?: number; closeStdin?: boolean } = {}): Promise<Ran & { hash?: string; bytes: number }> {
+function aegis(
+  args: string[],
+  stdio: StdioOptions,
+  opt: { input?: Buffer | 'keep-open'; hashOut?: boolean; stallMs?: number; closeStdin?: boolean } = {},
+): Promise<Ran & { hash?: string; bytes: number }> {
   const { input, hashOut = false, stallMs = 0, closeStdin = false } = opt;
   return new Promise((resolve) => {
     const env = { ...process.env, AEGIS_HOME: home };
     // closeStdin: started as `aegis ... <&-` (fd 0 closed).
-    const child = closeStdin ? spawn('/bin/sh', ['-c', 'exec "$@" <&-', 'sh', process.execPath, bin, ...args], { stdio, env }) : spawn(process.execPath, [bin, ...args], { stdio, env });
+    const child = closeStdin
+      ? spawn('/bin/sh', ['-c', 'exec "$@" <&-', 'sh', process.execPath, bin, ...args], { stdio, env })
+      : spawn(process.execPath, [bin, ...args], { stdio, env });
     const chunks: Buffer[] = [];
     const h = createHash('sha256');
     let bytes = 0;
@@ -123,7 +129,10 @@ function manifest(dir: string, entrypoint: string[], time = '30s'): string {
   writeFileSync(join(dir, 'attack.py'), ATTACK_PY, { mode: 0o644 });
   writeFileSync(join(dir, 'big.py'), BIG_PY, { mode: 0o644 });
   const file = join(dir, 'agent.yaml');
-  writeFileSync(file, `version: "1.0"\nagent:\n  name: stdio-test\n  runtime: "python:3.11"\n  entrypoint: ${JSON.stringify(entrypoint)}\npermissions:\n  execution_time: ${time}\n  memory: 128MiB\n`);
+  writeFileSync(
+    file,
+    `version: "1.0"\nagent:\n  name: stdio-test\n  runtime: "python:3.11"\n  entrypoint: ${JSON.stringify(entrypoint)}\npermissions:\n  execution_time: ${time}\n  memory: 128MiB\n`,
+  );
   return file;
 }
 
@@ -162,7 +171,15 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
       restoreDevNull();
       rmSync(work, { recursive: true, force: true });
     });
-    const runArgs = (file: string, extra: string[] = []): string[] => ['run', file, '--isolation', isolation, '--state-dir', state, ...(extra.length ? ['--', ...extra] : [])];
+    const runArgs = (file: string, extra: string[] = []): string[] => [
+      'run',
+      file,
+      '--isolation',
+      isolation,
+      '--state-dir',
+      state,
+      ...(extra.length ? ['--', ...extra] : []),
+    ];
 
     for (const layout of ['stdout >> log, stderr > file', 'stdout > file, stderr >> log'] as const) {
       it(`regular files (${layout}, stdin < a root-owned 0600 file): owner, mode and content unchanged but for the appended output`, async (t) => {
@@ -197,8 +214,16 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
         // more output ("PWNED"), appended like the rest. Anything else would be an attack landing.
         const out = '(PWNED)*OUT:the input\\n\\n';
         const err = '(PWNED)*ERR:done\\n';
-        assert.match(readFileSync(log, 'utf8'), new RegExp(`^old log line\\n${stdoutToLog ? out : err}$`), 'the log was appended to, not truncated or overwritten');
-        assert.match(readFileSync(plain, 'utf8'), new RegExp(`^header\\n${stdoutToLog ? err : out}$`), 'the output landed after what the file held');
+        assert.match(
+          readFileSync(log, 'utf8'),
+          new RegExp(`^old log line\\n${stdoutToLog ? out : err}$`),
+          'the log was appended to, not truncated or overwritten',
+        );
+        assert.match(
+          readFileSync(plain, 'utf8'),
+          new RegExp(`^header\\n${stdoutToLog ? err : out}$`),
+          'the output landed after what the file held',
+        );
       });
     }
 
@@ -244,7 +269,9 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
     it('pipes on every stream: input arrives, EOF propagates, output arrives', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
       const dir = mkdtempSync(join(work, 'pipe-'));
-      const r = await aegis(runArgs(manifest(dir, ['python3', 'attack.py'])), ['pipe', 'pipe', 'pipe'], { input: Buffer.from('piped input') });
+      const r = await aegis(runArgs(manifest(dir, ['python3', 'attack.py'])), ['pipe', 'pipe', 'pipe'], {
+        input: Buffer.from('piped input'),
+      });
       assert.equal(r.code, 0, r.err);
       assert.match(r.out.toString(), /^(PWNED)*OUT:piped input\n$/);
       assert.match(r.err, /ERR:done\n/);
@@ -266,7 +293,10 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
         'stat -c "after %u:%g:%a" "$(tty)"',
       ].join('; ');
       const r = await new Promise<{ code: number | null; out: string }>((resolve) => {
-        const child = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, AEGIS_HOME: home } });
+        const child = spawn('script', ['-qec', cmd, '/dev/null'], {
+          stdio: ['pipe', 'pipe', 'inherit'],
+          env: { ...process.env, AEGIS_HOME: home },
+        });
         let out = '';
         child.stdout.on('data', (b: Buffer) => void (out += b.toString()));
         // Typed by the "operator": a line, then ^D (EOF) for the agent's read.
@@ -305,10 +335,17 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
       const file = manifest(dir, ['python3', 'big.py'], '60s');
       // `yes | aegis run ... | head -c 1000`: a lot of input nobody reads, a reader that leaves.
       const r = await new Promise<{ code: number | null; err: string; out: number }>((resolve) => {
-        const child = spawn('/bin/sh', ['-c', `head -c 50000000 /dev/zero | ${process.execPath} ${bin} ${runArgs(file, ['64']).join(' ')} | head -c 1000 | wc -c; echo "status $?"`], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-          env: { ...process.env, AEGIS_HOME: home },
-        });
+        const child = spawn(
+          '/bin/sh',
+          [
+            '-c',
+            `head -c 50000000 /dev/zero | ${process.execPath} ${bin} ${runArgs(file, ['64']).join(' ')} | head -c 1000 | wc -c; echo "status $?"`,
+          ],
+          {
+            stdio: ['ignore', 'pipe', 'pipe'],
+            env: { ...process.env, AEGIS_HOME: home },
+          },
+        );
         let out = '';
         let err = '';
         child.stdout.on('data', (b: Buffer) => void (out += b.toString()));

@@ -14,11 +14,33 @@ import { AEGIS_BIN } from '../../src/test-support/repo.js';
 import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
 
 /** Existing paths (files with content, or directories) the agent reads. */
-const READS = ['/agent/main.py', '/etc/passwd', '/usr/bin/python3', '/tmp', '/data/inputs', '/data/outputs', '/proc/self/status', '/proc/kcore', '/sys/kernel'];
+const READS = [
+  '/agent/main.py',
+  '/etc/passwd',
+  '/usr/bin/python3',
+  '/tmp',
+  '/data/inputs',
+  '/data/outputs',
+  '/proc/self/status',
+  '/proc/kcore',
+  '/sys/kernel',
+];
 /** Paths the agent writes: appends to existing files, creates the others. */
 const WRITES = [
-  '/tmp/x', '/agent/main.py', '/agent/new.txt', '/etc/passwd', '/etc/new.txt', '/usr/local/x', '/data/outputs/r.txt', '/data/inputs/x',
-  '/data/other.txt', '/dev/null', '/dev/shm/x', '/dev/new', '/proc/sys/kernel/hostname', '/proc/kcore',
+  '/tmp/x',
+  '/agent/main.py',
+  '/agent/new.txt',
+  '/etc/passwd',
+  '/etc/new.txt',
+  '/usr/local/x',
+  '/data/outputs/r.txt',
+  '/data/inputs/x',
+  '/data/other.txt',
+  '/dev/null',
+  '/dev/shm/x',
+  '/dev/new',
+  '/proc/sys/kernel/hostname',
+  '/proc/kcore',
 ];
 
 const PROBE = `
@@ -87,16 +109,24 @@ describe('policy test fs answers what a crun sandbox allows', { timeout: 120_000
     );
     const home = join(work, 'home');
     mkdirSync(home, { recursive: true });
-    const r = aegis(['run', file, '--state-dir', join(work, 'state'), '--', JSON.stringify(READS), JSON.stringify(WRITES)], { AEGIS_HOME: home });
+    const r = aegis(['run', file, '--state-dir', join(work, 'state'), '--', JSON.stringify(READS), JSON.stringify(WRITES)], {
+      AEGIS_HOME: home,
+    });
     assert.equal(r.code, 0, r.err);
     const seen = JSON.parse(r.out) as Record<string, boolean>;
     const mismatches: string[] = [];
-    for (const [mode, paths] of [['read', READS], ['write', WRITES]] as const) {
+    for (const [mode, paths] of [
+      ['read', READS],
+      ['write', WRITES],
+    ] as const) {
       for (const p of paths) {
         const answer = aegis(['policy', 'test', '--json', file, 'fs', mode, p]);
         assert.ok(answer.code === 0 || answer.code === 1, answer.err);
         const d = JSON.parse(answer.out) as { allow: boolean; reason: string };
-        if (d.allow !== seen[`${mode} ${p}`]) mismatches.push(`${mode} ${p}: CLI ${d.allow ? 'allow' : 'deny'} (${d.reason}), sandbox ${seen[`${mode} ${p}`] ? 'allowed' : 'refused'}`);
+        if (d.allow !== seen[`${mode} ${p}`])
+          mismatches.push(
+            `${mode} ${p}: CLI ${d.allow ? 'allow' : 'deny'} (${d.reason}), sandbox ${seen[`${mode} ${p}`] ? 'allowed' : 'refused'}`,
+          );
       }
     }
     assert.deepEqual(mismatches, []);

@@ -57,6 +57,7 @@ export function signCheckpoint(cp: Checkpoint, signer: NoteSigner): string {
  */
 export function openCheckpoint(note: string, verifier: NoteVerifier, origin: string): Checkpoint {
   const cp = parseCheckpointBody(verifyNote(note, verifier));
-  if (cp.origin !== origin) throw new AuditError('audit.checkpoint_signature', `checkpoint origin ${JSON.stringify(cp.origin)} is not ${JSON.stringify(origin)}`);
+  if (cp.origin !== origin)
+    throw new AuditError('audit.checkpoint_signature', `checkpoint origin ${JSON.stringify(cp.origin)} is not ${JSON.stringify(origin)}`);
   return cp;
 }

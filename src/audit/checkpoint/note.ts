@@ -54,7 +54,11 @@ function checkKeyName(name: string): void {
 
 /** signed-note key hash: SHA-256(name || 0x0A || 0x01 || public key)[:4]. */
 export function noteKeyHash(name: string, rawPublicKey: Uint8Array): Uint8Array {
-  const h = createHash('sha256').update(name, 'utf8').update(Buffer.from([0x0a, ALG_ED25519])).update(rawPublicKey).digest();
+  const h = createHash('sha256')
+    .update(name, 'utf8')
+    .update(Buffer.from([0x0a, ALG_ED25519]))
+    .update(rawPublicKey)
+    .digest();
   return new Uint8Array(h.subarray(0, 4));
 }
 
@@ -105,7 +109,8 @@ export function parseVerifierKey(text: string): NoteVerifier {
     throw new AuditError('audit.key_invalid', 'verifier key is not an Ed25519 key (0x01 || 32 bytes)');
   }
   const v = noteVerifier(name, key.subarray(1));
-  if (Buffer.from(v.keyHash).toString('hex') !== hashHex) throw new AuditError('audit.key_invalid', 'verifier key hash does not match the key');
+  if (Buffer.from(v.keyHash).toString('hex') !== hashHex)
+    throw new AuditError('audit.key_invalid', 'verifier key hash does not match the key');
   return v;
 }
 
@@ -162,5 +167,8 @@ export function verifyNote(note: string, verifier: NoteVerifier): string {
     if (s.signature.length === 64 && edVerify(null, data, verifier.publicKey, s.signature)) return parsed.text;
     throw new AuditError('audit.checkpoint_signature', `signature by ${verifier.name} does not verify`);
   }
-  throw new AuditError('audit.checkpoint_signature', `note is not signed by ${verifier.name}+${Buffer.from(verifier.keyHash).toString('hex')}`);
+  throw new AuditError(
+    'audit.checkpoint_signature',
+    `note is not signed by ${verifier.name}+${Buffer.from(verifier.keyHash).toString('hex')}`,
+  );
 }

@@ -53,22 +53,27 @@ describe('frontier (compact range)', () => {
   for (const [label, params] of propertyRuns(150)) {
     it(`property: appending after a reload gives the roots and frontiers of a full rebuild, at every size (${label})`, () => {
       fc.assert(
-        fc.property(fc.integer({ min: 0, max: 2000 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 1, max: 7 }), (base, extra, step) => {
-          const full = fullTree(base + extra);
-          const restored = MerkleTree.fromFrontier(decodeFrontier(encodeFrontier(fullTree(base).frontier()))!);
-          for (let i = base; i < base + extra; ) {
-            const k = Math.min(step, base + extra - i);
-            const batch = Buffer.concat(Array.from({ length: k }, (_, j) => leaf(i + j)));
-            restored.appendMany(batch, k);
-            i += k;
-            assert.equal(hex(restored.root()), hex(full.root(i)), `base ${base}, size ${i}`);
-            assert.equal(hex(frontierRoot(restored.frontier())), hex(full.root(i)));
-          }
-          assert.deepEqual(restored.frontier().nodes.map(hex), full.frontier().nodes.map(hex));
-          // Every size from the base on, also the ones between batches.
-          for (let s = base; s <= base + extra; s++) assert.equal(hex(restored.root(s)), hex(full.root(s)), `root(${s})`);
-          for (let i = base; i < base + extra; i++) assert.equal(hex(restored.leafHash(i)), hex(leaf(i)));
-        }),
+        fc.property(
+          fc.integer({ min: 0, max: 2000 }),
+          fc.integer({ min: 0, max: 300 }),
+          fc.integer({ min: 1, max: 7 }),
+          (base, extra, step) => {
+            const full = fullTree(base + extra);
+            const restored = MerkleTree.fromFrontier(decodeFrontier(encodeFrontier(fullTree(base).frontier()))!);
+            for (let i = base; i < base + extra;) {
+              const k = Math.min(step, base + extra - i);
+              const batch = Buffer.concat(Array.from({ length: k }, (_, j) => leaf(i + j)));
+              restored.appendMany(batch, k);
+              i += k;
+              assert.equal(hex(restored.root()), hex(full.root(i)), `base ${base}, size ${i}`);
+              assert.equal(hex(frontierRoot(restored.frontier())), hex(full.root(i)));
+            }
+            assert.deepEqual(restored.frontier().nodes.map(hex), full.frontier().nodes.map(hex));
+            // Every size from the base on, also the ones between batches.
+            for (let s = base; s <= base + extra; s++) assert.equal(hex(restored.root(s)), hex(full.root(s)), `root(${s})`);
+            for (let i = base; i < base + extra; i++) assert.equal(hex(restored.leafHash(i)), hex(leaf(i)));
+          },
+        ),
         params,
       );
     });

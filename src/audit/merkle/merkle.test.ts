@@ -38,7 +38,12 @@ describe('RFC 6962 vectors (transparency-dev/merkle testdata)', () => {
     it('finds the vector files', () => assert.ok(files.length > 50, `only ${files.length} files`));
     for (const file of files) {
       const v = JSON.parse(readFileSync(file, 'utf8')) as {
-        leafIdx: number; treeSize: number; root: string | null; leafHash: string | null; proof: string[] | null; wantErr: boolean;
+        leafIdx: number;
+        treeSize: number;
+        root: string | null;
+        leafHash: string | null;
+        proof: string[] | null;
+        wantErr: boolean;
       };
       it(`${relative(VECTORS, file)} (${v.wantErr ? 'must fail' : 'must pass'})`, () => {
         const run = (): void => verifyInclusion(v.leafIdx, v.treeSize, b64(v.leafHash), proofOf(v.proof), b64(v.root));
@@ -53,7 +58,12 @@ describe('RFC 6962 vectors (transparency-dev/merkle testdata)', () => {
     it('finds the vector files', () => assert.ok(files.length > 50, `only ${files.length} files`));
     for (const file of files) {
       const v = JSON.parse(readFileSync(file, 'utf8')) as {
-        size1: number; size2: number; root1: string | null; root2: string | null; proof: string[] | null; wantErr: boolean;
+        size1: number;
+        size2: number;
+        root1: string | null;
+        root2: string | null;
+        proof: string[] | null;
+        wantErr: boolean;
       };
       it(`${relative(VECTORS, file)} (${v.wantErr ? 'must fail' : 'must pass'})`, () => {
         const run = (): void => verifyConsistency(v.size1, v.size2, proofOf(v.proof), b64(v.root1), b64(v.root2));

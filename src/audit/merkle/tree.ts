@@ -80,7 +80,12 @@ export class MerkleTree {
    * checked the frontier (against a signed root): it is taken as is.
    */
   static fromFrontier(f: Frontier): MerkleTree {
-    if (!Number.isSafeInteger(f.size) || f.size < 0 || f.nodes.length !== frontierLength(f.size) || f.nodes.some((n) => n.length !== HASH_SIZE)) {
+    if (
+      !Number.isSafeInteger(f.size) ||
+      f.size < 0 ||
+      f.nodes.length !== frontierLength(f.size) ||
+      f.nodes.some((n) => n.length !== HASH_SIZE)
+    ) {
       throw new AuditError('audit.proof_invalid', `a frontier of size ${f.size} must hold ${frontierLength(f.size)} hashes of 32 bytes`);
     }
     const t = new MerkleTree();
@@ -127,7 +132,8 @@ export class MerkleTree {
 
   /** Appends `count` leaf hashes stored back to back in `hashes`. */
   appendMany(hashes: Uint8Array, count: number): void {
-    if (!Number.isInteger(count) || hashes.length < count * HASH_SIZE) throw new AuditError('audit.proof_invalid', 'leaf hashes must be 32 bytes each');
+    if (!Number.isInteger(count) || hashes.length < count * HASH_SIZE)
+      throw new AuditError('audit.proof_invalid', 'leaf hashes must be 32 bytes each');
     for (let i = 0; i < count; i++) this.appendAt(hashes, i * HASH_SIZE);
   }
 
@@ -197,7 +203,10 @@ export class MerkleTree {
   /** Restored trees hold no leaves below their base: proofs and old roots need a full tree. */
   private checkFull(from: number): void {
     if (from < this.baseSize) {
-      throw new AuditError('audit.proof_range', `this tree was restored from its frontier at size ${this.baseSize}: it holds nothing below it`);
+      throw new AuditError(
+        'audit.proof_range',
+        `this tree was restored from its frontier at size ${this.baseSize}: it holds nothing below it`,
+      );
     }
   }
 

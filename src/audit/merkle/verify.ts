@@ -66,12 +66,7 @@ function chainBorderRight(seed: Uint8Array, proof: readonly Uint8Array[]): Uint8
 }
 
 /** Root implied by an inclusion proof; throws AuditError('audit.proof_invalid' | 'audit.proof_range'). */
-export function rootFromInclusionProof(
-  index: number,
-  size: number,
-  leafHash: Uint8Array,
-  proof: readonly Uint8Array[],
-): Uint8Array {
+export function rootFromInclusionProof(index: number, size: number, leafHash: Uint8Array, proof: readonly Uint8Array[]): Uint8Array {
   const idx = checkSize(index, 'index');
   const sz = checkSize(size, 'size');
   if (idx >= sz) throw new AuditError('audit.proof_range', `index ${index} is beyond size ${size}`);
@@ -86,26 +81,14 @@ export function rootFromInclusionProof(
 }
 
 /** Verifies that `leafHash` is leaf `index` of the tree of `size` leaves with root `root`. */
-export function verifyInclusion(
-  index: number,
-  size: number,
-  leafHash: Uint8Array,
-  proof: readonly Uint8Array[],
-  root: Uint8Array,
-): void {
+export function verifyInclusion(index: number, size: number, leafHash: Uint8Array, proof: readonly Uint8Array[], root: Uint8Array): void {
   checkHash(root, 'root');
   const calc = rootFromInclusionProof(index, size, leafHash, proof);
   if (!bytesEqual(calc, root)) throw new AuditError('audit.proof_invalid', 'inclusion proof does not lead to the root');
 }
 
 /** Verifies that the tree (size2, root2) extends the tree (size1, root1). */
-export function verifyConsistency(
-  size1: number,
-  size2: number,
-  proof: readonly Uint8Array[],
-  root1: Uint8Array,
-  root2: Uint8Array,
-): void {
+export function verifyConsistency(size1: number, size2: number, proof: readonly Uint8Array[], root1: Uint8Array, root2: Uint8Array): void {
   const s1 = checkSize(size1, 'size1');
   const s2 = checkSize(size2, 'size2');
   if (s2 < s1) throw new AuditError('audit.proof_range', `size2 (${size2}) < size1 (${size1})`);

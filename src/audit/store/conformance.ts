@@ -89,8 +89,14 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
       assert.equal(size, 4);
       assert.deepEqual(Buffer.from(hashes.subarray(32, 64)), Buffer.from(batch[1]!.leafHash));
       const recs = await collect(r.readEntries(0));
-      assert.deepEqual(recs.map((x) => x.index), [0, 1, 2, 3]);
-      assert.deepEqual(recs.map((x) => (x.error === undefined ? Buffer.from(x.entry).toString() : x.error)), ['a', 'b', 'c', 'd'].map((t) => JSON.stringify({ tag: t })));
+      assert.deepEqual(
+        recs.map((x) => x.index),
+        [0, 1, 2, 3],
+      );
+      assert.deepEqual(
+        recs.map((x) => (x.error === undefined ? Buffer.from(x.entry).toString() : x.error)),
+        ['a', 'b', 'c', 'd'].map((t) => JSON.stringify({ tag: t })),
+      );
       assert.deepEqual(Buffer.from((await r.readLeafHashes(2)).hashes), Buffer.from(hashes.subarray(64)));
     });
 
@@ -98,7 +104,10 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
       const s = await fresh();
       await s.append(0, entryBatch(Array.from({ length: 10 }, (_, i) => entry(String(i)))));
       const recs = await collect(s.readEntries(3, 6));
-      assert.deepEqual(recs.map((x) => x.index), [3, 4, 5]);
+      assert.deepEqual(
+        recs.map((x) => x.index),
+        [3, 4, 5],
+      );
     });
 
     it('holds a large batch', async () => {
@@ -129,11 +138,10 @@ export function storeConformance(name: string, makeFixture: () => Promise<StoreF
         const { size } = await b.readLeafHashes(0);
         assert.equal(size, 2);
         await b.append(2, entryBatch([entry('b0')]));
-        assert.deepEqual((await collect(a.readEntries(0))).map((x) => (x.error === undefined ? Buffer.from(x.entry).toString() : x.error)), [
-          '{"tag":"a0"}',
-          '{"tag":"a1"}',
-          '{"tag":"b0"}',
-        ]);
+        assert.deepEqual(
+          (await collect(a.readEntries(0))).map((x) => (x.error === undefined ? Buffer.from(x.entry).toString() : x.error)),
+          ['{"tag":"a0"}', '{"tag":"a1"}', '{"tag":"b0"}'],
+        );
       });
 
       it('never gives two racing appends the same position', async () => {

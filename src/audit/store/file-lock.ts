@@ -11,5 +11,8 @@ import { withPidLock } from '../../host/pid-lock.js';
 import { AuditError } from '../errors.js';
 
 export function withFileLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
-  return withPidLock(path, fn, { timeoutMs: 15_000, error: (message, cause) => new AuditError('audit.store_io', `audit store ${message}`, { cause }) });
+  return withPidLock(path, fn, {
+    timeoutMs: 15_000,
+    error: (message, cause) => new AuditError('audit.store_io', `audit store ${message}`, { cause }),
+  });
 }

@@ -43,7 +43,10 @@ describe('FileStore', () => {
       assert.match(recs[2]!.error ?? '', /incomplete record/u);
       await r.append(2, entryBatch([e('three')]));
       assert.equal(await entriesFileSize(dir), good + 4 + 32 + 5);
-      assert.deepEqual((await all(r.readEntries(0))).map((x) => (x.error !== undefined ? x.error : Buffer.from(x.entry).toString())), ['one', 'two', 'three']);
+      assert.deepEqual(
+        (await all(r.readEntries(0))).map((x) => (x.error !== undefined ? x.error : Buffer.from(x.entry).toString())),
+        ['one', 'two', 'three'],
+      );
       await s.close();
       await r.close();
       await rm(dir, { recursive: true });

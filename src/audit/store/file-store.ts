@@ -278,7 +278,8 @@ export class FileStore implements AuditStore {
   private async repairTail(): Promise<number> {
     const size = (await this.fh.stat()).size;
     if (size === this.end) return this.count;
-    if (size < this.end) throw new AuditError('audit.store_corrupt', `${this.location} shrank under the writer (${size} < ${this.end} bytes)`);
+    if (size < this.end)
+      throw new AuditError('audit.store_corrupt', `${this.location} shrank under the writer (${size} < ${this.end} bytes)`);
     let index = this.count;
     let goodEnd = this.end;
     await scan(this.fh, this.end, (r) => {

@@ -69,7 +69,8 @@ export class PgStore implements AuditStore {
   }
 
   static async open(o: PgStoreOptions): Promise<PgStore> {
-    if (!SCHEMA_RE.test(o.schema)) throw new AuditError('audit.config_invalid', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
+    if (!SCHEMA_RE.test(o.schema))
+      throw new AuditError('audit.config_invalid', `invalid PostgreSQL schema name ${JSON.stringify(o.schema)}`);
     const caFile = o.ca;
     let config: pg.PoolConfig = { connectionString: o.url, max: 4 };
     if (caFile !== undefined && caFile !== '') {
@@ -109,16 +110,26 @@ export class PgStore implements AuditStore {
     await this.tx(async (c) => {
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', ['aegis-audit:migrate']);
       await c.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.entries} (idx bigint PRIMARY KEY CHECK (idx >= 0), leaf_hash bytea NOT NULL, entry bytea NOT NULL)`);
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.checkpoints} (seq bigserial PRIMARY KEY, size bigint NOT NULL, note text NOT NULL)`);
+      await c.query(
+        `CREATE TABLE IF NOT EXISTS ${this.t.entries} (idx bigint PRIMARY KEY CHECK (idx >= 0), leaf_hash bytea NOT NULL, entry bytea NOT NULL)`,
+      );
+      await c.query(
+        `CREATE TABLE IF NOT EXISTS ${this.t.checkpoints} (seq bigserial PRIMARY KEY, size bigint NOT NULL, note text NOT NULL)`,
+      );
       await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.keys} (id text PRIMARY KEY, wrapped bytea NOT NULL)`);
-      await c.query(`CREATE TABLE IF NOT EXISTS ${this.t.frontier} (id smallint PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, data bytea NOT NULL)`);
+      await c.query(
+        `CREATE TABLE IF NOT EXISTS ${this.t.frontier} (id smallint PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, data bytea NOT NULL)`,
+      );
       await c.query(
         `CREATE OR REPLACE FUNCTION ${s}.append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'aegis audit tables are append-only'; END $$`,
       );
       for (const table of [this.t.entries, this.t.checkpoints]) {
-        await c.query(`CREATE OR REPLACE TRIGGER append_only BEFORE UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${s}.append_only()`);
-        await c.query(`CREATE OR REPLACE TRIGGER append_only_truncate BEFORE TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.append_only()`);
+        await c.query(
+          `CREATE OR REPLACE TRIGGER append_only BEFORE UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${s}.append_only()`,
+        );
+        await c.query(
+          `CREATE OR REPLACE TRIGGER append_only_truncate BEFORE TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.append_only()`,
+        );
       }
     });
   }
@@ -173,7 +184,11 @@ export class PgStore implements AuditStore {
       if (r.rows.length < PAGE) break;
     }
     // Nothing at or after `from`: the size is what the table holds (possibly less than `from`).
-    if (next === from && from > 0) return { size: await this.count(this.pool).catch((err: unknown) => Promise.reject(io('query failed', err))), hashes: new Uint8Array(0) };
+    if (next === from && from > 0)
+      return {
+        size: await this.count(this.pool).catch((err: unknown) => Promise.reject(io('query failed', err))),
+        hashes: new Uint8Array(0),
+      };
     return { size: next, hashes: Buffer.concat(parts) };
   }
 
@@ -212,7 +227,11 @@ export class PgStore implements AuditStore {
       await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [this.lockKey]);
       const n = await this.count(c);
       if (n !== start) throw new AuditError('audit.conflict', `store holds ${n} entries, not ${start}`);
-      await c.query(`INSERT INTO ${this.t.entries} (idx, leaf_hash, entry) SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])`, [idx, hashes, bodies]);
+      await c.query(`INSERT INTO ${this.t.entries} (idx, leaf_hash, entry) SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])`, [
+        idx,
+        hashes,
+        bodies,
+      ]);
     });
   }
 
@@ -257,10 +276,10 @@ export class PgStore implements AuditStore {
 
   async writeFrontier(size: number, frontier: Uint8Array): Promise<void> {
     this.writable('save the frontier');
-    await this.q(`INSERT INTO ${this.t.frontier} (id, size, data) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET size = excluded.size, data = excluded.data`, [
-      size,
-      Buffer.from(frontier),
-    ]);
+    await this.q(
+      `INSERT INTO ${this.t.frontier} (id, size, data) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET size = excluded.size, data = excluded.data`,
+      [size, Buffer.from(frontier)],
+    );
   }
 
   async readFrontier(): Promise<Uint8Array | undefined> {

@@ -142,13 +142,21 @@ export interface BlockedFacts {
   readonly packets: number;
   readonly bytes: number;
   /** Where they went, most packets first (bounded; `destinationsOmitted` says how many more). */
-  readonly destinations: ReadonlyArray<{ readonly address: string; readonly protocol: string; readonly port: number | null; readonly packets: number }>;
+  readonly destinations: ReadonlyArray<{
+    readonly address: string;
+    readonly protocol: string;
+    readonly port: number | null;
+    readonly packets: number;
+  }>;
   readonly destinationsOmitted: number;
 }
 
 /** Packets of one class that nftables dropped since the previous reading. */
 export function blockedEvent(actor: AuditActor, f: BlockedFacts): AuditEventInput {
-  const where = f.destinations.length > 0 ? ` (to ${f.destinations.map((d) => (d.port === null ? d.address : `${d.address.includes(':') ? `[${d.address}]` : d.address}:${d.port}`)).join(', ')}${f.destinationsOmitted > 0 ? `, +${f.destinationsOmitted} more` : ''})` : '';
+  const where =
+    f.destinations.length > 0
+      ? ` (to ${f.destinations.map((d) => (d.port === null ? d.address : `${d.address.includes(':') ? `[${d.address}]` : d.address}:${d.port}`)).join(', ')}${f.destinationsOmitted > 0 ? `, +${f.destinationsOmitted} more` : ''})`
+      : '';
   const detail = `${f.packets} ${f.protocol} packet${f.packets === 1 ? '' : 's'} dropped by nftables${where}: the sandbox's only way out is the gateway`;
   return base(actor, 'net.blocked', gatewayDeny('gateway.no_route', detail), {
     protocol: f.protocol,

@@ -42,13 +42,24 @@ describe('RefusalFolder', () => {
     const ev = s.flush();
     assert.equal(s.full.length, 2 * DEFAULT_FOLD_LIMITS.firstPerKey);
     assert.deepEqual(
-      ev.map((e) => [e.action, e.decision, e.reason, e.payload.count, e.payload.questions, e.payload.questionsOmitted, e.payload.intervalMs]),
+      ev.map((e) => [
+        e.action,
+        e.decision,
+        e.reason,
+        e.payload.count,
+        e.payload.questions,
+        e.payload.questionsOmitted,
+        e.payload.intervalMs,
+      ]),
       [
         ['net.dns.summary', 'deny', RL, 2, [{ name: 'api.openai.com', type: 'A', count: 2 }], 0, 1000],
         ['net.dns.summary', 'deny', NA, 7, [{ name: 'x.attacker.com', type: 'TXT', count: 7 }], 0, 1000],
       ],
     );
-    assert.equal(ev[1]!.payload.detail, `7 DNS questions refused (${NA}) in the last 1000 ms, counted instead of logged one by one: TXT x.attacker.com x7`);
+    assert.equal(
+      ev[1]!.payload.detail,
+      `7 DNS questions refused (${NA}) in the last 1000 ms, counted instead of logged one by one: TXT x.attacker.com x7`,
+    );
     assert.deepEqual(ev[0]!.actor, actor);
     assert.equal(s.accounted(), 15);
     assert.deepEqual(s.flush(), [], 'nothing new: no event');

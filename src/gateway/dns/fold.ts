@@ -124,7 +124,10 @@ export class RefusalFolder {
       const all = [...p.questions.values()].sort((a, b) => b.count - a.count);
       const listed = all.slice(0, this.limits.listed).map((x) => ({ name: bounded(x.name, 255), type: x.type, count: x.count }));
       const omitted = p.count - listed.reduce((s, x) => s + x.count, 0);
-      const top = listed.slice(0, 3).map((x) => `${x.type} ${x.name || '(unparseable)'} x${x.count}`).join(', ');
+      const top = listed
+        .slice(0, 3)
+        .map((x) => `${x.type} ${x.name || '(unparseable)'} x${x.count}`)
+        .join(', ');
       const detail = `${p.count} DNS question${p.count === 1 ? '' : 's'} refused (${reason}) in the last ${intervalMs} ms, counted instead of logged one by one${top ? `: ${top}${all.length > 3 || p.unlisted > 0 ? ', ...' : ''}` : ''}`;
       events.push({
         actor: this.actor,

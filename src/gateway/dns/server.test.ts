@@ -32,7 +32,15 @@ class ZoneResolver implements Resolver {
 
 function session(resolver: Resolver, allow: string[], rate = { perSecond: 100, burst: 100 }) {
   const events: AuditEventInput[] = [];
-  const s = new Session({ matcher: compileEgress({ rules: rules(...allow), rateLimit: rate, byteQuota: null }), audit: { append: (e) => void events.push(e) }, actor: { execution: 't' }, resolver, rateLimit: rate, byteQuota: null, clock: () => 0 });
+  const s = new Session({
+    matcher: compileEgress({ rules: rules(...allow), rateLimit: rate, byteQuota: null }),
+    audit: { append: (e) => void events.push(e) },
+    actor: { execution: 't' },
+    resolver,
+    rateLimit: rate,
+    byteQuota: null,
+    clock: () => 0,
+  });
   return s;
 }
 
@@ -47,7 +55,11 @@ describe('answerQuestion (deny first, then upstream, then rebinding guard)', () 
 
   it('answers an allowed name with its addresses and a capped TTL', async () => {
     const o = await answerQuestion(s, q('api.openai.com'));
-    assert.deepEqual(o, { verdict: { decision: 'allow', reason: 'net.allowed.exact' }, rcode: 'NOERROR', answers: [{ type: 'A', address: '198.51.100.10', ttl: 60 }] });
+    assert.deepEqual(o, {
+      verdict: { decision: 'allow', reason: 'net.allowed.exact' },
+      rcode: 'NOERROR',
+      answers: [{ type: 'A', address: '198.51.100.10', ttl: 60 }],
+    });
     assert.equal(s.wasResolved('API.openai.com.'), true);
   });
   it('refuses a denied name without asking upstream (no tunnelling through the resolver)', async () => {
@@ -98,7 +110,11 @@ describe('answerQuestion (deny first, then upstream, then rebinding guard)', () 
 describe('followChain', () => {
   const a = (name: string, type: string, data: string, ttl = 100) => ({ name, type, data, ttl, class: 'IN' }) as packet.Answer;
   it('follows CNAMEs to the final addresses with the smallest TTL', () => {
-    const r = followChain('storage.googleapis.com', 'A', [a('storage.googleapis.com', 'CNAME', 'x.l.google.com', 50), a('x.l.google.com', 'A', '198.51.100.11', 200), a('other.com', 'A', '198.51.100.99')]);
+    const r = followChain('storage.googleapis.com', 'A', [
+      a('storage.googleapis.com', 'CNAME', 'x.l.google.com', 50),
+      a('x.l.google.com', 'A', '198.51.100.11', 200),
+      a('other.com', 'A', '198.51.100.99'),
+    ]);
     assert.deepEqual(r, { chain: ['storage.googleapis.com', 'x.l.google.com'], addresses: ['198.51.100.11'], ttl: 50 });
   });
   it('ignores address records of names off the chain (answer injection)', () => {
@@ -106,18 +122,31 @@ describe('followChain', () => {
     assert.deepEqual(r.addresses, []);
   });
   it('refuses CNAME loops', () => {
-    assert.throws(() => followChain('a.com', 'A', [a('a.com', 'CNAME', 'b.com'), a('b.com', 'CNAME', 'a.com')]), (e: unknown) => e instanceof GatewayError && e.code === 'gateway.dns_upstream');
+    assert.throws(
+      () => followChain('a.com', 'A', [a('a.com', 'CNAME', 'b.com'), a('b.com', 'CNAME', 'a.com')]),
+      (e: unknown) => e instanceof GatewayError && e.code === 'gateway.dns_upstream',
+    );
   });
 });
 
 describe('DNS messages', () => {
-  const query = (extra: Partial<packet.Packet> = {}) => packet.encode({ type: 'query', id: 4242, flags: packet.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api.openai.com', class: 'IN' }], ...extra });
+  const query = (extra: Partial<packet.Packet> = {}) =>
+    packet.encode({
+      type: 'query',
+      id: 4242,
+      flags: packet.RECURSION_DESIRED,
+      questions: [{ type: 'A', name: 'api.openai.com', class: 'IN' }],
+      ...extra,
+    });
   it('parses a query and encodes a flattened answer', () => {
     const qq = parseQuery(query());
     assert.deepEqual(qq, { id: 4242, name: 'api.openai.com', type: 'A', recursionDesired: true });
     const res = packet.decode(encodeResponse(qq, 'NOERROR', [{ type: 'A', address: '198.51.100.10', ttl: 60 }]));
     assert.equal(res.id, 4242);
-    assert.deepEqual(res.answers?.map((x) => [x.name, x.type, (x as { data: string }).data]), [['api.openai.com', 'A', '198.51.100.10']]);
+    assert.deepEqual(
+      res.answers?.map((x) => [x.name, x.type, (x as { data: string }).data]),
+      [['api.openai.com', 'A', '198.51.100.10']],
+    );
     assert.equal((res as { rcode?: string }).rcode, 'NOERROR');
     assert.equal((packet.decode(encodeResponse(qq, 'REFUSED')) as { rcode?: string }).rcode, 'REFUSED');
   });
@@ -134,8 +163,21 @@ describe('DNS messages', () => {
       assert.equal(malformed(Buffer.alloc(5)), 'gateway.dns_malformed');
       assert.equal(malformed(query().subarray(0, 20)), 'gateway.dns_malformed');
       assert.equal(malformed(Buffer.alloc(5000)), 'gateway.dns_malformed');
-      assert.equal(malformed(packet.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'a.com' }] })), 'gateway.dns_malformed');
-      assert.equal(malformed(query({ questions: [{ type: 'A', name: 'a.com' }, { type: 'A', name: 'b.com' }] })), 'gateway.dns_malformed');
+      assert.equal(
+        malformed(packet.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'a.com' }] })),
+        'gateway.dns_malformed',
+      );
+      assert.equal(
+        malformed(
+          query({
+            questions: [
+              { type: 'A', name: 'a.com' },
+              { type: 'A', name: 'b.com' },
+            ],
+          }),
+        ),
+        'gateway.dns_malformed',
+      );
       const loop = Buffer.from(query());
       loop.writeUInt16BE(0xc00c, 12); // compression pointer to itself
       assert.equal(malformed(loop), 'gateway.dns_malformed');
@@ -162,12 +204,28 @@ describe('when the DNS server closes with a question in flight', { timeout: 10_0
     };
     const events: AuditEventInput[] = [];
     const rate = { perSecond: 100, burst: 100 };
-    const s = new Session({ matcher: compileEgress({ rules: rules('api.openai.com'), rateLimit: rate, byteQuota: null }), audit: { append: (e) => void events.push(e) }, actor: { execution: 't' }, resolver, rateLimit: rate, byteQuota: null });
+    const s = new Session({
+      matcher: compileEgress({ rules: rules('api.openai.com'), rateLimit: rate, byteQuota: null }),
+      audit: { append: (e) => void events.push(e) },
+      actor: { execution: 't' },
+      resolver,
+      rateLimit: rate,
+      byteQuota: null,
+    });
     const dns = await startDnsServer(s, '127.0.0.1', 0, { closeGraceMs });
     const client = createSocket('udp4');
     const replies: packet.Packet[] = [];
     client.on('message', (m) => replies.push(packet.decode(m)));
-    client.send(packet.encode({ type: 'query', id: 99, flags: packet.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api.openai.com', class: 'IN' }] }), dns.port, '127.0.0.1');
+    client.send(
+      packet.encode({
+        type: 'query',
+        id: 99,
+        flags: packet.RECURSION_DESIRED,
+        questions: [{ type: 'A', name: 'api.openai.com', class: 'IN' }],
+      }),
+      dns.port,
+      '127.0.0.1',
+    );
     await asked;
     return { dns, client, replies, events, release: (r: Resolution) => release(r) };
   }

@@ -15,7 +15,16 @@ import { dnsEvent, gatewayDeny, upstreamFailed, verdictOf, type DnsFacts, type V
 import { RefusalFolder, type FoldLimits } from './fold.js';
 import { classifyHost } from '../../policy/host.js';
 import type { Session } from '../session.js';
-import { encodeFormErr, encodeResponse, MAX_QUERY_BYTES, parseQuery, salvageId, type AddressAnswer, type Question, type Rcode } from './message.js';
+import {
+  encodeFormErr,
+  encodeResponse,
+  MAX_QUERY_BYTES,
+  parseQuery,
+  salvageId,
+  type AddressAnswer,
+  type Question,
+  type Rcode,
+} from './message.js';
 
 /** TTL given to the agent: short, so a policy decision is asked again soon. */
 const ANSWER_TTL_MAX = 60;
@@ -151,7 +160,14 @@ export interface DnsServers {
 
 /** Start UDP and TCP DNS on `host`; `port` 0 picks a free port (the same one for both). */
 export async function startDnsServer(session: Session, host: string, port = 0, opts: DnsServerOptions = {}): Promise<DnsServers> {
-  const st: ServerState = { session, folder: new RefusalFolder(session.actor, () => session.now(), opts.foldLimits), inFlight: new Set(), replying: new Set(), closing: false, final: false };
+  const st: ServerState = {
+    session,
+    folder: new RefusalFolder(session.actor, () => session.now(), opts.foldLimits),
+    inFlight: new Set(),
+    replying: new Set(),
+    closing: false,
+    final: false,
+  };
   const tcp = createServer((sock) => serveTcp(st, sock));
   tcp.maxConnections = 64;
   await listenTcp(tcp, host, port);
@@ -197,11 +213,20 @@ export async function startDnsServer(session: Session, host: string, port = 0, o
     const tcpClosed = new Promise<void>((resolve) => tcp.close(() => resolve()));
     // Questions in flight get a bounded wait for their answer; the rest are cancelled, written now.
     let grace: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all([...[...st.inFlight].map((f) => f.settled), ...st.replying]), new Promise<void>((r) => (grace = setTimeout(r, opts.closeGraceMs ?? CLOSE_GRACE_MS)))]);
+    await Promise.race([
+      Promise.all([...[...st.inFlight].map((f) => f.settled), ...st.replying]),
+      new Promise<void>((r) => (grace = setTimeout(r, opts.closeGraceMs ?? CLOSE_GRACE_MS))),
+    ]);
     clearTimeout(grace);
     for (const f of st.inFlight) {
       f.cancelled = true;
-      record(st, gatewayDeny('gateway.closed', CLOSED_DETAIL), { name: f.name, type: f.type, transport: f.transport, rcode: 'none', answers: [] });
+      record(st, gatewayDeny('gateway.closed', CLOSED_DETAIL), {
+        name: f.name,
+        type: f.type,
+        transport: f.transport,
+        rcode: 'none',
+        answers: [],
+      });
     }
     st.inFlight.clear();
     flush();
@@ -220,7 +245,9 @@ export async function startDnsServer(session: Session, host: string, port = 0, o
 
 function listenTcp(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) =>
+      reject(new GatewayError('gateway.listen_failed', `listener on ${host}:${port}: ${err.message}`, { cause: err })),
+    );
     server.listen(port, host, () => resolve());
   });
 }

@@ -42,7 +42,11 @@ export interface UpstreamOptions {
 const MAX_CHAIN = 8;
 
 /** Follow the CNAME chain from `name` through `answers` (pure; exported for tests). */
-export function followChain(name: string, type: AddressType, answers: readonly packet.Answer[]): { chain: string[]; addresses: string[]; ttl: number } {
+export function followChain(
+  name: string,
+  type: AddressType,
+  answers: readonly packet.Answer[],
+): { chain: string[]; addresses: string[]; ttl: number } {
   const chain = [name.toLowerCase()];
   let ttl = Number.MAX_SAFE_INTEGER;
   let current = chain[0]!;
@@ -104,7 +108,9 @@ export class UpstreamResolver implements Resolver {
         lastErr = err;
       }
     }
-    throw lastErr instanceof GatewayError ? lastErr : new GatewayError('gateway.dns_upstream', `upstream resolver failed for ${name}`, { cause: lastErr });
+    throw lastErr instanceof GatewayError
+      ? lastErr
+      : new GatewayError('gateway.dns_upstream', `upstream resolver failed for ${name}`, { cause: lastErr });
   }
 
   private once(name: string, type: AddressType): Promise<Resolution> {
@@ -113,7 +119,10 @@ export class UpstreamResolver implements Resolver {
     const family = this.o.host.includes(':') ? 'udp6' : 'udp4';
     return new Promise<Resolution>((resolve, reject) => {
       const sock = createSocket(family);
-      const timer = setTimeout(() => done(new GatewayError('gateway.dns_upstream', `no answer from ${this.o.host}:${this.o.port} in ${this.timeoutMs} ms`)), this.timeoutMs);
+      const timer = setTimeout(
+        () => done(new GatewayError('gateway.dns_upstream', `no answer from ${this.o.host}:${this.o.port} in ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
       const done = (err: Error | null, r?: Resolution): void => {
         clearTimeout(timer);
         sock.close();

@@ -11,7 +11,17 @@ import { describeFailure, findExecutable, runCommand } from '../../host/exec.js'
 import { lockIsStale, ownerAlive, readLockOwner, tryCreateLock } from '../../host/pid-lock.js';
 import { GatewayError } from '../errors.js';
 import { parseBlockedTable, type BlockedTableReading } from './blocked.js';
-import { hostRuleset, parseSubnet, planSandboxNet, SANDBOX_IPV6, sandboxRuleset, subnetConflicts, type HostRoute, type ListenerPorts, type SandboxNetPlan } from './plan.js';
+import {
+  hostRuleset,
+  parseSubnet,
+  planSandboxNet,
+  SANDBOX_IPV6,
+  sandboxRuleset,
+  subnetConflicts,
+  type HostRoute,
+  type ListenerPorts,
+  type SandboxNetPlan,
+} from './plan.js';
 
 async function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
   const argv = [findExecutable(cmd) ?? cmd, ...args];
@@ -49,7 +59,10 @@ export async function checkSubnetFree(subnet: string): Promise<void> {
   const clash = subnetConflicts(subnet, routes);
   if (clash.length > 0) {
     const what = clash.map((r) => `${r.dst}${r.dev ? ` dev ${r.dev}` : ''}${r.table ? ` table ${r.table}` : ''}`).join(', ');
-    throw new GatewayError('gateway.subnet_conflict', `sandbox subnet ${subnet} overlaps host routes (${what}); set AEGIS_SANDBOX_SUBNET to an unused range`);
+    throw new GatewayError(
+      'gateway.subnet_conflict',
+      `sandbox subnet ${subnet} overlaps host routes (${what}); set AEGIS_SANDBOX_SUBNET to an unused range`,
+    );
   }
 }
 
@@ -108,7 +121,14 @@ export async function sweepStaleSandboxNets(stateDir: string, subnet: string): P
       try {
         const plan = planSandboxNet(owner.id, Number(name), subnet);
         await destroySandboxNet(plan, `${stateDir}/net/${plan.id}`);
-        swept.push({ id: owner.id, execution: owner.execution ?? null, ownerPid: owner.pid, netns: plan.netnsName, hostInterface: plan.hostIf, hostTable: plan.hostTable });
+        swept.push({
+          id: owner.id,
+          execution: owner.execution ?? null,
+          ownerPid: owner.pid,
+          netns: plan.netnsName,
+          hostInterface: plan.hostIf,
+          hostTable: plan.hostTable,
+        });
       } catch {
         // a lock from another subnet or an unreadable id: only the lock is removed
       }
@@ -136,7 +156,16 @@ export async function createSandboxNet(p: SandboxNetPlan, tcpPorts: readonly num
   // attempt leaves a packet to count (net.blocked) instead of failing unseen in the agent's
   // own kernel: no link-local address (addr_gen_mode 1), no router advertisements, no DAD.
   const v6 = `net.ipv6.conf.${p.sandboxIf}`;
-  await inNs(['sysctl', '-qw', `${v6}.addr_gen_mode=1`, `${v6}.accept_ra=0`, `${v6}.autoconf=0`, `${v6}.accept_dad=0`, `${v6}.router_solicitations=0`, `${v6}.disable_ipv6=0`]);
+  await inNs([
+    'sysctl',
+    '-qw',
+    `${v6}.addr_gen_mode=1`,
+    `${v6}.accept_ra=0`,
+    `${v6}.autoconf=0`,
+    `${v6}.accept_dad=0`,
+    `${v6}.router_solicitations=0`,
+    `${v6}.disable_ipv6=0`,
+  ]);
   // The sandbox's ruleset is loaded before any link is up: no packet leaves unfiltered.
   await run('ip', ['netns', 'exec', p.netnsName, 'nft', '-f', '-'], sandboxRuleset(p, tcpPorts, anyTcpPort));
   await inNs(['ip', 'addr', 'add', `${p.sandboxAddress}/${p.prefix}`, 'dev', p.sandboxIf]);
@@ -166,7 +195,8 @@ export function blockedCounterReader(p: SandboxNetPlan): () => Promise<Map<strin
         try {
           out.set(name, parseBlockedTable(await run(cmd!, args), table));
         } catch (err) {
-          if (!reported.has(name)) process.stderr.write(`aegis gateway: ${p.netnsName}: ${name} drop counters unreadable: ${String(err)}\n`);
+          if (!reported.has(name))
+            process.stderr.write(`aegis gateway: ${p.netnsName}: ${name} drop counters unreadable: ${String(err)}\n`);
           reported.add(name);
         }
       }),

@@ -109,13 +109,20 @@ function destinationOf(table: string, setName: string, item: unknown): BlockedDe
   const { family, ports } = SETS[setName]!;
   const elem = (item as { elem?: { val?: { concat?: unknown }; counter?: unknown } } | null)?.elem;
   const parts = elem?.val?.concat;
-  if (!Array.isArray(parts) || parts.length !== (ports ? 3 : 2)) fail(table, `an element of ${setName} is not a ${ports ? 3 : 2}-part concatenation`);
+  if (!Array.isArray(parts) || parts.length !== (ports ? 3 : 2))
+    fail(table, `an element of ${setName} is not a ${ports ? 3 : 2}-part concatenation`);
   const [address, proto, port] = parts as unknown[];
   if (typeof address !== 'string' || (typeof proto !== 'string' && typeof proto !== 'number') || (ports && typeof port !== 'number')) {
     fail(table, `an element of ${setName} has unexpected parts`);
   }
   const protocol = String(proto);
-  return { class: classOf(family, protocol), address, protocol, port: ports ? (port as number) : null, ...countOf(table, elem?.counter, `an element of ${setName}`) };
+  return {
+    class: classOf(family, protocol),
+    address,
+    protocol,
+    port: ports ? (port as number) : null,
+    ...countOf(table, elem?.counter, `an element of ${setName}`),
+  };
 }
 
 /**

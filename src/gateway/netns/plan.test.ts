@@ -1,22 +1,52 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { GatewayError } from '../errors.js';
-import { hostRuleset, parseSubnet, planSandboxNet, proxyEnv, resolvConf, sandboxRuleset, socksUrl, subnetConflicts, subnetContains, type HostRoute } from './plan.js';
+import {
+  hostRuleset,
+  parseSubnet,
+  planSandboxNet,
+  proxyEnv,
+  resolvConf,
+  sandboxRuleset,
+  socksUrl,
+  subnetConflicts,
+  subnetContains,
+  type HostRoute,
+} from './plan.js';
 
-const ports = { dns: 40001, httpProxy: 40002, socks: 40003, transparentHttp: 40004, transparentTls: 40005, tcp: new Map([[22, 40006], [5432, 40007]]) };
+const ports = {
+  dns: 40001,
+  httpProxy: 40002,
+  socks: 40003,
+  transparentHttp: 40004,
+  transparentTls: 40005,
+  tcp: new Map([
+    [22, 40006],
+    [5432, 40007],
+  ]),
+};
 
 describe('planSandboxNet', () => {
   it('gives slot n the n-th /30, gateway .1 and sandbox .2', () => {
     const p = planSandboxNet('0a1b2c3d', 65, '10.201.0.0/16');
-    assert.deepEqual([p.hostAddress, p.sandboxAddress, p.netnsName, p.netnsPath, p.hostIf, p.hostTable], ['10.201.1.5', '10.201.1.6', 'aegis-0a1b2c3d', '/run/netns/aegis-0a1b2c3d', 'aeh0a1b2c3d', 'aegis_0a1b2c3d']);
+    assert.deepEqual(
+      [p.hostAddress, p.sandboxAddress, p.netnsName, p.netnsPath, p.hostIf, p.hostTable],
+      ['10.201.1.5', '10.201.1.6', 'aegis-0a1b2c3d', '/run/netns/aegis-0a1b2c3d', 'aeh0a1b2c3d', 'aegis_0a1b2c3d'],
+    );
     assert.ok(p.hostIf.length <= 15 && p.sandboxIfTemp.length <= 15, 'interface names fit IFNAMSIZ');
   });
   it('refuses ids that are not 8 hex digits (they end up in commands and rules)', () => {
-    assert.throws(() => planSandboxNet('x; rm -rf', 0, '10.201.0.0/16'), (e: unknown) => e instanceof GatewayError && e.code === 'gateway.netns_failed');
+    assert.throws(
+      () => planSandboxNet('x; rm -rf', 0, '10.201.0.0/16'),
+      (e: unknown) => e instanceof GatewayError && e.code === 'gateway.netns_failed',
+    );
   });
   it('refuses slots outside the subnet', () => {
     assert.equal(parseSubnet('10.201.0.0/28').slots, 4);
-    assert.throws(() => planSandboxNet('00000000', 4, '10.201.0.0/28'), (e: unknown) => e instanceof GatewayError && e.code === 'gateway.netns_exhausted');
+    assert.throws(
+      () => planSandboxNet('00000000', 4, '10.201.0.0/28'),
+      (e: unknown) => e instanceof GatewayError && e.code === 'gateway.netns_exhausted',
+    );
   });
   it('refuses subnets with host bits or odd prefixes', () => {
     for (const s of ['10.201.0.1/16', '10.0.0.0/8', '10.201.0.0/30', 'x/16']) assert.throws(() => parseSubnet(s), GatewayError, s);
@@ -42,16 +72,31 @@ describe('subnetConflicts', () => {
     assert.deepEqual(subnetConflicts('10.201.0.0/16', HOST_ROUTES), []);
     assert.equal(subnetContains('10.201.0.0/16', '10.255.255.53'), false);
   });
-  it('the gateway\'s own veths and the default route are not conflicts', () => {
+  it("the gateway's own veths and the default route are not conflicts", () => {
     const own = [...HOST_ROUTES, { dst: '10.201.0.0/30', dev: 'aeh0a1b2c3d' }, { dst: '10.201.0.1', dev: 'aeh0a1b2c3d', table: 'local' }];
     assert.deepEqual(subnetConflicts('10.201.0.0/16', own), []);
   });
   describe('when the subnet overlaps a host route', () => {
     it('a route inside it, one containing it, and a host address in it are all reported', () => {
-      assert.deepEqual(subnetConflicts('172.17.0.0/16', HOST_ROUTES).map((r) => r.dst), ['172.17.0.0/16', '172.17.0.1', '172.17.255.255']);
-      assert.deepEqual(subnetConflicts('10.201.0.0/16', [{ dst: '10.0.0.0/8', dev: 'tun0' }]).map((r) => r.dst), ['10.0.0.0/8']);
-      assert.deepEqual(subnetConflicts('10.201.0.0/16', [{ dst: '10.201.255.253', dev: 'wg0' }]).map((r) => r.dst), ['10.201.255.253']);
-      assert.deepEqual(subnetConflicts('10.201.0.0/16', [{ dst: '10.202.0.0/16', dev: 'wg0' }, { dst: '10.200.255.255', dev: 'wg0' }]), []);
+      assert.deepEqual(
+        subnetConflicts('172.17.0.0/16', HOST_ROUTES).map((r) => r.dst),
+        ['172.17.0.0/16', '172.17.0.1', '172.17.255.255'],
+      );
+      assert.deepEqual(
+        subnetConflicts('10.201.0.0/16', [{ dst: '10.0.0.0/8', dev: 'tun0' }]).map((r) => r.dst),
+        ['10.0.0.0/8'],
+      );
+      assert.deepEqual(
+        subnetConflicts('10.201.0.0/16', [{ dst: '10.201.255.253', dev: 'wg0' }]).map((r) => r.dst),
+        ['10.201.255.253'],
+      );
+      assert.deepEqual(
+        subnetConflicts('10.201.0.0/16', [
+          { dst: '10.202.0.0/16', dev: 'wg0' },
+          { dst: '10.200.255.255', dev: 'wg0' },
+        ]),
+        [],
+      );
     });
   });
 });
@@ -68,11 +113,20 @@ describe('rulesets', () => {
   });
   it('host table: every port the policy names goes to its own listener, and its source becomes the original destination', () => {
     const r = hostRuleset(p, ports);
-    assert.match(r, /iifname "aeh0a1b2c3d" ip saddr 10\.201\.0\.2 tcp dport \{ 22, 5432 \} dnat ip to 10\.201\.0\.1 : tcp dport map \{ 22 : 40006, 5432 : 40007 \}/);
+    assert.match(
+      r,
+      /iifname "aeh0a1b2c3d" ip saddr 10\.201\.0\.2 tcp dport \{ 22, 5432 \} dnat ip to 10\.201\.0\.1 : tcp dport map \{ 22 : 40006, 5432 : 40007 \}/,
+    );
     const restore = /chain restore_dst \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
     assert.deepEqual(
-      restore.trim().split('\n').map((l) => l.trim()),
-      ['type nat hook input priority 100; policy accept;', 'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 tcp dport { 40006, 40007 } snat ip to ct original ip daddr'],
+      restore
+        .trim()
+        .split('\n')
+        .map((l) => l.trim()),
+      [
+        'type nat hook input priority 100; policy accept;',
+        'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 tcp dport { 40006, 40007 } snat ip to ct original ip daddr',
+      ],
     );
     const none = hostRuleset(p, { ...ports, tcp: new Map() });
     assert.doesNotMatch(none, /restore_dst|tcp dport map/);
@@ -80,7 +134,10 @@ describe('rulesets', () => {
   it('host table: with an any-port rule, every other TCP port goes to one more listener, after the named ones', () => {
     const r = hostRuleset(p, { ...ports, tcpAny: 40008 });
     const pre = /chain prerouting \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
-    const rules = pre.trim().split('\n').map((l) => l.trim());
+    const rules = pre
+      .trim()
+      .split('\n')
+      .map((l) => l.trim());
     assert.equal(rules.at(-1), 'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 meta l4proto tcp dnat ip to 10.201.0.1:40008');
     assert.match(rules.at(-2)!, /tcp dport map \{ 22 : 40006, 5432 : 40007 \}$/);
     assert.match(r, /ip daddr 10\.201\.0\.1 tcp dport \{ 40006, 40007, 40008 \} snat ip to ct original ip daddr/);
@@ -90,7 +147,10 @@ describe('rulesets', () => {
   it('regression: host table drops and counts in prerouting, after DNAT and before the route lookup (ip_forward=0 dropped uncounted)', () => {
     const r = hostRuleset(p, ports);
     const admit = /chain admit \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
-    const rules = admit.trim().split('\n').map((l) => l.trim());
+    const rules = admit
+      .trim()
+      .split('\n')
+      .map((l) => l.trim());
     assert.equal(rules[0], 'type filter hook prerouting priority dstnat + 10; policy accept;');
     assert.deepEqual(rules.slice(1), [
       'iifname "aeh0a1b2c3d" ip saddr 10.201.0.2 ip daddr 10.201.0.1 udp dport 40001 accept',
@@ -108,14 +168,28 @@ describe('rulesets', () => {
   it('both tables: one named counter per class, destination sets, and the counting chain ends in an unconditional reject (fast refusal)', () => {
     for (const r of [sandboxRuleset(p), hostRuleset(p, ports)]) {
       for (const c of ['tcp', 'udp', 'icmp', 'ipv6', 'other']) assert.match(r, new RegExp(`counter blocked_${c} \\{ \\}`));
-      for (const set of ['blocked_dst4', 'blocked_ip4', 'blocked_dst6', 'blocked_ip6']) assert.match(r, new RegExp(`set ${set} \\{ type [^;]+; size 1024; flags dynamic; counter; \\}`));
+      for (const set of ['blocked_dst4', 'blocked_ip4', 'blocked_dst6', 'blocked_ip6'])
+        assert.match(r, new RegExp(`set ${set} \\{ type [^;]+; size 1024; flags dynamic; counter; \\}`));
       const chain = /chain blocked \{\n([\s\S]*?)\n {2}\}/.exec(r)?.[1] ?? '';
-      const rules = chain.trim().split('\n').map((l) => l.trim());
+      const rules = chain
+        .trim()
+        .split('\n')
+        .map((l) => l.trim());
       assert.equal(rules.at(-1), 'counter name "blocked_other" reject with icmpx admin-prohibited');
-      assert.ok(rules.every((l) => l.endsWith(' drop') || l.includes(' reject with ') || / update @blocked_(dst|ip)[46] \{ [^}]+ \}$/.test(l)), 'every rule drops or rejects, or only names the destination');
-      assert.ok(rules.filter((l) => l.includes(' reject with ')).every((l) => /(^| )counter name "blocked_[a-z0-9]+" reject with /.test(l)), 'nothing is rejected uncounted');
+      assert.ok(
+        rules.every((l) => l.endsWith(' drop') || l.includes(' reject with ') || / update @blocked_(dst|ip)[46] \{ [^}]+ \}$/.test(l)),
+        'every rule drops or rejects, or only names the destination',
+      );
+      assert.ok(
+        rules.filter((l) => l.includes(' reject with ')).every((l) => /(^| )counter name "blocked_[a-z0-9]+" reject with /.test(l)),
+        'nothing is rejected uncounted',
+      );
       assert.ok(rules.includes('meta l4proto tcp counter name "blocked_tcp" reject with tcp reset'), 'TCP is refused with a reset');
-      assert.ok(rules.indexOf('meta nfproto ipv6 counter name "blocked_ipv6" reject with icmpx admin-prohibited') < rules.indexOf('meta l4proto tcp counter name "blocked_tcp" reject with tcp reset'), 'IPv6 TCP counts as ipv6');
+      assert.ok(
+        rules.indexOf('meta nfproto ipv6 counter name "blocked_ipv6" reject with icmpx admin-prohibited') <
+          rules.indexOf('meta l4proto tcp counter name "blocked_tcp" reject with tcp reset'),
+        'IPv6 TCP counts as ipv6',
+      );
     }
   });
   it('env and resolv.conf point at the gateway', () => {

@@ -100,7 +100,8 @@ export function parseSubnet(cidr: string): { base: number; slots: number } {
   const m = /^([0-9.]+)\/([0-9]{1,2})$/.exec(cidr);
   if (!m) throw new GatewayError('gateway.config_invalid', `sandbox subnet "${cidr}" is not a.b.c.d/n`);
   const prefix = Number(m[2]);
-  if (prefix < 16 || prefix > 29) throw new GatewayError('gateway.config_invalid', `sandbox subnet prefix /${prefix} must be between /16 and /29`);
+  if (prefix < 16 || prefix > 29)
+    throw new GatewayError('gateway.config_invalid', `sandbox subnet prefix /${prefix} must be between /16 and /29`);
   const base = v4ToInt(m[1]!);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
   if ((base & mask) >>> 0 !== base) throw new GatewayError('gateway.config_invalid', `sandbox subnet "${cidr}" has host bits set`);
@@ -161,7 +162,8 @@ export function subnetContains(subnet: string, address: string): boolean {
 export function planSandboxNet(id: string, slot: number, subnet: string): SandboxNetPlan {
   if (!ID.test(id)) throw new GatewayError('gateway.netns_failed', `sandbox network id "${id}" is not 8 lower-case hex digits`);
   const { base, slots } = parseSubnet(subnet);
-  if (!Number.isInteger(slot) || slot < 0 || slot >= slots) throw new GatewayError('gateway.netns_exhausted', `slot ${slot} is outside ${subnet} (${slots} slots)`);
+  if (!Number.isInteger(slot) || slot < 0 || slot >= slots)
+    throw new GatewayError('gateway.netns_exhausted', `slot ${slot} is outside ${subnet} (${slots} slots)`);
   const net = base + slot * 4;
   return {
     id,

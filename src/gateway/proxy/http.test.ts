@@ -29,7 +29,14 @@ describe('the HTTP forward proxy, when the upstream is hostile', () => {
     const rules: NetRule[] = [r.rule];
     const events: AuditEventInput[] = [];
     const rate = { perSecond: 100, burst: 100 };
-    const session = new Session({ matcher: compileEgress({ rules, rateLimit: rate, byteQuota: null }), audit: { append: (e) => void events.push(e) }, actor: { execution: 't' }, resolver: noDns, rateLimit: rate, byteQuota: null });
+    const session = new Session({
+      matcher: compileEgress({ rules, rateLimit: rate, byteQuota: null }),
+      audit: { append: (e) => void events.push(e) },
+      actor: { execution: 't' },
+      resolver: noDns,
+      rateLimit: rate,
+      byteQuota: null,
+    });
     const proxy = await startHttpListener(session, 'explicit', '127.0.0.1');
     const proxyPort = (proxy.address() as AddressInfo).port;
     try {

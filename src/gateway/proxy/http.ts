@@ -24,7 +24,17 @@ export const HEADERS_TIMEOUT_MS = 10_000;
 export const REQUEST_TIMEOUT_MS = 5 * 60_000;
 
 /** Hop-by-hop and proxy headers that are never forwarded (RFC 9110 §7.6.1). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 export type HttpMode = 'explicit' | 'transparent';
 
@@ -74,17 +84,36 @@ export function startHttpListener(session: Session, mode: HttpMode, host: string
   });
   server.on('clientError', (err: NodeJS.ErrnoException, sock: Socket) => {
     const code = err.code ?? '';
-    const detail = code === 'HPE_HEADER_OVERFLOW' ? 'request header block too large' : code.includes('TIMEOUT') ? 'request not received in time' : `unparseable request (${code || err.message})`;
-    auditDenied(session, mode === 'explicit' ? 'forward' : 'transparent-http', null, null, gatewayDeny('gateway.malformed', detail), session.now());
+    const detail =
+      code === 'HPE_HEADER_OVERFLOW'
+        ? 'request header block too large'
+        : code.includes('TIMEOUT')
+          ? 'request not received in time'
+          : `unparseable request (${code || err.message})`;
+    auditDenied(
+      session,
+      mode === 'explicit' ? 'forward' : 'transparent-http',
+      null,
+      null,
+      gatewayDeny('gateway.malformed', detail),
+      session.now(),
+    );
     if (sock.writable && !sock.destroyed) {
-      const status = code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : code.includes('TIMEOUT') ? '408 Request Timeout' : '400 Bad Request';
+      const status =
+        code === 'HPE_HEADER_OVERFLOW'
+          ? '431 Request Header Fields Too Large'
+          : code.includes('TIMEOUT')
+            ? '408 Request Timeout'
+            : '400 Bad Request';
       sock.end(`HTTP/1.1 ${status}\r\nX-Aegis-Reason: gateway.malformed\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     }
     sock.destroy();
   });
   server.on('close', () => upstreamAgent.destroy());
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `HTTP listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) =>
+      reject(new GatewayError('gateway.listen_failed', `HTTP listener on ${host}:${port}: ${err.message}`, { cause: err })),
+    );
     server.listen(port, host, () => resolve(server));
   });
 }
@@ -111,16 +140,29 @@ async function handleConnect(session: Session, mode: HttpMode, req: IncomingMess
     } catch {
       h = null;
     }
-    return !h || !sameHost(h.host, target.host) ? gatewayDeny('gateway.host_mismatch', `Host header ${bounded(hostHeader, 200)} differs from CONNECT ${target.host}`) : null;
+    return !h || !sameHost(h.host, target.host)
+      ? gatewayDeny('gateway.host_mismatch', `Host header ${bounded(hostHeader, 200)} differs from CONNECT ${target.host}`)
+      : null;
   };
-  const opened = await openTunnel(session, { host: target.host, port: target.port, decide: () => session.matcher.decide(target.host, target.port), check: hostConsistent });
+  const opened = await openTunnel(session, {
+    host: target.host,
+    port: target.port,
+    decide: () => session.matcher.decide(target.host, target.port),
+    check: hostConsistent,
+  });
   if (!opened.ok) return refuse(opened.verdict, target);
   if (sock.destroyed) {
     opened.upstream.socket.destroy();
     return;
   }
   sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-  runTunnel(session, sock, opened.upstream, { mode: 'connect', host: target.host, port: target.port, startedAt, allowReason: opened.allowReason }, head);
+  runTunnel(
+    session,
+    sock,
+    opened.upstream,
+    { mode: 'connect', host: target.host, port: target.port, startedAt, allowReason: opened.allowReason },
+    head,
+  );
 }
 
 async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -147,7 +189,13 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
     const status = statusFor(v);
     audit(v, status);
     const body = denyBody(v);
-    res.writeHead(status, { 'X-Aegis-Decision': v.decision, 'X-Aegis-Reason': v.reason, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+    res.writeHead(status, {
+      'X-Aegis-Decision': v.decision,
+      'X-Aegis-Reason': v.reason,
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(body),
+      Connection: 'close',
+    });
     res.end(body);
     req.resume();
   };
@@ -160,7 +208,9 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
     if (mode === 'explicit') {
       const u = parseAbsoluteUrl(req.url ?? '');
       if (u.scheme !== 'http') {
-        return refuse(gatewayDeny('gateway.scheme_refused', `${u.scheme}: URLs are not forwarded over plain HTTP (use CONNECT; TLS stays end to end)`));
+        return refuse(
+          gatewayDeny('gateway.scheme_refused', `${u.scheme}: URLs are not forwarded over plain HTTP (use CONNECT; TLS stays end to end)`),
+        );
       }
       target = u.authority;
       path = u.path;
@@ -187,7 +237,9 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
       h = null;
     }
     if (!h || !sameHost(h.host, target.host)) {
-      return refuse(gatewayDeny('gateway.host_mismatch', `Host header ${bounded(hostHeader, 200)} differs from the request-target host ${target.host}`));
+      return refuse(
+        gatewayDeny('gateway.host_mismatch', `Host header ${bounded(hostHeader, 200)} differs from the request-target host ${target.host}`),
+      );
     }
   }
   if (mode === 'transparent' && !session.wasResolved(target.host)) {

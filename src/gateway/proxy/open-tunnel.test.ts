@@ -21,7 +21,14 @@ function session(entries: readonly string[], byteQuota: number | null, events: A
     assert.ok(r.ok, e);
     return r.rule;
   });
-  return new Session({ matcher: compileEgress({ rules, rateLimit: rate, byteQuota }), audit: { append: (e) => void events.push(e) }, actor: { execution: 't' }, resolver: noDns, rateLimit: rate, byteQuota });
+  return new Session({
+    matcher: compileEgress({ rules, rateLimit: rate, byteQuota }),
+    audit: { append: (e) => void events.push(e) },
+    actor: { execution: 't' },
+    resolver: noDns,
+    rateLimit: rate,
+    byteQuota,
+  });
 }
 
 /** Send `bytes` to 127.0.0.1:port and collect what comes back until the peer closes. */
@@ -61,11 +68,21 @@ describe('the tunnel paths (CONNECT, SOCKS5), when the byte quota is used up', (
     const proxy = await startHttpListener(s, 'explicit', '127.0.0.1');
     try {
       const before = upstreamConnections;
-      const out = (await exchange((proxy.address() as AddressInfo).port, Buffer.from(`CONNECT 127.0.0.1:${upstreamPort} HTTP/1.1\r\nHost: 127.0.0.1:${upstreamPort}\r\n\r\n`))).toString('latin1');
+      const out = (
+        await exchange(
+          (proxy.address() as AddressInfo).port,
+          Buffer.from(`CONNECT 127.0.0.1:${upstreamPort} HTTP/1.1\r\nHost: 127.0.0.1:${upstreamPort}\r\n\r\n`),
+        )
+      ).toString('latin1');
       assert.match(out, /^HTTP\/1\.1 429 /);
       assert.match(out, /X-Aegis-Reason: gateway\.quota_exceeded/);
       assert.equal(upstreamConnections, before, 'the upstream was never connected');
-      assert.ok(events.some((e) => e.action === 'net.connect' && e.decision === 'deny' && e.reason === 'gateway.quota_exceeded' && e.payload.mode === 'connect'));
+      assert.ok(
+        events.some(
+          (e) =>
+            e.action === 'net.connect' && e.decision === 'deny' && e.reason === 'gateway.quota_exceeded' && e.payload.mode === 'connect',
+        ),
+      );
     } finally {
       proxy.close();
     }
@@ -82,7 +99,12 @@ describe('the tunnel paths (CONNECT, SOCKS5), when the byte quota is used up', (
       // Method selection (05 00), then the reply: 05 02 = connection not allowed by ruleset.
       assert.deepEqual([...out.subarray(0, 4)], [0x05, 0x00, 0x05, 0x02]);
       assert.equal(upstreamConnections, before, 'the upstream was never connected');
-      assert.ok(events.some((e) => e.action === 'net.connect' && e.decision === 'deny' && e.reason === 'gateway.quota_exceeded' && e.payload.mode === 'socks5'));
+      assert.ok(
+        events.some(
+          (e) =>
+            e.action === 'net.connect' && e.decision === 'deny' && e.reason === 'gateway.quota_exceeded' && e.payload.mode === 'socks5',
+        ),
+      );
     } finally {
       socks.close();
     }
@@ -115,7 +137,9 @@ describe('upstream failures are errors, not denials', () => {
     const s = session([`127.0.0.0/8:${port}`], null, events);
     const proxy = await startHttpListener(s, 'explicit', '127.0.0.1');
     try {
-      const out = (await exchange((proxy.address() as AddressInfo).port, Buffer.from(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`))).toString('latin1');
+      const out = (
+        await exchange((proxy.address() as AddressInfo).port, Buffer.from(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`))
+      ).toString('latin1');
       assert.match(out, /^HTTP\/1\.1 502 /);
       assert.match(out, /X-Aegis-Decision: error/);
       const e = events.find((x) => x.action === 'net.connect');
@@ -133,7 +157,10 @@ describe('generic TCP capture: deciding on the original destination', () => {
   it('decides on the name the gateway answered for the address, with the port', () => {
     const s = session(['db.internal:5432', 'api.example.com'], null, events);
     s.noteAnswer('db.internal', ['198.51.100.40']);
-    assert.deepEqual(decideCaptured(s, '198.51.100.40', 5432), { host: 'db.internal', decision: { allow: true, reason: 'net.allowed.exact', rule: 'db.internal:5432' } });
+    assert.deepEqual(decideCaptured(s, '198.51.100.40', 5432), {
+      host: 'db.internal',
+      decision: { allow: true, reason: 'net.allowed.exact', rule: 'db.internal:5432' },
+    });
     const other = decideCaptured(s, '198.51.100.40', 5433);
     assert.equal(other.host, 'db.internal');
     assert.equal(other.decision.allow, false);

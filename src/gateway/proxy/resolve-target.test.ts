@@ -24,7 +24,15 @@ function session(resolver: Resolver, allow: string[]): Session {
     return r.rule;
   });
   const rate = { perSecond: 100, burst: 100 };
-  return new Session({ matcher: compileEgress({ rules, rateLimit: rate, byteQuota: null }), audit: { append: () => undefined }, actor: { execution: 't' }, resolver, rateLimit: rate, byteQuota: null, clock: () => 0 });
+  return new Session({
+    matcher: compileEgress({ rules, rateLimit: rate, byteQuota: null }),
+    audit: { append: () => undefined },
+    actor: { execution: 't' },
+    resolver,
+    rateLimit: rate,
+    byteQuota: null,
+    clock: () => 0,
+  });
 }
 
 describe('resolveTarget (where the gateway connects)', () => {

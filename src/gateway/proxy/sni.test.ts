@@ -47,19 +47,31 @@ describe('parseClientHello on real ClientHellos', () => {
 
 describe('when the bytes are not a ClientHello', () => {
   it('an HTTP request is tls_malformed', () => {
-    assert.equal(code(() => parseClientHello(Buffer.from('GET / HTTP/1.1\r\n'))), 'gateway.tls_malformed');
+    assert.equal(
+      code(() => parseClientHello(Buffer.from('GET / HTTP/1.1\r\n'))),
+      'gateway.tls_malformed',
+    );
   });
   it('a handshake that is not ClientHello (ServerHello) is tls_malformed', () => {
     const b = Buffer.from(CLIENT_HELLOS[0]!.hex, 'hex');
     b[5] = 0x02;
-    assert.equal(code(() => parseClientHello(b)), 'gateway.tls_malformed');
+    assert.equal(
+      code(() => parseClientHello(b)),
+      'gateway.tls_malformed',
+    );
   });
   it('a declared ClientHello larger than the limit is refused before it is buffered', () => {
     const b = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0xff, 0xff, 0xff]);
-    assert.equal(code(() => parseClientHello(b)), 'gateway.tls_malformed');
+    assert.equal(
+      code(() => parseClientHello(b)),
+      'gateway.tls_malformed',
+    );
   });
   it('a record length of zero is tls_malformed', () => {
-    assert.equal(code(() => parseClientHello(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x00]))), 'gateway.tls_malformed');
+    assert.equal(
+      code(() => parseClientHello(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x00]))),
+      'gateway.tls_malformed',
+    );
   });
 });
 
@@ -82,7 +94,9 @@ describe('when the server_name extension is hostile', () => {
     return Buffer.concat([Buffer.from([type >> 8, type & 255, data.length >> 8, data.length & 255]), data]);
   }
   function sni(...names: string[]): Buffer {
-    const entries = Buffer.concat(names.map((n) => Buffer.concat([Buffer.from([0x00, n.length >> 8, n.length & 255]), Buffer.from(n, 'latin1')])));
+    const entries = Buffer.concat(
+      names.map((n) => Buffer.concat([Buffer.from([0x00, n.length >> 8, n.length & 255]), Buffer.from(n, 'latin1')])),
+    );
     return ext(0, Buffer.concat([Buffer.from([entries.length >> 8, entries.length & 255]), entries]));
   }
 
@@ -90,19 +104,34 @@ describe('when the server_name extension is hostile', () => {
     assert.deepEqual(parseClientHello(hello(sni('API.OpenAI.com'))), { status: 'complete', sni: 'api.openai.com', ech: false });
   });
   it('two host_names (which one would the server use?) are refused', () => {
-    assert.equal(code(() => parseClientHello(hello(sni('api.openai.com', 'attacker.com')))), 'gateway.tls_malformed');
+    assert.equal(
+      code(() => parseClientHello(hello(sni('api.openai.com', 'attacker.com')))),
+      'gateway.tls_malformed',
+    );
   });
   it('two server_name extensions are refused', () => {
-    assert.equal(code(() => parseClientHello(hello(Buffer.concat([sni('api.openai.com'), sni('attacker.com')])))), 'gateway.tls_malformed');
+    assert.equal(
+      code(() => parseClientHello(hello(Buffer.concat([sni('api.openai.com'), sni('attacker.com')])))),
+      'gateway.tls_malformed',
+    );
   });
   it('a NUL byte or a space in the name is refused', () => {
-    assert.equal(code(() => parseClientHello(hello(sni('api.openai.com\u0000.attacker.com')))), 'gateway.tls_malformed');
-    assert.equal(code(() => parseClientHello(hello(sni('api openai com')))), 'gateway.tls_malformed');
+    assert.equal(
+      code(() => parseClientHello(hello(sni('api.openai.com\u0000.attacker.com')))),
+      'gateway.tls_malformed',
+    );
+    assert.equal(
+      code(() => parseClientHello(hello(sni('api openai com')))),
+      'gateway.tls_malformed',
+    );
   });
   it('an extension length running past the hello is refused', () => {
     const h = hello(sni('api.openai.com'));
     h.writeUInt16BE(0x7000, h.length - 'api.openai.com'.length - 9 + 2); // the server_name ext length
-    assert.equal(code(() => parseClientHello(h)), 'gateway.tls_malformed');
+    assert.equal(
+      code(() => parseClientHello(h)),
+      'gateway.tls_malformed',
+    );
   });
   it('Encrypted Client Hello is reported (the gateway refuses it)', () => {
     const r = parseClientHello(hello(Buffer.concat([sni('public.example'), ext(0xfe0d, Buffer.from([0, 1, 2]))])));

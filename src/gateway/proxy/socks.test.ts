@@ -19,8 +19,14 @@ describe('SOCKS5 greeting (RFC 1928 §3)', () => {
     assert.deepEqual(parseGreeting(Buffer.from([5, 2, 0])), { status: 'incomplete' });
   });
   it('refuses SOCKS4 and empty method lists', () => {
-    assert.equal(codeOf(() => parseGreeting(Buffer.from([4, 1, 0]))), 'gateway.socks_malformed');
-    assert.equal(codeOf(() => parseGreeting(Buffer.from([5, 0]))), 'gateway.socks_malformed');
+    assert.equal(
+      codeOf(() => parseGreeting(Buffer.from([4, 1, 0]))),
+      'gateway.socks_malformed',
+    );
+    assert.equal(
+      codeOf(() => parseGreeting(Buffer.from([5, 0]))),
+      'gateway.socks_malformed',
+    );
   });
 });
 
@@ -38,10 +44,22 @@ describe('SOCKS5 request (RFC 1928 §4-5)', () => {
   });
   describe('when the request is hostile', () => {
     it('unknown address types, a nonzero reserved byte, empty or binary names are socks_malformed', () => {
-      assert.equal(codeOf(() => parseRequest(Buffer.from([5, 1, 0, 9, 0, 0, 0]))), 'gateway.socks_malformed');
-      assert.equal(codeOf(() => parseRequest(Buffer.from([5, 1, 1, 1, 1, 2, 3, 4, 0, 80]))), 'gateway.socks_malformed');
-      assert.equal(codeOf(() => parseRequest(Buffer.from([5, 1, 0, 3, 0, 0, 80]))), 'gateway.socks_malformed');
-      assert.equal(codeOf(() => parseRequest(Buffer.from([5, 1, 0, 3, 3, 0x61, 0x00, 0x62, 0, 80]))), 'gateway.socks_malformed');
+      assert.equal(
+        codeOf(() => parseRequest(Buffer.from([5, 1, 0, 9, 0, 0, 0]))),
+        'gateway.socks_malformed',
+      );
+      assert.equal(
+        codeOf(() => parseRequest(Buffer.from([5, 1, 1, 1, 1, 2, 3, 4, 0, 80]))),
+        'gateway.socks_malformed',
+      );
+      assert.equal(
+        codeOf(() => parseRequest(Buffer.from([5, 1, 0, 3, 0, 0, 80]))),
+        'gateway.socks_malformed',
+      );
+      assert.equal(
+        codeOf(() => parseRequest(Buffer.from([5, 1, 0, 3, 3, 0x61, 0x00, 0x62, 0, 80]))),
+        'gateway.socks_malformed',
+      );
     });
   });
   it('replies are 10 bytes with the code in byte 1', () => {

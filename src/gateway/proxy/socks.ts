@@ -14,7 +14,14 @@ import { auditDenied, openTunnel, runTunnel } from './tunnel.js';
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** RFC 1928 §6 reply codes. */
-export const REP = { succeeded: 0x00, failure: 0x01, notAllowed: 0x02, hostUnreachable: 0x04, commandNotSupported: 0x07, atypNotSupported: 0x08 } as const;
+export const REP = {
+  succeeded: 0x00,
+  failure: 0x01,
+  notAllowed: 0x02,
+  hostUnreachable: 0x04,
+  commandNotSupported: 0x07,
+  atypNotSupported: 0x08,
+} as const;
 
 export type SocksParse<T> = { readonly status: 'incomplete' } | ({ readonly status: 'complete'; readonly consumed: number } & T);
 
@@ -92,16 +99,25 @@ export function startSocksListener(session: Session, host: string, port = 0): Pr
   });
   session.guard(server, 'socks5');
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `SOCKS5 listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) =>
+      reject(new GatewayError('gateway.listen_failed', `SOCKS5 listener on ${host}:${port}: ${err.message}`, { cause: err })),
+    );
     server.listen(port, host, () => resolve(server));
   });
 }
 
 /** Read from `sock` until `parse` completes; returns the result and the bytes after it. */
-function readMessage<T>(sock: Socket, initial: Buffer, parse: (b: Uint8Array) => SocksParse<T>): Promise<{ msg: Extract<SocksParse<T>, { status: 'complete' }>; rest: Buffer }> {
+function readMessage<T>(
+  sock: Socket,
+  initial: Buffer,
+  parse: (b: Uint8Array) => SocksParse<T>,
+): Promise<{ msg: Extract<SocksParse<T>, { status: 'complete' }>; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     let buf = initial;
-    const timer = setTimeout(() => done(new GatewayError('gateway.socks_malformed', 'SOCKS5 handshake not completed in time')), HANDSHAKE_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => done(new GatewayError('gateway.socks_malformed', 'SOCKS5 handshake not completed in time')),
+      HANDSHAKE_TIMEOUT_MS,
+    );
     const done = (err: Error | null, r?: { msg: Extract<SocksParse<T>, { status: 'complete' }>; rest: Buffer }): void => {
       clearTimeout(timer);
       sock.off('data', onData);
@@ -113,7 +129,8 @@ function readMessage<T>(sock: Socket, initial: Buffer, parse: (b: Uint8Array) =>
     const attempt = (): void => {
       try {
         const r = parse(buf);
-        if (r.status === 'complete') done(null, { msg: r as Extract<SocksParse<T>, { status: 'complete' }>, rest: buf.subarray(r.consumed) });
+        if (r.status === 'complete')
+          done(null, { msg: r as Extract<SocksParse<T>, { status: 'complete' }>, rest: buf.subarray(r.consumed) });
         else if (buf.length > 600) done(new GatewayError('gateway.socks_malformed', 'SOCKS5 message too long'));
       } catch (err) {
         done(err as Error);
@@ -139,7 +156,14 @@ async function serve(session: Session, sock: Socket): Promise<void> {
     greeting = await readMessage(sock, Buffer.alloc(0), parseGreeting);
     if (!greeting.msg.methods.includes(0x00)) {
       sock.end(Buffer.from([0x05, 0xff])); // no acceptable methods
-      auditDenied(session, 'socks5', null, null, gatewayDeny('gateway.malformed', 'client offers no "no authentication" method'), startedAt);
+      auditDenied(
+        session,
+        'socks5',
+        null,
+        null,
+        gatewayDeny('gateway.malformed', 'client offers no "no authentication" method'),
+        startedAt,
+      );
       return;
     }
     sock.write(Buffer.from([0x05, 0x00]));
@@ -154,7 +178,11 @@ async function serve(session: Session, sock: Socket): Promise<void> {
     auditDenied(session, 'socks5', host, port, v, startedAt);
     sock.end(reply(rep));
   };
-  if (cmd !== 0x01) return refuse(gatewayDeny('gateway.socks_command_refused', `SOCKS5 command ${cmd} is not supported (CONNECT only)`), REP.commandNotSupported);
+  if (cmd !== 0x01)
+    return refuse(
+      gatewayDeny('gateway.socks_command_refused', `SOCKS5 command ${cmd} is not supported (CONNECT only)`),
+      REP.commandNotSupported,
+    );
   const opened = await openTunnel(session, { host, port, decide: () => session.matcher.decide(host, port) });
   if (!opened.ok) return refuse(opened.verdict);
   if (sock.destroyed) {
@@ -162,5 +190,11 @@ async function serve(session: Session, sock: Socket): Promise<void> {
     return;
   }
   sock.write(reply(REP.succeeded));
-  runTunnel(session, sock, opened.upstream, { mode: 'socks5', host: host.toLowerCase(), port, startedAt, allowReason: opened.allowReason }, request.rest);
+  runTunnel(
+    session,
+    sock,
+    opened.upstream,
+    { mode: 'socks5', host: host.toLowerCase(), port, startedAt, allowReason: opened.allowReason },
+    request.rest,
+  );
 }

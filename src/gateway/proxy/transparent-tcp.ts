@@ -43,7 +43,10 @@ export const CONNTRACK_PROC = '/proc/net/nf_conntrack';
  * (after the DNAT to the listener and the SNAT to the original address) and whose original
  * source is the sandbox. Null when there is none.
  */
-export function originalPortFromConntrack(text: string, c: { gateway: string; listenerPort: number; address: string; sourcePort: number; sandbox: string }): number | null {
+export function originalPortFromConntrack(
+  text: string,
+  c: { gateway: string; listenerPort: number; address: string; sourcePort: number; sandbox: string },
+): number | null {
   const reply = ` src=${c.gateway} dst=${c.address} sport=${c.listenerPort} dport=${c.sourcePort} `;
   for (const line of text.split('\n')) {
     if (!line.startsWith('ipv4 ') || !line.includes(' tcp ') || !line.includes(reply)) continue;
@@ -64,14 +67,20 @@ export function startTransparentTcpListener(session: Session, host: string, dpor
     session.track(sock);
     sock.on('error', () => sock.destroy());
     const port = dport === 'any' ? originalPort(sock, host, sandbox) : Promise.resolve(dport);
-    port.then((p) => serve(session, sock, p)).catch((err: unknown) => {
-      process.stderr.write(`aegis gateway: transparent tcp: ${String(err)}\n`);
-      sock.resetAndDestroy();
-    });
+    port
+      .then((p) => serve(session, sock, p))
+      .catch((err: unknown) => {
+        process.stderr.write(`aegis gateway: transparent tcp: ${String(err)}\n`);
+        sock.resetAndDestroy();
+      });
   });
   session.guard(server, 'transparent-tcp');
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `transparent TCP listener for port ${dport} on ${host}: ${err.message}`, { cause: err })));
+    server.once('error', (err) =>
+      reject(
+        new GatewayError('gateway.listen_failed', `transparent TCP listener for port ${dport} on ${host}: ${err.message}`, { cause: err }),
+      ),
+    );
     server.listen(0, host, () => resolve(server));
   });
 }
@@ -102,7 +111,13 @@ async function originalPort(sock: Socket, gateway: string, sandbox: string): Pro
   } catch {
     return null;
   }
-  return originalPortFromConntrack(text, { gateway, listenerPort: sock.localPort ?? 0, address: remoteV4(sock), sourcePort: sock.remotePort ?? 0, sandbox });
+  return originalPortFromConntrack(text, {
+    gateway,
+    listenerPort: sock.localPort ?? 0,
+    address: remoteV4(sock),
+    sourcePort: sock.remotePort ?? 0,
+    sandbox,
+  });
 }
 
 async function serve(session: Session, sock: Socket, port: number | null): Promise<void> {
@@ -115,7 +130,8 @@ async function serve(session: Session, sock: Socket, port: number | null): Promi
     sock.resetAndDestroy();
   };
   if (!isIPv4(address)) return refuse(gatewayDeny('gateway.malformed', `original destination "${raw}" is not an IPv4 address`));
-  if (port === null) return refuse(gatewayDeny('gateway.malformed', `original port of a connection to ${address} not found in ${CONNTRACK_PROC}`));
+  if (port === null)
+    return refuse(gatewayDeny('gateway.malformed', `original port of a connection to ${address} not found in ${CONNTRACK_PROC}`));
   const opened = await openTunnel(session, {
     host: address,
     port,
@@ -131,5 +147,11 @@ async function serve(session: Session, sock: Socket, port: number | null): Promi
     opened.upstream.socket.destroy();
     return;
   }
-  runTunnel(session, sock, opened.upstream, { mode: 'transparent-tcp', host, port, startedAt, allowReason: opened.allowReason }, Buffer.alloc(0));
+  runTunnel(
+    session,
+    sock,
+    opened.upstream,
+    { mode: 'transparent-tcp', host, port, startedAt, allowReason: opened.allowReason },
+    Buffer.alloc(0),
+  );
 }

@@ -25,7 +25,9 @@ export function startTransparentTlsListener(session: Session, host: string, port
   });
   session.guard(server, 'transparent-tls');
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(new GatewayError('gateway.listen_failed', `transparent TLS listener on ${host}:${port}: ${err.message}`, { cause: err })));
+    server.once('error', (err) =>
+      reject(new GatewayError('gateway.listen_failed', `transparent TLS listener on ${host}:${port}: ${err.message}`, { cause: err })),
+    );
     server.listen(port, host, () => resolve(server));
   });
 }
@@ -54,8 +56,16 @@ async function serve(session: Session, sock: Socket): Promise<void> {
     port: TLS_PORT,
     rateCharged: true,
     decide: () => session.matcher.decide(name, TLS_PORT),
-    check: () => (session.wasResolved(name) ? null : gatewayDeny('gateway.not_resolved', `SNI ${name} was not resolved through the gateway's DNS`)),
+    check: () =>
+      session.wasResolved(name) ? null : gatewayDeny('gateway.not_resolved', `SNI ${name} was not resolved through the gateway's DNS`),
   });
   if (!opened.ok) return refuse(opened.verdict);
-  runTunnel(session, sock, opened.upstream, { mode: 'transparent-tls', host: name, port: TLS_PORT, startedAt, allowReason: opened.allowReason }, hello.bytes, name);
+  runTunnel(
+    session,
+    sock,
+    opened.upstream,
+    { mode: 'transparent-tls', host: name, port: TLS_PORT, startedAt, allowReason: opened.allowReason },
+    hello.bytes,
+    name,
+  );
 }

@@ -48,7 +48,8 @@ export interface TunnelRequest {
   readonly address?: string;
 }
 
-export type OpenedTunnel = { readonly ok: true; readonly upstream: Upstream; readonly allowReason: string } | { readonly ok: false; readonly verdict: Verdict };
+export type OpenedTunnel =
+  { readonly ok: true; readonly upstream: Upstream; readonly allowReason: string } | { readonly ok: false; readonly verdict: Verdict };
 
 /**
  * The one check-then-connect path of every tunnel (CONNECT, SOCKS5, transparent TLS, generic
@@ -58,7 +59,8 @@ export type OpenedTunnel = { readonly ok: true; readonly upstream: Upstream; rea
  * answers in its protocol and, on success, calls `runTunnel`.
  */
 export async function openTunnel(session: Session, r: TunnelRequest): Promise<OpenedTunnel> {
-  if (!r.rateCharged && !session.connections.take()) return { ok: false, verdict: gatewayDeny('gateway.rate_limited', 'new-connection rate limit exceeded') };
+  if (!r.rateCharged && !session.connections.take())
+    return { ok: false, verdict: gatewayDeny('gateway.rate_limited', 'new-connection rate limit exceeded') };
   const decision = r.decide();
   if (!decision.allow) return { ok: false, verdict: verdictOf(decision) };
   const own = r.check?.() ?? null;
@@ -85,7 +87,10 @@ export async function openTunnel(session: Session, r: TunnelRequest): Promise<Op
  * Read the agent's ClientHello from `sock` (with `head` already buffered). Resolves with the
  * buffered bytes and the parse result; rejects on timeout, close or malformed input.
  */
-export function readClientHello(sock: Socket, head: Buffer): Promise<{ bytes: Buffer; hello: Extract<ClientHelloResult, { status: 'complete' }> }> {
+export function readClientHello(
+  sock: Socket,
+  head: Buffer,
+): Promise<{ bytes: Buffer; hello: Extract<ClientHelloResult, { status: 'complete' }> }> {
   return new Promise((resolve, reject) => {
     let buf = head;
     const timer = setTimeout(() => finish(new GatewayError('gateway.tls_malformed', 'ClientHello not received in time')), HELLO_TIMEOUT_MS);
@@ -130,7 +135,14 @@ export function helloVerdict(hello: Extract<ClientHelloResult, { status: 'comple
  * Run a tunnel between `client` (the agent) and `upstream`. The first client bytes are held
  * back until they are known not to be a fronted ClientHello. Writes the `net.connect` event.
  */
-export function runTunnel(session: Session, client: Socket, up: Upstream, info: TunnelInfo, head: Buffer, sniKnown: string | null = null): void {
+export function runTunnel(
+  session: Session,
+  client: Socket,
+  up: Upstream,
+  info: TunnelInfo,
+  head: Buffer,
+  sniKnown: string | null = null,
+): void {
   const upstream = up.socket;
   // Read now: a destroyed socket no longer reports it (the event was written with null).
   const upstreamAddress = upstream.remoteAddress ?? null;
@@ -233,7 +245,11 @@ export function runTunnel(session: Session, client: Socket, up: Upstream, info: 
  * A sink for `from`'s chunks that writes them to `to`, counting bytes, with backpressure:
  * `from` is paused while `to` has more queued than its high-water mark.
  */
-function writer(from: Socket, to: Socket, count: (n: number) => void): { write: (c: Buffer, done?: () => void) => void; waiting: () => boolean } {
+function writer(
+  from: Socket,
+  to: Socket,
+  count: (n: number) => void,
+): { write: (c: Buffer, done?: () => void) => void; waiting: () => boolean } {
   let waiting = false;
   const resume = (): void => {
     waiting = false;
@@ -246,7 +262,11 @@ function writer(from: Socket, to: Socket, count: (n: number) => void): { write: 
       // Pause the reader only once TUNNEL_QUEUE_BYTES are queued, not at the socket's 16 KiB
       // high-water mark: a 256 KiB read always exceeds that, and stop-and-go per read halved raw
       // TCP throughput (the kernel's send buffer then runs dry while the reader waits).
-      if (!to.write(c, done && ((err?: Error | null) => void (err ? undefined : done()))) && to.writableLength >= TUNNEL_QUEUE_BYTES && !waiting) {
+      if (
+        !to.write(c, done && ((err?: Error | null) => void (err ? undefined : done()))) &&
+        to.writableLength >= TUNNEL_QUEUE_BYTES &&
+        !waiting
+      ) {
         waiting = true;
         from.pause();
         to.once('drain', resume);
@@ -257,7 +277,15 @@ function writer(from: Socket, to: Socket, count: (n: number) => void): { write: 
 }
 
 /** Emit a denial `net.connect` event for a connection refused before any tunnel existed. */
-export function auditDenied(session: Session, mode: ConnectMode, host: string | null, port: number | null, verdict: Verdict, startedAt: number, sni: string | null = null): void {
+export function auditDenied(
+  session: Session,
+  mode: ConnectMode,
+  host: string | null,
+  port: number | null,
+  verdict: Verdict,
+  startedAt: number,
+  sni: string | null = null,
+): void {
   session.emit(
     connectEvent(session.actor, verdict, {
       mode,

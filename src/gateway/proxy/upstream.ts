@@ -99,7 +99,8 @@ export class Upstream {
       }
     } else {
       chunk = b.subarray(0, n); // handed on whole
-      if (b === this.small) this.small = null; // the next small one is new
+      if (b === this.small)
+        this.small = null; // the next small one is new
       else done = () => releaseLarge(b);
       // A full read means more is waiting: read large from now on.
       this.next = n === b.length || b.length === LARGE_READ_BYTES ? (pool.pop() ?? Buffer.allocUnsafe(LARGE_READ_BYTES)) : null;

@@ -18,7 +18,8 @@ export class TokenBucket {
     private readonly burst: number,
     private readonly now: Clock,
   ) {
-    if (!(perSecond > 0) || !(burst >= 1)) throw new RangeError(`token bucket needs perSecond > 0 and burst >= 1 (got ${perSecond}, ${burst})`);
+    if (!(perSecond > 0) || !(burst >= 1))
+      throw new RangeError(`token bucket needs perSecond > 0 and burst >= 1 (got ${perSecond}, ${burst})`);
     this.tokens = burst;
     this.last = now();
   }

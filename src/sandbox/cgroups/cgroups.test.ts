@@ -11,7 +11,12 @@ import { after, describe, it } from 'node:test';
 import type { ResourceLimits } from '../../policy/types.js';
 import { createRunCgroup } from './index.js';
 
-const limits: ResourceLimits = { timeoutMs: 1000, memoryBytes: 64 * 1024 * 1024, cpu: { quotaUs: 50_000, periodUs: 100_000, cores: 0.5 }, pids: 32 };
+const limits: ResourceLimits = {
+  timeoutMs: 1000,
+  memoryBytes: 64 * 1024 * 1024,
+  cpu: { quotaUs: 50_000, periodUs: 100_000, cores: 0.5 },
+  pids: 32,
+};
 const roots: string[] = [];
 after(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
 
@@ -52,7 +57,10 @@ describe('cgroup v2 adapter', () => {
     it('refuses to start (fail secure)', () => {
       const root = fakeRoot();
       writeFileSync(join(root, 'cgroup.controllers'), 'cpu pids\n');
-      assert.throws(() => createRunCgroup('r3', limits, root, 'v2'), (e) => (e as { code?: string }).code === 'sandbox.cgroup_failed');
+      assert.throws(
+        () => createRunCgroup('r3', limits, root, 'v2'),
+        (e) => (e as { code?: string }).code === 'sandbox.cgroup_failed',
+      );
     });
   });
 });

@@ -128,7 +128,8 @@ async function killLoop(list: () => number[], timeoutMs: number): Promise<void> 
         /* already gone */
       }
     }
-    if (Date.now() > deadline) throw new SandboxError('sandbox.cgroup_failed', `processes still alive in the run's cgroup: ${pids.join(',')}`);
+    if (Date.now() > deadline)
+      throw new SandboxError('sandbox.cgroup_failed', `processes still alive in the run's cgroup: ${pids.join(',')}`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }
@@ -213,7 +214,8 @@ const V1_OOM_SLACK = 2 * 1024 * 1024;
 function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inherit' | 'child'): RunCgroup {
   const dir = (c: string): string => join(root, c, AEGIS_CGROUP, id);
   for (const c of V1_CONTROLLERS) {
-    if (!existsSync(join(root, c))) throw new SandboxError('sandbox.runtime_unavailable', `cgroup v1 controller "${c}" is not mounted at ${join(root, c)}`);
+    if (!existsSync(join(root, c)))
+      throw new SandboxError('sandbox.runtime_unavailable', `cgroup v1 controller "${c}" is not mounted at ${join(root, c)}`);
   }
   const created: string[] = [];
   try {
@@ -236,7 +238,8 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
     // Read back: a limit that did not stick means no start.
     const got = readNum(join(mem, 'memory.limit_in_bytes'));
     if (got > limits.memoryBytes || got <= 0) fail('memory limit did not apply', new Error(`read back ${got}`));
-    if (readNum(join(dir('cpu'), 'cpu.cfs_quota_us')) !== limits.cpu.quotaUs) fail('cpu quota did not apply', new Error('read back differs'));
+    if (readNum(join(dir('cpu'), 'cpu.cfs_quota_us')) !== limits.cpu.quotaUs)
+      fail('cpu quota did not apply', new Error('read back differs'));
     if (readNum(join(dir('pids'), 'pids.max')) !== limits.pids) fail('pids limit did not apply', new Error('read back differs'));
   } catch (err) {
     removeTrees(created);
@@ -259,7 +262,8 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
         oom: oomKills > 0 || (mode === 'child' && (failcnt > 0 || max >= limits.memoryBytes - V1_OOM_SLACK)),
         // pids.events counts the failure in the forking task's cgroup (the runtime's child);
         // the parent keeps its peak (pids.peak, Linux >= 6.1).
-        pidsLimitHit: (readKeyed(join(dir('pids'), 'pids.events')).get('max') ?? 0) > 0 || readNum(join(dir('pids'), 'pids.peak')) >= limits.pids,
+        pidsLimitHit:
+          (readKeyed(join(dir('pids'), 'pids.events')).get('max') ?? 0) > 0 || readNum(join(dir('pids'), 'pids.peak')) >= limits.pids,
       };
     },
     pids: () => pidsIn(dir('pids')),

@@ -21,7 +21,13 @@ describe('RunscDriver', () => {
     assert.ok(d.runArgs(run).includes('--oci-seccomp'));
   });
   it("uses the joined gateway namespace's sockets (--network=host), without an OCI user namespace", () => {
-    const joined = { ...base, linux: { ...base.linux, namespaces: base.linux.namespaces.map((n) => (n.type === 'network' ? { type: 'network', path: '/run/netns/a' } : n)) } } as OciConfig;
+    const joined = {
+      ...base,
+      linux: {
+        ...base.linux,
+        namespaces: base.linux.namespaces.map((n) => (n.type === 'network' ? { type: 'network', path: '/run/netns/a' } : n)),
+      },
+    } as OciConfig;
     const a = d.adapt(joined);
     assert.deepEqual(
       a.linux.namespaces.map((n) => n.type),
@@ -35,7 +41,11 @@ describe('RunscDriver', () => {
     assert.ok(args.includes('--oci-seccomp'), 'the seccomp profile still applies');
   });
   it('allows the Sentry and gofer host tasks per mount (a grant inside /etc once failed at start with StartRoot EOF)', () => {
-    const withMounts = (n: number): OciConfig => ({ ...base, mounts: Array.from({ length: n }, (_, i) => ({ destination: `/m${i}`, type: 'tmpfs', source: 'tmpfs', options: [] })) }) as OciConfig;
+    const withMounts = (n: number): OciConfig =>
+      ({
+        ...base,
+        mounts: Array.from({ length: n }, (_, i) => ({ destination: `/m${i}`, type: 'tmpfs', source: 'tmpfs', options: [] })),
+      }) as OciConfig;
     assert.equal(d.pidsOverhead(withMounts(0)), RUNSC_BASE_TASKS);
     // 94 mounts needed 374 host tasks (measured): the allowance must cover them.
     assert.ok(d.pidsOverhead(withMounts(94)) >= 374 + 32, `allowance ${d.pidsOverhead(withMounts(94))}`);
@@ -52,7 +62,13 @@ describe('runsc adapt: clone3', () => {
     const config = { linux: { namespaces: [], seccomp }, process: { user: { uid: 1000, gid: 1000 } } } as unknown as OciConfig;
     const adapted = new RunscDriver().adapt(config);
     const rules = adapted.linux.seccomp.syscalls;
-    assert.deepEqual(rules.find((r) => r.names.includes('clone3')), { names: ['clone3'], action: 'SCMP_ACT_ALLOW' });
-    assert.deepEqual(rules.filter((r) => !r.names.includes('clone3')), seccomp.syscalls.filter((r) => !r.names.includes('clone3')));
+    assert.deepEqual(
+      rules.find((r) => r.names.includes('clone3')),
+      { names: ['clone3'], action: 'SCMP_ACT_ALLOW' },
+    );
+    assert.deepEqual(
+      rules.filter((r) => !r.names.includes('clone3')),
+      seccomp.syscalls.filter((r) => !r.names.includes('clone3')),
+    );
   });
 });

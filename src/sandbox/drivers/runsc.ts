@@ -92,7 +92,11 @@ export class RunscDriver implements RuntimeDriver {
     const linux = config.linux;
     const u = config.process.user;
     const process = { ...config.process, user: { ...u, uid: DEFAULT_ID_MAP.hostBase + u.uid, gid: DEFAULT_ID_MAP.hostBase + u.gid } };
-    return { ...config, process, linux: { ...linux, namespaces: linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] } };
+    return {
+      ...config,
+      process,
+      linux: { ...linux, namespaces: linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] },
+    };
   }
 
   private global(r: RuntimeRun): string[] {

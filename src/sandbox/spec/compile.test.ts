@@ -3,7 +3,19 @@ import { describe, it } from 'node:test';
 import type { Policy } from '../../policy/types.js';
 import { SandboxError } from '../errors.js';
 import { RuncDriver } from '../drivers/runc.js';
-import { AEGIS_MASKED_PATHS, MASKED_PATHS, READONLY_PATHS, compileBundle, dirsToList, mountTargets, SANDBOX_RLIMITS, USERNS_OWNER_BASE, usernsFor, type CompileOptions, type ResolvedVolume } from './compile.js';
+import {
+  AEGIS_MASKED_PATHS,
+  MASKED_PATHS,
+  READONLY_PATHS,
+  compileBundle,
+  dirsToList,
+  mountTargets,
+  SANDBOX_RLIMITS,
+  USERNS_OWNER_BASE,
+  usernsFor,
+  type CompileOptions,
+  type ResolvedVolume,
+} from './compile.js';
 import type { ImageEntry } from './rootfs.js';
 import { validateBundle } from './validate.js';
 import { hasCode } from '../../test-support/errors.js';
@@ -37,7 +49,14 @@ const ROOT: ImageEntry[] = [
 function options(p: Policy, extra: Partial<CompileOptions> = {}): CompileOptions {
   const volumes = extra.volumes ?? [];
   const listing = new Map(dirsToList(mountTargets(p, volumes).top).map((d) => [d, d === '/' ? ROOT : ('missing' as const)]));
-  const o: CompileOptions = { imageRootfs: '/images/py/rootfs', imageListing: listing, codeDir: '/home/u/agent', cgroupsPath: '/aegis/x/c', isolation: 'crun', ...extra };
+  const o: CompileOptions = {
+    imageRootfs: '/images/py/rootfs',
+    imageListing: listing,
+    codeDir: '/home/u/agent',
+    cgroupsPath: '/aegis/x/c',
+    isolation: 'crun',
+    ...extra,
+  };
   // crun and runc join the user namespace of a holder process (src/sandbox/userns.ts).
   const runcBehindGateway = o.isolation === 'runc' && o.network?.kind === 'netns';
   return o.isolation === 'gvisor' || runcBehindGateway || 'userns' in extra ? o : { ...o, userns: usernsFor(4242) };
@@ -69,7 +88,15 @@ describe('compileBundle', () => {
   });
   it("masks Docker's paths and the host facts an agent has no use for (regression: /proc/cmdline, boot_id and /sys/block were readable)", () => {
     const c = compile(policy()).config;
-    for (const p of [...MASKED_PATHS, '/proc/cmdline', '/proc/sys/kernel/random/boot_id', '/sys/block', '/sys/class/block', '/sys/dev/block', '/sys/devices/virtual/dmi']) {
+    for (const p of [
+      ...MASKED_PATHS,
+      '/proc/cmdline',
+      '/proc/sys/kernel/random/boot_id',
+      '/sys/block',
+      '/sys/class/block',
+      '/sys/dev/block',
+      '/sys/devices/virtual/dmi',
+    ]) {
       assert.ok(c.linux.maskedPaths.includes(p), `${p} masked`);
     }
     assert.deepEqual(new Set(c.linux.readonlyPaths), new Set(READONLY_PATHS));
@@ -100,7 +127,10 @@ describe('compileBundle', () => {
     const tmp = c.mounts.find((m) => m.destination === '/tmp');
     assert.equal(out?.options.includes('ro'), false, 'a write grant is not a read-only tmpfs');
     assert.ok(out?.options.includes('mode=1777'));
-    assert.equal(out?.options.find((o) => o.startsWith('size=')), tmp?.options.find((o) => o.startsWith('size=')));
+    assert.equal(
+      out?.options.find((o) => o.startsWith('size=')),
+      tmp?.options.find((o) => o.startsWith('size=')),
+    );
     assert.ok(c.mounts.find((m) => m.destination === '/data/in')?.options.includes('ro'));
   });
   it('replaces a declared tmpfs by its volume, with the requested mode', () => {
@@ -115,9 +145,15 @@ describe('compileBundle', () => {
     assert.deepEqual(c.process.args, ['python3', 'main.py', '--x']);
   });
   it('joins a given network namespace, or creates an empty one', () => {
-    assert.deepEqual(compile(policy()).config.linux.namespaces.find((n) => n.type === 'network'), { type: 'network' });
+    assert.deepEqual(
+      compile(policy()).config.linux.namespaces.find((n) => n.type === 'network'),
+      { type: 'network' },
+    );
     const joined = compile(policy(), { network: { kind: 'netns', path: '/run/netns/aegis-1' } }).config;
-    assert.deepEqual(joined.linux.namespaces.find((n) => n.type === 'network'), { type: 'network', path: '/run/netns/aegis-1' });
+    assert.deepEqual(
+      joined.linux.namespaces.find((n) => n.type === 'network'),
+      { type: 'network', path: '/run/netns/aegis-1' },
+    );
     // sysfs needs a network namespace owned by the sandbox's user namespace: empty /sys otherwise.
     assert.equal(compile(policy()).config.mounts.find((m) => m.destination === '/sys')?.type, 'sysfs');
     assert.equal(joined.mounts.find((m) => m.destination === '/sys')?.type, 'tmpfs');
@@ -125,17 +161,35 @@ describe('compileBundle', () => {
   it("mounts the gateway's resolv.conf read-only over the image's, and nothing else inside /etc", () => {
     const net = { kind: 'netns' as const, path: '/run/netns/aegis-1', resolvConf: '/run/aegis/net/1/resolv.conf' };
     const c = compile(policy(), { network: net }).config;
-    assert.deepEqual(c.mounts.find((m) => m.destination === '/etc/resolv.conf'), {
-      destination: '/etc/resolv.conf',
-      type: 'bind',
-      source: '/run/aegis/net/1/resolv.conf',
-      options: ['rbind', 'ro', 'nosuid', 'nodev'],
-    });
+    assert.deepEqual(
+      c.mounts.find((m) => m.destination === '/etc/resolv.conf'),
+      {
+        destination: '/etc/resolv.conf',
+        type: 'bind',
+        source: '/run/aegis/net/1/resolv.conf',
+        options: ['rbind', 'ro', 'nosuid', 'nodev'],
+      },
+    );
     const o = options(policy(), { network: net });
     const b = compileBundle(policy(), o);
-    const forged = { ...b, config: { ...b.config, mounts: [...b.config.mounts, { destination: '/etc/passwd', type: 'bind', source: '/etc/passwd', options: ['rbind', 'ro', 'nosuid', 'nodev'] }] } };
+    const forged = {
+      ...b,
+      config: {
+        ...b.config,
+        mounts: [
+          ...b.config.mounts,
+          { destination: '/etc/passwd', type: 'bind', source: '/etc/passwd', options: ['rbind', 'ro', 'nosuid', 'nodev'] },
+        ],
+      },
+    };
     assert.throws(() => validateBundle(forged, o), invalid);
-    const swapped = { ...b, config: { ...b.config, mounts: b.config.mounts.map((m) => (m.destination === '/etc/resolv.conf' ? { ...m, source: '/etc/shadow' } : m)) } };
+    const swapped = {
+      ...b,
+      config: {
+        ...b.config,
+        mounts: b.config.mounts.map((m) => (m.destination === '/etc/resolv.conf' ? { ...m, source: '/etc/shadow' } : m)),
+      },
+    };
     assert.throws(() => validateBundle(swapped, o), invalid);
   });
   it('allows a bundle without a user namespace only for gVisor in a joined namespace, with unprivileged host ids', () => {
@@ -145,7 +199,11 @@ describe('compileBundle', () => {
       const c = b.config;
       return {
         ...b,
-        config: { ...c, process: { ...c.process, user: { ...c.process.user, uid, gid: uid } }, linux: { ...c.linux, namespaces: c.linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] } },
+        config: {
+          ...c,
+          process: { ...c.process, user: { ...c.process.user, uid, gid: uid } },
+          linux: { ...c.linux, namespaces: c.linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] },
+        },
       };
     };
     const gv = options(policy(), { network: net, isolation: 'gvisor' });
@@ -176,7 +234,8 @@ describe('compileBundle', () => {
     for (const p of ['/', '/proc', '/proc/sys', '/dev/shm', '/sys']) {
       it(`refuses a grant of ${p}`, () => assert.throws(() => compile(policy({ write: [p] })), invalid));
     }
-    it('refuses a write grant of /agent (the code is read-only)', () => assert.throws(() => compile(policy({ write: ['/agent'] })), invalid));
+    it('refuses a write grant of /agent (the code is read-only)', () =>
+      assert.throws(() => compile(policy({ write: ['/agent'] })), invalid));
     it('refuses a declared path inside /agent', () => {
       assert.throws(() => compile(policy({ write: ['/agent/out'] })), invalid);
     });
@@ -194,7 +253,12 @@ describe('validateBundle', () => {
     b.config.mounts.push({ destination: '/host', type: 'bind', source: '/', options: ['rbind', 'rw'] });
     assert.throws(
       () => validateBundle(b, o),
-      (e) => invalid(e) && /uid\/gid 0/.test((e as Error).message) && /capabilities/.test((e as Error).message) && /user/.test((e as Error).message) && /unexpected bind/.test((e as Error).message),
+      (e) =>
+        invalid(e) &&
+        /uid\/gid 0/.test((e as Error).message) &&
+        /capabilities/.test((e as Error).message) &&
+        /user/.test((e as Error).message) &&
+        /unexpected bind/.test((e as Error).message),
     );
   });
   it('refuses a seccomp rule that allows what the default never does (clone3 only under gVisor)', () => {
@@ -202,7 +266,10 @@ describe('validateBundle', () => {
     const o = options(p);
     const b = compileBundle(p, o);
     b.config.linux.seccomp.syscalls.push({ names: ['clone3'], action: 'SCMP_ACT_ALLOW' }, { names: ['unshare'], action: 'SCMP_ACT_ALLOW' });
-    assert.throws(() => validateBundle(b, o), (e) => invalid(e) && (e as Error).message.includes('seccomp allows clone3, unshare'));
+    assert.throws(
+      () => validateBundle(b, o),
+      (e) => invalid(e) && (e as Error).message.includes('seccomp allows clone3, unshare'),
+    );
   });
   describe('when a host path is left visible', () => {
     for (const p of ['/proc/kcore', '/proc/cmdline', '/proc/sys/kernel/random/boot_id', '/sys/block', '/sys/firmware']) {
@@ -242,7 +309,10 @@ describe('per-user kernel counters (issue 8)', () => {
   };
   it('joins the user namespace of the holder, owned by base + its pid, keeping the id mappings', () => {
     const c = compile(policy()).config;
-    assert.deepEqual(c.linux.namespaces.find((n) => n.type === 'user'), { type: 'user', path: '/proc/4242/ns/user' });
+    assert.deepEqual(
+      c.linux.namespaces.find((n) => n.type === 'user'),
+      { type: 'user', path: '/proc/4242/ns/user' },
+    );
     assert.deepEqual(c.linux.uidMappings, [{ containerID: 0, hostID: 100_000, size: 65_536 }]);
     assert.equal(c.annotations['org.aegis.userns_owner'], String(USERNS_OWNER_BASE + 4242));
     assert.deepEqual(usernsFor(7), { path: '/proc/7/ns/user', ownerUid: USERNS_OWNER_BASE + 7 });
@@ -251,16 +321,26 @@ describe('per-user kernel counters (issue 8)', () => {
   });
   it('sets low per-sandbox limits for the counters checked against rlimits', () => {
     const r = compile(policy()).config.process.rlimits;
-    for (const t of ['RLIMIT_MSGQUEUE', 'RLIMIT_SIGPENDING', 'RLIMIT_MEMLOCK', 'RLIMIT_NOFILE', 'RLIMIT_CORE']) assert.ok(r.some((x) => x.type === t), t);
+    for (const t of ['RLIMIT_MSGQUEUE', 'RLIMIT_SIGPENDING', 'RLIMIT_MEMLOCK', 'RLIMIT_NOFILE', 'RLIMIT_CORE'])
+      assert.ok(
+        r.some((x) => x.type === t),
+        t,
+      );
     assert.deepEqual(r, SANDBOX_RLIMITS);
-    assert.ok(r.every((x) => x.soft <= x.hard && x.hard <= 1024 * 1024), 'lowering only: below any host default');
+    assert.ok(
+      r.every((x) => x.soft <= x.hard && x.hard <= 1024 * 1024),
+      'lowering only: below any host default',
+    );
   });
   describe('when crun or runc would create the user namespace as root', () => {
     for (const isolation of ['crun', 'runc'] as const) {
       it(`refuses ${isolation} without a holder's namespace`, () => {
         const o = options(policy(), { isolation, userns: undefined });
         const b = compileBundle(policy(), o);
-        assert.throws(() => validateBundle(isolation === 'runc' ? { ...b, config: new RuncDriver('runc').adapt(b.config) } : b, o), (e) => invalid(e) && /dedicated uid/.test((e as Error).message));
+        assert.throws(
+          () => validateBundle(isolation === 'runc' ? { ...b, config: new RuncDriver('runc').adapt(b.config) } : b, o),
+          (e) => invalid(e) && /dedicated uid/.test((e as Error).message),
+        );
       });
     }
     it('refuses an owner that is not base + the holder pid, or root', () => {
@@ -270,7 +350,14 @@ describe('per-user kernel counters (issue 8)', () => {
       }
     });
     it('refuses namespace paths other than /proc/<pid>/ns/user', () => {
-      for (const path of ['/proc/self/ns/user', '/proc/1/../1/ns/user', '/run/userns', '/proc/4242/ns/user/', '/proc/04242/ns/user', '/proc/99999999/ns/user']) {
+      for (const path of [
+        '/proc/self/ns/user',
+        '/proc/1/../1/ns/user',
+        '/run/userns',
+        '/proc/4242/ns/user/',
+        '/proc/04242/ns/user',
+        '/proc/99999999/ns/user',
+      ]) {
         const o = options(policy(), { userns: { path, ownerUid: USERNS_OWNER_BASE + 4242 } });
         assert.throws(() => validateBundle(compileBundle(policy(), o), o), invalid, path);
       }
@@ -280,8 +367,24 @@ describe('per-user kernel counters (issue 8)', () => {
       const base = compileBundle(policy(), o).config.linux.namespaces.filter((n) => n.type !== 'user');
       assert.throws(() => validateBundle(withNs(o, [...base, { type: 'user', path: '/proc/1/ns/user' }]), o), invalid);
       assert.throws(() => validateBundle(withNs(o, [...base, { type: 'user' }]), o), invalid);
-      assert.throws(() => validateBundle(withNs(o, [...base, { type: 'user', path: '/proc/4242/ns/user' }, { type: 'user', path: '/proc/1/ns/user' }]), o), invalid);
-      assert.throws(() => validateBundle(withNs(o, [...base.filter((n) => n.type !== 'pid'), { type: 'pid', path: '/proc/1/ns/pid' }, { type: 'user', path: '/proc/4242/ns/user' }]), o), invalid, 'other namespaces stay fresh');
+      assert.throws(
+        () =>
+          validateBundle(withNs(o, [...base, { type: 'user', path: '/proc/4242/ns/user' }, { type: 'user', path: '/proc/1/ns/user' }]), o),
+        invalid,
+      );
+      assert.throws(
+        () =>
+          validateBundle(
+            withNs(o, [
+              ...base.filter((n) => n.type !== 'pid'),
+              { type: 'pid', path: '/proc/1/ns/pid' },
+              { type: 'user', path: '/proc/4242/ns/user' },
+            ]),
+            o,
+          ),
+        invalid,
+        'other namespaces stay fresh',
+      );
     });
     it('lets runc create the user namespace only in a joined network namespace (runc 1.1 cannot join both)', () => {
       const net = { kind: 'netns' as const, path: '/run/netns/aegis-1' };
@@ -309,10 +412,39 @@ describe('per-user kernel counters (issue 8)', () => {
     };
     for (const t of ['RLIMIT_MSGQUEUE', 'RLIMIT_SIGPENDING', 'RLIMIT_MEMLOCK']) {
       it(`refuses a bundle without ${t}, with it raised, or with soft above hard`, () => {
-        assert.throws(() => validateBundle(withLimits((r) => r.filter((x) => x.type !== t)), o), invalid);
-        assert.throws(() => validateBundle(withLimits((r) => r.map((x) => (x.type === t ? { ...x, hard: x.hard * 2, soft: x.hard * 2 } : x))), o), invalid);
-        assert.throws(() => validateBundle(withLimits((r) => r.map((x) => (x.type === t ? { ...x, soft: x.hard + 1 } : x))), o), invalid);
-        assert.throws(() => validateBundle(withLimits((r) => [...r, { type: t, hard: 1, soft: 1 }]), o), invalid, 'twice');
+        assert.throws(
+          () =>
+            validateBundle(
+              withLimits((r) => r.filter((x) => x.type !== t)),
+              o,
+            ),
+          invalid,
+        );
+        assert.throws(
+          () =>
+            validateBundle(
+              withLimits((r) => r.map((x) => (x.type === t ? { ...x, hard: x.hard * 2, soft: x.hard * 2 } : x))),
+              o,
+            ),
+          invalid,
+        );
+        assert.throws(
+          () =>
+            validateBundle(
+              withLimits((r) => r.map((x) => (x.type === t ? { ...x, soft: x.hard + 1 } : x))),
+              o,
+            ),
+          invalid,
+        );
+        assert.throws(
+          () =>
+            validateBundle(
+              withLimits((r) => [...r, { type: t, hard: 1, soft: 1 }]),
+              o,
+            ),
+          invalid,
+          'twice',
+        );
       });
     }
     it('gives runc no rlimits in its config (inherited from prlimit) and refuses them there', () => {

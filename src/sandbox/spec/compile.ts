@@ -81,8 +81,17 @@ export function usernsFor(holderPid: number): UsernsOption {
 
 /** Docker's defaults (moby/oci/defaults.go). */
 export const MASKED_PATHS = [
-  '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
-  '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+  '/proc/asound',
+  '/proc/acpi',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
 ];
 export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 /**
@@ -96,8 +105,16 @@ export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys'
  * source lives on its host filesystem (docs/sandbox.md, "What the agent can see of the host").
  */
 export const AEGIS_MASKED_PATHS = [
-  '/proc/cmdline', '/proc/sys/kernel/random/boot_id', '/proc/partitions', '/proc/diskstats',
-  '/sys/block', '/sys/class/block', '/sys/dev/block', '/sys/devices/virtual/block', '/sys/devices/virtual/dmi', '/sys/class/dmi',
+  '/proc/cmdline',
+  '/proc/sys/kernel/random/boot_id',
+  '/proc/partitions',
+  '/proc/diskstats',
+  '/sys/block',
+  '/sys/class/block',
+  '/sys/dev/block',
+  '/sys/devices/virtual/block',
+  '/sys/devices/virtual/dmi',
+  '/sys/class/dmi',
 ];
 
 export type NetworkOption =
@@ -159,11 +176,17 @@ const FORBIDDEN_GRANTS = ['/proc', '/dev', '/sys'];
 function declaredMounts(policy: Policy, volumes: readonly ResolvedVolume[]): { path: string; mode: 'ro' | 'rw' }[] {
   for (const p of [...policy.fs.read, ...policy.fs.write]) {
     if (p === '/' || FORBIDDEN_GRANTS.some((f) => p === f || p.startsWith(f + '/'))) {
-      throw new SandboxError('sandbox.invalid_spec', `permissions.fs path ${p} cannot be granted: the sandbox owns /, /proc, /dev and /sys`);
+      throw new SandboxError(
+        'sandbox.invalid_spec',
+        `permissions.fs path ${p} cannot be granted: the sandbox owns /, /proc, /dev and /sys`,
+      );
     }
   }
   if (policy.fs.write.includes(CODE_MOUNT)) {
-    throw new SandboxError('sandbox.invalid_spec', `permissions.fs.write cannot grant ${CODE_MOUNT}: the agent's code is mounted there read-only`);
+    throw new SandboxError(
+      'sandbox.invalid_spec',
+      `permissions.fs.write cannot grant ${CODE_MOUNT}: the agent's code is mounted there read-only`,
+    );
   }
   const out: { path: string; mode: 'ro' | 'rw' }[] = [];
   // Already provided: /tmp (a writable tmpfs) and /agent (the code, read-only).
@@ -206,7 +229,12 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
   const { top } = mountTargets(policy, volumes);
   // runc gives a tmpfs the mode of the directory it covers (ignoring `mode=`): make the
   // skeleton's mountpoints of writable tmpfs world-writable with the sticky bit, like /tmp.
-  const writableTmpfs = new Set([TMP_MOUNT, ...declaredMounts(policy, volumes).filter((m) => m.mode === 'rw').map((m) => m.path)]);
+  const writableTmpfs = new Set([
+    TMP_MOUNT,
+    ...declaredMounts(policy, volumes)
+      .filter((m) => m.mode === 'rw')
+      .map((m) => m.path),
+  ]);
   const planned = planRootfs(top, opts.imageListing);
   const rootfs: RootfsPlan = {
     ...planned,
@@ -219,7 +247,12 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
   const system: OciMount[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     tmpfs('/dev', ['nosuid', 'strictatime', 'mode=755', 'size=65536k']),
-    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+    {
+      destination: '/dev/pts',
+      type: 'devpts',
+      source: 'devpts',
+      options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'],
+    },
     tmpfs('/dev/shm', ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k']),
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     // sysfs can only be mounted from a network namespace the sandbox's user namespace owns
@@ -235,7 +268,10 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
     tmpfs(TMP_MOUNT, ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`]),
     bind(CODE_MOUNT, opts.codeDir, 'ro'),
     ...declaredMounts(policy, volumes).map((m) =>
-      tmpfs(m.path, m.mode === 'rw' ? ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`] : ['nosuid', 'nodev', 'mode=0555', 'size=4096', 'ro']),
+      tmpfs(
+        m.path,
+        m.mode === 'rw' ? ['nosuid', 'nodev', 'mode=1777', `size=${tmpBytes}`] : ['nosuid', 'nodev', 'mode=0555', 'size=4096', 'ro'],
+      ),
     ),
     ...volumes.map((v) => bind(v.sandbox, v.host, v.mode)),
     // The gateway's resolver: images ship an empty resolv.conf (glibc would ask 127.0.0.1).

@@ -39,7 +39,13 @@ describe('planRootfs', () => {
   it('mirrors an image directory that holds a target instead of binding it', () => {
     const listing: ImageListing = new Map<string, ImageEntry[]>([
       ['/', debianRoot],
-      ['/home', [{ name: 'user', type: 'dir' }, { name: '.profile', type: 'file' }]],
+      [
+        '/home',
+        [
+          { name: 'user', type: 'dir' },
+          { name: '.profile', type: 'file' },
+        ],
+      ],
     ]);
     const plan = planRootfs(['/home/out'], listing);
     assert.ok(!plan.binds.includes('/home'));
@@ -52,7 +58,10 @@ describe('planRootfs', () => {
         ['/', debianRoot],
         ['/bin', 'notdir'],
       ]);
-      assert.throws(() => planRootfs(['/bin/out'], listing), (e) => e instanceof SandboxError && e.code === 'sandbox.invalid_spec');
+      assert.throws(
+        () => planRootfs(['/bin/out'], listing),
+        (e) => e instanceof SandboxError && e.code === 'sandbox.invalid_spec',
+      );
     });
   });
 });

@@ -21,7 +21,27 @@ describe('default seccomp profile', () => {
   it('allows none of the always-denied calls, under any condition', () => {
     const allowed = allowedNames(p);
     for (const n of DENIED_ALWAYS) assert.ok(!allowed.has(n), `${n} must not be allowed`);
-    for (const n of ['mount', 'umount2', 'ptrace', 'setuid', 'setresgid', 'kexec_load', 'bpf', 'perf_event_open', 'keyctl', 'add_key', 'request_key', 'unshare', 'setns', 'userfaultfd', 'open_by_handle_at', 'init_module', 'finit_module', 'reboot', 'swapon']) {
+    for (const n of [
+      'mount',
+      'umount2',
+      'ptrace',
+      'setuid',
+      'setresgid',
+      'kexec_load',
+      'bpf',
+      'perf_event_open',
+      'keyctl',
+      'add_key',
+      'request_key',
+      'unshare',
+      'setns',
+      'userfaultfd',
+      'open_by_handle_at',
+      'init_module',
+      'finit_module',
+      'reboot',
+      'swapon',
+    ]) {
       assert.ok(DENIED_ALWAYS.includes(n), `${n} is on the documented deny list`);
     }
   });
@@ -32,7 +52,10 @@ describe('default seccomp profile', () => {
     const clone = p.syscalls.filter((r) => r.names.includes('clone'));
     assert.equal(clone.length, 1);
     assert.deepEqual(clone[0]?.args, [{ index: 0, value: CLONE_NAMESPACE_FLAGS, valueTwo: 0, op: 'SCMP_CMP_MASKED_EQ' }]);
-    assert.deepEqual(p.syscalls.find((r) => r.names.includes('clone3')), { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 });
+    assert.deepEqual(
+      p.syscalls.find((r) => r.names.includes('clone3')),
+      { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 },
+    );
   });
   it('allows socket only for unix/inet/inet6/netlink and never SOCK_RAW or AF_PACKET', () => {
     const sock = p.syscalls.filter((r) => r.names.includes('socket'));
@@ -63,7 +86,10 @@ describe('when the manifest adds syscalls.deny', () => {
 
 describe('when a user profile is intersected', () => {
   it('keeps only what both allow (Docker-style allowlist)', () => {
-    const user = { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['read', 'write', 'exit_group', 'mount', 'ptrace'], action: 'SCMP_ACT_ALLOW' }] };
+    const user = {
+      defaultAction: 'SCMP_ACT_ERRNO',
+      syscalls: [{ names: ['read', 'write', 'exit_group', 'mount', 'ptrace'], action: 'SCMP_ACT_ALLOW' }],
+    };
     const allowed = allowedNames(compileSeccomp({ userProfile: user }));
     assert.deepEqual([...allowed].sort(), ['exit_group', 'read', 'write']);
   });
@@ -75,7 +101,13 @@ describe('when a user profile is intersected', () => {
     assert.equal(allowed.size, base.size - 1);
   });
   it('a deny rule wins over an allow rule for the same name', () => {
-    const user = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ALLOW' }, { names: ['mkdir'], action: 'SCMP_ACT_KILL' }] };
+    const user = {
+      defaultAction: 'SCMP_ACT_ALLOW',
+      syscalls: [
+        { names: ['mkdir'], action: 'SCMP_ACT_ALLOW' },
+        { names: ['mkdir'], action: 'SCMP_ACT_KILL' },
+      ],
+    };
     assert.ok(!allowedNames(compileSeccomp({ userProfile: user })).has('mkdir'));
   });
   it('combines conditions with AND, and drops conflicting pairs', () => {
@@ -88,12 +120,21 @@ describe('when a user profile is intersected', () => {
     };
     const p = compileSeccomp({ userProfile: user });
     const pers = p.syscalls.filter((r) => r.names.includes('personality'));
-    assert.deepEqual(pers.map((r) => r.args), [[{ index: 0, value: 8, op: 'SCMP_CMP_EQ' }]]);
+    assert.deepEqual(
+      pers.map((r) => r.args),
+      [[{ index: 0, value: 8, op: 'SCMP_CMP_EQ' }]],
+    );
     const kill = p.syscalls.filter((r) => r.names.includes('kill'));
     assert.deepEqual(kill, [{ names: ['kill'], action: 'SCMP_ACT_ALLOW', args: [{ index: 1, value: 15, op: 'SCMP_CMP_EQ' }] }]);
   });
   it('ignores rules that need capabilities the agent does not have', () => {
-    const user = { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW' }, { names: ['write'], action: 'SCMP_ACT_ALLOW', includes: { caps: ['CAP_SYS_ADMIN'] } }] };
+    const user = {
+      defaultAction: 'SCMP_ACT_ERRNO',
+      syscalls: [
+        { names: ['read'], action: 'SCMP_ACT_ALLOW' },
+        { names: ['write'], action: 'SCMP_ACT_ALLOW', includes: { caps: ['CAP_SYS_ADMIN'] } },
+      ],
+    };
     assert.deepEqual([...allowedNames(compileSeccomp({ userProfile: user }))], ['read']);
   });
   describe('when the profile is malformed (hostile input)', () => {
@@ -102,8 +143,14 @@ describe('when a user profile is intersected', () => {
       'no defaultAction': { syscalls: [] },
       'syscalls not a list': { defaultAction: 'SCMP_ACT_ERRNO', syscalls: {} },
       'names not strings': { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: [1], action: 'SCMP_ACT_ALLOW' }] },
-      'bad op': { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 1, op: 'LIKE' }] }] },
-      'index out of range': { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW', args: [{ index: 9, value: 1, op: 'SCMP_CMP_EQ' }] }] },
+      'bad op': {
+        defaultAction: 'SCMP_ACT_ERRNO',
+        syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 1, op: 'LIKE' }] }],
+      },
+      'index out of range': {
+        defaultAction: 'SCMP_ACT_ERRNO',
+        syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW', args: [{ index: 9, value: 1, op: 'SCMP_CMP_EQ' }] }],
+      },
     })) {
       it(`refuses: ${name}`, () => assert.throws(() => compileSeccomp({ userProfile: bad }), code('sandbox.seccomp_profile_invalid')));
     }

@@ -9,7 +9,16 @@ import { isWithin } from '../../policy/paths.js';
 import { DENIED_ALWAYS } from './seccomp.js';
 import { SandboxError } from '../errors.js';
 import type { CompiledBundle, CompileOptions } from './compile.js';
-import { AEGIS_MASKED_PATHS, CODE_MOUNT, DEFAULT_ID_MAP, MASKED_PATHS, PID_MAX_LIMIT, READONLY_PATHS, SANDBOX_RLIMITS, USERNS_OWNER_BASE } from './compile.js';
+import {
+  AEGIS_MASKED_PATHS,
+  CODE_MOUNT,
+  DEFAULT_ID_MAP,
+  MASKED_PATHS,
+  PID_MAX_LIMIT,
+  READONLY_PATHS,
+  SANDBOX_RLIMITS,
+  USERNS_OWNER_BASE,
+} from './compile.js';
 
 type Check = (b: CompiledBundle, o: CompileOptions) => string | null;
 
@@ -52,12 +61,14 @@ function usernsOwnership(b: CompiledBundle, o: CompileOptions): string | null {
   if (o.isolation === 'gvisor') return joined.length > 0 || o.userns !== undefined ? 'gVisor creates its own user namespace' : null;
   // LIMITATION: runc 1.1 joins the user namespace first and then cannot join the gateway's
   // network namespace (owned by the host's user namespace): there, runc creates it (root-owned).
-  if (o.isolation === 'runc' && o.network?.kind === 'netns') return joined.length > 0 || o.userns !== undefined ? 'runc cannot join a user namespace together with a network namespace' : null;
+  if (o.isolation === 'runc' && o.network?.kind === 'netns')
+    return joined.length > 0 || o.userns !== undefined ? 'runc cannot join a user namespace together with a network namespace' : null;
   const u = o.userns;
   if (u === undefined) return `${o.isolation} must join a user namespace owned by a dedicated uid (not root)`;
   const m = USERNS_PATH.exec(u.path);
   const pid = m?.[1] === undefined ? NaN : Number(m[1]);
-  if (!(pid < PID_MAX_LIMIT) || u.ownerUid !== USERNS_OWNER_BASE + pid) return `user namespace ${u.path} must be a holder's, owned by uid ${USERNS_OWNER_BASE} + its pid`;
+  if (!(pid < PID_MAX_LIMIT) || u.ownerUid !== USERNS_OWNER_BASE + pid)
+    return `user namespace ${u.path} must be a holder's, owned by uid ${USERNS_OWNER_BASE} + its pid`;
   if (joined.length !== 1 || joined[0]?.path !== u.path) return `the user namespace must be joined at ${u.path}`;
   return null;
 }
@@ -73,7 +84,8 @@ function rlimitsBounded(b: CompiledBundle, o: CompileOptions): string | null {
   for (const want of SANDBOX_RLIMITS) {
     const r = have.filter((x) => x.type === want.type);
     if (r.length !== 1 || r[0] === undefined) return `${want.type} must be set once`;
-    if (r[0].hard > want.hard || r[0].soft > r[0].hard || r[0].hard < 0 || r[0].soft < 0) return `${want.type} must be at most ${want.hard} (soft <= hard)`;
+    if (r[0].hard > want.hard || r[0].soft > r[0].hard || r[0].hard < 0 || r[0].soft < 0)
+      return `${want.type} must be at most ${want.hard} (soft <= hard)`;
   }
   return null;
 }
@@ -82,7 +94,9 @@ const CHECKS: readonly Check[] = [
   (b) => (b.config.process.user.uid === 0 || b.config.process.user.gid === 0 ? 'the agent must not run as uid/gid 0' : null),
   (b) => {
     const c = b.config.process.capabilities;
-    return [c.bounding, c.effective, c.inheritable, c.permitted, c.ambient].some((s) => s.length > 0) ? 'the agent must have no capabilities' : null;
+    return [c.bounding, c.effective, c.inheritable, c.permitted, c.ambient].some((s) => s.length > 0)
+      ? 'the agent must have no capabilities'
+      : null;
   },
   (b) => (b.config.process.noNewPrivileges ? null : 'noNewPrivileges must be set'),
   (b) => (b.config.root.readonly ? null : 'the root filesystem must be read-only'),
@@ -92,7 +106,10 @@ const CHECKS: readonly Check[] = [
     const missing = REQUIRED_NS.filter((n) => !have.has(n));
     return missing.length > 0 ? `missing namespaces: ${missing.join(', ')}` : null;
   },
-  (b) => (b.config.linux.namespaces.some((n) => n.type !== 'network' && n.type !== 'user' && n.path !== undefined) ? 'only the network and user namespaces may be joined' : null),
+  (b) =>
+    b.config.linux.namespaces.some((n) => n.type !== 'network' && n.type !== 'user' && n.path !== undefined)
+      ? 'only the network and user namespaces may be joined'
+      : null,
   usernsOwnership,
   rlimitsBounded,
   (b, o) => {
@@ -142,7 +159,8 @@ const CHECKS: readonly Check[] = [
         if (inner === outer || !isWithin(inner.destination, outer.destination) || inner.destination === outer.destination) continue;
         // The one file overlay: the gateway's resolv.conf over the image's own (built images
         // always have one). Inside a read-only bind, a missing target can only fail the start.
-        if (inner.destination === RESOLV_CONF && outer.destination === '/etc' && outer.type === 'bind' && outer.options.includes('ro')) continue;
+        if (inner.destination === RESOLV_CONF && outer.destination === '/etc' && outer.type === 'bind' && outer.options.includes('ro'))
+          continue;
         if (outer.type === 'bind') return `${inner.destination} cannot be mounted inside the bind mount ${outer.destination}`;
         if (outer.options.includes('ro')) return `${inner.destination} cannot be mounted inside the read-only ${outer.destination}`;
       }

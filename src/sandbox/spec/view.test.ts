@@ -63,7 +63,7 @@ describe('decideSandboxPath', () => {
     assert.equal(decidePath(nested.fs, 'write', '/data/in/x').allow, true);
   });
 
-  it('a volume takes the place of the grant\'s tmpfs', () => {
+  it("a volume takes the place of the grant's tmpfs", () => {
     const vols = [{ host: '/srv/out', sandbox: '/data/outputs', mode: 'rw' as const }];
     assert.equal(verdict(P, 'write', '/data/outputs/x', vols), 'allow fs.allowed.write /data/outputs');
     assert.match(decideSandboxPath(P, 'write', '/data/outputs/x', vols).detail, /the host folder \/srv\/out/);
@@ -82,7 +82,8 @@ describe('decideSandboxPath', () => {
   });
 
   it('denies what is not an absolute path', () => {
-    for (const bad of ['', 'tmp/x', '/a\0b', `/${'a'.repeat(5000)}`]) assert.equal(verdict(P, 'read', bad), 'deny fs.denied.invalid_path /');
+    for (const bad of ['', 'tmp/x', '/a\0b', `/${'a'.repeat(5000)}`])
+      assert.equal(verdict(P, 'read', bad), 'deny fs.denied.invalid_path /');
   });
 
   it('reads the view off the bundle a run gets (read-only root, /tmp and /agent mounts)', () => {

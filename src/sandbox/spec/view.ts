@@ -41,11 +41,21 @@ const SCRATCH = new Set([TMP_MOUNT, '/dev/shm']);
 const KERNEL_TYPES = new Set(['proc', 'sysfs', 'devpts', 'mqueue']);
 
 /** The mounts and masks of the bundle a run of `policy` gets (host paths are placeholders). */
-export function sandboxConfig(policy: Policy, volumes: readonly ResolvedVolume[] = []): Pick<OciConfig, 'mounts' | 'root'> & Pick<OciConfig['linux'], 'maskedPaths' | 'readonlyPaths'> {
+export function sandboxConfig(
+  policy: Policy,
+  volumes: readonly ResolvedVolume[] = [],
+): Pick<OciConfig, 'mounts' | 'root'> & Pick<OciConfig['linux'], 'maskedPaths' | 'readonlyPaths'> {
   // An image that has none of the mount targets' parents: the skeleton then binds nothing from
   // the image, and every path outside a mount falls to the read-only root.
   const listing: ImageListing = new Map(dirsToList(mountTargets(policy, volumes).top).map((d) => [d, 'missing' as const]));
-  const { config } = compileBundle(policy, { imageRootfs: '/image', imageListing: listing, codeDir: '/code', volumes, cgroupsPath: null, isolation: 'crun' });
+  const { config } = compileBundle(policy, {
+    imageRootfs: '/image',
+    imageListing: listing,
+    codeDir: '/code',
+    volumes,
+    cgroupsPath: null,
+    isolation: 'crun',
+  });
   return { mounts: config.mounts, root: config.root, maskedPaths: config.linux.maskedPaths, readonlyPaths: config.linux.readonlyPaths };
 }
 
@@ -81,7 +91,8 @@ export function decideSandboxPath(policy: Policy, mode: FsMode, path: string, vo
 
   // The deepest mount containing p decides; mounts are applied in order, so the last of equal depth wins.
   let mount: OciMount | undefined;
-  for (const m of view.mounts) if (isWithin(p, m.destination) && (mount === undefined || m.destination.length >= mount.destination.length)) mount = m;
+  for (const m of view.mounts)
+    if (isWithin(p, m.destination) && (mount === undefined || m.destination.length >= mount.destination.length)) mount = m;
   if (mount === undefined) {
     if (mode === 'read') return allow('fs.allowed.image', '/', `${p} is in the image, read-only: readable if the image has it`);
     return deny('fs.denied.image_readonly', '/', `${p} is in the image, mounted read-only`);
@@ -90,7 +101,8 @@ export function decideSandboxPath(policy: Policy, mode: FsMode, path: string, vo
   const ro = view.readonlyPaths.find((r) => isWithin(p, r));
 
   if (KERNEL_TYPES.has(mount.type) || at === '/dev' || at === '/sys') {
-    if (mode === 'read') return allow('fs.allowed.kernel', at, `${at} is the sandbox's own ${mount.type === 'tmpfs' ? at.slice(1) : mount.type}, readable`);
+    if (mode === 'read')
+      return allow('fs.allowed.kernel', at, `${at} is the sandbox's own ${mount.type === 'tmpfs' ? at.slice(1) : mount.type}, readable`);
     if (DEFAULT_DEVICES.includes(p)) return allow('fs.allowed.device', at, `${p} is a standard device node, writable by anyone`);
     if (ro !== undefined) return deny('fs.denied.kernel_readonly', ro, `${ro} is mounted read-only`);
     if (at !== '/dev') return deny('fs.denied.kernel_readonly', at, `${at} is read-only to the agent`);
@@ -104,7 +116,11 @@ export function decideSandboxPath(policy: Policy, mode: FsMode, path: string, vo
 
   const writable = !option(mount, 'ro') && (mount.type === 'bind' ? option(mount, 'rw') : option(mount, 'mode=1777'));
   const volume = mount.type === 'bind' && volumes.some((v) => v.sandbox === at);
-  const what = volume ? `the host folder ${mount.source}` : writable ? 'an empty tmpfs for the run, gone afterwards (no volume attached)' : 'an empty read-only tmpfs (no volume attached)';
+  const what = volume
+    ? `the host folder ${mount.source}`
+    : writable
+      ? 'an empty tmpfs for the run, gone afterwards (no volume attached)'
+      : 'an empty read-only tmpfs (no volume attached)';
   if (mode === 'read') return allow('fs.allowed.read', at, `${at} is granted: ${what}`);
   if (writable) return allow('fs.allowed.write', at, `${at} is granted read-write: ${what}`);
   return deny('fs.denied.read_only', at, `${at} is granted read-only: ${what}`);
