@@ -3,30 +3,35 @@
  * into a bundle, sets up the run's cgroup, runs the agent on the chosen runtime, enforces the
  * timeout, reports what happened and removes everything it created.
  *
+ * Three phases, each a function: `start` (host-path checks in host-paths.ts, run record, user
+ * namespace holder, rw volumes, bundle, cgroup, spawn; every resource recorded in RunResources),
+ * `supervise` (streams, run.spawn/run.start, time limit, abort), then finish (RunResources.release,
+ * output drained, `classifyExit` in exit.ts, the closing audit events).
+ *
  * Never throws for a run that went wrong: the result says `failed_to_start` and carries the
  * SandboxError. Fail secure: any error before the runtime is spawned (volumes, code dir,
  * seccomp, cgroup limits, bundle) means the agent does not start.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { constants } from 'node:os';
-import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, watch, type FSWatcher } from 'node:fs';
-import { join, relative, isAbsolute } from 'node:path';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { AuditSink, AuditEventInput } from '../audit/event.js';
-import { decidePath, normalizeSandboxPath } from '../policy/paths.js';
+import type { AuditEventInput, AuditSink } from '../audit/event.js';
+import { findExecutable } from '../host/exec.js';
+import { processStartTime } from '../host/pid-lock.js';
 import type { Isolation, Policy } from '../policy/types.js';
 import { ensureSkeleton, scanImage, writeBundle } from './bundle.js';
 import { createRunCgroup, runtimeCgroupPath, type RunCgroup } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
+import { classifyExit, EXIT_CANNOT_START, type RunStatus } from './exit.js';
+import { AGENT_HOST, resolveCodeDir, resolveVolumes, type VolumeRequest } from './host-paths.js';
 import {
-  AGENT_GID,
-  AGENT_UID,
-  CODE_MOUNT,
-  DEFAULT_ID_MAP,
   compileBundle,
+  DEFAULT_ID_MAP,
   dirsToList,
   mountTargets,
   SANDBOX_RLIMITS,
@@ -38,33 +43,14 @@ import {
   type UsernsOption,
 } from './spec/compile.js';
 import { validateBundle } from './spec/validate.js';
-import { parseMountinfo } from '../host/mountinfo.js';
-import { processStartTime } from '../host/pid-lock.js';
-import { callbackSink, discardSink, fdSink, pump, pumpInput, type InputPump, type OutputPump } from './stdio.js';
-import { checkReadableBy } from './host-paths.js';
-import {
-  copyBack,
-  DEFAULT_RW_VOLUME_BYTES,
-  MAX_RW_VOLUME_BYTES,
-  MIN_RW_VOLUME_BYTES,
-  stageVolume,
-  unmount,
-  type StagedVolume,
-} from './volumes.js';
-import { parseSize } from '../manifest/units.js';
 import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord, type SweptRun } from './state.js';
+import { callbackSink, discardSink, fdSink, pump, pumpInput, type InputPump, type OutputPump } from './stdio.js';
 import { spawnUsernsHolder, type UsernsHolder } from './userns.js';
+import { copyBack, stageVolume, unmount, type StagedVolume } from './volumes.js';
 
-export type RunStatus = 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start';
+export { classifyExit, EXIT_CANNOT_START, EXIT_KILLED, type RunStatus } from './exit.js';
 
-/** A `--volume HOST:SANDBOX[:ro|rw[,size=N]]` request (not yet checked). */
-export interface VolumeRequest {
-  readonly host: string;
-  readonly sandbox: string;
-  readonly mode: 'ro' | 'rw';
-  /** rw only: size of the volume's filesystem (default DEFAULT_RW_VOLUME_BYTES, 1 GiB). */
-  readonly sizeBytes?: number;
-}
+export { AGENT_HOST_GID, AGENT_HOST_UID, parseVolumeFlag, resolveCodeDir, resolveVolumes, type VolumeRequest } from './host-paths.js';
 
 /**
  * Where the agent's stdout/stderr go. 'inherit': copied to this process's fd 1/2 (with
@@ -131,140 +117,6 @@ export interface RunResult {
   readonly outputError?: { readonly stream: 'stdout' | 'stderr'; readonly code: string };
   /** Problems after the run that did not change its status (an rw volume not copied back). */
   readonly warnings?: readonly string[];
-}
-
-export const EXIT_KILLED = 137;
-export const EXIT_CANNOT_START = 125;
-
-/** Resolves the code directory and refuses one that escapes the manifest's folder. */
-/** Mount points of this mount namespace (field 5 of /proc/self/mountinfo, octal escapes decoded). */
-function mountPoints(): string[] {
-  try {
-    return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).map((e) => e.mountPoint);
-  } catch {
-    return [];
-  }
-}
-
-/**
- * ARCHITECTURE NOTE: read-only binds are `rbind,ro`, and runtimes make only the top mount
- * read-only (crun 1.8 and runsc refuse `rro` here). A host folder with another mount below it
- * would expose that mount writable (and without nosuid/nodev), so such folders are refused.
- */
-function refuseSubmounts(what: string, dir: string, code: 'sandbox.code_dir_refused' | 'sandbox.volume_refused'): void {
-  const below = mountPoints().filter((m) => m !== dir && m.startsWith(dir === '/' ? '/' : dir + '/'));
-  if (below.length > 0) {
-    throw new SandboxError(
-      code,
-      `${what} ${dir} has other mounts below it (${below.slice(0, 3).join(', ')}${below.length > 3 ? ', ...' : ''}): they would not be read-only in the sandbox; attach a folder without mounts inside`,
-    );
-  }
-}
-
-export function resolveCodeDir(manifestDir: string, code: string): string {
-  let base: string;
-  let dir: string;
-  try {
-    base = realpathSync(manifestDir);
-    dir = realpathSync(join(base, code));
-  } catch (err) {
-    throw new SandboxError('sandbox.code_dir_refused', `code directory ${join(manifestDir, code)} does not exist`, { cause: err });
-  }
-  const rel = relative(base, dir);
-  if (rel.startsWith('..') || isAbsolute(rel)) {
-    throw new SandboxError('sandbox.code_dir_refused', `code directory ${dir} resolves outside the manifest's folder ${base}`);
-  }
-  const st = statSync(dir);
-  if (!st.isDirectory()) throw new SandboxError('sandbox.code_dir_refused', `code path ${dir} is not a directory`);
-  // The agent reads its code as an unprivileged host uid: say so now rather than fail in the runtime.
-  const readable =
-    st.uid === AGENT_HOST_UID
-      ? (st.mode & 0o500) === 0o500
-      : st.gid === AGENT_HOST_GID
-        ? (st.mode & 0o050) === 0o050
-        : (st.mode & 0o005) === 0o005;
-  if (!readable) {
-    throw new SandboxError(
-      'sandbox.code_dir_refused',
-      `code directory ${dir} is not readable by the sandbox's host uid ${AGENT_HOST_UID} (mode ${(st.mode & 0o777).toString(8)}): chmod o+rx it`,
-    );
-  }
-  refuseSubmounts('code directory', dir, 'sandbox.code_dir_refused');
-  return dir;
-}
-
-const RESERVED = ['/proc', '/dev', '/sys', '/tmp', CODE_MOUNT];
-
-/**
- * Checks volume requests against the policy: host path resolved (symlinks) and existing, sandbox
- * path granted by fs.read (ro) or fs.write (rw) according to decidePath. Anything else is refused.
- */
-export function resolveVolumes(policy: Policy, requests: readonly VolumeRequest[]): ResolvedVolume[] {
-  return requests.map((v) => {
-    const sandbox = normalizeSandboxPath(v.sandbox);
-    if (sandbox === null || sandbox === '/')
-      throw new SandboxError('sandbox.volume_refused', `volume target "${v.sandbox}" is not an absolute path below /`);
-    if (RESERVED.some((r) => sandbox === r || sandbox.startsWith(r + '/'))) {
-      throw new SandboxError('sandbox.volume_refused', `volume target ${sandbox} is reserved by the sandbox`);
-    }
-    const d = decidePath(policy.fs, v.mode === 'rw' ? 'write' : 'read', sandbox);
-    if (!d.allow)
-      throw new SandboxError('sandbox.volume_refused', `volume ${v.host}:${sandbox}:${v.mode} refused: ${d.reason} (${d.detail})`);
-    let host: string;
-    try {
-      host = realpathSync(v.host);
-    } catch (err) {
-      throw new SandboxError('sandbox.volume_refused', `volume source ${v.host} does not exist`, { cause: err });
-    }
-    if (!statSync(host).isDirectory()) throw new SandboxError('sandbox.volume_refused', `volume source ${host} is not a directory`);
-    refuseSubmounts('volume source', host, 'sandbox.volume_refused');
-    if (v.mode === 'ro') {
-      // Bound as it is: the agent must be able to read it (else it would only fail inside).
-      checkReadableBy(host, AGENT_HOST_UID, AGENT_HOST_GID);
-      return { host, sandbox, mode: v.mode };
-    }
-    if (
-      v.sizeBytes !== undefined &&
-      !(Number.isSafeInteger(v.sizeBytes) && v.sizeBytes >= MIN_RW_VOLUME_BYTES && v.sizeBytes <= MAX_RW_VOLUME_BYTES)
-    ) {
-      throw new SandboxError(
-        'sandbox.volume_refused',
-        `volume ${v.host}: size ${v.sizeBytes} is outside ${MIN_RW_VOLUME_BYTES}..${MAX_RW_VOLUME_BYTES} bytes`,
-      );
-    }
-    return { host, sandbox, mode: v.mode, sizeBytes: v.sizeBytes ?? DEFAULT_RW_VOLUME_BYTES };
-  });
-}
-
-/** Single-letter binary units as in tmpfs/Docker (`100M`), besides the manifest's (`100MiB`, `100MB`). */
-const SHORT_SIZE = /^([0-9]{1,12})([kKmMgGtT])$/;
-
-function parseVolumeSize(flag: string, text: string): number {
-  const short = SHORT_SIZE.exec(text);
-  if (short) return Number(short[1]) * 1024 ** ('kmgt'.indexOf(short[2]!.toLowerCase()) + 1);
-  const r = parseSize(text);
-  if (!r.ok) throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": ${r.message}`);
-  return r.value;
-}
-
-/**
- * Parses `HOST:SANDBOX[:ro|rw[,size=N]]` (default ro; an rw volume without size= gets
- * DEFAULT_RW_VOLUME_BYTES). Sizes: 100M, 2G (binary) or the manifest's units (100MiB, 100MB).
- */
-export function parseVolumeFlag(flag: string): VolumeRequest {
-  const parts = flag.split(':');
-  const [mode, ...options] = (parts.length === 3 ? parts[2]! : 'ro').split(',');
-  if ((parts.length !== 2 && parts.length !== 3) || !parts[0] || !parts[1] || (mode !== 'ro' && mode !== 'rw')) {
-    throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": expected HOST:SANDBOX[:ro|rw[,size=N]]`);
-  }
-  let sizeBytes: number | undefined;
-  for (const o of options) {
-    if (!o.startsWith('size=') || sizeBytes !== undefined)
-      throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": unknown or repeated option "${o}" (only size=N, for rw)`);
-    if (mode !== 'rw') throw new SandboxError('sandbox.volume_refused', `--volume "${flag}": size= applies to rw volumes only`);
-    sizeBytes = parseVolumeSize(flag, o.slice('size='.length));
-  }
-  return { host: parts[0], sandbox: parts[1], mode, ...(sizeBytes !== undefined ? { sizeBytes } : {}) };
 }
 
 /** A fresh execution id (also the container id: `aegis-` + 16 hex digits). */
@@ -364,32 +216,34 @@ function needsHolder(isolation: Isolation, network: NetworkOption | undefined): 
   return isolation === 'crun' || (isolation === 'runc' && network?.kind !== 'netns');
 }
 
-export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
-  const started = performance.now();
-  const id = opts.executionId ?? newExecutionId();
-  const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
-  const stateDir = opts.stateDir ?? DEFAULT_STATE_DIR;
-  const actor = { agent: opts.policy.agent.name, execution: id };
-  const base = { executionId: id, isolation };
-  let cgroup: RunCgroup | null = null;
-  let run: RuntimeRun | null = null;
-  let driver: RuntimeDriver | null = null;
-  let recordWritten = false;
-  let holder: UsernsHolder | null = null;
+/** Everything a run creates, undone by `release` in the right order (also after a failed start). */
+class RunResources {
+  cgroup: RunCgroup | null = null;
+  run: RuntimeRun | null = null;
+  driver: RuntimeDriver | null = null;
+  holder: UsernsHolder | null = null;
+  recordWritten = false;
   /** Paths this run created under its run directory, parents first (fast removal). */
-  const createdPaths: string[] = [];
+  readonly createdPaths: string[] = [];
   /** rw volumes mounted on their size-limited filesystems (volumes.ts), with their index. */
-  const staged: { s: StagedVolume; i: number }[] = [];
-  const warnings: string[] = [];
+  readonly staged: { s: StagedVolume; i: number }[] = [];
+  /** Problems after the run that do not change its status (an rw volume not copied back). */
+  readonly warnings: string[] = [];
 
-  const cleanup = async (copyVolumes = false): Promise<void> => {
-    // Order: kill what is left, let the runtime forget the container, remove cgroups, files.
+  constructor(
+    readonly id: string,
+    readonly stateDir: string,
+  ) {}
+
+  /** Kill what is left, let the runtime forget the container, remove cgroups, copy back, remove files. */
+  async release(copyVolumes = false): Promise<void> {
+    const { cgroup, driver, run } = this;
     if (cgroup !== null) await cgroup.killAll().catch(() => undefined);
     if (driver !== null && run !== null && driver.hasState(run)) {
       spawnSync(driver.binary, driver.deleteArgs(run), { stdio: 'ignore', timeout: 10_000 });
     }
     // After the sandbox's processes are gone: the holder's pid reserves the owner uid until then.
-    await holder?.kill();
+    await this.holder?.kill();
     if (cgroup !== null) {
       try {
         cgroup.remove();
@@ -398,138 +252,151 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
       }
     }
     // After every process of the run is gone: the agent's rw volumes back to their host folders.
-    for (const { s, i } of staged.splice(0)) {
-      const w = copyVolumes ? copyBack(s, id, i, AGENT_HOST, invoker()) : null;
-      if (w !== null) warnings.push(w);
+    for (const { s, i } of this.staged.splice(0)) {
+      const w = copyVolumes ? copyBack(s, this.id, i, AGENT_HOST, invoker()) : null;
+      if (w !== null) this.warnings.push(w);
       try {
         unmount(s.mountPoint);
       } catch (err) {
-        warnings.push(`volume ${s.volume.host}: cannot unmount ${s.mountPoint}: ${(err as Error).message}`);
+        this.warnings.push(`volume ${s.volume.host}: cannot unmount ${s.mountPoint}: ${(err as Error).message}`);
       }
     }
-    if (recordWritten) {
-      const known = [...createdPaths];
+    if (this.recordWritten) {
+      const known = [...this.createdPaths];
       if (run !== null && existsSync(run.pidFile)) known.push(run.pidFile);
-      removeRunDir(stateDir, id, known);
+      removeRunDir(this.stateDir, this.id, known);
     }
+  }
+}
+
+/** What the start phase hands to supervision. */
+interface Launched {
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly run: RuntimeRun;
+  readonly driver: RuntimeDriver;
+  readonly cgroup: RunCgroup;
+  /** For run.spawn: the command line in the sandbox and the volumes as the operator gave them. */
+  readonly spawnFacts: { readonly args: readonly string[]; readonly volumes: readonly ResolvedVolume[] };
+}
+
+/**
+ * Phase 1, start: check the host paths, write the run record, start the user-namespace holder,
+ * stage rw volumes, compile and validate the bundle, create the cgroup, spawn the runtime. Every
+ * resource goes into `res` as it is made; on any error this throws and the caller releases them.
+ */
+async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunResources): Promise<Launched> {
+  const { id, stateDir } = res;
+  await sweepOnce(stateDir);
+  const driver = driverFor(isolation);
+  res.driver = driver;
+  const why = driver.unavailableReason();
+  if (why !== null) throw new SandboxError('sandbox.runtime_unavailable', why);
+  if (opts.signal?.aborted) throw new SandboxError('sandbox.start_failed', 'aborted before start');
+
+  const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
+  const resolvedVolumes = resolveVolumes(opts.policy, opts.volumes ?? []);
+
+  const record: RunRecord = {
+    id,
+    agent: opts.policy.agent.name,
+    isolation,
+    runtime: { binary: driver.binary, deleteArgs: [] },
+    owner: { pid: process.pid, startTime: processStartTime(process.pid) ?? '' },
+    createdAt: new Date().toISOString(),
   };
-
-  const failed = async (err: unknown): Promise<RunResult> => {
-    const e =
-      err instanceof SandboxError ? err : new SandboxError('sandbox.start_failed', (err as Error)?.message ?? String(err), { cause: err });
-    await cleanup();
-    emit(opts.audit, {
-      actor,
-      action: 'run.failed_to_start',
-      decision: 'deny',
-      reason: e.code,
-      payload: { message: e.message, isolation },
-    });
-    return {
-      ...base,
-      status: 'failed_to_start',
-      exitCode: EXIT_CANNOT_START,
-      durationMs: performance.now() - started,
-      cpuMs: 0,
-      maxMemoryBytes: 0,
-      pidsLimitHit: false,
-      error: e,
-    };
+  const dir = runDir(stateDir, id);
+  const stateRoot = join(stateDir, isolation);
+  const run: RuntimeRun = {
+    id,
+    bundleDir: join(dir, 'bundle'),
+    stateRoot,
+    pidFile: join(dir, 'bundle', 'pid'),
+    ...(opts.network?.kind === 'netns' ? { networkNamespace: opts.network.path } : {}),
   };
+  res.run = run;
+  record.runtime.deleteArgs = driver.deleteArgs(run);
+  writeRecord(stateDir, record);
+  res.recordWritten = true;
+  mkdirSync(run.bundleDir, { mode: 0o711 });
+  mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
+  chmodSync(stateRoot, 0o700); // the runtime's state holds the container's config: root only
 
-  let child;
-  let spawnFacts: { args: readonly string[]; volumes: readonly ResolvedVolume[] } = { args: [], volumes: [] };
-  try {
-    await sweepOnce(stateDir);
-    driver = driverFor(isolation);
-    const why = driver.unavailableReason();
-    if (why !== null) throw new SandboxError('sandbox.runtime_unavailable', why);
-    if (opts.signal?.aborted) throw new SandboxError('sandbox.start_failed', 'aborted before start');
-
-    const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);
-    const resolvedVolumes = resolveVolumes(opts.policy, opts.volumes ?? []);
-
-    const record: RunRecord = {
-      id,
-      agent: opts.policy.agent.name,
-      isolation,
-      runtime: { binary: driver.binary, deleteArgs: [] },
-      owner: { pid: process.pid, startTime: processStartTime(process.pid) ?? '' },
-      createdAt: new Date().toISOString(),
-    };
-    const dir = runDir(stateDir, id);
-    const stateRoot = join(stateDir, isolation);
-    run = {
-      id,
-      bundleDir: join(dir, 'bundle'),
-      stateRoot,
-      pidFile: join(dir, 'bundle', 'pid'),
-      ...(opts.network?.kind === 'netns' ? { networkNamespace: opts.network.path } : {}),
-    };
-    record.runtime.deleteArgs = driver.deleteArgs(run);
+  if (needsHolder(isolation, opts.network)) {
+    // Started first: it runs while the volumes, the bundle and the cgroup are set up below.
+    const holder = spawnUsernsHolder(stateDir);
+    res.holder = holder;
+    record.holder = { pid: holder.pid, startTime: holder.startTime };
     writeRecord(stateDir, record);
-    recordWritten = true;
-    mkdirSync(run.bundleDir, { mode: 0o711 });
-    mkdirSync(stateRoot, { recursive: true, mode: 0o700 });
-    chmodSync(stateRoot, 0o700); // the runtime's state holds the container's config: root only
-
-    if (needsHolder(isolation, opts.network)) {
-      // Started first: it runs while the volumes, the bundle and the cgroup are set up below.
-      holder = spawnUsernsHolder(stateDir);
-      record.holder = { pid: holder.pid, startTime: holder.startTime };
-      writeRecord(stateDir, record);
-    }
-
-    const volumes = resolvedVolumes.map((v, i) => {
-      if (v.mode !== 'rw') return v;
-      const s = stageVolume(v, dir, id, i, AGENT_HOST, invoker());
-      staged.push({ s, i });
-      return { ...v, host: s.mountPoint };
-    });
-
-    // Compiled before the cgroup exists: the runtime's own pids allowance depends on the bundle.
-    const bundle = compileRun(opts, {
-      codeDir,
-      volumes,
-      cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null,
-      isolation,
-      ...(holder !== null ? { userns: { path: holder.path, ownerUid: holder.ownerUid } } : {}),
-    });
-    cgroup = createRunCgroup(
-      id,
-      { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead(bundle.config) },
-      undefined,
-      undefined,
-      driver.cgroupMode,
-    );
-    spawnFacts = {
-      args: bundle.config.process.args,
-      volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })),
-    };
-    writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
-    await holder?.ready(DEFAULT_ID_MAP);
-    createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
-
-    const [rt, rtArgs] = driver.rlimitsInherited ? underPrlimit(driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
-    const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, rt, rtArgs) : [rt, rtArgs];
-    // ARCHITECTURE NOTE: only pipes AEGIS made, never a descriptor of the operator's (stdio.ts).
-    child = spawn(cmd, argv, { cwd: run.bundleDir, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
-    if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid, runtimeStartTime: processStartTime(child.pid) });
-  } catch (err) {
-    return failed(err);
   }
 
+  const volumes = resolvedVolumes.map((v, i) => {
+    if (v.mode !== 'rw') return v;
+    const s = stageVolume(v, dir, id, i, AGENT_HOST, invoker());
+    res.staged.push({ s, i });
+    return { ...v, host: s.mountPoint };
+  });
+
+  // Compiled before the cgroup exists: the runtime's own pids allowance depends on the bundle.
+  const holder = res.holder;
+  const bundle = compileRun(opts, {
+    codeDir,
+    volumes,
+    cgroupsPath: driver.cgroupMode === 'child' ? runtimeCgroupPath(id) : null,
+    isolation,
+    ...(holder !== null ? { userns: { path: holder.path, ownerUid: holder.ownerUid } } : {}),
+  });
+  const cgroup = createRunCgroup(
+    id,
+    { ...opts.policy.limits, pids: opts.policy.limits.pids + driver.pidsOverhead(bundle.config) },
+    undefined,
+    undefined,
+    driver.cgroupMode,
+  );
+  res.cgroup = cgroup;
+  writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
+  await holder?.ready(DEFAULT_ID_MAP);
+  res.createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
+
+  const [rt, rtArgs] = driver.rlimitsInherited ? underPrlimit(driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
+  const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, rt, rtArgs) : [rt, rtArgs];
+  // ARCHITECTURE NOTE: only pipes AEGIS made, never a descriptor of the operator's (stdio.ts).
+  const child = spawn(cmd, argv, { cwd: run.bundleDir, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid, runtimeStartTime: processStartTime(child.pid) });
+  const spawnFacts = {
+    args: bundle.config.process.args,
+    volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })),
+  };
+  return { child, run, driver, cgroup, spawnFacts };
+}
+
+/** What supervision saw. */
+interface Supervised {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly spawnError: Error | null;
+  readonly stoppedBy: 'timeout' | 'killed' | null;
+  readonly pumps: readonly OutputPump[];
+  readonly emitStart: () => void;
+}
+
+/**
+ * Phase 2, supervise: copy the streams, audit run.spawn and run.start, enforce the time limit and
+ * the abort signal (TERM, grace, KILL of the whole cgroup); resolves when the runtime exits.
+ */
+async function supervise(
+  opts: RunSandboxOptions,
+  l: Launched,
+  actor: { agent: string; execution: string },
+  isolation: Isolation,
+): Promise<Supervised> {
+  const { child, run, driver, cgroup } = l;
   const pumps: OutputPump[] = [outputPump(child.stdout, opts.stdout, 1), outputPump(child.stderr, opts.stderr, 2)];
   const stdinSource = opts.stdin === 'inherit' ? process.stdin : opts.stdin === undefined || opts.stdin === 'ignore' ? null : opts.stdin;
   const input: InputPump = pumpInput(stdinSource, child.stdin);
 
-  const activeRun = run;
-  const activeDriver = driver;
-  const activeCgroup = cgroup;
   let spawnError: Error | null = null;
-  let reason: 'timeout' | 'killed' | null = null;
+  let stoppedBy: 'timeout' | 'killed' | null = null;
   let killTimer: NodeJS.Timeout | undefined;
-
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('error', (e) => {
       spawnError = e;
@@ -543,7 +410,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
         actor,
         action: 'run.spawn',
         decision: 'info',
-        payload: { ...opts.provenance, isolation, runtimePid: child.pid, ...spawnFacts },
+        payload: { ...opts.provenance, isolation, runtimePid: child.pid, ...l.spawnFacts },
       });
     }
   });
@@ -558,7 +425,7 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   let watcher: FSWatcher | undefined;
   if (opts.audit !== undefined) {
     try {
-      watcher = watch(activeRun.bundleDir, (_event, name) => {
+      watcher = watch(run.bundleDir, (_event, name) => {
         if (name === 'pid') emitStart();
       });
     } catch {
@@ -567,10 +434,10 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   }
 
   const stop = (why: 'timeout' | 'killed'): void => {
-    if (reason !== null) return;
-    reason = why;
-    terminate(activeDriver, activeRun, activeCgroup);
-    killTimer = setTimeout(() => void activeCgroup.killAll().catch(() => undefined), opts.graceMs ?? 1000);
+    if (stoppedBy !== null) return;
+    stoppedBy = why;
+    terminate(driver, run, cgroup);
+    killTimer = setTimeout(() => void cgroup.killAll().catch(() => undefined), opts.graceMs ?? 1000);
   };
   const timer = setTimeout(() => stop('timeout'), opts.policy.limits.timeoutMs);
   const onAbort = (): void => stop('killed');
@@ -582,35 +449,19 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   clearTimeout(timer);
   clearTimeout(killTimer);
   opts.signal?.removeEventListener('abort', onAbort);
-  const durationMs = performance.now() - started;
-  const usage = activeCgroup.usage();
-  const startedAgent = existsSync(activeRun.pidFile);
   input.stop();
-  if (spawnError !== null) {
-    for (const p of pumps) p.settle(0);
-    return failed(
-      new SandboxError('sandbox.runtime_unavailable', `cannot execute ${activeDriver.binary}: ${(spawnError as Error).message}`),
-    );
-  }
-  await cleanup(startedAgent);
-  // No loss at exit: everything the agent wrote is delivered before the run ends. Cleanup has
-  // killed every process that could hold the sandbox's ends, so the streams end once drained;
-  // the idle bound only guards against a holder outside the cgroup (none is known), and never
-  // fires while a slow reader is still taking data.
-  for (const p of pumps) p.settle(2000);
-  await Promise.all(pumps.map((p) => p.done));
+  return { code, signal, spawnError, stoppedBy, pumps, emitStart };
+}
 
-  const killedBySignal = signal === 'SIGKILL' || code === EXIT_KILLED;
-  let status: RunStatus;
-  let exitCode: number;
-  if (reason !== null) {
-    status = reason;
-    exitCode = EXIT_KILLED;
-  } else if (killedBySignal && usage.oom) {
-    status = 'oom';
-    exitCode = EXIT_KILLED;
-  } else if (!startedAgent && code !== 0) {
-    const e = new SandboxError('sandbox.start_failed', `${isolation} could not start the container (exit ${code ?? signal})`);
+export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
+  const started = performance.now();
+  const id = opts.executionId ?? newExecutionId();
+  const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
+  const actor = { agent: opts.policy.agent.name, execution: id };
+  const base = { executionId: id, isolation };
+  const res = new RunResources(id, opts.stateDir ?? DEFAULT_STATE_DIR);
+
+  const failedToStart = (e: SandboxError, durationMs: number, usage = { cpuMs: 0, maxMemoryBytes: 0, pidsLimitHit: false }): RunResult => {
     emit(opts.audit, {
       actor,
       action: 'run.failed_to_start',
@@ -618,44 +469,74 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
       reason: e.code,
       payload: { message: e.message, isolation },
     });
-    return {
-      ...base,
-      status: 'failed_to_start',
-      exitCode: EXIT_CANNOT_START,
-      durationMs,
-      cpuMs: usage.cpuMs,
-      maxMemoryBytes: usage.maxMemoryBytes,
-      pidsLimitHit: usage.pidsLimitHit,
-      error: e,
-    };
-  } else {
-    status = 'exited';
-    exitCode = code ?? 128 + (signal !== null ? signalNumber(signal) : 0);
+    return { ...base, status: 'failed_to_start', exitCode: EXIT_CANNOT_START, durationMs, ...usage, error: e };
+  };
+  const failed = async (err: unknown): Promise<RunResult> => {
+    const e =
+      err instanceof SandboxError ? err : new SandboxError('sandbox.start_failed', (err as Error)?.message ?? String(err), { cause: err });
+    await res.release();
+    return failedToStart(e, performance.now() - started);
+  };
+
+  let launched: Launched;
+  try {
+    launched = await start(opts, isolation, res);
+  } catch (err) {
+    return failed(err);
   }
+  const s = await supervise(opts, launched, actor, isolation);
+  const durationMs = performance.now() - started;
+  const usage = launched.cgroup.usage();
+  const containerStarted = existsSync(launched.run.pidFile);
+  if (s.spawnError !== null) {
+    for (const p of s.pumps) p.settle(0);
+    return failed(new SandboxError('sandbox.runtime_unavailable', `cannot execute ${launched.driver.binary}: ${s.spawnError.message}`));
+  }
+
+  // Phase 3, finish: release everything (copying rw volumes back when the agent ran), deliver
+  // the rest of the output, classify, report.
+  await res.release(containerStarted);
+  // No loss at exit: everything the agent wrote is delivered before the run ends. Release has
+  // killed every process that could hold the sandbox's ends, so the streams end once drained;
+  // the idle bound only guards against a holder outside the cgroup (none is known), and never
+  // fires while a slow reader is still taking data.
+  for (const p of s.pumps) p.settle(2000);
+  await Promise.all(s.pumps.map((p) => p.done));
+
+  const exit = classifyExit({
+    stoppedBy: s.stoppedBy,
+    code: s.code,
+    signal: s.signal,
+    signalNumber: s.signal !== null ? signalNumber(s.signal) : null,
+    oom: usage.oom,
+    containerStarted,
+  });
+  const measured = { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, pidsLimitHit: usage.pidsLimitHit };
+  if (exit.kind === 'not_started') {
+    return failedToStart(
+      new SandboxError('sandbox.start_failed', `${isolation} could not start the container (${exit.detail})`),
+      durationMs,
+      measured,
+    );
+  }
+  const { status, exitCode } = exit;
   const failedOutput = (['stdout', 'stderr'] as const)
-    .map((stream, i) => ({ stream, code: pumps[i]?.error()?.code ?? null }))
+    .map((stream, i) => ({ stream, code: s.pumps[i]?.error()?.code ?? null }))
     .find((e) => e.code !== null && e.code !== 'EPIPE');
   const result: RunResult = {
     ...base,
     status,
     exitCode,
     durationMs,
-    cpuMs: usage.cpuMs,
-    maxMemoryBytes: usage.maxMemoryBytes,
-    pidsLimitHit: usage.pidsLimitHit,
+    ...measured,
     ...(failedOutput !== undefined ? { outputError: { stream: failedOutput.stream, code: failedOutput.code ?? 'EIO' } } : {}),
-    ...(warnings.length > 0 ? { warnings } : {}),
+    ...(res.warnings.length > 0 ? { warnings: res.warnings } : {}),
   };
-  if (startedAgent) emitStart();
-  for (const w of warnings) emit(opts.audit, { actor, action: 'run.volume_warning', decision: 'info', payload: { message: w } });
+  if (containerStarted) s.emitStart();
+  for (const w of res.warnings) emit(opts.audit, { actor, action: 'run.volume_warning', decision: 'info', payload: { message: w } });
   if (status !== 'exited')
     emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
-  emit(opts.audit, {
-    actor,
-    action: 'resource.usage',
-    decision: 'info',
-    payload: { cpuMs: usage.cpuMs, maxMemoryBytes: usage.maxMemoryBytes, durationMs, pidsLimitHit: usage.pidsLimitHit },
-  });
+  emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { ...measured, durationMs } });
   emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
   return result;
 }
@@ -674,7 +555,7 @@ function joinCgroupThenExec(procsFiles: readonly string[], binary: string, args:
 /** `prlimit --<name>=soft:hard ... -- binary args`: the runtime and the agent inherit SANDBOX_RLIMITS. */
 function underPrlimit(binary: string, args: readonly string[]): [string, string[]] {
   const limits = SANDBOX_RLIMITS.map((r) => `--${r.type.replace(/^RLIMIT_/, '').toLowerCase()}=${r.soft}:${r.hard}`);
-  return ['prlimit', [...limits, '--', binary, ...args]];
+  return [findExecutable('prlimit') ?? 'prlimit', [...limits, '--', binary, ...args]];
 }
 
 /** TERM the agent: through the runtime when it must relay (gVisor), else to every pid in the cgroup. */
@@ -696,17 +577,6 @@ function terminate(driver: RuntimeDriver, run: RuntimeRun, cgroup: RunCgroup): v
 function signalNumber(s: NodeJS.Signals): number {
   return constants.signals[s] ?? 0;
 }
-
-/**
- * The host uid the agent's files get: container uid AGENT_UID in the default id map.
- * ARCHITECTURE NOTE: ro volumes must be readable by this uid (checked before start, see
- * host-paths.ts); rw volumes live on a filesystem of their own whose root belongs to it, and are
- * copied back to the host folder as the user running AEGIS (volumes.ts). AEGIS never chowns the
- * host folders themselves.
- */
-export const AGENT_HOST_UID = DEFAULT_ID_MAP.hostBase + AGENT_UID;
-export const AGENT_HOST_GID = DEFAULT_ID_MAP.hostBase + AGENT_GID;
-const AGENT_HOST = { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID } as const;
 
 /**
  * The user the agent's rw-volume files are handed to: the one running AEGIS (effective ids).
