@@ -5,8 +5,10 @@
 #      (a host folder attached with --volume, where fs.write grants /data/outputs).
 #   2. examples/exfil-demo: a prompt-injected agent that makes one allowed API call and then
 #      tries to exfiltrate a secret every way it knows; every attempt is refused by the egress
-#      gateway and shows up in the audit log as a denial. (No internet here: the script builds a
-#      small fake one in a network namespace first.)
+#      gateway and shows up in the audit log as a denial, and the default alert rules raise
+#      alerts (alert.raised events in the same log). Then examples/db-api-agent uses a PostgreSQL
+#      database and an HTTPS API at once, through the same gateway. (No internet here: the script
+#      builds a small fake one in a network namespace first.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -29,6 +31,9 @@ cat "$out/../aegis-hello-summary.json"
 
 say "the egress gateway: an exfiltration attempt, refused and audited"
 node scripts/demo-exfil.mjs
+
+say "alerts the runs raised (alert.raised events in the audit log; rules: rules/aegis-default.yml)"
+aegis audit query --action alert.raised --since 1h
 
 say "aegis audit verify (Merkle tree, signed checkpoints; log in $AEGIS_HOME/audit)"
 aegis audit verify
