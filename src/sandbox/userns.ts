@@ -83,6 +83,10 @@ function installHolder(stateDir: string): string {
 
 /** Spawns the holder (returns at once; `ready()` completes it). Throws SandboxError('sandbox.userns_failed'). */
 export function spawnUsernsHolder(stateDir: string): UsernsHolder {
+  // LIMITATION: the holder is generated x86-64 machine code (holder-elf.ts), like the seccomp
+  // profile's single architecture: on any other host, refuse rather than run without it.
+  if (process.arch !== 'x64')
+    throw new SandboxError('sandbox.userns_failed', `the user namespace holder is an x86-64 program; this host is ${process.arch}`);
   const child = spawn(installHolder(stateDir), [], { stdio: ['ignore', 'pipe', 'pipe'] });
   let spawnError: Error | null = null;
   child.once('error', (e) => (spawnError = e)); // also when spawn fails (pid undefined below)
