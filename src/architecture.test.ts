@@ -30,6 +30,7 @@ const PURE = [
   'sandbox/spec',
   'audit/merkle',
   'audit/checkpoint',
+  'audit/rfc5424.ts',
   'gateway/netns/plan.ts',
   'gateway/netns/blocked.ts',
   'alerts/condition.ts',

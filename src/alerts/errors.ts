@@ -7,6 +7,8 @@ export type AlertErrorCode =
   /** A rule file or events file cannot be read. */
   | 'alerts.io'
   /** An events file line is not an audit event. */
-  | 'alerts.event_invalid';
+  | 'alerts.event_invalid'
+  /** A delivery sink cannot be set up: its secret file is unsafe or unreadable, its CA file is not a certificate. */
+  | 'alerts.sink_invalid';
 
 export class AlertError extends AegisError<AlertErrorCode> {}

@@ -8,3 +8,12 @@ export { type Alert, AlertEngine, type EngineEvent, type EngineOptions } from '.
 export { type CompiledRule, compileRuleDoc, LEVELS, type Level, linkRules, type RuleDoc } from './rule.js';
 export { AlertingSink, alertEvent } from './sink.js';
 export { DEFAULT_PACK, loadRules, type LoadRulesOptions } from './load.js';
+export {
+  AlertDelivery,
+  alertRecord,
+  type AlertRecord,
+  type AlertSinkAdapter,
+  type DeliveryStats,
+  PermanentDeliveryError,
+  RetryingSink,
+} from './deliver.js';

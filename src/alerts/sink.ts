@@ -3,7 +3,8 @@
  * sits between the producers (sandbox, gateway) and the audit log: it gives each event its id
  * and time (so an alert can name the events that raised it), forwards it, evaluates it, and
  * appends every alert as an `alert.raised` event to the same log, so alerts are tamper-evident
- * too. Delivery elsewhere (`deliver`) never blocks or fails the append path.
+ * too. Delivery elsewhere (`deliver`, given the alert and the id of its `alert.raised` event)
+ * never blocks or fails the append path.
  *
  * `alert.raised`: actor = the triggering event's actor; decision `info`; reason = the rule id;
  * payload: rule, title, level, kind, summary, eventIds, suppressed, and for correlations the
@@ -41,7 +42,7 @@ export class AlertingSink implements AuditSink {
   constructor(
     private readonly inner: AuditSink,
     private readonly engine: AlertEngine,
-    private readonly deliver: (a: Alert) => void = () => undefined,
+    private readonly deliver: (a: Alert, eventId: string) => void = () => undefined,
     private readonly now: () => number = Date.now,
   ) {
     this.newId = uuidv7Generator(now, (b) => randomFillSync(b));
@@ -52,10 +53,11 @@ export class AlertingSink implements AuditSink {
     const done = this.inner.append(full);
     for (const a of this.engine.evaluate(full as EngineEvent)) {
       this.raised++;
-      const appended = this.inner.append(alertEvent(a));
+      const id = this.newId();
+      const appended = this.inner.append({ ...alertEvent(a), id, time: new Date(this.now()).toISOString() });
       if (appended instanceof Promise) appended.catch(() => undefined); // the log reports its own failures
       try {
-        this.deliver(a);
+        this.deliver(a, id);
       } catch {
         // delivery is best effort; the alert is in the log
       }

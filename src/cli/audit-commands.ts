@@ -9,6 +9,7 @@
 import type { Command } from 'commander';
 import type { AuditLog as Log, AuditReader, DecryptedEntry } from '../audit/index.js';
 import type { AegisConfig } from '../config/index.js';
+import { FACILITY_LOG_AUDIT, formatRfc5424, SEVERITY } from '../audit/rfc5424.js';
 import { readableLine } from './audit-format.js';
 import { type CliContext, EXIT } from './context.js';
 
@@ -137,41 +138,30 @@ function jsonRecord(d: Decoded): string {
   return JSON.stringify(rec);
 }
 
-/** RFC 5424 §6.3.3: inside PARAM-VALUE, '"', '\' and ']' are escaped with a backslash. */
-function sdValue(v: string): string {
-  return v.replace(/["\\\]]/gu, (c) => `\\${c}`);
-}
-
-/** RFC 5424 header fields are printable US-ASCII without spaces; '-' when absent. */
-function headerField(v: string | undefined, max: number): string {
-  if (v === undefined || v === '') return '-';
-  const clean = v.replace(/[^\x21-\x7e]/gu, '_').slice(0, max);
-  return clean === '' ? '-' : clean;
-}
-
 function rfc5424(d: Decoded, hostname: string): string | undefined {
   const e = d.decoded?.event;
   if (e === undefined) return undefined;
-  // PRI = facility 13 (log audit, RFC 5424 table 1) * 8 + severity (3 error, 4 warning for deny, 6 info).
-  const pri = 13 * 8 + (e.decision === 'deny' ? 4 : e.decision === 'error' ? 3 : 6);
-  const params: Array<[string, string | undefined]> = [
-    ['index', String(d.index)],
-    ['id', e.id],
-    ['agent', e.actor.agent],
-    ['execution', e.actor.execution],
-    ['principal', e.actor.principal],
-    ['action', e.action],
-    ['decision', e.decision],
-    ['reason', e.reason],
-    ['leaf', b64(d.entry)],
-  ];
-  // SD-ID with the private enterprise number 32473 reserved for documentation (RFC 5612).
-  const sd = `[aegis@32473${params
-    .filter((p): p is [string, string] => p[1] !== undefined)
-    .map(([k, v]) => ` ${k}="${sdValue(v)}"`)
-    .join('')}]`;
-  const msg = JSON.stringify(d.decoded?.keyDestroyed ? { ...e, keyDestroyed: true } : e);
-  return `<${pri}>1 ${e.time} ${headerField(hostname, 255)} aegis - ${headerField(e.action, 32)} ${sd} ${msg}`;
+  return formatRfc5424({
+    facility: FACILITY_LOG_AUDIT,
+    // Severity: 3 error, 4 warning for deny, 6 info.
+    severity: e.decision === 'deny' ? SEVERITY.warning : e.decision === 'error' ? SEVERITY.error : SEVERITY.informational,
+    time: e.time,
+    hostname,
+    appName: 'aegis',
+    msgId: e.action,
+    params: [
+      ['index', String(d.index)],
+      ['id', e.id],
+      ['agent', e.actor.agent],
+      ['execution', e.actor.execution],
+      ['principal', e.actor.principal],
+      ['action', e.action],
+      ['decision', e.decision],
+      ['reason', e.reason],
+      ['leaf', b64(d.entry)],
+    ],
+    msg: JSON.stringify(d.decoded?.keyDestroyed ? { ...e, keyDestroyed: true } : e),
+  });
 }
 
 export function registerAuditCommands(program: Command, ctx: CliContext): void {

@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
+import { hostname, userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseAuditBudget, type AuditBudgetLimits } from '../audit/budget.js';
 import { isAegisError } from '../errors.js';
@@ -55,11 +55,15 @@ async function runProvenance(file: string, loaded: LoadedPolicy, image: { ref: s
   };
 }
 
-/** `stopReason` is present only when AEGIS stopped the agent for a reason of its own; `warnings` only when there are any. */
+/**
+ * `stopReason` is present only when AEGIS stopped the agent for a reason of its own; `warnings`
+ * only when there are any; `alerts` only when alerting ran ({raised, delivered, failed, dropped}).
+ */
 function summaryOf(
   r: Pick<RunResult, 'executionId' | 'status' | 'exitCode' | 'durationMs' | 'cpuMs' | 'maxMemoryBytes'>,
   stopReason?: 'audit.budget_exhausted',
   warnings: readonly string[] = [],
+  alerts?: { raised: number; delivered: number; failed: number; dropped: number },
 ): string {
   return (
     JSON.stringify({
@@ -71,28 +75,64 @@ function summaryOf(
       maxMemoryBytes: r.maxMemoryBytes,
       ...(stopReason !== undefined ? { stopReason } : {}),
       ...(warnings.length > 0 ? { warnings } : {}),
+      ...(alerts !== undefined ? { alerts } : {}),
     }) + '\n'
   );
 }
 
+/** What alerting did in a run, for the summary's `alerts` object (deliveries summed over the sinks). */
+interface AlertingRun {
+  readonly wrap: (log: AuditSink) => AuditSink;
+  /** Waits (bounded) for the sinks to deliver what is queued, closes them, reports what is left on stderr; returns the summary's counters. */
+  finish(): Promise<{ raised: number; delivered: number; failed: number; dropped: number }>;
+}
+
+/** How long the end of a run waits for alerts still queued for delivery. */
+const ALERT_FLUSH_MS = 2000;
+
 /**
  * The alerting wrapper for this run's log (rules from AEGIS_ALERT_RULES or the default pack,
  * compiled through the private cache under the state dir), or null when alerting is off. Each
- * alert is also printed, one line, through `say`.
+ * alert is also printed, one line, through `say`, and queued for every configured sink
+ * (AEGIS_ALERT_WEBHOOK, AEGIS_ALERT_SYSLOG), which never blocks the append path.
  */
-async function alertingFor(
-  config: AegisConfig,
-  stateDir: string,
-  say: (line: string) => void,
-): Promise<((log: AuditSink) => AuditSink) | null> {
+async function alertingFor(config: AegisConfig, stateDir: string, say: (line: string) => void): Promise<AlertingRun | null> {
   if (config.alertRules !== undefined && config.alertRules.length === 0) return null;
-  const { AlertEngine, AlertingSink, DEFAULT_PACK, loadRules } = await import('../alerts/index.js');
+  const { AlertEngine, AlertingSink, DEFAULT_PACK, loadRules, alertRecord } = await import('../alerts/index.js');
   const rules = await loadRules(config.alertRules ?? [DEFAULT_PACK], { cacheDir: join(stateDir, 'alert-cache') });
   const engine = new AlertEngine(rules);
-  return (log) =>
-    new AlertingSink(log, engine, (a) =>
-      say(`ALERT ${a.rule.level} ${a.rule.id}: ${a.summary}${a.suppressed ? ` (+${a.suppressed} folded)` : ''}`),
-    );
+  // The sinks' modules (http, tls, dgram) are loaded only when a sink is configured.
+  const delivery =
+    config.alertWebhook !== undefined || config.alertSyslog !== undefined
+      ? (await import('../alerts/sinks.js')).openDelivery({
+          webhook: config.alertWebhook,
+          syslog: config.alertSyslog,
+          hostname: hostname(),
+        })
+      : null;
+  let sink: InstanceType<typeof AlertingSink> | null = null;
+  return {
+    wrap: (log) => {
+      sink = new AlertingSink(log, engine, (a, id) => {
+        say(`ALERT ${a.rule.level} ${a.rule.id}: ${a.summary}${a.suppressed ? ` (+${a.suppressed} folded)` : ''}`);
+        delivery?.send(alertRecord(a, id));
+      });
+      return sink;
+    },
+    finish: async () => {
+      const raised = sink?.raised ?? 0;
+      if (delivery === null) return { raised, delivered: 0, failed: 0, dropped: 0 };
+      for (const left of await delivery.finish(ALERT_FLUSH_MS))
+        if (left.undelivered > 0)
+          say(`alerts: ${left.undelivered} not delivered to ${left.name} within ${ALERT_FLUSH_MS} ms (they are in the audit log)`);
+      const { delivered, failed, dropped, retried } = delivery.stats;
+      if (failed > 0 || dropped > 0)
+        say(
+          `alerts: delivery: ${delivered} delivered, ${failed} failed, ${dropped} dropped, ${retried} retried (every alert is in the audit log)`,
+        );
+      return { raised, delivered, failed, dropped };
+    },
+  };
 }
 
 export async function runCommand(ctx: CliContext, file: string, args: string[], flags: RunFlags): Promise<number> {
@@ -217,6 +257,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   for (const sig of signals) process.on(sig, onSignal);
   let result: RunResult;
   let budgetStop = false;
+  let alerting: AlertingRun | null = null;
+  let alertCounts: Awaited<ReturnType<AlertingRun['finish']>> | undefined;
   try {
     // The audit log and, when the policy allows any network, the egress gateway. Either failing
     // means the agent does not start (fail secure).
@@ -241,7 +283,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       };
       // Alerts are raised as the events are appended, into the same log (fail secure: rules that
       // cannot be loaded mean no start). AEGIS_ALERT_RULES=none turns them off.
-      const raiseAlerts = await alertingFor(config, flags.stateDir ?? DEFAULT_STATE_DIR, (line) => ctx.err(`aegis run: ${line}\n`));
+      alerting = await alertingFor(config, flags.stateDir ?? DEFAULT_STATE_DIR, (line) => ctx.err(`aegis run: ${line}\n`));
       services = await startRunServices({
         policy: opts.policy,
         executionId,
@@ -249,9 +291,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         budget,
         onBudgetExhausted,
         gatewayEnv: config.gatewayEnv,
-        ...(raiseAlerts ? { wrapLog: raiseAlerts } : {}),
+        ...(alerting ? { wrapLog: alerting.wrap } : {}),
       });
     } catch (err) {
+      if (alerting) await alerting.finish().catch(() => undefined);
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
     // The names (never the values) of the operator's --env, before the agent starts.
@@ -264,6 +307,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       });
       if (abort.signal.aborted) {
         await services.close().catch(() => undefined);
+        if (alerting) await alerting.finish().catch(() => undefined);
         return cannotStart('the audit log failed: the agent was not started');
       }
     }
@@ -276,6 +320,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       } catch (err) {
         ctx.err(`aegis run: audit/gateway shutdown failed: ${(err as Error).message}\n`);
       }
+      // Every alert of the run is raised by now (the log is closed); delivery gets a bounded wait.
+      if (alerting) alertCounts = await alerting.finish();
     }
   } finally {
     for (const sig of signals) process.off(sig, onSignal);
@@ -293,10 +339,12 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     try {
       writeFileSync(
         flags.summary,
-        summaryOf(result, budgetStop && result.status === 'killed' ? 'audit.budget_exhausted' : undefined, [
-          ...warnings,
-          ...(result.warnings ?? []),
-        ]),
+        summaryOf(
+          result,
+          budgetStop && result.status === 'killed' ? 'audit.budget_exhausted' : undefined,
+          [...warnings, ...(result.warnings ?? [])],
+          alertCounts,
+        ),
       );
     } catch (err) {
       ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);

@@ -14,7 +14,67 @@ describe('parseConfig', () => {
       auditEnv: {},
       gatewayEnv: {},
       alertRules: undefined,
+      alertWebhook: undefined,
+      alertSyslog: undefined,
     });
+  });
+  it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
+    assert.deepEqual(
+      parseConfig(
+        {
+          AEGIS_ALERT_WEBHOOK: 'https://hooks.example.com/aegis?x=1',
+          AEGIS_ALERT_WEBHOOK_SECRET_FILE: '/etc/aegis/hook.secret',
+          AEGIS_ALERT_WEBHOOK_CA_FILE: '/etc/aegis/ca.pem',
+        },
+        host,
+      ).alertWebhook,
+      { url: 'https://hooks.example.com/aegis?x=1', secretFile: '/etc/aegis/hook.secret', caFile: '/etc/aegis/ca.pem' },
+    );
+    const secret = { AEGIS_ALERT_WEBHOOK_SECRET_FILE: '/etc/aegis/hook.secret' };
+    assert.equal(
+      parseConfig({ AEGIS_ALERT_WEBHOOK: 'http://127.0.0.1:8080/h', ...secret }, host).alertWebhook?.url,
+      'http://127.0.0.1:8080/h',
+    );
+    const invalid = hasCode(ConfigError, 'config.invalid');
+    for (const env of [
+      { AEGIS_ALERT_WEBHOOK: 'http://hooks.example.com/h', ...secret }, // cleartext off the host
+      { AEGIS_ALERT_WEBHOOK: 'ftp://hooks.example.com/h', ...secret },
+      { AEGIS_ALERT_WEBHOOK: 'not a url', ...secret },
+      { AEGIS_ALERT_WEBHOOK: 'https://user:pw@hooks.example.com/h', ...secret }, // credentials in the environment
+      { AEGIS_ALERT_WEBHOOK: 'https://hooks.example.com/h' }, // unsigned
+      { AEGIS_ALERT_WEBHOOK: 'https://hooks.example.com/h', AEGIS_ALERT_WEBHOOK_SECRET_FILE: 'hook.secret' },
+      { AEGIS_ALERT_WEBHOOK: 'http://127.0.0.1/h', ...secret, AEGIS_ALERT_WEBHOOK_CA_FILE: '/ca.pem' },
+      { ...secret }, // a secret without a webhook: a typo in the variable name
+    ])
+      assert.throws(() => parseConfig(env, host), invalid, JSON.stringify(env));
+  });
+  it('alert syslog: udp, tcp or tls to host:port (IPv6 in brackets); a CA file only for tls', () => {
+    assert.deepEqual(parseConfig({ AEGIS_ALERT_SYSLOG: 'udp://127.0.0.1:514' }, host).alertSyslog, {
+      protocol: 'udp',
+      host: '127.0.0.1',
+      port: 514,
+      caFile: undefined,
+    });
+    assert.deepEqual(parseConfig({ AEGIS_ALERT_SYSLOG: 'tls://[::1]:6514', AEGIS_ALERT_SYSLOG_CA_FILE: '/ca.pem' }, host).alertSyslog, {
+      protocol: 'tls',
+      host: '::1',
+      port: 6514,
+      caFile: '/ca.pem',
+    });
+    assert.equal(parseConfig({ AEGIS_ALERT_SYSLOG: 'tcp://logs.example.com:601' }, host).alertSyslog?.host, 'logs.example.com');
+    const invalid = hasCode(ConfigError, 'config.invalid');
+    for (const env of [
+      { AEGIS_ALERT_SYSLOG: 'syslog.example.com:514' },
+      { AEGIS_ALERT_SYSLOG: 'udp://syslog.example.com' },
+      { AEGIS_ALERT_SYSLOG: 'udp://syslog.example.com:0' },
+      { AEGIS_ALERT_SYSLOG: 'tcp://syslog.example.com:70000' },
+      { AEGIS_ALERT_SYSLOG: 'tcp://syslog.example.com:514/path' },
+      { AEGIS_ALERT_SYSLOG: 'http://syslog.example.com:514' },
+      { AEGIS_ALERT_SYSLOG: 'tcp://syslog.example.com:514', AEGIS_ALERT_SYSLOG_CA_FILE: '/ca.pem' },
+      { AEGIS_ALERT_SYSLOG: 'tls://syslog.example.com:6514', AEGIS_ALERT_SYSLOG_CA_FILE: 'ca.pem' },
+      { AEGIS_ALERT_SYSLOG_CA_FILE: '/ca.pem' },
+    ])
+      assert.throws(() => parseConfig(env, host), invalid, JSON.stringify(env));
   });
   it('alert rules: paths, or none to turn alerting off', () => {
     assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: '/etc/aegis/rules:/srv/more.yml' }, host).alertRules, [

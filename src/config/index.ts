@@ -10,6 +10,12 @@
  *   AEGIS_AUDIT_*   the audit log's settings (src/audit/index.ts documents and validates them).
  *   AEGIS_ALERT_RULES  alert rule files or folders, separated by ":" (default: the default pack,
  *                   rules/aegis-default.yml); `none` turns alerting off.
+ *   AEGIS_ALERT_WEBHOOK  https:// URL the alerts are POSTed to, signed (http:// only to a loopback
+ *                   address); needs AEGIS_ALERT_WEBHOOK_SECRET_FILE (absolute path of the HMAC
+ *                   secret; never the secret itself in the environment or argv);
+ *                   AEGIS_ALERT_WEBHOOK_CA_FILE: an extra CA (PEM) for its TLS.
+ *   AEGIS_ALERT_SYSLOG   udp://host:port | tcp://host:port | tls://host:port, RFC 5424 syslog;
+ *                   AEGIS_ALERT_SYSLOG_CA_FILE: an extra CA (PEM) for tls://.
  *   AEGIS_UPSTREAM_DNS, AEGIS_SANDBOX_SUBNET, AEGIS_STATE_DIR, AEGIS_GATEWAY_CONFIG
  *                   the egress gateway's settings (src/gateway/config.ts validates them).
  *
@@ -49,6 +55,28 @@ export interface AegisConfig {
   readonly gatewayEnv: Readonly<Record<string, string>>;
   /** Alert rule paths; undefined: the default pack; []: alerting off. */
   readonly alertRules: readonly string[] | undefined;
+  /** Where alerts are POSTed (AEGIS_ALERT_WEBHOOK*), or undefined: no webhook. */
+  readonly alertWebhook: AlertWebhookConfig | undefined;
+  /** Where alerts go as syslog (AEGIS_ALERT_SYSLOG*), or undefined: no syslog. */
+  readonly alertSyslog: AlertSyslogConfig | undefined;
+}
+
+export interface AlertWebhookConfig {
+  /** An https:// URL, or http:// to a loopback address. */
+  readonly url: string;
+  /** Absolute path of the file holding the HMAC-SHA256 secret (its mode is checked when it is read). */
+  readonly secretFile: string;
+  /** Absolute path of an extra CA certificate (PEM). */
+  readonly caFile: string | undefined;
+}
+
+export interface AlertSyslogConfig {
+  readonly protocol: 'udp' | 'tcp' | 'tls';
+  /** A host name or an IP address (IPv6 without brackets). */
+  readonly host: string;
+  readonly port: number;
+  /** tls only: absolute path of an extra CA certificate (PEM). */
+  readonly caFile: string | undefined;
 }
 
 /** The image store when AEGIS_IMAGES is not set. */
@@ -103,12 +131,68 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   }
   return {
     alertRules,
+    alertWebhook: parseAlertWebhook(env),
+    alertSyslog: parseAlertSyslog(env),
     home,
     imagesDir: imagesVar === undefined ? DEFAULT_IMAGES_DIR : resolve(imagesVar),
     operator: host.operator,
     auditEnv: pick(Object.keys(env).filter((k) => k.startsWith('AEGIS_AUDIT_'))),
     gatewayEnv: pick(GATEWAY_VARS),
   };
+}
+
+function absolutePath(env: Env, name: string): string | undefined {
+  const v = set(env, name);
+  if (v !== undefined && !isAbsolute(v)) throw new ConfigError('config.invalid', `${name}=${v} must be an absolute path`);
+  return v;
+}
+
+const isLoopback = (host: string): boolean => host === 'localhost' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+
+function parseAlertWebhook(env: Env): AlertWebhookConfig | undefined {
+  const v = set(env, 'AEGIS_ALERT_WEBHOOK');
+  const secretFile = absolutePath(env, 'AEGIS_ALERT_WEBHOOK_SECRET_FILE');
+  const caFile = absolutePath(env, 'AEGIS_ALERT_WEBHOOK_CA_FILE');
+  if (v === undefined) {
+    if (secretFile !== undefined || caFile !== undefined)
+      throw new ConfigError('config.invalid', 'AEGIS_ALERT_WEBHOOK_SECRET_FILE / _CA_FILE are set but AEGIS_ALERT_WEBHOOK is not');
+    return undefined;
+  }
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new ConfigError('config.invalid', `AEGIS_ALERT_WEBHOOK=${v} is not a URL`);
+  }
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url.hostname)))
+    throw new ConfigError('config.invalid', `AEGIS_ALERT_WEBHOOK=${v} must be an https:// URL (http:// only to a loopback address)`);
+  if (url.username !== '' || url.password !== '')
+    throw new ConfigError('config.invalid', 'AEGIS_ALERT_WEBHOOK must not carry credentials: the body is signed with the secret file');
+  if (url.hash !== '') throw new ConfigError('config.invalid', `AEGIS_ALERT_WEBHOOK=${v} must not have a #fragment`);
+  if (secretFile === undefined)
+    throw new ConfigError('config.invalid', 'AEGIS_ALERT_WEBHOOK needs AEGIS_ALERT_WEBHOOK_SECRET_FILE (the HMAC-SHA256 secret, mode 600)');
+  if (caFile !== undefined && url.protocol !== 'https:')
+    throw new ConfigError('config.invalid', 'AEGIS_ALERT_WEBHOOK_CA_FILE is only for an https:// webhook');
+  return { url: url.href, secretFile, caFile };
+}
+
+function parseAlertSyslog(env: Env): AlertSyslogConfig | undefined {
+  const v = set(env, 'AEGIS_ALERT_SYSLOG');
+  const caFile = absolutePath(env, 'AEGIS_ALERT_SYSLOG_CA_FILE');
+  if (v === undefined) {
+    if (caFile !== undefined) throw new ConfigError('config.invalid', 'AEGIS_ALERT_SYSLOG_CA_FILE is set but AEGIS_ALERT_SYSLOG is not');
+    return undefined;
+  }
+  const bad = (why: string): ConfigError =>
+    new ConfigError('config.invalid', `AEGIS_ALERT_SYSLOG=${v}: ${why} (expected udp://host:port, tcp://host:port or tls://host:port)`);
+  const m = /^(udp|tcp|tls):\/\/(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(v.trim());
+  if (m === null) throw bad('not a syslog address');
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) throw bad('port out of range');
+  const protocol = m[1] as 'udp' | 'tcp' | 'tls';
+  if (caFile !== undefined && protocol !== 'tls') throw bad('AEGIS_ALERT_SYSLOG_CA_FILE is only for tls://');
+  const host = m[2]!.startsWith('[') ? m[2]!.slice(1, -1) : m[2]!;
+  return { protocol, host, port, caFile };
 }
 
 /** This process's operator: real uid and its user name. */

@@ -4,8 +4,11 @@
  * alerting turned off, and a broken rule file that stops the run from starting).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveImage } from '../../src/images/index.js';
@@ -28,6 +31,17 @@ describe('aegis alerts and alerts raised by aegis run', { timeout: 180_000 }, ()
     });
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
+  /** The CLI without blocking this process's event loop (a webhook receiver runs in it). */
+  const aegisAsync = (args: string[], env: Record<string, string> = {}) =>
+    new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
+      const c = spawn(process.execPath, [AEGIS_BIN, ...args], { env: { ...process.env, AEGIS_HOME: home, ...env }, timeout: 60_000 });
+      let out = '';
+      let err = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      c.on('error', reject);
+      c.on('close', (code) => resolve({ code, out, err }));
+    });
   const lines = (out: string): Array<Record<string, unknown>> =>
     out
       .trim()
@@ -117,7 +131,8 @@ describe('aegis alerts and alerts raised by aegis run', { timeout: 180_000 }, ()
     const r = aegis(['run', file, '--state-dir', join(work, 'state'), '--summary', summary], { AEGIS_ALERT_RULES: rules });
     assert.equal(r.code, 0, r.err);
     assert.match(r.err, /aegis run: ALERT low test-every-start: Every start: run\.start info/);
-    const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
+    const { executionId, alerts: counts } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string; alerts: unknown };
+    assert.deepEqual(counts, { raised: 1, delivered: 0, failed: 0, dropped: 0 }, 'no sink configured: nothing to deliver');
     const q = aegis(['audit', 'query', '--json', '--execution', executionId]);
     const events = lines(q.out).map(
       (l) => l['event'] as { id: string; action: string; reason?: string; payload: { eventIds?: string[]; rule?: string } },
@@ -144,5 +159,75 @@ describe('aegis alerts and alerts raised by aegis run', { timeout: 180_000 }, ()
     assert.equal(r.code, 125);
     assert.match(r.err, /alerts|YAML/);
     assert.equal(r.out, '', 'the agent did not run');
+  });
+
+  it('aegis run POSTs each alert to AEGIS_ALERT_WEBHOOK, signed with the secret file; the summary counts the delivery', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const rules = join(work, 'host-rules.yml');
+    writeFileSync(rules, 'title: Every start\nid: test-every-start\nlevel: low\ndetection:\n  s: { action: run.start }\n  condition: s\n');
+    const secretFile = join(work, 'hook.secret');
+    const secret = 'integration-test-secret-0123456789';
+    writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 });
+    chmodSync(secretFile, 0o600);
+    const got: Array<{ headers: IncomingHttpHeaders; body: string }> = [];
+    let answers = [500]; // the first attempt fails: the run retries
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        got.push({ headers: req.headers, body });
+        res.writeHead(answers.shift() ?? 204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const webhook = `http://127.0.0.1:${(server.address() as AddressInfo).port}/aegis`;
+    try {
+      const summary = join(work, 'summary-webhook.json');
+      const env = { AEGIS_ALERT_RULES: rules, AEGIS_ALERT_WEBHOOK: webhook, AEGIS_ALERT_WEBHOOK_SECRET_FILE: secretFile };
+      const r = await aegisAsync(['run', file, '--state-dir', join(work, 'state'), '--summary', summary], env);
+      assert.equal(r.code, 0, r.err);
+      const s = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string; alerts: unknown };
+      assert.deepEqual(s.alerts, { raised: 1, delivered: 1, failed: 0, dropped: 0 });
+      assert.equal(got.length, 2, 'one failed attempt, one accepted');
+      const last = got[1]!;
+      const ts = last.headers['x-aegis-timestamp'] as string;
+      const want = createHmac('sha256', secret).update(`${ts}.${last.body}`).digest();
+      const sig = Buffer.from((last.headers['x-aegis-signature'] as string).replace(/^sha256=/, ''), 'hex');
+      assert.ok(sig.length === want.length && timingSafeEqual(sig, want), 'a valid signature');
+      const alert = JSON.parse(last.body) as { id: string; rule: string; actor: { execution: string } };
+      assert.equal(alert.rule, 'test-every-start');
+      assert.equal(alert.actor.execution, s.executionId);
+      const q = aegis(['audit', 'query', '--json', '--execution', s.executionId]);
+      const raised = lines(q.out)
+        .map((l) => l['event'] as { id: string; action: string })
+        .find((e) => e.action === 'alert.raised');
+      assert.equal(raised?.id, alert.id, 'the delivered alert names its alert.raised event in the log');
+
+      // A receiver that is gone: the run is not held up beyond the bounded wait, and the loss is counted.
+      answers = [];
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      const r2 = await aegisAsync(['run', file, '--state-dir', join(work, 'state'), '--summary', summary], env);
+      assert.equal(r2.code, 0, r2.err);
+      assert.deepEqual((JSON.parse(readFileSync(summary, 'utf8')) as { alerts: unknown }).alerts, {
+        raised: 1,
+        delivered: 0,
+        failed: 1,
+        dropped: 0,
+      });
+      assert.match(r2.err, /aegis run: alerts: .*1 failed/);
+
+      // An unsafe secret file: the run does not start.
+      chmodSync(secretFile, 0o644);
+      const r3 = await aegisAsync(['run', file, '--state-dir', join(work, 'state')], env);
+      assert.equal(r3.code, 125, r3.err);
+      assert.match(r3.err, /webhook secret .* must not be readable by group or others/);
+      assert.equal(r3.out, '', 'the agent did not run');
+    } finally {
+      if (server.listening) {
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
+      }
+    }
   });
 });

@@ -1,0 +1,43 @@
+/** Test helper: a throw-away CA and a server certificate for localhost / 127.0.0.1 / ::1 (openssl CLI). */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export interface TestPki {
+  readonly caFile: string;
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+export function makeLoopbackPki(dir: string): TestPki {
+  const p = (f: string): string => join(dir, f);
+  const openssl = (args: string[]): void => void execFileSync('/usr/bin/openssl', args, { stdio: 'pipe', timeout: 30_000 });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(['req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=AEGIS throw-away test CA']);
+  openssl(['req', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=localhost']);
+  writeFileSync(p('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+  openssl([
+    'x509',
+    '-req',
+    '-in',
+    p('server.csr'),
+    '-CA',
+    p('ca.pem'),
+    '-CAkey',
+    p('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    p('server.pem'),
+    '-days',
+    '2',
+    '-extfile',
+    p('ext.cnf'),
+  ]);
+  return {
+    caFile: p('ca.pem'),
+    ca: readFileSync(p('ca.pem'), 'utf8'),
+    cert: readFileSync(p('server.pem'), 'utf8'),
+    key: readFileSync(p('server.key'), 'utf8'),
+  };
+}
