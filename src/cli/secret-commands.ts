@@ -26,7 +26,7 @@ interface ValueOpts {
 }
 
 /** The value from `--from-file` or stdin (untrusted bytes; checked by checkValue). */
-async function readValue(fromFile: string | undefined, max: number): Promise<Uint8Array> {
+async function readValue(ctx: CliContext, fromFile: string | undefined, max: number): Promise<Uint8Array> {
   const { SecretsError } = await import('../secrets/index.js');
   if (fromFile !== undefined) {
     const { readFile, stat } = await import('node:fs/promises');
@@ -41,6 +41,8 @@ async function readValue(fromFile: string | undefined, max: number): Promise<Uin
       );
     }
   }
+  // A terminal echoes what is typed: say so, and how to end (a pipe or --from-file keeps it off screen).
+  if (process.stdin.isTTY) ctx.err('aegis secret: reading the value from the terminal (it is echoed; end with Ctrl-D)\n');
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of process.stdin) {
@@ -114,7 +116,7 @@ export function registerSecretCommands(program: Command, ctx: CliContext): void 
         const hosts = parseHosts(o.hosts);
         const header = o.header === undefined ? null : checkHeader(o.header);
         const ttl = o.expires === undefined ? null : parseDuration(o.expires, '--expires');
-        const value = checkValue(await readValue(o.fromFile, MAX_VALUE_BYTES));
+        const value = checkValue(await readValue(ctx, o.fromFile, MAX_VALUE_BYTES));
         const config = ctx.config();
         await audited(async () => {
           const now = Date.now();
@@ -159,7 +161,7 @@ export function registerSecretCommands(program: Command, ctx: CliContext): void 
         const { checkName, checkValue, MAX_VALUE_BYTES, parseDuration, SecretStore } = await import('../secrets/index.js');
         checkName(name);
         const ttl = o.expires === undefined ? null : parseDuration(o.expires, '--expires');
-        const value = checkValue(await readValue(o.fromFile, MAX_VALUE_BYTES));
+        const value = checkValue(await readValue(ctx, o.fromFile, MAX_VALUE_BYTES));
         const config = ctx.config();
         await audited(async () => {
           const now = Date.now();
