@@ -118,6 +118,23 @@ describe('SecretStore', () => {
     await assert.rejects(store.reveal('openai', 1), hasCode(SecretsError, 'secrets.not_found'));
   });
 
+  it('concurrent writers are serialized by the lock: no update is lost', async () => {
+    const store = fresh();
+    const names = ['a1', 'a2', 'a3', 'a4', 'a5', 'a6'];
+    await Promise.all(names.map((name) => SecretStore.at(store.dir).set({ ...base, name })));
+    assert.deepEqual(
+      (await store.list()).map((s) => s.name),
+      names,
+    );
+  });
+
+  it('a value does not decrypt under another master key', async () => {
+    const store = fresh();
+    await store.set({ ...base, name: 'openai' });
+    writeFileSync(join(store.dir, 'master.key'), `${Buffer.alloc(32, 7).toString('base64')}\n`, { mode: 0o600 });
+    await assert.rejects(store.reveal('openai', 1), hasCode(SecretsError, 'secrets.store_corrupt'));
+  });
+
   it('rm removes the secret and its keys', async () => {
     const store = fresh();
     await store.set({ ...base, name: 'openai' });
