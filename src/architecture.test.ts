@@ -39,6 +39,7 @@ const PURE = [
   'alerts/rule-file.ts',
   'alerts/engine.ts',
   'host/mountinfo.ts',
+  'secrets/core.ts',
 ];
 const IO_MODULES = /^node:(fs|fs\/promises|net|dgram|dns|child_process|http|https|tls|os|worker_threads)$/;
 

@@ -12,6 +12,7 @@ import { registerImageCommands } from './image-commands.js';
 import { registerDoctorCommands } from './doctor-commands.js';
 import { registerRunCommands } from './run-commands.js';
 import { registerAlertCommands } from './alert-commands.js';
+import { registerSecretCommands } from './secret-commands.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../../../package.json') as { version: string };
@@ -29,6 +30,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerDoctorCommands(program, ctx);
   registerRunCommands(program, ctx);
   registerAlertCommands(program, ctx);
+  registerSecretCommands(program, ctx);
   return program;
 }
 

@@ -24,6 +24,7 @@ import {
 } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
+import { prepareRunSecrets, secretBindEvents, secretDeniedEvent, withPlaceholders, type RunSecrets } from '../secrets/run.js';
 import type { AuditSink } from '../audit/event.js';
 import type { AegisConfig } from '../config/index.js';
 import type { CliContext } from './context.js';
@@ -184,11 +185,15 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       reason: err.code,
       payload: { manifest: file, message: err.message },
     });
+    const denied = secretDeniedEvent(err, executionId, undefined);
+    if (denied !== undefined) await a.append(denied);
     await a.close().catch((e: unknown) => ctx.err(`aegis run: audit log: ${(e as Error).message}\n`));
   };
 
   let opts: RunSandboxOptions;
   let operatorEnv: readonly string[] = [];
+  /** Which secret and version each placeholder stands for (in memory only; for the gateway's swap). */
+  let runSecrets: RunSecrets = { env: {}, bindings: [] };
   let budget: AuditBudgetLimits;
   /** Said on stderr before the run and kept in the summary. */
   let warnings: string[] = [];
@@ -207,6 +212,9 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     const withEnv = applyOperatorEnv(loaded.policy, flags.env);
     if (!withEnv.ok) throw new SandboxError('sandbox.env_refused', withEnv.message);
     operatorEnv = withEnv.names;
+    // Secret references become per-execution placeholders; a missing, expired or unbound secret
+    // refuses the run (secrets.missing / secrets.expired / secrets.unbound; docs/secrets.md).
+    runSecrets = await prepareRunSecrets({ dir: config.secretsDir, policy: withEnv.policy, now: Date.now() });
     const image = await resolveImage(loaded.policy.agent.runtime, { imagesDir: config.imagesDir });
     let seccompProfile: unknown;
     if (flags.seccompProfile !== undefined) {
@@ -218,7 +226,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     }
     opts = {
       provenance: await runProvenance(file, loaded, image),
-      policy: withEnv.policy,
+      policy: withPlaceholders(withEnv.policy, runSecrets),
       manifestDir: dirname(file),
       imageRootfs: image.rootfs,
       executionId,
@@ -297,14 +305,17 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       if (alerting) await alerting.finish().catch(() => undefined);
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
-    // The names (never the values) of the operator's --env, before the agent starts.
-    if (operatorEnv.length > 0) {
-      await services.audit.append({
-        actor: { agent: opts.policy.agent.name, execution: executionId },
-        action: 'run.env',
-        decision: 'info',
-        payload: { operatorEnv },
-      });
+    // The names (never the values) of the operator's --env, and which secret version each
+    // reference stands for (never the placeholder), before the agent starts.
+    if (operatorEnv.length > 0 || runSecrets.bindings.length > 0) {
+      if (operatorEnv.length > 0)
+        await services.audit.append({
+          actor: { agent: opts.policy.agent.name, execution: executionId },
+          action: 'run.env',
+          decision: 'info',
+          payload: { operatorEnv },
+        });
+      for (const ev of secretBindEvents(runSecrets, executionId, opts.policy.agent.name)) await services.audit.append(ev);
       if (abort.signal.aborted) {
         await services.close().catch(() => undefined);
         if (alerting) await alerting.finish().catch(() => undefined);

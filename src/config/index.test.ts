@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { hasCode } from '../test-support/errors.js';
-import { ConfigError, DEFAULT_IMAGES_DIR, parseConfig, type HostFacts } from './index.js';
+import { ConfigError, DEFAULT_IMAGES_DIR, DEFAULT_ROTATION_OVERLAP_MS, parseConfig, type HostFacts } from './index.js';
 
 const host: HostFacts = { homedir: '/home/op', operator: { uid: 1000, name: 'op' }, isDirectory: (p) => p === '/srv/aegis-home' };
 
@@ -14,6 +14,8 @@ describe('parseConfig', () => {
       auditEnv: {},
       gatewayEnv: {},
       alertRules: undefined,
+      secretsDir: '/home/op/.aegis/secrets',
+      secretsRotationOverlapMs: DEFAULT_ROTATION_OVERLAP_MS,
       alertWebhook: undefined,
       alertSyslog: undefined,
     });
@@ -75,6 +77,12 @@ describe('parseConfig', () => {
       { AEGIS_ALERT_SYSLOG_CA_FILE: '/ca.pem' },
     ])
       assert.throws(() => parseConfig(env, host), invalid, JSON.stringify(env));
+  });
+  it('secret rotation overlap: a duration, or 0 for none; anything else is refused', () => {
+    assert.equal(parseConfig({ AEGIS_SECRETS_ROTATION_OVERLAP: '2h' }, host).secretsRotationOverlapMs, 7_200_000);
+    assert.equal(parseConfig({ AEGIS_SECRETS_ROTATION_OVERLAP: '0' }, host).secretsRotationOverlapMs, 0);
+    for (const bad of ['-5m', '10', '1w', '0s'])
+      assert.throws(() => parseConfig({ AEGIS_SECRETS_ROTATION_OVERLAP: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
   });
   it('alert rules: paths, or none to turn alerting off', () => {
     assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: '/etc/aegis/rules:/srv/more.yml' }, host).alertRules, [

@@ -18,6 +18,8 @@
  *                   AEGIS_ALERT_SYSLOG_CA_FILE: an extra CA (PEM) for tls://.
  *   AEGIS_UPSTREAM_DNS, AEGIS_SANDBOX_SUBNET, AEGIS_STATE_DIR, AEGIS_GATEWAY_CONFIG
  *                   the egress gateway's settings (src/gateway/config.ts validates them).
+ *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
+ *                   executions that were already running (default 15m; `0`: not at all).
  *
  * The operator (who runs AEGIS, recorded in audit events) comes from the process's real uid
  * and the password database, never from `$USER`, which anyone can set.
@@ -26,6 +28,7 @@ import { statSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { AegisError } from '../errors.js';
+import { parseDuration } from '../secrets/core.js';
 
 export type ConfigErrorCode =
   /** A setting has a value AEGIS cannot use. */
@@ -55,6 +58,10 @@ export interface AegisConfig {
   readonly gatewayEnv: Readonly<Record<string, string>>;
   /** Alert rule paths; undefined: the default pack; []: alerting off. */
   readonly alertRules: readonly string[] | undefined;
+  /** $AEGIS_HOME/secrets: the secret store (docs/secrets.md). */
+  readonly secretsDir: string;
+  /** $AEGIS_SECRETS_ROTATION_OVERLAP in milliseconds (default DEFAULT_ROTATION_OVERLAP_MS). */
+  readonly secretsRotationOverlapMs: number;
   /** Where alerts are POSTed (AEGIS_ALERT_WEBHOOK*), or undefined: no webhook. */
   readonly alertWebhook: AlertWebhookConfig | undefined;
   /** Where alerts go as syslog (AEGIS_ALERT_SYSLOG*), or undefined: no syslog. */
@@ -78,6 +85,9 @@ export interface AlertSyslogConfig {
   /** tls only: absolute path of an extra CA certificate (PEM). */
   readonly caFile: string | undefined;
 }
+
+/** A rotated-out secret version stays usable by executions already running for this long. */
+export const DEFAULT_ROTATION_OVERLAP_MS = 15 * 60_000;
 
 /** The image store when AEGIS_IMAGES is not set. */
 export const DEFAULT_IMAGES_DIR = '/var/lib/aegis/images';
@@ -129,11 +139,22 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
       if (!isAbsolute(p))
         throw new ConfigError('config.invalid', `AEGIS_ALERT_RULES: ${p} must be an absolute path (or the whole value "none")`);
   }
+  const overlapVar = set(env, 'AEGIS_SECRETS_ROTATION_OVERLAP');
+  let secretsRotationOverlapMs = DEFAULT_ROTATION_OVERLAP_MS;
+  if (overlapVar !== undefined) {
+    try {
+      secretsRotationOverlapMs = parseDuration(overlapVar.trim(), 'AEGIS_SECRETS_ROTATION_OVERLAP', true);
+    } catch (cause) {
+      throw new ConfigError('config.invalid', (cause as Error).message, { cause });
+    }
+  }
   return {
     alertRules,
     alertWebhook: parseAlertWebhook(env),
     alertSyslog: parseAlertSyslog(env),
     home,
+    secretsDir: join(home, 'secrets'),
+    secretsRotationOverlapMs,
     imagesDir: imagesVar === undefined ? DEFAULT_IMAGES_DIR : resolve(imagesVar),
     operator: host.operator,
     auditEnv: pick(Object.keys(env).filter((k) => k.startsWith('AEGIS_AUDIT_'))),

@@ -16,6 +16,8 @@ import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
 describe('aegis run --env', { timeout: 120_000 }, () => {
   let work = '';
   let file = '';
+  /** The same agent, with OPENAI_API_KEY declared as secret:openai (for the refusals of --env). */
+  let secretFile = '';
   let unavailable: string | null = null;
   const aegis = (args: string[]) => {
     const home = join(work, 'home');
@@ -51,10 +53,12 @@ describe('aegis run --env', { timeout: 120_000 }, () => {
       'import json, os\nprint(json.dumps({k: os.environ.get(k) for k in ["MODE", "REGION", "LOG_LEVEL", "OPENAI_API_KEY"]}))\n',
     );
     file = join(code, 'agent.yaml');
-    writeFileSync(
-      file,
-      'version: "1.0"\nagent:\n  name: env-probe\n  runtime: "python:3.11"\n  entrypoint: ["python3", "main.py"]\n  isolation: crun\n  env:\n    MODE: author\n    LOG_LEVEL: info\n    OPENAI_API_KEY: "secret:openai"\n',
-    );
+    const yaml =
+      'version: "1.0"\nagent:\n  name: env-probe\n  runtime: "python:3.11"\n  entrypoint: ["python3", "main.py"]\n  isolation: crun\n  env:\n    MODE: author\n    LOG_LEVEL: info\n';
+    writeFileSync(file, yaml);
+    // Secret references and their placeholders: test/integration/run-secrets.test.ts.
+    secretFile = join(code, 'agent-secret.yaml');
+    writeFileSync(secretFile, `${yaml}    OPENAI_API_KEY: "secret:openai"\n`);
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
@@ -85,7 +89,7 @@ describe('aegis run --env', { timeout: 120_000 }, () => {
       ['OPENAI_API_KEY=sk-live', /declares it as the secret reference secret:openai/],
       ['MODE', /expected NAME=VALUE/],
     ] as const) {
-      const r = run('--env', flag);
+      const r = aegis(['run', secretFile, '--state-dir', join(work, 'state'), '--env', flag]);
       assert.equal(r.code, 125, `${flag}: ${r.err}`);
       assert.match(r.err, why);
       assert.equal(r.out, '', 'the agent did not run');

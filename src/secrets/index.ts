@@ -1,0 +1,13 @@
+/** The secrets area: the encrypted store, its pure rules, and what `aegis run` asks of it. */
+export * from './core.js';
+export { SecretsError, type SecretsErrorCode } from './errors.js';
+export { SecretStore, type SecretListing, type WriteResult } from './store.js';
+export {
+  prepareRunSecrets,
+  secretBindEvents,
+  secretDeniedEvent,
+  withPlaceholders,
+  type PlaceholderBinding,
+  type PrepareRunSecretsOptions,
+  type RunSecrets,
+} from './run.js';

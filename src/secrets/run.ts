@@ -1,0 +1,109 @@
+/**
+ * What `aegis run` asks of the secret store before the agent starts: every `secret:<name>`
+ * reference of the manifest must name a secret that exists, whose current version has not
+ * expired, and that is bound to at least one host the manifest's network.allow permits;
+ * otherwise the run is refused (fail secure) with `secrets.missing`, `secrets.expired` or
+ * `secrets.unbound`. Each reference then becomes, in the agent's environment, a placeholder
+ * unique to this execution and variable (`aegis-ph-` + 128 random bits).
+ *
+ * ARCHITECTURE NOTE: the real value is never read here (no key is needed to start a run) and
+ * never enters the sandbox: the agent sees only placeholders. Which secret and version each
+ * placeholder stands for is returned to the caller and kept in memory for the run (the gateway
+ * half, not built yet, swaps it on egress to the bound hosts only).
+ * LIMITATION (until the gateway half exists): nothing swaps the placeholder for the value, so a
+ * request carrying it reaches the upstream with the placeholder (which is worthless outside this
+ * execution) and fails authentication there; see docs/secrets.md.
+ */
+import { randomBytes } from 'node:crypto';
+import type { AuditEventInput } from '../audit/event.js';
+import type { Policy } from '../policy/types.js';
+import { boundHosts, currentVersion, isExpired, PLACEHOLDER_RANDOM_BYTES, placeholderFrom } from './core.js';
+import { SecretsError } from './errors.js';
+import { SecretStore } from './store.js';
+
+/** One `secret:<name>` reference of this run (the placeholder is never logged). */
+export interface PlaceholderBinding {
+  readonly variable: string;
+  readonly secret: string;
+  readonly version: number;
+  /** The secret's hosts that the manifest's allowlist permits (never empty). */
+  readonly hosts: readonly string[];
+  readonly header: string | null;
+  readonly placeholder: string;
+}
+
+export interface RunSecrets {
+  /** Variable -> placeholder, for the agent's environment. */
+  readonly env: Readonly<Record<string, string>>;
+  readonly bindings: readonly PlaceholderBinding[];
+}
+
+export interface PrepareRunSecretsOptions {
+  /** The secret store directory ($AEGIS_HOME/secrets). */
+  readonly dir: string;
+  readonly policy: Policy;
+  /** The clock, in milliseconds since the epoch. */
+  readonly now: number;
+}
+
+/** Checks the manifest's secret references against the store; throws SecretsError (the run must not start). */
+export async function prepareRunSecrets(o: PrepareRunSecretsOptions): Promise<RunSecrets> {
+  const refs = Object.entries(o.policy.agent.secretRefs).sort(([a], [b]) => (a < b ? -1 : 1));
+  if (refs.length === 0) return { env: {}, bindings: [] };
+  const store = SecretStore.at(o.dir);
+  const env: Record<string, string> = {};
+  const bindings: PlaceholderBinding[] = [];
+  for (const [variable, name] of refs) {
+    const s = await store.get(name);
+    if (s === undefined)
+      throw new SecretsError('secrets.missing', `agent.yaml needs secret:${name} (env ${variable}), which is not in the secret store`, {
+        secret: name,
+      });
+    const v = currentVersion(s);
+    if (isExpired(v, o.now))
+      throw new SecretsError(
+        'secrets.expired',
+        `secret ${name} (env ${variable}) expired at ${new Date(v.expiresAt!).toISOString()}: rotate it`,
+        { secret: name },
+      );
+    const hosts = boundHosts(s.hosts, o.policy.network);
+    if (hosts.length === 0)
+      throw new SecretsError(
+        'secrets.unbound',
+        `secret ${name} (env ${variable}) may be sent only to ${s.hosts.join(', ')}, and permissions.network.allow permits none of them`,
+        { secret: name },
+      );
+    const placeholder = placeholderFrom(randomBytes(PLACEHOLDER_RANDOM_BYTES));
+    env[variable] = placeholder;
+    bindings.push({ variable, secret: name, version: v.version, hosts, header: s.header, placeholder });
+  }
+  return { env, bindings };
+}
+
+/** The policy with each secret reference's placeholder in the agent's plain environment. */
+export function withPlaceholders(policy: Policy, secrets: RunSecrets): Policy {
+  if (secrets.bindings.length === 0) return policy;
+  return { ...policy, agent: { ...policy.agent, env: { ...policy.agent.env, ...secrets.env } } };
+}
+
+/** `secret.denied` for a run refused by prepareRunSecrets (undefined for any other error). */
+export function secretDeniedEvent(err: unknown, execution: string, agent: string | undefined): AuditEventInput | undefined {
+  if (!(err instanceof SecretsError) || err.secret === undefined) return undefined;
+  return {
+    actor: { execution, ...(agent !== undefined ? { agent } : {}) },
+    action: 'secret.denied',
+    decision: 'deny',
+    reason: err.code,
+    payload: { secret: err.secret },
+  };
+}
+
+/** `secret.bind` events: which secret and version each reference stands for (never the placeholder or the value). */
+export function secretBindEvents(secrets: RunSecrets, execution: string, agent: string): AuditEventInput[] {
+  return secrets.bindings.map((b) => ({
+    actor: { agent, execution },
+    action: 'secret.bind',
+    decision: 'allow',
+    payload: { secret: b.secret, version: b.version, variable: b.variable, hosts: [...b.hosts], header: b.header },
+  }));
+}
