@@ -11,10 +11,8 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { resolveImage } from '../../src/images/index.js';
-import { driverFor } from '../../src/sandbox/drivers/index.js';
 import { AEGIS_BIN, REPO_ROOT } from '../../src/test-support/repo.js';
-import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
+import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 const PACK = join(REPO_ROOT, 'rules', 'aegis-default.yml');
 
@@ -50,17 +48,7 @@ describe('aegis alerts and alerts raised by aegis run', { timeout: 180_000 }, ()
       .map((l) => JSON.parse(l) as Record<string, unknown>);
 
   before(async () => {
-    try {
-      ensureHugetlbMount();
-    } catch (e) {
-      unavailable = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
-    }
-    unavailable ??= driverFor('crun').unavailableReason();
-    try {
-      await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' });
-    } catch (e) {
-      unavailable ??= `python:3.11 image missing: ${(e as Error).message}`;
-    }
+    unavailable = await sandboxUnavailable();
     work = mkdtempSync('/var/tmp/aegis-alerts-');
     chmodSync(work, 0o755);
     home = join(work, 'home');

@@ -8,10 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { resolveImage } from '../../src/images/index.js';
-import { driverFor } from '../../src/sandbox/drivers/index.js';
 import { AEGIS_BIN } from '../../src/test-support/repo.js';
-import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
+import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 describe('aegis run --env', { timeout: 120_000 }, () => {
   let work = '';
@@ -32,17 +30,7 @@ describe('aegis run --env', { timeout: 120_000 }, () => {
   const run = (...flags: string[]) => aegis(['run', file, '--state-dir', join(work, 'state'), ...flags]);
 
   before(async () => {
-    try {
-      ensureHugetlbMount();
-    } catch (e) {
-      unavailable = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
-    }
-    unavailable ??= driverFor('crun').unavailableReason();
-    try {
-      await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' });
-    } catch (e) {
-      unavailable ??= `python:3.11 image missing: ${(e as Error).message}`;
-    }
+    unavailable = await sandboxUnavailable();
     work = mkdtempSync('/var/tmp/aegis-env-');
     chmodSync(work, 0o755);
     const code = join(work, 'agent');

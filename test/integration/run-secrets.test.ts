@@ -10,12 +10,10 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { resolveImage } from '../../src/images/index.js';
-import { driverFor } from '../../src/sandbox/drivers/index.js';
 import { AEGIS_BIN } from '../../src/test-support/repo.js';
 import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { requirementsOrSkip } from './gateway-support.js';
-import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
+import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 const VALUE = 'sk-live-NEVERINSIDE-1b2c3d4e';
 const AGENT = `import glob, json, os
@@ -45,17 +43,7 @@ describe('aegis run: secret references become placeholders', { ...requirementsOr
   };
 
   before(async () => {
-    try {
-      ensureHugetlbMount();
-    } catch (e) {
-      unavailable = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
-    }
-    unavailable ??= driverFor('crun').unavailableReason();
-    try {
-      await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' });
-    } catch (e) {
-      unavailable ??= `python:3.11 image missing: ${(e as Error).message}`;
-    }
+    unavailable = await sandboxUnavailable();
     work = mkdtempSync('/var/tmp/aegis-run-secrets-');
     chmodSync(work, 0o755);
     home = join(work, 'home');

@@ -8,10 +8,8 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { resolveImage } from '../../src/images/index.js';
 import { runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
-import { driverFor } from '../../src/sandbox/drivers/index.js';
-import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
+import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 import { AEGIS_BIN, REPO_ROOT } from '../../src/test-support/repo.js';
 
 const repo = REPO_ROOT;
@@ -60,17 +58,7 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
   let state = '';
   let unavailable: string | null = null;
   before(async () => {
-    try {
-      ensureHugetlbMount();
-    } catch (e) {
-      unavailable = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
-    }
-    unavailable ??= driverFor('crun').unavailableReason();
-    try {
-      await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' });
-    } catch (e) {
-      unavailable ??= `python:3.11 image missing: ${(e as Error).message}`;
-    }
+    unavailable = await sandboxUnavailable();
     work = mkdtempSync('/var/tmp/aegis-cli-');
     chmodSync(work, 0o755);
     state = join(work, 'state');

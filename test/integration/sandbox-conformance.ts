@@ -68,6 +68,28 @@ export function ensureHugetlbMount(): void {
 }
 
 /** Fails under CI, skips (with the reason printed) elsewhere. */
+/**
+ * Why sandboxes of `isolation` with the python:3.11 image cannot run on this host, or null
+ * (mounting the hugetlb hierarchy crun needs on hybrid hosts first). For `requireOrSkip`.
+ */
+export async function sandboxUnavailable(isolation: Isolation = 'crun'): Promise<string | null> {
+  let why: string | null = null;
+  if (isolation === 'crun') {
+    try {
+      ensureHugetlbMount();
+    } catch (e) {
+      why = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
+    }
+  }
+  why ??= driverFor(isolation).unavailableReason();
+  try {
+    await resolveImage(PY);
+  } catch (e) {
+    why ??= `python:3.11 image missing (run "aegis image build python:3.11"): ${(e as Error).message}`;
+  }
+  return why;
+}
+
 export function requireOrSkip(t: { skip(msg: string): void }, reason: string | null): boolean {
   if (reason === null) return true;
   if (process.env['CI'] === 'true') assert.fail(`required for CI: ${reason}`);
