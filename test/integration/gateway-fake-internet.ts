@@ -23,6 +23,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, rmSync 
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as packet from 'dns-packet';
+import { makeServerPki } from '../../src/test-support/tls.js';
 
 export const INET_NS = 'aegt-inet';
 const HOST_IF = 'agtinet0h';
@@ -104,61 +105,11 @@ function shQuiet(cmd: string, args: readonly string[]): void {
 
 /** Test CA and one server certificate for every name in CERT_NAMES (openssl CLI). */
 export function makeTestPki(dir: string): { caFile: string; certFile: string; keyFile: string } {
-  const p = (f: string): string => `${dir}/${f}`;
-  sh('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    p('ca.key'),
-    '-out',
-    p('ca.pem'),
-    '-days',
-    '2',
-    '-subj',
-    '/CN=AEGIS test CA',
-  ]);
-  sh('openssl', [
-    'req',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    p('server.key'),
-    '-out',
-    p('server.csr'),
-    '-subj',
-    '/CN=fake internet',
-  ]);
-  writeFileSync(
-    p('ext.cnf'),
-    `subjectAltName=${CERT_NAMES.map((n) => `DNS:${n}`).join(',')}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`,
+  return makeServerPki(
+    dir,
+    'fake internet',
+    CERT_NAMES.map((n) => `DNS:${n}`),
   );
-  sh('openssl', [
-    'x509',
-    '-req',
-    '-in',
-    p('server.csr'),
-    '-CA',
-    p('ca.pem'),
-    '-CAkey',
-    p('ca.key'),
-    '-CAcreateserial',
-    '-out',
-    p('server.pem'),
-    '-days',
-    '2',
-    '-extfile',
-    p('ext.cnf'),
-  ]);
-  chmodSync(p('ca.pem'), 0o644);
-  return { caFile: p('ca.pem'), certFile: p('server.pem'), keyFile: p('server.key') };
 }
 
 function linkExists(name: string): boolean {

@@ -93,7 +93,9 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     assert.doesNotMatch(r.err, /warning/);
     assert.match(r.out, /extra args: \['a', 'b'\]/);
     const s = JSON.parse(readFileSync(summary, 'utf8')) as Record<string, unknown>;
-    assert.deepEqual(Object.keys(s), ['executionId', 'status', 'exitCode', 'durationMs', 'cpuMs', 'maxMemoryBytes']);
+    // The contract keys, then `alerts` (the default rule pack ran; a benign run raises nothing).
+    assert.deepEqual(Object.keys(s), ['executionId', 'status', 'exitCode', 'durationMs', 'cpuMs', 'maxMemoryBytes', 'alerts']);
+    assert.deepEqual(s['alerts'], { raised: 0, delivered: 0, failed: 0, dropped: 0 });
     assert.equal(s['status'], 'exited');
     assert.equal(s['exitCode'], 0);
     assert.ok(runCgroupDirs(String(s['executionId'])).length === 0);
