@@ -14,7 +14,16 @@ describe('parseConfig', () => {
       auditEnv: {},
       gatewayEnv: {},
       alertRules: undefined,
+      baseline: { enabled: true, minHistory: 20 },
     });
+  });
+  it('baseline: on by default, off with AEGIS_BASELINE=off or alerting off; a bounded minimum history', () => {
+    assert.deepEqual(parseConfig({ AEGIS_BASELINE: 'off' }, host).baseline, { enabled: false, minHistory: 20 });
+    assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: 'none' }, host).baseline, { enabled: false, minHistory: 20 });
+    assert.deepEqual(parseConfig({ AEGIS_BASELINE_MIN_HISTORY: '3' }, host).baseline, { enabled: true, minHistory: 3 });
+    for (const bad of ['1', '1001', '2.5', '-3', 'x', '0x10'])
+      assert.throws(() => parseConfig({ AEGIS_BASELINE_MIN_HISTORY: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
+    assert.throws(() => parseConfig({ AEGIS_BASELINE: 'yes' }, host), hasCode(ConfigError, 'config.invalid'));
   });
   it('alert rules: paths, or none to turn alerting off', () => {
     assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: '/etc/aegis/rules:/srv/more.yml' }, host).alertRules, [

@@ -10,6 +10,10 @@
  *   AEGIS_AUDIT_*   the audit log's settings (src/audit/index.ts documents and validates them).
  *   AEGIS_ALERT_RULES  alert rule files or folders, separated by ":" (default: the default pack,
  *                   rules/aegis-default.yml); `none` turns alerting off.
+ *   AEGIS_BASELINE  `off` turns the per-agent anomaly baseline off at the end of `aegis run`
+ *                   (default on; also off when AEGIS_ALERT_RULES=none). docs/alerts.md.
+ *   AEGIS_BASELINE_MIN_HISTORY  past executions of an agent before the baseline may alert
+ *                   (default 20; a whole number from 2 to 1000; lower it only for tests).
  *   AEGIS_UPSTREAM_DNS, AEGIS_SANDBOX_SUBNET, AEGIS_STATE_DIR, AEGIS_GATEWAY_CONFIG
  *                   the egress gateway's settings (src/gateway/config.ts validates them).
  *
@@ -49,6 +53,8 @@ export interface AegisConfig {
   readonly gatewayEnv: Readonly<Record<string, string>>;
   /** Alert rule paths; undefined: the default pack; []: alerting off. */
   readonly alertRules: readonly string[] | undefined;
+  /** The per-agent anomaly baseline scored at the end of `aegis run` (docs/alerts.md). */
+  readonly baseline: { readonly enabled: boolean; readonly minHistory: number };
 }
 
 /** The image store when AEGIS_IMAGES is not set. */
@@ -101,8 +107,16 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
       if (!isAbsolute(p))
         throw new ConfigError('config.invalid', `AEGIS_ALERT_RULES: ${p} must be an absolute path (or the whole value "none")`);
   }
+  const baselineVar = set(env, 'AEGIS_BASELINE');
+  if (baselineVar !== undefined && baselineVar !== 'on' && baselineVar !== 'off')
+    throw new ConfigError('config.invalid', `AEGIS_BASELINE=${baselineVar} must be on or off`);
+  const minVar = set(env, 'AEGIS_BASELINE_MIN_HISTORY');
+  const minHistory = minVar === undefined ? 20 : Number(minVar);
+  if (!/^\d{1,4}$/.test(minVar ?? '20') || minHistory < 2 || minHistory > 1000)
+    throw new ConfigError('config.invalid', `AEGIS_BASELINE_MIN_HISTORY=${minVar} must be a whole number from 2 to 1000`);
   return {
     alertRules,
+    baseline: { enabled: baselineVar !== 'off' && !(alertRules !== undefined && alertRules.length === 0), minHistory },
     home,
     imagesDir: imagesVar === undefined ? DEFAULT_IMAGES_DIR : resolve(imagesVar),
     operator: host.operator,
