@@ -297,9 +297,14 @@ async function main(): Promise<void> {
         'exfiltration demo (examples/exfil-demo)',
         join(REPO_ROOT, 'examples', 'exfil-demo', 'agent.yaml'),
       ),
-      hostile('eval-tunnel', 'x', ['aegis-dns-tunnel-label', 'aegis-dns-tunnel-names'], 'DNS tunnelling (30 long labels)'),
+      hostile(
+        'eval-tunnel',
+        'x',
+        ['aegis-dns-tunnel-label', 'aegis-dns-tunnel-names', 'aegis-dns-tunnel-summary'],
+        'DNS tunnelling (30 long labels)',
+      ),
       hostile('eval-metadata', 'x', ['aegis-metadata-address'], 'cloud metadata address'),
-      hostile('eval-scan', 'x', ['aegis-policy-denial', 'aegis-net-denial-burst'], 'port scan of one host'),
+      hostile('eval-scan', 'x', ['aegis-policy-denial', 'aegis-net-blocked-scan'], 'port scan of one host'),
       hostile('eval-oom', 'x', ['aegis-resource-limit'], 'memory abuse (OOM)'),
       hostile('eval-timeout', 'x', ['aegis-resource-limit'], 'CPU abuse (busy loop to the timeout)'),
       hostile('eval-api', 'newhosts', ['aegis-policy-denial', 'aegis-net-denial-burst', BASELINE], 'api caller tries 12 new hosts'),
@@ -317,14 +322,15 @@ async function main(): Promise<void> {
       const n = (seen.get(c.agent) ?? 0) + 1;
       seen.set(c.agent, n);
       const stderr = await aegisRun(env, c.file, volume, summary, c.mode === '' ? [] : [c.mode, String(i)]);
-      let s: { executionId: string; status: string };
+      let s: { executionId: string; status: string; exitCode: number };
       try {
-        s = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string; status: string };
+        s = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string; status: string; exitCode: number };
       } catch {
         throw new Error(`run ${i} (${c.name}) left no summary: ${stderr}`);
       }
       if (c.label === 'benign' && s.status !== 'exited') throw new Error(`benign run ${c.name} ended ${s.status}: ${stderr}`);
-      return { ...c, execution: s.executionId, status: s.status, alerts: [], baselineReady: n > MIN_HISTORY };
+      if (c.label === 'benign' && s.exitCode !== 0) throw new Error(`benign run ${c.name} exited ${s.exitCode}: ${stderr}`);
+      return { ...c, execution: s.executionId, status: `${s.status} ${s.exitCode}`, alerts: [], baselineReady: n > MIN_HISTORY };
     };
     // The first run alone: it creates the log's keys (two first runs at once would race for them).
     const benignOut = [...(await runAll(cases.slice(0, 1), 1, one)), ...(await runAll(cases.slice(1), 2, (c, i) => one(c, i + 1)))];

@@ -37,6 +37,7 @@ const PURE = [
   'alerts/rule.ts',
   'alerts/rule-file.ts',
   'alerts/engine.ts',
+  'alerts/baseline.ts',
   'host/mountinfo.ts',
 ];
 const IO_MODULES = /^node:(fs|fs\/promises|net|dgram|dns|child_process|http|https|tls|os|worker_threads)$/;
