@@ -61,7 +61,7 @@ export async function scoreFinishedRun(
     const reader = await openAuditReader({ home: config.home, env: config.auditEnv });
     let records;
     try {
-      records = await readRecentExecutions(reader);
+      records = await readRecentExecutions(reader, undefined, actor.agent);
     } finally {
       await reader.close();
     }
