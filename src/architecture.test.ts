@@ -38,6 +38,7 @@ const PURE = [
   'alerts/rule.ts',
   'alerts/rule-file.ts',
   'alerts/engine.ts',
+  'alerts/baseline.ts',
   'host/mountinfo.ts',
   'secrets/core.ts',
 ];

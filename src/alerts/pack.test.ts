@@ -64,6 +64,13 @@ describe('default pack', () => {
       times(9, (i) => ev('net.connect', 'deny', { host: `h${i}.attacker.com`, port: 443 }, { reason: 'net.denied.not_in_allowlist' })),
     ],
     [
+      // Regression (found by bench/alerts-eval.ts): a scan of 25 ports in well under a second is
+      // one net.blocked event of 25 packets, which the burst rule counts as one attempt.
+      'aegis-net-blocked-scan',
+      [ev('net.blocked', 'deny', { protocol: 'tcp', packets: 25, destinations: [{ address: '198.51.100.66', port: 20 }] })],
+      [ev('net.blocked', 'deny', { protocol: 'tcp', packets: 3, destinations: [{ address: '198.51.100.66', port: 22 }] })],
+    ],
+    [
       'aegis-dns-tunnel-label',
       [ev('net.dns', 'deny', { name: `${'a'.repeat(50)}.tunnel.attacker.com`, type: 'A' })],
       [ev('net.dns', 'allow', { name: 'a-reasonably-long-but-normal-label.example.com', type: 'A' })],
@@ -72,6 +79,19 @@ describe('default pack', () => {
       'aegis-dns-tunnel-names',
       times(10, (i) => ev('net.dns', 'deny', { name: `c${i}.t.attacker.com`, type: 'A' })),
       times(10, () => ev('net.dns', 'deny', { name: 'same.attacker.com', type: 'A' })),
+    ],
+    [
+      // Regression (found by bench/alerts-eval.ts): 30 tunnelled names in a second gave 5 names
+      // in full and one summary (questionsOmitted 68), and the many-names rule stayed quiet.
+      'aegis-dns-tunnel-summary',
+      [ev('net.dns.summary', 'deny', { count: 100, questions: [{ name: 'a.t.example.org', type: 'A', count: 2 }], questionsOmitted: 68 })],
+      [
+        ev('net.dns.summary', 'deny', {
+          count: 40,
+          questions: [{ name: 'retried.example.org', type: 'A', count: 40 }],
+          questionsOmitted: 0,
+        }),
+      ],
     ],
     [
       'aegis-metadata-address',

@@ -9,6 +9,9 @@
  *   alerts replay [--since 24h] [--until T] [--rules <path>]... [--json]
  *                                                 the alerts the rules raise over the stored log (read-only: nothing
  *                                                 is appended); readable lines, or JSON lines with --json
+ *   alerts baseline <agent> [--last 20] [--json]  the agent's anomaly baseline (median, MAD, scale per feature) from the
+ *                                                 log's recent history (read-only), and each of its last executions scored
+ *                                                 against the runs before it; --json: one JSON document
  * Rules default to the host's (AEGIS_ALERT_RULES, else the default pack rules/aegis-default.yml).
  * Events in a .jsonl file are audit events, or `aegis audit export` records ({index, event, ...}).
  */
@@ -120,6 +123,72 @@ export function registerAlertCommands(program: Command, ctx: CliContext): void {
           n++;
           if (line.trim() === '') continue;
           for (const a of engine.evaluate(eventOf(line, eventsPath, n))) ctx.out(`${JSON.stringify(a)}\n`);
+        }
+      } catch (err) {
+        await fail(err);
+      }
+    });
+
+  alerts
+    .command('baseline')
+    .description("an agent's anomaly baseline from the log's recent history, and its last executions scored against it (read-only)")
+    .argument('<agent>', "the manifest's agent name")
+    .option('--last <n>', 'executions to score', '20')
+    .option('--json', 'print one JSON document')
+    .action(async (agent: string, o: { last: string; json?: boolean }) => {
+      try {
+        const last = Number(o.last);
+        if (!/^\d{1,4}$/.test(o.last) || last < 1) {
+          ctx.err(`aegis alerts: --last must be a whole number from 1 to 9999\n`);
+          ctx.exitCode = EXIT.usage;
+          return;
+        }
+        const [{ openAuditReader }, { readRecentExecutions, MAX_HISTORY_EVENTS }, b] = await Promise.all([
+          import('../audit/index.js'),
+          import('../alerts/baseline-history.js'),
+          import('../alerts/baseline.js'),
+        ]);
+        const config = ctx.config();
+        const log = await openAuditReader({ home: config.home, env: config.auditEnv });
+        let records;
+        try {
+          records = await readRecentExecutions(log);
+        } finally {
+          await log.close();
+        }
+        const mine = records.filter((r) => r.agent === agent && r.complete);
+        const model = b.buildModel(
+          agent,
+          mine.map((r) => r.features),
+          config.baseline.minHistory,
+        );
+        const scored = mine.slice(-last).map((r) => {
+          const { model: m, score } = b.scoreAgainstHistory(mine, r, config.baseline.minHistory);
+          return { execution: r.execution, time: r.time, history: m.executions, ready: m.ready, ...score };
+        });
+        if (o.json === true) {
+          ctx.out(
+            `${JSON.stringify({ agent, maxEvents: MAX_HISTORY_EVENTS, thresholdZ: b.Z_THRESHOLD, model, executions: scored }, null, 2)}\n`,
+          );
+          return;
+        }
+        ctx.out(
+          `agent ${agent}: ${model.executions} past executions in the model (last ${b.HISTORY_WINDOW} within the log's last ${MAX_HISTORY_EVENTS} events); ` +
+            `${model.ready ? 'alerting' : `learning (alerts from ${model.minHistory})`}; anomalous at z >= ${b.Z_THRESHOLD}\n`,
+        );
+        ctx.out(`${'feature'.padEnd(16)}${'median'.padStart(14)}${'MAD'.padStart(14)}${'scale'.padStart(14)}\n`);
+        for (const f of b.FEATURES) {
+          const m = model.features[f];
+          ctx.out(
+            `${f.padEnd(16)}${String(Math.round(m.median * 100) / 100).padStart(14)}${String(Math.round(m.mad * 100) / 100).padStart(14)}${String(Math.round(m.scale)).padStart(14)}\n`,
+          );
+        }
+        for (const x of scored) {
+          const verdict = x.anomalous ? `ANOMALOUS ${b.explain(x.reasons)}` : x.ready ? 'ok' : `learning (${x.history} before it)`;
+          const top = [...x.scores].sort((p, q) => q.z - p.z)[0];
+          ctx.out(
+            `${x.time} ${x.execution} ${verdict}${x.anomalous || top === undefined ? '' : ` (highest: ${top.feature} z ${top.z})`}\n`,
+          );
         }
       } catch (err) {
         await fail(err);

@@ -346,6 +346,13 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   else if (result.status !== 'exited')
     ctx.err(`aegis run: agent ${result.status === 'killed' ? 'killed' : `stopped: ${result.status}`} (${result.executionId})\n`);
   for (const w of result.warnings ?? []) ctx.err(`aegis run: warning: ${w}\n`);
+  // The per-agent anomaly baseline: after the agent exited and the log was closed (docs/alerts.md).
+  if (result.status !== 'failed_to_start') {
+    const { scoreFinishedRun } = await import('./run-baseline.js');
+    await scoreFinishedRun(config, { agent: opts.policy.agent.name, execution: result.executionId }, (line) =>
+      ctx.err(`aegis run: ${line}\n`),
+    );
+  }
   if (flags.summary !== undefined) {
     try {
       writeFileSync(

@@ -18,6 +18,7 @@ describe('parseConfig', () => {
       secretsRotationOverlapMs: DEFAULT_ROTATION_OVERLAP_MS,
       alertWebhook: undefined,
       alertSyslog: undefined,
+      baseline: { enabled: true, minHistory: 20 },
     });
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
@@ -83,6 +84,14 @@ describe('parseConfig', () => {
     assert.equal(parseConfig({ AEGIS_SECRETS_ROTATION_OVERLAP: '0' }, host).secretsRotationOverlapMs, 0);
     for (const bad of ['-5m', '10', '1w', '0s'])
       assert.throws(() => parseConfig({ AEGIS_SECRETS_ROTATION_OVERLAP: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
+  });
+  it('baseline: on by default, off with AEGIS_BASELINE=off or alerting off; a bounded minimum history', () => {
+    assert.deepEqual(parseConfig({ AEGIS_BASELINE: 'off' }, host).baseline, { enabled: false, minHistory: 20 });
+    assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: 'none' }, host).baseline, { enabled: false, minHistory: 20 });
+    assert.deepEqual(parseConfig({ AEGIS_BASELINE_MIN_HISTORY: '3' }, host).baseline, { enabled: true, minHistory: 3 });
+    for (const bad of ['1', '1001', '2.5', '-3', 'x', '0x10'])
+      assert.throws(() => parseConfig({ AEGIS_BASELINE_MIN_HISTORY: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
+    assert.throws(() => parseConfig({ AEGIS_BASELINE: 'yes' }, host), hasCode(ConfigError, 'config.invalid'));
   });
   it('alert rules: paths, or none to turn alerting off', () => {
     assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: '/etc/aegis/rules:/srv/more.yml' }, host).alertRules, [

@@ -16,6 +16,10 @@
  *                   AEGIS_ALERT_WEBHOOK_CA_FILE: an extra CA (PEM) for its TLS.
  *   AEGIS_ALERT_SYSLOG   udp://host:port | tcp://host:port | tls://host:port, RFC 5424 syslog;
  *                   AEGIS_ALERT_SYSLOG_CA_FILE: an extra CA (PEM) for tls://.
+ *   AEGIS_BASELINE  `off` turns the per-agent anomaly baseline off at the end of `aegis run`
+ *                   (default on; also off when AEGIS_ALERT_RULES=none). docs/alerts.md.
+ *   AEGIS_BASELINE_MIN_HISTORY  past executions of an agent before the baseline may alert
+ *                   (default 20; a whole number from 2 to 1000; lower it only for tests).
  *   AEGIS_UPSTREAM_DNS, AEGIS_SANDBOX_SUBNET, AEGIS_STATE_DIR, AEGIS_GATEWAY_CONFIG
  *                   the egress gateway's settings (src/gateway/config.ts validates them).
  *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
@@ -66,6 +70,8 @@ export interface AegisConfig {
   readonly alertWebhook: AlertWebhookConfig | undefined;
   /** Where alerts go as syslog (AEGIS_ALERT_SYSLOG*), or undefined: no syslog. */
   readonly alertSyslog: AlertSyslogConfig | undefined;
+  /** The per-agent anomaly baseline scored at the end of `aegis run` (docs/alerts.md). */
+  readonly baseline: { readonly enabled: boolean; readonly minHistory: number };
 }
 
 export interface AlertWebhookConfig {
@@ -148,10 +154,18 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
       throw new ConfigError('config.invalid', (cause as Error).message, { cause });
     }
   }
+  const baselineVar = set(env, 'AEGIS_BASELINE');
+  if (baselineVar !== undefined && baselineVar !== 'on' && baselineVar !== 'off')
+    throw new ConfigError('config.invalid', `AEGIS_BASELINE=${baselineVar} must be on or off`);
+  const minVar = set(env, 'AEGIS_BASELINE_MIN_HISTORY');
+  const minHistory = minVar === undefined ? 20 : Number(minVar);
+  if (!/^\d{1,4}$/.test(minVar ?? '20') || minHistory < 2 || minHistory > 1000)
+    throw new ConfigError('config.invalid', `AEGIS_BASELINE_MIN_HISTORY=${minVar} must be a whole number from 2 to 1000`);
   return {
     alertRules,
     alertWebhook: parseAlertWebhook(env),
     alertSyslog: parseAlertSyslog(env),
+    baseline: { enabled: baselineVar !== 'off' && !(alertRules !== undefined && alertRules.length === 0), minHistory },
     home,
     secretsDir: join(home, 'secrets'),
     secretsRotationOverlapMs,
