@@ -178,6 +178,11 @@ describe('default pack', () => {
       times(3, (i) => ev('auth.failed', 'deny', { source: '10.0.0.9', keyId: `k${i}` }, { actor: {} })),
       times(3, () => ev('auth.failed', 'deny', { source: '10.0.0.9', keyId: 'k1' }, { actor: {} })),
     ],
+    [
+      'aegis-cpu-throttled',
+      [ev('resource.usage', 'info', { cpuMs: 60_000, durationMs: 120_000, pidsLimitHit: false, cpuThrottledRatio: 0.95 })],
+      [ev('resource.usage', 'info', { cpuMs: 4_000, durationMs: 8_000, pidsLimitHit: false, cpuThrottledRatio: 0.95 })],
+    ],
     ['aegis-run-lost', [ev('run.lost', 'deny', { removed: {} })], [ev('run.exit', 'info', { status: 'killed' })]],
   ];
   for (const [rule, fire, quiet] of cases) {

@@ -536,7 +536,9 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   for (const w of res.warnings) emit(opts.audit, { actor, action: 'run.volume_warning', decision: 'info', payload: { message: w } });
   if (status !== 'exited')
     emit(opts.audit, { actor, action: `run.${status}`, decision: 'deny', reason: `run.${status}`, payload: { exitCode } });
-  emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { ...measured, durationMs } });
+  // The share of CFS periods in which the agent wanted more CPU than its quota (alert rules read it).
+  const cpuThrottledRatio = usage.cpuPeriods > 0 ? Math.round((usage.cpuThrottledPeriods / usage.cpuPeriods) * 1000) / 1000 : 0;
+  emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { ...measured, durationMs, cpuThrottledRatio } });
   emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
   return result;
 }

@@ -287,6 +287,10 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       const ratio = r.cpuMs / r.durationMs;
       assert.ok(ratio < 0.75, `cpu/wall ratio ${ratio.toFixed(2)} must stay near 0.5 (cpu ${r.cpuMs} ms, wall ${r.durationMs} ms)`);
       assert.ok(ratio > 0.2, `the loop did run (ratio ${ratio.toFixed(2)})`);
+      // The cgroup's throttling counters reach the audit log (the aegis-cpu-throttled rule reads them).
+      const usage = r.events.find((e) => e.action === 'resource.usage');
+      const throttled = (usage?.payload as { cpuThrottledRatio?: number } | undefined)?.cpuThrottledRatio;
+      assert.ok(typeof throttled === 'number' && throttled > 0.5, `cpuThrottledRatio ${throttled}`);
     });
 
     it('contains a fork bomb within the pids limit', async (t) => {

@@ -28,6 +28,9 @@ export interface CgroupUsage {
   oom: boolean;
   /** True when a fork or clone in the tree failed because of the pids limit. */
   pidsLimitHit: boolean;
+  /** CFS bandwidth periods in which the run had runnable tasks, and those it was throttled in (cpu.stat). */
+  cpuPeriods: number;
+  cpuThrottledPeriods: number;
 }
 
 export interface RunCgroup {
@@ -252,7 +255,10 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
       const max = readNum(join(dir('memory'), 'memory.max_usage_in_bytes'));
       const failcnt = readNum(join(dir('memory'), 'memory.failcnt')) + readNum(join(dir('memory'), 'memory.memsw.failcnt'));
       const oomKills = readKeyed(join(dir('memory'), 'memory.oom_control')).get('oom_kill') ?? 0;
+      const cpuStat = readKeyed(join(dir('cpu'), 'cpu.stat'));
       return {
+        cpuPeriods: cpuStat.get('nr_periods') ?? 0,
+        cpuThrottledPeriods: cpuStat.get('nr_throttled') ?? 0,
         cpuMs: readNum(join(dir('cpuacct'), 'cpuacct.usage')) / 1e6,
         maxMemoryBytes: max,
         // v1 counts oom_kill in the victim's own cgroup. 'inherit': that is this cgroup, the count
@@ -308,8 +314,11 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
     procsFiles: [join(dir, 'cgroup.procs')],
     usage() {
       const events = readKeyed(join(dir, 'memory.events'));
+      const cpuStat = readKeyed(join(dir, 'cpu.stat'));
       return {
-        cpuMs: (readKeyed(join(dir, 'cpu.stat')).get('usage_usec') ?? 0) / 1000,
+        cpuPeriods: cpuStat.get('nr_periods') ?? 0,
+        cpuThrottledPeriods: cpuStat.get('nr_throttled') ?? 0,
+        cpuMs: (cpuStat.get('usage_usec') ?? 0) / 1000,
         maxMemoryBytes: readNum(join(dir, 'memory.peak')),
         oom: (events.get('oom_kill') ?? 0) > 0 || (events.get('oom') ?? 0) > 0,
         pidsLimitHit: (readKeyed(join(dir, 'pids.events')).get('max') ?? 0) > 0 || readNum(join(dir, 'pids.peak')) >= limits.pids,
