@@ -5,6 +5,7 @@
  *   image import <dir|tar> [--tag n:t]     import an OCI image layout or a `docker save` tarball
  *   image ls [--json]                      list images and their tags
  *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
+ *   image tag <ref> <newref>               another tag for an image in the store
  *   image rm <ref|sha256:..> [--force]     remove a tag (and the image when no tag is left) or an image
  *
  * Exit codes: 0 ok; 1 the operation failed (coded error on stderr, `--json` prints {ok:false, code});
@@ -161,6 +162,22 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
           );
         }
         if (!ok) ctx.exitCode = EXIT.failure;
+      });
+    });
+
+  image
+    .command('tag')
+    .description('Give an image in the store another tag (moves the tag if it exists)')
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .argument('<newref>', 'name:tag')
+    .option('--json', 'print as JSON')
+    .action(async (refText: string, newText: string, o: { json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseRefOrDigest, parseImageRef } = await import('../images/ref.js');
+        const { tagImage } = await import('../images/store.js');
+        const r = await tagImage(ctx.config().imagesDir, parseRefOrDigest(refText), parseImageRef(newText));
+        if (o.json) json(ctx, { ok: true, ...r });
+        else ctx.out(`${r.tag}@${r.digest}\n`);
       });
     });
 

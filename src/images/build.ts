@@ -15,59 +15,8 @@ import { type CommitResult, commitImage, ensureStore, makeStaging, paths } from 
 import { findExecutable, runCommand } from '../host/exec.js';
 import { pidAlive } from '../host/pid-lock.js';
 
-export interface Recipe {
-  /** Debian suite debootstrap installs. */
-  readonly suite: string;
-  /** Extra packages installed with apt-get (no recommends). */
-  readonly packages: readonly string[];
-  /** Command run in the chroot after the build; its stdout must start with `expect`. */
-  readonly smoke: { readonly argv: readonly string[]; readonly expect: string } | null;
-}
-
-/** Known build recipes by `name:tag`. Debian 12 (bookworm) ships Python 3.11. */
-export const RECIPES: Readonly<Record<string, Recipe>> = {
-  'python:3.11': {
-    suite: 'bookworm',
-    // The full standard library (json, ssl, urllib: what agents use) and the CA bundle for TLS.
-    packages: ['python3', 'ca-certificates'],
-    smoke: {
-      argv: ['/usr/bin/python3', '-c', 'import json, ssl, sys, urllib.request; print("%d.%d" % sys.version_info[:2])'],
-      expect: '3.11',
-    },
-  },
-  /**
-   * Real network clients from Debian, for the egress compatibility suite
-   * (test/integration/gateway-compat.test.ts) and agents that want them: Python HTTP clients
-   * (requests, httpx, aiohttp), psycopg2 and psql, curl, git, the OpenSSH client, and Node.js
-   * (Debian 12's nodejs 18.x, for `fetch`/`https`). Kept out of python:3.11, which stays lean.
-   */
-  'egress-clients:bookworm': {
-    suite: 'bookworm',
-    packages: [
-      'python3',
-      'ca-certificates',
-      'python3-requests',
-      'python3-httpx',
-      'python3-aiohttp',
-      'python3-psycopg2',
-      'postgresql-client',
-      'curl',
-      'git',
-      'openssh-client',
-      'nodejs',
-    ],
-    smoke: {
-      argv: [
-        '/bin/sh',
-        '-c',
-        'python3 -c "import requests, httpx, aiohttp, psycopg2; print(\'clients\')" && node -e "fetch; require(\'https\')" && curl --version >/dev/null && git --version >/dev/null && ssh -V 2>/dev/null && psql --version >/dev/null',
-      ],
-      expect: 'clients',
-    },
-  },
-  'debian:bookworm': { suite: 'bookworm', packages: [], smoke: { argv: ['/bin/sh', '-c', 'echo ok'], expect: 'ok' } },
-  'debian:12': { suite: 'bookworm', packages: [], smoke: { argv: ['/bin/sh', '-c', 'echo ok'], expect: 'ok' } },
-};
+export { type Recipe, RECIPES } from './recipes.js';
+import { RECIPES } from './recipes.js';
 
 export const DEFAULT_IMAGE = 'python:3.11';
 
