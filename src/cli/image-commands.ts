@@ -1,7 +1,8 @@
 /**
  * `aegis image build|import|ls|verify|rm`: the host-wide image store ($AEGIS_IMAGES).
  *
- *   image build <name:tag> [--json]        build from a recipe (python:3.11, debian:bookworm); progress on stderr
+ *   image build <name:tag> [--json]        build from a recipe (python:3.11, node:18, debian:12); progress on stderr
+ *   image build <name:tag> --from <base> [--apt pkg]... [--pip requirements.txt] [--index-url u] [--find-links dir] [--spec image.yaml]
  *   image import <dir|tar> [--tag n:t]     import an OCI image layout or a `docker save` tarball
  *   image ls [--json]                      list images and their tags
  *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
@@ -39,25 +40,83 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
 
   image
     .command('build')
-    .description('Build a runtime image from a recipe (debootstrap); python:3.11 is the default runtime')
+    .description('Build a runtime image from a recipe (debootstrap), or on top of a base image with --from / --spec')
     .argument('<ref>', 'name:tag, e.g. python:3.11')
+    .option('--from <base>', 'base image in the store (name:tag[@sha256:...]): build on top of it instead of a recipe')
+    .option('--apt <pkg>', 'Debian package to install (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--pip <requirements.txt>', 'Python requirements to install with pip (hashes enforced when the file has them)')
+    .option('--index-url <url>', 'pip index (default: none reachable here; use --find-links)')
+    .option('--find-links <dir>', 'local folder of wheels for pip (no index is used unless --index-url)')
+    .option('--spec <image.yaml>', 'declarative spec: from, apt, pip (command-line options add to / override it)')
     .option('--json', 'print the result as JSON')
-    .action(async (refText: string, o: { json?: boolean }) => {
-      await guarded(ctx, !!o.json, async () => {
-        const { parseImageRef } = await import('../images/ref.js');
-        const { buildImage } = await import('../images/build.js');
-        const ref = parseImageRef(refText);
-        const imagesDir = ctx.config().imagesDir;
-        ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
-        const r = await buildImage(ref, { imagesDir, log: (s) => ctx.err(s) });
-        ctx.err(
-          `built ${r.ref} ${r.digest} (${r.files} entries, ${formatBytes(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`,
-        );
-        if (o.json)
-          json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
-        else ctx.out(`${r.ref}@${r.digest}\n`);
-      });
-    });
+    .action(
+      async (
+        refText: string,
+        o: { json?: boolean; from?: string; apt: string[]; pip?: string; indexUrl?: string; findLinks?: string; spec?: string },
+      ) => {
+        await guarded(ctx, !!o.json, async () => {
+          const { parseImageRef } = await import('../images/ref.js');
+          const { buildImage, buildDerivedImage } = await import('../images/build.js');
+          const ref = parseImageRef(refText);
+          const imagesDir = ctx.config().imagesDir;
+          ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
+          const derived = o.from !== undefined || o.spec !== undefined || o.apt.length > 0 || o.pip !== undefined;
+          let r;
+          if (!derived) {
+            if (o.indexUrl !== undefined || o.findLinks !== undefined) {
+              const { ImageError } = await import('../images/errors.js');
+              throw new ImageError('image.spec_invalid', '--index-url and --find-links need --pip <requirements.txt>');
+            }
+            r = await buildImage(ref, { imagesDir, log: (s) => ctx.err(s) });
+          } else {
+            const { readFileSync } = await import('node:fs');
+            const { dirname, resolve } = await import('node:path');
+            const { parseBuildSpec, mergeBuildSpec } = await import('../images/buildspec.js');
+            const { ImageError } = await import('../images/errors.js');
+            let specText: string | undefined;
+            let specDir = process.cwd();
+            if (o.spec !== undefined) {
+              try {
+                specText = readFileSync(o.spec, 'utf8');
+              } catch (err) {
+                throw new ImageError('image.spec_invalid', `cannot read ${o.spec}: ${(err as Error).message}`);
+              }
+              specDir = dirname(resolve(o.spec));
+            }
+            const fromSpec = parseBuildSpec(specText ?? '');
+            // Paths in the spec are relative to the spec file, paths on the command line to the working directory.
+            const specPip = fromSpec.pip && {
+              ...fromSpec.pip,
+              requirements: resolve(specDir, fromSpec.pip.requirements),
+              findLinks: fromSpec.pip.findLinks === null ? null : resolve(specDir, fromSpec.pip.findLinks),
+            };
+            const spec = mergeBuildSpec(
+              { ...fromSpec, pip: specPip },
+              {
+                ...(o.from !== undefined ? { from: parseImageRef(o.from) } : {}),
+                apt: o.apt,
+                ...(o.pip !== undefined ? { pip: resolve(o.pip) } : {}),
+                ...(o.indexUrl !== undefined ? { indexUrl: o.indexUrl } : {}),
+                ...(o.findLinks !== undefined ? { findLinks: resolve(o.findLinks) } : {}),
+              },
+            );
+            r = await buildDerivedImage(ref, {
+              imagesDir,
+              log: (s) => ctx.err(s),
+              spec,
+              ...(spec.pip ? { pipFiles: { requirements: spec.pip.requirements, findLinks: spec.pip.findLinks } } : {}),
+              ...(specText !== undefined ? { specText } : {}),
+            });
+          }
+          ctx.err(
+            `built ${r.ref} ${r.digest} (${r.files} entries, ${formatBytes(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`,
+          );
+          if (o.json)
+            json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
+          else ctx.out(`${r.ref}@${r.digest}\n`);
+        });
+      },
+    );
 
   image
     .command('import')

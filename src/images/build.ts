@@ -5,13 +5,15 @@
  * Adapter: runs debootstrap/chroot as child processes; must run as root. Progress goes to
  * `log` (stderr in the CLI).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type AptSource, imageSourcesList, parseDeb822, parseOneLine, pickMirror } from './apt-sources.js';
 import { ImageError } from './errors.js';
 import type { ImageRef } from '../policy/types.js';
 import { removeStaging, sweepStaging } from './staging.js';
-import { type CommitResult, commitImage, ensureStore, makeStaging, paths } from './store.js';
+import { type BuildSpec, checkRequirements, requirementsHaveHashes } from './buildspec.js';
+import { type CommitResult, commitImage, ensureStore, makeStaging, paths, resolveImageChecked } from './store.js';
 import { findExecutable, runCommand } from '../host/exec.js';
 import { pidAlive } from '../host/pid-lock.js';
 
@@ -211,6 +213,181 @@ export async function buildImage(
       staging,
       {
         source: { kind: 'build', recipe: key, suite: recipe.suite, mirror: choice.mirror, packages: recipe.packages.join(' ') },
+        config: { env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8'] },
+      },
+      [key],
+    );
+    return { ...res, ref: key, seconds: (Date.now() - t0) / 1000 };
+  } catch (err) {
+    if (existsSync(staging)) removeStaging(staging);
+    throw err;
+  }
+}
+
+export interface DerivedBuildOptions {
+  readonly imagesDir: string;
+  readonly log: (s: string) => void;
+  /** The validated spec (src/images/buildspec.ts); `from` must be set. */
+  readonly spec: BuildSpec;
+  /** Absolute paths of the pip inputs (the spec's paths resolved by the caller). */
+  readonly pipFiles?: { readonly requirements: string; readonly findLinks: string | null };
+  /** The spec file's text, recorded (with its hash) in the image metadata. */
+  readonly specText?: string;
+}
+
+const sha256hex = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** Digests of every regular file directly in a wheel folder (what pip may install from it). */
+function folderDigests(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const n of readdirSync(dir).sort()) {
+    const p = join(dir, n);
+    if (lstatSync(p).isFile()) out[n] = sha256hex(readFileSync(p));
+  }
+  return out;
+}
+
+/**
+ * `aegis image build <ref> --from <base> [--apt <pkg>]... [--pip <requirements.txt>]`: copies the
+ * base image's rootfs, installs Debian packages with apt-get and Python requirements with pip
+ * inside a chroot, and seals the result as a new content-addressed image.
+ *
+ * ARCHITECTURE NOTE: pip runs only during the build. When the base has no pip, Debian's
+ * python3-pip is installed for the build and purged (with what it pulled in) before sealing, so
+ * the image has no pip unless `--apt python3-pip` asked for it. Requirements go to /usr/local
+ * (`--break-system-packages`: the image is single-purpose). With a requirements file that pins
+ * hashes, pip runs with `--require-hashes`. With `--find-links` and no `--index-url`, pip runs
+ * with `--no-index`: nothing is fetched from the network.
+ * LIMITATION: apt packages come from the Debian mirror the base was built from (its
+ * /etc/apt/sources.list), trusted through Debian's signed archive; wheels from an index are
+ * trusted only as far as the hashes in the requirements file pin them.
+ */
+export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions): Promise<BuildResult> {
+  const key = `${ref.name}:${ref.tag}`;
+  const { spec, log } = opts;
+  if (ref.digest !== null) throw new ImageError('image.bad_ref', 'a build cannot be pinned to a digest');
+  if (!spec.from) throw new ImageError('image.spec_invalid', 'no base image: pass --from <name:tag> or set from: in the spec');
+  if (!spec.apt.length && !spec.pip) throw new ImageError('image.spec_invalid', 'nothing to add: give --apt, --pip or a spec');
+  if (spec.pip && !opts.pipFiles) throw new ImageError('image.spec_invalid', 'pip requirements given without their file');
+  if ((process.geteuid?.() ?? 0) !== 0) throw new ImageError('image.build_failed', 'aegis image build must run as root (chroot)');
+  if (findExecutable('chroot') === null) throw new ImageError('image.build_failed', 'chroot is not installed');
+  const t0 = Date.now();
+  const base = await resolveImageChecked(spec.from, { imagesDir: opts.imagesDir, verify: 'stat' });
+  const inputs: Record<string, unknown> = { base: base.digest };
+  let reqText = '';
+  if (spec.pip && opts.pipFiles) {
+    let reqBytes: Buffer;
+    try {
+      reqBytes = readFileSync(opts.pipFiles.requirements);
+    } catch (err) {
+      throw new ImageError('image.spec_invalid', `cannot read ${opts.pipFiles.requirements}: ${(err as Error).message}`);
+    }
+    reqText = reqBytes.toString('utf8');
+    checkRequirements(reqText);
+    inputs['requirements'] = sha256hex(reqBytes);
+    if (opts.pipFiles.findLinks !== null) {
+      try {
+        inputs['find_links'] = folderDigests(opts.pipFiles.findLinks);
+      } catch (err) {
+        throw new ImageError('image.spec_invalid', `cannot read the wheel folder ${opts.pipFiles.findLinks}: ${(err as Error).message}`);
+      }
+    }
+  }
+  if (opts.specText !== undefined) inputs['spec'] = sha256hex(opts.specText);
+  ensureStore(opts.imagesDir);
+  sweepStaging(paths.tmp(opts.imagesDir), pidAlive);
+  const staging = makeStaging(opts.imagesDir, 'build');
+  const rootfs = join(staging, 'rootfs');
+  try {
+    log(`[1/5] copying ${spec.from.ref} (${base.digest.slice(0, 19)})\n`);
+    await run(['cp', '-a', base.rootfs, rootfs], log, { timeoutMs: 10 * 60_000 });
+    // Name resolution and the basic device nodes apt and pip need, for the build only (no
+    // mounts to leak); tidy() empties /dev and writes the neutral files back.
+    writeFileSync(join(rootfs, 'etc/resolv.conf'), readFileSync('/etc/resolv.conf'));
+    for (const [name, minor] of [
+      ['null', 3],
+      ['zero', 5],
+      ['full', 7],
+      ['random', 8],
+      ['urandom', 9],
+    ] as const)
+      await run(['mknod', '-m', '666', join(rootfs, 'dev', name), 'c', '1', String(minor)], log);
+    const hasPip = existsSync(join(rootfs, 'usr/lib/python3/dist-packages/pip'));
+    const needPython = spec.pip !== null && !existsSync(join(rootfs, 'usr/bin/python3'));
+    if (needPython) throw new ImageError('image.spec_invalid', `--pip needs a base with Python (${spec.from.ref} has no /usr/bin/python3)`);
+    const buildOnly = spec.pip && !hasPip && !spec.apt.includes('python3-pip') ? ['python3-pip'] : [];
+    const aptAll = [...spec.apt, ...buildOnly];
+    if (aptAll.length) {
+      log(`[2/5] apt-get install ${aptAll.join(' ')} (chroot)\n`);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await run(['chroot', rootfs, 'apt-get', 'update', '-qq', '--error-on=any'], log, { env: CHROOT_ENV });
+          break;
+        } catch (err) {
+          if (attempt >= 3) throw err;
+          log(`  apt-get update failed (attempt ${attempt}/3), retrying in 5 s\n`);
+          await new Promise((r) => setTimeout(r, 5000));
+        }
+      }
+      if (spec.apt.length)
+        await run(['chroot', rootfs, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...spec.apt], log, {
+          env: CHROOT_ENV,
+          capture: true,
+        });
+      if (buildOnly.length)
+        await run(['chroot', rootfs, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...buildOnly], log, {
+          env: CHROOT_ENV,
+          capture: true,
+        });
+    } else log('[2/5] no Debian packages\n');
+    if (spec.pip && opts.pipFiles) {
+      const work = join(rootfs, 'tmp/aegis-build');
+      mkdirSync(work, { recursive: true, mode: 0o700 });
+      writeFileSync(join(work, 'requirements.txt'), reqText);
+      const argv = ['chroot', rootfs, '/usr/bin/python3', '-m', 'pip', 'install', '--no-cache-dir', '--disable-pip-version-check'];
+      argv.push('--break-system-packages', '--root-user-action=ignore', '--no-input', '--no-compile');
+      if (opts.pipFiles.findLinks !== null) {
+        await run(['cp', '-r', opts.pipFiles.findLinks, join(work, 'wheels')], log, { timeoutMs: 5 * 60_000 });
+        argv.push('--find-links', '/tmp/aegis-build/wheels');
+        if (spec.pip.indexUrl === null) argv.push('--no-index');
+      }
+      if (spec.pip.indexUrl !== null) argv.push('--index-url', spec.pip.indexUrl);
+      const hashes = requirementsHaveHashes(reqText);
+      if (hashes) argv.push('--require-hashes');
+      inputs['require_hashes'] = hashes;
+      log(`[3/5] pip install -r requirements.txt${hashes ? ' --require-hashes' : ''} (chroot)\n`);
+      await run([...argv, '-r', '/tmp/aegis-build/requirements.txt'], log, { env: CHROOT_ENV, capture: true, timeoutMs: 20 * 60_000 });
+      rmSync(work, { recursive: true, force: true });
+      if (buildOnly.length) {
+        log(`  removing the build-only ${buildOnly.join(' ')}\n`);
+        await run(['chroot', rootfs, 'apt-get', 'purge', '-y', '-qq', '--auto-remove', ...buildOnly], log, {
+          env: CHROOT_ENV,
+          capture: true,
+        });
+      }
+    } else log('[3/5] no Python requirements\n');
+    await run(['chroot', rootfs, 'apt-get', 'clean'], log, { env: CHROOT_ENV });
+    tidy(rootfs);
+    log('[4/5] smoke test\n');
+    const out = await run(['chroot', rootfs, '/bin/sh', '-c', 'echo ok'], log, { env: CHROOT_ENV, capture: true });
+    if (out.trim() !== 'ok') throw new ImageError('image.build_failed', 'the built image cannot run /bin/sh');
+    log('[5/5] hashing files and sealing the image\n');
+    const res = await commitImage(
+      opts.imagesDir,
+      staging,
+      {
+        source: {
+          kind: 'build',
+          from: spec.from.ref,
+          base: base.digest,
+          packages: spec.apt.join(' '),
+          spec: JSON.stringify({
+            from: spec.from.ref,
+            apt: spec.apt,
+            pip: spec.pip && { requirements: spec.pip.requirements, index_url: spec.pip.indexUrl, find_links: spec.pip.findLinks },
+          }),
+          inputs: JSON.stringify(inputs),
+        },
         config: { env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8'] },
       },
       [key],
