@@ -7,6 +7,7 @@
  *   image ls [--json]                      list images and their tags
  *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
  *   image tag <ref> <newref>               another tag for an image in the store
+ *   image sbom <ref> --format spdx|cyclonedx  SBOM document on stdout
  *   image rm <ref|sha256:..> [--force]     remove a tag (and the image when no tag is left) or an image
  *
  * Exit codes: 0 ok; 1 the operation failed (coded error on stderr, `--json` prints {ok:false, code});
@@ -237,6 +238,24 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         const r = await tagImage(ctx.config().imagesDir, parseRefOrDigest(refText), parseImageRef(newText));
         if (o.json) json(ctx, { ok: true, ...r });
         else ctx.out(`${r.tag}@${r.digest}\n`);
+      });
+    });
+
+  image
+    .command('sbom')
+    .description('Print a software bill of materials of an image (dpkg, Python dist-info, npm lockfiles) on stdout')
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .requiredOption('--format <format>', 'spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.5 JSON)')
+    .action(async (refText: string, o: { format: string }) => {
+      await guarded(ctx, false, async () => {
+        const { ImageError } = await import('../images/errors.js');
+        if (o.format !== 'spdx' && o.format !== 'cyclonedx') throw new ImageError('image.bad_ref', '--format must be spdx or cyclonedx');
+        const { parseRefOrDigest } = await import('../images/ref.js');
+        const { openImageChecked } = await import('../images/store.js');
+        const { collectSbom, toSpdx, toCycloneDx } = await import('../images/sbom.js');
+        const img = await openImageChecked(ctx.config().imagesDir, parseRefOrDigest(refText));
+        const sbom = collectSbom(img.rootfs, img.ref, img.digest);
+        json(ctx, o.format === 'spdx' ? toSpdx(sbom, new Date()) : toCycloneDx(sbom, new Date()));
       });
     });
 

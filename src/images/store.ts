@@ -567,3 +567,8 @@ export async function tagImage(dir: string, src: RefOrDigest, dst: ImageRef): Pr
     return { tag, digest };
   });
 }
+
+/** A reference or digest resolved to a rootfs with `mode` checks (sbom, scan); throws on any difference. */
+export async function openImageChecked(dir: string, what: RefOrDigest, mode: VerifyMode = 'stat'): Promise<ResolvedImage> {
+  return refuse(await checkImage(dir, what, mode));
+}
