@@ -8,6 +8,7 @@
  *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
  *   image tag <ref> <newref>               another tag for an image in the store
  *   image sbom <ref> --format spdx|cyclonedx  SBOM document on stdout
+ *   image scan <ref> --db <dir> [--json] [--fail-on low|medium|high|critical]   OSV advisories; exit 1 at/above the level
  *   image rm <ref|sha256:..> [--force]     remove a tag (and the image when no tag is left) or an image
  *
  * Exit codes: 0 ok; 1 the operation failed (coded error on stderr, `--json` prints {ok:false, code});
@@ -256,6 +257,51 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         const img = await openImageChecked(ctx.config().imagesDir, parseRefOrDigest(refText));
         const sbom = collectSbom(img.rootfs, img.ref, img.digest);
         json(ctx, o.format === 'spdx' ? toSpdx(sbom, new Date()) : toCycloneDx(sbom, new Date()));
+      });
+    });
+
+  image
+    .command('scan')
+    .description("Match an image's packages against an offline folder of OSV advisories; exit 1 when a finding is at or above --fail-on")
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .requiredOption('--db <dir>', 'folder of OSV-format advisory files (*.json, searched recursively)')
+    .option('--fail-on <level>', 'low, medium, high or critical', 'high')
+    .option('--json', 'print the findings as JSON')
+    .action(async (refText: string, o: { db: string; failOn: string; json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { ImageError } = await import('../images/errors.js');
+        const { LEVELS, failsAt, loadAdvisoryDb, matchAdvisories } = await import('../images/scan.js');
+        const failOn = LEVELS.find((l) => l === o.failOn);
+        if (!failOn) throw new ImageError('image.bad_ref', `--fail-on must be one of ${LEVELS.join(', ')}`);
+        const { parseRefOrDigest } = await import('../images/ref.js');
+        const { openImageChecked } = await import('../images/store.js');
+        const { collectSbom } = await import('../images/sbom.js');
+        const what = parseRefOrDigest(refText);
+        const advisories = loadAdvisoryDb(o.db);
+        const img = await openImageChecked(ctx.config().imagesDir, what);
+        const sbom = collectSbom(img.rootfs, img.ref, img.digest);
+        const findings = matchAdvisories(sbom, advisories);
+        const failed = failsAt(findings, failOn);
+        if (o.json)
+          json(ctx, {
+            ok: !failed,
+            ref: img.ref,
+            digest: img.digest,
+            failOn,
+            packages: sbom.packages.length,
+            advisories: advisories.length,
+            findings,
+          });
+        else
+          for (const f of findings)
+            ctx.out(
+              `${f.level.toUpperCase()}\t${f.id}\t${f.package} ${f.version}\t${f.fixed ? `fixed in ${f.fixed}` : 'no fix listed'}${f.uncertain ? ' (versions not comparable: reported as affected)' : ''}\t${f.summary}\n`,
+            );
+        const count = (l: string) => findings.filter((f) => f.level === l).length;
+        ctx.err(
+          `${img.ref}: ${sbom.packages.length} packages, ${advisories.length} advisories, ${findings.length} findings (${LEVELS.map((l) => `${count(l)} ${l}`).join(', ')}); fail-on ${failOn}: ${failed ? 'FAIL' : 'pass'}\n`,
+        );
+        if (failed) ctx.exitCode = EXIT.failure;
       });
     });
 
