@@ -50,8 +50,19 @@ describe('image build specs (image.yaml)', () => {
   });
 
   it('refuses requirement lines that reach outside the build (nested files, local paths, index options)', () => {
-    for (const l of ['-r other.txt', '-e git+https://x/y', '--extra-index-url http://evil', './local-dir', 'demo @ file:///etc/passwd'])
+    for (const l of [
+      '-r other.txt',
+      '-rother.txt',
+      '-e git+https://x/y',
+      '--extra-index-url http://evil',
+      '--trusted-host evil',
+      '-fhttp://evil/wheels',
+      './local-dir',
+      '~/x',
+      'demo @ FILE:///etc/passwd',
+    ])
       assert.throws(() => checkRequirements(`ok==1\n${l}\n`), hasCode(ImageError, 'image.spec_invalid'), l);
-    checkRequirements('# comment\nrequests==2.31.0 ; python_version >= "3.8"\n\n');
+    checkRequirements('# comment\nrequests==2.31.0 ; python_version >= "3.8"\n\n--require-hashes\n');
+    checkRequirements('demo==1.0 \\\n    --hash=sha256:abcd \\\n    --hash=sha256:ef01\n--only-binary :all:\n');
   });
 });

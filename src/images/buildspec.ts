@@ -125,18 +125,26 @@ export function requirementsHaveHashes(text: string): boolean {
   return text.split('\n').some((l) => /(^|\s)--hash[=\s]/.test(l.replace(/#.*$/, '')));
 }
 
+/** Requirement-file options that only restrict what pip picks; every other option line is refused. */
+const ALLOWED_OPTIONS = /^(--require-hashes|--pre|--prefer-binary|--only-binary[= ]\S+|--no-binary[= ]\S+)$/;
+
 /**
- * Refuses requirement-file options that would reach outside what the build controls: nested
- * files (`-r`, `-c`: not copied into the build), editable/local paths, and index options (use
- * --index-url / --find-links so they are validated and recorded).
+ * Refuses requirement-file lines that would reach outside what the build controls: any option
+ * line (`-r`/`-rfile`, `-c`, `-e`, `-i`, `--extra-index-url`, `-f`, `--trusted-host`, ...: nested
+ * files are not copied into the build, and index options belong on the command line where they
+ * are validated and recorded) except the few in ALLOWED_OPTIONS, local paths and `file:` URLs.
+ * Backslash continuations are joined first, as pip does.
  */
 export function checkRequirements(text: string): void {
   if (text.length > 1024 * 1024) bad('requirements file is larger than 1 MiB');
-  for (const [i, raw] of text.split('\n').entries()) {
+  for (const [i, raw] of text
+    .replace(/\\\r?\n/g, ' ')
+    .split('\n')
+    .entries()) {
     const l = raw.replace(/(^|\s)#.*$/, '').trim();
     if (!l) continue;
-    if (/^(-r|-c|--requirement|--constraint|-e|--editable|-i|--index-url|--extra-index-url|-f|--find-links|--trusted-host)\b/.test(l))
-      bad(`requirements line ${i + 1}: "${l.split(/\s/)[0] ?? ''}" is not allowed here (use --index-url/--find-links on the build)`);
-    if (/^[./]/.test(l) || l.includes('file:')) bad(`requirements line ${i + 1}: local paths are not allowed (use --find-links)`);
+    if (l.startsWith('-') && !ALLOWED_OPTIONS.test(l))
+      bad(`requirements entry ${i + 1}: "${l.split(/\s/)[0] ?? ''}" is not allowed here (use --index-url/--find-links on the build)`);
+    if (/^[./~]/.test(l) || /\bfile:/i.test(l)) bad(`requirements entry ${i + 1}: local paths are not allowed (use --find-links)`);
   }
 }
