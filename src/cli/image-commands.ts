@@ -2,7 +2,7 @@
  * `aegis image build|import|ls|verify|rm`: the host-wide image store ($AEGIS_IMAGES).
  *
  *   image build <name:tag> [--json]        build from a recipe (python:3.11, node:18, debian:12); progress on stderr
- *   image build <name:tag> --from <base> [--apt pkg]... [--pip requirements.txt] [--index-url u] [--find-links dir] [--spec image.yaml]
+ *   image build <name:tag> --from <base> [--apt pkg]... [--pip requirements.txt] [--index-url u] [--find-links dir] [--npm package-lock.json] [--spec image.yaml]
  *   image import <dir|tar> [--tag n:t]     import an OCI image layout or a `docker save` tarball
  *   image ls [--json]                      list images and their tags
  *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
@@ -49,12 +49,22 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .option('--pip <requirements.txt>', 'Python requirements to install with pip (hashes enforced when the file has them)')
     .option('--index-url <url>', 'pip index (default: none reachable here; use --find-links)')
     .option('--find-links <dir>', 'local folder of wheels for pip (no index is used unless --index-url)')
+    .option('--npm <package-lock.json>', 'node bases: `npm ci` of this lockfile (package.json beside it) into /node_modules')
     .option('--spec <image.yaml>', 'declarative spec: from, apt, pip (command-line options add to / override it)')
     .option('--json', 'print the result as JSON')
     .action(
       async (
         refText: string,
-        o: { json?: boolean; from?: string; apt: string[]; pip?: string; indexUrl?: string; findLinks?: string; spec?: string },
+        o: {
+          json?: boolean;
+          from?: string;
+          apt: string[];
+          pip?: string;
+          indexUrl?: string;
+          findLinks?: string;
+          spec?: string;
+          npm?: string;
+        },
       ) => {
         await guarded(ctx, !!o.json, async () => {
           const { parseImageRef } = await import('../images/ref.js');
@@ -62,7 +72,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
           const ref = parseImageRef(refText);
           const imagesDir = ctx.config().imagesDir;
           ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
-          const derived = o.from !== undefined || o.spec !== undefined || o.apt.length > 0 || o.pip !== undefined;
+          const derived = o.from !== undefined || o.spec !== undefined || o.apt.length > 0 || o.pip !== undefined || o.npm !== undefined;
           let r;
           if (!derived) {
             if (o.indexUrl !== undefined || o.findLinks !== undefined) {
@@ -93,13 +103,14 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
               findLinks: fromSpec.pip.findLinks === null ? null : resolve(specDir, fromSpec.pip.findLinks),
             };
             const spec = mergeBuildSpec(
-              { ...fromSpec, pip: specPip },
+              { ...fromSpec, pip: specPip, npm: fromSpec.npm === null ? null : resolve(specDir, fromSpec.npm) },
               {
                 ...(o.from !== undefined ? { from: parseImageRef(o.from) } : {}),
                 apt: o.apt,
                 ...(o.pip !== undefined ? { pip: resolve(o.pip) } : {}),
                 ...(o.indexUrl !== undefined ? { indexUrl: o.indexUrl } : {}),
                 ...(o.findLinks !== undefined ? { findLinks: resolve(o.findLinks) } : {}),
+                ...(o.npm !== undefined ? { npm: resolve(o.npm) } : {}),
               },
             );
             r = await buildDerivedImage(ref, {
@@ -108,6 +119,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
               spec,
               ...(spec.pip ? { pipFiles: { requirements: spec.pip.requirements, findLinks: spec.pip.findLinks } } : {}),
               ...(specText !== undefined ? { specText } : {}),
+              ...(spec.npm !== null ? { npmLock: spec.npm } : {}),
             });
           }
           ctx.err(

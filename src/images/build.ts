@@ -6,8 +6,8 @@
  * `log` (stderr in the CLI).
  */
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { type AptSource, imageSourcesList, parseDeb822, parseOneLine, pickMirror } from './apt-sources.js';
 import { ImageError } from './errors.js';
 import type { ImageRef } from '../policy/types.js';
@@ -231,6 +231,8 @@ export interface DerivedBuildOptions {
   readonly spec: BuildSpec;
   /** Absolute paths of the pip inputs (the spec's paths resolved by the caller). */
   readonly pipFiles?: { readonly requirements: string; readonly findLinks: string | null };
+  /** Absolute path of the package-lock.json (package.json beside it). */
+  readonly npmLock?: string;
   /** The spec file's text, recorded (with its hash) in the image metadata. */
   readonly specText?: string;
 }
@@ -267,7 +269,9 @@ export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions
   const { spec, log } = opts;
   if (ref.digest !== null) throw new ImageError('image.bad_ref', 'a build cannot be pinned to a digest');
   if (!spec.from) throw new ImageError('image.spec_invalid', 'no base image: pass --from <name:tag> or set from: in the spec');
-  if (!spec.apt.length && !spec.pip) throw new ImageError('image.spec_invalid', 'nothing to add: give --apt, --pip or a spec');
+  if (!spec.apt.length && !spec.pip && !spec.npm)
+    throw new ImageError('image.spec_invalid', 'nothing to add: give --apt, --pip, --npm or a spec');
+  if (spec.npm && !opts.npmLock) throw new ImageError('image.spec_invalid', 'npm lockfile given without its path');
   if (spec.pip && !opts.pipFiles) throw new ImageError('image.spec_invalid', 'pip requirements given without their file');
   if ((process.geteuid?.() ?? 0) !== 0) throw new ImageError('image.build_failed', 'aegis image build must run as root (chroot)');
   if (findExecutable('chroot') === null) throw new ImageError('image.build_failed', 'chroot is not installed');
@@ -294,6 +298,8 @@ export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions
     }
   }
   if (opts.specText !== undefined) inputs['spec'] = sha256hex(opts.specText);
+  const npmFiles = opts.npmLock ? readNpmProject(opts.npmLock) : null;
+  if (npmFiles) inputs['npm'] = { 'package-lock.json': sha256hex(npmFiles.lock), 'package.json': sha256hex(npmFiles.pkg) };
   ensureStore(opts.imagesDir);
   sweepStaging(paths.tmp(opts.imagesDir), pidAlive);
   const staging = makeStaging(opts.imagesDir, 'build');
@@ -310,8 +316,11 @@ export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions
       ['full', 7],
       ['random', 8],
       ['urandom', 9],
-    ] as const)
+    ] as const) {
+      // A base may hold a regular file there (a recipe's smoke test redirected into /dev/null after tidy()).
+      rmSync(join(rootfs, 'dev', name), { force: true });
       await run(['mknod', '-m', '666', join(rootfs, 'dev', name), 'c', '1', String(minor)], log);
+    }
     const hasPip = existsSync(join(rootfs, 'usr/lib/python3/dist-packages/pip'));
     const needPython = spec.pip !== null && !existsSync(join(rootfs, 'usr/bin/python3'));
     if (needPython) throw new ImageError('image.spec_invalid', `--pip needs a base with Python (${spec.from.ref} has no /usr/bin/python3)`);
@@ -366,6 +375,11 @@ export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions
         });
       }
     } else log('[3/5] no Python requirements\n');
+    if (npmFiles) {
+      if (!existsSync(join(rootfs, 'usr/bin/node')))
+        throw new ImageError('image.spec_invalid', `--npm needs a base with Node.js (${spec.from.ref} has no /usr/bin/node)`);
+      await npmInstall(rootfs, staging, npmFiles, log);
+    }
     await run(['chroot', rootfs, 'apt-get', 'clean'], log, { env: CHROOT_ENV });
     tidy(rootfs);
     log('[4/5] smoke test\n');
@@ -385,6 +399,7 @@ export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions
             from: spec.from.ref,
             apt: spec.apt,
             pip: spec.pip && { requirements: spec.pip.requirements, index_url: spec.pip.indexUrl, find_links: spec.pip.findLinks },
+            npm: spec.npm,
           }),
           inputs: JSON.stringify(inputs),
         },
@@ -397,4 +412,60 @@ export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions
     if (existsSync(staging)) removeStaging(staging);
     throw err;
   }
+}
+
+/** package-lock.json and the package.json beside it (both required by `npm ci`). */
+function readNpmProject(lockPath: string): { lock: Buffer; pkg: Buffer } {
+  try {
+    const lock = readFileSync(lockPath);
+    const pkg = readFileSync(join(dirname(lockPath), 'package.json'));
+    const v = JSON.parse(lock.toString('utf8')) as { lockfileVersion?: unknown };
+    if (typeof v !== 'object' || v === null || typeof v.lockfileVersion !== 'number')
+      throw new Error('not an npm lockfile (no lockfileVersion)');
+    return { lock, pkg };
+  } catch (err) {
+    throw new ImageError('image.spec_invalid', `cannot use ${lockPath}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * `npm ci` of the lockfile into the image's /node_modules (found by both `require` and `import`
+ * from /agent, which resolve up to the root).
+ *
+ * ARCHITECTURE NOTE: npm is the HOST's (the base images have none), run outside the chroot
+ * with `--ignore-scripts` (no package code runs during the build, so native addons are not
+ * built: pure-JavaScript packages only) and `--omit=dev`. `npm ci` installs exactly the
+ * lockfile and checks every tarball against its `integrity` hash; the registry is npm's
+ * configured one. LIMITATION: packages that need install scripts do not work.
+ */
+async function npmInstall(rootfs: string, staging: string, files: { lock: Buffer; pkg: Buffer }, log: (s: string) => void): Promise<void> {
+  const npm = findExecutable('npm');
+  if (npm === null) throw new ImageError('image.build_failed', '--npm needs npm on the host (in the system directories)');
+  const work = join(staging, 'npm');
+  mkdirSync(work, { mode: 0o700 });
+  writeFileSync(join(work, 'package-lock.json'), files.lock);
+  writeFileSync(join(work, 'package.json'), files.pkg);
+  log('[3/5] npm ci --omit=dev --ignore-scripts (lockfile integrity checked)\n');
+  // The operator's npm configuration (registry mirror, proxy) applies; the cache is the build's own.
+  const argv = [
+    npm,
+    'ci',
+    '--omit=dev',
+    '--ignore-scripts',
+    '--no-audit',
+    '--no-fund',
+    // Retries stay (networks hiccup) but short: a tarball that fails its integrity check is retried too.
+    '--fetch-retry-mintimeout=1000',
+    '--fetch-retry-maxtimeout=5000',
+    '--cache',
+    join(staging, 'npm-cache'),
+    '--prefix',
+    work,
+  ];
+  await run(argv, log, { capture: true, timeoutMs: 20 * 60_000 });
+  if (existsSync(join(rootfs, 'node_modules'))) throw new ImageError('image.spec_invalid', `the base already has /node_modules`);
+  renameSync(join(work, 'node_modules'), join(rootfs, 'node_modules'));
+  await run(['chown', '-R', '0:0', join(rootfs, 'node_modules')], log);
+  rmSync(work, { recursive: true, force: true });
+  rmSync(join(staging, 'npm-cache'), { recursive: true, force: true });
 }

@@ -15,7 +15,8 @@ describe('image build specs (image.yaml)', () => {
   });
 
   it('an empty spec is an empty build (the command line gives the rest)', () => {
-    assert.deepEqual(parseBuildSpec(''), { from: null, apt: [], pip: null });
+    assert.deepEqual(parseBuildSpec(''), { from: null, apt: [], pip: null, npm: null });
+    assert.equal(parseBuildSpec('npm: {lockfile: app/package-lock.json}\n').npm, 'app/package-lock.json');
   });
 
   for (const [what, text] of [
@@ -28,6 +29,8 @@ describe('image build specs (image.yaml)', () => {
     ['an index URL with credentials', 'pip: {requirements: r.txt, index_url: "https://u:p@pypi.example/simple"}\n'],
     ['an index URL that is not http(s)', 'pip: {requirements: r.txt, index_url: "file:///etc"}\n'],
     ['a list instead of a mapping', '- a\n- b\n'],
+    ['npm without a lockfile', 'npm: {}\n'],
+    ['an unknown npm key', 'npm: {lockfile: l.json, registry: "http://evil"}\n'],
     ['YAML that does not parse', 'apt: [a\n'],
   ] as const) {
     it(`refuses ${what} (image.spec_invalid)`, () => {

@@ -10,6 +10,8 @@
  *       requirements: requirements.txt   # relative to the spec file
  *       index_url: https://pypi.internal/simple   # optional (PyPI is not reachable here)
  *       find_links: wheels                # optional local folder of wheels (relative to the spec)
+ *     npm:
+ *       lockfile: package-lock.json       # node bases: `npm ci` into /node_modules
  *
  * Relative paths are resolved by the caller (the adapter); this module only validates shapes.
  */
@@ -29,6 +31,8 @@ export interface BuildSpec {
   readonly from: ImageRef | null;
   readonly apt: readonly string[];
   readonly pip: PipSpec | null;
+  /** Path of a package-lock.json (its package.json beside it); installed into /node_modules. */
+  readonly npm: string | null;
 }
 
 /** Debian package names (policy manual 5.6.1), optionally `=version` (5.6.12). */
@@ -77,7 +81,8 @@ export function parseBuildSpec(text: string): BuildSpec {
   if (v === null || v === undefined) v = {};
   if (typeof v !== 'object' || Array.isArray(v)) bad('image spec must be a mapping');
   const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!['from', 'apt', 'pip'].includes(k)) bad(`unknown key "${k}" in image spec (from, apt, pip)`);
+  for (const k of Object.keys(o))
+    if (!['from', 'apt', 'pip', 'npm'].includes(k)) bad(`unknown key "${k}" in image spec (from, apt, pip, npm)`);
   let from: ImageRef | null = null;
   const f = optString(o, 'from', 'spec');
   if (f !== null) {
@@ -98,13 +103,23 @@ export function parseBuildSpec(text: string): BuildSpec {
     const indexUrl = optString(p, 'index_url', 'pip');
     pip = { requirements, indexUrl: indexUrl === null ? null : checkIndexUrl(indexUrl), findLinks: optString(p, 'find_links', 'pip') };
   }
-  return { from, apt, pip };
+  let npm: string | null = null;
+  if (o['npm'] !== undefined && o['npm'] !== null) {
+    const n = obj(o['npm']) ?? bad('npm must be a mapping (lockfile)');
+    for (const k of Object.keys(n)) if (k !== 'lockfile') bad(`unknown key "npm.${k}" (lockfile)`);
+    npm = optString(n, 'lockfile', 'npm') ?? bad('npm.lockfile is required');
+  }
+  return { from, apt, pip, npm };
+}
+
+function obj(v: unknown): Record<string, unknown> | null {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
 }
 
 /** Merges command-line options over a spec: --from replaces, --apt adds, --pip/--index-url/--find-links replace. */
 export function mergeBuildSpec(
   spec: BuildSpec,
-  cli: { from?: ImageRef; apt?: readonly string[]; pip?: string; indexUrl?: string; findLinks?: string },
+  cli: { from?: ImageRef; apt?: readonly string[]; pip?: string; indexUrl?: string; findLinks?: string; npm?: string },
 ): BuildSpec {
   const apt = [...spec.apt, ...(cli.apt ?? []).map(checkAptPackage)];
   let pip = spec.pip;
@@ -113,7 +128,7 @@ export function mergeBuildSpec(
     bad('--index-url and --find-links need --pip <requirements.txt>');
   if (pip && cli.indexUrl !== undefined) pip = { ...pip, indexUrl: checkIndexUrl(cli.indexUrl) };
   if (pip && cli.findLinks !== undefined) pip = { ...pip, findLinks: cli.findLinks };
-  return { from: cli.from ?? spec.from, apt: [...new Set(apt)], pip };
+  return { from: cli.from ?? spec.from, apt: [...new Set(apt)], pip, npm: cli.npm ?? spec.npm };
 }
 
 /**

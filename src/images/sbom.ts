@@ -7,7 +7,7 @@
  * - Python distributions from `*.dist-info/METADATA` and `*.egg-info` (PKG-INFO) in the
  *   dist-packages / site-packages directories under /usr and /opt;
  * - npm packages from `package-lock.json` / `node_modules/.package-lock.json` (lockfile v2/v3
- *   `packages` map) anywhere under /usr, /opt, /srv, /app, /home, /root, /agent.
+ *   `packages` map) in /node_modules and anywhere under /usr, /opt, /srv, /app, /home, /root, /agent.
  *
  * The parsers and the two document writers are pure (the rootfs reader is the only I/O; the
  * creation time is passed in). LIMITATION: only what these databases record is listed:
@@ -224,6 +224,8 @@ function findLockfiles(rootfs: string): string[] {
       } else if (st.isFile() && n === 'package-lock.json') out.push(r);
     }
   };
+  // /node_modules: where `aegis image build --npm` installs (found from /agent by require and import).
+  if (readSmall(join(rootfs, 'node_modules/.package-lock.json')) !== null) out.push('node_modules/.package-lock.json');
   for (const top of ['usr', 'opt', 'srv', 'app', 'home', 'root', 'agent']) visit(top, 0);
   return out;
 }

@@ -82,6 +82,8 @@ describe('runtimes and supply chain (aegis image build/tag/sbom/scan)', { timeou
     rmSync(work, { recursive: true, force: true });
   });
 
+  let nodeStore = '';
+
   describe('a runtime that is not in the store', () => {
     it('aegis run names the exact command; that command builds it; then the run works (node:18)', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
@@ -104,6 +106,7 @@ describe('runtimes and supply chain (aegis image build/tag/sbom/scan)', { timeou
       assert.match(b.out, /^node:18@sha256:[0-9a-f]{64}\n$/);
       const second = await aegis(['run', file, '--state-dir', join(work, 'state')], env);
       assert.equal(second.code, 0, second.err);
+      nodeStore = store;
       assert.match(second.out, /^node 18\.\d+\.\d+\n$/);
 
       // aegis image tag: another name for the same image, usable as a runtime.
@@ -135,6 +138,61 @@ describe('runtimes and supply chain (aegis image build/tag/sbom/scan)', { timeou
       );
       assert.notEqual(none.code, 0);
       assert.match(none.err, /`aegis image import <oci-layout-or-docker-save\.tar> --tag acme\/tool:1`/);
+    });
+  });
+
+  describe('npm dependencies from a lockfile (--from node:18 --npm)', () => {
+    // is-number 7.0.0 as the npm registry publishes it (integrity from `npm view is-number@7.0.0 dist.integrity`).
+    const INTEGRITY = 'sha512-41Cifkg6e8TylSpdtTpeLVMqvSBEVzTttHvERD741+pnZ8ANv0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng==';
+    const project = (dir: string, integrity: string) => {
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'agent', version: '1.0.0', dependencies: { 'is-number': '7.0.0' } }));
+      writeFileSync(
+        join(dir, 'package-lock.json'),
+        JSON.stringify({
+          name: 'agent',
+          version: '1.0.0',
+          lockfileVersion: 3,
+          requires: true,
+          packages: {
+            '': { name: 'agent', version: '1.0.0', dependencies: { 'is-number': '7.0.0' } },
+            'node_modules/is-number': {
+              version: '7.0.0',
+              resolved: 'https://registry.npmjs.org/is-number/-/is-number-7.0.0.tgz',
+              integrity,
+            },
+          },
+        }),
+      );
+      return join(dir, 'package-lock.json');
+    };
+
+    it('installs the lockfile into /node_modules (require and SBOM see it); a wrong integrity fails the build', async (t) => {
+      if (!requireOrSkip(t, unavailable)) return;
+      assert.ok(nodeStore, 'node:18 was built by the test above');
+      const env = { AEGIS_IMAGES: nodeStore };
+      const badHash = INTEGRITY.replace('41Cif', '41Cig');
+      const bad = await aegis(
+        ['image', 'build', 'app-node:bad', '--from', 'node:18', '--npm', project(join(work, 'npm-bad'), badHash)],
+        env,
+      );
+      assert.equal(bad.code, 1, bad.err);
+      assert.match(bad.err, /image\.build_failed/);
+      const ok = await aegis(['image', 'build', 'app-node:1', '--from', 'node:18', '--npm', project(join(work, 'npm-ok'), INTEGRITY)], env);
+      assert.equal(ok.code, 0, ok.err);
+      const file = manifest(join(work, 'npm-agent'), 'app-node:1', [
+        'node',
+        '-e',
+        'console.log(require("is-number")(5), require("is-number")("x"))',
+      ]);
+      const run = await aegis(['run', file, '--state-dir', join(work, 'state')], env);
+      assert.equal(run.code, 0, run.err);
+      assert.equal(run.out, 'true false\n');
+      const sbom = await aegis(['image', 'sbom', 'app-node:1', '--format', 'cyclonedx'], env);
+      assert.equal(sbom.code, 0, sbom.err);
+      const purls = (JSON.parse(sbom.out) as { components: Array<{ purl: string }> }).components.map((c) => c.purl);
+      assert.ok(purls.includes('pkg:npm/is-number@7.0.0'));
+      assert.ok(purls.some((p) => p.startsWith('pkg:deb/debian/nodejs@18.')));
     });
   });
 
