@@ -1,5 +1,5 @@
 /**
- * `aegis image build|import|ls|verify|rm`: the host-wide image store ($AEGIS_IMAGES).
+ * `aegis image build|import|tag|ls|verify|sbom|scan|rm`: the host-wide image store ($AEGIS_IMAGES).
  *
  *   image build <name:tag> [--json]        build from a recipe (python:3.11, node:18, debian:12); progress on stderr
  *   image build <name:tag> --from <base> [--apt pkg]... [--pip requirements.txt] [--index-url u] [--find-links dir] [--npm package-lock.json] [--spec image.yaml]
@@ -12,7 +12,8 @@
  *   image rm <ref|sha256:..> [--force]     remove a tag (and the image when no tag is left) or an image
  *
  * Exit codes: 0 ok; 1 the operation failed (coded error on stderr, `--json` prints {ok:false, code});
- * `verify`: 1 when the image does not match its digest; 2 bad arguments.
+ * `verify`: 1 when the image does not match its digest; `scan`: 1 when a finding is at or above
+ * --fail-on (and on any error: an unreadable advisory folder is never a clean scan); 2 bad arguments.
  */
 import type { Command } from 'commander';
 import { type CliContext, EXIT } from './context.js';
