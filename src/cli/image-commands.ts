@@ -1,14 +1,19 @@
 /**
- * `aegis image build|import|ls|verify|rm`: the host-wide image store ($AEGIS_IMAGES).
+ * `aegis image build|import|tag|ls|verify|sbom|scan|rm`: the host-wide image store ($AEGIS_IMAGES).
  *
- *   image build <name:tag> [--json]        build from a recipe (python:3.11, debian:bookworm); progress on stderr
+ *   image build <name:tag> [--json]        build from a recipe (python:3.11, node:18, debian:12); progress on stderr
+ *   image build <name:tag> --from <base> [--apt pkg]... [--pip requirements.txt] [--index-url u] [--find-links dir] [--npm package-lock.json] [--spec image.yaml]
  *   image import <dir|tar> [--tag n:t]     import an OCI image layout or a `docker save` tarball
  *   image ls [--json]                      list images and their tags
  *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
+ *   image tag <ref> <newref>               another tag for an image in the store
+ *   image sbom <ref> --format spdx|cyclonedx  SBOM document on stdout
+ *   image scan <ref> --db <dir> [--json] [--fail-on low|medium|high|critical]   OSV advisories; exit 1 at/above the level
  *   image rm <ref|sha256:..> [--force]     remove a tag (and the image when no tag is left) or an image
  *
  * Exit codes: 0 ok; 1 the operation failed (coded error on stderr, `--json` prints {ok:false, code});
- * `verify`: 1 when the image does not match its digest; 2 bad arguments.
+ * `verify`: 1 when the image does not match its digest; `scan`: 1 when a finding is at or above
+ * --fail-on (and on any error: an unreadable advisory folder is never a clean scan); 2 bad arguments.
  */
 import type { Command } from 'commander';
 import { type CliContext, EXIT } from './context.js';
@@ -38,25 +43,95 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
 
   image
     .command('build')
-    .description('Build a runtime image from a recipe (debootstrap); python:3.11 is the default runtime')
+    .description('Build a runtime image from a recipe (debootstrap), or on top of a base image with --from / --spec')
     .argument('<ref>', 'name:tag, e.g. python:3.11')
+    .option('--from <base>', 'base image in the store (name:tag[@sha256:...]): build on top of it instead of a recipe')
+    .option('--apt <pkg>', 'Debian package to install (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--pip <requirements.txt>', 'Python requirements to install with pip (hashes enforced when the file has them)')
+    .option('--index-url <url>', 'pip index (default: none reachable here; use --find-links)')
+    .option('--find-links <dir>', 'local folder of wheels for pip (no index is used unless --index-url)')
+    .option('--npm <package-lock.json>', 'node bases: `npm ci` of this lockfile (package.json beside it) into /node_modules')
+    .option('--spec <image.yaml>', 'declarative spec: from, apt, pip (command-line options add to / override it)')
     .option('--json', 'print the result as JSON')
-    .action(async (refText: string, o: { json?: boolean }) => {
-      await guarded(ctx, !!o.json, async () => {
-        const { parseImageRef } = await import('../images/ref.js');
-        const { buildImage } = await import('../images/build.js');
-        const ref = parseImageRef(refText);
-        const imagesDir = ctx.config().imagesDir;
-        ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
-        const r = await buildImage(ref, { imagesDir, log: (s) => ctx.err(s) });
-        ctx.err(
-          `built ${r.ref} ${r.digest} (${r.files} entries, ${formatBytes(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`,
-        );
-        if (o.json)
-          json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
-        else ctx.out(`${r.ref}@${r.digest}\n`);
-      });
-    });
+    .action(
+      async (
+        refText: string,
+        o: {
+          json?: boolean;
+          from?: string;
+          apt: string[];
+          pip?: string;
+          indexUrl?: string;
+          findLinks?: string;
+          spec?: string;
+          npm?: string;
+        },
+      ) => {
+        await guarded(ctx, !!o.json, async () => {
+          const { parseImageRef } = await import('../images/ref.js');
+          const { buildImage, buildDerivedImage } = await import('../images/build.js');
+          const ref = parseImageRef(refText);
+          const imagesDir = ctx.config().imagesDir;
+          ctx.err(`building ${ref.ref} into ${imagesDir}\n`);
+          const derived = o.from !== undefined || o.spec !== undefined || o.apt.length > 0 || o.pip !== undefined || o.npm !== undefined;
+          let r;
+          if (!derived) {
+            if (o.indexUrl !== undefined || o.findLinks !== undefined) {
+              const { ImageError } = await import('../images/errors.js');
+              throw new ImageError('image.spec_invalid', '--index-url and --find-links need --pip <requirements.txt>');
+            }
+            r = await buildImage(ref, { imagesDir, log: (s) => ctx.err(s) });
+          } else {
+            const { readFileSync } = await import('node:fs');
+            const { dirname, resolve } = await import('node:path');
+            const { parseBuildSpec, mergeBuildSpec } = await import('../images/buildspec.js');
+            const { ImageError } = await import('../images/errors.js');
+            let specText: string | undefined;
+            let specDir = process.cwd();
+            if (o.spec !== undefined) {
+              try {
+                specText = readFileSync(o.spec, 'utf8');
+              } catch (err) {
+                throw new ImageError('image.spec_invalid', `cannot read ${o.spec}: ${(err as Error).message}`);
+              }
+              specDir = dirname(resolve(o.spec));
+            }
+            const fromSpec = parseBuildSpec(specText ?? '');
+            // Paths in the spec are relative to the spec file, paths on the command line to the working directory.
+            const specPip = fromSpec.pip && {
+              ...fromSpec.pip,
+              requirements: resolve(specDir, fromSpec.pip.requirements),
+              findLinks: fromSpec.pip.findLinks === null ? null : resolve(specDir, fromSpec.pip.findLinks),
+            };
+            const spec = mergeBuildSpec(
+              { ...fromSpec, pip: specPip, npm: fromSpec.npm === null ? null : resolve(specDir, fromSpec.npm) },
+              {
+                ...(o.from !== undefined ? { from: parseImageRef(o.from) } : {}),
+                apt: o.apt,
+                ...(o.pip !== undefined ? { pip: resolve(o.pip) } : {}),
+                ...(o.indexUrl !== undefined ? { indexUrl: o.indexUrl } : {}),
+                ...(o.findLinks !== undefined ? { findLinks: resolve(o.findLinks) } : {}),
+                ...(o.npm !== undefined ? { npm: resolve(o.npm) } : {}),
+              },
+            );
+            r = await buildDerivedImage(ref, {
+              imagesDir,
+              log: (s) => ctx.err(s),
+              spec,
+              ...(spec.pip ? { pipFiles: { requirements: spec.pip.requirements, findLinks: spec.pip.findLinks } } : {}),
+              ...(specText !== undefined ? { specText } : {}),
+              ...(spec.npm !== null ? { npmLock: spec.npm } : {}),
+            });
+          }
+          ctx.err(
+            `built ${r.ref} ${r.digest} (${r.files} entries, ${formatBytes(r.bytes)}) in ${r.seconds.toFixed(1)} s${r.created ? '' : ' (identical image already stored)'}\n`,
+          );
+          if (o.json)
+            json(ctx, { ok: true, ref: r.ref, digest: r.digest, files: r.files, bytes: r.bytes, seconds: r.seconds, created: r.created });
+          else ctx.out(`${r.ref}@${r.digest}\n`);
+        });
+      },
+    );
 
   image
     .command('import')
@@ -161,6 +236,85 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
           );
         }
         if (!ok) ctx.exitCode = EXIT.failure;
+      });
+    });
+
+  image
+    .command('tag')
+    .description('Give an image in the store another tag (moves the tag if it exists)')
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .argument('<newref>', 'name:tag')
+    .option('--json', 'print as JSON')
+    .action(async (refText: string, newText: string, o: { json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseRefOrDigest, parseImageRef } = await import('../images/ref.js');
+        const { tagImage } = await import('../images/store.js');
+        const r = await tagImage(ctx.config().imagesDir, parseRefOrDigest(refText), parseImageRef(newText));
+        if (o.json) json(ctx, { ok: true, ...r });
+        else ctx.out(`${r.tag}@${r.digest}\n`);
+      });
+    });
+
+  image
+    .command('sbom')
+    .description('Print a software bill of materials of an image (dpkg, Python dist-info, npm lockfiles) on stdout')
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .requiredOption('--format <format>', 'spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.5 JSON)')
+    .action(async (refText: string, o: { format: string }) => {
+      await guarded(ctx, false, async () => {
+        const { ImageError } = await import('../images/errors.js');
+        if (o.format !== 'spdx' && o.format !== 'cyclonedx') throw new ImageError('image.bad_ref', '--format must be spdx or cyclonedx');
+        const { parseRefOrDigest } = await import('../images/ref.js');
+        const { openImageChecked } = await import('../images/store.js');
+        const { collectSbom, toSpdx, toCycloneDx } = await import('../images/sbom.js');
+        const img = await openImageChecked(ctx.config().imagesDir, parseRefOrDigest(refText));
+        const sbom = collectSbom(img.rootfs, img.ref, img.digest);
+        json(ctx, o.format === 'spdx' ? toSpdx(sbom, new Date()) : toCycloneDx(sbom, new Date()));
+      });
+    });
+
+  image
+    .command('scan')
+    .description("Match an image's packages against an offline folder of OSV advisories; exit 1 when a finding is at or above --fail-on")
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .requiredOption('--db <dir>', 'folder of OSV-format advisory files (*.json, searched recursively)')
+    .option('--fail-on <level>', 'low, medium, high or critical', 'high')
+    .option('--json', 'print the findings as JSON')
+    .action(async (refText: string, o: { db: string; failOn: string; json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { ImageError } = await import('../images/errors.js');
+        const { LEVELS, failsAt, loadAdvisoryDb, matchAdvisories } = await import('../images/scan.js');
+        const failOn = LEVELS.find((l) => l === o.failOn);
+        if (!failOn) throw new ImageError('image.bad_ref', `--fail-on must be one of ${LEVELS.join(', ')}`);
+        const { parseRefOrDigest } = await import('../images/ref.js');
+        const { openImageChecked } = await import('../images/store.js');
+        const { collectSbom } = await import('../images/sbom.js');
+        const what = parseRefOrDigest(refText);
+        const advisories = loadAdvisoryDb(o.db);
+        const img = await openImageChecked(ctx.config().imagesDir, what);
+        const sbom = collectSbom(img.rootfs, img.ref, img.digest);
+        const findings = matchAdvisories(sbom, advisories);
+        const failed = failsAt(findings, failOn);
+        if (o.json)
+          json(ctx, {
+            ok: !failed,
+            ref: img.ref,
+            digest: img.digest,
+            failOn,
+            packages: sbom.packages.length,
+            advisories: advisories.length,
+            findings,
+          });
+        else
+          for (const f of findings)
+            ctx.out(
+              `${f.level.toUpperCase()}\t${f.id}\t${f.package} ${f.version}\t${f.fixed ? `fixed in ${f.fixed}` : 'no fix listed'}${f.uncertain ? ' (versions not comparable: reported as affected)' : ''}\t${f.summary}\n`,
+            );
+        const count = (l: string) => findings.filter((f) => f.level === l).length;
+        ctx.err(
+          `${img.ref}: ${sbom.packages.length} packages, ${advisories.length} advisories, ${findings.length} findings (${LEVELS.map((l) => `${count(l)} ${l}`).join(', ')}); fail-on ${failOn}: ${failed ? 'FAIL' : 'pass'}\n`,
+        );
+        if (failed) ctx.exitCode = EXIT.failure;
       });
     });
 

@@ -5,69 +5,20 @@
  * Adapter: runs debootstrap/chroot as child processes; must run as root. Progress goes to
  * `log` (stderr in the CLI).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { type AptSource, imageSourcesList, parseDeb822, parseOneLine, pickMirror } from './apt-sources.js';
 import { ImageError } from './errors.js';
 import type { ImageRef } from '../policy/types.js';
 import { removeStaging, sweepStaging } from './staging.js';
-import { type CommitResult, commitImage, ensureStore, makeStaging, paths } from './store.js';
+import { type BuildSpec, checkRequirements, requirementsHaveHashes } from './buildspec.js';
+import { type CommitResult, commitImage, ensureStore, makeStaging, paths, resolveImageChecked } from './store.js';
 import { findExecutable, runCommand } from '../host/exec.js';
 import { pidAlive } from '../host/pid-lock.js';
 
-export interface Recipe {
-  /** Debian suite debootstrap installs. */
-  readonly suite: string;
-  /** Extra packages installed with apt-get (no recommends). */
-  readonly packages: readonly string[];
-  /** Command run in the chroot after the build; its stdout must start with `expect`. */
-  readonly smoke: { readonly argv: readonly string[]; readonly expect: string } | null;
-}
-
-/** Known build recipes by `name:tag`. Debian 12 (bookworm) ships Python 3.11. */
-export const RECIPES: Readonly<Record<string, Recipe>> = {
-  'python:3.11': {
-    suite: 'bookworm',
-    // The full standard library (json, ssl, urllib: what agents use) and the CA bundle for TLS.
-    packages: ['python3', 'ca-certificates'],
-    smoke: {
-      argv: ['/usr/bin/python3', '-c', 'import json, ssl, sys, urllib.request; print("%d.%d" % sys.version_info[:2])'],
-      expect: '3.11',
-    },
-  },
-  /**
-   * Real network clients from Debian, for the egress compatibility suite
-   * (test/integration/gateway-compat.test.ts) and agents that want them: Python HTTP clients
-   * (requests, httpx, aiohttp), psycopg2 and psql, curl, git, the OpenSSH client, and Node.js
-   * (Debian 12's nodejs 18.x, for `fetch`/`https`). Kept out of python:3.11, which stays lean.
-   */
-  'egress-clients:bookworm': {
-    suite: 'bookworm',
-    packages: [
-      'python3',
-      'ca-certificates',
-      'python3-requests',
-      'python3-httpx',
-      'python3-aiohttp',
-      'python3-psycopg2',
-      'postgresql-client',
-      'curl',
-      'git',
-      'openssh-client',
-      'nodejs',
-    ],
-    smoke: {
-      argv: [
-        '/bin/sh',
-        '-c',
-        'python3 -c "import requests, httpx, aiohttp, psycopg2; print(\'clients\')" && node -e "fetch; require(\'https\')" && curl --version >/dev/null && git --version >/dev/null && ssh -V 2>/dev/null && psql --version >/dev/null',
-      ],
-      expect: 'clients',
-    },
-  },
-  'debian:bookworm': { suite: 'bookworm', packages: [], smoke: { argv: ['/bin/sh', '-c', 'echo ok'], expect: 'ok' } },
-  'debian:12': { suite: 'bookworm', packages: [], smoke: { argv: ['/bin/sh', '-c', 'echo ok'], expect: 'ok' } },
-};
+export { type Recipe, RECIPES } from './recipes.js';
+import { RECIPES } from './recipes.js';
 
 export const DEFAULT_IMAGE = 'python:3.11';
 
@@ -271,4 +222,250 @@ export async function buildImage(
     if (existsSync(staging)) removeStaging(staging);
     throw err;
   }
+}
+
+export interface DerivedBuildOptions {
+  readonly imagesDir: string;
+  readonly log: (s: string) => void;
+  /** The validated spec (src/images/buildspec.ts); `from` must be set. */
+  readonly spec: BuildSpec;
+  /** Absolute paths of the pip inputs (the spec's paths resolved by the caller). */
+  readonly pipFiles?: { readonly requirements: string; readonly findLinks: string | null };
+  /** Absolute path of the package-lock.json (package.json beside it). */
+  readonly npmLock?: string;
+  /** The spec file's text, recorded (with its hash) in the image metadata. */
+  readonly specText?: string;
+}
+
+const sha256hex = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** Digests of every regular file directly in a wheel folder (what pip may install from it). */
+function folderDigests(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const n of readdirSync(dir).sort()) {
+    const p = join(dir, n);
+    if (lstatSync(p).isFile()) out[n] = sha256hex(readFileSync(p));
+  }
+  return out;
+}
+
+/**
+ * `aegis image build <ref> --from <base> [--apt <pkg>]... [--pip <requirements.txt>]`: copies the
+ * base image's rootfs, installs Debian packages with apt-get and Python requirements with pip
+ * inside a chroot, and seals the result as a new content-addressed image.
+ *
+ * ARCHITECTURE NOTE: pip runs only during the build. When the base has no pip, Debian's
+ * python3-pip is installed for the build and purged (with what it pulled in) before sealing, so
+ * the image has no pip unless `--apt python3-pip` asked for it. Requirements go to /usr/local
+ * (`--break-system-packages`: the image is single-purpose). With a requirements file that pins
+ * hashes, pip runs with `--require-hashes`. With `--find-links` and no `--index-url`, pip runs
+ * with `--no-index`: nothing is fetched from the network.
+ * LIMITATION: apt packages come from the Debian mirror the base was built from (its
+ * /etc/apt/sources.list), trusted through Debian's signed archive; wheels from an index are
+ * trusted only as far as the hashes in the requirements file pin them.
+ */
+export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions): Promise<BuildResult> {
+  const key = `${ref.name}:${ref.tag}`;
+  const { spec, log } = opts;
+  if (ref.digest !== null) throw new ImageError('image.bad_ref', 'a build cannot be pinned to a digest');
+  if (!spec.from) throw new ImageError('image.spec_invalid', 'no base image: pass --from <name:tag> or set from: in the spec');
+  if (!spec.apt.length && !spec.pip && !spec.npm)
+    throw new ImageError('image.spec_invalid', 'nothing to add: give --apt, --pip, --npm or a spec');
+  if (spec.npm && !opts.npmLock) throw new ImageError('image.spec_invalid', 'npm lockfile given without its path');
+  if (spec.pip && !opts.pipFiles) throw new ImageError('image.spec_invalid', 'pip requirements given without their file');
+  if ((process.geteuid?.() ?? 0) !== 0) throw new ImageError('image.build_failed', 'aegis image build must run as root (chroot)');
+  if (findExecutable('chroot') === null) throw new ImageError('image.build_failed', 'chroot is not installed');
+  const t0 = Date.now();
+  const base = await resolveImageChecked(spec.from, { imagesDir: opts.imagesDir, verify: 'stat' });
+  const inputs: Record<string, unknown> = { base: base.digest };
+  let reqText = '';
+  if (spec.pip && opts.pipFiles) {
+    let reqBytes: Buffer;
+    try {
+      reqBytes = readFileSync(opts.pipFiles.requirements);
+    } catch (err) {
+      throw new ImageError('image.spec_invalid', `cannot read ${opts.pipFiles.requirements}: ${(err as Error).message}`);
+    }
+    reqText = reqBytes.toString('utf8');
+    checkRequirements(reqText);
+    inputs['requirements'] = sha256hex(reqBytes);
+    if (opts.pipFiles.findLinks !== null) {
+      try {
+        inputs['find_links'] = folderDigests(opts.pipFiles.findLinks);
+      } catch (err) {
+        throw new ImageError('image.spec_invalid', `cannot read the wheel folder ${opts.pipFiles.findLinks}: ${(err as Error).message}`);
+      }
+    }
+  }
+  if (opts.specText !== undefined) inputs['spec'] = sha256hex(opts.specText);
+  const npmFiles = opts.npmLock ? readNpmProject(opts.npmLock) : null;
+  if (npmFiles) inputs['npm'] = { 'package-lock.json': sha256hex(npmFiles.lock), 'package.json': sha256hex(npmFiles.pkg) };
+  ensureStore(opts.imagesDir);
+  sweepStaging(paths.tmp(opts.imagesDir), pidAlive);
+  const staging = makeStaging(opts.imagesDir, 'build');
+  const rootfs = join(staging, 'rootfs');
+  try {
+    log(`[1/5] copying ${spec.from.ref} (${base.digest.slice(0, 19)})\n`);
+    await run(['cp', '-a', base.rootfs, rootfs], log, { timeoutMs: 10 * 60_000 });
+    // Name resolution and the basic device nodes apt and pip need, for the build only (no
+    // mounts to leak); tidy() empties /dev and writes the neutral files back.
+    writeFileSync(join(rootfs, 'etc/resolv.conf'), readFileSync('/etc/resolv.conf'));
+    for (const [name, minor] of [
+      ['null', 3],
+      ['zero', 5],
+      ['full', 7],
+      ['random', 8],
+      ['urandom', 9],
+    ] as const) {
+      // A base may hold a regular file there (a recipe's smoke test redirected into /dev/null after tidy()).
+      rmSync(join(rootfs, 'dev', name), { force: true });
+      await run(['mknod', '-m', '666', join(rootfs, 'dev', name), 'c', '1', String(minor)], log);
+    }
+    const hasPip = existsSync(join(rootfs, 'usr/lib/python3/dist-packages/pip'));
+    const needPython = spec.pip !== null && !existsSync(join(rootfs, 'usr/bin/python3'));
+    if (needPython) throw new ImageError('image.spec_invalid', `--pip needs a base with Python (${spec.from.ref} has no /usr/bin/python3)`);
+    const buildOnly = spec.pip && !hasPip && !spec.apt.includes('python3-pip') ? ['python3-pip'] : [];
+    const aptAll = [...spec.apt, ...buildOnly];
+    if (aptAll.length) {
+      log(`[2/5] apt-get install ${aptAll.join(' ')} (chroot)\n`);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await run(['chroot', rootfs, 'apt-get', 'update', '-qq', '--error-on=any'], log, { env: CHROOT_ENV });
+          break;
+        } catch (err) {
+          if (attempt >= 3) throw err;
+          log(`  apt-get update failed (attempt ${attempt}/3), retrying in 5 s\n`);
+          await new Promise((r) => setTimeout(r, 5000));
+        }
+      }
+      if (spec.apt.length)
+        await run(['chroot', rootfs, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...spec.apt], log, {
+          env: CHROOT_ENV,
+          capture: true,
+        });
+      if (buildOnly.length)
+        await run(['chroot', rootfs, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...buildOnly], log, {
+          env: CHROOT_ENV,
+          capture: true,
+        });
+    } else log('[2/5] no Debian packages\n');
+    if (spec.pip && opts.pipFiles) {
+      const work = join(rootfs, 'tmp/aegis-build');
+      mkdirSync(work, { recursive: true, mode: 0o700 });
+      writeFileSync(join(work, 'requirements.txt'), reqText);
+      const argv = ['chroot', rootfs, '/usr/bin/python3', '-m', 'pip', 'install', '--no-cache-dir', '--disable-pip-version-check'];
+      argv.push('--break-system-packages', '--root-user-action=ignore', '--no-input', '--no-compile');
+      if (opts.pipFiles.findLinks !== null) {
+        await run(['cp', '-r', opts.pipFiles.findLinks, join(work, 'wheels')], log, { timeoutMs: 5 * 60_000 });
+        argv.push('--find-links', '/tmp/aegis-build/wheels');
+        if (spec.pip.indexUrl === null) argv.push('--no-index');
+      }
+      if (spec.pip.indexUrl !== null) argv.push('--index-url', spec.pip.indexUrl);
+      const hashes = requirementsHaveHashes(reqText);
+      if (hashes) argv.push('--require-hashes');
+      inputs['require_hashes'] = hashes;
+      log(`[3/5] pip install -r requirements.txt${hashes ? ' --require-hashes' : ''} (chroot)\n`);
+      await run([...argv, '-r', '/tmp/aegis-build/requirements.txt'], log, { env: CHROOT_ENV, capture: true, timeoutMs: 20 * 60_000 });
+      rmSync(work, { recursive: true, force: true });
+      if (buildOnly.length) {
+        log(`  removing the build-only ${buildOnly.join(' ')}\n`);
+        await run(['chroot', rootfs, 'apt-get', 'purge', '-y', '-qq', '--auto-remove', ...buildOnly], log, {
+          env: CHROOT_ENV,
+          capture: true,
+        });
+      }
+    } else log('[3/5] no Python requirements\n');
+    if (npmFiles) {
+      if (!existsSync(join(rootfs, 'usr/bin/node')))
+        throw new ImageError('image.spec_invalid', `--npm needs a base with Node.js (${spec.from.ref} has no /usr/bin/node)`);
+      await npmInstall(rootfs, staging, npmFiles, log);
+    }
+    await run(['chroot', rootfs, 'apt-get', 'clean'], log, { env: CHROOT_ENV });
+    tidy(rootfs);
+    log('[4/5] smoke test\n');
+    const out = await run(['chroot', rootfs, '/bin/sh', '-c', 'echo ok'], log, { env: CHROOT_ENV, capture: true });
+    if (out.trim() !== 'ok') throw new ImageError('image.build_failed', 'the built image cannot run /bin/sh');
+    log('[5/5] hashing files and sealing the image\n');
+    const res = await commitImage(
+      opts.imagesDir,
+      staging,
+      {
+        source: {
+          kind: 'build',
+          from: spec.from.ref,
+          base: base.digest,
+          packages: spec.apt.join(' '),
+          spec: JSON.stringify({
+            from: spec.from.ref,
+            apt: spec.apt,
+            pip: spec.pip && { requirements: spec.pip.requirements, index_url: spec.pip.indexUrl, find_links: spec.pip.findLinks },
+            npm: spec.npm,
+          }),
+          inputs: JSON.stringify(inputs),
+        },
+        config: { env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LANG=C.UTF-8'] },
+      },
+      [key],
+    );
+    return { ...res, ref: key, seconds: (Date.now() - t0) / 1000 };
+  } catch (err) {
+    if (existsSync(staging)) removeStaging(staging);
+    throw err;
+  }
+}
+
+/** package-lock.json and the package.json beside it (both required by `npm ci`). */
+function readNpmProject(lockPath: string): { lock: Buffer; pkg: Buffer } {
+  try {
+    const lock = readFileSync(lockPath);
+    const pkg = readFileSync(join(dirname(lockPath), 'package.json'));
+    const v = JSON.parse(lock.toString('utf8')) as { lockfileVersion?: unknown };
+    if (typeof v !== 'object' || v === null || typeof v.lockfileVersion !== 'number')
+      throw new Error('not an npm lockfile (no lockfileVersion)');
+    return { lock, pkg };
+  } catch (err) {
+    throw new ImageError('image.spec_invalid', `cannot use ${lockPath}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * `npm ci` of the lockfile into the image's /node_modules (found by both `require` and `import`
+ * from /agent, which resolve up to the root).
+ *
+ * ARCHITECTURE NOTE: npm is the HOST's (the base images have none), run outside the chroot
+ * with `--ignore-scripts` (no package code runs during the build, so native addons are not
+ * built: pure-JavaScript packages only) and `--omit=dev`. `npm ci` installs exactly the
+ * lockfile and checks every tarball against its `integrity` hash; the registry is npm's
+ * configured one. LIMITATION: packages that need install scripts do not work.
+ */
+async function npmInstall(rootfs: string, staging: string, files: { lock: Buffer; pkg: Buffer }, log: (s: string) => void): Promise<void> {
+  const npm = findExecutable('npm');
+  if (npm === null) throw new ImageError('image.build_failed', '--npm needs npm on the host (in the system directories)');
+  const work = join(staging, 'npm');
+  mkdirSync(work, { mode: 0o700 });
+  writeFileSync(join(work, 'package-lock.json'), files.lock);
+  writeFileSync(join(work, 'package.json'), files.pkg);
+  log('[3/5] npm ci --omit=dev --ignore-scripts (lockfile integrity checked)\n');
+  // The operator's npm configuration (registry mirror, proxy) applies; the cache is the build's own.
+  const argv = [
+    npm,
+    'ci',
+    '--omit=dev',
+    '--ignore-scripts',
+    '--no-audit',
+    '--no-fund',
+    // Retries stay (networks hiccup) but short: a tarball that fails its integrity check is retried too.
+    '--fetch-retry-mintimeout=1000',
+    '--fetch-retry-maxtimeout=5000',
+    '--cache',
+    join(staging, 'npm-cache'),
+    '--prefix',
+    work,
+  ];
+  await run(argv, log, { capture: true, timeoutMs: 20 * 60_000 });
+  if (existsSync(join(rootfs, 'node_modules'))) throw new ImageError('image.spec_invalid', `the base already has /node_modules`);
+  renameSync(join(work, 'node_modules'), join(rootfs, 'node_modules'));
+  await run(['chown', '-R', '0:0', join(rootfs, 'node_modules')], log);
+  rmSync(work, { recursive: true, force: true });
+  rmSync(join(staging, 'npm-cache'), { recursive: true, force: true });
 }

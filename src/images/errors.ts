@@ -24,6 +24,10 @@ export type ImageErrorCode =
   | 'image.unsupported'
   /** `aegis image build` failed (debootstrap, apt-get, missing tool). */
   | 'image.build_failed'
+  /** An image build spec (image.yaml, --apt, --pip) is malformed or asks for something refused. */
+  | 'image.spec_invalid'
+  /** An SBOM or advisory input (dpkg status, dist-info, lockfile, OSV file) cannot be used. */
+  | 'image.advisory_invalid'
   /** No build recipe for that reference. */
   | 'image.unknown_recipe'
   /** Another process holds the store lock for too long. */

@@ -211,10 +211,21 @@ interface Plan {
   source: ImageRecord['source'];
 }
 
-function nameFromAnnotation(s: string | undefined): string | null {
+/**
+ * `name:tag` from an image-name annotation (`org.opencontainers.image.ref.name`,
+ * `io.containerd.image.name`), or null. Docker Hub prefixes are dropped, and so is a first
+ * component that can only be a registry host (`localhost`, or `host:port`): the store is local.
+ * A bare tag (`3.11`, which the OCI layout spec also allows) names no image: null.
+ */
+export function nameFromAnnotation(s: string | undefined): string | null {
   if (!s) return null;
   let t = s;
   for (const p of ['docker.io/library/', 'docker.io/', 'index.docker.io/library/']) if (t.startsWith(p)) t = t.slice(p.length);
+  const slash = t.indexOf('/');
+  if (slash > 0) {
+    const host = t.slice(0, slash);
+    if (host === 'localhost' || /^[a-z0-9.-]+:[0-9]{1,5}$/.test(host)) t = t.slice(slash + 1);
+  }
   try {
     const r = parseImageRef(t);
     return r.digest === null ? tagKey(r) : null;

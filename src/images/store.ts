@@ -61,6 +61,7 @@ import {
 import { type Digest, isDigest, normalizeDigest, type RefOrDigest, tagKey } from './ref.js';
 import { DEFAULT_IMAGES_DIR } from '../config/index.js';
 import { withPidLock } from '../host/pid-lock.js';
+import { howToObtain } from './recipes.js';
 import { parseTagIndex, serializeTagIndex, tagsOf } from './tags.js';
 
 /** The store directory when none is given ($AEGIS_IMAGES is read by src/config and passed in). */
@@ -111,9 +112,9 @@ function lstatOrNull(p: string): Stats | null {
 }
 
 /** Store owner: uid of the store directory; it must be root or the current user. */
-function storeOwner(dir: string): number {
+function storeOwner(dir: string, wanted = 'python:3.11'): number {
   const st = lstatOrNull(dir);
-  if (!st) throw new ImageError('image.not_found', `no image store at ${dir}: run \`aegis image build python:3.11\` (or set AEGIS_IMAGES)`);
+  if (!st) throw new ImageError('image.not_found', `no image store at ${dir}: run \`${howToObtain(wanted)}\` (or set AEGIS_IMAGES)`);
   checkSecure(dir, st, st.uid, 'd');
   const me = process.geteuid?.() ?? 0;
   if (st.uid !== 0 && st.uid !== me)
@@ -175,10 +176,7 @@ export function lookup(dir: string, what: RefOrDigest, owner = storeOwner(dir)):
   }
   const d = readTagIndex(dir, owner).get(tagKey(what.ref));
   if (!d) {
-    throw new ImageError(
-      'image.not_found',
-      `image ${what.ref.ref} is not in the store ${dir}: run \`aegis image build ${what.ref.ref}\` or \`aegis image import\``,
-    );
+    throw new ImageError('image.not_found', `image ${what.ref.ref} is not in the store ${dir}: run \`${howToObtain(tagKey(what.ref))}\``);
   }
   return { ref: what.ref.ref, digest: d };
 }
@@ -225,13 +223,12 @@ interface Opened {
 
 /** Steps 1-3 of the per-run checks (see the ARCHITECTURE NOTE above). */
 function openImage(dir: string, what: RefOrDigest): Opened {
-  const owner = storeOwner(dir);
+  const owner = storeOwner(dir, what.kind === 'ref' ? tagKey(what.ref) : undefined);
   const { ref, digest } = lookup(dir, what, owner);
   const imgDir = paths.image(dir, digest);
   const imgSt = lstatOrNull(imgDir);
   if (!imgSt) {
-    const hint =
-      what.kind === 'ref' ? `run \`aegis image build ${what.ref.name}:${what.ref.tag}\` or \`aegis image import\`` : 'build or import it';
+    const hint = what.kind === 'ref' ? `run \`${howToObtain(tagKey(what.ref))}\`` : 'build or import it';
     throw new ImageError('image.not_found', `image ${digest} (${ref}) is not in the store ${dir}: ${hint}`);
   }
   checkSecure(imgDir, imgSt, owner, 'd');
@@ -551,4 +548,27 @@ export async function removeImage(dir: string, what: RefOrDigest, opts: { force?
     }
     return res;
   });
+}
+
+/**
+ * `aegis image tag <src> <dst>`: points tag `dst` (name:tag) at the image `src` names (a tag,
+ * a pinned ref or a digest). The image must be in the store; an existing `dst` is moved.
+ */
+export async function tagImage(dir: string, src: RefOrDigest, dst: ImageRef): Promise<{ tag: string; digest: Digest }> {
+  if (dst.digest !== null) throw new ImageError('image.bad_ref', `${dst.ref}: a new tag cannot carry a digest`);
+  const owner = storeOwner(dir);
+  return withStoreLock(dir, () => {
+    const { digest } = lookup(dir, src, owner);
+    if (!lstatOrNull(paths.image(dir, digest))) throw new ImageError('image.not_found', `${digest} is not in ${dir}`);
+    const index = readTagIndex(dir, owner);
+    const tag = tagKey(dst);
+    index.set(tag, digest);
+    writeAtomic(paths.tags(dir), serializeTagIndex(index));
+    return { tag, digest };
+  });
+}
+
+/** A reference or digest resolved to a rootfs with `mode` checks (sbom, scan); throws on any difference. */
+export async function openImageChecked(dir: string, what: RefOrDigest, mode: VerifyMode = 'stat'): Promise<ResolvedImage> {
+  return refuse(await checkImage(dir, what, mode));
 }

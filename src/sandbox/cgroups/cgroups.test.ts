@@ -46,12 +46,22 @@ describe('cgroup v2 adapter', () => {
     writeFileSync(join(root, 'cgroup.controllers'), 'cpu memory pids\n');
     const cg = createRunCgroup('r2', limits, root, 'v2');
     const dir = join(root, 'aegis', 'r2');
-    assert.deepEqual(cg.usage(), { cpuMs: 0, maxMemoryBytes: 0, oom: false, pidsLimitHit: false });
-    writeFileSync(join(dir, 'cpu.stat'), 'usage_usec 12345\nuser_usec 10000\nsystem_usec 2345\n');
+    assert.deepEqual(cg.usage(), { cpuMs: 0, maxMemoryBytes: 0, oom: false, pidsLimitHit: false, cpuPeriods: 0, cpuThrottledPeriods: 0 });
+    writeFileSync(
+      join(dir, 'cpu.stat'),
+      'usage_usec 12345\nuser_usec 10000\nsystem_usec 2345\nnr_periods 40\nnr_throttled 30\nthrottled_usec 900000\n',
+    );
     writeFileSync(join(dir, 'memory.peak'), '1048576\n');
     writeFileSync(join(dir, 'memory.events'), 'low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n');
     writeFileSync(join(dir, 'pids.events'), 'max 2\n');
-    assert.deepEqual(cg.usage(), { cpuMs: 12.345, maxMemoryBytes: 1048576, oom: true, pidsLimitHit: true });
+    assert.deepEqual(cg.usage(), {
+      cpuMs: 12.345,
+      maxMemoryBytes: 1048576,
+      oom: true,
+      pidsLimitHit: true,
+      cpuPeriods: 40,
+      cpuThrottledPeriods: 30,
+    });
   });
   describe('when a controller is missing', () => {
     it('refuses to start (fail secure)', () => {
@@ -96,7 +106,14 @@ describe('cgroup v1 adapter', () => {
     writeFileSync(join(root, 'cpuacct', 'aegis', 'r5', 'cpuacct.usage'), '2500000\n');
     writeFileSync(join(root, 'memory', 'aegis', 'r5', 'memory.max_usage_in_bytes'), `${limits.memoryBytes - 4096}\n`);
     writeFileSync(join(root, 'pids', 'aegis', 'r5', 'pids.peak'), '32\n');
-    assert.deepEqual(cg.usage(), { cpuMs: 2.5, maxMemoryBytes: limits.memoryBytes - 4096, oom: true, pidsLimitHit: true });
+    assert.deepEqual(cg.usage(), {
+      cpuMs: 2.5,
+      maxMemoryBytes: limits.memoryBytes - 4096,
+      oom: true,
+      pidsLimitHit: true,
+      cpuPeriods: 0,
+      cpuThrottledPeriods: 0,
+    });
     writeFileSync(join(root, 'memory', 'aegis', 'r5', 'memory.max_usage_in_bytes'), `${limits.memoryBytes / 2}\n`);
     assert.equal(cg.usage().oom, false);
   });
