@@ -183,6 +183,11 @@ describe('default pack', () => {
       [ev('resource.usage', 'info', { cpuMs: 60_000, durationMs: 120_000, pidsLimitHit: false, cpuThrottledRatio: 0.95 })],
       [ev('resource.usage', 'info', { cpuMs: 4_000, durationMs: 8_000, pidsLimitHit: false, cpuThrottledRatio: 0.95 })],
     ],
+    [
+      'aegis-audit-write-failed',
+      [ev('audit.write_failed', 'deny', { message: 'ENOSPC' }, { reason: 'audit.store_io' })],
+      [ev('audit.budget_folded', 'info')],
+    ],
     ['aegis-run-lost', [ev('run.lost', 'deny', { removed: {} })], [ev('run.exit', 'info', { status: 'killed' })]],
   ];
   for (const [rule, fire, quiet] of cases) {

@@ -64,4 +64,22 @@ export class AlertingSink implements AuditSink {
     }
     return done;
   }
+
+  /**
+   * Evaluates an event that cannot go to the log (the log itself failed: `audit.write_failed`)
+   * and hands its alerts to `deliver` only. Returns the alerts raised.
+   */
+  raiseOutsideLog(e: AuditEventInput): Alert[] {
+    const full = { ...e, id: e.id ?? this.newId(), time: e.time ?? new Date(this.now()).toISOString() } as EngineEvent;
+    const alerts = this.engine.evaluate(full);
+    for (const a of alerts) {
+      this.raised++;
+      try {
+        this.deliver(a, this.newId());
+      } catch {
+        // best effort: there is no log to fall back on here
+      }
+    }
+    return alerts;
+  }
 }

@@ -25,7 +25,7 @@ import {
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import { prepareRunSecrets, secretBindEvents, secretDeniedEvent, withPlaceholders, type RunSecrets } from '../secrets/run.js';
-import type { AuditSink } from '../audit/event.js';
+import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AegisConfig } from '../config/index.js';
 import type { CliContext } from './context.js';
 import { openRunAudit, startRunServices, sweepLostRuns, type RunAudit, type RunServices } from './run-services.js';
@@ -84,6 +84,8 @@ function summaryOf(
 /** What alerting did in a run, for the summary's `alerts` object (deliveries summed over the sinks). */
 interface AlertingRun {
   readonly wrap: (log: AuditSink) => AuditSink;
+  /** An event that cannot be logged (the log failed): its alerts go to stderr and the sinks only. */
+  outsideLog(e: AuditEventInput): void;
   /** Waits (bounded) for the sinks to deliver what is queued, closes them, reports what is left on stderr; returns the summary's counters. */
   finish(): Promise<{ raised: number; delivered: number; failed: number; dropped: number }>;
 }
@@ -120,6 +122,7 @@ async function alertingFor(config: AegisConfig, stateDir: string, say: (line: st
       });
       return sink;
     },
+    outsideLog: (e) => void sink?.raiseOutsideLog(e),
     finish: async () => {
       const raised = sink?.raised ?? 0;
       if (delivery === null) return { raised, delivered: 0, failed: 0, dropped: 0 };
@@ -277,6 +280,14 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       audit.onFailure = (err) => {
         ctx.err(`aegis run: the audit log failed (${err.message}): stopping the agent\n`);
         abort.abort();
+        // The alert about it cannot be in the log that failed: stderr and the sinks only.
+        alerting?.outsideLog({
+          actor: { agent: opts.policy.agent.name, execution: executionId },
+          action: 'audit.write_failed',
+          decision: 'deny',
+          reason: isAegisError(err) ? err.code : 'audit.store_io',
+          payload: { message: err.message },
+        });
       };
       // Runs a killed AEGIS left behind are swept now, and what was removed is logged.
       for (const ev of await sweepLostRuns(flags.stateDir ?? DEFAULT_STATE_DIR, config.gatewayEnv)) await audit.append(ev);
