@@ -183,7 +183,16 @@ function batch(lines: ReadonlyArray<readonly string[]>): string {
  * creation (`ip -batch` stops at its first failed line); the caller then runs `destroySandboxNet`.
  */
 export async function createSandboxNet(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): Promise<void> {
-  const ruleset = sandboxRuleset(p, tcpPorts, anyTcpPort);
+  await createSandboxLink(p);
+  await configureSandboxNamespace(p, tcpPorts, anyTcpPort);
+}
+
+/**
+ * Step 1 of `createSandboxNet`: the namespace and the veth pair, the host end addressed and up
+ * (the sandbox end stays down, with no address, until step 2). After it, the gateway can bind
+ * its listeners to the host address while step 2 runs.
+ */
+export async function createSandboxLink(p: SandboxNetPlan): Promise<void> {
   await run(
     'ip',
     ['-batch', '-'],
@@ -194,6 +203,11 @@ export async function createSandboxNet(p: SandboxNetPlan, tcpPorts: readonly num
       ['link', 'set', p.hostIf, 'up'],
     ]),
   );
+}
+
+/** Step 2 of `createSandboxNet`: everything inside the namespace (after `createSandboxLink`). */
+export async function configureSandboxNamespace(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): Promise<void> {
+  const ruleset = sandboxRuleset(p, tcpPorts, anyTcpPort);
   // eth0 gets IPv6 with one ULA address and a default route into the nft drop, so an IPv6
   // attempt leaves a packet to count (net.blocked) instead of failing unseen in the agent's
   // own kernel: no link-local address (addr_gen_mode 1), no router advertisements, no DAD.
@@ -239,7 +253,7 @@ export async function createSandboxNet(p: SandboxNetPlan, tcpPorts: readonly num
 export function blockedCounterReader(p: SandboxNetPlan): () => Promise<Map<string, BlockedTableReading>> {
   const reported = new Set<string>();
   const sources: Array<[string, string, readonly string[]]> = [
-    ['sandbox', 'aegis', ['ip', 'netns', 'exec', p.netnsName, 'nft', '-j', 'list', 'table', 'inet', 'aegis']],
+    ['sandbox', 'aegis', ['ip', 'netns', 'exec', p.netnsName, tool('nft'), '-j', 'list', 'table', 'inet', 'aegis']],
     ['host', p.hostTable, ['nft', '-j', 'list', 'table', 'inet', p.hostTable]],
   ];
   return async () => {
