@@ -80,7 +80,7 @@ export interface SandboxNetwork {
   readonly gatewayAddress: string;
   readonly sandboxAddress: string;
   readonly plan: SandboxNetPlan;
-  /** Stop the listeners and remove the namespace, veth, nft tables and files. Idempotent. */
+  /** Stop the listeners and remove the namespace, nft tables and files; the veth is taken down and the kernel deletes it with the namespace. Idempotent. */
   close(): Promise<void>;
 }
 
