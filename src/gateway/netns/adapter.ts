@@ -12,12 +12,14 @@ import { lockIsStale, ownerAlive, readLockOwner, tryCreateLock } from '../../hos
 import { GatewayError } from '../errors.js';
 import { parseBlockedTable, type BlockedTableReading } from './blocked.js';
 import {
+  hostLinkBatch,
   hostRuleset,
+  namespaceSetupScript,
   parseSubnet,
   planSandboxNet,
-  SANDBOX_IPV6,
   sandboxRuleset,
   subnetConflicts,
+  teardownBatch,
   type HostRoute,
   type ListenerPorts,
   type SandboxNetPlan,
@@ -149,38 +151,17 @@ function tool(name: string): string {
   return path;
 }
 
-/** A word of a generated command line: names and addresses of a plan only, never anything to quote. */
-const WORD = /^[A-Za-z0-9_.:/-]+$/;
-
-function word(w: string): string {
-  // Fail secure: plan values are validated (planSandboxNet), so this never fires unless a bug lets
-  // something else in, and then nothing runs.
-  if (!WORD.test(w)) throw new GatewayError('gateway.netns_failed', `refusing to put "${w}" in a generated command`);
-  return w;
-}
-
-/** The lines of an `ip -batch -` script (one ip command each, without the leading `ip`). */
-function batch(lines: ReadonlyArray<readonly string[]>): string {
-  return lines.map((l) => `${l.map(word).join(' ')}\n`).join('');
-}
-
 /**
  * Create the namespace, the veth pair, addresses, routes and the in-namespace ruleset.
  *
  * Two processes, one after another (issue 18: one process per step cost ~90 ms):
- * 1. host `ip -batch -`: the namespace, the veth pair (its sandbox end created inside the
- *    namespace under a temporary name), the host end's address, the host end up;
- * 2. `ip netns exec <ns> sh -c <script>`, a script generated from the plan alone (every word
- *    checked against WORD), which in the namespace
- *    a. writes the IPv6 sysctls (shell built-ins: no process): IPv6 off on every interface
- *       (`all` applies to the existing `lo` and veth end too, `default` to any later one), then
- *       on for the veth end alone, with no link-local address, no router advertisements, no DAD;
- *    b. loads the sandbox's ruleset (`nft -f -`, from the script's stdin);
- *    c. renames the veth end to eth0, adds addresses, brings the links up, adds the routes
- *       (`ip -batch -`, from a here-document).
- * SECURITY: the sandbox's ruleset (b) is loaded before any link in the namespace is up (c): no
- * packet leaves unfiltered. `set -e`: the first failed step fails the script and so the whole
- * creation (`ip -batch` stops at its first failed line); the caller then runs `destroySandboxNet`.
+ * 1. host `ip -batch -` (`hostLinkBatch`): the namespace, the veth pair, the host end up;
+ * 2. `ip netns exec <ns> sh -c <script>` (`namespaceSetupScript`, generated from the plan alone,
+ *    every word checked): the IPv6 sysctls as shell built-ins, `nft -f -` with the sandbox's
+ *    ruleset on stdin, then `ip -batch -` for the rename to eth0, addresses, links up, routes.
+ * SECURITY: the sandbox's ruleset is loaded before any link in the namespace is up: no packet
+ * leaves unfiltered. `set -e`: the first failed step fails the script and so the whole creation
+ * (`ip -batch` stops at its first failed line); the caller then runs `destroySandboxNet`.
  */
 export async function createSandboxNet(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): Promise<void> {
   await createSandboxLink(p);
@@ -193,55 +174,13 @@ export async function createSandboxNet(p: SandboxNetPlan, tcpPorts: readonly num
  * its listeners to the host address while step 2 runs.
  */
 export async function createSandboxLink(p: SandboxNetPlan): Promise<void> {
-  await run(
-    'ip',
-    ['-batch', '-'],
-    batch([
-      ['netns', 'add', p.netnsName],
-      ['link', 'add', p.hostIf, 'type', 'veth', 'peer', 'name', p.sandboxIfTemp, 'netns', p.netnsName],
-      ['addr', 'add', `${p.hostAddress}/${p.prefix}`, 'dev', p.hostIf],
-      ['link', 'set', p.hostIf, 'up'],
-    ]),
-  );
+  await run('ip', ['-batch', '-'], hostLinkBatch(p));
 }
 
 /** Step 2 of `createSandboxNet`: everything inside the namespace (after `createSandboxLink`). */
 export async function configureSandboxNamespace(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): Promise<void> {
-  const ruleset = sandboxRuleset(p, tcpPorts, anyTcpPort);
-  // eth0 gets IPv6 with one ULA address and a default route into the nft drop, so an IPv6
-  // attempt leaves a packet to count (net.blocked) instead of failing unseen in the agent's
-  // own kernel: no link-local address (addr_gen_mode 1), no router advertisements, no DAD.
-  // The settings are made under the temporary name and stay with the interface when renamed.
-  const conf = `/proc/sys/net/ipv6/conf`;
-  const v6 = `${conf}/${word(p.sandboxIfTemp)}`;
-  const sysctls: Array<[string, number]> = [
-    [`${conf}/all/disable_ipv6`, 1],
-    [`${conf}/default/disable_ipv6`, 1],
-    [`${v6}/addr_gen_mode`, 1],
-    [`${v6}/accept_ra`, 0],
-    [`${v6}/autoconf`, 0],
-    [`${v6}/accept_dad`, 0],
-    [`${v6}/router_solicitations`, 0],
-    [`${v6}/disable_ipv6`, 0],
-  ];
-  const links = batch([
-    ['link', 'set', p.sandboxIfTemp, 'name', p.sandboxIf],
-    ['addr', 'add', `${p.sandboxAddress}/${p.prefix}`, 'dev', p.sandboxIf],
-    ['addr', 'add', `${SANDBOX_IPV6}/128`, 'dev', p.sandboxIf, 'nodad'], // IPv6 from the address (no -6 in a batch)
-    ['link', 'set', 'lo', 'up'],
-    ['link', 'set', p.sandboxIf, 'up'],
-    ['route', 'add', 'default', 'via', p.hostAddress, 'dev', p.sandboxIf],
-    ['route', 'add', '::/0', 'dev', p.sandboxIf], // the IPv6 default route
-  ]);
-  const script = [
-    'set -e',
-    ...sysctls.map(([path, value]) => `echo ${value} > ${path}`),
-    `${word(tool('nft'))} -f -`,
-    `${word(tool('ip'))} -batch - <<'AEGIS_IP_BATCH'`,
-    `${links}AEGIS_IP_BATCH`,
-    '',
-  ].join('\n');
-  await run('ip', ['netns', 'exec', p.netnsName, tool('sh'), '-c', script], ruleset);
+  const script = namespaceSetupScript(p, { nft: tool('nft'), ip: tool('ip') });
+  await run('ip', ['netns', 'exec', p.netnsName, tool('sh'), '-c', script], sandboxRuleset(p, tcpPorts, anyTcpPort));
 }
 
 /**
@@ -303,15 +242,7 @@ export async function destroySandboxNet(p: SandboxNetPlan, runDir: string): Prom
   // address, a name no later sandbox reuses) until that process exits.
   await Promise.all([
     attempt('nft', ['delete', 'table', 'inet', p.hostTable]),
-    attempt(
-      'ip',
-      ['-force', '-batch', '-'],
-      batch([
-        ['link', 'set', p.hostIf, 'down'],
-        ['addr', 'flush', 'dev', p.hostIf],
-        ['netns', 'del', p.netnsName],
-      ]),
-    ),
+    attempt('ip', ['-force', '-batch', '-'], teardownBatch(p)),
     rm(`/etc/netns/${p.netnsName}`, { recursive: true, force: true }),
     rm(runDir, { recursive: true, force: true }),
   ]);
