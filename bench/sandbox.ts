@@ -6,7 +6,8 @@
  *
  * 1. In-process, through runSandbox() as the server calls it, per runtime, vs the bare process
  *    (the same binary of the same image, started with chroot).
- * 2. Whole commands (interleaved): `aegis run` vs `docker run` of the same image (when a Docker engine is
+ * 2. Whole commands (interleaved): `aegis run` (without network, and with a one-host allowlist:
+ *    `aegis +net`) vs `docker run` of the same image (when a Docker engine is
  *    available; the rootfs is `docker import`ed) vs `srt` (@anthropic-ai/sandbox-runtime,
  *    installed into /var/tmp for the benchmark only; needs Debian ripgrep).
  * Targets (issue 3): crun adds <= 15 ms over the bare process, gVisor < 200 ms in total,
@@ -140,15 +141,17 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
   for (const [name, argv] of workloads) {
     const dir = join(work, name.replace(/\W+/g, '-'));
     mkdirSync(dir, { mode: 0o755 });
-    writeFileSync(
-      join(dir, 'agent.yaml'),
-      `version: "1.0"\nagent:\n  name: bench\n  runtime: "python:3.11"\n  entrypoint: ${JSON.stringify(argv)}\npermissions:\n  fs:\n    write: ["/data/outputs"]\n  memory: 256MiB\n`,
-    );
+    const manifest = `version: "1.0"\nagent:\n  name: bench\n  runtime: "python:3.11"\n  entrypoint: ${JSON.stringify(argv)}\npermissions:\n  fs:\n    write: ["/data/outputs"]\n  memory: 256MiB\n`;
+    writeFileSync(join(dir, 'agent.yaml'), manifest);
+    // The same with a network allowlist of one host: the gateway and the sandbox's network are set up (issue 18).
+    mkdirSync(join(dir, 'net'), { mode: 0o755 });
+    writeFileSync(join(dir, 'net', 'agent.yaml'), `${manifest}  network:\n    allow: ["example.com"]\n`);
     const tasks: Record<string, Task> = {
       // Where a command's time goes before any sandbox work: Node itself, and the CLI's module loading.
       'node -e 0': () => exec(process.execPath, ['-e', '0']),
       'aegis --version': () => exec(process.execPath, [aegisBin, '--version']),
       aegis: () => exec(process.execPath, [aegisBin, 'run', join(dir, 'agent.yaml'), '--state-dir', state]),
+      'aegis +net': () => exec(process.execPath, [aegisBin, 'run', join(dir, 'net', 'agent.yaml'), '--state-dir', state]),
     };
     if (docker !== null) tasks['docker'] = () => exec('docker', ['run', '--rm', '--network', 'none', '--memory', '256m', docker, ...argv]);
     if (srt !== null) tasks['srt'] = () => exec(process.execPath, [srt, '-c', name === 'true' ? '/bin/true' : `${hostPy} -c pass`]);
@@ -160,12 +163,14 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
   out('\n== ratios (other / aegis run; > 1 means aegis is faster) ==');
   for (const [name] of workloads) {
     const t = cmdTimes[name]!;
-    for (const other of ['docker', 'srt']) {
-      if (t[other] === undefined) continue;
-      const ratio = t[other]! / t['aegis']!;
-      const target = other === 'srt' ? `target >= 3x: ${ratio >= 3 ? 'met' : 'NOT met'}` : `target > 1x: ${ratio > 1 ? 'met' : 'NOT met'}`;
-      out(`${name.padEnd(16)} ${other.padEnd(6)} ${ratio.toFixed(2)}x  (${target})`);
-    }
+    for (const mine of ['aegis', 'aegis +net'])
+      for (const other of ['docker', 'srt']) {
+        if (t[other] === undefined) continue;
+        const ratio = t[other]! / t[mine]!;
+        const target =
+          other === 'srt' ? `target >= 3x: ${ratio >= 3 ? 'met' : 'NOT met'}` : `target > 1x: ${ratio > 1 ? 'met' : 'NOT met'}`;
+        out(`${name.padEnd(16)} ${mine.padEnd(10)} ${other.padEnd(6)} ${ratio.toFixed(2)}x  (${target})`);
+      }
   }
 }
 

@@ -26,7 +26,8 @@ import {
   applyHostRules,
   checkSubnetFree,
   claimSlot,
-  createSandboxNet,
+  configureSandboxNamespace,
+  createSandboxLink,
   destroySandboxNet,
   blockedCounterReader,
   releaseSlot,
@@ -79,7 +80,7 @@ export interface SandboxNetwork {
   readonly gatewayAddress: string;
   readonly sandboxAddress: string;
   readonly plan: SandboxNetPlan;
-  /** Stop the listeners and remove the namespace, veth, nft tables and files. Idempotent. */
+  /** Stop the listeners and remove the namespace, nft tables and files; the veth is taken down and the kernel deletes it with the namespace. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -136,38 +137,47 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   try {
     const tcpPorts = capturedTcpPorts(o.network);
     const anyTcp = capturesAnyTcpPort(o.network);
-    await createSandboxNet(plan, tcpPorts, anyTcp);
-    dns = await startDnsServer(session, plan.hostAddress);
-    const httpProxy = await startHttpListener(session, 'explicit', plan.hostAddress);
-    servers.push(httpProxy);
-    const socks = await startSocksListener(session, plan.hostAddress);
-    servers.push(socks);
-    const tHttp = await startHttpListener(session, 'transparent', plan.hostAddress);
-    servers.push(tHttp);
-    const tTls = await startTransparentTlsListener(session, plan.hostAddress);
-    servers.push(tTls);
-    const port = (s: Server): number => (s.address() as { port: number }).port;
-    const tcp = new Map<number, number>();
-    for (const p of tcpPorts) {
-      const l = await startTransparentTcpListener(session, plan.hostAddress, p);
-      servers.push(l);
-      tcp.set(p, port(l));
-    }
-    let tcpAny: number | undefined;
-    if (anyTcp) {
-      const l = await startTransparentTcpListener(session, plan.hostAddress, 'any', plan.sandboxAddress);
-      servers.push(l);
-      tcpAny = port(l);
-    }
-    await applyHostRules(plan, {
-      dns: dns.port,
-      httpProxy: port(httpProxy),
-      socks: port(socks),
-      transparentHttp: port(tHttp),
-      transparentTls: port(tTls),
-      tcp,
-      tcpAny,
-    });
+    await createSandboxLink(plan);
+    // The namespace's inside (sysctls, its ruleset, links up) is configured while the listeners
+    // start and the host table is loaded: the two are independent, and the sandbox starts only
+    // once both are done. Both are awaited whatever happens, so a failure of one never tears
+    // down under the other still running.
+    const hostSide = async (): Promise<void> => {
+      dns = await startDnsServer(session, plan.hostAddress);
+      const httpProxy = await startHttpListener(session, 'explicit', plan.hostAddress);
+      servers.push(httpProxy);
+      const socks = await startSocksListener(session, plan.hostAddress);
+      servers.push(socks);
+      const tHttp = await startHttpListener(session, 'transparent', plan.hostAddress);
+      servers.push(tHttp);
+      const tTls = await startTransparentTlsListener(session, plan.hostAddress);
+      servers.push(tTls);
+      const port = (s: Server): number => (s.address() as { port: number }).port;
+      const tcp = new Map<number, number>();
+      for (const p of tcpPorts) {
+        const l = await startTransparentTcpListener(session, plan.hostAddress, p);
+        servers.push(l);
+        tcp.set(p, port(l));
+      }
+      let tcpAny: number | undefined;
+      if (anyTcp) {
+        const l = await startTransparentTcpListener(session, plan.hostAddress, 'any', plan.sandboxAddress);
+        servers.push(l);
+        tcpAny = port(l);
+      }
+      await applyHostRules(plan, {
+        dns: dns.port,
+        httpProxy: port(httpProxy),
+        socks: port(socks),
+        transparentHttp: port(tHttp),
+        transparentTls: port(tTls),
+        tcp,
+        tcpAny,
+      });
+    };
+    const [inside, host] = await Promise.allSettled([configureSandboxNamespace(plan, tcpPorts, anyTcp), hostSide()]);
+    if (inside.status === 'rejected') throw inside.reason;
+    if (host.status === 'rejected') throw host.reason;
     blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
     blocked.start();
     const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));

@@ -6,9 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { GatewayError, startSandboxNetwork, type SandboxNetwork } from '../../src/gateway/index.js';
 import { hostTableExists } from '../../src/gateway/netns/adapter.js';
+import { runCommand } from '../../src/host/exec.js';
 import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { inNetns, MemorySink, networkPolicy, requirementsOrSkip } from './gateway-support.js';
 
@@ -529,6 +531,38 @@ except OSError:
       assert.equal(links.code, 0); // the other sandbox is untouched
       const gone = await inNetns(n.netnsName, ['true']);
       assert.notEqual(gone.code, 0);
+    });
+
+    it('close() while a process still holds the namespace: the host end of the veth is down, without address or route', async () => {
+      // Teardown does not wait for `ip link del` (slow); the kernel deletes the pair when the
+      // namespace dies. Until then the host end must carry nothing.
+      const n = await startSandboxNetwork({ network: networkPolicy([]), executionId: 'exec-held', audit, config });
+      // A process inside the namespace (it says so once it is there), as a runtime left behind.
+      const holder = spawn('ip', ['netns', 'exec', n.netnsName, 'sh', '-c', 'echo in; exec sleep 60'], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          holder.stdout.once('data', () => resolve());
+          holder.once('error', reject);
+          holder.once('exit', (code) => reject(new Error(`holder exited (${code})`)));
+        });
+        await n.close();
+        const ipJson = async (args: string[]): Promise<Array<Record<string, unknown>>> => {
+          const r = await runCommand(['/usr/sbin/ip', '-j', ...args], { timeoutMs: 10_000 });
+          // `ip` fails once the kernel has deleted the interface: nothing is left to carry packets.
+          return r.code === 0 ? (JSON.parse(r.stdout || '[]') as Array<Record<string, unknown>>) : [];
+        };
+        const links = await ipJson(['addr', 'show', 'dev', n.plan.hostIf]);
+        for (const l of links) {
+          assert.ok(!(l.flags as string[]).includes('UP'), `${n.plan.hostIf} is down`);
+          assert.deepEqual(l.addr_info, [], `${n.plan.hostIf} has no address`);
+        }
+        assert.deepEqual(links.length === 0 ? [] : await ipJson(['route', 'show', 'table', 'all', 'dev', n.plan.hostIf]), []);
+        assert.equal(await hostTableExists(n.plan), false);
+      } finally {
+        holder.kill('SIGKILL');
+      }
     });
   });
 });

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { hasCode } from '../../test-support/errors.js';
 import { GatewayError } from '../errors.js';
 import {
+  hostLinkBatch,
   hostRuleset,
+  namespaceSetupScript,
   parseSubnet,
   planSandboxNet,
   proxyEnv,
@@ -11,6 +14,7 @@ import {
   socksUrl,
   subnetConflicts,
   subnetContains,
+  teardownBatch,
   type HostRoute,
 } from './plan.js';
 
@@ -198,5 +202,59 @@ describe('rulesets', () => {
     assert.deepEqual(Object.keys(proxyEnv(p)).sort(), ['HTTPS_PROXY', 'HTTP_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy']);
     assert.equal(socksUrl(p), 'socks5h://10.201.0.1:1080');
     assert.match(resolvConf(p), /^nameserver 10\.201\.0\.1$/m);
+  });
+});
+
+describe('generated setup and teardown commands (issue 18: a few processes, not one per step)', () => {
+  const p = planSandboxNet('0a1b2c3d', 65, '10.201.0.0/16');
+  const tools = { nft: '/usr/sbin/nft', ip: '/usr/sbin/ip' };
+
+  it('the host batch makes the namespace before the veth whose sandbox end goes into it, and brings up only the host end', () => {
+    assert.deepEqual(hostLinkBatch(p).trimEnd().split('\n'), [
+      'netns add aegis-0a1b2c3d',
+      'link add aeh0a1b2c3d type veth peer name aes0a1b2c3d netns aegis-0a1b2c3d',
+      'addr add 10.201.1.5/30 dev aeh0a1b2c3d',
+      'link set aeh0a1b2c3d up',
+    ]);
+  });
+
+  it('the namespace script stops at the first failure and loads the ruleset after the sysctls and before any link is up', () => {
+    const lines = namespaceSetupScript(p, tools).split('\n');
+    assert.equal(lines[0], 'set -e');
+    const nft = lines.indexOf('/usr/sbin/nft -f -');
+    const firstUp = lines.findIndex((l) => / up$/.test(l));
+    const lastSysctl = lines.map((l) => l.startsWith('echo ')).lastIndexOf(true);
+    assert.ok(nft > 0 && lastSysctl < nft && nft < firstUp, `order: sysctls ${lastSysctl}, nft ${nft}, first link up ${firstUp}`);
+    assert.ok(lines.includes('echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6'));
+    assert.ok(lines.includes('echo 0 > /proc/sys/net/ipv6/conf/aes0a1b2c3d/accept_ra'));
+    assert.equal(lines.at(-2), 'AEGIS_IP_BATCH', 'the here-document is closed');
+  });
+
+  it('no ip batch line starts with a global option (`ip -batch` refuses `-6` on a line)', () => {
+    const batchLines = [
+      ...hostLinkBatch(p).split('\n'),
+      ...teardownBatch(p).split('\n'),
+      ...namespaceSetupScript(p, tools).split("<<'AEGIS_IP_BATCH'\n")[1]!.split('\n'),
+    ];
+    assert.ok(batchLines.includes('route add ::/0 dev eth0'), 'the IPv6 default route by its prefix');
+    assert.deepEqual(
+      batchLines.filter((l) => l.startsWith('-')),
+      [],
+    );
+  });
+
+  it('teardown takes the host end down and strips its address before the namespace goes', () => {
+    assert.deepEqual(teardownBatch(p).trimEnd().split('\n'), [
+      'link set aeh0a1b2c3d down',
+      'addr flush dev aeh0a1b2c3d',
+      'netns del aegis-0a1b2c3d',
+    ]);
+  });
+
+  it('refuses to generate a command with anything but plain words in it (fail secure)', () => {
+    const bad = { ...p, netnsName: 'aegis-x; reboot' };
+    assert.throws(() => hostLinkBatch(bad), hasCode(GatewayError, 'gateway.netns_failed'));
+    assert.throws(() => teardownBatch(bad), hasCode(GatewayError, 'gateway.netns_failed'));
+    assert.throws(() => namespaceSetupScript(p, { ...tools, nft: '/usr/sbin/nft $(id)' }), hasCode(GatewayError, 'gateway.netns_failed'));
   });
 });

@@ -297,3 +297,91 @@ export function socksUrl(p: SandboxNetPlan): string {
 export function resolvConf(p: SandboxNetPlan): string {
   return `# written by the AEGIS gateway: every query goes to the gateway, which answers only allowed names\nnameserver ${p.hostAddress}\noptions timeout:2 attempts:2\n`;
 }
+
+/** A word of a generated command line: names and addresses of a plan only, never anything to quote. */
+const WORD = /^[A-Za-z0-9_.:/-]+$/;
+
+function word(w: string): string {
+  // Fail secure: plan values are validated (planSandboxNet), so this never fires unless a bug lets
+  // something else in, and then nothing runs.
+  if (!WORD.test(w)) throw new GatewayError('gateway.netns_failed', `refusing to put "${w}" in a generated command`);
+  return w;
+}
+
+/**
+ * The lines of an `ip -batch -` script (one ip command each, without the leading `ip`). Global
+ * options such as `-6` are not accepted on a batch line: the family comes from the address.
+ */
+function batch(lines: ReadonlyArray<readonly string[]>): string {
+  return lines.map((l) => `${l.map(word).join(' ')}\n`).join('');
+}
+
+/**
+ * `ip -batch -` on the host: the namespace, the veth pair (its sandbox end created inside the
+ * namespace under a temporary name, down), the host end's address, the host end up.
+ */
+export function hostLinkBatch(p: SandboxNetPlan): string {
+  return batch([
+    ['netns', 'add', p.netnsName],
+    ['link', 'add', p.hostIf, 'type', 'veth', 'peer', 'name', p.sandboxIfTemp, 'netns', p.netnsName],
+    ['addr', 'add', `${p.hostAddress}/${p.prefix}`, 'dev', p.hostIf],
+    ['link', 'set', p.hostIf, 'up'],
+  ]);
+}
+
+/**
+ * The `sh -c` script run inside the namespace (`ip netns exec`), with the sandbox's ruleset on
+ * its stdin; `tools` are absolute paths. Under `set -e`:
+ * a. the IPv6 sysctls, written by shell built-ins (no process): IPv6 off on every interface
+ *    (`all` applies to the existing `lo` and veth end too, `default` to any later one), then on
+ *    for the veth end alone (under its temporary name; the settings stay with the interface when
+ *    renamed) with no link-local address (addr_gen_mode 1), no router advertisements, no DAD:
+ *    an IPv6 attempt then leaves a packet for the nft drop to count (net.blocked);
+ * b. `nft -f -`: the sandbox's ruleset;
+ * c. `ip -batch -` (a here-document): the rename to eth0, addresses, links up, routes.
+ * SECURITY: (b) comes before any link in the namespace is up (c): no packet leaves unfiltered.
+ */
+export function namespaceSetupScript(p: SandboxNetPlan, tools: { readonly nft: string; readonly ip: string }): string {
+  const conf = '/proc/sys/net/ipv6/conf';
+  const v6 = `${conf}/${word(p.sandboxIfTemp)}`;
+  const sysctls: Array<[string, number]> = [
+    [`${conf}/all/disable_ipv6`, 1],
+    [`${conf}/default/disable_ipv6`, 1],
+    [`${v6}/addr_gen_mode`, 1],
+    [`${v6}/accept_ra`, 0],
+    [`${v6}/autoconf`, 0],
+    [`${v6}/accept_dad`, 0],
+    [`${v6}/router_solicitations`, 0],
+    [`${v6}/disable_ipv6`, 0],
+  ];
+  const links = batch([
+    ['link', 'set', p.sandboxIfTemp, 'name', p.sandboxIf],
+    ['addr', 'add', `${p.sandboxAddress}/${p.prefix}`, 'dev', p.sandboxIf],
+    ['addr', 'add', `${SANDBOX_IPV6}/128`, 'dev', p.sandboxIf, 'nodad'],
+    ['link', 'set', 'lo', 'up'],
+    ['link', 'set', p.sandboxIf, 'up'],
+    ['route', 'add', 'default', 'via', p.hostAddress, 'dev', p.sandboxIf],
+    ['route', 'add', '::/0', 'dev', p.sandboxIf],
+  ]);
+  return [
+    'set -e',
+    ...sysctls.map(([path, value]) => `echo ${value} > ${path}`),
+    `${word(tools.nft)} -f -`,
+    `${word(tools.ip)} -batch - <<'AEGIS_IP_BATCH'`,
+    `${links}AEGIS_IP_BATCH`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * `ip -force -batch -` of the teardown (every line tolerates "already gone"): the veth's host
+ * end down and without address, so it neither receives nor routes anything from then on, then
+ * the namespace unmounted; the kernel deletes the pair once no process holds the namespace.
+ */
+export function teardownBatch(p: SandboxNetPlan): string {
+  return batch([
+    ['link', 'set', p.hostIf, 'down'],
+    ['addr', 'flush', 'dev', p.hostIf],
+    ['netns', 'del', p.netnsName],
+  ]);
+}
