@@ -69,10 +69,11 @@ export function ensureHugetlbMount(): void {
 
 /** Fails under CI, skips (with the reason printed) elsewhere. */
 /**
- * Why sandboxes of `isolation` with the python:3.11 image cannot run on this host, or null
- * (mounting the hugetlb hierarchy crun needs on hybrid hosts first). For `requireOrSkip`.
+ * Whether sandboxes of `isolation` with the python:3.11 image can run on this host (mounting the
+ * hugetlb hierarchy crun needs on hybrid hosts first): `unavailable` says why not (for
+ * `requireOrSkip`), `rootfs` is the image's root when it exists.
  */
-export async function sandboxUnavailable(isolation: Isolation = 'crun'): Promise<string | null> {
+export async function sandboxRequirements(isolation: Isolation = 'crun'): Promise<{ unavailable: string | null; rootfs: string }> {
   let why: string | null = null;
   if (isolation === 'crun') {
     try {
@@ -82,12 +83,18 @@ export async function sandboxUnavailable(isolation: Isolation = 'crun'): Promise
     }
   }
   why ??= driverFor(isolation).unavailableReason();
+  let rootfs = '';
   try {
-    await resolveImage(PY);
+    rootfs = (await resolveImage(PY)).rootfs;
   } catch (e) {
     why ??= `python:3.11 image missing (run "aegis image build python:3.11"): ${(e as Error).message}`;
   }
-  return why;
+  return { unavailable: why, rootfs };
+}
+
+/** Why such sandboxes cannot run here, or null (see sandboxRequirements). */
+export async function sandboxUnavailable(isolation: Isolation = 'crun'): Promise<string | null> {
+  return (await sandboxRequirements(isolation)).unavailable;
 }
 
 export function requireOrSkip(t: { skip(msg: string): void }, reason: string | null): boolean {
@@ -148,19 +155,7 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
     const secretText = `TOP-SECRET-${Math.random()}`;
 
     before(async () => {
-      if (isolation === 'crun') {
-        try {
-          ensureHugetlbMount();
-        } catch (e) {
-          unavailable = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
-        }
-      }
-      unavailable ??= driverFor(isolation).unavailableReason();
-      try {
-        rootfs = (await resolveImage(PY)).rootfs;
-      } catch (e) {
-        unavailable ??= `python:3.11 image missing (run "aegis image build python:3.11"): ${(e as Error).message}`;
-      }
+      ({ unavailable, rootfs } = await sandboxRequirements(isolation));
       work = mkdtempSync(`/var/tmp/aegis-conf-${isolation}-`);
       chmodSync(work, 0o755);
       stateDir = join(work, 'state');

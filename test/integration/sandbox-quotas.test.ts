@@ -23,7 +23,7 @@ import { after, before, describe, it } from 'node:test';
 import { resolveImage } from '../../src/images/index.js';
 import { driverFor } from '../../src/sandbox/drivers/index.js';
 import { runSandbox } from '../../src/sandbox/run.js';
-import { ensureHugetlbMount, requireOrSkip, testPolicy, usernsHolders } from './sandbox-conformance.js';
+import { requireOrSkip, sandboxRequirements, testPolicy, usernsHolders } from './sandbox-conformance.js';
 
 const PY = { name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' } as const;
 
@@ -166,19 +166,7 @@ for (const isolation of ['crun', 'runc'] as const) {
     let work = '';
 
     before(async () => {
-      if (isolation === 'crun') {
-        try {
-          ensureHugetlbMount();
-        } catch (e) {
-          unavailable = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
-        }
-      }
-      unavailable ??= driverFor(isolation).unavailableReason();
-      try {
-        rootfs = (await resolveImage(PY)).rootfs;
-      } catch (e) {
-        unavailable ??= `python:3.11 image missing (run "aegis image build python:3.11"): ${(e as Error).message}`;
-      }
+      ({ unavailable, rootfs } = await sandboxRequirements(isolation));
       work = mkdtempSync(`/var/tmp/aegis-quotas-${isolation}-`);
       chmodSync(work, 0o755);
       mkdirSync(join(work, 'agent'), { mode: 0o755 });

@@ -19,10 +19,8 @@ import { chmodSync, chownSync, closeSync, mkdtempSync, openSync, readFileSync, r
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { resolveImage } from '../../src/images/index.js';
 import type { Isolation } from '../../src/policy/types.js';
-import { driverFor } from '../../src/sandbox/drivers/index.js';
-import { ensureHugetlbMount, requireOrSkip } from './sandbox-conformance.js';
+import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 const repo = new URL('../../..', import.meta.url).pathname;
 const bin = join(repo, 'bin', 'aegis.js');
@@ -150,19 +148,7 @@ for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly I
     let work = '';
     let state = '';
     before(async () => {
-      if (isolation === 'crun') {
-        try {
-          ensureHugetlbMount();
-        } catch (e) {
-          unavailable = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
-        }
-      }
-      unavailable ??= driverFor(isolation).unavailableReason();
-      try {
-        await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' });
-      } catch (e) {
-        unavailable ??= `python:3.11 image missing: ${(e as Error).message}`;
-      }
+      unavailable = await sandboxUnavailable(isolation);
       work = mkdtempSync(`/var/tmp/aegis-stdio-${isolation}-`);
       chmodSync(work, 0o755);
       state = join(work, 'state');
