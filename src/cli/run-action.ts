@@ -171,6 +171,13 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     if (isAegisError(err)) return cannotStart(err.message);
     throw err;
   }
+  // Sandboxes need root (namespaces, cgroups, nftables, the run state): say so before anything
+  // else fails on a permission. `--dry-run` only compiles and prints, and works for anyone.
+  if (!flags.dryRun && config.operator.uid !== 0) {
+    return cannotStart(
+      `running an agent needs root (it creates namespaces, cgroups and firewall rules); run it with sudo. As uid ${config.operator.uid} you can validate, test policies and --dry-run (see aegis doctor)`,
+    );
+  }
   // Opening the audit log (keys, store) overlaps loading the policy and resolving the image.
   let auditOpening: Promise<RunAudit> | null = null;
   if (!flags.dryRun) {

@@ -10,6 +10,8 @@ export type ImageErrorCode =
   | 'image.digest_mismatch'
   /** Store metadata (tag index, image record, file manifest) is unreadable or malformed. */
   | 'image.corrupt'
+  /** A file or folder of the store cannot be read by this user (checking an image reads every file: run as root). */
+  | 'image.unreadable'
   /** Store directories are not owned by the store owner or are writable by others. */
   | 'image.insecure'
   /** A reference (name:tag[@sha256:...]) does not parse. */

@@ -19,9 +19,23 @@ export interface WalkResult {
 
 const BUF = Buffer.allocUnsafe(1 << 20);
 
+/** A permission error while reading the store: a coded error (a non-root `image verify`), anything else as it is. */
+function unreadable(path: string, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code !== 'EACCES' && code !== 'EPERM') return err;
+  return new ImageError('image.unreadable', `cannot read ${path} (${code}): checking an image reads every file of it; run as root`, {
+    cause: err,
+  });
+}
+
 /** SHA-256 of a regular file, opened with O_NOFOLLOW so a swapped-in link is not followed. */
 export function hashFile(path: string): { sha256: string; size: number } {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw unreadable(path, err);
+  }
   try {
     if (!fstatSync(fd).isFile()) throw new ImageError('image.digest_mismatch', `${path} changed type while being read`);
     const h = createHash('sha256');
@@ -59,7 +73,13 @@ export function walkRootfs(root: string, opts: { hash: boolean }): WalkResult {
   while (stack.length) {
     const rel = stack.pop() as string;
     const dir = rel === '' ? root : join(root, rel);
-    for (const name of readdirSync(dir, { encoding: 'buffer' })) {
+    let names: Buffer[];
+    try {
+      names = readdirSync(dir, { encoding: 'buffer' });
+    } catch (err) {
+      throw unreadable(dir, err);
+    }
+    for (const name of names) {
       const n = name.toString('utf8');
       if (!Buffer.from(n, 'utf8').equals(name)) {
         throw new ImageError('image.unsupported', `${join(dir, name.toString('latin1'))}: file names must be UTF-8`);

@@ -130,5 +130,14 @@ describe('aegis doctor as a non-root user (setpriv to nobody)', () => {
     assert.equal(asNobody(['validate', manifest]).status, 0);
     assert.equal(asNobody(['policy', 'test', manifest, 'fs', 'write', '/tmp/x']).status, 0);
     assert.equal(asNobody(['image', 'ls']).status, 0);
+    assert.equal(asNobody(['run', manifest, '--dry-run']).status, 0, 'a dry run only compiles and prints');
+  });
+  it('aegis run as this user says at once that it needs root (exit 125), before anything fails on a permission', (t) => {
+    if (!requireOrSkip(t, unavailable())) return;
+    const manifest = join(import.meta.dirname, '..', '..', '..', 'examples', 'hello', 'agent.yaml');
+    const r = asNobody(['run', manifest]);
+    assert.equal(r.status, 125, r.stderr);
+    assert.match(r.stderr, /running an agent needs root/);
+    assert.equal(r.stdout, '');
   });
 });

@@ -390,6 +390,25 @@ describe('when root has a restrictive umask (077)', () => {
 });
 
 describe('the store is host-wide, apart from AEGIS_HOME', () => {
+  it('regression: image verify as a user who cannot read every file is image.unreadable, not an internal error', async () => {
+    const store = tempDir('images');
+    await importLayout(store, [[...BASE, { name: 'etc/shadow-like', content: 'root only\n', mode: 0o600 }]], { tag: 'private:1' });
+    chmodSync(store, 0o755);
+    const home = tempDir('nobody-home');
+    chmodSync(home, 0o777);
+    const env = { PATH: process.env['PATH'] ?? '', HOME: home, AEGIS_HOME: home, AEGIS_IMAGES: store };
+    const v = spawnSync(
+      'setpriv',
+      ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, AEGIS_BIN, 'image', 'verify', 'private:1'],
+      {
+        env,
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(v.status, 1, v.stderr);
+    assert.match(v.stderr, /image\.unreadable: cannot read .*shadow-like \(EACCES\)/);
+    assert.doesNotMatch(v.stderr, /internal error/);
+  });
   it('a fresh AEGIS_HOME still finds the images (CLI, image ls --json)', async () => {
     const store = tempDir('images');
     const r = await importLayout(store, [BASE], { tag: 'demo:1' });
