@@ -61,9 +61,17 @@ async function timeAll(tasks: Record<string, Task>): Promise<Record<string, numb
   return Object.fromEntries(names.map((n) => [n, median(xs[n]!)]));
 }
 
+/**
+ * Runs a command to completion. Its streams are pipes, never `'ignore'`: Node would hand the
+ * child the host's /dev/null, and an OCI runtime chowns the stdio it is given to the sandbox's
+ * uid (issue 8), which breaks /dev/null for the whole host.
+ */
 function exec(cmd: string, argv: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
-    const c = spawn(cmd, argv, { stdio: 'ignore' });
+    const c = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    c.stdin.end();
+    c.stdout.resume();
+    c.stderr.resume();
     c.on('error', reject);
     c.on('exit', (code) => (code === 0 ? resolve(0) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}`))));
   });
