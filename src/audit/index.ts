@@ -84,6 +84,24 @@ export function defaultOrigin(rawPublicKey: Uint8Array): string {
   return `aegis.local/audit/${createHash('sha256').update(rawPublicKey).digest('hex').slice(0, 16)}`;
 }
 
+/**
+ * The publication sink AEGIS_AUDIT_PUBLISH names and the checkpoints already published there.
+ * A key pinned in the publication directory must be this log's (else audit.store_corrupt).
+ */
+async function publication(
+  env: Env,
+  paths: AuditPaths,
+  vkey: string,
+): Promise<{ sink: ReturnType<typeof sinkFromSpec>; published: string[] }> {
+  const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], paths.publishedDir);
+  if (!(sink instanceof FileSink)) return { sink, published: [] };
+  const p = await readPublished(sink.dir);
+  if (p.pinnedKey !== undefined && p.pinnedKey !== vkey) {
+    throw new AuditError('audit.store_corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
+  }
+  return { sink, published: p.notes };
+}
+
 export interface OpenAuditLogOptions extends Partial<
   Omit<AuditLogOptions, 'signer' | 'verifier' | 'origin' | 'masterKeys' | 'sink' | 'store'>
 > {
@@ -110,15 +128,7 @@ export async function openAuditLog(opts: OpenAuditLogOptions): Promise<AuditLog>
   if (existing === undefined) await writePublicKeyFile(paths.dir, vkey);
   else if (existing !== vkey) throw new AuditError('audit.key_invalid', `${join(paths.dir, 'log.pub')} does not match the signing key`);
   const masterKeys = deriveMasterKeys(await loadMasterKey(paths.dir, env));
-  const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], paths.publishedDir);
-  let published: string[] = [];
-  if (sink instanceof FileSink) {
-    const p = await readPublished(sink.dir);
-    if (p.pinnedKey !== undefined && p.pinnedKey !== vkey) {
-      throw new AuditError('audit.store_corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
-    }
-    published = p.notes;
-  }
+  const { sink, published } = await publication(env, paths, vkey);
   const retentionDays = opts.retentionDays ?? retentionFrom(env);
   if (!Number.isInteger(retentionDays) || retentionDays < 0)
     throw new AuditError('audit.config_invalid', 'retentionDays must be a whole number of days');
@@ -171,15 +181,7 @@ export async function openAuditReader(opts: OpenAuditReaderOptions): Promise<Aud
       'audit.key_invalid',
       `no master key: ${join(paths.dir, 'master.key')} does not exist and AEGIS_AUDIT_MASTER_KEY[_FILE] is not set`,
     );
-  const sink = sinkFromSpec(env['AEGIS_AUDIT_PUBLISH'], paths.publishedDir);
-  let published: string[] = [];
-  if (sink instanceof FileSink) {
-    const p = await readPublished(sink.dir);
-    if (p.pinnedKey !== undefined && p.pinnedKey !== vkey) {
-      throw new AuditError('audit.store_corrupt', `the key pinned in ${sink.dir}/log.pub is not this log's signing key`);
-    }
-    published = p.notes;
-  }
+  const { published } = await publication(env, paths, vkey);
   const store = opts.store ?? (await openStore(opts.home, env, { readOnly: true }));
   try {
     return await AuditReader.open({ store, verifier, origin, masterKeys: deriveMasterKeys(master), published });

@@ -99,6 +99,24 @@ async function run(
   return r.stdout;
 }
 
+/**
+ * `apt-get update` in the image's chroot, retried up to 3 times (mirrors and networks hiccup).
+ * --error-on=any: a failed index download must fail the build, or the image silently misses
+ * bookworm-updates / bookworm-security.
+ */
+async function aptUpdate(rootfs: string, log: (s: string) => void): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await run(['chroot', rootfs, 'apt-get', 'update', '-qq', '--error-on=any'], log, { env: CHROOT_ENV });
+      return;
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      log(`  apt-get update failed (attempt ${attempt}/3), retrying in 5 s\n`);
+      await new Promise((r) => setTimeout(r, 5000));
+    }
+  }
+}
+
 export interface BuildResult extends CommitResult {
   ref: string;
   seconds: number;
@@ -179,18 +197,7 @@ export async function buildImage(
     writeFileSync(join(rootfs, 'etc/apt/sources.list'), imageSourcesList(choice, recipe.suite));
     if (recipe.packages.length) {
       log(`[2/4] apt-get install ${recipe.packages.join(' ')} (chroot)\n`);
-      // --error-on=any: a failed index download must fail the build, or the image silently
-      // misses bookworm-updates / bookworm-security. Retried: mirrors and networks hiccup.
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await run(['chroot', rootfs, 'apt-get', 'update', '-qq', '--error-on=any'], log, { env: CHROOT_ENV });
-          break;
-        } catch (err) {
-          if (attempt >= 3) throw err;
-          log(`  apt-get update failed (attempt ${attempt}/3), retrying in 5 s\n`);
-          await new Promise((r) => setTimeout(r, 5000));
-        }
-      }
+      await aptUpdate(rootfs, log);
       await run(['chroot', rootfs, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...recipe.packages], log, {
         env: CHROOT_ENV,
         capture: true,
@@ -328,16 +335,7 @@ export async function buildDerivedImage(ref: ImageRef, opts: DerivedBuildOptions
     const aptAll = [...spec.apt, ...buildOnly];
     if (aptAll.length) {
       log(`[2/5] apt-get install ${aptAll.join(' ')} (chroot)\n`);
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await run(['chroot', rootfs, 'apt-get', 'update', '-qq', '--error-on=any'], log, { env: CHROOT_ENV });
-          break;
-        } catch (err) {
-          if (attempt >= 3) throw err;
-          log(`  apt-get update failed (attempt ${attempt}/3), retrying in 5 s\n`);
-          await new Promise((r) => setTimeout(r, 5000));
-        }
-      }
+      await aptUpdate(rootfs, log);
       if (spec.apt.length)
         await run(['chroot', rootfs, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...spec.apt], log, {
           env: CHROOT_ENV,
