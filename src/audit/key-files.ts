@@ -9,33 +9,25 @@
  * Key files readable by group or others are refused (audit.key_invalid): a key that leaked is no key.
  */
 import { type KeyObject, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createKeyFile as createHostKeyFile, readKeyFile as readHostKeyFile } from '../host/key-file.js';
 import { AuditError } from './errors.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
+/** A key file's text, undefined when it does not exist; audit.key_invalid when others may read it. */
 async function readKeyFile(path: string): Promise<string | undefined> {
-  let st;
-  try {
-    st = await stat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  if ((st.mode & 0o077) !== 0) throw new AuditError('audit.key_invalid', `${path} must not be readable by group or others (chmod 600)`);
-  return readFile(path, 'utf8');
+  const r = await readHostKeyFile(path);
+  if (r.kind === 'too_open') throw new AuditError('audit.key_invalid', `${path} must not be readable by group or others (chmod 600)`);
+  return r.kind === 'ok' ? r.text : undefined;
 }
 
 /** Creates `path` with `content` unless it exists (then another process won: use theirs). */
 async function createKeyFile(path: string, content: string): Promise<string> {
-  try {
-    await writeFile(path, content, { flag: 'wx', mode: 0o600 });
-    return content;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return (await readKeyFile(path)) ?? content;
-  }
+  const r = await createHostKeyFile(path, content);
+  if (r.kind === 'too_open') throw new AuditError('audit.key_invalid', `${path} must not be readable by group or others (chmod 600)`);
+  return r.kind === 'ok' ? r.text : content;
 }
 
 function parsePrivateKey(pem: string, where: string): KeyObject {

@@ -5,14 +5,16 @@
  *   image build <name:tag> --from <base> [--apt pkg]... [--pip requirements.txt] [--index-url u] [--find-links dir] [--npm package-lock.json] [--spec image.yaml]
  *   image import <dir|tar> [--tag n:t]     import an OCI image layout or a `docker save` tarball
  *   image ls [--json]                      list images and their tags
- *   image verify <ref|sha256:..> [--stat]  re-hash every file (or compare metadata only) against the manifest
+ *   image verify <ref|sha256:..> [--stat] [--key <pub>]...  re-hash every file (or compare metadata only) against
+ *                                          the manifest; with --key, also require a valid signature by one of the keys
+ *   image sign <ref> [--key <file>]        sign the image's digest (Ed25519; default key $AEGIS_HOME/image-signing.key)
  *   image tag <ref> <newref>               another tag for an image in the store
  *   image sbom <ref> --format spdx|cyclonedx  SBOM document on stdout
  *   image scan <ref> --db <dir> [--json] [--fail-on low|medium|high|critical]   OSV advisories; exit 1 at/above the level
  *   image rm <ref|sha256:..> [--force]     remove a tag (and the image when no tag is left) or an image
  *
  * Exit codes: 0 ok; 1 the operation failed (coded error on stderr, `--json` prints {ok:false, code});
- * `verify`: 1 when the image does not match its digest; `scan`: 1 when a finding is at or above
+ * `verify`: 1 when the image does not match its digest or (--key) has no valid signature by a key given; `scan`: 1 when a finding is at or above
  * --fail-on (and on any error: an unreadable advisory folder is never a clean scan); 2 bad arguments.
  */
 import type { Command } from 'commander';
@@ -214,28 +216,106 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
 
   image
     .command('verify')
-    .description('Re-hash every file of an image and compare with its digest (exit 1 on any difference)')
+    .description('Re-hash every file of an image and compare with its digest; with --key, also check its signature (exit 1 on any failure)')
     .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
     .option('--stat', 'compare type, mode, owner, size and link targets only (fast, no content hashing)')
+    .option(
+      '--key <pub>',
+      'Ed25519 public key (PEM) that must have signed the image (repeatable: any one of them)',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .option('--json', 'print as JSON')
-    .action(async (refText: string, o: { stat?: boolean; json?: boolean }) => {
+    .action(async (refText: string, o: { stat?: boolean; key: string[]; json?: boolean }) => {
       await guarded(ctx, !!o.json, async () => {
         const { parseRefOrDigest } = await import('../images/ref.js');
-        const { checkImage } = await import('../images/store.js');
+        const { checkImage, readSignatures } = await import('../images/store.js');
+        const imagesDir = ctx.config().imagesDir;
+        // The keys are read first: a key that cannot be used is an error, never "no signature".
+        const trusted = o.key.length > 0 ? await (await import('../images/signing.js')).readPublicKeys(o.key) : [];
         const t0 = Date.now();
-        const r = await checkImage(ctx.config().imagesDir, parseRefOrDigest(refText), o.stat ? 'stat' : 'full');
+        const r = await checkImage(imagesDir, parseRefOrDigest(refText), o.stat ? 'stat' : 'full');
         const ms = Date.now() - t0;
-        const ok = r.differences.length === 0;
-        if (o.json) json(ctx, { ok, ref: r.ref, digest: r.digest, mode: r.mode, ms, differences: r.differences });
+        const intact = r.differences.length === 0;
+        let signature: { ok: true; keyId: string; name: string } | { ok: false; reason: string } | undefined;
+        if (o.key.length > 0) {
+          const { checkSignatures } = await import('../images/signature.js');
+          signature = checkSignatures(r.digest, readSignatures(imagesDir, r.digest), trusted);
+        }
+        const ok = intact && (signature === undefined || signature.ok);
+        if (o.json)
+          json(ctx, {
+            ok,
+            ref: r.ref,
+            digest: r.digest,
+            mode: r.mode,
+            ms,
+            differences: r.differences,
+            ...(signature ? { signature } : {}),
+          });
         else {
           for (const d of r.differences) ctx.out(`${d.kind}\t${d.path}${d.fields ? `\t${d.fields.join(',')}` : ''}\n`);
           ctx.err(
-            ok
+            intact
               ? `ok: ${r.ref} matches ${r.digest} (${r.mode}, ${ms} ms)\n`
               : `MISMATCH: ${r.ref} differs from ${r.digest} in ${r.differences.length} entries\n`,
           );
+          if (signature?.ok === true) ctx.err(`signed: ${r.digest} by ${signature.keyId} (as ${signature.name})\n`);
+          else if (signature !== undefined) {
+            const why: Record<string, string> = {
+              no_signature: 'the image has no signature',
+              no_trusted_key: 'no signature by any of the keys given',
+              bad_signature: 'a signature by a key given does not verify (the signature or the image was altered)',
+              wrong_digest: "a key given signed another image's digest",
+            };
+            ctx.err(`NOT SIGNED: ${r.ref} (${r.digest}): ${why[signature.reason] ?? signature.reason}\n`);
+          }
         }
         if (!ok) ctx.exitCode = EXIT.failure;
+      });
+    });
+
+  image
+    .command('sign')
+    .description("Sign an image's digest with an Ed25519 key (the signature is kept in the store beside the image)")
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .option('--key <file>', 'Ed25519 PKCS#8 PEM private key (mode 0600); default $AEGIS_HOME/image-signing.key, made on first use')
+    .option('--json', 'print as JSON')
+    .action(async (refText: string, o: { key?: string; json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseRefOrDigest } = await import('../images/ref.js');
+        const { checkImage, writeSignature } = await import('../images/store.js');
+        const { loadSigningKey } = await import('../images/signing.js');
+        const { signImageDigest } = await import('../images/signature.js');
+        const config = ctx.config();
+        const what = parseRefOrDigest(refText);
+        const key = await loadSigningKey(o.key, config.home);
+        // Only an intact image is signed: a signature vouches for the content, so check it all first.
+        const r = await checkImage(config.imagesDir, what, 'full');
+        if (r.differences.length > 0) {
+          const { ImageError } = await import('../images/errors.js');
+          throw new ImageError('image.digest_mismatch', `${r.ref} differs from ${r.digest} in ${r.differences.length} entries: not signed`);
+        }
+        const name = what.kind === 'ref' ? what.ref.name : r.digest;
+        const stored = await writeSignature(
+          config.imagesDir,
+          { kind: 'digest', digest: r.digest },
+          signImageDigest(name, r.digest, key.key),
+        );
+        if (o.json)
+          json(ctx, {
+            ok: true,
+            ref: r.ref,
+            digest: r.digest,
+            keyId: key.keyId,
+            signature: stored.path,
+            ...(key.publicPath ? { publicKey: key.publicPath } : {}),
+          });
+        else {
+          if (key.created) ctx.err(`made a new signing key ${key.path}\n`);
+          ctx.out(`signed ${r.ref}@${r.digest} with ${key.keyId}\n`);
+          if (key.publicPath) ctx.err(`public key (give it to verifiers, or list it in AEGIS_IMAGE_TRUSTED_KEYS): ${key.publicPath}\n`);
+        }
       });
     });
 

@@ -36,7 +36,11 @@ import type { RunFlags } from './run-commands.js';
  * gid, user name from the passwd database; a server principal later), the manifest's path and
  * SHA-256, the SHA-256 of the compiled policy's canonical JSON, and the image's ref and digest.
  */
-async function runProvenance(file: string, loaded: LoadedPolicy, image: { ref: string; digest: string }): Promise<Record<string, unknown>> {
+async function runProvenance(
+  file: string,
+  loaded: LoadedPolicy,
+  image: { ref: string; digest: string; signedBy?: string },
+): Promise<Record<string, unknown>> {
   const { canonicalJson } = await import('../audit/canonical-json.js');
   let user: string | null = null;
   try {
@@ -52,7 +56,7 @@ async function runProvenance(file: string, loaded: LoadedPolicy, image: { ref: s
         .update(canonicalJson(JSON.parse(JSON.stringify(loaded.policy))))
         .digest('hex'),
     },
-    image: { ref: image.ref, digest: image.digest },
+    image: { ref: image.ref, digest: image.digest, ...(image.signedBy !== undefined ? { signedBy: image.signedBy } : {}) },
   };
 }
 
@@ -226,6 +230,11 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     // refuses the run (secrets.missing / secrets.expired / secrets.unbound; docs/secrets.md).
     runSecrets = await prepareRunSecrets({ dir: config.secretsDir, policy: withEnv.policy, now: Date.now() });
     const image = await resolveImage(loaded.policy.agent.runtime, { imagesDir: config.imagesDir });
+    // Host policy: only images signed by a trusted key run (AEGIS_IMAGE_TRUSTED_KEYS; docs/images.md).
+    const signedBy =
+      config.imageTrustedKeys === undefined
+        ? undefined
+        : (await (await import('../images/signing.js')).requireSignedImage(config.imagesDir, image, config.imageTrustedKeys)).keyId;
     let seccompProfile: unknown;
     if (flags.seccompProfile !== undefined) {
       try {
@@ -235,7 +244,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       }
     }
     opts = {
-      provenance: await runProvenance(file, loaded, image),
+      provenance: await runProvenance(file, loaded, { ...image, ...(signedBy !== undefined ? { signedBy } : {}) }),
       policy: withPlaceholders(withEnv.policy, runSecrets),
       manifestDir: dirname(file),
       imageRootfs: image.rootfs,

@@ -19,6 +19,7 @@ describe('parseConfig', () => {
       alertWebhook: undefined,
       alertSyslog: undefined,
       baseline: { enabled: true, minHistory: 20 },
+      imageTrustedKeys: undefined,
     });
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
@@ -100,6 +101,15 @@ describe('parseConfig', () => {
     ]);
     assert.deepEqual(parseConfig({ AEGIS_ALERT_RULES: 'none' }, host).alertRules, []);
     assert.throws(() => parseConfig({ AEGIS_ALERT_RULES: 'rules' }, host), hasCode(ConfigError, 'config.invalid'));
+  });
+  it('image trusted keys: absolute public key files separated by ":"; unset means signatures are not required', () => {
+    assert.equal(parseConfig({}, host).imageTrustedKeys, undefined);
+    assert.deepEqual(parseConfig({ AEGIS_IMAGE_TRUSTED_KEYS: '/etc/aegis/a.pub:/etc/aegis/b.pub' }, host).imageTrustedKeys, [
+      '/etc/aegis/a.pub',
+      '/etc/aegis/b.pub',
+    ]);
+    for (const bad of ['keys/a.pub', ':', '/etc/a.pub:rel.pub'])
+      assert.throws(() => parseConfig({ AEGIS_IMAGE_TRUSTED_KEYS: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
   });
   it('regression: a mistyped AEGIS_HOME is an error, not a new empty log', () => {
     assert.throws(() => parseConfig({ AEGIS_HOME: '/srv/aegis-hmoe' }, host), hasCode(ConfigError, 'config.home_missing'));

@@ -22,6 +22,9 @@
  *                   (default 20; a whole number from 2 to 1000; lower it only for tests).
  *   AEGIS_UPSTREAM_DNS, AEGIS_SANDBOX_SUBNET, AEGIS_STATE_DIR, AEGIS_GATEWAY_CONFIG
  *                   the egress gateway's settings (src/gateway/config.ts validates them).
+ *   AEGIS_IMAGE_TRUSTED_KEYS  Ed25519 public key files (SPKI PEM, absolute paths, separated by
+ *                   ":"): when set, every image an agent runs on must be signed by one of them
+ *                   (`aegis image sign`; docs/images.md). Unset: signatures are not required.
  *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
  *                   executions that were already running (default 15m; `0`: not at all).
  *
@@ -72,6 +75,8 @@ export interface AegisConfig {
   readonly alertSyslog: AlertSyslogConfig | undefined;
   /** The per-agent anomaly baseline scored at the end of `aegis run` (docs/alerts.md). */
   readonly baseline: { readonly enabled: boolean; readonly minHistory: number };
+  /** Public key files one of which must have signed every image run (AEGIS_IMAGE_TRUSTED_KEYS); undefined: not required. */
+  readonly imageTrustedKeys: readonly string[] | undefined;
 }
 
 export interface AlertWebhookConfig {
@@ -161,7 +166,15 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const minHistory = minVar === undefined ? 20 : Number(minVar);
   if (!/^\d{1,4}$/.test(minVar ?? '20') || minHistory < 2 || minHistory > 1000)
     throw new ConfigError('config.invalid', `AEGIS_BASELINE_MIN_HISTORY=${minVar} must be a whole number from 2 to 1000`);
+  const keysVar = set(env, 'AEGIS_IMAGE_TRUSTED_KEYS');
+  const imageTrustedKeys = keysVar === undefined ? undefined : keysVar.split(':').filter((p) => p !== '');
+  if (imageTrustedKeys !== undefined) {
+    if (imageTrustedKeys.length === 0) throw new ConfigError('config.invalid', 'AEGIS_IMAGE_TRUSTED_KEYS names no key file');
+    for (const p of imageTrustedKeys)
+      if (!isAbsolute(p)) throw new ConfigError('config.invalid', `AEGIS_IMAGE_TRUSTED_KEYS: ${p} must be an absolute path`);
+  }
   return {
+    imageTrustedKeys,
     alertRules,
     alertWebhook: parseAlertWebhook(env),
     alertSyslog: parseAlertSyslog(env),

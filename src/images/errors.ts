@@ -35,6 +35,12 @@ export type ImageErrorCode =
   /** Another process holds the store lock for too long. */
   | 'image.locked'
   /** Removing an image that a tag still points to (without --force). */
-  | 'image.in_use';
+  | 'image.in_use'
+  /** An image signing or verification key is missing, unreadable, readable by others, or not Ed25519. */
+  | 'image.key_invalid'
+  /** The host requires signed images and this one has no signature by a trusted key. */
+  | 'image.signature_missing'
+  /** A signature by a trusted key does not verify, or signs another image. */
+  | 'image.signature_invalid';
 
 export class ImageError extends AegisError<ImageErrorCode> {}

@@ -63,6 +63,7 @@ import { DEFAULT_IMAGES_DIR } from '../config/index.js';
 import { withPidLock } from '../host/pid-lock.js';
 import { howToObtain } from './recipes.js';
 import { parseTagIndex, serializeTagIndex, tagsOf } from './tags.js';
+import { MAX_RECORD_BYTES, parseSignatureRecord, type SignatureRecord } from './signature.js';
 
 /** The store directory when none is given ($AEGIS_IMAGES is read by src/config and passed in). */
 export { DEFAULT_IMAGES_DIR };
@@ -97,6 +98,8 @@ export const paths = {
   rootfs: (dir: string, d: Digest) => join(dir, 'sha256', d.slice(7), 'rootfs'),
   tmp: (dir: string) => join(dir, 'tmp'),
   cache: (dir: string) => join(dir, 'cache'),
+  /** Signatures of one image: `<keyId hex>.json` each (signature.ts). Outside sha256/ so signing never touches the image. */
+  signatures: (dir: string, d: Digest) => join(dir, 'signatures', d.slice(7)),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -542,6 +545,7 @@ export async function removeImage(dir: string, what: RefOrDigest, opts: { force?
       const trash = join(paths.tmp(dir), `rm-${digest.slice(7, 19)}-${randomBytes(4).toString('hex')}`);
       renameSync(img, trash);
       rmSync(trash, { recursive: true, force: true });
+      rmSync(paths.signatures(dir, digest), { recursive: true, force: true });
       res.removed.push(digest);
     } else if (what.kind === 'digest' && !lstatOrNull(img)) {
       throw new ImageError('image.not_found', `${digest} is not in ${dir}`);
@@ -571,4 +575,51 @@ export async function tagImage(dir: string, src: RefOrDigest, dst: ImageRef): Pr
 /** A reference or digest resolved to a rootfs with `mode` checks (sbom, scan); throws on any difference. */
 export async function openImageChecked(dir: string, what: RefOrDigest, mode: VerifyMode = 'stat'): Promise<ResolvedImage> {
   return refuse(await checkImage(dir, what, mode));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signatures (signature.ts says what is signed and how a record is checked)
+
+/** At most this many signature records are read per image (stored data is untrusted). */
+const MAX_SIGNATURES = 64;
+
+/**
+ * Stores a signature record of an image in the store (replacing an earlier one by the same key).
+ * Only the store owner can: the store's own checks refuse a signatures folder anyone else wrote.
+ */
+export async function writeSignature(
+  dir: string,
+  what: RefOrDigest,
+  record: SignatureRecord,
+): Promise<{ ref: string; digest: Digest; path: string }> {
+  const owner = storeOwner(dir);
+  return withStoreLock(dir, () => {
+    const { ref, digest } = lookup(dir, what, owner);
+    if (!lstatOrNull(paths.image(dir, digest))) throw new ImageError('image.not_found', `${digest} is not in ${dir}`);
+    const sigDir = paths.signatures(dir, digest);
+    mkdirSync(sigDir, { recursive: true, mode: 0o755 });
+    for (const p of [join(dir, 'signatures'), sigDir]) checkSecure(p, lstatSync(p), owner, 'd');
+    const path = join(sigDir, `${record.keyId.slice(7)}.json`);
+    writeAtomic(path, JSON.stringify(record) + '\n');
+    return { ref, digest, path };
+  });
+}
+
+/**
+ * The signature records stored for `digest` ([] when none). Records that do not parse are left
+ * out (they cannot sign anything); a folder or file that is not the owner's real one is refused.
+ */
+export function readSignatures(dir: string, digest: Digest, owner = storeOwner(dir)): SignatureRecord[] {
+  const sigDir = paths.signatures(dir, digest);
+  const st = lstatOrNull(sigDir);
+  if (!st) return [];
+  checkSecure(join(dir, 'signatures'), lstatSync(join(dir, 'signatures')), owner, 'd');
+  checkSecure(sigDir, st, owner, 'd');
+  const out: SignatureRecord[] = [];
+  for (const name of readdirSync(sigDir).sort().slice(0, MAX_SIGNATURES)) {
+    if (!/^[0-9a-f]{64}\.json$/.test(name)) continue;
+    const r = parseSignatureRecord(readSecure(join(sigDir, name), owner, MAX_RECORD_BYTES).toString('utf8'));
+    if (r !== null) out.push(r);
+  }
+  return out;
 }
