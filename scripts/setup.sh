@@ -24,6 +24,9 @@ APT_PACKAGES=(
   #   dropbear-bin is the binary alone, no service, so no host sshd is ever started; clients in
   #   the sandbox namespace: psycopg2, the OpenSSH client
   dropbear-bin python3-psycopg2 openssh-client
+  # image registry (src/images/registry): zstd decompresses zstd layers (Node.js 20 has none);
+  #   the tests run a real OCI registry (docker-registry) with htpasswd (bcrypt) from apache2-utils
+  zstd docker-registry apache2-utils
 )
 
 missing=()

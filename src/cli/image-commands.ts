@@ -7,6 +7,8 @@
  *   image ls [--json]                      list images and their tags
  *   image verify <ref|sha256:..> [--stat] [--key <pub>]...  re-hash every file (or compare metadata only) against
  *                                          the manifest; with --key, also require a valid signature by one of the keys
+ *   image pull <host>/<repo>:<tag>|@sha256:.. [--tag n:t] [--ca-file F]   fetch over the OCI distribution API (with its signatures)
+ *   image push <ref> <host>/<repo>:<tag> [--ca-file F]                      publish (with its signatures, cosign-style)
  *   image sign <ref> [--key <file>]        sign the image's digest (Ed25519; default key $AEGIS_HOME/image-signing.key)
  *   image tag <ref> <newref>               another tag for an image in the store
  *   image sbom <ref> --format spdx|cyclonedx  SBOM document on stdout
@@ -36,6 +38,28 @@ async function guarded(ctx: CliContext, asJson: boolean, fn: () => Promise<void>
     ctx.err(`aegis image: ${err.code}: ${err.message}\n`);
     ctx.exitCode = err.code === 'image.bad_ref' ? EXIT.usage : EXIT.failure;
   }
+}
+
+/** The registry's extra CA (flag, else AEGIS_REGISTRY_CA_FILE) and credentials (AEGIS_REGISTRY_AUTH_FILE). */
+async function registryAccess(
+  config: { registryAuthFile: string; registryCaFile: string | undefined },
+  registry: string,
+  caFlag: string | undefined,
+): Promise<{ ca?: string; credentials?: { username: string; password: string } }> {
+  const { ImageError } = await import('../images/errors.js');
+  const { readFile } = await import('node:fs/promises');
+  const { readRegistryCredentials } = await import('../images/registry/auth.js');
+  const caFile = caFlag ?? config.registryCaFile;
+  let ca: string | undefined;
+  if (caFile !== undefined) {
+    try {
+      ca = await readFile(caFile, 'utf8');
+    } catch (cause) {
+      throw new ImageError('image.registry_unreachable', `cannot read the registry CA ${caFile}: ${(cause as Error).message}`, { cause });
+    }
+  }
+  const credentials = await readRegistryCredentials(config.registryAuthFile, registry);
+  return { ...(ca !== undefined ? { ca } : {}), ...(credentials !== undefined ? { credentials } : {}) };
 }
 
 export function registerImageCommands(program: Command, ctx: CliContext): void {
@@ -272,6 +296,62 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
           }
         }
         if (!ok) ctx.exitCode = EXIT.failure;
+      });
+    });
+
+  image
+    .command('pull')
+    .description('Fetch an image from an OCI registry into the store (every blob checked against its digest; its signatures too)')
+    .argument('<remote>', 'host[:port]/repository:tag or host[:port]/repository@sha256:...')
+    .option('--tag <name:tag>', 'local name (default: repository:tag)')
+    .option('--ca-file <pem>', 'extra CA for the registry (default AEGIS_REGISTRY_CA_FILE)')
+    .option('--json', 'print the result as JSON')
+    .action(async (remote: string, o: { tag?: string; caFile?: string; json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseRemoteRef } = await import('../images/registry/reference.js');
+        const { pullImage } = await import('../images/registry/pull.js');
+        const { parseImageRef } = await import('../images/ref.js');
+        const config = ctx.config();
+        const ref = parseRemoteRef(remote);
+        const { ca, credentials } = await registryAccess(config, ref.registry, o.caFile);
+        const r = await pullImage({
+          imagesDir: config.imagesDir,
+          ref,
+          ...(o.tag !== undefined ? { tag: parseImageRef(o.tag) } : {}),
+          ...(ca !== undefined ? { ca } : {}),
+          ...(credentials !== undefined ? { credentials } : {}),
+          log: (l) => ctx.err(l),
+        });
+        if (o.json) json(ctx, { ok: true, ...r });
+        else ctx.out(`${r.tags[0] ?? r.digest}@${r.digest} (manifest ${r.manifestDigest}, ${r.signatures} signature(s))\n`);
+      });
+    });
+
+  image
+    .command('push')
+    .description('Publish an image of the store to an OCI registry (one gzip layer; its signatures as cosign-style artifacts)')
+    .argument('<ref>', 'name:tag, name:tag@sha256:..., or sha256:...')
+    .argument('<remote>', 'host[:port]/repository:tag')
+    .option('--ca-file <pem>', 'extra CA for the registry (default AEGIS_REGISTRY_CA_FILE)')
+    .option('--json', 'print the result as JSON')
+    .action(async (refText: string, remote: string, o: { caFile?: string; json?: boolean }) => {
+      await guarded(ctx, !!o.json, async () => {
+        const { parseRemoteRef } = await import('../images/registry/reference.js');
+        const { pushImage } = await import('../images/registry/push.js');
+        const { parseRefOrDigest } = await import('../images/ref.js');
+        const config = ctx.config();
+        const ref = parseRemoteRef(remote);
+        const { ca, credentials } = await registryAccess(config, ref.registry, o.caFile);
+        const r = await pushImage({
+          imagesDir: config.imagesDir,
+          image: parseRefOrDigest(refText),
+          ref,
+          ...(ca !== undefined ? { ca } : {}),
+          ...(credentials !== undefined ? { credentials } : {}),
+          log: (l) => ctx.err(l),
+        });
+        if (o.json) json(ctx, { ok: true, ...r });
+        else ctx.out(`${remote}@${r.manifestDigest} (image ${r.digest}, ${r.signatures} signature(s))\n`);
       });
     });
 

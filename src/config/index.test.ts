@@ -20,6 +20,8 @@ describe('parseConfig', () => {
       alertSyslog: undefined,
       baseline: { enabled: true, minHistory: 20 },
       imageTrustedKeys: undefined,
+      registryAuthFile: '/home/op/.aegis/registry-auth.json',
+      registryCaFile: undefined,
     });
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
@@ -110,6 +112,13 @@ describe('parseConfig', () => {
     ]);
     for (const bad of ['keys/a.pub', ':', '/etc/a.pub:rel.pub'])
       assert.throws(() => parseConfig({ AEGIS_IMAGE_TRUSTED_KEYS: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
+  });
+  it('registry: an auth file (default under the home) and an extra CA, absolute paths only', () => {
+    const c = parseConfig({ AEGIS_REGISTRY_AUTH_FILE: '/etc/aegis/auth.json', AEGIS_REGISTRY_CA_FILE: '/etc/aegis/ca.pem' }, host);
+    assert.equal(c.registryAuthFile, '/etc/aegis/auth.json');
+    assert.equal(c.registryCaFile, '/etc/aegis/ca.pem');
+    for (const name of ['AEGIS_REGISTRY_AUTH_FILE', 'AEGIS_REGISTRY_CA_FILE'])
+      assert.throws(() => parseConfig({ [name]: 'relative.pem' }, host), hasCode(ConfigError, 'config.invalid'), name);
   });
   it('regression: a mistyped AEGIS_HOME is an error, not a new empty log', () => {
     assert.throws(() => parseConfig({ AEGIS_HOME: '/srv/aegis-hmoe' }, host), hasCode(ConfigError, 'config.home_missing'));

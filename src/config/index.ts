@@ -25,6 +25,10 @@
  *   AEGIS_IMAGE_TRUSTED_KEYS  Ed25519 public key files (SPKI PEM, absolute paths, separated by
  *                   ":"): when set, every image an agent runs on must be signed by one of them
  *                   (`aegis image sign`; docs/images.md). Unset: signatures are not required.
+ *   AEGIS_REGISTRY_AUTH_FILE  credentials for `aegis image pull|push` (Docker's config.json
+ *                   format, mode 0600; default $AEGIS_HOME/registry-auth.json when it exists).
+ *   AEGIS_REGISTRY_CA_FILE  an extra CA certificate (PEM, absolute path) that registries' TLS
+ *                   certificates may chain to (the system's roots stay trusted).
  *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
  *                   executions that were already running (default 15m; `0`: not at all).
  *
@@ -77,6 +81,10 @@ export interface AegisConfig {
   readonly baseline: { readonly enabled: boolean; readonly minHistory: number };
   /** Public key files one of which must have signed every image run (AEGIS_IMAGE_TRUSTED_KEYS); undefined: not required. */
   readonly imageTrustedKeys: readonly string[] | undefined;
+  /** Registry credentials file (AEGIS_REGISTRY_AUTH_FILE, default $AEGIS_HOME/registry-auth.json). */
+  readonly registryAuthFile: string;
+  /** Extra CA for registries (AEGIS_REGISTRY_CA_FILE). */
+  readonly registryCaFile: string | undefined;
 }
 
 export interface AlertWebhookConfig {
@@ -175,6 +183,8 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   }
   return {
     imageTrustedKeys,
+    registryAuthFile: absolutePath(env, 'AEGIS_REGISTRY_AUTH_FILE') ?? join(home, 'registry-auth.json'),
+    registryCaFile: absolutePath(env, 'AEGIS_REGISTRY_CA_FILE'),
     alertRules,
     alertWebhook: parseAlertWebhook(env),
     alertSyslog: parseAlertSyslog(env),

@@ -41,6 +41,12 @@ export type ImageErrorCode =
   /** The host requires signed images and this one has no signature by a trusted key. */
   | 'image.signature_missing'
   /** A signature by a trusted key does not verify, or signs another image. */
-  | 'image.signature_invalid';
+  | 'image.signature_invalid'
+  /** A registry cannot be reached (connection, TLS verification, timeout). */
+  | 'image.registry_unreachable'
+  /** A registry refused the credentials, or asks for some and none are configured. */
+  | 'image.registry_auth'
+  /** A registry answered something AEGIS cannot use (an error status, a malformed manifest, a wrong digest). */
+  | 'image.registry_error';
 
 export class ImageError extends AegisError<ImageErrorCode> {}

@@ -10,6 +10,7 @@
  * manifest.md, config.md; docker save (manifest.json with Config/RepoTags/Layers; layers
  * checked against config rootfs.diff_ids).
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,6 +25,7 @@ import { normalizeEntryName } from './layers.js';
 import { type Digest, isDigest, parseImageRef, tagKey } from './ref.js';
 import { removeStaging, sweepStaging } from './staging.js';
 import { commitImage, type CommitResult, makeStaging, type ImageRecord, paths } from './store.js';
+import { findExecutable } from '../host/exec.js';
 import { pidAlive } from '../host/pid-lock.js';
 
 const MAX_JSON = 4 * 1024 * 1024;
@@ -114,7 +116,7 @@ async function tarSource(file: string, into: string): Promise<Source> {
   };
 }
 
-function parseJson(buf: Buffer, what: string): Record<string, unknown> {
+export function parseJson(buf: Buffer, what: string): Record<string, unknown> {
   let v: unknown;
   try {
     v = JSON.parse(buf.toString('utf8'));
@@ -125,7 +127,7 @@ function parseJson(buf: Buffer, what: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-interface Descriptor {
+export interface Descriptor {
   mediaType: string;
   digest: Digest;
   size: number;
@@ -133,7 +135,7 @@ interface Descriptor {
   platform: { os?: string; architecture?: string } | null;
 }
 
-function descriptor(v: unknown, what: string): Descriptor {
+export function descriptor(v: unknown, what: string): Descriptor {
   const o = v as Record<string, unknown> | null;
   if (!o || typeof o !== 'object') throw new ImageError('image.bad_archive', `${what}: not a descriptor`);
   const digest = o['digest'];
@@ -197,12 +199,33 @@ async function decompressor(open: () => Readable): Promise<() => Readable> {
       return src.pipe(gz).pipe(out);
     };
   }
-  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528)
-    throw new ImageError('image.unsupported', 'zstd-compressed layers are not supported (Node.js 20 has no zstd); re-export with gzip');
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {
+    // Node.js 20 has no zstd: the Debian `zstd` tool decompresses (scripts/setup.sh installs it).
+    const zstd = findExecutable('zstd');
+    if (zstd === null)
+      throw new ImageError('image.unsupported', 'a layer is zstd-compressed and the zstd tool is not installed (apt-get install zstd)');
+    return () => {
+      const out = new PassThrough();
+      const src = open();
+      const child = spawn(zstd, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-400)));
+      src.on('error', (e) => out.destroy(e));
+      child.stdin.on('error', () => undefined); // zstd gave up early: its exit status says why
+      child.on('error', (e) => out.destroy(new ImageError('image.bad_archive', `zstd: ${e.message}`)));
+      child.on('close', (code) => {
+        if (code !== 0) out.destroy(new ImageError('image.bad_archive', `layer is not valid zstd: ${err.trim() || `exit ${code}`}`));
+      });
+      out.on('close', () => child.kill('SIGKILL'));
+      src.pipe(child.stdin);
+      child.stdout.pipe(out);
+      return out;
+    };
+  }
   return open;
 }
 
-const NODE_ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x' };
+export const NODE_ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x' };
 
 interface Plan {
   layers: { name: string; digest: Digest; what: string; compressedDigest: boolean }[];
@@ -259,8 +282,6 @@ function ociPlan(src: Source): Plan {
     if (!Array.isArray(m['layers'])) throw new ImageError('image.bad_archive', 'manifest has no layers array');
     const layers = (m['layers'] as unknown[]).map((x, i) => {
       const d = descriptor(x, `manifest layers[${i}]`);
-      if (d.mediaType.includes('zstd'))
-        throw new ImageError('image.unsupported', `layer ${i} is zstd-compressed (${d.mediaType}); not supported`);
       if (d.mediaType.includes('nondistributable') || d.mediaType.includes('foreign'))
         throw new ImageError('image.unsupported', `layer ${i} is a foreign layer (${d.mediaType})`);
       if (!src.has(blobName(d.digest))) throw new ImageError('image.bad_archive', `layer ${i}: blob ${d.digest} is missing`);

@@ -623,3 +623,24 @@ export function readSignatures(dir: string, digest: Digest, owner = storeOwner(d
   }
   return out;
 }
+
+/**
+ * An image's file manifest, checked against its digest, with its record (push reads the tree in
+ * this order). The files themselves are not re-hashed here: call checkImage(..., 'full') first.
+ */
+export function readImageFiles(
+  dir: string,
+  what: RefOrDigest,
+): { ref: string; digest: Digest; rootfs: string; entries: FileEntry[]; record: ImageRecord | null } {
+  const o = openImage(dir, what);
+  const manifestBytes = readSecure(paths.manifest(dir, o.digest), o.owner, MAX_MANIFEST_BYTES);
+  if (manifestDigest(manifestBytes) !== o.index.manifest)
+    throw new ImageError('image.digest_mismatch', `image ${o.ref}: files.manifest does not match its index`);
+  let record: ImageRecord | null = null;
+  try {
+    record = parseRecord(readSecure(paths.record(dir, o.digest), o.owner, MAX_INDEX_BYTES).toString('utf8'), o.digest);
+  } catch {
+    record = null; // informational only
+  }
+  return { ref: o.ref, digest: o.digest, rootfs: o.rootfs, entries: parseManifest(manifestBytes.toString('utf8')), record };
+}
