@@ -229,7 +229,7 @@ describe('runtimes and supply chain (aegis image build/tag/sbom/scan)', { timeou
       writeFileSync(join(specDir, 'requirements.txt'), `aegisdemo==1.0 --hash=sha256:${wheelHash}\n`);
       writeFileSync(
         join(specDir, 'image.yaml'),
-        'from: python:3.11\napt: [jq]\npip:\n  requirements: requirements.txt\n  find_links: wheels\n',
+        'from: python:3.11\napt: [jq, python3-httpx]\npip:\n  requirements: requirements.txt\n  find_links: wheels\n',
       );
       const r = await aegis(['image', 'build', TAG, '--spec', join(specDir, 'image.yaml'), '--json']);
       assert.equal(r.code, 0, r.err);
@@ -239,11 +239,11 @@ describe('runtimes and supply chain (aegis image build/tag/sbom/scan)', { timeou
       const file = manifest(join(work, 'py-agent'), TAG, [
         'python3',
         '-c',
-        'import aegisdemo, importlib.util, os; print(aegisdemo.VALUE, os.path.exists("/usr/bin/jq"), importlib.util.find_spec("pip"))',
+        'import aegisdemo, httpx, importlib.util, os; print(aegisdemo.VALUE, os.path.exists("/usr/bin/jq"), importlib.util.find_spec("pip"), httpx.Client.__name__)',
       ]);
       const run = await aegis(['run', file, '--state-dir', join(work, 'state')]);
       assert.equal(run.code, 0, run.err);
-      assert.equal(run.out, '42 True None\n');
+      assert.equal(run.out, '42 True None Client\n', 'the wheel, the Debian tool and httpx are there; pip is not');
       const ls = JSON.parse((await aegis(['image', 'ls', '--json'])).out) as {
         images: Array<{ digest: string; tags: string[]; source: Record<string, string> }>;
       };
@@ -251,7 +251,7 @@ describe('runtimes and supply chain (aegis image build/tag/sbom/scan)', { timeou
       assert.equal(img.digest, res.digest);
       assert.equal(img.source['from'], 'python:3.11');
       const spec = JSON.parse(img.source['spec']!) as { apt: string[] };
-      assert.deepEqual(spec.apt, ['jq']);
+      assert.deepEqual(spec.apt, ['jq', 'python3-httpx']);
       const inputs = JSON.parse(img.source['inputs']!) as { find_links: Record<string, string>; require_hashes: boolean; spec: string };
       assert.deepEqual(inputs.find_links, { 'aegisdemo-1.0-py3-none-any.whl': `sha256:${wheelHash}` });
       assert.equal(inputs.require_hashes, true);
