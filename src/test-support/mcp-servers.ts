@@ -2,8 +2,8 @@
  * Real MCP servers for tests and benchmarks, built with the official SDK: the same tools over
  * Streamable HTTP (in this process) and over stdio (a script AEGIS starts as another user).
  *
- * Tools: `echo` (returns its text), `whoami` (uid, gid and environment variable names of the
- * server process), `send_email` (the one manifests refuse), `fail` (a result with isError),
+ * Tools: `echo` (returns its text), `whoami` (uid and gid of the server process; over stdio also the
+ * names in its environment), `send_email` (the one manifests refuse), `fail` (a result with isError),
  * `slow` (answers after `ms`), `big` (a result of `bytes` bytes), `garbage` (stdio only: writes
  * a line that is not JSON-RPC, then answers).
  */
@@ -34,7 +34,7 @@ function buildServer(seen: SeenCall[]): McpServer {
   });
   s.registerTool('whoami', { description: 'who runs the server' }, () => {
     seen.push({ tool: 'whoami', args: {} });
-    return text(JSON.stringify({ uid: process.getuid?.(), gid: process.getgid?.(), env: Object.keys(process.env).sort() }));
+    return text(JSON.stringify({ uid: process.getuid?.(), gid: process.getgid?.() }));
   });
   s.registerTool('fail', { description: 'isError' }, () => ({ ...text('it failed'), isError: true }));
   s.registerTool('slow', { description: 'slow', inputSchema: { ms: z.number() } }, async ({ ms }) => {
@@ -87,14 +87,17 @@ export async function startHttpMcpServer(host = '127.0.0.1', port = 0): Promise<
 export function writeStdioMcpServer(dir: string): string[] {
   const sdk = (p: string): string => JSON.stringify(join(REPO_ROOT, 'node_modules', '@modelcontextprotocol', 'sdk', 'dist', 'esm', p));
   const zod = JSON.stringify(join(REPO_ROOT, 'node_modules', 'zod', 'index.js'));
-  const script = `import { McpServer } from ${sdk('server/mcp.js')};
+  const script = `import { readFileSync } from 'node:fs';
+import { McpServer } from ${sdk('server/mcp.js')};
 import { StdioServerTransport } from ${sdk('server/stdio.js')};
 import * as z from ${zod};
 const s = new McpServer({ name: 'aegis-test-stdio', version: '1.0.0' });
 const text = (t) => ({ content: [{ type: 'text', text: t }] });
 s.registerTool('echo', { inputSchema: { text: z.string() } }, ({ text: t }) => text(t));
 s.registerTool('send_email', { inputSchema: { to: z.string(), body: z.string() } }, () => text('sent'));
-s.registerTool('whoami', {}, () => text(JSON.stringify({ uid: process.getuid(), gid: process.getgid(), env: Object.keys(process.env).sort() })));
+// The environment as the kernel gave it to the process (names only).
+const envNames = () => readFileSync('/proc/self/environ', 'utf8').split('\\0').filter(Boolean).map((kv) => kv.split('=')[0]).sort();
+s.registerTool('whoami', {}, () => text(JSON.stringify({ uid: process.getuid(), gid: process.getgid(), env: envNames() })));
 s.registerTool('slow', { inputSchema: { ms: z.number() } }, async ({ ms }) => { await new Promise((r) => setTimeout(r, ms)); return text('late'); });
 s.registerTool('big', { inputSchema: { bytes: z.number() } }, ({ bytes }) => text('x'.repeat(bytes)));
 s.registerTool('garbage', {}, () => { process.stdout.write('this is not json-rpc\\n'); return text('after garbage'); });
