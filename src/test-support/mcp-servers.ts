@@ -47,6 +47,7 @@ function buildServer(seen: SeenCall[]): McpServer {
 
 export interface HttpMcpServer {
   readonly url: string;
+  readonly server: HttpServer;
   readonly port: number;
   readonly seen: SeenCall[];
   close(): Promise<void>;
@@ -70,6 +71,7 @@ export async function startHttpMcpServer(host = '127.0.0.1', port = 0): Promise<
   const p = (http.address() as { port: number }).port;
   return {
     url: `http://${host}:${p}/mcp`,
+    server: http,
     port: p,
     seen,
     close: () =>

@@ -196,6 +196,34 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
     });
   });
 
+  describe('when a remote server name resolves to a special-purpose address', () => {
+    it('refuses to connect (DNS-rebinding guard), audited, and the call fails', async () => {
+      const spec: ToolServerPolicy = {
+        name: 'rebind',
+        transport: { kind: 'http', url: `http://localhost:${upstream.port}/mcp`, host: 'localhost', port: upstream.port, secret: null },
+        allow: ['echo'],
+        timeoutMs: 2000,
+      };
+      const b = await startToolsBroker({
+        tools: { servers: [spec] },
+        network,
+        audit: events,
+        actor: { execution: 'e2' },
+        host: '127.0.0.1',
+      });
+      try {
+        const c = await agentClient(`${b.url}/rebind/mcp`);
+        await assert.rejects(c.callTool({ name: 'echo', arguments: { text: 'x' } }), McpError);
+        await c.close();
+      } finally {
+        await b.close();
+      }
+      const e = events.of('tool.call').at(-1)!;
+      assert.equal(e.reason, 'tools.address_refused');
+      assert.equal(e.payload.outcome, 'unavailable');
+    });
+  });
+
   describe('a local (stdio) server', () => {
     it('runs as nobody with a clean environment, started by the broker', async () => {
       const c = await agentClient(`${broker.url}/local/mcp`);
