@@ -328,6 +328,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         gatewayEnv: config.gatewayEnv,
         ...(alerting ? { wrapLog: alerting.wrap } : {}),
         ...(toolCredentials ? { toolCredentials: toolCredentials.byServer } : {}),
+        toolsCwd: resolve(opts.manifestDir),
       });
     } catch (err) {
       if (alerting) await alerting.finish().catch(() => undefined);

@@ -91,6 +91,8 @@ export interface RunServicesOptions {
   readonly wrapLog?: (log: AuditSink) => AuditSink;
   /** Credentials of remote tool servers, by server name (resolveToolCredentials). */
   readonly toolCredentials?: ReadonlyMap<string, ToolCredential>;
+  /** Where local tool servers run (the manifest's folder, absolute). */
+  readonly toolsCwd?: string;
 }
 
 /**
@@ -132,6 +134,7 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
               actor,
               host: gatewayAddress,
               ...(o.toolCredentials ? { credentials: o.toolCredentials } : {}),
+              ...(o.toolsCwd !== undefined ? { localCwd: o.toolsCwd } : {}),
             });
           };
     const net = await startSandboxNetwork({

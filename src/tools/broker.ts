@@ -64,6 +64,8 @@ export interface ToolsBrokerOptions {
   readonly credentials?: ReadonlyMap<string, ToolCredential>;
   /** User and group local servers run as (default 65534). */
   readonly localUser?: { readonly uid: number; readonly gid: number };
+  /** Working directory of local servers: the manifest's folder under `aegis run`; default `/`. */
+  readonly localCwd?: string;
   /** Tests only: let a remote server's host name resolve to a special-purpose address. */
   readonly allowSpecialAddresses?: boolean;
 }
@@ -93,6 +95,7 @@ class Upstreams {
       p = connectUpstream(server, {
         maxMessageBytes: this.maxBytes,
         ...(this.o.localUser ? { uid: this.o.localUser.uid, gid: this.o.localUser.gid } : {}),
+        ...(this.o.localCwd !== undefined ? { cwd: this.o.localCwd } : {}),
         ...(this.o.credentials?.get(server.name) ? { credential: this.o.credentials.get(server.name)! } : {}),
         ...(this.o.allowSpecialAddresses ? { allowSpecialAddresses: true } : {}),
       }).then((client) => {
@@ -131,41 +134,55 @@ class Upstreams {
   }
 }
 
+/**
+ * A JSON-RPC error for the agent. The SDK sends a handler's `code`, `message` and `data` as they
+ * are; McpError would prefix "MCP error <code>:" to the message, so the broker uses its own class.
+ */
+class RpcError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+  }
+}
+
 /** The outcome and the JSON-RPC error the agent gets for a failed upstream request. */
-function classify(err: unknown): { outcome: ToolOutcome; error: McpError; reason?: string } {
+function classify(err: unknown): { outcome: ToolOutcome; error: RpcError; reason?: string } {
   if (err instanceof McpError) {
     if (err.code === (ErrorCode.RequestTimeout as number))
       return {
         outcome: 'timeout',
-        error: new McpError(ErrorCode.RequestTimeout, 'the tool server did not answer in time'),
+        error: new RpcError(ErrorCode.RequestTimeout, 'the tool server did not answer in time'),
         reason: 'tool.timeout',
       };
     if (err.code === (ErrorCode.ConnectionClosed as number))
       return {
         outcome: 'unavailable',
-        error: new McpError(ErrorCode.InternalError, 'the tool server closed the connection'),
+        error: new RpcError(ErrorCode.InternalError, 'the tool server closed the connection'),
         reason: 'tools.server_unavailable',
       };
     return {
       outcome: 'protocol_error',
-      error: new McpError(err.code, err.message.replace(/^MCP error -?\d+: /, '')),
+      error: new RpcError(err.code, err.message.replace(/^MCP error -?\d+: /, '')),
       reason: 'tool.protocol_error',
     };
   }
   if (isAegisError(err)) {
     const outcome: ToolOutcome = err.code === 'tools.message_too_large' ? 'protocol_error' : 'unavailable';
-    return { outcome, error: new McpError(ErrorCode.InternalError, `${err.code}: ${err.message}`), reason: err.code };
+    return { outcome, error: new RpcError(ErrorCode.InternalError, `${err.code}: ${err.message}`), reason: err.code };
   }
   const inner = (err as { cause?: { code?: string } } | null)?.cause?.code;
   if (inner === 'tools.message_too_large' || /maximum size|too large/i.test(String((err as Error)?.message)))
     return {
       outcome: 'protocol_error',
-      error: new McpError(ErrorCode.InternalError, 'tools.message_too_large: the tool server sent too much'),
+      error: new RpcError(ErrorCode.InternalError, 'tools.message_too_large: the tool server sent too much'),
       reason: 'tools.message_too_large',
     };
   return {
     outcome: 'unavailable',
-    error: new McpError(ErrorCode.InternalError, `tools.server_unavailable: ${String((err as Error)?.message ?? err).slice(0, 200)}`),
+    error: new RpcError(ErrorCode.InternalError, `tools.server_unavailable: ${String((err as Error)?.message ?? err).slice(0, 200)}`),
     reason: 'tools.server_unavailable',
   };
 }
@@ -244,7 +261,7 @@ export async function startToolsBroker(o: ToolsBrokerOptions): Promise<ToolsBrok
       const d = decideToolOn(spec, name);
       if (!d.allow) {
         emit(toolDeniedEvent(o.actor, { server: spec.name, tool: name, args, reason: d.reason, detail: d.detail }));
-        throw new McpError(ErrorCode.InvalidParams, `AEGIS refused the tool "${String(name).slice(0, 128)}": ${d.detail}`, {
+        throw new RpcError(ErrorCode.InvalidParams, `AEGIS refused the tool "${String(name).slice(0, 128)}": ${d.detail}`, {
           reason: d.reason,
         });
       }

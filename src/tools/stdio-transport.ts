@@ -5,7 +5,8 @@
  *
  * ARCHITECTURE NOTE: the server runs
  *  - as an unprivileged user (`uid`/`gid`, default 65534 "nobody"), never as AEGIS's root;
- *  - with a clean environment (PATH only: nothing of AEGIS's, no secrets), cwd `/`;
+ *  - with a clean environment (PATH and LANG only: nothing of AEGIS's, no secrets), in the
+ *    manifest's folder (relative arguments such as `server.mjs` are taken from there);
  *  - in a process group of its own, killed as a whole (TERM, then KILL after 1 s) by close();
  *  - with no listener the agent could reach: it speaks only on its pipes to AEGIS; the agent,
  *    in its own network namespace, reaches it only through the broker.
@@ -27,6 +28,8 @@ export interface StdioServerOptions {
   readonly uid: number;
   readonly gid: number;
   readonly maxMessageBytes: number;
+  /** Working directory (the manifest's folder under `aegis run`); default `/`. */
+  readonly cwd?: string;
 }
 
 /** The clean environment of a local tool server. */
@@ -50,7 +53,7 @@ export class UnprivilegedStdioTransport implements Transport {
         uid: this.o.uid,
         gid: this.o.gid,
         env: { ...STDIO_SERVER_ENV },
-        cwd: '/',
+        cwd: this.o.cwd ?? '/',
         detached: true,
         stdio: ['pipe', 'pipe', 'ignore'],
         windowsHide: true,

@@ -35,6 +35,8 @@ export interface UpstreamOptions {
   /** Local servers run as this user and group (default 65534, nobody). */
   readonly uid?: number;
   readonly gid?: number;
+  /** Working directory of local servers (default `/`). */
+  readonly cwd?: string;
   readonly credential?: ToolCredential;
   /** Tests: accept a host name resolving to a special-purpose address. Never set by `aegis run`. */
   readonly allowSpecialAddresses?: boolean;
@@ -110,6 +112,7 @@ export async function connectUpstream(server: ToolServerPolicy, o: UpstreamOptio
       uid: o.uid ?? 65534,
       gid: o.gid ?? 65534,
       maxMessageBytes: o.maxMessageBytes,
+      ...(o.cwd !== undefined ? { cwd: o.cwd } : {}),
     });
     await client.connect(transport, { timeout: server.timeoutMs });
   }
