@@ -5,7 +5,8 @@
  * Tools: `echo` (returns its text), `whoami` (uid and gid of the server process; over stdio also the
  * names in its environment), `send_email` (the one manifests refuse), `fail` (a result with isError),
  * `slow` (answers after `ms`), `big` (a result of `bytes` bytes), `garbage` (stdio only: writes
- * a line that is not JSON-RPC, then answers).
+ * a line that is not JSON-RPC, then answers), `confinement` (stdio only: its pid, network
+ * interfaces, effective capabilities and no_new_privs).
  */
 import { writeFileSync, chmodSync } from 'node:fs';
 import { createServer, type Server as HttpServer } from 'node:http';
@@ -102,6 +103,12 @@ const envNames = () => readFileSync('/proc/self/environ', 'utf8').split('\\0').f
 s.registerTool('whoami', {}, () => text(JSON.stringify({ uid: process.getuid(), gid: process.getgid(), env: envNames() })));
 s.registerTool('slow', { inputSchema: { ms: z.number() } }, async ({ ms }) => { await new Promise((r) => setTimeout(r, ms)); return text('late'); });
 s.registerTool('big', { inputSchema: { bytes: z.number() } }, ({ bytes }) => text('x'.repeat(bytes)));
+s.registerTool('confinement', {}, async () => {
+  const { networkInterfaces } = await import('node:os');
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const field = (k) => (status.split('\\n').find((l) => l.startsWith(k + ':')) ?? '').split(':')[1]?.trim();
+  return text(JSON.stringify({ pid: process.pid, interfaces: Object.keys(networkInterfaces()), capEff: field('CapEff'), noNewPrivs: field('NoNewPrivs') }));
+});
 s.registerTool('garbage', {}, () => { process.stdout.write('this is not json-rpc\\n'); return text('after garbage'); });
 await s.connect(new StdioServerTransport());
 `;

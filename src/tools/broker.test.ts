@@ -57,7 +57,7 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
     const local: ToolServerPolicy = {
       name: 'local',
       transport: { kind: 'stdio', command: writeStdioMcpServer(dir) },
-      allow: ['big', 'echo', 'garbage', 'slow', 'whoami'],
+      allow: ['big', 'confinement', 'echo', 'garbage', 'slow', 'whoami'],
       timeoutMs: 5000,
     };
     broker = await startToolsBroker({
@@ -232,6 +232,13 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
       assert.equal(who.uid, 65534);
       assert.equal(who.gid, 65534);
       assert.deepEqual(who.env, ['LANG', 'PATH']);
+      await c.close();
+    });
+    it('runs in namespaces of its own: pid 1 of its pid namespace, no network interface, no capabilities, no_new_privs', async () => {
+      const c = await agentClient(`${broker.url}/local/mcp`);
+      const r = await c.callTool({ name: 'confinement', arguments: {} });
+      const got = JSON.parse((r.content as { text: string }[])[0]!.text) as Record<string, unknown>;
+      assert.deepEqual(got, { pid: 1, interfaces: [], capEff: '0000000000000000', noNewPrivs: '1' });
       await c.close();
     });
     it('skips a line that is not JSON-RPC and still answers', async () => {

@@ -1,23 +1,30 @@
 /**
  * The MCP client transport to a local (stdio) tool server, started by AEGIS outside the agent's
- * sandbox. The SDK's own StdioClientTransport cannot drop privileges, so this one spawns the
- * server itself; framing (newline-delimited JSON-RPC) is the SDK's (ReadBuffer, serializeMessage).
+ * sandbox. The SDK's own StdioClientTransport cannot confine the server, so this one spawns it
+ * itself; framing (newline-delimited JSON-RPC) is the SDK's (ReadBuffer, serializeMessage).
  *
  * ARCHITECTURE NOTE: the server runs
- *  - as an unprivileged user (`uid`/`gid`, default 65534 "nobody"), never as AEGIS's root;
+ *  - in namespaces of its own (util-linux `unshare`): an empty network namespace (no interface
+ *    up: a local tool server has no network at all; a tool that needs the network is a remote
+ *    server), its own pid namespace (it sees only its own processes; killed with `unshare` by
+ *    `--kill-child`), ipc, uts and mount namespaces (a /proc of its own);
+ *  - as an unprivileged user (`setpriv`: uid/gid 65534 "nobody" by default, no supplementary
+ *    groups, no capabilities in any set, bounding set empty, no_new_privs), never as root;
  *  - with a clean environment (PATH and LANG only: nothing of AEGIS's, no secrets), in the
  *    manifest's folder (relative arguments such as `server.mjs` are taken from there);
  *  - in a process group of its own, killed as a whole (TERM, then KILL after 1 s) by close();
  *  - with no listener the agent could reach: it speaks only on its pipes to AEGIS; the agent,
  *    in its own network namespace, reaches it only through the broker.
- * LIMITATION: it is not in a sandbox of its own (no namespaces, no seccomp, no cgroup limits):
- * it sees the host's filesystem and network as user nobody does. docs/tools.md.
+ * LIMITATION: this is not a full AEGIS sandbox (no seccomp profile, no cgroup limits, no
+ * filesystem view of its own): it reads the host's filesystem as user nobody does. docs/tools.md.
  *
  * Hostile output: a line that is not a JSON-RPC message is reported (onerror) and skipped; a line
  * longer than `maxMessageBytes` ends the connection (the broker answers every pending call with
  * an error and starts the server again on the next call).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { findExecutable } from '../host/exec.js';
+import { ToolsError } from './errors.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
@@ -35,6 +42,35 @@ export interface StdioServerOptions {
 /** The clean environment of a local tool server. */
 export const STDIO_SERVER_ENV: Readonly<Record<string, string>> = { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' };
 
+/** The confining command line: `unshare <namespaces> -- setpriv <drop everything> -- <server argv>`. */
+export function confinedArgv(o: Pick<StdioServerOptions, 'argv' | 'uid' | 'gid'>): string[] {
+  const unshare = findExecutable('unshare');
+  const setpriv = findExecutable('setpriv');
+  if (unshare === null || setpriv === null)
+    throw new ToolsError('tools.command_not_found', 'local tool servers need unshare and setpriv (util-linux) in the system directories');
+  return [
+    unshare,
+    '--net',
+    '--pid',
+    '--ipc',
+    '--uts',
+    '--mount',
+    '--fork',
+    '--kill-child',
+    '--mount-proc',
+    '--',
+    setpriv,
+    `--reuid=${o.uid}`,
+    `--regid=${o.gid}`,
+    '--clear-groups',
+    '--no-new-privs',
+    '--bounding-set=-all',
+    '--inh-caps=-all',
+    '--',
+    ...o.argv,
+  ];
+}
+
 export class UnprivilegedStdioTransport implements Transport {
   onclose?: () => void;
   onerror?: (error: Error) => void;
@@ -49,9 +85,8 @@ export class UnprivilegedStdioTransport implements Transport {
 
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const child = spawn(this.o.argv[0]!, this.o.argv.slice(1), {
-        uid: this.o.uid,
-        gid: this.o.gid,
+      const argv = confinedArgv(this.o);
+      const child = spawn(argv[0]!, argv.slice(1), {
         env: { ...STDIO_SERVER_ENV },
         cwd: this.o.cwd ?? '/',
         detached: true,

@@ -221,4 +221,32 @@ describe('aegis run: MCP tools brokered by AEGIS', { ...requirementsOrSkip(['ip'
     const v = await aegis(['audit', 'verify']);
     assert.equal(v.code, 0, v.out + v.err);
   });
+
+  it('examples/tools-demo: the allowed tool answers, the refused one is refused, both in the audit log', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const summary = join(work, 'summary-demo.json');
+    const r = await aegis([
+      'run',
+      join(REPO_ROOT, 'examples/tools-demo/agent.yaml'),
+      '--state-dir',
+      join(work, 'state'),
+      '--summary',
+      summary,
+    ]);
+    assert.equal(r.code, 0, `${r.out}\n${r.err}`);
+    assert.match(r.out, /^tools offered: \['get_weather'\]$/m);
+    assert.match(r.out, /^get_weather: Lisbon: 18°C, light rain$/m);
+    assert.match(r.out, /^send_email: refused: -32602 tool\.denied\.not_allowed - /m);
+    const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
+    const q = await aegis(['audit', 'query', '--json', '--execution', executionId]);
+    assert.equal(q.code, 0, q.err);
+    const events = q.out
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
+    const call = events.find((e) => e.action === 'tool.call');
+    assert.deepEqual([call?.payload.tool, call?.payload.outcome, call?.payload.arguments], ['get_weather', 'result', '{"city":"Lisbon"}']);
+    const denied = events.find((e) => e.action === 'tool.denied');
+    assert.deepEqual([denied?.payload.tool, denied?.reason], ['send_email', 'tool.denied.not_allowed']);
+  });
 });
