@@ -9,7 +9,8 @@
  * interfaces, effective capabilities and no_new_privs).
  */
 import { writeFileSync, chmodSync } from 'node:fs';
-import { createServer, type Server as HttpServer } from 'node:http';
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { join } from 'node:path';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -54,10 +55,14 @@ export interface HttpMcpServer {
   close(): Promise<void>;
 }
 
-/** Streamable HTTP at `http://<host>:<port>/mcp` (stateless, JSON responses). */
-export async function startHttpMcpServer(host = '127.0.0.1', port = 0): Promise<HttpMcpServer> {
+/** Streamable HTTP at `http://<host>:<port>/mcp`, or `https://` with `tls` (stateless, JSON responses). */
+export async function startHttpMcpServer(
+  host = '127.0.0.1',
+  port = 0,
+  tls?: { readonly cert: string; readonly key: string },
+): Promise<HttpMcpServer> {
   const seen: SeenCall[] = [];
-  const http: HttpServer = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -67,11 +72,12 @@ export async function startHttpMcpServer(host = '127.0.0.1', port = 0): Promise<
       const body = chunks.length ? (JSON.parse(Buffer.concat(chunks).toString()) as unknown) : undefined;
       void mcp.connect(transport).then(() => transport.handleRequest(req, res, body));
     });
-  });
+  };
+  const http: HttpServer = tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handler) : createServer(handler);
   await new Promise<void>((r) => http.listen(port, host, () => r()));
   const p = (http.address() as { port: number }).port;
   return {
-    url: `http://${host}:${p}/mcp`,
+    url: `${tls ? 'https' : 'http'}://${host}:${p}/mcp`,
     server: http,
     port: p,
     seen,

@@ -10,6 +10,7 @@ import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import { parseAllowEntry } from '../policy/host.js';
 import type { NetworkPolicy, ToolServerPolicy } from '../policy/types.js';
 import { startHttpMcpServer, writeStdioMcpServer, type HttpMcpServer } from '../test-support/mcp-servers.js';
+import { makeLoopbackPki } from '../test-support/tls.js';
 import { startToolsBroker, type ToolsBroker } from './broker.js';
 
 class Events implements AuditSink {
@@ -220,6 +221,39 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
       }
       const e = events.of('tool.call').at(-1)!;
       assert.equal(e.reason, 'tools.address_refused');
+      assert.equal(e.payload.outcome, 'unavailable');
+    });
+  });
+
+  describe('when a remote server presents a certificate from a CA the host does not trust', () => {
+    it('refuses the connection (certificates are verified), audited', async () => {
+      const pkiDir = mkdtempSync(join(tmpdir(), 'aegis-tools-pki-'));
+      const pki = makeLoopbackPki(pkiDir);
+      const tlsServer = await startHttpMcpServer('127.0.0.1', 0, { cert: pki.cert, key: pki.key });
+      const spec: ToolServerPolicy = {
+        name: 'untrusted',
+        transport: { kind: 'http', url: tlsServer.url, host: '127.0.0.1', port: tlsServer.port, secret: null },
+        allow: ['echo'],
+        timeoutMs: 2000,
+      };
+      const b = await startToolsBroker({
+        tools: { servers: [spec] },
+        network,
+        audit: events,
+        actor: { execution: 'e3' },
+        host: '127.0.0.1',
+      });
+      try {
+        const c = await agentClient(`${b.url}/untrusted/mcp`);
+        await assert.rejects(c.callTool({ name: 'echo', arguments: { text: 'x' } }), McpError);
+        await c.close();
+      } finally {
+        await b.close();
+        await tlsServer.close();
+        rmSync(pkiDir, { recursive: true, force: true });
+      }
+      assert.deepEqual(tlsServer.seen, [], 'nothing reached the server');
+      const e = events.of('tool.call').at(-1)!;
       assert.equal(e.payload.outcome, 'unavailable');
     });
   });

@@ -3,7 +3,8 @@
  * servers and no network at all. The agent (Node 18 from the egress-clients:bookworm image, with
  * the official MCP SDK copied from node_modules into its code folder) uses a real MCP client
  * over `$AEGIS_TOOLS_URL`. Behind the broker: a real MCP server built with the SDK, over
- * Streamable HTTP on the fake internet, and a local stdio server that AEGIS starts as nobody.
+ * Streamable HTTP on HTTPS (a test CA given to the aegis process as NODE_EXTRA_CA_CERTS) on the
+ * fake internet's host address, and a local stdio server that AEGIS starts confined, as nobody.
  *
  * The agent must see only the allowed tools, get the allowed call's result, be refused the
  * forbidden one, and fail to reach the HTTP server directly (the gateway refuses it); the audit
@@ -20,6 +21,7 @@ import { startHttpMcpServer, writeStdioMcpServer, type HttpMcpServer } from '../
 import { INET_GW, startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { requirementsOrSkip } from './gateway-support.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
+import { makeServerPki } from '../../src/test-support/tls.js';
 
 /** The packages the SDK's client needs at run time (and what they need), copied into the agent's code folder. */
 const CLIENT_PACKAGES = [
@@ -96,11 +98,19 @@ describe('aegis run: MCP tools brokered by AEGIS', { ...requirementsOrSkip(['ip'
   let inet: FakeInternet | undefined;
   let server: HttpMcpServer | undefined;
   let unavailable: string | null = null;
+  let caFile = '';
   /** Asynchronous: the HTTP MCP server runs in this process and must keep answering while aegis runs. */
   const aegis = (args: string[]) =>
     new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
       const child = spawn(process.execPath, [AEGIS_BIN, ...args], {
-        env: { ...process.env, AEGIS_HOME: home, AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`, AEGIS_ALERT_RULES: 'none' },
+        env: {
+          ...process.env,
+          AEGIS_HOME: home,
+          AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
+          AEGIS_ALERT_RULES: 'none',
+          // The broker verifies the remote tool server's certificate with Node's trust store.
+          NODE_EXTRA_CA_CERTS: caFile,
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
         timeout: 120_000,
       });
@@ -128,7 +138,11 @@ describe('aegis run: MCP tools brokered by AEGIS', { ...requirementsOrSkip(['ip'
     if (unavailable !== null) return;
     inet = await startFakeInternet();
     // The "remote" server: on the fake internet's host-side address, where nothing routes the agent.
-    server = await startHttpMcpServer(INET_GW, 0);
+    const pkiDir = join(work, 'pki');
+    mkdirSync(pkiDir);
+    const pki = makeServerPki(pkiDir, INET_GW, [`IP:${INET_GW}`]);
+    caFile = pki.caFile;
+    server = await startHttpMcpServer(INET_GW, 0, { cert: pki.cert, key: pki.key });
     file = join(code, 'agent.yaml');
     writeFileSync(
       file,
@@ -171,6 +185,7 @@ describe('aegis run: MCP tools brokered by AEGIS', { ...requirementsOrSkip(['ip'
       .split('\n')
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     const step = (name: string, server?: string) => steps.find((s) => s.step === name && (server === undefined || s.server === server));
+    assert.match(server!.url, /^https:\/\//, 'the remote tool server speaks HTTPS');
     assert.match(String(step('env')?.base), /^http:\/\/10\.\d+\.\d+\.\d+:3129$/);
     assert.match(String(step('env')?.node), /^18\./);
     assert.deepEqual(step('list', 'remote')?.tools, ['echo']);
