@@ -11,7 +11,9 @@ import { parseAllowEntry } from '../policy/host.js';
 import type { NetworkPolicy, ToolServerPolicy } from '../policy/types.js';
 import { startHttpMcpServer, writeStdioMcpServer, type HttpMcpServer } from '../test-support/mcp-servers.js';
 import { makeLoopbackPki } from '../test-support/tls.js';
+import { hasCode } from '../test-support/errors.js';
 import { startToolsBroker, type ToolsBroker } from './broker.js';
+import { ToolsError } from './errors.js';
 
 class Events implements AuditSink {
   readonly all: AuditEventInput[] = [];
@@ -256,6 +258,17 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
       const e = events.of('tool.call').at(-1)!;
       assert.equal(e.payload.outcome, 'unavailable');
     });
+  });
+
+  describe('when a local server program cannot be found', () => {
+    for (const command of [['no-such-mcp-server-xyz'], ['./relative/server'], ['/nonexistent/bin/server']])
+      it(`refuses to start for ${JSON.stringify(command)} (the run does not start)`, async () => {
+        const spec: ToolServerPolicy = { name: 'missing', transport: { kind: 'stdio', command }, allow: ['*'], timeoutMs: 1000 };
+        await assert.rejects(
+          startToolsBroker({ tools: { servers: [spec] }, network, audit: events, actor: { execution: 'e4' }, host: '127.0.0.1' }),
+          hasCode(ToolsError, 'tools.command_not_found'),
+        );
+      });
   });
 
   describe('a local (stdio) server', () => {

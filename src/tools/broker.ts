@@ -42,7 +42,8 @@ import { decideToolOn } from '../policy/tools.js';
 import type { EgressMatcher, NetworkPolicy, ToolServerPolicy, ToolsPolicy } from '../policy/types.js';
 import { ToolsError } from './errors.js';
 import { toolCallEvent, toolDeniedEvent, toolListEvent, type ToolOutcome } from './events.js';
-import { connectUpstream, type ToolCredential } from './upstream.js';
+import { confinedArgv } from './stdio-transport.js';
+import { connectUpstream, resolveCommand, type ToolCredential } from './upstream.js';
 
 /** Largest message accepted from the agent or from a server (bytes). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -220,6 +221,10 @@ function jsonRpcError(res: ServerResponse, status: number, code: number, message
 
 export async function startToolsBroker(o: ToolsBrokerOptions): Promise<ToolsBroker> {
   const maxBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  // Fail early: a local server whose program (or the confinement tools) cannot be found refuses
+  // the start, rather than every call of the run failing later.
+  for (const s of o.tools.servers)
+    if (s.transport.kind === 'stdio') confinedArgv({ argv: resolveCommand(s.transport.command), uid: 65534, gid: 65534 });
   const egress: EgressMatcher = compileEgress(o.network);
   const upstreams = new Upstreams(o, maxBytes);
   const servers = new Map(o.tools.servers.map((s) => [s.name, s]));

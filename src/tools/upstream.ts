@@ -15,6 +15,7 @@
  * it again (a rebinding between the two is not caught). docs/tools.md.
  */
 import { lookup } from 'node:dns/promises';
+import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -83,10 +84,18 @@ async function checkAddress(host: string, allowSpecial: boolean): Promise<void> 
   }
 }
 
-/** Resolves a local server's program: an absolute path as is, a bare name in the system directories only. */
+/** Resolves a local server's program: an absolute path (must be an executable file), a bare name in the system directories only. */
 export function resolveCommand(command: readonly string[]): string[] {
   const prog = command[0]!;
-  if (isAbsolute(prog)) return [...command];
+  if (isAbsolute(prog)) {
+    try {
+      accessSync(prog, constants.X_OK);
+      if (!statSync(prog).isFile()) throw new Error('not a file');
+    } catch {
+      throw new ToolsError('tools.command_not_found', `"${prog}" is not an executable file`);
+    }
+    return [...command];
+  }
   if (prog.includes('/')) throw new ToolsError('tools.command_not_found', `"${prog}": give an absolute path or a bare program name`);
   const found = findExecutable(prog);
   if (found === null) throw new ToolsError('tools.command_not_found', `"${prog}" is not in the system directories`);

@@ -91,177 +91,184 @@ try {
 }
 `;
 
-describe('aegis run: MCP tools brokered by AEGIS', { ...requirementsOrSkip(['ip', 'nft', 'crun']), timeout: 240_000 }, () => {
-  let work = '';
-  let home = '';
-  let file = '';
-  let inet: FakeInternet | undefined;
-  let server: HttpMcpServer | undefined;
-  let unavailable: string | null = null;
-  let caFile = '';
-  /** Asynchronous: the HTTP MCP server runs in this process and must keep answering while aegis runs. */
-  const aegis = (args: string[]) =>
-    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn(process.execPath, [AEGIS_BIN, ...args], {
-        env: {
-          ...process.env,
-          AEGIS_HOME: home,
-          AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
-          AEGIS_ALERT_RULES: 'none',
-          // The broker verifies the remote tool server's certificate with Node's trust store.
-          NODE_EXTRA_CA_CERTS: caFile,
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-        timeout: 120_000,
+describe(
+  'aegis run: MCP tools brokered by AEGIS',
+  { ...requirementsOrSkip(['ip', 'nft', 'crun', 'openssl', 'unshare', 'setpriv']), timeout: 240_000 },
+  () => {
+    let work = '';
+    let home = '';
+    let file = '';
+    let inet: FakeInternet | undefined;
+    let server: HttpMcpServer | undefined;
+    let unavailable: string | null = null;
+    let caFile = '';
+    /** Asynchronous: the HTTP MCP server runs in this process and must keep answering while aegis runs. */
+    const aegis = (args: string[]) =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const child = spawn(process.execPath, [AEGIS_BIN, ...args], {
+          env: {
+            ...process.env,
+            AEGIS_HOME: home,
+            AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
+            AEGIS_ALERT_RULES: 'none',
+            // The broker verifies the remote tool server's certificate with Node's trust store.
+            NODE_EXTRA_CA_CERTS: caFile,
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+          timeout: 120_000,
+        });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+        child.on('close', (code) => resolve({ code, out, err }));
       });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-      child.on('close', (code) => resolve({ code, out, err }));
+
+    before(async () => {
+      unavailable = await sandboxUnavailable();
+      work = mkdtempSync('/var/tmp/aegis-run-tools-');
+      chmodSync(work, 0o755);
+      home = join(work, 'home');
+      mkdirSync(home);
+      const code = join(work, 'agent');
+      mkdirSync(code);
+      chmodSync(code, 0o755);
+      writeFileSync(join(code, 'agent.mjs'), AGENT);
+      copyClientModules(code);
+      const stdioDir = join(work, 'stdio-server');
+      mkdirSync(stdioDir);
+      const stdioArgv = writeStdioMcpServer(stdioDir);
+      if (unavailable !== null) return;
+      inet = await startFakeInternet();
+      // The "remote" server: on the fake internet's host-side address, where nothing routes the agent.
+      const pkiDir = join(work, 'pki');
+      mkdirSync(pkiDir);
+      const pki = makeServerPki(pkiDir, INET_GW, [`IP:${INET_GW}`]);
+      caFile = pki.caFile;
+      server = await startHttpMcpServer(INET_GW, 0, { cert: pki.cert, key: pki.key });
+      file = join(code, 'agent.yaml');
+      writeFileSync(
+        file,
+        [
+          'version: "1.0"',
+          'agent:',
+          '  name: tools-probe',
+          '  runtime: "egress-clients:bookworm"',
+          '  entrypoint: ["node", "agent.mjs"]',
+          '  isolation: crun',
+          `  env: { DIRECT_URL: "${server.url}" }`,
+          'permissions:',
+          '  execution_time: 90s',
+          '  memory: 512MiB',
+          'tools:',
+          '  - name: remote',
+          `    mcp: { url: "${server.url}" }`,
+          '    allow: [echo]',
+          '    timeout: 10s',
+          '  - name: local',
+          `    mcp: { command: ${JSON.stringify(stdioArgv)} }`,
+          '    allow: [echo, whoami]',
+          '',
+        ].join('\n'),
+      );
+    });
+    after(async () => {
+      await server?.close();
+      await inet?.close();
+      rmSync(work, { recursive: true, force: true });
     });
 
-  before(async () => {
-    unavailable = await sandboxUnavailable();
-    work = mkdtempSync('/var/tmp/aegis-run-tools-');
-    chmodSync(work, 0o755);
-    home = join(work, 'home');
-    mkdirSync(home);
-    const code = join(work, 'agent');
-    mkdirSync(code);
-    chmodSync(code, 0o755);
-    writeFileSync(join(code, 'agent.mjs'), AGENT);
-    copyClientModules(code);
-    const stdioDir = join(work, 'stdio-server');
-    mkdirSync(stdioDir);
-    const stdioArgv = writeStdioMcpServer(stdioDir);
-    if (unavailable !== null) return;
-    inet = await startFakeInternet();
-    // The "remote" server: on the fake internet's host-side address, where nothing routes the agent.
-    const pkiDir = join(work, 'pki');
-    mkdirSync(pkiDir);
-    const pki = makeServerPki(pkiDir, INET_GW, [`IP:${INET_GW}`]);
-    caFile = pki.caFile;
-    server = await startHttpMcpServer(INET_GW, 0, { cert: pki.cert, key: pki.key });
-    file = join(code, 'agent.yaml');
-    writeFileSync(
-      file,
-      [
-        'version: "1.0"',
-        'agent:',
-        '  name: tools-probe',
-        '  runtime: "egress-clients:bookworm"',
-        '  entrypoint: ["node", "agent.mjs"]',
-        '  isolation: crun',
-        `  env: { DIRECT_URL: "${server.url}" }`,
-        'permissions:',
-        '  execution_time: 90s',
-        '  memory: 512MiB',
-        'tools:',
-        '  - name: remote',
-        `    mcp: { url: "${server.url}" }`,
-        '    allow: [echo]',
-        '    timeout: 10s',
-        '  - name: local',
-        `    mcp: { command: ${JSON.stringify(stdioArgv)} }`,
-        '    allow: [echo, whoami]',
-        '',
-      ].join('\n'),
-    );
-  });
-  after(async () => {
-    await server?.close();
-    await inet?.close();
-    rmSync(work, { recursive: true, force: true });
-  });
+    it('lists only allowed tools, forwards the allowed call, refuses the forbidden one, and the server is out of direct reach', async (t) => {
+      if (!requireOrSkip(t, unavailable)) return;
+      const summary = join(work, 'summary.json');
+      const r = await aegis(['run', file, '--state-dir', join(work, 'state'), '--summary', summary]);
+      assert.equal(r.code, 0, `${r.out}\n${r.err}`);
+      const steps = r.out
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      const step = (name: string, server?: string) => steps.find((s) => s.step === name && (server === undefined || s.server === server));
+      assert.match(server!.url, /^https:\/\//, 'the remote tool server speaks HTTPS');
+      assert.match(String(step('env')?.base), /^http:\/\/10\.\d+\.\d+\.\d+:3129$/);
+      assert.match(String(step('env')?.node), /^18\./);
+      assert.deepEqual(step('list', 'remote')?.tools, ['echo']);
+      assert.deepEqual(step('list', 'local')?.tools, ['echo', 'whoami']);
+      assert.equal(step('echo', 'remote')?.text, 'hello from remote');
+      assert.equal(step('echo', 'local')?.text, 'hello from local');
+      assert.deepEqual(step('whoami')?.who, { uid: 65534, gid: 65534, env: ['LANG', 'PATH'] });
+      for (const s of ['remote', 'local'])
+        assert.deepEqual(step('forbidden', s), {
+          step: 'forbidden',
+          server: s,
+          refused: true,
+          code: -32602,
+          reason: 'tool.denied.not_allowed',
+        });
+      assert.equal(step('direct')?.reached, false, JSON.stringify(step('direct')));
+      assert.deepEqual(
+        server!.seen.map((c) => c.tool),
+        ['echo'],
+        'the server saw the allowed call only, never the refused or the direct one',
+      );
 
-  it('lists only allowed tools, forwards the allowed call, refuses the forbidden one, and the server is out of direct reach', async (t) => {
-    if (!requireOrSkip(t, unavailable)) return;
-    const summary = join(work, 'summary.json');
-    const r = await aegis(['run', file, '--state-dir', join(work, 'state'), '--summary', summary]);
-    assert.equal(r.code, 0, `${r.out}\n${r.err}`);
-    const steps = r.out
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-    const step = (name: string, server?: string) => steps.find((s) => s.step === name && (server === undefined || s.server === server));
-    assert.match(server!.url, /^https:\/\//, 'the remote tool server speaks HTTPS');
-    assert.match(String(step('env')?.base), /^http:\/\/10\.\d+\.\d+\.\d+:3129$/);
-    assert.match(String(step('env')?.node), /^18\./);
-    assert.deepEqual(step('list', 'remote')?.tools, ['echo']);
-    assert.deepEqual(step('list', 'local')?.tools, ['echo', 'whoami']);
-    assert.equal(step('echo', 'remote')?.text, 'hello from remote');
-    assert.equal(step('echo', 'local')?.text, 'hello from local');
-    assert.deepEqual(step('whoami')?.who, { uid: 65534, gid: 65534, env: ['LANG', 'PATH'] });
-    for (const s of ['remote', 'local'])
-      assert.deepEqual(step('forbidden', s), {
-        step: 'forbidden',
-        server: s,
-        refused: true,
-        code: -32602,
-        reason: 'tool.denied.not_allowed',
-      });
-    assert.equal(step('direct')?.reached, false, JSON.stringify(step('direct')));
-    assert.deepEqual(
-      server!.seen.map((c) => c.tool),
-      ['echo'],
-      'the server saw the allowed call only, never the refused or the direct one',
-    );
+      const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
+      const q = await aegis(['audit', 'query', '--json', '--execution', executionId]);
+      assert.equal(q.code, 0, q.err);
+      const events = q.out
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
+      const calls = events.filter((e) => e.action === 'tool.call');
+      assert.deepEqual(calls.map((e) => [e.payload.server, e.payload.tool, e.payload.outcome, e.decision]).sort(), [
+        ['local', 'echo', 'result', 'allow'],
+        ['local', 'whoami', 'result', 'allow'],
+        ['remote', 'echo', 'result', 'allow'],
+      ]);
+      const remoteEcho = calls.find((e) => e.payload.server === 'remote')!;
+      assert.equal(remoteEcho.payload.arguments, JSON.stringify({ text: 'hello from remote' }));
+      assert.equal(remoteEcho.payload.argumentsBytes, JSON.stringify({ text: 'hello from remote' }).length);
+      const denied = events.filter((e) => e.action === 'tool.denied');
+      assert.deepEqual(denied.map((e) => [e.payload.server, e.payload.tool, e.reason]).sort(), [
+        ['local', 'send_email', 'tool.denied.not_allowed'],
+        ['remote', 'send_email', 'tool.denied.not_allowed'],
+      ]);
+      assert.ok(
+        events.some((e) => e.action === 'net.blocked' && e.decision === 'deny'),
+        `the direct attempt is a gateway refusal in the log:\n${events.map((e) => `${e.action} ${e.decision} ${e.reason ?? ''}`).join('\n')}`,
+      );
+      const v = await aegis(['audit', 'verify']);
+      assert.equal(v.code, 0, v.out + v.err);
+    });
 
-    const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
-    const q = await aegis(['audit', 'query', '--json', '--execution', executionId]);
-    assert.equal(q.code, 0, q.err);
-    const events = q.out
-      .trim()
-      .split('\n')
-      .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
-    const calls = events.filter((e) => e.action === 'tool.call');
-    assert.deepEqual(calls.map((e) => [e.payload.server, e.payload.tool, e.payload.outcome, e.decision]).sort(), [
-      ['local', 'echo', 'result', 'allow'],
-      ['local', 'whoami', 'result', 'allow'],
-      ['remote', 'echo', 'result', 'allow'],
-    ]);
-    const remoteEcho = calls.find((e) => e.payload.server === 'remote')!;
-    assert.equal(remoteEcho.payload.arguments, JSON.stringify({ text: 'hello from remote' }));
-    assert.equal(remoteEcho.payload.argumentsBytes, JSON.stringify({ text: 'hello from remote' }).length);
-    const denied = events.filter((e) => e.action === 'tool.denied');
-    assert.deepEqual(denied.map((e) => [e.payload.server, e.payload.tool, e.reason]).sort(), [
-      ['local', 'send_email', 'tool.denied.not_allowed'],
-      ['remote', 'send_email', 'tool.denied.not_allowed'],
-    ]);
-    assert.ok(
-      events.some((e) => e.action === 'net.blocked' && e.decision === 'deny'),
-      `the direct attempt is a gateway refusal in the log:\n${events.map((e) => `${e.action} ${e.decision} ${e.reason ?? ''}`).join('\n')}`,
-    );
-    const v = await aegis(['audit', 'verify']);
-    assert.equal(v.code, 0, v.out + v.err);
-  });
-
-  it('examples/tools-demo: the allowed tool answers, the refused one is refused, both in the audit log', async (t) => {
-    if (!requireOrSkip(t, unavailable)) return;
-    const summary = join(work, 'summary-demo.json');
-    const r = await aegis([
-      'run',
-      join(REPO_ROOT, 'examples/tools-demo/agent.yaml'),
-      '--state-dir',
-      join(work, 'state'),
-      '--summary',
-      summary,
-    ]);
-    assert.equal(r.code, 0, `${r.out}\n${r.err}`);
-    assert.match(r.out, /^tools offered: \['get_weather'\]$/m);
-    assert.match(r.out, /^get_weather: Lisbon: 18°C, light rain$/m);
-    assert.match(r.out, /^send_email: refused: -32602 tool\.denied\.not_allowed - /m);
-    const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
-    const q = await aegis(['audit', 'query', '--json', '--execution', executionId]);
-    assert.equal(q.code, 0, q.err);
-    const events = q.out
-      .trim()
-      .split('\n')
-      .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
-    const call = events.find((e) => e.action === 'tool.call');
-    assert.deepEqual([call?.payload.tool, call?.payload.outcome, call?.payload.arguments], ['get_weather', 'result', '{"city":"Lisbon"}']);
-    const denied = events.find((e) => e.action === 'tool.denied');
-    assert.deepEqual([denied?.payload.tool, denied?.reason], ['send_email', 'tool.denied.not_allowed']);
-  });
-});
+    it('examples/tools-demo: the allowed tool answers, the refused one is refused, both in the audit log', async (t) => {
+      if (!requireOrSkip(t, unavailable)) return;
+      const summary = join(work, 'summary-demo.json');
+      const r = await aegis([
+        'run',
+        join(REPO_ROOT, 'examples/tools-demo/agent.yaml'),
+        '--state-dir',
+        join(work, 'state'),
+        '--summary',
+        summary,
+      ]);
+      assert.equal(r.code, 0, `${r.out}\n${r.err}`);
+      assert.match(r.out, /^tools offered: \['get_weather'\]$/m);
+      assert.match(r.out, /^get_weather: Lisbon: 18°C, light rain$/m);
+      assert.match(r.out, /^send_email: refused: -32602 tool\.denied\.not_allowed - /m);
+      const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
+      const q = await aegis(['audit', 'query', '--json', '--execution', executionId]);
+      assert.equal(q.code, 0, q.err);
+      const events = q.out
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
+      const call = events.find((e) => e.action === 'tool.call');
+      assert.deepEqual(
+        [call?.payload.tool, call?.payload.outcome, call?.payload.arguments],
+        ['get_weather', 'result', '{"city":"Lisbon"}'],
+      );
+      const denied = events.find((e) => e.action === 'tool.denied');
+      assert.deepEqual([denied?.payload.tool, denied?.reason], ['send_email', 'tool.denied.not_allowed']);
+    });
+  },
+);
