@@ -1,5 +1,5 @@
 /**
- * End to end, as a user runs it: `aegis run` of an agent whose manifest declares two MCP tool
+ * End to end, as a user runs it (under crun and gVisor): `aegis run` of an agent whose manifest declares two MCP tool
  * servers and no network at all. The agent (Node 18 from the egress-clients:bookworm image, with
  * the official MCP SDK copied from node_modules into its code folder) uses a real MCP client
  * over `$AEGIS_TOOLS_URL`. Behind the broker: a real MCP server built with the SDK, over
@@ -93,7 +93,7 @@ try {
 
 describe(
   'aegis run: MCP tools brokered by AEGIS',
-  { ...requirementsOrSkip(['ip', 'nft', 'crun', 'openssl', 'unshare', 'setpriv']), timeout: 240_000 },
+  { ...requirementsOrSkip(['ip', 'nft', 'crun', 'runsc', 'openssl', 'unshare', 'setpriv']), timeout: 240_000 },
   () => {
     let work = '';
     let home = '';
@@ -155,7 +155,6 @@ describe(
           '  name: tools-probe',
           '  runtime: "egress-clients:bookworm"',
           '  entrypoint: ["node", "agent.mjs"]',
-          '  isolation: crun',
           `  env: { DIRECT_URL: "${server.url}" }`,
           'permissions:',
           '  execution_time: 90s',
@@ -178,67 +177,69 @@ describe(
       rmSync(work, { recursive: true, force: true });
     });
 
-    it('lists only allowed tools, forwards the allowed call, refuses the forbidden one, and the server is out of direct reach', async (t) => {
-      if (!requireOrSkip(t, unavailable)) return;
-      const summary = join(work, 'summary.json');
-      const r = await aegis(['run', file, '--state-dir', join(work, 'state'), '--summary', summary]);
-      assert.equal(r.code, 0, `${r.out}\n${r.err}`);
-      const steps = r.out
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      const step = (name: string, server?: string) => steps.find((s) => s.step === name && (server === undefined || s.server === server));
-      assert.match(server!.url, /^https:\/\//, 'the remote tool server speaks HTTPS');
-      assert.match(String(step('env')?.base), /^http:\/\/10\.\d+\.\d+\.\d+:3129$/);
-      assert.match(String(step('env')?.node), /^18\./);
-      assert.deepEqual(step('list', 'remote')?.tools, ['echo']);
-      assert.deepEqual(step('list', 'local')?.tools, ['echo', 'whoami']);
-      assert.equal(step('echo', 'remote')?.text, 'hello from remote');
-      assert.equal(step('echo', 'local')?.text, 'hello from local');
-      assert.deepEqual(step('whoami')?.who, { uid: 65534, gid: 65534, env: ['LANG', 'PATH'] });
-      for (const s of ['remote', 'local'])
-        assert.deepEqual(step('forbidden', s), {
-          step: 'forbidden',
-          server: s,
-          refused: true,
-          code: -32602,
-          reason: 'tool.denied.not_allowed',
-        });
-      assert.equal(step('direct')?.reached, false, JSON.stringify(step('direct')));
-      assert.deepEqual(
-        server!.seen.map((c) => c.tool),
-        ['echo'],
-        'the server saw the allowed call only, never the refused or the direct one',
-      );
+    for (const isolation of ['crun', 'gvisor'] as const)
+      it(`under ${isolation}: lists only allowed tools, forwards the allowed call, refuses the forbidden one, and the server is out of direct reach`, async (t) => {
+        if (!requireOrSkip(t, unavailable ?? (await sandboxUnavailable(isolation)))) return;
+        const summary = join(work, `summary-${isolation}.json`);
+        const seenBefore = server!.seen.length;
+        const r = await aegis(['run', file, '--isolation', isolation, '--state-dir', join(work, 'state'), '--summary', summary]);
+        assert.equal(r.code, 0, `${r.out}\n${r.err}`);
+        const steps = r.out
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        const step = (name: string, server?: string) => steps.find((s) => s.step === name && (server === undefined || s.server === server));
+        assert.match(server!.url, /^https:\/\//, 'the remote tool server speaks HTTPS');
+        assert.match(String(step('env')?.base), /^http:\/\/10\.\d+\.\d+\.\d+:3129$/);
+        assert.match(String(step('env')?.node), /^18\./);
+        assert.deepEqual(step('list', 'remote')?.tools, ['echo']);
+        assert.deepEqual(step('list', 'local')?.tools, ['echo', 'whoami']);
+        assert.equal(step('echo', 'remote')?.text, 'hello from remote');
+        assert.equal(step('echo', 'local')?.text, 'hello from local');
+        assert.deepEqual(step('whoami')?.who, { uid: 65534, gid: 65534, env: ['LANG', 'PATH'] });
+        for (const s of ['remote', 'local'])
+          assert.deepEqual(step('forbidden', s), {
+            step: 'forbidden',
+            server: s,
+            refused: true,
+            code: -32602,
+            reason: 'tool.denied.not_allowed',
+          });
+        assert.equal(step('direct')?.reached, false, JSON.stringify(step('direct')));
+        assert.deepEqual(
+          server!.seen.slice(seenBefore).map((c) => c.tool),
+          ['echo'],
+          'the server saw the allowed call only, never the refused or the direct one',
+        );
 
-      const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
-      const q = await aegis(['audit', 'query', '--json', '--execution', executionId]);
-      assert.equal(q.code, 0, q.err);
-      const events = q.out
-        .trim()
-        .split('\n')
-        .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
-      const calls = events.filter((e) => e.action === 'tool.call');
-      assert.deepEqual(calls.map((e) => [e.payload.server, e.payload.tool, e.payload.outcome, e.decision]).sort(), [
-        ['local', 'echo', 'result', 'allow'],
-        ['local', 'whoami', 'result', 'allow'],
-        ['remote', 'echo', 'result', 'allow'],
-      ]);
-      const remoteEcho = calls.find((e) => e.payload.server === 'remote')!;
-      assert.equal(remoteEcho.payload.arguments, JSON.stringify({ text: 'hello from remote' }));
-      assert.equal(remoteEcho.payload.argumentsBytes, JSON.stringify({ text: 'hello from remote' }).length);
-      const denied = events.filter((e) => e.action === 'tool.denied');
-      assert.deepEqual(denied.map((e) => [e.payload.server, e.payload.tool, e.reason]).sort(), [
-        ['local', 'send_email', 'tool.denied.not_allowed'],
-        ['remote', 'send_email', 'tool.denied.not_allowed'],
-      ]);
-      assert.ok(
-        events.some((e) => e.action === 'net.blocked' && e.decision === 'deny'),
-        `the direct attempt is a gateway refusal in the log:\n${events.map((e) => `${e.action} ${e.decision} ${e.reason ?? ''}`).join('\n')}`,
-      );
-      const v = await aegis(['audit', 'verify']);
-      assert.equal(v.code, 0, v.out + v.err);
-    });
+        const { executionId } = JSON.parse(readFileSync(summary, 'utf8')) as { executionId: string };
+        const q = await aegis(['audit', 'query', '--json', '--execution', executionId]);
+        assert.equal(q.code, 0, q.err);
+        const events = q.out
+          .trim()
+          .split('\n')
+          .map((l) => (JSON.parse(l) as { event: AuditEvent }).event);
+        const calls = events.filter((e) => e.action === 'tool.call');
+        assert.deepEqual(calls.map((e) => [e.payload.server, e.payload.tool, e.payload.outcome, e.decision]).sort(), [
+          ['local', 'echo', 'result', 'allow'],
+          ['local', 'whoami', 'result', 'allow'],
+          ['remote', 'echo', 'result', 'allow'],
+        ]);
+        const remoteEcho = calls.find((e) => e.payload.server === 'remote')!;
+        assert.equal(remoteEcho.payload.arguments, JSON.stringify({ text: 'hello from remote' }));
+        assert.equal(remoteEcho.payload.argumentsBytes, JSON.stringify({ text: 'hello from remote' }).length);
+        const denied = events.filter((e) => e.action === 'tool.denied');
+        assert.deepEqual(denied.map((e) => [e.payload.server, e.payload.tool, e.reason]).sort(), [
+          ['local', 'send_email', 'tool.denied.not_allowed'],
+          ['remote', 'send_email', 'tool.denied.not_allowed'],
+        ]);
+        assert.ok(
+          events.some((e) => e.action === 'net.blocked' && e.decision === 'deny'),
+          `the direct attempt is a gateway refusal in the log:\n${events.map((e) => `${e.action} ${e.decision} ${e.reason ?? ''}`).join('\n')}`,
+        );
+        const v = await aegis(['audit', 'verify']);
+        assert.equal(v.code, 0, v.out + v.err);
+      });
 
     it('examples/tools-demo: the allowed tool answers, the refused one is refused, both in the audit log', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
