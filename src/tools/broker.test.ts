@@ -173,19 +173,27 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
   });
 
   describe('when the request is malformed', () => {
-    for (const [what, body, status] of [
-      ['not JSON', '{"jsonrpc": "2.0", "id": 1, "method": ', 400],
-      ['JSON that is not JSON-RPC', '{"hello": "world"}', 400],
+    for (const [what, body, code] of [
+      ['not JSON', '{"jsonrpc": "2.0", "id": 1, "method": ', -32700],
+      ['JSON that is not JSON-RPC', '{"hello": "world"}', -32600],
+      ['an empty batch', '[]', -32600],
+      ['a batch with one bad message', '[{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "1.0"}]', -32600],
     ] as const)
-      it(`answers ${what} with a JSON-RPC error (${status})`, async () => {
+      it(`answers ${what} with JSON-RPC error ${code} (HTTP 400), audited`, async () => {
+        const before = events.all.length;
         const res = await fetch(`${broker.url}/remote/mcp`, {
           method: 'POST',
           headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
           body,
         });
-        assert.equal(res.status, status);
+        assert.equal(res.status, 400);
         const j = (await res.json()) as { error?: { code: number } };
-        assert.equal(typeof j.error?.code, 'number');
+        assert.equal(j.error?.code, code);
+        const e = events.all.slice(before);
+        assert.deepEqual(
+          e.map((x) => [x.action, x.decision, x.reason, x.payload.outcome]),
+          [['tool.call', 'error', 'tool.protocol_error', 'protocol_error']],
+        );
       });
     it('refuses an undeclared server with 404, audited as tool.denied', async () => {
       const res = await fetch(`${broker.url}/other/mcp`, { method: 'POST', body: '{}' });

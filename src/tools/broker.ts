@@ -19,7 +19,7 @@
  *    prompts, sampling) is "method not found": the broker exposes tools, nothing more.
  *  - Hostile input from either side ends that request with an error, audited, never the broker:
  *    bodies over `maxMessageBytes` (413), bytes that are not JSON (-32700), JSON that is not
- *    JSON-RPC (-32600, from the SDK), a server that does not answer within `timeout` (-32001),
+ *    JSON-RPC (-32600), a server that does not answer within `timeout` (-32001),
  *    a server that is down or breaks the protocol (-32603).
  *  - The listener binds the gateway's address: only the sandbox's namespace can reach it (the
  *    gateway's host table admits the sandbox to it and to nothing else, src/gateway/netns/plan.ts).
@@ -31,6 +31,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import {
   CallToolRequestSchema,
   ErrorCode,
+  JSONRPCMessageSchema,
   ListToolsRequestSchema,
   McpError,
   type CallToolResult,
@@ -381,6 +382,11 @@ export async function startToolsBroker(o: ToolsBrokerOptions): Promise<ToolsBrok
     } catch {
       return refuseRequest(res, spec.name, 400, ErrorCode.ParseError, 'tool.protocol_error', 'the request is not JSON');
     }
+    // JSON that is not JSON-RPC (one message or a batch): refused and audited here (the SDK would
+    // refuse it too, without an event).
+    const messages: unknown[] = Array.isArray(parsed) ? parsed : [parsed];
+    if (messages.length === 0 || !messages.every((m) => JSONRPCMessageSchema.safeParse(m).success))
+      return refuseRequest(res, spec.name, 400, ErrorCode.InvalidRequest, 'tool.protocol_error', 'the request is not a JSON-RPC message');
     const mcp = agentFacing(spec);
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => {
