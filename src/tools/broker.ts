@@ -68,8 +68,6 @@ export interface ToolsBrokerOptions {
   readonly localUser?: { readonly uid: number; readonly gid: number };
   /** Working directory of local servers: the manifest's folder under `aegis run`; default `/`. */
   readonly localCwd?: string;
-  /** Tests only: let a remote server's host name resolve to a special-purpose address. */
-  readonly allowSpecialAddresses?: boolean;
 }
 
 export interface ToolsBroker {
@@ -99,7 +97,6 @@ class Upstreams {
         ...(this.o.localUser ? { uid: this.o.localUser.uid, gid: this.o.localUser.gid } : {}),
         ...(this.o.localCwd !== undefined ? { cwd: this.o.localCwd } : {}),
         ...(this.o.credentials?.get(server.name) ? { credential: this.o.credentials.get(server.name)! } : {}),
-        ...(this.o.allowSpecialAddresses ? { allowSpecialAddresses: true } : {}),
       }).then((client) => {
         // A lost connection (a local server that exited, a broken stream): reconnect next time.
         const prev = client.onclose;

@@ -39,8 +39,6 @@ export interface UpstreamOptions {
   /** Working directory of local servers (default `/`). */
   readonly cwd?: string;
   readonly credential?: ToolCredential;
-  /** Tests: accept a host name resolving to a special-purpose address. Never set by `aegis run`. */
-  readonly allowSpecialAddresses?: boolean;
 }
 
 /** A fetch that refuses redirects and bodies larger than `max` bytes (tools.message_too_large). */
@@ -67,9 +65,9 @@ function boundedFetch(max: number): typeof fetch {
   };
 }
 
-async function checkAddress(host: string, allowSpecial: boolean): Promise<void> {
+async function checkAddress(host: string): Promise<void> {
   const c = classifyHost(host);
-  if (c.kind !== 'name' || allowSpecial) return; // an IP literal written in the manifest is used as written
+  if (c.kind !== 'name') return; // an IP literal written in the manifest is used as written
   let addresses: { address: string }[];
   try {
     addresses = await lookup(host, { all: true });
@@ -107,7 +105,7 @@ export async function connectUpstream(server: ToolServerPolicy, o: UpstreamOptio
   const client = new Client({ name: 'aegis-tools-broker', version: '1.0.0' }, { capabilities: {} });
   const t = server.transport;
   if (t.kind === 'http') {
-    await checkAddress(t.host, o.allowSpecialAddresses === true);
+    await checkAddress(t.host);
     const headers: Record<string, string> = {};
     if (o.credential) headers[o.credential.header] = o.credential.value;
     const transport = new StreamableHTTPClientTransport(new URL(t.url), {
