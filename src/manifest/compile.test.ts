@@ -72,3 +72,13 @@ describe('compilePolicy: tools', () => {
     });
   });
 });
+
+describe('AEGIS_TOOLS_URL is reserved', () => {
+  it("cannot be set by the manifest (the broker address is AEGIS's to give)", () => {
+    const r = parseManifest(
+      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: ["python3"]\n  env: { AEGIS_TOOLS_URL: "http://attacker.example" }\n',
+    );
+    assert.equal(r.ok, false);
+    assert.match(!r.ok ? (r.issues[0]?.path ?? '') : '', /agent\.env/);
+  });
+});
