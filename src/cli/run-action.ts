@@ -26,6 +26,7 @@ import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import { prepareRunSecrets, secretBindEvents, secretDeniedEvent, withPlaceholders, type RunSecrets } from '../secrets/run.js';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
+import type { ToolCredentials } from '../tools/credentials.js';
 import type { AegisConfig } from '../config/index.js';
 import type { CliContext } from './context.js';
 import { openRunAudit, startRunServices, sweepLostRuns, type RunAudit, type RunServices } from './run-services.js';
@@ -208,6 +209,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   let operatorEnv: readonly string[] = [];
   /** Which secret and version each placeholder stands for (in memory only; for the gateway's swap). */
   let runSecrets: RunSecrets = { env: {}, bindings: [] };
+  /** Credentials of remote tool servers (in memory only; held by the tools broker). */
+  let toolCredentials: ToolCredentials | undefined;
   let budget: AuditBudgetLimits;
   /** Said on stderr before the run and kept in the summary. */
   let warnings: string[] = [];
@@ -229,6 +232,12 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     // Secret references become per-execution placeholders; a missing, expired or unbound secret
     // refuses the run (secrets.missing / secrets.expired / secrets.unbound; docs/secrets.md).
     runSecrets = await prepareRunSecrets({ dir: config.secretsDir, policy: withEnv.policy, now: Date.now() });
+    // Secrets bound to tool servers are read now, for the broker: missing, expired or unbound
+    // refuses the run (tools.secret_unavailable; docs/tools.md).
+    if (!flags.dryRun && (withEnv.policy.tools?.servers.length ?? 0) > 0) {
+      const { resolveToolCredentials } = await import('../tools/credentials.js');
+      toolCredentials = await resolveToolCredentials(withEnv.policy.tools, config.secretsDir, Date.now());
+    }
     const image = await resolveImage(loaded.policy.agent.runtime, { imagesDir: config.imagesDir });
     // Host policy: only images signed by a trusted key run (AEGIS_IMAGE_TRUSTED_KEYS; docs/images.md).
     const signedBy =
@@ -327,6 +336,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         onBudgetExhausted,
         gatewayEnv: config.gatewayEnv,
         ...(alerting ? { wrapLog: alerting.wrap } : {}),
+        ...(toolCredentials ? { toolCredentials: toolCredentials.byServer } : {}),
+        toolsCwd: resolve(opts.manifestDir),
       });
     } catch (err) {
       if (alerting) await alerting.finish().catch(() => undefined);
@@ -334,6 +345,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     }
     // The names (never the values) of the operator's --env, and which secret version each
     // reference stands for (never the placeholder), before the agent starts.
+    for (const ev of toolCredentials?.events ?? [])
+      await services.audit.append({ ...ev, actor: { agent: opts.policy.agent.name, execution: executionId } });
     if (operatorEnv.length > 0 || runSecrets.bindings.length > 0) {
       if (operatorEnv.length > 0)
         await services.audit.append({

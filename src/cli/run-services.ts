@@ -10,6 +10,12 @@
  * interface at all: a fresh network namespace with loopback only, so nothing can leave (and
  * nothing is there to audit beyond the run's lifecycle). A policy with entries gets its own
  * namespace, veth and nftables tables from the gateway, and the gateway's proxy variables.
+ *
+ * ARCHITECTURE NOTE: a policy that declares MCP tool servers (`tools:`) always gets the gateway's
+ * namespace, even with no network entries (then DNS and every connection are refused as usual),
+ * because the tools broker is reached through it: the broker listens on the gateway's address,
+ * the host table admits the sandbox to `gateway:3129` and to nothing it does not already allow,
+ * and the agent gets `AEGIS_TOOLS_URL` (docs/tools.md).
  */
 import { readdirSync } from 'node:fs';
 import { BudgetedSink, DEFAULT_AUDIT_BUDGET, type AuditBudgetLimits } from '../audit/budget.js';
@@ -20,6 +26,7 @@ import type { Policy } from '../policy/types.js';
 import type { SweptRun } from '../sandbox/state.js';
 import type { NetworkOption } from '../sandbox/spec/compile.js';
 import type { AegisConfig } from '../config/index.js';
+import type { ToolCredential } from '../tools/upstream.js';
 
 export interface RunServices {
   /** Where the sandbox and the gateway send their events. */
@@ -82,6 +89,10 @@ export interface RunServicesOptions {
   readonly gatewayEnv: AegisConfig['gatewayEnv'];
   /** Wraps the log before the budget (the alerting sink: it sees what is logged). */
   readonly wrapLog?: (log: AuditSink) => AuditSink;
+  /** Credentials of remote tool servers, by server name (resolveToolCredentials). */
+  readonly toolCredentials?: ReadonlyMap<string, ToolCredential>;
+  /** Where local tool servers run (the manifest's folder, absolute). */
+  readonly toolsCwd?: string;
 }
 
 /**
@@ -104,17 +115,35 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
       await audit.close();
     }
   };
-  if (o.policy.network.rules.length === 0) {
+  const toolServers = o.policy.tools?.servers ?? [];
+  if (o.policy.network.rules.length === 0 && toolServers.length === 0) {
     return { audit: sink, network: { kind: 'none' }, env: {}, close: closeAudit };
   }
   try {
     const { startSandboxNetwork, loadGatewayConfig } = await import('../gateway/index.js');
+    const actor = { agent: o.policy.agent.name, execution: o.executionId };
+    const tools =
+      toolServers.length === 0
+        ? undefined
+        : async (gatewayAddress: string) => {
+            const { startToolsBroker } = await import('../tools/broker.js');
+            return startToolsBroker({
+              tools: { servers: toolServers },
+              network: o.policy.network,
+              audit: sink,
+              actor,
+              host: gatewayAddress,
+              ...(o.toolCredentials ? { credentials: o.toolCredentials } : {}),
+              ...(o.toolsCwd !== undefined ? { localCwd: o.toolsCwd } : {}),
+            });
+          };
     const net = await startSandboxNetwork({
       network: o.policy.network,
       executionId: o.executionId,
       agent: o.policy.agent.name,
       audit: sink,
       config: loadGatewayConfig(o.gatewayEnv),
+      ...(tools ? { tools } : {}),
     });
     return {
       audit: sink,

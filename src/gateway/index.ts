@@ -35,7 +35,7 @@ import {
   writeResolvConf,
 } from './netns/adapter.js';
 import { BlockedMonitor } from './blocked-monitor.js';
-import { planSandboxNet, proxyEnv, RESERVED_CAPTURE_PORTS, resolvConf, socksUrl, type SandboxNetPlan } from './netns/plan.js';
+import { planSandboxNet, proxyEnv, RESERVED_CAPTURE_PORTS, resolvConf, socksUrl, toolsUrl, type SandboxNetPlan } from './netns/plan.js';
 import { startHttpListener } from './proxy/http.js';
 import { startSocksListener } from './proxy/socks.js';
 import { startTransparentTlsListener } from './proxy/transparent-tls.js';
@@ -61,6 +61,12 @@ export interface StartSandboxNetworkOptions {
   readonly resolver?: Resolver;
   /** How often the nftables drop counters become `net.blocked` events (ms); default 1000. */
   readonly blockedPollMs?: number;
+  /**
+   * Starts the MCP tools broker (src/tools) listening on the gateway's address, when the policy
+   * declares tool servers: the sandbox then reaches it at `AEGIS_TOOLS_URL` (gateway:3129) and
+   * the gateway closes it with the rest. Absent: no broker, port 3129 is refused like any other.
+   */
+  readonly tools?: (gatewayAddress: string) => Promise<{ readonly port: number; close(): Promise<void> }>;
 }
 
 export interface SandboxNetwork {
@@ -77,6 +83,8 @@ export interface SandboxNetwork {
   readonly anyTcpPort: boolean;
   /** File to bind-mount read-only at /etc/resolv.conf inside the sandbox. */
   readonly resolvConfPath: string;
+  /** `http://<gateway>:3129` when a tools broker was started (also `env.AEGIS_TOOLS_URL`), else null. */
+  readonly toolsUrl: string | null;
   readonly gatewayAddress: string;
   readonly sandboxAddress: string;
   readonly plan: SandboxNetPlan;
@@ -124,13 +132,14 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   const servers: Server[] = [];
   let dns: DnsServers | null = null;
   let blocked: BlockedMonitor | null = null;
+  let tools: { readonly port: number; close(): Promise<void> } | null = null;
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
     await blocked?.stop(); // the last drops, read before the tables go
     for (const s of session.sockets) s.destroy();
-    await Promise.all([...servers.map(closeServer), dns?.close()]);
+    await Promise.all([...servers.map(closeServer), dns?.close(), tools?.close()]);
     await destroySandboxNet(plan, runDir);
     await releaseSlot(slotDir, slot);
   };
@@ -159,6 +168,7 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
         servers.push(l);
         tcp.set(p, port(l));
       }
+      if (o.tools) tools = await o.tools(plan.hostAddress);
       let tcpAny: number | undefined;
       if (anyTcp) {
         const l = await startTransparentTcpListener(session, plan.hostAddress, 'any', plan.sandboxAddress);
@@ -173,9 +183,10 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
         transparentTls: port(tTls),
         tcp,
         tcpAny,
+        ...(tools ? { tools: tools.port } : {}),
       });
     };
-    const [inside, host] = await Promise.allSettled([configureSandboxNamespace(plan, tcpPorts, anyTcp), hostSide()]);
+    const [inside, host] = await Promise.allSettled([configureSandboxNamespace(plan, tcpPorts, anyTcp, o.tools !== undefined), hostSide()]);
     if (inside.status === 'rejected') throw inside.reason;
     if (host.status === 'rejected') throw host.reason;
     blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
@@ -184,11 +195,12 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     return {
       netnsPath: plan.netnsPath,
       netnsName: plan.netnsName,
-      env: proxyEnv(plan),
+      env: proxyEnv(plan, tools !== null),
       socksUrl: socksUrl(plan),
       tcpPorts,
       anyTcpPort: anyTcp,
       resolvConfPath,
+      toolsUrl: tools !== null ? toolsUrl(plan) : null,
       gatewayAddress: plan.hostAddress,
       sandboxAddress: plan.sandboxAddress,
       plan,

@@ -31,6 +31,16 @@ describe('checkPolicy', () => {
     assert.deepEqual(checkPolicy(JSON.parse(JSON.stringify(p))), p);
   });
 
+  it('regression: accepts a policy with tool servers of both kinds (the cache once refused every policy with tools)', () => {
+    const r = parseManifest(
+      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: ["true"]\ntools:\n  - name: gmail\n    mcp: { url: "https://mcp.example.com/gmail", secret: "secret:gmail" }\n    allow: [read_message]\n  - name: files\n    mcp: { command: ["mcp-server-files", "/srv"] }\n    allow: ["*"]\n',
+    );
+    assert.ok(r.ok, r.ok ? '' : JSON.stringify(r.issues));
+    const p = compilePolicy(r.manifest);
+    assert.equal(p.tools?.servers.length, 2);
+    assert.deepEqual(checkPolicy(JSON.parse(JSON.stringify(p))), p);
+  });
+
   it('refuses anything else', () => {
     const base = JSON.stringify(policies[0]?.[1]);
     type P = {
@@ -40,6 +50,7 @@ describe('checkPolicy', () => {
       limits: { cpu: { cores: unknown } };
       fs?: { read: unknown; write: unknown };
       syscalls: unknown;
+      tools?: unknown;
     };
     const bad: Array<(p: P) => unknown> = [
       () => null,
@@ -54,6 +65,14 @@ describe('checkPolicy', () => {
       (p) => ((p.fs = { read: '/', write: [] }), p),
       (p) => ((p.syscalls = { deny: [], allow: ['ptrace'] }), p),
       (p) => (delete p.fs, p),
+      (p) => ((p.tools = { servers: [{ name: 'x', transport: { kind: 'stdio', command: [] }, allow: [], timeoutMs: 1000 }] }), p),
+      (p) => (
+        (p.tools = {
+          servers: [{ name: 'x', transport: { kind: 'http', url: 'u', host: 'h', port: 0, secret: null }, allow: [], timeoutMs: 1 }],
+        }),
+        p
+      ),
+      (p) => ((p.tools = { servers: [], extra: true }), p),
     ];
     for (const [i, change] of bad.entries()) assert.equal(checkPolicy(change(JSON.parse(base) as P)), undefined, `case ${i}`);
   });

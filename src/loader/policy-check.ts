@@ -106,10 +106,31 @@ function limits(v: unknown): boolean {
   );
 }
 
+function toolServer(v: unknown): boolean {
+  const o = obj(v, ['name', 'transport', 'allow', 'timeoutMs']);
+  if (o === undefined || !str(o['name']) || !strings(o['allow']) || !nat(o['timeoutMs'])) return false;
+  const kind = (o['transport'] as Obj | null)?.['kind'];
+  if (kind === 'stdio') {
+    const t = obj(o['transport'], ['kind', 'command']);
+    return t !== undefined && strings(t['command']) && t['command'].length > 0;
+  }
+  const t = obj(o['transport'], ['kind', 'url', 'host', 'port', 'secret']);
+  return (
+    t !== undefined && kind === 'http' && str(t['url']) && str(t['host']) && port(t['port']) && (t['secret'] === null || str(t['secret']))
+  );
+}
+
+function tools(v: unknown): boolean {
+  const o = obj(v, ['servers']);
+  return o !== undefined && Array.isArray(o['servers']) && o['servers'].every(toolServer);
+}
+
 /** `v` as a Policy when it has exactly a Policy's shape, else undefined. */
 export function checkPolicy(v: unknown): Policy | undefined {
-  const o = obj(v, ['version', 'agent', 'network', 'fs', 'limits', 'syscalls']);
+  const withTools = typeof v === 'object' && v !== null && Object.prototype.hasOwnProperty.call(v, 'tools');
+  const o = obj(v, ['version', 'agent', 'network', 'fs', 'limits', 'syscalls', ...(withTools ? ['tools'] : [])]);
   if (o === undefined || o['version'] !== '1.0') return undefined;
+  if (withTools && !tools(o['tools'])) return undefined;
   const fs = obj(o['fs'], ['read', 'write']);
   const sys = obj(o['syscalls'], ['deny']);
   const ok =

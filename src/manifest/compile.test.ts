@@ -40,3 +40,45 @@ describe('compilePolicy', () => {
     assert.equal(p.network.byteQuota, 10_000_000);
   });
 });
+
+describe('compilePolicy: tools', () => {
+  it('has no tool servers by default', () => {
+    assert.deepEqual(policyOf('').tools, { servers: [] });
+  });
+  it('compiles a remote and a local server, sorted allow lists, timeouts in ms', () => {
+    const p = policyOf(
+      'tools:\n  - name: gmail\n    mcp: { url: "https://MCP.example.com/gmail", secret: "secret:gmail-token" }\n    allow: [search_messages, read_message]\n  - name: files\n    mcp: { command: ["mcp-server-files", "/srv/shared"] }\n    allow: ["*"]\n    timeout: 5s\n',
+    );
+    assert.deepEqual(p.tools, {
+      servers: [
+        {
+          name: 'gmail',
+          transport: { kind: 'http', url: 'https://mcp.example.com/gmail', host: 'mcp.example.com', port: 443, secret: 'gmail-token' },
+          allow: ['read_message', 'search_messages'],
+          timeoutMs: 30_000,
+        },
+        { name: 'files', transport: { kind: 'stdio', command: ['mcp-server-files', '/srv/shared'] }, allow: ['*'], timeoutMs: 5_000 },
+      ],
+    });
+  });
+  it('takes the port of an http:// URL, default 80', () => {
+    const p = policyOf('tools:\n  - name: local\n    mcp: { url: "http://198.51.100.7:8080/mcp" }\n');
+    assert.deepEqual(p.tools?.servers[0]?.transport, {
+      kind: 'http',
+      url: 'http://198.51.100.7:8080/mcp',
+      host: '198.51.100.7',
+      port: 8080,
+      secret: null,
+    });
+  });
+});
+
+describe('AEGIS_TOOLS_URL is reserved', () => {
+  it("cannot be set by the manifest (the broker address is AEGIS's to give)", () => {
+    const r = parseManifest(
+      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: ["python3"]\n  env: { AEGIS_TOOLS_URL: "http://attacker.example" }\n',
+    );
+    assert.equal(r.ok, false);
+    assert.match(!r.ok ? (r.issues[0]?.path ?? '') : '', /agent\.env/);
+  });
+});

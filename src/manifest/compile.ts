@@ -62,5 +62,8 @@ export function compilePolicy(m: Manifest): Policy {
       pids: p.processes,
     },
     syscalls: { deny: uniqueSorted(p.syscalls.deny) },
+    tools: {
+      servers: m.tools.map((t) => ({ name: t.name, transport: t.mcp, allow: uniqueSorted(t.allow), timeoutMs: t.timeout })),
+    },
   };
 }

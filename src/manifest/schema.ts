@@ -16,7 +16,9 @@ import { parseImageRef } from '../policy/image-ref.js';
 import { ENV_NAME, RESERVED_ENV, SECRET_REF } from '../policy/env.js';
 import { normalizeSandboxPath } from '../policy/paths.js';
 import { isKnownSyscall } from '../policy/syscalls.js';
-import type { ImageRef, Isolation, NetRule } from '../policy/types.js';
+import { classifyHost } from '../policy/host.js';
+import { ANY_TOOL, TOOL_NAME } from '../policy/tools.js';
+import type { ImageRef, Isolation, NetRule, ToolTransport } from '../policy/types.js';
 
 export { parseImageRef };
 import { formatBytes, parseDuration, parseRate, parseSize } from './units.js';
@@ -247,6 +249,142 @@ const permissionsSchema = z
   })
   .describe('What the agent may do. Everything absent takes the restrictive default.');
 
+/** Default and bounds of a tool call's time limit (`tools[].timeout`). */
+export const TOOL_TIMEOUT = { default: '30s', minMs: 1_000, maxMs: 600_000 } as const;
+
+const toolServerName = z
+  .string()
+  .regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, { error: 'must be a lower-case DNS label (a-z, 0-9, "-", at most 63 characters)' })
+  .describe("The server's name: the agent reaches it at $AEGIS_TOOLS_URL/<name>/mcp.");
+
+/** Where a tool server is: exactly one of `url` (remote, Streamable HTTP) or `command` (local, stdio). */
+const mcpSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .max(2048)
+      .optional()
+      .describe('Streamable HTTP endpoint of a remote MCP server: https:// (or http:// for a server on a trusted network).'),
+    secret: z
+      .string()
+      .optional()
+      .describe('With url: "secret:<name>", a secret from the AEGIS store sent to the server as its credential (never over http://).'),
+    command: z
+      .array(
+        z
+          .string()
+          .min(1, { error: 'must not be empty' })
+          .max(4096)
+          .refine((s) => !s.includes('\0'), { error: 'must not contain a NUL byte' }),
+      )
+      .min(1, { error: 'must name a program to run' })
+      .max(256)
+      .optional()
+      .describe('argv of a local MCP server (stdio) that AEGIS starts outside the sandbox, unprivileged, with a clean environment.'),
+  })
+  .describe('Where the server is: { url: "https://..." } (remote) or { command: [...] } (local, stdio).')
+  .transform((v, ctx): ToolTransport => {
+    if ((v.url === undefined) === (v.command === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of url (a remote server) or command (a local one)' });
+      return z.NEVER;
+    }
+    if (v.command !== undefined) {
+      if (v.secret !== undefined) {
+        ctx.addIssue({ code: 'custom', message: 'a secret is only sent to a remote (url) server', path: ['secret'] });
+        return z.NEVER;
+      }
+      return { kind: 'stdio', command: [...v.command] };
+    }
+    const url = v.url!;
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `"${url}" is not a URL`, input: url, path: ['url'] });
+      return z.NEVER;
+    }
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+      ctx.addIssue({ code: 'custom', message: `"${url}": only https:// and http:// servers are supported`, input: url, path: ['url'] });
+      return z.NEVER;
+    }
+    if (u.username !== '' || u.password !== '') {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'credentials in the URL are refused: bind a secret (secret: "secret:<name>")',
+        path: ['url'],
+      });
+      return z.NEVER;
+    }
+    const host = classifyHost(u.hostname);
+    if (host.kind === 'invalid') {
+      ctx.addIssue({ code: 'custom', message: `"${u.hostname}" is not a valid host (${host.why})`, input: url, path: ['url'] });
+      return z.NEVER;
+    }
+    let secret: string | null = null;
+    if (v.secret !== undefined) {
+      const m = SECRET_REF.exec(v.secret);
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: `"${v.secret}" is not a secret reference (secret:<name>, lower case)`, path: ['secret'] });
+        return z.NEVER;
+      }
+      if (u.protocol !== 'https:') {
+        ctx.addIssue({ code: 'custom', message: 'a secret is only sent over https://', path: ['secret'] });
+        return z.NEVER;
+      }
+      secret = m[1]!;
+    }
+    return {
+      kind: 'http',
+      url: u.href,
+      host: host.kind === 'ip' ? host.ip.address : host.name,
+      port: u.port !== '' ? Number(u.port) : u.protocol === 'https:' ? 443 : 80,
+      secret,
+    };
+  });
+
+const toolServerSchema = z
+  .strictObject({
+    name: toolServerName,
+    mcp: mcpSchema,
+    allow: z
+      .array(
+        z
+          .string()
+          .regex(TOOL_NAME, { error: (iss) => `"${String(iss.input)}" is not a tool name (1-128 printable characters, no spaces)` })
+          .refine((t) => t === ANY_TOOL || !t.includes('*'), {
+            error: (iss) => `"${String(iss.input)}": "*" alone allows every tool; names are not patterns`,
+          }),
+      )
+      .max(1024)
+      .default([])
+      .describe('Tools the agent may list and call; ["*"]: all; [] (the default): none.'),
+    timeout: z
+      .string()
+      .default(TOOL_TIMEOUT.default)
+      .describe('How long one tool call may take, e.g. 30s (default). 1s to 10m.')
+      .transform(
+        unit(parseDuration, (ms) =>
+          ms < TOOL_TIMEOUT.minMs ? 'is shorter than 1s' : ms > TOOL_TIMEOUT.maxMs ? 'is longer than 10m' : null,
+        ),
+      ),
+  })
+  .describe('An MCP tool server brokered by AEGIS.');
+
+const toolsSchema = z
+  .array(toolServerSchema)
+  .max(64)
+  .superRefine((servers, ctx) => {
+    const seen = new Set<string>();
+    servers.forEach((s, i) => {
+      if (seen.has(s.name)) ctx.addIssue({ code: 'custom', message: `tool server "${s.name}" is declared twice`, path: [i, 'name'] });
+      seen.add(s.name);
+      if (s.allow.includes(ANY_TOOL) && s.allow.length > 1)
+        ctx.addIssue({ code: 'custom', message: '"*" allows every tool: list names or "*" alone', path: [i, 'allow'] });
+    });
+  })
+  .default([])
+  .describe('MCP tool servers the agent may use through AEGIS, and which of their tools. [] (the default): none.');
+
 export const manifestSchema = z
   .strictObject({
     version: z.literal('1.0', {
@@ -254,6 +392,7 @@ export const manifestSchema = z
     }),
     agent: agentSchema,
     permissions: permissionsSchema.prefault({}),
+    tools: toolsSchema,
   })
   .describe('AEGIS agent manifest, version 1.0');
 

@@ -50,6 +50,7 @@ describe('applyOperatorEnv', () => {
   it('refuses the variables the gateway sets, in any case', () => {
     assert.match(refused(['HTTPS_PROXY=http://evil:3128']), /set by AEGIS/);
     assert.match(refused(['no_proxy=*']), /set by AEGIS/);
+    assert.match(refused(['AEGIS_TOOLS_URL=http://attacker.example']), /set by AEGIS/);
   });
   it('refuses secret references and replacing a declared secret, without echoing the value', () => {
     const m = refused(['TOKEN=secret:prod-db']);

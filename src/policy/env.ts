@@ -16,7 +16,14 @@ import type { Policy } from './types.js';
 
 export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Set by AEGIS itself (egress gateway); neither the manifest nor the operator may point them elsewhere. */
-export const RESERVED_ENV: ReadonlySet<string> = new Set(['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'NO_PROXY', 'FTP_PROXY']);
+export const RESERVED_ENV: ReadonlySet<string> = new Set([
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'ALL_PROXY',
+  'NO_PROXY',
+  'FTP_PROXY',
+  'AEGIS_TOOLS_URL',
+]);
 export const SECRET_PREFIX = 'secret:';
 export const SECRET_REF = /^secret:([a-z0-9][a-z0-9._-]{0,127})$/;
 export const MAX_ENV_VALUE = 65_536;

@@ -90,6 +90,41 @@ export interface Policy {
   readonly limits: ResourceLimits;
   /** Extra system calls to deny on top of the default seccomp profile (never fewer). */
   readonly syscalls: { readonly deny: readonly string[] };
+  /** MCP tool servers brokered by AEGIS (manifest `tools:`). Absent or `servers: []`: no tools, no broker. */
+  readonly tools?: ToolsPolicy;
+}
+
+/**
+ * How AEGIS reaches a tool server (it is the MCP client; the agent never is):
+ * - `http`: a remote server speaking Streamable HTTP at `url` (`https://`, or `http://` for a
+ *   server on a trusted network; a bound secret is never sent over `http://`);
+ * - `stdio`: a local server AEGIS starts outside the agent's sandbox (`command[0]` absolute, or
+ *   looked up in the system directories).
+ */
+export type ToolTransport =
+  | {
+      readonly kind: 'http';
+      readonly url: string;
+      /** Normalized host name or IP literal of `url`. */
+      readonly host: string;
+      readonly port: number;
+      /** Name of the secret sent as the server's credential (`secret:<name>` in the manifest), or null. */
+      readonly secret: string | null;
+    }
+  | { readonly kind: 'stdio'; readonly command: readonly string[] };
+
+export interface ToolServerPolicy {
+  /** The server's name: the path segment of `$AEGIS_TOOLS_URL/<name>/mcp`, a lower-case DNS label. */
+  readonly name: string;
+  readonly transport: ToolTransport;
+  /** Tool names the agent may list and call, sorted; `["*"]` means every tool; `[]` means none. */
+  readonly allow: readonly string[];
+  /** How long one call may take before the broker answers the agent with a timeout error (ms). */
+  readonly timeoutMs: number;
+}
+
+export interface ToolsPolicy {
+  readonly servers: readonly ToolServerPolicy[];
 }
 
 /**
@@ -113,7 +148,11 @@ export type AllowReason =
   /** Sandbox view: the sandbox's own /proc, /sys, /dev, readable. */
   | 'fs.allowed.kernel'
   /** Sandbox view: a standard device node (/dev/null, ...), writable. */
-  | 'fs.allowed.device';
+  | 'fs.allowed.device'
+  /** A tool the server's `allow` list names. */
+  | 'tool.allowed.name'
+  /** A server whose `allow` is `["*"]`. */
+  | 'tool.allowed.any';
 
 export type DenyReason =
   | 'net.denied.no_rules'
@@ -133,7 +172,13 @@ export type DenyReason =
   /** Sandbox view: a masked kernel path (/proc/kcore, ...). */
   | 'fs.denied.masked'
   /** Sandbox view: /proc, /sys, /dev are read-only to the agent. */
-  | 'fs.denied.kernel_readonly';
+  | 'fs.denied.kernel_readonly'
+  /** A tool the server's `allow` list does not name. */
+  | 'tool.denied.not_allowed'
+  /** A server the manifest's `tools:` does not declare. */
+  | 'tool.denied.unknown_server'
+  /** A tool name that is not a string of 1-128 printable characters. */
+  | 'tool.denied.invalid_name';
 
 export type Decision =
   | { readonly allow: true; readonly reason: AllowReason; /** the manifest entry that allowed it */ readonly rule: string }

@@ -169,6 +169,29 @@ describe('aegis policy test', () => {
     });
   });
 
+  describe('tool <server> <tool> (examples/tools-demo)', () => {
+    const TOOLS = join(REPO_ROOT, 'examples', 'tools-demo', 'agent.yaml');
+    const toolCases: Array<[string[], number, RegExp]> = [
+      [['office', 'get_weather'], 0, /^allow\n$/],
+      [['office', 'send_email'], 1, /^deny: tool\.denied\.not_allowed \("send_email" is not in the allow list of server "office"\)\n$/],
+      [['mail', 'get_weather'], 1, /^deny: tool\.denied\.unknown_server/],
+      [['office', 'get weather'], 1, /^deny: tool\.denied\.invalid_name/],
+    ];
+    for (const [args, code, out] of toolCases)
+      it(`tool ${args.join(' ')} -> exit ${code}`, () => {
+        const r = aegis('policy', 'test', TOOLS, 'tool', ...args);
+        assert.equal(r.code, code, r.err);
+        assert.match(r.out, out);
+      });
+    it('--json, and exit 2 without exactly a server and a tool', () => {
+      const r = aegis('policy', 'test', '--json', TOOLS, 'tool', 'office', 'send_email');
+      assert.equal(r.code, 1);
+      assert.equal((JSON.parse(r.out) as { reason: string }).reason, 'tool.denied.not_allowed');
+      assert.equal(aegis('policy', 'test', TOOLS, 'tool', 'office').code, 2);
+      assert.equal(aegis('policy', 'test', TOOLS, 'tool', 'office', 'a', 'b').code, 2);
+    });
+  });
+
   it('prints the decision as JSON with --json', () => {
     const r = aegis('policy', 'test', '--json', EXAMPLE, 'net', 'attacker.com');
     assert.equal(r.code, 1);

@@ -178,9 +178,14 @@ export async function createSandboxLink(p: SandboxNetPlan): Promise<void> {
 }
 
 /** Step 2 of `createSandboxNet`: everything inside the namespace (after `createSandboxLink`). */
-export async function configureSandboxNamespace(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): Promise<void> {
+export async function configureSandboxNamespace(
+  p: SandboxNetPlan,
+  tcpPorts: readonly number[] = [],
+  anyTcpPort = false,
+  tools = false,
+): Promise<void> {
   const script = namespaceSetupScript(p, { nft: tool('nft'), ip: tool('ip') });
-  await run('ip', ['netns', 'exec', p.netnsName, tool('sh'), '-c', script], sandboxRuleset(p, tcpPorts, anyTcpPort));
+  await run('ip', ['netns', 'exec', p.netnsName, tool('sh'), '-c', script], sandboxRuleset(p, tcpPorts, anyTcpPort, tools));
 }
 
 /**

@@ -258,3 +258,27 @@ describe('generated setup and teardown commands (issue 18: a few processes, not 
     assert.throws(() => namespaceSetupScript(p, { ...tools, nft: '/usr/sbin/nft $(id)' }), hasCode(GatewayError, 'gateway.netns_failed'));
   });
 });
+
+describe('the tools broker port (3129)', () => {
+  const p = planSandboxNet('0a1b2c3d', 0, '10.201.0.0/16');
+  it('is closed unless a broker listens: neither table lets 3129 through without one', () => {
+    assert.doesNotMatch(hostRuleset(p, ports), /3129/);
+    assert.match(sandboxRuleset(p), /ip daddr 10\.201\.0\.1 tcp dport \{ 53, 3128, 1080 \} accept/);
+    assert.equal(proxyEnv(p).AEGIS_TOOLS_URL, undefined);
+  });
+  it('with a broker: gateway:3129 goes to its listener, admitted from the sandbox only, and the agent is told where it is', () => {
+    const r = hostRuleset(p, { ...ports, tools: 40009 });
+    assert.match(r, /iifname "aeh0a1b2c3d" ip saddr 10\.201\.0\.2 ip daddr 10\.201\.0\.1 tcp dport 3129 dnat ip to 10\.201\.0\.1:40009/);
+    assert.match(
+      r,
+      /ip saddr 10\.201\.0\.2 ip daddr 10\.201\.0\.1 tcp dport \{ 40001, 40002, 40003, 40004, 40005, 40006, 40007, 40009 \} accept/,
+    );
+    // Before the generic TCP capture, so a rule naming port 3129 elsewhere cannot take the broker's traffic.
+    assert.ok(r.indexOf('tcp dport 3129 dnat') < r.indexOf('tcp dport map'));
+    assert.match(sandboxRuleset(p, [], false, true), /ip daddr 10\.201\.0\.1 tcp dport \{ 53, 3128, 1080, 3129 \} accept/);
+    const env = proxyEnv(p, true);
+    assert.equal(env.AEGIS_TOOLS_URL, 'http://10.201.0.1:3129');
+    assert.equal(env.NO_PROXY, 'localhost,127.0.0.1,::1,10.201.0.1');
+    assert.equal(env.no_proxy, env.NO_PROXY);
+  });
+});

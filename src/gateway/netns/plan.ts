@@ -45,8 +45,12 @@ import { blockedChain } from './blocked.js';
 /** IPv6 address of the sandbox (ULA, RFC 4193; the same in every sandbox namespace, routed nowhere). */
 export const SANDBOX_IPV6 = 'fd61:6567:6973::2';
 
-/** Ports the sandbox sees on the gateway address (stable, written into env and resolv.conf). */
-export const SANDBOX_PORTS = { dns: 53, httpProxy: 3128, socks: 1080 } as const;
+/**
+ * Ports the sandbox sees on the gateway address (stable, written into env and resolv.conf).
+ * `tools`: the MCP tools broker (src/tools), only when the policy declares tool servers
+ * (`AEGIS_TOOLS_URL=http://<gateway>:3129`).
+ */
+export const SANDBOX_PORTS = { dns: 53, httpProxy: 3128, socks: 1080, tools: 3129 } as const;
 
 export interface ListenerPorts {
   readonly dns: number;
@@ -61,6 +65,8 @@ export interface ListenerPorts {
    * (`host:*`); it learns the original port from conntrack (transparent-tcp.ts).
    */
   readonly tcpAny?: number;
+  /** The tools broker's listener, present only when the policy declares tool servers. */
+  readonly tools?: number;
 }
 
 /** Destination ports with listeners of their own, never captured by the generic TCP path. */
@@ -181,8 +187,9 @@ export function planSandboxNet(id: string, slot: number, subnet: string): Sandbo
 }
 
 /** Ruleset loaded inside the sandbox's namespace (`nft -f -`). Defense in depth for crun/runc. */
-export function sandboxRuleset(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false): string {
+export function sandboxRuleset(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false, tools = false): string {
   const captured = anyTcpPort ? 'meta l4proto tcp accept' : `tcp dport { ${[80, 443, ...tcpPorts].join(', ')} } accept`;
+  const gwPorts = [SANDBOX_PORTS.dns, SANDBOX_PORTS.httpProxy, SANDBOX_PORTS.socks, ...(tools ? [SANDBOX_PORTS.tools] : [])];
   return `table inet aegis
 delete table inet aegis
 table inet aegis {
@@ -191,7 +198,7 @@ ${blockedChain()}
     type filter hook output priority filter; policy drop;
     oifname "lo" accept
     meta nfproto ipv6 jump blocked
-    ip daddr ${p.hostAddress} tcp dport { ${SANDBOX_PORTS.dns}, ${SANDBOX_PORTS.httpProxy}, ${SANDBOX_PORTS.socks} } accept
+    ip daddr ${p.hostAddress} tcp dport { ${gwPorts.join(', ')} } accept
     udp dport ${SANDBOX_PORTS.dns} accept
     ${captured}
     jump blocked
@@ -215,7 +222,20 @@ export function hostRuleset(p: SandboxNetPlan, ports: ListenerPorts): string {
   const gw = p.hostAddress;
   const tcp = [...ports.tcp];
   const generics = [...tcp.map(([, l]) => l), ...(ports.tcpAny === undefined ? [] : [ports.tcpAny])];
-  const listeners = [ports.dns, ports.httpProxy, ports.socks, ports.transparentHttp, ports.transparentTls, ...generics].join(', ');
+  const listeners = [
+    ports.dns,
+    ports.httpProxy,
+    ports.socks,
+    ports.transparentHttp,
+    ports.transparentTls,
+    ...generics,
+    ...(ports.tools === undefined ? [] : [ports.tools]),
+  ].join(', ');
+  const tools =
+    ports.tools === undefined
+      ? ''
+      : `
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.tools} dnat ip to ${gw}:${ports.tools}`;
   let generic =
     tcp.length === 0
       ? ''
@@ -241,7 +261,7 @@ ${blockedChain()}
     type nat hook prerouting priority dstnat; policy accept;
     ${ifc} ip saddr ${p.sandboxAddress} meta l4proto { tcp, udp } th dport ${SANDBOX_PORTS.dns} dnat ip to ${gw}:${ports.dns}
     ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.httpProxy} dnat ip to ${gw}:${ports.httpProxy}
-    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.socks} dnat ip to ${gw}:${ports.socks}
+    ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport ${SANDBOX_PORTS.socks} dnat ip to ${gw}:${ports.socks}${tools}
     ${ifc} ip saddr ${p.sandboxAddress} tcp dport 80 dnat ip to ${gw}:${ports.transparentHttp}
     ${ifc} ip saddr ${p.sandboxAddress} tcp dport 443 dnat ip to ${gw}:${ports.transparentTls}${generic}
   }${restoreDst}
@@ -275,9 +295,10 @@ ${blockedChain()}
  * without proxy support need none: every TCP port the policy names is captured transparently.
  * The SOCKS5 listener stays at <gateway>:1080 for clients configured for it explicitly.
  */
-export function proxyEnv(p: SandboxNetPlan): Record<string, string> {
+export function proxyEnv(p: SandboxNetPlan, tools = false): Record<string, string> {
   const http = `http://${p.hostAddress}:${SANDBOX_PORTS.httpProxy}`;
-  const noProxy = 'localhost,127.0.0.1,::1';
+  // The tools broker is on the gateway's address: clients must reach it directly, not via the proxy.
+  const noProxy = tools ? `localhost,127.0.0.1,::1,${p.hostAddress}` : 'localhost,127.0.0.1,::1';
   return {
     HTTP_PROXY: http,
     HTTPS_PROXY: http,
@@ -285,7 +306,13 @@ export function proxyEnv(p: SandboxNetPlan): Record<string, string> {
     http_proxy: http,
     https_proxy: http,
     no_proxy: noProxy,
+    ...(tools ? { AEGIS_TOOLS_URL: toolsUrl(p) } : {}),
   };
+}
+
+/** `http://<gateway>:3129`: the tools broker as the sandbox sees it (`$AEGIS_TOOLS_URL/<name>/mcp`). */
+export function toolsUrl(p: SandboxNetPlan): string {
+  return `http://${p.hostAddress}:${SANDBOX_PORTS.tools}`;
 }
 
 /** The socks5h:// URL of the gateway's SOCKS5 listener, for clients that ask for it explicitly. */

