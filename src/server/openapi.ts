@@ -31,8 +31,10 @@ const ERRORS: Record<string, string> = {
   '404': 'unknown id or route (not_found)',
   '409': 'invalid state transition (conflict)',
   '413': 'body too large (payload_too_large)',
+  '415': 'a content type the route does not take (unsupported_media_type)',
   '429': 'too many authentication failures from this source (throttled)',
   '500': 'internal error',
+  '503': 'not ready, or the audit log cannot be read (unavailable)',
 };
 
 /** Builds the document (deterministic: same routes, same document). */

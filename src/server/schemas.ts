@@ -12,7 +12,7 @@ export const EXECUTION_STATUSES = ['queued', 'running', 'exited', 'oom', 'timeou
 export const ExecutionStatus = z.enum(EXECUTION_STATUSES);
 
 /** Agent names as the manifest allows them (lowercase DNS-label-like). */
-export const AgentName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'an agent name: lowercase letters, digits and -');
+export const AgentName = z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, 'an agent name: lowercase letters, digits and -');
 /** Execution ids (UUIDs, lowercase). */
 export const ExecutionId = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'an execution id');
 export const KeyId = z.string().regex(/^ak_[0-9a-f]{16}$/, 'a key id (ak_ and 16 hex digits)');
