@@ -58,6 +58,8 @@ export interface ServerDeps {
   readonly engine?: Pick<ExecutionEngine, 'pools' | 'metrics'>;
   /** Called after an execution is queued or a pool changed (the dispatcher claims at once). */
   readonly kick?: () => void;
+  /** Cancels an execution running on this worker at once (else the dispatcher's cancel poll does it). */
+  readonly cancelLocal?: (id: string) => boolean;
   readonly onPoolChange?: (agent: string, warm: number) => void;
   readonly clock?: () => number;
   readonly newId?: () => string;

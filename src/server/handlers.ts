@@ -280,6 +280,7 @@ export const HANDLERS: Readonly<Record<RouteId, Handler>> = {
     if (FINAL.has(e.status)) throw new ServerError('server.conflict', `execution ${e.id} has ended (${e.status}): nothing to cancel`);
     const after = await ctx.deps.store.requestCancel(e.id);
     if (after === null) throw new ServerError('server.not_found', `no execution ${e.id}`);
+    if (after.status === 'running') ctx.deps.cancelLocal?.(e.id);
     if (after.status === 'queued') {
       // Never claimed: it ends here, killed, and its stream ends with it.
       const summary = { executionId: e.id, status: 'killed', exitCode: 137, durationMs: 0, stopReason: 'cancelled before start' };
