@@ -41,6 +41,7 @@ const PURE = [
   'alerts/baseline.ts',
   'host/mountinfo.ts',
   'secrets/core.ts',
+  'orchestrator/lifecycle.ts',
 ];
 const IO_MODULES = /^node:(fs|fs\/promises|net|dgram|dns|child_process|http|https|tls|os|worker_threads)$/;
 

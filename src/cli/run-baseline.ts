@@ -70,7 +70,7 @@ export async function scoreFinishedRun(
     const { model, score } = scoreAgainstHistory(records, current, config.baseline.minHistory);
     if (!score.anomalous) return;
     const summary = `${BASELINE_RULE.title}: ${explain(score.reasons)} over ${model.executions} past executions`;
-    const { openRunAudit } = await import('./run-services.js');
+    const { openRunAudit } = await import('../run/services.js');
     const log = await openRunAudit(config);
     await log.append(baselineAlertEvent(actor, score.reasons, model, summary));
     await log.close();

@@ -101,4 +101,17 @@ export interface ExecutionEngine {
   metrics(): EngineMetrics;
   /** Cancels every running execution (recorded `killed`) and destroys every warm sandbox. */
   shutdown(): Promise<void>;
+  /**
+   * The runs a dead engine left in this state dir, swept (sandbox, cgroup, mounts, netns, veth,
+   * nft table removed) and audited as `run.lost` when the engine was created; the dispatcher
+   * marks those executions `lost`. Optional so that test doubles need not implement it.
+   */
+  recover?(): Promise<RecoveredExecution[]>;
+}
+
+/** A run a dead engine (or `aegis run`) left behind, swept at start and audited as `run.lost`. */
+export interface RecoveredExecution {
+  /** The run's id: the execution id for executions this engine ran (a warm sandbox's own id otherwise). */
+  readonly executionId: string;
+  readonly agent: string | null;
 }

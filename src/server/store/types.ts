@@ -132,7 +132,13 @@ export interface Store {
   /** The running executions of this worker that have cancelRequested set. */
   cancelRequested(worker: string): Promise<string[]>;
 
-  appendOutput(id: string, chunks: readonly Omit<OutputChunk, 'seq'>[]): Promise<void>;
+  /**
+   * Appends in order, atomically; returns the chunks as stored (with their seq), which may differ
+   * from the input: past the store's output cap one truncation marker is stored and later
+   * stdout/stderr/audit chunks are dropped (`exit` chunks are always kept). `store.not_found`
+   * for an unknown execution.
+   */
+  appendOutput(id: string, chunks: readonly Omit<OutputChunk, 'seq'>[]): Promise<OutputChunk[]>;
   readOutput(id: string, afterSeq: number, limit: number): Promise<OutputChunk[]>;
 
   setPool(agent: string, warm: number): Promise<void>;

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import type { AuditLog } from '../audit/log.js';
 import type { SweptNet } from '../gateway/netns/adapter.js';
 import type { SweptRun } from '../sandbox/state.js';
-import { lostRunEvents, RunAudit } from './run-services.js';
+import { lostRunEvents, RunAudit } from './services.js';
 
 describe('RunAudit (the sink of one aegis run)', () => {
   it('reports the first event that could not be logged once, and fails the close', async () => {

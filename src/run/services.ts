@@ -1,0 +1,221 @@
+/**
+ * The services a run needs around its sandbox, wired together for `aegis run` and the
+ * orchestrator's engine (src/run/execute.ts is the one execution path both call): the tamper-evident audit log every event goes to, and the egress gateway that is
+ * the sandbox's only way out.
+ *
+ * Fail secure: when the audit log cannot be opened or the gateway cannot be started, the agent
+ * does not start (the caller reports exit 125).
+ *
+ * ARCHITECTURE NOTE: a policy with no `permissions.network.allow` entries gets no gateway and no
+ * interface at all: a fresh network namespace with loopback only, so nothing can leave (and
+ * nothing is there to audit beyond the run's lifecycle). A policy with entries gets its own
+ * namespace, veth and nftables tables from the gateway, and the gateway's proxy variables.
+ */
+import { readdirSync } from 'node:fs';
+import { BudgetedSink, DEFAULT_AUDIT_BUDGET, type AuditBudgetLimits } from '../audit/budget.js';
+import type { AuditEventInput, AuditSink } from '../audit/event.js';
+import type { AuditLog } from '../audit/log.js';
+import type { SweptNet } from '../gateway/netns/adapter.js';
+import type { Policy } from '../policy/types.js';
+import type { SweptRun } from '../sandbox/state.js';
+import type { NetworkOption } from '../sandbox/spec/compile.js';
+import type { AegisConfig } from '../config/index.js';
+
+export interface RunServices {
+  /** Where the sandbox and the gateway send their events. */
+  readonly audit: AuditSink;
+  readonly network: NetworkOption;
+  /** Added to the agent's environment (proxy variables). */
+  readonly env: Readonly<Record<string, string>>;
+  /**
+   * Stops the gateway, writes the counts of events past the audit budget, then flushes and
+   * closes the audit log (a final checkpoint is signed).
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * The run's audit sink: events appended while the log is open, with one failure remembered, so
+ * a run whose events could not be logged is reported as such when the log is closed.
+ */
+export class RunAudit implements AuditSink {
+  private failure: Error | null = null;
+  /** Called once, at the first event that could not be logged (`aegis run` stops the agent). */
+  onFailure: (err: Error) => void = () => undefined;
+  /**
+   * `owned`: `close` closes the log (`aegis run` opens one log per run). The server keeps one
+   * long-lived log for every execution and passes `owned = false`: `close` only reports.
+   */
+  constructor(
+    private readonly log: Pick<AuditLog, 'append' | 'close'> | { append(e: AuditEventInput): void | Promise<unknown> },
+    private readonly owned = true,
+  ) {}
+  append(event: AuditEventInput): Promise<void> {
+    return Promise.resolve()
+      .then(() => this.log.append(event))
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          if (this.failure !== null) return;
+          this.failure = err instanceof Error ? err : new Error(String(err));
+          this.onFailure(this.failure);
+        },
+      );
+  }
+  /** Flushes, signs a final checkpoint, closes; throws when any event could not be logged. */
+  async close(): Promise<void> {
+    if (this.owned && 'close' in this.log) await this.log.close();
+    if (this.failure) throw this.failure;
+  }
+}
+
+/**
+ * Opens the audit log under $AEGIS_HOME. Started early by `aegis run`, in parallel with loading
+ * the policy and resolving the image. Encoding stays on the calling thread: a run appends a
+ * handful of events, and a worker thread would cost more to start than it saves.
+ */
+export async function openRunAudit(config: Pick<AegisConfig, 'home' | 'auditEnv'>): Promise<RunAudit> {
+  const { openAuditLog } = await import('../audit/index.js');
+  return new RunAudit(await openAuditLog({ home: config.home, env: config.auditEnv, inlineEncoding: true }));
+}
+
+export interface RunServicesOptions {
+  readonly policy: Policy;
+  readonly executionId: string;
+  readonly audit: RunAudit;
+  /** The host's audit budget for this execution (parseAuditBudget); default DEFAULT_AUDIT_BUDGET. */
+  readonly budget?: AuditBudgetLimits;
+  /** Called once when the budget runs out under `onExhausted: 'stop'`: stop the agent. */
+  readonly onBudgetExhausted?: (event: AuditEventInput) => void;
+  /** The gateway's settings from the environment (AegisConfig.gatewayEnv). */
+  readonly gatewayEnv: AegisConfig['gatewayEnv'];
+  /** Wraps the log before the budget (the alerting sink: it sees what is logged). */
+  readonly wrapLog?: (log: AuditSink) => AuditSink;
+}
+
+/**
+ * Starts the egress gateway when the policy allows any network (see the note at the top). The
+ * sandbox and the gateway write through the execution's audit budget (src/audit/budget.ts).
+ */
+export async function startRunServices(o: RunServicesOptions): Promise<RunServices> {
+  const { audit } = o;
+  const sink = new BudgetedSink(
+    o.wrapLog ? o.wrapLog(audit) : audit,
+    { agent: o.policy.agent.name, execution: o.executionId },
+    o.budget ?? DEFAULT_AUDIT_BUDGET,
+    () => performance.now(),
+    o.onBudgetExhausted,
+  );
+  const closeAudit = async (): Promise<void> => {
+    try {
+      await sink.finish();
+    } finally {
+      await audit.close();
+    }
+  };
+  if (o.policy.network.rules.length === 0) {
+    return { audit: sink, network: { kind: 'none' }, env: {}, close: closeAudit };
+  }
+  try {
+    const { startSandboxNetwork, loadGatewayConfig } = await import('../gateway/index.js');
+    const net = await startSandboxNetwork({
+      network: o.policy.network,
+      executionId: o.executionId,
+      agent: o.policy.agent.name,
+      audit: sink,
+      config: loadGatewayConfig(o.gatewayEnv),
+    });
+    return {
+      audit: sink,
+      network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
+      env: net.env,
+      close: async () => {
+        try {
+          await net.close();
+        } finally {
+          await closeAudit();
+        }
+      },
+    };
+  } catch (err) {
+    await audit.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * One `run.lost` event per execution that a dead AEGIS process left behind, saying what the
+ * sweep removed: the sandbox's remains (`runs`) and the gateway's network (`nets`), joined by
+ * execution id. Pure. Actor: the lost run's agent and execution; `sweptBy` is this process.
+ */
+export function lostRunEvents(runs: readonly SweptRun[], nets: readonly SweptNet[], sweptBy: number): AuditEventInput[] {
+  const network = (n: SweptNet): Record<string, unknown> => ({
+    netns: n.netns,
+    hostInterface: n.hostInterface,
+    hostTable: n.hostTable,
+    ownerPid: n.ownerPid,
+  });
+  const events: AuditEventInput[] = runs.map((r) => {
+    const net = nets.find((n) => n.execution === r.id);
+    return {
+      actor: r.agent !== null ? { agent: r.agent, execution: r.id } : { execution: r.id },
+      action: 'run.lost',
+      decision: 'deny',
+      reason: 'run.lost',
+      payload: {
+        isolation: r.isolation,
+        ownerPid: r.ownerPid,
+        createdAt: r.createdAt,
+        sweptBy,
+        removed: { ...r.removed, network: net !== undefined ? network(net) : null },
+      },
+    };
+  });
+  // A network whose run left no run directory (AEGIS died between the two): reported alone.
+  for (const n of nets) {
+    if (runs.some((r) => r.id === n.execution)) continue;
+    events.push({
+      actor: { execution: n.execution ?? `network:${n.id}` },
+      action: 'run.lost',
+      decision: 'deny',
+      reason: 'run.lost',
+      payload: { isolation: null, ownerPid: n.ownerPid, createdAt: null, sweptBy, removed: { network: network(n) } },
+    });
+  }
+  return events;
+}
+
+/**
+ * Sweeps what dead AEGIS processes left behind (sandboxes under `stateDir`, gateway networks
+ * under the gateway's state dir) and returns the `run.lost` events to log. The gateway's config
+ * (and its schema library) is loaded only when its slot directory holds any lock.
+ */
+export async function sweepLostRuns(stateDir: string, env: AegisConfig['gatewayEnv']): Promise<AuditEventInput[]> {
+  const { sweepOnce } = await import('../sandbox/run.js');
+  const runs = await sweepOnce(stateDir);
+  let nets: SweptNet[] = [];
+  const quickDir = env.AEGIS_GATEWAY_CONFIG ? null : (env.AEGIS_STATE_DIR ?? '/run/aegis');
+  let anyLock = true;
+  if (quickDir !== null) {
+    try {
+      anyLock = readdirSync(`${quickDir}/net-slots`).length > 0;
+    } catch {
+      anyLock = false;
+    }
+  }
+  if (anyLock) {
+    const [{ loadGatewayConfig }, { sweepStaleSandboxNets }] = await Promise.all([
+      import('../gateway/config.js'),
+      import('../gateway/netns/adapter.js'),
+    ]);
+    try {
+      const config = loadGatewayConfig(env);
+      nets = await sweepStaleSandboxNets(config.stateDir, config.sandboxSubnet);
+    } catch {
+      // No usable gateway config: no network can have been made with it either; the gateway
+      // sweeps again before it starts one.
+      nets = [];
+    }
+  }
+  return lostRunEvents(runs, nets, process.pid);
+}
