@@ -219,7 +219,7 @@ export class Aegis {
         const archive = o.codeArchive ?? (o.codeDir !== undefined ? await packCodeDir(o.codeDir, o.pack) : undefined);
         if (archive === undefined) throw new AegisClientError('invalid_options', 'deploy needs `codeDir` or `codeArchive`');
         const { body, type } = multipart([
-          { name: 'manifest', filename: 'agent.yaml', type: 'application/yaml', data: Buffer.from(text, 'utf8') },
+          { name: 'manifest', type: 'text/plain; charset=utf-8', data: Buffer.from(text, 'utf8') },
           { name: 'code', filename: 'code.tar.gz', type: 'application/gzip', data: archive },
         ]);
         const d = await t.json<DeployedAgent>({ method: 'POST', path: '/v1/agents', body, headers: { 'content-type': type } });

@@ -82,7 +82,7 @@ describe('the transport', () => {
     assert.equal(req.auth, 'Bearer good');
     assert.match(req.type ?? '', /^multipart\/form-data; boundary=/);
     const text = req.body.toString('latin1');
-    assert.match(text, /name="manifest"; filename="agent.yaml"\r\ncontent-type: application\/yaml\r\n\r\nversion: "1.0"\n\r\n/);
+    assert.match(text, /name="manifest"\r\ncontent-type: text\/plain; charset=utf-8\r\n\r\nversion: "1.0"\n\r\n/);
     assert.ok(
       text.includes('name="code"; filename="code.tar.gz"\r\ncontent-type: application/gzip\r\n\r\n\u001f\u008b'),
       'a gzip code part',

@@ -78,7 +78,7 @@ describe('aegis deploy|exec|ps|logs|kill|pool|keys against aegis serve (real san
     assert.match(text.stdout, new RegExp(`${id} +cli-echo +exited +0 `));
   });
 
-  it('kill cancels a running execution (killed, exec ends 137)', async (t) => {
+  it('kill cancels a running execution (recorded killed; its logs stay readable)', async (t) => {
     if (!requireOrSkip(t, unavailable)) return;
     const manifest = writeAgent(srv!.work, 'cli-sleeper', 'echo ready\nsleep 60\n');
     assert.equal(cli(['deploy', manifest], srv!.env(deployerKey)).code, 0);
