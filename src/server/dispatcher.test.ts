@@ -236,7 +236,10 @@ describe('Dispatcher', () => {
     assert.equal(text('stdout'), 'hello world é\n', 'a UTF-8 character split across chunks arrives whole');
     assert.match(text('stderr'), /^manifest \d+ bytes\n$/u);
     assert.equal((JSON.parse(text('audit')) as { action: string }).action, 'run.start');
-    assert.deepEqual(out.at(-1), { seq: out.length, kind: 'exit', data: JSON.stringify({ status: 'exited', exitCode: 0, durationMs: 5 }) });
+    const exit = out.at(-1);
+    assert.equal(exit?.kind, 'exit');
+    assert.equal(exit.seq, out.length);
+    assert.deepEqual(JSON.parse(exit.data), rec?.summary, 'the exit chunk carries the summary');
     assert.deepEqual(
       out.map((c) => c.seq),
       out.map((_, i) => i + 1),
@@ -356,7 +359,7 @@ describe('Dispatcher', () => {
     const out = await collect(d.follow('ex-dead'));
     assert.deepEqual(
       out.map((c) => [c.kind, c.data]),
-      [['exit', JSON.stringify({ status: 'lost', exitCode: null, durationMs: null })]],
+      [['exit', JSON.stringify({ executionId: 'ex-dead', status: 'lost', exitCode: null, durationMs: null })]],
     );
     await new Promise((r) => setTimeout(r, 150)); // a few more housekeeping rounds
     assert.equal(s.audit.events.filter((e) => e.action === 'execution.lost').length, 2, 'audited once');

@@ -218,7 +218,7 @@ describe('two workers on one PostgreSQL (real sandboxes)', { timeout: 300_000 },
     });
     assert.equal(lost.worker, victim.id);
     const exit = await waitFor('the lost exit chunk', async () => (await s.readOutput('hang-1', 0, 100)).find((c) => c.kind === 'exit'));
-    assert.deepEqual(JSON.parse(exit?.data ?? '{}'), { status: 'lost', exitCode: null, durationMs: null });
+    assert.deepEqual(JSON.parse(exit?.data ?? '{}'), { executionId: 'hang-1', status: 'lost', exitCode: null, durationMs: null });
 
     // The survivor keeps working alone.
     await create('after-1', ['after']);
