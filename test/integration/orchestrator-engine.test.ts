@@ -5,7 +5,7 @@
  * dir finds nothing to recover. Every lifecycle transition is in the audit log.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,7 +16,33 @@ import { resolveImage } from '../../src/images/index.js';
 import { createEngine, type Engine } from '../../src/orchestrator/index.js';
 import type { AgentVersionRef, ExecutionObserver, ExecutionRequest, ExecutionSummary } from '../../src/orchestrator/types.js';
 import { runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
+import { UPSTREAM_DNS } from './gateway-fake-internet.js';
+import { missingRequirements } from './gateway-support.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
+
+/** A server process's engine, killed with SIGKILL by the test: a warm pool and a running execution, both behind the gateway. */
+const CHILD = `
+const [engineUrl, configUrl, auditUrl, stateDir, manifestPath, outputsDir] = process.argv.slice(2);
+const { createEngine } = await import(engineUrl);
+const { loadConfig } = await import(configUrl);
+const { openAuditLog } = await import(auditUrl);
+const config = loadConfig(process.env);
+const log = await openAuditLog({ home: config.home, env: config.auditEnv, inlineEncoding: true });
+const engine = createEngine({ config, audit: log, stateDir });
+const ref = { name: 'lost-net', version: 1, manifestDigest: 'sha256:l', codeDigest: 'sha256:l', manifestPath };
+engine.setPool(ref, 1);
+let up = false;
+engine.execute(
+  { executionId: 'exec-killed-' + process.pid, agent: ref, input: { args: [] }, outputsDir, principal: {} },
+  { started: () => {}, stdout: () => (up = true), stderr: () => {}, audit: () => {} },
+);
+const timer = setInterval(() => {
+  if (up && engine.pools()[0]?.warm === 1) {
+    clearInterval(timer);
+    process.stdout.write('ready\\n');
+  }
+}, 20);
+`;
 
 interface Seen {
   readonly out: Buffer[];
@@ -239,5 +265,69 @@ describe('orchestrator engine (real sandboxes)', { timeout: 300_000 }, () => {
     const again = createEngine({ config, audit: { append: () => undefined }, stateDir });
     assert.deepEqual(await again.recover(), []);
     await again.shutdown();
+  });
+
+  it('after SIGKILL of the engine, a new engine sweeps its running and warm sandboxes (netns, veth, nft table) and returns the lost execution', async (t) => {
+    const missing = missingRequirements(['ip', 'nft']).map((m) => `missing ${m}`)[0] ?? null;
+    if (!requireOrSkip(t, unavailable ?? missing)) return;
+    const dir = join(work, 'killed');
+    mkdirSync(join(dir, 'agent'), { recursive: true });
+    mkdirSync(join(dir, 'out'));
+    mkdirSync(join(dir, 'home')); // the child's own audit log (this process holds the other one)
+    chmodSync(dir, 0o755);
+    chmodSync(join(dir, 'agent'), 0o755);
+    const manifestPath = join(dir, 'agent', 'agent.yaml');
+    writeFileSync(
+      manifestPath,
+      'version: "1.0"\nagent:\n  name: lost-net\n  runtime: "python:3.11"\n  entrypoint: ["/bin/sh", "-c", "echo up; sleep 60"]\n  isolation: crun\npermissions:\n  network:\n    allow: ["api.openai.com"]\n',
+    );
+    const script = join(dir, 'child.mjs');
+    writeFileSync(script, CHILD);
+    const url = (p: string): string => new URL(p, import.meta.url).href;
+    // The gateway only forwards the agent's DNS questions there; this agent asks none.
+    const env = { ...process.env, AEGIS_HOME: join(dir, 'home'), AEGIS_ALERT_RULES: 'none', AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` };
+    const stateKilled = join(dir, 'state');
+    const child = spawn(
+      process.execPath,
+      [
+        script,
+        url('../../src/orchestrator/index.js'),
+        url('../../src/config/index.js'),
+        url('../../src/audit/index.js'),
+        stateKilled,
+        manifestPath,
+        join(dir, 'out'),
+      ],
+      { env, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve());
+      child.once('exit', (code) => reject(new Error(`the engine process exited (${code}) before it was ready`)));
+    });
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+
+    const logged: AuditEventInput[] = [];
+    const next = createEngine({ config: loadConfig(env), audit: { append: (e) => void logged.push(e) }, stateDir: stateKilled });
+    const lost = await next.recover();
+    await next.shutdown();
+    assert.deepEqual(
+      lost.filter((l) => l.executionId.startsWith('exec-')),
+      [{ executionId: `exec-killed-${child.pid}`, agent: 'lost-net' }],
+    );
+    const nets = logged
+      .filter((e) => e.action === 'run.lost')
+      .map((e) => (e.payload['removed'] as { network: { netns: string; hostTable: string } | null }).network)
+      .filter((n) => n !== null);
+    assert.equal(nets.length, 2, 'the running and the warm sandbox had a network each: ' + JSON.stringify(logged));
+    const netns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .map((l) => l.split(' ')[0]);
+    for (const n of nets) {
+      assert.ok(!netns.includes(n!.netns), `${n!.netns} still exists`);
+      assert.notEqual(spawnSync('nft', ['list', 'table', 'inet', n!.hostTable], { stdio: 'ignore' }).status, 0, 'host table removed');
+    }
+    assert.deepEqual(readdirSync(join(stateKilled, 'runs')), []);
+    assert.deepEqual(leftovers(`exec-killed-${child.pid}`), []);
   });
 });
