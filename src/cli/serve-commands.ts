@@ -237,8 +237,14 @@ export function registerServeCommands(program: Command, ctx: CliContext): Comman
     .option('--expires <duration>', 'lifetime, e.g. 30d, 12h, 15m (default: never)')
     .option('--data <dir>', "the server's data folder", DEFAULT_DATA_DIR)
     .option('--database <url>', 'PostgreSQL URL (when the server uses one)')
-    .action(async (flags: { role: string; expires?: string; data: string; database?: string }) => {
+    .option('--server <url>', 'create it through the API of this server instead (an admin key in AEGIS_API_KEY)')
+    .action(async (flags: { role: string; expires?: string; data: string; database?: string; server?: string }) => {
       try {
+        if (flags.server !== undefined) {
+          const { createKeyThroughServer } = await import('./client-commands.js');
+          ctx.exitCode = await createKeyThroughServer(ctx, { ...flags, server: flags.server });
+          return;
+        }
         await keysCreate(ctx, flags);
       } catch (err) {
         fail(ctx, 'keys create', err);
