@@ -236,7 +236,10 @@ describe('Dispatcher', () => {
     assert.equal(text('stdout'), 'hello world é\n', 'a UTF-8 character split across chunks arrives whole');
     assert.match(text('stderr'), /^manifest \d+ bytes\n$/u);
     assert.equal((JSON.parse(text('audit')) as { action: string }).action, 'run.start');
-    assert.deepEqual(out.at(-1), { seq: out.length, kind: 'exit', data: JSON.stringify({ status: 'exited', exitCode: 0, durationMs: 5 }) });
+    const exit = out.at(-1);
+    assert.equal(exit?.kind, 'exit');
+    assert.equal(exit.seq, out.length);
+    assert.deepEqual(JSON.parse(exit.data), rec?.summary, 'the exit chunk carries the summary');
     assert.deepEqual(
       out.map((c) => c.seq),
       out.map((_, i) => i + 1),
@@ -356,10 +359,83 @@ describe('Dispatcher', () => {
     const out = await collect(d.follow('ex-dead'));
     assert.deepEqual(
       out.map((c) => [c.kind, c.data]),
-      [['exit', JSON.stringify({ status: 'lost', exitCode: null, durationMs: null })]],
+      [['exit', JSON.stringify({ executionId: 'ex-dead', status: 'lost', exitCode: null, durationMs: null })]],
     );
     await new Promise((r) => setTimeout(r, 150)); // a few more housekeeping rounds
     assert.equal(s.audit.events.filter((e) => e.action === 'execution.lost').length, 2, 'audited once');
+  });
+
+  it('feeds a local execution to a follower as it runs, then its exit', async () => {
+    const s = await setup();
+    await s.deploy('echo', { 'main.py': '' });
+    await s.store.createExecution(exec('ex-1', 'echo', 1, ['hang']));
+    const d = s.dispatcher();
+    await d.start();
+    await waitFor('ex-1 to run', () => Promise.resolve(d.isLocal('ex-1') && s.engine.active === 1));
+    const seen: OutputChunk[] = [];
+    const iter = d.follow('ex-1')[Symbol.asyncIterator]();
+    // Live: the stdout arrives while the execution still runs.
+    for (;;) {
+      const n = await iter.next();
+      if (n.done === true) assert.fail('the feed ended before the execution did');
+      seen.push(n.value);
+      if (
+        n.value.kind === 'stdout' &&
+        seen
+          .map((c) => c.data)
+          .join('')
+          .includes('\n')
+      )
+        break;
+    }
+    assert.equal(d.isLocal('ex-1'), true);
+    assert.equal((await s.store.getExecution('ex-1'))?.status, 'running');
+    assert.equal(d.cancel('ex-1'), true);
+    for (;;) {
+      const n = await iter.next();
+      if (n.done === true) break;
+      seen.push(n.value);
+    }
+    assert.equal(seen.at(-1)?.kind, 'exit');
+    assert.deepEqual(
+      seen.map((c) => c.seq),
+      seen.map((_, i) => i + 1),
+      'nothing missed, nothing twice',
+    );
+    assert.equal((await s.store.getExecution('ex-1'))?.status, 'killed');
+  });
+
+  it('stop() cancels what runs and records each end before it resolves', async () => {
+    const s = await setup();
+    await s.deploy('echo', { 'main.py': '' });
+    await s.store.createExecution(exec('ex-1', 'echo', 1, ['hang']));
+    const d = s.dispatcher();
+    await d.start();
+    await waitFor('ex-1 to run', () => Promise.resolve(s.engine.active === 1));
+    await d.stop();
+    const rec = await s.store.getExecution('ex-1');
+    assert.equal(rec?.status, 'killed');
+    assert.equal((await s.store.readOutput('ex-1', 0, 100)).at(-1)?.kind, 'exit');
+    await s.store.createExecution(exec('ex-2', 'echo', 1));
+    d.kick();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await s.store.getExecution('ex-2'))?.status, 'queued', 'a stopped dispatcher claims nothing');
+  });
+
+  it('cancels everything it runs once it could not heartbeat for staleMs (fail secure)', async () => {
+    const s = await setup();
+    await s.deploy('echo', { 'main.py': '' });
+    await s.store.createExecution(exec('ex-1', 'echo', 1, ['hang']));
+    let cut = false;
+    // The database as this worker sees it: heartbeats stop reaching it once `cut`.
+    const partitioned: Store = Object.create(s.store) as Store;
+    partitioned.heartbeat = (w, at) => (cut ? Promise.reject(new Error('connection refused')) : s.store.heartbeat(w, at));
+    const d = s.dispatcher({ store: partitioned });
+    await d.start();
+    await waitFor('ex-1 to run', () => Promise.resolve(s.engine.active === 1));
+    cut = true;
+    await ended(s.store, 'ex-1');
+    assert.equal((await s.store.getExecution('ex-1'))?.status, 'killed');
   });
 
   it("follows another worker's execution by polling the store until its exit", async () => {

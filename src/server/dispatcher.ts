@@ -90,11 +90,17 @@ export function isFinalStatus(s: ExecutionStatus): s is FinalStatus {
   return FINAL.includes(s);
 }
 
-/** The `exit` chunk's JSON: what SSE followers get last. */
+/**
+ * The `exit` chunk's JSON, what SSE followers get last: the execution's summary (the same fields
+ * as `aegis run --summary`), or for an execution that never ran to an end here (recorded `lost`)
+ * at least these fields.
+ */
 export interface ExitData {
+  readonly executionId: string;
   readonly status: FinalStatus;
   readonly exitCode: number | null;
   readonly durationMs: number | null;
+  readonly [field: string]: unknown;
 }
 
 interface Local {
@@ -388,11 +394,12 @@ export class Dispatcher {
         summary: { ...summary },
         at,
       });
-      let exit: ExitData = { status: summary.status, exitCode: summary.exitCode, durationMs: summary.durationMs };
+      let exit: ExitData = { ...summary };
       if (!ok) {
         // Someone ended it first (a reaper that took this worker for dead): the record's end stands.
         const rec = await this.store.getExecution(l.id);
-        if (rec !== null && isFinalStatus(rec.status)) exit = { status: rec.status, exitCode: rec.exitCode, durationMs: rec.durationMs };
+        if (rec !== null && isFinalStatus(rec.status))
+          exit = { ...rec.summary, executionId: l.id, status: rec.status, exitCode: rec.exitCode, durationMs: rec.durationMs };
       }
       this.enqueue(l, { kind: 'exit', data: JSON.stringify(exit) });
       await this.flush(l);
@@ -574,7 +581,7 @@ export class Dispatcher {
           codeDigest: v?.codeDigest ?? null,
         },
       });
-      const exit: ExitData = { status: 'lost', exitCode: null, durationMs: null };
+      const exit: ExitData = { executionId: e.id, status: 'lost', exitCode: null, durationMs: null };
       await this.store.appendOutput(e.id, [{ kind: 'exit', data: JSON.stringify(exit) }]);
     }
   }
