@@ -152,9 +152,12 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
       log(`${signal}: stopping (running executions are cancelled and recorded killed)`);
       void (async () => {
         try {
-          await listening.close();
+          // New connections are refused at once; open event streams get their executions' exit
+          // (killed) before the connections are closed.
+          listening.stopAccepting();
           await dispatcher.stop();
           await engine.shutdown();
+          await listening.close();
           await app.close();
         } catch (err) {
           log(`stop: ${err instanceof Error ? err.message : String(err)}`);
