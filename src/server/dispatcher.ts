@@ -28,7 +28,9 @@
  * not managed to heartbeat for `staleMs` cancels everything it runs: the other workers are about
  * to record those executions `lost`, and nothing recorded as ended may keep running.
  * LIMITATION: the code cache under `<data>/code/` is not pruned (one tree per code digest ever
- * run on this host).
+ * run on this host). An output batch the Store refuses (database down) is dropped and reported
+ * through onError; the execution's final status is still written when the database is back
+ * before the worker is reaped.
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -173,6 +175,9 @@ export class Dispatcher {
   private lastBeatOk = 0;
   private lastRetention = 0;
   private lastPoolSync = 0;
+  /** One housekeeping round and one cancel poll at a time (a slow database must not pile them up). */
+  private housekeepingBusy = false;
+  private cancelPollBusy = false;
 
   constructor(o: DispatcherOptions) {
     if (!Number.isSafeInteger(o.capacity) || o.capacity < 1)
@@ -539,7 +544,16 @@ export class Dispatcher {
   // ---- housekeeping: heartbeat, reaping, pools, retention ----
 
   private async housekeeping(): Promise<void> {
-    if (this.stopping) return;
+    if (this.stopping || this.housekeepingBusy) return;
+    this.housekeepingBusy = true;
+    try {
+      await this.housekeepingRound();
+    } finally {
+      this.housekeepingBusy = false;
+    }
+  }
+
+  private async housekeepingRound(): Promise<void> {
     const t = this.now();
     try {
       await this.store.heartbeat(this.workerId, t);
@@ -587,11 +601,14 @@ export class Dispatcher {
   }
 
   private async pollCancels(): Promise<void> {
-    if (this.local.size === 0 || this.stopping) return;
+    if (this.local.size === 0 || this.stopping || this.cancelPollBusy) return;
+    this.cancelPollBusy = true;
     try {
       for (const id of await this.store.cancelRequested(this.workerId)) this.cancel(id);
     } catch (err) {
       this.onError(err, 'cancel poll');
+    } finally {
+      this.cancelPollBusy = false;
     }
   }
 
