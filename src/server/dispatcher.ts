@@ -26,7 +26,9 @@
  * ARCHITECTURE NOTE (fail secure): an execution that cannot be materialised, or whose outputs
  * folder cannot be made, never reaches the engine: it ends `failed_to_start`. A worker that has
  * not managed to heartbeat for `staleMs` cancels everything it runs: the other workers are about
- * to record those executions `lost`, and nothing recorded as ended may keep running.
+ * to record those executions `lost`, and nothing recorded as ended may keep running; likewise a
+ * worker whose heartbeats resume after a gap longer than `staleMs` cancels each of its executions
+ * that another worker recorded `lost` meanwhile.
  * LIMITATION: the code cache under `<data>/code/` is not pruned (one tree per code digest ever
  * run on this host). An output batch the Store refuses (database down) is dropped and reported
  * through onError; the execution's final status is still written when the database is back
@@ -399,14 +401,12 @@ export class Dispatcher {
         summary: { ...summary },
         at,
       });
-      let exit: ExitData = { ...summary };
-      if (!ok) {
-        // Someone ended it first (a reaper that took this worker for dead): the record's end stands.
-        const rec = await this.store.getExecution(l.id);
-        if (rec !== null && isFinalStatus(rec.status))
-          exit = { ...rec.summary, executionId: l.id, status: rec.status, exitCode: rec.exitCode, durationMs: rec.durationMs };
+      // When someone ended it first (a reaper that took this worker for dead), the record's end
+      // stands and whoever ended it writes the exit chunk.
+      if (ok) {
+        const exit: ExitData = { ...summary };
+        this.enqueue(l, { kind: 'exit', data: JSON.stringify(exit) });
       }
-      this.enqueue(l, { kind: 'exit', data: JSON.stringify(exit) });
       await this.flush(l);
     } catch (err) {
       this.onError(err, `record the end of ${l.id}`);
@@ -555,6 +555,7 @@ export class Dispatcher {
 
   private async housekeepingRound(): Promise<void> {
     const t = this.now();
+    const previous = this.lastBeatOk;
     try {
       await this.store.heartbeat(this.workerId, t);
       this.lastBeatOk = t;
@@ -563,6 +564,9 @@ export class Dispatcher {
       if (t - this.lastBeatOk > this.staleMs) for (const id of this.local.keys()) this.cancel(id);
       return;
     }
+    // A gap longer than staleMs (a stalled process, a partition that healed): other workers may
+    // have recorded our executions lost meanwhile; those must not keep running.
+    if (t - previous > this.staleMs) await this.cancelReaped().catch((err: unknown) => this.onError(err, 'reaped check'));
     await this.reap().catch((err: unknown) => this.onError(err, 'reap'));
     if (this.syncPoolsEnabled && t - this.lastPoolSync >= this.heartbeatMs * 5) {
       this.lastPoolSync = t;
@@ -597,6 +601,14 @@ export class Dispatcher {
       });
       const exit: ExitData = { executionId: e.id, status: 'lost', exitCode: null, durationMs: null };
       await this.store.appendOutput(e.id, [{ kind: 'exit', data: JSON.stringify(exit) }]);
+    }
+  }
+
+  /** Cancels the local executions that the Store says have ended (recorded lost by another worker). */
+  private async cancelReaped(): Promise<void> {
+    for (const id of [...this.local.keys()]) {
+      const rec = await this.store.getExecution(id);
+      if (rec === null || isFinalStatus(rec.status)) this.cancel(id);
     }
   }
 
