@@ -88,6 +88,7 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/u;
 const DIGEST_RE = /^sha256:([0-9a-f]{64})$/u;
 const FLUSH_BYTES = 64 * 1024;
 const READ_PAGE = 1000;
+const REF_CACHE = 256;
 const EXIT_CANNOT_START = 125;
 
 export function isFinalStatus(s: ExecutionStatus): s is FinalStatus {
@@ -168,6 +169,8 @@ export class Dispatcher {
 
   private readonly local = new Map<string, Local>();
   private readonly materialising = new Map<string, Promise<void>>();
+  /** Versions already materialised here (a deployed version never changes), newest last. */
+  private readonly refs = new Map<string, AgentVersionRef>();
   private readonly pools = new Map<string, { version: number; warm: number; ref: AgentVersionRef }>();
   private timers: NodeJS.Timeout[] = [];
   private claiming: Promise<void> | null = null;
@@ -425,9 +428,7 @@ export class Dispatcher {
       return { executionId: rec.id, status: 'killed', exitCode: 137, durationMs: 0, cpuMs: 0, maxMemoryBytes: 0, warm: false };
     }
     if (!ID_RE.test(rec.id)) throw new StoreError('store.corrupt', `execution id ${JSON.stringify(rec.id)} is not a safe folder name`);
-    const version = await this.store.getAgentVersion(rec.agent, rec.version);
-    if (version === null) throw new StoreError('store.not_found', `agent ${rec.agent} version ${rec.version} is not in the store`);
-    const agent = await this.materialise(version);
+    const agent = await this.versionRef(rec.agent, rec.version);
     const outputsDir = join(this.dataDir, 'outputs', rec.id);
     await rm(outputsDir, { recursive: true, force: true });
     await mkdir(outputsDir, { mode: 0o700 });
@@ -491,6 +492,18 @@ export class Dispatcher {
   }
 
   // ---- code cache ----
+
+  private async versionRef(name: string, version: number): Promise<AgentVersionRef> {
+    const key = `${name}\u0000${version}`;
+    const known = this.refs.get(key);
+    if (known !== undefined) return known;
+    const v = await this.store.getAgentVersion(name, version);
+    if (v === null) throw new StoreError('store.not_found', `agent ${name} version ${version} is not in the store`);
+    const ref = await this.materialise(v);
+    this.refs.set(key, ref);
+    if (this.refs.size > REF_CACHE) this.refs.delete(this.refs.keys().next().value ?? key);
+    return ref;
+  }
 
   /** The agent version on this host: code extracted once per digest, manifest beside it. */
   async materialise(v: AgentVersionRecord): Promise<AgentVersionRef> {
