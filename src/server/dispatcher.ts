@@ -6,9 +6,10 @@
  *
  * One Dispatcher per `aegis serve` process; several processes (on one or many hosts) may share one
  * PostgreSQL Store (docs/cluster.md). Timing:
- * - claims: at once on kick() (the API calls it after creating an execution on this worker), and
- *   every `pollMs` (default 250 ms) otherwise; that poll is how a worker learns of executions
- *   created through another worker's API (no LISTEN/NOTIFY);
+ * - claims: at once on kick() (the API calls it after creating an execution on this worker), when
+ *   the Store wakes it (PostgreSQL: LISTEN/NOTIFY on each new execution, so an idle worker claims
+ *   what another worker's API created at once), and every `pollMs` (default 250 ms) regardless:
+ *   the poll is the fallback when a wake-up is lost (the listening connection dropped);
  * - heartbeat every `heartbeatMs` (default 1 s); a worker whose last heartbeat is older than
  *   `staleMs` (default 10 s) is dead: any live worker records its running executions `lost` and
  *   audits `execution.lost`. At start a worker records its own leftovers (a previous process of
@@ -183,6 +184,7 @@ export class Dispatcher {
   /** One housekeeping round and one cancel poll at a time (a slow database must not pile them up). */
   private housekeepingBusy = false;
   private cancelPollBusy = false;
+  private unsubscribe: (() => Promise<void>) | undefined;
 
   constructor(o: DispatcherOptions) {
     if (!Number.isSafeInteger(o.capacity) || o.capacity < 1)
@@ -215,6 +217,13 @@ export class Dispatcher {
     await this.store.heartbeat(this.workerId, t);
     this.lastBeatOk = t;
     await this.reap(this.workerId);
+    if (this.store.subscribeQueued !== undefined) {
+      try {
+        this.unsubscribe = await this.store.subscribeQueued(() => this.kick());
+      } catch (err) {
+        this.onError(err, 'listen for queued executions (polling only)');
+      }
+    }
     this.timers.push(setInterval(() => this.kick(), this.pollMs));
     this.timers.push(setInterval(() => void this.housekeeping(), this.heartbeatMs));
     this.timers.push(setInterval(() => void this.pollCancels(), this.pollMs));
@@ -268,6 +277,8 @@ export class Dispatcher {
     this.stopping = true;
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
+    await this.unsubscribe?.().catch(() => undefined);
+    this.unsubscribe = undefined;
     await this.claiming;
     const waits = [...this.local.values()].map(
       (l) =>
