@@ -159,9 +159,12 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
       log(`${signal}: stopping (running executions are cancelled and recorded killed)`);
       void (async () => {
         try {
-          await listening.close();
+          // New connections are refused at once; open event streams get their executions' exit
+          // (killed) before the connections are closed.
+          listening.stopAccepting();
           await dispatcher.stop();
           await engine.shutdown();
+          await listening.close();
           await app.close();
         } catch (err) {
           log(`stop: ${err instanceof Error ? err.message : String(err)}`);
@@ -247,8 +250,14 @@ export function registerServeCommands(program: Command, ctx: CliContext): Comman
     .option('--expires <duration>', 'lifetime, e.g. 30d, 12h, 15m (default: never)')
     .option('--data <dir>', "the server's data folder", DEFAULT_DATA_DIR)
     .option('--database <url>', 'PostgreSQL URL (when the server uses one)')
-    .action(async (flags: { role: string; expires?: string; data: string; database?: string }) => {
+    .option('--server <url>', 'create it through the API of this server instead (an admin key in AEGIS_API_KEY)')
+    .action(async (flags: { role: string; expires?: string; data: string; database?: string; server?: string }) => {
       try {
+        if (flags.server !== undefined) {
+          const { createKeyThroughServer } = await import('./client-commands.js');
+          ctx.exitCode = await createKeyThroughServer(ctx, { ...flags, server: flags.server });
+          return;
+        }
         await keysCreate(ctx, flags);
       } catch (err) {
         fail(ctx, 'keys create', err);

@@ -309,7 +309,8 @@ export function createEngine(o: EngineOptions): Engine {
     );
     if (i < 0) return null;
     const [s] = pool.warm.splice(i, 1);
-    refill(pool);
+    // Refilled once the claimed sandbox's agent has started (see run()): preparing the next
+    // one at the same moment would compete with this start for the CPU.
     return s ?? null;
   };
 
@@ -390,11 +391,20 @@ export function createEngine(o: EngineOptions): Engine {
       await s.started.discard();
       s = null;
     }
+    let refilled = false;
+    /** After a claim: the pool is refilled once this agent has started (or its run ended). */
+    const refillAfterClaim = (): void => {
+      if (!warm || refilled) return;
+      refilled = true;
+      const pool = pools.get(req.agent.name);
+      if (pool !== undefined) refill(pool);
+    };
     const observeAudit = (e: AuditEventInput): void => {
       if (e.action === 'run.start') {
         const arr = warm ? latency.warm : latency.cold;
         arr.push((performance.now() - t0) / 1000);
         if (arr.length > LATENCY_SAMPLES) arr.shift();
+        refillAfterClaim();
       }
       observer.audit(e);
     };
@@ -454,6 +464,7 @@ export function createEngine(o: EngineOptions): Engine {
       outcome = { kind: 'cannot_start', message: (err as Error).message };
     } finally {
       clearTimeout(watchdog);
+      refillAfterClaim();
     }
     if (outcome.kind === 'cannot_start') {
       move(s, { type: 'fail' }, executionId, observeAudit);

@@ -170,3 +170,73 @@ export function deployForm(manifest: string, code: Buffer): { body: Buffer; cont
   ]);
   return { body, contentType: `multipart/form-data; boundary=${boundary}` };
 }
+
+export interface SseEvent {
+  readonly event: string;
+  readonly id: string | undefined;
+  readonly data: unknown;
+}
+
+/**
+ * Reads a Server-Sent Events response as it comes; `onEvent` sees each event (return true to
+ * stop reading early). Resolves with the events and the response status when the stream ends.
+ */
+export function readSse(
+  t: Target,
+  path: string,
+  key: string | undefined,
+  onEvent?: (e: SseEvent) => boolean | void,
+): Promise<{ status: number; contentType: string; events: SseEvent[] }> {
+  return new Promise((resolve, reject) => {
+    const u = t.url !== undefined ? new URL(t.url) : undefined;
+    const req = httpRequest(
+      {
+        method: 'GET',
+        path,
+        headers: key !== undefined ? { authorization: `Bearer ${key}` } : {},
+        ...(t.socketPath !== undefined ? { socketPath: t.socketPath } : { host: u!.hostname, port: Number(u!.port) }),
+      },
+      (res) => {
+        const events: SseEvent[] = [];
+        let buf = '';
+        const finish = (): void => resolve({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type'] ?? ''), events });
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          let i: number;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const frame = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            if (frame.startsWith(':')) continue;
+            let event = 'message';
+            let id: string | undefined;
+            const data: string[] = [];
+            for (const line of frame.split('\n')) {
+              if (line.startsWith('event: ')) event = line.slice(7);
+              else if (line.startsWith('id: ')) id = line.slice(4);
+              else if (line.startsWith('data: ')) data.push(line.slice(6));
+            }
+            const text = data.join('\n');
+            let parsed: unknown = text;
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              /* keep the text */
+            }
+            const e = { event, id, data: parsed };
+            events.push(e);
+            if (onEvent?.(e) === true) {
+              req.destroy();
+              finish();
+              return;
+            }
+          }
+        });
+        res.on('end', finish);
+        res.on('error', reject);
+      },
+    );
+    req.on('error', (err) => (req.destroyed ? undefined : reject(err)));
+    req.end();
+  });
+}

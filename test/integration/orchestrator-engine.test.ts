@@ -267,6 +267,46 @@ describe('orchestrator engine (real sandboxes)', { timeout: 300_000 }, () => {
     await again.shutdown();
   });
 
+  it('the host budget: a cold start destroys a warm sandbox to make room; with no warm one left it fails (orchestrator.budget_exhausted)', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const events: AuditEventInput[] = [];
+    const config = loadConfig({ ...process.env, AEGIS_HOME: join(work, 'home'), AEGIS_ALERT_RULES: 'none' });
+    const small = createEngine({ config, audit: { append: (e) => void events.push(e) }, stateDir, maxSandboxes: 2, graceMs: 300 });
+    try {
+      small.setPool(refs['sleeper']!, 5); // capped by the budget: 2
+      for (let i = 0; i < 200 && small.pools()[0]?.warm !== 2; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(small.pools(), [{ agent: 'sleeper', version: 1, target: 2, warm: 2, preparing: 0 }]);
+      const first = observer();
+      const hot = small.execute(request(refs['sleeper']!, []), { ...first.obs, stdout: () => undefined }); // a warm one: no eviction
+      const second = observer();
+      const cold = await small.execute(request(refs['echo']!, ['b']), second.obs).done; // evicts the other warm one
+      assert.equal(cold.status, 'exited', JSON.stringify(cold));
+      assert.equal(cold.warm, false);
+      const destroyed = events.filter((e) => e.action === 'sandbox.transition' && e.payload['event'] === 'destroy');
+      assert.equal(destroyed.length, 1);
+      assert.deepEqual([destroyed[0]!.payload['from'], destroyed[0]!.payload['to']], ['warm', 'terminated']);
+      // One hot sandbox (the sleeper) and, after the refill, one warm one: full. A cold start
+      // evicts the warm one; two hot ones leave no room for a third.
+      let thirdUp: () => void = () => undefined;
+      const thirdStarted = new Promise<void>((r) => (thirdUp = r));
+      const third = small.execute(request(refs['sleeper']!, []), { ...observer().obs, stdout: () => thirdUp() });
+      await thirdStarted;
+      const { seen, obs } = observer();
+      const refused = await small.execute(request(refs['echo']!, ['c']), obs).done;
+      assert.equal(refused.status, 'failed_to_start', JSON.stringify(refused));
+      assert.equal(refused.error?.code, 'orchestrator.budget_exhausted');
+      const denied = seen.audit.find((e) => e.action === 'sandbox.transition');
+      assert.equal(denied?.decision, 'deny');
+      assert.equal(denied?.reason, 'orchestrator.invalid_transition');
+      hot.cancel();
+      third.cancel();
+      assert.equal((await hot.done).status, 'killed');
+      assert.equal((await third.done).status, 'killed');
+    } finally {
+      await small.shutdown();
+    }
+  });
+
   it('after SIGKILL of the engine, a new engine sweeps its running and warm sandboxes (netns, veth, nft table) and returns the lost execution', async (t) => {
     const missing = missingRequirements(['ip', 'nft']).map((m) => `missing ${m}`)[0] ?? null;
     if (!requireOrSkip(t, unavailable ?? missing)) return;

@@ -17,6 +17,9 @@ import { CheckedApi, deployForm } from '../../src/test-support/api.js';
 import { codeArchive } from '../../src/server/test-fixtures.js';
 import { agentManifest, createKey, removeDirs, serverDirs, startServer, type RunningServer, type ServerDirs } from './server-support.js';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { AEGIS_BIN } from '../../src/test-support/repo.js';
 
 const ROLES: Role[] = ['admin', 'deployer', 'operator', 'auditor'];
 const UUID = '00000000-0000-4000-8000-000000000000';
@@ -140,6 +143,22 @@ describe('aegis serve: API, keys and roles', { timeout: 180_000 }, () => {
     const r = await server.api.call('POST', '/v1/agents', { key: keys.deployer, body: f.body, contentType: f.contentType });
     assert.equal(r.status, 413, r.text);
     assert.deepEqual((await server.api.call('GET', '/v1/agents', { key: keys.deployer })).json, { agents: [] });
+  });
+
+  it('aegis serve refuses plaintext on a non-loopback address (exit 1, server.config_invalid) and opens nothing', () => {
+    const e = serverDirs('aegis-server-refuse');
+    try {
+      const r = spawnSync(process.execPath, [AEGIS_BIN, 'serve', '--listen', '0.0.0.0:0', '--data', e.data, '--state-dir', e.state], {
+        env: e.env,
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /server\.config_invalid/);
+      assert.equal(existsSync(e.data), false, 'no data folder made');
+    } finally {
+      removeDirs(e);
+    }
   });
 
   it('repeated failures from one source are throttled (429) and audited api.throttled', async () => {
