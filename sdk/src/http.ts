@@ -69,8 +69,15 @@ function parseTarget(opts: TransportOptions): Target {
 
 export class Transport {
   private readonly target: Target;
+  /**
+   * One connection per request: a kept-alive connection that the server closes while idle can be
+   * reused by the next request at that moment, which then fails (ECONNRESET) though the server is
+   * fine, and a POST cannot be retried safely.
+   */
+  private readonly agent: http.Agent;
   constructor(private readonly opts: TransportOptions) {
     this.target = parseTarget(opts);
+    this.agent = new this.target.mod.Agent({ keepAlive: false });
   }
 
   /** Where requests go, for messages (`http://127.0.0.1:8080`, `unix:/run/aegis/aegis.sock`). */
@@ -113,6 +120,7 @@ export class Transport {
           socketPath: t.socketPath,
           path: t.prefix + req.path,
           headers,
+          agent: this.agent,
           ...(this.opts.ca !== undefined ? { ca: this.opts.ca } : {}),
         },
         (res) => {

@@ -10,6 +10,18 @@ export type Role = 'admin' | 'deployer' | 'operator' | 'auditor';
 /** An execution's status (issue 11's contract). */
 export type ExecutionStatus = 'queued' | 'running' | 'exited' | 'oom' | 'timeout' | 'killed' | 'failed_to_start' | 'lost';
 
+/** Every status, in the contract's order (checked against the OpenAPI document). */
+export const EXECUTION_STATUSES: readonly ExecutionStatus[] = [
+  'queued',
+  'running',
+  'exited',
+  'oom',
+  'timeout',
+  'killed',
+  'failed_to_start',
+  'lost',
+];
+
 /** The statuses an execution ends in. */
 export const FINAL_STATUSES: readonly ExecutionStatus[] = ['exited', 'oom', 'timeout', 'killed', 'failed_to_start', 'lost'];
 
@@ -161,3 +173,61 @@ export const ROUTES = [
   ['get', '/v1/executions/{id}/stream'],
   ['get', '/v1/executions/{id}/outputs'],
 ] as const;
+
+/**
+ * `fieldsOf<T>()(...names)`: the names of every field of T, checked by the compiler both ways (a
+ * name T lacks, or a field of T left out, fails the build).
+ */
+function fieldsOf<T>() {
+  return <const K extends readonly (keyof T & string)[]>(
+    ...names: K & ([Exclude<keyof T, K[number]>] extends [never] ? unknown : never)
+  ): K => names;
+}
+
+/**
+ * The fields of each JSON answer type, by `<method> <path> <status>`: the test against a server
+ * compares them with the properties of the response schemas in its `/v1/openapi.json`, so the
+ * SDK's types and the document cannot drift apart unnoticed.
+ */
+export const RESPONSE_FIELDS: Readonly<Record<string, readonly string[]>> = {
+  'post /v1/keys 201': fieldsOf<CreatedKey>()('id', 'key', 'role', 'expires'),
+  'post /v1/agents 201': fieldsOf<DeployedAgent>()('name', 'version', 'manifestDigest', 'codeDigest'),
+  'get /v1/agents/{name} 200': fieldsOf<AgentInfo>()(
+    'name',
+    'version',
+    'manifestDigest',
+    'codeDigest',
+    'createdAt',
+    'createdBy',
+    'warm',
+    'manifest',
+  ),
+  'put /v1/agents/{name}/pool 200': fieldsOf<PoolInfo>()('agent', 'warm'),
+  'post /v1/agents/{name}/executions 201': fieldsOf<CreatedExecution>()('id', 'status'),
+  'get /v1/executions/{id} 200': fieldsOf<ExecutionInfo>()(
+    'id',
+    'agent',
+    'version',
+    'status',
+    'exitCode',
+    'durationMs',
+    'args',
+    'createdAt',
+    'startedAt',
+    'finishedAt',
+    'createdBy',
+    'cancelRequested',
+    'summary',
+  ),
+  'delete /v1/executions/{id} 202': fieldsOf<CancelledExecution>()('id', 'status', 'cancelRequested'),
+};
+
+/** List answers: the field holding the list, and the fields of one item. */
+export const LIST_FIELDS: Readonly<Record<string, { readonly key: string; readonly item: readonly string[] }>> = {
+  'get /v1/keys 200': { key: 'keys', item: fieldsOf<KeyInfo>()('id', 'role', 'createdAt', 'expires', 'revoked', 'createdBy') },
+  'get /v1/agents 200': {
+    key: 'agents',
+    item: fieldsOf<Omit<AgentInfo, 'manifest'>>()('name', 'version', 'manifestDigest', 'codeDigest', 'createdAt', 'createdBy', 'warm'),
+  },
+  'get /v1/executions 200': { key: 'executions', item: RESPONSE_FIELDS['get /v1/executions/{id} 200']! },
+};

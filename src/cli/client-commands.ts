@@ -150,7 +150,7 @@ async function readStdin(max: number): Promise<string> {
 }
 
 /** Largest stdin `exec --stdin` sends (the API takes it as one JSON string). */
-const MAX_STDIN = 8 * 1024 * 1024;
+const MAX_STDIN = 1024 * 1024;
 
 /**
  * Follows an execution's event stream, writing its output; returns the final record. When the

@@ -6,7 +6,7 @@
  * root going through the server's unix socket.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, mkdirSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Aegis } from '../../sdk/src/index.js';
@@ -146,17 +146,25 @@ describe('aegis deploy|exec|ps|logs|kill|pool|keys against aegis serve (real san
 
   it('aegis run by a user who is not root goes through the unix socket', (t) => {
     if (!requireOrSkip(t, unavailable)) return;
-    // nobody, in the socket's group (root's, as no `aegis` group exists here): what the group grants.
+    // nobody, with the socket's group (`aegis`, or root's where that group does not exist) as its
+    // group: what membership of that group grants a local user.
     const uid = 65534;
+    const gid = statSync(srv!.socket).gid;
     const home = join(srv!.work, 'nobody-home');
     mkdirSync(home, { mode: 0o700 });
-    chownSync(home, uid, 0);
+    chownSync(home, uid, gid);
     const manifest = writeAgent(srv!.work, 'cli-local', 'echo "local:$1"\nexit 4\n');
     chmodSync(manifest, 0o644);
     const env = { ...srv!.env(undefined, `unix:${srv!.socket}`), AEGIS_HOME: home, HOME: home };
-    const r = cli(['run', manifest, '--', 'me'], env, { uid, gid: 0 });
+    const r = cli(['run', manifest, '--', 'me'], env, { uid, gid });
     assert.equal(r.code, 4, `${r.stderr}\n${srv!.log()}`);
     assert.equal(r.stdout, 'local:me\n');
     assert.match(r.stderr, /through the server at unix:/);
+
+    // Outside the socket's group: the socket's mode (0660) keeps it out; nothing runs.
+    const outsider = cli(['run', manifest, '--', 'me'], env, { uid, gid: 65534 });
+    assert.equal(outsider.code, 125);
+    assert.equal(outsider.stdout, '');
+    assert.match(outsider.stderr, /cannot reach the AEGIS server at unix:.*\(EACCES\)/);
   });
 });

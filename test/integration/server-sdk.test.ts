@@ -9,7 +9,15 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Aegis, AegisApiError, ROUTES, type ExecutionEvent } from '../../sdk/src/index.js';
+import {
+  Aegis,
+  AegisApiError,
+  EXECUTION_STATUSES,
+  LIST_FIELDS,
+  RESPONSE_FIELDS,
+  ROUTES,
+  type ExecutionEvent,
+} from '../../sdk/src/index.js';
 import { requireOrSkip } from './sandbox-conformance.js';
 import { serverTestsUnavailable, startServer, writeAgent, type TestServer } from './server-client-support.js';
 
@@ -167,13 +175,32 @@ describe('the SDK against aegis serve (real sandboxes)', { timeout: 600_000 }, (
     await assert.rejects(new Aegis({ url: srv!.url, apiKey: k.key }).executions.list(), apiError('unauthorized', 401));
   });
 
-  it("every route the SDK calls is in the server's OpenAPI document", async (t) => {
+  it("the SDK's routes, answer fields and statuses are the server's OpenAPI document's", async (t) => {
     if (!requireOrSkip(t, unavailable)) return;
     const res = await fetch(`${srv!.url}/v1/openapi.json`, { headers: { authorization: `Bearer ${srv!.adminKey}` } });
     assert.equal(res.status, 200);
-    const doc = (await res.json()) as { openapi: string; paths: Record<string, Record<string, unknown>> };
+    type Schema = { properties?: Record<string, Schema>; items?: Schema; enum?: unknown[] };
+    type Op = { responses: Record<string, { content?: Record<string, { schema: Schema }> }> };
+    const doc = (await res.json()) as { openapi: string; paths: Record<string, Record<string, Op>> };
     assert.match(doc.openapi, /^3\.1\./);
     const missing = ROUTES.filter(([method, path]) => doc.paths[path]?.[method] === undefined).map(([m, p]) => `${m} ${p}`);
     assert.deepEqual(missing, []);
+    const schemaOf = (key: string): Schema => {
+      const [method, path, status] = key.split(' ') as [string, string, string];
+      const s = doc.paths[path]?.[method]?.responses[status]?.content?.['application/json']?.schema;
+      assert.ok(s?.properties, `${key}: a JSON object schema in the document`);
+      return s;
+    };
+    const sorted = (a: Iterable<string>): string[] => [...a].sort();
+    for (const [key, fields] of Object.entries(RESPONSE_FIELDS)) {
+      assert.deepEqual(sorted(Object.keys(schemaOf(key).properties!)), sorted(fields), key);
+    }
+    for (const [key, { key: listKey, item }] of Object.entries(LIST_FIELDS)) {
+      const items = schemaOf(key).properties![listKey]?.items;
+      assert.ok(items?.properties, `${key}: ${listKey} is a list of objects`);
+      assert.deepEqual(sorted(Object.keys(items.properties)), sorted(item), key);
+    }
+    const status = schemaOf('get /v1/executions/{id} 200').properties!['status'];
+    assert.deepEqual(status?.enum, [...EXECUTION_STATUSES]);
   });
 });
