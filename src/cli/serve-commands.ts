@@ -131,6 +131,7 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
     engine,
     kick: () => dispatcher.kick(),
     cancelLocal: (id) => dispatcher.cancel(id),
+    follow: (id, after, signal) => dispatcher.follow(id, after, signal),
     onPoolChange: () => void dispatcher.syncPools().catch((err: unknown) => log(`pool sync: ${(err as Error).message}`)),
     socketGid: (await groupGid(SOCKET_GROUP)) ?? 0,
     peerOf: (s) => (s.remoteAddress === undefined ? peerCredentials(s) : Promise.resolve(undefined)),

@@ -318,7 +318,14 @@ export const HANDLERS: Readonly<Record<RouteId, Handler>> = {
   'executions.stream': async (ctx, { params, query, req, reply, principal }) => {
     const e = await executionOf(ctx, who(principal), params['id'] as string);
     const after = (query as z.output<typeof S.StreamQuery>).after ?? Number(req.headers['last-event-id'] ?? 0);
-    await streamExecution(ctx.deps.store, e.id, Number.isSafeInteger(after) && after >= 0 ? after : 0, reply, ctx.deps.streamPollMs ?? 100);
+    await streamExecution(
+      ctx.deps.store,
+      e.id,
+      Number.isSafeInteger(after) && after >= 0 ? after : 0,
+      reply,
+      ctx.deps.streamPollMs ?? 100,
+      ctx.deps.follow,
+    );
     return { kind: 'sent' };
   },
   'executions.outputs': async (ctx, { params, reply, principal }) => {
