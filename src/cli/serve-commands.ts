@@ -2,7 +2,7 @@
  * `aegis serve` and `aegis keys create` (issue 11's contract):
  *
  *   serve [--listen HOST:PORT] [--socket PATH] [--data DIR] [--database URL] [--tls-cert F --tls-key F]
- *         [--insecure] [--worker ID] [--capacity N] [--state-dir DIR]
+ *         [--insecure] [--worker ID] [--capacity N] [--state-dir DIR] [--output-retention 24h]
  *       Serves the API. Without --listen it serves only the unix socket (default
  *       /run/aegis/aegis.sock); with --listen it serves TCP, and the socket too when --socket is
  *       given. State: SQLite at <data>/state.db (default data /var/lib/aegis/server), or PostgreSQL
@@ -10,7 +10,8 @@
  *       Prints one JSON line {"url", "socket", "worker"} on stdout once it listens; diagnostics on
  *       stderr. SIGTERM/SIGINT: stops accepting, cancels what runs (recorded killed), closes the log.
  *       At start: sweeps what a killed server left (sandboxes, namespaces, cgroups) and records its
- *       running executions `lost`. Exit codes: 0 after a signal, 1 when it cannot start.
+ *       running executions `lost`. Outputs folders are removed --output-retention (default 24h)
+ *       after their execution ended. Exit codes: 0 after a signal, 1 when it cannot start.
  *   keys create --role admin|deployer|operator|auditor [--expires 30d] [--data DIR] [--database URL]
  *       Offline, against the server's state (the bootstrap of the first key): prints the key alone
  *       on stdout (shown once; only its scrypt hash is stored) and audits `key.create`.
@@ -33,6 +34,7 @@ interface ServeFlags {
   worker?: string;
   capacity: string;
   stateDir?: string;
+  outputRetention: string;
 }
 
 function fail(ctx: CliContext, cmd: string, err: unknown): void {
@@ -61,6 +63,10 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
   const capacity = Number(flags.capacity);
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 256)
     throw new ServerError('server.config_invalid', '--capacity must be 1..256');
+  const { Lifetime } = await import('../server/schemas.js');
+  if (!Lifetime.safeParse(flags.outputRetention).success)
+    throw new ServerError('server.config_invalid', '--output-retention must be a duration such as 30d, 12h or 15m');
+  const retentionMs = (await import('../server/keys.js')).lifetimeMs(flags.outputRetention);
   if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined))
     throw new ServerError('server.config_invalid', '--tls-cert and --tls-key go together');
   if (flags.tlsCert !== undefined && flags.listen === undefined)
@@ -105,6 +111,7 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
     dataDir: data,
     capacity,
     audit: sink,
+    retentionMs,
     onError: (err, what) => log(`${what}: ${err instanceof Error ? err.message : String(err)}`),
   });
   await dispatcher.start();
@@ -124,6 +131,7 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
     engine,
     kick: () => dispatcher.kick(),
     cancelLocal: (id) => dispatcher.cancel(id),
+    follow: (id, after, signal) => dispatcher.follow(id, after, signal),
     onPoolChange: () => void dispatcher.syncPools().catch((err: unknown) => log(`pool sync: ${(err as Error).message}`)),
     socketGid: (await groupGid(SOCKET_GROUP)) ?? 0,
     peerOf: (s) => (s.remoteAddress === undefined ? peerCredentials(s) : Promise.resolve(undefined)),
@@ -152,9 +160,12 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
       log(`${signal}: stopping (running executions are cancelled and recorded killed)`);
       void (async () => {
         try {
-          await listening.close();
+          // New connections are refused at once; open event streams get their executions' exit
+          // (killed) before the connections are closed.
+          listening.stopAccepting();
           await dispatcher.stop();
           await engine.shutdown();
+          await listening.close();
           await app.close();
         } catch (err) {
           log(`stop: ${err instanceof Error ? err.message : String(err)}`);
@@ -222,6 +233,9 @@ export function registerServeCommands(program: Command, ctx: CliContext): Comman
     .option('--worker <id>', 'this worker id, stable across restarts (default: the host name)')
     .option('--state-dir <dir>', 'run records and bundles of the sandboxes (default /run/aegis)')
     .addOption(new Option('--capacity <n>', 'executions run at once on this worker').default('16'))
+    .addOption(
+      new Option('--output-retention <duration>', "how long an ended execution's outputs folder is kept (30d, 12h, 15m)").default('24h'),
+    )
     .action(async (flags: ServeFlags) => {
       try {
         await serve(ctx, flags);

@@ -21,13 +21,22 @@
  * starve hot ones; if even that is not enough the execution fails to start
  * (`orchestrator.budget_exhausted`): the caller (dispatcher) bounds its own concurrency.
  */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AegisConfig } from '../config/index.js';
 import { isAegisError } from '../errors.js';
 import type { Isolation } from '../policy/types.js';
-import { EXIT_CANNOT_START, EXIT_KILLED, newExecutionId, type VolumeRequest } from '../sandbox/run.js';
+import {
+  EXIT_CANNOT_START,
+  EXIT_KILLED,
+  newExecutionId,
+  prepareSandbox,
+  type PreparedSandbox,
+  type VolumeRequest,
+} from '../sandbox/run.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import { secretDeniedEvent } from '../secrets/run.js';
 import {
@@ -86,6 +95,8 @@ interface Sandbox {
   readonly memoryBytes: number;
   readonly sink: ExecutionSink;
   started: StartedServices | null;
+  /** A warm sandbox's container, created ahead with the shim (null: made at claim, as cold). */
+  prepared: PreparedSandbox | null;
   /** The execution it serves, once hot. */
   execution: string | null;
 }
@@ -131,6 +142,11 @@ export function createEngine(o: EngineOptions): Engine {
   const audit = o.audit;
 
   const live = new Set<Sandbox>();
+  /** A warm sandbox's outputs are staged under here until its execution's folder is known. */
+  const scratchOf = (id: string): string => join(stateDir, 'orchestrator', 'warm', id);
+  const removeScratch = (id: string): void => rmSync(scratchOf(id), { recursive: true, force: true });
+  /** provisional id -> execution id while a claimed warm sandbox runs: recovery reports the execution. */
+  const claimFile = (id: string): string => join(stateDir, 'orchestrator', 'claims', id);
   const pools = new Map<string, Pool>();
   const running = new Map<string, { cancel(): void; done: Promise<ExecutionSummary> }>();
   const preparing = new Set<Promise<void>>();
@@ -154,7 +170,21 @@ export function createEngine(o: EngineOptions): Engine {
       const events = await sweepLostRuns(stateDir, o.config.gatewayEnv);
       for (const ev of events) append(ev);
       return events
-        .map((ev) => ({ executionId: ev.actor.execution ?? '', agent: ev.actor.agent ?? null }))
+        .map((ev) => {
+          const id = ev.actor.execution ?? '';
+          // A claimed warm sandbox ran under its own id: the claim file names the execution.
+          let executionId = id;
+          if (EXECUTION_ID.test(id)) {
+            try {
+              executionId = readFileSync(claimFile(id), 'utf8');
+              rmSync(claimFile(id), { force: true });
+            } catch {
+              executionId = id;
+            }
+            removeScratch(id);
+          }
+          return { executionId, agent: ev.actor.agent ?? null };
+        })
         .filter((r) => r.executionId !== '');
     } catch (err) {
       say(`orchestrator: the sweep of lost runs failed: ${(err as Error).message}`);
@@ -227,6 +257,7 @@ export function createEngine(o: EngineOptions): Engine {
       memoryBytes: l.loaded.policy.limits.memoryBytes,
       sink: new ExecutionSink(audit, id),
       started: null,
+      prepared: null,
       execution: null,
     };
     return s;
@@ -246,7 +277,9 @@ export function createEngine(o: EngineOptions): Engine {
   /** Destroys a warm sandbox unused (pool shrunk, evicted for a hot one, shutdown). */
   const destroyWarm = async (s: Sandbox): Promise<void> => {
     move(s, { type: 'destroy' }, null);
+    await s.prepared?.discard();
     await s.started?.discard();
+    removeScratch(s.id);
   };
 
   /** Destroys the oldest warm sandboxes until a hot one of `memoryBytes` fits; true when it does. */
@@ -263,6 +296,36 @@ export function createEngine(o: EngineOptions): Engine {
     return true;
   };
 
+  /**
+   * The container of a warm sandbox, created ahead with the shim (src/sandbox/shim.ts): its
+   * outputs staged under a scratch folder until claimed. Null when the image has no /bin/sh:
+   * then the container is made at claim time (the network and the rest stay prepared).
+   */
+  const prepareContainer = async (s: Sandbox, l: LoadedRun, started: StartedServices): Promise<PreparedSandbox | null> => {
+    if (!existsSync(join(l.image.rootfs, 'bin', 'sh'))) return null;
+    const scratch = scratchOf(s.id);
+    mkdirSync(scratch, { recursive: true, mode: 0o700 });
+    const bound = await bindInput(
+      o.config,
+      l,
+      {
+        executionId: s.id,
+        env: [],
+        args: [],
+        volumes: outputVolumes(l.loaded.policy, scratch, outputBytes),
+        ...(o.isolation !== undefined ? { isolation: o.isolation } : {}),
+        stateDir,
+      },
+      clock(),
+    );
+    return prepareSandbox({
+      ...bound.opts,
+      audit: started.services.audit,
+      network: started.services.network,
+      extraEnv: started.services.env,
+    });
+  };
+
   /** Prepares one warm sandbox for `pool` (already counted in `pool.preparing`). */
   const prepareOne = async (pool: Pool): Promise<void> => {
     let s: Sandbox | null = null;
@@ -272,6 +335,7 @@ export function createEngine(o: EngineOptions): Engine {
       if (!move(s, { type: 'prepare', budgetRoom: room(s.memoryBytes) }, null)) return;
       live.add(s);
       s.started = await startFor(s, l);
+      s.prepared = await prepareContainer(s, l, s.started);
       if (shuttingDown || pools.get(pool.ref.name) !== pool || pool.warm.length >= pool.target) {
         await destroyWarm(s);
         return;
@@ -281,7 +345,9 @@ export function createEngine(o: EngineOptions): Engine {
       say(`orchestrator: preparing a warm sandbox of ${pool.ref.name} v${pool.ref.version} failed: ${(err as Error).message}`);
       if (s !== null && s.state === 'warm') {
         move(s, { type: 'fail' }, null);
+        await s.prepared?.discard();
         await s.started?.discard();
+        removeScratch(s.id);
       } else if (s !== null) live.delete(s);
     } finally {
       pool.preparing--;
@@ -408,8 +474,19 @@ export function createEngine(o: EngineOptions): Engine {
       }
       observer.audit(e);
     };
+    if (s?.prepared && !s.prepared.alive()) {
+      // Its container died while it waited: the execution's container is made now.
+      await s.prepared.discard();
+      s.prepared = null;
+    }
     if (s !== null) {
       warm = true;
+      try {
+        mkdirSync(dirname(claimFile(s.id)), { recursive: true, mode: 0o700 });
+        writeFileSync(claimFile(s.id), executionId, { mode: 0o600 });
+      } catch {
+        /* recovery then reports the sandbox's own id */
+      }
       s.sink.bind(executionId, observeAudit);
       if (!move(s, { type: 'claim', sandbox: s.key, requested: keyOf(req.agent) }, executionId, observeAudit)) {
         await destroyWarm(s);
@@ -452,19 +529,28 @@ export function createEngine(o: EngineOptions): Engine {
     let outcome: RunOutcome;
     try {
       safe(() => observer.started({ warm }));
-      outcome = await runWithServices(bound, started, {
-        stdin: req.input.stdin !== undefined ? Readable.from([Buffer.from(req.input.stdin)]) : 'ignore',
-        stdout: (c) => safe(() => observer.stdout(c)),
-        stderr: (c) => safe(() => observer.stderr(c)),
-        signal: cancel.signal,
-        graceMs,
-        say: (line) => say(`orchestrator: ${executionId}: ${line}`),
-      });
+      outcome = await runWithServices(
+        bound,
+        started,
+        {
+          stdin: req.input.stdin !== undefined ? Readable.from([Buffer.from(req.input.stdin)]) : 'ignore',
+          stdout: (c) => safe(() => observer.stdout(c)),
+          stderr: (c) => safe(() => observer.stderr(c)),
+          signal: cancel.signal,
+          graceMs,
+          say: (line) => say(`orchestrator: ${executionId}: ${line}`),
+        },
+        s.prepared ?? undefined,
+      );
     } catch (err) {
       outcome = { kind: 'cannot_start', message: (err as Error).message };
     } finally {
       clearTimeout(watchdog);
       refillAfterClaim();
+      if (warm) {
+        removeScratch(s.id);
+        rmSync(claimFile(s.id), { force: true });
+      }
     }
     if (outcome.kind === 'cannot_start') {
       move(s, { type: 'fail' }, executionId, observeAudit);

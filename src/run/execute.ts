@@ -31,7 +31,9 @@ import type { Isolation, Policy } from '../policy/types.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { unbackedWritePaths, unbackedWriteWarning } from '../sandbox/host-paths.js';
 import {
+  launchPrepared,
   runSandbox,
+  type PreparedSandbox,
   type InputSource,
   type OutputTarget,
   type RunResult,
@@ -341,9 +343,16 @@ export type RunOutcome =
 
 /**
  * Step 4. Logs the operator's env names and the secret bindings, runs the sandbox with the
- * started services, then closes them (gateway, budget counts, log when owned) and alerting.
+ * started services (in `prepared`, a sandbox created ahead, when given: its volumes are copied
+ * back to `bound`'s rw volume folders), then closes them (gateway, budget counts, log when
+ * owned) and alerting.
  */
-export async function runWithServices(bound: BoundRun, started: StartedServices, io: RunIO): Promise<RunOutcome> {
+export async function runWithServices(
+  bound: BoundRun,
+  started: StartedServices,
+  io: RunIO,
+  prepared?: PreparedSandbox,
+): Promise<RunOutcome> {
   const { services, abort, alerting } = started;
   const { opts, operatorEnv, runSecrets } = bound;
   const executionId = opts.executionId!;
@@ -370,17 +379,29 @@ export async function runWithServices(bound: BoundRun, started: StartedServices,
     let result: RunResult;
     let alertCounts: AlertCounts | undefined;
     try {
-      result = await runSandbox({
-        ...opts,
-        audit: services.audit,
-        network: services.network,
-        extraEnv: services.env,
-        stdin: io.stdin,
-        stdout: io.stdout,
-        stderr: io.stderr,
-        signal: abort.signal,
-        ...(io.graceMs !== undefined ? { graceMs: io.graceMs } : {}),
-      });
+      result = prepared
+        ? await launchPrepared(prepared, {
+            argv: [...opts.policy.agent.entrypoint, ...(opts.extraArgs ?? [])],
+            env: opts.policy.agent.env,
+            volumeHosts: (opts.volumes ?? []).filter((v) => v.mode === 'rw').map((v) => v.host),
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+            signal: abort.signal,
+            ...(io.graceMs !== undefined ? { graceMs: io.graceMs } : {}),
+            ...(opts.provenance !== undefined ? { provenance: opts.provenance } : {}),
+          })
+        : await runSandbox({
+            ...opts,
+            audit: services.audit,
+            network: services.network,
+            extraEnv: services.env,
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+            signal: abort.signal,
+            ...(io.graceMs !== undefined ? { graceMs: io.graceMs } : {}),
+          });
     } finally {
       try {
         await services.close();

@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import { findExecutable } from '../host/exec.js';
 import { processStartTime } from '../host/pid-lock.js';
@@ -45,6 +45,7 @@ import {
 import { validateBundle } from './spec/validate.js';
 import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, type RunRecord, type SweptRun } from './state.js';
 import { callbackSink, discardSink, fdSink, pump, pumpInput, type InputPump, type OutputPump } from './stdio.js';
+import { SHIM_ARGV, shimLine } from './shim.js';
 import { spawnUsernsHolder, type UsernsHolder } from './userns.js';
 import { copyBack, stageVolume, unmount, type StagedVolume } from './volumes.js';
 
@@ -269,9 +270,18 @@ class RunResources {
   }
 }
 
+/** How the runtime process ended (or could not be executed). */
+interface RuntimeExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly spawnError: Error | null;
+}
+
 /** What the start phase hands to supervision. */
 interface Launched {
   readonly child: ChildProcessWithoutNullStreams;
+  /** Settles when the runtime exits; listened to from the spawn on (a prepared sandbox waits before supervision). */
+  readonly exited: Promise<RuntimeExit>;
   readonly run: RuntimeRun;
   readonly driver: RuntimeDriver;
   readonly cgroup: RunCgroup;
@@ -361,12 +371,16 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
   const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, rt, rtArgs) : [rt, rtArgs];
   // ARCHITECTURE NOTE: only pipes AEGIS made, never a descriptor of the operator's (stdio.ts).
   const child = spawn(cmd, argv, { cwd: run.bundleDir, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const exited = new Promise<RuntimeExit>((resolve) => {
+    child.once('error', (e) => resolve({ code: null, signal: null, spawnError: e }));
+    child.once('exit', (code, signal) => resolve({ code, signal, spawnError: null }));
+  });
   if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid, runtimeStartTime: processStartTime(child.pid) });
   const spawnFacts = {
     args: bundle.config.process.args,
     volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })),
   };
-  return { child, run, driver, cgroup, spawnFacts };
+  return { child, exited, run, driver, cgroup, spawnFacts };
 }
 
 /** What supervision saw. */
@@ -388,23 +402,16 @@ async function supervise(
   l: Launched,
   actor: { agent: string; execution: string },
   isolation: Isolation,
+  prepared = false,
 ): Promise<Supervised> {
   const { child, run, driver, cgroup } = l;
   const pumps: OutputPump[] = [outputPump(child.stdout, opts.stdout, 1), outputPump(child.stderr, opts.stderr, 2)];
   const stdinSource = opts.stdin === 'inherit' ? process.stdin : opts.stdin === undefined || opts.stdin === 'ignore' ? null : opts.stdin;
   const input: InputPump = pumpInput(stdinSource, child.stdin);
 
-  let spawnError: Error | null = null;
   let stoppedBy: 'timeout' | 'killed' | null = null;
   let killTimer: NodeJS.Timeout | undefined;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('error', (e) => {
-      spawnError = e;
-      resolve({ code: null, signal: null });
-    });
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-  child.once('spawn', () => {
+  const emitSpawn = (): void => {
     if (child.pid !== undefined) {
       emit(opts.audit, {
         actor,
@@ -413,7 +420,9 @@ async function supervise(
         payload: { ...opts.provenance, isolation, runtimePid: child.pid, ...l.spawnFacts },
       });
     }
-  });
+  };
+  if (prepared) emitSpawn();
+  else child.once('spawn', emitSpawn);
   // run.start when the runtime has created the container (it writes its pid file then); watched
   // only when someone listens. A start the watcher missed is reported at exit.
   let startEmitted = false;
@@ -423,7 +432,8 @@ async function supervise(
     emit(opts.audit, { actor, action: 'run.start', decision: 'info', payload: { isolation } });
   };
   let watcher: FSWatcher | undefined;
-  if (opts.audit !== undefined) {
+  if (prepared && existsSync(run.pidFile)) emitStart();
+  else if (opts.audit !== undefined) {
     try {
       watcher = watch(run.bundleDir, (_event, name) => {
         if (name === 'pid') emitStart();
@@ -444,7 +454,7 @@ async function supervise(
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   if (opts.signal?.aborted) onAbort();
 
-  const { code, signal } = await exited;
+  const { code, signal, spawnError } = await l.exited;
   watcher?.close();
   clearTimeout(timer);
   clearTimeout(killTimer);
@@ -457,10 +467,21 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   const started = performance.now();
   const id = opts.executionId ?? newExecutionId();
   const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
+  const res = new RunResources(id, opts.stateDir ?? DEFAULT_STATE_DIR);
+  let launched: Launched;
+  try {
+    launched = await start(opts, isolation, res);
+  } catch (err) {
+    return finishingFor(opts, res, isolation, started).failed(err);
+  }
+  return superviseAndFinish(opts, launched, res, isolation, started, false);
+}
+
+/** How a run that went wrong before or at its start is reported (the resources released). */
+function finishingFor(opts: RunSandboxOptions, res: RunResources, isolation: Isolation, started: number) {
+  const id = res.id;
   const actor = { agent: opts.policy.agent.name, execution: id };
   const base = { executionId: id, isolation };
-  const res = new RunResources(id, opts.stateDir ?? DEFAULT_STATE_DIR);
-
   const failedToStart = (e: SandboxError, durationMs: number, usage = { cpuMs: 0, maxMemoryBytes: 0, pidsLimitHit: false }): RunResult => {
     emit(opts.audit, {
       actor,
@@ -477,14 +498,20 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
     await res.release();
     return failedToStart(e, performance.now() - started);
   };
+  return { actor, base, failedToStart, failed };
+}
 
-  let launched: Launched;
-  try {
-    launched = await start(opts, isolation, res);
-  } catch (err) {
-    return failed(err);
-  }
-  const s = await supervise(opts, launched, actor, isolation);
+/** Phases 2 and 3: supervise the launched runtime, then release, drain, classify, report. */
+async function superviseAndFinish(
+  opts: RunSandboxOptions,
+  launched: Launched,
+  res: RunResources,
+  isolation: Isolation,
+  started: number,
+  prepared: boolean,
+): Promise<RunResult> {
+  const { actor, base, failedToStart, failed } = finishingFor(opts, res, isolation, started);
+  const s = await supervise(opts, launched, actor, isolation, prepared);
   const durationMs = performance.now() - started;
   const usage = launched.cgroup.usage();
   const containerStarted = existsSync(launched.run.pidFile);
@@ -541,6 +568,157 @@ export async function runSandbox(opts: RunSandboxOptions): Promise<RunResult> {
   emit(opts.audit, { actor, action: 'resource.usage', decision: 'info', payload: { ...measured, durationMs, cpuThrottledRatio } });
   emit(opts.audit, { actor, action: 'run.exit', decision: 'info', payload: { status, exitCode, durationMs } });
   return result;
+}
+
+/**
+ * A sandbox created ahead of its execution (the orchestrator's warm pools): `start` has run with
+ * the shim (shim.ts) as the container's process, the runtime has created and started the
+ * container, and the shim waits for its input. `launchPrepared` hands it the execution's argv
+ * and environment and supervises the run exactly as `runSandbox` does; `discard` tears it down
+ * unused. Used once.
+ */
+export interface PreparedSandbox {
+  readonly id: string;
+  readonly isolation: Isolation;
+  /** False once the runtime has exited (a sandbox that died while waiting: discard it). */
+  alive(): boolean;
+  /** Tears the sandbox down unused (kills the shim, releases everything); idempotent. */
+  discard(): Promise<void>;
+}
+
+interface PreparedState extends PreparedSandbox {
+  readonly opts: RunSandboxOptions;
+  readonly res: RunResources;
+  readonly launched: Launched;
+  used: boolean;
+}
+
+/** How long preparing waits for the runtime to have created the container. */
+const PREPARE_TIMEOUT_MS = 10_000;
+
+/**
+ * Prepares a sandbox for `opts` (whose entrypoint and extraArgs are ignored: the process is the
+ * shim; whose env is the base the execution's line adds to). Throws SandboxError when it cannot
+ * (the image has no /bin/sh: `sandbox.start_failed`; the caller starts cold instead).
+ */
+export async function prepareSandbox(opts: RunSandboxOptions): Promise<PreparedSandbox> {
+  const id = opts.executionId ?? newExecutionId();
+  const isolation: Isolation = opts.isolation ?? opts.policy.agent.isolation ?? 'crun';
+  const res = new RunResources(id, opts.stateDir ?? DEFAULT_STATE_DIR);
+  if (!existsSync(join(opts.imageRootfs, 'bin', 'sh')))
+    throw new SandboxError('sandbox.start_failed', 'the image has no /bin/sh for the shim of a prepared sandbox');
+  const shimmed: RunSandboxOptions = {
+    ...opts,
+    executionId: id,
+    policy: { ...opts.policy, agent: { ...opts.policy.agent, entrypoint: SHIM_ARGV } },
+    extraArgs: [],
+  };
+  let launched: Launched;
+  try {
+    launched = await start(shimmed, isolation, res);
+    // Ready when the runtime has written the container's pid (created and started, the shim
+    // waiting in read), or failed when the runtime exits first.
+    const deadline = performance.now() + PREPARE_TIMEOUT_MS;
+    let exited = false;
+    void launched.exited.then(() => (exited = true));
+    while (!existsSync(launched.run.pidFile)) {
+      if (exited || performance.now() > deadline)
+        throw new SandboxError('sandbox.start_failed', `${isolation} did not create the prepared container`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  } catch (err) {
+    await res.release();
+    throw err instanceof SandboxError ? err : new SandboxError('sandbox.start_failed', (err as Error).message, { cause: err });
+  }
+  let alive = true;
+  void launched.exited.then(() => (alive = false));
+  const p: PreparedState = {
+    id,
+    isolation,
+    opts,
+    res,
+    launched,
+    used: false,
+    alive: () => alive,
+    discard: async () => {
+      if (p.used) return;
+      p.used = true;
+      await res.release();
+    },
+  };
+  return p;
+}
+
+export interface LaunchOptions {
+  /** The agent's whole argv (entrypoint and arguments). */
+  readonly argv: readonly string[];
+  /** Exported before the exec: the execution's variables (they override the prepared ones). */
+  readonly env: Readonly<Record<string, string>>;
+  /** The host folder each rw volume is copied back to, in the prepared volumes' order (the execution's outputs). */
+  readonly volumeHosts?: readonly string[];
+  readonly stdin?: InputSource;
+  readonly stdout?: OutputTarget;
+  readonly stderr?: OutputTarget;
+  readonly signal?: AbortSignal;
+  readonly graceMs?: number;
+  /** For run.spawn (principal, manifest, policy, image, agent version). */
+  readonly provenance?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Runs the execution in a prepared sandbox: the shim gets its line, then the execution's stdin;
+ * supervision (time limit from now, abort, streams) and the end are runSandbox's. A sandbox
+ * already used or dead is a `failed_to_start` result.
+ */
+export async function launchPrepared(prepared: PreparedSandbox, l: LaunchOptions): Promise<RunResult> {
+  const started = performance.now();
+  const p = prepared as PreparedState;
+  const opts: RunSandboxOptions = {
+    ...p.opts,
+    stdin: l.stdin,
+    stdout: l.stdout,
+    stderr: l.stderr,
+    signal: l.signal,
+    graceMs: l.graceMs,
+    provenance: l.provenance ?? p.opts.provenance,
+  };
+  if (p.used || !p.alive()) {
+    const wasUsed = p.used;
+    p.used = true;
+    if (!wasUsed) await p.res.release();
+    return finishingFor(opts, p.res, p.isolation, started).failedToStart(
+      new SandboxError(
+        'sandbox.start_failed',
+        wasUsed ? 'the prepared sandbox was already used' : 'the prepared sandbox died while waiting',
+      ),
+      0,
+    );
+  }
+  p.used = true;
+  // The outputs: the staged rw volumes are copied back to the execution's folders.
+  const hosts = l.volumeHosts ?? [];
+  p.res.staged.forEach((st, k) => {
+    const host = hosts[k];
+    if (host !== undefined) p.res.staged[k] = { s: { ...st.s, volume: { ...st.s.volume, host } }, i: st.i };
+  });
+  let line: Buffer;
+  try {
+    line = Buffer.from(shimLine(l.argv, l.env));
+  } catch (err) {
+    return finishingFor(opts, p.res, p.isolation, started).failed(new SandboxError('sandbox.env_refused', (err as Error).message));
+  }
+  const source = l.stdin === 'inherit' ? process.stdin : l.stdin === undefined || l.stdin === 'ignore' ? null : l.stdin;
+  const stdin = Readable.from(
+    (async function* () {
+      yield line;
+      if (source !== null) for await (const c of source) yield c as Buffer;
+    })(),
+  );
+  const launched: Launched = {
+    ...p.launched,
+    spawnFacts: { ...p.launched.spawnFacts, args: l.argv },
+  };
+  return superviseAndFinish({ ...opts, stdin }, launched, p.res, p.isolation, started, true);
 }
 
 /**

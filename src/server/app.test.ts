@@ -245,6 +245,22 @@ describe('server API (in-process, loopback)', () => {
     assert.ok((l.json as { executions: { id: string }[] }).executions.some((e) => e.id === id));
   });
 
+  it('refuses environment additions the manifest does not allow (400) and creates no execution', async () => {
+    const before = (await env.store.listExecutions({ agent: 'hello-api' })).length;
+    for (const bad of [{ HTTP_PROXY: 'http://evil' }, { LOG: 'secret:token' }]) {
+      const r = await env.api.call('POST', '/v1/agents/hello-api/executions', { key: env.keys.operator, json: { env: bad } });
+      assert.equal(r.status, 400, r.text);
+      assert.equal((r.json as { error: { code: string } }).error.code, 'invalid_request');
+    }
+    assert.equal((await env.store.listExecutions({ agent: 'hello-api' })).length, before);
+    const ok = await env.api.call('POST', '/v1/agents/hello-api/executions', { key: env.keys.operator, json: { env: { REGION: 'eu' } } });
+    assert.equal(ok.status, 201);
+    assert.equal(
+      (await env.api.call('DELETE', `/v1/executions/${(ok.json as { id: string }).id}`, { key: env.keys.operator })).status,
+      202,
+    );
+  });
+
   it('serves outputs as a tar of regular files and folders only (a symlink the agent made is left out)', async () => {
     const c = await env.api.call('POST', '/v1/agents/hello-api/executions', { key: env.keys.operator, json: {} });
     const { id } = c.json as { id: string };

@@ -17,6 +17,7 @@ import { Authenticator, type Peer, type Principal, type ThrottleOptions } from '
 import { HTTP_STATUS, ServerError, apiCode, type ServerErrorCode } from './errors.js';
 import { HANDLERS, type HandlerResult } from './handlers.js';
 import { Metrics } from './metrics.js';
+import type { Follow } from './sse.js';
 import { openApiDocument } from './openapi.js';
 import { allowed, ROLE_MATRIX } from './roles.js';
 import { ROUTES, fastifyPath, type RouteDef } from './routes.js';
@@ -74,6 +75,8 @@ export interface ServerDeps {
   readonly metrics?: Metrics;
   /** Diagnostics (stderr). */
   readonly log?: (msg: string) => void;
+  /** A live feed of an execution's chunks (the Dispatcher's follow); without it the stream polls the store. */
+  readonly follow?: Follow;
   /** How often the SSE stream polls the store for new chunks (ms). */
   readonly streamPollMs?: number;
 }

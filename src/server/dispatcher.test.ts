@@ -438,6 +438,30 @@ describe('Dispatcher', () => {
     assert.equal((await s.store.getExecution('ex-1'))?.status, 'killed');
   });
 
+  it('cancels its executions that another worker recorded lost while it was stalled', async () => {
+    const s = await setup();
+    await s.deploy('echo', { 'main.py': '' });
+    await s.store.createExecution(exec('ex-1', 'echo', 1, ['hang']));
+    let skew = 0;
+    const d = s.dispatcher({ now: () => Date.now() + skew });
+    await d.start();
+    await waitFor('ex-1 to run', () => Promise.resolve(s.engine.active === 1));
+    // Another worker takes this one for dead (its clock is past our staleness) and reaps ex-1.
+    const reaped = await s.store.reapLost(Date.now() + 60_000, Date.now());
+    assert.deepEqual(
+      reaped.map((e) => e.id),
+      ['ex-1'],
+    );
+    // Our next heartbeat comes after a gap longer than staleMs (500 ms here): a stall.
+    skew = 10_000;
+    await waitFor('ex-1 to be cancelled', () => Promise.resolve(s.engine.active === 0));
+    await waitFor('ex-1 to leave the worker', () => Promise.resolve(!d.isLocal('ex-1')));
+    const rec = await s.store.getExecution('ex-1');
+    assert.equal(rec?.status, 'lost', "the reaper's end stands");
+    const exit = (await s.store.readOutput('ex-1', 0, 100)).filter((c) => c.kind === 'exit');
+    assert.deepEqual(exit, [], "the exit chunk is the reaper's to write, not a second one from this worker");
+  });
+
   it("follows another worker's execution by polling the store until its exit", async () => {
     const s = await setup();
     await s.deploy('echo', { 'main.py': '' });

@@ -6,9 +6,10 @@
  *
  * One Dispatcher per `aegis serve` process; several processes (on one or many hosts) may share one
  * PostgreSQL Store (docs/cluster.md). Timing:
- * - claims: at once on kick() (the API calls it after creating an execution on this worker), and
- *   every `pollMs` (default 250 ms) otherwise; that poll is how a worker learns of executions
- *   created through another worker's API (no LISTEN/NOTIFY);
+ * - claims: at once on kick() (the API calls it after creating an execution on this worker), when
+ *   the Store wakes it (PostgreSQL: LISTEN/NOTIFY on each new execution, so an idle worker claims
+ *   what another worker's API created at once), and every `pollMs` (default 250 ms) regardless:
+ *   the poll is the fallback when a wake-up is lost (the listening connection dropped);
  * - heartbeat every `heartbeatMs` (default 1 s); a worker whose last heartbeat is older than
  *   `staleMs` (default 10 s) is dead: any live worker records its running executions `lost` and
  *   audits `execution.lost`. At start a worker records its own leftovers (a previous process of
@@ -26,9 +27,13 @@
  * ARCHITECTURE NOTE (fail secure): an execution that cannot be materialised, or whose outputs
  * folder cannot be made, never reaches the engine: it ends `failed_to_start`. A worker that has
  * not managed to heartbeat for `staleMs` cancels everything it runs: the other workers are about
- * to record those executions `lost`, and nothing recorded as ended may keep running.
+ * to record those executions `lost`, and nothing recorded as ended may keep running; likewise a
+ * worker whose heartbeats resume after a gap longer than `staleMs` cancels each of its executions
+ * that another worker recorded `lost` meanwhile.
  * LIMITATION: the code cache under `<data>/code/` is not pruned (one tree per code digest ever
- * run on this host).
+ * run on this host). An output batch the Store refuses (database down) is dropped and reported
+ * through onError; the execution's final status is still written when the database is back
+ * before the worker is reaped.
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -84,6 +89,7 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/u;
 const DIGEST_RE = /^sha256:([0-9a-f]{64})$/u;
 const FLUSH_BYTES = 64 * 1024;
 const READ_PAGE = 1000;
+const REF_CACHE = 256;
 const EXIT_CANNOT_START = 125;
 
 export function isFinalStatus(s: ExecutionStatus): s is FinalStatus {
@@ -164,6 +170,8 @@ export class Dispatcher {
 
   private readonly local = new Map<string, Local>();
   private readonly materialising = new Map<string, Promise<void>>();
+  /** Versions already materialised here (a deployed version never changes), newest last. */
+  private readonly refs = new Map<string, AgentVersionRef>();
   private readonly pools = new Map<string, { version: number; warm: number; ref: AgentVersionRef }>();
   private timers: NodeJS.Timeout[] = [];
   private claiming: Promise<void> | null = null;
@@ -173,6 +181,10 @@ export class Dispatcher {
   private lastBeatOk = 0;
   private lastRetention = 0;
   private lastPoolSync = 0;
+  /** One housekeeping round and one cancel poll at a time (a slow database must not pile them up). */
+  private housekeepingBusy = false;
+  private cancelPollBusy = false;
+  private unsubscribe: (() => Promise<void>) | undefined;
 
   constructor(o: DispatcherOptions) {
     if (!Number.isSafeInteger(o.capacity) || o.capacity < 1)
@@ -205,6 +217,13 @@ export class Dispatcher {
     await this.store.heartbeat(this.workerId, t);
     this.lastBeatOk = t;
     await this.reap(this.workerId);
+    if (this.store.subscribeQueued !== undefined) {
+      try {
+        this.unsubscribe = await this.store.subscribeQueued(() => this.kick());
+      } catch (err) {
+        this.onError(err, 'listen for queued executions (polling only)');
+      }
+    }
     this.timers.push(setInterval(() => this.kick(), this.pollMs));
     this.timers.push(setInterval(() => void this.housekeeping(), this.heartbeatMs));
     this.timers.push(setInterval(() => void this.pollCancels(), this.pollMs));
@@ -258,6 +277,8 @@ export class Dispatcher {
     this.stopping = true;
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
+    await this.unsubscribe?.().catch(() => undefined);
+    this.unsubscribe = undefined;
     await this.claiming;
     const waits = [...this.local.values()].map(
       (l) =>
@@ -394,14 +415,12 @@ export class Dispatcher {
         summary: { ...summary },
         at,
       });
-      let exit: ExitData = { ...summary };
-      if (!ok) {
-        // Someone ended it first (a reaper that took this worker for dead): the record's end stands.
-        const rec = await this.store.getExecution(l.id);
-        if (rec !== null && isFinalStatus(rec.status))
-          exit = { ...rec.summary, executionId: l.id, status: rec.status, exitCode: rec.exitCode, durationMs: rec.durationMs };
+      // When someone ended it first (a reaper that took this worker for dead), the record's end
+      // stands and whoever ended it writes the exit chunk.
+      if (ok) {
+        const exit: ExitData = { ...summary };
+        this.enqueue(l, { kind: 'exit', data: JSON.stringify(exit) });
       }
-      this.enqueue(l, { kind: 'exit', data: JSON.stringify(exit) });
       await this.flush(l);
     } catch (err) {
       this.onError(err, `record the end of ${l.id}`);
@@ -420,9 +439,7 @@ export class Dispatcher {
       return { executionId: rec.id, status: 'killed', exitCode: 137, durationMs: 0, cpuMs: 0, maxMemoryBytes: 0, warm: false };
     }
     if (!ID_RE.test(rec.id)) throw new StoreError('store.corrupt', `execution id ${JSON.stringify(rec.id)} is not a safe folder name`);
-    const version = await this.store.getAgentVersion(rec.agent, rec.version);
-    if (version === null) throw new StoreError('store.not_found', `agent ${rec.agent} version ${rec.version} is not in the store`);
-    const agent = await this.materialise(version);
+    const agent = await this.versionRef(rec.agent, rec.version);
     const outputsDir = join(this.dataDir, 'outputs', rec.id);
     await rm(outputsDir, { recursive: true, force: true });
     await mkdir(outputsDir, { mode: 0o700 });
@@ -487,6 +504,18 @@ export class Dispatcher {
 
   // ---- code cache ----
 
+  private async versionRef(name: string, version: number): Promise<AgentVersionRef> {
+    const key = `${name}\u0000${version}`;
+    const known = this.refs.get(key);
+    if (known !== undefined) return known;
+    const v = await this.store.getAgentVersion(name, version);
+    if (v === null) throw new StoreError('store.not_found', `agent ${name} version ${version} is not in the store`);
+    const ref = await this.materialise(v);
+    this.refs.set(key, ref);
+    if (this.refs.size > REF_CACHE) this.refs.delete(this.refs.keys().next().value ?? key);
+    return ref;
+  }
+
   /** The agent version on this host: code extracted once per digest, manifest beside it. */
   async materialise(v: AgentVersionRecord): Promise<AgentVersionRef> {
     const codeHex = digestHex(v.codeDigest, 'code digest');
@@ -539,8 +568,18 @@ export class Dispatcher {
   // ---- housekeeping: heartbeat, reaping, pools, retention ----
 
   private async housekeeping(): Promise<void> {
-    if (this.stopping) return;
+    if (this.stopping || this.housekeepingBusy) return;
+    this.housekeepingBusy = true;
+    try {
+      await this.housekeepingRound();
+    } finally {
+      this.housekeepingBusy = false;
+    }
+  }
+
+  private async housekeepingRound(): Promise<void> {
     const t = this.now();
+    const previous = this.lastBeatOk;
     try {
       await this.store.heartbeat(this.workerId, t);
       this.lastBeatOk = t;
@@ -549,6 +588,9 @@ export class Dispatcher {
       if (t - this.lastBeatOk > this.staleMs) for (const id of this.local.keys()) this.cancel(id);
       return;
     }
+    // A gap longer than staleMs (a stalled process, a partition that healed): other workers may
+    // have recorded our executions lost meanwhile; those must not keep running.
+    if (t - previous > this.staleMs) await this.cancelReaped().catch((err: unknown) => this.onError(err, 'reaped check'));
     await this.reap().catch((err: unknown) => this.onError(err, 'reap'));
     if (this.syncPoolsEnabled && t - this.lastPoolSync >= this.heartbeatMs * 5) {
       this.lastPoolSync = t;
@@ -586,12 +628,23 @@ export class Dispatcher {
     }
   }
 
+  /** Cancels the local executions that the Store says have ended (recorded lost by another worker). */
+  private async cancelReaped(): Promise<void> {
+    for (const id of [...this.local.keys()]) {
+      const rec = await this.store.getExecution(id);
+      if (rec === null || isFinalStatus(rec.status)) this.cancel(id);
+    }
+  }
+
   private async pollCancels(): Promise<void> {
-    if (this.local.size === 0 || this.stopping) return;
+    if (this.local.size === 0 || this.stopping || this.cancelPollBusy) return;
+    this.cancelPollBusy = true;
     try {
       for (const id of await this.store.cancelRequested(this.workerId)) this.cancel(id);
     } catch (err) {
       this.onError(err, 'cancel poll');
+    } finally {
+      this.cancelPollBusy = false;
     }
   }
 

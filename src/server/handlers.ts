@@ -19,6 +19,8 @@ import type * as S from './schemas.js';
 import { streamExecution } from './sse.js';
 import type { AgentVersionRecord, ApiKeyRecord, ExecutionRecord } from './store/types.js';
 import { auditEvents, checkpoint, consistency, inclusion } from './audit-routes.js';
+import { applyOperatorEnv } from '../policy/env.js';
+import { validateManifestText } from './upload/index.js';
 
 export interface HandlerContext {
   readonly deps: ServerDeps;
@@ -238,6 +240,22 @@ export const HANDLERS: Readonly<Record<RouteId, Handler>> = {
     const p = who(principal);
     const a = await agentOf(ctx, p, params['name'] as string);
     const b = body as z.output<typeof S.CreateExecutionBody>;
+    if (b.env !== undefined && Object.keys(b.env).length > 0) {
+      // The engine refuses these too (failed_to_start); checked here so that a refused input
+      // creates no execution. The same rules as `aegis run --env` (src/policy/env.ts).
+      const v = validateManifestText(a.manifestText);
+      const checked = v.ok
+        ? applyOperatorEnv(
+            v.policy,
+            Object.entries(b.env).map(([k, val]) => `${k}=${val}`),
+          )
+        : undefined;
+      if (checked === undefined || !checked.ok)
+        throw new ServerError(
+          'server.invalid_request',
+          `env: ${checked?.message.replace(/^--env /, '') ?? 'the deployed manifest no longer validates'}`,
+        );
+    }
     const id = ctx.deps.newId?.() ?? randomUUID();
     const rec = await ctx.deps.store.createExecution({
       id,
@@ -300,7 +318,14 @@ export const HANDLERS: Readonly<Record<RouteId, Handler>> = {
   'executions.stream': async (ctx, { params, query, req, reply, principal }) => {
     const e = await executionOf(ctx, who(principal), params['id'] as string);
     const after = (query as z.output<typeof S.StreamQuery>).after ?? Number(req.headers['last-event-id'] ?? 0);
-    await streamExecution(ctx.deps.store, e.id, Number.isSafeInteger(after) && after >= 0 ? after : 0, reply, ctx.deps.streamPollMs ?? 100);
+    await streamExecution(
+      ctx.deps.store,
+      e.id,
+      Number.isSafeInteger(after) && after >= 0 ? after : 0,
+      reply,
+      ctx.deps.streamPollMs ?? 100,
+      ctx.deps.follow,
+    );
     return { kind: 'sent' };
   },
   'executions.outputs': async (ctx, { params, reply, principal }) => {

@@ -3,11 +3,16 @@
  * Store (the dispatcher appends them as they come): `stdout` / `stderr` (data `{"data": text}`),
  * `audit` (the audit event), then `exit` (the summary), each with `id: <seq>` so a client can
  * resume (`Last-Event-ID` or `?after=`). Works across workers: whichever worker runs the
- * execution, the stream reads the shared store.
+ * execution, the stream reads the shared store. With a `follow` feed (the Dispatcher's: woken as
+ * each batch of a local execution is stored) there is no polling delay; without one the store is
+ * polled every `pollMs`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyReply } from 'fastify';
-import type { Store } from './store/types.js';
+import type { OutputChunk, Store } from './store/types.js';
+
+/** A live feed of an execution's chunks after `afterSeq`, ending after its exit (Dispatcher.follow). */
+export type Follow = (id: string, afterSeq: number, signal: AbortSignal) => AsyncIterable<OutputChunk>;
 
 const FINAL = new Set(['exited', 'oom', 'timeout', 'killed', 'failed_to_start', 'lost']);
 const PAGE = 200;
@@ -18,17 +23,53 @@ function frame(event: string, id: number | undefined, data: string): string {
   return `event: ${event}\n${id !== undefined ? `id: ${id}\n` : ''}data: ${data}\n\n`;
 }
 
-export async function streamExecution(store: Store, id: string, after: number, reply: FastifyReply, pollMs: number): Promise<void> {
+export async function streamExecution(
+  store: Store,
+  id: string,
+  after: number,
+  reply: FastifyReply,
+  pollMs: number,
+  follow?: Follow,
+): Promise<void> {
   const res = reply.raw;
   reply.hijack();
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
   let closed = false;
+  const abort = new AbortController();
   res.on('close', () => {
     closed = true;
+    abort.abort();
   });
   let seq = after;
   let lastWrite = Date.now();
   let quietChecks = 0;
+  const endFromRecord = async (): Promise<void> => {
+    const e = await store.getExecution(id);
+    const summary = e?.summary ?? { executionId: id, status: e?.status ?? 'lost', exitCode: e?.exitCode ?? null };
+    res.write(frame('exit', undefined, JSON.stringify(summary)));
+    res.end();
+  };
+  if (follow !== undefined) {
+    const keepAlive = setInterval(() => void (closed || res.write(': keep-alive\n\n')), KEEPALIVE_MS);
+    try {
+      for await (const c of follow(id, after, abort.signal)) {
+        if (closed) return;
+        const data = c.kind === 'stdout' || c.kind === 'stderr' ? JSON.stringify({ data: c.data }) : c.data;
+        res.write(frame(c.kind, c.seq, data));
+        if (c.kind === 'exit') {
+          res.end();
+          return;
+        }
+      }
+      // The feed ended without an exit chunk (an execution recorded lost by a reaper).
+      if (!closed) await endFromRecord();
+    } catch {
+      res.destroy();
+    } finally {
+      clearInterval(keepAlive);
+    }
+    return;
+  }
   try {
     while (!closed) {
       const chunks = await store.readOutput(id, seq, PAGE);
@@ -51,9 +92,7 @@ export async function streamExecution(store: Store, id: string, after: number, r
         if (e === null || FINAL.has(e.status)) {
           const more = await store.readOutput(id, seq, 1);
           if (more.length === 0) {
-            const summary = e?.summary ?? { executionId: id, status: e?.status ?? 'lost', exitCode: e?.exitCode ?? null };
-            res.write(frame('exit', undefined, JSON.stringify(summary)));
-            res.end();
+            await endFromRecord();
             return;
           }
         }

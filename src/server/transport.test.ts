@@ -17,6 +17,11 @@ import { isLoopback, listen, parseListen } from './transport.js';
 function app(): ReturnType<typeof Fastify> {
   const a = Fastify();
   a.get('/x', async (req) => ({ remote: req.raw.socket.remoteAddress ?? null }));
+  a.get('/hang', (_req, reply) => {
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
+    reply.raw.write(': open\n\n');
+  });
   return a;
 }
 
@@ -42,6 +47,15 @@ describe('transport', () => {
     const l = await listen(app(), { listen: '0.0.0.0:0', insecure: true });
     assert.match(l.url ?? '', /^http:\/\/0\.0\.0\.0:\d+$/);
     await l.close();
+  });
+
+  it('close() ends a connection a client holds open (an event stream) after the grace period', async () => {
+    const l = await listen(app(), { listen: '127.0.0.1:0' });
+    const held = rawRequest({ url: l.url! }, 'GET', '/hang');
+    await new Promise((r) => setTimeout(r, 100));
+    await l.close(200);
+    await assert.rejects(held, 'the held connection is closed');
+    await assert.rejects(rawRequest({ url: l.url! }, 'GET', '/x'), 'no new connection is accepted');
   });
 
   it('serves TLS with the configured certificate', async () => {

@@ -32,8 +32,13 @@ export interface Listening {
   readonly url: string | undefined;
   readonly socket: string | undefined;
   readonly socketGid: number;
-  /** Stops accepting; open connections are closed (in-flight responses end). */
-  close(): Promise<void>;
+  /** Stops accepting new connections (open ones, such as event streams, go on). */
+  stopAccepting(): void;
+  /**
+   * Stops accepting, lets open connections finish for up to `graceMs` (default 1000), then closes
+   * what is left (a client holding an event stream open cannot keep the server up).
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 export function parseListen(text: string): { host: string; port: number } {
@@ -135,21 +140,25 @@ export async function listen(app: FastifyInstance, o: TransportOptions): Promise
     for (const s of servers) s.close();
     throw err;
   }
+  let closed: Promise<unknown> = Promise.resolve();
+  let accepting = true;
+  const stopAccepting = (): void => {
+    if (!accepting) return;
+    accepting = false;
+    closed = Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+  };
   return {
     url,
     socket: o.socket,
     socketGid,
-    close: async () => {
-      await Promise.all(
-        servers.map(
-          (s) =>
-            new Promise<void>((resolve) => {
-              s.close(() => resolve());
-              s.closeIdleConnections();
-            }),
-        ),
-      );
+    stopAccepting,
+    close: async (graceMs = 1000) => {
+      stopAccepting();
+      for (const srv of servers) srv.closeIdleConnections();
+      const deadline = Date.now() + graceMs;
+      while (sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const c of sockets) c.destroy();
+      await closed;
       if (o.socket !== undefined) await unlink(o.socket).catch(() => undefined);
     },
   };

@@ -189,8 +189,20 @@ describe('aegis serve: executions with real sandboxes', { timeout: 600_000 }, ()
     if (!requireOrSkip(t, unavailable)) return;
     const ids = [await execute('sleeper', {}), await execute('sleeper', {})];
     for (const id of ids) await waitFor(id, (x) => x.status === 'running');
-    await sleep(500);
+    // A client following one of them: its stream gets the exit (killed) and the server still stops.
+    let streaming = false;
+    const follower = readSse(
+      { url: server.url },
+      `/v1/executions/${ids[0]}/stream`,
+      operator,
+      (e) => void (e.event === 'stdout' && (streaming = true)),
+    );
+    for (const end = Date.now() + 30_000; !streaming && Date.now() < end;) await sleep(50);
+    assert.ok(streaming, 'the follower sees the output');
     assert.equal(await server.stop('SIGTERM'), 0, server.stderr());
+    const followed = await follower;
+    assert.equal(followed.events.at(-1)?.event, 'exit');
+    assert.equal((followed.events.at(-1)?.data as { status: string }).status, 'killed');
     await start();
     for (const id of ids) {
       const e = await get(id);

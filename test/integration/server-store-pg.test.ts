@@ -5,14 +5,33 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { hasCode } from '../../src/test-support/errors.js';
 import { agentVersion, newExecution, runStoreConformance } from '../../src/server/store/conformance.js';
+import type { ExecutionEngine } from '../../src/orchestrator/types.js';
+import { Dispatcher } from '../../src/server/dispatcher.js';
 import { StoreError } from '../../src/server/store/errors.js';
 import { PG_SCHEMA_VERSION, dropPostgresSchema, openPostgresStore } from '../../src/server/store/postgres.js';
 
 const url = process.env['AEGIS_TEST_PG_URL'];
+
+async function until<T>(
+  what: string,
+  fn: () => T | null | undefined | false | Promise<T | null | undefined | false>,
+  ms = 15_000,
+): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== null && v !== undefined && v !== false) return v;
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 const inCi = process.env['CI'] === 'true';
 
 if (url === undefined || url === '') {
@@ -98,6 +117,100 @@ if (url === undefined || url === '') {
         await a.close();
         await b.close();
         await dropPostgresSchema(pgUrl, schema);
+      }
+    });
+
+    it('wakes subscribers when any handle creates an execution, and again after their connection was killed', async () => {
+      const schema = newSchema();
+      const a = await openPostgresStore(pgUrl, { schema });
+      const b = await openPostgresStore(pgUrl, { schema });
+      const admin = new pg.Client({ connectionString: pgUrl });
+      await admin.connect();
+      try {
+        await a.putAgentVersion(agentVersion('q'));
+        let wakes = 0;
+        const unsubscribe = await b.subscribeQueued!(() => wakes++);
+        const base = wakes; // one wake-up at subscription (anything missed while connecting)
+        await a.createExecution(newExecution('ex-1', 'q', 1, 1));
+        await until('a wake-up', () => wakes > base);
+        // The listening connection dies (a database restart, a proxy timeout): it is made again.
+        const killed = await admin.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1 AND usename = current_user`,
+          [`LISTEN ${schema}_queued`],
+        );
+        assert.equal(killed.rowCount, 1);
+        const before = wakes;
+        await until('the listener to come back', () => wakes > before); // the wake-up after reconnecting
+        const after1 = wakes;
+        await a.createExecution(newExecution('ex-2', 'q', 1, 2));
+        await until('a wake-up after the reconnect', () => wakes > after1);
+        await unsubscribe();
+      } finally {
+        await admin.end();
+        await a.close();
+        await b.close();
+        await dropPostgresSchema(pgUrl, schema);
+      }
+    });
+
+    it('an idle dispatcher claims what another handle queued at once, without waiting for its poll', async () => {
+      const schema = newSchema();
+      const a = await openPostgresStore(pgUrl, { schema });
+      const b = await openPostgresStore(pgUrl, { schema });
+      const dir = await mkdtemp(join(tmpdir(), 'aegis-pg-wake-'));
+      const started: string[] = [];
+      const engine: ExecutionEngine = {
+        execute: (req) => {
+          started.push(req.executionId);
+          const summary = {
+            executionId: req.executionId,
+            status: 'exited' as const,
+            exitCode: 0,
+            durationMs: 0,
+            cpuMs: 0,
+            maxMemoryBytes: 0,
+            warm: false,
+          };
+          return { executionId: req.executionId, cancel: () => undefined, done: Promise.resolve(summary) };
+        },
+        setPool: () => undefined,
+        pools: () => [],
+        metrics: () => ({ startLatency: { warm: [], cold: [] }, running: 0 }),
+        shutdown: () => Promise.resolve(),
+      };
+      // Polls once a minute: only the wake-up can make it claim within the test.
+      const d = new Dispatcher({
+        store: b,
+        engine,
+        workerId: 'w-idle',
+        dataDir: join(dir, 'data'),
+        capacity: 2,
+        audit: { append: () => undefined },
+        pollMs: 60_000,
+        heartbeatMs: 60_000,
+        staleMs: 600_000,
+        extract: async (archive, dest) => {
+          await mkdir(dest);
+          return { digest: `sha256:${createHash('sha256').update(archive).digest('hex')}` };
+        },
+      });
+      try {
+        await a.putAgentVersion(agentVersion('q'));
+        await d.start();
+        await new Promise((r) => setTimeout(r, 200)); // past the start's own claim
+        await a.createExecution(newExecution('ex-1', 'q', 1, 1));
+        await until('the idle worker to run ex-1', () => started.includes('ex-1'), 10_000);
+        const rec = await until('ex-1 to end', async () => {
+          const r = await a.getExecution('ex-1');
+          return r?.status === 'exited' ? r : null;
+        });
+        assert.equal(rec.worker, 'w-idle');
+      } finally {
+        await d.stop();
+        await a.close();
+        await b.close();
+        await dropPostgresSchema(pgUrl, schema);
+        await rm(dir, { recursive: true, force: true });
       }
     });
 

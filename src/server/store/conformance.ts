@@ -27,10 +27,11 @@ function archive(text: string): { codeArchive: Buffer; codeDigest: string } {
 }
 
 export function agentVersion(name: string, code = 'code-1', at = 1000): NewAgentVersion {
+  const manifestText = `name: ${name}\n# deployed at ${at}\n`;
   return {
     name,
-    manifestDigest: `sha256:${createHash('sha256').update(`manifest ${name} ${at}`).digest('hex')}`,
-    manifestText: `name: ${name}\n`,
+    manifestDigest: `sha256:${createHash('sha256').update(manifestText).digest('hex')}`,
+    manifestText,
     ...archive(code),
     createdAt: at,
     createdBy: 'ak_test',

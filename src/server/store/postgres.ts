@@ -11,8 +11,9 @@
  *   Version allocation is an upsert on the agent's row (its row lock serialises deploys); output
  *   appends lock the execution's row (`SELECT … FOR UPDATE`) so sequence numbers and the output
  *   cap hold across workers; reaping is one UPDATE, so two reapers never report one execution twice.
- * - Workers find new work by polling `claimQueued` (the dispatcher's poll interval); there is no
- *   LISTEN/NOTIFY.
+ * - New executions NOTIFY the channel `<schema>_queued` (in the INSERT's statement, sent at
+ *   commit); subscribeQueued() LISTENs on its own connection (re-made when it drops) so idle
+ *   workers claim at once. The dispatcher still polls: a lost wake-up only delays a claim.
  * - TLS: `sslmode=verify-full` in the URL, or a CA file (options.ca) to verify the server with.
  *
  * LIMITATION: every worker's database role can read and write every table (keys' hashes, code
@@ -145,13 +146,18 @@ type Q = pg.Pool | pg.PoolClient;
 
 class PostgresStore implements Store {
   private closed = false;
+  private readonly listeners = new Set<pg.Client>();
+  /** The NOTIFY channel of this schema's queue. */
+  readonly channel: string;
   private readonly t: Record<'keys' | 'archives' | 'agents' | 'versions' | 'executions' | 'chunks' | 'pools' | 'workers', string>;
 
   constructor(
     private readonly pool: pg.Pool,
     schema: string,
     private readonly limits: OutputLimits,
+    private readonly clientConfig: pg.ClientConfig,
   ) {
+    this.channel = `${schema}_queued`;
     this.t = {
       keys: `${schema}.api_keys`,
       archives: `${schema}.code_archives`,
@@ -289,10 +295,13 @@ class PostgresStore implements Store {
     let r: pg.QueryResult<Row>;
     this.live();
     try {
+      // One statement: the row and the wake-up of idle workers (sent at commit).
       r = await this.pool.query<Row>(
-        `INSERT INTO ${this.t.executions} (id, agent, version, status, args, stdin, env, created_at, created_by)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8) RETURNING ${EXEC_COLS}`,
-        [e.id, e.agent, e.version, JSON.stringify(e.args), e.stdin, JSON.stringify(e.env), e.createdAt, e.createdBy],
+        `WITH ins AS (
+           INSERT INTO ${this.t.executions} (id, agent, version, status, args, stdin, env, created_at, created_by)
+           VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8) RETURNING ${EXEC_COLS})
+         SELECT ins.*, pg_notify($9, '') FROM ins`,
+        [e.id, e.agent, e.version, JSON.stringify(e.args), e.stdin, JSON.stringify(e.env), e.createdAt, e.createdBy, this.channel],
       );
     } catch (err) {
       if (pgCode(err) === '23505') throw new StoreError('store.conflict', `execution ${e.id} exists already`);
@@ -459,9 +468,64 @@ class PostgresStore implements Store {
     return r.rows.sort((a, b) => num(a['qseq'], 'qseq') - num(b['qseq'], 'qseq')).map(executionFromRow);
   }
 
+  async subscribeQueued(onQueued: () => void): Promise<() => Promise<void>> {
+    this.live();
+    let client: pg.Client | null = null;
+    let stopped = false;
+    let retry: NodeJS.Timeout | null = null;
+    // One connection that LISTENs; when it drops, it is made again (after a second): meanwhile
+    // the dispatcher's poll finds the work.
+    const again = (): void => {
+      if (stopped || this.closed || retry !== null) return;
+      retry = setTimeout(() => {
+        retry = null;
+        connect().catch(again);
+      }, 1000);
+    };
+    const connect = async (): Promise<void> => {
+      const c = new pg.Client(this.clientConfig);
+      c.on('error', () => undefined);
+      c.on('notification', () => onQueued());
+      c.on('end', () => {
+        this.listeners.delete(c);
+        again();
+      });
+      this.listeners.add(c);
+      client = c;
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${this.channel}`);
+      } catch (err) {
+        this.listeners.delete(c);
+        await c.end().catch(() => undefined);
+        throw err;
+      }
+      // A wake-up may have been missed while (re)connecting.
+      onQueued();
+    };
+    try {
+      await connect();
+    } catch (err) {
+      stopped = true;
+      if (retry !== null) clearTimeout(retry);
+      throw io('cannot LISTEN', err);
+    }
+    return async () => {
+      stopped = true;
+      if (retry !== null) clearTimeout(retry);
+      const c = client as pg.Client | null;
+      if (c !== null) {
+        this.listeners.delete(c);
+        await c.end().catch(() => undefined);
+      }
+    };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const c of this.listeners) await c.end().catch(() => undefined);
+    this.listeners.clear();
     try {
       await this.pool.end();
     } catch (err) {
@@ -537,7 +601,14 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     await pool.end().catch(() => undefined);
     throw err instanceof StoreError ? err : io(`cannot initialise ${redact(url)} schema ${schema}`, err);
   }
-  return new PostgresStore(pool, schema, limits);
+  return new PostgresStore(
+    pool,
+    schema,
+    limits,
+    config.ssl === undefined
+      ? { connectionString: config.connectionString }
+      : { connectionString: config.connectionString, ssl: config.ssl },
+  );
 }
 
 /** Drops a store's schema and everything in it (tests). */

@@ -153,5 +153,12 @@ export interface Store {
    */
   reapLost(staleBefore: number, at: number, worker?: string): Promise<ExecutionRecord[]>;
 
+  /**
+   * Optional: calls `onQueued` soon after any handle on the same database creates an execution
+   * (PostgreSQL LISTEN/NOTIFY), so idle workers need not wait for their next poll. Best effort:
+   * a missed wake-up only delays a claim until the poll. Resolves to the unsubscribe function.
+   */
+  subscribeQueued?(onQueued: () => void): Promise<() => Promise<void>>;
+
   close(): Promise<void>;
 }
