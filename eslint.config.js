@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'bin/**', 'eslint.config.js', 'examples/**', '**/*.mjs'] },
+  { ignores: ['dist/**', 'sdk/dist/**', 'node_modules/**', 'bin/**', 'eslint.config.js', 'examples/**', '**/*.mjs'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -13,6 +13,8 @@ import { registerDoctorCommands } from './doctor-commands.js';
 import { registerRunCommands } from './run-commands.js';
 import { registerAlertCommands } from './alert-commands.js';
 import { registerSecretCommands } from './secret-commands.js';
+import { registerServeCommands } from './serve-commands.js';
+import { registerClientCommands, registerClientKeyCommands } from './client-commands.js';
 
 const require = createRequire(import.meta.url);
 const pkg = require('../../../package.json') as { version: string };
@@ -31,6 +33,8 @@ export function buildProgram(ctx: CliContext): Command {
   registerRunCommands(program, ctx);
   registerAlertCommands(program, ctx);
   registerSecretCommands(program, ctx);
+  registerClientKeyCommands(registerServeCommands(program, ctx), ctx);
+  registerClientCommands(program, ctx);
   return program;
 }
 

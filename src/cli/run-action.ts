@@ -85,6 +85,9 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   // Sandboxes need root (namespaces, cgroups, nftables, the run state): say so before anything
   // else fails on a permission. `--dry-run` only compiles and prints, and works for anyone.
   if (!flags.dryRun && config.operator.uid !== 0) {
+    // A running server (AEGIS_SERVER, or its socket at the default path) runs it instead.
+    const client = await import('./client-commands.js');
+    if (await client.serverAvailable(ctx)) return client.runThroughServer(ctx, file, args, flags);
     return cannotStart(
       `running an agent needs root (it creates namespaces, cgroups and firewall rules); run it with sudo. As uid ${config.operator.uid} you can validate, test policies and --dry-run (see aegis doctor)`,
     );

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { hasCode } from '../test-support/errors.js';
-import { ConfigError, DEFAULT_IMAGES_DIR, DEFAULT_ROTATION_OVERLAP_MS, parseConfig, type HostFacts } from './index.js';
+import { ConfigError, DEFAULT_IMAGES_DIR, DEFAULT_ROTATION_OVERLAP_MS, parseConfig, parseServerUrl, type HostFacts } from './index.js';
 
 const host: HostFacts = { homedir: '/home/op', operator: { uid: 1000, name: 'op' }, isDirectory: (p) => p === '/srv/aegis-home' };
 
@@ -22,6 +22,7 @@ describe('parseConfig', () => {
       imageTrustedKeys: undefined,
       registryAuthFile: '/home/op/.aegis/registry-auth.json',
       registryCaFile: undefined,
+      client: { server: undefined, apiKey: undefined },
     });
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
@@ -137,5 +138,18 @@ describe('parseConfig', () => {
     assert.deepEqual(c.auditEnv, { AEGIS_AUDIT_STORE: 'file', AEGIS_AUDIT_RETENTION_DAYS: '7' });
     assert.deepEqual(c.gatewayEnv, { AEGIS_UPSTREAM_DNS: '1.1.1.1:53' });
     assert.ok(c.imagesDir.startsWith('/') && c.imagesDir.endsWith('/imgs'));
+  });
+  it('client: AEGIS_SERVER (http, https or a unix socket) and AEGIS_API_KEY', () => {
+    assert.deepEqual(parseConfig({ AEGIS_SERVER: 'http://127.0.0.1:8080/', AEGIS_API_KEY: 'ak_1.secret' }, host).client, {
+      server: 'http://127.0.0.1:8080',
+      apiKey: 'ak_1.secret',
+    });
+    assert.equal(parseConfig({ AEGIS_SERVER: 'https://aegis.example.com' }, host).client.server, 'https://aegis.example.com');
+    assert.equal(parseConfig({ AEGIS_SERVER: 'unix:/run/aegis/../aegis/aegis.sock' }, host).client.server, 'unix:/run/aegis/aegis.sock');
+    for (const bad of ['ftp://x', 'localhost:8080', 'unix:relative.sock', 'http://user:pw@host', 'http://h/?key=1']) {
+      assert.throws(() => parseConfig({ AEGIS_SERVER: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
+      assert.throws(() => parseServerUrl(bad, '--server'), hasCode(ConfigError, 'config.invalid'), bad);
+    }
+    assert.throws(() => parseConfig({ AEGIS_API_KEY: 'two words' }, host), hasCode(ConfigError, 'config.invalid'));
   });
 });

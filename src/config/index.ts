@@ -31,6 +31,10 @@
  *                   certificates may chain to (the system's roots stay trusted).
  *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
  *                   executions that were already running (default 15m; `0`: not at all).
+ *   AEGIS_SERVER    the server the client commands (deploy, exec, ps, logs, kill, pool, keys) talk
+ *                   to: http(s)://host[:port] or unix:/path (default: the local socket,
+ *                   /run/aegis/aegis.sock); `--server` overrides it.
+ *   AEGIS_API_KEY   the API key those commands send (Bearer). Never printed or logged.
  *
  * The operator (who runs AEGIS, recorded in audit events) comes from the process's real uid
  * and the password database, never from `$USER`, which anyone can set.
@@ -85,6 +89,42 @@ export interface AegisConfig {
   readonly registryAuthFile: string;
   /** Extra CA for registries (AEGIS_REGISTRY_CA_FILE). */
   readonly registryCaFile: string | undefined;
+  /** AEGIS_SERVER / AEGIS_API_KEY: what the client commands talk to (docs: README, server quick start). */
+  readonly client: ClientConfig;
+}
+
+export interface ClientConfig {
+  /** `http://host:port`, `https://host:port` or `unix:/path`; undefined: the default socket. */
+  readonly server: string | undefined;
+  /** The API key (a secret: never print it). */
+  readonly apiKey: string | undefined;
+}
+
+/** The server's unix socket when neither --server nor AEGIS_SERVER names one. */
+export const DEFAULT_SERVER_SOCKET = '/run/aegis/aegis.sock';
+
+/** Checks a server address (AEGIS_SERVER or --server); returns it normalised or throws ConfigError. */
+export function parseServerUrl(value: string, name = 'AEGIS_SERVER'): string {
+  const v = value.trim();
+  if (v.startsWith('unix:')) {
+    const path = v.slice('unix:'.length);
+    if (!isAbsolute(path)) throw new ConfigError('config.invalid', `${name}=${v}: a unix socket is unix:/absolute/path`);
+    return `unix:${resolve(path)}`;
+  }
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new ConfigError('config.invalid', `${name}=${v} is not a server address (http://host:port, https://host:port or unix:/path)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new ConfigError('config.invalid', `${name}=${v} must be http://, https:// or unix:/path`);
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '')
+    throw new ConfigError(
+      'config.invalid',
+      `${name}=${v} must not carry credentials, a query or a fragment (the key goes in AEGIS_API_KEY)`,
+    );
+  return url.href.replace(/\/$/, '');
 }
 
 export interface AlertWebhookConfig {
@@ -196,7 +236,16 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
     operator: host.operator,
     auditEnv: pick(Object.keys(env).filter((k) => k.startsWith('AEGIS_AUDIT_'))),
     gatewayEnv: pick(GATEWAY_VARS),
+    client: parseClient(env),
   };
+}
+
+function parseClient(env: Env): ClientConfig {
+  const server = set(env, 'AEGIS_SERVER');
+  const apiKey = set(env, 'AEGIS_API_KEY')?.trim();
+  if (apiKey !== undefined && !/^[\x21-\x7e]+$/.test(apiKey))
+    throw new ConfigError('config.invalid', 'AEGIS_API_KEY has characters an API key never has (spaces or control characters)');
+  return { server: server === undefined ? undefined : parseServerUrl(server), apiKey };
 }
 
 function absolutePath(env: Env, name: string): string | undefined {

@@ -38,6 +38,8 @@ export interface CommandOptions {
   readonly extraEnv?: Readonly<Record<string, string>>;
   /** Written to the command's stdin, which is then closed (default: no stdin). */
   readonly input?: string;
+  /** An open file descriptor handed to the command as its stdin instead (e.g. a socket to inspect). */
+  readonly stdinFd?: number;
   /** Called with each complete output line (stdout and stderr), e.g. for progress. */
   readonly onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
   /** How much of stdout and of stderr is kept (the tail; default 1 MiB each). */
@@ -69,7 +71,7 @@ export function runCommand(argv: readonly string[], opts: CommandOptions): Promi
   const limit = opts.maxOutputBytes ?? 1 << 20;
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
-      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: [opts.stdinFd ?? (opts.input === undefined ? 'ignore' : 'pipe'), 'pipe', 'pipe'],
       ...(opts.env ? { env: opts.env } : opts.extraEnv ? { env: { ...process.env, ...opts.extraEnv } } : {}),
     });
     const out = { stdout: '', stderr: '' };

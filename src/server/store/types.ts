@@ -132,7 +132,13 @@ export interface Store {
   /** The running executions of this worker that have cancelRequested set. */
   cancelRequested(worker: string): Promise<string[]>;
 
-  appendOutput(id: string, chunks: readonly Omit<OutputChunk, 'seq'>[]): Promise<void>;
+  /**
+   * Appends in order, atomically; returns the chunks as stored (with their seq), which may differ
+   * from the input: past the store's output cap one truncation marker is stored and later
+   * stdout/stderr/audit chunks are dropped (`exit` chunks are always kept). `store.not_found`
+   * for an unknown execution.
+   */
+  appendOutput(id: string, chunks: readonly Omit<OutputChunk, 'seq'>[]): Promise<OutputChunk[]>;
   readOutput(id: string, afterSeq: number, limit: number): Promise<OutputChunk[]>;
 
   setPool(agent: string, warm: number): Promise<void>;
@@ -146,6 +152,13 @@ export interface Store {
    * returns them (the caller audits `execution.lost`).
    */
   reapLost(staleBefore: number, at: number, worker?: string): Promise<ExecutionRecord[]>;
+
+  /**
+   * Optional: calls `onQueued` soon after any handle on the same database creates an execution
+   * (PostgreSQL LISTEN/NOTIFY), so idle workers need not wait for their next poll. Best effort:
+   * a missed wake-up only delays a claim until the poll. Resolves to the unsubscribe function.
+   */
+  subscribeQueued?(onQueued: () => void): Promise<() => Promise<void>>;
 
   close(): Promise<void>;
 }
