@@ -72,7 +72,7 @@ describe('aegis validate', () => {
       const r = aegis('validate', file);
       assert.equal(r.code, 0, r.err);
       assert.equal(r.out, 'ok\nsecret: db-pass (env DB_PASSWORD)\nsecret: openai (env BACKUP_KEY, OPENAI_API_KEY)\n');
-      assert.match(r.err, /does not inject secrets yet/);
+      assert.match(r.err, /sees per-run placeholders, which the gateway replaces/);
     });
     it('lists them in --json', () => {
       const r = aegis('validate', '--json', file);
