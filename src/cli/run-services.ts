@@ -11,7 +11,8 @@
  * nothing is there to audit beyond the run's lifecycle). A policy with entries gets its own
  * namespace, veth and nftables tables from the gateway, and the gateway's proxy variables.
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { BudgetedSink, DEFAULT_AUDIT_BUDGET, type AuditBudgetLimits } from '../audit/budget.js';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AuditLog } from '../audit/log.js';
@@ -20,6 +21,7 @@ import type { Policy } from '../policy/types.js';
 import type { SweptRun } from '../sandbox/state.js';
 import type { NetworkOption } from '../sandbox/spec/compile.js';
 import type { AegisConfig } from '../config/index.js';
+import type { InjectableSecret } from '../secrets/inject.js';
 
 export interface RunServices {
   /** Where the sandbox and the gateway send their events. */
@@ -82,6 +84,10 @@ export interface RunServicesOptions {
   readonly gatewayEnv: AegisConfig['gatewayEnv'];
   /** Wraps the log before the budget (the alerting sink: it sees what is logged). */
   readonly wrapLog?: (log: AuditSink) => AuditSink;
+  /** This execution's secrets with their values, for the gateway's swap (issue 12; memory only). */
+  readonly secrets?: readonly InjectableSecret[];
+  /** The image's root: its CA bundle goes into the sandbox's bundle before the execution's CA. */
+  readonly imageRootfs?: string;
 }
 
 /**
@@ -109,16 +115,31 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
   }
   try {
     const { startSandboxNetwork, loadGatewayConfig } = await import('../gateway/index.js');
+    let imageCaBundle: string | undefined;
+    if (o.imageRootfs !== undefined) {
+      try {
+        imageCaBundle = readFileSync(join(o.imageRootfs, 'etc/ssl/certs/ca-certificates.crt'), 'utf8');
+      } catch {
+        imageCaBundle = undefined; // no bundle in the image: the execution's CA alone
+      }
+    }
     const net = await startSandboxNetwork({
       network: o.policy.network,
       executionId: o.executionId,
       agent: o.policy.agent.name,
       audit: sink,
       config: loadGatewayConfig(o.gatewayEnv),
+      ...(o.secrets !== undefined ? { secrets: o.secrets } : {}),
+      ...(imageCaBundle !== undefined ? { imageCaBundle } : {}),
     });
     return {
       audit: sink,
-      network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
+      network: {
+        kind: 'netns',
+        path: net.netnsPath,
+        resolvConf: net.resolvConfPath,
+        ...(net.caBundlePath !== null ? { caBundle: net.caBundlePath } : {}),
+      },
       env: net.env,
       close: async () => {
         try {

@@ -1,0 +1,361 @@
+/**
+ * TLS termination for the hosts the gateway must see (issue 12): the hosts a secret of this
+ * execution is bound to, and the hosts with HTTP method/path rules. Every other destination
+ * stays an end-to-end byte tunnel (tunnel.ts).
+ *
+ * For an intercepted connection the gateway completes the agent's TLS handshake with a leaf
+ * certificate from the execution's CA (ca.ts), reads each HTTP/1.1 request, decides it
+ * (method/path rules), swaps this execution's placeholders for the values where the secret may
+ * go (src/secrets/inject.ts) or refuses it (403, `secret.denied`), and sends it on a new TLS
+ * connection to the address the gateway resolved, verifying the upstream's certificate and
+ * name against the host's trust store (plus the operator's `upstreamCaFile`, never anything the
+ * agent controls).
+ *
+ * LIMITATION: ALPN offers only http/1.1 to the agent: HTTP/2 clients fall back to HTTP/1.1 on
+ * intercepted hosts (curl, Python and Node clients do). Bodies: the first BODY_SCAN_BYTES of a
+ * request body are read before it is sent, and a placeholder there refuses the request if its
+ * secret is not bound to the host; placeholders are never swapped in bodies, and bytes past
+ * that window are not scanned. Upgrades (WebSocket) are not relayed on intercepted hosts.
+ */
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { AuditEventInput } from '../../audit/event.js';
+import { checkBody, hostBound, injectRequest, type InjectableSecret } from '../../secrets/inject.js';
+import {
+  connectEvent,
+  gatewayDeny,
+  httpRequestEvent,
+  upstreamFailed,
+  verdictOf,
+  bounded,
+  type ConnectMode,
+  type Verdict,
+} from '../audit/events.js';
+import type { Session } from '../session.js';
+import { parseAuthority, sameHost } from '../proxy/authority.js';
+import type { ExecutionCa } from './ca.js';
+
+/** Request-body bytes read (and scanned for placeholders) before the request is sent upstream. */
+export const BODY_SCAN_BYTES = 64 * 1024;
+const REQUEST_TIMEOUT_MS = 5 * 60_000;
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+]);
+/** Node's codes for a certificate that did not verify. */
+const CERT_ERRORS = /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ALTNAME|HOSTNAME|ERR_TLS_CERT/;
+
+interface Conn {
+  readonly host: string;
+  readonly port: number;
+  readonly address: string;
+}
+
+export interface InterceptorOptions {
+  readonly ca: ExecutionCa;
+  readonly secrets: readonly InjectableSecret[];
+  /** PEM certificates the upstream's chain must lead to (the host's store, plus upstreamCaFile). */
+  readonly trustedCas: readonly string[];
+  /** Ports on which a bound secret's host is terminated (default 443; other ports stay tunnels). */
+  readonly tlsPorts?: readonly number[];
+}
+
+export class Interceptor {
+  private readonly conns = new WeakMap<Socket, Conn>();
+  private readonly server: Server;
+  private readonly agent: HttpsAgent;
+
+  constructor(
+    private readonly session: Session,
+    private readonly o: InterceptorOptions,
+  ) {
+    this.agent = new HttpsAgent({ keepAlive: true, maxSockets: 64, ca: [...o.trustedCas] });
+    this.server = createServer({
+      maxHeaderSize: 16 * 1024,
+      headersTimeout: 10_000,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: 5_000,
+    });
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      this.handle(req, res).catch((err: unknown) => {
+        process.stderr.write(`aegis gateway: intercept: ${String(err)}\n`);
+        res.destroy();
+      });
+    });
+    this.server.on('clientError', (_err: Error, sock: Socket) => sock.destroy());
+  }
+
+  /** Whether connections to `host:port` must be terminated: a bound secret's host, or HTTP rules. */
+  wants(host: string, port: number): boolean {
+    if (this.session.matcher.inspectsHttp(host, port)) return true;
+    return (this.o.tlsPorts ?? [443]).includes(port) && this.o.secrets.some((s) => hostBound(s.hosts, host));
+  }
+
+  close(): void {
+    this.agent.destroy();
+    this.server.close();
+  }
+
+  /**
+   * Terminate the agent's TLS on `client` (its first bytes in `head`) for `host`, already
+   * allowed and resolved to `address`. Writes `net.connect` when the connection ends.
+   */
+  async serve(
+    client: Socket,
+    head: Buffer,
+    info: { mode: ConnectMode; host: string; port: number; address: string; startedAt: number; allowReason: string },
+  ): Promise<void> {
+    const session = this.session;
+    session.track(client);
+    let verdict: Verdict = { decision: 'allow', reason: info.allowReason };
+    let sni: string | null = null;
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      client.destroy();
+      session.emit(
+        connectEvent(session.actor, verdict, {
+          mode: info.mode,
+          host: info.host,
+          port: info.port,
+          sni,
+          upstream: info.address,
+          bytesSent: client.bytesRead,
+          bytesReceived: client.bytesWritten,
+          durationMs: Math.round(session.now() - info.startedAt),
+        }),
+      );
+    };
+    client.once('close', finish);
+    let leaf;
+    try {
+      leaf = await this.o.ca.leafFor(info.host);
+    } catch (err) {
+      verdict = upstreamFailed(`no certificate for ${info.host}: ${String(err)}`);
+      return finish();
+    }
+    if (head.length > 0) client.unshift(head);
+    const tls = new TLSSocket(client, {
+      isServer: true,
+      cert: leaf.certPem,
+      key: leaf.keyPem,
+      ALPNProtocols: ['http/1.1'],
+      minVersion: 'TLSv1.2',
+    });
+    tls.on('error', () => {
+      tls.destroy();
+      client.destroy();
+    });
+    tls.once('secure', () => {
+      const name = (tls as TLSSocket & { servername?: string | false }).servername;
+      sni = typeof name === 'string' ? name : null;
+      if (sni !== null && !sameHost(sni, info.host)) {
+        verdict = gatewayDeny('gateway.sni_mismatch', `TLS SNI ${sni} differs from the requested host ${info.host}`);
+        tls.destroy();
+        return finish();
+      }
+      this.conns.set(tls, { host: info.host, port: info.port, address: info.address });
+      this.server.emit('connection', tls);
+    });
+    client.resume();
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const session = this.session;
+    const conn = this.conns.get(req.socket);
+    if (!conn) return void res.destroy();
+    const startedAt = session.now();
+    const method = req.method ?? 'GET';
+    const path = req.url ?? '/';
+    const url = bounded(`https://${conn.host}${conn.port === 443 ? '' : `:${conn.port}`}${redactPlaceholders(path)}`);
+    let sent = 0;
+    let received = 0;
+    const audit = (v: Verdict, status: number): void =>
+      session.emit(
+        httpRequestEvent(session.actor, v, {
+          mode: 'intercepted',
+          method,
+          url,
+          status,
+          bytesSent: sent,
+          bytesReceived: received,
+          durationMs: Math.round(session.now() - startedAt),
+        }),
+      );
+    const refuse = (v: Verdict, status: number): void => {
+      audit(v, status);
+      const body = `${JSON.stringify({ error: v.decision === 'error' ? 'allowed, but the upstream failed (AEGIS egress gateway)' : 'denied by AEGIS egress policy', reason: v.reason, detail: v.decision === 'allow' ? '' : v.detail })}\n`;
+      if (!res.headersSent)
+        res.writeHead(status, {
+          'X-Aegis-Decision': v.decision,
+          'X-Aegis-Reason': v.reason,
+          'Content-Type': 'application/json',
+          'Content-Length': Buffer.byteLength(body),
+          Connection: 'close',
+        });
+      res.end(body);
+      req.resume();
+    };
+    if (!path.startsWith('/')) return refuse(gatewayDeny('gateway.malformed', 'request-target is not origin-form'), 400);
+    const hostHeader = req.headers.host;
+    if (hostHeader !== undefined) {
+      let ok = false;
+      try {
+        ok = sameHost(parseAuthority(hostHeader, conn.port).host, conn.host);
+      } catch {
+        ok = false;
+      }
+      if (!ok)
+        return refuse(gatewayDeny('gateway.host_mismatch', `Host header ${bounded(hostHeader, 200)} differs from ${conn.host}`), 403);
+    }
+    if (!session.connections.take()) return refuse(gatewayDeny('gateway.rate_limited', 'request rate limit exceeded'), 429);
+    if (session.quota.exceeded()) return refuse(gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up'), 429);
+    const decision = session.matcher.decideHttp(conn.host, conn.port, method, path);
+    if (!decision.allow) return refuse(verdictOf(decision), 403);
+
+    const pairs: Array<[string, string]> = [];
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) pairs.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
+    const injected = injectRequest(this.o.secrets, conn.host, pairs, path, false);
+    if (!injected.ok) {
+      this.denied(injected, conn.host);
+      return refuse({ decision: 'deny', reason: injected.reason, detail: injected.detail }, 403);
+    }
+
+    // The first body bytes, scanned before anything is sent.
+    const head = await readHead(req, BODY_SCAN_BYTES);
+    if (head === null) return void res.destroy();
+    const bodyRefusal = checkBody(this.o.secrets, conn.host, head.bytes.toString('latin1'), false);
+    if (bodyRefusal) {
+      this.denied(bodyRefusal, conn.host);
+      return refuse({ decision: 'deny', reason: bodyRefusal.reason, detail: bodyRefusal.detail }, 403);
+    }
+    for (const u of injected.uses)
+      session.emit({
+        actor: session.actor,
+        action: 'secret.use',
+        decision: 'allow',
+        reason: 'secrets.injected',
+        payload: { secret: u.secret, version: u.version, host: conn.host, header: u.where, method },
+      });
+
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of injected.headers) {
+      const lower = k.toLowerCase();
+      if (HOP_BY_HOP.has(lower)) continue;
+      const prev = headers[lower];
+      headers[lower] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+    }
+    headers.host = conn.port === 443 ? conn.host : `${conn.host}:${conn.port}`;
+    if (req.headers['transfer-encoding'] !== undefined && req.headers['content-length'] === undefined && head.ended)
+      headers['content-length'] = String(head.bytes.length);
+    const up = httpsRequest({
+      host: conn.address,
+      port: conn.port,
+      servername: conn.host,
+      method,
+      path: injected.path,
+      headers,
+      agent: this.agent,
+      setHost: false,
+    });
+    up.setTimeout(REQUEST_TIMEOUT_MS, () => up.destroy(new Error('upstream timed out')));
+    const allowed = verdictOf(decision);
+    up.on('response', (ur) => {
+      const out: Record<string, string | string[]> = {};
+      for (const [k, v] of Object.entries(ur.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+      const status = ur.statusCode ?? 0;
+      if (status < 100 || status > 599 || status === 101) {
+        ur.destroy();
+        return refuse(upstreamFailed(`upstream answered with status ${status}`), 502);
+      }
+      try {
+        res.writeHead(status, out);
+      } catch (err) {
+        ur.destroy();
+        return refuse(upstreamFailed(`upstream response not relayable: ${(err as Error).message}`), 502);
+      }
+      ur.on('data', (c: Buffer) => {
+        received += c.length;
+        if (!session.charge(c.length)) {
+          ur.destroy();
+          res.destroy();
+        }
+      });
+      ur.pipe(res);
+      res.once('close', () => audit(allowed, status));
+    });
+    res.once('close', () => {
+      if (!res.writableFinished) up.destroy();
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      const certBad = CERT_ERRORS.test(err.code ?? '') || CERT_ERRORS.test(err.message);
+      const v = certBad
+        ? gatewayDeny('gateway.upstream_cert_invalid', `the certificate of ${conn.host} did not verify: ${err.code ?? err.message}`)
+        : upstreamFailed(err.message);
+      if (!res.headersSent) refuse(v, 502);
+      else res.destroy();
+    });
+    sent += head.bytes.length;
+    if (!session.charge(head.bytes.length)) return void up.destroy(new Error('byte quota exceeded'));
+    if (head.bytes.length > 0) up.write(head.bytes);
+    if (head.ended) return void up.end();
+    req.on('data', (c: Buffer) => {
+      sent += c.length;
+      if (!session.charge(c.length)) up.destroy(new Error('byte quota exceeded'));
+    });
+    req.pipe(up);
+  }
+
+  private denied(r: { reason: string; secret: string | null; version: number | null; where: string; detail: string }, host: string): void {
+    const e: AuditEventInput = {
+      actor: this.session.actor,
+      action: 'secret.denied',
+      decision: 'deny',
+      reason: r.reason,
+      payload: { secret: r.secret, version: r.version, host, where: r.where, detail: r.detail },
+    };
+    this.session.emit(e);
+  }
+}
+
+/** The URL for the log: placeholders replaced by a marker (the log never holds one). */
+export function redactPlaceholders(s: string): string {
+  return s.replace(/aegis-ph-[0-9a-f]{32}/gi, 'aegis-ph-[redacted]');
+}
+
+/** Read up to `max` body bytes (or to its end); null when the agent went away. */
+function readHead(req: IncomingMessage, max: number): Promise<{ bytes: Buffer; ended: boolean } | null> {
+  return new Promise((resolve) => {
+    if (req.readableEnded) return resolve({ bytes: Buffer.alloc(0), ended: true });
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const finish = (v: { bytes: Buffer; ended: boolean } | null): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      if (v && !v.ended) req.pause();
+      resolve(v);
+    };
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      n += c.length;
+      if (n >= max) finish({ bytes: Buffer.concat(chunks), ended: false });
+    };
+    const onEnd = (): void => finish({ bytes: Buffer.concat(chunks), ended: true });
+    const onClose = (): void => finish(req.readableEnded ? { bytes: Buffer.concat(chunks), ended: true } : null);
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('close', onClose);
+  });
+}
