@@ -20,6 +20,7 @@
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import type { AuditEventInput } from '../../audit/event.js';
 import { checkBody, hostBound, injectRequest, type InjectableSecret } from '../../secrets/inject.js';
@@ -145,8 +146,10 @@ export class Interceptor {
       verdict = upstreamFailed(`no certificate for ${info.host}: ${String(err)}`);
       return finish();
     }
-    if (head.length > 0) client.unshift(head);
-    const tls = new TLSSocket(client, {
+    // Bytes already read (the ClientHello of transparent capture) cannot be unshifted into a
+    // socket whose handle TLS takes over: the TLS layer then reads a stream that replays them.
+    const transport = head.length > 0 ? replaying(client, head) : client;
+    const tls = new TLSSocket(transport as Socket, {
       isServer: true,
       cert: leaf.certPem,
       key: leaf.keyPem,
@@ -327,6 +330,34 @@ export class Interceptor {
     };
     this.session.emit(e);
   }
+}
+
+/** A duplex over `sock` whose readable side first yields `head`. */
+function replaying(sock: Socket, head: Buffer): Duplex {
+  const d = new Duplex({
+    read() {
+      sock.resume();
+    },
+    write(chunk: Buffer, _enc, cb) {
+      sock.write(chunk, cb);
+    },
+    final(cb) {
+      sock.end();
+      cb();
+    },
+    destroy(err, cb) {
+      sock.destroy();
+      cb(err);
+    },
+  });
+  d.push(head);
+  sock.on('data', (c: Buffer) => {
+    if (!d.push(c)) sock.pause();
+  });
+  sock.once('end', () => d.push(null));
+  sock.once('close', () => d.destroy());
+  sock.on('error', (err) => d.destroy(err));
+  return d;
 }
 
 /** The URL for the log: placeholders replaced by a marker (the log never holds one). */
