@@ -8,11 +8,10 @@
  *
  * ARCHITECTURE NOTE: the real value is never read here (no key is needed to start a run) and
  * never enters the sandbox: the agent sees only placeholders. Which secret and version each
- * placeholder stands for is returned to the caller and kept in memory for the run (the gateway
- * half, not built yet, swaps it on egress to the bound hosts only).
- * LIMITATION (until the gateway half exists): nothing swaps the placeholder for the value, so a
- * request carrying it reaches the upstream with the placeholder (which is worthless outside this
- * execution) and fails authentication there; see docs/secrets.md.
+ * placeholder stands for is returned to the caller; `aegis run` then decrypts the values once
+ * and hands them to the egress gateway, in memory, which swaps a placeholder for its value only
+ * in HTTPS requests to the secret's bound hosts and refuses it anywhere else it sees it
+ * (src/secrets/inject.ts, src/gateway/intercept/; docs/secrets.md).
  */
 import { randomBytes } from 'node:crypto';
 import type { AuditEventInput } from '../audit/event.js';

@@ -1,7 +1,9 @@
 /**
  * Byte tunnel between the agent and an upstream, shared by CONNECT, SOCKS5 and transparent TLS.
  *
- * TLS stays end to end: the gateway only reads the agent's ClientHello. When the first bytes
+ * TLS stays end to end: the gateway only reads the agent's ClientHello. (Except for the hosts the
+ * TLS terminator must see, a bound secret's host or a host with method/path rules: `openTunnel`
+ * hands those to src/gateway/intercept/ instead, or refuses them on paths that cannot.) When the first bytes
  * of a tunnel are a TLS handshake, the SNI must name the host the tunnel was opened for
  * (domain fronting is refused) and Encrypted Client Hello is refused (it would hide the name).
  * Bytes are counted against the sandbox's quota; one `net.connect` event is written at the end.
