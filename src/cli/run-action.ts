@@ -157,6 +157,18 @@ async function revealRunSecrets(dir: string, secrets: RunSecrets): Promise<Injec
   return out;
 }
 
+/**
+ * The gateway's check before each swap: the store's metadata (no value) says whether this run
+ * may still use the version it bound (`validForRun`: expiry, rotation overlap, removal).
+ */
+function secretValidity(config: AegisConfig, runStartedAt: number): (secret: string, version: number) => Promise<boolean> {
+  return async (secret, version) => {
+    const [{ SecretStore }, { validForRun }] = await Promise.all([import('../secrets/store.js'), import('../secrets/core.js')]);
+    const s = await SecretStore.at(config.secretsDir).get(secret);
+    return s !== undefined && validForRun(s, version, runStartedAt, Date.now(), config.secretsRotationOverlapMs);
+  };
+}
+
 export async function runCommand(ctx: CliContext, file: string, args: string[], flags: RunFlags): Promise<number> {
   const started = performance.now();
   const executionId = newExecutionId();
@@ -222,6 +234,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   let operatorEnv: readonly string[] = [];
   /** Which secret and version each placeholder stands for (in memory only; for the gateway's swap). */
   let runSecrets: RunSecrets = { env: {}, bindings: [] };
+  /** When the run took its secret versions (a rotation after it leaves them valid for the overlap). */
+  const runStartedAt = Date.now();
   let budget: AuditBudgetLimits;
   /** Said on stderr before the run and kept in the summary. */
   let warnings: string[] = [];
@@ -242,7 +256,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     operatorEnv = withEnv.names;
     // Secret references become per-execution placeholders; a missing, expired or unbound secret
     // refuses the run (secrets.missing / secrets.expired / secrets.unbound; docs/secrets.md).
-    runSecrets = await prepareRunSecrets({ dir: config.secretsDir, policy: withEnv.policy, now: Date.now() });
+    runSecrets = await prepareRunSecrets({ dir: config.secretsDir, policy: withEnv.policy, now: runStartedAt });
     const image = await resolveImage(loaded.policy.agent.runtime, { imagesDir: config.imagesDir });
     let seccompProfile: unknown;
     if (flags.seccompProfile !== undefined) {
@@ -330,6 +344,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       alerting = await alertingFor(config, flags.stateDir ?? DEFAULT_STATE_DIR, (line) => ctx.err(`aegis run: ${line}\n`));
       services = await startRunServices({
         secrets: await revealRunSecrets(config.secretsDir, runSecrets),
+        secretStillValid: secretValidity(config, runStartedAt),
         imageRootfs: opts.imageRootfs,
         policy: opts.policy,
         executionId,

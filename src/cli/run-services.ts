@@ -88,6 +88,8 @@ export interface RunServicesOptions {
   readonly secrets?: readonly InjectableSecret[];
   /** The image's root: its CA bundle goes into the sandbox's bundle before the execution's CA. */
   readonly imageRootfs?: string;
+  /** Whether the run may still use a secret's version (rotation overlap, expiry); asked by the gateway. */
+  readonly secretStillValid?: (secret: string, version: number) => Promise<boolean>;
 }
 
 /**
@@ -131,6 +133,7 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
       config: loadGatewayConfig(o.gatewayEnv),
       ...(o.secrets !== undefined ? { secrets: o.secrets } : {}),
       ...(imageCaBundle !== undefined ? { imageCaBundle } : {}),
+      ...(o.secretStillValid !== undefined ? { secretStillValid: o.secretStillValid } : {}),
     });
     return {
       audit: sink,

@@ -74,6 +74,8 @@ export interface StartSandboxNetworkOptions {
   readonly secrets?: readonly InjectableSecret[];
   /** The image's own CA bundle (PEM text), put before the execution's CA in the sandbox's bundle. */
   readonly imageCaBundle?: string;
+  /** Whether the run may still use a secret's version (rotation overlap, expiry); see InterceptorOptions. */
+  readonly secretStillValid?: (secret: string, version: number) => Promise<boolean>;
 }
 
 /** Where the sandbox finds the CA bundle (bind-mounted read-only over the image's Debian bundle). */
@@ -168,7 +170,12 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     }
     ca = await ExecutionCa.create(o.executionId, Date.now());
     session.secrets = o.secrets ?? [];
-    session.interceptor = new Interceptor(session, { ca, secrets: session.secrets, trustedCas: [...(await systemCas()), ...extra] });
+    session.interceptor = new Interceptor(session, {
+      ca,
+      secrets: session.secrets,
+      trustedCas: [...(await systemCas()), ...extra],
+      ...(o.secretStillValid !== undefined ? { stillValid: o.secretStillValid } : {}),
+    });
   }
   const slotDir = `${o.config.stateDir}/net-slots`;
   await sweepStaleSandboxNets(o.config.stateDir, o.config.sandboxSubnet);

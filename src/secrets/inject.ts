@@ -41,7 +41,9 @@ export type CredentialReason =
   /** Something shaped like a placeholder that is not one of this execution's. */
   | 'secrets.credential_unknown'
   /** A placeholder in a plain-HTTP request: a value is never sent in clear text. */
-  | 'secrets.credential_cleartext';
+  | 'secrets.credential_cleartext'
+  /** The run's version of the secret is no longer valid (expired, removed, or rotated out longer ago than the overlap). */
+  | 'secrets.credential_retired';
 
 export interface SecretUse {
   readonly secret: string;

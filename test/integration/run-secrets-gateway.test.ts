@@ -13,7 +13,9 @@
  *   and other files it can read, the bytes it received.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { setTimeout } from 'node:timers/promises';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -23,6 +25,24 @@ import { requirementsOrSkip } from './gateway-support.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 const STORAGE_VALUE = 'gcs-token-NEVERINSIDE-9e8d7c';
+const ROTATED_VALUE = 'sk-live-rotated-4d5e6f';
+
+/** Calls the API every 100 ms until the gateway stops swapping (or the upstream refuses the key). */
+const ROTATE_AGENT = `import json, os, time, urllib.request, urllib.error
+KEY = os.environ['API_KEY']
+res = []
+for i in range(600):
+    req = urllib.request.Request('https://api.openai.com/v1/whoami?n=%d' % i, headers={'Authorization': 'Bearer ' + KEY})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            res.append([r.status, None])
+    except urllib.error.HTTPError as e:
+        res.append([e.code, e.headers.get('x-aegis-reason')])
+    if res[-1][0] != 200:
+        break
+    time.sleep(0.1)
+print(json.dumps(res))
+`;
 
 const AGENT = `import glob, json, os, subprocess, urllib.request, urllib.error
 KEY = os.environ['API_KEY']
@@ -95,16 +115,19 @@ describe(
     let file = '';
     let inet: FakeInternet | undefined;
     const unavailable: Record<'crun' | 'gvisor', string | null> = { crun: null, gvisor: null };
+    const env = (): NodeJS.ProcessEnv => ({
+      ...process.env,
+      AEGIS_HOME: home,
+      AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
+      AEGIS_ALERT_RULES: 'none',
+      // a rotated-out version stays usable by running executions for 2 s (docs/secrets.md)
+      AEGIS_SECRETS_ROTATION_OVERLAP: '2s',
+      ...(inet ? { AEGIS_UPSTREAM_CA_FILE: inet.caFile } : {}),
+    });
     const aegis = (args: string[], input?: string) => {
       const r = spawnSync(process.execPath, [AEGIS_BIN, ...args], {
         encoding: 'utf8',
-        env: {
-          ...process.env,
-          AEGIS_HOME: home,
-          AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
-          AEGIS_ALERT_RULES: 'none',
-          ...(inet ? { AEGIS_UPSTREAM_CA_FILE: inet.caFile } : {}),
-        },
+        env: env(),
         timeout: 180_000,
         maxBuffer: 64 * 1024 * 1024,
         ...(input !== undefined ? { input } : { stdio: ['ignore', 'pipe', 'pipe'] }),
@@ -123,6 +146,11 @@ describe(
       mkdirSync(code);
       chmodSync(code, 0o755);
       writeFileSync(join(code, 'main.py'), AGENT);
+      writeFileSync(join(code, 'rotate.py'), ROTATE_AGENT);
+      writeFileSync(
+        join(code, 'agent-rotate.yaml'),
+        'version: "1.0"\nagent:\n  name: secret-rotate\n  runtime: "egress-clients:bookworm"\n  entrypoint: ["python3", "rotate.py"]\n  isolation: crun\n  env:\n    API_KEY: "secret:openai"\npermissions:\n  network:\n    allow: [api.openai.com]\n    rate_limit: 200/s\n  execution_time: 120s\n',
+      );
       file = join(code, 'agent-ISOLATION.yaml');
       for (const isolation of ['crun', 'gvisor'])
         writeFileSync(
@@ -238,5 +266,60 @@ describe(
         assert.ok(!all.out.includes(FAKE_API_KEY) && !all.out.includes(STORAGE_VALUE), 'no value in the log');
         assert.ok(!all.out.includes(o.placeholder), 'no placeholder in the log');
       });
+
+    it('crun: a rotated secret: the running execution keeps its version for the overlap only, a new execution gets the new one', async (t) => {
+      if (!requireOrSkip(t, unavailable.crun)) return;
+      const before = inet!.requestsSeen().length;
+      const child = spawn(
+        process.execPath,
+        [AEGIS_BIN, 'run', join(work, 'agent', 'agent-rotate.yaml'), '--state-dir', join(work, 'state')],
+        {
+          env: env(),
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      const exited = once(child, 'exit');
+      // Rotate once the running agent has been served with the old version.
+      for (
+        let i = 0;
+        i < 600 &&
+        !inet!
+          .requestsSeen()
+          .slice(before)
+          .some((s) => s.path.startsWith('/v1/whoami?n='));
+        i++
+      )
+        await setTimeout(100);
+      const rotated = aegis(['secret', 'rotate', 'openai'], `${ROTATED_VALUE}\n`);
+      assert.equal(rotated.code, 0, rotated.err);
+      const [code] = (await exited) as [number];
+      assert.equal(code, 0, err);
+      const calls = JSON.parse(out) as Array<[number, string | null]>;
+      assert.deepEqual(calls.at(-1), [403, 'secrets.credential_retired'], out);
+      assert.ok(calls.slice(0, -1).every(([s]) => s === 200) && calls.length > 2, out);
+      const oldRun = inet!.requestsSeen().slice(before);
+      assert.ok(
+        oldRun.every((s) => s.authorization === `Bearer ${FAKE_API_KEY}`),
+        'the running execution only ever sent its own version',
+      );
+
+      // A new execution takes version 2: the upstream receives the rotated value (and refuses it: 401).
+      const mid = inet!.requestsSeen().length;
+      const next = aegis(['run', join(work, 'agent', 'agent-rotate.yaml'), '--state-dir', join(work, 'state')]);
+      assert.equal(next.code, 0, next.err);
+      assert.deepEqual(JSON.parse(next.out), [[401, null]]);
+      assert.deepEqual(
+        inet!
+          .requestsSeen()
+          .slice(mid)
+          .map((s) => s.authorization),
+        [`Bearer ${ROTATED_VALUE}`],
+      );
+      assert.ok(!next.out.includes(ROTATED_VALUE) && !out.includes(FAKE_API_KEY));
+    });
   },
 );

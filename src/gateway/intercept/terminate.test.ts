@@ -63,6 +63,8 @@ describe('TLS termination at the gateway (placeholders, HTTP rules, upstream ver
   let goodPort = 0;
   let badPort = 0;
   let placeholders: { one: string; two: string };
+  /** Secrets whose run version the store no longer accepts (rotated out past the overlap, expired, removed). */
+  const retired = new Set<string>();
 
   before(async () => {
     mkdirSync(join(dir, 'good'));
@@ -114,7 +116,14 @@ describe('TLS termination at the gateway (placeholders, HTTP rules, upstream ver
     ];
     ca = await ExecutionCa.create('x1', Date.now());
     session.secrets = secrets;
-    session.interceptor = new Interceptor(session, { ca, secrets, trustedCas: [pki.ca], tlsPorts: [goodPort, badPort] });
+    session.interceptor = new Interceptor(session, {
+      ca,
+      secrets,
+      trustedCas: [pki.ca],
+      tlsPorts: [goodPort, badPort],
+      stillValid: (secret) => Promise.resolve(!retired.has(secret)),
+      validityCacheMs: 0,
+    });
     proxy = await startHttpListener(session, 'explicit', '127.0.0.1');
   });
   after(async () => {
@@ -219,6 +228,21 @@ describe('TLS termination at the gateway (placeholders, HTTP rules, upstream ver
     const r = await viaProxy('bad.example.com', badPort, '/', { headers: { authorization: `Bearer ${placeholders.two}` } });
     assert.deepEqual([r.status, r.headers['x-aegis-reason']], [502, 'gateway.upstream_cert_invalid']);
     assert.equal(seen.length, before, 'no request reached the untrusted upstream');
+  });
+
+  it('stops swapping a version the store no longer accepts for this run (rotation overlap over, expiry): 403 credential_retired', async () => {
+    retired.add('one');
+    try {
+      const before = seen.length;
+      const r = await viaProxy('api.example.com', goodPort, '/v1/models', { headers: { authorization: `Bearer ${placeholders.one}` } });
+      assert.deepEqual([r.status, r.headers['x-aegis-reason']], [403, 'secrets.credential_retired']);
+      assert.equal(seen.length, before, 'nothing was sent');
+      assert.equal(events.filter((e) => e.action === 'secret.denied').at(-1)!.reason, 'secrets.credential_retired');
+    } finally {
+      retired.delete('one');
+    }
+    const again = await viaProxy('api.example.com', goodPort, '/v1/models', { headers: { authorization: `Bearer ${placeholders.one}` } });
+    assert.equal(again.status, 200);
   });
 
   it('refuses a placeholder over plain HTTP (never sent in clear text)', async () => {

@@ -69,11 +69,23 @@ export interface InterceptorOptions {
   readonly trustedCas: readonly string[];
   /** Ports on which a bound secret's host is terminated (default 443; other ports stay tunnels). */
   readonly tlsPorts?: readonly number[];
+  /**
+   * Whether this run may still use `version` of `secret` (expiry, rotation overlap, removal;
+   * `validForRun` against the store). Asked before a swap, at most every VALIDITY_CACHE_MS per
+   * secret. Absent: always (tests, benchmarks). A failing check refuses (fail closed).
+   */
+  readonly stillValid?: (secret: string, version: number) => Promise<boolean>;
+  /** How long a validity answer is reused (default VALIDITY_CACHE_MS). */
+  readonly validityCacheMs?: number;
 }
+
+/** How long a validity answer is reused (the store is read at most this often per secret). */
+export const VALIDITY_CACHE_MS = 1000;
 
 export class Interceptor {
   private readonly conns = new WeakMap<Socket, Conn>();
   private readonly contexts = new Map<string, SecureContext>();
+  private readonly validity = new Map<string, { at: number; valid: Promise<boolean> }>();
   private readonly server: Server;
   private readonly agent: HttpsAgent;
 
@@ -245,6 +257,18 @@ export class Interceptor {
       this.denied(bodyRefusal, conn.host);
       return refuse({ decision: 'deny', reason: bodyRefusal.reason, detail: bodyRefusal.detail }, 403);
     }
+    for (const u of injected.uses) {
+      if (await this.stillValid(u.secret, u.version)) continue;
+      const r = {
+        reason: 'secrets.credential_retired',
+        secret: u.secret,
+        version: u.version,
+        where: u.where === 'query' ? 'the query' : `header ${u.where}`,
+        detail: `version ${u.version} of secret ${u.secret} is no longer valid for this run (expired, removed, or rotated out longer ago than the overlap)`,
+      };
+      this.denied(r, conn.host);
+      return refuse({ decision: 'deny', reason: r.reason, detail: r.detail }, 403);
+    }
     for (const u of injected.uses)
       session.emit({
         actor: session.actor,
@@ -320,6 +344,18 @@ export class Interceptor {
       if (!session.charge(c.length)) up.destroy(new Error('byte quota exceeded'));
     });
     req.pipe(up);
+  }
+
+  private stillValid(secret: string, version: number): Promise<boolean> {
+    const check = this.o.stillValid;
+    if (check === undefined) return Promise.resolve(true);
+    const now = performance.now();
+    const key = `${secret}\0${version}`;
+    const hit = this.validity.get(key);
+    if (hit !== undefined && now - hit.at < (this.o.validityCacheMs ?? VALIDITY_CACHE_MS)) return hit.valid;
+    const valid = check(secret, version).catch(() => false);
+    this.validity.set(key, { at: now, valid });
+    return valid;
   }
 
   private denied(r: { reason: string; secret: string | null; version: number | null; where: string; detail: string }, host: string): void {
