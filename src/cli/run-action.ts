@@ -24,9 +24,16 @@ import {
 } from '../sandbox/run.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
-import { prepareRunSecrets, secretBindEvents, secretDeniedEvent, withPlaceholders, type RunSecrets } from '../secrets/run.js';
+import {
+  prepareRunSecrets,
+  revealRunSecrets,
+  secretBindEvents,
+  secretDeniedEvent,
+  secretValidity,
+  withPlaceholders,
+  type RunSecrets,
+} from '../secrets/run.js';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
-import type { InjectableSecret } from '../secrets/inject.js';
 import type { AegisConfig } from '../config/index.js';
 import type { CliContext } from './context.js';
 import { openRunAudit, startRunServices, sweepLostRuns, type RunAudit, type RunServices } from './run-services.js';
@@ -137,35 +144,6 @@ async function alertingFor(config: AegisConfig, stateDir: string, say: (line: st
         );
       return { raised, delivered, failed, dropped };
     },
-  };
-}
-
-/**
- * The values of this run's secrets, for the gateway's swap (issue 12). Read once, after the
- * checks, and held only in this process's memory (the gateway); never in the sandbox, the log,
- * or an error message (a decryption failure names the secret, never the value).
- */
-async function revealRunSecrets(dir: string, secrets: RunSecrets): Promise<InjectableSecret[]> {
-  if (secrets.bindings.length === 0) return [];
-  const { SecretStore } = await import('../secrets/store.js');
-  const store = SecretStore.at(dir);
-  const out: InjectableSecret[] = [];
-  for (const b of secrets.bindings) {
-    const value = Buffer.from(await store.reveal(b.secret, b.version)).toString('latin1');
-    out.push({ secret: b.secret, version: b.version, hosts: b.hosts, header: b.header, placeholder: b.placeholder, value });
-  }
-  return out;
-}
-
-/**
- * The gateway's check before each swap: the store's metadata (no value) says whether this run
- * may still use the version it bound (`validForRun`: expiry, rotation overlap, removal).
- */
-function secretValidity(config: AegisConfig, runStartedAt: number): (secret: string, version: number) => Promise<boolean> {
-  return async (secret, version) => {
-    const [{ SecretStore }, { validForRun }] = await Promise.all([import('../secrets/store.js'), import('../secrets/core.js')]);
-    const s = await SecretStore.at(config.secretsDir).get(secret);
-    return s !== undefined && validForRun(s, version, runStartedAt, Date.now(), config.secretsRotationOverlapMs);
   };
 }
 
@@ -344,7 +322,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       alerting = await alertingFor(config, flags.stateDir ?? DEFAULT_STATE_DIR, (line) => ctx.err(`aegis run: ${line}\n`));
       services = await startRunServices({
         secrets: await revealRunSecrets(config.secretsDir, runSecrets),
-        secretStillValid: secretValidity(config, runStartedAt),
+        secretStillValid: secretValidity(config.secretsDir, runStartedAt, config.secretsRotationOverlapMs),
         imageRootfs: opts.imageRootfs,
         policy: opts.policy,
         executionId,
