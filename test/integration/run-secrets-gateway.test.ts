@@ -2,7 +2,7 @@
  * The gateway half of the secrets broker (issue 12), end to end: `aegis run` under crun with the
  * egress-clients image, against the fake internet's HTTPS servers (their test CA trusted by the
  * gateway through AEGIS_UPSTREAM_CA_FILE, never by the agent). The agent holds placeholders only:
- * - urllib, requests, httpx, curl (proxy variables: CONNECT) and Node's fetch (transparent port
+ * - urllib, requests, httpx, curl over HTTP/2 (proxy variables: CONNECT) and Node's fetch (transparent port
  *   443 capture) call api.openai.com/v1/whoami, which answers 200 only with the real key;
  * - the same placeholder sent to another terminated host (header, query, body), or over plain
  *   HTTP to another allowed host, is refused (403 secrets.credential_host_mismatch), audited
@@ -72,8 +72,9 @@ try:
     out['httpx'] = {'status': r.status_code, 'body': r.text}
 except Exception as e:
     out['httpx'] = {'status': None, 'error': repr(e)}
-c = subprocess.run(['curl', '-sS', '-w', '\\\\n%{http_code}', '-H', 'Authorization: Bearer ' + KEY, WHOAMI], capture_output=True, text=True)
-out['curl'] = {'status': int(c.stdout.strip().split('\\n')[-1] or 0), 'body': c.stdout, 'err': c.stderr}
+c = subprocess.run(['curl', '-sS', '--http2', '-w', '\\\\n%{http_code} %{http_version}', '-H', 'Authorization: Bearer ' + KEY, WHOAMI], capture_output=True, text=True)
+code, version = (c.stdout.strip().split('\\n')[-1].split(' ') + ['0', '?'])[:2]
+out['curl'] = {'status': int(code or 0), 'http_version': version, 'body': c.stdout, 'err': c.stderr}
 n = subprocess.run(['node', '-e', "fetch(process.argv[1], {headers: {authorization: 'Bearer ' + process.env.API_KEY}}).then(async r => console.log(JSON.stringify({status: r.status, body: await r.text()}))).catch(e => console.log(JSON.stringify({status: null, error: String(e.cause || e)})))", WHOAMI], capture_output=True, text=True)
 out['node'] = json.loads(n.stdout or '{}') if n.stdout.strip() else {'status': None, 'error': n.stderr}
 # Exfiltration attempts with the placeholder.
@@ -210,6 +211,7 @@ describe(
         assert.equal(o.ssl_cert_file, '/etc/ssl/certs/ca-certificates.crt');
         assert.equal(o.bundle_has_ca, true);
         assert.ok(Object.keys(o.looked).length > 20, 'the agent looked around');
+        assert.equal((o['curl'] as unknown as { http_version: string }).http_version, '2', 'curl spoke HTTP/2 to the terminated host');
         for (const client of ['urllib', 'requests', 'httpx', 'curl', 'node'])
           assert.equal(o[client]!.status, 200, `${client}: ${JSON.stringify(o[client])}`);
         const reasons = (k: string): [number | null, string | null | undefined] => [o[k]!.status, o[k]!.reason];

@@ -7,6 +7,7 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
+import { connect as h2connect } from 'node:http2';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEventInput } from '../../audit/event.js';
 import { compileEgress } from '../../policy/net.js';
@@ -150,9 +151,8 @@ describe('TLS termination at the gateway (placeholders, HTTP rules, upstream ver
     connectReq.end();
     const [res, socket] = (await once(connectReq, 'connect')) as [{ statusCode: number }, Socket];
     assert.equal(res.statusCode, 200);
-    const tls = tlsConnect({ socket, servername: host, ca: ca.certPem, ALPNProtocols: ['h2', 'http/1.1'] });
+    const tls = tlsConnect({ socket, servername: host, ca: ca.certPem, ALPNProtocols: ['http/1.1'] });
     await once(tls, 'secureConnect');
-    assert.equal(tls.alpnProtocol, 'http/1.1', 'HTTP/2 is not offered on an intercepted host');
     const req = httpRequest({ host, port, path, method: o.method ?? 'GET', headers: o.headers ?? {}, createConnection: () => tls });
     req.end(o.body);
     const [r] = (await once(req, 'response')) as [IncomingMessage];
@@ -243,6 +243,48 @@ describe('TLS termination at the gateway (placeholders, HTTP rules, upstream ver
     }
     const again = await viaProxy('api.example.com', goodPort, '/v1/models', { headers: { authorization: `Bearer ${placeholders.one}` } });
     assert.equal(again.status, 200);
+  });
+
+  it('HTTP/2 from the agent (ALPN h2): swapped for the bound host, refused for another, several streams on one connection', async () => {
+    const connectReq = httpRequest({
+      host: '127.0.0.1',
+      port: (proxy.address() as AddressInfo).port,
+      method: 'CONNECT',
+      path: `api.example.com:${goodPort}`,
+      headers: { host: `api.example.com:${goodPort}` },
+    });
+    connectReq.end();
+    const [, socket] = (await once(connectReq, 'connect')) as [unknown, Socket];
+    const tls = tlsConnect({ socket, servername: 'api.example.com', ca: ca.certPem, ALPNProtocols: ['h2', 'http/1.1'] });
+    await once(tls, 'secureConnect');
+    assert.equal(tls.alpnProtocol, 'h2');
+    const client = h2connect(`https://api.example.com:${goodPort}`, { createConnection: () => tls });
+    const get = async (headers: Record<string, string>): Promise<{ status: number; reason: unknown; body: string }> => {
+      const s = client.request({ ':method': 'GET', ':path': '/v1/h2', ...headers });
+      s.end();
+      const [h] = (await once(s, 'response')) as [Record<string, unknown>];
+      let body = '';
+      for await (const c of s) body += (c as Buffer).toString();
+      return { status: Number(h[':status']), reason: h['x-aegis-reason'], body };
+    };
+    const before = seen.length;
+    const [a, b] = await Promise.all([
+      get({ authorization: `Bearer ${placeholders.one}` }),
+      get({ authorization: `Bearer ${placeholders.one}` }),
+    ]);
+    assert.deepEqual([a.status, b.status], [200, 200], a.body);
+    assert.deepEqual(
+      seen.slice(before).map((x) => x.authorization),
+      ['Bearer real-value-1', 'Bearer real-value-1'],
+    );
+    const leak = await get({
+      'x-key': placeholders.two,
+      authorization: `Bearer ${placeholders.one}`,
+      'x-other': `aegis-ph-${'9'.repeat(32)}`,
+    });
+    assert.deepEqual([leak.status, leak.reason], [403, 'secrets.credential_unknown']);
+    client.close();
+    tls.destroy();
   });
 
   it('refuses a placeholder over plain HTTP (never sent in clear text)', async () => {

@@ -4,21 +4,22 @@
  * stays an end-to-end byte tunnel (tunnel.ts).
  *
  * For an intercepted connection the gateway completes the agent's TLS handshake with a leaf
- * certificate from the execution's CA (ca.ts), reads each HTTP/1.1 request, decides it
+ * certificate from the execution's CA (ca.ts), reads each request (HTTP/1.1, or HTTP/2 when the
+ * agent's ALPN asks for h2), decides it
  * (method/path rules), swaps this execution's placeholders for the values where the secret may
  * go (src/secrets/inject.ts) or refuses it (403, `secret.denied`), and sends it on a new TLS
  * connection to the address the gateway resolved, verifying the upstream's certificate and
  * name against the host's trust store (plus the operator's `upstreamCaFile`, never anything the
  * agent controls).
  *
- * LIMITATION: ALPN offers only http/1.1 to the agent: HTTP/2 clients fall back to HTTP/1.1 on
- * intercepted hosts (curl, Python and Node clients do). Bodies: the first BODY_SCAN_BYTES of a
+ * LIMITATION: requests go upstream as HTTP/1.1 (keep-alive), whatever the agent spoke. Bodies: the first BODY_SCAN_BYTES of a
  * request body are read before it is sent, and a placeholder there refuses the request if its
  * secret is not bound to the host; placeholders are never swapped in bodies, and bytes past
  * that window are not scanned. Upgrades (WebSocket) are not relayed on intercepted hosts.
  */
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createH2Server, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
@@ -101,7 +102,9 @@ export class Interceptor {
       keepAliveTimeout: 5_000,
     });
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      this.handle(req, res).catch((err: unknown) => {
+      const conn = this.conns.get(req.socket);
+      if (!conn) return void res.destroy();
+      this.handle(req, res, conn, false).catch((err: unknown) => {
         process.stderr.write(`aegis gateway: intercept: ${String(err)}\n`);
         res.destroy();
       });
@@ -169,7 +172,7 @@ export class Interceptor {
       secureContext = createSecureContext({ cert: leaf.certPem, key: leaf.keyPem, minVersion: 'TLSv1.2' });
       this.contexts.set(info.host, secureContext);
     }
-    const tls = new TLSSocket(transport as Socket, { isServer: true, secureContext, ALPNProtocols: ['http/1.1'] });
+    const tls = new TLSSocket(transport as Socket, { isServer: true, secureContext, ALPNProtocols: ['h2', 'http/1.1'] });
     tls.on('error', () => {
       tls.destroy();
       client.destroy();
@@ -182,16 +185,35 @@ export class Interceptor {
         tls.destroy();
         return finish();
       }
-      this.conns.set(tls, { host: info.host, port: info.port, address: info.address });
+      const conn: Conn = { host: info.host, port: info.port, address: info.address };
+      if (tls.alpnProtocol === 'h2') return this.serveH2(tls, conn);
+      this.conns.set(tls, conn);
       this.server.emit('connection', tls);
     });
     client.resume();
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * HTTP/2 from the agent (ALPN h2): an h2 session over the terminated TLS socket, one per
+   * connection; each stream goes through the same `handle` (Node's compatibility API), and
+   * upstream it becomes an HTTP/1.1 request.
+   */
+  private serveH2(tls: TLSSocket, conn: Conn): void {
+    const h2 = createH2Server({ maxSessionMemory: 16, settings: { maxConcurrentStreams: 100, maxHeaderListSize: 16 * 1024 } });
+    h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+      this.handle(req as unknown as IncomingMessage, res as unknown as ServerResponse, conn, true).catch((err: unknown) => {
+        process.stderr.write(`aegis gateway: intercept (h2): ${String(err)}\n`);
+        res.destroy();
+      });
+    });
+    h2.on('sessionError', () => tls.destroy());
+    tls.once('close', () => h2.close());
+    // Over a JS stream: an h2 session given the TLS socket itself (its native handle) received nothing.
+    h2.emit('connection', replaying(tls, Buffer.alloc(0)));
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, conn: Conn, h2: boolean): Promise<void> {
     const session = this.session;
-    const conn = this.conns.get(req.socket);
-    if (!conn) return void res.destroy();
     const startedAt = session.now();
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
@@ -219,13 +241,13 @@ export class Interceptor {
           'X-Aegis-Reason': v.reason,
           'Content-Type': 'application/json',
           'Content-Length': Buffer.byteLength(body),
-          Connection: 'close',
+          ...(h2 ? {} : { Connection: 'close' }), // HTTP/2 has no connection-specific fields
         });
       res.end(body);
       req.resume();
     };
     if (!path.startsWith('/')) return refuse(gatewayDeny('gateway.malformed', 'request-target is not origin-form'), 400);
-    const hostHeader = req.headers.host;
+    const hostHeader = (h2 ? (req.headers[':authority'] as string | undefined) : undefined) ?? req.headers.host;
     if (hostHeader !== undefined) {
       let ok = false;
       try {
@@ -242,7 +264,9 @@ export class Interceptor {
     if (!decision.allow) return refuse(verdictOf(decision), 403);
 
     const pairs: Array<[string, string]> = [];
-    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) pairs.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
+    // (HTTP/2 pseudo-headers are not forwarded: the path and authority are handled apart.)
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2)
+      if (!req.rawHeaders[i]!.startsWith(':')) pairs.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
     const injected = injectRequest(this.o.secrets, conn.host, pairs, path, false);
     if (!injected.ok) {
       this.denied(injected, conn.host);
@@ -370,7 +394,7 @@ export class Interceptor {
   }
 }
 
-/** A duplex over `sock` whose readable side first yields `head`. */
+/** A duplex over `sock` whose readable side first yields `head` (may be empty). */
 function replaying(sock: Socket, head: Buffer): Duplex {
   const d = new Duplex({
     read() {
@@ -388,7 +412,7 @@ function replaying(sock: Socket, head: Buffer): Duplex {
       cb(err);
     },
   });
-  d.push(head);
+  if (head.length > 0) d.push(head);
   sock.on('data', (c: Buffer) => {
     if (!d.push(c)) sock.pause();
   });
