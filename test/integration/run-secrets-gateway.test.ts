@@ -16,7 +16,18 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout } from 'node:timers/promises';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AEGIS_BIN } from '../../src/test-support/repo.js';
@@ -25,6 +36,49 @@ import { requirementsOrSkip } from './gateway-support.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 const STORAGE_VALUE = 'gcs-token-NEVERINSIDE-9e8d7c';
+
+/**
+ * The readable memory of every process whose environment holds an AEGIS placeholder (the
+ * sandboxed agent and its children; the gateway holds values, not placeholders, in its
+ * environment), read from the host through /proc/<pid>/mem.
+ */
+function agentMemory(): { pids: number; bytes: number; found: (needle: Buffer) => boolean } {
+  const chunks: Buffer[] = [];
+  let pids = 0;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let environ: Buffer;
+    try {
+      environ = readFileSync(`/proc/${pid}/environ`);
+    } catch {
+      continue;
+    }
+    if (!environ.includes('=aegis-ph-') || pid === String(process.pid)) continue;
+    pids++;
+    let fd: number | null = null;
+    try {
+      fd = openSync(`/proc/${pid}/mem`, 'r');
+      for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+        const m = /^([0-9a-f]+)-([0-9a-f]+) r/.exec(line);
+        if (!m || line.includes('[vvar]') || line.includes('[vsyscall]')) continue;
+        const start = BigInt(`0x${m[1]}`);
+        const len = Number(BigInt(`0x${m[2]}`) - start);
+        if (len > 256 * 1024 * 1024) continue;
+        const buf = Buffer.alloc(len);
+        try {
+          const n = readSync(fd, buf, 0, len, start);
+          chunks.push(buf.subarray(0, n));
+        } catch {
+          /* a region that cannot be read (guard pages) */
+        }
+      }
+    } catch {
+      /* the process ended meanwhile */
+    } finally {
+      if (fd !== null) closeSync(fd);
+    }
+  }
+  return { pids, bytes: chunks.reduce((a, c) => a + c.length, 0), found: (needle) => chunks.some((c) => c.includes(needle)) };
+}
 const ROTATED_VALUE = 'sk-live-rotated-4d5e6f';
 
 /** Calls the API every 100 ms until the gateway stops swapping (or the upstream refuses the key). */
@@ -269,7 +323,7 @@ describe(
         assert.ok(!all.out.includes(o.placeholder), 'no placeholder in the log');
       });
 
-    it('crun: a rotated secret: the running execution keeps its version for the overlap only, a new execution gets the new one', async (t) => {
+    it("crun: the value is nowhere in the running agent's memory; a rotated secret: the running execution keeps its version for the overlap only, a new execution gets the new one", async (t) => {
       if (!requireOrSkip(t, unavailable.crun)) return;
       const before = inet!.requestsSeen().length;
       const child = spawn(
@@ -296,6 +350,12 @@ describe(
         i++
       )
         await setTimeout(100);
+      // The agent has been served with the value swapped in: its processes' memory (read from the
+      // host, as root) holds the placeholder and never the value.
+      const mem = agentMemory();
+      assert.ok(mem.pids > 0 && mem.bytes > 1_000_000, `read the agent's memory: ${JSON.stringify({ pids: mem.pids, bytes: mem.bytes })}`);
+      assert.equal(mem.found(Buffer.from(FAKE_API_KEY)), false, 'the value is not in the memory of any agent process');
+      assert.equal(mem.found(Buffer.from('aegis-ph-')), true, 'the scan sees what the agent holds (its placeholder)');
       const rotated = aegis(['secret', 'rotate', 'openai'], `${ROTATED_VALUE}\n`);
       assert.equal(rotated.code, 0, rotated.err);
       const [code] = (await exited) as [number];
