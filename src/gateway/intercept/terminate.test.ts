@@ -287,6 +287,28 @@ describe('TLS termination at the gateway (placeholders, HTTP rules, upstream ver
     tls.destroy();
   });
 
+  it('audits unparseable bytes inside the terminated TLS and closes that connection', async () => {
+    const connectReq = httpRequest({
+      host: '127.0.0.1',
+      port: (proxy.address() as AddressInfo).port,
+      method: 'CONNECT',
+      path: `api.example.com:${goodPort}`,
+      headers: { host: `api.example.com:${goodPort}` },
+    });
+    connectReq.end();
+    const [, socket] = (await once(connectReq, 'connect')) as [unknown, Socket];
+    const tls = tlsConnect({ socket, servername: 'api.example.com', ca: ca.certPem, ALPNProtocols: ['http/1.1'] });
+    await once(tls, 'secureConnect');
+    tls.on('error', () => undefined);
+    tls.write('NOT HTTP AT ALL\r\n\r\n');
+    await once(tls, 'close');
+    const e = events.filter((x) => x.action === 'http.request').at(-1)!;
+    assert.deepEqual(
+      [e.decision, e.reason, (e.payload as { url: string }).url],
+      ['deny', 'gateway.malformed', `https://api.example.com:${goodPort}`],
+    );
+  });
+
   it('refuses a placeholder over plain HTTP (never sent in clear text)', async () => {
     const req = httpRequest({
       host: '127.0.0.1',

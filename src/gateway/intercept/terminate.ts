@@ -109,7 +109,22 @@ export class Interceptor {
         res.destroy();
       });
     });
-    this.server.on('clientError', (_err: Error, sock: Socket) => sock.destroy());
+    // Unparseable bytes inside the terminated TLS (or a header/request timeout): audited, that connection closed.
+    this.server.on('clientError', (err: NodeJS.ErrnoException, sock: Socket) => {
+      const conn = this.conns.get(sock);
+      this.session.emit(
+        httpRequestEvent(this.session.actor, gatewayDeny('gateway.malformed', `unparseable request (${err.code ?? err.message})`), {
+          mode: 'intercepted',
+          method: '',
+          url: conn ? `https://${conn.host}${conn.port === 443 ? '' : `:${conn.port}`}` : '',
+          status: 400,
+          bytesSent: 0,
+          bytesReceived: 0,
+          durationMs: 0,
+        }),
+      );
+      sock.destroy();
+    });
   }
 
   /** Whether connections to `host:port` must be terminated: a bound secret's host, or HTTP rules. */
