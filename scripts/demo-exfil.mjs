@@ -4,7 +4,9 @@
 // (DNS + HTTPS servers for api.openai.com, attacker.com, ... on 198.51.100.0/24, certificates
 // from a throw-away test CA) is built in a network namespace first and removed afterwards.
 // Then examples/db-api-agent uses a real PostgreSQL (db.internal:5432, on the same fake
-// internet) and the HTTPS API at once; its refused connections fail at once.
+// internet) and the HTTPS API at once; its refused connections fail at once. Last,
+// examples/secret-agent calls the API with a key it never holds (the gateway swaps its
+// placeholder on the way to api.openai.com only) and then fails to send it anywhere else.
 //
 //   npm run build && node scripts/demo-exfil.mjs
 import { spawnSync } from 'node:child_process';
@@ -21,12 +23,15 @@ const aegis = (args, env = {}) =>
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-const { startFakeInternet, UPSTREAM_DNS } = await import(join(root, 'dist', 'test', 'integration', 'gateway-fake-internet.js'));
+const { startFakeInternet, UPSTREAM_DNS, FAKE_API_KEY } = await import(
+  join(root, 'dist', 'test', 'integration', 'gateway-fake-internet.js')
+);
 
 const inet = await startFakeInternet({ postgres: true });
 const summaryFile = join(mkdtempSync(join(tmpdir(), 'aegis-demo-')), 'summary.json');
 let run;
 let dbRun;
+let secretRun;
 try {
   console.log('$ aegis run examples/exfil-demo/agent.yaml --volume <test CA>:/data:ro');
   run = aegis(['run', 'examples/exfil-demo/agent.yaml', '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], {
@@ -40,6 +45,24 @@ try {
   });
   process.stdout.write(dbRun.stdout);
   process.stderr.write(dbRun.stderr);
+  // The fake internet's API key, stored encrypted; the agent only ever sees a placeholder. The
+  // gateway trusts the fake internet's test CA as the operator's upstream CA (never the agent).
+  aegis(['secret', 'rm', 'demo-openai']);
+  console.log('\n$ aegis secret set demo-openai --hosts api.openai.com --header authorization   # the key on stdin');
+  const set = spawnSync(
+    process.execPath,
+    [join(root, 'bin', 'aegis.js'), 'secret', 'set', 'demo-openai', '--hosts', 'api.openai.com', '--header', 'authorization'],
+    { cwd: root, env: process.env, encoding: 'utf8', input: `${FAKE_API_KEY}\n` },
+  );
+  process.stdout.write(set.stdout);
+  process.stderr.write(set.stderr);
+  console.log('\n$ AEGIS_UPSTREAM_CA_FILE=<test CA> aegis run examples/secret-agent/agent.yaml');
+  secretRun = aegis(['run', 'examples/secret-agent/agent.yaml'], {
+    AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
+    AEGIS_UPSTREAM_CA_FILE: inet.caFile,
+  });
+  process.stdout.write(secretRun.stdout);
+  process.stderr.write(secretRun.stderr);
 } finally {
   await inet.close();
 }
@@ -65,5 +88,14 @@ if (summary.status !== 'exited' || summary.exitCode !== 0 || leaked.length > 0) 
 }
 if (dbRun.status !== 0 || !/answers stored in the database: 2/.test(dbRun.stdout) || /REACHED/.test(dbRun.stdout)) {
   console.error(`db-api demo failed (exit ${dbRun.status})`);
+  process.exit(1);
+}
+if (
+  secretRun.status !== 0 ||
+  !/API call with the key: HTTP 200/.test(secretRun.stdout) ||
+  /LEAKED/.test(secretRun.stdout) ||
+  secretRun.stdout.includes(FAKE_API_KEY)
+) {
+  console.error(`secret-agent demo failed (exit ${secretRun.status})`);
   process.exit(1);
 }

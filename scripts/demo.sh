@@ -8,7 +8,9 @@
 #      gateway and shows up in the audit log as a denial, and the default alert rules raise
 #      alerts (alert.raised events in the same log). Then examples/db-api-agent uses a PostgreSQL
 #      database and an HTTPS API at once, through the same gateway. (No internet here: the script
-#      builds a small fake one in a network namespace first.)
+#      builds a small fake one in a network namespace first.) Last, examples/secret-agent calls
+#      the API with a key it never holds (the gateway swaps its placeholder for api.openai.com
+#      only) and fails to send it anywhere else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

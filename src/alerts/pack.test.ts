@@ -149,8 +149,19 @@ describe('default pack', () => {
     ],
     [
       'aegis-secret-wrong-host',
-      [ev('secret.denied', 'deny', { secret: 'openai', host: 'attacker.com' })],
-      [ev('secret.use', 'allow', { secret: 'openai', host: 'api.openai.com' })],
+      [
+        ev(
+          'secret.denied',
+          'deny',
+          { secret: 'openai', host: 'attacker.com', where: 'header authorization' },
+          { reason: 'secrets.credential_host_mismatch' },
+        ),
+      ],
+      [
+        ev('secret.use', 'allow', { secret: 'openai', host: 'api.openai.com' }, { reason: 'secrets.injected' }),
+        // a run refused at start (the secret is missing) is not an exfiltration attempt
+        ev('secret.denied', 'deny', { secret: 'openai' }, { reason: 'secrets.missing' }),
+      ],
     ],
     [
       'aegis-budget-exceeded',

@@ -107,10 +107,10 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
         ctx.out('ok\n');
         for (const s of secrets) ctx.out(`secret: ${s.name} (env ${s.env.join(', ')})\n`);
       }
-      // LIMITATION: there is no secrets broker yet: a referenced variable is absent in the sandbox.
+      // The agent gets placeholders; the gateway swaps them only in HTTPS requests to the bound hosts.
       if (secrets.length > 0)
         ctx.err(
-          `note: ${secrets.length} secret(s) referenced; AEGIS does not inject secrets yet (no secrets broker): those variables are absent in the sandbox\n`,
+          `note: ${secrets.length} secret(s) referenced; the agent sees per-run placeholders, which the gateway replaces with the values only in HTTPS requests to the secrets' hosts (docs/secrets.md)\n`,
         );
     });
 
@@ -128,10 +128,15 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
 
   policy
     .command('test')
-    .description('ask the policy engine one question: net <host>[:<port>] | fs <read|write> <path> | tool <server> <tool>')
+    .description(
+      'ask the policy engine one question: net <host>[:<port>] | net <url> [<method>] | fs <read|write> <path> | tool <server> <tool>',
+    )
     .argument('<manifest>', 'path to agent.yaml')
     .argument('<kind>', '"net", "fs" or "tool"')
-    .argument('<args...>', 'net: <host>[:<port>] (port 443 when omitted); fs: <read|write> <path>; tool: <server> <tool>')
+    .argument(
+      '<args...>',
+      'net: <host>[:<port>] (port 443 when omitted), or <url> [<method>] (GET when omitted); fs: <read|write> <path>; tool: <server> <tool>',
+    )
     .option('--json', 'print the decision as JSON on stdout')
     .action(async (file: string, kind: string, args: string[], opts: { json?: boolean }) => {
       const asJson = opts.json === true;
@@ -139,8 +144,30 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
         ctx.err(`aegis policy test: ${msg}\n`);
         ctx.exitCode = EXIT.usage;
       };
+      if (kind === 'net' && /^https?:\/\//i.test(args[0] ?? '')) {
+        // An HTTP request: `net https://api.github.com/repos/acme/x GET` (method rules, docs/secrets.md).
+        if (args.length > 2) return usage('net takes <url> [<method>]');
+        let url: URL;
+        try {
+          url = new URL(args[0]!);
+        } catch {
+          return usage(`"${args[0]}" is not a URL`);
+        }
+        const method = (args[1] ?? 'GET').toUpperCase();
+        if (!/^[A-Z][A-Z-]{0,19}$/.test(method)) return usage(`"${args[1]}" is not an HTTP method`);
+        const port = url.port !== '' ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
+        const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+        const loaded = await load(ctx, file, EXIT.usage, false);
+        if (!loaded) return;
+        const { compileEgress } = await import('../policy/net.js');
+        return printDecision(
+          ctx,
+          compileEgress(loaded.policy.network).decideHttp(host, port, method, `${url.pathname}${url.search}`),
+          asJson,
+        );
+      }
       if (kind === 'net') {
-        if (args.length !== 1) return usage('net takes exactly one destination: <host>[:<port>]');
+        if (args.length !== 1) return usage('net takes exactly one destination: <host>[:<port>], or <url> [<method>]');
         const dest = splitHostPort(args[0]!);
         if (!dest) return usage(`"${args[0]}" is not <host>[:<port>]`);
         const loaded = await load(ctx, file, EXIT.usage, false);

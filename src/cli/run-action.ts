@@ -187,6 +187,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         say,
         ...(l.toolCredentials !== undefined ? { toolCredentials: l.toolCredentials } : {}),
         toolsCwd: resolve(dirname(file)),
+        secrets: bound,
+        imageRootfs: l.image.rootfs,
       });
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);

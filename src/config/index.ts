@@ -151,7 +151,13 @@ export const DEFAULT_ROTATION_OVERLAP_MS = 15 * 60_000;
 /** The image store when AEGIS_IMAGES is not set. */
 export const DEFAULT_IMAGES_DIR = '/var/lib/aegis/images';
 
-const GATEWAY_VARS = ['AEGIS_UPSTREAM_DNS', 'AEGIS_SANDBOX_SUBNET', 'AEGIS_STATE_DIR', 'AEGIS_GATEWAY_CONFIG'] as const;
+const GATEWAY_VARS = [
+  'AEGIS_UPSTREAM_DNS',
+  'AEGIS_SANDBOX_SUBNET',
+  'AEGIS_STATE_DIR',
+  'AEGIS_GATEWAY_CONFIG',
+  'AEGIS_UPSTREAM_CA_FILE',
+] as const;
 
 /** What parseConfig needs to know about the host (read by loadConfig). */
 export interface HostFacts {

@@ -59,14 +59,26 @@ describe('parseGatewayConfig', () => {
         'gateway.config_invalid',
       );
     });
-    it('an extraCaFile key is refused with the reason (the gateway never speaks TLS itself)', () => {
+    it('an extraCaFile key is refused with the reason (the setting is upstreamCaFile)', () => {
       assert.equal(
         codeOf(() => parseGatewayConfig({}, { extraCaFile: '/etc/ssl/extra.pem' }, HOST_RESOLV)),
         'gateway.config_invalid',
       );
-      assert.throws(() => parseGatewayConfig({}, { extraCaFile: '/x.pem' }, HOST_RESOLV), /never originates TLS/);
+      assert.throws(() => parseGatewayConfig({}, { extraCaFile: '/x.pem' }, HOST_RESOLV), /not a gateway setting; upstreamCaFile/);
       // the variable is other components' business: ignored here, not an error
       assert.equal(parseGatewayConfig({ AEGIS_EXTRA_CA_FILE: '/x.pem' }, null, HOST_RESOLV).upstreamDns.host, '192.0.2.53');
+    });
+    it('upstreamCaFile: from the file, overridden by AEGIS_UPSTREAM_CA_FILE, absolute only', () => {
+      assert.equal(parseGatewayConfig({}, null, HOST_RESOLV).upstreamCaFile, undefined);
+      assert.equal(parseGatewayConfig({}, { upstreamCaFile: '/etc/aegis/up.pem' }, HOST_RESOLV).upstreamCaFile, '/etc/aegis/up.pem');
+      assert.equal(
+        parseGatewayConfig({ AEGIS_UPSTREAM_CA_FILE: '/run/ca.pem' }, { upstreamCaFile: '/etc/aegis/up.pem' }, HOST_RESOLV).upstreamCaFile,
+        '/run/ca.pem',
+      );
+      assert.equal(
+        codeOf(() => parseGatewayConfig({ AEGIS_UPSTREAM_CA_FILE: 'rel.pem' }, null, HOST_RESOLV)),
+        'gateway.config_invalid',
+      );
     });
     it('no resolver anywhere is config_invalid', () => {
       assert.equal(

@@ -9,10 +9,14 @@
  *                 overlap any host route (checked at every sandbox start: gateway.subnet_conflict).
  * - stateDir      (AEGIS_STATE_DIR) slot locks and per-sandbox resolv.conf. Default /run/aegis.
  *
- * NOTE: the gateway never originates TLS (tunnels stay end to end and https:// URLs are not
- * forwarded over plain HTTP), so it has no CA setting: certificate verification is the agent's.
- * AEGIS_EXTRA_CA_FILE is ignored here; an `extraCaFile` key in the file is refused with that
- * reason, so that nobody believes it took effect.
+ * - upstreamCaFile (AEGIS_UPSTREAM_CA_FILE, absolute path) extra CAs (PEM) the gateway trusts, besides
+ *                 the host's store, when it verifies the upstream of a TLS-terminated host
+ *                 (issue 12: bound secrets, HTTP rules). Operator configuration only: nothing the
+ *                 agent controls adds a CA.
+ *
+ * NOTE: other tunnels stay end to end, and their certificate verification is the agent's.
+ * AEGIS_EXTRA_CA_FILE is ignored here; an `extraCaFile` key in the file is refused (the setting
+ * is `upstreamCaFile`), so that nobody believes it took effect.
  */
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
@@ -47,12 +51,19 @@ export const GatewayConfigSchema = z.strictObject({
     }, 'must be an IPv4 network a.b.c.d/n with n between 16 and 29')
     .describe('subnet carved into one /30 per sandbox'),
   stateDir: z.string().startsWith('/', 'must be an absolute path').default('/run/aegis').describe('slot locks and per-sandbox files'),
+  upstreamCaFile: z
+    .string()
+    .startsWith('/', 'must be an absolute path')
+    .optional()
+    .describe('extra CA certificates (PEM) trusted for upstreams of TLS-terminated hosts, besides the host store'),
 });
 
 export interface GatewayConfig {
   readonly upstreamDns: { readonly host: string; readonly port: number };
   readonly sandboxSubnet: string;
   readonly stateDir: string;
+  /** Extra CAs (PEM file) for upstream verification of terminated hosts (AEGIS_UPSTREAM_CA_FILE); never from the agent. */
+  readonly upstreamCaFile?: string;
 }
 
 /** First IPv4 `nameserver` of a resolv.conf text, or null. */
@@ -76,13 +87,14 @@ export function parseGatewayConfig(
   if (Object.hasOwn(fromFile, 'extraCaFile')) {
     throw new GatewayError(
       'gateway.config_invalid',
-      'extraCaFile: the gateway never originates TLS (tunnels are end to end), so a CA file would apply to nothing; give the CA to the agent (SSL_CERT_FILE in the manifest env)',
+      'extraCaFile: not a gateway setting; upstreamCaFile names the CAs the gateway trusts for TLS-terminated hosts (tunnels stay end to end: give their CA to the agent, SSL_CERT_FILE in the manifest env)',
     );
   }
   const merged: Record<string, unknown> = { ...(fromFile as Record<string, unknown>) };
   if (env.AEGIS_UPSTREAM_DNS) merged.upstreamDns = env.AEGIS_UPSTREAM_DNS;
   if (env.AEGIS_SANDBOX_SUBNET) merged.sandboxSubnet = env.AEGIS_SANDBOX_SUBNET;
   if (env.AEGIS_STATE_DIR) merged.stateDir = env.AEGIS_STATE_DIR;
+  if (env.AEGIS_UPSTREAM_CA_FILE) merged.upstreamCaFile = env.AEGIS_UPSTREAM_CA_FILE;
   const r = GatewayConfigSchema.safeParse(merged);
   if (!r.success) {
     throw new GatewayError('gateway.config_invalid', r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
@@ -103,7 +115,12 @@ export function parseGatewayConfig(
       `upstreamDns: ${upstream.host} is inside sandboxSubnet ${r.data.sandboxSubnet}; the gateway could not reach it`,
     );
   }
-  return { upstreamDns: upstream, sandboxSubnet: r.data.sandboxSubnet, stateDir: r.data.stateDir };
+  return {
+    upstreamDns: upstream,
+    sandboxSubnet: r.data.sandboxSubnet,
+    stateDir: r.data.stateDir,
+    ...(r.data.upstreamCaFile !== undefined ? { upstreamCaFile: r.data.upstreamCaFile } : {}),
+  };
 }
 
 /** Read the config file (if AEGIS_GATEWAY_CONFIG names one) and the host's resolv.conf. */

@@ -15,6 +15,11 @@
  * every `blockedPollMs` and once more in `close()`, before the tables are removed.
  */
 import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { rootCertificates } from 'node:tls';
+import type { InjectableSecret } from '../secrets/inject.js';
+import { ExecutionCa } from './intercept/ca.js';
+import { Interceptor } from './intercept/terminate.js';
 import type { Server } from 'node:net';
 import type { AuditActor, AuditSink } from '../audit/event.js';
 import type { EgressMatcher, NetworkPolicy } from '../policy/types.js';
@@ -42,6 +47,7 @@ import { startTransparentTlsListener } from './proxy/transparent-tls.js';
 import { startTransparentTcpListener } from './proxy/transparent-tcp.js';
 import { Session } from './session.js';
 
+import { GatewayError } from './errors.js';
 export { GatewayError, type GatewayErrorCode } from './errors.js';
 export { loadGatewayConfig, type GatewayConfig } from './config.js';
 export { JsonlFileSink } from './audit/jsonl-sink.js';
@@ -67,6 +73,35 @@ export interface StartSandboxNetworkOptions {
    * the gateway closes it with the rest. Absent: no broker, port 3129 is refused like any other.
    */
   readonly tools?: (gatewayAddress: string) => Promise<{ readonly port: number; close(): Promise<void> }>;
+  /**
+   * This execution's secrets with their values (issue 12): the gateway terminates TLS for
+   * their hosts and swaps the placeholders. Kept in the gateway's memory only.
+   */
+  readonly secrets?: readonly InjectableSecret[];
+  /** The image's own CA bundle (PEM text), put before the execution's CA in the sandbox's bundle. */
+  readonly imageCaBundle?: string;
+  /** Whether the run may still use a secret's version (rotation overlap, expiry); see InterceptorOptions. */
+  readonly secretStillValid?: (secret: string, version: number) => Promise<boolean>;
+}
+
+/** Where the sandbox finds the CA bundle (bind-mounted read-only over the image's Debian bundle). */
+export const SANDBOX_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
+/** The variables that make common clients trust the bundle (OpenSSL, Python requests/httpx, curl, Node, git). */
+export function caBundleEnv(path = SANDBOX_CA_BUNDLE): Record<string, string> {
+  return { SSL_CERT_FILE: path, REQUESTS_CA_BUNDLE: path, CURL_CA_BUNDLE: path, NODE_EXTRA_CA_CERTS: path, GIT_SSL_CAINFO: path };
+}
+
+/** The host's trust store for upstream verification: Debian's bundle, else Node's built-in roots. */
+async function systemCas(): Promise<string[]> {
+  try {
+    const text = await readFile('/etc/ssl/certs/ca-certificates.crt', 'utf8');
+    const certs = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+    if (certs && certs.length > 0) return certs;
+  } catch {
+    /* no Debian bundle: Node's own */
+  }
+  return [...rootCertificates];
 }
 
 export interface SandboxNetwork {
@@ -88,6 +123,11 @@ export interface SandboxNetwork {
   readonly gatewayAddress: string;
   readonly sandboxAddress: string;
   readonly plan: SandboxNetPlan;
+  /**
+   * When TLS is terminated for this execution: the CA bundle file (image bundle + the
+   * execution's CA) to bind-mount read-only at SANDBOX_CA_BUNDLE, and its variables (added to `env`).
+   */
+  readonly caBundlePath: string | null;
   /** Stop the listeners and remove the namespace, nft tables and files; the veth is taken down and the kernel deletes it with the namespace. Idempotent. */
   close(): Promise<void>;
 }
@@ -122,6 +162,29 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     rateLimit: o.network.rateLimit,
     byteQuota: o.network.byteQuota,
   });
+  // TLS termination: only when the execution holds secrets or has HTTP rules (else: tunnels only).
+  const intercepting = (o.secrets?.length ?? 0) > 0 || o.network.rules.some((r) => r.kind !== 'cidr' && r.http !== undefined);
+  let ca: ExecutionCa | null = null;
+  if (intercepting) {
+    let extra: string[] = [];
+    if (o.config.upstreamCaFile !== undefined) {
+      try {
+        extra = [await readFile(o.config.upstreamCaFile, 'utf8')];
+      } catch (err) {
+        throw new GatewayError('gateway.config_invalid', `upstreamCaFile ${o.config.upstreamCaFile}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
+    ca = await ExecutionCa.create(o.executionId, Date.now());
+    session.secrets = o.secrets ?? [];
+    session.interceptor = new Interceptor(session, {
+      ca,
+      secrets: session.secrets,
+      trustedCas: [...(await systemCas()), ...extra],
+      ...(o.secretStillValid !== undefined ? { stillValid: o.secretStillValid } : {}),
+    });
+  }
   const slotDir = `${o.config.stateDir}/net-slots`;
   await sweepStaleSandboxNets(o.config.stateDir, o.config.sandboxSubnet);
   await checkSubnetFree(o.config.sandboxSubnet);
@@ -139,6 +202,7 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     closed = true;
     await blocked?.stop(); // the last drops, read before the tables go
     for (const s of session.sockets) s.destroy();
+    session.interceptor?.close();
     await Promise.all([...servers.map(closeServer), dns?.close(), tools?.close()]);
     await destroySandboxNet(plan, runDir);
     await releaseSlot(slotDir, slot);
@@ -192,10 +256,18 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
     blocked.start();
     const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));
+    let caBundlePath: string | null = null;
+    if (ca !== null) {
+      // Public material only (the key never leaves memory); readable by the agent, like resolv.conf.
+      caBundlePath = `${runDir}/ca-bundle.pem`;
+      const image = o.imageCaBundle ?? '';
+      await writeFile(caBundlePath, `${image}${image === '' || image.endsWith('\n') ? '' : '\n'}${ca.certPem}\n`, { mode: 0o644 });
+    }
     return {
       netnsPath: plan.netnsPath,
       netnsName: plan.netnsName,
-      env: proxyEnv(plan, tools !== null),
+      env: { ...proxyEnv(plan, tools !== null), ...(caBundlePath !== null ? caBundleEnv() : {}) },
+      caBundlePath,
       socksUrl: socksUrl(plan),
       tcpPorts,
       anyTcpPort: anyTcp,

@@ -8,6 +8,8 @@ import { ByteQuota, TokenBucket, type Clock } from './ratelimit/token-bucket.js'
 import type { Resolver } from './dns/upstream.js';
 import type { Server } from 'node:net';
 import { connectEvent, gatewayDeny, type ConnectMode } from './audit/events.js';
+import type { Interceptor } from './intercept/terminate.js';
+import type { InjectableSecret } from '../secrets/inject.js';
 
 export interface SessionOptions {
   readonly matcher: EgressMatcher;
@@ -45,6 +47,10 @@ export class Session {
   private readonly resolved = new Map<string, number>();
   /** address -> (name -> expiry): what the gateway's DNS answered this sandbox, for generic TCP capture. */
   private readonly answered = new Map<string, Map<string, number>>();
+  /** TLS termination for bound secrets' hosts and hosts with HTTP rules; null when the execution has neither. */
+  interceptor: Interceptor | null = null;
+  /** This execution's secrets (values in memory only), for the plain-HTTP placeholder check. */
+  secrets: readonly InjectableSecret[] = [];
   /** Open sockets, destroyed when the quota runs out or the gateway closes. */
   readonly sockets = new Set<{ destroy(): void }>();
 

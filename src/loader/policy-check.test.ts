@@ -41,6 +41,22 @@ describe('checkPolicy', () => {
     assert.deepEqual(checkPolicy(JSON.parse(JSON.stringify(p))), p);
   });
 
+  it('accepts method/path rules (regression: a policy with them was refused and compiled again on every run)', () => {
+    const r = parseManifest(
+      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: ["true"]\npermissions:\n  network:\n    allow:\n      - {host: api.github.com, methods: [GET], paths: ["/repos/**"]}\n      - {host: "*.example.org", paths: ["/x"]}\n',
+    );
+    assert.ok(r.ok, r.ok ? '' : JSON.stringify(r.issues));
+    const p = compilePolicy(r.manifest);
+    assert.deepEqual(
+      p.network.rules.map((x) => (x.kind !== 'cidr' ? x.http : null)),
+      [
+        { methods: ['GET'], paths: ['/repos/**'] },
+        { methods: null, paths: ['/x'] },
+      ],
+    );
+    assert.deepEqual(checkPolicy(JSON.parse(JSON.stringify(p))), p);
+  });
+
   it('refuses anything else', () => {
     const base = JSON.stringify(policies[0]?.[1]);
     type P = {
@@ -60,6 +76,25 @@ describe('checkPolicy', () => {
       (p) => ((p.agent.env = { A: 1 }), p),
       (p) => ((p.network.rules = [{ kind: 'cidr', family: 4, address: '0.0.0.0', prefix: 33, ports: { kind: 'any' }, source: 'x' }]), p),
       (p) => ((p.network.rules = [{ kind: 'exact', host: 'h', ports: { kind: 'one', port: 70000 }, source: 'x' }]), p),
+      (p) => (
+        (p.network.rules = [{ kind: 'exact', host: 'h', ports: { kind: 'any' }, source: 'x', http: { methods: 'GET', paths: null } }]),
+        p
+      ),
+      (p) => ((p.network.rules = [{ kind: 'exact', host: 'h', ports: { kind: 'any' }, source: 'x', http: { methods: null } }]), p),
+      (p) => (
+        (p.network.rules = [
+          {
+            kind: 'cidr',
+            family: 4,
+            address: '192.0.2.0',
+            prefix: 24,
+            ports: { kind: 'any' },
+            source: 'x',
+            http: { methods: null, paths: null },
+          },
+        ]),
+        p
+      ),
       (p) => ((p.network.byteQuota = -1), p),
       (p) => ((p.limits.cpu.cores = Number.POSITIVE_INFINITY), p),
       (p) => ((p.fs = { read: '/', write: [] }), p),

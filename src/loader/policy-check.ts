@@ -38,15 +38,23 @@ function portSpec(v: unknown): boolean {
   return o !== undefined && kind === 'one' && port(o['port']);
 }
 
+/** HTTP method/path rules of a name rule (`http`, present only when the entry has them). */
+function httpRule(v: unknown): boolean {
+  const o = obj(v, ['methods', 'paths']);
+  return o !== undefined && (o['methods'] === null || strings(o['methods'])) && (o['paths'] === null || strings(o['paths']));
+}
+
 function netRule(v: unknown): boolean {
   const kind = (v as Obj | null)?.['kind'];
+  const withHttp = typeof v === 'object' && v !== null && Object.prototype.hasOwnProperty.call(v, 'http');
+  const extra = withHttp ? ['http'] : [];
   if (kind === 'exact') {
-    const o = obj(v, ['kind', 'host', 'ports', 'source']);
-    return o !== undefined && str(o['host']) && portSpec(o['ports']) && str(o['source']);
+    const o = obj(v, ['kind', 'host', 'ports', 'source', ...extra]);
+    return o !== undefined && str(o['host']) && portSpec(o['ports']) && str(o['source']) && (!withHttp || httpRule(o['http']));
   }
   if (kind === 'wildcard') {
-    const o = obj(v, ['kind', 'suffix', 'ports', 'source']);
-    return o !== undefined && str(o['suffix']) && portSpec(o['ports']) && str(o['source']);
+    const o = obj(v, ['kind', 'suffix', 'ports', 'source', ...extra]);
+    return o !== undefined && str(o['suffix']) && portSpec(o['ports']) && str(o['source']) && (!withHttp || httpRule(o['http']));
   }
   if (kind === 'cidr') {
     const o = obj(v, ['kind', 'family', 'address', 'prefix', 'ports', 'source']);

@@ -12,6 +12,7 @@
  */
 import * as z from 'zod';
 import { parseAllowEntry } from '../policy/host.js';
+import { MAX_HTTP_METHODS, MAX_HTTP_PATHS, methodProblem, pathPatternProblem } from '../policy/http.js';
 import { parseImageRef } from '../policy/image-ref.js';
 import { ENV_NAME, RESERVED_ENV, SECRET_REF } from '../policy/env.js';
 import { normalizeSandboxPath } from '../policy/paths.js';
@@ -93,17 +94,80 @@ const sandboxPath = z
     return p;
   });
 
-const allowEntry = z
+const allowHostEntry = z
   .string()
   .describe('host, host:port, host:*, *.domain, an IP address or a CIDR network (optionally :port). Without a port: 80 and 443.')
   .transform((text, ctx): NetRule => {
     const r = parseAllowEntry(text);
     if (!r.ok) {
-      ctx.addIssue({ code: 'custom', message: r.message, input: text });
+      ctx.addIssue({ continue: true, code: 'custom', message: r.message, input: text });
       return z.NEVER;
     }
     return r.rule;
   });
+
+const allowRuleEntry = z
+  .strictObject({
+    host: z.string().describe('host, host:port or *.domain (names only: the gateway terminates TLS for it to see each request)'),
+    methods: z
+      .array(z.string().transform((m) => m.toUpperCase()))
+      .min(1)
+      .max(MAX_HTTP_METHODS)
+      .optional()
+      .describe('HTTP methods allowed (GET, POST, ...). Absent: any.'),
+    paths: z
+      .array(z.string())
+      .min(1)
+      .max(MAX_HTTP_PATHS)
+      .optional()
+      .describe('Path patterns allowed: "*" within a segment, "**" any number of segments (/repos/acme/**). Absent: any.'),
+  })
+  .describe('A host with HTTP method/path rules, enforced on every request (the gateway terminates TLS for it).')
+  .transform((e, ctx): NetRule => {
+    const r = parseAllowEntry(e.host);
+    if (!r.ok) {
+      ctx.addIssue({ continue: true, code: 'custom', message: r.message, input: e.host, path: ['host'] });
+      return z.NEVER;
+    }
+    if (r.rule.kind === 'cidr') {
+      ctx.addIssue({
+        continue: true,
+        code: 'custom',
+        message: `"${e.host}": method/path rules need a host name, not an address`,
+        input: e.host,
+        path: ['host'],
+      });
+      return z.NEVER;
+    }
+    if (e.methods === undefined && e.paths === undefined) {
+      ctx.addIssue({
+        continue: true,
+        code: 'custom',
+        message: 'give methods, paths or both (or write the host as a plain string)',
+        input: e,
+      });
+      return z.NEVER;
+    }
+    let bad = false;
+    (e.methods ?? []).forEach((m, i) => {
+      const why = methodProblem(m);
+      if (why !== null) {
+        bad = true;
+        ctx.addIssue({ continue: true, code: 'custom', message: why, input: m, path: ['methods', i] });
+      }
+    });
+    (e.paths ?? []).forEach((p, i) => {
+      const why = pathPatternProblem(p);
+      if (why !== null) {
+        bad = true;
+        ctx.addIssue({ continue: true, code: 'custom', message: why, input: p, path: ['paths', i] });
+      }
+    });
+    if (bad) return z.NEVER;
+    return { ...r.rule, http: { methods: e.methods ? [...new Set(e.methods)] : null, paths: e.paths ?? null } };
+  });
+
+const allowEntry = z.union([allowHostEntry, allowRuleEntry]);
 
 const agentSchema = z
   .strictObject({

@@ -44,6 +44,7 @@ import {
   loadRun,
   runWithServices,
   startServices,
+  type BoundRun,
   type LoadedRun,
   type RunOutcome,
   type StartedServices,
@@ -263,8 +264,11 @@ export function createEngine(o: EngineOptions): Engine {
     return s;
   };
 
-  const startFor = (s: Sandbox, l: LoadedRun): Promise<StartedServices> =>
+  /** `bound`: the execution's input when it is known (a cold start): its secrets go to the gateway. */
+  const startFor = (s: Sandbox, l: LoadedRun, bound?: BoundRun): Promise<StartedServices> =>
     startServices({
+      ...(bound !== undefined ? { secrets: bound } : {}),
+      imageRootfs: l.image.rootfs,
       config: o.config,
       policy: l.loaded.policy,
       executionId: s.id,
@@ -451,8 +455,10 @@ export function createEngine(o: EngineOptions): Engine {
     }
     if (cancel.signal.aborted) return failedToStart({ code: 'orchestrator.cancelled', message: 'cancelled before start' });
 
-    // A warm sandbox of this version, else a cold start (room made by evicting warm ones).
-    let s = claimWarm(req.agent);
+    // A warm sandbox of this version, else a cold start (room made by evicting warm ones). An
+    // execution with secret references always starts cold: its gateway must hold its own
+    // secrets (issue 12), which a sandbox prepared before the input was known does not.
+    let s = bound.runSecrets.bindings.length > 0 ? null : claimWarm(req.agent);
     if (s !== null && s.started?.abort.signal.aborted === true) {
       // Its services failed while it waited (the log, the gateway): never used.
       move(s, { type: 'fail' }, null);
@@ -507,7 +513,7 @@ export function createEngine(o: EngineOptions): Engine {
         );
       live.add(s);
       try {
-        s.started = await startFor(s, l);
+        s.started = await startFor(s, l, bound);
       } catch (err) {
         move(s, { type: 'fail' }, executionId, observeAudit);
         return refuse({

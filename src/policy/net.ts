@@ -9,9 +9,11 @@
  */
 import ipaddr from 'ipaddr.js';
 import { classifyHost, specialBlockOf, type IpAddress } from './host.js';
+import { describeHttpRule, httpRuleVerdict, pathTargetProblem } from './http.js';
 import type { Decision, EgressMatcher, NetRule, NetworkPolicy, PortSpec } from './types.js';
 
 type CidrRule = Extract<NetRule, { kind: 'cidr' }>;
+type NameRule = Exclude<NetRule, { kind: 'cidr' }>;
 
 function portAllowed(spec: PortSpec, port: number): boolean {
   switch (spec.kind) {
@@ -107,7 +109,14 @@ export function compileEgress(network: NetworkPolicy): EgressMatcher {
     return deny('net.denied.port', `port ${port} of ${ip.address} is not allowed (allowed: ${describePorts(rules)})`);
   }
 
-  return {
+  /** The name rules for (host, port), or null when `host` is no name. */
+  function portNameRules(host: string, port: number): NameRule[] | null {
+    const cls = classifyHost(host);
+    if (cls.kind !== 'name') return null;
+    return nameRules(cls.name).filter((r): r is NameRule => r.kind !== 'cidr' && portAllowed(r.ports, port));
+  }
+
+  const matcher: EgressMatcher = {
     decide(host: string, port: number): Decision {
       if (!Number.isInteger(port) || port < 1 || port > 65535) return deny('net.denied.invalid_port', `"${String(port)}" is not a port`);
       const cls = classifyHost(host);
@@ -138,5 +147,38 @@ export function compileEgress(network: NetworkPolicy): EgressMatcher {
       if (special === null) return { allow: true, reason: 'net.allowed.public_address', rule: cls.ip.address };
       return decideIp(cls.ip, null);
     },
+
+    decideHttp(host: string, port: number, method: string, path: string): Decision {
+      const base = matcher.decide(host, port);
+      if (!base.allow) return base;
+      const rules = portNameRules(host, port);
+      // Address rules and entries without method/path rules allow any request.
+      if (rules === null || rules.length === 0) return base;
+      const open = rules.find((r) => r.http === undefined);
+      if (open) return allowed(open);
+      const target = pathTargetProblem(path);
+      if (target !== null) return deny('net.denied.http_target', `${target}: ${host} has method/path rules`);
+      let methodOnly: NameRule | null = null;
+      for (const r of rules) {
+        const v = httpRuleVerdict(r.http!, method, path);
+        if (v === 'allow') return { allow: true, reason: 'net.allowed.http_rule', rule: describeHttpRule(r.source, r.http!) };
+        if (v === 'method') methodOnly ??= r;
+      }
+      const shown = rules.map((r) => describeHttpRule(r.source, r.http!)).join('; ');
+      if (methodOnly) return deny('net.denied.http_method', `${method} is not allowed on ${host}${pathOnlyText(path)} (${shown})`);
+      return deny('net.denied.http_path', `${pathOnlyText(path) || '/'} matches no path allowed on ${host} (${shown})`);
+    },
+
+    inspectsHttp(host: string, port: number): boolean {
+      const rules = portNameRules(host, port);
+      return rules !== null && rules.length > 0 && rules.every((r) => r.http !== undefined);
+    },
   };
+  return matcher;
+}
+
+function pathOnlyText(path: string): string {
+  const q = path.search(/[?#]/);
+  const p = q < 0 ? path : path.slice(0, q);
+  return p.length > 200 ? `${p.slice(0, 200)}…` : p;
 }

@@ -29,8 +29,8 @@ export type PortSpec = { readonly kind: 'default' } | { readonly kind: 'any' } |
  * - `cidr`: an IP address or network, written as such in the manifest (an address is a /32 or /128).
  */
 export type NetRule =
-  | { readonly kind: 'exact'; readonly host: string; readonly ports: PortSpec; readonly source: string }
-  | { readonly kind: 'wildcard'; readonly suffix: string; readonly ports: PortSpec; readonly source: string }
+  | { readonly kind: 'exact'; readonly host: string; readonly ports: PortSpec; readonly source: string; readonly http?: HttpRule }
+  | { readonly kind: 'wildcard'; readonly suffix: string; readonly ports: PortSpec; readonly source: string; readonly http?: HttpRule }
   | {
       readonly kind: 'cidr';
       readonly family: 4 | 6;
@@ -40,6 +40,17 @@ export type NetRule =
       readonly ports: PortSpec;
       readonly source: string;
     };
+
+/**
+ * HTTP method/path restrictions of a name rule (`{host, methods, paths}` in the manifest;
+ * src/policy/http.ts). Absent: any request. A host with rules is TLS-terminated by the gateway.
+ */
+export interface HttpRule {
+  /** Upper-case method names; null: any method. */
+  readonly methods: readonly string[] | null;
+  /** Path patterns (`/repos/acme/**`); null: any path. */
+  readonly paths: readonly string[] | null;
+}
 
 export interface NetworkPolicy {
   /** Compiled allow rules. `[]` means no network at all (the default). */
@@ -137,6 +148,8 @@ export type AllowReason =
   | 'net.allowed.cidr'
   /** A resolved address of an allowed name that lies in no special-purpose block. */
   | 'net.allowed.public_address'
+  /** An HTTP request that a `{host, methods, paths}` entry allows. */
+  | 'net.allowed.http_rule'
   | 'fs.allowed.read'
   | 'fs.allowed.write'
   /** Sandbox view (src/sandbox/spec/view.ts): a scratch tmpfs (/tmp, /dev/shm), writable, gone after the run. */
@@ -162,6 +175,12 @@ export type DenyReason =
   | 'net.denied.invalid_port'
   | 'net.denied.ip_literal'
   | 'net.denied.special_range'
+  /** The host's entries restrict HTTP methods and this one is not listed. */
+  | 'net.denied.http_method'
+  /** The host's entries restrict HTTP paths and this path matches none of them. */
+  | 'net.denied.http_path'
+  /** A request path that cannot be matched safely (`..`, encoded "/", backslash). */
+  | 'net.denied.http_target'
   | 'fs.denied.invalid_path'
   | 'fs.denied.not_granted'
   | 'fs.denied.read_only'
@@ -204,4 +223,11 @@ export interface EgressMatcher {
    * unless a CIDR entry names them (DNS-rebinding guard).
    */
   decideResolvedAddress(address: string): Decision;
+  /**
+   * One HTTP request (`method`, `path` as sent, query included) to `host:port`: `decide`, then
+   * the method/path rules of the host's entries (an entry without rules allows any request).
+   */
+  decideHttp(host: string, port: number, method: string, path: string): Decision;
+  /** Whether requests to `host:port` are subject to method/path rules (the gateway must see them). */
+  inspectsHttp(host: string, port: number): boolean;
 }

@@ -40,7 +40,14 @@ import {
   type RunSandboxOptions,
   type VolumeRequest,
 } from '../sandbox/run.js';
-import { prepareRunSecrets, secretBindEvents, withPlaceholders, type RunSecrets } from '../secrets/run.js';
+import {
+  prepareRunSecrets,
+  revealRunSecrets,
+  secretBindEvents,
+  secretValidity,
+  withPlaceholders,
+  type RunSecrets,
+} from '../secrets/run.js';
 import type { ToolCredentials } from '../tools/credentials.js';
 import { startRunServices, type RunAudit, type RunServices } from './services.js';
 
@@ -138,6 +145,8 @@ export interface BoundRun {
   readonly warnings: readonly string[];
   /** The host's audit budget per execution (from LoadedRun). */
   readonly budget: AuditBudgetLimits;
+  /** When the secret versions were taken (a rotation after it leaves them usable for the overlap). */
+  readonly secretsAt: number;
   /** Which secret each tool server's credential is (never the value), logged before the agent starts. */
   readonly toolCredentialEvents: readonly Omit<AuditEventInput, 'actor'>[];
 }
@@ -174,6 +183,7 @@ export async function bindInput(config: AegisConfig, l: LoadedRun, input: RunInp
     runSecrets,
     warnings,
     budget: l.budget,
+    secretsAt: now,
     toolCredentialEvents: l.toolCredentials?.events ?? [],
   };
 }
@@ -295,6 +305,14 @@ export interface StartServicesOptions {
   readonly stateDir: string;
   /** Messages for the operator, without a prefix (the CLI prints `aegis run: ` before each). */
   readonly say: (line: string) => void;
+  /**
+   * This execution's secret bindings (BoundRun), for the gateway's TLS termination and swap
+   * (issue 12). Absent for a warm sandbox prepared before its input is known: an execution whose
+   * policy references secrets is never given one (src/orchestrator/engine.ts).
+   */
+  readonly secrets?: Pick<BoundRun, 'runSecrets' | 'secretsAt'>;
+  /** The image's root: its CA bundle goes first in the sandbox's bundle, before the execution's CA. */
+  readonly imageRootfs?: string;
   /** The tools broker's credentials (LoadedRun.toolCredentials) and the folder local tool servers run in. */
   readonly toolCredentials?: ToolCredentials;
   readonly toolsCwd?: string;
@@ -334,7 +352,15 @@ export async function startServices(o: StartServicesOptions): Promise<StartedSer
     // Alerts are raised as the events are appended, into the same log (fail secure: rules that
     // cannot be loaded mean no start). AEGIS_ALERT_RULES=none turns them off.
     alerting = await alertingFor(o.config, o.stateDir, o.say);
+    const bindings = o.secrets?.runSecrets;
     services = await startRunServices({
+      ...(bindings !== undefined && bindings.bindings.length > 0
+        ? {
+            secrets: await revealRunSecrets(o.config.secretsDir, bindings),
+            secretStillValid: secretValidity(o.config.secretsDir, o.secrets!.secretsAt, o.config.secretsRotationOverlapMs),
+          }
+        : {}),
+      ...(o.imageRootfs !== undefined ? { imageRootfs: o.imageRootfs } : {}),
       policy: o.policy,
       executionId: o.executionId,
       audit,

@@ -17,7 +17,8 @@
  * the host table admits the sandbox to `gateway:3129` and to nothing it does not already allow,
  * and the agent gets `AEGIS_TOOLS_URL` (docs/tools.md).
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { BudgetedSink, DEFAULT_AUDIT_BUDGET, type AuditBudgetLimits } from '../audit/budget.js';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import type { AuditLog } from '../audit/log.js';
@@ -27,6 +28,7 @@ import type { SweptRun } from '../sandbox/state.js';
 import type { NetworkOption } from '../sandbox/spec/compile.js';
 import type { AegisConfig } from '../config/index.js';
 import type { ToolCredential } from '../tools/upstream.js';
+import type { InjectableSecret } from '../secrets/inject.js';
 
 export interface RunServices {
   /** Where the sandbox and the gateway send their events. */
@@ -102,6 +104,12 @@ export interface RunServicesOptions {
   readonly toolCredentials?: ReadonlyMap<string, ToolCredential>;
   /** Where local tool servers run (the manifest's folder, absolute). */
   readonly toolsCwd?: string;
+  /** This execution's secrets with their values, for the gateway's swap (issue 12; memory only). */
+  readonly secrets?: readonly InjectableSecret[];
+  /** The image's root: its CA bundle goes into the sandbox's bundle before the execution's CA. */
+  readonly imageRootfs?: string;
+  /** Whether the run may still use a secret's version (rotation overlap, expiry); asked by the gateway. */
+  readonly secretStillValid?: (secret: string, version: number) => Promise<boolean>;
 }
 
 /**
@@ -146,6 +154,14 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
               ...(o.toolsCwd !== undefined ? { localCwd: o.toolsCwd } : {}),
             });
           };
+    let imageCaBundle: string | undefined;
+    if (o.imageRootfs !== undefined) {
+      try {
+        imageCaBundle = readFileSync(join(o.imageRootfs, 'etc/ssl/certs/ca-certificates.crt'), 'utf8');
+      } catch {
+        imageCaBundle = undefined; // no bundle in the image: the execution's CA alone
+      }
+    }
     const net = await startSandboxNetwork({
       network: o.policy.network,
       executionId: o.executionId,
@@ -153,10 +169,18 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
       audit: sink,
       config: loadGatewayConfig(o.gatewayEnv),
       ...(tools ? { tools } : {}),
+      ...(o.secrets !== undefined ? { secrets: o.secrets } : {}),
+      ...(imageCaBundle !== undefined ? { imageCaBundle } : {}),
+      ...(o.secretStillValid !== undefined ? { secretStillValid: o.secretStillValid } : {}),
     });
     return {
       audit: sink,
-      network: { kind: 'netns', path: net.netnsPath, resolvConf: net.resolvConfPath },
+      network: {
+        kind: 'netns',
+        path: net.netnsPath,
+        resolvConf: net.resolvConfPath,
+        ...(net.caBundlePath !== null ? { caBundle: net.caBundlePath } : {}),
+      },
       env: net.env,
       close: async () => {
         try {

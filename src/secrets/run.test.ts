@@ -7,7 +7,7 @@ import { parseAllowEntry } from '../policy/host.js';
 import type { Policy } from '../policy/types.js';
 import { hasCode } from '../test-support/errors.js';
 import { SecretsError } from './errors.js';
-import { prepareRunSecrets, secretBindEvents, secretDeniedEvent, withPlaceholders } from './run.js';
+import { prepareRunSecrets, revealRunSecrets, secretBindEvents, secretDeniedEvent, secretValidity, withPlaceholders } from './run.js';
 import { SecretStore } from './store.js';
 
 const root = mkdtempSync(join(tmpdir(), 'aegis-run-secrets-'));
@@ -110,5 +110,39 @@ describe('prepareRunSecrets', async () => {
   it('an expiry in the future does not refuse', async () => {
     const r = await prepareRunSecrets({ dir, policy: policy({ K: 'old' }, 'api.openai.com'), now: t0 + H - 1 });
     assert.equal(r.bindings[0]?.secret, 'old');
+  });
+});
+
+describe('the gateway half: values and validity for a run', async () => {
+  const gdir = join(root, 'gateway-secrets');
+  const store = SecretStore.at(gdir);
+  const started = Date.now();
+  await store.set({
+    name: 'rot',
+    hosts: ['api.openai.com'],
+    header: 'authorization',
+    value: Buffer.from(VALUE),
+    now: started - 10,
+    expiresAt: null,
+    by: 'op',
+  });
+
+  it("revealRunSecrets: the bound version's value, with placeholder, hosts and header", async () => {
+    const prepared = await prepareRunSecrets({ dir: gdir, policy: policy({ KEY: 'rot' }, 'api.openai.com'), now: started });
+    const got = await revealRunSecrets(gdir, prepared);
+    assert.deepEqual(got, [
+      { secret: 'rot', version: 1, hosts: ['api.openai.com'], header: 'authorization', placeholder: prepared.env['KEY'], value: VALUE },
+    ]);
+    assert.deepEqual(await revealRunSecrets(join(root, 'nowhere'), { env: {}, bindings: [] }), []);
+  });
+
+  it('secretValidity: a rotated-out version stays valid for a running run during the overlap only; removed: never', async () => {
+    await store.rotate({ name: 'rot', value: Buffer.from('second-value'), now: started + 1, expiresAt: null, overlapMs: H });
+    assert.equal(await secretValidity(gdir, started, H)('rot', 1), true, 'within the overlap');
+    assert.equal(await secretValidity(gdir, started, 0)('rot', 1), false, 'no overlap');
+    assert.equal(await secretValidity(gdir, started + 2, H)('rot', 1), false, 'a run started after the rotation');
+    assert.equal(await secretValidity(gdir, started + 2, H)('rot', 2), true);
+    await store.rm('rot');
+    assert.equal(await secretValidity(gdir, started + 2, H)('rot', 2), false, 'removed');
   });
 });

@@ -8,16 +8,16 @@
  *
  * ARCHITECTURE NOTE: the real value is never read here (no key is needed to start a run) and
  * never enters the sandbox: the agent sees only placeholders. Which secret and version each
- * placeholder stands for is returned to the caller and kept in memory for the run (the gateway
- * half, not built yet, swaps it on egress to the bound hosts only).
- * LIMITATION (until the gateway half exists): nothing swaps the placeholder for the value, so a
- * request carrying it reaches the upstream with the placeholder (which is worthless outside this
- * execution) and fails authentication there; see docs/secrets.md.
+ * placeholder stands for is returned to the caller; `aegis run` then decrypts the values once
+ * and hands them to the egress gateway, in memory, which swaps a placeholder for its value only
+ * in HTTPS requests to the secret's bound hosts and refuses it anywhere else it sees it
+ * (src/secrets/inject.ts, src/gateway/intercept/; docs/secrets.md).
  */
 import { randomBytes } from 'node:crypto';
 import type { AuditEventInput } from '../audit/event.js';
 import type { Policy } from '../policy/types.js';
-import { boundHosts, currentVersion, isExpired, PLACEHOLDER_RANDOM_BYTES, placeholderFrom } from './core.js';
+import { boundHosts, currentVersion, isExpired, PLACEHOLDER_RANDOM_BYTES, placeholderFrom, validForRun } from './core.js';
+import type { InjectableSecret } from './inject.js';
 import { SecretsError } from './errors.js';
 import { SecretStore } from './store.js';
 
@@ -106,4 +106,36 @@ export function secretBindEvents(secrets: RunSecrets, execution: string, agent: 
     decision: 'allow',
     payload: { secret: b.secret, version: b.version, variable: b.variable, hosts: [...b.hosts], header: b.header },
   }));
+}
+
+/**
+ * The values of this run's secrets, for the gateway's swap (issue 12). Read once, after the
+ * checks, and held only in the calling process's memory (the gateway); never in the sandbox,
+ * the log, or an error message (a decryption failure names the secret, never the value).
+ */
+export async function revealRunSecrets(dir: string, secrets: RunSecrets): Promise<InjectableSecret[]> {
+  if (secrets.bindings.length === 0) return [];
+  const store = SecretStore.at(dir);
+  const out: InjectableSecret[] = [];
+  for (const b of secrets.bindings) {
+    const value = Buffer.from(await store.reveal(b.secret, b.version)).toString('latin1');
+    out.push({ secret: b.secret, version: b.version, hosts: b.hosts, header: b.header, placeholder: b.placeholder, value });
+  }
+  return out;
+}
+
+/**
+ * The gateway's check before each swap: the store's metadata (no value) says whether a run that
+ * started at `runStartedAt` may still use `version` (`validForRun`: expiry, rotation overlap,
+ * removal). Any failure to read the store answers false (fail closed).
+ */
+export function secretValidity(
+  dir: string,
+  runStartedAt: number,
+  overlapMs: number,
+): (secret: string, version: number) => Promise<boolean> {
+  return async (secret, version) => {
+    const s = await SecretStore.at(dir).get(secret);
+    return s !== undefined && validForRun(s, version, runStartedAt, Date.now(), overlapMs);
+  };
 }

@@ -26,7 +26,8 @@ describe('aegis validate', () => {
     it(`accepts ${file.slice(REPO_ROOT.length + 1)}`, () => {
       const r = aegis('validate', file);
       assert.equal(r.code, 0, r.err);
-      assert.equal(r.out, 'ok\n');
+      // "ok", then the secrets it needs, if any (examples/secret-agent)
+      assert.match(r.out, /^ok\n(secret: [a-z0-9.-]+ \(env [A-Z_, ]+\)\n)*$/);
     });
   }
 
@@ -72,7 +73,7 @@ describe('aegis validate', () => {
       const r = aegis('validate', file);
       assert.equal(r.code, 0, r.err);
       assert.equal(r.out, 'ok\nsecret: db-pass (env DB_PASSWORD)\nsecret: openai (env BACKUP_KEY, OPENAI_API_KEY)\n');
-      assert.match(r.err, /does not inject secrets yet/);
+      assert.match(r.err, /sees per-run placeholders, which the gateway replaces/);
     });
     it('lists them in --json', () => {
       const r = aegis('validate', '--json', file);
@@ -140,6 +141,24 @@ describe('aegis policy test', () => {
     [['fs', 'read', '/etc/passwd'], 0, /^allow: fs\.allowed\.image/],
     [['fs', 'read', '/proc/kcore'], 1, /^deny: fs\.denied\.masked/],
   ];
+  // HTTP method/path rules (issue 12), on examples/secret-agent's {host, methods, paths} entry.
+  const SECRET_AGENT = join(REPO_ROOT, 'examples', 'secret-agent', 'agent.yaml');
+  const httpCases: Array<[string[], number, RegExp]> = [
+    [['net', 'https://storage.googleapis.com/bucket/a/b'], 0, /^allow\n$/],
+    [['net', 'https://storage.googleapis.com/bucket/a', 'post'], 1, /^deny: net\.denied\.http_method/],
+    [['net', 'https://storage.googleapis.com/other', 'GET'], 1, /^deny: net\.denied\.http_path/],
+    // the URL is normalized as a client would send it: /bucket/%2e%2e/x is /x
+    [['net', 'https://storage.googleapis.com/bucket/%2e%2e/x'], 1, /^deny: net\.denied\.http_path/],
+    [['net', 'https://api.openai.com/v1/anything', 'DELETE'], 0, /^allow\n$/],
+    [['net', 'https://attacker.com/'], 1, /^deny: net\.denied\.not_in_allowlist/],
+  ];
+  for (const [args, code, out] of httpCases) {
+    it(`secret-agent: ${args.join(' ')} -> exit ${code}`, () => {
+      const r = aegis('policy', 'test', SECRET_AGENT, ...args);
+      assert.equal(r.code, code, r.err);
+      assert.match(r.out, out);
+    });
+  }
   for (const [args, code, out] of cases) {
     it(`${args.join(' ')} -> exit ${code}`, () => {
       const r = aegis('policy', 'test', EXAMPLE, ...args);

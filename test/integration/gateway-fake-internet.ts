@@ -46,7 +46,12 @@ export const ZONE: Record<string, { a?: string; cname?: string }> = {
   // Real servers for the generic TCP path (started on request, see FakeInternetOptions).
   'db.internal': { a: '198.51.100.30' },
   'git.example.com': { a: '198.51.100.31' },
+  // A name the test certificate does not cover (upstream verification by the TLS terminator).
+  'wrongname.example.net': { a: '198.51.100.10' },
 };
+
+/** The API key /v1/whoami accepts (`Authorization: Bearer <key>`): the secrets broker's tests. */
+export const FAKE_API_KEY = 'sk-live-fakeinet-7f3a9c1e5d';
 export const DB_ADDRESS = '198.51.100.30';
 export const SSH_ADDRESS = '198.51.100.31';
 /** Raw TCP on bench.test: 9000 sends as many bytes as the decimal line the client sends; 9001 echoes. */
@@ -88,7 +93,7 @@ export interface FakeInternet {
   readonly caFile: string;
   readonly dir: string;
   /** JSON lines the servers logged: one per request they received. */
-  requestsSeen(): Array<{ host: string; path: string; tls: boolean }>;
+  requestsSeen(): Array<{ host: string; path: string; tls: boolean; authorization?: string | null }>;
   close(): Promise<void>;
 }
 
@@ -229,7 +234,7 @@ export async function startFakeInternet(opts: FakeInternetOptions = {}): Promise
         readFileSync(log, 'utf8')
           .split('\n')
           .filter(Boolean)
-          .map((l) => JSON.parse(l) as { host: string; path: string; tls: boolean }),
+          .map((l) => JSON.parse(l) as { host: string; path: string; tls: boolean; authorization?: string | null }),
       close: async () => {
         // PostgreSQL stopped by its own tool (a SIGKILLed postmaster would leave its shared memory).
         if (opts.postgres)
@@ -436,7 +441,27 @@ function serveDns(): void {
 function handler(tls: boolean, logFile: string) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
-    if (host !== 'bench.test') writeFileSync(logFile, `${JSON.stringify({ host, path: req.url, tls })}\n`, { flag: 'a' });
+    if (host !== 'bench.test')
+      writeFileSync(logFile, `${JSON.stringify({ host, path: req.url, tls, authorization: req.headers.authorization ?? null })}\n`, {
+        flag: 'a',
+      });
+    if (req.url?.startsWith('/bucket/')) {
+      // Storage for the secrets broker's tests: never echoes the request (its query holds a key).
+      req.resume();
+      const body = JSON.stringify({ stored: true, method: req.method });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+      res.end(body);
+      return;
+    }
+    if (req.url?.startsWith('/v1/whoami')) {
+      // 200 only with the real key (the secrets broker's swap); the body never echoes a credential.
+      req.resume();
+      const ok = req.headers.authorization === `Bearer ${FAKE_API_KEY}`;
+      const body = JSON.stringify({ ok, method: req.method });
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+      res.end(body);
+      return;
+    }
     const m = /^\/bytes\/(\d+)$/.exec(req.url ?? '');
     if (m) {
       // Bulk download for the benchmark: stream n bytes in 64 KiB chunks.

@@ -51,7 +51,11 @@ export type GatewayReason =
   /** Packets nftables dropped: the sandbox has no route except through the gateway's listeners. */
   | 'gateway.no_route'
   /** The gateway closed (the run ended) before the question was answered; nothing was sent. */
-  | 'gateway.closed';
+  | 'gateway.closed'
+  /** A destination the TLS terminator must see (bound secret, HTTP rules) reached on a byte-tunnel path (generic TCP). */
+  | 'gateway.inspection_required'
+  /** TLS termination: the upstream's certificate did not verify (unknown CA, wrong name, expired). */
+  | 'gateway.upstream_cert_invalid';
 
 export type ConnectMode = 'connect' | 'socks5' | 'transparent-tls' | 'transparent-http' | 'transparent-tcp' | 'forward';
 
@@ -125,7 +129,8 @@ export function connectEvent(actor: AuditActor, v: Verdict, f: ConnectFacts): Au
 }
 
 export interface HttpFacts {
-  readonly mode: 'forward' | 'transparent-http';
+  /** `intercepted`: a request inside a TLS connection the gateway terminated (issue 12). */
+  readonly mode: 'forward' | 'transparent-http' | 'intercepted';
   readonly method: string;
   /** Absolute URL (bounded length); query strings are kept: they are what exfiltration uses. */
   readonly url: string;

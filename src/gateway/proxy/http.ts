@@ -18,6 +18,8 @@ import type { Session } from '../session.js';
 import { parseAbsoluteUrl, parseAuthority, sameHost, type Authority } from './authority.js';
 import { resolveTarget } from './upstream.js';
 import { auditDenied, openTunnel, runTunnel } from './tunnel.js';
+import { injectRequest } from '../../secrets/inject.js';
+import { redactPlaceholders } from '../intercept/terminate.js';
 
 export const MAX_HEADER_BYTES = 16 * 1024;
 export const HEADERS_TIMEOUT_MS = 10_000;
@@ -149,8 +151,21 @@ async function handleConnect(session: Session, mode: HttpMode, req: IncomingMess
     port: target.port,
     decide: () => session.matcher.decide(target.host, target.port),
     check: hostConsistent,
+    interceptable: true,
   });
   if (!opened.ok) return refuse(opened.verdict, target);
+  if (opened.intercept) {
+    if (sock.destroyed) return;
+    sock.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    return session.interceptor!.serve(sock, head, {
+      mode: 'connect',
+      host: target.host,
+      port: target.port,
+      address: opened.intercept.address,
+      startedAt,
+      allowReason: opened.allowReason,
+    });
+  }
   if (sock.destroyed) {
     opened.upstream.socket.destroy();
     return;
@@ -227,8 +242,25 @@ async function handleRequest(session: Session, mode: HttpMode, agent: Agent, req
 
   // 2. Deny first: rate, policy, consistency.
   if (!session.connections.take()) return refuse(gatewayDeny('gateway.rate_limited', 'request rate limit exceeded'));
-  const decision = session.matcher.decide(target.host, target.port);
+  const decision = session.matcher.decideHttp(target.host, target.port, method, path);
   if (!decision.allow) return refuse(verdictOf(decision));
+  // A placeholder never goes out in clear text, nor to a host its secret is not bound to.
+  if (session.secrets.length > 0) {
+    const pairs: Array<[string, string]> = [];
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) pairs.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
+    const r = injectRequest(session.secrets, target.host, pairs, path, true);
+    if (!r.ok) {
+      urlForLog = redactPlaceholders(urlForLog);
+      session.emit({
+        actor: session.actor,
+        action: 'secret.denied',
+        decision: 'deny',
+        reason: r.reason,
+        payload: { secret: r.secret, version: r.version, host: target.host, where: r.where, detail: r.detail },
+      });
+      return refuse({ decision: 'deny', reason: r.reason, detail: r.detail });
+    }
+  }
   if (mode === 'explicit' && hostHeader !== undefined) {
     let h: Authority | null;
     try {

@@ -185,6 +185,8 @@ async function serve(session: Session, sock: Socket): Promise<void> {
     );
   const opened = await openTunnel(session, { host, port, decide: () => session.matcher.decide(host, port) });
   if (!opened.ok) return refuse(opened.verdict);
+  // LIMITATION: SOCKS5 is a byte tunnel; hosts the terminator must see are refused there (openTunnel).
+  if (opened.intercept) return refuse(gatewayDeny('gateway.inspection_required', 'unreachable: SOCKS5 is never intercepted'));
   if (sock.destroyed) {
     opened.upstream.socket.destroy();
     return;

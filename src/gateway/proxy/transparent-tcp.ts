@@ -141,8 +141,10 @@ async function serve(session: Session, sock: Socket, port: number | null): Promi
       host = d.host;
       return d.decision;
     },
+    nameForIntercept: () => host,
   });
   if (!opened.ok) return refuse(opened.verdict);
+  if (opened.intercept) return refuse(gatewayDeny('gateway.inspection_required', 'unreachable: generic TCP is never intercepted'));
   if (sock.destroyed) {
     opened.upstream.socket.destroy();
     return;

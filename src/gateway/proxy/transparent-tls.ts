@@ -58,8 +58,18 @@ async function serve(session: Session, sock: Socket): Promise<void> {
     decide: () => session.matcher.decide(name, TLS_PORT),
     check: () =>
       session.wasResolved(name) ? null : gatewayDeny('gateway.not_resolved', `SNI ${name} was not resolved through the gateway's DNS`),
+    interceptable: true,
   });
   if (!opened.ok) return refuse(opened.verdict);
+  if (opened.intercept)
+    return session.interceptor!.serve(sock, hello.bytes, {
+      mode: 'transparent-tls',
+      host: name,
+      port: TLS_PORT,
+      address: opened.intercept.address,
+      startedAt,
+      allowReason: opened.allowReason,
+    });
   runTunnel(
     session,
     sock,

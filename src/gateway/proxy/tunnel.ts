@@ -1,7 +1,9 @@
 /**
  * Byte tunnel between the agent and an upstream, shared by CONNECT, SOCKS5 and transparent TLS.
  *
- * TLS stays end to end: the gateway only reads the agent's ClientHello. When the first bytes
+ * TLS stays end to end: the gateway only reads the agent's ClientHello. (Except for the hosts the
+ * TLS terminator must see, a bound secret's host or a host with method/path rules: `openTunnel`
+ * hands those to src/gateway/intercept/ instead, or refuses them on paths that cannot.) When the first bytes
  * of a tunnel are a TLS handshake, the SNI must name the host the tunnel was opened for
  * (domain fronting is refused) and Encrypted Client Hello is refused (it would hide the name).
  * Bytes are counted against the sandbox's quota; one `net.connect` event is written at the end.
@@ -46,10 +48,21 @@ export interface TunnelRequest {
    * resolving `host` again; the DNS-rebinding guard still applies.
    */
   readonly address?: string;
+  /**
+   * The caller can hand the connection to the TLS terminator (CONNECT, SOCKS5, transparent
+   * TLS). A destination the terminator must see (a bound secret's host, a host with method/path
+   * rules) is then returned as `intercept` instead of being connected; on other paths (generic
+   * TCP) it is refused (`gateway.inspection_required`): fail closed.
+   */
+  readonly interceptable?: boolean;
+  /** The name the terminator decides on, when `host` is an address (generic TCP: the name the gateway's DNS answered). */
+  readonly nameForIntercept?: () => string | null;
 }
 
 export type OpenedTunnel =
-  { readonly ok: true; readonly upstream: Upstream; readonly allowReason: string } | { readonly ok: false; readonly verdict: Verdict };
+  | { readonly ok: true; readonly upstream: Upstream; readonly allowReason: string; readonly intercept?: undefined }
+  | { readonly ok: true; readonly upstream?: undefined; readonly allowReason: string; readonly intercept: { readonly address: string } }
+  | { readonly ok: false; readonly verdict: Verdict };
 
 /**
  * The one check-then-connect path of every tunnel (CONNECT, SOCKS5, transparent TLS, generic
@@ -65,6 +78,16 @@ export async function openTunnel(session: Session, r: TunnelRequest): Promise<Op
   if (!decision.allow) return { ok: false, verdict: verdictOf(decision) };
   const own = r.check?.() ?? null;
   if (own) return { ok: false, verdict: own };
+  const interceptName = r.nameForIntercept?.() ?? r.host;
+  const intercept = session.interceptor?.wants(interceptName, r.port) ?? false;
+  if (intercept && !r.interceptable)
+    return {
+      ok: false,
+      verdict: gatewayDeny(
+        'gateway.inspection_required',
+        `${r.host}:${r.port} must be seen by the gateway (a secret or HTTP rules), and this path is a byte tunnel`,
+      ),
+    };
   if (session.quota.exceeded()) return { ok: false, verdict: gatewayDeny('gateway.quota_exceeded', 'byte quota of the sandbox used up') };
   let address: string;
   if (r.address !== undefined) {
@@ -76,6 +99,7 @@ export async function openTunnel(session: Session, r: TunnelRequest): Promise<Op
     if (!t.ok) return t;
     address = t.address;
   }
+  if (intercept) return { ok: true, allowReason: decision.reason, intercept: { address } };
   try {
     return { ok: true, upstream: await connectTo(address, r.port), allowReason: decision.reason };
   } catch (err) {

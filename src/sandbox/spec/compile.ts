@@ -40,6 +40,8 @@ export const DEFAULT_TMP_BYTES = 64 * 1024 * 1024;
 export const CODE_MOUNT = '/agent';
 /** The agent's scratch space: a writable tmpfs, emptied with the run. */
 export const TMP_MOUNT = '/tmp';
+/** Where the gateway's CA bundle is bind-mounted (over Debian's bundle) when it terminates TLS. */
+export const SANDBOX_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
 /**
  * Owners of the sandboxes' user namespaces: host uid USERNS_OWNER_BASE + the pid of the process
@@ -119,8 +121,12 @@ export const AEGIS_MASKED_PATHS = [
 
 export type NetworkOption =
   | { kind: 'none' }
-  /** Join `path` (the egress gateway's namespace); `resolvConf`, when given, is bind-mounted read-only at /etc/resolv.conf. */
-  | { kind: 'netns'; path: string; resolvConf?: string };
+  /**
+   * Join `path` (the egress gateway's namespace); `resolvConf`, when given, is bind-mounted
+   * read-only at /etc/resolv.conf, and `caBundle` at SANDBOX_CA_BUNDLE (the image must have
+   * that file: Debian's ca-certificates).
+   */
+  | { kind: 'netns'; path: string; resolvConf?: string; caBundle?: string };
 
 export interface ResolvedVolume {
   /** Host directory, already resolved (realpath) and checked by the caller. */
@@ -276,6 +282,8 @@ export function compileBundle(policy: Policy, opts: CompileOptions): CompiledBun
     ...volumes.map((v) => bind(v.sandbox, v.host, v.mode)),
     // The gateway's resolver: images ship an empty resolv.conf (glibc would ask 127.0.0.1).
     ...(network.kind === 'netns' && network.resolvConf !== undefined ? [bind('/etc/resolv.conf', network.resolvConf, 'ro')] : []),
+    // The gateway's CA bundle (image bundle + the execution's CA) when it terminates TLS (issue 12).
+    ...(network.kind === 'netns' && network.caBundle !== undefined ? [bind(SANDBOX_CA_BUNDLE, network.caBundle, 'ro')] : []),
   ].sort((a, b) => depth(a.destination) - depth(b.destination));
 
   const env = new Map<string, string>([

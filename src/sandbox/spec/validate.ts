@@ -9,6 +9,7 @@ import { isWithin } from '../../policy/paths.js';
 import { DENIED_ALWAYS } from './seccomp.js';
 import { SandboxError } from '../errors.js';
 import type { CompiledBundle, CompileOptions } from './compile.js';
+import { SANDBOX_CA_BUNDLE } from './compile.js';
 import {
   AEGIS_MASKED_PATHS,
   CODE_MOUNT,
@@ -142,6 +143,7 @@ const CHECKS: readonly Check[] = [
     allowed.set(CODE_MOUNT, o.codeDir);
     for (const v of o.volumes ?? []) allowed.set(v.sandbox, v.host);
     if (o.network?.kind === 'netns' && o.network.resolvConf !== undefined) allowed.set(RESOLV_CONF, o.network.resolvConf);
+    if (o.network?.kind === 'netns' && o.network.caBundle !== undefined) allowed.set(SANDBOX_CA_BUNDLE, o.network.caBundle);
     for (const m of b.config.mounts) {
       if (m.type !== 'bind') continue;
       const expected = allowed.get(m.destination) ?? (b.rootfs.binds.includes(m.destination) ? o.imageRootfs + m.destination : undefined);
@@ -159,7 +161,12 @@ const CHECKS: readonly Check[] = [
         if (inner === outer || !isWithin(inner.destination, outer.destination) || inner.destination === outer.destination) continue;
         // The one file overlay: the gateway's resolv.conf over the image's own (built images
         // always have one). Inside a read-only bind, a missing target can only fail the start.
-        if (inner.destination === RESOLV_CONF && outer.destination === '/etc' && outer.type === 'bind' && outer.options.includes('ro'))
+        if (
+          (inner.destination === RESOLV_CONF || inner.destination === SANDBOX_CA_BUNDLE) &&
+          outer.destination === '/etc' &&
+          outer.type === 'bind' &&
+          outer.options.includes('ro')
+        )
           continue;
         if (outer.type === 'bind') return `${inner.destination} cannot be mounted inside the bind mount ${outer.destination}`;
         if (outer.options.includes('ro')) return `${inner.destination} cannot be mounted inside the read-only ${outer.destination}`;
