@@ -113,6 +113,8 @@ const DEFAULT_MAX_SANDBOXES = 64;
 const DEFAULT_OUTPUT_BYTES = 64 * 1024 ** 2;
 /** Loaded manifests kept (deployed versions are immutable: keyed by path and both digests). */
 const LOADED_CACHE = 64;
+/** A claimed pool is refilled at the agent's first output or this long after its start, whichever is first. */
+const REFILL_DELAY_MS = 50;
 /** Start latencies kept for metrics(). */
 const LATENCY_SAMPLES = 1000;
 /** The engine's own deadline after the manifest's timeout and the grace, should runSandbox's timer not end the run. */
@@ -227,14 +229,17 @@ export function createEngine(o: EngineOptions): Engine {
     return r.ok;
   };
 
+  /** Cold starts waiting for room: pools do not prepare into it. */
+  const reserved = { count: 0, memory: 0 };
   const used = (): { count: number; memory: number } => {
-    let memory = 0;
+    let memory = reserved.memory;
     for (const s of live) memory += s.memoryBytes;
-    return { count: live.size, memory };
+    return { count: live.size + reserved.count, memory };
   };
-  const room = (memoryBytes: number): boolean => {
+  /** Whether one more sandbox of `memoryBytes` fits; `own`: the caller's reservation, not counted against it. */
+  const room = (memoryBytes: number, own = { count: 0, memory: 0 }): boolean => {
     const u = used();
-    return u.count + 1 <= maxSandboxes && u.memory + memoryBytes <= maxMemory;
+    return u.count - own.count + 1 <= maxSandboxes && u.memory - own.memory + memoryBytes <= maxMemory;
   };
 
   const load = (ref: AgentVersionRef): Promise<LoadedRun> => {
@@ -288,11 +293,19 @@ export function createEngine(o: EngineOptions): Engine {
     removeScratch(s.id);
   };
 
-  /** Destroys the oldest warm sandboxes until a hot one of `memoryBytes` fits; true when it does. */
+  /**
+   * Destroys the oldest warm sandboxes (waiting for those being prepared) until a hot one of
+   * `memoryBytes` fits; true when it does, false when only hot ones are left.
+   */
   const makeRoom = async (memoryBytes: number): Promise<boolean> => {
-    while (!room(memoryBytes)) {
+    while (!room(memoryBytes, { count: 1, memory: memoryBytes })) {
       const victim = [...pools.values()].flatMap((p) => p.warm).at(0);
-      if (victim === undefined) return false;
+      if (victim === undefined) {
+        // Sandboxes still being prepared for a pool hold room too: once ready, they are evicted.
+        if (preparing.size === 0) return false;
+        await Promise.race([...preparing]);
+        continue;
+      }
       for (const p of pools.values()) {
         const i = p.warm.indexOf(victim);
         if (i >= 0) p.warm.splice(i, 1);
@@ -466,10 +479,16 @@ export function createEngine(o: EngineOptions): Engine {
       s = null;
     }
     let refilled = false;
-    /** After a claim: the pool is refilled once this agent has started (or its run ended). */
+    let refillTimer: NodeJS.Timeout | undefined;
+    /**
+     * After a claim, the pool is refilled once the agent is under way: its first output, a
+     * bounded delay after the launch, or the end of its run, whichever comes first (preparing
+     * the next sandbox at the very moment of the exec would compete with it for the CPU).
+     */
     const refillAfterClaim = (): void => {
       if (!warm || refilled) return;
       refilled = true;
+      clearTimeout(refillTimer);
       const pool = pools.get(req.agent.name);
       if (pool !== undefined) refill(pool);
     };
@@ -478,7 +497,7 @@ export function createEngine(o: EngineOptions): Engine {
         const arr = warm ? latency.warm : latency.cold;
         arr.push((performance.now() - t0) / 1000);
         if (arr.length > LATENCY_SAMPLES) arr.shift();
-        refillAfterClaim();
+        if (warm) refillTimer = setTimeout(refillAfterClaim, REFILL_DELAY_MS);
       }
       observer.audit(e);
     };
@@ -503,7 +522,15 @@ export function createEngine(o: EngineOptions): Engine {
     } else {
       s = newSandbox(req.agent, l, executionId);
       s.sink.bind(executionId, observeAudit);
-      const fits = await makeRoom(s.memoryBytes);
+      reserved.count++;
+      reserved.memory += s.memoryBytes;
+      let fits: boolean;
+      try {
+        fits = await makeRoom(s.memoryBytes);
+      } finally {
+        reserved.count--;
+        reserved.memory -= s.memoryBytes;
+      }
       if (!move(s, { type: 'start', budgetRoom: fits }, executionId, observeAudit))
         return refuse(
           new OrchestratorError(
@@ -542,8 +569,14 @@ export function createEngine(o: EngineOptions): Engine {
         started,
         {
           stdin: req.input.stdin !== undefined ? Readable.from([Buffer.from(req.input.stdin)]) : 'ignore',
-          stdout: (c) => safe(() => observer.stdout(c)),
-          stderr: (c) => safe(() => observer.stderr(c)),
+          stdout: (c) => {
+            refillAfterClaim();
+            safe(() => observer.stdout(c));
+          },
+          stderr: (c) => {
+            refillAfterClaim();
+            safe(() => observer.stderr(c));
+          },
           signal: cancel.signal,
           graceMs,
           say: (line) => say(`orchestrator: ${executionId}: ${line}`),

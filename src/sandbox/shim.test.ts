@@ -17,17 +17,11 @@ function throughShim(argv: string[], env: Record<string, string>, stdin = ''): s
 describe('the prepared sandbox shim', () => {
   it('execs argv with hostile strings intact (quotes, $, backticks, newlines, backslashes), with the env exported', () => {
     const hostile = ["it's", '$(touch /tmp/pwned)', '`id`', 'a\nb', 'back\\slash', ' spaced ', '', '"dq"', ';exit 3;'];
-    const out = throughShim(
-      [
-        '/usr/bin/env',
-        'python3',
-        '-c',
-        'import json,os,sys; print(json.dumps([sys.argv[1:], os.environ["X"], os.environ["Y"]]))',
-        ...hostile,
-      ],
-      { X: "v'al\nue$HOME", Y: '' },
-    );
-    assert.deepEqual(JSON.parse(out), [hostile, "v'al\nue$HOME", '']);
+    const out = throughShim(['/bin/sh', '-c', 'printf "[%s]" "$@"; printf "<%s><%s>" "$X" "$Y"', 'agent', ...hostile], {
+      X: "v'al\nue$HOME",
+      Y: '',
+    });
+    assert.equal(out, hostile.map((h) => `[${h}]`).join('') + "<v'al\nue$HOME><>");
   });
   it("the agent's stdin starts right after the line", () => {
     assert.equal(throughShim(['/bin/cat'], {}, 'first line\nsecond\n'), 'first line\nsecond\n');

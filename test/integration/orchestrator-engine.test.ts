@@ -365,12 +365,21 @@ describe('orchestrator engine (real sandboxes)', { timeout: 300_000 }, () => {
       ],
       { env, stdio: ['ignore', 'pipe', 'inherit'] },
     );
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (c: Buffer) => String(c).includes('ready') && resolve());
-      child.once('exit', (code) => reject(new Error(`the engine process exited (${code}) before it was ready`)));
-    });
-    child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the engine process was not ready within 60 s')), 60_000);
+        child.stdout.on('data', (c: Buffer) => {
+          if (String(c).includes('ready')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        child.once('exit', (code) => reject(new Error(`the engine process exited (${code}) before it was ready`)));
+      });
+    } finally {
+      child.kill('SIGKILL'); // the engine dies without any cleanup of its own
+    }
+    if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
 
     const logged: AuditEventInput[] = [];
     const next = createEngine({ config: loadConfig(env), audit: { append: (e) => void logged.push(e) }, stateDir: stateKilled });
@@ -394,5 +403,16 @@ describe('orchestrator engine (real sandboxes)', { timeout: 300_000 }, () => {
     }
     assert.deepEqual(readdirSync(join(stateKilled, 'runs')), []);
     assert.deepEqual(leftovers(`exec-killed-${child.pid}`), []);
+    // No process of the killed engine's sandboxes is left (holders, runtimes, shims run from its state dir or in its sandboxes).
+    const left = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(stateKilled);
+        } catch {
+          return false;
+        }
+      });
+    assert.deepEqual(left, []);
   });
 });
