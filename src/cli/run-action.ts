@@ -26,7 +26,8 @@ import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import { prepareRunSecrets, secretBindEvents, secretDeniedEvent, withPlaceholders, type RunSecrets } from '../secrets/run.js';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
-import type { AegisConfig } from '../config/index.js';
+import type { Monitor } from '../monitor/index.js';
+import type { AegisConfig, MonitorMode } from '../config/index.js';
 import type { CliContext } from './context.js';
 import { openRunAudit, startRunServices, sweepLostRuns, type RunAudit, type RunServices } from './run-services.js';
 import type { RunFlags } from './run-commands.js';
@@ -341,7 +342,15 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       }
     }
     try {
-      const withServices: RunSandboxOptions = { ...opts, audit: services.audit, network: services.network, extraEnv: services.env };
+      const monitor = await runMonitor(config.monitor);
+      if (monitor.note !== null) ctx.err(`aegis run: ${monitor.note}\n`);
+      const withServices: RunSandboxOptions = {
+        ...opts,
+        audit: services.audit,
+        network: services.network,
+        extraEnv: services.env,
+        ...(monitor.monitor !== undefined ? { monitor: monitor.monitor } : {}),
+      };
       result = await runSandbox({ ...withServices, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit', signal: abort.signal });
     } finally {
       try {
@@ -387,4 +396,17 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     }
   }
   return result.exitCode;
+}
+
+/**
+ * The runtime monitor this run gets (AEGIS_MONITOR, docs/monitoring.md): `auto` monitors when the
+ * host supports it, and then a monitor that cannot attach refuses the run like `on` does.
+ */
+async function runMonitor(mode: MonitorMode): Promise<{ monitor: Monitor | undefined; note: string | null }> {
+  if (mode === 'off') return { monitor: undefined, note: null };
+  const { createMonitor, monitorSupport } = await import('../monitor/index.js');
+  const support = monitorSupport();
+  if (mode === 'auto' && support.missing.length > 0)
+    return { monitor: undefined, note: `not monitored (AEGIS_MONITOR=auto): ${support.missing.join('; ')}` };
+  return { monitor: createMonitor(), note: null };
 }

@@ -22,6 +22,10 @@
  *                   (default 20; a whole number from 2 to 1000; lower it only for tests).
  *   AEGIS_UPSTREAM_DNS, AEGIS_SANDBOX_SUBNET, AEGIS_STATE_DIR, AEGIS_GATEWAY_CONFIG
  *                   the egress gateway's settings (src/gateway/config.ts validates them).
+ *   AEGIS_MONITOR   the runtime monitor (docs/monitoring.md): `auto` (default) monitors every run
+ *                   when the host supports it (bpftrace, tracefs, BTF; `aegis doctor`) and then
+ *                   refuses a run whose monitor cannot attach; `on` requires it on any host (a
+ *                   host without support starts no run); `off` never monitors.
  *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
  *                   executions that were already running (default 15m; `0`: not at all).
  *
@@ -72,7 +76,15 @@ export interface AegisConfig {
   readonly alertSyslog: AlertSyslogConfig | undefined;
   /** The per-agent anomaly baseline scored at the end of `aegis run` (docs/alerts.md). */
   readonly baseline: { readonly enabled: boolean; readonly minHistory: number };
+  /** $AEGIS_MONITOR: the runtime monitor's host policy (default `auto`). */
+  readonly monitor: MonitorMode;
 }
+
+/**
+ * `auto`: required when the host supports it, else off; `on`: required (no support, no run);
+ * `off`: never.
+ */
+export type MonitorMode = 'auto' | 'on' | 'off';
 
 export interface AlertWebhookConfig {
   /** An https:// URL, or http:// to a loopback address. */
@@ -161,7 +173,11 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const minHistory = minVar === undefined ? 20 : Number(minVar);
   if (!/^\d{1,4}$/.test(minVar ?? '20') || minHistory < 2 || minHistory > 1000)
     throw new ConfigError('config.invalid', `AEGIS_BASELINE_MIN_HISTORY=${minVar} must be a whole number from 2 to 1000`);
+  const monitorVar = set(env, 'AEGIS_MONITOR')?.trim();
+  if (monitorVar !== undefined && monitorVar !== 'auto' && monitorVar !== 'on' && monitorVar !== 'off')
+    throw new ConfigError('config.invalid', `AEGIS_MONITOR=${monitorVar} must be auto, on or off`);
   return {
+    monitor: monitorVar ?? 'auto',
     alertRules,
     alertWebhook: parseAlertWebhook(env),
     alertSyslog: parseAlertSyslog(env),

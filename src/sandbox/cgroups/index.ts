@@ -45,6 +45,15 @@ export interface RunCgroup {
   killAll(timeoutMs?: number): Promise<void>;
   /** Removes the run's cgroups in every hierarchy (after killAll). Idempotent. */
   remove(): void;
+  /**
+   * cgroup v2 directories the agent's processes live in (the runtime monitor filters on their
+   * ids, src/monitor): on a hybrid v1 host, the run's directory in the unified hierarchy (and
+   * its `c` child for 'child'-mode runtimes, made in advance so the runtime joins it). Empty on
+   * a pure v1 host (no cgroup2 mount).
+   */
+  readonly monitorDirs: readonly string[];
+  /** Current CPU time, memory and number of tasks (the monitor's resource.sample). */
+  sample(): { cpuMs: number; memoryBytes: number; pids: number };
 }
 
 export type CgroupVersion = 'v1' | 'v2';
@@ -207,7 +216,7 @@ export function createRunCgroup(
   version: CgroupVersion = detectCgroupVersion(root),
   mode: 'inherit' | 'child' = 'inherit',
 ): RunCgroup {
-  return version === 'v2' ? createV2(id, limits, root) : createV1(id, limits, root, mode);
+  return version === 'v2' ? createV2(id, limits, root, mode) : createV1(id, limits, root, mode);
 }
 
 const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;
@@ -244,13 +253,31 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
     if (readNum(join(dir('cpu'), 'cpu.cfs_quota_us')) !== limits.cpu.quotaUs)
       fail('cpu quota did not apply', new Error('read back differs'));
     if (readNum(join(dir('pids'), 'pids.max')) !== limits.pids) fail('pids limit did not apply', new Error('read back differs'));
+    // Hybrid host: the run gets its own cgroup in the unified (v2) hierarchy too, with no
+    // controllers, so that its processes have a cgroup id of their own (src/monitor).
+    if (existsSync(join(root, 'unified', 'cgroup.procs'))) {
+      const u = dir('unified');
+      try {
+        mkdirSync(mode === 'child' ? join(u, 'c') : u, { recursive: true });
+        created.push(u);
+      } catch (err) {
+        fail(`cannot create ${u}`, err);
+      }
+    }
   } catch (err) {
     removeTrees(created);
     throw err;
   }
+  const unified = existsSync(dir('unified')) ? dir('unified') : null;
   return {
     runtimePath: runtimeCgroupPath(id),
-    procsFiles: V1_CONTROLLERS.map((c) => join(dir(c), 'cgroup.procs')),
+    procsFiles: [...V1_CONTROLLERS.map((c) => join(dir(c), 'cgroup.procs')), ...(unified !== null ? [join(unified, 'cgroup.procs')] : [])],
+    monitorDirs: unified === null ? [] : mode === 'child' ? [join(unified, 'c'), unified] : [unified],
+    sample: () => ({
+      cpuMs: readNum(join(dir('cpuacct'), 'cpuacct.usage')) / 1e6,
+      memoryBytes: readNum(join(dir('memory'), 'memory.usage_in_bytes')),
+      pids: readNum(join(dir('pids'), 'pids.current')),
+    }),
     usage() {
       const max = readNum(join(dir('memory'), 'memory.max_usage_in_bytes'));
       const failcnt = readNum(join(dir('memory'), 'memory.failcnt')) + readNum(join(dir('memory'), 'memory.memsw.failcnt'));
@@ -282,7 +309,7 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
   };
 }
 
-function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
+function createV2(id: string, limits: ResourceLimits, root: string, mode: 'inherit' | 'child'): RunCgroup {
   const parent = join(root, AEGIS_CGROUP);
   const dir = join(parent, id);
   const ctrls = ['memory', 'cpu', 'pids'];
@@ -293,6 +320,7 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
     write(join(root, 'cgroup.subtree_control'), ctrls.map((c) => `+${c}`).join(' '));
     write(join(parent, 'cgroup.subtree_control'), ctrls.map((c) => `+${c}`).join(' '));
     mkdirSync(dir);
+    if (mode === 'child') mkdirSync(join(dir, 'c'));
   } catch (err) {
     if (err instanceof SandboxError) throw err;
     fail(`cannot create ${dir}`, err);
@@ -312,6 +340,12 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
   return {
     runtimePath: runtimeCgroupPath(id),
     procsFiles: [join(dir, 'cgroup.procs')],
+    monitorDirs: mode === 'child' ? [join(dir, 'c'), dir] : [dir],
+    sample: () => ({
+      cpuMs: (readKeyed(join(dir, 'cpu.stat')).get('usage_usec') ?? 0) / 1000,
+      memoryBytes: readNum(join(dir, 'memory.current')),
+      pids: readNum(join(dir, 'pids.current')),
+    }),
     usage() {
       const events = readKeyed(join(dir, 'memory.events'));
       const cpuStat = readKeyed(join(dir, 'cpu.stat'));
