@@ -55,6 +55,12 @@ interface PendingExec {
 
 const ARG_MAX_CHARS = 256;
 
+/**
+ * Results that are a refusal (decision `deny`, which the default alert pack reports): permission
+ * and read-only refusals. Anything else (ENOENT from a search path, EEXIST) is `info`.
+ */
+const REFUSALS: ReadonlySet<number> = new Set([1, 13, 30]); // EPERM, EACCES, EROFS
+
 export class Aggregator {
   private readonly budget: number;
   private readonly maxPaths: number;
@@ -110,8 +116,8 @@ export class Aggregator {
     return this.budgeted(nowMs, {
       actor: this.actor,
       action: 'process.exec',
-      decision: errno === 0 ? 'info' : 'deny',
-      ...(errno !== 0 ? { reason: resultName(errno) } : {}),
+      decision: REFUSALS.has(errno) ? 'deny' : 'info',
+      ...(REFUSALS.has(errno) ? { reason: resultName(errno) } : {}),
       payload: {
         pid: p.pid,
         ppid: p.ppid,
@@ -230,8 +236,8 @@ export class Aggregator {
       events.push({
         actor: this.actor,
         action: 'fs.open',
-        decision: o.errno === 0 ? 'info' : 'deny',
-        ...(o.errno !== 0 ? { reason: result } : {}),
+        decision: REFUSALS.has(o.errno) ? 'deny' : 'info',
+        ...(REFUSALS.has(o.errno) ? { reason: result } : {}),
         payload: { path: o.path, access: o.write ? 'write' : 'read', result, count: o.count },
       });
     }

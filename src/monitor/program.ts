@@ -126,12 +126,19 @@ END { print(@o); print(@n); print(@d); print(@io); printf("T\\n"); clear(@o); cl
  * without CAP_SYS_ADMIN: a refusal either way).
  */
 export function refusedByProfile(profile: {
-  readonly syscalls: readonly { readonly names: readonly string[]; readonly action: string; readonly args?: readonly unknown[] }[];
+  readonly syscalls: readonly {
+    readonly names: readonly string[];
+    readonly action: string;
+    readonly args?: readonly unknown[];
+    readonly errnoRet?: number;
+  }[];
 }): string[] {
   const allowed = new Set<string>();
+  // ENOSYS answers (clone3) are compatibility answers that make libc fall back, not refusals.
+  const compat = new Set(profile.syscalls.filter((r) => r.action !== 'SCMP_ACT_ALLOW' && r.errnoRet === 38).flatMap((r) => r.names));
   for (const r of profile.syscalls)
     if (r.action === 'SCMP_ACT_ALLOW' && (r.args === undefined || r.args.length === 0)) for (const n of r.names) allowed.add(n);
   // A later ERRNO rule for the same name (a user profile's narrowing) wins over the allow.
   for (const r of profile.syscalls) if (r.action !== 'SCMP_ACT_ALLOW') for (const n of r.names) allowed.delete(n);
-  return SYSCALLS_X86_64.filter((n) => !allowed.has(n));
+  return SYSCALLS_X86_64.filter((n) => !allowed.has(n) && !compat.has(n));
 }
