@@ -67,23 +67,29 @@ describe('monitor aggregation', () => {
 
   it('aggregates opens per path, access and result over the execution: a million opens are one event', () => {
     const a = agg();
-    for (let s = 0; s < 10; s++)
-      feed(a, [
-        { kind: 'opens', entries: [{ write: false, errno: 0, path: '/agent/in.txt', count: 100_000 }] },
-        { kind: 'open_total', count: 100_000 },
-      ]);
+    // Cumulative snapshots: the last one counts (the kernel map is never cleared while the agent runs).
+    feed(a, [
+      { kind: 'opens', entries: [{ write: false, errno: 0, path: '/agent/in.txt', count: 400_000 }] },
+      { kind: 'open_total', count: 400_000 },
+    ]);
     feed(a, [
       {
         kind: 'opens',
         entries: [
+          { write: false, errno: 0, path: '/agent/in.txt', count: 1_000_000 },
           { write: false, errno: 13, path: '/etc/shadow', count: 1 },
           { write: true, errno: 30, path: '/agent/main.py', count: 1 },
           { write: false, errno: 2, path: '/usr/lib/x', count: 4 },
         ],
       },
-      { kind: 'open_total', count: 6 },
+      { kind: 'open_total', count: 1_000_006 },
+      { kind: 'end' },
+      // Regression: bpftrace prints its cleared count (0) again as it exits, after END.
+      { kind: 'open_total', count: 0 },
+      { kind: 'opens', entries: [] },
     ]);
     const { events, summary } = a.finish(5000);
+    assert.equal(summary.complete, true);
     const opens = events.filter((e) => e.action === 'fs.open').map((e) => [e.decision, e.payload]);
     assert.deepEqual(opens, [
       ['info', { path: '/agent/in.txt', access: 'read', result: 'ok', count: 1_000_000 }],
@@ -109,6 +115,20 @@ describe('monitor aggregation', () => {
     assert.equal(events.filter((e) => e.action === 'fs.open').length, 2);
     assert.deepEqual(summary.folded, { 'fs.open': 20 });
     assert.equal(summary.lost, 5, 'opens the kernel counted but could not key are reported as lost');
+  });
+
+  it("without the kernel program's END record the summary says the counts are incomplete", () => {
+    assert.equal(agg().finish(1).summary.complete, false);
+    assert.equal(agg().finish(1, false).summary.complete, true, 'nothing was traced (gVisor): nothing is missing');
+  });
+
+  it('reports refused calls as the increase of the cumulative kernel counts', () => {
+    const a = agg();
+    const d = (count: number): MonitorRecord => ({ kind: 'denied', entries: [{ nr: 165, errno: 1, count }] });
+    assert.deepEqual(
+      [d(2), d(2), d(5)].flatMap((r) => feed(a, [r])).map((e) => e.payload['count']),
+      [2, 3],
+    );
   });
 
   it('streams refused calls of the profile only, per second, with their names', () => {

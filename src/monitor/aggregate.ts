@@ -38,6 +38,8 @@ export interface ResourceReading {
 }
 
 export interface MonitorSummary {
+  /** False when the kernel program did not report its final counts (it was killed): opens are missing. */
+  readonly complete: boolean;
   readonly folded: Readonly<Record<string, number>>;
   readonly lost: number;
   readonly malformed: number;
@@ -72,6 +74,9 @@ export class Aggregator {
   private readonly pending = new Map<number, PendingExec>();
   private opensSeen = 0;
   private opensCounted = 0;
+  private opensFolded = 0;
+  private readonly deniedSeen = new Map<string, number>();
+  private ended = false;
   private lost = 0;
   private malformed = 0;
   private io = { readBytes: 0, writeBytes: 0 };
@@ -139,6 +144,8 @@ export class Aggregator {
 
   /** Events for one record (possibly none). */
   push(r: MonitorRecord, nowMs: number): AuditEventInput[] {
+    // After END, bpftrace prints what is left of its maps as it exits (a cleared count prints 0): not ours.
+    if (this.ended) return [];
     switch (r.kind) {
       case 'exec':
         this.pending.set(r.pid, { pid: r.pid, ppid: r.ppid, uid: r.uid, path: r.path, argv: [] });
@@ -162,36 +169,47 @@ export class Aggregator {
         });
       }
       case 'opens':
+        // A cumulative snapshot of the execution's opens (the kernel map is never cleared).
+        this.opens.clear();
+        this.opensCounted = 0;
+        this.opensFolded = 0;
         for (const e of r.entries) {
           this.opensCounted += e.count;
           const key = `${e.write ? 'w' : 'r'}\u0000${e.errno}\u0000${e.path}`;
           const cur = this.opens.get(key);
           if (cur !== undefined) cur.count += e.count;
           else if (this.opens.size < this.maxPaths) this.opens.set(key, { path: e.path, write: e.write, errno: e.errno, count: e.count });
-          else this.fold('fs.open', e.count);
+          else this.opensFolded += e.count;
         }
         return [];
       case 'open_total':
-        this.opensSeen += r.count;
+        this.opensSeen = r.count;
         return [];
       case 'denied': {
         const out: AuditEventInput[] = [];
         for (const d of r.entries) {
-          if (!this.opts.deniedSyscalls.has(d.nr)) continue;
+          // Cumulative counts: report what is new since the last print.
+          const key = `${d.nr},${d.errno}`;
+          const delta = d.count - (this.deniedSeen.get(key) ?? 0);
+          this.deniedSeen.set(key, d.count);
+          if (delta <= 0 || !this.opts.deniedSyscalls.has(d.nr)) continue;
           out.push(
             ...this.budgeted(nowMs, {
               actor: this.actor,
               action: 'syscall.denied',
               decision: 'deny',
               reason: 'seccomp',
-              payload: { syscall: syscallName(d.nr), nr: d.nr, errno: resultName(d.errno), count: d.count },
+              payload: { syscall: syscallName(d.nr), nr: d.nr, errno: resultName(d.errno), count: delta },
             }),
           );
         }
         return out;
       }
       case 'io':
-        this.io = { readBytes: this.io.readBytes + r.readBytes, writeBytes: this.io.writeBytes + r.writeBytes };
+        this.io = { readBytes: r.readBytes, writeBytes: r.writeBytes };
+        return [];
+      case 'end':
+        this.ended = true;
         return [];
       case 'lost':
         this.lost += r.count;
@@ -226,8 +244,11 @@ export class Aggregator {
     };
   }
 
-  /** At the end: execs still waiting for their result, one fs.open per key, the summary. */
-  finish(nowMs: number): { events: AuditEventInput[]; summary: MonitorSummary } {
+  /**
+   * At the end: execs still waiting for their result, one fs.open per key, the summary.
+   * `traced`: a kernel program ran, so its END record was due (without it, counts are incomplete).
+   */
+  finish(nowMs: number, traced = true): { events: AuditEventInput[]; summary: MonitorSummary } {
     const events: AuditEventInput[] = [];
     // An exec whose result never came (the process was killed in execve): reported as ok.
     for (const pid of [...this.pending.keys()]) events.push(...this.flushExec(pid, 0, nowMs));
@@ -243,7 +264,9 @@ export class Aggregator {
     }
     // Opens the kernel counted but could not key (its map was full that second).
     const unkeyed = this.opensSeen - this.opensCounted;
+    if (this.opensFolded > 0) this.fold('fs.open', this.opensFolded);
     const summary: MonitorSummary = {
+      complete: !traced || this.ended,
       folded: Object.fromEntries([...this.folded.entries()].sort(([a], [b]) => a.localeCompare(b))),
       lost: this.lost + (unkeyed > 0 ? unkeyed : 0),
       malformed: this.malformed,

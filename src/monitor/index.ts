@@ -77,6 +77,17 @@ export interface MonitorOptions {
   readonly sampleIntervalMs?: number;
 }
 
+/** The actions the monitor writes (docs/monitoring.md, docs/audit.md). */
+export const MONITOR_ACTIONS: ReadonlySet<string> = new Set([
+  'process.exec',
+  'process.exit',
+  'fs.open',
+  'syscall.denied',
+  'resource.sample',
+  'fs.changes',
+  'monitor.summary',
+]);
+
 export const TRACEFS = '/sys/kernel/tracing';
 export const BTF_VMLINUX = '/sys/kernel/btf/vmlinux';
 
@@ -259,7 +270,7 @@ class BpftraceSession implements MonitorSession {
       const volumes = this.before.map((v) => ({ sandbox: v.sandbox, before: v.snap, after: snapshotVolume(v.dir) }));
       emit(this.sink, fsChangesEvent({ agent: this.target.agent, execution: this.target.execution }, volumes));
     }
-    const { events, summary } = this.agg.finish(Date.now());
+    const { events, summary } = this.agg.finish(Date.now(), this.child !== null);
     for (const ev of events) emit(this.sink, ev);
     return summary;
   }

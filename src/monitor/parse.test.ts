@@ -9,6 +9,7 @@ const map = (name: string, v: unknown): string => JSON.stringify({ type: 'map', 
 describe('monitor output parser', () => {
   it('reads the records of the program (lines as bpftrace 0.17 -f json prints them)', () => {
     assert.deepEqual(parseLine('{"type": "printf", "data": "READY\\n"}'), { kind: 'ready' });
+    assert.deepEqual(parseLine(printf('END\n')), { kind: 'end' });
     assert.deepEqual(parseLine('{"type": "printf", "data": "X 18831 18830 101000 /usr/bin/id\\n"}'), {
       kind: 'exec',
       pid: 18831,

@@ -19,6 +19,7 @@ export type MonitorRecord =
   | { readonly kind: 'denied'; readonly entries: readonly DeniedEntry[] }
   | { readonly kind: 'io'; readonly readBytes: number; readonly writeBytes: number }
   | { readonly kind: 'tick' }
+  | { readonly kind: 'end' }
   | { readonly kind: 'lost'; readonly count: number }
   | { readonly kind: 'ignored' }
   | { readonly kind: 'malformed' };
@@ -95,6 +96,7 @@ function parsePrintf(raw: string): MonitorRecord {
   const data = raw.slice(0, -1);
   if (data === 'READY') return { kind: 'ready' };
   if (data === 'T') return { kind: 'tick' };
+  if (data === 'END') return { kind: 'end' };
   if (data.length < 2 || data[1] !== ' ') return MALFORMED;
   switch (data[0]) {
     case 'X': {

@@ -9,9 +9,12 @@
  * cgroup beforehand (opening the bundle, mounting the rootfs) is not attributed to the agent,
  * and the agent cannot leave the filter (seccomp filters are inherited and cannot be removed).
  *
- * Opens, refused calls and I/O bytes are aggregated in kernel maps and printed once a second
- * (`interval:s:1`), so an agent that opens one file a million times costs a map increment each
- * time and one output line per second; only exec and exit are printed per event. Strings the
+ * Opens, refused calls and I/O bytes are counted in kernel maps that are never cleared while the
+ * agent runs (a print followed by a clear would lose the increments made between the two):
+ * refused calls and I/O bytes are printed, cumulative, once a second (`interval:s:1`), opens
+ * only at the end (END, on SIGINT after the agent's last process is gone). An agent that opens
+ * one file a million times costs a map increment each time and one line at the end; only exec
+ * and exit are printed per event. Strings the
  * agent controls (paths, argv) are always the last field of a printf line and are read back from
  * bpftrace's JSON output (`-f json`), which escapes quotes, backslashes and control characters.
  * LIMITATION: bpftrace 0.17 strings are at most BPFTRACE_STRLEN bytes (we set 200): a longer
@@ -82,8 +85,9 @@ export function resultName(errno: number): string {
  *   `A <pid> <i> <arg>`             argv[i] of that exec, i = 1..MAX_ARGV-1 (arg last: untrusted)
  *   `R <pid> <ret>`                 the exec returned (0, or -errno)
  *   `Q <pid> <wait status>`         a process (thread-group leader) exited
- * and once a second the maps @o (opens: write, errno, path -> count), @n (opens counted),
- * @d (refused calls: nr, errno -> count), @io (0 read / 1 written -> bytes).
+ * once a second the cumulative maps @d (refused calls: nr, errno -> count) and @io (0 read /
+ * 1 written -> bytes) and `T`; at the end @d, @io, @n (opens counted), @o (opens: write, errno,
+ * path -> count) and `END`.
  */
 export function bpftraceProgram(cgroupIds: readonly number[]): string {
   if (cgroupIds.length === 0 || cgroupIds.some((c) => !Number.isSafeInteger(c) || c <= 0))
@@ -114,8 +118,8 @@ ${open('open')}
 tracepoint:raw_syscalls:sys_exit /${f} && (args->ret == -1 || args->ret == -38)/ { @d[args->id, -args->ret] = count(); }
 tracepoint:syscalls:sys_exit_read /${f} && args->ret > 0/ { @io[0] = sum(args->ret); }
 tracepoint:syscalls:sys_exit_write /${f} && args->ret > 0/ { @io[1] = sum(args->ret); }
-interval:s:1 { print(@o); clear(@o); print(@n); clear(@n); print(@d); clear(@d); print(@io); clear(@io); printf("T\\n"); }
-END { print(@o); print(@n); print(@d); print(@io); printf("T\\n"); clear(@o); clear(@n); clear(@d); clear(@io); clear(@op); clear(@of); }
+interval:s:1 { print(@d); print(@io); printf("T\\n"); }
+END { print(@d); print(@io); print(@n); print(@o); printf("END\\n"); clear(@o); clear(@n); clear(@d); clear(@io); clear(@op); clear(@of); }
 `;
 }
 
