@@ -35,6 +35,9 @@ export interface ResourceReading {
   readonly cpuMs: number;
   readonly memoryBytes: number;
   readonly pids: number;
+  /** Bytes read and written by the live processes (their /proc/<pid>/io rchar and wchar). */
+  readonly readBytes?: number;
+  readonly writeBytes?: number;
 }
 
 export interface MonitorSummary {
@@ -240,7 +243,14 @@ export class Aggregator {
       actor: this.actor,
       action: 'resource.sample',
       decision: 'info',
-      payload: { cpuMs: Math.round(reading.cpuMs), cpuPercent, memoryBytes: reading.memoryBytes, pids: reading.pids, ...this.io },
+      payload: {
+        cpuMs: Math.round(reading.cpuMs),
+        cpuPercent,
+        memoryBytes: reading.memoryBytes,
+        pids: reading.pids,
+        readBytes: reading.readBytes ?? this.io.readBytes,
+        writeBytes: reading.writeBytes ?? this.io.writeBytes,
+      },
     };
   }
 

@@ -52,8 +52,11 @@ export interface RunCgroup {
    * a pure v1 host (no cgroup2 mount).
    */
   readonly monitorDirs: readonly string[];
-  /** Current CPU time, memory and number of tasks (the monitor's resource.sample). */
-  sample(): { cpuMs: number; memoryBytes: number; pids: number };
+  /**
+   * Current CPU time, memory, number of tasks, and the bytes read and written by the processes
+   * alive now (/proc/<pid>/io; the monitor's resource.sample).
+   */
+  sample(): { cpuMs: number; memoryBytes: number; pids: number; readBytes: number; writeBytes: number };
 }
 
 export type CgroupVersion = 'v1' | 'v2';
@@ -126,6 +129,18 @@ function pidsIn(dir: string): number[] {
     }
   }
   return pids;
+}
+
+/** rchar and wchar of these processes, summed (proc(5) /proc/<pid>/io; a process gone meanwhile counts 0). */
+function processIo(pids: readonly number[]): { readBytes: number; writeBytes: number } {
+  let readBytes = 0;
+  let writeBytes = 0;
+  for (const p of pids) {
+    const io = readKeyed(`/proc/${p}/io`);
+    readBytes += io.get('rchar:') ?? 0;
+    writeBytes += io.get('wchar:') ?? 0;
+  }
+  return { readBytes, writeBytes };
 }
 
 async function killLoop(list: () => number[], timeoutMs: number): Promise<void> {
@@ -277,6 +292,7 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
       cpuMs: readNum(join(dir('cpuacct'), 'cpuacct.usage')) / 1e6,
       memoryBytes: readNum(join(dir('memory'), 'memory.usage_in_bytes')),
       pids: readNum(join(dir('pids'), 'pids.current')),
+      ...processIo(pidsIn(dir('pids'))),
     }),
     usage() {
       const max = readNum(join(dir('memory'), 'memory.max_usage_in_bytes'));
@@ -345,6 +361,7 @@ function createV2(id: string, limits: ResourceLimits, root: string, mode: 'inher
       cpuMs: (readKeyed(join(dir, 'cpu.stat')).get('usage_usec') ?? 0) / 1000,
       memoryBytes: readNum(join(dir, 'memory.current')),
       pids: readNum(join(dir, 'pids.current')),
+      ...processIo(pidsIn(dir)),
     }),
     usage() {
       const events = readKeyed(join(dir, 'memory.events'));
