@@ -27,6 +27,9 @@ APT_PACKAGES=(
   # image registry (src/images/registry): zstd decompresses zstd layers (Node.js 20 has none);
   #   the tests run a real OCI registry (docker-registry) with htpasswd (bcrypt) from apache2-utils
   zstd docker-registry apache2-utils
+  # runtime monitor (src/monitor, docs/monitoring.md): eBPF programs on the host, filtered by the
+  #   run's cgroup (bpftrace 0.17 uses the kernel's BTF; no compiler or headers needed)
+  bpftrace
 )
 
 missing=()
@@ -49,6 +52,13 @@ npm run --silent build
 # controllers crun needs in hybrid mode (once per boot; HOST-NOTES), and builds the default
 # runtime image python:3.11 into /var/lib/aegis/images if it is not there (~30-60 s, needs the
 # Debian mirror). It exits non-zero if a check still fails; the report says what to do.
+# The runtime monitor's system call tracepoints live in tracefs, which a new machine has not
+# mounted (HOST-NOTES). Idempotent; lasts until reboot (aegis doctor --fix does the same).
+if ! mountpoint -q /sys/kernel/tracing; then
+  log "mounting tracefs at /sys/kernel/tracing (runtime monitor)"
+  mount -t tracefs tracefs /sys/kernel/tracing
+fi
+
 log "preparing the host (aegis doctor --fix)"
 node bin/aegis.js doctor --fix
 

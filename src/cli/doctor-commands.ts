@@ -37,7 +37,7 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
         const { isAegisError } = await import('../errors.js');
         for (const fix of planFixes(checks)) {
           ctx.err(
-            `fixing: ${fix.kind === 'apt' ? `apt-get install ${fix.packages.join(' ')}` : fix.kind === 'mount-cgroup-v1' ? `mount cgroup v1 ${fix.controllers.join(',')}` : `aegis image build ${fix.ref}`}\n`,
+            `fixing: ${fix.kind === 'apt' ? `apt-get install ${fix.packages.join(' ')}` : fix.kind === 'mount-cgroup-v1' ? `mount cgroup v1 ${fix.controllers.join(',')}` : fix.kind === 'mount-tracefs' ? 'mount tracefs' : `aegis image build ${fix.ref}`}\n`,
           );
           try {
             await applyFix(fix, {

@@ -13,6 +13,7 @@ import type { AegisConfig } from '../config/index.js';
 import {
   bindInput,
   loadRun,
+  runMonitor,
   runWithServices,
   startServices,
   type AlertCounts,
@@ -193,7 +194,16 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
-    outcome = await runWithServices(bound, started, { stdin: 'inherit', stdout: 'inherit', stderr: 'inherit', signal: abort.signal, say });
+    const monitor = await runMonitor(config.monitor);
+    if (monitor.note !== null) say(monitor.note);
+    outcome = await runWithServices(bound, started, {
+      stdin: 'inherit',
+      stdout: 'inherit',
+      stderr: 'inherit',
+      signal: abort.signal,
+      say,
+      ...(monitor.monitor !== undefined ? { monitor: monitor.monitor } : {}),
+    });
   } finally {
     for (const sig of signals) process.off(sig, onSignal);
   }

@@ -23,7 +23,14 @@ describe('parseConfig', () => {
       registryAuthFile: '/home/op/.aegis/registry-auth.json',
       registryCaFile: undefined,
       client: { server: undefined, apiKey: undefined },
+      monitor: 'auto',
     });
+  });
+  it('monitor: auto by default; on and off; anything else is config.invalid', () => {
+    assert.equal(parseConfig({ AEGIS_MONITOR: 'on' }, host).monitor, 'on');
+    assert.equal(parseConfig({ AEGIS_MONITOR: 'off' }, host).monitor, 'off');
+    assert.equal(parseConfig({ AEGIS_MONITOR: ' ' }, host).monitor, 'auto');
+    assert.throws(() => parseConfig({ AEGIS_MONITOR: 'yes' }, host), hasCode(ConfigError, 'config.invalid'));
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
     assert.deepEqual(

@@ -29,6 +29,10 @@
  *                   format, mode 0600; default $AEGIS_HOME/registry-auth.json when it exists).
  *   AEGIS_REGISTRY_CA_FILE  an extra CA certificate (PEM, absolute path) that registries' TLS
  *                   certificates may chain to (the system's roots stay trusted).
+ *   AEGIS_MONITOR   the runtime monitor (docs/monitoring.md): `auto` (default) monitors every run
+ *                   when the host supports it (bpftrace, tracefs, BTF; `aegis doctor`) and then
+ *                   refuses a run whose monitor cannot attach; `on` requires it on any host (a
+ *                   host without support starts no run); `off` never monitors.
  *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
  *                   executions that were already running (default 15m; `0`: not at all).
  *   AEGIS_SERVER    the server the client commands (deploy, exec, ps, logs, kill, pool, keys) talk
@@ -91,6 +95,8 @@ export interface AegisConfig {
   readonly registryCaFile: string | undefined;
   /** AEGIS_SERVER / AEGIS_API_KEY: what the client commands talk to (docs: README, server quick start). */
   readonly client: ClientConfig;
+  /** $AEGIS_MONITOR: the runtime monitor's host policy (default `auto`). */
+  readonly monitor: MonitorMode;
 }
 
 export interface ClientConfig {
@@ -126,6 +132,12 @@ export function parseServerUrl(value: string, name = 'AEGIS_SERVER'): string {
     );
   return url.href.replace(/\/$/, '');
 }
+
+/**
+ * `auto`: required when the host supports it, else off; `on`: required (no support, no run);
+ * `off`: never.
+ */
+export type MonitorMode = 'auto' | 'on' | 'off';
 
 export interface AlertWebhookConfig {
   /** An https:// URL, or http:// to a loopback address. */
@@ -227,7 +239,11 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
     for (const p of imageTrustedKeys)
       if (!isAbsolute(p)) throw new ConfigError('config.invalid', `AEGIS_IMAGE_TRUSTED_KEYS: ${p} must be an absolute path`);
   }
+  const monitorVar = set(env, 'AEGIS_MONITOR')?.trim();
+  if (monitorVar !== undefined && monitorVar !== 'auto' && monitorVar !== 'on' && monitorVar !== 'off')
+    throw new ConfigError('config.invalid', `AEGIS_MONITOR=${monitorVar} must be auto, on or off`);
   return {
+    monitor: monitorVar ?? 'auto',
     imageTrustedKeys,
     registryAuthFile: absolutePath(env, 'AEGIS_REGISTRY_AUTH_FILE') ?? join(home, 'registry-auth.json'),
     registryCaFile: absolutePath(env, 'AEGIS_REGISTRY_CA_FILE'),

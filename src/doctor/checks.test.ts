@@ -17,6 +17,8 @@ const HYBRID_MOUNTINFO = `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs 
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 `;
 const HUGETLB_FIXED = `${HYBRID_MOUNTINFO}43 31 0:40 / /sys/fs/cgroup/hugetlb rw,relatime - cgroup cgroup rw,hugetlb\n`;
+/** After `mount -t tracefs tracefs /sys/kernel/tracing` (the runtime monitor). */
+const TRACEFS = '1185 25 0:14 / /sys/kernel/tracing rw,relatime - tracefs tracefs rw\n';
 const PROC_CGROUPS = `#subsys_name	hierarchy	num_cgroups	enabled
 cpuset	3	1	1
 cpu	1	1	1
@@ -34,7 +36,10 @@ pids	8	1	1
 const V2_MOUNTINFO = '30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n';
 
 const ALL_TOOLS = Object.fromEntries(
-  ['crun', 'runc', 'runsc', 'nft', 'ip', 'debootstrap', 'mkfs.ext4'].map((n) => [n, { path: `/usr/bin/${n}`, version: `${n} 1.0` }]),
+  ['crun', 'runc', 'runsc', 'nft', 'ip', 'debootstrap', 'mkfs.ext4', 'bpftrace'].map((n) => [
+    n,
+    { path: `/usr/bin/${n}`, version: `${n} 1.0` },
+  ]),
 );
 
 function facts(over: Partial<HostFacts> = {}): HostFacts {
@@ -42,7 +47,8 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
     euid: 0,
     os: { id: 'debian', versionId: '12' },
     commands: ALL_TOOLS,
-    mountinfo: HUGETLB_FIXED,
+    mountinfo: HUGETLB_FIXED + TRACEFS,
+    btf: true,
     procCgroups: PROC_CGROUPS,
     v2Controllers: '',
     maxUserNamespaces: 96365,
@@ -81,7 +87,7 @@ describe('aegis doctor checks', () => {
 
   describe('when hugetlb is still on cgroup v2 in hybrid mode (crun: "cgroups in hybrid mode not supported")', () => {
     it('fails cgroup.crun_hybrid with the v1 mount as a safe fix', () => {
-      const cs = evaluate(facts({ mountinfo: HYBRID_MOUNTINFO, v2Controllers: 'hugetlb\n' }));
+      const cs = evaluate(facts({ mountinfo: HYBRID_MOUNTINFO + TRACEFS, v2Controllers: 'hugetlb\n' }));
       assert.deepEqual(failing(cs), ['cgroup.crun_hybrid']);
       assert.deepEqual(planFixes(cs), [{ kind: 'mount-cgroup-v1', controllers: ['hugetlb'] }]);
       assert.match(byId(cs, 'cgroup.crun_hybrid')!.advice!, /mount -t cgroup -o hugetlb cgroup \/sys\/fs\/cgroup\/hugetlb/);
@@ -155,6 +161,28 @@ describe('aegis doctor checks', () => {
       cs.filter((c) => c.status === 'warn').map((c) => c.id),
       ['host.os', 'kernel.userns'],
     );
+  });
+
+  describe('runtime monitor (docs/monitoring.md)', () => {
+    it('warns without bpftrace, tracefs or BTF, with the package and the tracefs mount as safe fixes', () => {
+      const cs = evaluate(facts({ commands: { ...ALL_TOOLS, bpftrace: null }, mountinfo: HUGETLB_FIXED, btf: false }));
+      assert.deepEqual(failing(cs), [], 'monitoring is optional unless AEGIS_MONITOR=on');
+      assert.deepEqual(
+        cs.filter((c) => c.status === 'warn').map((c) => c.id),
+        ['monitor.bpftrace', 'monitor.tracefs', 'monitor.btf'],
+      );
+      assert.deepEqual(planFixes(cs), [{ kind: 'apt', packages: ['bpftrace'] }, { kind: 'mount-tracefs' }]);
+    });
+    it('says plainly what is not seen under gVisor', () => {
+      const c = byId(evaluate(facts()), 'monitor.gvisor')!;
+      assert.equal(c.status, 'ok');
+      assert.match(c.summary, /resource samples and fs\.changes only/);
+      assert.match(c.summary, /execs, opens and refused calls/);
+    });
+    it('a tracefs mounted elsewhere (e.g. under debugfs) is not the one the monitor checks', () => {
+      const elsewhere = '1185 25 0:14 / /sys/kernel/debug/tracing rw,relatime - tracefs tracefs rw\n';
+      assert.equal(byId(evaluate(facts({ mountinfo: HUGETLB_FIXED + elsewhere })), 'monitor.tracefs')!.status, 'warn');
+    });
   });
 
   describe('when not root (regression: "host ready" and exit 0, though nothing could run)', () => {

@@ -20,6 +20,8 @@ export interface HostFacts {
   /** /proc/sys/user/max_user_namespaces, or null when unreadable. */
   readonly maxUserNamespaces: number | null;
   readonly kvm: boolean;
+  /** /sys/kernel/btf/vmlinux exists (the runtime monitor's bpftrace needs BTF). */
+  readonly btf?: boolean;
   readonly images: {
     readonly dir: string;
     readonly storeExists: boolean;
@@ -33,6 +35,7 @@ export interface HostFacts {
 export type Fix =
   | { readonly kind: 'apt'; readonly packages: readonly string[] }
   | { readonly kind: 'mount-cgroup-v1'; readonly controllers: readonly string[] }
+  | { readonly kind: 'mount-tracefs' }
   | { readonly kind: 'build-image'; readonly ref: string };
 
 export interface Check {
@@ -100,6 +103,7 @@ export const PACKAGE_OF: Readonly<Record<string, string>> = {
   ip: 'iproute2',
   debootstrap: 'debootstrap',
   'mkfs.ext4': 'e2fsprogs',
+  bpftrace: 'bpftrace',
 };
 
 const LIMIT_CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
@@ -260,6 +264,8 @@ export function evaluate(f: HostFacts): Check[] {
       : '/dev/kvm absent (not needed: gVisor uses platform ptrace)',
   });
 
+  checks.push(...monitorChecks(f));
+
   const img = f.images;
   if (img.defaultImage.ok) {
     checks.push({ id: 'images.default', status: 'ok', summary: `${img.defaultRef} is ${img.defaultImage.digest} in ${img.dir}` });
@@ -282,20 +288,77 @@ export function evaluate(f: HostFacts): Check[] {
   return checks;
 }
 
+/** Where the runtime monitor expects tracefs (src/monitor). */
+export const TRACEFS_MOUNT = '/sys/kernel/tracing';
+
+/**
+ * The runtime monitor (docs/monitoring.md): bpftrace, tracefs and BTF. Warnings, not failures:
+ * without them runs are not monitored (AEGIS_MONITOR=auto), or refused (AEGIS_MONITOR=on).
+ */
+function monitorChecks(f: HostFacts): Check[] {
+  const out: Check[] = [];
+  const bt = f.commands['bpftrace'] ?? null;
+  out.push(
+    bt
+      ? { id: 'monitor.bpftrace', status: 'ok', summary: `${bt.version} (runtime monitor)` }
+      : {
+          id: 'monitor.bpftrace',
+          status: 'warn',
+          summary: 'bpftrace is not installed: runs are not monitored (processes, files, refused calls)',
+          advice: 'apt-get install bpftrace',
+          fix: { kind: 'apt', packages: ['bpftrace'] },
+        },
+  );
+  const tracefs = parseMountinfo(f.mountinfo).some((m) => m.fstype === 'tracefs' && m.mountPoint === TRACEFS_MOUNT);
+  out.push(
+    tracefs
+      ? { id: 'monitor.tracefs', status: 'ok', summary: `tracefs mounted at ${TRACEFS_MOUNT}` }
+      : {
+          id: 'monitor.tracefs',
+          status: 'warn',
+          summary: `tracefs is not mounted at ${TRACEFS_MOUNT}: bpftrace cannot attach to system call tracepoints`,
+          advice: `mount -t tracefs tracefs ${TRACEFS_MOUNT} (once per boot)`,
+          fix: { kind: 'mount-tracefs' },
+        },
+  );
+  if (f.btf !== undefined)
+    out.push(
+      f.btf
+        ? { id: 'monitor.btf', status: 'ok', summary: 'kernel BTF available (/sys/kernel/btf/vmlinux)' }
+        : {
+            id: 'monitor.btf',
+            status: 'warn',
+            summary: 'the kernel has no BTF (/sys/kernel/btf/vmlinux): the monitor cannot read task fields',
+            advice: 'a kernel built with CONFIG_DEBUG_INFO_BTF=y',
+          },
+    );
+  out.push({
+    id: 'monitor.gvisor',
+    status: 'ok',
+    summary:
+      "under gVisor (runsc) the monitor records resource samples and fs.changes only: the agent's execs, opens and refused calls " +
+      "happen in runsc's own kernel, out of the host's eBPF view (this runsc's `trace` facility is not used)",
+  });
+  return out;
+}
+
 /** The fixes `--fix` would apply, merged (one apt-get for all packages), in a safe order. */
 export function planFixes(checks: readonly Check[]): Fix[] {
   const pkgs = new Set<string>();
   const mounts = new Set<string>();
   const builds = new Set<string>();
+  let tracefs = false;
   for (const c of checks) {
     if (c.status === 'ok' || !c.fix) continue;
     if (c.fix.kind === 'apt') c.fix.packages.forEach((p) => pkgs.add(p));
     else if (c.fix.kind === 'mount-cgroup-v1') c.fix.controllers.forEach((m) => mounts.add(m));
+    else if (c.fix.kind === 'mount-tracefs') tracefs = true;
     else builds.add(c.fix.ref);
   }
   const out: Fix[] = [];
   if (pkgs.size) out.push({ kind: 'apt', packages: [...pkgs].sort() });
   if (mounts.size) out.push({ kind: 'mount-cgroup-v1', controllers: [...mounts].sort() });
+  if (tracefs) out.push({ kind: 'mount-tracefs' });
   for (const ref of builds) out.push({ kind: 'build-image', ref });
   return out;
 }

@@ -1,12 +1,13 @@
 /**
  * Applies the safe fixes `aegis doctor --fix` plans (adapter): one `apt-get install` of the
  * missing Debian packages, v1 mounts of controllers crun needs off cgroup v2 in hybrid mode
- * (the HOST-NOTES hugetlb fix; lasts until reboot), and building the default image.
+ * (the HOST-NOTES hugetlb fix; lasts until reboot), tracefs at /sys/kernel/tracing for the runtime
+ * monitor (until reboot), and building the default image.
  * Nothing else is changed: kernel parameters, sysctls and boot options stay manual.
  */
 import { mkdirSync } from 'node:fs';
 import { describeFailure, findExecutable, runCommand } from '../host/exec.js';
-import type { Fix } from './checks.js';
+import { TRACEFS_MOUNT, type Fix } from './checks.js';
 import { DoctorError } from './errors.js';
 
 /** Runs one fix command (bounded: 20 min, a slow mirror), keeping the tail of its output for the error. */
@@ -42,6 +43,10 @@ export async function applyFix(fix: Fix, ctx: { log: (s: string) => void; buildI
         mkdirSync(`/sys/fs/cgroup/${c}`, { recursive: true });
         await run(['mount', '-t', 'cgroup', '-o', c, 'cgroup', `/sys/fs/cgroup/${c}`], ctx.log);
       }
+      return;
+    case 'mount-tracefs':
+      // Idempotent: planned only when tracefs is not mounted there (checks.ts).
+      await run(['mount', '-t', 'tracefs', 'tracefs', TRACEFS_MOUNT], ctx.log);
       return;
     case 'build-image':
       await ctx.buildImage(fix.ref);

@@ -17,6 +17,7 @@ const VERSION_ARGS: Readonly<Record<string, readonly string[]>> = {
   ip: ['-V'],
   debootstrap: ['--version'],
   'mkfs.ext4': ['-V'],
+  bpftrace: ['--version'],
 };
 
 async function version(path: string, args: readonly string[]): Promise<string> {
@@ -70,6 +71,7 @@ export async function probeHost(opts: { imagesDir?: string; defaultRef?: string 
     v2Controllers: v2 ? read(join(v2, 'cgroup.controllers')) : null,
     maxUserNamespaces: Number.isFinite(maxUserns) && read('/proc/sys/user/max_user_namespaces') !== null ? maxUserns : null,
     kvm: existsSync('/dev/kvm'),
+    btf: existsSync('/sys/kernel/btf/vmlinux'),
     images: { dir, storeExists: existsSync(dir), defaultRef, defaultImage },
   };
 }

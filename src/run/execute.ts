@@ -48,6 +48,7 @@ import {
   withPlaceholders,
   type RunSecrets,
 } from '../secrets/run.js';
+import type { Monitor } from '../monitor/index.js';
 import type { ToolCredentials } from '../tools/credentials.js';
 import { startRunServices, type RunAudit, type RunServices } from './services.js';
 
@@ -396,6 +397,12 @@ export interface RunIO {
   readonly signal?: AbortSignal;
   /** Time between TERM and KILL (default: runSandbox's). */
   readonly graceMs?: number;
+  /**
+   * The runtime monitor (src/monitor, AEGIS_MONITOR): attached before the agent's first
+   * instruction; one that cannot attach means the agent does not start. Not used by a prepared
+   * (warm) sandbox.
+   */
+  readonly monitor?: Monitor;
   readonly say: (line: string) => void;
 }
 
@@ -471,6 +478,7 @@ export async function runWithServices(
             stderr: io.stderr,
             signal: abort.signal,
             ...(io.graceMs !== undefined ? { graceMs: io.graceMs } : {}),
+            ...(io.monitor !== undefined ? { monitor: io.monitor } : {}),
           });
     } finally {
       try {
@@ -485,4 +493,18 @@ export async function runWithServices(
   } finally {
     io.signal?.removeEventListener('abort', onOuter);
   }
+}
+
+/**
+ * The runtime monitor a run gets (AEGIS_MONITOR, docs/monitoring.md): `auto` monitors when the
+ * host supports it, and then a monitor that cannot attach refuses the run like `on` does; `note`
+ * says why a run under `auto` is not monitored.
+ */
+export async function runMonitor(mode: AegisConfig['monitor']): Promise<{ monitor: Monitor | undefined; note: string | null }> {
+  if (mode === 'off') return { monitor: undefined, note: null };
+  const { createMonitor, monitorSupport } = await import('../monitor/index.js');
+  const support = monitorSupport();
+  if (mode === 'auto' && support.missing.length > 0)
+    return { monitor: undefined, note: `not monitored (AEGIS_MONITOR=auto): ${support.missing.join('; ')}` };
+  return { monitor: createMonitor(), note: null };
 }

@@ -26,6 +26,8 @@ export type SandboxErrorCode =
   | 'sandbox.userns_failed'
   /** The runtime refused to create or start the container. */
   | 'sandbox.start_failed'
+  /** The runtime monitor (src/monitor) could not attach, and the host requires it (no start). */
+  | 'sandbox.monitor_failed'
   /** State directory problems (cannot create the run record, bundle, or scratch space). */
   | 'sandbox.state_failed';
 

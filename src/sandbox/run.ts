@@ -24,6 +24,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import { findExecutable } from '../host/exec.js';
+import type { Monitor, MonitorSession } from '../monitor/index.js';
+import { refusedByProfile } from '../monitor/program.js';
 import { processStartTime } from '../host/pid-lock.js';
 import type { Isolation, Policy } from '../policy/types.js';
 import { ensureSkeleton, scanImage, writeBundle } from './bundle.js';
@@ -100,6 +102,13 @@ export interface RunSandboxOptions {
    * from the caller: added to the `run.spawn` event's payload (docs/audit.md).
    */
   readonly provenance?: Readonly<Record<string, unknown>>;
+  /**
+   * The runtime monitor (src/monitor, docs/monitoring.md): attached after the cgroup exists and
+   * before the runtime is spawned, detached once every process of the run is gone. Its events go
+   * to `audit`. A monitor that cannot attach means the agent does not start (the caller passes
+   * one only when the host requires monitoring).
+   */
+  readonly monitor?: Monitor;
 }
 
 export interface RunResult {
@@ -227,6 +236,7 @@ class RunResources {
   run: RuntimeRun | null = null;
   driver: RuntimeDriver | null = null;
   holder: UsernsHolder | null = null;
+  monitor: MonitorSession | null = null;
   recordWritten = false;
   /** Paths this run created under its run directory, parents first (fast removal). */
   readonly createdPaths: string[] = [];
@@ -247,6 +257,8 @@ class RunResources {
     if (driver !== null && run !== null && driver.hasState(run)) {
       spawnSync(driver.binary, driver.deleteArgs(run), { stdio: 'ignore', timeout: 10_000 });
     }
+    // After the agent's last process: the monitor's last counts and fs.changes (before copy-back).
+    await this.monitor?.detach().catch(() => undefined);
     // After the sandbox's processes are gone: the holder's pid reserves the owner uid until then.
     await this.holder?.kill();
     if (cgroup !== null) {
@@ -370,6 +382,7 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
   writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
   await holder?.ready(DEFAULT_ID_MAP);
   res.createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
+  if (opts.monitor !== undefined) res.monitor = await attachMonitor(opts.monitor, opts, res, isolation, cgroup, bundle);
 
   const [rt, rtArgs] = driver.rlimitsInherited ? underPrlimit(driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
   const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, rt, rtArgs) : [rt, rtArgs];
@@ -385,6 +398,37 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
     volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })),
   };
   return { child, exited, run, driver, cgroup, spawnFacts };
+}
+
+/**
+ * The monitor, attached before the runtime is spawned (fail secure: no monitor, no start). Under
+ * gVisor the agent's system calls stay in runsc's own kernel: only resource samples and
+ * fs.changes are recorded (docs/monitoring.md).
+ */
+async function attachMonitor(
+  monitor: Monitor,
+  opts: RunSandboxOptions,
+  res: RunResources,
+  isolation: Isolation,
+  cgroup: RunCgroup,
+  bundle: CompiledBundle,
+): Promise<MonitorSession> {
+  try {
+    return await monitor.attach(
+      {
+        agent: opts.policy.agent.name,
+        execution: res.id,
+        cgroupDirs: isolation === 'gvisor' ? [] : cgroup.monitorDirs,
+        deniedSyscalls: refusedByProfile(bundle.config.linux.seccomp),
+        uidMappings: bundle.config.linux.uidMappings,
+        sample: () => cgroup.sample(),
+        volumes: res.staged.map(({ s }) => ({ dir: s.mountPoint, sandbox: s.volume.sandbox })),
+      },
+      opts.audit ?? { append: () => undefined },
+    );
+  } catch (err) {
+    throw new SandboxError('sandbox.monitor_failed', `the runtime monitor could not attach: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** What supervision saw. */

@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { MONITOR_ACTIONS } from '../../src/monitor/index.js';
 import { runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 import { AEGIS_BIN, REPO_ROOT } from '../../src/test-support/repo.js';
@@ -117,7 +118,8 @@ describe('aegis run (CLI)', { timeout: 180_000 }, () => {
     const ok = join(work, 'audited.json');
     assert.equal((await aegis(['run', join(repo, 'examples/hello/agent.yaml'), '--state-dir', state, '--summary', ok])).code, 0);
     assert.deepEqual(
-      (await events(ok)).map((e) => e.action),
+      // The lifecycle; the runtime monitor's events (AEGIS_MONITOR=auto) are tested in monitor.test.ts.
+      (await events(ok)).map((e) => e.action).filter((a) => !MONITOR_ACTIONS.has(a)),
       ['run.spawn', 'run.start', 'resource.usage', 'run.exit'],
     );
     const refused = join(work, 'audited-refused.json');

@@ -117,4 +117,32 @@ describe('cgroup v1 adapter', () => {
     writeFileSync(join(root, 'memory', 'aegis', 'r5', 'memory.max_usage_in_bytes'), `${limits.memoryBytes / 2}\n`);
     assert.equal(cg.usage().oom, false);
   });
+  describe('on a hybrid host (a cgroup2 mount at unified/): the run cgroup id the runtime monitor filters on', () => {
+    const hybrid = (): string => {
+      const root = fakeRoot();
+      for (const c of ['memory', 'cpu', 'cpuacct', 'pids', 'unified']) mkdirSync(join(root, c));
+      writeFileSync(join(root, 'unified', 'cgroup.procs'), '');
+      return root;
+    };
+    it("'inherit': the run gets unified/aegis/<id>, joined with the others and watched", () => {
+      const root = hybrid();
+      const cg = createRunCgroup('h1', limits, root, 'v1', 'inherit');
+      const u = join(root, 'unified', 'aegis', 'h1');
+      assert.deepEqual(cg.monitorDirs, [u]);
+      assert.equal(cg.procsFiles.length, 5);
+      assert.equal(cg.procsFiles.at(-1), join(u, 'cgroup.procs'));
+    });
+    it("'child' (runc): unified/aegis/<id>/c is made in advance so that runc joins a cgroup whose id is known", () => {
+      const root = hybrid();
+      const cg = createRunCgroup('h2', limits, root, 'v1', 'child');
+      const u = join(root, 'unified', 'aegis', 'h2');
+      assert.deepEqual(cg.monitorDirs, [join(u, 'c'), u]);
+      assert.equal(readFileSync(join(root, 'memory', 'aegis', 'h2', 'memory.limit_in_bytes'), 'utf8'), String(limits.memoryBytes));
+    });
+    it('a pure v1 host has no cgroup2 id: nothing to watch', () => {
+      const root = fakeRoot();
+      for (const c of ['memory', 'cpu', 'cpuacct', 'pids']) mkdirSync(join(root, c));
+      assert.deepEqual(createRunCgroup('h3', limits, root, 'v1').monitorDirs, []);
+    });
+  });
 });

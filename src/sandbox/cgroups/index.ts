@@ -45,6 +45,18 @@ export interface RunCgroup {
   killAll(timeoutMs?: number): Promise<void>;
   /** Removes the run's cgroups in every hierarchy (after killAll). Idempotent. */
   remove(): void;
+  /**
+   * cgroup v2 directories the agent's processes live in (the runtime monitor filters on their
+   * ids, src/monitor): on a hybrid v1 host, the run's directory in the unified hierarchy (and
+   * its `c` child for 'child'-mode runtimes, made in advance so the runtime joins it). Empty on
+   * a pure v1 host (no cgroup2 mount).
+   */
+  readonly monitorDirs: readonly string[];
+  /**
+   * Current CPU time, memory, number of tasks, and the bytes read and written by the processes
+   * alive now (/proc/<pid>/io; the monitor's resource.sample).
+   */
+  sample(): { cpuMs: number; memoryBytes: number; pids: number; readBytes: number; writeBytes: number };
 }
 
 export type CgroupVersion = 'v1' | 'v2';
@@ -117,6 +129,18 @@ function pidsIn(dir: string): number[] {
     }
   }
   return pids;
+}
+
+/** rchar and wchar of these processes, summed (proc(5) /proc/<pid>/io; a process gone meanwhile counts 0). */
+function processIo(pids: readonly number[]): { readBytes: number; writeBytes: number } {
+  let readBytes = 0;
+  let writeBytes = 0;
+  for (const p of pids) {
+    const io = readKeyed(`/proc/${p}/io`);
+    readBytes += io.get('rchar:') ?? 0;
+    writeBytes += io.get('wchar:') ?? 0;
+  }
+  return { readBytes, writeBytes };
 }
 
 async function killLoop(list: () => number[], timeoutMs: number): Promise<void> {
@@ -207,7 +231,7 @@ export function createRunCgroup(
   version: CgroupVersion = detectCgroupVersion(root),
   mode: 'inherit' | 'child' = 'inherit',
 ): RunCgroup {
-  return version === 'v2' ? createV2(id, limits, root) : createV1(id, limits, root, mode);
+  return version === 'v2' ? createV2(id, limits, root, mode) : createV1(id, limits, root, mode);
 }
 
 const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids'] as const;
@@ -244,13 +268,32 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
     if (readNum(join(dir('cpu'), 'cpu.cfs_quota_us')) !== limits.cpu.quotaUs)
       fail('cpu quota did not apply', new Error('read back differs'));
     if (readNum(join(dir('pids'), 'pids.max')) !== limits.pids) fail('pids limit did not apply', new Error('read back differs'));
+    // Hybrid host: the run gets its own cgroup in the unified (v2) hierarchy too, with no
+    // controllers, so that its processes have a cgroup id of their own (src/monitor).
+    if (existsSync(join(root, 'unified', 'cgroup.procs'))) {
+      const u = dir('unified');
+      try {
+        mkdirSync(mode === 'child' ? join(u, 'c') : u, { recursive: true });
+        created.push(u);
+      } catch (err) {
+        fail(`cannot create ${u}`, err);
+      }
+    }
   } catch (err) {
     removeTrees(created);
     throw err;
   }
+  const unified = existsSync(dir('unified')) ? dir('unified') : null;
   return {
     runtimePath: runtimeCgroupPath(id),
-    procsFiles: V1_CONTROLLERS.map((c) => join(dir(c), 'cgroup.procs')),
+    procsFiles: [...V1_CONTROLLERS.map((c) => join(dir(c), 'cgroup.procs')), ...(unified !== null ? [join(unified, 'cgroup.procs')] : [])],
+    monitorDirs: unified === null ? [] : mode === 'child' ? [join(unified, 'c'), unified] : [unified],
+    sample: () => ({
+      cpuMs: readNum(join(dir('cpuacct'), 'cpuacct.usage')) / 1e6,
+      memoryBytes: readNum(join(dir('memory'), 'memory.usage_in_bytes')),
+      pids: readNum(join(dir('pids'), 'pids.current')),
+      ...processIo(pidsIn(dir('pids'))),
+    }),
     usage() {
       const max = readNum(join(dir('memory'), 'memory.max_usage_in_bytes'));
       const failcnt = readNum(join(dir('memory'), 'memory.failcnt')) + readNum(join(dir('memory'), 'memory.memsw.failcnt'));
@@ -282,7 +325,7 @@ function createV1(id: string, limits: ResourceLimits, root: string, mode: 'inher
   };
 }
 
-function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
+function createV2(id: string, limits: ResourceLimits, root: string, mode: 'inherit' | 'child'): RunCgroup {
   const parent = join(root, AEGIS_CGROUP);
   const dir = join(parent, id);
   const ctrls = ['memory', 'cpu', 'pids'];
@@ -293,6 +336,7 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
     write(join(root, 'cgroup.subtree_control'), ctrls.map((c) => `+${c}`).join(' '));
     write(join(parent, 'cgroup.subtree_control'), ctrls.map((c) => `+${c}`).join(' '));
     mkdirSync(dir);
+    if (mode === 'child') mkdirSync(join(dir, 'c'));
   } catch (err) {
     if (err instanceof SandboxError) throw err;
     fail(`cannot create ${dir}`, err);
@@ -312,6 +356,13 @@ function createV2(id: string, limits: ResourceLimits, root: string): RunCgroup {
   return {
     runtimePath: runtimeCgroupPath(id),
     procsFiles: [join(dir, 'cgroup.procs')],
+    monitorDirs: mode === 'child' ? [join(dir, 'c'), dir] : [dir],
+    sample: () => ({
+      cpuMs: (readKeyed(join(dir, 'cpu.stat')).get('usage_usec') ?? 0) / 1000,
+      memoryBytes: readNum(join(dir, 'memory.current')),
+      pids: readNum(join(dir, 'pids.current')),
+      ...processIo(pidsIn(dir)),
+    }),
     usage() {
       const events = readKeyed(join(dir, 'memory.events'));
       const cpuStat = readKeyed(join(dir, 'cpu.stat'));

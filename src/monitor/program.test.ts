@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { compileSeccomp, DENIED_ALWAYS } from '../sandbox/spec/seccomp.js';
+import { bpftraceProgram, refusedByProfile, resultName, syscallName, syscallNumber } from './program.js';
+
+describe('monitor program', () => {
+  it('numbers system calls as the x86_64 kernel does (asm/unistd_64.h), across the 335..423 gap', () => {
+    assert.equal(syscallNumber('read'), 0);
+    assert.equal(syscallNumber('ptrace'), 101);
+    assert.equal(syscallNumber('mount'), 165);
+    assert.equal(syscallNumber('bpf'), 321);
+    assert.equal(syscallNumber('pidfd_send_signal'), 424);
+    assert.equal(syscallNumber('clone3'), 435);
+    assert.equal(syscallNumber('openat2'), 437);
+    assert.equal(syscallNumber('no_such_call'), null);
+    for (const n of ['mount', 'ptrace', 'clone3', 'unshare', 'read']) assert.equal(syscallName(syscallNumber(n)!), n);
+    assert.equal(syscallName(400), 'nr_400');
+  });
+
+  it('names results: ok, the errno name, or E<n>', () => {
+    assert.equal(resultName(0), 'ok');
+    assert.equal(resultName(13), 'EACCES');
+    assert.equal(resultName(30), 'EROFS');
+    assert.equal(resultName(1), 'EPERM');
+    assert.equal(resultName(99), 'E99');
+  });
+
+  it('filters every probe by the cgroup ids and the seccomp mode, and reads argv only up to its NULL', () => {
+    const p = bpftraceProgram([4242, 77]);
+    const probes = p.split('\n').filter((l) => l.startsWith('tracepoint:') && l.includes('{'));
+    assert.ok(probes.length >= 8);
+    for (const l of probes) assert.ok(l.includes('(cgroup == 4242 || cgroup == 77)'), l);
+    for (const l of probes.filter((x) => x.includes('sys_enter_'))) assert.ok(l.includes('curtask->seccomp.mode == 2'), l);
+    // argv[i] is read inside the branch that checked argv[i-1]: never past the array's NULL (envp follows it).
+    const exec = probes.find((l) => l.startsWith('tracepoint:syscalls:sys_enter_execve '))!;
+    assert.ok(exec.indexOf('*($a + 1)') < exec.indexOf('*($a + 2)') && exec.indexOf('*($a + 2)') < exec.indexOf('*($a + 3)'));
+    assert.ok(!exec.includes('*($a + 4)'));
+    assert.ok(!exec.includes('$a + 8'), 'pointer arithmetic is in elements, not bytes');
+  });
+
+  it('refuses to build a program without cgroup ids or with ids that are not positive integers', () => {
+    assert.throws(() => bpftraceProgram([]), RangeError);
+    assert.throws(() => bpftraceProgram([0]), RangeError);
+    assert.throws(() => bpftraceProgram([1.5]), RangeError);
+    assert.throws(() => bpftraceProgram([Number.NaN]), RangeError);
+  });
+
+  it('derives the refused calls from the seccomp profile: DENIED_ALWAYS and narrowed calls, not clone3 (ENOSYS is a compatibility answer)', () => {
+    const refused = new Set(refusedByProfile(compileSeccomp({ deny: ['mkdir'] })));
+    // (DENIED_ALWAYS also names calls x86_64 does not have, e.g. stime: no number, nothing to see.)
+    for (const n of DENIED_ALWAYS.filter((x) => x !== 'clone3' && syscallNumber(x) !== null)) assert.ok(refused.has(n), n);
+    assert.ok(refused.has('mkdir'), 'a manifest deny is a refusal');
+    assert.ok(refused.has('clone'), 'clone is allowed only without namespace flags');
+    assert.ok(!refused.has('read'));
+    assert.ok(!refused.has('openat'));
+    assert.ok(!refused.has('clone3'));
+  });
+});
