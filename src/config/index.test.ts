@@ -19,7 +19,14 @@ describe('parseConfig', () => {
       alertWebhook: undefined,
       alertSyslog: undefined,
       baseline: { enabled: true, minHistory: 20 },
+      dockerHost: undefined,
     });
+  });
+  it('DOCKER_HOST: a unix socket path or tcp host:port, anything else refused', () => {
+    assert.equal(parseConfig({ DOCKER_HOST: 'unix:///run/user/1000/docker.sock' }, host).dockerHost, 'unix:///run/user/1000/docker.sock');
+    assert.equal(parseConfig({ DOCKER_HOST: 'tcp://127.0.0.1:2375' }, host).dockerHost, 'tcp://127.0.0.1:2375');
+    for (const bad of ['ssh://me@host', '/var/run/docker.sock', 'tcp://host', 'unix://relative', 'npipe:////./pipe/docker_engine'])
+      assert.throws(() => parseConfig({ DOCKER_HOST: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
     assert.deepEqual(

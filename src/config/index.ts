@@ -72,6 +72,11 @@ export interface AegisConfig {
   readonly alertSyslog: AlertSyslogConfig | undefined;
   /** The per-agent anomaly baseline scored at the end of `aegis run` (docs/alerts.md). */
   readonly baseline: { readonly enabled: boolean; readonly minHistory: number };
+  /**
+   * $DOCKER_HOST for `isolation: docker` (docs/sandbox.md, Docker): `unix:///path` or
+   * `tcp://host:port`; undefined: the engine's default socket /var/run/docker.sock.
+   */
+  readonly dockerHost: string | undefined;
 }
 
 export interface AlertWebhookConfig {
@@ -161,7 +166,11 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const minHistory = minVar === undefined ? 20 : Number(minVar);
   if (!/^\d{1,4}$/.test(minVar ?? '20') || minHistory < 2 || minHistory > 1000)
     throw new ConfigError('config.invalid', `AEGIS_BASELINE_MIN_HISTORY=${minVar} must be a whole number from 2 to 1000`);
+  const dockerHost = set(env, 'DOCKER_HOST');
+  if (dockerHost !== undefined && !/^unix:\/\/\/[^\0]+$|^tcp:\/\/[A-Za-z0-9.:[\]-]+:[0-9]{1,5}\/?$/.test(dockerHost))
+    throw new ConfigError('config.invalid', `DOCKER_HOST=${dockerHost} must be unix:///<socket path> or tcp://<host>:<port>`);
   return {
+    dockerHost,
     alertRules,
     alertWebhook: parseAlertWebhook(env),
     alertSyslog: parseAlertSyslog(env),
