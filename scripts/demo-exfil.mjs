@@ -6,7 +6,7 @@
 // Then examples/db-api-agent uses a real PostgreSQL (db.internal:5432, on the same fake
 // internet) and the HTTPS API at once; its refused connections fail at once.
 //
-//   npm run build && node scripts/demo-exfil.mjs
+//   npm run build && node scripts/demo-exfil.mjs [--isolation crun|runc|gvisor|docker]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// `--isolation <runtime>` is handed to both `aegis run`s (the same policy on another backend).
+const at = process.argv.indexOf('--isolation');
+const isolation = at > 0 && process.argv[at + 1] ? ['--isolation', process.argv[at + 1]] : [];
 const aegis = (args, env = {}) =>
   spawnSync(process.execPath, [join(root, 'bin', 'aegis.js'), ...args], {
     cwd: root,
@@ -28,14 +31,14 @@ const summaryFile = join(mkdtempSync(join(tmpdir(), 'aegis-demo-')), 'summary.js
 let run;
 let dbRun;
 try {
-  console.log('$ aegis run examples/exfil-demo/agent.yaml --volume <test CA>:/data:ro');
-  run = aegis(['run', 'examples/exfil-demo/agent.yaml', '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], {
+  console.log(`$ aegis run examples/exfil-demo/agent.yaml --volume <test CA>:/data:ro ${isolation.join(' ')}`);
+  run = aegis(['run', 'examples/exfil-demo/agent.yaml', ...isolation, '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], {
     AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
   });
   process.stdout.write(run.stdout);
   process.stderr.write(run.stderr);
-  console.log('\n$ aegis run examples/db-api-agent/agent.yaml --volume <test CA>:/data:ro');
-  dbRun = aegis(['run', 'examples/db-api-agent/agent.yaml', '--volume', `${inet.dir}:/data:ro`], {
+  console.log(`\n$ aegis run examples/db-api-agent/agent.yaml --volume <test CA>:/data:ro ${isolation.join(' ')}`);
+  dbRun = aegis(['run', 'examples/db-api-agent/agent.yaml', ...isolation, '--volume', `${inet.dir}:/data:ro`], {
     AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
   });
   process.stdout.write(dbRun.stdout);

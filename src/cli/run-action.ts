@@ -22,6 +22,7 @@ import {
   type RunResult,
   type RunSandboxOptions,
 } from '../sandbox/run.js';
+import { useDockerHost } from '../sandbox/docker/host.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import { prepareRunSecrets, secretBindEvents, secretDeniedEvent, withPlaceholders, type RunSecrets } from '../secrets/run.js';
@@ -171,6 +172,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     if (isAegisError(err)) return cannotStart(err.message);
     throw err;
   }
+  // The Docker engine of `isolation: docker` (DOCKER_HOST, read by src/config only).
+  useDockerHost(config.dockerHost);
   // Sandboxes need root (namespaces, cgroups, nftables, the run state): say so before anything
   // else fails on a permission. `--dry-run` only compiles and prints, and works for anyone.
   if (!flags.dryRun && config.operator.uid !== 0) {
