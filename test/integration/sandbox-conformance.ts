@@ -89,6 +89,16 @@ export async function sandboxRequirements(isolation: Isolation = 'crun'): Promis
   } catch (e) {
     why ??= `python:3.11 image missing (run "aegis image build python:3.11"): ${(e as Error).message}`;
   }
+  if (isolation === 'docker' && why === null) {
+    // The runtime image in the engine before the cases run (once per engine: a fresh engine pays
+    // the import here, not in a case's duration).
+    try {
+      const { engineClient, engineImage } = await import('../../src/sandbox/docker/engine.js');
+      await engineImage(engineClient(), rootfs, '/run/aegis');
+    } catch (e) {
+      why = `cannot import python:3.11 into the Docker engine: ${(e as Error).message}`;
+    }
+  }
   return { unavailable: why, rootfs };
 }
 

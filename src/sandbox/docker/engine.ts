@@ -55,9 +55,10 @@ function engineError(what: string, err: unknown): SandboxError {
   return new SandboxError('sandbox.start_failed', `Docker engine: ${what}: ${msg}`, { cause: err });
 }
 
-/** The store digest of an image root (`<store>/sha256/<hex>/rootfs`), or null for another folder. */
-export function storeDigestOf(rootfs: string): string | null {
-  return /\/sha256\/([0-9a-f]{64})\/rootfs\/?$/.exec(rootfs)?.[1] ?? null;
+/** The store and digest of an image root (`<store>/sha256/<hex>/rootfs`), or null for another folder. */
+export function storeImageOf(rootfs: string): { store: string; digest: string } | null {
+  const m = /^(\/.*)\/sha256\/([0-9a-f]{64})\/rootfs\/?$/.exec(rootfs);
+  return m === null ? null : { store: m[1]!, digest: m[2]! };
 }
 
 /** Deterministic tar of `rootfs` (sorted, numeric owners, fixed mtime) into `file`; returns its sha256. */
@@ -88,17 +89,19 @@ interface ImportRecord {
 }
 
 /**
- * The engine's image id for `rootfs`, imported if needed. A store image is imported once as
- * `aegis-image:<its digest>`; another folder (tests) as `aegis-image:<sha256 of its tar>` each run.
- * Checked before each run: the name must resolve to the very image AEGIS imported (its engine id,
- * recorded in the private `<stateDir>/docker/images/<digest>`, whose single layer is the sha256 of
- * the tar AEGIS sent) and carry the digest label; otherwise it is imported again. The container is
- * then created from the engine id, never the name.
+ * The engine's image id for `rootfs`, imported if needed. A store image is imported once per
+ * engine as `aegis-image:<its digest>`; another folder (tests) as `aegis-image:<sha256 of its
+ * tar>` each run. Checked before each run: the name must resolve to the very image AEGIS imported
+ * (its engine id, recorded host-wide next to the store in the private
+ * `<store>/../docker-images/<digest>` (0700 directory, 0600 files of the user running AEGIS), whose
+ * single layer is the sha256 of the tar AEGIS sent) and carry the digest label; otherwise it is
+ * imported again. The container is then created from the engine id, never the name.
  */
 export async function engineImage(docker: Docker, rootfs: string, stateDir: string): Promise<string> {
-  const dir = join(stateDir, 'docker', 'images');
+  const store = storeImageOf(rootfs);
+  const dir = store !== null ? join(store.store, '..', 'docker-images') : join(stateDir, 'docker', 'images');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const storeDigest = storeDigestOf(rootfs);
+  const storeDigest = store?.digest ?? null;
   if (storeDigest !== null) {
     const rec = readImportRecord(join(dir, storeDigest));
     if (rec !== null && (await imageMatches(docker, storeDigest, rec))) return rec.engineId;
@@ -133,7 +136,9 @@ export async function engineImage(docker: Docker, rootfs: string, stateDir: stri
 function readImportRecord(path: string): ImportRecord | null {
   try {
     const st = statSync(path);
-    if (st.uid !== (process.geteuid?.() ?? 0) || (st.mode & 0o077) !== 0) return null;
+    const dir = statSync(join(path, '..'));
+    const me = process.geteuid?.() ?? 0;
+    if (st.uid !== me || (st.mode & 0o077) !== 0 || dir.uid !== me || (dir.mode & 0o077) !== 0) return null;
     const v = JSON.parse(readFileSync(path, 'utf8')) as Partial<ImportRecord>;
     return typeof v.engineId === 'string' && /^sha256:[0-9a-f]{64}$/.test(v.engineId) && typeof v.layer === 'string'
       ? { engineId: v.engineId, layer: v.layer }
