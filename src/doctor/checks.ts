@@ -88,7 +88,7 @@ export function dockerChecks(d: DockerFacts): Check[] {
     out.push({
       id: 'docker.seccomp',
       status: 'warn',
-      summary: 'seccomp profile not tried: no AEGIS image in the engine yet (the first docker run imports it)',
+      summary: `seccomp profile not tried: the default image is not in the engine yet (the first docker run imports it)`,
     });
   else
     out.push(

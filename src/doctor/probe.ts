@@ -45,7 +45,7 @@ function osRelease(): { id: string; versionId: string } {
 }
 
 /** What the Docker engine says of itself, and whether it runs a container under AEGIS's seccomp profile. */
-export async function probeDocker(host: string | undefined): Promise<DockerFacts> {
+export async function probeDocker(host: string | undefined, imageDigest: string | null = null): Promise<DockerFacts> {
   const shown = host ?? `unix://${DEFAULT_DOCKER_SOCKET}`;
   const missing = engineUnavailableReason(host);
   if (missing !== null) return { host: shown, unreachable: missing };
@@ -59,7 +59,11 @@ export async function probeDocker(host: string | undefined): Promise<DockerFacts
   }
   let seccompRun: string | null = null;
   try {
-    const images = await docker.listImages({ filters: { reference: [IMAGE_REPO] } });
+    // The default image as AEGIS imported it (it has `true`); absent until the first docker run.
+    const images =
+      imageDigest === null
+        ? []
+        : await docker.listImages({ filters: { reference: [`${IMAGE_REPO}:${imageDigest.replace(/^sha256:/, '')}`] } });
     const image = images[0]?.Id;
     if (image !== undefined) {
       const c = await docker.createContainer({
@@ -128,6 +132,6 @@ export async function probeHost(opts: { imagesDir?: string; defaultRef?: string;
     maxUserNamespaces: Number.isFinite(maxUserns) && read('/proc/sys/user/max_user_namespaces') !== null ? maxUserns : null,
     kvm: existsSync('/dev/kvm'),
     images: { dir, storeExists: existsSync(dir), defaultRef, defaultImage },
-    docker: await probeDocker(opts.dockerHost),
+    docker: await probeDocker(opts.dockerHost, defaultImage.ok ? defaultImage.digest : null),
   };
 }

@@ -97,7 +97,7 @@ interface ImportRecord {
  * single layer is the sha256 of the tar AEGIS sent) and carry the digest label; otherwise it is
  * imported again. The container is then created from the engine id, never the name.
  */
-export async function engineImage(docker: Docker, rootfs: string, stateDir: string): Promise<string> {
+export async function engineImage(docker: Docker, rootfs: string, stateDir: string, runId?: string): Promise<string> {
   const store = storeImageOf(rootfs);
   const dir = store !== null ? join(store.store, '..', 'docker-images') : join(stateDir, 'docker', 'images');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -113,7 +113,11 @@ export async function engineImage(docker: Docker, rootfs: string, stateDir: stri
     const stream = (await docker.importImage(tarFile, {
       repo: IMAGE_REPO,
       tag: digest,
-      changes: [`LABEL ${LABEL_IMAGE_DIGEST}=${digest}`],
+      // A folder outside the store is the run's own: labelled with it, removed with its containers.
+      changes: [
+        `LABEL ${LABEL_IMAGE_DIGEST}=${digest}`,
+        ...(storeDigest === null && runId !== undefined ? [`LABEL ${LABEL_RUN}=${runId}`] : []),
+      ],
     } as object)) as Readable;
     await new Promise<void>((resolve, reject) =>
       docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(engineError('image import', err)) : resolve())),
@@ -257,17 +261,18 @@ export async function startContainer(docker: Docker, containerId: string, pidFil
   );
 }
 
-/** Force-removes every container of run `id` (holder included); true when there was any. */
+/**
+ * Force-removes every container of run `id` (holder included), then the image imported for it
+ * alone (a root outside the store); true when there was any container.
+ */
 export async function removeRunContainers(docker: Docker, id: string): Promise<boolean> {
+  const gone = (err: unknown): void => {
+    if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+  };
   const list = await docker.listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${id}`] } });
-  for (const c of list) {
-    await docker
-      .getContainer(c.Id)
-      .remove({ force: true, v: true })
-      .catch((err: unknown) => {
-        if ((err as { statusCode?: number }).statusCode !== 404) throw err;
-      });
-  }
+  for (const c of list) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(gone);
+  const images = await docker.listImages({ filters: { label: [`${LABEL_RUN}=${id}`] } });
+  for (const i of images) await docker.getImage(i.Id).remove({ force: true }).catch(gone);
   return list.length > 0;
 }
 

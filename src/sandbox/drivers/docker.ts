@@ -111,7 +111,7 @@ export class DockerDriver implements RuntimeDriver {
         'sandbox.docker_refused',
         `the Docker engine runs on another kernel (${info.OperatingSystem ?? '?'} ${info.KernelVersion ?? '?'}): AEGIS's cgroup limits, egress gateway and volume checks would not apply there`,
       );
-    const image = await engineImage(docker, l.imageRootfs, l.stateDir);
+    const image = await engineImage(docker, l.imageRootfs, l.stateDir, run.id);
     const net = config.linux.namespaces.find((n) => n.type === 'network')?.path;
     let network: { kind: 'none' } | { kind: 'container'; holder: string } = { kind: 'none' };
     if (net !== undefined) {
