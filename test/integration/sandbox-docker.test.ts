@@ -5,11 +5,51 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { engineClient } from '../../src/sandbox/docker/engine.js';
-import { LABEL_RUN } from '../../src/sandbox/docker/options.js';
+import { spawnSync } from 'node:child_process';
+import { resolveImage } from '../../src/images/index.js';
+import { engineClient, engineImage, ownerFacts, sweepEngine } from '../../src/sandbox/docker/engine.js';
+import { LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_ROLE, LABEL_RUN } from '../../src/sandbox/docker/options.js';
 import { runConformance, requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 runConformance('docker');
+
+describe('docker engine sweep', () => {
+  it("removes containers whose AEGIS owner is dead (or its pid reused), keeps a live owner's", async (t) => {
+    if (!requireOrSkip(t, await sandboxUnavailable('docker'))) return;
+    const docker = engineClient();
+    const rootfs = (await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' })).rootfs;
+    const image = await engineImage(docker, rootfs, '/run/aegis');
+    const dead = spawnSync('true').pid!; // exited: its pid names no live process (or another one)
+    const me = ownerFacts();
+    const make = (run: string, pid: number, start: string) =>
+      docker.createContainer({
+        Image: image,
+        Entrypoint: ['true'],
+        Labels: { [LABEL_RUN]: run, [LABEL_ROLE]: 'agent', [LABEL_OWNER_PID]: String(pid), [LABEL_OWNER_START]: start },
+        HostConfig: { NetworkMode: 'none', LogConfig: { Type: 'none', Config: {} } },
+      });
+    const suffix = `${process.pid}-${Date.now()}`;
+    const lost = await make(`aegis-sweep-dead-${suffix}`, dead, '1');
+    const reused = await make(`aegis-sweep-reused-${suffix}`, me.pid, `${me.startTime}0`);
+    const live = await make(`aegis-sweep-live-${suffix}`, me.pid, me.startTime);
+    try {
+      const swept = await sweepEngine(docker);
+      assert.ok(swept.includes(`aegis-sweep-dead-${suffix}`), swept.join(' '));
+      assert.ok(swept.includes(`aegis-sweep-reused-${suffix}`), swept.join(' '));
+      assert.ok(!swept.includes(`aegis-sweep-live-${suffix}`));
+      const left = (await docker.listContainers({ all: true, filters: { label: [LABEL_OWNER_PID] } })).filter((c) =>
+        (c.Labels[LABEL_RUN] ?? '').endsWith(suffix),
+      );
+      assert.deepEqual(
+        left.map((c) => c.Id),
+        [live.id],
+      );
+      assert.ok(![lost.id, reused.id].some((id) => left.some((c) => c.Id === id)));
+    } finally {
+      for (const c of [lost, reused, live]) await c.remove({ force: true }).catch(() => undefined);
+    }
+  });
+});
 
 describe('docker engine after the suite', () => {
   let unavailable: string | null = null;

@@ -41,6 +41,7 @@ export class DockerDriver implements RuntimeDriver {
   readonly binary = 'docker-engine-api';
   readonly cgroupMode = 'child' as const;
   readonly rlimitsInherited = false;
+  private readonly engineSwept = new WeakSet<object>();
 
   /** The network holder container's init lives in the run's cgroup too (when there is one). */
   pidsOverhead(config: OciConfig): number {
@@ -96,6 +97,12 @@ export class DockerDriver implements RuntimeDriver {
     const [e, { containerOptions, holderOptions }] = await Promise.all([import('../docker/engine.js'), import('../docker/options.js')]);
     const { engineClient, engineImage, NETNS_MOUNT, netnsHolderProgram, nsIdentity, ownerFacts, startContainer, ContainerProcess } = e;
     const docker = engineClient();
+    // Once per process and engine: containers whose AEGIS owner died and whose run record is gone
+    // too (the record sweep in state.ts handles those it knows, and audits them as run.lost).
+    if (!this.engineSwept.has(docker)) {
+      this.engineSwept.add(docker);
+      await e.sweepEngine(docker).catch(() => undefined);
+    }
     const { run, config } = l;
     writeFileSync(join(run.stateRoot, run.id), '', { mode: 0o600 });
     const owner = ownerFacts();
