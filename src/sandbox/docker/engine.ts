@@ -225,6 +225,14 @@ export async function startContainer(docker: Docker, containerId: string, pidFil
     Readable & { end(): void };
   docker.modem.demuxStream(stream, proc.stdout, proc.stderr);
   stream.on('error', () => undefined);
+  // Listened for from the attach on (a short-lived container may end it before start() returns).
+  // The engine ends the attach stream after the container's last output: exit is reported after it
+  // (bounded, should the engine keep the connection open).
+  const drained = new Promise<void>((resolve) => {
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+    stream.once('error', () => resolve());
+  });
   // stdin: what run.ts pumps in goes to the container; its end closes the container's stdin (StdinOnce).
   proc.stdin.pipe(stream);
   const waited = c.wait({ condition: 'next-exit' }) as Promise<{ StatusCode: number }>;
@@ -235,13 +243,6 @@ export async function startContainer(docker: Docker, containerId: string, pidFil
   proc.pid = info !== null && info.State.Pid > 0 ? info.State.Pid : 0;
   writeFileSync(pidFile, String(proc.pid), { mode: 0o600 });
   proc.emit('spawn');
-  // The engine ends the attach stream after the container's last output: exit is reported after it
-  // (bounded, should the engine keep the connection open).
-  const drained = new Promise<void>((resolve) => {
-    stream.once('end', resolve);
-    stream.once('close', resolve);
-    stream.once('error', () => resolve());
-  });
   void waited.then(
     async (r) => {
       let timer: NodeJS.Timeout | undefined;
