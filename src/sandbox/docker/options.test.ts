@@ -98,6 +98,8 @@ describe('docker: bundle -> engine options', () => {
     assert.match(h.Tmpfs?.['/data/outputs'] ?? '', /size=/);
     assert.match(h.Tmpfs?.['/data/inputs'] ?? '', /(^|,)ro(,|$)/);
     for (const p of AEGIS_MASKED_PATHS) assert.ok(h.MaskedPaths?.includes(p), p);
+    assert.ok(h.MaskedPaths?.includes('/sys/fs/cgroup'), "the engine's extra cgroup mount is masked");
+    assert.match(h.Tmpfs?.['/tmp'] ?? '', /(^|,)exec(,|$)/, "the engine's default noexec is not added to what the bundle allows");
     assert.deepEqual(
       h.Ulimits?.find((u) => u.Name === 'nofile'),
       { Name: 'nofile', Soft: 1024, Hard: 1024 },

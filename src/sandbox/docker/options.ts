@@ -178,7 +178,9 @@ export function containerOptions(
       Mounts: binds,
       Tmpfs: tmpfs,
       ...(shmSize !== undefined ? { ShmSize: shmSize } : {}),
-      MaskedPaths: [...config.linux.maskedPaths],
+      // The engine also mounts the container's cgroups read-only at /sys/fs/cgroup (the OCI
+      // bundle has no such mount): masked, so the agent sees what it sees under crun.
+      MaskedPaths: [...config.linux.maskedPaths, '/sys/fs/cgroup'],
       ReadonlyPaths: [...config.linux.readonlyPaths],
       Ulimits: ulimits,
       LogConfig: { Type: 'none', Config: {} },
@@ -193,7 +195,8 @@ function tmpfsOptions(m: OciMount): string {
   const bad = m.options.filter((o) => !TMPFS_OPTIONS.test(o));
   if (bad.length > 0) refuse(`tmpfs options ${bad.join(',')} at ${m.destination}`);
   if (sizeOf(m.options) === undefined) refuse(`a tmpfs without a size at ${m.destination}`);
-  return m.options.join(',');
+  // The engine adds noexec to every tmpfs unless told `exec`: the bundle's choice, as crun applies it.
+  return [...m.options, ...(m.options.includes('noexec') ? [] : ['exec'])].join(',');
 }
 
 /**
