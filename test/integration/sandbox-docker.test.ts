@@ -7,7 +7,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { spawnSync } from 'node:child_process';
 import { resolveImage } from '../../src/images/index.js';
-import { engineClient, engineImage, ownerFacts, sweepEngine } from '../../src/sandbox/docker/engine.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { engineClient, engineImage, IMAGE_REPO, ownerFacts, removeRunContainers, sweepEngine } from '../../src/sandbox/docker/engine.js';
 import { LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_ROLE, LABEL_RUN } from '../../src/sandbox/docker/options.js';
 import { runConformance, requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
@@ -47,6 +49,34 @@ describe('docker engine sweep', () => {
       assert.ok(![lost.id, reused.id].some((id) => left.some((c) => c.Id === id)));
     } finally {
       for (const c of [lost, reused, live]) await c.remove({ force: true }).catch(() => undefined);
+    }
+  });
+});
+
+describe('docker engine images', () => {
+  it('does not run an image someone else put under the name AEGIS uses: imported again, and the name corrected', async (t) => {
+    if (!requireOrSkip(t, await sandboxUnavailable('docker'))) return;
+    const docker = engineClient();
+    const py = await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' });
+    const hex = py.digest.replace(/^sha256:/, '');
+    const genuine = await engineImage(docker, py.rootfs, '/run/aegis');
+    // An impostor: another root filesystem, tagged with the python image's name (and label).
+    const other = mkdtempSync('/var/tmp/aegis-impostor-');
+    writeFileSync(join(other, 'marker'), 'not python');
+    const run = `aegis-impostor-${process.pid}`;
+    try {
+      const impostor = await engineImage(docker, other, join(other, 'state'), run);
+      assert.notEqual(impostor, genuine);
+      await docker.getImage(impostor).tag({ repo: IMAGE_REPO, tag: hex });
+      assert.equal((await docker.getImage(`${IMAGE_REPO}:${hex}`).inspect()).Id, impostor, 'the name was taken over');
+      const used = await engineImage(docker, py.rootfs, '/run/aegis');
+      assert.notEqual(used, impostor, 'the impostor is never used');
+      const info = await docker.getImage(`${IMAGE_REPO}:${hex}`).inspect();
+      assert.equal(info.Id, used, "the name is AEGIS's import again");
+      assert.equal(info.RootFS?.Layers?.length, 1);
+    } finally {
+      await removeRunContainers(docker, run);
+      rmSync(other, { recursive: true, force: true });
     }
   });
 });

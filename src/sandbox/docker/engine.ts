@@ -102,14 +102,17 @@ export async function engineImage(docker: Docker, rootfs: string, stateDir: stri
   const dir = store !== null ? join(store.store, '..', 'docker-images') : join(stateDir, 'docker', 'images');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const storeDigest = store?.digest ?? null;
-  if (storeDigest !== null) {
-    const rec = readImportRecord(join(dir, storeDigest));
-    if (rec !== null && (await imageMatches(docker, storeDigest, rec))) return rec.engineId;
-  }
+  const rec = storeDigest !== null ? readImportRecord(join(dir, storeDigest)) : null;
+  if (storeDigest !== null && rec !== null && (await imageMatches(docker, storeDigest, rec))) return rec.engineId;
   const tarFile = join(dir, `.import-${process.pid}.tar`);
   try {
     const layer = await tarRootfs(rootfs, tarFile);
     const digest = storeDigest ?? layer;
+    const previous = await docker
+      .getImage(`${IMAGE_REPO}:${digest}`)
+      .inspect()
+      .then((i) => i.Id)
+      .catch(() => null);
     const stream = (await docker.importImage(tarFile, {
       repo: IMAGE_REPO,
       tag: digest,
@@ -125,10 +128,18 @@ export async function engineImage(docker: Docker, rootfs: string, stateDir: stri
     const info = await docker.getImage(`${IMAGE_REPO}:${digest}`).inspect();
     if (info.RootFS?.Layers?.length !== 1 || info.RootFS.Layers[0] !== `sha256:${layer}`)
       throw new SandboxError('sandbox.start_failed', `Docker engine: the imported image's layer is not the tar AEGIS sent (${digest})`);
-    const rec: ImportRecord = { engineId: info.Id, layer: `sha256:${layer}` };
+    const fresh: ImportRecord = { engineId: info.Id, layer: `sha256:${layer}` };
     const tmp = join(dir, `.${digest}.${process.pid}`);
-    writeFileSync(tmp, JSON.stringify(rec), { mode: 0o600 });
+    writeFileSync(tmp, JSON.stringify(fresh), { mode: 0o600 });
     renameSync(tmp, join(dir, digest));
+    // What the name carried before (someone else's image, or AEGIS's earlier import whose check
+    // failed), and AEGIS's recorded import: removed unless a container still uses them.
+    for (const old of new Set([previous, rec?.engineId ?? null]))
+      if (old !== null && old !== info.Id)
+        await docker
+          .getImage(old)
+          .remove()
+          .catch(() => undefined);
     return info.Id;
   } catch (err) {
     throw err instanceof SandboxError ? err : engineError('image import', err);
