@@ -8,7 +8,7 @@
 // examples/secret-agent calls the API with a key it never holds (the gateway swaps its
 // placeholder on the way to api.openai.com only) and then fails to send it anywhere else.
 //
-//   npm run build && node scripts/demo-exfil.mjs
+//   npm run build && node scripts/demo-exfil.mjs [--isolation crun|runc|gvisor|docker]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// `--isolation <runtime>` is handed to both `aegis run`s (the same policy on another backend).
+const at = process.argv.indexOf('--isolation');
+const isolation = at > 0 && process.argv[at + 1] ? ['--isolation', process.argv[at + 1]] : [];
 const aegis = (args, env = {}) =>
   spawnSync(process.execPath, [join(root, 'bin', 'aegis.js'), ...args], {
     cwd: root,
@@ -33,14 +36,14 @@ let run;
 let dbRun;
 let secretRun;
 try {
-  console.log('$ aegis run examples/exfil-demo/agent.yaml --volume <test CA>:/data:ro');
-  run = aegis(['run', 'examples/exfil-demo/agent.yaml', '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], {
+  console.log(`$ aegis run examples/exfil-demo/agent.yaml --volume <test CA>:/data:ro ${isolation.join(' ')}`);
+  run = aegis(['run', 'examples/exfil-demo/agent.yaml', ...isolation, '--volume', `${inet.dir}:/data:ro`, '--summary', summaryFile], {
     AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
   });
   process.stdout.write(run.stdout);
   process.stderr.write(run.stderr);
-  console.log('\n$ aegis run examples/db-api-agent/agent.yaml --volume <test CA>:/data:ro');
-  dbRun = aegis(['run', 'examples/db-api-agent/agent.yaml', '--volume', `${inet.dir}:/data:ro`], {
+  console.log(`\n$ aegis run examples/db-api-agent/agent.yaml --volume <test CA>:/data:ro ${isolation.join(' ')}`);
+  dbRun = aegis(['run', 'examples/db-api-agent/agent.yaml', ...isolation, '--volume', `${inet.dir}:/data:ro`], {
     AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
   });
   process.stdout.write(dbRun.stdout);

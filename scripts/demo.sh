@@ -34,6 +34,10 @@ cat "$out/../aegis-hello-summary.json"
 say "the egress gateway: an exfiltration attempt, refused and audited"
 node scripts/demo-exfil.mjs
 
+# The same policies on the Docker backend (docs/sandbox.md, Docker): the same gateway, the same refusals.
+say "the same under --isolation docker"
+node scripts/demo-exfil.mjs --isolation docker
+
 say "alerts the runs raised (alert.raised events in the audit log; rules: rules/aegis-default.yml)"
 aegis audit query --action alert.raised --since 1h
 

@@ -30,6 +30,9 @@ APT_PACKAGES=(
   # runtime monitor (src/monitor, docs/monitoring.md): eBPF programs on the host, filtered by the
   #   run's cgroup (bpftrace 0.17 uses the kernel's BTF; no compiler or headers needed)
   bpftrace
+  # the Docker backend (isolation: docker, src/sandbox/docker): Debian's engine (20.10) and containerd;
+  #   started below when it is not running
+  docker.io
 )
 
 missing=()
@@ -41,6 +44,17 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Docker engine: started in the background when its socket does not answer (no systemd on
+# these machines), with a log file; waits until it answers. Idempotent. NOTE: dockerd sets
+# net.ipv4.ip_forward=1 and the iptables FORWARD policy DROP, and adds docker0 (172.17.0.0/16).
+docker_up() { curl -fsS --max-time 2 --unix-socket /var/run/docker.sock http://localhost/_ping 2>/dev/null | grep -q OK; }
+if ! docker_up; then
+  log "starting dockerd (log: /var/log/aegis-dockerd.log)"
+  setsid nohup /usr/sbin/dockerd >>/var/log/aegis-dockerd.log 2>&1 </dev/null &
+  for _ in $(seq 1 120); do docker_up && break; sleep 0.5; done
+  docker_up || { log "dockerd did not answer within 60 s; see /var/log/aegis-dockerd.log"; exit 1; }
 fi
 
 log "installing npm packages (npm ci)"

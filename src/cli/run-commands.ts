@@ -2,7 +2,7 @@
  * `aegis run`: starts the agent of an agent.yaml in a fresh sandbox.
  *
  * Contract (checked exactly):
- *   run <agent.yaml> [--isolation crun|runc|gvisor] [--volume HOST:SANDBOX[:ro|rw[,size=N]]]... [--env NAME=VALUE]...
+ *   run <agent.yaml> [--isolation crun|runc|gvisor|docker] [--volume HOST:SANDBOX[:ro|rw[,size=N]]]... [--env NAME=VALUE]...
  *       [--summary <file>] [--seccomp-profile <file>] [--dry-run] [-- extra args]
  *   The agent's stdout and stderr stream through unchanged, and AEGIS's stdin is copied in: by
  *   AEGIS, through pipes of its own (the runtime never gets the operator's descriptors; see
@@ -19,7 +19,7 @@ import { Option } from 'commander';
 import type { CliContext } from './context.js';
 
 export interface RunFlags {
-  isolation?: 'crun' | 'runc' | 'gvisor';
+  isolation?: 'crun' | 'runc' | 'gvisor' | 'docker';
   volume: string[];
   /** Operator's plain environment values (src/policy/env.ts: applyOperatorEnv). */
   env: string[];
@@ -37,7 +37,14 @@ export function registerRunCommands(program: Command, ctx: CliContext): void {
     )
     .argument('<agent.yaml>', 'the agent manifest')
     .argument('[args...]', 'extra arguments appended to the entrypoint (after --)')
-    .addOption(new Option('--isolation <runtime>', 'OCI runtime (default: agent.isolation, else crun)').choices(['crun', 'runc', 'gvisor']))
+    .addOption(
+      new Option('--isolation <runtime>', 'OCI runtime or docker (default: agent.isolation, else crun)').choices([
+        'crun',
+        'runc',
+        'gvisor',
+        'docker',
+      ]),
+    )
     .option(
       '--volume <HOST:SANDBOX[:ro|rw[,size=N]]>',
       'attach a host folder where fs.read (ro) or fs.write (rw) grants the sandbox path (repeatable); rw volumes live on a filesystem of size N (default 1G) and are copied back at the end',

@@ -90,6 +90,8 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
       .replace(/[^A-Za-z0-9_-]/g, '-')
       .slice(0, 100);
   const config = ctx.config();
+  // The Docker engine of `isolation: docker` (DOCKER_HOST, read by src/config only).
+  (await import('../sandbox/docker/host.js')).useDockerHost(config.dockerHost);
   const data = resolve(flags.data);
   const log = (line: string): void => ctx.err(`aegis serve: ${line}\n`);
 

@@ -24,6 +24,7 @@ describe('parseConfig', () => {
       registryCaFile: undefined,
       client: { server: undefined, apiKey: undefined },
       monitor: 'auto',
+      dockerHost: undefined,
     });
   });
   it('monitor: auto by default; on and off; anything else is config.invalid', () => {
@@ -31,6 +32,12 @@ describe('parseConfig', () => {
     assert.equal(parseConfig({ AEGIS_MONITOR: 'off' }, host).monitor, 'off');
     assert.equal(parseConfig({ AEGIS_MONITOR: ' ' }, host).monitor, 'auto');
     assert.throws(() => parseConfig({ AEGIS_MONITOR: 'yes' }, host), hasCode(ConfigError, 'config.invalid'));
+  });
+  it('DOCKER_HOST: a unix socket path or tcp host:port, anything else refused', () => {
+    assert.equal(parseConfig({ DOCKER_HOST: 'unix:///run/user/1000/docker.sock' }, host).dockerHost, 'unix:///run/user/1000/docker.sock');
+    assert.equal(parseConfig({ DOCKER_HOST: 'tcp://127.0.0.1:2375' }, host).dockerHost, 'tcp://127.0.0.1:2375');
+    for (const bad of ['ssh://me@host', '/var/run/docker.sock', 'tcp://host', 'unix://relative', 'npipe:////./pipe/docker_engine'])
+      assert.throws(() => parseConfig({ DOCKER_HOST: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
     assert.deepEqual(

@@ -97,6 +97,11 @@ export interface AegisConfig {
   readonly client: ClientConfig;
   /** $AEGIS_MONITOR: the runtime monitor's host policy (default `auto`). */
   readonly monitor: MonitorMode;
+  /**
+   * $DOCKER_HOST for `isolation: docker` (docs/sandbox.md, Docker): `unix:///path` or
+   * `tcp://host:port`; undefined: the engine's default socket /var/run/docker.sock.
+   */
+  readonly dockerHost: string | undefined;
 }
 
 export interface ClientConfig {
@@ -242,7 +247,11 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const monitorVar = set(env, 'AEGIS_MONITOR')?.trim();
   if (monitorVar !== undefined && monitorVar !== 'auto' && monitorVar !== 'on' && monitorVar !== 'off')
     throw new ConfigError('config.invalid', `AEGIS_MONITOR=${monitorVar} must be auto, on or off`);
+  const dockerHost = set(env, 'DOCKER_HOST');
+  if (dockerHost !== undefined && !/^unix:\/\/\/[^\0]+$|^tcp:\/\/[A-Za-z0-9.:[\]-]+:[0-9]{1,5}\/?$/.test(dockerHost))
+    throw new ConfigError('config.invalid', `DOCKER_HOST=${dockerHost} must be unix:///<socket path> or tcp://<host>:<port>`);
   return {
+    dockerHost,
     monitor: monitorVar ?? 'auto',
     imageTrustedKeys,
     registryAuthFile: absolutePath(env, 'AEGIS_REGISTRY_AUTH_FILE') ?? join(home, 'registry-auth.json'),

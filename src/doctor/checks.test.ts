@@ -42,6 +42,17 @@ const ALL_TOOLS = Object.fromEntries(
   ]),
 );
 
+const DOCKER_OK = {
+  host: 'unix:///var/run/docker.sock',
+  unreachable: null,
+  version: '20.10.24+dfsg1',
+  apiVersion: '1.41',
+  cgroupDriver: 'cgroupfs',
+  cgroupVersion: '1',
+  sameKernel: true,
+  seccompRun: 'ok',
+} as const;
+
 function facts(over: Partial<HostFacts> = {}): HostFacts {
   return {
     euid: 0,
@@ -59,6 +70,7 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
       defaultRef: 'python:3.11',
       defaultImage: { ok: true, digest: `sha256:${'a'.repeat(64)}` },
     },
+    docker: DOCKER_OK,
     ...over,
   };
 }
@@ -202,5 +214,33 @@ describe('aegis doctor checks', () => {
       assert.ok(u.needRoot.includes('aegis run'));
       assert.ok(!u.asThisUser.includes('aegis run'));
     });
+  });
+});
+
+describe('docker engine checks', () => {
+  it('all ok for a local cgroupfs engine that ran the seccomp profile', () => {
+    const cs = evaluate(facts()).filter((c) => c.id.startsWith('docker.'));
+    assert.deepEqual(
+      cs.map((c) => [c.id, c.status]),
+      [
+        ['docker.engine', 'ok'],
+        ['docker.cgroup_driver', 'ok'],
+        ['docker.local', 'ok'],
+        ['docker.seccomp', 'ok'],
+      ],
+    );
+  });
+  it('a missing engine is a warning with what to do (docker is optional), never a failure', () => {
+    const cs = evaluate(facts({ docker: { host: 'unix:///var/run/docker.sock', unreachable: 'no socket' } })).filter((c) =>
+      c.id.startsWith('docker.'),
+    );
+    assert.equal(cs.length, 1);
+    assert.equal(cs[0]?.status, 'warn');
+    assert.match(cs[0]?.advice ?? '', /docker\.io/);
+  });
+  it('warns about a systemd cgroup driver, an engine in a VM and a refused seccomp profile', () => {
+    const cs = evaluate(facts({ docker: { ...DOCKER_OK, cgroupDriver: 'systemd', sameKernel: false, seccompRun: 'invalid profile' } }));
+    for (const id of ['docker.cgroup_driver', 'docker.local', 'docker.seccomp']) assert.equal(byId(cs, id)?.status, 'warn', id);
+    assert.match(byId(cs, 'docker.seccomp')?.summary ?? '', /invalid profile/);
   });
 });

@@ -30,6 +30,80 @@ export interface HostFacts {
     readonly defaultImage:
       { readonly ok: true; readonly digest: string } | { readonly ok: false; readonly code: string; readonly message: string };
   };
+  /** The Docker engine (isolation: docker), as the probe found it. */
+  readonly docker: DockerFacts;
+}
+
+export interface DockerFacts {
+  /** DOCKER_HOST, or the default socket. */
+  readonly host: string;
+  /** Why the engine could not be asked (no socket, refused, timeout), or null when it answered. */
+  readonly unreachable: string | null;
+  readonly version?: string;
+  readonly apiVersion?: string;
+  readonly cgroupDriver?: string;
+  readonly cgroupVersion?: string;
+  /** The engine's kernel is this host's (a local engine, not one in a VM). */
+  readonly sameKernel?: boolean;
+  /**
+   * A container with AEGIS's seccomp profile, no-new-privileges, no capabilities and no network
+   * ran `true`: null when not tried (no AEGIS image in the engine yet), else the error or 'ok'.
+   */
+  readonly seccompRun?: string | null;
+}
+
+/** The engine checks: docker is an optional backend, so a missing engine is a warning, not a failure. */
+export function dockerChecks(d: DockerFacts): Check[] {
+  if (d.unreachable !== null)
+    return [
+      {
+        id: 'docker.engine',
+        status: 'warn',
+        summary: `no Docker engine at ${d.host} (needed only for isolation: docker): ${d.unreachable}`,
+        advice: 'apt-get install docker.io, then start dockerd (scripts/setup.sh does both), or set DOCKER_HOST',
+      },
+    ];
+  const out: Check[] = [
+    { id: 'docker.engine', status: 'ok', summary: `Docker engine ${d.version ?? '?'} (API ${d.apiVersion ?? '?'}) at ${d.host}` },
+  ];
+  out.push(
+    d.cgroupDriver === 'cgroupfs'
+      ? { id: 'docker.cgroup_driver', status: 'ok', summary: `cgroup driver cgroupfs (cgroup v${d.cgroupVersion ?? '?'})` }
+      : {
+          id: 'docker.cgroup_driver',
+          status: 'warn',
+          summary: `cgroup driver ${d.cgroupDriver ?? '?'}: AEGIS places containers below its own cgroup, which needs cgroupfs`,
+          advice: 'start dockerd with --exec-opt native.cgroupdriver=cgroupfs',
+        },
+  );
+  out.push(
+    d.sameKernel === true
+      ? { id: 'docker.local', status: 'ok', summary: "the engine runs on this host's kernel" }
+      : {
+          id: 'docker.local',
+          status: 'warn',
+          summary: 'the engine runs in another kernel (a VM, e.g. Docker Desktop): aegis run --isolation docker refuses it',
+          advice: 'use a local engine on Linux (docs/sandbox.md, Docker)',
+        },
+  );
+  if (d.seccompRun === null || d.seccompRun === undefined)
+    out.push({
+      id: 'docker.seccomp',
+      status: 'warn',
+      summary: `seccomp profile not tried: the default image is not in the engine yet (the first docker run imports it)`,
+    });
+  else
+    out.push(
+      d.seccompRun === 'ok'
+        ? { id: 'docker.seccomp', status: 'ok', summary: "a container ran under AEGIS's seccomp profile with no-new-privileges" }
+        : {
+            id: 'docker.seccomp',
+            status: 'warn',
+            summary: `the engine cannot run AEGIS's seccomp profile: ${d.seccompRun}`,
+            advice: 'Docker >= 20.10 with seccomp support (docker info: Security Options: seccomp)',
+          },
+    );
+  return out;
 }
 
 export type Fix =
@@ -265,6 +339,7 @@ export function evaluate(f: HostFacts): Check[] {
   });
 
   checks.push(...monitorChecks(f));
+  checks.push(...dockerChecks(f.docker));
 
   const img = f.images;
   if (img.defaultImage.ok) {

@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import { findExecutable, runCommand } from '../host/exec.js';
 import { parseImageRef } from '../images/ref.js';
 import { DEFAULT_IMAGES_DIR, resolveImageSync } from '../images/store.js';
-import { cgroupLayout, type HostFacts } from './checks.js';
+import { release } from 'node:os';
+import { DEFAULT_DOCKER_SOCKET, engineClient, engineUnavailableReason, IMAGE_REPO } from '../sandbox/docker/engine.js';
+import { compileSeccomp } from '../sandbox/spec/seccomp.js';
+import { cgroupLayout, type DockerFacts, type HostFacts } from './checks.js';
 
 const VERSION_ARGS: Readonly<Record<string, readonly string[]>> = {
   crun: ['--version'],
@@ -42,7 +45,65 @@ function osRelease(): { id: string; versionId: string } {
   return { id: get('ID'), versionId: get('VERSION_ID') };
 }
 
-export async function probeHost(opts: { imagesDir?: string; defaultRef?: string } = {}): Promise<HostFacts> {
+/** What the Docker engine says of itself, and whether it runs a container under AEGIS's seccomp profile. */
+export async function probeDocker(host: string | undefined, imageDigest: string | null = null): Promise<DockerFacts> {
+  const shown = host ?? `unix://${DEFAULT_DOCKER_SOCKET}`;
+  const missing = engineUnavailableReason(host);
+  if (missing !== null) return { host: shown, unreachable: missing };
+  const docker = engineClient(host);
+  let info: { CgroupDriver?: string; CgroupVersion?: string; KernelVersion?: string };
+  let version: { Version?: string; ApiVersion?: string };
+  try {
+    [info, version] = (await Promise.all([docker.info(), docker.version()])) as [typeof info, typeof version];
+  } catch (err) {
+    return { host: shown, unreachable: (err as Error).message };
+  }
+  let seccompRun: string | null = null;
+  try {
+    // The default image as AEGIS imported it (it has `true`); absent until the first docker run.
+    const images =
+      imageDigest === null
+        ? []
+        : await docker.listImages({ filters: { reference: [`${IMAGE_REPO}:${imageDigest.replace(/^sha256:/, '')}`] } });
+    const image = images[0]?.Id;
+    if (image !== undefined) {
+      const c = await docker.createContainer({
+        Image: image,
+        Entrypoint: ['true'],
+        User: '101000:101000',
+        Labels: { 'org.aegis.role': 'doctor' },
+        HostConfig: {
+          NetworkMode: 'none',
+          ReadonlyRootfs: true,
+          CapDrop: ['ALL'],
+          SecurityOpt: ['no-new-privileges:true', `seccomp=${JSON.stringify(compileSeccomp({ deny: [] }))}`],
+          LogConfig: { Type: 'none', Config: {} },
+        },
+      });
+      try {
+        await c.start();
+        const r = (await c.wait()) as { StatusCode: number };
+        seccompRun = r.StatusCode === 0 ? 'ok' : `true exited ${r.StatusCode}`;
+      } finally {
+        await c.remove({ force: true }).catch(() => undefined);
+      }
+    }
+  } catch (err) {
+    seccompRun = (err as { json?: { message?: string } }).json?.message ?? (err as Error).message;
+  }
+  return {
+    host: shown,
+    unreachable: null,
+    ...(version.Version !== undefined ? { version: version.Version } : {}),
+    ...(version.ApiVersion !== undefined ? { apiVersion: version.ApiVersion } : {}),
+    ...(info.CgroupDriver !== undefined ? { cgroupDriver: info.CgroupDriver } : {}),
+    ...(info.CgroupVersion !== undefined ? { cgroupVersion: info.CgroupVersion } : {}),
+    sameKernel: info.KernelVersion === release(),
+    seccompRun,
+  };
+}
+
+export async function probeHost(opts: { imagesDir?: string; defaultRef?: string; dockerHost?: string } = {}): Promise<HostFacts> {
   const commands: Record<string, { path: string; version: string } | null> = {};
   await Promise.all(
     Object.entries(VERSION_ARGS).map(async ([name, args]) => {
@@ -73,5 +134,6 @@ export async function probeHost(opts: { imagesDir?: string; defaultRef?: string 
     kvm: existsSync('/dev/kvm'),
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     images: { dir, storeExists: existsSync(dir), defaultRef, defaultImage },
+    docker: await probeDocker(opts.dockerHost, defaultImage.ok ? defaultImage.digest : null),
   };
 }

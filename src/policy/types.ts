@@ -6,8 +6,8 @@
  * can be printed (`aegis run --dry-run`), stored with a run record, and hashed for the audit log.
  */
 
-/** Which OCI runtime runs the sandbox. */
-export type Isolation = 'crun' | 'runc' | 'gvisor';
+/** Which OCI runtime (or, for docker, which container engine) runs the sandbox. */
+export type Isolation = 'crun' | 'runc' | 'gvisor' | 'docker';
 
 /** A parsed image reference: `name:tag`, optionally pinned with `@sha256:<64 hex>`. */
 export interface ImageRef {

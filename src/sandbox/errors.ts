@@ -24,6 +24,8 @@ export type SandboxErrorCode =
   | 'sandbox.cgroup_failed'
   /** The sandbox's user namespace (owned by a dedicated host uid) could not be made (see userns.ts). */
   | 'sandbox.userns_failed'
+  /** The Docker engine cannot express a rule of the bundle (or cannot enforce it where it runs): refused, never run weaker. */
+  | 'sandbox.docker_refused'
   /** The runtime refused to create or start the container. */
   | 'sandbox.start_failed'
   /** The runtime monitor (src/monitor) could not attach, and the host requires it (no start). */

@@ -111,6 +111,11 @@ export function holderElf(ownerBase: number): Buffer {
   patch(capHeaderEnd, capHeader);
   patch(capDataEnd, capData);
 
+  return elfExecutable(code);
+}
+
+/** A static x86-64 executable: ELF64 header, one PT_LOAD (read + execute), then `code` (entry at its start). */
+export function elfExecutable(code: readonly number[]): Buffer {
   const hdr = Buffer.alloc(64 + 56);
   Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]).copy(hdr, 0); // ELFCLASS64, little-endian, SysV
   hdr.writeUInt16LE(2, 16); // ET_EXEC

@@ -20,7 +20,7 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:chil
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, watch, type FSWatcher } from 'node:fs';
 import { constants } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import { findExecutable } from '../host/exec.js';
@@ -30,6 +30,7 @@ import { processStartTime } from '../host/pid-lock.js';
 import type { Isolation, Policy } from '../policy/types.js';
 import { ensureSkeleton, scanImage, writeBundle } from './bundle.js';
 import { createRunCgroup, runtimeCgroupPath, type RunCgroup } from './cgroups/index.js';
+import { DockerDriver } from './drivers/docker.js';
 import { driverFor } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
@@ -254,7 +255,13 @@ class RunResources {
   async release(copyVolumes = false): Promise<void> {
     const { cgroup, driver, run } = this;
     if (cgroup !== null) await cgroup.killAll().catch(() => undefined);
-    if (driver !== null && run !== null && driver.hasState(run)) {
+    if (driver?.removeContainers !== undefined && run !== null && driver.hasState(run)) {
+      await driver.removeContainers(run).catch((err: unknown) => {
+        this.warnings.push(
+          `the engine's containers of ${this.id} could not be removed (the next start retries): ${(err as Error).message}`,
+        );
+      });
+    } else if (driver !== null && run !== null && driver.hasState(run)) {
       spawnSync(driver.binary, driver.deleteArgs(run), { stdio: 'ignore', timeout: 10_000 });
     }
     // After the agent's last process: the monitor's last counts and fs.changes (before copy-back).
@@ -293,9 +300,15 @@ interface RuntimeExit {
   readonly spawnError: Error | null;
 }
 
+/**
+ * The runtime process as supervision sees it: a child process, or the Docker engine's container
+ * (docker/engine.ts ContainerProcess, same events and streams).
+ */
+type SandboxProcess = Pick<ChildProcessWithoutNullStreams, 'stdin' | 'stdout' | 'stderr' | 'pid' | 'once'>;
+
 /** What the start phase hands to supervision. */
 interface Launched {
-  readonly child: ChildProcessWithoutNullStreams;
+  readonly child: SandboxProcess;
   /** Settles when the runtime exits; listened to from the spawn on (a prepared sandbox waits before supervision). */
   readonly exited: Promise<RuntimeExit>;
   readonly run: RuntimeRun;
@@ -384,6 +397,31 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
   res.createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
   if (opts.monitor !== undefined) res.monitor = await attachMonitor(opts.monitor, opts, res, isolation, cgroup, bundle);
 
+  const spawnFacts = {
+    args: bundle.config.process.args,
+    volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })),
+  };
+  if (driver instanceof DockerDriver) {
+    const child = await driver.launch({
+      run,
+      config: bundle.config,
+      imageRootfs: opts.imageRootfs,
+      stateDir,
+      cgroupParent: dirname(cgroup.runtimePath),
+      limits: {
+        memoryBytes: opts.policy.limits.memoryBytes,
+        cpuQuotaUs: opts.policy.limits.cpu.quotaUs,
+        cpuPeriodUs: opts.policy.limits.cpu.periodUs,
+        pids: opts.policy.limits.pids,
+      },
+    });
+    const proc = child as unknown as SandboxProcess;
+    const exited = new Promise<RuntimeExit>((resolve) => {
+      proc.once('error', (e: Error) => resolve({ code: null, signal: null, spawnError: e }));
+      proc.once('exit', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal, spawnError: null }));
+    });
+    return { child: proc, exited, run, driver, cgroup, spawnFacts };
+  }
   const [rt, rtArgs] = driver.rlimitsInherited ? underPrlimit(driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
   const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, rt, rtArgs) : [rt, rtArgs];
   // ARCHITECTURE NOTE: only pipes AEGIS made, never a descriptor of the operator's (stdio.ts).
@@ -393,10 +431,6 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
     child.once('exit', (code, signal) => resolve({ code, signal, spawnError: null }));
   });
   if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid, runtimeStartTime: processStartTime(child.pid) });
-  const spawnFacts = {
-    args: bundle.config.process.args,
-    volumes: resolvedVolumes.map((v) => ({ host: v.host, sandbox: v.sandbox, mode: v.mode })),
-  };
   return { child, exited, run, driver, cgroup, spawnFacts };
 }
 

@@ -193,7 +193,7 @@ function readRecord(file: string): RunRecord | null {
   }
 }
 
-const ISOLATIONS: readonly Isolation[] = ['crun', 'runc', 'gvisor'];
+const ISOLATIONS: readonly Isolation[] = ['crun', 'runc', 'gvisor', 'docker'];
 
 /**
  * Cleans up every run whose owning AEGIS process is gone, and returns what it found and removed
@@ -252,10 +252,14 @@ export async function sweepStaleRuns(stateDir: string): Promise<SweptRun[]> {
       const stateRoot = join(stateDir, isolation);
       const bundleDir = join(runDir(stateDir, id), 'bundle');
       container = driver.hasState({ id, stateRoot });
-      spawnSync(driver.binary, driver.deleteArgs({ id, stateRoot, bundleDir, pidFile: join(bundleDir, 'pid') }), {
-        stdio: 'ignore',
-        timeout: 10_000,
-      });
+      if (driver.removeContainers !== undefined) {
+        // An engine (docker): its containers, by the run's label; unreachable: retried at the next start.
+        container = (await driver.removeContainers({ id, stateRoot }).catch(() => false)) || container;
+      } else
+        spawnSync(driver.binary, driver.deleteArgs({ id, stateRoot, bundleDir, pidFile: join(bundleDir, 'pid') }), {
+          stdio: 'ignore',
+          timeout: 10_000,
+        });
     }
     // A size-limited rw volume's filesystem is mounted inside the run dir (volumes.ts).
     unmountBelow(runDir(stateDir, id));

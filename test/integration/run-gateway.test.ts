@@ -1,6 +1,6 @@
 /**
- * End to end, as a user runs it: `aegis run examples/exfil-demo/agent.yaml` under crun and
- * under gVisor, behind the egress gateway, against the fake internet. The agent makes one
+ * End to end, as a user runs it: `aegis run examples/exfil-demo/agent.yaml` under crun, under
+ * gVisor and on the Docker engine (the agent's container in the gateway's namespace), behind the egress gateway, against the fake internet. The agent makes one
  * allowed HTTPS call and then tries to exfiltrate a secret every way it knows. Every attempt
  * must fail, and every one must be in the tamper-evident audit log as a denial, with the
  * policy's reason code, and the log must verify.
@@ -13,6 +13,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent } from '../../src/audit/event.js';
 import { AEGIS_BIN, REPO_ROOT } from '../../src/test-support/repo.js';
+import { engineClient, engineUnavailableReason } from '../../src/sandbox/docker/engine.js';
+import { LABEL_RUN } from '../../src/sandbox/docker/options.js';
+import { requireOrSkip } from './sandbox-conformance.js';
 import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { requirementsOrSkip } from './gateway-support.js';
 
@@ -42,8 +45,9 @@ describe(
       rmSync(home, { recursive: true, force: true });
     });
 
-    for (const isolation of ['crun', 'gvisor'] as const) {
-      it(`refuses and audits every attempt under ${isolation}`, () => {
+    for (const isolation of ['crun', 'gvisor', 'docker'] as const) {
+      it(`refuses and audits every attempt under ${isolation}`, async (t) => {
+        if (isolation === 'docker' && !requireOrSkip(t, engineUnavailableReason())) return;
         const summary = join(home, `summary-${isolation}.json`);
         const r = aegis(
           ['run', 'examples/exfil-demo/agent.yaml', '--isolation', isolation, '--volume', `${inet.dir}:/data:ro`, '--summary', summary],
@@ -72,6 +76,7 @@ describe(
             events.some((e) => e.action === action && e.decision === decision && e.reason === reason && pred(e.payload)),
             `missing ${action} ${decision} ${reason} in\n${events.map((e) => `${e.action} ${e.decision} ${e.reason ?? ''} ${JSON.stringify(e.payload)}`).join('\n')}`,
           );
+        has('run.spawn', 'info', undefined, (p) => p.isolation === isolation);
         has('run.start', 'info', undefined);
         has('net.connect', 'allow', 'net.allowed.exact', (p) => p.host === 'api.openai.com');
         has('net.connect', 'deny', 'net.denied.not_in_allowlist', (p) => p.host === 'attacker.com');
@@ -86,6 +91,14 @@ describe(
         const v = aegis(['audit', 'verify'], env);
         assert.equal(v.code, 0, v.out + v.err);
         assert.match(v.out, /^ok: \d+ entries, root /);
+        if (isolation === 'docker') {
+          const left = await engineClient().listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${executionId}`] } });
+          assert.deepEqual(
+            left.map((c) => c.Names),
+            [],
+            'the engine holds nothing of the run',
+          );
+        }
       });
     }
   },

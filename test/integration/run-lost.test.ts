@@ -113,7 +113,7 @@ describe('aegis run after a SIGKILLed aegis run: run.lost', { timeout: 300_000 }
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
-  for (const isolation of ['crun', 'runc', 'gvisor'] as const satisfies readonly Isolation[]) {
+  for (const isolation of ['crun', 'runc', 'gvisor', 'docker'] as const satisfies readonly Isolation[]) {
     it(`${isolation}: logs run.lost with what the sweep removed, and the log verifies`, async (t) => {
       if (!requireOrSkip(t, imageMissing ?? (isolation === 'crun' ? hugetlb : null) ?? driverFor(isolation).unavailableReason())) return;
       const dir = mkdtempSync(join(work, `${isolation}-`));
@@ -186,6 +186,15 @@ describe('aegis run after a SIGKILLed aegis run: run.lost', { timeout: 300_000 }
       assert.ok(removed.processes.length > 0, 'the agent was still running');
       assert.equal(removed.runDir, join(state, 'runs', id));
       assert.equal(removed.network, null);
+      if (isolation === 'docker') {
+        // The engine holds nothing of the lost run any more (its containers carry the run's label).
+        const { engineClient } = await import('../../src/sandbox/docker/engine.js');
+        const left = await engineClient().listContainers({ all: true, filters: { label: [`org.aegis.run=${id}`] } });
+        assert.deepEqual(
+          left.map((c) => c.Names),
+          [],
+        );
+      }
 
       // 3. run.spawn says who ran what under which rules.
       const p = events[0]!.payload;

@@ -1,6 +1,7 @@
 /** The runtime drivers, by isolation level. */
 import type { Isolation } from '../../policy/types.js';
 import { CrunDriver } from './crun.js';
+import { DockerDriver } from './docker.js';
 import { RuncDriver } from './runc.js';
 import { RunscDriver } from './runsc.js';
 import type { RuntimeDriver } from './types.js';
@@ -15,6 +16,8 @@ function create(isolation: Isolation): RuntimeDriver {
       return new RuncDriver();
     case 'gvisor':
       return new RunscDriver();
+    case 'docker':
+      return new DockerDriver();
   }
 }
 

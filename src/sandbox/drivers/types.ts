@@ -51,4 +51,9 @@ export interface RuntimeDriver {
   hasState(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): boolean;
   /** Arguments that forcibly remove whatever state the runtime kept for `id`. */
   deleteArgs(r: RuntimeRun): string[];
+  /**
+   * Engines reached over an API (docker) remove the run's containers here instead of
+   * `deleteArgs`; resolves true when the engine still held any.
+   */
+  removeContainers?(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): Promise<boolean>;
 }

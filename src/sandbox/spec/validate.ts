@@ -37,6 +37,10 @@ function gvisorWithoutUserns(b: CompiledBundle, o: CompileOptions): boolean {
   const ns = b.config.linux.namespaces;
   const u = b.config.process.user;
   const net = o.network;
+  // The Docker engine cannot join a user namespace per container (src/sandbox/drivers/docker.ts):
+  // the same rule on ids, with or without a joined network namespace.
+  if (o.isolation === 'docker')
+    return !ns.some((n) => n.type === 'user') && u.uid >= UNPRIVILEGED_HOST_BASE && u.gid >= UNPRIVILEGED_HOST_BASE;
   return (
     o.isolation === 'gvisor' &&
     net?.kind === 'netns' &&
@@ -60,6 +64,8 @@ const USERNS_PATH = /^\/proc\/(0|[1-9][0-9]{0,6})\/ns\/user$/;
 function usernsOwnership(b: CompiledBundle, o: CompileOptions): string | null {
   const joined = b.config.linux.namespaces.filter((n) => n.type === 'user' && n.path !== undefined);
   if (o.isolation === 'gvisor') return joined.length > 0 || o.userns !== undefined ? 'gVisor creates its own user namespace' : null;
+  if (o.isolation === 'docker')
+    return joined.length > 0 || o.userns !== undefined ? 'the Docker engine cannot join a user namespace' : null;
   // LIMITATION: runc 1.1 joins the user namespace first and then cannot join the gateway's
   // network namespace (owned by the host's user namespace): there, runc creates it (root-owned).
   if (o.isolation === 'runc' && o.network?.kind === 'netns')

@@ -1,0 +1,34 @@
+/**
+ * Which Docker engine the docker backend talks to. Kept apart from engine.ts so that choosing it
+ * and the cheap availability check do not load the engine client (dockerode) into every run.
+ */
+import { existsSync } from 'node:fs';
+
+export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+
+let configuredHost: string | undefined;
+const listeners: (() => void)[] = [];
+
+/** The engine to use (AegisConfig.dockerHost, set once by the CLI); undefined: the default socket. */
+export function useDockerHost(host: string | undefined): void {
+  configuredHost = host;
+  for (const l of listeners) l();
+}
+
+export function dockerHost(): string | undefined {
+  return configuredHost;
+}
+
+/** Called when the engine changes (engine.ts drops its cached clients). */
+export function onDockerHostChange(l: () => void): void {
+  listeners.push(l);
+}
+
+/** Why the engine cannot be used (cheap, synchronous: the socket file), or null. */
+export function engineUnavailableReason(host: string | undefined = configuredHost): string | null {
+  if (host !== undefined && !host.startsWith('unix://')) return null;
+  const sock = host === undefined ? DEFAULT_DOCKER_SOCKET : host.slice('unix://'.length);
+  return existsSync(sock)
+    ? null
+    : `no Docker engine socket at ${sock} (install docker.io and start dockerd, or set DOCKER_HOST; see aegis doctor)`;
+}

@@ -1,0 +1,251 @@
+/**
+ * The Docker backend's mapping: a compiled, adapted and validated OCI config -> the engine's
+ * container-create options. Pure (no I/O, no clock): the same bundle the OCI runtimes run, each
+ * property carried over to the option that enforces it, and a SandboxError
+ * (`sandbox.docker_refused`) for anything the engine cannot express, so a run is refused rather
+ * than run weaker.
+ *
+ * ARCHITECTURE NOTE: what each property becomes
+ * - read-only root: `ReadonlyRootfs` (the root is the imported image itself, so the image
+ *   directory binds of the OCI bundle are not needed: they are checked to be exactly that);
+ * - capabilities: `CapDrop: ['ALL']`, nothing added; `Privileged: false`, always;
+ * - no-new-privileges and AEGIS's seccomp profile: `SecurityOpt` (the very JSON of the bundle);
+ * - user: the unprivileged host ids 101000:101000 (the engine cannot join a user namespace per
+ *   container; see drivers/docker.ts), never 0;
+ * - memory = memory + swap, CFS quota and period, pids: the binding limits are those of the
+ *   run's cgroup AEGIS owns, made the container's parent (`CgroupParent`), exactly as for the OCI
+ *   runtimes: the container's own cgroup is removed by the engine at its exit, its parent keeps
+ *   the counters AEGIS reports (OOM, throttling, pids limit hits). The engine's own `Memory` =
+ *   `MemorySwap` (equal) and `PidsLimit` (one task above, so the parent binds and counts) are
+ *   set too, as a backstop. The CFS quota is the parent's only: the kernel refuses a child quota
+ *   above its parent's (EINVAL), and an equal one throttles the child, whose counters vanish
+ *   with it; the parent's quota bounds every task below it all the same;
+ * - rlimits: `Ulimits` (lowering only, as in the bundle);
+ * - masked and read-only /proc and /sys paths: `MaskedPaths`, `ReadonlyPaths` (AEGIS's list);
+ * - tmpfs mounts (with their size and mode): `Tmpfs`; binds (code dir, volumes, resolv.conf):
+ *   `Mounts` of type bind, read-only where the bundle says so, private propagation.
+ *   The engine has no nosuid/nodev for binds: nosuid is moot under no-new-privileges (execve
+ *   never raises privileges) and device nodes are refused by the engine's device cgroup
+ *   (only null, zero, full, random, urandom, tty, console, pts are allowed);
+ * - namespaces: pid, ipc, uts, mount and cgroup are the container's own (`IpcMode: 'private'`,
+ *   `CgroupnsMode: 'private'`); the network is `none` or the holder container's (which sits in
+ *   the egress gateway's namespace, see engine.ts);
+ * - the agent's output: attached streams only (`LogConfig: none`: nothing written by the engine).
+ */
+import type Docker from 'dockerode';
+import { SandboxError } from '../errors.js';
+import type { OciConfig, OciMount } from '../spec/oci.js';
+
+/** Labels on everything AEGIS makes in an engine: the run, and who owns it (pid + start time). */
+export const LABEL_RUN = 'org.aegis.run';
+export const LABEL_OWNER_PID = 'org.aegis.owner-pid';
+export const LABEL_OWNER_START = 'org.aegis.owner-start';
+export const LABEL_ROLE = 'org.aegis.role';
+export const LABEL_IMAGE_DIGEST = 'org.aegis.image.digest';
+
+/** The mounts the engine makes itself (with Docker's options); the bundle's must match these kinds. */
+const ENGINE_MOUNTS: Readonly<Record<string, string>> = {
+  '/proc': 'proc',
+  '/dev': 'tmpfs',
+  '/dev/pts': 'devpts',
+  '/dev/shm': 'tmpfs',
+  '/dev/mqueue': 'mqueue',
+};
+
+const TMPFS_OPTIONS = /^(ro|rw|nosuid|nodev|noexec|strictatime|mode=[0-7]{3,4}|size=[0-9]+[kmg]?)$/;
+
+export interface ContainerFacts {
+  readonly id: string;
+  /** The engine's image id (sha256:...), checked against AEGIS's store before the run. */
+  readonly image: string;
+  /** Host path of the image's root filesystem in the bundle (its binds are the image itself). */
+  readonly imageRootfs: string;
+  /** The run's cgroup (AEGIS's, with the limits) under which the engine makes the container's. */
+  readonly cgroupParent: string;
+  /** 'none', or the holder container whose network namespace the agent joins. */
+  readonly network: { readonly kind: 'none' } | { readonly kind: 'container'; readonly holder: string };
+  readonly limits: { readonly memoryBytes: number; readonly cpuQuotaUs: number; readonly cpuPeriodUs: number; readonly pids: number };
+  readonly owner: { readonly pid: number; readonly startTime: string };
+}
+
+function refuse(what: string): never {
+  throw new SandboxError('sandbox.docker_refused', `the Docker engine cannot express ${what}: refused rather than run weaker`);
+}
+
+function sizeOf(opts: readonly string[]): number | undefined {
+  const s = opts.find((o) => o.startsWith('size='))?.slice(5);
+  if (s === undefined) return undefined;
+  const m = /^([0-9]+)([kmg]?)$/.exec(s);
+  if (m === null) return undefined;
+  return Number(m[1]) * ({ '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 } as Record<string, number>)[m[2] ?? '']!;
+}
+
+/** The create options for the agent's container (throws `sandbox.docker_refused`). */
+export function containerOptions(
+  config: OciConfig,
+  f: ContainerFacts,
+): Docker.ContainerCreateOptions & { HostConfig: { CgroupnsMode: 'private' } } {
+  const p = config.process;
+  const caps = p.capabilities;
+  if ([caps.bounding, caps.effective, caps.inheritable, caps.permitted, caps.ambient].some((s) => s.length > 0))
+    refuse('capabilities other than none');
+  if (!p.noNewPrivileges) refuse('a process without no-new-privileges');
+  if (!config.root.readonly) refuse('a writable root');
+  if (p.user.uid === 0 || p.user.gid === 0 || p.user.additionalGids.length > 0) refuse('an agent running as root or with extra groups');
+  if (p.terminal) refuse('a terminal');
+  const ns = config.linux.namespaces;
+  if (ns.some((n) => n.type === 'user')) refuse('a user namespace of its own per container');
+  if (ns.some((n) => n.type !== 'network' && n.path !== undefined)) refuse('joining a namespace other than the network');
+  for (const t of ['pid', 'mount', 'ipc', 'uts', 'cgroup', 'network'] as const)
+    if (!ns.some((n) => n.type === t)) refuse(`a run without its own ${t} namespace`);
+  const joinsNet = ns.some((n) => n.type === 'network' && n.path !== undefined);
+  if (joinsNet !== (f.network.kind === 'container')) refuse('this network set-up (a namespace path needs a holder container)');
+
+  const tmpfs: Record<string, string> = {};
+  const binds: Docker.MountSettings[] = [];
+  let shmSize: number | undefined;
+  for (const m of config.mounts) {
+    const engine = ENGINE_MOUNTS[m.destination];
+    if (engine !== undefined) {
+      if (m.type !== engine) refuse(`${m.type} at ${m.destination}`);
+      if (m.destination === '/dev/shm') shmSize = sizeOf(m.options);
+      continue;
+    }
+    if (m.destination === '/sys') {
+      // sysfs (the engine's, read-only) or an empty read-only tmpfs (joined network namespace).
+      if (m.type === 'sysfs' && m.options.includes('ro')) continue;
+      if (m.type === 'tmpfs') {
+        tmpfs[m.destination] = tmpfsOptions(m);
+        continue;
+      }
+      refuse(`${m.type} at /sys`);
+    }
+    if (m.type === 'tmpfs') tmpfs[m.destination] = tmpfsOptions(m);
+    else if (m.type === 'bind') {
+      if (!m.options.includes('rbind') && !m.options.includes('bind')) refuse(`bind options ${m.options.join(',')}`);
+      const ro = m.options.includes('ro');
+      if (!ro && !m.options.includes('rw')) refuse(`a bind mount of ${m.destination} without an explicit mode`);
+      // The image's own directories: the engine's root is the imported image already.
+      if (ro && m.source === f.imageRootfs + m.destination) continue;
+      binds.push({ Type: 'bind', Source: m.source, Target: m.destination, ReadOnly: ro, BindOptions: { Propagation: 'rprivate' } });
+    } else refuse(`a ${m.type} mount at ${m.destination}`);
+  }
+
+  const ulimits = p.rlimits.map((r) => {
+    const name = r.type.replace(/^RLIMIT_/, '').toLowerCase();
+    if (!/^[a-z]+$/.test(name)) refuse(`rlimit ${r.type}`);
+    return { Name: name, Soft: r.soft, Hard: r.hard };
+  });
+  const labels = {
+    [LABEL_RUN]: f.id,
+    [LABEL_ROLE]: 'agent',
+    [LABEL_OWNER_PID]: String(f.owner.pid),
+    [LABEL_OWNER_START]: f.owner.startTime,
+  };
+  const hostConfig = {
+    CgroupnsMode: 'private' as const,
+  };
+  return {
+    name: f.id,
+    Image: f.image,
+    Entrypoint: [p.args[0] ?? refuse('an empty entrypoint')],
+    Cmd: p.args.slice(1),
+    Env: p.env,
+    WorkingDir: p.cwd,
+    User: `${p.user.uid}:${p.user.gid}`,
+    // Joining the holder's network, the engine takes the holder's hostname (it refuses both).
+    ...(f.network.kind === 'none' ? { Hostname: config.hostname } : {}),
+    Labels: labels,
+    AttachStdin: true,
+    AttachStdout: true,
+    AttachStderr: true,
+    OpenStdin: true,
+    StdinOnce: true,
+    Tty: false,
+    HostConfig: {
+      ...hostConfig,
+      Privileged: false,
+      ReadonlyRootfs: true,
+      CapDrop: ['ALL'],
+      CapAdd: [],
+      SecurityOpt: ['no-new-privileges:true', `seccomp=${JSON.stringify(config.linux.seccomp)}`],
+      Memory: f.limits.memoryBytes,
+      MemorySwap: f.limits.memoryBytes,
+      PidsLimit: f.limits.pids + 1,
+      CgroupParent: f.cgroupParent,
+      IpcMode: 'private',
+      NetworkMode: f.network.kind === 'none' ? 'none' : `container:${f.network.holder}`,
+      Mounts: binds,
+      Tmpfs: tmpfs,
+      ...(shmSize !== undefined ? { ShmSize: shmSize } : {}),
+      // The engine also mounts the container's cgroups read-only at /sys/fs/cgroup (the OCI
+      // bundle has no such mount): masked, so the agent sees what it sees under crun.
+      MaskedPaths: [...config.linux.maskedPaths, '/sys/fs/cgroup'],
+      ReadonlyPaths: [...config.linux.readonlyPaths],
+      Ulimits: ulimits,
+      LogConfig: { Type: 'none', Config: {} },
+      AutoRemove: false,
+      Init: false,
+      RestartPolicy: { Name: 'no' },
+    },
+  };
+}
+
+function tmpfsOptions(m: OciMount): string {
+  const bad = m.options.filter((o) => !TMPFS_OPTIONS.test(o));
+  if (bad.length > 0) refuse(`tmpfs options ${bad.join(',')} at ${m.destination}`);
+  if (sizeOf(m.options) === undefined) refuse(`a tmpfs without a size at ${m.destination}`);
+  // The engine adds noexec to every tmpfs unless told `exec`: the bundle's choice, as crun applies it.
+  return [...m.options, ...(m.options.includes('noexec') ? [] : ['exec'])].join(',');
+}
+
+/**
+ * The holder container: AEGIS's static netns-holder program as init (root with CAP_SYS_ADMIN
+ * only, to call setns once, then no capability at all), the gateway's namespace file
+ * bind-mounted read-only, no network, no writable file, a handful of pids and little memory.
+ */
+export function holderOptions(f: {
+  id: string;
+  image: string;
+  program: string;
+  programTarget: string;
+  netnsPath: string;
+  netnsTarget: string;
+  hostname: string;
+  cgroupParent: string;
+  owner: ContainerFacts['owner'];
+}): Docker.ContainerCreateOptions {
+  return {
+    name: `${f.id}-net`,
+    Image: f.image,
+    Entrypoint: [f.programTarget],
+    Cmd: [],
+    User: '0:0',
+    Hostname: f.hostname,
+    Labels: {
+      [LABEL_RUN]: f.id,
+      [LABEL_ROLE]: 'net-holder',
+      [LABEL_OWNER_PID]: String(f.owner.pid),
+      [LABEL_OWNER_START]: f.owner.startTime,
+    },
+    HostConfig: {
+      Privileged: false,
+      ReadonlyRootfs: true,
+      CapDrop: ['ALL'],
+      CapAdd: ['SYS_ADMIN'],
+      SecurityOpt: ['no-new-privileges:true'],
+      NetworkMode: 'none',
+      Memory: 16 * 1024 * 1024,
+      MemorySwap: 16 * 1024 * 1024,
+      PidsLimit: 4,
+      CgroupParent: f.cgroupParent,
+      Mounts: [
+        { Type: 'bind', Source: f.program, Target: f.programTarget, ReadOnly: true, BindOptions: { Propagation: 'rprivate' } },
+        { Type: 'bind', Source: f.netnsPath, Target: f.netnsTarget, ReadOnly: true, BindOptions: { Propagation: 'rprivate' } },
+      ],
+      LogConfig: { Type: 'none', Config: {} },
+      AutoRemove: false,
+      RestartPolicy: { Name: 'no' },
+    },
+  };
+}

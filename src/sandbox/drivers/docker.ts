@@ -1,0 +1,184 @@
+/**
+ * `isolation: docker`: the same compiled bundle run by a Docker engine through its API
+ * (dockerode; src/sandbox/docker/). run.ts does everything else as for the OCI runtimes: host
+ * path checks, rw volumes, the run's cgroup with its limits (the engine makes the container's
+ * cgroup below it: `cgroupMode: 'child'`), the time limit, usage, cleanup and the audit events.
+ *
+ * ARCHITECTURE NOTE (identity): an engine cannot join a user namespace per container (its
+ * user-namespace remapping is daemon-wide and off by default), so adapt() drops the user
+ * namespace and runs the agent as the very host ids the namespace would have mapped it to
+ * (101000:101000, as runsc does behind the gateway): never root, never a host account, no
+ * capabilities, no-new-privileges, seccomp. LIMITATION: the per-user kernel counters (inotify,
+ * message queues, pending signals) are charged to host uid 101000, shared by every Docker
+ * sandbox on the host (crun and runc give each sandbox an owner of its own, docs/sandbox.md).
+ */
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { release as kernelRelease } from 'node:os';
+import { join } from 'node:path';
+import type { Isolation } from '../../policy/types.js';
+import type { ContainerProcess } from '../docker/engine.js';
+import { engineUnavailableReason } from '../docker/host.js';
+import { SandboxError } from '../errors.js';
+import { DEFAULT_ID_MAP } from '../spec/compile.js';
+import type { OciConfig } from '../spec/oci.js';
+import type { RuntimeDriver, RuntimeRun } from './types.js';
+
+/** Where the holder container gets AEGIS's holder program. */
+const HOLDER_TARGET = '/aegis-netns-holder';
+
+export interface DockerLaunch {
+  readonly run: RuntimeRun;
+  readonly config: OciConfig;
+  readonly imageRootfs: string;
+  readonly stateDir: string;
+  readonly cgroupParent: string;
+  readonly limits: { readonly memoryBytes: number; readonly cpuQuotaUs: number; readonly cpuPeriodUs: number; readonly pids: number };
+}
+
+export class DockerDriver implements RuntimeDriver {
+  readonly isolation: Isolation = 'docker';
+  /** Not an executable: the engine is reached over its API (recorded in run records). */
+  readonly binary = 'docker-engine-api';
+  readonly cgroupMode = 'child' as const;
+  readonly rlimitsInherited = false;
+  private readonly engineSwept = new WeakSet<object>();
+
+  /** The network holder container's init lives in the run's cgroup too (when there is one). */
+  pidsOverhead(config: OciConfig): number {
+    return config.linux.namespaces.some((n) => n.type === 'network' && n.path !== undefined) ? 1 : 0;
+  }
+
+  unavailableReason(): string | null {
+    return engineUnavailableReason();
+  }
+
+  adapt(config: OciConfig): OciConfig {
+    const u = config.process.user;
+    const linux = config.linux;
+    return {
+      ...config,
+      process: { ...config.process, user: { ...u, uid: DEFAULT_ID_MAP.hostBase + u.uid, gid: DEFAULT_ID_MAP.hostBase + u.gid } },
+      linux: { ...linux, namespaces: linux.namespaces.filter((n) => n.type !== 'user'), uidMappings: [], gidMappings: [] },
+    };
+  }
+
+  runArgs(): string[] {
+    return [];
+  }
+
+  killArgs(): string[] | null {
+    return null;
+  }
+
+  /** AEGIS's marker `<stateRoot>/<id>`: written before the engine is asked for anything of the run. */
+  hasState(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): boolean {
+    return existsSync(join(r.stateRoot, r.id));
+  }
+
+  deleteArgs(): string[] {
+    return [];
+  }
+
+  /** Removes the run's containers from the engine, then the marker; true when the engine still had any. */
+  async removeContainers(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): Promise<boolean> {
+    const { engineClient, removeRunContainers } = await import('../docker/engine.js');
+    const had = await removeRunContainers(engineClient(), r.id);
+    rmSync(join(r.stateRoot, r.id), { force: true });
+    return had;
+  }
+
+  /**
+   * Imports (or checks) the image, makes the network holder when the bundle joins a namespace,
+   * creates the agent's container, and starts it once run.ts listens (the returned process emits
+   * 'spawn', then 'exit').
+   */
+  async launch(l: DockerLaunch): Promise<ContainerProcess> {
+    // Loaded only for docker runs: the engine client is not needed by the other runtimes.
+    const [e, { containerOptions, holderOptions }] = await Promise.all([import('../docker/engine.js'), import('../docker/options.js')]);
+    const { engineClient, engineImage, NETNS_MOUNT, netnsHolderProgram, nsIdentity, ownerFacts, startContainer, ContainerProcess } = e;
+    const docker = engineClient();
+    // Once per process and engine: containers whose AEGIS owner died and whose run record is gone
+    // too (the record sweep in state.ts handles those it knows, and audits them as run.lost).
+    if (!this.engineSwept.has(docker)) {
+      this.engineSwept.add(docker);
+      await e.sweepEngine(docker).catch(() => undefined);
+    }
+    const { run, config } = l;
+    writeFileSync(join(run.stateRoot, run.id), '', { mode: 0o600 });
+    const owner = ownerFacts();
+    let info: { KernelVersion?: string; OperatingSystem?: string };
+    try {
+      info = (await docker.info()) as typeof info;
+    } catch (err) {
+      throw new SandboxError('sandbox.runtime_unavailable', `Docker engine not reachable: ${(err as Error).message}`, { cause: err });
+    }
+    // ARCHITECTURE NOTE: the cgroup, the gateway's namespace and the binds are this host's (engine.ts).
+    if (info.KernelVersion !== kernelRelease() || /Docker Desktop/i.test(info.OperatingSystem ?? ''))
+      throw new SandboxError(
+        'sandbox.docker_refused',
+        `the Docker engine runs on another kernel (${info.OperatingSystem ?? '?'} ${info.KernelVersion ?? '?'}): AEGIS's cgroup limits, egress gateway and volume checks would not apply there`,
+      );
+    const image = await engineImage(docker, l.imageRootfs, l.stateDir, run.id);
+    const net = config.linux.namespaces.find((n) => n.type === 'network')?.path;
+    let network: { kind: 'none' } | { kind: 'container'; holder: string } = { kind: 'none' };
+    if (net !== undefined) {
+      const holder = await docker
+        .createContainer(
+          holderOptions({
+            id: run.id,
+            image,
+            program: netnsHolderProgram(l.stateDir),
+            programTarget: HOLDER_TARGET,
+            netnsPath: net,
+            netnsTarget: NETNS_MOUNT,
+            hostname: config.hostname,
+            cgroupParent: l.cgroupParent,
+            owner,
+          }),
+        )
+        .catch((err: unknown) => {
+          throw new SandboxError('sandbox.start_failed', `Docker engine: network holder: ${(err as Error).message}`, { cause: err });
+        });
+      await holder.start();
+      const want = nsIdentity(net);
+      let joined = false;
+      for (let i = 0; i < 100 && !joined; i++) {
+        const st = (await holder.inspect()).State;
+        if (st.Pid > 0 && want !== null && nsIdentity(`/proc/${st.Pid}/ns/net`) === want) joined = true;
+        else if (!st.Running) break;
+        else await new Promise((r) => setTimeout(r, 20));
+      }
+      if (!joined)
+        throw new SandboxError(
+          'sandbox.docker_refused',
+          `the network holder did not join ${net}: the engine cannot reach this host's namespace`,
+        );
+      network = { kind: 'container', holder: holder.id };
+    }
+    const created = await docker
+      .createContainer(
+        containerOptions(config, {
+          id: run.id,
+          image,
+          imageRootfs: l.imageRootfs,
+          cgroupParent: l.cgroupParent,
+          network,
+          limits: l.limits,
+          owner,
+        }),
+      )
+      .catch((err: unknown) => {
+        throw new SandboxError('sandbox.start_failed', `Docker engine: create: ${(err as Error).message}`, { cause: err });
+      });
+    const proc = new ContainerProcess(created.id);
+    // Started after run.ts has its listeners (the attach is a round trip at least).
+    startContainer(docker, created.id, run.pidFile, proc).catch((err: unknown) => {
+      const msg = (err as { json?: { message?: string } })?.json?.message ?? (err as Error).message;
+      proc.stderr.write(`aegis: Docker engine could not start the container: ${msg}\n`);
+      proc.stdout.end();
+      proc.stderr.end();
+      proc.emit('exit', 125, null);
+    });
+    return proc;
+  }
+}
