@@ -144,7 +144,10 @@ describe('compileEgress: DNS questions and answers', () => {
 // Property tests: try to break the matcher with random and adversarial inputs, against an
 // independent oracle (a linear scan over plain strings).
 
-const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?$/);
+// A label that is a valid host label on its own: `xn--` labels are punycode and most random
+// ones do not decode (the allowlist refuses them: the property is about names it accepts).
+// Regression: with a random seed the generator once made `0.xn--a.com`, and network() threw.
+const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?$/).filter((l) => !l.startsWith('xn--'));
 const domain = fc.array(label, { minLength: 2, maxLength: 4 }).map((ls) => ls.join('.') + '.com');
 
 /** Mutations an attacker would try on an allowed name. */
