@@ -129,6 +129,7 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
     openAuditReader: () => audit.openAuditReader({ home: config.home, env: config.auditEnv }),
     checkUpload: uploadChecker(join(data, 'tmp')),
     outputsRoot: join(data, 'outputs'),
+    secrets: { dir: config.secretsDir, rotationOverlapMs: config.secretsRotationOverlapMs },
     version: pkg.version,
     engine,
     kick: () => dispatcher.kick(),

@@ -41,6 +41,7 @@ async function start(o: { throttle?: { windowMs: number; maxFailures: number; bl
     openAuditReader: () => openAuditReader({ home, env: {} }),
     checkUpload: uploadChecker(join(dir, 'tmp')),
     outputsRoot: join(dir, 'outputs'),
+    secrets: { dir: join(home, 'secrets'), rotationOverlapMs: 60_000 },
     version: 'test',
     streamPollMs: 20,
     limits: { codeBytes: 1 << 20 },
@@ -90,6 +91,51 @@ describe('server API (in-process, loopback)', () => {
   });
   after(async () => {
     await env.close();
+  });
+
+  it('secrets (admin): set, list without values, rotate, refuse bad input and duplicates, remove; the value is never answered or logged', async () => {
+    const admin = { key: env.keys.admin };
+    const value = 'sk-live-VERY-SECRET-123';
+    const set = await env.api.call('POST', '/v1/secrets', {
+      ...admin,
+      json: { name: 'openai', hosts: ['api.openai.com', '*.openai.azure.com'], header: 'authorization', value, expires: '30d' },
+    });
+    assert.equal(set.status, 201, set.text);
+    assert.deepEqual(set.json, { name: 'openai', version: 1 });
+    const dup = await env.api.call('POST', '/v1/secrets', { ...admin, json: { name: 'openai', hosts: ['api.openai.com'], value } });
+    assert.deepEqual([dup.status, (dup.json as { error: { code: string } }).error.code], [409, 'conflict']);
+    for (const bad of [
+      { name: 'Bad Name', hosts: ['a.example.com'], value },
+      { name: 'x', hosts: ['10.0.0.1'], value },
+      { name: 'x', hosts: ['a.example.com'], value: 'line\nbreak' },
+      { name: 'x', hosts: ['a.example.com'], header: 'host', value },
+      { name: 'x', hosts: ['a.example.com'], value, extra: 1 },
+    ]) {
+      const r = await env.api.call('POST', '/v1/secrets', { ...admin, json: bad });
+      assert.equal(r.status, 400, JSON.stringify(bad) + r.text);
+    }
+    const rot = await env.api.call('POST', '/v1/secrets/openai/rotate', { ...admin, json: { value: 'sk-live-NEWER-456' } });
+    assert.deepEqual([rot.status, rot.json], [200, { name: 'openai', version: 2 }]);
+    const ls = await env.api.call('GET', '/v1/secrets', admin);
+    assert.equal(ls.status, 200);
+    assert.ok(!ls.text.includes('VERY-SECRET') && !ls.text.includes('NEWER'), 'no value in the listing');
+    const listed = (ls.json as { secrets: { name: string; version: number; hosts: string[]; versions: unknown[] }[] }).secrets;
+    assert.deepEqual(
+      listed.map((x) => [x.name, x.version, x.hosts, x.versions.length]),
+      [['openai', 2, ['*.openai.azure.com', 'api.openai.com'], 2]],
+    );
+    assert.equal((await env.api.call('GET', '/v1/secrets', { key: env.keys.operator })).status, 403);
+    const rm1 = await env.api.call('DELETE', '/v1/secrets/openai', admin);
+    assert.equal(rm1.status, 200, rm1.text);
+    assert.equal((await env.api.call('DELETE', '/v1/secrets/openai', admin)).status, 404);
+    assert.equal((await env.api.call('POST', '/v1/secrets/nosuch/rotate', { ...admin, json: { value } })).status, 404);
+    const events = [
+      ...(await auditActions(env, 'secret.set')),
+      ...(await auditActions(env, 'secret.rotate')),
+      ...(await auditActions(env, 'secret.rm')),
+    ];
+    assert.equal(events.length, 3);
+    assert.ok(!JSON.stringify(events).includes('VERY-SECRET') && !JSON.stringify(events).includes('NEWER'), 'no value in the audit log');
   });
 
   it('serves an OpenAPI 3.1 document with every route of the table and its roles', async () => {

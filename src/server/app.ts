@@ -52,6 +52,8 @@ export interface ServerDeps {
    * ServerError `server.manifest_invalid` (details.issues) or `server.archive_invalid`.
    */
   readonly checkUpload: (manifestText: string, archive: Buffer) => Promise<CheckedUpload>;
+  /** The host's secret store (`$AEGIS_HOME/secrets`) and the rotation overlap, for the admin's secrets routes. */
+  readonly secrets?: { readonly dir: string; readonly rotationOverlapMs: number };
   /** Where executions' outputs live: `<outputsRoot>/<execution id>/`. */
   readonly outputsRoot: string;
   readonly version: string;

@@ -47,6 +47,30 @@ const iso = (t: number | null): string | null => (t === null ? null : new Date(t
 const json = (status: number, body: unknown): HandlerResult => ({ kind: 'json', status, body });
 const FINAL = new Set(['exited', 'oom', 'timeout', 'killed', 'failed_to_start', 'lost']);
 
+/** The secret store of this server, or 503 when it was started without one. */
+function secretsOf(ctx: HandlerContext): { dir: string; rotationOverlapMs: number } {
+  const s = ctx.deps.secrets;
+  if (s === undefined) throw new ServerError('server.unavailable', 'this server has no secret store');
+  return s;
+}
+
+/**
+ * Runs a secret store operation, mapping its refusals to API errors: bad input 400, a name that
+ * exists 409, an unknown one 404; the store's own failures stay internal (500, logged, not sent).
+ */
+async function secretsCall<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const { SecretsError } = await import('../secrets/index.js');
+    if (!(err instanceof SecretsError)) throw err;
+    if (err.code === 'secrets.exists') throw new ServerError('server.conflict', err.message, { cause: err });
+    if (err.code === 'secrets.not_found') throw new ServerError('server.not_found', err.message, { cause: err });
+    if (err.code.endsWith('_invalid')) throw new ServerError('server.invalid_request', err.message, { cause: err });
+    throw err;
+  }
+}
+
 function who(p: Principal | undefined): Principal {
   if (p === undefined) throw new ServerError('server.unauthorized', 'not authenticated');
   return p;
@@ -178,6 +202,100 @@ export const HANDLERS: Readonly<Record<RouteId, Handler>> = {
     if (!(await ctx.deps.store.revokeKey(id, at))) throw new ServerError('server.conflict', `key ${id} is revoked already`);
     await audit(ctx, { actor: { principal: p.id }, action: 'key.revoke', decision: 'info', payload: { id, role: k.role } });
     return json(200, { id, revoked: iso(at) });
+  },
+
+  'secrets.set': async (ctx, { body, principal }) => {
+    const p = who(principal);
+    const b = body as z.output<typeof S.SetSecretBody>;
+    const { dir } = secretsOf(ctx);
+    const { checkHeader, checkName, checkValue, parseHosts, SecretStore } = await import('../secrets/index.js');
+    return secretsCall(async () => {
+      checkName(b.name);
+      const hosts = parseHosts(b.hosts.join(','));
+      const header = b.header === undefined ? null : checkHeader(b.header);
+      const value = checkValue(Buffer.from(b.value, 'utf8'));
+      const now = ctx.clock();
+      const expiresAt = b.expires === undefined ? null : now + lifetimeMs(b.expires);
+      const r = await SecretStore.at(dir).set({ name: b.name, hosts, header, value, now, expiresAt, by: p.id });
+      await audit(ctx, {
+        actor: { principal: p.id },
+        action: 'secret.set',
+        decision: 'info',
+        payload: { secret: b.name, version: r.version, hosts, header, expiresAt: iso(expiresAt) },
+      });
+      return json(201, { name: b.name, version: r.version });
+    });
+  },
+  'secrets.list': async (ctx) => {
+    const { dir } = secretsOf(ctx);
+    const { currentVersion, SecretStore } = await import('../secrets/index.js');
+    return secretsCall(async () => {
+      const now = ctx.clock();
+      const secrets = (await SecretStore.at(dir).list()).map((x) => {
+        const cur = currentVersion(x);
+        return {
+          name: x.name,
+          version: cur.version,
+          hosts: [...x.hosts],
+          header: x.header,
+          createdAt: iso(x.createdAt)!,
+          createdBy: x.createdBy,
+          expiresAt: iso(cur.expiresAt),
+          state: cur.expiresAt !== null && now >= cur.expiresAt ? ('expired' as const) : ('active' as const),
+          versions: x.versions.map((v) => ({
+            version: v.version,
+            createdAt: iso(v.createdAt)!,
+            expiresAt: iso(v.expiresAt),
+            retiredAt: iso(v.retiredAt),
+          })),
+        };
+      });
+      return json(200, { secrets });
+    });
+  },
+  'secrets.rotate': async (ctx, { params, body, principal }) => {
+    const p = who(principal);
+    const name = params['name'] as string;
+    const b = body as z.output<typeof S.RotateSecretBody>;
+    const { dir, rotationOverlapMs } = secretsOf(ctx);
+    const { checkName, checkValue, SecretStore } = await import('../secrets/index.js');
+    return secretsCall(async () => {
+      checkName(name);
+      const value = checkValue(Buffer.from(b.value, 'utf8'));
+      const now = ctx.clock();
+      const expiresAt = b.expires === undefined ? null : now + lifetimeMs(b.expires);
+      const r = await SecretStore.at(dir).rotate({ name, value, now, expiresAt, overlapMs: rotationOverlapMs });
+      await audit(ctx, {
+        actor: { principal: p.id },
+        action: 'secret.rotate',
+        decision: 'info',
+        payload: {
+          secret: name,
+          version: r.version,
+          expiresAt: iso(expiresAt),
+          previousValidUntil: iso(now + rotationOverlapMs),
+          dropped: r.dropped,
+        },
+      });
+      return json(200, { name, version: r.version });
+    });
+  },
+  'secrets.delete': async (ctx, { params, principal }) => {
+    const p = who(principal);
+    const name = params['name'] as string;
+    const { dir } = secretsOf(ctx);
+    const { checkName, SecretStore } = await import('../secrets/index.js');
+    return secretsCall(async () => {
+      checkName(name);
+      const r = await SecretStore.at(dir).rm(name);
+      await audit(ctx, {
+        actor: { principal: p.id },
+        action: 'secret.rm',
+        decision: 'info',
+        payload: { secret: name, versions: r.dropped },
+      });
+      return json(200, { name, removed: r.dropped });
+    });
   },
 
   'agents.deploy': async (ctx, { req, principal }) => {

@@ -3,7 +3,7 @@
  * this table and nothing else, and the integration test walks every route x every role from it
  * (allowed, or 403). `public` routes need no key (health, readiness, the OpenAPI document).
  *
- * admin: keys, everything. deployer: agents. operator: executions and their outputs, pools.
+ * admin: keys, secrets, everything. deployer: agents. operator: executions and their outputs, pools.
  * auditor: the audit log only. (Issue 11, "Authentication and least privilege".)
  */
 import type { Role } from './store/types.js';
@@ -16,6 +16,10 @@ export type RouteId =
   | 'keys.create'
   | 'keys.list'
   | 'keys.revoke'
+  | 'secrets.set'
+  | 'secrets.list'
+  | 'secrets.rotate'
+  | 'secrets.delete'
   | 'agents.deploy'
   | 'agents.list'
   | 'agents.get'
@@ -45,6 +49,10 @@ export const ROLE_MATRIX: Readonly<Record<RouteId, 'public' | readonly Role[]>> 
   'keys.create': [A],
   'keys.list': [A],
   'keys.revoke': [A],
+  'secrets.set': [A],
+  'secrets.list': [A],
+  'secrets.rotate': [A],
+  'secrets.delete': [A],
   'agents.deploy': [A, D],
   'agents.list': [A, D, O],
   'agents.get': [A, D, O],

@@ -47,6 +47,35 @@ export const KeyList = z.strictObject({ keys: z.array(KeyInfo) });
 export const KeyParams = z.strictObject({ id: KeyId });
 export const Revoked = z.strictObject({ id: KeyId, revoked: Time });
 
+// --- secrets (admin only; a value goes in and never comes out: issue 12, docs/secrets.md)
+export const SecretName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,127}$/, 'a secret name: [a-z0-9][a-z0-9._-]{0,127}');
+export const SecretParams = z.strictObject({ name: SecretName });
+const SecretValue = z.string().min(1).max(16384).describe('the value; never returned, never logged');
+export const SetSecretBody = z.strictObject({
+  name: SecretName,
+  hosts: z.array(z.string().min(1).max(255)).min(1).max(64).describe('hosts the value may be sent to (allowlist syntax)'),
+  header: z.string().min(1).max(128).optional().describe('the HTTP header the value belongs in'),
+  value: SecretValue,
+  expires: Lifetime.optional(),
+});
+export const RotateSecretBody = z.strictObject({ value: SecretValue, expires: Lifetime.optional() });
+export const SecretVersion = z.strictObject({ name: SecretName, version: z.number().int().min(1) });
+export const SecretInfo = z.strictObject({
+  name: SecretName,
+  version: z.number().int().min(1),
+  hosts: z.array(z.string()),
+  header: z.string().nullable(),
+  createdAt: Time,
+  createdBy: z.string(),
+  expiresAt: Time.nullable(),
+  state: z.enum(['active', 'expired']),
+  versions: z.array(
+    z.strictObject({ version: z.number().int().min(1), createdAt: Time, expiresAt: Time.nullable(), retiredAt: Time.nullable() }),
+  ),
+});
+export const SecretList = z.strictObject({ secrets: z.array(SecretInfo) });
+export const SecretRemoved = z.strictObject({ name: SecretName, removed: z.array(z.number().int().min(1)).describe('the versions removed') });
+
 // --- agents
 export const AgentParams = z.strictObject({ name: AgentName });
 export const Deployed = z.strictObject({ name: AgentName, version: z.number().int().min(1), manifestDigest: Digest, codeDigest: Digest });
