@@ -74,7 +74,10 @@ export const SecretInfo = z.strictObject({
   ),
 });
 export const SecretList = z.strictObject({ secrets: z.array(SecretInfo) });
-export const SecretRemoved = z.strictObject({ name: SecretName, removed: z.array(z.number().int().min(1)).describe('the versions removed') });
+export const SecretRemoved = z.strictObject({
+  name: SecretName,
+  removed: z.array(z.number().int().min(1)).describe('the versions removed'),
+});
 
 // --- agents
 export const AgentParams = z.strictObject({ name: AgentName });
