@@ -98,6 +98,11 @@ describe('server API (in-process, loopback)', () => {
     for (const r of ROUTES) assert.deepEqual(doc.paths[r.path]?.[r.method.toLowerCase()]?.['x-aegis-roles'], ROLE_MATRIX[r.id], r.id);
   });
 
+  it('the route table and the role matrix name the same routes, each once', () => {
+    assert.deepEqual(ROUTES.map((r) => r.id).sort(), Object.keys(ROLE_MATRIX).sort());
+    assert.equal(new Set(ROUTES.map((r) => `${r.method} ${r.path}`)).size, ROUTES.length);
+  });
+
   it('the role matrix: every route x every role is allowed (never 401/403) or 403', async () => {
     for (const r of ROUTES) {
       for (const role of ROLES) {
