@@ -206,6 +206,31 @@ describe('server API (in-process, loopback)', () => {
     );
   });
 
+  it('takes the manifest as a file part too, within the manifest limit', async () => {
+    const code = await codeArchive({ 'main.py': '' });
+    const form = (text: string): { body: Buffer; contentType: string } => {
+      const b = 'bnd';
+      return {
+        contentType: `multipart/form-data; boundary=${b}`,
+        body: Buffer.concat([
+          Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="manifest"; filename="agent.yaml"\r\n\r\n${text}\r\n`),
+          Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="code"; filename="c.tgz"\r\n\r\n`),
+          code,
+          Buffer.from(`\r\n--${b}--\r\n`),
+        ]),
+      };
+    };
+    const ok = form(manifest('file-part'));
+    assert.equal(
+      (await env.api.call('POST', '/v1/agents', { key: env.keys.deployer, body: ok.body, contentType: ok.contentType })).status,
+      201,
+    );
+    const big = form(`${manifest('file-part-big')}\n# ${'x'.repeat(300 << 10)}`);
+    const r = await env.api.call('POST', '/v1/agents', { key: env.keys.deployer, body: big.body, contentType: big.contentType });
+    assert.equal(r.status, 413, r.text);
+    assert.equal(await env.store.getAgent('file-part-big'), null);
+  });
+
   it('refuses an invalid manifest with issues (line, column, path, message) and stores nothing', async () => {
     const f = deployForm('version: "1.0"\nagent:\n  name: Bad_Name\n', await codeArchive({ 'main.py': '' }));
     const r = await env.api.call('POST', '/v1/agents', { key: env.keys.deployer, body: f.body, contentType: f.contentType });
