@@ -59,7 +59,7 @@ export interface PostgresStoreOptions {
   /** A CA certificate file (PEM) to verify the server with (replaces the URL's sslmode). */
   readonly ca?: string;
   readonly output?: Partial<OutputLimits>;
-  /** Connections in this handle's pool (default 4). */
+  /** Connections in this handle's pool (default 10; one more while subscribeQueued listens). */
   readonly connections?: number;
 }
 
@@ -574,7 +574,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   const schema = options.schema ?? DEFAULT_PG_SCHEMA;
   if (!SCHEMA_RE.test(schema)) throw new StoreError('store.invalid', `invalid PostgreSQL schema name ${JSON.stringify(schema)}`);
   const limits = resolveLimits(options.output);
-  const max = options.connections ?? 4;
+  const max = options.connections ?? 10;
   let config: pg.PoolConfig = { connectionString: url, max };
   if (options.ca !== undefined && options.ca !== '') {
     // pg lets URL parameters override `ssl`: the URL's sslmode is replaced by a verifying configuration.
