@@ -9,11 +9,11 @@
  *
  * What "warm" means here (docs/orchestrator.md): everything that can be done before the
  * execution's input is known: the manifest loaded and compiled, the image resolved, the alert
- * rules compiled, and the run's services started: the audit budget and, for a policy with any
- * network, the gateway (its network namespace, veth, nft tables, DNS/HTTP/SOCKS listeners).
- * LIMITATION: the container itself (bundle, cgroup, user-namespace holder, runtime) is made
- * at claim time, by the same runSandbox as a cold start: the OCI create/start split with a shim
- * that receives the input is not built (docs/orchestrator.md says what it would take).
+ * rules compiled, the run's services started (the audit budget and, for a policy with any
+ * network, the gateway: network namespace, veth, nft tables, DNS/HTTP/SOCKS listeners), and
+ * the container itself created and started with a shim that waits for the execution's argv and
+ * environment (src/sandbox/shim.ts; prepareSandbox/launchPrepared in src/sandbox/run.ts).
+ * LIMITATION: an image without /bin/sh gets warm sandboxes without a container (made at claim).
  *
  * ARCHITECTURE NOTE (budget): the host-wide budget (sandboxes and the sum of their memory
  * limits) counts hot, warm and preparing sandboxes. A pool refills only into free room; a cold

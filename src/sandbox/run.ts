@@ -8,6 +8,10 @@
  * `supervise` (streams, run.spawn/run.start, time limit, abort), then finish (RunResources.release,
  * output drained, `classifyExit` in exit.ts, the closing audit events).
  *
+ * A prepared sandbox (the orchestrator's warm pools) runs the same phases split in time:
+ * `prepareSandbox` = start with the shim (shim.ts) as the container's process, which waits for
+ * its input; `launchPrepared` = the input line, then supervise and finish as here.
+ *
  * Never throws for a run that went wrong: the result says `failed_to_start` and carries the
  * SandboxError. Fail secure: any error before the runtime is spawned (volumes, code dir,
  * seccomp, cgroup limits, bundle) means the agent does not start.

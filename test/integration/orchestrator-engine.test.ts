@@ -74,14 +74,14 @@ describe('orchestrator engine (real sandboxes)', { timeout: 300_000 }, () => {
   const refs: Record<string, AgentVersionRef> = {};
 
   /** An agent folder with its manifest; `script` is run by /bin/sh with the execution's args. */
-  const agent = (name: string, script: string, extra = ''): AgentVersionRef => {
+  const agent = (name: string, script: string, extra = '', agentExtra = ''): AgentVersionRef => {
     const dir = join(work, 'agents', name);
     mkdirSync(dir, { recursive: true });
     chmodSync(dir, 0o755);
     const manifestPath = join(dir, 'agent.yaml');
     writeFileSync(
       manifestPath,
-      `version: "1.0"\nagent:\n  name: ${name}\n  runtime: "python:3.11"\n  entrypoint: ["/bin/sh", "-c", ${JSON.stringify(script)}, "sh"]\n  isolation: crun\npermissions:\n  fs:\n    write: ["/data/out"]\n${extra}`,
+      `version: "1.0"\nagent:\n  name: ${name}\n  runtime: "python:3.11"\n  entrypoint: ["/bin/sh", "-c", ${JSON.stringify(script)}, "sh"]\n  isolation: crun\n${agentExtra}permissions:\n  fs:\n    write: ["/data/out"]\n${extra}`,
     );
     return { name, version: 1, manifestDigest: `sha256:${name}-m`, codeDigest: `sha256:${name}-c`, manifestPath };
   };
@@ -196,6 +196,31 @@ describe('orchestrator engine (real sandboxes)', { timeout: 300_000 }, () => {
     await waitWarm(); // refilled in the background after the claim
     engine!.setPool(ref, 0);
     assert.deepEqual(engine!.pools(), []);
+  });
+
+  it('a warm execution (container created ahead, the shim) sees exactly the argv, environment and stdin a cold one sees', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const ref = agent('probe', 'env | sort; printf "[%s]" "$@"; echo; cat', '', '  env:\n    FROM_MANIFEST: "m v"\n');
+    const hostile = ["it's", '$(id)', '`id`', 'two\nlines', 'back\\slash', ''];
+    const input = { args: hostile, env: { EXTRA: "x'y\nz", FROM_MANIFEST: 'overridden' }, stdin: 'line one\nline two\n' };
+    const once = async (): Promise<{ out: string; warm: boolean }> => {
+      const { seen, obs } = observer();
+      const req = { ...request(ref, []), input };
+      const s = await engine!.execute(req, obs).done;
+      assert.equal(s.status, 'exited', JSON.stringify(s));
+      return { out: Buffer.concat(seen.out).toString(), warm: s.warm };
+    };
+    const cold = await once();
+    assert.equal(cold.warm, false);
+    engine!.setPool(ref, 1);
+    for (let i = 0; i < 200 && engine!.pools().find((p) => p.agent === 'probe')?.warm !== 1; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const warm = await once();
+    engine!.setPool(ref, 0);
+    assert.equal(warm.warm, true);
+    assert.equal(warm.out, cold.out);
+    assert.ok(cold.out.includes(`[it's][$(id)][\`id\`][two\nlines][back\\slash][]\nline one\nline two\n`), cold.out);
+    assert.ok(cold.out.includes("EXTRA=x'y\n") && cold.out.includes('\nz\n') && cold.out.includes('FROM_MANIFEST=overridden\n'), cold.out);
   });
 
   it('cancel mid-run: TERM, grace, KILL, recorded killed; nothing left', async (t) => {
