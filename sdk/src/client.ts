@@ -74,6 +74,38 @@ function jsonBody(v: unknown): { body: Buffer; headers: { 'content-type': string
   return { body: Buffer.from(JSON.stringify(v)), headers: { 'content-type': 'application/json' } };
 }
 
+export interface StreamOptions {
+  /** Reconnections (from the last event seen) when the stream is cut before its exit event. Default 5. */
+  readonly maxReconnects?: number;
+}
+
+/** True for the errors of a connection that was cut (reset, aborted), not for answers. */
+function isConnectionError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return (
+    code === 'ECONNRESET' ||
+    code === 'EPIPE' ||
+    code === 'ECONNABORTED' ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    (err as Error)?.message === 'aborted'
+  );
+}
+
+/** One SSE message as an ExecutionEvent; undefined for an event type this SDK does not know. */
+function toEvent(id: string, event: string, text: string): ExecutionEvent | undefined {
+  if (event !== 'stdout' && event !== 'stderr' && event !== 'audit' && event !== 'exit') return undefined;
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw new AegisClientError('bad_response', `the event stream of ${id} has an event that is not JSON`, { cause: err });
+  }
+  const o = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
+  if (event === 'stdout' || event === 'stderr') return { type: event, data: typeof o['data'] === 'string' ? o['data'] : '' };
+  if (event === 'audit') return { type: 'audit', event: o };
+  return { ...o, type: 'exit', status: o['status'] as ExecutionStatus, exitCode: typeof o['exitCode'] === 'number' ? o['exitCode'] : null };
+}
+
 /** An execution: its id, and how to follow, wait for, cancel it and fetch its outputs. */
 export class Execution {
   readonly outputs: {
@@ -99,38 +131,50 @@ export class Execution {
 
   /**
    * Its output and audit events as they come (Server-Sent Events), ending after the `exit` event.
-   * Unknown event types are skipped; the stream's data is the server's JSON.
+   * Unknown event types are skipped; the stream's data is the server's JSON. A stream cut before
+   * its exit is resumed after the last event seen (`?after=<id>`), so no event is lost or repeated.
    */
-  async *stream(): AsyncGenerator<ExecutionEvent> {
-    const res = await this.t.send({
-      method: 'GET',
-      path: `/v1/executions/${enc(this.id)}/stream`,
-      headers: { accept: 'text/event-stream' },
-      stream: true,
-    });
-    try {
-      for await (const m of parseSse(res as AsyncIterable<Buffer>)) {
-        let data: unknown;
+  async *stream(opts: StreamOptions = {}): AsyncGenerator<ExecutionEvent> {
+    const maxReconnects = opts.maxReconnects ?? 5;
+    let after: string | undefined;
+    let failures = 0;
+    for (;;) {
+      let cut: unknown;
+      try {
+        const res = await this.t.send({
+          method: 'GET',
+          path: `/v1/executions/${enc(this.id)}/stream${after !== undefined ? `?after=${after}` : ''}`,
+          headers: { accept: 'text/event-stream' },
+          stream: true,
+        });
         try {
-          data = JSON.parse(m.data);
-        } catch (err) {
-          throw new AegisClientError('bad_response', `the event stream of ${this.id} has an event that is not JSON`, { cause: err });
+          for await (const m of parseSse(res as AsyncIterable<Buffer>)) {
+            failures = 0;
+            // The server numbers its events; a reconnection asks for what follows the last one seen.
+            if (m.id !== undefined && /^\d{1,15}$/.test(m.id)) after = m.id;
+            const ev = toEvent(this.id, m.event, m.data);
+            if (ev === undefined) continue;
+            yield ev;
+            if (ev.type === 'exit') return;
+          }
+        } finally {
+          res.destroy();
         }
-        const o = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
-        if (m.event === 'stdout' || m.event === 'stderr') yield { type: m.event, data: typeof o['data'] === 'string' ? o['data'] : '' };
-        else if (m.event === 'audit') yield { type: 'audit', event: o };
-        else if (m.event === 'exit') {
-          yield {
-            ...o,
-            type: 'exit',
-            status: o['status'] as ExecutionStatus,
-            exitCode: typeof o['exitCode'] === 'number' ? o['exitCode'] : null,
-          };
-          return;
-        }
+      } catch (err) {
+        // A cut connection or a server that is restarting: reconnect; anything else is final.
+        if (!(err instanceof AegisClientError && err.code === 'unreachable') && !isConnectionError(err)) throw err;
+        cut = err;
       }
-    } finally {
-      res.destroy();
+      if (++failures > maxReconnects) {
+        throw new AegisClientError(
+          'bad_response',
+          `the event stream of ${this.id} ended ${maxReconnects + 1} times before its exit event`,
+          {
+            cause: cut,
+          },
+        );
+      }
+      await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 2000)));
     }
   }
 

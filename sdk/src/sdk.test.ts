@@ -173,6 +173,57 @@ describe('Execution.stream', () => {
   });
 });
 
+describe('Execution.stream when the connection is cut', () => {
+  it('resumes after the last event seen (?after=<id>): nothing lost, nothing repeated', async () => {
+    const urls: string[] = [];
+    const srv = await serve((req, _b, res) => {
+      urls.push(req.url ?? '');
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (urls.length === 1) {
+        res.write('event: stdout\nid: 1\ndata: {"data":"a"}\n\n');
+        setTimeout(() => res.socket?.destroy(), 50); // cut mid-stream
+      } else if (urls.length === 2) {
+        res.end('event: stdout\nid: 2\ndata: {"data":"b"}\n\n'); // ends cleanly, still no exit
+      } else {
+        res.end('event: exit\nid: 3\ndata: {"status":"exited","exitCode":0}\n\n');
+      }
+    });
+    try {
+      const run = new Execution(new Transport({ url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}` }), 'x', 'running');
+      const events = [];
+      for await (const ev of run.stream()) events.push(ev);
+      assert.deepEqual(events, [
+        { type: 'stdout', data: 'a' },
+        { type: 'stdout', data: 'b' },
+        { type: 'exit', status: 'exited', exitCode: 0 },
+      ]);
+      assert.deepEqual(urls, ['/v1/executions/x/stream', '/v1/executions/x/stream?after=1', '/v1/executions/x/stream?after=2']);
+    } finally {
+      srv.close();
+    }
+  });
+  it('gives up after maxReconnects with bad_response', async () => {
+    let n = 0;
+    const srv = await serve((_req, _b, res) => {
+      n++;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(': nothing\n\n');
+    });
+    try {
+      const run = new Execution(new Transport({ url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}` }), 'x', 'running');
+      await assert.rejects(
+        (async () => {
+          for await (const ev of run.stream({ maxReconnects: 2 })) void ev;
+        })(),
+        (e: unknown) => e instanceof AegisClientError && e.code === 'bad_response',
+      );
+      assert.equal(n, 3);
+    } finally {
+      srv.close();
+    }
+  });
+});
+
 describe('parseSse', () => {
   it('parses events split anywhere, with LF, CRLF and CR line ends and multi-line data', async () => {
     const text = 'event: a\r\ndata: 1\r\ndata: 2\r\n\r\n:comment\n\ndata:x\r\rid: 7\nevent: b\ndata: {"k":"é"}\n\n';

@@ -61,7 +61,7 @@ export function cli(args: readonly string[], env: NodeJS.ProcessEnv, opts: { inp
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-export async function startServer(): Promise<TestServer> {
+export async function startServer(opts: { tls?: { certFile: string; keyFile: string; ca: string } } = {}): Promise<TestServer> {
   // /var/tmp, world-traversable: the sandbox's own uid reads the extracted code under --data.
   const work = mkdtempSync('/var/tmp/aegis-client-');
   chmodSync(work, 0o755);
@@ -79,11 +79,12 @@ export async function startServer(): Promise<TestServer> {
   assert.ok(adminKey.length > 10 && !adminKey.includes('\n'), `one key on stdout: ${JSON.stringify(made.stdout)}`);
 
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const tlsFlags = opts.tls ? ['--tls-cert', opts.tls.certFile, '--tls-key', opts.tls.keyFile] : [];
   let stderr = '';
   const child: ChildProcess = spawn(
     process.execPath,
-    [AEGIS_BIN, 'serve', '--listen', `127.0.0.1:${port}`, '--socket', socket, '--data', data],
+    [AEGIS_BIN, 'serve', '--listen', `127.0.0.1:${port}`, ...tlsFlags, '--socket', socket, '--data', data],
     {
       env: baseEnv,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -92,7 +93,7 @@ export async function startServer(): Promise<TestServer> {
   child.stdout?.on('data', (c: Buffer) => (stderr += c.toString()));
   child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const aegis = new Aegis({ url, apiKey: adminKey, timeoutMs: 2000 });
+  const aegis = new Aegis({ url, apiKey: adminKey, timeoutMs: 2000, ...(opts.tls ? { ca: opts.tls.ca } : {}) });
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (child.exitCode !== null) assert.fail(`aegis serve exited (${child.exitCode}): ${stderr}`);

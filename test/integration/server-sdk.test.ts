@@ -6,12 +6,14 @@
  * route list checked against the server's OpenAPI document.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   Aegis,
   AegisApiError,
+  AegisClientError,
   EXECUTION_STATUSES,
   LIST_FIELDS,
   RESPONSE_FIELDS,
@@ -19,7 +21,8 @@ import {
   type ExecutionEvent,
 } from '../../sdk/src/index.js';
 import { requireOrSkip } from './sandbox-conformance.js';
-import { serverTestsUnavailable, startServer, writeAgent, type TestServer } from './server-client-support.js';
+import { makeServerPki } from '../../src/test-support/tls.js';
+import { cli, serverTestsUnavailable, startServer, writeAgent, type TestServer } from './server-client-support.js';
 
 /** Every file under `dir`, as relative paths. */
 function files(dir: string, rel = ''): string[] {
@@ -202,5 +205,36 @@ describe('the SDK against aegis serve (real sandboxes)', { timeout: 600_000 }, (
     }
     const status = schemaOf('get /v1/executions/{id} 200').properties!['status'];
     assert.deepEqual(status?.enum, [...EXECUTION_STATUSES]);
+  });
+});
+
+describe('the SDK and the CLI over TLS', { timeout: 300_000 }, () => {
+  let srv: TestServer | undefined;
+  let pkiDir = '';
+  let pki: ReturnType<typeof makeServerPki> | undefined;
+  before(async () => {
+    pkiDir = mkdtempSync(join(tmpdir(), 'aegis-client-tls-'));
+    pki = makeServerPki(pkiDir, 'localhost', ['DNS:localhost', 'IP:127.0.0.1']);
+    srv = await startServer({ tls: { certFile: pki.certFile, keyFile: pki.keyFile, ca: pki.ca } });
+  });
+  after(async () => {
+    await srv?.stop();
+    rmSync(pkiDir, { recursive: true, force: true });
+  });
+
+  it('trusts the server with the CA given (SDK: ca; CLI: NODE_EXTRA_CA_CERTS) and refuses it without', async () => {
+    assert.match(srv!.url, /^https:/);
+    const keys = await new Aegis({ url: srv!.url, apiKey: srv!.adminKey, ca: pki!.ca }).keys.list();
+    assert.ok(keys.length >= 1);
+    await assert.rejects(
+      new Aegis({ url: srv!.url, apiKey: srv!.adminKey }).keys.list(),
+      (e: unknown) => e instanceof AegisClientError && e.code === 'unreachable' && /SELF_SIGNED|UNABLE_TO|CERT/.test(e.message),
+    );
+    const ok = cli(['keys', 'ls', '--json'], { ...srv!.env(srv!.adminKey), NODE_EXTRA_CA_CERTS: pki!.caFile });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok(Array.isArray(JSON.parse(ok.stdout)));
+    const untrusted = cli(['keys', 'ls'], srv!.env(srv!.adminKey));
+    assert.equal(untrusted.code, 3);
+    assert.match(untrusted.stderr, /cannot reach the AEGIS server at https:/);
   });
 });

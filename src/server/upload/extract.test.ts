@@ -1,10 +1,23 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import fc from 'fast-check';
 import tar, { type Header } from 'tar-stream';
+import { propertyRuns } from '../../test-support/props.js';
 import { hasCode } from '../../test-support/errors.js';
 import { UploadError, type UploadErrorCode } from './errors.js';
 import { entrySegments, extractCodeArchive, sha256Digest } from './extract.js';
@@ -242,4 +255,61 @@ describe('entrySegments', () => {
       assert.throws(() => entrySegments(name, lim), hasCode(UploadError, 'upload.path_refused'), name);
     }
   });
+});
+
+/** Every path under `dir` (relative), with lstat: nothing in an extracted tree may be a link or special file. */
+function walkAll(dir: string, rel = ''): { rel: string; kind: string }[] {
+  return readdirSync(join(dir, rel)).flatMap((n) => {
+    const r = rel === '' ? n : `${rel}/${n}`;
+    const st = lstatSync(join(dir, r));
+    const kind = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
+    return kind === 'dir' ? [{ rel: r, kind }, ...walkAll(dir, r)] : [{ rel: r, kind }];
+  });
+}
+
+describe('extractCodeArchive (property)', () => {
+  const segment = fc.constantFrom('a', 'b', '..', '.', '', 'c d', 'x.py', '\u00e9', '...');
+  const entry = fc.record({
+    name: fc.array(segment, { minLength: 1, maxLength: 4 }).map((segs) => segs.join('/')),
+    lead: fc.constantFrom('', './', '/', '../'),
+    type: fc.constantFrom<'file' | 'directory' | 'symlink' | 'link'>('file', 'file', 'file', 'directory', 'symlink', 'link'),
+  });
+  for (const [label, params] of propertyRuns(60)) {
+    it(`either refuses with an UploadError and leaves nothing, or writes only regular files and folders inside the destination (${label})`, async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.array(entry, { minLength: 1, maxLength: 6 }), async (entries) => {
+          const { parent, dir } = dest();
+          const archive = await tgzOf(
+            entries.map((e) =>
+              e.type === 'file'
+                ? { name: e.lead + e.name, data: 'x' }
+                : { name: e.lead + e.name, type: e.type, linkname: '../../etc/passwd' },
+            ),
+          );
+          try {
+            await extractCodeArchive(archive, dir);
+          } catch (err) {
+            assert.ok(err instanceof UploadError, String(err));
+            assert.deepEqual(readdirSync(parent), []);
+            return;
+          }
+          assert.deepEqual(readdirSync(parent), ['code']);
+          const root = realpathSync(dir);
+          for (const f of walkAll(dir)) {
+            assert.notEqual(f.kind, 'other', f.rel);
+            assert.ok(realpathSync(join(dir, f.rel)).startsWith(`${root}/`), f.rel);
+          }
+          assert.ok(!entries.some((e) => e.type === 'symlink' || e.type === 'link'), 'links are never accepted');
+        }),
+        params,
+      );
+    });
+  }
+  after(() =>
+    assert.deepEqual(
+      readdirSync(base).filter((n) => !n.startsWith('case-')),
+      [],
+      'nothing written beside the cases',
+    ),
+  );
 });
