@@ -144,6 +144,11 @@ describe('server API (in-process, loopback)', () => {
     for (const r of ROUTES) assert.deepEqual(doc.paths[r.path]?.[r.method.toLowerCase()]?.['x-aegis-roles'], ROLE_MATRIX[r.id], r.id);
   });
 
+  it('the route table and the role matrix name the same routes, each once', () => {
+    assert.deepEqual(ROUTES.map((r) => r.id).sort(), Object.keys(ROLE_MATRIX).sort());
+    assert.equal(new Set(ROUTES.map((r) => `${r.method} ${r.path}`)).size, ROUTES.length);
+  });
+
   it('the role matrix: every route x every role is allowed (never 401/403) or 403', async () => {
     for (const r of ROUTES) {
       for (const role of ROLES) {
@@ -245,6 +250,31 @@ describe('server API (in-process, loopback)', () => {
           p['name'] === 'hello-api' && p['version'] === 1 && p['codeDigest'] === d1.codeDigest && p['manifestDigest'] === d1.manifestDigest,
       ),
     );
+  });
+
+  it('takes the manifest as a file part too, within the manifest limit', async () => {
+    const code = await codeArchive({ 'main.py': '' });
+    const form = (text: string): { body: Buffer; contentType: string } => {
+      const b = 'bnd';
+      return {
+        contentType: `multipart/form-data; boundary=${b}`,
+        body: Buffer.concat([
+          Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="manifest"; filename="agent.yaml"\r\n\r\n${text}\r\n`),
+          Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="code"; filename="c.tgz"\r\n\r\n`),
+          code,
+          Buffer.from(`\r\n--${b}--\r\n`),
+        ]),
+      };
+    };
+    const ok = form(manifest('file-part'));
+    assert.equal(
+      (await env.api.call('POST', '/v1/agents', { key: env.keys.deployer, body: ok.body, contentType: ok.contentType })).status,
+      201,
+    );
+    const big = form(`${manifest('file-part-big')}\n# ${'x'.repeat(300 << 10)}`);
+    const r = await env.api.call('POST', '/v1/agents', { key: env.keys.deployer, body: big.body, contentType: big.contentType });
+    assert.equal(r.status, 413, r.text);
+    assert.equal(await env.store.getAgent('file-part-big'), null);
   });
 
   it('refuses an invalid manifest with issues (line, column, path, message) and stores nothing', async () => {

@@ -139,7 +139,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: limits.jsonBytes, return503OnClosing: true, forceCloseConnections: true });
 
   await app.register(multipart, {
-    limits: { fieldSize: limits.manifestBytes, fileSize: limits.codeBytes, files: 1, fields: 1, parts: 2, headerPairs: 100 },
+    limits: { fieldSize: limits.manifestBytes, fileSize: limits.codeBytes, files: 2, fields: 1, parts: 2, headerPairs: 100 },
     throwFileSizeLimit: true,
   });
 

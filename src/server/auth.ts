@@ -9,6 +9,11 @@
  * A successful verification is remembered in memory (the SHA-256 of the presented key, per key
  * id) so that a client does not pay scrypt on every request; revocation and expiry are read from
  * the store on every request, so they take effect at once.
+ *
+ * LIMITATION: the throttle is in memory, per server process and per source address: several
+ * workers each count their own failures, a restart forgets them, and behind a reverse proxy every
+ * client shares the proxy's address (the proxy should throttle). Sources are bounded (10,000, the
+ * oldest forgotten first), so a spray from many addresses cannot exhaust memory.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AuditSink } from '../audit/event.js';

@@ -33,7 +33,8 @@
  * LIMITATION: the code cache under `<data>/code/` is not pruned (one tree per code digest ever
  * run on this host). An output batch the Store refuses (database down) is dropped and reported
  * through onError; the execution's final status is still written when the database is back
- * before the worker is reaped.
+ * before the worker is reaped. Reaping marks executions `lost` first and audits them after: if
+ * the audit log refuses the event (reported through onError), the record still says `lost`.
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';

@@ -138,7 +138,7 @@ function time(text: string | undefined, what: string): number | undefined {
 }
 
 /** Reads the deploy's two parts within their limits (anything else in the form is refused). */
-async function readDeploy(req: FastifyRequest): Promise<{ manifest: string; code: Buffer }> {
+async function readDeploy(req: FastifyRequest, manifestBytes: number): Promise<{ manifest: string; code: Buffer }> {
   if (!req.isMultipart())
     throw new ServerError('server.unsupported_media_type', 'POST /v1/agents takes multipart/form-data with manifest and code parts');
   let manifest: string | undefined;
@@ -151,6 +151,7 @@ async function readDeploy(req: FastifyRequest): Promise<{ manifest: string; code
       code = await part.toBuffer();
     } else if (part.type === 'file' && part.fieldname === 'manifest' && manifest === undefined) {
       const b = await part.toBuffer();
+      if (b.length > manifestBytes) throw new ServerError('server.payload_too_large', 'the manifest part is too large');
       manifest = b.toString('utf8');
     } else {
       if (part.type === 'file') part.file.resume();
@@ -300,7 +301,7 @@ export const HANDLERS: Readonly<Record<RouteId, Handler>> = {
 
   'agents.deploy': async (ctx, { req, principal }) => {
     const p = who(principal);
-    const { manifest, code } = await readDeploy(req);
+    const { manifest, code } = await readDeploy(req, ctx.limits.manifestBytes);
     const checked = await ctx.deps.checkUpload(manifest, code);
     const existing = await ctx.deps.store.getAgent(checked.name);
     if (existing !== null && !owns(p, existing.createdBy))

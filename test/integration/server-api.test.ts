@@ -13,7 +13,8 @@ import { ROUTES } from '../../src/server/routes.js';
 import { newKey } from '../../src/server/keys.js';
 import { openSqliteStore } from '../../src/server/store/sqlite.js';
 import type { Role } from '../../src/server/store/types.js';
-import { CheckedApi, deployForm } from '../../src/test-support/api.js';
+import { CheckedApi, deployForm, rawRequest } from '../../src/test-support/api.js';
+import { makeServerPki } from '../../src/test-support/tls.js';
 import { codeArchive } from '../../src/server/test-fixtures.js';
 import { agentManifest, createKey, removeDirs, serverDirs, startServer, type RunningServer, type ServerDirs } from './server-support.js';
 import { join } from 'node:path';
@@ -157,6 +158,21 @@ describe('aegis serve: API, keys and roles', { timeout: 180_000 }, () => {
       assert.match(r.stderr, /server\.config_invalid/);
       assert.equal(existsSync(e.data), false, 'no data folder made');
     } finally {
+      removeDirs(e);
+    }
+  });
+
+  it('aegis serve over TLS with --tls-cert/--tls-key (any address; here loopback)', async () => {
+    const e = serverDirs('aegis-server-tls');
+    const pki = makeServerPki(e.work, 'localhost', ['DNS:localhost', 'IP:127.0.0.1']);
+    const key = createKey(e, 'auditor');
+    const s = await startServer(e, ['--tls-cert', pki.certFile, '--tls-key', pki.keyFile], { ca: pki.ca });
+    try {
+      assert.match(s.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+      assert.equal((await s.api.call('GET', '/v1/audit/events', { key })).status, 200);
+      await assert.rejects(rawRequest({ url: s.url }, 'GET', '/healthz'), 'a client that does not trust the CA is refused');
+    } finally {
+      assert.equal(await s.stop(), 0);
       removeDirs(e);
     }
   });

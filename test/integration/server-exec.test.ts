@@ -168,9 +168,10 @@ describe('aegis serve: executions with real sandboxes', { timeout: 600_000 }, ()
     if (!requireOrSkip(t, unavailable)) return;
     const ids = await Promise.all(Array.from({ length: BURST }, (_, i) => execute('echoer', { args: [`n${i}`], stdin: `in${i}\n` })));
     const ends = await Promise.all(ids.map((id) => waitFor(id, (x) => FINAL.includes(x.status), 300_000)));
+    // On failure, say why each one did not exit (its summary carries the error code).
     assert.deepEqual(
-      ends.map((e) => e.status),
-      ids.map(() => 'exited'),
+      ends.filter((e) => e.status !== 'exited').map((e) => ({ id: e.id, status: e.status, summary: e.summary })),
+      [],
     );
     for (const [i, id] of ids.entries()) {
       const s = await readSse({ url: server.url }, `/v1/executions/${id}/stream`, operator);

@@ -40,7 +40,7 @@ export interface RunningServer {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startServer(d: ServerDirs, extra: readonly string[] = []): Promise<RunningServer> {
+export async function startServer(d: ServerDirs, extra: readonly string[] = [], tls?: { ca: string }): Promise<RunningServer> {
   const proc = spawn(
     process.execPath,
     [
@@ -73,7 +73,7 @@ export async function startServer(d: ServerDirs, extra: readonly string[] = []):
     proc.once('exit', (code) => reject(new Error(`aegis serve exited ${code}: ${err}`)));
   });
   const info = JSON.parse(line) as { url: string; socket: string };
-  const api = await CheckedApi.connect({ url: info.url });
+  const api = await CheckedApi.connect({ url: info.url, ...(tls !== undefined ? { ca: tls.ca } : {}) });
   return {
     url: info.url,
     socket: info.socket,

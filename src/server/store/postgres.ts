@@ -15,6 +15,11 @@
  *   commit); subscribeQueued() LISTENs on its own connection (re-made when it drops) so idle
  *   workers claim at once. The dispatcher still polls: a lost wake-up only delays a claim.
  * - TLS: `sslmode=verify-full` in the URL, or a CA file (options.ca) to verify the server with.
+ * - Durability: the sessions run with `synchronous_commit = off` (the commit does not wait for the
+ *   WAL flush: create-to-execute p50 about 2.5 ms instead of 9.6 ms on this host). A crash of the
+ *   database server may lose the last commits (never corrupt anything); revocations of API keys
+ *   commit with `synchronous_commit = on`. The audit log's store keeps its own connections, with
+ *   synchronous_commit on (docs/audit.md).
  *
  * LIMITATION: every worker's database role can read and write every table (keys' hashes, code
  * archives, all executions): a worker host is trusted with the whole cluster's state.
@@ -59,7 +64,7 @@ export interface PostgresStoreOptions {
   /** A CA certificate file (PEM) to verify the server with (replaces the URL's sslmode). */
   readonly ca?: string;
   readonly output?: Partial<OutputLimits>;
-  /** Connections in this handle's pool (default 4). */
+  /** Connections in this handle's pool (default 10; one more while subscribeQueued listens). */
   readonly connections?: number;
 }
 
@@ -223,7 +228,12 @@ class PostgresStore implements Store {
   }
 
   async revokeKey(id: string, at: number): Promise<boolean> {
-    return (await this.q(`UPDATE ${this.t.keys} SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, [at, id])).rowCount === 1;
+    // A revoked key must not come back after a database crash: this commit waits for the WAL flush.
+    return this.tx(async (c) => {
+      await c.query('SET LOCAL synchronous_commit = on');
+      const r = await c.query(`UPDATE ${this.t.keys} SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`, [at, id]);
+      return r.rowCount === 1;
+    });
   }
 
   async putAgentVersion(v: NewAgentVersion): Promise<AgentVersionRecord> {
@@ -574,8 +584,11 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   const schema = options.schema ?? DEFAULT_PG_SCHEMA;
   if (!SCHEMA_RE.test(schema)) throw new StoreError('store.invalid', `invalid PostgreSQL schema name ${JSON.stringify(schema)}`);
   const limits = resolveLimits(options.output);
-  const max = options.connections ?? 4;
-  let config: pg.PoolConfig = { connectionString: url, max };
+  const max = options.connections ?? 10;
+  // The queue's writes do not wait for the WAL flush (see the header); an `options` parameter in
+  // the URL replaces this one (and keeps the server's default, synchronous_commit on).
+  const sessionOptions = '-c synchronous_commit=off';
+  let config: pg.PoolConfig = { connectionString: url, max, options: sessionOptions };
   if (options.ca !== undefined && options.ca !== '') {
     // pg lets URL parameters override `ssl`: the URL's sslmode is replaced by a verifying configuration.
     let u: URL;
@@ -591,7 +604,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     } catch (cause) {
       throw new StoreError('store.io', `cannot read PostgreSQL CA certificate ${options.ca}`, { cause });
     }
-    config = { connectionString: u.toString(), max, ssl: { ca, rejectUnauthorized: true } };
+    config = { connectionString: u.toString(), max, options: sessionOptions, ssl: { ca, rejectUnauthorized: true } };
   }
   const pool = new pg.Pool(config);
   pool.on('error', () => undefined); // idle-client errors surface on the next query instead
