@@ -254,7 +254,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       ...(flags.isolation !== undefined ? { isolation: flags.isolation } : {}),
       ...(seccompProfile !== undefined ? { seccompProfile } : {}),
       ...(flags.stateDir !== undefined ? { stateDir: flags.stateDir } : {}),
+      microvm: config.microvm,
     };
+    if ((flags.isolation ?? loaded.policy.agent.isolation) === 'microvm' && config.microvm.allowEmulation && !flags.dryRun)
+      ctx.err('aegis run: warning: isolation microvm under software emulation (AEGIS_MICROVM_ALLOW_EMULATION=1): slow, for testing only\n');
     warnings = unbackedWritePaths(
       opts.policy,
       (opts.volumes ?? []).map((v) => normalizeSandboxPath(v.sandbox) ?? v.sandbox),

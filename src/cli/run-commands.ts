@@ -19,7 +19,7 @@ import { Option } from 'commander';
 import type { CliContext } from './context.js';
 
 export interface RunFlags {
-  isolation?: 'crun' | 'runc' | 'gvisor';
+  isolation?: 'crun' | 'runc' | 'gvisor' | 'microvm';
   volume: string[];
   /** Operator's plain environment values (src/policy/env.ts: applyOperatorEnv). */
   env: string[];
@@ -37,7 +37,14 @@ export function registerRunCommands(program: Command, ctx: CliContext): void {
     )
     .argument('<agent.yaml>', 'the agent manifest')
     .argument('[args...]', 'extra arguments appended to the entrypoint (after --)')
-    .addOption(new Option('--isolation <runtime>', 'OCI runtime (default: agent.isolation, else crun)').choices(['crun', 'runc', 'gvisor']))
+    .addOption(
+      new Option('--isolation <runtime>', 'OCI runtime (default: agent.isolation, else crun)').choices([
+        'crun',
+        'runc',
+        'gvisor',
+        'microvm',
+      ]),
+    )
     .option(
       '--volume <HOST:SANDBOX[:ro|rw[,size=N]]>',
       'attach a host folder where fs.read (ro) or fs.write (rw) grants the sandbox path (repeatable); rw volumes live on a filesystem of size N (default 1G) and are copied back at the end',

@@ -22,6 +22,7 @@ describe('parseConfig', () => {
       imageTrustedKeys: undefined,
       registryAuthFile: '/home/op/.aegis/registry-auth.json',
       registryCaFile: undefined,
+      microvm: { guestDir: '/var/lib/aegis/microvm', allowEmulation: false },
     });
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
@@ -137,5 +138,18 @@ describe('parseConfig', () => {
     assert.deepEqual(c.auditEnv, { AEGIS_AUDIT_STORE: 'file', AEGIS_AUDIT_RETENTION_DAYS: '7' });
     assert.deepEqual(c.gatewayEnv, { AEGIS_UPSTREAM_DNS: '1.1.1.1:53' });
     assert.ok(c.imagesDir.startsWith('/') && c.imagesDir.endsWith('/imgs'));
+  });
+});
+
+describe('parseConfig: microvm', () => {
+  it('allows software emulation only for AEGIS_MICROVM_ALLOW_EMULATION=1, and takes an absolute guest dir', () => {
+    assert.deepEqual(parseConfig({ AEGIS_MICROVM_ALLOW_EMULATION: '1', AEGIS_MICROVM_GUEST: '/srv/guest' }, host).microvm, {
+      guestDir: '/srv/guest',
+      allowEmulation: true,
+    });
+    assert.equal(parseConfig({ AEGIS_MICROVM_ALLOW_EMULATION: '0' }, host).microvm.allowEmulation, false);
+    for (const bad of ['yes', 'true', ' 1'])
+      assert.throws(() => parseConfig({ AEGIS_MICROVM_ALLOW_EMULATION: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
+    assert.throws(() => parseConfig({ AEGIS_MICROVM_GUEST: 'relative/dir' }, host), hasCode(ConfigError, 'config.invalid'));
   });
 });

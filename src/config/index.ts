@@ -29,6 +29,10 @@
  *                   format, mode 0600; default $AEGIS_HOME/registry-auth.json when it exists).
  *   AEGIS_REGISTRY_CA_FILE  an extra CA certificate (PEM, absolute path) that registries' TLS
  *                   certificates may chain to (the system's roots stay trusted).
+ *   AEGIS_MICROVM_ALLOW_EMULATION  `1` lets `isolation: microvm` run under QEMU's software
+ *                   emulation (TCG) when KVM is not usable: for testing only (default 0: KVM only).
+ *   AEGIS_MICROVM_GUEST  the microVM guest directory (absolute; default /var/lib/aegis/microvm,
+ *                   built by scripts/microvm/build-guest.sh). docs/sandbox.md "microVM".
  *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
  *                   executions that were already running (default 15m; `0`: not at all).
  *
@@ -85,6 +89,8 @@ export interface AegisConfig {
   readonly registryAuthFile: string;
   /** Extra CA for registries (AEGIS_REGISTRY_CA_FILE). */
   readonly registryCaFile: string | undefined;
+  /** isolation microvm: the guest directory and whether software emulation is allowed. */
+  readonly microvm: { readonly guestDir: string; readonly allowEmulation: boolean };
 }
 
 export interface AlertWebhookConfig {
@@ -110,6 +116,8 @@ export const DEFAULT_ROTATION_OVERLAP_MS = 15 * 60_000;
 
 /** The image store when AEGIS_IMAGES is not set. */
 export const DEFAULT_IMAGES_DIR = '/var/lib/aegis/images';
+/** Where scripts/microvm/build-guest.sh puts the microVM guest (src/sandbox/drivers/microvm.ts). */
+export const DEFAULT_MICROVM_GUEST_DIR = '/var/lib/aegis/microvm';
 
 const GATEWAY_VARS = ['AEGIS_UPSTREAM_DNS', 'AEGIS_SANDBOX_SUBNET', 'AEGIS_STATE_DIR', 'AEGIS_GATEWAY_CONFIG'] as const;
 
@@ -181,7 +189,11 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
     for (const p of imageTrustedKeys)
       if (!isAbsolute(p)) throw new ConfigError('config.invalid', `AEGIS_IMAGE_TRUSTED_KEYS: ${p} must be an absolute path`);
   }
+  const emulationVar = set(env, 'AEGIS_MICROVM_ALLOW_EMULATION');
+  if (emulationVar !== undefined && emulationVar !== '0' && emulationVar !== '1')
+    throw new ConfigError('config.invalid', `AEGIS_MICROVM_ALLOW_EMULATION=${emulationVar} must be 0 or 1`);
   return {
+    microvm: { guestDir: absolutePath(env, 'AEGIS_MICROVM_GUEST') ?? DEFAULT_MICROVM_GUEST_DIR, allowEmulation: emulationVar === '1' },
     imageTrustedKeys,
     registryAuthFile: absolutePath(env, 'AEGIS_REGISTRY_AUTH_FILE') ?? join(home, 'registry-auth.json'),
     registryCaFile: absolutePath(env, 'AEGIS_REGISTRY_CA_FILE'),

@@ -159,7 +159,7 @@ const agentSchema = z
         else if (p.includes('\0') || p === '') ctx.addIssue({ code: 'custom', message: 'is not a valid folder' });
       }),
     isolation: z
-      .enum(['crun', 'runc', 'gvisor'], { error: 'must be one of crun, runc, gvisor' })
+      .enum(['crun', 'runc', 'gvisor', 'microvm'], { error: 'must be one of crun, runc, gvisor, microvm' })
       .optional()
       .describe('Sandbox runtime. Absent: the operator chooses (crun by default).'),
   })

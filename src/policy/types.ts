@@ -7,7 +7,7 @@
  */
 
 /** Which OCI runtime runs the sandbox. */
-export type Isolation = 'crun' | 'runc' | 'gvisor';
+export type Isolation = 'crun' | 'runc' | 'gvisor' | 'microvm';
 
 /** A parsed image reference: `name:tag`, optionally pinned with `@sha256:<64 hex>`. */
 export interface ImageRef {

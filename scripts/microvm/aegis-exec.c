@@ -1,0 +1,73 @@
+/*
+ * aegis-exec: the guest init's last step (scripts/microvm/init), built static at guest build time.
+ *   aegis-exec ROOT CWD UID GID NOFILE NPROC NENV NAME=value... PROGRAM ARGS...
+ * chroot(ROOT), rlimits (NOFILE, NPROC for the agent's uid, no core), no supplementary groups,
+ * gid then uid (real, effective and saved), PR_SET_NO_NEW_PRIVS, chdir(CWD), then execvp PROGRAM
+ * with exactly the NENV given variables (PATH among them is used for the lookup). Exits 125 if a
+ * step fails before the exec (fail secure: nothing runs), 127 if PROGRAM cannot be executed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static long num(const char *s) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno != 0 || *s == '\0' || *end != '\0' || v < 0) {
+    fprintf(stderr, "aegis-exec: bad number %s\n", s);
+    exit(125);
+  }
+  return v;
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "aegis-exec: %s: %s\n", what, strerror(errno));
+  exit(125);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 9) {
+    fprintf(stderr, "usage: aegis-exec ROOT CWD UID GID NOFILE NPROC NENV NAME=value... PROGRAM ARGS...\n");
+    return 125;
+  }
+  uid_t uid = (uid_t)num(argv[3]);
+  gid_t gid = (gid_t)num(argv[4]);
+  rlim_t nofile = (rlim_t)num(argv[5]);
+  rlim_t nproc = (rlim_t)num(argv[6]);
+  long nenv = num(argv[7]);
+  if (uid == 0 || gid == 0) { fprintf(stderr, "aegis-exec: refusing uid/gid 0\n"); return 125; }
+  if (8 + nenv >= argc) { fprintf(stderr, "aegis-exec: no program\n"); return 125; }
+  char **env = calloc((size_t)nenv + 1, sizeof(char *));
+  if (env == NULL) die("calloc");
+  for (long i = 0; i < nenv; i++) env[i] = argv[8 + i];
+  char **prog = &argv[8 + nenv];
+
+  if (chroot(argv[1]) != 0) die("chroot");
+  if (chdir("/") != 0) die("chdir /");
+  struct rlimit r;
+  r.rlim_cur = r.rlim_max = nofile;
+  if (setrlimit(RLIMIT_NOFILE, &r) != 0) die("RLIMIT_NOFILE");
+  r.rlim_cur = r.rlim_max = nproc;
+  if (setrlimit(RLIMIT_NPROC, &r) != 0) die("RLIMIT_NPROC");
+  r.rlim_cur = r.rlim_max = 0;
+  if (setrlimit(RLIMIT_CORE, &r) != 0) die("RLIMIT_CORE");
+  if (setgroups(0, NULL) != 0) die("setgroups");
+  if (setresgid(gid, gid, gid) != 0) die("setresgid");
+  if (setresuid(uid, uid, uid) != 0) die("setresuid");
+  if (setuid(0) == 0) { fprintf(stderr, "aegis-exec: uid 0 could be regained\n"); return 125; }
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+  if (chdir(argv[2]) != 0) die("chdir");
+  environ = env;
+  execvp(prog[0], prog);
+  fprintf(stderr, "aegis-exec: cannot execute %s: %s\n", prog[0], strerror(errno));
+  return errno == ENOENT ? 127 : 126;
+}
