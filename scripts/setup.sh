@@ -27,6 +27,10 @@ APT_PACKAGES=(
   # image registry (src/images/registry): zstd decompresses zstd layers (Node.js 20 has none);
   #   the tests run a real OCI registry (docker-registry) with htpasswd (bcrypt) from apache2-utils
   zstd docker-registry apache2-utils
+  # isolation microvm (src/sandbox/drivers/microvm.ts): QEMU's microvm machine; the guest's
+  #   initramfs (scripts/microvm/build-guest.sh) is busybox-static + a static init helper (gcc,
+  #   libc6-dev) packed with cpio; the guest kernel is downloaded, never installed on the host
+  qemu-system-x86 busybox-static cpio gcc libc6-dev
 )
 
 missing=()
@@ -51,6 +55,11 @@ npm run --silent build
 # Debian mirror). It exits non-zero if a check still fails; the report says what to do.
 log "preparing the host (aegis doctor --fix)"
 node bin/aegis.js doctor --fix
+
+# The microVM guest: Debian's kernel (linux-image-amd64's current version, extracted, not
+# installed) and AEGIS's initramfs in /var/lib/aegis/microvm/<version>; idempotent (~25 s once).
+log "preparing the microVM guest (scripts/microvm/build-guest.sh)"
+bash scripts/microvm/build-guest.sh >/dev/null
 
 # The egress compatibility suite's image (real clients from Debian: requests, httpx, aiohttp,
 # psycopg2, psql, curl, git, OpenSSH, Node.js 18): built once, ~55 s here with the debootstrap

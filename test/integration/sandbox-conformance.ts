@@ -30,7 +30,7 @@ import type { AuditEventInput } from '../../src/audit/event.js';
 import { resolveImage } from '../../src/images/index.js';
 import type { Isolation, Policy } from '../../src/policy/types.js';
 import { hybridHugetlbMissing, runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
-import { driverFor } from '../../src/sandbox/drivers/index.js';
+import { driverFor, type MicrovmSettings } from '../../src/sandbox/drivers/index.js';
 import { AGENT_HOST_GID, AGENT_HOST_UID, runSandbox, type RunResult, type RunSandboxOptions } from '../../src/sandbox/run.js';
 import { PID_MAX_LIMIT, USERNS_OWNER_BASE } from '../../src/sandbox/spec/compile.js';
 import { sweepStaleRuns } from '../../src/sandbox/state.js';
@@ -73,7 +73,10 @@ export function ensureHugetlbMount(): void {
  * hugetlb hierarchy crun needs on hybrid hosts first): `unavailable` says why not (for
  * `requireOrSkip`), `rootfs` is the image's root when it exists.
  */
-export async function sandboxRequirements(isolation: Isolation = 'crun'): Promise<{ unavailable: string | null; rootfs: string }> {
+export async function sandboxRequirements(
+  isolation: Isolation = 'crun',
+  microvm?: MicrovmSettings,
+): Promise<{ unavailable: string | null; rootfs: string }> {
   let why: string | null = null;
   if (isolation === 'crun') {
     try {
@@ -82,7 +85,7 @@ export async function sandboxRequirements(isolation: Isolation = 'crun'): Promis
       why = `cannot mount the hugetlb hierarchy: ${(e as Error).message}`;
     }
   }
-  why ??= driverFor(isolation).unavailableReason();
+  why ??= driverFor(isolation, microvm).unavailableReason();
   let rootfs = '';
   try {
     rootfs = (await resolveImage(PY)).rootfs;
@@ -142,6 +145,8 @@ export function usernsHolders(): number[] {
 export interface ConformanceOptions {
   /** Case titles this driver cannot pass, each with the reason (printed). */
   readonly skip?: Readonly<Record<string, string>>;
+  /** Options every run of this driver gets (the microVM's guest and emulation settings). */
+  readonly runOptions?: Partial<RunSandboxOptions>;
 }
 
 export function runConformance(isolation: Isolation, copts: ConformanceOptions = {}): void {
@@ -155,7 +160,7 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
     const secretText = `TOP-SECRET-${Math.random()}`;
 
     before(async () => {
-      ({ unavailable, rootfs } = await sandboxRequirements(isolation));
+      ({ unavailable, rootfs } = await sandboxRequirements(isolation, copts.runOptions?.microvm));
       work = mkdtempSync(`/var/tmp/aegis-conf-${isolation}-`);
       chmodSync(work, 0o755);
       stateDir = join(work, 'state');
@@ -201,6 +206,7 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
         stdout: (b) => void (out += b.toString()),
         stderr: (b) => void (err += b.toString()),
         audit: { append: (e) => void events.push(e) },
+        ...copts.runOptions,
         ...extra,
       });
       assert.deepEqual(leftovers(stateDir, isolation, r.executionId), [], 'nothing of the run remains');
