@@ -33,7 +33,7 @@ mods="$work/k/lib/modules/$kver/kernel"
 root="$work/initramfs"
 mkdir -p "$root"/{bin,dev,proc,sys,mnt,newroot,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
-for a in sh mount umount mkdir mknod insmod chroot reboot cat ls ln cp sleep; do ln -s busybox "$root/bin/$a"; done
+for a in sh mount umount mkdir mknod insmod chroot reboot cat ls ln cp sleep grep; do ln -s busybox "$root/bin/$a"; done
 # Load order (no modules.dep in the package: the order is the dependency order).
 MODULES="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/char/virtio_console
   net/9p/9pnet net/9p/9pnet_virtio fs/netfs/netfs fs/fscache/fscache fs/9p/9p"

@@ -17,7 +17,7 @@
  * (the guest's RAM included) and tasks are in the run's cgroup.
  */
 import { spawn } from 'node:child_process';
-import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { findExecutable } from '../../host/exec.js';
@@ -60,6 +60,14 @@ function cgroupLimit(controller: string, file: string): number | null {
     return null;
   }
   return null;
+}
+
+function isFile(p: string): boolean {
+  try {
+    return !statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 /** The host CPU's clock in kHz from /proc/cpuinfo ("cpu MHz"), or null. */
@@ -121,6 +129,7 @@ function main(argv: readonly string[]): void {
     guestPids,
     runAs,
     tscKhz: hostTscKhz(),
+    fileSources: new Set(config.mounts.filter((mt) => mt.type === 'bind' && isFile(mt.source)).map((mt) => mt.source)),
   });
   if ('error' in plan) die(plan.error);
   const qemuArgs = plan.qemuArgs;
@@ -185,6 +194,7 @@ function main(argv: readonly string[]): void {
     const fail = /^fail (.*)$/m.exec(status);
     if (exit?.[1] !== undefined && started) process.exit(Number(exit[1]));
     if (fail?.[1] !== undefined) die(`the guest could not start the agent: ${fail[1]}`);
+    if (exit?.[1] !== undefined) die(`the entrypoint could not be executed in the guest (status ${exit[1]})`);
     let tail = '';
     try {
       tail = readFileSync(consoleFile, 'utf8').split('\n').slice(-8).join('\n');

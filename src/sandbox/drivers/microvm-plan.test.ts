@@ -51,6 +51,7 @@ const input = (c: OciConfig, accel: 'kvm' | 'tcg' = 'tcg'): MicrovmPlanInput => 
   guestPids: 64,
   runAs: { uid: 101000, gid: 101000 },
   tscKhz: 2_596_122,
+  fileSources: new Set(['/img/rootfs/etc/.pwd.lock']),
 });
 
 describe('planMicrovm', () => {
@@ -68,6 +69,16 @@ describe('planMicrovm', () => {
     assert.match(p.specScript, /^ {2}share aegis_m1 '\/usr' ro$/m);
     assert.match(p.specScript, /^ {2}share aegis_m2 '\/data\/out' rw$/m);
     assert.match(p.specScript, /^ {2}tmp '\/tmp' '67108864' '1777'$/m);
+  });
+
+  it('shares a bind-mounted file through its folder, read-only, and refuses a writable one', () => {
+    const f = { destination: '/etc/.pwd.lock', type: 'bind', source: '/img/rootfs/etc/.pwd.lock', options: ['rbind', 'ro'] };
+    const p = planMicrovm(input(config({}, [f])));
+    assert.ok(!('error' in p));
+    assert.ok(p.qemuArgs.includes('local,id=aegis_d3,path=/img/rootfs/etc,security_model=none,readonly=on'));
+    assert.match(p.specScript, /^ {2}file aegis_d3 '.pwd.lock' '\/etc\/.pwd.lock'$/m);
+    const rw = planMicrovm(input(config({}, [{ ...f, options: ['rbind'] }])));
+    assert.ok('error' in rw && /read-write file bind/.test(rw.error));
   });
 
   it('has no NIC, no defaults, the seccomp sandbox, an unprivileged uid and the guest memory asked for', () => {

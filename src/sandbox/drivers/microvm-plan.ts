@@ -43,6 +43,8 @@ export interface MicrovmPlanInput {
   readonly runAs: { readonly uid: number; readonly gid: number };
   /** The host CPU's TSC rate in kHz (/proc/cpuinfo), or null when unknown. */
   readonly tscKhz: number | null;
+  /** Bind sources that are files, not directories (9p shares directories: their folder is shared). */
+  readonly fileSources: ReadonlySet<string>;
 }
 
 export interface MicrovmPlan {
@@ -99,6 +101,20 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     if (m.type === 'bind') {
       if (!SAFE_ABSOLUTE.test(m.source)) return { error: `bind source ${JSON.stringify(m.source)} is not absolute` };
       const ro = m.options.includes('ro');
+      if (i.fileSources.has(m.source)) {
+        // A file: its folder is shared read-only (only the guest kernel sees the siblings), the
+        // file bind-mounted read-only at its destination. A writable file bind is refused.
+        if (!ro) return { error: `a read-write file bind (${m.destination}) is not supported in a microVM` };
+        const slash = m.source.lastIndexOf('/');
+        const dir = m.source.slice(0, Math.max(1, slash));
+        let tag = shares.find((s) => s.path === dir && s.readonly && s.tag.startsWith('aegis_d'))?.tag;
+        if (tag === undefined) {
+          tag = `aegis_d${shares.length}`;
+          shares.push({ tag, path: dir, readonly: true });
+        }
+        lines.push(`file ${tag} ${shellQuote(m.source.slice(slash + 1))} ${shellQuote(m.destination)}`);
+        continue;
+      }
       const tag = `aegis_m${shares.length}`;
       shares.push({ tag, path: m.source, readonly: ro });
       lines.push(`share ${tag} ${shellQuote(m.destination)} ${ro ? 'ro' : 'rw'}`);
@@ -119,8 +135,10 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
   const nofile = p.rlimits.find((r) => r.type === 'RLIMIT_NOFILE')?.soft ?? 1024;
   const spec = [
     '# Written by the AEGIS microVM launcher for the guest init (scripts/microvm/init). Every value is single-quoted.',
-    `AEGIS_UID=${p.user.uid}`,
-    `AEGIS_GID=${p.user.gid}`,
+    // The agent's guest ids are the host ids the other drivers map it to (runAs, 101000): 9p shows
+    // host ownership, so the agent owns its rw volumes' files exactly as under crun's mapping.
+    `AEGIS_UID=${i.runAs.uid}`,
+    `AEGIS_GID=${i.runAs.gid}`,
     `AEGIS_CWD=${shellQuote(p.cwd)}`,
     `AEGIS_NOFILE=${nofile}`,
     `AEGIS_NPROC=${i.guestPids}`,
