@@ -35,6 +35,8 @@ runConformance('microvm', {
       "inside the guest the limit is RLIMIT_NPROC of the agent's uid; the host-side pidsLimitHit counter does not see the guest's processes",
     'sends SIGTERM first at timeout and lets the agent finish within the grace period':
       'at the timeout QEMU is stopped at once: no SIGTERM is relayed to the agent inside the guest yet',
+    'bounds an rw volume to its size (ENOSPC), copies it back without following links, owned by the user running AEGIS':
+      "the case makes a named pipe in the volume: on a 9p share served by QEMU's unprivileged uid mkfifo fails (ENXIO); the other rw-volume cases run",
     'joins a network namespace it is given (egress gateway hook)':
       'no network yet: a microVM run with a network namespace is refused before start (sandbox.runtime_unavailable)',
   },

@@ -81,6 +81,22 @@ describe('planMicrovm', () => {
     assert.ok('error' in rw && /read-write file bind/.test(rw.error));
   });
 
+  it('shares the image once for its read-only folders (24 virtio-mmio slots), each folder bound from it', () => {
+    const dirs = ['etc', 'var', 'opt'].map((d) => ({
+      destination: `/${d}`,
+      type: 'bind',
+      source: `/img/rootfs/${d}`,
+      options: ['rbind', 'ro'],
+    }));
+    const p = planMicrovm(input(config({}, dirs)));
+    assert.ok(!('error' in p));
+    const fsdevs = p.qemuArgs.filter((_a, n) => p.qemuArgs[n - 1] === '-fsdev');
+    assert.equal(fsdevs.filter((f) => f.includes('path=/img/rootfs,')).length, 1);
+    assert.ok(!fsdevs.some((f) => f.includes('path=/img/rootfs/etc')));
+    assert.match(p.specScript, /^ {2}subdir aegis_d\d+ 'etc' '\/etc'$/m);
+    assert.match(p.specScript, /^ {2}subdir aegis_d\d+ 'usr' '\/usr'$/m);
+  });
+
   it('has no NIC, no defaults, the seccomp sandbox, an unprivileged uid and the guest memory asked for', () => {
     const p = planMicrovm(input(config()));
     assert.ok(!('error' in p));

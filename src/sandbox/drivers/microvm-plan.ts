@@ -66,6 +66,8 @@ function qemuValue(s: string): string {
 }
 
 const SAFE_ABSOLUTE = /^\/[^\0\n]*$/;
+/** virtio-mmio slots of the microvm machine (24) minus the virtio-serial device. */
+const MAX_SHARES = 23;
 
 function sizeOf(options: readonly string[], fallback: string): string {
   const o = options.find((x) => x.startsWith('size='));
@@ -94,6 +96,15 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
   shares.push({ tag: 'aegis_skel', path: skel, readonly: true });
   lines.push('skeleton aegis_skel');
   lines.push('proc_sys');
+  // ARCHITECTURE NOTE: the microvm machine has 24 virtio-mmio slots (one is the serial device), so
+  // read-only directory binds of one parent folder (the image's /usr, /etc, /var...) share that
+  // folder once and are bind-mounted from it in the guest: the guest kernel sees the whole folder
+  // (the image), the agent only what the bundle mounts.
+  const parentOf = (p: string): string => p.slice(0, Math.max(1, p.lastIndexOf('/')));
+  const roDirParents = new Map<string, number>();
+  for (const m of c.mounts)
+    if (m.type === 'bind' && m.options.includes('ro') && !i.fileSources.has(m.source))
+      roDirParents.set(parentOf(m.source), (roDirParents.get(parentOf(m.source)) ?? 0) + 1);
   for (const m of c.mounts) {
     if (!SAFE_ABSOLUTE.test(m.destination) || m.destination.split('/').includes('..'))
       return { error: `mount destination ${JSON.stringify(m.destination)} is not a plain absolute path` };
@@ -101,6 +112,16 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     if (m.type === 'bind') {
       if (!SAFE_ABSOLUTE.test(m.source)) return { error: `bind source ${JSON.stringify(m.source)} is not absolute` };
       const ro = m.options.includes('ro');
+      if (ro && !i.fileSources.has(m.source) && (roDirParents.get(parentOf(m.source)) ?? 0) >= 2) {
+        const dir = parentOf(m.source);
+        let tag = shares.find((s) => s.path === dir && s.readonly && s.tag.startsWith('aegis_d'))?.tag;
+        if (tag === undefined) {
+          tag = `aegis_d${shares.length}`;
+          shares.push({ tag, path: dir, readonly: true });
+        }
+        lines.push(`subdir ${tag} ${shellQuote(m.source.slice(dir.length + 1))} ${shellQuote(m.destination)}`);
+        continue;
+      }
       if (i.fileSources.has(m.source)) {
         // A file: its folder is shared read-only (only the guest kernel sees the siblings), the
         // file bind-mounted read-only at its destination. A writable file bind is refused.
@@ -211,6 +232,7 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     args.push('-chardev', `socket,id=${id},path=${qemuValue(path)}`, '-device', `virtserialport,chardev=${id},name=aegis.${id}`);
   }
   const all = [...shares, { tag: 'aegis_spec', path: i.specDir, readonly: true }];
+  if (all.length > MAX_SHARES) return { error: `the bundle needs ${all.length} shared folders; a microVM has room for ${MAX_SHARES}` };
   for (const s of all) {
     args.push(
       '-fsdev',
