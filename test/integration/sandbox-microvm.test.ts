@@ -61,7 +61,8 @@ describe('microvm: its own kernel', { timeout: 120_000 }, () => {
     if (!requireOrSkip(t, unavailable)) return;
     let out = '';
     const r = await runSandbox({
-      policy: testPolicy({ entrypoint: ['python3', 'k.py'] }),
+      // A kernel boots per run under emulation: 90 s, not the default 20 s.
+      policy: testPolicy({ entrypoint: ['python3', 'k.py'], limits: { timeoutMs: 90_000 } }),
       manifestDir: join(work, 'agent'),
       imageRootfs: rootfs,
       isolation: 'microvm',
