@@ -31,6 +31,8 @@ import {
 } from './microvm-plan.js';
 
 const EXIT_NOT_STARTED = 125;
+/** How long the guest may take to power off after the agent's exit status arrived. */
+const GUEST_SHUTDOWN_MS = 3000;
 /** Guest RAM when the run's cgroup sets no memory limit. */
 const DEFAULT_GUEST_BYTES = 512 * 1024 * 1024;
 
@@ -142,6 +144,8 @@ function main(argv: readonly string[]): void {
   let status = '';
   let started = false;
   let qemuPid = 0;
+  let stopQemu: (() => void) | null = null;
+  let stopTimer: NodeJS.Timeout | undefined;
   const onStatus = (chunk: Buffer): void => {
     status += chunk.toString('latin1');
     if (status.length > 4096) status = status.slice(-4096);
@@ -151,6 +155,9 @@ function main(argv: readonly string[]): void {
       writeSync(fd, String(qemuPid));
       closeSync(fd);
     }
+    // The agent has exited: the guest has this long to power off. Its shutdown was seen to hang
+    // now and then under emulation (after the status line), so QEMU is then stopped.
+    if (stopTimer === undefined && /^exit \d{1,3}$/m.test(status)) stopTimer = setTimeout(() => stopQemu?.(), GUEST_SHUTDOWN_MS);
   };
   // One listener per port; QEMU connects once at start (before -runas), the first connection wins.
   const ended: Promise<void>[] = [];
@@ -177,11 +184,13 @@ function main(argv: readonly string[]): void {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     qemuPid = child.pid ?? 0;
+    stopQemu = () => child.kill('SIGKILL');
     let qemuErr = '';
     child.stderr.on('data', (b: Buffer) => void (qemuErr = (qemuErr + b.toString()).slice(-2000)));
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => child.kill('SIGKILL'));
     child.on('error', (err) => die(`cannot start QEMU: ${err.message}`));
     child.on('exit', (code, signal) => {
+      clearTimeout(stopTimer);
       // Everything the guest wrote is delivered before the exit (bounded: the sockets close with QEMU).
       const drained = Promise.race([Promise.all(ended), new Promise((r) => setTimeout(r, 2000))]);
       void drained.then(() => finish(code, signal, qemuErr));
