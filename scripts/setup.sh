@@ -33,6 +33,10 @@ APT_PACKAGES=(
   # the Docker backend (isolation: docker, src/sandbox/docker): Debian's engine (20.10) and containerd;
   #   started below when it is not running
   docker.io
+  # isolation microvm (src/sandbox/drivers/microvm.ts): QEMU's microvm machine; the guest's
+  #   initramfs (scripts/microvm/build-guest.sh) is busybox-static + a static init helper (gcc,
+  #   libc6-dev) packed with cpio; the guest kernel is downloaded, never installed on the host
+  qemu-system-x86 busybox-static cpio gcc libc6-dev
 )
 
 missing=()
@@ -75,6 +79,11 @@ fi
 
 log "preparing the host (aegis doctor --fix)"
 node bin/aegis.js doctor --fix
+
+# The microVM guest: Debian's kernel (linux-image-amd64's current version, extracted, not
+# installed) and AEGIS's initramfs in /var/lib/aegis/microvm/<version>; idempotent (~25 s once).
+log "preparing the microVM guest (scripts/microvm/build-guest.sh)"
+bash scripts/microvm/build-guest.sh >/dev/null
 
 # The egress compatibility suite's image (real clients from Debian: requests, httpx, aiohttp,
 # psycopg2, psql, curl, git, OpenSSH, Node.js 18): built once, ~55 s here with the debootstrap

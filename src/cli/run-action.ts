@@ -144,6 +144,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       Date.now(),
     );
     for (const w of bound.warnings) ctx.err(`aegis run: warning: ${w}\n`);
+    if ((bound.opts.isolation ?? bound.opts.policy.agent.isolation) === 'microvm' && config.microvm.allowEmulation && !flags.dryRun)
+      ctx.err('aegis run: warning: isolation microvm under software emulation (AEGIS_MICROVM_ALLOW_EMULATION=1): slow, for testing only\n');
     if (flags.dryRun) {
       ctx.out(JSON.stringify(dryRun(bound.opts), null, 2) + '\n');
       return 0;

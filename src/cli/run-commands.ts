@@ -19,7 +19,7 @@ import { Option } from 'commander';
 import type { CliContext } from './context.js';
 
 export interface RunFlags {
-  isolation?: 'crun' | 'runc' | 'gvisor' | 'docker';
+  isolation?: 'crun' | 'runc' | 'gvisor' | 'docker' | 'microvm';
   volume: string[];
   /** Operator's plain environment values (src/policy/env.ts: applyOperatorEnv). */
   env: string[];
@@ -38,11 +38,12 @@ export function registerRunCommands(program: Command, ctx: CliContext): void {
     .argument('<agent.yaml>', 'the agent manifest')
     .argument('[args...]', 'extra arguments appended to the entrypoint (after --)')
     .addOption(
-      new Option('--isolation <runtime>', 'OCI runtime or docker (default: agent.isolation, else crun)').choices([
+      new Option('--isolation <runtime>', 'OCI runtime, docker or microvm (default: agent.isolation, else crun)').choices([
         'crun',
         'runc',
         'gvisor',
         'docker',
+        'microvm',
       ]),
     )
     .option(

@@ -25,6 +25,7 @@ describe('parseConfig', () => {
       client: { server: undefined, apiKey: undefined },
       monitor: 'auto',
       dockerHost: undefined,
+      microvm: { guestDir: '/var/lib/aegis/microvm', allowEmulation: false },
     });
   });
   it('monitor: auto by default; on and off; anything else is config.invalid', () => {
@@ -165,5 +166,18 @@ describe('parseConfig', () => {
       assert.throws(() => parseServerUrl(bad, '--server'), hasCode(ConfigError, 'config.invalid'), bad);
     }
     assert.throws(() => parseConfig({ AEGIS_API_KEY: 'two words' }, host), hasCode(ConfigError, 'config.invalid'));
+  });
+});
+
+describe('parseConfig: microvm', () => {
+  it('allows software emulation only for AEGIS_MICROVM_ALLOW_EMULATION=1, and takes an absolute guest dir', () => {
+    assert.deepEqual(parseConfig({ AEGIS_MICROVM_ALLOW_EMULATION: '1', AEGIS_MICROVM_GUEST: '/srv/guest' }, host).microvm, {
+      guestDir: '/srv/guest',
+      allowEmulation: true,
+    });
+    assert.equal(parseConfig({ AEGIS_MICROVM_ALLOW_EMULATION: '0' }, host).microvm.allowEmulation, false);
+    for (const bad of ['yes', 'true', ' 1'])
+      assert.throws(() => parseConfig({ AEGIS_MICROVM_ALLOW_EMULATION: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
+    assert.throws(() => parseConfig({ AEGIS_MICROVM_GUEST: 'relative/dir' }, host), hasCode(ConfigError, 'config.invalid'));
   });
 });

@@ -33,6 +33,10 @@
  *                   when the host supports it (bpftrace, tracefs, BTF; `aegis doctor`) and then
  *                   refuses a run whose monitor cannot attach; `on` requires it on any host (a
  *                   host without support starts no run); `off` never monitors.
+ *   AEGIS_MICROVM_ALLOW_EMULATION  `1` lets `isolation: microvm` run under QEMU's software
+ *                   emulation (TCG) when KVM is not usable: for testing only (default 0: KVM only).
+ *   AEGIS_MICROVM_GUEST  the microVM guest directory (absolute; default /var/lib/aegis/microvm,
+ *                   built by scripts/microvm/build-guest.sh). docs/sandbox.md "microVM".
  *   AEGIS_SECRETS_ROTATION_OVERLAP  how long a rotated-out secret version stays usable by the
  *                   executions that were already running (default 15m; `0`: not at all).
  *   AEGIS_SERVER    the server the client commands (deploy, exec, ps, logs, kill, pool, keys) talk
@@ -102,6 +106,8 @@ export interface AegisConfig {
    * `tcp://host:port`; undefined: the engine's default socket /var/run/docker.sock.
    */
   readonly dockerHost: string | undefined;
+  /** isolation microvm: the guest directory and whether software emulation is allowed. */
+  readonly microvm: { readonly guestDir: string; readonly allowEmulation: boolean };
 }
 
 export interface ClientConfig {
@@ -167,6 +173,8 @@ export const DEFAULT_ROTATION_OVERLAP_MS = 15 * 60_000;
 
 /** The image store when AEGIS_IMAGES is not set. */
 export const DEFAULT_IMAGES_DIR = '/var/lib/aegis/images';
+/** Where scripts/microvm/build-guest.sh puts the microVM guest (src/sandbox/drivers/microvm.ts). */
+export const DEFAULT_MICROVM_GUEST_DIR = '/var/lib/aegis/microvm';
 
 const GATEWAY_VARS = [
   'AEGIS_UPSTREAM_DNS',
@@ -247,10 +255,14 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const monitorVar = set(env, 'AEGIS_MONITOR')?.trim();
   if (monitorVar !== undefined && monitorVar !== 'auto' && monitorVar !== 'on' && monitorVar !== 'off')
     throw new ConfigError('config.invalid', `AEGIS_MONITOR=${monitorVar} must be auto, on or off`);
+  const emulationVar = set(env, 'AEGIS_MICROVM_ALLOW_EMULATION');
+  if (emulationVar !== undefined && emulationVar !== '0' && emulationVar !== '1')
+    throw new ConfigError('config.invalid', `AEGIS_MICROVM_ALLOW_EMULATION=${emulationVar} must be 0 or 1`);
   const dockerHost = set(env, 'DOCKER_HOST');
   if (dockerHost !== undefined && !/^unix:\/\/\/[^\0]+$|^tcp:\/\/[A-Za-z0-9.:[\]-]+:[0-9]{1,5}\/?$/.test(dockerHost))
     throw new ConfigError('config.invalid', `DOCKER_HOST=${dockerHost} must be unix:///<socket path> or tcp://<host>:<port>`);
   return {
+    microvm: { guestDir: absolutePath(env, 'AEGIS_MICROVM_GUEST') ?? DEFAULT_MICROVM_GUEST_DIR, allowEmulation: emulationVar === '1' },
     dockerHost,
     monitor: monitorVar ?? 'auto',
     imageTrustedKeys,

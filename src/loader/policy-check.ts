@@ -79,7 +79,7 @@ function agent(v: unknown): boolean {
     strings(o['entrypoint']) &&
     stringMap(o['env']) &&
     stringMap(o['secretRefs']) &&
-    (iso === null || iso === 'crun' || iso === 'runc' || iso === 'gvisor') &&
+    (iso === null || iso === 'crun' || iso === 'runc' || iso === 'gvisor' || iso === 'microvm') &&
     str(o['code'])
   );
 }

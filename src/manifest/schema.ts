@@ -225,7 +225,7 @@ const agentSchema = z
         else if (p.includes('\0') || p === '') ctx.addIssue({ code: 'custom', message: 'is not a valid folder' });
       }),
     isolation: z
-      .enum(['crun', 'runc', 'gvisor', 'docker'], { error: 'must be one of crun, runc, gvisor, docker' })
+      .enum(['crun', 'runc', 'gvisor', 'docker', 'microvm'], { error: 'must be one of crun, runc, gvisor, docker, microvm' })
       .optional()
       .describe('Sandbox runtime. Absent: the operator chooses (crun by default).'),
   })

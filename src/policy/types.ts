@@ -6,8 +6,8 @@
  * can be printed (`aegis run --dry-run`), stored with a run record, and hashed for the audit log.
  */
 
-/** Which OCI runtime (or, for docker, which container engine) runs the sandbox. */
-export type Isolation = 'crun' | 'runc' | 'gvisor' | 'docker';
+/** Which OCI runtime (or container engine, or microVM) runs the sandbox. */
+export type Isolation = 'crun' | 'runc' | 'gvisor' | 'docker' | 'microvm';
 
 /** A parsed image reference: `name:tag`, optionally pinned with `@sha256:<64 hex>`. */
 export interface ImageRef {

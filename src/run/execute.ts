@@ -173,6 +173,8 @@ export async function bindInput(config: AegisConfig, l: LoadedRun, input: RunInp
     ...(input.isolation !== undefined ? { isolation: input.isolation } : {}),
     ...(l.seccompProfile !== undefined ? { seccompProfile: l.seccompProfile } : {}),
     ...(input.stateDir !== undefined ? { stateDir: input.stateDir } : {}),
+    // isolation microvm: the guest and whether software emulation is allowed (AEGIS_MICROVM_*).
+    microvm: config.microvm,
   };
   const warnings = unbackedWritePaths(
     opts.policy,

@@ -193,7 +193,7 @@ function readRecord(file: string): RunRecord | null {
   }
 }
 
-const ISOLATIONS: readonly Isolation[] = ['crun', 'runc', 'gvisor', 'docker'];
+const ISOLATIONS: readonly Isolation[] = ['crun', 'runc', 'gvisor', 'docker', 'microvm'];
 
 /**
  * Cleans up every run whose owning AEGIS process is gone, and returns what it found and removed

@@ -26,6 +26,8 @@ export interface RuntimeDriver {
    * grows with the mounts; crun and runc exec into the agent).
    */
   pidsOverhead(config: OciConfig): number;
+  /** Host memory the runtime itself needs in the run's cgroup above the agent's limit (a VMM), or undefined for none. */
+  readonly memoryOverhead?: number;
   /**
    * How the agent gets into the run's cgroup:
    * - 'inherit': the runtime manages no cgroups (crun `--cgroup-manager=disabled`, runsc

@@ -66,6 +66,8 @@ function usernsOwnership(b: CompiledBundle, o: CompileOptions): string | null {
   if (o.isolation === 'gvisor') return joined.length > 0 || o.userns !== undefined ? 'gVisor creates its own user namespace' : null;
   if (o.isolation === 'docker')
     return joined.length > 0 || o.userns !== undefined ? 'the Docker engine cannot join a user namespace' : null;
+  // The microVM's guest kernel has its own ids; QEMU runs as the unprivileged host uid (drivers/microvm.ts).
+  if (o.isolation === 'microvm') return joined.length > 0 || o.userns !== undefined ? 'a microVM joins no host user namespace' : null;
   // LIMITATION: runc 1.1 joins the user namespace first and then cannot join the gateway's
   // network namespace (owned by the host's user namespace): there, runc creates it (root-owned).
   if (o.isolation === 'runc' && o.network?.kind === 'netns')

@@ -1,0 +1,221 @@
+/**
+ * The microVM launcher: the `binary` of the microvm driver (run with Node.js, inside the run's
+ * cgroup, like crun). It reads the bundle's config.json, sizes the guest from the run's cgroup
+ * limits, writes the guest's spec script, starts QEMU (microvm-plan.ts) in namespaces of its own
+ * and exits with the agent's status as the guest's init reported it on the status port.
+ *
+ *   node microvm-launcher.js --bundle DIR --pid-file FILE --guest DIR --accel kvm|tcg --run-as UID:GID
+ *
+ * Exit status: the agent's; 125 when the guest could not start the agent (no pid file then, so
+ * run.ts reports failed_to_start). The pid file holds QEMU's pid and is written only when the
+ * guest's init says the agent is starting.
+ *
+ * ARCHITECTURE NOTE (VMM confinement): QEMU runs in new network (no interface but a down
+ * loopback), IPC and UTS namespaces (`unshare`), drops to the unprivileged host uid the other
+ * drivers map the agent to (`-runas`) once its files are open, and runs under its seccomp filter
+ * (`-sandbox on` with obsolete, elevateprivileges, spawn and resourcecontrol denied). Its memory
+ * (the guest's RAM included) and tasks are in the run's cgroup.
+ */
+import { spawn } from 'node:child_process';
+import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { findExecutable } from '../../host/exec.js';
+import type { OciConfig } from '../spec/oci.js';
+import {
+  MICROVM_MIN_GUEST_BYTES,
+  MICROVM_PIDS_OVERHEAD,
+  MICROVM_VMM_OVERHEAD_BYTES,
+  planMicrovm,
+  type MicrovmAccel,
+} from './microvm-plan.js';
+
+const EXIT_NOT_STARTED = 125;
+/** How long the guest may take to power off after the agent's exit status arrived. */
+const GUEST_SHUTDOWN_MS = 3000;
+/** Guest RAM when the run's cgroup sets no memory limit. */
+const DEFAULT_GUEST_BYTES = 512 * 1024 * 1024;
+
+function die(message: string): never {
+  process.stderr.write(`aegis microvm: ${message}\n`);
+  process.exit(EXIT_NOT_STARTED);
+}
+
+function arg(argv: readonly string[], name: string): string {
+  const i = argv.indexOf(name);
+  const v = i >= 0 ? argv[i + 1] : undefined;
+  if (v === undefined || v === '') die(`missing ${name}`);
+  return v;
+}
+
+/** A cgroup v1 limit of this process (`memory.limit_in_bytes`, `pids.max`), or null when unlimited or unknown. */
+function cgroupLimit(controller: string, file: string): number | null {
+  try {
+    for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+      const [, ctrls, path] = line.split(':');
+      if (ctrls === undefined || path === undefined || !ctrls.split(',').includes(controller)) continue;
+      const raw = readFileSync(join('/sys/fs/cgroup', controller, path, file), 'utf8').trim();
+      const n = Number(raw);
+      return Number.isSafeInteger(n) && n > 0 && n < 2 ** 50 ? n : null;
+    }
+  } catch {
+    return null;
+  }
+  return null;
+}
+
+function isFile(p: string): boolean {
+  try {
+    return !statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** The host CPU's clock in kHz from /proc/cpuinfo ("cpu MHz"), or null. */
+function hostTscKhz(): number | null {
+  try {
+    const m = /^cpu MHz\s*:\s*(\d{3,6}(?:\.\d+)?)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    return m?.[1] === undefined ? null : Math.round(Number(m[1]) * 1000);
+  } catch {
+    return null;
+  }
+}
+
+function main(argv: readonly string[]): void {
+  const bundleDir = arg(argv, '--bundle');
+  const pidFile = arg(argv, '--pid-file');
+  const guestDir = arg(argv, '--guest');
+  const accelArg = arg(argv, '--accel');
+  const runAsArg = arg(argv, '--run-as');
+  if (accelArg !== 'kvm' && accelArg !== 'tcg') die(`--accel must be kvm or tcg, not ${accelArg}`);
+  const accel: MicrovmAccel = accelArg;
+  const m = /^(\d{1,9}):(\d{1,9})$/.exec(runAsArg);
+  if (m === null) die(`--run-as must be UID:GID`);
+  const runAs = { uid: Number(m[1]), gid: Number(m[2]) };
+
+  let config: OciConfig;
+  try {
+    config = JSON.parse(readFileSync(join(bundleDir, 'config.json'), 'utf8')) as OciConfig;
+  } catch (err) {
+    die(`cannot read the bundle: ${(err as Error).message}`);
+  }
+  const qemu = findExecutable('qemu-system-x86_64');
+  const unshare = findExecutable('unshare');
+  if (qemu === null) die('qemu-system-x86_64 is not installed (Debian package qemu-system-x86)');
+  if (unshare === null) die('unshare is not installed (Debian package util-linux)');
+  const kernel = join(guestDir, 'vmlinuz');
+  const initrd = join(guestDir, 'initramfs.cpio.gz');
+  if (!existsSync(kernel) || !existsSync(initrd)) die(`no guest kernel in ${guestDir} (scripts/microvm/build-guest.sh)`);
+
+  const memLimit = cgroupLimit('memory', 'memory.limit_in_bytes');
+  const guestMemoryBytes = memLimit === null ? DEFAULT_GUEST_BYTES : memLimit - MICROVM_VMM_OVERHEAD_BYTES;
+  if (guestMemoryBytes < MICROVM_MIN_GUEST_BYTES)
+    die(`the memory limit leaves the guest ${guestMemoryBytes} bytes (< ${MICROVM_MIN_GUEST_BYTES})`);
+  const pidsLimit = cgroupLimit('pids', 'pids.max');
+  const guestPids = pidsLimit === null ? 1024 : Math.max(1, pidsLimit - MICROVM_PIDS_OVERHEAD);
+
+  const specDir = join(bundleDir, 'microvm-spec');
+  const sockets = { stdout: join(bundleDir, 'vm.o'), stderr: join(bundleDir, 'vm.e'), status: join(bundleDir, 'vm.s') };
+  const consoleFile = join(bundleDir, 'microvm-console.log');
+  const plan = planMicrovm({
+    config,
+    bundleDir,
+    specDir,
+    kernel,
+    initrd,
+    sockets,
+    consoleFile,
+    accel,
+    guestMemoryBytes,
+    guestPids,
+    runAs,
+    tscKhz: hostTscKhz(),
+    fileSources: new Set(config.mounts.filter((mt) => mt.type === 'bind' && isFile(mt.source)).map((mt) => mt.source)),
+  });
+  if ('error' in plan) die(plan.error);
+  const qemuArgs = plan.qemuArgs;
+  // The spec holds the agent's environment: readable only by the uid QEMU runs as.
+  mkdirSync(specDir, { mode: 0o700 });
+  writeFileSync(join(specDir, 'run.sh'), plan.specScript, { mode: 0o600 });
+  chownSync(join(specDir, 'run.sh'), runAs.uid, runAs.gid);
+  chownSync(specDir, runAs.uid, runAs.gid);
+
+  let status = '';
+  let started = false;
+  let qemuPid = 0;
+  let stopQemu: (() => void) | null = null;
+  let stopTimer: NodeJS.Timeout | undefined;
+  const onStatus = (chunk: Buffer): void => {
+    status += chunk.toString('latin1');
+    if (status.length > 4096) status = status.slice(-4096);
+    if (!started && /^started$/m.test(status) && qemuPid > 0) {
+      started = true;
+      const fd = openSync(pidFile, 'wx', 0o644);
+      writeSync(fd, String(qemuPid));
+      closeSync(fd);
+    }
+    // The agent has exited: the guest has this long to power off. Its shutdown was seen to hang
+    // now and then under emulation (after the status line), so QEMU is then stopped.
+    if (stopTimer === undefined && /^exit \d{1,3}$/m.test(status)) stopTimer = setTimeout(() => stopQemu?.(), GUEST_SHUTDOWN_MS);
+  };
+  // One listener per port; QEMU connects once at start (before -runas), the first connection wins.
+  const ended: Promise<void>[] = [];
+  const servers = (['stdout', 'stderr', 'status'] as const).map((name) => {
+    const server = createServer({ allowHalfOpen: false }, (sock) => {
+      server.close();
+      if (name === 'status') sock.on('data', onStatus);
+      else sock.pipe(name === 'stdout' ? process.stdout : process.stderr, { end: false });
+      ended.push(new Promise<void>((resolve) => sock.once('close', () => resolve())));
+      sock.on('error', () => undefined);
+    });
+    return new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(sockets[name], () => resolve());
+    });
+  });
+  Promise.all(servers).then(
+    () => launch(),
+    (err: Error) => die(`cannot listen for the guest's ports: ${err.message}`),
+  );
+
+  function launch(): void {
+    const child = spawn(unshare as string, ['--net', '--ipc', '--uts', '--', qemu as string, ...qemuArgs], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    qemuPid = child.pid ?? 0;
+    stopQemu = () => child.kill('SIGKILL');
+    let qemuErr = '';
+    child.stderr.on('data', (b: Buffer) => void (qemuErr = (qemuErr + b.toString()).slice(-2000)));
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => child.kill('SIGKILL'));
+    child.on('error', (err) => die(`cannot start QEMU: ${err.message}`));
+    child.on('exit', (code, signal) => {
+      clearTimeout(stopTimer);
+      // Everything the guest wrote is delivered before the exit (bounded: the sockets close with QEMU).
+      const drained = Promise.race([Promise.all(ended), new Promise((r) => setTimeout(r, 2000))]);
+      void drained.then(() => finish(code, signal, qemuErr));
+    });
+  }
+
+  function finish(code: number | null, signal: NodeJS.Signals | null, qemuErr: string): void {
+    onStatus(Buffer.alloc(0));
+    const exit = /^exit (\d{1,3})$/m.exec(status);
+    const fail = /^fail (.*)$/m.exec(status);
+    if (exit?.[1] !== undefined && started) process.exit(Number(exit[1]));
+    if (fail?.[1] !== undefined) die(`the guest could not start the agent: ${fail[1]}`);
+    if (exit?.[1] !== undefined) die(`the entrypoint could not be executed in the guest (status ${exit[1]})`);
+    let tail = '';
+    try {
+      tail = readFileSync(consoleFile, 'utf8').split('\n').slice(-8).join('\n');
+    } catch {
+      /* no console */
+    }
+    const how = signal !== null ? `signal ${signal}` : `status ${code}`;
+    process.stderr.write(
+      `aegis microvm: QEMU ended (${how}) before the agent reported its exit\n${qemuErr}${tail ? `console:\n${tail}\n` : ''}`,
+    );
+    process.exit(started ? 137 : EXIT_NOT_STARTED);
+  }
+}
+
+main(process.argv.slice(2));

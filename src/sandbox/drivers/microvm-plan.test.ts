@@ -1,0 +1,138 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { OciConfig } from '../spec/oci.js';
+import { planMicrovm, shellQuote, type MicrovmPlanInput } from './microvm-plan.js';
+
+function config(over: Partial<OciConfig['process']> = {}, mounts: OciConfig['mounts'] = []): OciConfig {
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: 1000, gid: 1000, additionalGids: [] },
+      args: ['python3', 'main.py'],
+      env: ['PATH=/usr/bin:/bin', 'HOME=/tmp'],
+      cwd: '/agent',
+      capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      noNewPrivileges: true,
+      ...over,
+    },
+    root: { path: 'rootfs', readonly: true },
+    hostname: 'sandbox',
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: [] },
+      { destination: '/usr', type: 'bind', source: '/img/rootfs/usr', options: ['rbind', 'ro', 'nosuid', 'nodev'] },
+      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=67108864'] },
+      { destination: '/data/out', type: 'bind', source: '/run/vol,0', options: ['rbind', 'nosuid', 'nodev'] },
+      ...mounts,
+    ],
+    linux: {
+      uidMappings: [],
+      gidMappings: [],
+      namespaces: [],
+      seccomp: { defaultAction: 'SCMP_ACT_ERRNO', defaultErrnoRet: 1, architectures: [], syscalls: [] },
+      maskedPaths: [],
+      readonlyPaths: [],
+    },
+    annotations: {},
+  } as OciConfig;
+}
+
+const input = (c: OciConfig, accel: 'kvm' | 'tcg' = 'tcg'): MicrovmPlanInput => ({
+  config: c,
+  bundleDir: '/run/aegis/runs/x/bundle',
+  specDir: '/run/aegis/runs/x/bundle/microvm-spec',
+  kernel: '/g/vmlinuz',
+  initrd: '/g/initramfs.cpio.gz',
+  sockets: { stdout: '/b/vm.o', stderr: '/b/vm.e', status: '/b/vm.s' },
+  consoleFile: '/b/console.log',
+  accel,
+  guestMemoryBytes: 128 * 1024 * 1024,
+  guestPids: 64,
+  runAs: { uid: 101000, gid: 101000 },
+  tscKhz: 2_596_122,
+  fileSources: new Set(['/img/rootfs/etc/.pwd.lock']),
+});
+
+describe('planMicrovm', () => {
+  it('shares each bind mount read-only unless the bundle mounts it rw, and nothing else of the host', () => {
+    const p = planMicrovm(input(config()));
+    assert.ok(!('error' in p));
+    const fsdevs = p.qemuArgs.filter((_a, i) => p.qemuArgs[i - 1] === '-fsdev');
+    assert.deepEqual(fsdevs, [
+      'local,id=aegis_skel,path=/run/aegis/runs/x/bundle/rootfs,security_model=none,readonly=on',
+      'local,id=aegis_m1,path=/img/rootfs/usr,security_model=none,readonly=on',
+      // QEMU's comma escape: the path is not cut at the comma.
+      'local,id=aegis_m2,path=/run/vol,,0,security_model=none',
+      'local,id=aegis_spec,path=/run/aegis/runs/x/bundle/microvm-spec,security_model=none,readonly=on',
+    ]);
+    assert.match(p.specScript, /^ {2}share aegis_m1 '\/usr' ro$/m);
+    assert.match(p.specScript, /^ {2}share aegis_m2 '\/data\/out' rw$/m);
+    assert.match(p.specScript, /^ {2}tmp '\/tmp' '67108864' '1777'$/m);
+  });
+
+  it('shares a bind-mounted file through its folder, read-only, and refuses a writable one', () => {
+    const f = { destination: '/etc/.pwd.lock', type: 'bind', source: '/img/rootfs/etc/.pwd.lock', options: ['rbind', 'ro'] };
+    const p = planMicrovm(input(config({}, [f])));
+    assert.ok(!('error' in p));
+    assert.ok(p.qemuArgs.includes('local,id=aegis_d3,path=/img/rootfs/etc,security_model=none,readonly=on'));
+    assert.match(p.specScript, /^ {2}file aegis_d3 '.pwd.lock' '\/etc\/.pwd.lock'$/m);
+    const rw = planMicrovm(input(config({}, [{ ...f, options: ['rbind'] }])));
+    assert.ok('error' in rw && /read-write file bind/.test(rw.error));
+  });
+
+  it('shares the image once for its read-only folders (24 virtio-mmio slots), each folder bound from it', () => {
+    const dirs = ['etc', 'var', 'opt'].map((d) => ({
+      destination: `/${d}`,
+      type: 'bind',
+      source: `/img/rootfs/${d}`,
+      options: ['rbind', 'ro'],
+    }));
+    const p = planMicrovm(input(config({}, dirs)));
+    assert.ok(!('error' in p));
+    const fsdevs = p.qemuArgs.filter((_a, n) => p.qemuArgs[n - 1] === '-fsdev');
+    assert.equal(fsdevs.filter((f) => f.includes('path=/img/rootfs,')).length, 1);
+    assert.ok(!fsdevs.some((f) => f.includes('path=/img/rootfs/etc')));
+    assert.match(p.specScript, /^ {2}subdir aegis_d\d+ 'etc' '\/etc'$/m);
+    assert.match(p.specScript, /^ {2}subdir aegis_d\d+ 'usr' '\/usr'$/m);
+  });
+
+  it('has no NIC, no defaults, the seccomp sandbox, an unprivileged uid and the guest memory asked for', () => {
+    const p = planMicrovm(input(config()));
+    assert.ok(!('error' in p));
+    const a = p.qemuArgs;
+    const after = (flag: string): string | undefined => a[a.indexOf(flag) + 1];
+    assert.equal(after('-nic'), 'none');
+    assert.ok(a.includes('-nodefaults') && a.includes('-no-user-config') && a.includes('-no-reboot'));
+    assert.match(after('-sandbox') ?? '', /^on,.*spawn=deny/);
+    assert.equal(after('-runas'), '101000:101000');
+    assert.equal(after('-m'), '128M');
+    assert.equal(after('-accel'), 'tcg,tb-size=32');
+    assert.match(after('-append') ?? '', /tsc_early_khz=2596122/);
+    assert.ok(!a.some((x) => /virtio-net|-netdev|pci/.test(x)), 'no network device, no PCI');
+  });
+
+  it('quotes the environment and arguments for the guest shell (no expansion, no injection)', () => {
+    const evil = `$(reboot -f)'; echo pwned; '`;
+    const p = planMicrovm(input(config({ args: ['python3', '-c', evil], env: ['A=b c', `B=${evil}`] })));
+    assert.ok(!('error' in p));
+    assert.match(p.specScript, /^AEGIS_NENV=2$/m);
+    const set = p.specScript.split('\n').find((l) => l.startsWith('set -- '));
+    assert.equal(set, `set -- 'A=b c' ${shellQuote(`B=${evil}`)} 'python3' '-c' ${shellQuote(evil)}`);
+    assert.equal(shellQuote(`a'b`), `'a'\\''b'`);
+  });
+
+  it('refuses what the guest cannot apply (fail secure)', () => {
+    for (const [c, why] of [
+      [config({}, [{ destination: '/x', type: 'overlay', source: 'o', options: [] }]), /mount type "overlay"/],
+      [config({}, [{ destination: 'rel', type: 'tmpfs', source: 't', options: [] }]), /not a plain absolute path/],
+      [config({}, [{ destination: '/a/../b', type: 'tmpfs', source: 't', options: [] }]), /not a plain absolute path/],
+      [config({ args: [] }), /entrypoint is empty/],
+      [config({ env: ['NOEQUALS'] }), /NAME=value/],
+    ] as const) {
+      const p = planMicrovm(input(c));
+      assert.ok('error' in p);
+      assert.match(p.error, why);
+    }
+  });
+});

@@ -1,0 +1,245 @@
+/**
+ * The microVM plan (pure): how a validated OCI bundle becomes a QEMU `microvm` command line and
+ * the spec script the guest's init reads (scripts/microvm/init). No I/O, no clock, no env: the
+ * launcher (microvm-launcher.ts) resolves paths and limits and runs the plan.
+ *
+ * ARCHITECTURE NOTE (device model): `-M microvm` with no PCI bus, no ACPI tables beyond the
+ * machine's own, `-nodefaults -no-user-config`, no NIC (`-nic none`), no USB, no display. Devices:
+ * one virtio-serial (three ports: the agent's stdout and stderr, init's status line), one
+ * virtio-9p device per shared directory (the bundle's skeleton, each bind mount, the spec), and
+ * the ISA serial console to a log file. Everything the guest sees of the host is those shares,
+ * each read-only unless the bundle mounts it read-write.
+ */
+import type { OciConfig } from '../spec/oci.js';
+
+/** Host memory the VMM needs above the guest's RAM (QEMU with TCG, tb-size 32 MiB), counted in the run's cgroup. */
+export const MICROVM_VMM_OVERHEAD_BYTES = 160 * 1024 * 1024;
+/** Guest RAM below which the guest kernel and init do not boot. */
+export const MICROVM_MIN_GUEST_BYTES = 96 * 1024 * 1024;
+/** Host tasks of QEMU in the run's cgroup (main loop, vCPU, RCU, worker threads of 9p). */
+export const MICROVM_PIDS_OVERHEAD = 64;
+
+export type MicrovmAccel = 'kvm' | 'tcg';
+
+export interface MicrovmPlanInput {
+  readonly config: OciConfig;
+  /** Absolute path of the bundle (root.path is relative to it). */
+  readonly bundleDir: string;
+  /** Host directory the spec script is written to (shared read-only as `aegis_spec`). */
+  readonly specDir: string;
+  readonly kernel: string;
+  readonly initrd: string;
+  /**
+   * Unix sockets the launcher listens on, one per port (QEMU connects as a client): the agent's
+   * stdout and stderr, and the init's status lines. The console goes to a log file.
+   */
+  readonly sockets: { readonly stdout: string; readonly stderr: string; readonly status: string };
+  readonly consoleFile: string;
+  readonly accel: MicrovmAccel;
+  readonly guestMemoryBytes: number;
+  /** The agent's process limit inside the guest (RLIMIT_NPROC of its uid). */
+  readonly guestPids: number;
+  /** Host uid:gid QEMU drops to after opening its files (`-runas`). */
+  readonly runAs: { readonly uid: number; readonly gid: number };
+  /** The host CPU's TSC rate in kHz (/proc/cpuinfo), or null when unknown. */
+  readonly tscKhz: number | null;
+  /** Bind sources that are files, not directories (9p shares directories: their folder is shared). */
+  readonly fileSources: ReadonlySet<string>;
+}
+
+export interface MicrovmPlan {
+  readonly qemuArgs: string[];
+  /** The spec script (`run.sh`) for the guest's init. */
+  readonly specScript: string;
+}
+
+export type MicrovmPlanError = { readonly error: string };
+
+/** Single-quoted for a POSIX shell: nothing inside is interpreted. */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A QEMU option value: commas are doubled (QEMU's escape), anything else is passed as is. */
+function qemuValue(s: string): string {
+  return s.replace(/,/g, ',,');
+}
+
+const SAFE_ABSOLUTE = /^\/[^\0\n]*$/;
+/** virtio-mmio slots of the microvm machine (24) minus the virtio-serial device. */
+const MAX_SHARES = 23;
+
+function sizeOf(options: readonly string[], fallback: string): string {
+  const o = options.find((x) => x.startsWith('size='));
+  return o === undefined ? fallback : o.slice('size='.length);
+}
+
+function modeOf(options: readonly string[], fallback: string): string {
+  const o = options.find((x) => x.startsWith('mode='));
+  return o === undefined ? fallback : o.slice('mode='.length);
+}
+
+/** Guest-side handling of the mounts the guest builds itself (proc, sys, dev and its children). */
+const GUEST_OWN = new Set(['/proc', '/sys', '/dev', '/dev/pts', '/dev/shm', '/dev/mqueue']);
+
+/**
+ * Builds the plan, or says why the bundle cannot run in a microVM (fail secure: an unknown mount
+ * type, a relative destination or an argument the guest cannot pass refuses the run).
+ */
+export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError {
+  const c = i.config;
+  const shares: { tag: string; path: string; readonly: boolean }[] = [];
+  const lines: string[] = [];
+  const rootSize = 64 * 1024 * 1024;
+  lines.push(`root_tmpfs ${rootSize}`);
+  const skel = c.root.path.startsWith('/') ? c.root.path : `${i.bundleDir}/${c.root.path}`;
+  shares.push({ tag: 'aegis_skel', path: skel, readonly: true });
+  lines.push('skeleton aegis_skel');
+  lines.push('proc_sys');
+  // ARCHITECTURE NOTE: the microvm machine has 24 virtio-mmio slots (one is the serial device), so
+  // read-only directory binds of one parent folder (the image's /usr, /etc, /var...) share that
+  // folder once and are bind-mounted from it in the guest: the guest kernel sees the whole folder
+  // (the image), the agent only what the bundle mounts.
+  const parentOf = (p: string): string => p.slice(0, Math.max(1, p.lastIndexOf('/')));
+  const roDirParents = new Map<string, number>();
+  for (const m of c.mounts)
+    if (m.type === 'bind' && m.options.includes('ro') && !i.fileSources.has(m.source))
+      roDirParents.set(parentOf(m.source), (roDirParents.get(parentOf(m.source)) ?? 0) + 1);
+  for (const m of c.mounts) {
+    if (!SAFE_ABSOLUTE.test(m.destination) || m.destination.split('/').includes('..'))
+      return { error: `mount destination ${JSON.stringify(m.destination)} is not a plain absolute path` };
+    if (GUEST_OWN.has(m.destination)) continue;
+    if (m.type === 'bind') {
+      if (!SAFE_ABSOLUTE.test(m.source)) return { error: `bind source ${JSON.stringify(m.source)} is not absolute` };
+      const ro = m.options.includes('ro');
+      if (ro && !i.fileSources.has(m.source) && (roDirParents.get(parentOf(m.source)) ?? 0) >= 2) {
+        const dir = parentOf(m.source);
+        let tag = shares.find((s) => s.path === dir && s.readonly && s.tag.startsWith('aegis_d'))?.tag;
+        if (tag === undefined) {
+          tag = `aegis_d${shares.length}`;
+          shares.push({ tag, path: dir, readonly: true });
+        }
+        lines.push(`subdir ${tag} ${shellQuote(m.source.slice(dir.length + 1))} ${shellQuote(m.destination)}`);
+        continue;
+      }
+      if (i.fileSources.has(m.source)) {
+        // A file: its folder is shared read-only (only the guest kernel sees the siblings), the
+        // file bind-mounted read-only at its destination. A writable file bind is refused.
+        if (!ro) return { error: `a read-write file bind (${m.destination}) is not supported in a microVM` };
+        const slash = m.source.lastIndexOf('/');
+        const dir = m.source.slice(0, Math.max(1, slash));
+        let tag = shares.find((s) => s.path === dir && s.readonly && s.tag.startsWith('aegis_d'))?.tag;
+        if (tag === undefined) {
+          tag = `aegis_d${shares.length}`;
+          shares.push({ tag, path: dir, readonly: true });
+        }
+        lines.push(`file ${tag} ${shellQuote(m.source.slice(slash + 1))} ${shellQuote(m.destination)}`);
+        continue;
+      }
+      const tag = `aegis_m${shares.length}`;
+      shares.push({ tag, path: m.source, readonly: ro });
+      lines.push(`share ${tag} ${shellQuote(m.destination)} ${ro ? 'ro' : 'rw'}`);
+    } else if (m.type === 'tmpfs') {
+      const noexec = m.options.includes('noexec') ? ' noexec' : '';
+      lines.push(
+        `tmp ${shellQuote(m.destination)} ${shellQuote(sizeOf(m.options, '64m'))} ${shellQuote(modeOf(m.options, '755'))}${noexec}`,
+      );
+    } else {
+      return { error: `mount type ${JSON.stringify(m.type)} at ${m.destination} is not supported in a microVM` };
+    }
+  }
+  const p = c.process;
+  const program = p.args[0];
+  if (program === undefined || program === '') return { error: 'the entrypoint is empty' };
+  if ([...p.args, ...p.env, p.cwd].some((s) => s.includes('\0'))) return { error: 'an argument or variable contains NUL' };
+  if (!p.env.every((e) => /^[^=]+=/.test(e))) return { error: 'an environment entry is not NAME=value' };
+  const nofile = p.rlimits.find((r) => r.type === 'RLIMIT_NOFILE')?.soft ?? 1024;
+  const spec = [
+    '# Written by the AEGIS microVM launcher for the guest init (scripts/microvm/init). Every value is single-quoted.',
+    // The agent's guest ids are the host ids the other drivers map it to (runAs, 101000): 9p shows
+    // host ownership, so the agent owns its rw volumes' files exactly as under crun's mapping.
+    `AEGIS_UID=${i.runAs.uid}`,
+    `AEGIS_GID=${i.runAs.gid}`,
+    `AEGIS_CWD=${shellQuote(p.cwd)}`,
+    `AEGIS_NOFILE=${nofile}`,
+    `AEGIS_NPROC=${i.guestPids}`,
+    `AEGIS_NENV=${p.env.length}`,
+    'aegis_mounts() {',
+    ...lines.map((l) => `  ${l}`),
+    '}',
+    // The environment, then the command line (aegis-exec takes AEGIS_NENV variables, then the program).
+    `set -- ${[...p.env, ...p.args].map(shellQuote).join(' ')}`,
+    '',
+  ].join('\n');
+
+  const mib = Math.floor(i.guestMemoryBytes / (1024 * 1024));
+  // tsc_early_khz, lpj, no_timer_check: under TCG on a loaded host the kernel's TSC calibration
+  // against the PIT fails ("Unable to calibrate against PIT"), the clock stands still and the boot
+  // hangs (seen here in about half the boots); the host's TSC rate skips that calibration.
+  const append = [
+    'console=ttyS0',
+    'quiet',
+    'loglevel=1',
+    'panic=-1',
+    'oops=panic',
+    'rdinit=/init',
+    'random.trust_cpu=on',
+    'no_timer_check',
+    'lpj=2000000',
+    ...(i.tscKhz !== null ? [`tsc_early_khz=${i.tscKhz}`] : []),
+  ].join(' ');
+  const args = [
+    '-M',
+    i.accel === 'kvm'
+      ? 'microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on'
+      : 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
+    '-accel',
+    i.accel === 'kvm' ? 'kvm' : 'tcg,tb-size=32',
+    // Under TCG the default CPU model: with `-cpu max` this kernel hangs calibrating the TSC.
+    ...(i.accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-smp',
+    '1',
+    '-m',
+    `${mib}M`,
+    '-nodefaults',
+    '-no-user-config',
+    '-nographic',
+    '-no-reboot',
+    '-nic',
+    'none',
+    '-sandbox',
+    'on,obsolete=deny,spawn=deny,resourcecontrol=deny',
+    '-runas',
+    `${i.runAs.uid}:${i.runAs.gid}`,
+    '-kernel',
+    i.kernel,
+    '-initrd',
+    i.initrd,
+    '-append',
+    append,
+    '-chardev',
+    `file,id=con,path=${qemuValue(i.consoleFile)}`,
+    '-serial',
+    'chardev:con',
+    '-device',
+    'virtio-serial-device,max_ports=4',
+  ];
+  for (const [id, path] of [
+    ['stdout', i.sockets.stdout],
+    ['stderr', i.sockets.stderr],
+    ['status', i.sockets.status],
+  ] as const) {
+    args.push('-chardev', `socket,id=${id},path=${qemuValue(path)}`, '-device', `virtserialport,chardev=${id},name=aegis.${id}`);
+  }
+  const all = [...shares, { tag: 'aegis_spec', path: i.specDir, readonly: true }];
+  if (all.length > MAX_SHARES) return { error: `the bundle needs ${all.length} shared folders; a microVM has room for ${MAX_SHARES}` };
+  for (const s of all) {
+    args.push(
+      '-fsdev',
+      `local,id=${s.tag},path=${qemuValue(s.path)},security_model=none${s.readonly ? ',readonly=on' : ''}`,
+      '-device',
+      `virtio-9p-device,fsdev=${s.tag},mount_tag=${s.tag}`,
+    );
+  }
+  return { qemuArgs: args, specScript: spec };
+}

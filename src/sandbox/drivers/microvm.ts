@@ -1,0 +1,128 @@
+/**
+ * microvm: each agent in its own guest kernel, in a QEMU `microvm` machine (docs/sandbox.md
+ * "microVM"). The driver's binary is Node.js running microvm-launcher.js, which turns the bundle
+ * into a QEMU command line (microvm-plan.ts) and exits with the agent's status; the timeout,
+ * cgroup (the guest's RAM is QEMU's memory, so it is counted), kill and cleanup stay with run.ts.
+ * A Firecracker or Cloud Hypervisor driver would implement the same plan/launcher split.
+ *
+ * ARCHITECTURE NOTE (acceleration): KVM by default; software emulation (TCG) only when the
+ * operator allows it (AEGIS_MICROVM_ALLOW_EMULATION=1, src/config): it is for testing, slow
+ * (~2 s to boot) and gives no hardware isolation of the VMM from the guest's code beyond QEMU's.
+ * On these hosts /dev/kvm runs only patched guests (HOST-NOTES), so emulation is the only mode.
+ *
+ * LIMITATION (first version): no network (a policy with network is refused before start), the
+ * bundle's seccomp profile is not applied inside the guest (the guest kernel is the boundary,
+ * the agent still runs unprivileged with no new privileges), an OOM inside the guest is reported
+ * as exit 137, not `oom`, and stdin is empty.
+ */
+import { accessSync, constants } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { findExecutable } from '../../host/exec.js';
+import { AGENT_HOST_GID, AGENT_HOST_UID } from '../host-paths.js';
+import type { OciConfig } from '../spec/oci.js';
+import { MICROVM_PIDS_OVERHEAD, MICROVM_VMM_OVERHEAD_BYTES, type MicrovmAccel } from './microvm-plan.js';
+import type { RuntimeDriver, RuntimeRun } from './types.js';
+
+/** Where scripts/microvm/build-guest.sh puts the guest (`current` links the kernel version in use). */
+export const DEFAULT_MICROVM_GUEST_DIR = '/var/lib/aegis/microvm';
+
+export interface MicrovmSettings {
+  /** The guest directory (vmlinuz, initramfs.cpio.gz), or its parent holding `current`. */
+  readonly guestDir: string;
+  /** Software emulation allowed (AEGIS_MICROVM_ALLOW_EMULATION=1). */
+  readonly allowEmulation: boolean;
+}
+
+export const DEFAULT_MICROVM_SETTINGS: MicrovmSettings = { guestDir: DEFAULT_MICROVM_GUEST_DIR, allowEmulation: false };
+
+/** KVM if /dev/kvm can be opened, else TCG when allowed, else null. */
+export function microvmAccel(s: MicrovmSettings, kvmUsable = kvmDevicePresent()): MicrovmAccel | null {
+  if (s.allowEmulation) return 'tcg';
+  return kvmUsable ? 'kvm' : null;
+}
+
+function kvmDevicePresent(): boolean {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function guestPath(dir: string): string {
+  try {
+    accessSync(join(dir, 'vmlinuz'), constants.R_OK);
+    return dir;
+  } catch {
+    return join(dir, 'current');
+  }
+}
+
+export class MicrovmDriver implements RuntimeDriver {
+  readonly isolation = 'microvm' as const;
+  /** Node.js itself: the launcher is a script of AEGIS's. */
+  readonly binary = process.execPath;
+  readonly cgroupMode = 'inherit' as const;
+  readonly rlimitsInherited = false;
+  readonly launcher = join(dirname(fileURLToPath(import.meta.url)), 'microvm-launcher.js');
+  /** Host memory above the manifest's for QEMU itself (the guest gets the manifest's memory). */
+  readonly memoryOverhead = MICROVM_VMM_OVERHEAD_BYTES;
+  constructor(readonly settings: MicrovmSettings = DEFAULT_MICROVM_SETTINGS) {}
+
+  pidsOverhead(_config: OciConfig): number {
+    return MICROVM_PIDS_OVERHEAD;
+  }
+
+  unavailableReason(): string | null {
+    if (findExecutable('qemu-system-x86_64') === null) return 'qemu-system-x86_64 is not installed (Debian package "qemu-system-x86")';
+    if (findExecutable('unshare') === null) return 'unshare is not installed (Debian package "util-linux")';
+    const g = guestPath(this.settings.guestDir);
+    try {
+      accessSync(join(g, 'vmlinuz'), constants.R_OK);
+      accessSync(join(g, 'initramfs.cpio.gz'), constants.R_OK);
+    } catch {
+      return `no microVM guest kernel in ${this.settings.guestDir} (run scripts/microvm/build-guest.sh or aegis doctor --fix)`;
+    }
+    if (microvmAccel(this.settings) === null)
+      return '/dev/kvm is not usable and software emulation is not allowed (AEGIS_MICROVM_ALLOW_EMULATION=1, for testing only)';
+    return null;
+  }
+
+  /** The config runs as validated; the guest's init applies it (microvm-plan.ts). */
+  adapt(config: OciConfig): OciConfig {
+    return config;
+  }
+
+  runArgs(r: RuntimeRun): string[] {
+    const accel = microvmAccel(this.settings) ?? 'kvm';
+    return [
+      this.launcher,
+      '--bundle',
+      r.bundleDir,
+      '--pid-file',
+      r.pidFile,
+      '--guest',
+      guestPath(this.settings.guestDir),
+      '--accel',
+      accel,
+      '--run-as',
+      `${AGENT_HOST_UID}:${AGENT_HOST_GID}`,
+    ];
+  }
+
+  /** QEMU and the launcher are signalled through the cgroup (run.ts). */
+  killArgs(): null {
+    return null;
+  }
+
+  /** Nothing outside the run directory: the VM ends with its process. */
+  hasState(): boolean {
+    return false;
+  }
+
+  deleteArgs(): string[] {
+    return [];
+  }
+}
