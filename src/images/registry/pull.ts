@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ImageRef } from '../../policy/types.js';
 import { ImageError } from '../errors.js';
-import { descriptor, importImage, type ImportResult, NODE_ARCH, parseJson, type Descriptor } from '../import.js';
+import { descriptor, IMPORT_LIMITS, importImage, type ImportResult, NODE_ARCH, parseJson, type Descriptor } from '../import.js';
 import { type Digest, isDigest, parseImageRef } from '../ref.js';
 import { removeStaging } from '../staging.js';
 import { makeStaging, paths, writeSignature } from '../store.js';
@@ -107,7 +107,7 @@ async function fetchBlob(s: RegistrySession, d: Descriptor, dest: string, log: (
   const append = r.status === 206 && have > 0;
   if (append) log(`resuming ${d.digest.slice(0, 19)} at ${have} bytes\n`);
   let got = append ? have : 0;
-  const limit = d.size >= 0 ? d.size : Number.MAX_SAFE_INTEGER;
+  const limit = d.size;
   r.body.on('data', (c: Buffer) => {
     got += c.length;
     if (got > limit)
@@ -175,6 +175,16 @@ export async function pullImage(o: PullOptions): Promise<PullResult> {
   if (!Array.isArray(manifest.json['layers'])) throw new ImageError('image.registry_error', `${o.ref.text}: the manifest has no layers`);
   const cfg = descriptor(manifest.json['config'], 'manifest config');
   const layers = (manifest.json['layers'] as unknown[]).map((x, i) => descriptor(x, `manifest layers[${i}]`));
+  // Every layer's size is declared and bounded before a byte is fetched (a registry that streams
+  // forever must not fill the disk): the download stops at the declared size.
+  let declared = 0;
+  for (const [i, l] of layers.entries()) {
+    if (!Number.isSafeInteger(l.size) || l.size < 0)
+      throw new ImageError('image.registry_error', `${o.ref.text}: layer ${i} declares no size (the OCI descriptor requires one)`);
+    declared += l.size;
+  }
+  if (declared > IMPORT_LIMITS.bytes)
+    throw new ImageError('image.too_large', `${o.ref.text}: its layers declare ${declared} bytes; the limit is ${IMPORT_LIMITS.bytes}`);
 
   const staging = makeStaging(o.imagesDir, 'pull');
   try {
