@@ -19,6 +19,7 @@
  */
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import { inTransaction } from '../../host/pg-transaction.js';
 import { AuditError } from '../errors.js';
 import { type AuditStore, type EntryBatch, type StoredRecord, batchEntry, batchLeafHash } from './types.js';
 
@@ -135,23 +136,10 @@ export class PgStore implements AuditStore {
   }
 
   private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    let c: pg.PoolClient;
-    try {
-      c = await this.pool.connect();
-    } catch (err) {
-      throw io('cannot connect', err);
-    }
-    try {
-      await c.query('BEGIN');
-      const out = await fn(c);
-      await c.query('COMMIT');
-      return out;
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => undefined);
-      throw err instanceof AuditError ? err : io('transaction failed', err);
-    } finally {
-      c.release();
-    }
+    return inTransaction(this.pool, fn, {
+      connect: (err) => io('cannot connect', err),
+      failed: (err) => (err instanceof AuditError ? err : io('transaction failed', err)),
+    });
   }
 
   private async q<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {

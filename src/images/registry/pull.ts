@@ -16,7 +16,7 @@
  *   it is used, so resuming can never produce a corrupt store.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, linkSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, linkSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ImageRef } from '../../policy/types.js';
@@ -24,6 +24,7 @@ import { ImageError } from '../errors.js';
 import { descriptor, IMPORT_LIMITS, importImage, type ImportResult, NODE_ARCH, parseJson, type Descriptor } from '../import.js';
 import { type Digest, isDigest, parseImageRef } from '../ref.js';
 import { removeStaging } from '../staging.js';
+import { hashFile } from '../walk.js';
 import { makeStaging, paths, writeSignature } from '../store.js';
 import { MAX_RECORD_BYTES, parsePayload, parseSignatureRecord, type SignatureRecord } from '../signature.js';
 import { type Credentials, readBounded, RegistrySession } from './http.js';
@@ -41,6 +42,8 @@ export const COSIGN_PAYLOAD_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+
 export const COSIGN_SIGNATURE_ANNOTATION = 'dev.cosignproject.cosign/signature';
 export const AEGIS_KEY_ID_ANNOTATION = 'dev.aegis.image.key-id';
 
+/** SHA-256 of a file of the blob cache (walk.ts: read without following a link). */
+const digestOf = (p: string): Digest => hashFile(p).sha256 as Digest;
 const sha256 = (b: Buffer): Digest => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 export interface PullOptions {
@@ -94,7 +97,7 @@ async function fetchManifest(
 /** Downloads a blob into `dest`, resuming `dest.partial`, refusing content that does not hash to `d`. */
 async function fetchBlob(s: RegistrySession, d: Descriptor, dest: string, log: (l: string) => void): Promise<void> {
   if (existsSync(dest)) {
-    if ((await hashFile(dest)) === d.digest) return;
+    if (digestOf(dest) === d.digest) return;
     rmSync(dest, { force: true }); // a cache entry that no longer matches is fetched again
   }
   const partial = `${dest}.partial`;
@@ -114,18 +117,12 @@ async function fetchBlob(s: RegistrySession, d: Descriptor, dest: string, log: (
       r.body.destroy(new ImageError('image.registry_error', `blob ${d.digest} is larger than its descriptor says (${d.size})`));
   });
   await pipeline(r.body, createWriteStream(partial, { flags: append ? 'a' : 'w', mode: 0o600 }));
-  const digest = await hashFile(partial);
+  const digest = digestOf(partial);
   if (digest !== d.digest) {
     rmSync(partial, { force: true });
     throw new ImageError('image.registry_error', `blob ${d.digest}: the registry's content hashes to ${digest} (refused, nothing stored)`);
   }
   renameSync(partial, dest);
-}
-
-async function hashFile(p: string): Promise<Digest> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(p)) h.update(c as Buffer);
-  return `sha256:${h.digest('hex')}`;
 }
 
 async function fetchSmallBlob(s: RegistrySession, d: Digest, max: number, what: string): Promise<Buffer> {

@@ -26,6 +26,7 @@
  */
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import { inTransaction } from '../../host/pg-transaction.js';
 import type { FinalStatus } from '../../orchestrator/types.js';
 import {
   type OutputLimits,
@@ -181,23 +182,10 @@ class PostgresStore implements Store {
 
   private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     this.live();
-    let c: pg.PoolClient;
-    try {
-      c = await this.pool.connect();
-    } catch (err) {
-      throw io('cannot connect', err);
-    }
-    try {
-      await c.query('BEGIN');
-      const out = await fn(c);
-      await c.query('COMMIT');
-      return out;
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => undefined);
-      throw err instanceof StoreError ? err : io('transaction failed', err);
-    } finally {
-      c.release();
-    }
+    return inTransaction(this.pool, fn, {
+      connect: (err) => io('cannot connect', err),
+      failed: (err) => (err instanceof StoreError ? err : io('transaction failed', err)),
+    });
   }
 
   private async q(text: string, values: unknown[] = [], on: Q = this.pool): Promise<pg.QueryResult<Row>> {
