@@ -14,7 +14,7 @@ log() { printf '[microvm-guest] %s\n' "$*" >&2; }
 pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
 [ -n "$pkg" ] || { log "cannot resolve linux-image-amd64 (apt-get update?)"; exit 1; }
 kver="${pkg#linux-image-}"
-stamp="$(sha256sum "$here/init" "$here/aegis-exec.c" /bin/busybox | sha256sum | cut -c1-16)"
+stamp="$(sha256sum "$here/init" "$here/aegis-exec.c" "$here/build-guest.sh" /bin/busybox | sha256sum | cut -c1-16)"
 out="$dest/$kver"
 if [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio.gz" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
   ln -sfn "$kver" "$dest/current"
@@ -33,10 +33,11 @@ mods="$work/k/lib/modules/$kver/kernel"
 root="$work/initramfs"
 mkdir -p "$root"/{bin,dev,proc,sys,mnt,newroot,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
-for a in sh mount umount mkdir mknod insmod chroot reboot cat ls ln cp sleep grep; do ln -s busybox "$root/bin/$a"; done
+for a in sh mount umount mkdir mknod insmod chroot reboot cat ls ln cp sleep grep ip; do ln -s busybox "$root/bin/$a"; done
 # Load order (no modules.dep in the package: the order is the dependency order).
 MODULES="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/char/virtio_console
-  net/9p/9pnet net/9p/9pnet_virtio fs/netfs/netfs fs/fscache/fscache fs/9p/9p"
+  net/9p/9pnet net/9p/9pnet_virtio fs/netfs/netfs fs/fscache/fscache fs/9p/9p
+  net/core/failover drivers/net/net_failover drivers/net/virtio_net"
 : > "$root/lib/modules/order"
 for m in $MODULES; do
   cp "$mods/$m.ko" "$root/lib/modules/"

@@ -332,12 +332,6 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
   res.driver = driver;
   const why = driver.unavailableReason();
   if (why !== null) throw new SandboxError('sandbox.runtime_unavailable', why);
-  // LIMITATION: the microVM has no NIC yet (docs/sandbox.md "microVM"): a policy with network is refused.
-  if (isolation === 'microvm' && opts.network?.kind === 'netns')
-    throw new SandboxError(
-      'sandbox.runtime_unavailable',
-      'isolation microvm does not support network access yet (no virtio-net behind the gateway)',
-    );
   if (opts.signal?.aborted) throw new SandboxError('sandbox.start_failed', 'aborted before start');
 
   const codeDir = resolveCodeDir(opts.manifestDir, opts.policy.agent.code);

@@ -1,6 +1,8 @@
 /**
  * End to end, as a user runs it: `aegis run examples/exfil-demo/agent.yaml` under crun, under
- * gVisor and on the Docker engine (the agent's container in the gateway's namespace), behind the egress gateway, against the fake internet. The agent makes one
+ * gVisor, on the Docker engine (the agent's container in the gateway's namespace) and in a
+ * microVM (its virtio-net on a tap in the gateway's namespace; under software emulation here, so
+ * that case boots a kernel), behind the egress gateway, against the fake internet. The agent makes one
  * allowed HTTPS call and then tries to exfiltrate a secret every way it knows. Every attempt
  * must fail, and every one must be in the tamper-evident audit log as a denial, with the
  * policy's reason code, and the log must verify.
@@ -15,6 +17,7 @@ import type { AuditEvent } from '../../src/audit/event.js';
 import { AEGIS_BIN, REPO_ROOT } from '../../src/test-support/repo.js';
 import { engineClient, engineUnavailableReason } from '../../src/sandbox/docker/engine.js';
 import { LABEL_RUN } from '../../src/sandbox/docker/options.js';
+import { DEFAULT_MICROVM_SETTINGS, MicrovmDriver } from '../../src/sandbox/drivers/index.js';
 import { requireOrSkip } from './sandbox-conformance.js';
 import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { requirementsOrSkip } from './gateway-support.js';
@@ -24,14 +27,14 @@ function aegis(args: string[], env: Record<string, string>) {
     cwd: REPO_ROOT,
     env: { ...process.env, ...env },
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: 180_000,
   });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
 describe(
   'aegis run behind the egress gateway: the exfiltration demo',
-  { ...requirementsOrSkip(['ip', 'nft', 'openssl', 'crun', 'runsc']), timeout: 300_000 },
+  { ...requirementsOrSkip(['ip', 'nft', 'openssl', 'crun', 'runsc']), timeout: 480_000 },
   () => {
     let inet: FakeInternet;
     const home = mkdtempSync(join(tmpdir(), 'aegis-run-gw-home-'));
@@ -45,13 +48,19 @@ describe(
       rmSync(home, { recursive: true, force: true });
     });
 
-    for (const isolation of ['crun', 'gvisor', 'docker'] as const) {
+    // The microVM runs under software emulation (these hosts' KVM runs only patched guests), as an
+    // operator allows it; AEGIS_MICROVM_GUEST (a guest built elsewhere) is passed on as it is.
+    const microvmEnv = { AEGIS_MICROVM_ALLOW_EMULATION: '1' };
+    const guestDir = process.env['AEGIS_MICROVM_GUEST'] ?? DEFAULT_MICROVM_SETTINGS.guestDir;
+
+    for (const isolation of ['crun', 'gvisor', 'docker', 'microvm'] as const) {
       it(`refuses and audits every attempt under ${isolation}`, async (t) => {
         if (isolation === 'docker' && !requireOrSkip(t, engineUnavailableReason())) return;
+        if (isolation === 'microvm' && !requireOrSkip(t, new MicrovmDriver({ guestDir, allowEmulation: true }).unavailableReason())) return;
         const summary = join(home, `summary-${isolation}.json`);
         const r = aegis(
           ['run', 'examples/exfil-demo/agent.yaml', '--isolation', isolation, '--volume', `${inet.dir}:/data:ro`, '--summary', summary],
-          env,
+          isolation === 'microvm' ? { ...env, ...microvmEnv } : env,
         );
         assert.equal(r.code, 0, `agent failed:\n${r.out}\n${r.err}`);
         assert.match(r.out, /^ALLOWED https:\/\/api\.openai\.com\/v1\/models: HTTP 200/m);

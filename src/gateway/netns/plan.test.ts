@@ -11,6 +11,7 @@ import {
   proxyEnv,
   resolvConf,
   sandboxRuleset,
+  GUEST_LINK,
   socksUrl,
   subnetConflicts,
   subnetContains,
@@ -165,9 +166,37 @@ describe('rulesets', () => {
   it('sandbox table: output policy drop, no IPv6 out, only DNS, gateway ports, 80/443 and the captured ports', () => {
     assert.match(sandboxRuleset(p, [22, 5432]), /tcp dport \{ 80, 443, 22, 5432 \} accept\n\s+jump blocked\n\s+\}/);
     const r = sandboxRuleset(p);
-    assert.match(r, /type filter hook output priority filter; policy drop;\n\s+oifname "lo" accept\n\s+meta nfproto ipv6 jump blocked\n/);
+    assert.match(
+      r,
+      /type filter hook output priority filter; policy drop;\n\s+oifname "lo" accept\n\s+oifname "aegisvm0" ip daddr 169\.254\.77\.2 accept\n\s+meta nfproto ipv6 jump blocked\n/,
+    );
     assert.match(r, /ip daddr 10\.201\.0\.1 tcp dport \{ 53, 3128, 1080 \} accept/);
     assert.match(r, /tcp dport \{ 80, 443 \} accept\n\s+jump blocked\n\s+\}/);
+  });
+  it('sandbox table: a microVM guest on the tap is forwarded under the output rules, counted when refused, and leaves as the sandbox address', () => {
+    const chain = (r: string, name: string): string[] =>
+      (new RegExp(`chain ${name} \\{\n([\\s\\S]*?)\n {2}\\}`).exec(r)?.[1] ?? '')
+        .trim()
+        .split('\n')
+        .map((l) => l.trim());
+    const r = sandboxRuleset(p, [22], false, true);
+    assert.deepEqual(chain(r, 'forward'), [
+      'type filter hook forward priority filter; policy drop;',
+      `iifname "${GUEST_LINK.tap}" oifname "eth0" jump guest_out`,
+      `iifname "eth0" oifname "${GUEST_LINK.tap}" ct state established,related accept`,
+    ]);
+    assert.deepEqual(chain(r, 'guest_out'), [
+      'meta nfproto ipv6 jump blocked',
+      'ip saddr 169.254.77.2 ip daddr 10.201.0.1 tcp dport { 53, 3128, 1080, 3129 } accept',
+      'ip saddr 169.254.77.2 udp dport 53 accept',
+      'ip saddr 169.254.77.2 tcp dport { 80, 443, 22 } accept',
+      'jump blocked',
+    ]);
+    assert.deepEqual(chain(r, 'guest_nat'), [
+      'type nat hook postrouting priority srcnat; policy accept;',
+      `iifname "${GUEST_LINK.tap}" oifname "eth0" ip saddr 169.254.77.2 snat ip to 10.201.0.2`,
+    ]);
+    assert.match(chain(sandboxRuleset(p, [], true), 'guest_out').join('\n'), /^ip saddr 169\.254\.77\.2 meta l4proto tcp accept$/m);
   });
   it('both tables: one named counter per class, destination sets, and the counting chain ends in an unconditional reject (fast refusal)', () => {
     for (const r of [sandboxRuleset(p), hostRuleset(p, ports)]) {

@@ -46,6 +46,18 @@ import { blockedChain } from './blocked.js';
 export const SANDBOX_IPV6 = 'fd61:6567:6973::2';
 
 /**
+ * The microVM's link inside the sandbox's namespace (isolation microvm, docs/sandbox.md
+ * "microVM", Network): a tap device the microVM launcher creates in this namespace, the
+ * namespace's end addressed `namespace`, the guest's virtio-net `guest`, on a link-local /30 that
+ * is the same in every sandbox namespace and routed nowhere else. The namespace forwards the
+ * guest's packets to eth0 under the same rules as its own output (`guest_out`) and rewrites their
+ * source to the sandbox's address (`guest_nat`), so the host table and the gateway see exactly
+ * what they see of a crun agent. Without the tap (every other runtime) these rules match nothing,
+ * and forwarding stays off (the launcher turns it on in that namespace alone).
+ */
+export const GUEST_LINK = { tap: 'aegisvm0', namespace: '169.254.77.1', guest: '169.254.77.2', prefix: 30 } as const;
+
+/**
  * Ports the sandbox sees on the gateway address (stable, written into env and resolv.conf).
  * `tools`: the MCP tools broker (src/tools), only when the policy declares tool servers
  * (`AEGIS_TOOLS_URL=http://<gateway>:3129`).
@@ -186,7 +198,12 @@ export function planSandboxNet(id: string, slot: number, subnet: string): Sandbo
   };
 }
 
-/** Ruleset loaded inside the sandbox's namespace (`nft -f -`). Defense in depth for crun/runc. */
+/**
+ * Ruleset loaded inside the sandbox's namespace (`nft -f -`). Defense in depth for crun/runc.
+ * For a microVM it also filters the guest's forwarded packets (`guest_out`, GUEST_LINK); output to
+ * the guest's tap is accepted so that the refusals `blocked` sends it (TCP resets, ICMP errors,
+ * emitted through this namespace's output hook) reach it.
+ */
 export function sandboxRuleset(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false, tools = false): string {
   const captured = anyTcpPort ? 'meta l4proto tcp accept' : `tcp dport { ${[80, 443, ...tcpPorts].join(', ')} } accept`;
   const gwPorts = [SANDBOX_PORTS.dns, SANDBOX_PORTS.httpProxy, SANDBOX_PORTS.socks, ...(tools ? [SANDBOX_PORTS.tools] : [])];
@@ -197,6 +214,7 @@ ${blockedChain()}
   chain output {
     type filter hook output priority filter; policy drop;
     oifname "lo" accept
+    oifname "${GUEST_LINK.tap}" ip daddr ${GUEST_LINK.guest} accept
     meta nfproto ipv6 jump blocked
     ip daddr ${p.hostAddress} tcp dport { ${gwPorts.join(', ')} } accept
     udp dport ${SANDBOX_PORTS.dns} accept
@@ -211,9 +229,31 @@ ${blockedChain()}
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
+    iifname "${GUEST_LINK.tap}" oifname "${p.sandboxIf}" jump guest_out
+    iifname "${p.sandboxIf}" oifname "${GUEST_LINK.tap}" ct state established,related accept
   }
+${guestChains(p, gwPorts, captured)}
 }
 `;
+}
+
+/**
+ * The microVM guest's traffic (see GUEST_LINK): the same accept list as the namespace's own
+ * output, the rest counted and refused by the shared `blocked` chain (net.blocked), and the
+ * source rewritten to the sandbox's address on the way out (the host table admits nothing else).
+ */
+function guestChains(p: SandboxNetPlan, gwPorts: readonly number[], captured: string): string {
+  return `  chain guest_out {
+    meta nfproto ipv6 jump blocked
+    ip saddr ${GUEST_LINK.guest} ip daddr ${p.hostAddress} tcp dport { ${gwPorts.join(', ')} } accept
+    ip saddr ${GUEST_LINK.guest} udp dport ${SANDBOX_PORTS.dns} accept
+    ip saddr ${GUEST_LINK.guest} ${captured}
+    jump blocked
+  }
+  chain guest_nat {
+    type nat hook postrouting priority srcnat; policy accept;
+    iifname "${GUEST_LINK.tap}" oifname "${p.sandboxIf}" ip saddr ${GUEST_LINK.guest} snat ip to ${p.sandboxAddress}
+  }`;
 }
 
 /** Per-sandbox table on the host: the security boundary (see the architecture note). */

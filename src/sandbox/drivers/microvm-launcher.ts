@@ -15,18 +15,40 @@
  * drivers map the agent to (`-runas`) once its files are open, and runs under its seccomp filter
  * (`-sandbox on` with obsolete, elevateprivileges, spawn and resourcecontrol denied). Its memory
  * (the guest's RAM included) and tasks are in the run's cgroup.
+ *
+ * ARCHITECTURE NOTE (network): when the bundle joins a network namespace (the egress gateway's),
+ * QEMU runs in THAT namespace instead of a new one (`nsenter --net=`, then `unshare --ipc --uts`),
+ * and the launcher first makes the guest's tap there (tapSetupScript): the guest's only link is
+ * to the sandbox's namespace, whose ruleset filters and counts its packets like a crun agent's
+ * and whose only way out is the veth to the gateway, where the host table is the boundary. QEMU
+ * itself (its own sockets, should it be subverted) has exactly the sandbox's network, no more.
+ * Without a network namespace there is no tap and no NIC.
  */
 import { spawn } from 'node:child_process';
-import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
-import { findExecutable } from '../../host/exec.js';
+import { basename, join } from 'node:path';
+import { findExecutable, runCommand } from '../../host/exec.js';
 import type { OciConfig } from '../spec/oci.js';
 import {
   MICROVM_MIN_GUEST_BYTES,
   MICROVM_PIDS_OVERHEAD,
   MICROVM_VMM_OVERHEAD_BYTES,
   planMicrovm,
+  tapSetupScript,
+  tapTeardownScript,
   type MicrovmAccel,
 } from './microvm-plan.js';
 
@@ -72,6 +94,46 @@ function isFile(p: string): boolean {
   }
 }
 
+/** Whether `dir` can be opened and listed by uid/gid (9p needs that), its ancestors traversed. */
+function listableBy(dir: string, uid: number, gid: number): boolean {
+  const may = (path: string, bits: number): boolean => {
+    const st = statSync(path);
+    const who = st.uid === uid ? 6 : st.gid === gid ? 3 : 0;
+    return ((st.mode >> who) & bits) === bits;
+  };
+  try {
+    const parts = dir.split('/').filter((x) => x !== '');
+    for (let n = 0; n < parts.length; n++) if (!may(`/${parts.slice(0, n).join('/')}`, 1)) return false;
+    return may(dir, 5);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Read-only file binds whose folder QEMU's unprivileged uid cannot list (the gateway's
+ * resolv.conf and CA bundle live in a 0711 run dir, as crun only needs the file): copied into
+ * `dir` (owned by that uid, shared once), and the mounts pointed at the copies. The copies are
+ * made before the guest starts, as the files are complete by then (the gateway writes them
+ * before the sandbox starts).
+ */
+function copyUnlistableFiles(config: OciConfig, dir: string, runAs: { uid: number; gid: number }): OciConfig {
+  let n = 0;
+  const mounts = config.mounts.map((m) => {
+    if (m.type !== 'bind' || !m.options.includes('ro') || !isFile(m.source)) return m;
+    if (listableBy(m.source.slice(0, Math.max(1, m.source.lastIndexOf('/'))), runAs.uid, runAs.gid)) return m;
+    if (n === 0) {
+      mkdirSync(dir, { mode: 0o700 });
+      chownSync(dir, runAs.uid, runAs.gid);
+    }
+    const copy = join(dir, `${n++}-${basename(m.source)}`);
+    copyFileSync(m.source, copy);
+    chmodSync(copy, 0o444);
+    return { ...m, source: copy };
+  });
+  return { ...config, mounts };
+}
+
 /** The host CPU's clock in kHz from /proc/cpuinfo ("cpu MHz"), or null. */
 function hostTscKhz(): number | null {
   try {
@@ -100,6 +162,11 @@ function main(argv: readonly string[]): void {
   } catch (err) {
     die(`cannot read the bundle: ${(err as Error).message}`);
   }
+  try {
+    config = copyUnlistableFiles(config, join(bundleDir, 'microvm-files'), runAs);
+  } catch (err) {
+    die(`cannot copy a file the guest needs: ${(err as Error).message}`);
+  }
   const qemu = findExecutable('qemu-system-x86_64');
   const unshare = findExecutable('unshare');
   if (qemu === null) die('qemu-system-x86_64 is not installed (Debian package qemu-system-x86)');
@@ -107,6 +174,15 @@ function main(argv: readonly string[]): void {
   const kernel = join(guestDir, 'vmlinuz');
   const initrd = join(guestDir, 'initramfs.cpio.gz');
   if (!existsSync(kernel) || !existsSync(initrd)) die(`no guest kernel in ${guestDir} (scripts/microvm/build-guest.sh)`);
+
+  // The gateway's namespace, when the run has a network (the validated bundle joins it).
+  const netns = config.linux.namespaces.find((n) => n.type === 'network')?.path;
+  const nsenter = findExecutable('nsenter');
+  const ip = findExecutable('ip');
+  const nft = findExecutable('nft');
+  const sh = findExecutable('sh');
+  if (netns !== undefined && (nsenter === null || ip === null || nft === null || sh === null))
+    die('a microVM with a network needs nsenter, ip, nft and sh (Debian packages util-linux, iproute2, nftables, dash)');
 
   const memLimit = cgroupLimit('memory', 'memory.limit_in_bytes');
   const guestMemoryBytes = memLimit === null ? DEFAULT_GUEST_BYTES : memLimit - MICROVM_VMM_OVERHEAD_BYTES;
@@ -132,6 +208,7 @@ function main(argv: readonly string[]): void {
     runAs,
     tscKhz: hostTscKhz(),
     fileSources: new Set(config.mounts.filter((mt) => mt.type === 'bind' && isFile(mt.source)).map((mt) => mt.source)),
+    network: netns !== undefined,
   });
   if ('error' in plan) die(plan.error);
   const qemuArgs = plan.qemuArgs;
@@ -174,13 +251,30 @@ function main(argv: readonly string[]): void {
       server.listen(sockets[name], () => resolve());
     });
   });
+  /** A script in the run's network namespace; its failure refuses the start. */
+  const inNetns = async (script: string): Promise<string | null> => {
+    const argv = [nsenter as string, `--net=${netns as string}`, '--', sh as string, '-c', script];
+    const r = await runCommand(argv, { timeoutMs: 10_000 }).catch((err: Error) => ({ code: null, stderr: err.message }));
+    return r.code === 0 ? null : r.stderr.trim() || `status ${String(r.code)}`;
+  };
   Promise.all(servers).then(
-    () => launch(),
+    async () => {
+      if (netns !== undefined) {
+        const failed = await inNetns(tapSetupScript({ ip: ip as string, nft: nft as string }));
+        if (failed !== null) die(`cannot make the guest's tap in ${netns}: ${failed}`);
+      }
+      launch();
+    },
     (err: Error) => die(`cannot listen for the guest's ports: ${err.message}`),
   );
 
   function launch(): void {
-    const child = spawn(unshare as string, ['--net', '--ipc', '--uts', '--', qemu as string, ...qemuArgs], {
+    // Without a network: a new, empty network namespace. With one: the run's (see the note above).
+    const argv =
+      netns === undefined
+        ? [unshare as string, '--net', '--ipc', '--uts', '--', qemu as string, ...qemuArgs]
+        : [nsenter as string, `--net=${netns}`, '--', unshare as string, '--ipc', '--uts', '--', qemu as string, ...qemuArgs];
+    const child = spawn(argv[0] as string, argv.slice(1), {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     qemuPid = child.pid ?? 0;
@@ -193,7 +287,9 @@ function main(argv: readonly string[]): void {
       clearTimeout(stopTimer);
       // Everything the guest wrote is delivered before the exit (bounded: the sockets close with QEMU).
       const drained = Promise.race([Promise.all(ended), new Promise((r) => setTimeout(r, 2000))]);
-      void drained.then(() => finish(code, signal, qemuErr));
+      // The namespace back as the gateway made it (best effort: the gateway removes it anyway).
+      const untapped = netns === undefined ? Promise.resolve(null) : inNetns(tapTeardownScript({ ip: ip as string }));
+      void Promise.all([drained, untapped]).then(() => finish(code, signal, qemuErr));
     });
   }
 

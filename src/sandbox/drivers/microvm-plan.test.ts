@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { OciConfig } from '../spec/oci.js';
-import { planMicrovm, shellQuote, type MicrovmPlanInput } from './microvm-plan.js';
+import { GUEST_LINK } from '../../gateway/netns/plan.js';
+import { planMicrovm, shellQuote, tapSetupScript, tapTeardownScript, type MicrovmPlanInput } from './microvm-plan.js';
 
 function config(over: Partial<OciConfig['process']> = {}, mounts: OciConfig['mounts'] = []): OciConfig {
   return {
@@ -38,7 +39,7 @@ function config(over: Partial<OciConfig['process']> = {}, mounts: OciConfig['mou
   } as OciConfig;
 }
 
-const input = (c: OciConfig, accel: 'kvm' | 'tcg' = 'tcg'): MicrovmPlanInput => ({
+const input = (c: OciConfig, accel: 'kvm' | 'tcg' = 'tcg', network = false): MicrovmPlanInput => ({
   config: c,
   bundleDir: '/run/aegis/runs/x/bundle',
   specDir: '/run/aegis/runs/x/bundle/microvm-spec',
@@ -52,6 +53,7 @@ const input = (c: OciConfig, accel: 'kvm' | 'tcg' = 'tcg'): MicrovmPlanInput => 
   runAs: { uid: 101000, gid: 101000 },
   tscKhz: 2_596_122,
   fileSources: new Set(['/img/rootfs/etc/.pwd.lock']),
+  network,
 });
 
 describe('planMicrovm', () => {
@@ -109,7 +111,50 @@ describe('planMicrovm', () => {
     assert.equal(after('-m'), '128M');
     assert.equal(after('-accel'), 'tcg,tb-size=32');
     assert.match(after('-append') ?? '', /tsc_early_khz=2596122/);
-    assert.ok(!a.some((x) => /virtio-net|-netdev|pci/.test(x)), 'no network device, no PCI');
+    assert.ok(!a.some((x) => /virtio-net|-netdev|tap|pci/.test(x)), 'no network device, no PCI');
+    assert.match(p.specScript, /^AEGIS_NET_ADDR=''$/m);
+  });
+
+  describe('when the run has a network (the gateway namespace)', () => {
+    it('gets exactly one virtio-net device on the namespace tap, addressed on the guest link, IPv6 off', () => {
+      const p = planMicrovm(input(config(), 'tcg', true));
+      assert.ok(!('error' in p));
+      const a = p.qemuArgs;
+      assert.deepEqual(
+        a.filter((_x, n) => a[n - 1] === '-netdev'),
+        [`tap,id=net0,ifname=${GUEST_LINK.tap},script=no,downscript=no,vhost=off`],
+      );
+      assert.equal(a.filter((x) => x.startsWith('virtio-net-device,')).length, 1);
+      assert.equal(a[a.indexOf('-nic') + 1], 'none', 'no default NIC besides it');
+      assert.match(a[a.indexOf('-append') + 1] ?? '', /ipv6\.disable=1/);
+      assert.match(p.specScript, new RegExp(`^AEGIS_NET_ADDR='${GUEST_LINK.guest}/30'$`, 'm'));
+      assert.match(p.specScript, new RegExp(`^AEGIS_NET_GW='${GUEST_LINK.namespace}'$`, 'm'));
+    });
+
+    it('leaves one virtio-mmio slot fewer for shares', () => {
+      const many = Array.from({ length: 19 }, (_x, n) => ({
+        destination: `/v${n}`,
+        type: 'bind',
+        source: `/vols/v${n}`,
+        options: ['rbind', 'nosuid', 'nodev'],
+      }));
+      // skeleton + /usr + /data/out + 19 + spec = 23: room without a NIC, one too many with it.
+      assert.ok(!('error' in planMicrovm(input(config({}, many)))));
+      const p = planMicrovm(input(config({}, many), 'tcg', true));
+      assert.ok('error' in p && /room for 22/.test(p.error), JSON.stringify(p));
+    });
+
+    it('makes the tap in the namespace and forwards only where the gateway filters (guest_out)', () => {
+      const s = tapSetupScript({ ip: '/sbin/ip', nft: '/usr/sbin/nft' });
+      assert.match(s, /^set -e$/m);
+      assert.match(s, new RegExp(`^/sbin/ip tuntap add dev ${GUEST_LINK.tap} mode tap$`, 'm'));
+      assert.match(
+        s,
+        /^if \/usr\/sbin\/nft list chain inet aegis guest_out >\/dev\/null 2>&1; then echo 1 > \/proc\/sys\/net\/ipv4\/ip_forward; fi$/m,
+      );
+      assert.match(tapTeardownScript({ ip: '/sbin/ip' }), /^echo 0 > \/proc\/sys\/net\/ipv4\/ip_forward$/m);
+      assert.throws(() => tapSetupScript({ ip: '/sbin/ip; reboot', nft: 'nft' }));
+    });
   });
 
   it('quotes the environment and arguments for the guest shell (no expansion, no injection)', () => {

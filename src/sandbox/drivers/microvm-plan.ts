@@ -4,12 +4,14 @@
  * launcher (microvm-launcher.ts) resolves paths and limits and runs the plan.
  *
  * ARCHITECTURE NOTE (device model): `-M microvm` with no PCI bus, no ACPI tables beyond the
- * machine's own, `-nodefaults -no-user-config`, no NIC (`-nic none`), no USB, no display. Devices:
- * one virtio-serial (three ports: the agent's stdout and stderr, init's status line), one
- * virtio-9p device per shared directory (the bundle's skeleton, each bind mount, the spec), and
- * the ISA serial console to a log file. Everything the guest sees of the host is those shares,
- * each read-only unless the bundle mounts it read-write.
+ * machine's own, `-nodefaults -no-user-config`, no default NIC (`-nic none`), no USB, no display.
+ * Devices: one virtio-serial (three ports: the agent's stdout and stderr, init's status line), one
+ * virtio-9p device per shared directory (the bundle's skeleton, each bind mount, the spec), the
+ * ISA serial console to a log file, and ONLY when the run has a network (the gateway's namespace)
+ * one virtio-net device on the tap GUEST_LINK.tap of that namespace. Everything the guest sees of
+ * the host is those shares, each read-only unless the bundle mounts it read-write, and that link.
  */
+import { GUEST_LINK } from '../../gateway/netns/plan.js';
 import type { OciConfig } from '../spec/oci.js';
 
 /** Host memory the VMM needs above the guest's RAM (QEMU with TCG, tb-size 32 MiB), counted in the run's cgroup. */
@@ -45,6 +47,11 @@ export interface MicrovmPlanInput {
   readonly tscKhz: number | null;
   /** Bind sources that are files, not directories (9p shares directories: their folder is shared). */
   readonly fileSources: ReadonlySet<string>;
+  /**
+   * The run joins a network namespace (the gateway's): QEMU runs in it and the guest gets one
+   * virtio-net device on the tap GUEST_LINK.tap there, addressed GUEST_LINK.guest. False: no NIC.
+   */
+  readonly network: boolean;
 }
 
 export interface MicrovmPlan {
@@ -66,8 +73,10 @@ function qemuValue(s: string): string {
 }
 
 const SAFE_ABSOLUTE = /^\/[^\0\n]*$/;
-/** virtio-mmio slots of the microvm machine (24) minus the virtio-serial device. */
+/** virtio-mmio slots of the microvm machine (24) minus the virtio-serial device (and the NIC, when there is one). */
 const MAX_SHARES = 23;
+/** The guest NIC's MAC address (locally administered; one NIC per VM, alone on its link). */
+export const MICROVM_GUEST_MAC = '52:54:00:a3:91:02';
 
 function sizeOf(options: readonly string[], fallback: string): string {
   const o = options.find((x) => x.startsWith('size='));
@@ -164,6 +173,9 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     `AEGIS_NOFILE=${nofile}`,
     `AEGIS_NPROC=${i.guestPids}`,
     `AEGIS_NENV=${p.env.length}`,
+    // The guest's network (init's net_up): empty without a network, then the guest has no NIC.
+    `AEGIS_NET_ADDR=${i.network ? shellQuote(`${GUEST_LINK.guest}/${GUEST_LINK.prefix}`) : "''"}`,
+    `AEGIS_NET_GW=${i.network ? shellQuote(GUEST_LINK.namespace) : "''"}`,
     'aegis_mounts() {',
     ...lines.map((l) => `  ${l}`),
     '}',
@@ -186,13 +198,19 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     'random.trust_cpu=on',
     'no_timer_check',
     'lpj=2000000',
+    // IPv6 off in the guest kernel: the sandbox's namespace forwards no IPv6 (an IPv6 socket fails
+    // with EAFNOSUPPORT in the guest, where crun's agent gets a refused, counted packet).
+    ...(i.network ? ['ipv6.disable=1'] : []),
     ...(i.tscKhz !== null ? [`tsc_early_khz=${i.tscKhz}`] : []),
   ].join(' ');
   const args = [
     '-M',
+    // The guest's wall clock: under KVM from kvm-clock; under TCG from the ISA RTC (rtc=on), read
+    // by the guest kernel at boot. Without it the guest starts in 1970 and every TLS certificate
+    // is "not yet valid" (seen with the first network runs).
     i.accel === 'kvm'
       ? 'microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on'
-      : 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
+      : 'microvm,x-option-roms=off,rtc=on,isa-serial=on',
     '-accel',
     i.accel === 'kvm' ? 'kvm' : 'tcg,tb-size=32',
     // Under TCG the default CPU model: with `-cpu max` this kernel hangs calibrating the TSC.
@@ -231,8 +249,19 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
   ] as const) {
     args.push('-chardev', `socket,id=${id},path=${qemuValue(path)}`, '-device', `virtserialport,chardev=${id},name=aegis.${id}`);
   }
+  if (i.network) {
+    // ARCHITECTURE NOTE: the tap exists already (the launcher made it in the run's namespace, where
+    // QEMU runs) and QEMU opens it before -runas; no helper script, no vhost (no /dev/vhost-net).
+    args.push(
+      '-netdev',
+      `tap,id=net0,ifname=${GUEST_LINK.tap},script=no,downscript=no,vhost=off`,
+      '-device',
+      `virtio-net-device,netdev=net0,mac=${MICROVM_GUEST_MAC}`,
+    );
+  }
   const all = [...shares, { tag: 'aegis_spec', path: i.specDir, readonly: true }];
-  if (all.length > MAX_SHARES) return { error: `the bundle needs ${all.length} shared folders; a microVM has room for ${MAX_SHARES}` };
+  const room = MAX_SHARES - (i.network ? 1 : 0);
+  if (all.length > room) return { error: `the bundle needs ${all.length} shared folders; a microVM has room for ${room}` };
   for (const s of all) {
     args.push(
       '-fsdev',
@@ -242,4 +271,38 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     );
   }
   return { qemuArgs: args, specScript: spec };
+}
+
+/** A word of a generated script: absolute tool paths and the plan's constants only. */
+function word(w: string): string {
+  if (!/^[A-Za-z0-9_./-]+$/.test(w)) throw new Error(`refusing to put ${JSON.stringify(w)} in a generated script`);
+  return w;
+}
+
+/**
+ * The `sh -c` script the launcher runs inside the run's network namespace (`nsenter --net=`)
+ * before QEMU starts: a tap device GUEST_LINK.tap (a leftover of the same name is removed first),
+ * the namespace's end of the guest's link addressed and up, and IPv4 forwarding on in that
+ * namespace alone, ONLY when the namespace holds the gateway's `guest_out` chain (the filter of
+ * the guest's packets, src/gateway/netns/plan.ts). In a namespace without it (one a caller made
+ * itself) nothing is forwarded: the guest reaches the namespace and nothing beyond (fail secure).
+ * `set -e`: any failure fails the script, and the launcher then refuses to start the guest.
+ */
+export function tapSetupScript(tools: { readonly ip: string; readonly nft: string }): string {
+  const ip = word(tools.ip);
+  const tap = word(GUEST_LINK.tap);
+  return [
+    'set -e',
+    `${ip} link del ${tap} 2>/dev/null || true`,
+    `${ip} tuntap add dev ${tap} mode tap`,
+    `${ip} addr add ${word(`${GUEST_LINK.namespace}/${GUEST_LINK.prefix}`)} dev ${tap}`,
+    `${ip} link set ${tap} up`,
+    `if ${word(tools.nft)} list chain inet aegis guest_out >/dev/null 2>&1; then echo 1 > /proc/sys/net/ipv4/ip_forward; fi`,
+    '',
+  ].join('\n');
+}
+
+/** After the VM: forwarding off and the tap gone, so the namespace is as the gateway made it. */
+export function tapTeardownScript(tools: { readonly ip: string }): string {
+  return [`echo 0 > /proc/sys/net/ipv4/ip_forward`, `${word(tools.ip)} link del ${word(GUEST_LINK.tap)}`, ''].join('\n');
 }
