@@ -92,6 +92,8 @@ describe(
         has('http.request', 'deny', 'net.denied.not_in_allowlist', (p) => String(p.url).startsWith('http://attacker.com/'));
         has('http.request', 'deny', 'net.denied.ip_literal');
         has('http.request', 'deny', 'net.denied.special_range', (p) => String(p.url).includes('169.254.169.254'));
+        // DNS goes through the gateway (the agent's resolver is the gateway's address only).
+        has('net.dns', 'allow', 'net.allowed.exact', (p) => p.name === 'api.openai.com');
         has('net.dns', 'deny', 'net.denied.not_in_allowlist', (p) => p.type === 'TXT');
         has('net.dns', 'deny', 'net.denied.not_in_allowlist', (p) => String(p.name).endsWith('.attacker.com'));
         has('net.blocked', 'deny', 'gateway.no_route', (p) => p.protocol === 'tcp');

@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEventInput } from '../../src/audit/event.js';
+import { GUEST_LINK } from '../../src/gateway/netns/plan.js';
 import { resolveImage } from '../../src/images/index.js';
 import type { Isolation, Policy } from '../../src/policy/types.js';
 import { hybridHugetlbMissing, runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
@@ -656,6 +657,34 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       execFileSync('ip', ['netns', 'add', ns]);
       try {
         execFileSync('ip', ['-n', ns, 'link', 'add', 'aegis-probe0', 'type', 'veth', 'peer', 'name', 'aegis-probe1']);
+        if (isolation === 'microvm') {
+          // A guest kernel has interfaces of its own: its one virtio NIC (eth0), whose tap the
+          // launcher makes in the given namespace. Connecting to the namespace's end of that link
+          // is refused by the namespace's kernel (a TCP reset): the guest's link reaches it.
+          const probe = [
+            'import socket',
+            'print(open("/proc/net/dev").read())',
+            'try:',
+            `    socket.create_connection(("${GUEST_LINK.namespace}", 9), timeout=20)`,
+            '    print("CONNECTED")',
+            'except ConnectionRefusedError:',
+            '    print("REFUSED by the namespace")',
+            'except OSError as e:',
+            '    print("ERROR", e)',
+          ].join('\n');
+          const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', probe] }), {
+            network: { kind: 'netns', path: `/run/netns/${ns}` },
+          });
+          if (!r) return;
+          assert.equal(r.status, 'exited', r.err);
+          assert.match(r.out, /^\s*eth0:/m, r.out);
+          assert.match(r.out, /^REFUSED by the namespace$/m, r.out);
+          // Afterwards the namespace is as it was given: no tap, and no forwarding ever turned on
+          // (it holds no gateway filter for the guest, so nothing is forwarded: fail secure).
+          assert.doesNotMatch(execFileSync('ip', ['-n', ns, '-o', 'link'], { encoding: 'utf8' }), new RegExp(GUEST_LINK.tap));
+          assert.equal(execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/sys/net/ipv4/ip_forward'], { encoding: 'utf8' }).trim(), '0');
+          return;
+        }
         const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', 'print(open("/proc/net/dev").read())'] }), {
           network: { kind: 'netns', path: `/run/netns/${ns}` },
         });
