@@ -4,7 +4,8 @@
  *   1. boot to the agent's first instruction: from run.spawn (the launcher started) to run.start
  *      (the guest's init reported "started" just before exec'ing the agent; the pid file appears);
  *   2. the whole in-process run (runSandbox), and the same for crun, for scale;
- *   3. the whole command `aegis run` of a manifest with `isolation: microvm`.
+ *   3. the whole command `aegis run` of a manifest with `isolation: microvm`;
+ *   4. the same with a network allowlist: the gateway's namespace, the tap, the guest's NIC.
  *
  *   node dist/bench/microvm.js [--runs N]      (default 5; each microVM run takes seconds)
  *
@@ -22,7 +23,8 @@ import { AEGIS_BIN } from '../src/test-support/repo.js';
 const args = process.argv.slice(2);
 const RUNS = Number(args[args.indexOf('--runs') + 1] ?? 0) || 5;
 const PY = { name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' } as const;
-const microvm = { ...DEFAULT_MICROVM_SETTINGS, allowEmulation: true };
+// The guest from AEGIS_MICROVM_GUEST when set (as `aegis run` takes it), else the default.
+const microvm = { guestDir: process.env['AEGIS_MICROVM_GUEST'] ?? DEFAULT_MICROVM_SETTINGS.guestDir, allowEmulation: true };
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -104,6 +106,18 @@ async function main(): Promise<void> {
       cmd.push(performance.now() - t);
     }
     out(`microvm  whole command (aegis run)              ${fmt(median(cmd))}`);
+
+    writeFileSync(
+      join(code, 'agent-net.yaml'),
+      'version: "1.0"\nagent:\n  name: bench\n  runtime: "python:3.11"\n  entrypoint: ["true"]\n  isolation: microvm\npermissions:\n  memory: 256MiB\n  network:\n    allow: ["api.openai.com"]\n',
+    );
+    const net: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const t = performance.now();
+      await exec(process.execPath, [AEGIS_BIN, 'run', join(code, 'agent-net.yaml'), '--state-dir', state], env);
+      net.push(performance.now() - t);
+    }
+    out(`microvm  whole command with network (aegis run) ${fmt(median(net))}  (gateway namespace, tap, virtio-net)`);
     out('reference: Firecracker boots to the guest init in ~125 ms with KVM (no working KVM here)');
   } finally {
     rmSync(work, { recursive: true, force: true });

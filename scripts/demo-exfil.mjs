@@ -8,7 +8,7 @@
 // examples/secret-agent calls the API with a key it never holds (the gateway swaps its
 // placeholder on the way to api.openai.com only) and then fails to send it anywhere else.
 //
-//   npm run build && node scripts/demo-exfil.mjs [--isolation crun|runc|gvisor|docker]
+//   npm run build && node scripts/demo-exfil.mjs [--isolation crun|runc|gvisor|docker|microvm]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

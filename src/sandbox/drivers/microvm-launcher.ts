@@ -11,7 +11,7 @@
  * guest's init says the agent is starting.
  *
  * ARCHITECTURE NOTE (VMM confinement): QEMU runs in new network (no interface but a down
- * loopback), IPC and UTS namespaces (`unshare`), drops to the unprivileged host uid the other
+ * loopback; with a network: the run's, see below), IPC and UTS namespaces (`unshare`), drops to the unprivileged host uid the other
  * drivers map the agent to (`-runas`) once its files are open, and runs under its seccomp filter
  * (`-sandbox on` with obsolete, elevateprivileges, spawn and resourcecontrol denied). Its memory
  * (the guest's RAM included) and tasks are in the run's cgroup.

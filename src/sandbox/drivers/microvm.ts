@@ -10,8 +10,10 @@
  * (~2 s to boot) and gives no hardware isolation of the VMM from the guest's code beyond QEMU's.
  * On these hosts /dev/kvm runs only patched guests (HOST-NOTES), so emulation is the only mode.
  *
- * LIMITATION (first version): no network (a policy with network is refused before start), the
- * bundle's seccomp profile is not applied inside the guest (the guest kernel is the boundary,
+ * Network: only with a network namespace (the gateway's), one virtio-net device on a tap there
+ * (microvm-launcher.ts); without one, no NIC. LIMITATION: no IPv6 in the guest.
+ *
+ * LIMITATION (first version): the bundle's seccomp profile is not applied inside the guest (the guest kernel is the boundary,
  * the agent still runs unprivileged with no new privileges), an OOM inside the guest is reported
  * as exit 137, not `oom`, and stdin is empty.
  */
