@@ -5,7 +5,8 @@
  *
  * ARCHITECTURE NOTE (device model): `-M microvm` with no PCI bus, no ACPI tables beyond the
  * machine's own, `-nodefaults -no-user-config`, no NIC (`-nic none`), no USB, no display. Devices:
- * one virtio-serial (three ports: the agent's stdout and stderr, init's status line), one
+ * one virtio-serial (five ports: the agent's stdin, stdout and stderr, init's status line, the
+ * host's control line to init), one
  * virtio-9p device per shared directory (the bundle's skeleton, each bind mount, the spec), and
  * the ISA serial console to a log file. Everything the guest sees of the host is those shares,
  * each read-only unless the bundle mounts it read-write.
@@ -14,10 +15,20 @@ import type { OciConfig } from '../spec/oci.js';
 
 /** Host memory the VMM needs above the guest's RAM (QEMU with TCG, tb-size 32 MiB), counted in the run's cgroup. */
 export const MICROVM_VMM_OVERHEAD_BYTES = 160 * 1024 * 1024;
+/**
+ * Guest RAM above the agent's memory limit, for the guest kernel and its init: the guest gets the
+ * manifest's memory plus this, and the agent's own cgroup inside the guest is held to the
+ * manifest's memory (an OOM there is reported as `oom`).
+ */
+export const MICROVM_GUEST_KERNEL_BYTES = 64 * 1024 * 1024;
 /** Guest RAM below which the guest kernel and init do not boot. */
 export const MICROVM_MIN_GUEST_BYTES = 96 * 1024 * 1024;
 /** Host tasks of QEMU in the run's cgroup (main loop, vCPU, RCU, worker threads of 9p). */
 export const MICROVM_PIDS_OVERHEAD = 64;
+
+/** Files of the bundle the launcher writes and the driver reads (microvm-launcher.ts, microvm.ts). */
+export const MICROVM_RELAY_SOCKET = 'vm.k';
+export const MICROVM_GUEST_REPORT = 'microvm-guest.json';
 
 export type MicrovmAccel = 'kvm' | 'tcg';
 
@@ -31,14 +42,25 @@ export interface MicrovmPlanInput {
   readonly initrd: string;
   /**
    * Unix sockets the launcher listens on, one per port (QEMU connects as a client): the agent's
-   * stdout and stderr, and the init's status lines. The console goes to a log file.
+   * stdin, stdout and stderr, the init's status lines, and the host's control messages to the
+   * init (`term`). The console goes to a log file.
    */
-  readonly sockets: { readonly stdout: string; readonly stderr: string; readonly status: string };
+  readonly sockets: {
+    readonly stdin: string;
+    readonly stdout: string;
+    readonly stderr: string;
+    readonly status: string;
+    readonly control: string;
+  };
   readonly consoleFile: string;
   readonly accel: MicrovmAccel;
   readonly guestMemoryBytes: number;
-  /** The agent's process limit inside the guest (RLIMIT_NPROC of its uid). */
+  /** The agent's memory limit inside the guest (its cgroup's memory.max): the manifest's memory. */
+  readonly agentMemoryBytes: number;
+  /** The agent's task limit inside the guest (its cgroup's pids.max): the manifest's pids. */
   readonly guestPids: number;
+  /** File name, in the spec share, of the compiled seccomp program (seccomp-bpf.ts) the agent runs under. */
+  readonly seccompFile: string;
   /** Host uid:gid QEMU drops to after opening its files (`-runas`). */
   readonly runAs: { readonly uid: number; readonly gid: number };
   /** The host CPU's TSC rate in kHz (/proc/cpuinfo), or null when unknown. */
@@ -149,6 +171,9 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     }
   }
   const p = c.process;
+  if (!/^[A-Za-z0-9._-]+$/.test(i.seccompFile)) return { error: 'the seccomp program file name is not plain' };
+  if (!Number.isSafeInteger(i.agentMemoryBytes) || i.agentMemoryBytes <= 0)
+    return { error: 'the agent memory limit is not a positive integer' };
   const program = p.args[0];
   if (program === undefined || program === '') return { error: 'the entrypoint is empty' };
   if ([...p.args, ...p.env, p.cwd].some((s) => s.includes('\0'))) return { error: 'an argument or variable contains NUL' };
@@ -163,6 +188,8 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     `AEGIS_CWD=${shellQuote(p.cwd)}`,
     `AEGIS_NOFILE=${nofile}`,
     `AEGIS_NPROC=${i.guestPids}`,
+    `AEGIS_MEMORY=${Math.floor(i.agentMemoryBytes)}`,
+    `AEGIS_SECCOMP=${shellQuote(`/mnt/spec/${i.seccompFile}`)}`,
     `AEGIS_NENV=${p.env.length}`,
     'aegis_mounts() {',
     ...lines.map((l) => `  ${l}`),
@@ -222,12 +249,14 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     '-serial',
     'chardev:con',
     '-device',
-    'virtio-serial-device,max_ports=4',
+    'virtio-serial-device,max_ports=8',
   ];
   for (const [id, path] of [
     ['stdout', i.sockets.stdout],
     ['stderr', i.sockets.stderr],
     ['status', i.sockets.status],
+    ['stdin', i.sockets.stdin],
+    ['control', i.sockets.control],
   ] as const) {
     args.push('-chardev', `socket,id=${id},path=${qemuValue(path)}`, '-device', `virtserialport,chardev=${id},name=aegis.${id}`);
   }
@@ -242,4 +271,39 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     );
   }
   return { qemuArgs: args, specScript: spec };
+}
+
+/** What the guest's init reported on the status port (scripts/microvm/init), read as untrusted text. */
+export interface GuestStatus {
+  /** aegis-exec found the entrypoint executable and is about to exec it. */
+  readonly started: boolean;
+  /** The agent's exit code, once it has exited. */
+  readonly exit: number | null;
+  /** Why the init could not start the agent (`fail <step>`). */
+  readonly fail: string | null;
+  /** The agent's cgroup in the guest had an OOM kill (memory.events oom_kill). */
+  readonly oom: boolean;
+  /** The agent's cgroup in the guest refused a fork at pids.max (pids.events max). */
+  readonly pidsLimitHit: boolean;
+}
+
+/**
+ * Parses the status port's lines: `started`, `oom`, `pids`, `exit <0-255>`, `fail <text>`.
+ * Anything else is ignored; the first `exit` and `fail` count. The guest can only lie about its
+ * own run (the agent cannot write to the port: it is not in its /dev).
+ */
+export function parseGuestStatus(text: string): GuestStatus {
+  let exit: number | null = null;
+  let fail: string | null = null;
+  let started = false;
+  let oom = false;
+  let pidsLimitHit = false;
+  for (const line of text.split('\n')) {
+    if (line === 'started') started = true;
+    else if (line === 'oom') oom = true;
+    else if (line === 'pids') pidsLimitHit = true;
+    else if (exit === null && /^exit (0|[1-9]\d{0,2})$/.test(line) && Number(line.slice(5)) <= 255) exit = Number(line.slice(5));
+    else if (fail === null && line.startsWith('fail ')) fail = line.slice(5, 205);
+  }
+  return { started, exit, fail, oom, pidsLimitHit };
 }

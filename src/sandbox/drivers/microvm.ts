@@ -15,14 +15,20 @@
  * the agent still runs unprivileged with no new privileges), an OOM inside the guest is reported
  * as exit 137, not `oom`, and stdin is empty.
  */
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findExecutable } from '../../host/exec.js';
 import { AGENT_HOST_GID, AGENT_HOST_UID } from '../host-paths.js';
 import type { OciConfig } from '../spec/oci.js';
-import { MICROVM_PIDS_OVERHEAD, MICROVM_VMM_OVERHEAD_BYTES, type MicrovmAccel } from './microvm-plan.js';
-import type { RuntimeDriver, RuntimeRun } from './types.js';
+import {
+  MICROVM_GUEST_KERNEL_BYTES,
+  MICROVM_GUEST_REPORT,
+  MICROVM_PIDS_OVERHEAD,
+  MICROVM_VMM_OVERHEAD_BYTES,
+  type MicrovmAccel,
+} from './microvm-plan.js';
+import type { GuestUsage, RuntimeDriver, RuntimeRun } from './types.js';
 
 /** Where scripts/microvm/build-guest.sh puts the guest (`current` links the kernel version in use). */
 export const DEFAULT_MICROVM_GUEST_DIR = '/var/lib/aegis/microvm';
@@ -67,8 +73,11 @@ export class MicrovmDriver implements RuntimeDriver {
   readonly cgroupMode = 'inherit' as const;
   readonly rlimitsInherited = false;
   readonly launcher = join(dirname(fileURLToPath(import.meta.url)), 'microvm-launcher.js');
-  /** Host memory above the manifest's for QEMU itself (the guest gets the manifest's memory). */
-  readonly memoryOverhead = MICROVM_VMM_OVERHEAD_BYTES;
+  /**
+   * Host memory above the manifest's: QEMU itself, and the guest kernel's share of the guest's RAM
+   * (the agent's cgroup inside the guest gets the manifest's memory).
+   */
+  readonly memoryOverhead = MICROVM_VMM_OVERHEAD_BYTES + MICROVM_GUEST_KERNEL_BYTES;
   constructor(readonly settings: MicrovmSettings = DEFAULT_MICROVM_SETTINGS) {}
 
   pidsOverhead(_config: OciConfig): number {
@@ -112,9 +121,25 @@ export class MicrovmDriver implements RuntimeDriver {
     ];
   }
 
-  /** QEMU and the launcher are signalled through the cgroup (run.ts). */
-  killArgs(): null {
-    return null;
+  /**
+   * TERM is relayed to the agent inside the guest (the launcher's control port to the init, which
+   * signals every process of the agent's cgroup there); KILL is run.ts's kill of the whole run
+   * cgroup (QEMU with the guest).
+   */
+  killArgs(r: RuntimeRun, signal: 'TERM' | 'KILL'): string[] | null {
+    return signal === 'TERM' ? [this.launcher, '--relay', 'term', '--bundle', r.bundleDir] : null;
+  }
+
+  /** What the guest's init reported of the agent's cgroup inside the guest (the launcher's report; untrusted JSON). */
+  guestUsage(r: RuntimeRun): GuestUsage | null {
+    try {
+      const v = JSON.parse(readFileSync(join(r.bundleDir, MICROVM_GUEST_REPORT), 'utf8')) as unknown;
+      if (typeof v !== 'object' || v === null) return null;
+      const o = v as Record<string, unknown>;
+      return { oom: o['oom'] === true, pidsLimitHit: o['pidsLimitHit'] === true };
+    } catch {
+      return null;
+    }
   }
 
   /** Nothing outside the run directory: the VM ends with its process. */

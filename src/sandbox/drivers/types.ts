@@ -16,6 +16,12 @@ export interface RuntimeRun {
   readonly networkNamespace?: string;
 }
 
+/** What a runtime with a kernel of its own (a microVM) saw of the agent's limits inside it. */
+export interface GuestUsage {
+  readonly oom: boolean;
+  readonly pidsLimitHit: boolean;
+}
+
 export interface RuntimeDriver {
   readonly isolation: Isolation;
   /** The executable (absolute path or a name looked up on PATH). */
@@ -58,4 +64,10 @@ export interface RuntimeDriver {
    * `deleteArgs`; resolves true when the engine still held any.
    */
   removeContainers?(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): Promise<boolean>;
+  /**
+   * Runtimes whose agent lives under a kernel of their own (microvm), where the host cgroup does
+   * not see its OOM kills or refused forks: what the guest reported, read after the runtime
+   * exited and before the bundle is removed; null when nothing was reported.
+   */
+  guestUsage?(r: RuntimeRun): GuestUsage | null;
 }
