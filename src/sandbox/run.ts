@@ -330,7 +330,7 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
   await sweepOnce(stateDir);
   const driver = driverFor(isolation, opts.microvm);
   res.driver = driver;
-  const why = driver.unavailableReason();
+  const why = driver.unavailableReason() ?? (await driver.preflight?.()) ?? null;
   if (why !== null) throw new SandboxError('sandbox.runtime_unavailable', why);
   // LIMITATION: the microVM has no NIC yet (docs/sandbox.md "microVM"): a policy with network is refused.
   if (isolation === 'microvm' && opts.network?.kind === 'netns')

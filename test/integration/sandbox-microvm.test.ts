@@ -9,6 +9,8 @@ import { release } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/index.js';
+import { microvmMode } from '../../src/sandbox/drivers/microvm.js';
+import { KVM_PROBE_TIMEOUT_MS } from '../../src/sandbox/drivers/microvm-kvm.js';
 import { runSandbox } from '../../src/sandbox/run.js';
 import { requireOrSkip, runConformance, sandboxRequirements, testPolicy } from './sandbox-conformance.js';
 
@@ -70,6 +72,32 @@ describe('microvm: its own kernel', { timeout: 120_000 }, () => {
     assert.ok(guestRelease !== undefined && guestRelease !== '', out);
     assert.notEqual(guestRelease, release(), 'the guest kernel is not the host kernel');
     assert.ok(guestVersion?.startsWith(`Linux version ${guestRelease} `), guestVersion);
+  });
+
+  it('fails fast, before building anything, where KVM would be used but does not run a stock guest (the probe)', async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const strict = { ...microvm, allowEmulation: false };
+    const mode = await microvmMode(strict);
+    const r = await runSandbox({
+      policy: testPolicy({ entrypoint: ['python3', 'k.py'], limits: { timeoutMs: 90_000 } }),
+      manifestDir: join(work, 'agent'),
+      imageRootfs: rootfs,
+      isolation: 'microvm',
+      stateDir: join(work, 'state'),
+      microvm: strict,
+      stdout: 'ignore',
+      stderr: 'ignore',
+    });
+    if (mode.accel === 'kvm') {
+      // A host whose KVM works: the run uses it.
+      assert.equal(r.status, 'exited', r.error?.message);
+      return;
+    }
+    assert.equal(r.status, 'failed_to_start');
+    assert.equal(r.error?.code, 'sandbox.runtime_unavailable');
+    assert.match(r.error?.message ?? '', /KVM|kvm/);
+    assert.match(r.error?.message ?? '', /AEGIS_MICROVM_ALLOW_EMULATION=1/);
+    assert.ok(r.durationMs < KVM_PROBE_TIMEOUT_MS + 5000, `refused before the run's timeout (${r.durationMs} ms)`);
   });
 
   it('refuses to start when the guest kernel is missing (fail secure)', async (t) => {

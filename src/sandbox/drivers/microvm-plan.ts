@@ -307,3 +307,50 @@ export function parseGuestStatus(text: string): GuestStatus {
   }
   return { started, exit, fail, oom, pidsLimitHit };
 }
+
+/** What the guest's init prints on the console when booted with `aegis.probe=1` (scripts/microvm/init). */
+export const MICROVM_PROBE_OK = 'aegis-probe-ok';
+
+/**
+ * The QEMU command line of the KVM probe (microvm-kvm.ts): the run's guest kernel and initramfs
+ * booted with KVM, the console on stdout, and the init told to print MICROVM_PROBE_OK and power
+ * off at once. No share, no NIC, no port: it only shows whether this host's KVM runs a stock
+ * guest kernel (a /dev/kvm that opens is no proof: some hosts' KVM runs only patched guests).
+ */
+export function planKvmProbe(i: {
+  readonly kernel: string;
+  readonly initrd: string;
+  readonly runAs: { uid: number; gid: number };
+}): string[] {
+  return [
+    '-M',
+    'microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on',
+    '-accel',
+    'kvm',
+    '-cpu',
+    'host',
+    '-smp',
+    '1',
+    '-m',
+    '128M',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-nic',
+    'none',
+    '-sandbox',
+    'on,obsolete=deny,spawn=deny,resourcecontrol=deny',
+    '-runas',
+    `${i.runAs.uid}:${i.runAs.gid}`,
+    '-kernel',
+    i.kernel,
+    '-initrd',
+    i.initrd,
+    '-append',
+    'console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init aegis.probe=1',
+    '-serial',
+    'stdio',
+  ];
+}

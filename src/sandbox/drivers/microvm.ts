@@ -20,6 +20,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findExecutable } from '../../host/exec.js';
 import { AGENT_HOST_GID, AGENT_HOST_UID } from '../host-paths.js';
+import { kvmDeviceUsable, probeKvm, type KvmProbe } from './microvm-kvm.js';
 import type { OciConfig } from '../spec/oci.js';
 import {
   MICROVM_GUEST_KERNEL_BYTES,
@@ -42,19 +43,49 @@ export interface MicrovmSettings {
 
 export const DEFAULT_MICROVM_SETTINGS: MicrovmSettings = { guestDir: DEFAULT_MICROVM_GUEST_DIR, allowEmulation: false };
 
-/** KVM if /dev/kvm can be opened, else TCG when allowed, else null. */
-export function microvmAccel(s: MicrovmSettings, kvmUsable = kvmDevicePresent()): MicrovmAccel | null {
+/**
+ * KVM if /dev/kvm can be opened, else TCG when allowed, else null. Whether that KVM runs a stock
+ * guest is the probe's answer (preflight, microvm-kvm.ts).
+ */
+export function microvmAccel(s: MicrovmSettings, kvmUsable = kvmDeviceUsable()): MicrovmAccel | null {
   if (s.allowEmulation) return 'tcg';
   return kvmUsable ? 'kvm' : null;
 }
 
-function kvmDevicePresent(): boolean {
-  try {
-    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
-    return true;
-  } catch {
-    return false;
-  }
+/** Where the KVM probe's answers are cached: next to the guest (one answer per host kernel, QEMU and guest). */
+export function kvmProbeCacheDir(s: MicrovmSettings): string {
+  return join(s.guestDir, '.kvm-probe');
+}
+
+/** What a run with these settings would do here, and why (aegis doctor, the driver's preflight). */
+export interface MicrovmMode {
+  readonly accel: MicrovmAccel | null;
+  readonly probe: KvmProbe | null;
+  /** Why a run cannot start, or null. */
+  readonly refusal: string | null;
+}
+
+/** The mode runs would use: TCG when allowed; else KVM if the probe boots a stock guest with it. */
+export async function microvmMode(s: MicrovmSettings, timeoutMs?: number): Promise<MicrovmMode> {
+  if (s.allowEmulation) return { accel: 'tcg', probe: null, refusal: null };
+  const probe = await probeKvm({
+    guestDir: guestPath(s.guestDir),
+    cacheDir: kvmProbeCacheDir(s),
+    runAs: { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID },
+    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+  });
+  if (probe.result === 'works') return { accel: 'kvm', probe, refusal: null };
+  const why =
+    probe.result === 'no_device'
+      ? '/dev/kvm is not usable'
+      : probe.result === 'fails'
+        ? `KVM does not run a stock guest on this host (${probe.detail}${probe.cached ? ', cached probe' : ''})`
+        : `KVM could not be probed (${probe.detail})`;
+  return {
+    accel: null,
+    probe,
+    refusal: `${why}, and software emulation is not allowed (AEGIS_MICROVM_ALLOW_EMULATION=1, for testing only; or a host whose KVM works)`,
+  };
 }
 
 function guestPath(dir: string): string {
@@ -97,6 +128,14 @@ export class MicrovmDriver implements RuntimeDriver {
     if (microvmAccel(this.settings) === null)
       return '/dev/kvm is not usable and software emulation is not allowed (AEGIS_MICROVM_ALLOW_EMULATION=1, for testing only)';
     return null;
+  }
+
+  /**
+   * Fails fast where KVM would be used but does not run a stock guest (the probe, cached): such a
+   * run would otherwise hang until its timeout.
+   */
+  async preflight(): Promise<string | null> {
+    return (await microvmMode(this.settings)).refusal;
   }
 
   /** The config runs as validated; the guest's init applies it (microvm-plan.ts). */

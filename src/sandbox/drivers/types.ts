@@ -49,6 +49,11 @@ export interface RuntimeDriver {
   readonly rlimitsInherited: boolean;
   /** Why this runtime cannot run on this host, or null when it can. */
   unavailableReason(): string | null;
+  /**
+   * A slower check run before the sandbox is built (a microVM's KVM probe, cached): why this
+   * runtime cannot run here, or null. Optional; unavailableReason() has passed already.
+   */
+  preflight?(): Promise<string | null>;
   /** Runtime-specific adjustments of a validated config (pure; must not loosen it). */
   adapt(config: OciConfig): OciConfig;
   /** Arguments that run the bundle in the foreground and exit with the agent's status. */
