@@ -288,6 +288,10 @@ describe('aegis doctor: isolation microvm', () => {
     const noGuest = status({ ...HERE, guest: null }, 'microvm.guest');
     assert.equal(noGuest?.status, 'warn');
     assert.match(noGuest?.advice ?? '', /build-guest\.sh \/var\/lib\/aegis\/microvm/);
+    const old = status({ ...HERE, guestProblem: 'the guest speaks protocol "1", this AEGIS 2' }, 'microvm.guest');
+    assert.equal(old?.status, 'warn');
+    assert.match(old?.summary ?? '', /cannot be used: .*protocol "1"/);
+    assert.match(status({ ...HERE, guestProblem: 'x' }, 'microvm.mode')?.summary ?? '', /must be rebuilt/);
     assert.match(
       status({ ...HERE, kvm: { result: 'no_device', detail: '/dev/kvm is absent', cached: false } }, 'microvm.kvm')?.summary ?? '',
       /no usable KVM/,

@@ -42,6 +42,8 @@ export interface MicrovmFacts {
   readonly guestDir: string;
   /** The directory holding vmlinuz and initramfs.cpio.gz, or null when there is none. */
   readonly guest: string | null;
+  /** Why that guest does not speak this AEGIS's protocol (built from an older init), or null. */
+  readonly guestProblem?: string | null;
   /** qemu-system-x86_64's path, or null. */
   readonly qemu: string | null;
   /** AEGIS_MICROVM_ALLOW_EMULATION=1. */
@@ -70,15 +72,23 @@ export function microvmChecks(m: MicrovmFacts): Check[] {
           fix: { kind: 'apt', packages: ['qemu-system-x86'] },
         },
   );
+  const rebuild = `bash scripts/microvm/build-guest.sh ${m.guestDir} (scripts/setup.sh runs it; ~25 s)`;
   out.push(
-    m.guest !== null
-      ? { id: 'microvm.guest', status: 'ok', summary: `microVM guest (kernel and initramfs) in ${m.guest}` }
-      : {
+    m.guest === null
+      ? {
           id: 'microvm.guest',
           status: 'warn',
           summary: `no microVM guest in ${m.guestDir} (needed only for isolation: microvm)`,
-          advice: `bash scripts/microvm/build-guest.sh ${m.guestDir} (scripts/setup.sh runs it; ~25 s)`,
-        },
+          advice: rebuild,
+        }
+      : m.guestProblem
+        ? {
+            id: 'microvm.guest',
+            status: 'warn',
+            summary: `the microVM guest in ${m.guest} cannot be used: ${m.guestProblem}`,
+            advice: rebuild,
+          }
+        : { id: 'microvm.guest', status: 'ok', summary: `microVM guest (kernel and initramfs) in ${m.guest}` },
   );
   const kvmWorks = m.kvm.result === 'works';
   const cached = m.kvm.cached ? ' (cached probe)' : '';
@@ -97,7 +107,8 @@ export function microvmChecks(m: MicrovmFacts): Check[] {
           advice: 'microVMs with hardware isolation need a host whose KVM runs stock guests (nested virtualization enabled, or bare metal)',
         },
   );
-  const missing = m.qemu === null ? 'QEMU is missing' : m.guest === null ? 'the guest is missing' : null;
+  const missing =
+    m.qemu === null ? 'QEMU is missing' : m.guest === null ? 'the guest is missing' : m.guestProblem ? 'the guest must be rebuilt' : null;
   if (missing !== null)
     out.push({
       id: 'microvm.mode',

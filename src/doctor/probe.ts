@@ -10,7 +10,7 @@ import { DEFAULT_IMAGES_DIR, resolveImageSync } from '../images/store.js';
 import { release } from 'node:os';
 import { DEFAULT_DOCKER_SOCKET, engineClient, engineUnavailableReason, IMAGE_REPO } from '../sandbox/docker/engine.js';
 import { compileSeccomp } from '../sandbox/spec/seccomp.js';
-import { kvmProbeCacheDir, type MicrovmSettings } from '../sandbox/drivers/microvm.js';
+import { guestProtocol, kvmProbeCacheDir, type MicrovmSettings } from '../sandbox/drivers/microvm.js';
 import { probeKvm } from '../sandbox/drivers/microvm-kvm.js';
 import { AGENT_HOST_GID, AGENT_HOST_UID } from '../sandbox/host-paths.js';
 import { cgroupLayout, type DockerFacts, type HostFacts, type MicrovmFacts } from './checks.js';
@@ -116,7 +116,14 @@ export async function probeMicrovm(s: MicrovmSettings): Promise<MicrovmFacts> {
     cacheDir: kvmProbeCacheDir(s),
     runAs: { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID },
   });
-  return { guestDir: s.guestDir, guest: guest ?? null, qemu: findExecutable('qemu-system-x86_64'), allowEmulation: s.allowEmulation, kvm };
+  return {
+    guestDir: s.guestDir,
+    guest: guest ?? null,
+    guestProblem: guest === undefined ? null : guestProtocol(guest),
+    qemu: findExecutable('qemu-system-x86_64'),
+    allowEmulation: s.allowEmulation,
+    kvm,
+  };
 }
 
 export async function probeHost(

@@ -29,7 +29,8 @@ runConformance('microvm', {
   startupMs: 25_000,
   skip: {
     'holds a busy loop to its cpu quota (0.5 core)':
-      "the quota throttles QEMU (the emulator and the guest's kernel too), so the agent's share and the throttled ratio differ from the case's bounds",
+      "the quota is the host's CFS quota on QEMU (emulator and guest kernel together): the cpu/wall bound holds, but the throttled-period " +
+      'ratio measured 0.10 (needs > 0.5): on these loaded 2-core hosts QEMU seldom gets its half core at all, so its quota rarely throttles it',
     'bounds an rw volume to its size (ENOSPC), copies it back without following links, owned by the user running AEGIS':
       "the case makes a named pipe in the volume: on a 9p share served by QEMU's unprivileged uid mkfifo fails (ENXIO); the other rw-volume cases run",
     'joins a network namespace it is given (egress gateway hook)':

@@ -34,6 +34,7 @@ import {
   MICROVM_RELAY_SOCKET,
   MICROVM_PIDS_OVERHEAD,
   MICROVM_VMM_OVERHEAD_BYTES,
+  guestProtocolProblem,
   parseGuestStatus,
   planMicrovm,
   type MicrovmAccel,
@@ -134,6 +135,14 @@ function main(argv: readonly string[]): void {
   const kernel = join(guestDir, 'vmlinuz');
   const initrd = join(guestDir, 'initramfs.cpio.gz');
   if (!existsSync(kernel) || !existsSync(initrd)) die(`no guest kernel in ${guestDir} (scripts/microvm/build-guest.sh)`);
+  let protocolText: string | null = null;
+  try {
+    protocolText = readFileSync(join(guestDir, 'protocol'), 'utf8').slice(0, 100);
+  } catch {
+    protocolText = null;
+  }
+  const protocol = guestProtocolProblem(protocolText);
+  if (protocol !== null) die(`${protocol}: rebuild it (scripts/microvm/build-guest.sh)`);
 
   const memLimit = cgroupLimit('memory', 'memory.limit_in_bytes');
   const guestMemoryBytes = memLimit === null ? DEFAULT_GUEST_BYTES : memLimit - MICROVM_VMM_OVERHEAD_BYTES;

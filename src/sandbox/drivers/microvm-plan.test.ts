@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { OciConfig } from '../spec/oci.js';
-import { parseGuestStatus, planMicrovm, shellQuote, type MicrovmPlanInput } from './microvm-plan.js';
+import {
+  guestProtocolProblem,
+  MICROVM_GUEST_PROTOCOL,
+  parseGuestStatus,
+  planMicrovm,
+  shellQuote,
+  type MicrovmPlanInput,
+} from './microvm-plan.js';
 
 function config(over: Partial<OciConfig['process']> = {}, mounts: OciConfig['mounts'] = []): OciConfig {
   return {
@@ -175,5 +182,14 @@ describe('parseGuestStatus (the status port, untrusted text)', () => {
     assert.equal(parseGuestStatus('exit 256\nexit 01\n').exit, null);
     assert.equal(parseGuestStatus('exit 255').exit, 255);
     assert.equal(parseGuestStatus(''.padEnd(10, 'x')).exit, null);
+  });
+});
+
+describe('guestProtocolProblem', () => {
+  it('accepts only a guest built from an init of this protocol (an older init would skip the seccomp filter and limits)', () => {
+    assert.equal(guestProtocolProblem(`${MICROVM_GUEST_PROTOCOL}\n`), null);
+    assert.match(guestProtocolProblem(null) ?? '', /no protocol file/);
+    assert.match(guestProtocolProblem('1\n') ?? '', /protocol "1"/);
+    assert.match(guestProtocolProblem('') ?? '', /protocol ""/);
   });
 });

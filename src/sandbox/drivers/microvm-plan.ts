@@ -26,6 +26,23 @@ export const MICROVM_MIN_GUEST_BYTES = 96 * 1024 * 1024;
 /** Host tasks of QEMU in the run's cgroup (main loop, vCPU, RCU, worker threads of 9p). */
 export const MICROVM_PIDS_OVERHEAD = 64;
 
+/**
+ * The host/guest protocol this plan and launcher speak (the ports, the spec script's variables,
+ * aegis-exec's arguments): scripts/microvm/init declares it (`# aegis-guest-protocol: N`) and
+ * build-guest.sh writes it to the guest's `protocol` file. A guest built from another init is
+ * refused (fail secure: an older init would run the agent without its seccomp filter or limits).
+ */
+export const MICROVM_GUEST_PROTOCOL = 2;
+
+/** Why the guest's `protocol` file (its text, or null when missing) does not match, or null when it does. */
+export function guestProtocolProblem(text: string | null): string | null {
+  if (text === null) return 'the guest has no protocol file (built by an older build-guest.sh)';
+  const v = text.trim();
+  if (v !== String(MICROVM_GUEST_PROTOCOL))
+    return `the guest speaks protocol ${JSON.stringify(v.slice(0, 20))}, this AEGIS ${MICROVM_GUEST_PROTOCOL}`;
+  return null;
+}
+
 /** Files of the bundle the launcher writes and the driver reads (microvm-launcher.ts, microvm.ts). */
 export const MICROVM_RELAY_SOCKET = 'vm.k';
 export const MICROVM_GUEST_REPORT = 'microvm-guest.json';

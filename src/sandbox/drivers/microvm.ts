@@ -10,10 +10,12 @@
  * (~2 s to boot) and gives no hardware isolation of the VMM from the guest's code beyond QEMU's.
  * On these hosts /dev/kvm runs only patched guests (HOST-NOTES), so emulation is the only mode.
  *
- * LIMITATION (first version): no network (a policy with network is refused before start), the
- * bundle's seccomp profile is not applied inside the guest (the guest kernel is the boundary,
- * the agent still runs unprivileged with no new privileges), an OOM inside the guest is reported
- * as exit 137, not `oom`, and stdin is empty.
+ * In the guest the agent runs under the bundle's seccomp filter (compiled by spec/seccomp-bpf.ts),
+ * in a cgroup holding it to the manifest's memory and pids (reported back through guestUsage),
+ * with the run's stdin, and gets SIGTERM at the timeout through killArgs (the launcher's relay).
+ *
+ * LIMITATION: no network yet (a policy with network is refused before start); one vCPU, and
+ * cpu_quota is the host's CFS quota on QEMU as a whole.
  */
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -26,6 +28,7 @@ import {
   MICROVM_GUEST_KERNEL_BYTES,
   MICROVM_GUEST_REPORT,
   MICROVM_PIDS_OVERHEAD,
+  guestProtocolProblem,
   MICROVM_VMM_OVERHEAD_BYTES,
   type MicrovmAccel,
 } from './microvm-plan.js';
@@ -88,6 +91,17 @@ export async function microvmMode(s: MicrovmSettings, timeoutMs?: number): Promi
   };
 }
 
+/** Why the guest in `dir` does not speak this launcher's protocol, or null (microvm-plan.ts). */
+export function guestProtocol(dir: string): string | null {
+  let text: string | null = null;
+  try {
+    text = readFileSync(join(dir, 'protocol'), 'utf8').slice(0, 100);
+  } catch {
+    text = null;
+  }
+  return guestProtocolProblem(text);
+}
+
 function guestPath(dir: string): string {
   try {
     accessSync(join(dir, 'vmlinuz'), constants.R_OK);
@@ -125,6 +139,8 @@ export class MicrovmDriver implements RuntimeDriver {
     } catch {
       return `no microVM guest kernel in ${this.settings.guestDir} (run scripts/microvm/build-guest.sh or aegis doctor --fix)`;
     }
+    const protocol = guestProtocol(g);
+    if (protocol !== null) return `${protocol}: rebuild it with scripts/microvm/build-guest.sh ${this.settings.guestDir}`;
     if (microvmAccel(this.settings) === null)
       return '/dev/kvm is not usable and software emulation is not allowed (AEGIS_MICROVM_ALLOW_EMULATION=1, for testing only)';
     return null;
