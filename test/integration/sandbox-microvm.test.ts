@@ -4,13 +4,16 @@
  * The cases a microVM cannot pass yet are listed with the reason (docs/sandbox.md "microVM").
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/index.js';
 import { microvmMode } from '../../src/sandbox/drivers/microvm.js';
 import { KVM_PROBE_TIMEOUT_MS } from '../../src/sandbox/drivers/microvm-kvm.js';
+import { MICROVM_PROBE_OK, planKvmProbe } from '../../src/sandbox/drivers/microvm-plan.js';
+import { AGENT_HOST_GID, AGENT_HOST_UID } from '../../src/sandbox/host-paths.js';
+import { findExecutable, runCommand } from '../../src/host/exec.js';
 import { runSandbox } from '../../src/sandbox/run.js';
 import { requireOrSkip, runConformance, sandboxRequirements, testPolicy } from './sandbox-conformance.js';
 
@@ -99,6 +102,27 @@ describe('microvm: its own kernel', { timeout: 120_000 }, () => {
     assert.match(r.error?.message ?? '', /KVM|kvm/);
     assert.match(r.error?.message ?? '', /AEGIS_MICROVM_ALLOW_EMULATION=1/);
     assert.ok(r.durationMs < KVM_PROBE_TIMEOUT_MS + 5000, `refused before the run's timeout (${r.durationMs} ms)`);
+  });
+
+  it("the guest's init answers the KVM probe (checked under emulation: the probe's 'works' side)", async (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    const qemu = findExecutable('qemu-system-x86_64');
+    assert.ok(qemu !== null);
+    const guest = [microvm.guestDir, join(microvm.guestDir, 'current')].find((d) => existsSync(join(d, 'vmlinuz')));
+    assert.ok(guest !== undefined);
+    const argv = [
+      qemu,
+      ...planKvmProbe({
+        kernel: join(guest, 'vmlinuz'),
+        initrd: join(guest, 'initramfs.cpio.gz'),
+        runAs: { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID },
+        accel: 'tcg',
+        tscKhz: Math.round(Number(/^cpu MHz\s*:\s*([\d.]+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 0) * 1000) || null,
+      }),
+    ];
+    const r = await runCommand(argv, { timeoutMs: 90_000 });
+    assert.ok(r.stdout.includes(MICROVM_PROBE_OK), `${r.code} ${r.signal} ${r.stderr} ${r.stdout.slice(-500)}`);
+    assert.equal(r.timedOut, false);
   });
 
   it('refuses to start when the guest kernel is missing (fail secure)', async (t) => {

@@ -5,6 +5,7 @@ import {
   guestProtocolProblem,
   MICROVM_GUEST_PROTOCOL,
   parseGuestStatus,
+  planKvmProbe,
   planMicrovm,
   shellQuote,
   type MicrovmPlanInput,
@@ -191,5 +192,21 @@ describe('guestProtocolProblem', () => {
     assert.match(guestProtocolProblem(null) ?? '', /no protocol file/);
     assert.match(guestProtocolProblem('1\n') ?? '', /protocol "1"/);
     assert.match(guestProtocolProblem('') ?? '', /protocol ""/);
+  });
+});
+
+describe('planKvmProbe', () => {
+  it("boots the run's guest with the run's KVM machine and CPU options, and nothing shared", () => {
+    const probe = planKvmProbe({ kernel: '/g/vmlinuz', initrd: '/g/initramfs.cpio.gz', runAs: { uid: 101000, gid: 101000 } });
+    const run = planMicrovm(input(config(), 'kvm'));
+    assert.ok(!('error' in run));
+    const after = (a: string[], flag: string): string | undefined => a[a.indexOf(flag) + 1];
+    for (const flag of ['-M', '-accel', '-cpu', '-kernel', '-initrd', '-sandbox', '-runas'])
+      assert.equal(after(probe, flag), after(run.qemuArgs, flag), flag);
+    assert.match(after(probe, '-append') ?? '', /(^| )aegis\.probe=1( |$)/);
+    assert.ok(!probe.some((x) => /fsdev|virtio|socket|netdev/.test(x)), 'no share, no port, no NIC');
+    const tcg = planKvmProbe({ kernel: 'k', initrd: 'i', runAs: { uid: 1, gid: 1 }, accel: 'tcg', tscKhz: 2_596_122 });
+    assert.ok(!tcg.includes('-cpu'));
+    assert.match(after(tcg, '-append') ?? '', /tsc_early_khz=2596122/);
   });
 });

@@ -338,14 +338,21 @@ export function planKvmProbe(i: {
   readonly kernel: string;
   readonly initrd: string;
   readonly runAs: { uid: number; gid: number };
+  /**
+   * 'kvm' (default): the probe. 'tcg' only checks the guest's side of it (that its init answers),
+   * with the emulation options of planMicrovm (the host's TSC rate; no `-cpu host`).
+   */
+  readonly accel?: MicrovmAccel;
+  readonly tscKhz?: number | null;
 }): string[] {
+  const kvm = (i.accel ?? 'kvm') === 'kvm';
+  const tcgClock = ['no_timer_check', 'lpj=2000000', ...(i.tscKhz != null ? [`tsc_early_khz=${i.tscKhz}`] : [])];
   return [
     '-M',
-    'microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on',
+    kvm ? 'microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on' : 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
     '-accel',
-    'kvm',
-    '-cpu',
-    'host',
+    kvm ? 'kvm' : 'tcg,tb-size=32',
+    ...(kvm ? ['-cpu', 'host'] : []),
     '-smp',
     '1',
     '-m',
@@ -366,7 +373,7 @@ export function planKvmProbe(i: {
     '-initrd',
     i.initrd,
     '-append',
-    'console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init aegis.probe=1',
+    ['console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init aegis.probe=1', ...(kvm ? [] : tcgClock)].join(' '),
     '-serial',
     'stdio',
   ];
