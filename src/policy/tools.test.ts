@@ -9,7 +9,12 @@ const gmail: ToolServerPolicy = {
   allow: ['read_message', 'search_messages'],
   timeoutMs: 30_000,
 };
-const files: ToolServerPolicy = { name: 'files', transport: { kind: 'stdio', command: ['/usr/bin/srv'] }, allow: ['*'], timeoutMs: 5_000 };
+const files: ToolServerPolicy = {
+  name: 'files',
+  transport: { kind: 'sandbox', manifest: 'srv.yaml', volumes: [] },
+  allow: ['*'],
+  timeoutMs: 5_000,
+};
 const none: ToolServerPolicy = { ...files, name: 'none', allow: [] };
 const tools: ToolsPolicy = { servers: [gmail, files, none] };
 

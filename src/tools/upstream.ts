@@ -1,7 +1,7 @@
 /**
- * AEGIS as the MCP client of one declared tool server: connects (lazily, at the first request,
- * again after a lost connection) over Streamable HTTP for a remote server or over stdio for a
- * local one, and bounds what it accepts.
+ * AEGIS as the MCP client of one declared remote tool server: connects (lazily, at the first
+ * request, again after a lost connection) over Streamable HTTP, and bounds what it accepts.
+ * (A local server runs in a sandbox of its own, started with the run: sandboxed-server.ts.)
  *
  * ARCHITECTURE NOTE: how the broker decides where it may connect. The manifest's `tools[].mcp.url`
  * is itself the allowance, for the broker only: the broker connects to that URL's host and port
@@ -15,15 +15,11 @@
  * it again (a rebinding between the two is not caught). docs/tools.md.
  */
 import { lookup } from 'node:dns/promises';
-import { accessSync, constants, statSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { findExecutable } from '../host/exec.js';
 import { specialBlockOf, classifyHost } from '../policy/host.js';
 import type { ToolServerPolicy } from '../policy/types.js';
 import { ToolsError } from './errors.js';
-import { UnprivilegedStdioTransport } from './stdio-transport.js';
 
 /** The credential sent to a remote server: one header, from the secrets store. Never logged. */
 export interface ToolCredential {
@@ -33,11 +29,6 @@ export interface ToolCredential {
 
 export interface UpstreamOptions {
   readonly maxMessageBytes: number;
-  /** Local servers run as this user and group (default 65534, nobody). */
-  readonly uid?: number;
-  readonly gid?: number;
-  /** Working directory of local servers (default `/`). */
-  readonly cwd?: string;
   readonly credential?: ToolCredential;
 }
 
@@ -82,46 +73,18 @@ async function checkAddress(host: string): Promise<void> {
   }
 }
 
-/** Resolves a local server's program: an absolute path (must be an executable file), a bare name in the system directories only. */
-export function resolveCommand(command: readonly string[]): string[] {
-  const prog = command[0]!;
-  if (isAbsolute(prog)) {
-    try {
-      accessSync(prog, constants.X_OK);
-      if (!statSync(prog).isFile()) throw new Error('not a file');
-    } catch {
-      throw new ToolsError('tools.command_not_found', `"${prog}" is not an executable file`);
-    }
-    return [...command];
-  }
-  if (prog.includes('/')) throw new ToolsError('tools.command_not_found', `"${prog}": give an absolute path or a bare program name`);
-  const found = findExecutable(prog);
-  if (found === null) throw new ToolsError('tools.command_not_found', `"${prog}" is not in the system directories`);
-  return [found, ...command.slice(1)];
-}
-
 /** Connects a new MCP client to `server`. The caller keeps it and closes it. */
 export async function connectUpstream(server: ToolServerPolicy, o: UpstreamOptions): Promise<Client> {
   const client = new Client({ name: 'aegis-tools-broker', version: '1.0.0' }, { capabilities: {} });
   const t = server.transport;
-  if (t.kind === 'http') {
-    await checkAddress(t.host);
-    const headers: Record<string, string> = {};
-    if (o.credential) headers[o.credential.header] = o.credential.value;
-    const transport = new StreamableHTTPClientTransport(new URL(t.url), {
-      fetch: boundedFetch(o.maxMessageBytes),
-      requestInit: { headers, redirect: 'error' },
-    });
-    await client.connect(transport, { timeout: server.timeoutMs });
-  } else {
-    const transport = new UnprivilegedStdioTransport({
-      argv: resolveCommand(t.command),
-      uid: o.uid ?? 65534,
-      gid: o.gid ?? 65534,
-      maxMessageBytes: o.maxMessageBytes,
-      ...(o.cwd !== undefined ? { cwd: o.cwd } : {}),
-    });
-    await client.connect(transport, { timeout: server.timeoutMs });
-  }
+  if (t.kind !== 'http') throw new ToolsError('tools.start_failed', `tool server ${server.name} is not a remote server`);
+  await checkAddress(t.host);
+  const headers: Record<string, string> = {};
+  if (o.credential) headers[o.credential.header] = o.credential.value;
+  const transport = new StreamableHTTPClientTransport(new URL(t.url), {
+    fetch: boundedFetch(o.maxMessageBytes),
+    requestInit: { headers, redirect: 'error' },
+  });
+  await client.connect(transport, { timeout: server.timeoutMs });
   return client;
 }
