@@ -177,6 +177,7 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
       if (failed !== undefined) throw failed.reason;
       for (const [i, l] of local.entries()) localClients.set(o.toolSandboxes![i]!.name, l.client);
     }
+    const gatewayConfig = loadGatewayConfig(o.gatewayEnv);
     const tools =
       toolServers.length === 0
         ? undefined
@@ -190,6 +191,8 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
               host: gatewayAddress,
               ...(o.toolCredentials ? { credentials: o.toolCredentials } : {}),
               localServers: localClients,
+              // Remote servers' names resolve as the agent's allowed names do: with the gateway's upstream.
+              resolver: gatewayConfig.upstreamDns,
             });
           };
     let imageCaBundle: string | undefined;
@@ -205,7 +208,7 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
       executionId: o.executionId,
       agent: o.policy.agent.name,
       audit: sink,
-      config: loadGatewayConfig(o.gatewayEnv),
+      config: gatewayConfig,
       ...(tools ? { tools } : {}),
       ...(o.secrets !== undefined ? { secrets: o.secrets } : {}),
       ...(imageCaBundle !== undefined ? { imageCaBundle } : {}),

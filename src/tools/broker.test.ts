@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import * as packet from 'dns-packet';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import { parseAllowEntry } from '../policy/host.js';
 import type { NetworkPolicy, ToolServerPolicy } from '../policy/types.js';
@@ -253,6 +255,59 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
       const e = events.of('tool.call').at(-1)!;
       assert.equal(e.reason, 'tools.address_refused');
       assert.equal(e.payload.outcome, 'unavailable');
+    });
+  });
+
+  describe('with a resolver given (the gateway upstream, as under aegis run)', () => {
+    it('resolves the server name with it, not the host resolver, and the rebinding guard checks its answer', async () => {
+      // A real DNS server on loopback that knows one name the host resolver does not.
+      const asked: string[] = [];
+      const dns = createSocket('udp4');
+      dns.on('message', (msg, rinfo) => {
+        const q = packet.decode(msg);
+        const name = q.questions?.[0]?.name ?? '';
+        asked.push(`${q.questions?.[0]?.type} ${name}`);
+        const answers: packet.Answer[] =
+          name === 'tools.aegis-resolver.test' && q.questions?.[0]?.type === 'A' ? [{ type: 'A', name, ttl: 5, data: '10.9.8.7' }] : [];
+        dns.send(
+          packet.encode({ type: 'response', id: q.id, flags: packet.RECURSION_DESIRED, questions: q.questions, answers }),
+          rinfo.port,
+          rinfo.address,
+        );
+      });
+      await new Promise<void>((r) => dns.bind(0, '127.0.0.1', () => r()));
+      const spec: ToolServerPolicy = {
+        name: 'named',
+        transport: {
+          kind: 'http',
+          url: 'https://tools.aegis-resolver.test/mcp',
+          host: 'tools.aegis-resolver.test',
+          port: 443,
+          secret: null,
+        },
+        allow: ['echo'],
+        timeoutMs: 5000,
+      };
+      const b = await startToolsBroker({
+        tools: { servers: [spec] },
+        network,
+        audit: events,
+        actor: { execution: 'e5' },
+        host: '127.0.0.1',
+        resolver: { host: '127.0.0.1', port: dns.address().port },
+      });
+      try {
+        const c = await agentClient(`${b.url}/named/mcp`);
+        await assert.rejects(c.callTool({ name: 'echo', arguments: { text: 'x' } }), McpError);
+        await c.close();
+      } finally {
+        await b.close();
+        dns.close();
+      }
+      assert.ok(asked.includes('A tools.aegis-resolver.test'), `the given resolver was asked: ${asked.join(', ')}`);
+      const e = events.of('tool.call').at(-1)!;
+      assert.equal(e.reason, 'tools.address_refused');
+      assert.match(String((e.payload.error as { message: string }).message), /10\.9\.8\.7/);
     });
   });
 

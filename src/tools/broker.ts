@@ -43,7 +43,7 @@ import { decideToolOn } from '../policy/tools.js';
 import type { EgressMatcher, NetworkPolicy, ToolServerPolicy, ToolsPolicy } from '../policy/types.js';
 import { ToolsError } from './errors.js';
 import { toolCallEvent, toolDeniedEvent, toolListEvent, type ToolOutcome } from './events.js';
-import { connectUpstream, type ToolCredential } from './upstream.js';
+import { connectUpstream, type ToolCredential, type ToolResolver } from './upstream.js';
 
 /** Largest message accepted from the agent or from a server (bytes). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -63,6 +63,8 @@ export interface ToolsBrokerOptions {
   readonly maxMessageBytes?: number;
   /** Credentials of remote servers, by server name (from the secrets store; never logged). */
   readonly credentials?: ReadonlyMap<string, ToolCredential>;
+  /** Resolver for remote servers' host names: the gateway's upstream (AEGIS_UPSTREAM_DNS); default: the host's. */
+  readonly resolver?: ToolResolver;
   /**
    * The broker's clients of the local servers, by server name, connected before the agent starts
    * (sandboxed-server.ts). Owned by the caller: the broker never closes them.
@@ -101,6 +103,7 @@ class Upstreams {
     if (p === undefined) {
       p = connectUpstream(server, {
         maxMessageBytes: this.maxBytes,
+        ...(this.o.resolver !== undefined ? { resolver: this.o.resolver } : {}),
         ...(this.o.credentials?.get(server.name) ? { credential: this.o.credentials.get(server.name)! } : {}),
       }).then((client) => {
         // A lost connection (a local server that exited, a broken stream): reconnect next time.
