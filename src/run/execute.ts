@@ -158,6 +158,10 @@ async function loadToolSandboxes(o: LoadRunOptions, policy: Policy): Promise<Too
     if (Object.keys(p.agent.secretRefs).length > 0)
       refuse('its manifest references secrets (agent.env): a local tool server gets none; bind a secret to a remote server (mcp.secret)');
     if ((p.tools?.servers.length ?? 0) > 0) refuse('its manifest declares tool servers of its own: a tool server cannot broker tools');
+    if (p.limits.timeoutMs < policy.limits.timeoutMs)
+      o.warn?.(
+        `${file}: warning: tool server ${server.name} is stopped at its own execution_time (${p.limits.timeoutMs / 1000}s), before the agent's (${policy.limits.timeoutMs / 1000}s): its later calls fail`,
+      );
     const resolved = await resolveImage(p.agent.runtime, { imagesDir: o.config.imagesDir });
     const signedBy =
       o.config.imageTrustedKeys === undefined

@@ -474,6 +474,46 @@ describe(
       assert.equal(removed.runDir, join(state, 'runs', sandboxId));
     });
 
+    it('fail secure: a local server that does not start, or whose manifest allows network, means the agent does not start', async (t) => {
+      if (!requireOrSkip(t, unavailable ?? (await sandboxUnavailable('crun')))) return;
+      const dir = join(work, 'refused');
+      mkdirSync(dir, { recursive: true });
+      chmodSync(dir, 0o755);
+      const agentYaml = (server: string) =>
+        `version: "1.0"\nagent: { name: refused, runtime: "python:3.11", entrypoint: ["python3", "-c", "print('agent ran')"] }\ntools:\n  - name: local\n    mcp: { manifest: ${server} }\n    allow: ["*"]\n    timeout: 5s\n`;
+      const serverYaml = (extra: string) =>
+        `version: "1.0"\nagent: { name: broken-tools, runtime: "python:3.11", entrypoint: ["python3", "-c", "import sys; print('no mcp here', file=sys.stderr)"] }\n${extra}`;
+      writeFileSync(join(dir, 'dies.yaml'), serverYaml(''));
+      writeFileSync(join(dir, 'networked.yaml'), serverYaml('permissions:\n  network:\n    allow: ["api.openai.com"]\n'));
+      for (const [server, code, says] of [
+        ['dies.yaml', 'tools.server_start_failed', /tool server local .* did not start: .*no mcp here/],
+        ['networked.yaml', 'tools.server_manifest_invalid', /allows network access/],
+      ] as const) {
+        const file = join(dir, `agent-${server}`);
+        writeFileSync(file, agentYaml(server));
+        const summary = join(dir, `summary-${server}.json`);
+        const r = await aegis(['run', file, '--isolation', 'crun', '--state-dir', join(work, 'state'), '--summary', summary]);
+        assert.equal(r.code, 125, `${r.out}\n${r.err}`);
+        assert.doesNotMatch(r.out, /agent ran/);
+        assert.match(r.err, says);
+        if (code === 'tools.server_manifest_invalid') {
+          const q = await aegis(['audit', 'query', '--json', '--action', 'run.failed_to_start']);
+          const last = q.out
+            .trim()
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => (JSON.parse(l) as { event: AuditEvent }).event)
+            .at(-1);
+          assert.equal(last?.reason, code);
+        } else {
+          // The services could not start: no agent sandbox was made, and the server's own failure is in the log.
+          const ex = await aegis(['audit', 'query', '--json', '--action', 'tool.server.exit']);
+          assert.equal(ex.code, 0, ex.err);
+          assert.ok(ex.out.includes('"serverAgent":"broken-tools"'), ex.out);
+        }
+      }
+    });
+
     it('examples/tools-demo: the allowed tool answers, the refused one is refused, both in the audit log', async (t) => {
       if (!requireOrSkip(t, unavailable)) return;
       const summary = join(work, 'summary-demo.json');
