@@ -27,6 +27,7 @@ import { resolveImage } from '../images/index.js';
 import { loadManifest, type LoadedPolicy } from '../loader/manifest-loader.js';
 import { applyOperatorEnv } from '../policy/env.js';
 import { normalizeSandboxPath } from '../policy/paths.js';
+import { localServerProblems } from '../policy/tools.js';
 import type { Isolation, Policy } from '../policy/types.js';
 import { SandboxError } from '../sandbox/errors.js';
 import { ToolsError } from '../tools/errors.js';
@@ -151,13 +152,8 @@ async function loadToolSandboxes(o: LoadRunOptions, policy: Policy): Promise<Too
     }
     for (const w of loaded.warnings) o.warn?.(w);
     const p = loaded.policy;
-    if (p.network.rules.length > 0)
-      refuse(
-        'its manifest allows network access (permissions.network.allow): a local tool server has none; a tool that needs the network is a remote server (mcp.url)',
-      );
-    if (Object.keys(p.agent.secretRefs).length > 0)
-      refuse('its manifest references secrets (agent.env): a local tool server gets none; bind a secret to a remote server (mcp.secret)');
-    if ((p.tools?.servers.length ?? 0) > 0) refuse('its manifest declares tool servers of its own: a tool server cannot broker tools');
+    const problems = localServerProblems(p);
+    if (problems.length > 0) refuse(problems.join('; '));
     if (p.limits.timeoutMs < policy.limits.timeoutMs)
       o.warn?.(
         `${file}: warning: tool server ${server.name} is stopped at its own execution_time (${p.limits.timeoutMs / 1000}s), before the agent's (${policy.limits.timeoutMs / 1000}s): its later calls fail`,
