@@ -35,7 +35,9 @@ APT_PACKAGES=(
   docker.io
   # isolation microvm (src/sandbox/drivers/microvm.ts): QEMU's microvm machine; the guest's
   #   initramfs (scripts/microvm/build-guest.sh) is busybox-static + a static init helper (gcc,
-  #   libc6-dev) packed with cpio; the guest kernel is downloaded, never installed on the host
+  #   libc6-dev, whose linux-libc-dev has the seccomp/filter headers aegis-exec installs the agent's
+  #   seccomp filter with, and asm/unistd_64.h, the oracle of src/sandbox/spec/seccomp-bpf.test.ts)
+  #   packed with cpio; the guest kernel is downloaded, never installed on the host
   qemu-system-x86 busybox-static cpio gcc libc6-dev
 )
 

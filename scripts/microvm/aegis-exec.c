@@ -1,8 +1,10 @@
 /*
  * aegis-exec: the guest init's last step (scripts/microvm/init), built static at guest build time.
- *   aegis-exec STATUS ROOT CWD UID GID NOFILE NPROC NENV NAME=value... PROGRAM ARGS...
+ *   aegis-exec STATUS ROOT CWD UID GID NOFILE NPROC SECCOMP NENV NAME=value... PROGRAM ARGS...
  * chroot(ROOT), rlimits (NOFILE, NPROC for the agent's uid, no core), no supplementary groups,
- * gid then uid (real, effective and saved), PR_SET_NO_NEW_PRIVS, chdir(CWD), then execvp PROGRAM
+ * gid then uid (real, effective and saved), PR_SET_NO_NEW_PRIVS, chdir(CWD), the seccomp filter
+ * of file SECCOMP (a BPF program the host compiled from the bundle's profile, read before the
+ * chroot, installed last: see load_filter), then execvp PROGRAM
  * with exactly the NENV given variables (PATH among them is used for the lookup). "started" is
  * written to STATUS (the status port, opened before the chroot, close-on-exec) only once PROGRAM
  * is found executable, so an entrypoint that cannot run is reported as not started. Exits 125 if a
@@ -18,7 +20,10 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 extern char **environ;
 
@@ -36,6 +41,41 @@ static long num(const char *s) {
 static void die(const char *what) {
   fprintf(stderr, "aegis-exec: %s: %s\n", what, strerror(errno));
   exit(125);
+}
+
+/* --- seccomp (defence in depth: the same profile the OCI drivers get) --- */
+
+/*
+ * The BPF program (struct sock_filter[], host order) the host wrote into the spec share
+ * (src/sandbox/spec/seccomp-bpf.ts). Read whole before the chroot; a missing, empty, misaligned
+ * or oversized file stops the run (fail secure: never run without the filter).
+ */
+static struct sock_fprog load_filter(const char *path) {
+  struct sock_fprog prog = {0, NULL};
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) die("seccomp program");
+  if (st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) != 0 || st.st_size > BPF_MAXINSNS * (off_t)sizeof(struct sock_filter)) {
+    fprintf(stderr, "aegis-exec: the seccomp program has a bad size (%lld bytes)\n", (long long)st.st_size);
+    exit(125);
+  }
+  struct sock_filter *f = malloc((size_t)st.st_size);
+  if (f == NULL) die("malloc");
+  size_t got = 0;
+  while (got < (size_t)st.st_size) {
+    ssize_t n = read(fd, (char *)f + got, (size_t)st.st_size - got);
+    if (n <= 0) die("seccomp program read");
+    got += (size_t)n;
+  }
+  close(fd);
+  prog.len = (unsigned short)(st.st_size / sizeof(struct sock_filter));
+  prog.filter = f;
+  return prog;
+}
+
+/* Installs the filter (needs PR_SET_NO_NEW_PRIVS, set before: no privilege is needed then). */
+static void install_filter(const struct sock_fprog *prog) {
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, prog) != 0) die("seccomp");
 }
 
 /* The program as execvp would find it with this PATH: 1 if it is an executable regular file. */
@@ -57,8 +97,8 @@ static int runnable(const char *prog, const char *path) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 10) {
-    fprintf(stderr, "usage: aegis-exec STATUS ROOT CWD UID GID NOFILE NPROC NENV NAME=value... PROGRAM ARGS...\n");
+  if (argc < 11) {
+    fprintf(stderr, "usage: aegis-exec STATUS ROOT CWD UID GID NOFILE NPROC SECCOMP NENV NAME=value... PROGRAM ARGS...\n");
     return 125;
   }
   int status = open(argv[1], O_WRONLY | O_CLOEXEC);
@@ -69,13 +109,14 @@ int main(int argc, char **argv) {
   gid_t gid = (gid_t)num(argv[4]);
   rlim_t nofile = (rlim_t)num(argv[5]);
   rlim_t nproc = (rlim_t)num(argv[6]);
-  long nenv = num(argv[7]);
+  struct sock_fprog filter = load_filter(argv[7]);
+  long nenv = num(argv[8]);
   if (uid == 0 || gid == 0) { fprintf(stderr, "aegis-exec: refusing uid/gid 0\n"); return 125; }
-  if (8 + nenv >= argc) { fprintf(stderr, "aegis-exec: no program\n"); return 125; }
+  if (9 + nenv >= argc) { fprintf(stderr, "aegis-exec: no program\n"); return 125; }
   char **env = calloc((size_t)nenv + 1, sizeof(char *));
   if (env == NULL) die("calloc");
-  for (long i = 0; i < nenv; i++) env[i] = argv[8 + i];
-  char **prog = &argv[8 + nenv];
+  for (long i = 0; i < nenv; i++) env[i] = argv[9 + i];
+  char **prog = &argv[9 + nenv];
 
   if (chroot(argv[1]) != 0) die("chroot");
   if (chdir("/") != 0) die("chdir /");
@@ -97,6 +138,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "aegis-exec: cannot execute %s: not found or not executable\n", prog[0]);
     return 127;
   }
+  install_filter(&filter);
   if (write(status, "started\n", 8) != 8) die("status port");
   execvp(prog[0], prog);
   fprintf(stderr, "aegis-exec: cannot execute %s: %s\n", prog[0], strerror(errno));

@@ -16,7 +16,7 @@ pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {
 kver="${pkg#linux-image-}"
 stamp="$(sha256sum "$here/init" "$here/aegis-exec.c" "$here/build-guest.sh" /bin/busybox | sha256sum | cut -c1-16)"
 out="$dest/$kver"
-if [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio.gz" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
+if [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio.gz" ] && [ -f "$out/protocol" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
   ln -sfn "$kver" "$dest/current"
   echo "$out"
   exit 0
@@ -51,6 +51,9 @@ mkdir -p "$out.tmp"
 cp "$work/k/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
 cp "$work/initramfs.cpio.gz" "$out.tmp/initramfs.cpio.gz"
 echo "$stamp" > "$out.tmp/stamp"
+# The host/guest protocol (ports, spec variables, aegis-exec's arguments) this init speaks.
+sed -n 's/^# aegis-guest-protocol: \([0-9][0-9]*\)$/\1/p' "$here/init" | head -n 1 > "$out.tmp/protocol"
+[ -s "$out.tmp/protocol" ] || { log "scripts/microvm/init declares no aegis-guest-protocol"; exit 1; }
 rm -rf "$out"
 mv "$out.tmp" "$out"
 ln -sfn "$kver" "$dest/current"

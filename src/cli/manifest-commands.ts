@@ -4,6 +4,7 @@
  * Contract (other tools call these exactly):
  *   validate <agent.yaml> [--json]      exit 0 + "ok", then one "secret: <name> (env <VAR>[, <VAR>])" line per secret
  *                                       the run will need; exit 1 + one "file:line:col: message" per problem on stderr
+ *                                       (also each local tool server's own manifest, tools[].mcp.manifest: docs/tools.md)
  *   policy test <agent.yaml> net <host>[:<port>]
  *   policy test <agent.yaml> fs <read|write> <path>
  *   policy test <agent.yaml> tool <server> <tool>
@@ -15,8 +16,10 @@
  *                                       exit 0 allow, 1 deny, 2 bad manifest/arguments
  *   policy show <agent.yaml> [--json]   prints the compiled Policy as JSON (--json accepted: it is JSON already)
  */
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ManifestError } from '../manifest/errors.js';
+import { localServerProblems } from '../policy/tools.js';
 import type { Decision, Policy } from '../policy/types.js';
 import { type CliContext, EXIT } from './context.js';
 import type { LoadedManifest } from './load-manifest.js';
@@ -101,6 +104,22 @@ export function registerManifestCommands(program: Command, ctx: CliContext): voi
     .action(async (file: string, opts: { json?: boolean }) => {
       const loaded = await load(ctx, file, EXIT.failure, opts.json === true, true);
       if (!loaded) return;
+      // The manifests of local tool servers, each validated as aegis run loads it (docs/tools.md).
+      for (const server of loaded.policy.tools?.servers ?? []) {
+        if (server.transport.kind !== 'sandbox') continue;
+        const serverFile = resolve(dirname(file), server.transport.manifest);
+        const own = await load(ctx, serverFile, EXIT.failure, opts.json === true, true);
+        if (!own) return;
+        const problems = localServerProblems(own.policy);
+        if (problems.length > 0) {
+          const message = `${serverFile}: tool server ${server.name}: ${problems.join('; ')}`;
+          if (opts.json)
+            json(ctx, { ok: false, code: 'tools.server_manifest_invalid', issues: [{ line: 0, column: 0, path: '', message }] });
+          ctx.err(message + '\n');
+          ctx.exitCode = EXIT.failure;
+          return;
+        }
+      }
       const secrets = neededSecrets(loaded.policy);
       if (opts.json) json(ctx, { ok: true, warnings: loaded.warnings, secrets });
       else {

@@ -4,7 +4,6 @@
  * the orchestrator's engine), and map the result to an exit code.
  */
 import { writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { isAegisError } from '../errors.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, type RunResult } from '../sandbox/run.js';
 import { useDockerHost } from '../sandbox/docker/host.js';
@@ -192,7 +191,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
         stateDir,
         say,
         ...(l.toolCredentials !== undefined ? { toolCredentials: l.toolCredentials } : {}),
-        toolsCwd: resolve(dirname(file)),
+        ...(l.toolSandboxes !== undefined ? { toolSandboxes: l.toolSandboxes } : {}),
+        ...(flags.isolation !== undefined ? { isolation: flags.isolation } : {}),
         secrets: bound,
         imageRootfs: l.image.rootfs,
       });

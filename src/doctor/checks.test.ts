@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { cgroupLayout, type Check, evaluate, type HostFacts, planFixes, userAccess } from './checks.js';
+import { cgroupLayout, type Check, evaluate, type HostFacts, type MicrovmFacts, planFixes, userAccess } from './checks.js';
 
 // Captured on the AEGIS build hosts (Debian 12, 2026-11): /proc/self/mountinfo cgroup lines
 // before the hugetlb fix, and /proc/cgroups.
@@ -242,5 +242,59 @@ describe('docker engine checks', () => {
     const cs = evaluate(facts({ docker: { ...DOCKER_OK, cgroupDriver: 'systemd', sameKernel: false, seccompRun: 'invalid profile' } }));
     for (const id of ['docker.cgroup_driver', 'docker.local', 'docker.seccomp']) assert.equal(byId(cs, id)?.status, 'warn', id);
     assert.match(byId(cs, 'docker.seccomp')?.summary ?? '', /invalid profile/);
+  });
+});
+
+describe('aegis doctor: isolation microvm', () => {
+  // What probe.ts found on the AEGIS build hosts (2026-11-30): /dev/kvm opens, QEMU aborts the
+  // stock guest with KVM (its real message), emulation not allowed.
+  const HERE: MicrovmFacts = {
+    guestDir: '/var/lib/aegis/microvm',
+    guest: '/var/lib/aegis/microvm/current',
+    qemu: '/usr/bin/qemu-system-x86_64',
+    allowEmulation: false,
+    kvm: {
+      result: 'fails',
+      detail:
+        "a stock guest kernel did not boot with KVM (QEMU SIGABRT: qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69 qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.)",
+      cached: true,
+    },
+  };
+  const status = (m: MicrovmFacts, id: string) => byId(evaluate(facts({ microvm: m })), id);
+
+  it('says that this KVM does not run a stock guest, and that runs are refused without emulation', () => {
+    assert.equal(status(HERE, 'microvm.kvm')?.status, 'warn');
+    assert.match(status(HERE, 'microvm.kvm')?.summary ?? '', /opens, but .*MSR 0x10a.*cached probe.*no proof/);
+    const mode = status(HERE, 'microvm.mode');
+    assert.equal(mode?.status, 'warn');
+    assert.match(mode?.summary ?? '', /refused before start/);
+    assert.match(mode?.advice ?? '', /AEGIS_MICROVM_ALLOW_EMULATION=1/);
+    assert.deepEqual(failing(evaluate(facts({ microvm: HERE }))), [], 'microvm is optional: warnings only');
+  });
+
+  it('says runs use emulation when allowed, and KVM where the probe booted the guest', () => {
+    assert.match(status({ ...HERE, allowEmulation: true }, 'microvm.mode')?.summary ?? '', /software emulation .*for testing only/);
+    const works = { ...HERE, kvm: { result: 'works' as const, detail: 'booted', cached: false } };
+    assert.equal(status(works, 'microvm.kvm')?.status, 'ok');
+    assert.equal(status(works, 'microvm.mode')?.status, 'ok');
+    assert.match(status({ ...works, allowEmulation: true }, 'microvm.mode')?.summary ?? '', /KVM works here: unset/);
+  });
+
+  it('says what to install or build when QEMU or the guest is missing (and --fix installs QEMU)', () => {
+    const noQemu = evaluate(facts({ microvm: { ...HERE, qemu: null } }));
+    assert.equal(byId(noQemu, 'microvm.qemu')?.status, 'warn');
+    assert.deepEqual(planFixes(noQemu), [{ kind: 'apt', packages: ['qemu-system-x86'] }]);
+    assert.match(byId(noQemu, 'microvm.mode')?.summary ?? '', /QEMU is missing/);
+    const noGuest = status({ ...HERE, guest: null }, 'microvm.guest');
+    assert.equal(noGuest?.status, 'warn');
+    assert.match(noGuest?.advice ?? '', /build-guest\.sh \/var\/lib\/aegis\/microvm/);
+    const old = status({ ...HERE, guestProblem: 'the guest speaks protocol "1", this AEGIS 2' }, 'microvm.guest');
+    assert.equal(old?.status, 'warn');
+    assert.match(old?.summary ?? '', /cannot be used: .*protocol "1"/);
+    assert.match(status({ ...HERE, guestProblem: 'x' }, 'microvm.mode')?.summary ?? '', /must be rebuilt/);
+    assert.match(
+      status({ ...HERE, kvm: { result: 'no_device', detail: '/dev/kvm is absent', cached: false } }, 'microvm.kvm')?.summary ?? '',
+      /no usable KVM/,
+    );
   });
 });

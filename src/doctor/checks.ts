@@ -32,6 +32,108 @@ export interface HostFacts {
   };
   /** The Docker engine (isolation: docker), as the probe found it. */
   readonly docker: DockerFacts;
+  /** isolation microvm (QEMU, the guest, KVM), as the probe found it; absent: not probed. */
+  readonly microvm?: MicrovmFacts;
+}
+
+/** What `isolation: microvm` needs, as probe.ts found it (docs/sandbox.md "microVM"). */
+export interface MicrovmFacts {
+  /** The configured guest directory (AEGIS_MICROVM_GUEST). */
+  readonly guestDir: string;
+  /** The directory holding vmlinuz and initramfs.cpio.gz, or null when there is none. */
+  readonly guest: string | null;
+  /** Why that guest does not speak this AEGIS's protocol (built from an older init), or null. */
+  readonly guestProblem?: string | null;
+  /** qemu-system-x86_64's path, or null. */
+  readonly qemu: string | null;
+  /** AEGIS_MICROVM_ALLOW_EMULATION=1. */
+  readonly allowEmulation: boolean;
+  /**
+   * The KVM probe (a stock guest booted with KVM and a timeout, cached): works, fails (crashed or
+   * hung), no_device (/dev/kvm cannot be opened), unknown (no QEMU or no guest to probe with).
+   */
+  readonly kvm: { readonly result: 'works' | 'fails' | 'no_device' | 'unknown'; readonly detail: string; readonly cached: boolean };
+}
+
+/**
+ * isolation microvm: QEMU, the guest, whether KVM runs a stock guest, and which mode a run would
+ * use. Warnings, not failures: microvm is an optional isolation level, like docker.
+ */
+export function microvmChecks(m: MicrovmFacts): Check[] {
+  const out: Check[] = [];
+  out.push(
+    m.qemu !== null
+      ? { id: 'microvm.qemu', status: 'ok', summary: `QEMU at ${m.qemu} (isolation: microvm)` }
+      : {
+          id: 'microvm.qemu',
+          status: 'warn',
+          summary: 'qemu-system-x86_64 is not installed (needed only for isolation: microvm)',
+          advice: 'apt-get install qemu-system-x86',
+          fix: { kind: 'apt', packages: ['qemu-system-x86'] },
+        },
+  );
+  const rebuild = `bash scripts/microvm/build-guest.sh ${m.guestDir} (scripts/setup.sh runs it; ~25 s)`;
+  out.push(
+    m.guest === null
+      ? {
+          id: 'microvm.guest',
+          status: 'warn',
+          summary: `no microVM guest in ${m.guestDir} (needed only for isolation: microvm)`,
+          advice: rebuild,
+        }
+      : m.guestProblem
+        ? {
+            id: 'microvm.guest',
+            status: 'warn',
+            summary: `the microVM guest in ${m.guest} cannot be used: ${m.guestProblem}`,
+            advice: rebuild,
+          }
+        : { id: 'microvm.guest', status: 'ok', summary: `microVM guest (kernel and initramfs) in ${m.guest}` },
+  );
+  const kvmWorks = m.kvm.result === 'works';
+  const cached = m.kvm.cached ? ' (cached probe)' : '';
+  out.push(
+    kvmWorks
+      ? { id: 'microvm.kvm', status: 'ok', summary: `KVM runs a stock guest kernel${cached}` }
+      : {
+          id: 'microvm.kvm',
+          status: 'warn',
+          summary:
+            m.kvm.result === 'no_device'
+              ? `no usable KVM: ${m.kvm.detail}`
+              : m.kvm.result === 'fails'
+                ? `/dev/kvm opens, but ${m.kvm.detail}${cached}: this KVM runs only patched guests (opening /dev/kvm is no proof)`
+                : `KVM not probed: ${m.kvm.detail}`,
+          advice: 'microVMs with hardware isolation need a host whose KVM runs stock guests (nested virtualization enabled, or bare metal)',
+        },
+  );
+  const missing =
+    m.qemu === null ? 'QEMU is missing' : m.guest === null ? 'the guest is missing' : m.guestProblem ? 'the guest must be rebuilt' : null;
+  if (missing !== null)
+    out.push({
+      id: 'microvm.mode',
+      status: 'warn',
+      summary: `isolation microvm cannot run: ${missing}`,
+      advice: 'see microvm.qemu and microvm.guest above',
+    });
+  else if (m.allowEmulation)
+    out.push({
+      id: 'microvm.mode',
+      status: 'warn',
+      summary:
+        'runs use software emulation (AEGIS_MICROVM_ALLOW_EMULATION=1): for testing only, slow (a kernel boots per run in seconds), ' +
+        "and QEMU's translator, not the hardware, separates the guest" +
+        (kvmWorks ? '; KVM works here: unset AEGIS_MICROVM_ALLOW_EMULATION to use it' : ''),
+    });
+  else if (kvmWorks) out.push({ id: 'microvm.mode', status: 'ok', summary: 'runs use KVM (hardware-virtualized guests)' });
+  else
+    out.push({
+      id: 'microvm.mode',
+      status: 'warn',
+      summary: 'isolation microvm is refused before start: KVM does not run a stock guest here and software emulation is not allowed',
+      advice: 'a host whose KVM works; for testing only: AEGIS_MICROVM_ALLOW_EMULATION=1',
+    });
+  return out;
 }
 
 export interface DockerFacts {
@@ -334,9 +436,10 @@ export function evaluate(f: HostFacts): Check[] {
     id: 'host.kvm',
     status: 'ok',
     summary: f.kvm
-      ? '/dev/kvm present but not used: on this host class it is paravirtual and runs only patched guests (gVisor uses platform ptrace)'
-      : '/dev/kvm absent (not needed: gVisor uses platform ptrace)',
+      ? '/dev/kvm present (gVisor uses platform ptrace; whether isolation microvm can use it: microvm.kvm)'
+      : '/dev/kvm absent (gVisor uses platform ptrace; isolation microvm: microvm.kvm)',
   });
+  if (f.microvm !== undefined) checks.push(...microvmChecks(f.microvm));
 
   checks.push(...monitorChecks(f));
   checks.push(...dockerChecks(f.docker));

@@ -10,7 +10,10 @@ import { DEFAULT_IMAGES_DIR, resolveImageSync } from '../images/store.js';
 import { release } from 'node:os';
 import { DEFAULT_DOCKER_SOCKET, engineClient, engineUnavailableReason, IMAGE_REPO } from '../sandbox/docker/engine.js';
 import { compileSeccomp } from '../sandbox/spec/seccomp.js';
-import { cgroupLayout, type DockerFacts, type HostFacts } from './checks.js';
+import { guestProtocol, kvmProbeCacheDir, type MicrovmSettings } from '../sandbox/drivers/microvm.js';
+import { probeKvm } from '../sandbox/drivers/microvm-kvm.js';
+import { AGENT_HOST_GID, AGENT_HOST_UID } from '../sandbox/host-paths.js';
+import { cgroupLayout, type DockerFacts, type HostFacts, type MicrovmFacts } from './checks.js';
 
 const VERSION_ARGS: Readonly<Record<string, readonly string[]>> = {
   crun: ['--version'],
@@ -103,7 +106,29 @@ export async function probeDocker(host: string | undefined, imageDigest: string 
   };
 }
 
-export async function probeHost(opts: { imagesDir?: string; defaultRef?: string; dockerHost?: string } = {}): Promise<HostFacts> {
+/** isolation microvm: QEMU, the guest, and the KVM probe (a boot with a timeout, cached next to the guest). */
+export async function probeMicrovm(s: MicrovmSettings): Promise<MicrovmFacts> {
+  const guest = [s.guestDir, join(s.guestDir, 'current')].find(
+    (d) => existsSync(join(d, 'vmlinuz')) && existsSync(join(d, 'initramfs.cpio.gz')),
+  );
+  const kvm = await probeKvm({
+    guestDir: guest ?? s.guestDir,
+    cacheDir: kvmProbeCacheDir(s),
+    runAs: { uid: AGENT_HOST_UID, gid: AGENT_HOST_GID },
+  });
+  return {
+    guestDir: s.guestDir,
+    guest: guest ?? null,
+    guestProblem: guest === undefined ? null : guestProtocol(guest),
+    qemu: findExecutable('qemu-system-x86_64'),
+    allowEmulation: s.allowEmulation,
+    kvm,
+  };
+}
+
+export async function probeHost(
+  opts: { imagesDir?: string; defaultRef?: string; dockerHost?: string; microvm?: MicrovmSettings } = {},
+): Promise<HostFacts> {
   const commands: Record<string, { path: string; version: string } | null> = {};
   await Promise.all(
     Object.entries(VERSION_ARGS).map(async ([name, args]) => {
@@ -135,5 +160,6 @@ export async function probeHost(opts: { imagesDir?: string; defaultRef?: string;
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     images: { dir, storeExists: existsSync(dir), defaultRef, defaultImage },
     docker: await probeDocker(opts.dockerHost, defaultImage.ok ? defaultImage.digest : null),
+    ...(opts.microvm !== undefined ? { microvm: await probeMicrovm(opts.microvm) } : {}),
   };
 }

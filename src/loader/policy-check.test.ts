@@ -33,7 +33,7 @@ describe('checkPolicy', () => {
 
   it('regression: accepts a policy with tool servers of both kinds (the cache once refused every policy with tools)', () => {
     const r = parseManifest(
-      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: ["true"]\ntools:\n  - name: gmail\n    mcp: { url: "https://mcp.example.com/gmail", secret: "secret:gmail" }\n    allow: [read_message]\n  - name: files\n    mcp: { command: ["mcp-server-files", "/srv"] }\n    allow: ["*"]\n',
+      'version: "1.0"\nagent:\n  name: a\n  runtime: "python:3.11"\n  entrypoint: ["true"]\ntools:\n  - name: gmail\n    mcp: { url: "https://mcp.example.com/gmail", secret: "secret:gmail" }\n    allow: [read_message]\n  - name: files\n    mcp: { manifest: "files.yaml" }\n    allow: ["*"]\n',
     );
     assert.ok(r.ok, r.ok ? '' : JSON.stringify(r.issues));
     const p = compilePolicy(r.manifest);
@@ -100,7 +100,19 @@ describe('checkPolicy', () => {
       (p) => ((p.fs = { read: '/', write: [] }), p),
       (p) => ((p.syscalls = { deny: [], allow: ['ptrace'] }), p),
       (p) => (delete p.fs, p),
-      (p) => ((p.tools = { servers: [{ name: 'x', transport: { kind: 'stdio', command: [] }, allow: [], timeoutMs: 1000 }] }), p),
+      (p) => (
+        (p.tools = {
+          servers: [
+            {
+              name: 'x',
+              transport: { kind: 'sandbox', manifest: 'f.yaml', volumes: [1] as unknown as string[] },
+              allow: [],
+              timeoutMs: 1000,
+            },
+          ],
+        }),
+        p
+      ),
       (p) => (
         (p.tools = {
           servers: [{ name: 'x', transport: { kind: 'http', url: 'u', host: 'h', port: 0, secret: null }, allow: [], timeoutMs: 1 }],

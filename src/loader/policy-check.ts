@@ -118,9 +118,9 @@ function toolServer(v: unknown): boolean {
   const o = obj(v, ['name', 'transport', 'allow', 'timeoutMs']);
   if (o === undefined || !str(o['name']) || !strings(o['allow']) || !nat(o['timeoutMs'])) return false;
   const kind = (o['transport'] as Obj | null)?.['kind'];
-  if (kind === 'stdio') {
-    const t = obj(o['transport'], ['kind', 'command']);
-    return t !== undefined && strings(t['command']) && t['command'].length > 0;
+  if (kind === 'sandbox') {
+    const t = obj(o['transport'], ['kind', 'manifest', 'volumes']);
+    return t !== undefined && str(t['manifest']) && strings(t['volumes']);
   }
   const t = obj(o['transport'], ['kind', 'url', 'host', 'port', 'secret']);
   return (

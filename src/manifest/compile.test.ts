@@ -47,7 +47,7 @@ describe('compilePolicy: tools', () => {
   });
   it('compiles a remote and a local server, sorted allow lists, timeouts in ms', () => {
     const p = policyOf(
-      'tools:\n  - name: gmail\n    mcp: { url: "https://MCP.example.com/gmail", secret: "secret:gmail-token" }\n    allow: [search_messages, read_message]\n  - name: files\n    mcp: { command: ["mcp-server-files", "/srv/shared"] }\n    allow: ["*"]\n    timeout: 5s\n',
+      'tools:\n  - name: gmail\n    mcp: { url: "https://MCP.example.com/gmail", secret: "secret:gmail-token" }\n    allow: [search_messages, read_message]\n  - name: files\n    mcp: { manifest: "tools/files.yaml", volumes: ["/srv/shared:/srv/shared:ro"] }\n    allow: ["*"]\n    timeout: 5s\n',
     );
     assert.deepEqual(p.tools, {
       servers: [
@@ -57,7 +57,12 @@ describe('compilePolicy: tools', () => {
           allow: ['read_message', 'search_messages'],
           timeoutMs: 30_000,
         },
-        { name: 'files', transport: { kind: 'stdio', command: ['mcp-server-files', '/srv/shared'] }, allow: ['*'], timeoutMs: 5_000 },
+        {
+          name: 'files',
+          transport: { kind: 'sandbox', manifest: 'tools/files.yaml', volumes: ['/srv/shared:/srv/shared:ro'] },
+          allow: ['*'],
+          timeoutMs: 5_000,
+        },
       ],
     });
   });

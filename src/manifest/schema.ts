@@ -321,7 +321,18 @@ const toolServerName = z
   .regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, { error: 'must be a lower-case DNS label (a-z, 0-9, "-", at most 63 characters)' })
   .describe("The server's name: the agent reaches it at $AEGIS_TOOLS_URL/<name>/mcp.");
 
-/** Where a tool server is: exactly one of `url` (remote, Streamable HTTP) or `command` (local, stdio). */
+/** `HOST:SANDBOX[:ro|rw[,size=N]]`, the syntax of `aegis run --volume` (parsed again, with its checks, when the run starts). */
+const TOOL_VOLUME = /^[^:\0]+:\/[^:\0]*(?::(?:ro|rw(?:,size=[0-9A-Za-z.]+)?))?$/;
+
+/**
+ * Where a tool server is: exactly one of `url` (remote, Streamable HTTP) or `manifest` (local:
+ * an MCP server over stdio that AEGIS runs in an AEGIS sandbox of its own, described by that
+ * manifest). ARCHITECTURE NOTE: a local server has a manifest of its own, in the same schema as
+ * an agent's (image, code, entrypoint = the server's command, fs, limits, syscalls), rather than
+ * an inline block: one grammar and one validator for every sandbox AEGIS runs, `aegis validate`
+ * and `aegis policy show` work on it alone, and its grants are reviewed apart from the agent's.
+ * The bare `command` of earlier versions (a process confined by namespaces only) is refused.
+ */
 const mcpSchema = z
   .strictObject({
     url: z
@@ -333,31 +344,54 @@ const mcpSchema = z
       .string()
       .optional()
       .describe('With url: "secret:<name>", a secret from the AEGIS store sent to the server as its credential (never over http://).'),
-    command: z
-      .array(
-        z
-          .string()
-          .min(1, { error: 'must not be empty' })
-          .max(4096)
-          .refine((s) => !s.includes('\0'), { error: 'must not contain a NUL byte' }),
-      )
-      .min(1, { error: 'must name a program to run' })
-      .max(256)
+    manifest: z
+      .string()
+      .min(1, { error: 'must name a manifest file' })
+      .max(4096)
+      .refine((s) => !s.includes('\0'), { error: 'must not contain a NUL byte' })
       .optional()
-      .describe('argv of a local MCP server (stdio) that AEGIS starts outside the sandbox, unprivileged, with a clean environment.'),
+      .describe(
+        "A local MCP server (stdio): the path (relative to this manifest's folder) of its own AEGIS manifest; AEGIS runs its entrypoint in a sandbox of its own for the agent's run.",
+      ),
+    volumes: z
+      .array(
+        z.string().regex(TOOL_VOLUME, {
+          error: (iss) =>
+            `"${String(iss.input)}" is not HOST:SANDBOX[:ro|rw[,size=N]] (a relative HOST is taken from this manifest's folder)`,
+        }),
+      )
+      .max(32)
+      .optional()
+      .describe("With manifest: host folders given to the server's sandbox (as `aegis run --volume`); its manifest must allow the paths."),
+    command: z.unknown().optional().describe('Refused: a local server runs in its own AEGIS sandbox (give manifest).'),
   })
-  .describe('Where the server is: { url: "https://..." } (remote) or { command: [...] } (local, stdio).')
+  .describe(
+    'Where the server is: { url: "https://..." } (remote) or { manifest: "./server.yaml" } (local, stdio, in a sandbox of its own).',
+  )
   .transform((v, ctx): ToolTransport => {
-    if ((v.url === undefined) === (v.command === undefined)) {
-      ctx.addIssue({ code: 'custom', message: 'give exactly one of url (a remote server) or command (a local one)' });
+    if (v.command !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'a local tool server runs in an AEGIS sandbox of its own: give manifest: "<its manifest>" (whose agent.entrypoint is the server\'s command) instead of command',
+        path: ['command'],
+      });
       return z.NEVER;
     }
-    if (v.command !== undefined) {
+    if ((v.url === undefined) === (v.manifest === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'give exactly one of url (a remote server) or manifest (a local one, sandboxed)' });
+      return z.NEVER;
+    }
+    if (v.manifest !== undefined) {
       if (v.secret !== undefined) {
         ctx.addIssue({ code: 'custom', message: 'a secret is only sent to a remote (url) server', path: ['secret'] });
         return z.NEVER;
       }
-      return { kind: 'stdio', command: [...v.command] };
+      return { kind: 'sandbox', manifest: v.manifest, volumes: [...(v.volumes ?? [])] };
+    }
+    if (v.volumes !== undefined) {
+      ctx.addIssue({ code: 'custom', message: 'volumes are given to a local (manifest) server only', path: ['volumes'] });
+      return z.NEVER;
     }
     const url = v.url!;
     let u: URL;

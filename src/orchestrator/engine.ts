@@ -282,7 +282,8 @@ export function createEngine(o: EngineOptions): Engine {
       stateDir,
       say: (line) => say(`orchestrator: ${s.key.agent} ${s.id}: ${line}`),
       ...(l.toolCredentials !== undefined ? { toolCredentials: l.toolCredentials } : {}),
-      toolsCwd: dirname(l.file),
+      ...(l.toolSandboxes !== undefined ? { toolSandboxes: l.toolSandboxes } : {}),
+      ...(o.isolation !== undefined ? { isolation: o.isolation } : {}),
     });
 
   /** Destroys a warm sandbox unused (pool shrunk, evicted for a hot one, shutdown). */

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decideTool, decideToolOn } from './tools.js';
+import { compilePolicy } from '../manifest/compile.js';
+import { parseManifestOrThrow } from '../manifest/parse.js';
+import { decideTool, decideToolOn, localServerProblems } from './tools.js';
 import type { ToolServerPolicy, ToolsPolicy } from './types.js';
 
 const gmail: ToolServerPolicy = {
@@ -9,7 +11,12 @@ const gmail: ToolServerPolicy = {
   allow: ['read_message', 'search_messages'],
   timeoutMs: 30_000,
 };
-const files: ToolServerPolicy = { name: 'files', transport: { kind: 'stdio', command: ['/usr/bin/srv'] }, allow: ['*'], timeoutMs: 5_000 };
+const files: ToolServerPolicy = {
+  name: 'files',
+  transport: { kind: 'sandbox', manifest: 'srv.yaml', volumes: [] },
+  allow: ['*'],
+  timeoutMs: 5_000,
+};
 const none: ToolServerPolicy = { ...files, name: 'none', allow: [] };
 const tools: ToolsPolicy = { servers: [gmail, files, none] };
 
@@ -38,5 +45,25 @@ describe('decideTool', () => {
       assert.equal(decideToolOn(gmail, 'read_*').reason, 'tool.denied.not_allowed');
       assert.equal(decideToolOn(gmail, 'READ_MESSAGE').reason, 'tool.denied.not_allowed');
     });
+  });
+});
+
+describe('localServerProblems', () => {
+  const policy = (extra: string) =>
+    compilePolicy(
+      parseManifestOrThrow(`version: "1.0"\nagent:\n  name: s\n  runtime: "python:3.11"\n  entrypoint: [python3]\n${extra}`, 's.yaml'),
+    );
+  it('accepts a manifest without network, secrets or tools', () => {
+    assert.deepEqual(localServerProblems(policy('permissions:\n  memory: 64MiB\n')), []);
+  });
+  it('names each thing a local tool server may not have', () => {
+    const p = policy(
+      '  env: { KEY: "secret:k" }\npermissions:\n  network:\n    allow: [api.openai.com]\ntools:\n  - name: inner\n    mcp: { url: "https://mcp.example.com/x" }\n',
+    );
+    const got = localServerProblems(p);
+    assert.equal(got.length, 3);
+    assert.match(got[0]!, /network access/);
+    assert.match(got[1]!, /references secrets/);
+    assert.match(got[2]!, /tool servers of its own/);
   });
 });

@@ -7,7 +7,7 @@
  * literally with the manifest's names, never as patterns. `*` is only meaningful as the whole
  * allow list (`allow: ["*"]`); a name containing `*` elsewhere is refused by the schema.
  */
-import type { Decision, ToolServerPolicy, ToolsPolicy } from './types.js';
+import type { Decision, Policy, ToolServerPolicy, ToolsPolicy } from './types.js';
 
 /** The one entry of `allow` that means every tool the server offers. */
 export const ANY_TOOL = '*';
@@ -45,4 +45,23 @@ export function decideTool(tools: ToolsPolicy | undefined, server: string, tool:
       detail: `no tool server "${server}" is declared in the manifest's tools:`,
     };
   return decideToolOn(s, tool);
+}
+
+/**
+ * Why a compiled manifest cannot be a local tool server's (`tools[].mcp.manifest`), or [] when
+ * it can: a local server has no network and no secrets, and brokers no tools of its own
+ * (docs/tools.md). Asked by `aegis run` (tools.server_manifest_invalid) and `aegis validate`.
+ */
+export function localServerProblems(p: Policy): string[] {
+  const problems: string[] = [];
+  if (p.network.rules.length > 0)
+    problems.push(
+      'its manifest allows network access (permissions.network.allow): a local tool server has none; a tool that needs the network is a remote server (mcp.url)',
+    );
+  if (Object.keys(p.agent.secretRefs).length > 0)
+    problems.push(
+      'its manifest references secrets (agent.env): a local tool server gets none; bind a secret to a remote server (mcp.secret)',
+    );
+  if ((p.tools?.servers.length ?? 0) > 0) problems.push('its manifest declares tool servers of its own: a tool server cannot broker tools');
+  return problems;
 }

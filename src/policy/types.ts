@@ -109,8 +109,9 @@ export interface Policy {
  * How AEGIS reaches a tool server (it is the MCP client; the agent never is):
  * - `http`: a remote server speaking Streamable HTTP at `url` (`https://`, or `http://` for a
  *   server on a trusted network; a bound secret is never sent over `http://`);
- * - `stdio`: a local server AEGIS starts outside the agent's sandbox (`command[0]` absolute, or
- *   looked up in the system directories).
+ * - `sandbox`: a local server speaking MCP over stdio, run by AEGIS in an AEGIS sandbox of its
+ *   own for the agent's run: `manifest` is the path of its manifest as written (relative to the
+ *   agent's manifest folder), `volumes` the host folders given to it (`HOST:SANDBOX[:ro|rw]`).
  */
 export type ToolTransport =
   | {
@@ -122,7 +123,7 @@ export type ToolTransport =
       /** Name of the secret sent as the server's credential (`secret:<name>` in the manifest), or null. */
       readonly secret: string | null;
     }
-  | { readonly kind: 'stdio'; readonly command: readonly string[] };
+  | { readonly kind: 'sandbox'; readonly manifest: string; readonly volumes: readonly string[] };
 
 export interface ToolServerPolicy {
   /** The server's name: the path segment of `$AEGIS_TOOLS_URL/<name>/mcp`, a lower-case DNS label. */

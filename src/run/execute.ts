@@ -27,11 +27,14 @@ import { resolveImage } from '../images/index.js';
 import { loadManifest, type LoadedPolicy } from '../loader/manifest-loader.js';
 import { applyOperatorEnv } from '../policy/env.js';
 import { normalizeSandboxPath } from '../policy/paths.js';
+import { localServerProblems } from '../policy/tools.js';
 import type { Isolation, Policy } from '../policy/types.js';
 import { SandboxError } from '../sandbox/errors.js';
+import { ToolsError } from '../tools/errors.js';
 import { unbackedWritePaths, unbackedWriteWarning } from '../sandbox/host-paths.js';
 import {
   launchPrepared,
+  parseVolumeFlag,
   runSandbox,
   type PreparedSandbox,
   type InputSource,
@@ -50,6 +53,7 @@ import {
 } from '../secrets/run.js';
 import type { Monitor } from '../monitor/index.js';
 import type { ToolCredentials } from '../tools/credentials.js';
+import type { ToolSandboxSpec } from '../tools/sandboxed-server.js';
 import { startRunServices, type RunAudit, type RunServices } from './services.js';
 
 /** What `loadRun` found: everything that does not depend on the execution's input. */
@@ -60,6 +64,8 @@ export interface LoadedRun {
   readonly image: { readonly ref: string; readonly digest: string; readonly rootfs: string; readonly signedBy?: string };
   /** Credentials of remote tool servers (in memory only; held by the tools broker; docs/tools.md). */
   readonly toolCredentials?: ToolCredentials;
+  /** The sandboxes of local tool servers (`tools[].mcp.manifest`): their manifests and images, loaded and checked. */
+  readonly toolSandboxes?: readonly ToolSandboxSpec[];
   readonly budget: AuditBudgetLimits;
   readonly seccompProfile?: unknown;
 }
@@ -102,6 +108,7 @@ export async function loadRun(o: LoadRunOptions): Promise<LoadedRun> {
     const { resolveToolCredentials } = await import('../tools/credentials.js');
     toolCredentials = await resolveToolCredentials(loaded.policy.tools, o.config.secretsDir, Date.now());
   }
+  const toolSandboxes = await loadToolSandboxes(o, loaded.policy);
   let seccompProfile: unknown;
   if (o.seccompProfileFile !== undefined) {
     try {
@@ -117,7 +124,62 @@ export async function loadRun(o: LoadRunOptions): Promise<LoadedRun> {
     budget,
     ...(seccompProfile !== undefined ? { seccompProfile } : {}),
     ...(toolCredentials !== undefined ? { toolCredentials } : {}),
+    ...(toolSandboxes.length > 0 ? { toolSandboxes } : {}),
   };
+}
+
+/**
+ * The manifests of the agent's local tool servers (`tools[].mcp.manifest`, relative to the
+ * agent's manifest folder), loaded like the agent's (same loader, same cache, same image
+ * resolution and signature policy) and checked for what a tool server may not have
+ * (`tools.server_manifest_invalid`): network access, secrets, tool servers of its own.
+ * Fail secure: any of them unusable means the run does not start.
+ */
+async function loadToolSandboxes(o: LoadRunOptions, policy: Policy): Promise<ToolSandboxSpec[]> {
+  const specs: ToolSandboxSpec[] = [];
+  for (const server of policy.tools?.servers ?? []) {
+    const t = server.transport;
+    if (t.kind !== 'sandbox') continue;
+    const file = resolve(dirname(o.file), t.manifest);
+    const refuse = (why: string): never => {
+      throw new ToolsError('tools.server_manifest_invalid', `tool server ${server.name} (${file}): ${why}`);
+    };
+    let loaded: LoadedPolicy;
+    try {
+      loaded = await loadManifest(file, { cacheDir: join(o.stateDir, 'policy-cache') });
+    } catch (err) {
+      return refuse((err as Error).message);
+    }
+    for (const w of loaded.warnings) o.warn?.(w);
+    const p = loaded.policy;
+    const problems = localServerProblems(p);
+    if (problems.length > 0) refuse(problems.join('; '));
+    if (p.limits.timeoutMs < policy.limits.timeoutMs)
+      o.warn?.(
+        `${file}: warning: tool server ${server.name} is stopped at its own execution_time (${p.limits.timeoutMs / 1000}s), before the agent's (${policy.limits.timeoutMs / 1000}s): its later calls fail`,
+      );
+    const resolved = await resolveImage(p.agent.runtime, { imagesDir: o.config.imagesDir });
+    const signedBy =
+      o.config.imageTrustedKeys === undefined
+        ? undefined
+        : (await (await import('../images/signing.js')).requireSignedImage(o.config.imagesDir, resolved, o.config.imageTrustedKeys)).keyId;
+    const volumes = t.volumes.map((flag) => {
+      const v = parseVolumeFlag(flag);
+      return { ...v, host: resolve(dirname(o.file), v.host) };
+    });
+    specs.push({
+      name: server.name,
+      file,
+      policy: p,
+      imageRootfs: resolved.rootfs,
+      volumes,
+      provenance: {
+        manifest: { path: file, sha256: loaded.manifestSha256 },
+        image: { ref: resolved.ref, digest: resolved.digest, ...(signedBy !== undefined ? { signedBy } : {}) },
+      },
+    });
+  }
+  return specs;
 }
 
 /** One execution's input, checked by `bindInput`. */
@@ -316,9 +378,12 @@ export interface StartServicesOptions {
   readonly secrets?: Pick<BoundRun, 'runSecrets' | 'secretsAt'>;
   /** The image's root: its CA bundle goes first in the sandbox's bundle, before the execution's CA. */
   readonly imageRootfs?: string;
-  /** The tools broker's credentials (LoadedRun.toolCredentials) and the folder local tool servers run in. */
+  /** The tools broker's credentials (LoadedRun.toolCredentials). */
   readonly toolCredentials?: ToolCredentials;
-  readonly toolsCwd?: string;
+  /** The local tool servers' sandboxes (LoadedRun.toolSandboxes), started before the agent, on `isolation`. */
+  readonly toolSandboxes?: readonly ToolSandboxSpec[];
+  /** The run's isolation (RunInput.isolation), for the local tool servers; default: each server manifest's, else crun. */
+  readonly isolation?: Isolation;
 }
 
 /**
@@ -372,7 +437,14 @@ export async function startServices(o: StartServicesOptions): Promise<StartedSer
       gatewayEnv: o.config.gatewayEnv,
       ...(alerting ? { wrapLog: alerting.wrap } : {}),
       ...(o.toolCredentials ? { toolCredentials: o.toolCredentials.byServer } : {}),
-      ...(o.toolsCwd !== undefined ? { toolsCwd: o.toolsCwd } : {}),
+      ...(o.toolSandboxes !== undefined && o.toolSandboxes.length > 0
+        ? {
+            toolSandboxes: o.toolSandboxes,
+            toolSandboxStateDir: o.stateDir,
+            microvm: o.config.microvm,
+            ...(o.isolation !== undefined ? { toolIsolation: o.isolation } : {}),
+          }
+        : {}),
     });
   } catch (err) {
     if (alerting) await alerting.finish().catch(() => undefined);

@@ -28,6 +28,10 @@ import type { SweptRun } from '../sandbox/state.js';
 import type { NetworkOption } from '../sandbox/spec/compile.js';
 import type { AegisConfig } from '../config/index.js';
 import type { ToolCredential } from '../tools/upstream.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { SandboxedToolServer, ToolSandboxSpec } from '../tools/sandboxed-server.js';
+import type { Isolation } from '../policy/types.js';
+import type { MicrovmSettings } from '../sandbox/drivers/index.js';
 import type { InjectableSecret } from '../secrets/inject.js';
 
 export interface RunServices {
@@ -102,8 +106,12 @@ export interface RunServicesOptions {
   readonly wrapLog?: (log: AuditSink) => AuditSink;
   /** Credentials of remote tool servers, by server name (resolveToolCredentials). */
   readonly toolCredentials?: ReadonlyMap<string, ToolCredential>;
-  /** Where local tool servers run (the manifest's folder, absolute). */
-  readonly toolsCwd?: string;
+  /** The sandboxes of local tool servers (LoadedRun.toolSandboxes), started before the gateway and stopped after it. */
+  readonly toolSandboxes?: readonly ToolSandboxSpec[];
+  /** Where and on what the local tool servers' sandboxes run: the run's state dir and isolation. */
+  readonly toolSandboxStateDir?: string;
+  readonly toolIsolation?: Isolation;
+  readonly microvm?: MicrovmSettings;
   /** This execution's secrets with their values, for the gateway's swap (issue 12; memory only). */
   readonly secrets?: readonly InjectableSecret[];
   /** The image's root: its CA bundle goes into the sandbox's bundle before the execution's CA. */
@@ -136,9 +144,40 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
   if (o.policy.network.rules.length === 0 && toolServers.length === 0) {
     return { audit: sink, network: { kind: 'none' }, env: {}, close: closeAudit };
   }
+  // Local tool servers, each in a sandbox of its own (src/tools/sandboxed-server.ts), started
+  // before the agent and stopped after the gateway (so their last events reach the log).
+  const local: SandboxedToolServer[] = [];
+  const stopLocal = async (): Promise<void> => {
+    await Promise.all(local.splice(0).map((l) => l.close().catch(() => undefined)));
+  };
   try {
     const { startSandboxNetwork, loadGatewayConfig } = await import('../gateway/index.js');
     const actor = { agent: o.policy.agent.name, execution: o.executionId };
+    const localClients = new Map<string, Client>();
+    if ((o.toolSandboxes ?? []).length > 0) {
+      const { startToolSandbox } = await import('../tools/sandboxed-server.js');
+      const { DEFAULT_MAX_MESSAGE_BYTES } = await import('../tools/broker.js');
+      const started = await Promise.allSettled(
+        o.toolSandboxes!.map((spec) =>
+          startToolSandbox({
+            spec,
+            server: toolServers.find((t) => t.name === spec.name)!,
+            executionId: o.executionId,
+            agent: o.policy.agent.name,
+            audit: sink,
+            maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
+            ...(o.toolSandboxStateDir !== undefined ? { stateDir: o.toolSandboxStateDir } : {}),
+            ...(o.toolIsolation !== undefined ? { isolation: o.toolIsolation } : {}),
+            ...(o.microvm !== undefined ? { microvm: o.microvm } : {}),
+          }),
+        ),
+      );
+      for (const r of started) if (r.status === 'fulfilled') local.push(r.value);
+      const failed = started.find((r) => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+      for (const [i, l] of local.entries()) localClients.set(o.toolSandboxes![i]!.name, l.client);
+    }
+    const gatewayConfig = loadGatewayConfig(o.gatewayEnv);
     const tools =
       toolServers.length === 0
         ? undefined
@@ -151,7 +190,9 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
               actor,
               host: gatewayAddress,
               ...(o.toolCredentials ? { credentials: o.toolCredentials } : {}),
-              ...(o.toolsCwd !== undefined ? { localCwd: o.toolsCwd } : {}),
+              localServers: localClients,
+              // Remote servers' names resolve as the agent's allowed names do: with the gateway's upstream.
+              resolver: gatewayConfig.upstreamDns,
             });
           };
     let imageCaBundle: string | undefined;
@@ -167,7 +208,7 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
       executionId: o.executionId,
       agent: o.policy.agent.name,
       audit: sink,
-      config: loadGatewayConfig(o.gatewayEnv),
+      config: gatewayConfig,
       ...(tools ? { tools } : {}),
       ...(o.secrets !== undefined ? { secrets: o.secrets } : {}),
       ...(imageCaBundle !== undefined ? { imageCaBundle } : {}),
@@ -186,11 +227,13 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
         try {
           await net.close();
         } finally {
+          await stopLocal();
           await closeAudit();
         }
       },
     };
   } catch (err) {
+    await stopLocal();
     await audit.close().catch(() => undefined);
     throw err;
   }

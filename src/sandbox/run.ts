@@ -330,7 +330,7 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
   await sweepOnce(stateDir);
   const driver = driverFor(isolation, opts.microvm);
   res.driver = driver;
-  const why = driver.unavailableReason();
+  const why = driver.unavailableReason() ?? (await driver.preflight?.()) ?? null;
   if (why !== null) throw new SandboxError('sandbox.runtime_unavailable', why);
   if (opts.signal?.aborted) throw new SandboxError('sandbox.start_failed', 'aborted before start');
 
@@ -601,7 +601,13 @@ async function superviseAndFinish(
   const { actor, base, failedToStart, failed } = finishingFor(opts, res, isolation, started);
   const s = await supervise(opts, launched, actor, isolation, prepared);
   const durationMs = performance.now() - started;
-  const usage = launched.cgroup.usage();
+  const hostUsage = launched.cgroup.usage();
+  // A microVM's guest reports its own OOM kills and refused forks (the host cgroup sees only QEMU).
+  const guest = launched.driver.guestUsage?.(launched.run) ?? null;
+  const usage =
+    guest === null
+      ? hostUsage
+      : { ...hostUsage, oom: hostUsage.oom || guest.oom, pidsLimitHit: hostUsage.pidsLimitHit || guest.pidsLimitHit };
   const containerStarted = existsSync(launched.run.pidFile);
   if (s.spawnError !== null) {
     for (const p of s.pumps) p.settle(0);

@@ -1,12 +1,13 @@
 /**
  * Real MCP servers for tests and benchmarks, built with the official SDK: the same tools over
- * Streamable HTTP (in this process) and over stdio (a script AEGIS starts as another user).
+ * Streamable HTTP (in this process) and over stdio (a script the broker's unit tests run as a
+ * plain process; under `aegis run` a local server runs in its own sandbox, see
+ * test/integration/run-tools.test.ts).
  *
  * Tools: `echo` (returns its text), `whoami` (uid and gid of the server process; over stdio also the
  * names in its environment), `send_email` (the one manifests refuse), `fail` (a result with isError),
  * `slow` (answers after `ms`), `big` (a result of `bytes` bytes), `garbage` (stdio only: writes
- * a line that is not JSON-RPC, then answers), `confinement` (stdio only: its pid, network
- * interfaces, effective capabilities and no_new_privs).
+ * a line that is not JSON-RPC, then answers).
  */
 import { writeFileSync, chmodSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
@@ -90,8 +91,8 @@ export async function startHttpMcpServer(
 }
 
 /**
- * Writes the stdio server script into `dir` (world-readable, so the unprivileged user AEGIS
- * runs it as can read it) and returns its argv (`/usr/bin/node <script>`, or this node).
+ * Writes the stdio server script into `dir` (world-readable) and returns its argv
+ * (`/usr/bin/node <script>`, or this node).
  */
 export function writeStdioMcpServer(dir: string): string[] {
   const sdk = (p: string): string => JSON.stringify(join(REPO_ROOT, 'node_modules', '@modelcontextprotocol', 'sdk', 'dist', 'esm', p));
@@ -109,12 +110,6 @@ const envNames = () => readFileSync('/proc/self/environ', 'utf8').split('\\0').f
 s.registerTool('whoami', {}, () => text(JSON.stringify({ uid: process.getuid(), gid: process.getgid(), env: envNames() })));
 s.registerTool('slow', { inputSchema: { ms: z.number() } }, async ({ ms }) => { await new Promise((r) => setTimeout(r, ms)); return text('late'); });
 s.registerTool('big', { inputSchema: { bytes: z.number() } }, ({ bytes }) => text('x'.repeat(bytes)));
-s.registerTool('confinement', {}, async () => {
-  const { networkInterfaces } = await import('node:os');
-  const status = readFileSync('/proc/self/status', 'utf8');
-  const field = (k) => (status.split('\\n').find((l) => l.startsWith(k + ':')) ?? '').split(':')[1]?.trim();
-  return text(JSON.stringify({ pid: process.pid, interfaces: Object.keys(networkInterfaces()), capEff: field('CapEff'), noNewPrivs: field('NoNewPrivs') }));
-});
 s.registerTool('garbage', {}, () => { process.stdout.write('this is not json-rpc\\n'); return text('after garbage'); });
 await s.connect(new StdioServerTransport());
 `;

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import * as packet from 'dns-packet';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import { parseAllowEntry } from '../policy/host.js';
 import type { NetworkPolicy, ToolServerPolicy } from '../policy/types.js';
@@ -14,6 +17,22 @@ import { makeLoopbackPki } from '../test-support/tls.js';
 import { hasCode } from '../test-support/errors.js';
 import { startToolsBroker, type ToolsBroker } from './broker.js';
 import { ToolsError } from './errors.js';
+import { PipeTransport } from './stdio-transport.js';
+
+/**
+ * The broker's client of a local server, as services.ts hands it over: here the server is a
+ * plain process on a PipeTransport (its sandbox is tested end to end in
+ * test/integration/run-tools.test.ts).
+ */
+async function localServer(argv: readonly string[]): Promise<{ client: Client; child: ChildProcess }> {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'ignore'] });
+  const t = new PipeTransport({ input: child.stdin!, maxMessageBytes: 64 * 1024, onClose: () => void child.kill('SIGKILL') });
+  child.stdout!.on('data', (c: Buffer) => t.receive(c));
+  child.stdout!.on('end', () => t.end());
+  const client = new Client({ name: 'aegis-tools-broker', version: '1.0.0' }, { capabilities: {} });
+  await client.connect(t, { timeout: 10_000 });
+  return { client, child };
+}
 
 class Events implements AuditSink {
   readonly all: AuditEventInput[] = [];
@@ -46,6 +65,7 @@ function rpcError(err: unknown): { code: number; data: unknown } {
 describe('the tools broker, between a real MCP client and real MCP servers', () => {
   let upstream: HttpMcpServer;
   let broker: ToolsBroker;
+  let local: { client: Client; child: ChildProcess };
   const events = new Events();
   const dir = mkdtempSync(join(tmpdir(), 'aegis-tools-'));
 
@@ -57,14 +77,16 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
       allow: ['big', 'echo', 'fail', 'slow'],
       timeoutMs: 500,
     };
-    const local: ToolServerPolicy = {
+    const localSpec: ToolServerPolicy = {
       name: 'local',
-      transport: { kind: 'stdio', command: writeStdioMcpServer(dir) },
-      allow: ['big', 'confinement', 'echo', 'garbage', 'slow', 'whoami'],
+      transport: { kind: 'sandbox', manifest: 'server.yaml', volumes: [] },
+      allow: ['big', 'echo', 'garbage', 'slow'],
       timeoutMs: 5000,
     };
+    local = await localServer(writeStdioMcpServer(dir));
     broker = await startToolsBroker({
-      tools: { servers: [remote, local] },
+      localServers: new Map([['local', local.client]]),
+      tools: { servers: [remote, localSpec] },
       network,
       audit: events,
       actor: { agent: 'a', execution: 'e1' },
@@ -74,6 +96,7 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
   });
   after(async () => {
     await broker?.close();
+    await local?.client.close();
     await upstream?.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -235,6 +258,59 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
     });
   });
 
+  describe('with a resolver given (the gateway upstream, as under aegis run)', () => {
+    it('resolves the server name with it, not the host resolver, and the rebinding guard checks its answer', async () => {
+      // A real DNS server on loopback that knows one name the host resolver does not.
+      const asked: string[] = [];
+      const dns = createSocket('udp4');
+      dns.on('message', (msg, rinfo) => {
+        const q = packet.decode(msg);
+        const name = q.questions?.[0]?.name ?? '';
+        asked.push(`${q.questions?.[0]?.type} ${name}`);
+        const answers: packet.Answer[] =
+          name === 'tools.aegis-resolver.test' && q.questions?.[0]?.type === 'A' ? [{ type: 'A', name, ttl: 5, data: '10.9.8.7' }] : [];
+        dns.send(
+          packet.encode({ type: 'response', id: q.id, flags: packet.RECURSION_DESIRED, questions: q.questions, answers }),
+          rinfo.port,
+          rinfo.address,
+        );
+      });
+      await new Promise<void>((r) => dns.bind(0, '127.0.0.1', () => r()));
+      const spec: ToolServerPolicy = {
+        name: 'named',
+        transport: {
+          kind: 'http',
+          url: 'https://tools.aegis-resolver.test/mcp',
+          host: 'tools.aegis-resolver.test',
+          port: 443,
+          secret: null,
+        },
+        allow: ['echo'],
+        timeoutMs: 5000,
+      };
+      const b = await startToolsBroker({
+        tools: { servers: [spec] },
+        network,
+        audit: events,
+        actor: { execution: 'e5' },
+        host: '127.0.0.1',
+        resolver: { host: '127.0.0.1', port: dns.address().port },
+      });
+      try {
+        const c = await agentClient(`${b.url}/named/mcp`);
+        await assert.rejects(c.callTool({ name: 'echo', arguments: { text: 'x' } }), McpError);
+        await c.close();
+      } finally {
+        await b.close();
+        dns.close();
+      }
+      assert.ok(asked.includes('A tools.aegis-resolver.test'), `the given resolver was asked: ${asked.join(', ')}`);
+      const e = events.of('tool.call').at(-1)!;
+      assert.equal(e.reason, 'tools.address_refused');
+      assert.match(String((e.payload.error as { message: string }).message), /10\.9\.8\.7/);
+    });
+  });
+
   describe('when a remote server presents a certificate from a CA the host does not trust', () => {
     it('refuses the connection (certificates are verified), audited', async () => {
       const pkiDir = mkdtempSync(join(tmpdir(), 'aegis-tools-pki-'));
@@ -268,54 +344,47 @@ describe('the tools broker, between a real MCP client and real MCP servers', () 
     });
   });
 
-  describe('when a local server program cannot be found', () => {
-    for (const command of [['no-such-mcp-server-xyz'], ['./relative/server'], ['/nonexistent/bin/server']])
-      it(`refuses to start for ${JSON.stringify(command)} (the run does not start)`, async () => {
-        const spec: ToolServerPolicy = { name: 'missing', transport: { kind: 'stdio', command }, allow: ['*'], timeoutMs: 1000 };
-        await assert.rejects(
-          startToolsBroker({ tools: { servers: [spec] }, network, audit: events, actor: { execution: 'e4' }, host: '127.0.0.1' }),
-          hasCode(ToolsError, 'tools.command_not_found'),
-        );
-      });
+  describe('when a declared local server was not started', () => {
+    it('refuses to start (the run does not start)', async () => {
+      const spec: ToolServerPolicy = {
+        name: 'missing',
+        transport: { kind: 'sandbox', manifest: 'server.yaml', volumes: [] },
+        allow: ['*'],
+        timeoutMs: 1000,
+      };
+      await assert.rejects(
+        startToolsBroker({ tools: { servers: [spec] }, network, audit: events, actor: { execution: 'e4' }, host: '127.0.0.1' }),
+        hasCode(ToolsError, 'tools.start_failed'),
+      );
+    });
   });
 
-  // Starting a confined local server needs root (unshare, setpriv to nobody), as `aegis run` does;
-  // the unit suite runs as root in CI (scripts/test.sh).
-  describe('a local (stdio) server', { skip: process.getuid?.() !== 0 ? 'needs root (unshare, setpriv)' : false }, () => {
-    it('runs as nobody with a clean environment, started by the broker', async () => {
-      const c = await agentClient(`${broker.url}/local/mcp`);
-      const r = await c.callTool({ name: 'whoami', arguments: {} });
-      const who = JSON.parse((r.content as { text: string }[])[0]!.text) as { uid: number; gid: number; env: string[] };
-      assert.equal(who.uid, 65534);
-      assert.equal(who.gid, 65534);
-      assert.deepEqual(who.env, ['LANG', 'PATH']);
-      await c.close();
-    });
-    it('runs in namespaces of its own: pid 1 of its pid namespace, no network interface, no capabilities, no_new_privs', async () => {
-      const c = await agentClient(`${broker.url}/local/mcp`);
-      const r = await c.callTool({ name: 'confinement', arguments: {} });
-      const got = JSON.parse((r.content as { text: string }[])[0]!.text) as Record<string, unknown>;
-      assert.deepEqual(got, { pid: 1, interfaces: [], capEff: '0000000000000000', noNewPrivs: '1' });
-      await c.close();
-    });
+  describe('a local (stdio) server', () => {
     it('skips a line that is not JSON-RPC and still answers', async () => {
       const c = await agentClient(`${broker.url}/local/mcp`);
       const r = await c.callTool({ name: 'garbage', arguments: {} });
       assert.deepEqual(r.content, [{ type: 'text', text: 'after garbage' }]);
       await c.close();
     });
-    it('ends a result over the limit with an error and starts the server again for the next call', async () => {
-      const c = await agentClient(`${broker.url}/local/mcp`);
-      await assert.rejects(c.callTool({ name: 'big', arguments: { bytes: 200_000 } }), McpError);
-      assert.equal(events.of('tool.call').at(-1)?.decision, 'error');
-      const r = await c.callTool({ name: 'echo', arguments: { text: 'again' } });
-      assert.deepEqual(r.content, [{ type: 'text', text: 'again' }]);
-      await c.close();
-    });
     it('refuses the tools it does not allow', async () => {
       const c = await agentClient(`${broker.url}/local/mcp`);
       assert.ok(!(await c.listTools()).tools.some((t) => t.name === 'send_email'));
       await assert.rejects(c.callTool({ name: 'send_email', arguments: { to: 'a@b.c', body: '' } }), McpError);
+      await c.close();
+    });
+    // Last: it ends the local server (a local server is started once per run, never again).
+    it('ends a result over the limit with an error, stops the server, and later calls fail as unavailable', async () => {
+      const c = await agentClient(`${broker.url}/local/mcp`);
+      await assert.rejects(c.callTool({ name: 'big', arguments: { bytes: 200_000 } }), McpError);
+      const big = events.of('tool.call').at(-1)!;
+      assert.equal(big.decision, 'error');
+      assert.equal(big.payload.tool, 'big');
+      await new Promise<void>((r) =>
+        local.child.exitCode !== null || local.child.signalCode !== null ? r() : local.child.once('exit', () => r()),
+      );
+      await assert.rejects(c.callTool({ name: 'echo', arguments: { text: 'again' } }), McpError);
+      const again = events.of('tool.call').at(-1)!;
+      assert.deepEqual([again.payload.tool, again.payload.outcome], ['echo', 'unavailable']);
       await c.close();
     });
   });

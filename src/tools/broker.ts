@@ -43,8 +43,7 @@ import { decideToolOn } from '../policy/tools.js';
 import type { EgressMatcher, NetworkPolicy, ToolServerPolicy, ToolsPolicy } from '../policy/types.js';
 import { ToolsError } from './errors.js';
 import { toolCallEvent, toolDeniedEvent, toolListEvent, type ToolOutcome } from './events.js';
-import { confinedArgv } from './stdio-transport.js';
-import { connectUpstream, resolveCommand, type ToolCredential } from './upstream.js';
+import { connectUpstream, type ToolCredential, type ToolResolver } from './upstream.js';
 
 /** Largest message accepted from the agent or from a server (bytes). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -64,10 +63,13 @@ export interface ToolsBrokerOptions {
   readonly maxMessageBytes?: number;
   /** Credentials of remote servers, by server name (from the secrets store; never logged). */
   readonly credentials?: ReadonlyMap<string, ToolCredential>;
-  /** User and group local servers run as (default 65534). */
-  readonly localUser?: { readonly uid: number; readonly gid: number };
-  /** Working directory of local servers: the manifest's folder under `aegis run`; default `/`. */
-  readonly localCwd?: string;
+  /** Resolver for remote servers' host names: the gateway's upstream (AEGIS_UPSTREAM_DNS); default: the host's. */
+  readonly resolver?: ToolResolver;
+  /**
+   * The broker's clients of the local servers, by server name, connected before the agent starts
+   * (sandboxed-server.ts). Owned by the caller: the broker never closes them.
+   */
+  readonly localServers?: ReadonlyMap<string, Client>;
 }
 
 export interface ToolsBroker {
@@ -75,7 +77,7 @@ export interface ToolsBroker {
   readonly url: string;
   readonly port: number;
   readonly server: HttpServer;
-  /** Stops listening, closes every upstream client (local servers are killed). Idempotent. */
+  /** Stops listening, closes every remote server's client (local servers are their owner's). Idempotent. */
   close(): Promise<void>;
 }
 
@@ -90,12 +92,18 @@ class Upstreams {
 
   get(server: ToolServerPolicy): Promise<Client> {
     if (this.closed) return Promise.reject(new ToolsError('tools.server_unavailable', 'the broker is closing'));
+    if (server.transport.kind === 'sandbox') {
+      // Started with the run and never again: a local server that died stays unavailable.
+      const local = this.o.localServers?.get(server.name);
+      return local !== undefined
+        ? Promise.resolve(local)
+        : Promise.reject(new ToolsError('tools.server_unavailable', `the local server ${server.name} is not running`));
+    }
     let p = this.clients.get(server.name);
     if (p === undefined) {
       p = connectUpstream(server, {
         maxMessageBytes: this.maxBytes,
-        ...(this.o.localUser ? { uid: this.o.localUser.uid, gid: this.o.localUser.gid } : {}),
-        ...(this.o.localCwd !== undefined ? { cwd: this.o.localCwd } : {}),
+        ...(this.o.resolver !== undefined ? { resolver: this.o.resolver } : {}),
         ...(this.o.credentials?.get(server.name) ? { credential: this.o.credentials.get(server.name)! } : {}),
       }).then((client) => {
         // A lost connection (a local server that exited, a broken stream): reconnect next time.
@@ -117,6 +125,7 @@ class Upstreams {
 
   /** Drops a client whose connection failed (so the next call connects again). */
   drop(server: ToolServerPolicy, client: Client): void {
+    if (server.transport.kind === 'sandbox') return; // its owner stops it with the run
     void this.clients.get(server.name)?.then((c) => {
       if (c === client) {
         this.clients.delete(server.name);
@@ -219,10 +228,11 @@ function jsonRpcError(res: ServerResponse, status: number, code: number, message
 
 export async function startToolsBroker(o: ToolsBrokerOptions): Promise<ToolsBroker> {
   const maxBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  // Fail early: a local server whose program (or the confinement tools) cannot be found refuses
-  // the start, rather than every call of the run failing later.
+  // Fail early: a local server that was not started refuses the start, rather than every call of
+  // the run failing later.
   for (const s of o.tools.servers)
-    if (s.transport.kind === 'stdio') confinedArgv({ argv: resolveCommand(s.transport.command), uid: 65534, gid: 65534 });
+    if (s.transport.kind === 'sandbox' && !o.localServers?.has(s.name))
+      throw new ToolsError('tools.start_failed', `the local tool server ${s.name} was not started`);
   const egress: EgressMatcher = compileEgress(o.network);
   const upstreams = new Upstreams(o, maxBytes);
   const servers = new Map(o.tools.servers.map((s) => [s.name, s]));

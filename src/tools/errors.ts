@@ -4,8 +4,10 @@ import { AegisError } from '../errors.js';
 export type ToolsErrorCode =
   /** The broker could not listen, or was asked to broker an invalid server. */
   | 'tools.start_failed'
-  /** A local server's program is not an absolute path nor in the system directories. */
-  | 'tools.command_not_found'
+  /** A local server's sandbox did not start, or the server did not answer `initialize` in time (the agent does not start). */
+  | 'tools.server_start_failed'
+  /** A local server's manifest cannot be used for a tool server (network, secrets, tools of its own, unreadable, invalid). */
+  | 'tools.server_manifest_invalid'
   /** A remote server's host resolved to an address the broker refuses (DNS-rebinding guard). */
   | 'tools.address_refused'
   /** The secret bound to a server is missing, expired, or not bound to the server's host. */

@@ -1,116 +1,50 @@
 /**
- * The MCP client transport to a local (stdio) tool server, started by AEGIS outside the agent's
- * sandbox. The SDK's own StdioClientTransport cannot confine the server, so this one spawns it
- * itself; framing (newline-delimited JSON-RPC) is the SDK's (ReadBuffer, serializeMessage).
- *
- * ARCHITECTURE NOTE: the server runs
- *  - in namespaces of its own (util-linux `unshare`): an empty network namespace (no interface
- *    up: a local tool server has no network at all; a tool that needs the network is a remote
- *    server), its own pid namespace (it sees only its own processes; killed with `unshare` by
- *    `--kill-child`), ipc, uts and mount namespaces (a /proc of its own);
- *  - as an unprivileged user (`setpriv`: uid/gid 65534 "nobody" by default, no supplementary
- *    groups, no capabilities in any set, bounding set empty, no_new_privs), never as root;
- *  - with a clean environment (PATH and LANG only: nothing of AEGIS's, no secrets), in the
- *    manifest's folder (relative arguments such as `server.mjs` are taken from there);
- *  - in a process group of its own, killed as a whole (TERM, then KILL after 1 s) by close();
- *  - with no listener the agent could reach: it speaks only on its pipes to AEGIS; the agent,
- *    in its own network namespace, reaches it only through the broker.
- * LIMITATION: this is not a full AEGIS sandbox (no seccomp profile, no cgroup limits, no
- * filesystem view of its own): it reads the host's filesystem as user nobody does. docs/tools.md.
+ * The MCP client transport over a pair of byte streams: what the broker writes goes to the
+ * server's stdin (`input`), what the server prints is handed to `receive`. Used for a local tool
+ * server running in its own AEGIS sandbox (sandboxed-server.ts): the sandbox's stdin and stdout
+ * are AEGIS's own pipes (src/sandbox/stdio.ts), so the transport never sees a process, only
+ * streams. Framing (newline-delimited JSON-RPC) is the SDK's (ReadBuffer, serializeMessage).
  *
  * Hostile output: a line that is not a JSON-RPC message is reported (onerror) and skipped; a line
- * longer than `maxMessageBytes` ends the connection (the broker answers every pending call with
- * an error and starts the server again on the next call).
+ * longer than `maxMessageBytes` ends the connection (the stream can no longer be framed): every
+ * pending call gets an error, and the owner is told (`onClose`) so it stops the server.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { findExecutable } from '../host/exec.js';
-import { ToolsError } from './errors.js';
+import type { Writable } from 'node:stream';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { ReadBuffer, serializeMessage } from '@modelcontextprotocol/sdk/shared/stdio.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 
-export interface StdioServerOptions {
-  /** Absolute path of the program and its arguments. */
-  readonly argv: readonly string[];
-  readonly uid: number;
-  readonly gid: number;
+export interface PipeTransportOptions {
+  /** The server's stdin. */
+  readonly input: Writable;
   readonly maxMessageBytes: number;
-  /** Working directory (the manifest's folder under `aegis run`); default `/`. */
-  readonly cwd?: string;
+  /** Called once when the transport is closed (by the client, a framing error, or `end`). */
+  readonly onClose?: () => void;
 }
 
-/** The clean environment of a local tool server. */
-export const STDIO_SERVER_ENV: Readonly<Record<string, string>> = { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' };
-
-/** The confining command line: `unshare <namespaces> -- setpriv <drop everything> -- <server argv>`. */
-export function confinedArgv(o: Pick<StdioServerOptions, 'argv' | 'uid' | 'gid'>): string[] {
-  const unshare = findExecutable('unshare');
-  const setpriv = findExecutable('setpriv');
-  if (unshare === null || setpriv === null)
-    throw new ToolsError('tools.command_not_found', 'local tool servers need unshare and setpriv (util-linux) in the system directories');
-  return [
-    unshare,
-    '--net',
-    '--pid',
-    '--ipc',
-    '--uts',
-    '--mount',
-    '--fork',
-    '--kill-child',
-    '--mount-proc',
-    '--',
-    setpriv,
-    `--reuid=${o.uid}`,
-    `--regid=${o.gid}`,
-    '--clear-groups',
-    '--no-new-privs',
-    '--bounding-set=-all',
-    '--inh-caps=-all',
-    '--',
-    ...o.argv,
-  ];
-}
-
-export class UnprivilegedStdioTransport implements Transport {
+export class PipeTransport implements Transport {
   onclose?: () => void;
   onerror?: (error: Error) => void;
   onmessage?: (message: JSONRPCMessage) => void;
-  private child: ChildProcess | null = null;
   private readonly buffer: ReadBuffer;
   private closed = false;
 
-  constructor(private readonly o: StdioServerOptions) {
+  constructor(private readonly o: PipeTransportOptions) {
     this.buffer = new ReadBuffer({ maxBufferSize: o.maxMessageBytes });
+    o.input.on('error', (err: Error) => this.onerror?.(err));
   }
 
   start(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const argv = confinedArgv(this.o);
-      const child = spawn(argv[0]!, argv.slice(1), {
-        env: { ...STDIO_SERVER_ENV },
-        cwd: this.o.cwd ?? '/',
-        detached: true,
-        stdio: ['pipe', 'pipe', 'ignore'],
-        windowsHide: true,
-      });
-      this.child = child;
-      child.once('error', (err) => {
-        reject(err);
-        this.onerror?.(err);
-        this.finish();
-      });
-      child.once('spawn', () => resolve());
-      child.once('close', () => this.finish());
-      child.stdin!.on('error', (err) => this.onerror?.(err));
-      child.stdout!.on('data', (chunk: Buffer) => this.receive(chunk));
-    });
+    return Promise.resolve();
   }
 
-  private receive(chunk: Buffer): void {
+  /** A chunk of the server's stdout. */
+  receive(chunk: Buffer): void {
+    if (this.closed) return;
     try {
       this.buffer.append(chunk);
     } catch (err) {
-      // One message larger than the limit: the stream can no longer be framed; end the server.
+      // One message larger than the limit: the stream can no longer be framed.
       this.onerror?.(err as Error);
       void this.close();
       return;
@@ -128,39 +62,27 @@ export class UnprivilegedStdioTransport implements Transport {
     }
   }
 
+  /** The server's stdout ended (it exited): the connection is over. */
+  end(): void {
+    void this.close();
+  }
+
   send(message: JSONRPCMessage): Promise<void> {
     return new Promise((resolve, reject) => {
-      const stdin = this.child?.stdin;
-      if (!stdin || this.closed) return reject(new Error('the tool server is not running'));
-      if (stdin.write(serializeMessage(message))) resolve();
-      else stdin.once('drain', () => resolve());
+      const input = this.o.input;
+      if (this.closed || input.destroyed || input.writableEnded) return reject(new Error('the tool server is not running'));
+      if (input.write(serializeMessage(message))) resolve();
+      else input.once('drain', () => resolve());
     });
   }
 
-  private finish(): void {
-    if (this.closed) return;
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     this.closed = true;
     this.buffer.clear();
+    this.o.input.end();
     this.onclose?.();
-  }
-
-  async close(): Promise<void> {
-    const child = this.child;
-    this.finish();
-    if (!child || child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
-    const pid = child.pid;
-    const exited = new Promise<void>((r) => child.once('close', () => r()));
-    const kill = (sig: NodeJS.Signals): void => {
-      try {
-        process.kill(-pid, sig); // the whole process group
-      } catch {
-        /* gone */
-      }
-    };
-    child.stdin?.end();
-    kill('SIGTERM');
-    const t = setTimeout(() => kill('SIGKILL'), 1000);
-    await exited;
-    clearTimeout(t);
+    this.o.onClose?.();
+    return Promise.resolve();
   }
 }

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -45,6 +45,38 @@ describe('aegis validate', () => {
       `${file}:7:11: permissions.memory: "512XB" is not a size (try 512MB)`,
       `${file}:8:3: permissions.bogus: unknown key "bogus"`,
     ]);
+  });
+
+  it("validates each local tool server's own manifest too: its problems, or what a tool server may not have", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-validate-tools-'));
+    const file = join(dir, 'agent.yaml');
+    writeFileSync(
+      file,
+      'version: "1.0"\nagent: { name: a, runtime: "python:3.11", entrypoint: [python3] }\ntools:\n  - name: files\n    mcp: { manifest: srv/server.yaml }\n',
+    );
+    const missing = aegis('validate', file);
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /srv\/server\.yaml.*cannot read the manifest \(ENOENT\)/);
+    mkdirSync(join(dir, 'srv'));
+    const server = join(dir, 'srv', 'server.yaml');
+    writeFileSync(
+      server,
+      'version: "1.0"\nagent: { name: s, runtime: "python:3.11", entrypoint: [python3] }\npermissions:\n  memory: 5XB\n',
+    );
+    const bad = aegis('validate', file);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.err.trim(), `${server}:4:11: permissions.memory: "5XB" is not a size (try 5MB)`);
+    writeFileSync(
+      server,
+      'version: "1.0"\nagent: { name: s, runtime: "python:3.11", entrypoint: [python3] }\npermissions:\n  network:\n    allow: [api.openai.com]\n',
+    );
+    const networked = aegis('validate', file);
+    assert.equal(networked.code, 1);
+    assert.match(networked.err, /tool server files: its manifest allows network access/);
+    const j = JSON.parse(aegis('validate', '--json', file).out) as { ok: boolean; code: string };
+    assert.deepEqual([j.ok, j.code], [false, 'tools.server_manifest_invalid']);
+    writeFileSync(server, 'version: "1.0"\nagent: { name: s, runtime: "python:3.11", entrypoint: [python3] }\n');
+    assert.equal(aegis('validate', file).code, 0);
   });
 
   it('reports an unreadable file with exit 1', () => {

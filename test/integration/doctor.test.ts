@@ -59,6 +59,26 @@ describe('aegis doctor --json', () => {
     assert.ok(img?.summary.endsWith(` in ${store}`), `${img?.summary} names ${store}`);
   });
 
+  it('reports the microVM mode: QEMU, the guest, whether KVM runs a stock guest (probed), and what a run would use', () => {
+    const emulated = doctor({ AEGIS_MICROVM_ALLOW_EMULATION: '1' }).report;
+    const strict = doctor({ AEGIS_MICROVM_ALLOW_EMULATION: '0' }).report;
+    const get = (r: Report, id: string) => r.checks.find((c) => c.id === id);
+    // scripts/setup.sh installs QEMU and builds the guest.
+    assert.equal(get(strict, 'microvm.qemu')?.status, 'ok', get(strict, 'microvm.qemu')?.summary);
+    assert.equal(get(strict, 'microvm.guest')?.status, 'ok', get(strict, 'microvm.guest')?.summary);
+    const kvm = get(strict, 'microvm.kvm');
+    assert.ok(kvm !== undefined);
+    // The probe's answer decides the mode: KVM where it boots a stock guest, else runs are refused.
+    if (kvm.status === 'ok') assert.match(get(strict, 'microvm.mode')?.summary ?? '', /runs use KVM/);
+    else {
+      assert.match(kvm.summary, /no usable KVM|did not (boot|reach its init)/);
+      assert.equal(get(strict, 'microvm.mode')?.status, 'warn');
+      assert.match(get(strict, 'microvm.mode')?.summary ?? '', /refused before start/);
+    }
+    assert.match(get(emulated, 'microvm.mode')?.summary ?? '', /software emulation/);
+    assert.equal(get(emulated, 'microvm.kvm')?.status, kvm.status, 'the same probe answer either way');
+  });
+
   it('with an empty image store: fails images.default and plans to build python:3.11 (exit 1)', () => {
     const { status, report } = doctor({ AEGIS_IMAGES: join(tempDir('images'), 'store') });
     assert.equal(status, 1);

@@ -48,6 +48,8 @@ export const ZONE: Record<string, { a?: string; cname?: string }> = {
   'git.example.com': { a: '198.51.100.31' },
   // A name the test certificate does not cover (upstream verification by the TLS terminator).
   'wrongname.example.net': { a: '198.51.100.10' },
+  // A tool server the tools broker reaches by name (run-tools.test.ts): the host-side address, where the test's own servers listen.
+  'mcp.tools.test': { a: '198.51.100.1' },
 };
 
 /** The API key /v1/whoami accepts (`Authorization: Bearer <key>`): the secrets broker's tests. */

@@ -165,6 +165,12 @@ export interface ConformanceOptions {
    * timeout itself set their own limit and keep it.
    */
   readonly defaultTimeoutMs?: number;
+  /**
+   * How long this driver may take to reach the agent's first instruction (a microVM under
+   * emulation boots a kernel first): added to the time limit of the case whose agent must be
+   * running when its timeout fires (SIGTERM and grace). 0 for the container runtimes.
+   */
+  readonly startupMs?: number;
 }
 
 export function runConformance(isolation: Isolation, copts: ConformanceOptions = {}): void {
@@ -374,12 +380,13 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
         'print("up", flush=True)',
         'time.sleep(60)',
       ].join('\n');
-      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script], limits: { timeoutMs: 1500 } }), { graceMs: 3000 });
+      const timeoutMs = 1500 + (copts.startupMs ?? 0);
+      const r = await run(t, testPolicy({ entrypoint: ['python3', '-c', script], limits: { timeoutMs } }), { graceMs: 3000 });
       if (!r) return;
       assert.equal(r.status, 'timeout');
       assert.equal(r.exitCode, 137);
       assert.match(r.out, /up\ngraceful\n/);
-      assert.ok(r.durationMs < 1500 + 3000, `ended without waiting for the whole grace period (${r.durationMs} ms)`);
+      assert.ok(r.durationMs < timeoutMs + 3000, `ended without waiting for the whole grace period (${r.durationMs} ms)`);
     });
 
     it('refuses writes to /, /agent and undeclared paths; allows /tmp and declared paths', async (t) => {

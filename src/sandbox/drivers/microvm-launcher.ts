@@ -5,10 +5,14 @@
  * and exits with the agent's status as the guest's init reported it on the status port.
  *
  *   node microvm-launcher.js --bundle DIR --pid-file FILE --guest DIR --accel kvm|tcg --run-as UID:GID
+ *   node microvm-launcher.js --relay term --bundle DIR   (the driver's killArgs: asks the running
+ *       launcher of DIR to have the guest's init send SIGTERM to the agent; see relayTerm)
  *
  * Exit status: the agent's; 125 when the guest could not start the agent (no pid file then, so
  * run.ts reports failed_to_start). The pid file holds QEMU's pid and is written only when the
- * guest's init says the agent is starting.
+ * guest's init says the agent is starting. What the guest saw of its own limits (an OOM kill or a
+ * refused fork in the agent's cgroup inside the guest) is written to `microvm-guest.json` in the
+ * bundle for the driver's guestUsage().
  *
  * ARCHITECTURE NOTE (VMM confinement): QEMU runs in new network (no interface but a down
  * loopback; with a network: the run's, see below), IPC and UTS namespaces (`unshare`), drops to the unprivileged host uid the other
@@ -38,14 +42,20 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { basename, join } from 'node:path';
 import { findExecutable, runCommand } from '../../host/exec.js';
 import type { OciConfig } from '../spec/oci.js';
+import { compileSeccompBpf } from '../spec/seccomp-bpf.js';
 import {
+  MICROVM_GUEST_KERNEL_BYTES,
+  MICROVM_GUEST_REPORT,
   MICROVM_MIN_GUEST_BYTES,
+  MICROVM_RELAY_SOCKET,
   MICROVM_PIDS_OVERHEAD,
   MICROVM_VMM_OVERHEAD_BYTES,
+  guestProtocolProblem,
+  parseGuestStatus,
   planMicrovm,
   tapSetupScript,
   tapTeardownScript,
@@ -55,6 +65,8 @@ import {
 const EXIT_NOT_STARTED = 125;
 /** How long the guest may take to power off after the agent's exit status arrived. */
 const GUEST_SHUTDOWN_MS = 3000;
+/** The same once run.ts has asked for TERM (its grace period runs: the agent's status is what counts). */
+const GUEST_SHUTDOWN_TERM_MS = 1000;
 /** Guest RAM when the run's cgroup sets no memory limit. */
 const DEFAULT_GUEST_BYTES = 512 * 1024 * 1024;
 
@@ -144,7 +156,23 @@ function hostTscKhz(): number | null {
   }
 }
 
+/**
+ * The relay (run.ts's TERM at the timeout or on abort, through the driver's killArgs): connects
+ * to the launcher's relay socket in the bundle (root's, mode 0755 directory: only root can
+ * connect) and asks for `term`. Exits 0 once written, 1 when no launcher listens.
+ */
+function relayTerm(bundleDir: string): void {
+  const sock = connect(join(bundleDir, MICROVM_RELAY_SOCKET));
+  sock.on('error', () => process.exit(1));
+  sock.end('term\n', () => process.exit(0));
+  setTimeout(() => process.exit(1), 5000).unref();
+}
+
 function main(argv: readonly string[]): void {
+  if (argv[0] === '--relay') {
+    if (argv[1] !== 'term') die(`--relay takes term, not ${argv[1]}`);
+    return relayTerm(arg(argv, '--bundle'));
+  }
   const bundleDir = arg(argv, '--bundle');
   const pidFile = arg(argv, '--pid-file');
   const guestDir = arg(argv, '--guest');
@@ -174,6 +202,14 @@ function main(argv: readonly string[]): void {
   const kernel = join(guestDir, 'vmlinuz');
   const initrd = join(guestDir, 'initramfs.cpio.gz');
   if (!existsSync(kernel) || !existsSync(initrd)) die(`no guest kernel in ${guestDir} (scripts/microvm/build-guest.sh)`);
+  let protocolText: string | null = null;
+  try {
+    protocolText = readFileSync(join(guestDir, 'protocol'), 'utf8').slice(0, 100);
+  } catch {
+    protocolText = null;
+  }
+  const protocol = guestProtocolProblem(protocolText);
+  if (protocol !== null) die(`${protocol}: rebuild it (scripts/microvm/build-guest.sh)`);
 
   // The gateway's namespace, when the run has a network (the validated bundle joins it).
   const netns = config.linux.namespaces.find((n) => n.type === 'network')?.path;
@@ -188,11 +224,27 @@ function main(argv: readonly string[]): void {
   const guestMemoryBytes = memLimit === null ? DEFAULT_GUEST_BYTES : memLimit - MICROVM_VMM_OVERHEAD_BYTES;
   if (guestMemoryBytes < MICROVM_MIN_GUEST_BYTES)
     die(`the memory limit leaves the guest ${guestMemoryBytes} bytes (< ${MICROVM_MIN_GUEST_BYTES})`);
+  // The guest has the manifest's memory plus room for its kernel; the agent's cgroup in the guest the manifest's memory.
+  const agentMemoryBytes = guestMemoryBytes - MICROVM_GUEST_KERNEL_BYTES;
+  // The bundle's seccomp profile as a BPF program the guest installs on the agent (fail secure: no
+  // program, no run).
+  let seccomp: Uint8Array;
+  try {
+    seccomp = compileSeccompBpf(config.linux.seccomp);
+  } catch (err) {
+    die(`cannot compile the seccomp profile for the guest: ${(err as Error).message}`);
+  }
   const pidsLimit = cgroupLimit('pids', 'pids.max');
   const guestPids = pidsLimit === null ? 1024 : Math.max(1, pidsLimit - MICROVM_PIDS_OVERHEAD);
 
   const specDir = join(bundleDir, 'microvm-spec');
-  const sockets = { stdout: join(bundleDir, 'vm.o'), stderr: join(bundleDir, 'vm.e'), status: join(bundleDir, 'vm.s') };
+  const sockets = {
+    stdin: join(bundleDir, 'vm.i'),
+    stdout: join(bundleDir, 'vm.o'),
+    stderr: join(bundleDir, 'vm.e'),
+    status: join(bundleDir, 'vm.s'),
+    control: join(bundleDir, 'vm.c'),
+  };
   const consoleFile = join(bundleDir, 'microvm-console.log');
   const plan = planMicrovm({
     config,
@@ -204,7 +256,9 @@ function main(argv: readonly string[]): void {
     consoleFile,
     accel,
     guestMemoryBytes,
+    agentMemoryBytes,
     guestPids,
+    seccompFile: 'seccomp.bpf',
     runAs,
     tscKhz: hostTscKhz(),
     fileSources: new Set(config.mounts.filter((mt) => mt.type === 'bind' && isFile(mt.source)).map((mt) => mt.source)),
@@ -216,6 +270,8 @@ function main(argv: readonly string[]): void {
   mkdirSync(specDir, { mode: 0o700 });
   writeFileSync(join(specDir, 'run.sh'), plan.specScript, { mode: 0o600 });
   chownSync(join(specDir, 'run.sh'), runAs.uid, runAs.gid);
+  writeFileSync(join(specDir, 'seccomp.bpf'), seccomp, { mode: 0o600 });
+  chownSync(join(specDir, 'seccomp.bpf'), runAs.uid, runAs.gid);
   chownSync(specDir, runAs.uid, runAs.gid);
 
   let status = '';
@@ -223,10 +279,12 @@ function main(argv: readonly string[]): void {
   let qemuPid = 0;
   let stopQemu: (() => void) | null = null;
   let stopTimer: NodeJS.Timeout | undefined;
+  let control: Socket | null = null;
+  let terminating = false;
   const onStatus = (chunk: Buffer): void => {
     status += chunk.toString('latin1');
     if (status.length > 4096) status = status.slice(-4096);
-    if (!started && /^started$/m.test(status) && qemuPid > 0) {
+    if (!started && parseGuestStatus(status).started && qemuPid > 0) {
       started = true;
       const fd = openSync(pidFile, 'wx', 0o644);
       writeSync(fd, String(qemuPid));
@@ -234,14 +292,26 @@ function main(argv: readonly string[]): void {
     }
     // The agent has exited: the guest has this long to power off. Its shutdown was seen to hang
     // now and then under emulation (after the status line), so QEMU is then stopped.
-    if (stopTimer === undefined && /^exit \d{1,3}$/m.test(status)) stopTimer = setTimeout(() => stopQemu?.(), GUEST_SHUTDOWN_MS);
+    if (stopTimer === undefined && parseGuestStatus(status).exit !== null)
+      stopTimer = setTimeout(() => stopQemu?.(), terminating ? GUEST_SHUTDOWN_TERM_MS : GUEST_SHUTDOWN_MS);
+  };
+  // TERM from run.ts (relayTerm): the guest's init signals the agent's processes and the grace
+  // period runs as under crun; a guest that has not started the agent yet is stopped at once.
+  const onRelay = (): void => {
+    terminating = true;
+    if (started && control !== null) control.write('term\n');
+    else stopQemu?.();
   };
   // One listener per port; QEMU connects once at start (before -runas), the first connection wins.
   const ended: Promise<void>[] = [];
-  const servers = (['stdout', 'stderr', 'status'] as const).map((name) => {
+  const servers = (['stdin', 'stdout', 'stderr', 'status', 'control'] as const).map((name) => {
     const server = createServer({ allowHalfOpen: false }, (sock) => {
       server.close();
       if (name === 'status') sock.on('data', onStatus);
+      else if (name === 'control') control = sock;
+      // The run's stdin into the guest; at its end the socket is half-closed: QEMU then reports
+      // the host side gone and the agent reads EOF once it has read everything before it.
+      else if (name === 'stdin') process.stdin.pipe(sock).on('error', () => undefined);
       else sock.pipe(name === 'stdout' ? process.stdout : process.stderr, { end: false });
       ended.push(new Promise<void>((resolve) => sock.once('close', () => resolve())));
       sock.on('error', () => undefined);
@@ -251,6 +321,18 @@ function main(argv: readonly string[]): void {
       server.listen(sockets[name], () => resolve());
     });
   });
+  const relay = createServer((sock) => {
+    sock.on('error', () => undefined);
+    sock.on('data', (b: Buffer) => {
+      if (b.toString('latin1').startsWith('term')) onRelay();
+    });
+  });
+  servers.push(
+    new Promise<void>((resolve, reject) => {
+      relay.once('error', reject);
+      relay.listen(join(bundleDir, MICROVM_RELAY_SOCKET), () => resolve());
+    }),
+  );
   /** A script in the run's network namespace; its failure refuses the start. */
   const inNetns = async (script: string): Promise<string | null> => {
     const argv = [nsenter as string, `--net=${netns as string}`, '--', sh as string, '-c', script];
@@ -295,11 +377,16 @@ function main(argv: readonly string[]): void {
 
   function finish(code: number | null, signal: NodeJS.Signals | null, qemuErr: string): void {
     onStatus(Buffer.alloc(0));
-    const exit = /^exit (\d{1,3})$/m.exec(status);
-    const fail = /^fail (.*)$/m.exec(status);
-    if (exit?.[1] !== undefined && started) process.exit(Number(exit[1]));
-    if (fail?.[1] !== undefined) die(`the guest could not start the agent: ${fail[1]}`);
-    if (exit?.[1] !== undefined) die(`the entrypoint could not be executed in the guest (status ${exit[1]})`);
+    relay.close();
+    const g = parseGuestStatus(status);
+    try {
+      writeFileSync(join(bundleDir, MICROVM_GUEST_REPORT), JSON.stringify({ oom: g.oom, pidsLimitHit: g.pidsLimitHit }), { mode: 0o600 });
+    } catch {
+      /* the driver then reports only what the host saw */
+    }
+    if (g.exit !== null && started) process.exit(g.exit);
+    if (g.fail !== null) die(`the guest could not start the agent: ${g.fail}`);
+    if (g.exit !== null) die(`the entrypoint could not be executed in the guest (status ${g.exit})`);
     let tail = '';
     try {
       tail = readFileSync(consoleFile, 'utf8').split('\n').slice(-8).join('\n');

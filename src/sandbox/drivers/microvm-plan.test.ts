@@ -2,7 +2,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { OciConfig } from '../spec/oci.js';
 import { GUEST_LINK } from '../../gateway/netns/plan.js';
-import { planMicrovm, shellQuote, tapSetupScript, tapTeardownScript, type MicrovmPlanInput } from './microvm-plan.js';
+import {
+  guestProtocolProblem,
+  MICROVM_GUEST_PROTOCOL,
+  parseGuestStatus,
+  planKvmProbe,
+  planMicrovm,
+  shellQuote,
+  tapSetupScript,
+  tapTeardownScript,
+  type MicrovmPlanInput,
+} from './microvm-plan.js';
 
 function config(over: Partial<OciConfig['process']> = {}, mounts: OciConfig['mounts'] = []): OciConfig {
   return {
@@ -45,11 +55,13 @@ const input = (c: OciConfig, accel: 'kvm' | 'tcg' = 'tcg', network = false): Mic
   specDir: '/run/aegis/runs/x/bundle/microvm-spec',
   kernel: '/g/vmlinuz',
   initrd: '/g/initramfs.cpio.gz',
-  sockets: { stdout: '/b/vm.o', stderr: '/b/vm.e', status: '/b/vm.s' },
+  sockets: { stdin: '/b/vm.i', stdout: '/b/vm.o', stderr: '/b/vm.e', status: '/b/vm.s', control: '/b/vm.c' },
   consoleFile: '/b/console.log',
   accel,
   guestMemoryBytes: 128 * 1024 * 1024,
+  agentMemoryBytes: 64 * 1024 * 1024,
   guestPids: 64,
+  seccompFile: 'seccomp.bpf',
   runAs: { uid: 101000, gid: 101000 },
   tscKhz: 2_596_122,
   fileSources: new Set(['/img/rootfs/etc/.pwd.lock']),
@@ -157,6 +169,22 @@ describe('planMicrovm', () => {
     });
   });
 
+  it("gives the guest's init the agent's limits, its seccomp program, and the stdin and control ports", () => {
+    const p = planMicrovm(input(config()));
+    assert.ok(!('error' in p));
+    assert.match(p.specScript, /^AEGIS_MEMORY=67108864$/m);
+    assert.match(p.specScript, /^AEGIS_NPROC=64$/m);
+    assert.match(p.specScript, /^AEGIS_SECCOMP='\/mnt\/spec\/seccomp.bpf'$/m);
+    const ports = p.qemuArgs.filter((x) => x.startsWith('virtserialport,'));
+    assert.deepEqual(
+      ports.map((x) => /name=(aegis\.\w+)/.exec(x)?.[1]),
+      ['aegis.stdout', 'aegis.stderr', 'aegis.status', 'aegis.stdin', 'aegis.control'],
+    );
+    assert.ok(p.qemuArgs.includes('socket,id=stdin,path=/b/vm.i') && p.qemuArgs.includes('socket,id=control,path=/b/vm.c'));
+    const bad = planMicrovm({ ...input(config()), seccompFile: '../x' });
+    assert.ok('error' in bad);
+  });
+
   it('quotes the environment and arguments for the guest shell (no expansion, no injection)', () => {
     const evil = `$(reboot -f)'; echo pwned; '`;
     const p = planMicrovm(input(config({ args: ['python3', '-c', evil], env: ['A=b c', `B=${evil}`] })));
@@ -179,5 +207,53 @@ describe('planMicrovm', () => {
       assert.ok('error' in p);
       assert.match(p.error, why);
     }
+  });
+});
+
+describe('parseGuestStatus (the status port, untrusted text)', () => {
+  it('reads started, exit, oom and pids lines', () => {
+    assert.deepEqual(parseGuestStatus('started\noom\nexit 137\n'), {
+      started: true,
+      exit: 137,
+      fail: null,
+      oom: true,
+      pidsLimitHit: false,
+    });
+    assert.deepEqual(parseGuestStatus('started\npids\nexit 0\n'), { started: true, exit: 0, fail: null, oom: false, pidsLimitHit: true });
+    assert.deepEqual(parseGuestStatus('fail spec\n'), { started: false, exit: null, fail: 'spec', oom: false, pidsLimitHit: false });
+  });
+  it('keeps the first exit and ignores malformed lines', () => {
+    const s = parseGuestStatus('exit 3\nexit 4\nexit 256\nexit -1\nexit 01\n started\nOOM\nexit 7x');
+    assert.equal(s.exit, 3);
+    assert.equal(s.started, false);
+    assert.equal(s.oom, false);
+    assert.equal(parseGuestStatus('exit 256\nexit 01\n').exit, null);
+    assert.equal(parseGuestStatus('exit 255').exit, 255);
+    assert.equal(parseGuestStatus(''.padEnd(10, 'x')).exit, null);
+  });
+});
+
+describe('guestProtocolProblem', () => {
+  it('accepts only a guest built from an init of this protocol (an older init would skip the seccomp filter and limits)', () => {
+    assert.equal(guestProtocolProblem(`${MICROVM_GUEST_PROTOCOL}\n`), null);
+    assert.match(guestProtocolProblem(null) ?? '', /no protocol file/);
+    assert.match(guestProtocolProblem('1\n') ?? '', /protocol "1"/);
+    assert.match(guestProtocolProblem('') ?? '', /protocol ""/);
+  });
+});
+
+describe('planKvmProbe', () => {
+  it("boots the run's guest with the run's KVM machine and CPU options, and nothing shared", () => {
+    const probe = planKvmProbe({ kernel: '/g/vmlinuz', initrd: '/g/initramfs.cpio.gz', runAs: { uid: 101000, gid: 101000 } });
+    const run = planMicrovm(input(config(), 'kvm'));
+    assert.ok(!('error' in run));
+    const after = (a: string[], flag: string): string | undefined => a[a.indexOf(flag) + 1];
+    for (const flag of ['-M', '-accel', '-cpu', '-kernel', '-initrd', '-sandbox', '-runas'])
+      assert.equal(after(probe, flag), after(run.qemuArgs, flag), flag);
+    assert.match(after(probe, '-append') ?? '', /(^| )aegis\.probe=1( |$)/);
+    assert.ok(!probe.some((x) => /fsdev|virtio|socket|netdev/.test(x)), 'no share, no port, no NIC');
+    const tcg = planKvmProbe({ kernel: 'k', initrd: 'i', runAs: { uid: 1, gid: 1 }, accel: 'tcg', tscKhz: 2_596_122 });
+    assert.ok(!tcg.includes('-cpu'));
+    assert.match(after(tcg, '-append') ?? '', /tsc_early_khz=2596122/);
   });
 });

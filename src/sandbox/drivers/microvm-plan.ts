@@ -5,21 +5,50 @@
  *
  * ARCHITECTURE NOTE (device model): `-M microvm` with no PCI bus, no ACPI tables beyond the
  * machine's own, `-nodefaults -no-user-config`, no default NIC (`-nic none`), no USB, no display.
- * Devices: one virtio-serial (three ports: the agent's stdout and stderr, init's status line), one
- * virtio-9p device per shared directory (the bundle's skeleton, each bind mount, the spec), the
- * ISA serial console to a log file, and ONLY when the run has a network (the gateway's namespace)
- * one virtio-net device on the tap GUEST_LINK.tap of that namespace. Everything the guest sees of
- * the host is those shares, each read-only unless the bundle mounts it read-write, and that link.
+ * Devices: one virtio-serial (five ports: the agent's stdin, stdout and stderr, init's status
+ * line, the host's control line to init), one virtio-9p device per shared directory (the bundle's
+ * skeleton, each bind mount, the spec), the ISA serial console to a log file, and ONLY when the
+ * run has a network (the gateway's namespace) one virtio-net device on the tap GUEST_LINK.tap of
+ * that namespace. Everything the guest sees of the host is those shares, each read-only unless
+ * the bundle mounts it read-write, and that link.
  */
 import { GUEST_LINK } from '../../gateway/netns/plan.js';
 import type { OciConfig } from '../spec/oci.js';
 
 /** Host memory the VMM needs above the guest's RAM (QEMU with TCG, tb-size 32 MiB), counted in the run's cgroup. */
 export const MICROVM_VMM_OVERHEAD_BYTES = 160 * 1024 * 1024;
+/**
+ * Guest RAM above the agent's memory limit, for the guest kernel and its init: the guest gets the
+ * manifest's memory plus this, and the agent's own cgroup inside the guest is held to the
+ * manifest's memory (an OOM there is reported as `oom`).
+ */
+export const MICROVM_GUEST_KERNEL_BYTES = 64 * 1024 * 1024;
 /** Guest RAM below which the guest kernel and init do not boot. */
 export const MICROVM_MIN_GUEST_BYTES = 96 * 1024 * 1024;
 /** Host tasks of QEMU in the run's cgroup (main loop, vCPU, RCU, worker threads of 9p). */
 export const MICROVM_PIDS_OVERHEAD = 64;
+
+/**
+ * The host/guest protocol this plan and launcher speak (the ports, the spec script's variables,
+ * aegis-exec's arguments): scripts/microvm/init declares it (`# aegis-guest-protocol: N`) and
+ * build-guest.sh writes it to the guest's `protocol` file. A guest built from another init is
+ * refused (fail secure: an older init would run the agent without its seccomp filter or limits).
+ * 3: the guest's network (AEGIS_NET_ADDR/AEGIS_NET_GW, net_up; virtio_net in the initramfs).
+ */
+export const MICROVM_GUEST_PROTOCOL = 3;
+
+/** Why the guest's `protocol` file (its text, or null when missing) does not match, or null when it does. */
+export function guestProtocolProblem(text: string | null): string | null {
+  if (text === null) return 'the guest has no protocol file (built by an older build-guest.sh)';
+  const v = text.trim();
+  if (v !== String(MICROVM_GUEST_PROTOCOL))
+    return `the guest speaks protocol ${JSON.stringify(v.slice(0, 20))}, this AEGIS ${MICROVM_GUEST_PROTOCOL}`;
+  return null;
+}
+
+/** Files of the bundle the launcher writes and the driver reads (microvm-launcher.ts, microvm.ts). */
+export const MICROVM_RELAY_SOCKET = 'vm.k';
+export const MICROVM_GUEST_REPORT = 'microvm-guest.json';
 
 export type MicrovmAccel = 'kvm' | 'tcg';
 
@@ -33,14 +62,25 @@ export interface MicrovmPlanInput {
   readonly initrd: string;
   /**
    * Unix sockets the launcher listens on, one per port (QEMU connects as a client): the agent's
-   * stdout and stderr, and the init's status lines. The console goes to a log file.
+   * stdin, stdout and stderr, the init's status lines, and the host's control messages to the
+   * init (`term`). The console goes to a log file.
    */
-  readonly sockets: { readonly stdout: string; readonly stderr: string; readonly status: string };
+  readonly sockets: {
+    readonly stdin: string;
+    readonly stdout: string;
+    readonly stderr: string;
+    readonly status: string;
+    readonly control: string;
+  };
   readonly consoleFile: string;
   readonly accel: MicrovmAccel;
   readonly guestMemoryBytes: number;
-  /** The agent's process limit inside the guest (RLIMIT_NPROC of its uid). */
+  /** The agent's memory limit inside the guest (its cgroup's memory.max): the manifest's memory. */
+  readonly agentMemoryBytes: number;
+  /** The agent's task limit inside the guest (its cgroup's pids.max): the manifest's pids. */
   readonly guestPids: number;
+  /** File name, in the spec share, of the compiled seccomp program (seccomp-bpf.ts) the agent runs under. */
+  readonly seccompFile: string;
   /** Host uid:gid QEMU drops to after opening its files (`-runas`). */
   readonly runAs: { readonly uid: number; readonly gid: number };
   /** The host CPU's TSC rate in kHz (/proc/cpuinfo), or null when unknown. */
@@ -158,6 +198,9 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     }
   }
   const p = c.process;
+  if (!/^[A-Za-z0-9._-]+$/.test(i.seccompFile)) return { error: 'the seccomp program file name is not plain' };
+  if (!Number.isSafeInteger(i.agentMemoryBytes) || i.agentMemoryBytes <= 0)
+    return { error: 'the agent memory limit is not a positive integer' };
   const program = p.args[0];
   if (program === undefined || program === '') return { error: 'the entrypoint is empty' };
   if ([...p.args, ...p.env, p.cwd].some((s) => s.includes('\0'))) return { error: 'an argument or variable contains NUL' };
@@ -172,6 +215,8 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     `AEGIS_CWD=${shellQuote(p.cwd)}`,
     `AEGIS_NOFILE=${nofile}`,
     `AEGIS_NPROC=${i.guestPids}`,
+    `AEGIS_MEMORY=${Math.floor(i.agentMemoryBytes)}`,
+    `AEGIS_SECCOMP=${shellQuote(`/mnt/spec/${i.seccompFile}`)}`,
     `AEGIS_NENV=${p.env.length}`,
     // The guest's network (init's net_up): empty without a network, then the guest has no NIC.
     `AEGIS_NET_ADDR=${i.network ? shellQuote(`${GUEST_LINK.guest}/${GUEST_LINK.prefix}`) : "''"}`,
@@ -240,12 +285,14 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     '-serial',
     'chardev:con',
     '-device',
-    'virtio-serial-device,max_ports=4',
+    'virtio-serial-device,max_ports=8',
   ];
   for (const [id, path] of [
     ['stdout', i.sockets.stdout],
     ['stderr', i.sockets.stderr],
     ['status', i.sockets.status],
+    ['stdin', i.sockets.stdin],
+    ['control', i.sockets.control],
   ] as const) {
     args.push('-chardev', `socket,id=${id},path=${qemuValue(path)}`, '-device', `virtserialport,chardev=${id},name=aegis.${id}`);
   }
@@ -305,4 +352,93 @@ export function tapSetupScript(tools: { readonly ip: string; readonly nft: strin
 /** After the VM: forwarding off and the tap gone, so the namespace is as the gateway made it. */
 export function tapTeardownScript(tools: { readonly ip: string }): string {
   return [`echo 0 > /proc/sys/net/ipv4/ip_forward`, `${word(tools.ip)} link del ${word(GUEST_LINK.tap)}`, ''].join('\n');
+}
+
+/** What the guest's init reported on the status port (scripts/microvm/init), read as untrusted text. */
+export interface GuestStatus {
+  /** aegis-exec found the entrypoint executable and is about to exec it. */
+  readonly started: boolean;
+  /** The agent's exit code, once it has exited. */
+  readonly exit: number | null;
+  /** Why the init could not start the agent (`fail <step>`). */
+  readonly fail: string | null;
+  /** The agent's cgroup in the guest had an OOM kill (memory.events oom_kill). */
+  readonly oom: boolean;
+  /** The agent's cgroup in the guest refused a fork at pids.max (pids.events max). */
+  readonly pidsLimitHit: boolean;
+}
+
+/**
+ * Parses the status port's lines: `started`, `oom`, `pids`, `exit <0-255>`, `fail <text>`.
+ * Anything else is ignored; the first `exit` and `fail` count. The guest can only lie about its
+ * own run (the agent cannot write to the port: it is not in its /dev).
+ */
+export function parseGuestStatus(text: string): GuestStatus {
+  let exit: number | null = null;
+  let fail: string | null = null;
+  let started = false;
+  let oom = false;
+  let pidsLimitHit = false;
+  for (const line of text.split('\n')) {
+    if (line === 'started') started = true;
+    else if (line === 'oom') oom = true;
+    else if (line === 'pids') pidsLimitHit = true;
+    else if (exit === null && /^exit (0|[1-9]\d{0,2})$/.test(line) && Number(line.slice(5)) <= 255) exit = Number(line.slice(5));
+    else if (fail === null && line.startsWith('fail ')) fail = line.slice(5, 205);
+  }
+  return { started, exit, fail, oom, pidsLimitHit };
+}
+
+/** What the guest's init prints on the console when booted with `aegis.probe=1` (scripts/microvm/init). */
+export const MICROVM_PROBE_OK = 'aegis-probe-ok';
+
+/**
+ * The QEMU command line of the KVM probe (microvm-kvm.ts): the run's guest kernel and initramfs
+ * booted with KVM, the console on stdout, and the init told to print MICROVM_PROBE_OK and power
+ * off at once. No share, no NIC, no port: it only shows whether this host's KVM runs a stock
+ * guest kernel (a /dev/kvm that opens is no proof: some hosts' KVM runs only patched guests).
+ */
+export function planKvmProbe(i: {
+  readonly kernel: string;
+  readonly initrd: string;
+  readonly runAs: { uid: number; gid: number };
+  /**
+   * 'kvm' (default): the probe. 'tcg' only checks the guest's side of it (that its init answers),
+   * with the emulation options of planMicrovm (the host's TSC rate; no `-cpu host`).
+   */
+  readonly accel?: MicrovmAccel;
+  readonly tscKhz?: number | null;
+}): string[] {
+  const kvm = (i.accel ?? 'kvm') === 'kvm';
+  const tcgClock = ['no_timer_check', 'lpj=2000000', ...(i.tscKhz != null ? [`tsc_early_khz=${i.tscKhz}`] : [])];
+  return [
+    '-M',
+    kvm ? 'microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on' : 'microvm,x-option-roms=off,rtc=off,isa-serial=on',
+    '-accel',
+    kvm ? 'kvm' : 'tcg,tb-size=32',
+    ...(kvm ? ['-cpu', 'host'] : []),
+    '-smp',
+    '1',
+    '-m',
+    '128M',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-nic',
+    'none',
+    '-sandbox',
+    'on,obsolete=deny,spawn=deny,resourcecontrol=deny',
+    '-runas',
+    `${i.runAs.uid}:${i.runAs.gid}`,
+    '-kernel',
+    i.kernel,
+    '-initrd',
+    i.initrd,
+    '-append',
+    ['console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init aegis.probe=1', ...(kvm ? [] : tcgClock)].join(' '),
+    '-serial',
+    'stdio',
+  ];
 }

@@ -16,6 +16,12 @@ export interface RuntimeRun {
   readonly networkNamespace?: string;
 }
 
+/** What a runtime with a kernel of its own (a microVM) saw of the agent's limits inside it. */
+export interface GuestUsage {
+  readonly oom: boolean;
+  readonly pidsLimitHit: boolean;
+}
+
 export interface RuntimeDriver {
   readonly isolation: Isolation;
   /** The executable (absolute path or a name looked up on PATH). */
@@ -43,6 +49,11 @@ export interface RuntimeDriver {
   readonly rlimitsInherited: boolean;
   /** Why this runtime cannot run on this host, or null when it can. */
   unavailableReason(): string | null;
+  /**
+   * A slower check run before the sandbox is built (a microVM's KVM probe, cached): why this
+   * runtime cannot run here, or null. Optional; unavailableReason() has passed already.
+   */
+  preflight?(): Promise<string | null>;
   /** Runtime-specific adjustments of a validated config (pure; must not loosen it). */
   adapt(config: OciConfig): OciConfig;
   /** Arguments that run the bundle in the foreground and exit with the agent's status. */
@@ -58,4 +69,10 @@ export interface RuntimeDriver {
    * `deleteArgs`; resolves true when the engine still held any.
    */
   removeContainers?(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): Promise<boolean>;
+  /**
+   * Runtimes whose agent lives under a kernel of their own (microvm), where the host cgroup does
+   * not see its OOM kills or refused forks: what the guest reported, read after the runtime
+   * exited and before the bundle is removed; null when nothing was reported.
+   */
+  guestUsage?(r: RuntimeRun): GuestUsage | null;
 }

@@ -56,6 +56,26 @@ describe('validateManifestText', () => {
     assert.deepEqual([issue.line, issue.column], [3, 9]);
   });
 
+  it('refuses what only the host operator may give a local tool server: host volumes, a manifest outside the upload', () => {
+    const head = 'version: "1.0"\nagent: { name: a, runtime: "python:3.11", entrypoint: [python3] }\ntools:\n';
+    const ok = validateManifestText(`${head}  - name: files\n    mcp: { manifest: tools/files.yaml }\n`);
+    assert.ok(ok.ok, JSON.stringify(ok));
+    for (const [mcp, path] of [
+      ['{ manifest: tools/files.yaml, volumes: ["/etc:/srv/etc:ro"] }', 'tools[0].mcp.volumes'],
+      ['{ manifest: /srv/other/files.yaml }', 'tools[0].mcp.manifest'],
+      ['{ manifest: tools/../../other/files.yaml }', 'tools[0].mcp.manifest'],
+    ] as const) {
+      const r = validateManifestText(`${head}  - name: files\n    mcp: ${mcp}\n`);
+      assert.equal(r.ok, false, mcp);
+      if (!r.ok)
+        assert.deepEqual(
+          r.issues.map((i) => i.path),
+          [path],
+          mcp,
+        );
+    }
+  });
+
   it('refuses a manifest over 64 KiB before parsing it, as text or as bytes', () => {
     const huge = `version: "1.0"\n# ${'x'.repeat(70 * 1024)}\n`;
     for (const input of [huge, Buffer.from(huge)]) {

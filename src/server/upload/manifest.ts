@@ -40,10 +40,43 @@ export function validateManifestText(text: string | Buffer, opts: ValidateManife
   const r = parseManifest(bytes.toString('utf8'));
   if (!r.ok) return { ok: false, issues: r.issues };
   const file = opts.file ?? 'agent.yaml';
+  const policy = compilePolicy(r.manifest);
+  const refused = deployerToolProblems(policy);
+  if (refused.length > 0) return { ok: false, issues: refused };
   return {
     ok: true,
-    policy: compilePolicy(r.manifest),
+    policy,
     manifestDigest: sha256Digest(bytes),
     warnings: r.warnings.map((w) => formatWarning(file, w, formatIssue)),
   };
+}
+
+/**
+ * ARCHITECTURE NOTE: what a manifest may say through the API and not on the host. A local tool
+ * server's `mcp.volumes` name HOST folders (as `aegis run --volume` does, the host operator's
+ * choice): a deployer could otherwise hand any host folder to a server whose answers reach the
+ * agent, so they are refused here. A server's `mcp.manifest` must be a relative path inside the
+ * uploaded code (no `..`, not absolute): another folder of the host is not the deployer's.
+ */
+function deployerToolProblems(policy: Policy): ManifestIssue[] {
+  const issues: ManifestIssue[] = [];
+  (policy.tools?.servers ?? []).forEach((server, i) => {
+    const t = server.transport;
+    if (t.kind !== 'sandbox') return;
+    if (t.volumes.length > 0)
+      issues.push({
+        line: 0,
+        column: 0,
+        path: `tools[${i}].mcp.volumes`,
+        message: 'host folders for a tool server are given on the host (aegis run), not through the API',
+      });
+    if (t.manifest.startsWith('/') || t.manifest.split('/').includes('..'))
+      issues.push({
+        line: 0,
+        column: 0,
+        path: `tools[${i}].mcp.manifest`,
+        message: "must be a relative path inside the uploaded code (no '..')",
+      });
+  });
+  return issues;
 }
