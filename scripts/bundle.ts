@@ -1,0 +1,90 @@
+/**
+ * Bundles the CLI (issue 18: start-up cost): `npm run build` runs it after tsc. Output in
+ * dist/bundle/: `aegis.js` (what bin/aegis.js imports), chunks for what the commands import
+ * lazily (`await import()`: each command's action, the server, the gateway...), and the worker
+ * threads' own entry points (`encode-worker.js`, `verify-worker.js`), each with a source map.
+ *
+ * Why: Node's ESM loader costs about 1 ms per module (resolve, read, link) and the CJS
+ * packages imported from ESM go through cjs-module-lexer; `aegis run` loaded some 130 files.
+ *
+ * What stays outside (loaded from node_modules by a lazy import, as before): every package not
+ * in BUNDLED (native addons such as better-sqlite3, and the server-side dependencies: fastify,
+ * pg, dockerode, the MCP SDK, x509), so a command that does not need one never loads it.
+ *
+ * `import.meta.url` in a bundled module is rewritten to the URL of that module's tsc output
+ * (dist/src/...), so the paths computed from it (the default alert pack, the package files, the
+ * code stamps of the manifest cache, the microVM launcher) are the same bundled or not; only the
+ * two worker URLs stay relative to the bundle, where their entry points are written.
+ *
+ *   node dist/scripts/bundle.js
+ */
+import { build, type Plugin } from 'esbuild';
+import { readFile, rm } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const OUT = join(ROOT, 'dist', 'bundle');
+
+/** Pure-JavaScript packages on the path of the common commands, bundled in. */
+const BUNDLED = new Set(['commander', 'tldts', 'tldts-core', 'ipaddr.js', 'yaml', 'zod', 'dns-packet', '@leichtgewicht/ip-codec']);
+
+/** Worker threads whose URL (`new URL('./<name>.js', import.meta.url)`) is kept relative to the bundle. */
+const WORKERS = ['encode-worker', 'verify-worker'];
+
+function packageName(spec: string): string {
+  const parts = spec.split('/');
+  return spec.startsWith('@') ? parts.slice(0, 2).join('/') : (parts[0] ?? spec);
+}
+
+/** Every package outside BUNDLED stays an import of node_modules. */
+const externals: Plugin = {
+  name: 'aegis-externals',
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, (args) => {
+      if (args.path.startsWith('node:')) return { path: args.path, external: true };
+      return BUNDLED.has(packageName(args.path)) ? undefined : { path: args.path, external: true };
+    });
+  },
+};
+
+/** `import.meta.url` of src/x/y.ts becomes the URL of dist/src/x/y.js (see the header). */
+const moduleUrls: Plugin = {
+  name: 'aegis-module-urls',
+  setup(b) {
+    b.onLoad({ filter: /\/src\/.*\.ts$/ }, async (args) => {
+      let text = await readFile(args.path, 'utf8');
+      for (const w of WORKERS) text = text.split(`new URL('./${w}.js', import.meta.url)`).join(`new URL('./${w}.js', __BUNDLE_URL__)`);
+      const compiled = relative(OUT, join(ROOT, 'dist', relative(ROOT, args.path))).replace(/\.ts$/, '.js');
+      text = text.split('import.meta.url').join(`new URL(${JSON.stringify(compiled)}, import.meta.url).href`);
+      text = text.split('__BUNDLE_URL__').join('import.meta.url');
+      return { contents: text, loader: 'ts' };
+    });
+  },
+};
+
+export async function bundle(): Promise<void> {
+  await rm(OUT, { recursive: true, force: true });
+  await build({
+    absWorkingDir: ROOT,
+    entryPoints: {
+      aegis: 'src/cli/main.ts',
+      ...Object.fromEntries(WORKERS.map((w) => [w, `src/audit/${w}.ts`])),
+    },
+    outdir: OUT,
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    sourcemap: 'linked',
+    // The bundled CommonJS packages call require() for Node's built-ins.
+    banner: {
+      js: "import { createRequire as __aegisCreateRequire } from 'node:module'; const require = __aegisCreateRequire(import.meta.url);",
+    },
+    plugins: [externals, moduleUrls],
+    logLevel: 'warning',
+  });
+}
+
+await bundle();
