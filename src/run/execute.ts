@@ -51,6 +51,7 @@ import {
 import type { Monitor } from '../monitor/index.js';
 import type { ToolCredentials } from '../tools/credentials.js';
 import { startRunServices, type RunAudit, type RunServices } from './services.js';
+import type { PhaseMark } from './timings.js';
 
 /** What `loadRun` found: everything that does not depend on the execution's input. */
 export interface LoadedRun {
@@ -406,6 +407,8 @@ export interface RunIO {
    */
   readonly monitor?: Monitor;
   readonly say: (line: string) => void;
+  /** Marks the end of each phase (`aegis run --timings`, timings.ts); passed to runSandbox. */
+  readonly phase?: PhaseMark;
 }
 
 export type RunOutcome =
@@ -481,6 +484,7 @@ export async function runWithServices(
             signal: abort.signal,
             ...(io.graceMs !== undefined ? { graceMs: io.graceMs } : {}),
             ...(io.monitor !== undefined ? { monitor: io.monitor } : {}),
+            ...(io.phase !== undefined ? { phase: io.phase } : {}),
           });
     } finally {
       try {
@@ -488,8 +492,10 @@ export async function runWithServices(
       } catch (err) {
         io.say(`audit/gateway shutdown failed: ${(err as Error).message}`);
       }
+      io.phase?.('services.close');
       // Every alert of the run is raised by now (the log is closed); delivery gets a bounded wait.
       if (alerting) alertCounts = await alerting.finish();
+      io.phase?.('alerts.finish');
     }
     return { kind: 'ran', result, budgetStop: started.budgetStopped(), alertCounts };
   } finally {
