@@ -68,6 +68,32 @@ const builtins: Plugin = {
   },
 };
 
+/**
+ * Packages whose evaluation is deferred to the first call of the named functions: tldts builds
+ * its public-suffix tables when it is evaluated (5-18 ms here), and only host names need it
+ * (compiling a manifest's allowlist, the gateway's decisions), not a run without network.
+ */
+const LAZY: Readonly<Record<string, readonly string[]>> = { tldts: ['getPublicSuffix'] };
+
+const lazyPackages: Plugin = {
+  name: 'aegis-lazy-packages',
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, (args) =>
+      args.kind === 'import-statement' && LAZY[args.path] !== undefined ? { path: args.path, namespace: 'aegis-lazy' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'aegis-lazy' }, (args) => ({
+      contents: [
+        'let m;',
+        ...(LAZY[args.path] ?? []).map(
+          (f) => `export function ${f}(...a) { m ??= require(${JSON.stringify(args.path)}); return m.${f}(...a); }`,
+        ),
+      ].join('\n'),
+      resolveDir: ROOT,
+      loader: 'js',
+    }));
+  },
+};
+
 /** `import.meta.url` of src/x/y.ts becomes the URL of dist/src/x/y.js (see the header). */
 const moduleUrls: Plugin = {
   name: 'aegis-module-urls',
@@ -98,7 +124,7 @@ export async function bundle(): Promise<void> {
     platform: 'node',
     target: 'node20',
     sourcemap: 'linked',
-    plugins: [builtins, externals, moduleUrls],
+    plugins: [lazyPackages, builtins, externals, moduleUrls],
     logLevel: 'warning',
   });
 }
