@@ -38,6 +38,26 @@ function packageName(spec: string): string {
   return spec.startsWith('@') ? parts.slice(0, 2).join('/') : (parts[0] ?? spec);
 }
 
+/**
+ * Side-effect-only imports of our own modules (`import './x.js';`) that must run before the
+ * external imports after them: esbuild evaluates a chunk's external imports before any of its
+ * bundled code, so these stay separate files (their tsc output), imported in their place.
+ * The reflect shim installs what @peculiar/x509's tsyringe checks for at load time. Any other
+ * side-effect import in src/ stops the build until it is listed here (see moduleUrls).
+ */
+const SEPARATE = new Set(['src/gateway/intercept/reflect-shim.ts']);
+
+const separate: Plugin = {
+  name: 'aegis-separate',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.?\// }, (args) => {
+      const source = relative(ROOT, join(dirname(args.importer), args.path)).replace(/\.js$/, '.ts');
+      if (!SEPARATE.has(source)) return undefined;
+      return { path: './' + relative(OUT, join(ROOT, 'dist', source)).replace(/\.ts$/, '.js'), external: true };
+    });
+  },
+};
+
 /** Every package outside BUNDLED stays an import of node_modules. */
 const externals: Plugin = {
   name: 'aegis-externals',
@@ -100,6 +120,10 @@ const moduleUrls: Plugin = {
   setup(b) {
     b.onLoad({ filter: /\/src\/.*\.ts$/ }, async (args) => {
       let text = await readFile(args.path, 'utf8');
+      for (const m of text.matchAll(/^import '(\.[^']+)';/gm)) {
+        const source = relative(ROOT, join(dirname(args.path), m[1] ?? '')).replace(/\.js$/, '.ts');
+        if (!SEPARATE.has(source)) throw new Error(`${relative(ROOT, args.path)}: side-effect import ${m[1]} must be listed in SEPARATE`);
+      }
       for (const w of WORKERS) text = text.split(`new URL('./${w}.js', import.meta.url)`).join(`new URL('./${w}.js', __BUNDLE_URL__)`);
       const compiled = relative(OUT, join(ROOT, 'dist', relative(ROOT, args.path))).replace(/\.ts$/, '.js');
       text = text.split('import.meta.url').join(`new URL(${JSON.stringify(compiled)}, import.meta.url).href`);
@@ -124,7 +148,7 @@ export async function bundle(): Promise<void> {
     platform: 'node',
     target: 'node20',
     sourcemap: 'linked',
-    plugins: [lazyPackages, builtins, externals, moduleUrls],
+    plugins: [lazyPackages, builtins, separate, externals, moduleUrls],
     logLevel: 'warning',
   });
 }
