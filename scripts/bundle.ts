@@ -15,11 +15,12 @@
  * (dist/src/...), so the paths computed from it (the default alert pack, the package files, the
  * code stamps of the manifest cache, the microVM launcher) are the same bundled or not; only the
  * two worker URLs stay relative to the bundle, where their entry points are written.
+ * `meta.json` (esbuild's metafile) says which sources each output file holds.
  *
  *   node dist/scripts/bundle.js
  */
 import { build, type Plugin } from 'esbuild';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -135,7 +136,7 @@ const moduleUrls: Plugin = {
 
 export async function bundle(): Promise<void> {
   await rm(OUT, { recursive: true, force: true });
-  await build({
+  const result = await build({
     absWorkingDir: ROOT,
     entryPoints: {
       aegis: 'src/cli/main.ts',
@@ -150,7 +151,10 @@ export async function bundle(): Promise<void> {
     sourcemap: 'linked',
     plugins: [lazyPackages, builtins, separate, externals, moduleUrls],
     logLevel: 'warning',
+    metafile: true,
   });
+  // Which sources each output holds (test/integration/run-startup.test.ts checks what a run loads).
+  await writeFile(join(OUT, 'meta.json'), JSON.stringify(result.metafile));
 }
 
 await bundle();
