@@ -2,16 +2,22 @@
  * Sandbox start-up benchmark (a script, not a timed test): median wall time to start and finish
  * a sandbox running `true` and `python3 -c pass`.
  *
- *   node dist/bench/sandbox.js [--runs N] [--skip-docker] [--skip-srt]
+ *   node dist/bench/sandbox.js [--runs N] [--skip-docker] [--skip-srt] [--skip-inprocess] [--monitor] [--before BIN]
  *
  * 1. In-process, through runSandbox() as the server calls it, per runtime, vs the bare process
  *    (the same binary of the same image, started with chroot).
  * 2. Whole commands (interleaved): `aegis run` (without network, and with a one-host allowlist:
  *    `aegis +net`) vs `docker run` of the same image (when a Docker engine is
  *    available; the rootfs is `docker import`ed) vs `srt` (@anthropic-ai/sandbox-runtime,
- *    installed into /var/tmp for the benchmark only; needs Debian ripgrep).
+ *    installed into /var/tmp for the benchmark only; needs Debian ripgrep bubblewrap socat).
+ *    `aegis run` writes to a throw-away AEGIS_HOME (a fresh audit log, so the end-of-run
+ *    baseline reads the same small history in every run of the benchmark) with the runtime
+ *    monitor off (AEGIS_MONITOR=off: bpftrace's attach and detach cost about 1.5 s per run, and
+ *    srt and docker have no such monitor); `--monitor` adds a row with it on (auto);
+ *    `--before BIN` adds the same rows for another build's bin/aegis.js (a before/after in one run).
  * Targets (issue 3): crun adds <= 15 ms over the bare process, gVisor < 200 ms in total,
- * `aegis run` faster than docker and srt and >= 3x faster than srt.
+ * `aegis run` faster than docker. Issue 18: `aegis run` of `true` <= 0.25x srt's time without
+ * network, <= 0.33x with the one-host allowlist.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +29,8 @@ import { runSandbox } from '../src/sandbox/run.js';
 import { AEGIS_BIN } from '../src/test-support/repo.js';
 
 const args = process.argv.slice(2);
+/** Issue 18's targets: aegis run's time as a share of srt's (`true`). */
+const TARGET_SHARE_OF_SRT: Readonly<Record<string, number>> = { aegis: 0.25, 'aegis +net': 0.33 };
 const RUNS = Number(args[args.indexOf('--runs') + 1] ?? 0) || 21;
 const PY = { name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' } as const;
 
@@ -66,9 +74,9 @@ async function timeAll(tasks: Record<string, Task>): Promise<Record<string, numb
  * child the host's /dev/null, and an OCI runtime chowns the stdio it is given to the sandbox's
  * uid (issue 8), which breaks /dev/null for the whole host.
  */
-function exec(cmd: string, argv: string[]): Promise<number> {
+function exec(cmd: string, argv: string[], env?: NodeJS.ProcessEnv): Promise<number> {
   return new Promise((resolve, reject) => {
-    const c = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const c = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], ...(env !== undefined ? { env } : {}) });
     c.stdin.end();
     c.stdout.resume();
     c.stderr.resume();
@@ -99,6 +107,12 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
   ];
   out(`AEGIS sandbox benchmark: median of ${RUNS} runs (after 2 warm-ups), image ${image.ref} ${image.digest.slice(0, 19)}`);
 
+  if (!args.includes('--skip-inprocess')) await inProcess(image, work, workloads);
+  await wholeCommands(image, work, state, workloads);
+}
+
+async function inProcess(image: { rootfs: string }, work: string, workloads: [string, string[]][]): Promise<void> {
+  const state = join(work, 'state');
   out('\n== in-process (runSandbox) vs bare process ==');
   const runtimes = (['crun', 'runc', 'gvisor'] as Isolation[]).filter((iso) => {
     const why = driverFor(iso).unavailableReason();
@@ -136,8 +150,15 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
       out(`${iso.padEnd(8)} ${name.padEnd(16)} ${fmt(ms)}  bare ${fmt(t['bare']!)}  +${fmt(over)}${target}`);
     }
   }
+}
 
+async function wholeCommands(image: { rootfs: string }, work: string, state: string, workloads: [string, string[]][]): Promise<void> {
   out('\n== whole command: aegis run vs docker run vs srt (interleaved) ==');
+  // A throw-away AEGIS_HOME and no runtime monitor (see the header); the rest of the environment as given.
+  const home = join(work, 'home');
+  mkdirSync(home, { mode: 0o700 });
+  const aegisEnv = { ...process.env, AEGIS_HOME: home, AEGIS_MONITOR: 'off' };
+  const monitoredEnv = { ...aegisEnv, AEGIS_MONITOR: 'auto' };
   const aegisBin = AEGIS_BIN;
   const docker = args.includes('--skip-docker') ? null : dockerReady(image.rootfs);
   if (docker === null) out('docker    unavailable (no running Docker engine, or --skip-docker); skipped');
@@ -157,10 +178,19 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
     const tasks: Record<string, Task> = {
       // Where a command's time goes before any sandbox work: Node itself, and the CLI's module loading.
       'node -e 0': () => exec(process.execPath, ['-e', '0']),
-      'aegis --version': () => exec(process.execPath, [aegisBin, '--version']),
-      aegis: () => exec(process.execPath, [aegisBin, 'run', join(dir, 'agent.yaml'), '--state-dir', state]),
-      'aegis +net': () => exec(process.execPath, [aegisBin, 'run', join(dir, 'net', 'agent.yaml'), '--state-dir', state]),
+      'aegis --version': () => exec(process.execPath, [aegisBin, '--version'], aegisEnv),
+      aegis: () => exec(process.execPath, [aegisBin, 'run', join(dir, 'agent.yaml'), '--state-dir', state], aegisEnv),
+      'aegis +net': () => exec(process.execPath, [aegisBin, 'run', join(dir, 'net', 'agent.yaml'), '--state-dir', state], aegisEnv),
     };
+    const before = args.includes('--before') ? args[args.indexOf('--before') + 1] : undefined;
+    if (before !== undefined) {
+      tasks['before --version'] = () => exec(process.execPath, [before, '--version'], aegisEnv);
+      tasks['before aegis'] = () => exec(process.execPath, [before, 'run', join(dir, 'agent.yaml'), '--state-dir', state], aegisEnv);
+      tasks['before +net'] = () => exec(process.execPath, [before, 'run', join(dir, 'net', 'agent.yaml'), '--state-dir', state], aegisEnv);
+    }
+    if (args.includes('--monitor'))
+      tasks['aegis +monitor'] = () =>
+        exec(process.execPath, [aegisBin, 'run', join(dir, 'agent.yaml'), '--state-dir', state], monitoredEnv);
     if (docker !== null) tasks['docker'] = () => exec('docker', ['run', '--rm', '--network', 'none', '--memory', '256m', docker, ...argv]);
     if (srt !== null) tasks['srt'] = () => exec(process.execPath, [srt, '-c', name === 'true' ? '/bin/true' : `${hostPy} -c pass`]);
     cmdTimes[name] = await timeAll(tasks);
@@ -168,16 +198,17 @@ async function bench(image: { ref: string; digest: string; rootfs: string }, wor
       out(`${name.padEnd(16)} ${(k === 'aegis' ? 'aegis run' : k === 'docker' ? 'docker run' : k).padEnd(16)} ${fmt(v)}`);
   }
 
-  out('\n== ratios (other / aegis run; > 1 means aegis is faster) ==');
+  out('\n== ratios: aegis run time / other time (< 1 means aegis is faster) ==');
   for (const [name] of workloads) {
     const t = cmdTimes[name]!;
-    for (const mine of ['aegis', 'aegis +net'])
+    for (const mine of ['aegis', 'aegis +net', 'aegis +monitor', 'before aegis', 'before +net'])
       for (const other of ['docker', 'srt']) {
-        if (t[other] === undefined) continue;
-        const ratio = t[other]! / t[mine]!;
-        const target =
-          other === 'srt' ? `target >= 3x: ${ratio >= 3 ? 'met' : 'NOT met'}` : `target > 1x: ${ratio > 1 ? 'met' : 'NOT met'}`;
-        out(`${name.padEnd(16)} ${mine.padEnd(10)} ${other.padEnd(6)} ${ratio.toFixed(2)}x  (${target})`);
+        if (t[other] === undefined || t[mine] === undefined) continue;
+        const share = t[mine]! / t[other]!;
+        const goal =
+          other === 'srt' && name === 'true' ? TARGET_SHARE_OF_SRT[mine] : other === 'docker' && !mine.startsWith('before') ? 1 : undefined;
+        const target = goal === undefined ? '' : `  (target <= ${goal}x: ${share <= goal ? 'met' : 'NOT met'})`;
+        out(`${name.padEnd(16)} ${mine.padEnd(14)} / ${other.padEnd(6)} ${share.toFixed(2)}x${target}`);
       }
   }
 }

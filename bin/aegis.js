@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Thin launcher: the CLI is compiled from src/cli/ into dist/ by `npm run build`.
-import { main } from '../dist/src/cli/main.js';
+// Thin launcher: the CLI is bundled from src/cli/main.ts into dist/bundle/ by `npm run build` (scripts/bundle.ts).
+import { main } from '../dist/bundle/aegis.js';
 
 main(process.argv.slice(2)).then(
   (code) => {

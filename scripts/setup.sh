@@ -39,6 +39,9 @@ APT_PACKAGES=(
   #   seccomp filter with, and asm/unistd_64.h, the oracle of src/sandbox/spec/seccomp-bpf.test.ts)
   #   packed with cpio; the guest kernel is downloaded, never installed on the host
   qemu-system-x86 busybox-static cpio gcc libc6-dev
+  # the start-up benchmark's reference peer (bench/sandbox.ts): Anthropic's sandbox-runtime (srt,
+  #   installed from npm into /var/tmp by the benchmark) needs ripgrep, bubblewrap and socat
+  ripgrep bubblewrap socat
 )
 
 missing=()

@@ -23,6 +23,7 @@ import {
   type StartedServices,
 } from '../run/execute.js';
 import { openRunAudit, sweepLostRuns, type RunAudit } from '../run/services.js';
+import { PhaseTimings } from '../run/timings.js';
 import type { CliContext } from './context.js';
 import type { RunFlags } from './run-commands.js';
 
@@ -53,6 +54,10 @@ function summaryOf(
 
 export async function runCommand(ctx: CliContext, file: string, args: string[], flags: RunFlags): Promise<number> {
   const started = performance.now();
+  // --timings: phase durations on stderr; the first phase runs from the process's start.
+  const timings = flags.timings === true ? new PhaseTimings(() => performance.now(), 0) : null;
+  const phase = (name: string): void => timings?.mark(name);
+  phase('node_and_cli_start');
   const executionId = newExecutionId();
   const cannotStart = (message: string): number => {
     ctx.err(`aegis run: ${message}\n`);
@@ -129,6 +134,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       warn: (w) => ctx.err(w + '\n'),
       toolSecrets: !flags.dryRun,
     });
+    phase('load_manifest_and_image');
     bound = await bindInput(
       config,
       l,
@@ -142,6 +148,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       },
       Date.now(),
     );
+    phase('bind_input');
     for (const w of bound.warnings) ctx.err(`aegis run: warning: ${w}\n`);
     if ((bound.opts.isolation ?? bound.opts.policy.agent.isolation) === 'microvm' && config.microvm.allowEmulation && !flags.dryRun)
       ctx.err('aegis run: warning: isolation microvm under software emulation (AEGIS_MICROVM_ALLOW_EMULATION=1): slow, for testing only\n');
@@ -176,12 +183,14 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     let started: StartedServices;
     try {
       const audit = await auditOpening!;
+      phase('audit.open_wait');
       audit.onFailure = (err) => {
         say(`the audit log failed (${err.message}): stopping the agent`);
         abort.abort();
       };
       // Runs a killed AEGIS left behind are swept now, and what was removed is logged.
       for (const ev of await sweepLostRuns(stateDir, config.gatewayEnv)) await audit.append(ev);
+      phase('sweep_lost_runs');
       started = await startServices({
         config,
         policy: opts.policy,
@@ -199,8 +208,10 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
+    phase('services.start');
     const monitor = await runMonitor(config.monitor);
     if (monitor.note !== null) say(monitor.note);
+    phase('monitor.create');
     outcome = await runWithServices(bound, started, {
       stdin: 'inherit',
       stdout: 'inherit',
@@ -208,6 +219,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       signal: abort.signal,
       say,
       ...(monitor.monitor !== undefined ? { monitor: monitor.monitor } : {}),
+      ...(timings !== null ? { phase } : {}),
     });
   } finally {
     for (const sig of signals) process.off(sig, onSignal);
@@ -229,6 +241,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     await scoreFinishedRun(config, { agent: opts.policy.agent.name, execution: result.executionId }, (line) =>
       ctx.err(`aegis run: ${line}\n`),
     );
+    phase('baseline');
   }
   if (flags.summary !== undefined) {
     try {
@@ -245,5 +258,6 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       ctx.err(`aegis run: cannot write the summary: ${(err as Error).message}\n`);
     }
   }
+  if (timings !== null) ctx.err(timings.format('aegis run: timing: '));
   return result.exitCode;
 }

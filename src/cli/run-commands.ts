@@ -3,7 +3,7 @@
  *
  * Contract (checked exactly):
  *   run <agent.yaml> [--isolation crun|runc|gvisor|docker] [--volume HOST:SANDBOX[:ro|rw[,size=N]]]... [--env NAME=VALUE]...
- *       [--summary <file>] [--seccomp-profile <file>] [--dry-run] [-- extra args]
+ *       [--summary <file>] [--seccomp-profile <file>] [--dry-run] [--timings] [-- extra args]
  *   The agent's stdout and stderr stream through unchanged, and AEGIS's stdin is copied in: by
  *   AEGIS, through pipes of its own (the runtime never gets the operator's descriptors; see
  *   src/sandbox/stdio.ts). Exit code: the agent's; 137 when
@@ -27,6 +27,8 @@ export interface RunFlags {
   seccompProfile?: string;
   dryRun?: boolean;
   stateDir?: string;
+  /** Print each phase's duration to stderr at the end (issue 18). */
+  timings?: boolean;
 }
 
 export function registerRunCommands(program: Command, ctx: CliContext): void {
@@ -61,6 +63,7 @@ export function registerRunCommands(program: Command, ctx: CliContext): void {
     .option('--summary <file>', 'write a JSON summary of the run to <file>')
     .option('--seccomp-profile <file>', 'Docker-format seccomp profile, intersected with the default')
     .option('--dry-run', 'print the OCI bundle instead of running it')
+    .option('--timings', "print each phase's duration (from the process's start) to stderr at the end")
     .addOption(new Option('--state-dir <dir>', 'run records and runtime state').default('/run/aegis').hideHelp())
     .action(async (file: string, args: string[], flags: RunFlags) => {
       const { runCommand } = await import('./run-action.js');

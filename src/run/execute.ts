@@ -55,6 +55,7 @@ import type { Monitor } from '../monitor/index.js';
 import type { ToolCredentials } from '../tools/credentials.js';
 import type { ToolSandboxSpec } from '../tools/sandboxed-server.js';
 import { startRunServices, type RunAudit, type RunServices } from './services.js';
+import type { PhaseMark } from './timings.js';
 
 /** What `loadRun` found: everything that does not depend on the execution's input. */
 export interface LoadedRun {
@@ -478,6 +479,8 @@ export interface RunIO {
    */
   readonly monitor?: Monitor;
   readonly say: (line: string) => void;
+  /** Marks the end of each phase (`aegis run --timings`, timings.ts); passed to runSandbox. */
+  readonly phase?: PhaseMark;
 }
 
 export type RunOutcome =
@@ -553,6 +556,7 @@ export async function runWithServices(
             signal: abort.signal,
             ...(io.graceMs !== undefined ? { graceMs: io.graceMs } : {}),
             ...(io.monitor !== undefined ? { monitor: io.monitor } : {}),
+            ...(io.phase !== undefined ? { phase: io.phase } : {}),
           });
     } finally {
       try {
@@ -560,8 +564,10 @@ export async function runWithServices(
       } catch (err) {
         io.say(`audit/gateway shutdown failed: ${(err as Error).message}`);
       }
+      io.phase?.('services.close');
       // Every alert of the run is raised by now (the log is closed); delivery gets a bounded wait.
       if (alerting) alertCounts = await alerting.finish();
+      io.phase?.('alerts.finish');
     }
     return { kind: 'ran', result, budgetStop: started.budgetStopped(), alertCounts };
   } finally {

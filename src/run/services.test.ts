@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { AuditLog } from '../audit/log.js';
 import type { SweptNet } from '../gateway/netns/adapter.js';
+import { processStartTime } from '../host/pid-lock.js';
 import type { SweptRun } from '../sandbox/state.js';
-import { lostRunEvents, RunAudit } from './services.js';
+import { lostRunEvents, RunAudit, sweepLostRuns } from './services.js';
 
 describe('RunAudit (the sink of one aegis run)', () => {
   it('reports the first event that could not be logged once, and fails the close', async () => {
@@ -75,4 +79,27 @@ describe('lostRunEvents (what the sweep found, as audit events)', () => {
     );
   });
   it('says nothing when nothing was swept', () => assert.deepEqual(lostRunEvents([], [], 1), []));
+});
+
+describe('sweepLostRuns: the gateway slots of a killed AEGIS', () => {
+  /** A gateway state dir with one slot lock owned by `owner`; returns the slot's path. */
+  function withSlot(owner: { pid: number; start: string | null }, fn: (dir: string, slot: string) => Promise<void>): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-sweep-'));
+    mkdirSync(join(dir, 'net-slots'));
+    const slot = join(dir, 'net-slots', '7');
+    writeFileSync(slot, JSON.stringify(owner));
+    return fn(dir, slot).finally(() => rmSync(dir, { recursive: true, force: true }));
+  }
+
+  it('leaves the slot of a gateway whose owner still runs', () =>
+    withSlot({ pid: process.pid, start: processStartTime(process.pid) }, async (dir, slot) => {
+      assert.deepEqual(await sweepLostRuns(join(dir, 'state'), { AEGIS_STATE_DIR: dir }), []);
+      assert.ok(existsSync(slot));
+    }));
+
+  it('removes the slot lock of an owner that is gone (same pid, another start time: pid reuse)', () =>
+    withSlot({ pid: process.pid, start: '1' }, async (dir, slot) => {
+      assert.deepEqual(await sweepLostRuns(join(dir, 'state'), { AEGIS_STATE_DIR: dir }), []);
+      assert.equal(existsSync(slot), false);
+    }));
 });

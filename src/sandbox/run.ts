@@ -112,6 +112,8 @@ export interface RunSandboxOptions {
   readonly monitor?: Monitor;
   /** isolation microvm: the guest and whether emulation is allowed (AegisConfig.microvm); default: KVM only. */
   readonly microvm?: MicrovmSettings;
+  /** Called at the end of each phase with its name (`aegis run --timings`, src/run/timings.ts); diagnostics only. */
+  readonly phase?: (name: string) => void;
 }
 
 export interface RunResult {
@@ -327,7 +329,9 @@ interface Launched {
  */
 async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunResources): Promise<Launched> {
   const { id, stateDir } = res;
+  const phase = opts.phase ?? ((): void => undefined);
   await sweepOnce(stateDir);
+  phase('sandbox.sweep');
   const driver = driverFor(isolation, opts.microvm);
   res.driver = driver;
   const why = driver.unavailableReason() ?? (await driver.preflight?.()) ?? null;
@@ -369,6 +373,7 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
     record.holder = { pid: holder.pid, startTime: holder.startTime };
     writeRecord(stateDir, record);
   }
+  phase('sandbox.record_and_holder_spawn');
 
   const volumes = resolvedVolumes.map((v, i) => {
     if (v.mode !== 'rw') return v;
@@ -386,6 +391,7 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
     isolation,
     ...(holder !== null ? { userns: { path: holder.path, ownerUid: holder.ownerUid } } : {}),
   });
+  phase('sandbox.compile_and_validate');
   const cgroup = createRunCgroup(
     id,
     {
@@ -398,10 +404,16 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
     driver.cgroupMode,
   );
   res.cgroup = cgroup;
+  phase('sandbox.cgroup');
   writeBundle(run.bundleDir, bundle, ensureSkeleton(stateDir, bundle));
+  phase('sandbox.bundle_write');
   await holder?.ready(DEFAULT_ID_MAP);
+  phase('sandbox.holder_ready');
   res.createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
-  if (opts.monitor !== undefined) res.monitor = await attachMonitor(opts.monitor, opts, res, isolation, cgroup, bundle);
+  if (opts.monitor !== undefined) {
+    res.monitor = await attachMonitor(opts.monitor, opts, res, isolation, cgroup, bundle);
+    phase('sandbox.monitor_attach');
+  }
 
   const spawnFacts = {
     args: bundle.config.process.args,
@@ -437,6 +449,7 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
     child.once('exit', (code, signal) => resolve({ code, signal, spawnError: null }));
   });
   if (child.pid !== undefined) writeRecord(stateDir, { ...record, runtimePid: child.pid, runtimeStartTime: processStartTime(child.pid) });
+  phase('sandbox.spawn');
   return { child, exited, run, driver, cgroup, spawnFacts };
 }
 
@@ -600,6 +613,7 @@ async function superviseAndFinish(
 ): Promise<RunResult> {
   const { actor, base, failedToStart, failed } = finishingFor(opts, res, isolation, started);
   const s = await supervise(opts, launched, actor, isolation, prepared);
+  opts.phase?.('sandbox.runtime_and_agent');
   const durationMs = performance.now() - started;
   const hostUsage = launched.cgroup.usage();
   // A microVM's guest reports its own OOM kills and refused forks (the host cgroup sees only QEMU).
@@ -617,12 +631,14 @@ async function superviseAndFinish(
   // Phase 3, finish: release everything (copying rw volumes back when the agent ran), deliver
   // the rest of the output, classify, report.
   await res.release(containerStarted);
+  opts.phase?.('sandbox.release');
   // No loss at exit: everything the agent wrote is delivered before the run ends. Release has
   // killed every process that could hold the sandbox's ends, so the streams end once drained;
   // the idle bound only guards against a holder outside the cgroup (none is known), and never
   // fires while a slow reader is still taking data.
   for (const p of s.pumps) p.settle(2000);
   await Promise.all(s.pumps.map((p) => p.done));
+  opts.phase?.('sandbox.output_drain');
 
   const exit = classifyExit({
     stoppedBy: s.stoppedBy,
