@@ -7,6 +7,8 @@
  *   npm run build && node dist/bench/audit.js [--events 300000] [--big 1000000] [--runs 3]
  *                                             [--pg <postgres URL>] [--pg-events 100000]
  *                                             [--open-only]  (only build the big log, time opening)
+ *                                             [--rates 1000,10000,50000] (open-loop offered rates)
+ *                                             [--no-big]  (skip the big log: no verify/open/proofs)
  *
  * Prints medians; nothing here is asserted (timings never belong in tests).
  */
@@ -27,6 +29,10 @@ const { values } = parseArgs({
     pg: { type: 'string' },
     'pg-events': { type: 'string', default: '100000' },
     'open-only': { type: 'boolean', default: false },
+    /** Offered rates (events/s) of the open-loop latency runs, comma-separated. */
+    rates: { type: 'string', default: '1000,10000,50000' },
+    /** Only the sustained and latency figures (no big log, verification, open or proofs). */
+    'no-big': { type: 'boolean', default: false },
   },
 });
 const EVENTS = Number(values.events);
@@ -234,7 +240,7 @@ async function bench(t: Target, n: number, big: number): Promise<void> {
   console.log(
     `sustained appends, 16 writers x appendMany(256 events): median ${fmt(median(brates))} events/s  (runs: ${brates.map((x) => fmt(x)).join(', ')})`,
   );
-  for (const rate of [1000, 10_000]) {
+  for (const rate of values.rates.split(',').map(Number)) {
     const { home, env, cleanup } = await t.fresh();
     const lat = await paced(home, env, rate, 3);
     console.log(
@@ -242,6 +248,7 @@ async function bench(t: Target, n: number, big: number): Promise<void> {
     );
     await cleanup();
   }
+  if (values['no-big'] === true) return;
   const { home, env, cleanup } = await t.fresh();
   const tb = performance.now();
   const s = await sustained(home, env, big, WRITERS);
