@@ -127,8 +127,10 @@ export class EncodePool {
 
   constructor(
     private readonly inline: { random: RandomFill } | undefined,
-    // One core stays with the main thread (validation, I/O); at most 2 encoder threads.
-    workers = Math.max(1, Math.min(2, availableParallelism() - 1)),
+    // At most 2 encoder threads, 2 also on 2 cores: encoding is about 60% of the CPU per event and
+    // the main thread's share leaves room, so two threads keep both cores busy under load where one
+    // was the bottleneck (issue 18, docs/audit.md); a batch is split between them.
+    workers = Math.min(2, Math.max(1, availableParallelism())),
   ) {
     this.workers = inline === undefined ? Array.from({ length: Math.max(1, workers) }, () => new EncodeWorker()) : [];
   }
