@@ -136,11 +136,17 @@ export class EncodePool {
   }
 
   private fallback = false;
+  private allWarm = false;
 
   /** Starts the encoder threads ahead of the first batch (they do not keep the process alive). */
-  warm(): void {
+  /**
+   * Starts the first encoder thread ahead of the first batch; the others start with the first
+   * batch that goes to a thread (load), so that a process appending a few events (every
+   * `aegis run`) boots one thread, as before there were two.
+   */
+  warm(all = false): void {
     try {
-      for (const w of this.workers) w.warm();
+      for (const w of all ? this.workers : this.workers.slice(0, 1)) w.warm();
     } catch {
       this.fallback = true;
     }
@@ -153,6 +159,10 @@ export class EncodePool {
       const nonces = new Uint8Array(12 * n);
       (this.inline?.random ?? ((b: Uint8Array) => void randomFillSync(b)))(nonces);
       return encodeArena(arena.view(), start, origin, k, nonces);
+    }
+    if (!this.allWarm) {
+      this.allWarm = true;
+      this.warm(true);
     }
     const parts = n < MIN_SPLIT ? 1 : this.workers.length;
     const per = Math.ceil(n / parts);
