@@ -91,7 +91,8 @@ export class BatchArena {
   count = 0;
   used = 0;
 
-  constructor(bytes = 64 * 1024, events = 256) {
+  // Small at first (a batch of one event is common at low rates); doubled as the batch grows.
+  constructor(bytes = 4096, events = 16) {
     this.buf = Buffer.allocUnsafe(bytes);
     this.ends = new Uint32Array(3 * events);
   }
