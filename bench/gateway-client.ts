@@ -130,12 +130,14 @@ async function main(): Promise<void> {
     };
     await get(agent, '/bytes/1048576'); // warm-up
     const size = 100 * 1024 * 1024;
+    const c0 = process.cpuUsage();
     const t = process.hrtime.bigint();
     const n = await get(agent, `/bytes/${size}`);
     const secs = Number(process.hrtime.bigint() - t) / 1e9;
+    const cpu = process.cpuUsage(c0);
     agent.destroy();
     if (n !== size) throw new Error(`downloaded ${n} of ${size} bytes`);
-    console.log(JSON.stringify({ mbPerSecond: size / 1e6 / secs, seconds: secs }));
+    console.log(JSON.stringify({ mbPerSecond: size / 1e6 / secs, seconds: secs, clientCpuMs: (cpu.user + cpu.system) / 1000 }));
   } else if (mode === 'tcp-latency') {
     // Sequential 64-byte round trips on one connection to the echo server.
     const s = await openTcp(TCP_ECHO_PORT);

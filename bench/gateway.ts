@@ -101,7 +101,7 @@ async function main(): Promise<void> {
                   path === 'connect' ? [mode, BENCH_ADDRESS, inet.caFile, proxy] : [mode, BENCH_ADDRESS, inet.caFile],
                 );
           const c1 = process.cpuUsage(c0);
-          runs[path].push(path === 'direct' ? f : { ...f, gatewayCpuMs: (c1.user + c1.system) / 1000 });
+          runs[path].push(path === 'direct' ? f : { ...f, gatewayCpuMs: (c1.user + c1.system) / 1000, gatewaySysMs: c1.system / 1000 });
         }
       }
       rows.push({
@@ -155,6 +155,9 @@ async function main(): Promise<void> {
       }
       out.push(
         `  gateway CPU per transparent run (1 MB warm-up + 100 MB): ${thr.transparent.gatewayCpuMs!.toFixed(0)} ms (of ${(thr.transparent.seconds! * 1000).toFixed(0)} ms wall for the 100 MB)`,
+      );
+      out.push(
+        `  client CPU per 100 MB (median): direct ${thr.direct.clientCpuMs!.toFixed(0)} ms, transparent ${thr.transparent.clientCpuMs!.toFixed(0)} ms, connect ${thr.connect.clientCpuMs!.toFixed(0)} ms; gateway system (kernel) CPU of its total: ${thr.transparent.gatewaySysMs!.toFixed(0)} ms`,
       );
       out.push(
         `  per round, MB/s: direct ${thr.runs.direct.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; transparent ${thr.runs.transparent.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}; connect ${thr.runs.connect.map((f) => f.mbPerSecond!.toFixed(0)).join(' ')}`,

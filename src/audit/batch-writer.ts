@@ -5,7 +5,7 @@
  */
 import type { AuditEvent } from './event.js';
 import { secretJson } from './entry.js';
-import { type BatchItem, entryParts } from './entry-batch.js';
+import { BatchArena, entryParts } from './entry-batch.js';
 import type { EncodePool } from './encode-pool.js';
 import { type MasterKeys, subjectHash } from './envelope.js';
 import { AuditError } from './errors.js';
@@ -18,8 +18,10 @@ import type { AuditStore, EntryBatch } from './store/types.js';
  * acknowledged with one promise, which every event in it shares (no promise per event).
  */
 interface Group {
-  readonly events: AuditEvent[];
-  readonly payloads: string[];
+  /** The events' entry parts as bytes (the events themselves are not kept). */
+  readonly arena: BatchArena;
+  /** Subject hash of each event that has a data subject (its payload uses that subject's key). */
+  subjects: Map<number, string> | undefined;
   readonly promise: Promise<void>;
   resolve(): void;
   reject(err: unknown): void;
@@ -32,7 +34,7 @@ function newGroup(): Group {
     resolve = res;
     reject = rej;
   });
-  return { events: [], payloads: [], promise, resolve, reject };
+  return { arena: new BatchArena(), subjects: undefined, promise, resolve, reject };
 }
 
 export function isoDay(ms: number): string {
@@ -81,18 +83,26 @@ export class BatchWriter {
     this.now = o.now;
   }
 
-  /** Queues a validated event; returns the promise of the batch it joined. */
+  /**
+   * Queues a validated event; returns the promise of the batch it joined. The event's entry parts
+   * are written into the batch's arena now, so nothing of the event is kept.
+   */
   add(event: AuditEvent, payloadJson: string): Promise<void> {
     const g = this.openGroup();
-    g.events.push(event);
-    g.payloads.push(payloadJson);
+    let subj: string | undefined;
+    if (event.subject !== undefined) {
+      subj = subjectHash(this.masterKeys, event.subject);
+      (g.subjects ??= new Map()).set(g.arena.count, subj);
+    }
+    const { pre, post } = entryParts(event, subj);
+    g.arena.add(pre, post, secretJson(event, payloadJson));
     return g.promise;
   }
 
   /** The group new events join: the last queued one unless it is full. */
   private openGroup(): Group {
     let g = this.queue[this.queue.length - 1];
-    if (g === undefined || g.events.length >= this.maxBatch) {
+    if (g === undefined || g.arena.count >= this.maxBatch) {
       g = newGroup();
       this.queue.push(g);
     }
@@ -193,25 +203,19 @@ export class BatchWriter {
 
   private async encode(group: Group, start: number): Promise<EntryBatch> {
     const day = isoDay(this.now());
-    const { keys: ring, masterKeys } = this;
-    const events = group.events;
-    const items: BatchItem[] = new Array<BatchItem>(events.length);
+    const ring = this.keys;
     const keys = new Map<string, Uint8Array>();
     const general = await ring.dataKey(day, undefined);
     keys.set(general.id, general.key);
-    for (let i = 0; i < events.length; i++) {
-      const ev = events[i] as AuditEvent;
-      const payloadJson = group.payloads[i] as string;
-      let dk = general;
-      let subj: string | undefined;
-      if (ev.subject !== undefined) {
-        subj = subjectHash(masterKeys, ev.subject);
-        dk = ring.cached(day, subj) ?? (await ring.dataKey(day, subj));
+    let bySubject: Map<number, string> | undefined;
+    if (group.subjects !== undefined) {
+      bySubject = new Map();
+      for (const [i, subj] of group.subjects) {
+        const dk = ring.cached(day, subj) ?? (await ring.dataKey(day, subj));
         keys.set(dk.id, dk.key);
+        bySubject.set(i, dk.id);
       }
-      const { pre, post } = entryParts(ev, subj);
-      items[i] = { pre, post, secret: secretJson(ev, payloadJson), keyId: dk.id };
     }
-    return this.pool.encode(items, start, this.origin, keys);
+    return this.pool.encode(group.arena, start, this.origin, { general: general.id, bySubject, keys });
   }
 }

@@ -10,6 +10,22 @@ import { AuditError } from './errors.js';
 
 const MAX_DEPTH = 64;
 
+/**
+ * `"<key>":` for keys seen before: producers use a few fixed payload shapes, so the same keys come
+ * back on every event. Bounded: once full, other keys are quoted each time.
+ */
+const quotedKeys = new Map<string, string>();
+const QUOTED_KEYS_MAX = 4096;
+
+function quotedKey(k: string): string {
+  let q = quotedKeys.get(k);
+  if (q === undefined) {
+    q = `${JSON.stringify(k)}:`;
+    if (quotedKeys.size < QUOTED_KEYS_MAX) quotedKeys.set(k, q);
+  }
+  return q;
+}
+
 export function canonicalJson(value: unknown): string {
   return enc(value, 0);
 }
@@ -22,7 +38,7 @@ function enc(v: unknown, depth: number): string {
       return v ? 'true' : 'false';
     case 'number':
       if (!Number.isFinite(v)) throw new AuditError('audit.json_invalid', 'non-finite number');
-      return JSON.stringify(v);
+      return String(v); // the same as JSON.stringify for finite numbers (-0 is "0" in both)
     case 'object': {
       if (v === null) return 'null';
       if (depth >= MAX_DEPTH) throw new AuditError('audit.json_invalid', 'value is nested too deeply (or contains a cycle)');
@@ -47,7 +63,7 @@ function enc(v: unknown, depth: number): string {
         if (x === undefined) continue;
         if (!first) out += ',';
         first = false;
-        out += `${JSON.stringify(k)}:${enc(x, depth + 1)}`;
+        out += quotedKey(k) + enc(x, depth + 1);
       }
       return `${out}}`;
     }

@@ -7,9 +7,22 @@
 import { randomFillSync } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { type BatchItem, type EncodedBatch, encodeBatch } from './entry-batch.js';
+import { type ArenaKeys, type BatchArena, type EncodedBatch, encodeArena } from './entry-batch.js';
 import { AuditError } from './errors.js';
 import type { RandomFill } from './event-id.js';
+
+/** A message to encode-worker.ts. */
+export interface Request {
+  readonly id: number;
+  readonly buf: Uint8Array;
+  readonly ends: Uint32Array;
+  readonly count: number;
+  readonly start: number;
+  readonly origin: string;
+  readonly general: string;
+  readonly bySubject: Array<[number, string]>;
+  readonly keys: Array<[string, Uint8Array]>;
+}
 
 type Reply = { id: number; error?: string; count: number; buf: Uint8Array; bounds: Uint32Array; hashes: Uint8Array };
 type Waiter = { resolve(r: EncodedBatch): void; reject(e: unknown): void };
@@ -27,23 +40,29 @@ class EncodeWorker {
   private nextId = 0;
   private readonly waiting = new Map<number, Waiter>();
 
-  encode(items: BatchItem[], start: number, origin: string, keys: Map<string, Uint8Array>): Promise<EncodedBatch> {
+  /** Encodes events [from, to) of the arena as entries start, start+1, ... */
+  encode(arena: BatchArena, from: number, to: number, start: number, origin: string, k: ArenaKeys): Promise<EncodedBatch> {
     const w = this.ensure();
     const id = this.nextId++;
     return new Promise<EncodedBatch>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       w.ref();
-      // One string instead of an object graph: far cheaper to copy to the worker. The parts are
-      // JSON text (JSON.stringify escapes U+0000) and key ids, so NUL cannot occur inside them.
-      const parts: string[] = new Array<string>(4 * items.length);
-      for (let i = 0; i < items.length; i++) {
-        const it = items[i] as BatchItem;
-        parts[4 * i] = it.pre;
-        parts[4 * i + 1] = it.post;
-        parts[4 * i + 2] = it.secret;
-        parts[4 * i + 3] = it.keyId;
-      }
-      w.postMessage({ id, packed: parts.join('\0'), count: items.length, start, origin, keys: [...keys] });
+      // Bytes, not an object graph: one copy of the arena's part, which the worker reads in place.
+      const part = arena.slice(from, to);
+      const bySubject: Array<[number, string]> = [];
+      if (k.bySubject !== undefined) for (const [i, keyId] of k.bySubject) if (i >= from && i < to) bySubject.push([i - from, keyId]);
+      const msg: Request = {
+        id,
+        buf: part.buf,
+        ends: part.ends,
+        count: part.count,
+        start,
+        origin,
+        general: k.general,
+        bySubject,
+        keys: [...k.keys],
+      };
+      w.postMessage(msg, [part.buf.buffer as ArrayBuffer, part.ends.buffer as ArrayBuffer]);
     });
   }
 
@@ -108,44 +127,60 @@ export class EncodePool {
 
   constructor(
     private readonly inline: { random: RandomFill } | undefined,
-    // One core stays with the main thread (validation, I/O); at most 2 encoder threads.
-    workers = Math.max(1, Math.min(2, availableParallelism() - 1)),
+    // At most 2 encoder threads, 2 also on 2 cores: encoding is about 60% of the CPU per event and
+    // the main thread's share leaves room, so two threads keep both cores busy under load where one
+    // was the bottleneck (issue 18, docs/audit.md); a batch is split between them.
+    workers = Math.min(2, Math.max(1, availableParallelism())),
   ) {
     this.workers = inline === undefined ? Array.from({ length: Math.max(1, workers) }, () => new EncodeWorker()) : [];
   }
 
   private fallback = false;
+  private allWarm = false;
 
   /** Starts the encoder threads ahead of the first batch (they do not keep the process alive). */
-  warm(): void {
+  /**
+   * Starts the first encoder thread ahead of the first batch; the others start with the first
+   * batch that goes to a thread (load), so that a process appending a few events (every
+   * `aegis run`) boots one thread, as before there were two.
+   */
+  warm(all = false): void {
     try {
-      for (const w of this.workers) w.warm();
+      for (const w of all ? this.workers : this.workers.slice(0, 1)) w.warm();
     } catch {
       this.fallback = true;
     }
   }
 
-  async encode(items: BatchItem[], start: number, origin: string, keys: Map<string, Uint8Array>): Promise<EncodedBatch> {
-    if (this.inline !== undefined || this.fallback || items.length < MIN_WORKER) {
-      const nonces = new Uint8Array(12 * items.length);
+  /** Encodes the arena's events as entries start, start+1, ... */
+  async encode(arena: BatchArena, start: number, origin: string, k: ArenaKeys): Promise<EncodedBatch> {
+    const n = arena.count;
+    if (this.inline !== undefined || this.fallback || n < MIN_WORKER) {
+      const nonces = new Uint8Array(12 * n);
       (this.inline?.random ?? ((b: Uint8Array) => void randomFillSync(b)))(nonces);
-      return encodeBatch(items, start, origin, keys, nonces);
+      return encodeArena(arena.view(), start, origin, k, nonces);
     }
-    const k = items.length < MIN_SPLIT ? 1 : this.workers.length;
-    const per = Math.ceil(items.length / k);
+    if (!this.allWarm) {
+      this.allWarm = true;
+      this.warm(true);
+    }
+    const parts = n < MIN_SPLIT ? 1 : this.workers.length;
+    const per = Math.ceil(n / parts);
     try {
-      const parts = await Promise.all(
-        Array.from({ length: k }, (_, w) =>
-          (this.workers[w] as EncodeWorker).encode(items.slice(w * per, (w + 1) * per), start + w * per, origin, keys),
-        ),
+      const encoded = await Promise.all(
+        Array.from({ length: parts }, (_, w) => {
+          const from = Math.min(n, w * per);
+          const to = Math.min(n, from + per);
+          return (this.workers[w] as EncodeWorker).encode(arena, from, to, start + from, origin, k);
+        }),
       );
-      return join(parts);
+      return join(encoded);
     } catch (err) {
       if (err instanceof AuditError) throw err;
       // The worker could not start (restricted environment): encode on this thread from now on.
       process.emitWarning(`audit: encoder thread unavailable, encoding inline: ${err instanceof Error ? err.message : String(err)}`);
       this.fallback = true;
-      return this.encode(items, start, origin, keys);
+      return this.encode(arena, start, origin, k);
     }
   }
 

@@ -1,33 +1,21 @@
-/** Worker thread running encodeBatch (see encode-pool.ts). */
+/** Worker thread running encodeArena (see encode-pool.ts). */
 import { randomFillSync } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
-import { type BatchItem, encodeBatch } from './entry-batch.js';
-
-interface Request {
-  readonly id: number;
-  readonly packed: string;
-  readonly count: number;
-  readonly start: number;
-  readonly origin: string;
-  readonly keys: Array<[string, Uint8Array]>;
-}
+import type { Request } from './encode-pool.js';
+import { encodeArena } from './entry-batch.js';
 
 parentPort?.on('message', (m: Request) => {
   try {
-    const parts = m.packed.split('\0');
-    const items: BatchItem[] = new Array<BatchItem>(m.count);
-    for (let i = 0; i < m.count; i++) {
-      items[i] = {
-        pre: parts[4 * i] as string,
-        post: parts[4 * i + 1] as string,
-        secret: parts[4 * i + 2] as string,
-        keyId: parts[4 * i + 3] as string,
-      };
-    }
     const nonces = randomFillSync(new Uint8Array(12 * m.count));
-    const r = encodeBatch(items, m.start, m.origin, new Map(m.keys), nonces);
-    // Copy into transferable buffers (allocUnsafe may hand out a slice of a shared pool).
-    const buf = new Uint8Array(r.buf);
+    const r = encodeArena(
+      { count: m.count, buf: m.buf, ends: m.ends },
+      m.start,
+      m.origin,
+      { general: m.general, bySubject: m.bySubject.length > 0 ? new Map(m.bySubject) : undefined, keys: new Map(m.keys) },
+      nonces,
+    );
+    // allocUnsafe of a batch-sized buffer is never a slice of Node's shared pool: transfer it whole.
+    const buf = r.buf.byteOffset === 0 && r.buf.byteLength === r.buf.buffer.byteLength ? r.buf : new Uint8Array(r.buf);
     parentPort?.postMessage({ id: m.id, count: r.count, buf, bounds: r.bounds, hashes: r.hashes }, [
       buf.buffer as ArrayBuffer,
       r.bounds.buffer as ArrayBuffer,

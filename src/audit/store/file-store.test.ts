@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { appendFile, mkdtemp, readFile, readdir, readlink, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hashLeaf } from '../merkle/hash.js';
@@ -25,7 +26,45 @@ async function all(it: AsyncIterable<StoredRecord>): Promise<StoredRecord[]> {
   return out;
 }
 
+/** The open(2) flags of every descriptor of this process open on `path` (from /proc/self/fdinfo). */
+async function openFlags(path: string): Promise<number[]> {
+  const flags: number[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target !== path) continue;
+    const info = await readFile(`/proc/self/fdinfo/${fd}`, 'utf8').catch(() => '');
+    const m = /^flags:\s*([0-7]+)$/mu.exec(info);
+    if (m !== null) flags.push(parseInt(m[1] as string, 8));
+  }
+  return flags;
+}
+
 describe('FileStore', () => {
+  it('a writer holds entries.dat with O_DSYNC (each batch durable when its one write returns); a reader without', async () => {
+    // Regression (issue 18): batches were written, then fdatasync'd in a second call; the store
+    // now relies on O_DSYNC, so losing the flag would acknowledge events that are not on disk.
+    const dir = await mkdtemp(join(tmpdir(), 'aegis-store-'));
+    const path = join(dir, 'entries.dat');
+    const w = await FileStore.open(dir);
+    try {
+      await w.append(0, entryBatch([e('one')]));
+      const flags = await openFlags(path);
+      assert.equal(flags.length, 1);
+      assert.equal((flags[0] as number) & constants.O_DSYNC, constants.O_DSYNC);
+      const r = await FileStore.open(dir, { readOnly: true });
+      try {
+        const both = await openFlags(path);
+        assert.equal(both.length, 2);
+        assert.equal(both.filter((f) => (f & constants.O_DSYNC) === constants.O_DSYNC).length, 1, 'only the writer');
+      } finally {
+        await r.close();
+      }
+    } finally {
+      await w.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   describe('when the tail holds an interrupted write (kill -9 during append)', () => {
     it('readers stop before it and report it; the next writer truncates it', async () => {
       const dir = await mkdtemp(join(tmpdir(), 'aegis-store-'));
