@@ -52,6 +52,8 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
   let inputs = '';
   let outside = '';
   const support = monitorSupport();
+  /** One host-wide monitor (one bpftrace) for every run of this file, as on a host. */
+  const monitor = createMonitor();
   const missing = support.missing.length > 0 ? `runtime monitor unsupported here: ${support.missing.join('; ')}` : null;
 
   before(() => {
@@ -73,7 +75,8 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
     outside = join(work, 'outside-secret.txt');
     writeFileSync(outside, 'not for the agent');
   });
-  after(() => {
+  after(async () => {
+    await monitor.close();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
@@ -101,7 +104,7 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
       stdout: (b) => void (text += b.toString()),
       stderr: (b) => void (text += b.toString()),
       audit: { append: (e) => void events.push(e) },
-      monitor: createMonitor(),
+      monitor,
       ...extra,
     });
     return { ...r, out: text, events };
