@@ -199,7 +199,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     } catch (err) {
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
-    const monitor = await runMonitor(config.monitor);
+    const monitor = await runMonitor(config, stateDir);
     if (monitor.note !== null) say(monitor.note);
     outcome = await runWithServices(bound, started, {
       stdin: 'inherit',

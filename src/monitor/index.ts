@@ -94,6 +94,7 @@ export const MONITOR_ACTIONS: ReadonlySet<string> = new Set([
   'resource.sample',
   'fs.changes',
   'monitor.summary',
+  'monitor.lost',
 ]);
 
 export const TRACEFS = '/sys/kernel/tracing';
