@@ -10,7 +10,7 @@
  * before the final `end` means the monitor died: the execution's `onLost` stops its agent.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -106,8 +106,9 @@ function tryConnect(path: string): Promise<Socket | null> {
   });
 }
 
-/** Starts a daemon for `o.dir` (detached: it outlives this process). */
-function startDaemonProcess(o: HostMonitorOptions): void {
+/** Starts a daemon for `o.dir` (detached: it outlives this process); `failed()`: it exited non-zero. */
+function startDaemonProcess(o: HostMonitorOptions): { failed(): boolean } {
+  let code: number | null = null;
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const log = openSync(join(o.dir, 'monitor.log'), 'a', 0o600);
   try {
@@ -123,10 +124,21 @@ function startDaemonProcess(o: HostMonitorOptions): void {
       ],
       { detached: true, stdio: ['ignore', 'ignore', log], cwd: '/' },
     );
-    child.on('error', () => undefined);
+    child.on('error', () => (code = 127));
+    child.on('exit', (c) => (code = c ?? 1));
     child.unref();
   } finally {
     closeSync(log);
+  }
+  return { failed: () => code !== null && code !== 0 };
+}
+
+/** The last lines of the daemon's log (why it did not start). */
+function logTail(dir: string): string {
+  try {
+    return readFileSync(join(dir, 'monitor.log'), 'utf8').trim().split('\n').slice(-2).join('; ').slice(-500);
+  } catch {
+    return '';
   }
 }
 
@@ -135,7 +147,7 @@ async function connectDaemon(o: HostMonitorOptions): Promise<Socket> {
   const sock = join(o.dir, SOCKET_NAME);
   const first = await tryConnect(sock);
   if (first !== null) return first;
-  startDaemonProcess(o);
+  const started = startDaemonProcess(o);
   const deadline = Date.now() + (o.startTimeoutMs ?? 30_000);
   let wait = 10;
   while (Date.now() < deadline) {
@@ -143,6 +155,8 @@ async function connectDaemon(o: HostMonitorOptions): Promise<Socket> {
     wait = Math.min(wait * 2, 100);
     const s = await tryConnect(sock);
     if (s !== null) return s;
+    // Exited non-zero: it will not listen (exit 0 means another daemon won the lock: keep trying).
+    if (started.failed()) throw new MonitorError('monitor.attach_failed', `the host's monitor daemon did not start: ${logTail(o.dir)}`);
   }
   throw new MonitorError(
     'monitor.attach_failed',

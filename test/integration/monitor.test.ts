@@ -256,7 +256,8 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
       new Promise((resolve) => {
         const c = spawn(process.execPath, [AEGIS_BIN, ...args], {
           stdio: ['ignore', 'pipe', 'pipe'],
-          env: { ...process.env, AEGIS_HOME: home, AEGIS_MONITOR: 'on' },
+          // The host monitor this run starts (state dir's monitor/) stops 1 s after it.
+          env: { ...process.env, AEGIS_HOME: home, AEGIS_MONITOR: 'on', AEGIS_MONITOR_IDLE: '1s' },
         });
         let out = '';
         let err = '';
@@ -282,5 +283,10 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
     const text = await cli(['audit', 'query', '--execution', id]);
     assert.match(text.out, /process\.exec/);
     assert.ok(readdirSync(home).length > 0);
+    // The monitor `aegis run` started is gone once idle: nothing of it is left running.
+    const lock = join(work, 'state', 'monitor', 'monitor.pid');
+    const end = Date.now() + 15_000;
+    while (existsSync(lock) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(existsSync(lock), false, 'the host monitor stopped after its idle time');
   });
 });
