@@ -63,6 +63,8 @@ export interface HubOptions {
   readonly controlTimeoutMs?: number;
   /** Keys of the kernel maps (default 16384). */
   readonly mapKeys?: number;
+  /** Trace refused system calls (default true; false only to measure that probe's cost: bench/monitor.ts). */
+  readonly traceRefused?: boolean;
 }
 
 interface Sub {
@@ -113,7 +115,7 @@ export class MonitorHub implements RecordSource {
     const dir = mkdtempSync(join(tmpdir(), 'aegis-monitor-'));
     const fd = openSync(join(dir, 'control'), 'w', 0o600);
     rmSync(dir, { recursive: true, force: true });
-    const child = spawn(bin, ['-f', 'json', '-e', hostProgram({ pid: process.pid, fd })], {
+    const child = spawn(bin, ['-f', 'json', '-e', hostProgram({ pid: process.pid, fd }, { refused: opts.traceRefused !== false })], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: {
         PATH: '/usr/sbin:/usr/bin:/sbin:/bin',

@@ -4,22 +4,22 @@
  * `fs.open`, `syscall.denied`, `resource.sample`, `fs.changes` and `monitor.summary` events.
  * docs/monitoring.md says what is seen on each runtime.
  *
- * API: `createMonitor(opts).attach(target, sink)` before the agent's first instruction (the run's
- * cgroup exists, the runtime is not spawned yet) resolves once the kernel probes are attached;
+ * API: `monitor.attach(target, sink)` before the agent's first instruction (the run's cgroup
+ * exists, the runtime is not spawned yet) resolves once the kernel traces the run's cgroups;
  * `session.detach()` after the agent's last process is gone flushes everything and resolves
- * with the summary.
+ * with the summary. `createMonitor()` runs the host-wide hub (hub.ts) in this process;
+ * `hostMonitor()` (client.ts) uses the host's shared daemon (daemon.ts).
  *
  * Why bpftrace: it is a Debian package (0.17 here), needs no compiler or kernel headers on the
  * host (BTF), and the whole kernel side is one generated program of a dozen lines (program.ts)
  * that a reviewer can read; its JSON output is parsed as hostile input (parse.ts). A libbpf
  * helper would be faster to start but needs a C toolchain and a binary to ship.
  *
- * ARCHITECTURE NOTE: one bpftrace process per execution, owned by the process that runs it, with
- * the execution's cgroup ids compiled into its filters: two executions never share a filter, so
- * they cannot see each other's events. bpftrace prints once a second; if AEGIS dies, the next
- * write fails on the closed pipe and bpftrace exits (SIGPIPE), detaching every probe.
- * LIMITATION: not one shared host daemon yet; each attach costs a bpftrace start (~0.3-1 s,
- * paid before the agent starts).
+ * ARCHITECTURE NOTE: one bpftrace for the host (hub.ts); each execution registers its cgroup ids
+ * and gets only the records of those ids, so two executions cannot see each other's events. A
+ * monitor that dies while the agent runs calls the target's `onLost` (the sandbox stops the
+ * agent: fail secure). bpftrace prints once a second; if its owner dies, the next write fails
+ * on the closed pipe and bpftrace exits (SIGPIPE), detaching every probe.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
@@ -79,6 +79,8 @@ export interface MonitorOptions {
   readonly attachTimeoutMs?: number;
   /** Keys of the kernel maps, for all executions together (default 16384). */
   readonly mapKeys?: number;
+  /** Trace refused system calls (default true; false only to measure that probe's cost: bench/monitor.ts). */
+  readonly traceRefused?: boolean;
   /** resource.sample interval (default 1000 ms). */
   readonly sampleIntervalMs?: number;
   /** createMonitor: how long its bpftrace outlives the last execution (default 5000 ms). */

@@ -55,6 +55,12 @@ describe('monitor program', () => {
     assert.throws(() => controlLength(CONTROL.watch, 2 ** 50), RangeError);
   });
 
+  it('without the refused-call probe (a measurement variant), no line names its map', () => {
+    const p = hostProgram({ pid: 4242, fd: 17 }, { refused: false });
+    assert.ok(!p.includes('@d') && !p.includes('raw_syscalls'), p);
+    assert.ok(hostProgram({ pid: 4242, fd: 17 }).includes('tracepoint:raw_syscalls:sys_exit /(args->ret == -1 || args->ret == -38) && '));
+  });
+
   it('refuses a control pid or descriptor that is not an integer', () => {
     assert.throws(() => hostProgram({ pid: 0, fd: 3 }), RangeError);
     assert.throws(() => hostProgram({ pid: 1.5, fd: 3 }), RangeError);

@@ -1,9 +1,9 @@
 /**
- * The bpftrace program the monitor runs for one execution, and the tables that turn its numbers
- * into names (system calls, errnos). Pure: text in, text out.
+ * The bpftrace program of the host's monitor (one for every sandbox of the host), and the tables
+ * that turn its numbers into names (system calls, errnos). Pure: text in, text out.
  *
- * ARCHITECTURE NOTE: every probe is filtered in the kernel by the execution's cgroup ids (the
- * cgroup v2 id, `bpf_get_current_cgroup_id()`, which bpftrace calls `cgroup`) AND by
+ * ARCHITECTURE NOTE: every probe is filtered in the kernel by the watched cgroup ids (the map
+ * `@w` of cgroup v2 ids, `bpf_get_current_cgroup_id()`, which bpftrace calls `cgroup`) AND by
  * `curtask->seccomp.mode == 2` (SECCOMP_MODE_FILTER): the OCI runtime installs the sandbox's
  * seccomp filter just before it executes the agent, so what the runtime itself does in the
  * cgroup beforehand (opening the bundle, mounting the rootfs) is not attributed to the agent,
@@ -11,8 +11,8 @@
  *
  * Opens and refused calls are counted in kernel maps that are never cleared while the agent runs
  * (a print followed by a clear would lose the increments made between the two): refused calls
- * are printed, cumulative, once a second (`interval:s:1`), opens
- * only at the end (END, on SIGINT after the agent's last process is gone). An agent that opens
+ * are printed, cumulative, once a second (`interval:s:1`), opens only when the execution is
+ * flushed (after the agent's last process is gone). An agent that opens
  * one file a million times costs a map increment each time and one line at the end; only exec
  * and exit are printed per event. Strings the
  * agent controls (paths, argv) are always the last field of a printf line and are read back from
@@ -112,7 +112,7 @@ export function controlLength(op: ControlOp, cg: number): number {
  * flush @o (opens: cg, write, errno, path -> count), @n (opens counted: cg -> count), @d, then
  * `C 2 <cg>`.
  */
-export function hostProgram(control: { readonly pid: number; readonly fd: number }): string {
+export function hostProgram(control: { readonly pid: number; readonly fd: number }, o: { readonly refused?: boolean } = {}): string {
   if (!Number.isSafeInteger(control.pid) || control.pid <= 0 || !Number.isSafeInteger(control.fd) || control.fd < 0)
     throw new RangeError('the control pid and descriptor must be integers');
   // Cheapest test first: the seccomp mode is one field of the task; @w one hash lookup.
@@ -136,8 +136,13 @@ tracepoint:syscalls:sys_exit_${probe} /@w[cgroup] && @op[tid].0 != 0/ { $o = @op
   // value is tested first (a register of the context, no helper call), so the program ends at
   // once for the calls that succeeded. One exit tracepoint per refused call instead was measured
   // at ~150 ms of attach each (65: ~10 s, paid once per host by the shared monitor; docs/monitoring.md).
-  const refused = `tracepoint:raw_syscalls:sys_exit /(args->ret == -1 || args->ret == -38) && ${f}/ { @d[cgroup, args->id, -args->ret] = count(); }\n`;
-  const ctl = `tracepoint:syscalls:sys_enter_ftruncate /pid == ${control.pid} && args->fd == ${control.fd}/ { $v = args->length; $op = $v & 7; $c = $v >> 3; if ($op == ${CONTROL.watch}) { @w[$c] = 1; } if ($op == ${CONTROL.flush}) { print(@o); print(@n); print(@d); } if ($op == ${CONTROL.unwatch}) { delete(@w[$c]); } if ($op == ${CONTROL.clear}) { clear(@o); clear(@n); clear(@d); clear(@op); } printf("C %d %d\\n", $op, $c); }`;
+  const refused =
+    o.refused === false
+      ? ''
+      : `tracepoint:raw_syscalls:sys_exit /(args->ret == -1 || args->ret == -38) && ${f}/ { @d[cgroup, args->id, -args->ret] = count(); }\n`;
+  const printD = refused === '' ? '' : 'print(@d); ';
+  const clearD = refused === '' ? '' : 'clear(@d); ';
+  const ctl = `tracepoint:syscalls:sys_enter_ftruncate /pid == ${control.pid} && args->fd == ${control.fd}/ { $v = args->length; $op = $v & 7; $c = $v >> 3; if ($op == ${CONTROL.watch}) { @w[$c] = 1; } if ($op == ${CONTROL.flush}) { print(@o); print(@n); ${printD}} if ($op == ${CONTROL.unwatch}) { delete(@w[$c]); } if ($op == ${CONTROL.clear}) { clear(@o); clear(@n); ${clearD}clear(@op); } printf("C %d %d\\n", $op, $c); }`;
   return `BEGIN { printf("READY\\n"); }
 ${ctl}
 ${exec('execve')}
@@ -145,7 +150,7 @@ ${exec('execveat')}
 tracepoint:sched:sched_process_exit /${f} && pid == tid/ { printf("Q %d %d %d\\n", cgroup, pid, curtask->exit_code); }
 ${open('openat')}
 ${open('open')}
-${refused}interval:s:1 { print(@d); printf("T\\n"); }
+${refused}interval:s:1 { ${printD}printf("T\\n"); }
 `;
 }
 
