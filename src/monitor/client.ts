@@ -122,7 +122,8 @@ function startDaemonProcess(o: HostMonitorOptions): { failed(): boolean } {
         String(o.idleMs ?? 60_000),
         ...(o.bpftrace !== undefined ? ['--bpftrace', o.bpftrace] : []),
       ],
-      { detached: true, stdio: ['ignore', 'ignore', log], cwd: '/' },
+      // Nothing of the caller's environment (it may hold API keys): the daemon needs none of it.
+      { detached: true, stdio: ['ignore', 'ignore', log], cwd: '/', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } },
     );
     child.on('error', () => (code = 127));
     child.on('exit', (c) => (code = c ?? 1));
