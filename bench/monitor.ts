@@ -3,11 +3,12 @@
  * system-call-heavy agent with the monitor on vs off, and the events per second the monitor
  * counts without loss.
  *
- *   node dist/bench/monitor.js [--runs N] [--opens N] [--execs N] [--isolation crun|runc] [--no-refused]
+ *   node dist/bench/monitor.js [--runs N] [--opens N] [--execs N] [--isolation crun|runc] [--no-refused|--per-call]
  *
  * One host-wide monitor serves every monitored run (as `aegis serve` keeps it): the first attach
  * starts bpftrace, the next ones only register the run's cgroup; both are printed.
- * `--no-refused` leaves out the refused-call probe (raw_syscalls:sys_exit), to measure its share.
+ * `--no-refused` leaves out the refused-call probe (raw_syscalls:sys_exit), to measure its share;
+ * `--per-call` traces refused calls with one exit tracepoint per call of the default profile.
  *
  * The agent (python:3.11 under crun by default) times itself from the inside: open/read/close
  * of a small file N times, then fork/exec of `true` M times (posix_spawn + wait). Runs with and
@@ -95,7 +96,11 @@ async function main(): Promise<void> {
   // (`none`), a monitored run that starts it (its attach is the cold one), a run that is not
   // registered while it runs (`unwatched`: what every other process of the host pays), and a
   // monitored run with it warm (`on`).
-  const hub = createMonitor({ idleMs: 600_000, ...(args.includes('--no-refused') ? { traceRefused: false } : {}) });
+  const hub = createMonitor({
+    idleMs: 600_000,
+    attachTimeoutMs: 120_000,
+    ...(args.includes('--no-refused') ? { traceRefused: false } : args.includes('--per-call') ? { traceRefused: 'per-call' as const } : {}),
+  });
   const coldAttachMs: number[] = [];
   const warmAttachMs: number[] = [];
   let cold = true;

@@ -23,14 +23,15 @@
  * watched at that moment gets them in its `lost`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { findExecutable } from '../host/exec.js';
 import { MonitorError } from './errors.js';
 import { parseLine, type DeniedEntry, type HostRecord, type MonitorRecord, type OpenEntry } from './parse.js';
-import { CONTROL, controlLength, hostProgram, STRLEN, type ControlOp } from './program.js';
+import { compileSeccomp } from '../sandbox/spec/seccomp.js';
+import { CONTROL, controlLength, hostProgram, refusedByProfile, STRLEN, syscallNumber, type ControlOp } from './program.js';
 
 /** One execution's registration with a hub (or with the daemon, client.ts). */
 export interface Watch {
@@ -63,8 +64,13 @@ export interface HubOptions {
   readonly controlTimeoutMs?: number;
   /** Keys of the kernel maps (default 16384). */
   readonly mapKeys?: number;
-  /** Trace refused system calls (default true; false only to measure that probe's cost: bench/monitor.ts). */
-  readonly traceRefused?: boolean;
+  /**
+   * How refused system calls are traced: `true` (default) one `raw_syscalls:sys_exit` probe for
+   * every call; `'per-call'` one exit tracepoint per call the default seccomp profile refuses (a
+   * measurement variant: a manifest's own denials are not seen); `false` not at all (to measure
+   * that probe's share). bench/monitor.ts --per-call / --no-refused.
+   */
+  readonly traceRefused?: boolean | 'per-call';
 }
 
 interface Sub {
@@ -76,6 +82,17 @@ interface Sub {
 
 /** Longest JSON line read from bpftrace (a map of 16384 paths of 200 bytes is < 8 MiB). */
 const MAX_LINE = 32 * 1024 * 1024;
+
+/** The host program's refused-call probes for `HubOptions.traceRefused`. */
+function refusedProbes(how: HubOptions['traceRefused']): boolean | string[] {
+  if (how !== 'per-call') return how !== false;
+  // Only calls whose exit tracepoint exists on this kernel (some are not built in).
+  return refusedByProfile(compileSeccomp({ deny: [] })).filter(
+    (n) => syscallNumber(n) !== null && existsSync(`${TRACEFS_EVENTS}/sys_exit_${n}`),
+  );
+}
+
+const TRACEFS_EVENTS = '/sys/kernel/tracing/events/syscalls';
 
 export class MonitorHub implements RecordSource {
   private readonly byCg = new Map<number, Sub>();
@@ -115,7 +132,7 @@ export class MonitorHub implements RecordSource {
     const dir = mkdtempSync(join(tmpdir(), 'aegis-monitor-'));
     const fd = openSync(join(dir, 'control'), 'w', 0o600);
     rmSync(dir, { recursive: true, force: true });
-    const child = spawn(bin, ['-f', 'json', '-e', hostProgram({ pid: process.pid, fd }, { refused: opts.traceRefused !== false })], {
+    const child = spawn(bin, ['-f', 'json', '-e', hostProgram({ pid: process.pid, fd }, { refused: refusedProbes(opts.traceRefused) })], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: {
         PATH: '/usr/sbin:/usr/bin:/sbin:/bin',

@@ -79,8 +79,8 @@ export interface MonitorOptions {
   readonly attachTimeoutMs?: number;
   /** Keys of the kernel maps, for all executions together (default 16384). */
   readonly mapKeys?: number;
-  /** Trace refused system calls (default true; false only to measure that probe's cost: bench/monitor.ts). */
-  readonly traceRefused?: boolean;
+  /** How refused calls are traced (hub.ts HubOptions.traceRefused; variants only for bench/monitor.ts). */
+  readonly traceRefused?: boolean | 'per-call';
   /** resource.sample interval (default 1000 ms). */
   readonly sampleIntervalMs?: number;
   /** createMonitor: how long its bpftrace outlives the last execution (default 5000 ms). */

@@ -61,6 +61,14 @@ describe('monitor program', () => {
     assert.ok(hostProgram({ pid: 4242, fd: 17 }).includes('tracepoint:raw_syscalls:sys_exit /(args->ret == -1 || args->ret == -38) && '));
   });
 
+  it('the per-call variant: one exit tracepoint per named call, with its number, and nothing else', () => {
+    const p = hostProgram({ pid: 4242, fd: 17 }, { refused: ['mount', 'ptrace'] });
+    assert.ok(!p.includes('raw_syscalls'));
+    assert.ok(p.includes('tracepoint:syscalls:sys_exit_mount /(args->ret == -1 || args->ret == -38) && '));
+    assert.ok(p.includes('@d[cgroup, 165, -args->ret]') && p.includes('@d[cgroup, 101, -args->ret]'));
+    assert.throws(() => hostProgram({ pid: 4242, fd: 17 }, { refused: ['no_such_call'] }), RangeError);
+  });
+
   it('refuses a control pid or descriptor that is not an integer', () => {
     assert.throws(() => hostProgram({ pid: 0, fd: 3 }), RangeError);
     assert.throws(() => hostProgram({ pid: 1.5, fd: 3 }), RangeError);

@@ -112,7 +112,10 @@ export function controlLength(op: ControlOp, cg: number): number {
  * flush @o (opens: cg, write, errno, path -> count), @n (opens counted: cg -> count), @d, then
  * `C 2 <cg>`.
  */
-export function hostProgram(control: { readonly pid: number; readonly fd: number }, o: { readonly refused?: boolean } = {}): string {
+export function hostProgram(
+  control: { readonly pid: number; readonly fd: number },
+  o: { readonly refused?: boolean | readonly string[] } = {},
+): string {
   if (!Number.isSafeInteger(control.pid) || control.pid <= 0 || !Number.isSafeInteger(control.fd) || control.fd < 0)
     throw new RangeError('the control pid and descriptor must be integers');
   // Cheapest test first: the seccomp mode is one field of the task; @w one hash lookup.
@@ -134,12 +137,24 @@ tracepoint:syscalls:sys_exit_${probe} /${f}/ { printf("R %d %d %d\\n", cgroup, p
 tracepoint:syscalls:sys_exit_${probe} /@w[cgroup] && @op[tid].0 != 0/ { $o = @op[tid]; @o[cgroup, ${write} ? 1 : 0, args->ret < 0 ? -args->ret : 0, str($o.0)] = count(); @n[cgroup] = count(); delete(@op[tid]); }`;
   // Refused calls: raw_syscalls:sys_exit runs for every system call on the host; the return
   // value is tested first (a register of the context, no helper call), so the program ends at
-  // once for the calls that succeeded. One exit tracepoint per refused call instead was measured
-  // at ~150 ms of attach each (65: ~10 s, paid once per host by the shared monitor; docs/monitoring.md).
+  // once for the calls that succeeded. One exit tracepoint per refused call instead
+  // (`refused: [names]`, a measurement variant) was measured no cheaper within the noise, takes
+  // ~3.3 s to attach the 65 of the default profile, and misses what a manifest denies on top of
+  // it (docs/monitoring.md, Benchmark).
+  const perCall = (names: readonly string[]): string =>
+    names
+      .map((n) => {
+        const nr = syscallNumber(n);
+        if (nr === null || !/^[a-z0-9_]+$/.test(n)) throw new RangeError(`not an x86_64 system call: ${n}`);
+        return `tracepoint:syscalls:sys_exit_${n} /(args->ret == -1 || args->ret == -38) && ${f}/ { @d[cgroup, ${nr}, -args->ret] = count(); }\n`;
+      })
+      .join('');
   const refused =
     o.refused === false
       ? ''
-      : `tracepoint:raw_syscalls:sys_exit /(args->ret == -1 || args->ret == -38) && ${f}/ { @d[cgroup, args->id, -args->ret] = count(); }\n`;
+      : Array.isArray(o.refused)
+        ? perCall(o.refused)
+        : `tracepoint:raw_syscalls:sys_exit /(args->ret == -1 || args->ret == -38) && ${f}/ { @d[cgroup, args->id, -args->ret] = count(); }\n`;
   const printD = refused === '' ? '' : 'print(@d); ';
   const clearD = refused === '' ? '' : 'clear(@d); ';
   const ctl = `tracepoint:syscalls:sys_enter_ftruncate /pid == ${control.pid} && args->fd == ${control.fd}/ { $v = args->length; $op = $v & 7; $c = $v >> 3; if ($op == ${CONTROL.watch}) { @w[$c] = 1; } if ($op == ${CONTROL.flush}) { print(@o); print(@n); ${printD}} if ($op == ${CONTROL.unwatch}) { delete(@w[$c]); } if ($op == ${CONTROL.clear}) { clear(@o); clear(@n); ${clearD}clear(@op); } printf("C %d %d\\n", $op, $c); }`;
