@@ -209,7 +209,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
       return cannotStart(`cannot start the run's services: ${(err as Error).message}`);
     }
     phase('services.start');
-    const monitor = await runMonitor(config.monitor);
+    const monitor = await runMonitor(config, stateDir);
     if (monitor.note !== null) say(monitor.note);
     phase('monitor.create');
     outcome = await runWithServices(bound, started, {

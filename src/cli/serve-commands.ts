@@ -104,6 +104,9 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
   const { createEngine } = await import('../orchestrator/index.js');
   const engine = createEngine({ config, audit: sink, log, ...(flags.stateDir !== undefined ? { stateDir: resolve(flags.stateDir) } : {}) });
   const recovered = await engine.recover();
+  // The host's shared runtime monitor starts with the server and stays while it runs
+  // (docs/monitoring.md); if it cannot, each execution that needs it fails to start (fail secure).
+  await engine.holdMonitor().catch((err: unknown) => log(`the runtime monitor did not start: ${(err as Error).message}`));
   if (recovered.length > 0) log(`swept ${recovered.length} run(s) a previous server left behind`);
   const { Dispatcher } = await import('../server/dispatcher.js');
   const dispatcher = new Dispatcher({

@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { hasCode } from '../test-support/errors.js';
-import { ConfigError, DEFAULT_IMAGES_DIR, DEFAULT_ROTATION_OVERLAP_MS, parseConfig, parseServerUrl, type HostFacts } from './index.js';
+import {
+  ConfigError,
+  DEFAULT_IMAGES_DIR,
+  DEFAULT_MONITOR_IDLE_MS,
+  DEFAULT_ROTATION_OVERLAP_MS,
+  parseConfig,
+  parseServerUrl,
+  type HostFacts,
+} from './index.js';
 
 const host: HostFacts = { homedir: '/home/op', operator: { uid: 1000, name: 'op' }, isDirectory: (p) => p === '/srv/aegis-home' };
 
@@ -24,6 +32,7 @@ describe('parseConfig', () => {
       registryCaFile: undefined,
       client: { server: undefined, apiKey: undefined },
       monitor: 'auto',
+      monitorIdleMs: DEFAULT_MONITOR_IDLE_MS,
       dockerHost: undefined,
       microvm: { guestDir: '/var/lib/aegis/microvm', allowEmulation: false },
     });
@@ -33,6 +42,13 @@ describe('parseConfig', () => {
     assert.equal(parseConfig({ AEGIS_MONITOR: 'off' }, host).monitor, 'off');
     assert.equal(parseConfig({ AEGIS_MONITOR: ' ' }, host).monitor, 'auto');
     assert.throws(() => parseConfig({ AEGIS_MONITOR: 'yes' }, host), hasCode(ConfigError, 'config.invalid'));
+  });
+  it('monitor idle: a duration (default 60s, 0 allowed, at most 24h); anything else is config.invalid', () => {
+    assert.equal(DEFAULT_MONITOR_IDLE_MS, 60_000);
+    assert.equal(parseConfig({ AEGIS_MONITOR_IDLE: '2s' }, host).monitorIdleMs, 2000);
+    assert.equal(parseConfig({ AEGIS_MONITOR_IDLE: '0' }, host).monitorIdleMs, 0);
+    for (const bad of ['soon', '-1s', '25h'])
+      assert.throws(() => parseConfig({ AEGIS_MONITOR_IDLE: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
   });
   it('DOCKER_HOST: a unix socket path or tcp host:port, anything else refused', () => {
     assert.equal(parseConfig({ DOCKER_HOST: 'unix:///run/user/1000/docker.sock' }, host).dockerHost, 'unix:///run/user/1000/docker.sock');

@@ -33,6 +33,9 @@
  *                   when the host supports it (bpftrace, tracefs, BTF; `aegis doctor`) and then
  *                   refuses a run whose monitor cannot attach; `on` requires it on any host (a
  *                   host without support starts no run); `off` never monitors.
+ *   AEGIS_MONITOR_IDLE  how long the host's shared monitor (one bpftrace for every run of the
+ *                   host) outlives its last run when `aegis run` started it (default 60s; `0`:
+ *                   it stops with the last run). `aegis serve` keeps it while it runs.
  *   AEGIS_MICROVM_ALLOW_EMULATION  `1` lets `isolation: microvm` run under QEMU's software
  *                   emulation (TCG) when KVM is not usable: for testing only (default 0: KVM only).
  *   AEGIS_MICROVM_GUEST  the microVM guest directory (absolute; default /var/lib/aegis/microvm,
@@ -101,6 +104,8 @@ export interface AegisConfig {
   readonly client: ClientConfig;
   /** $AEGIS_MONITOR: the runtime monitor's host policy (default `auto`). */
   readonly monitor: MonitorMode;
+  /** $AEGIS_MONITOR_IDLE in milliseconds (default DEFAULT_MONITOR_IDLE_MS). */
+  readonly monitorIdleMs: number;
   /**
    * $DOCKER_HOST for `isolation: docker` (docs/sandbox.md, Docker): `unix:///path` or
    * `tcp://host:port`; undefined: the engine's default socket /var/run/docker.sock.
@@ -170,6 +175,8 @@ export interface AlertSyslogConfig {
 
 /** A rotated-out secret version stays usable by executions already running for this long. */
 export const DEFAULT_ROTATION_OVERLAP_MS = 15 * 60_000;
+/** How long the host's shared monitor outlives its last run by default (docs/monitoring.md). */
+export const DEFAULT_MONITOR_IDLE_MS = 60_000;
 
 /** The image store when AEGIS_IMAGES is not set. */
 export const DEFAULT_IMAGES_DIR = '/var/lib/aegis/images';
@@ -255,6 +262,16 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const monitorVar = set(env, 'AEGIS_MONITOR')?.trim();
   if (monitorVar !== undefined && monitorVar !== 'auto' && monitorVar !== 'on' && monitorVar !== 'off')
     throw new ConfigError('config.invalid', `AEGIS_MONITOR=${monitorVar} must be auto, on or off`);
+  const idleVar = set(env, 'AEGIS_MONITOR_IDLE');
+  let monitorIdleMs = DEFAULT_MONITOR_IDLE_MS;
+  if (idleVar !== undefined) {
+    try {
+      monitorIdleMs = parseDuration(idleVar.trim(), 'AEGIS_MONITOR_IDLE', true);
+    } catch (cause) {
+      throw new ConfigError('config.invalid', (cause as Error).message, { cause });
+    }
+    if (monitorIdleMs > 24 * 3_600_000) throw new ConfigError('config.invalid', `AEGIS_MONITOR_IDLE=${idleVar} must be at most 24h`);
+  }
   const emulationVar = set(env, 'AEGIS_MICROVM_ALLOW_EMULATION');
   if (emulationVar !== undefined && emulationVar !== '0' && emulationVar !== '1')
     throw new ConfigError('config.invalid', `AEGIS_MICROVM_ALLOW_EMULATION=${emulationVar} must be 0 or 1`);
@@ -265,6 +282,7 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
     microvm: { guestDir: absolutePath(env, 'AEGIS_MICROVM_GUEST') ?? DEFAULT_MICROVM_GUEST_DIR, allowEmulation: emulationVar === '1' },
     dockerHost,
     monitor: monitorVar ?? 'auto',
+    monitorIdleMs,
     imageTrustedKeys,
     registryAuthFile: absolutePath(env, 'AEGIS_REGISTRY_AUTH_FILE') ?? join(home, 'registry-auth.json'),
     registryCaFile: absolutePath(env, 'AEGIS_REGISTRY_CA_FILE'),

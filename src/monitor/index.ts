@@ -4,37 +4,36 @@
  * `fs.open`, `syscall.denied`, `resource.sample`, `fs.changes` and `monitor.summary` events.
  * docs/monitoring.md says what is seen on each runtime.
  *
- * API: `createMonitor(opts).attach(target, sink)` before the agent's first instruction (the run's
- * cgroup exists, the runtime is not spawned yet) resolves once the kernel probes are attached;
+ * API: `monitor.attach(target, sink)` before the agent's first instruction (the run's cgroup
+ * exists, the runtime is not spawned yet) resolves once the kernel traces the run's cgroups;
  * `session.detach()` after the agent's last process is gone flushes everything and resolves
- * with the summary.
+ * with the summary. `createMonitor()` runs the host-wide hub (hub.ts) in this process;
+ * `hostMonitor()` (client.ts) uses the host's shared daemon (daemon.ts).
  *
  * Why bpftrace: it is a Debian package (0.17 here), needs no compiler or kernel headers on the
  * host (BTF), and the whole kernel side is one generated program of a dozen lines (program.ts)
  * that a reviewer can read; its JSON output is parsed as hostile input (parse.ts). A libbpf
  * helper would be faster to start but needs a C toolchain and a binary to ship.
  *
- * ARCHITECTURE NOTE: one bpftrace process per execution, owned by the process that runs it, with
- * the execution's cgroup ids compiled into its filters: two executions never share a filter, so
- * they cannot see each other's events. bpftrace prints once a second; if AEGIS dies, the next
- * write fails on the closed pipe and bpftrace exits (SIGPIPE), detaching every probe.
- * LIMITATION: not one shared host daemon yet; each attach costs a bpftrace start (~0.3-1 s,
- * paid before the agent starts).
+ * ARCHITECTURE NOTE: one bpftrace for the host (hub.ts); each execution registers its cgroup ids
+ * and gets only the records of those ids, so two executions cannot see each other's events. A
+ * monitor that dies while the agent runs calls the target's `onLost` (the sandbox stops the
+ * agent: fail secure). bpftrace prints once a second; if its owner dies, the next write fails
+ * on the closed pipe and bpftrace exits (SIGPIPE), detaching every probe.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import { findExecutable } from '../host/exec.js';
 import { parseMountinfo } from '../host/mountinfo.js';
 import { Aggregator, type MonitorSummary, type ResourceReading } from './aggregate.js';
 import { MonitorError } from './errors.js';
 import { fsChangesEvent, snapshotVolume, type VolumeSnapshot } from './fs-changes.js';
-import { parseLine } from './parse.js';
-import { bpftraceProgram, STRLEN, syscallNumber } from './program.js';
+import { MonitorHub, type RecordSource, type Watch } from './hub.js';
+import { syscallNumber } from './program.js';
 
 export { MonitorError, type MonitorErrorCode } from './errors.js';
 export type { MonitorSummary, ResourceReading } from './aggregate.js';
+export { MonitorHub, type RecordSource, type Watch } from './hub.js';
 
 /** One execution to watch. */
 export interface MonitorTarget {
@@ -53,6 +52,11 @@ export interface MonitorTarget {
   readonly sample?: () => ResourceReading;
   /** Writable volumes: `dir` is where the agent's files are on the host now, `sandbox` its path inside. */
   readonly volumes?: readonly { readonly dir: string; readonly sandbox: string }[];
+  /**
+   * Called once if the monitor dies while the execution runs (its events stop there): the
+   * sandbox stops the agent (fail secure, src/sandbox/run.ts).
+   */
+  readonly onLost?: (why: string) => void;
 }
 
 export interface MonitorSession {
@@ -73,8 +77,14 @@ export interface MonitorOptions {
   readonly maxPaths?: number;
   /** How long bpftrace may take to attach (default 20 s: it compiles the program first). */
   readonly attachTimeoutMs?: number;
+  /** Keys of the kernel maps, for all executions together (default 16384). */
+  readonly mapKeys?: number;
+  /** How refused calls are traced (hub.ts HubOptions.traceRefused; variants only for bench/monitor.ts). */
+  readonly traceRefused?: boolean | 'per-call';
   /** resource.sample interval (default 1000 ms). */
   readonly sampleIntervalMs?: number;
+  /** createMonitor: how long its bpftrace outlives the last execution (default 5000 ms). */
+  readonly idleMs?: number;
 }
 
 /** The actions the monitor writes (docs/monitoring.md, docs/audit.md). */
@@ -86,6 +96,7 @@ export const MONITOR_ACTIONS: ReadonlySet<string> = new Set([
   'resource.sample',
   'fs.changes',
   'monitor.summary',
+  'monitor.lost',
 ]);
 
 export const TRACEFS = '/sys/kernel/tracing';
@@ -141,15 +152,15 @@ function emit(sink: AuditSink, ev: AuditEventInput): void {
   }
 }
 
-/** Longest JSON line read from bpftrace (a map of 4096 paths of 200 bytes is < 2 MiB). */
-const MAX_LINE = 16 * 1024 * 1024;
+/** How long detach waits for the monitor's final counts of an execution. */
+const FINISH_TIMEOUT_MS = 10_000;
 
-class BpftraceSession implements MonitorSession {
-  private child: ChildProcess | null = null;
+class Session implements MonitorSession {
   private timer: NodeJS.Timeout | undefined;
   private done: Promise<MonitorSummary> | null = null;
   private readonly before: { dir: string; sandbox: string; snap: VolumeSnapshot }[] = [];
-  private exited: Promise<void> = Promise.resolve();
+  private watch: Watch | null = null;
+  private lostWhy: string | null = null;
   readonly agg: Aggregator;
 
   constructor(
@@ -172,9 +183,24 @@ class BpftraceSession implements MonitorSession {
     });
   }
 
-  async start(): Promise<void> {
+  async start(source: () => Promise<RecordSource>): Promise<void> {
     for (const v of this.target.volumes ?? []) this.before.push({ ...v, snap: snapshotVolume(v.dir) });
-    if (this.target.cgroupDirs.length > 0) await this.startBpftrace();
+    if (this.target.cgroupDirs.length > 0) {
+      const ids = this.target.cgroupDirs.map((d) => cgroupId(d));
+      this.watch = await (
+        await source()
+      ).watch(
+        ids,
+        (r) => {
+          for (const ev of this.agg.push(r, Date.now())) emit(this.sink, ev);
+        },
+        (why) => {
+          if (this.lostWhy !== null || this.done !== null) return;
+          this.lostWhy = why;
+          this.target.onLost?.(why);
+        },
+      );
+    }
     const sample = this.target.sample;
     if (sample !== undefined) {
       this.timer = setInterval(() => {
@@ -188,59 +214,10 @@ class BpftraceSession implements MonitorSession {
     }
   }
 
-  private async startBpftrace(): Promise<void> {
-    const bin = this.opts.bpftrace ?? findExecutable('bpftrace');
-    if (bin === null) throw new MonitorError('monitor.unavailable', 'bpftrace is not installed (apt-get install bpftrace)');
-    const program = bpftraceProgram(this.target.cgroupDirs.map((d) => cgroupId(d)));
-    const child = spawn(bin, ['-f', 'json', '-e', program], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: {
-        PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-        BPFTRACE_STRLEN: String(STRLEN),
-        BPFTRACE_MAP_KEYS_MAX: '16384',
-        BPFTRACE_PERF_RB_PAGES: '256',
-      },
-    });
-    this.child = child;
-    let stderr = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (d: string) => {
-      if (stderr.length < 8192) stderr += d;
-    });
-    this.exited = new Promise((resolve) => child.once('close', () => resolve()));
-    const rl = createInterface({ input: child.stdout, crlfDelay: Infinity });
-    let ready: () => void = () => undefined;
-    const readyP = new Promise<void>((r) => (ready = r));
-    rl.on('line', (line) => {
-      const rec = line.length > MAX_LINE ? ({ kind: 'malformed' } as const) : parseLine(line);
-      if (rec.kind === 'ready') ready();
-      for (const ev of this.agg.push(rec, Date.now())) emit(this.sink, ev);
-    });
-    const timeoutMs = this.opts.attachTimeoutMs ?? 20_000;
-    let timer: NodeJS.Timeout | undefined;
-    const outcome = await Promise.race([
-      readyP.then(() => 'ready' as const),
-      this.exited.then(() => 'exited' as const),
-      new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
-      new Promise<'error'>((r) => child.once('error', () => r('error'))),
-    ]);
-    clearTimeout(timer);
-    if (outcome !== 'ready') {
-      child.kill('SIGKILL');
-      const why = stderr
-        .split('\n')
-        .filter((l) => l !== '' && !l.includes('RLIMIT_MEMLOCK'))
-        .slice(-3)
-        .join('; ');
-      throw new MonitorError('monitor.attach_failed', `bpftrace did not attach (${outcome}${why !== '' ? `: ${why}` : ''})`);
-    }
-  }
-
   /** A failed attach: stop everything, report nothing. */
-  async abort(): Promise<void> {
+  abort(): void {
     clearInterval(this.timer);
-    this.child?.kill('SIGKILL');
-    await this.exited;
+    this.watch?.cancel();
   }
 
   detach(): Promise<MonitorSummary> {
@@ -258,36 +235,88 @@ class BpftraceSession implements MonitorSession {
         /* gone */
       }
     }
-    const child = this.child;
-    if (child !== null && child.exitCode === null && child.signalCode === null) {
-      // SIGINT: bpftrace runs END (the last partial second of counts) and exits.
-      child.kill('SIGINT');
-      const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await this.exited;
-      clearTimeout(killer);
+    if (this.watch !== null && this.lostWhy === null) {
+      // The final counts (opens, refused calls) of this execution, then `end`.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.watch.finish().catch(() => undefined),
+        new Promise<void>((r) => (timer = setTimeout(r, FINISH_TIMEOUT_MS))),
+      ]);
+      clearTimeout(timer);
+      this.watch.cancel();
     }
     if (this.before.length > 0) {
       const volumes = this.before.map((v) => ({ sandbox: v.sandbox, before: v.snap, after: snapshotVolume(v.dir) }));
       emit(this.sink, fsChangesEvent({ agent: this.target.agent, execution: this.target.execution }, volumes));
     }
-    const { events, summary } = this.agg.finish(Date.now(), this.child !== null);
+    const { events, summary } = this.agg.finish(Date.now(), this.watch !== null);
     for (const ev of events) emit(this.sink, ev);
     return summary;
   }
 }
 
-/** The monitor: `attach` throws MonitorError (the caller refuses the run when monitoring is required). */
-export function createMonitor(opts: MonitorOptions = {}): Monitor {
+/** A monitor whose executions read their records from `source` (a hub, or the host daemon). */
+export function monitorOver(source: () => Promise<RecordSource>, opts: MonitorOptions = {}): Monitor {
   return {
     async attach(target, sink) {
-      const s = new BpftraceSession(target, sink, opts);
+      const s = new Session(target, sink, opts);
       try {
-        await s.start();
+        await s.start(source);
       } catch (err) {
-        await s.abort();
+        s.abort();
         throw err;
       }
       return s;
+    },
+  };
+}
+
+/**
+ * A monitor with its own host-wide bpftrace in this process (hub.ts), started at the first
+ * attach and shared by every execution attached through it; stopped `idleMs` after the last one
+ * detached (default 5 s). `attach` throws MonitorError (the caller refuses the run when monitoring
+ * is required). Processes that do not live long (`aegis run`) use the host's daemon instead
+ * (client.ts, `hostMonitor`).
+ */
+export function createMonitor(opts: MonitorOptions = {}): Monitor & { close(): Promise<void> } {
+  let hub: Promise<MonitorHub> | null = null;
+  let idle: NodeJS.Timeout | undefined;
+  const get = (): Promise<MonitorHub> => {
+    clearTimeout(idle);
+    const cur = hub;
+    if (cur !== null) {
+      return cur.then((h) => {
+        if (h.failure === null) return h;
+        if (hub === cur) hub = null;
+        return get();
+      });
+    }
+    const next = MonitorHub.start(opts).then((h) => {
+      h.onIdle(() => {
+        clearTimeout(idle);
+        idle = setTimeout(() => {
+          if (h.watching === 0 && hub === next) {
+            hub = null;
+            void h.close();
+          }
+        }, opts.idleMs ?? 5000);
+        idle.unref();
+      });
+      return h;
+    });
+    hub = next;
+    next.catch(() => {
+      if (hub === next) hub = null;
+    });
+    return next;
+  };
+  return {
+    ...monitorOver(get, opts),
+    close: async () => {
+      clearTimeout(idle);
+      const h = hub;
+      hub = null;
+      if (h !== null) await (await h.catch(() => null))?.close();
     },
   };
 }

@@ -1,6 +1,7 @@
 /**
- * Parser of bpftrace's JSON output (`bpftrace -f json`, one JSON object a line) for the program
- * of program.ts. Pure.
+ * Parser of bpftrace's JSON output (`bpftrace -f json`, one JSON object a line) for the host
+ * program of program.ts (`parseLine`: records that carry their cgroup id), and the records one
+ * execution's aggregator gets once the hub has routed them (`MonitorRecord`: without it). Pure.
  *
  * ARCHITECTURE NOTE: hostile input. Paths and argv come from the agent; bpftrace escapes them
  * as JSON strings, and every field we read is checked for its type and range. A line that does
@@ -20,6 +21,22 @@ export type MonitorRecord =
   | { readonly kind: 'io'; readonly readBytes: number; readonly writeBytes: number }
   | { readonly kind: 'tick' }
   | { readonly kind: 'end' }
+  | { readonly kind: 'lost'; readonly count: number }
+  | { readonly kind: 'ignored' }
+  | { readonly kind: 'malformed' };
+
+/** A line of the host program: each record about an agent names its cgroup (`cg`). */
+export type HostRecord =
+  | { readonly kind: 'ready' }
+  | { readonly kind: 'control'; readonly op: number; readonly cg: number }
+  | { readonly kind: 'exec'; readonly cg: number; readonly pid: number; readonly ppid: number; readonly uid: number; readonly path: string }
+  | { readonly kind: 'arg'; readonly cg: number; readonly pid: number; readonly index: number; readonly value: string }
+  | { readonly kind: 'exec_result'; readonly cg: number; readonly pid: number; readonly ret: number }
+  | { readonly kind: 'exit'; readonly cg: number; readonly pid: number; readonly status: number }
+  | { readonly kind: 'opens'; readonly entries: readonly (OpenEntry & { readonly cg: number })[] }
+  | { readonly kind: 'open_totals'; readonly entries: readonly { readonly cg: number; readonly count: number }[] }
+  | { readonly kind: 'denied'; readonly entries: readonly (DeniedEntry & { readonly cg: number })[] }
+  | { readonly kind: 'tick' }
   | { readonly kind: 'lost'; readonly count: number }
   | { readonly kind: 'ignored' }
   | { readonly kind: 'malformed' };
@@ -91,87 +108,108 @@ function fields(data: string, n: number): { nums: number[]; rest: string } | nul
   return { nums, rest: pos <= data.length ? data.slice(pos) : '' };
 }
 
-function parsePrintf(raw: string): MonitorRecord {
+function parsePrintf(raw: string): HostRecord {
   if (!raw.endsWith('\n')) return MALFORMED;
   const data = raw.slice(0, -1);
   if (data === 'READY') return { kind: 'ready' };
   if (data === 'T') return { kind: 'tick' };
-  if (data === 'END') return { kind: 'end' };
   if (data.length < 2 || data[1] !== ' ') return MALFORMED;
   switch (data[0]) {
+    case 'C': {
+      const f = fields(data, 2);
+      if (f === null || f.rest !== '' || f.nums[1]! < 0) return MALFORMED;
+      return { kind: 'control', op: f.nums[0]!, cg: f.nums[1]! };
+    }
     case 'X': {
-      const f = fields(data, 3);
+      const f = fields(data, 4);
       if (f === null) return MALFORMED;
-      const [pid, ppid, uid] = f.nums as [number, number, number];
-      return { kind: 'exec', pid, ppid, uid, path: decodeString(f.rest) };
+      const [cg, pid, ppid, uid] = f.nums as [number, number, number, number];
+      return { kind: 'exec', cg, pid, ppid, uid, path: decodeString(f.rest) };
     }
     case 'A': {
-      const f = fields(data, 2);
+      const f = fields(data, 3);
       if (f === null) return MALFORMED;
-      const [pid, index] = f.nums as [number, number];
-      return { kind: 'arg', pid, index, value: decodeString(f.rest) };
+      const [cg, pid, index] = f.nums as [number, number, number];
+      return { kind: 'arg', cg, pid, index, value: decodeString(f.rest) };
     }
     case 'R': {
-      const f = fields(data, 2);
+      const f = fields(data, 3);
       if (f === null || f.rest !== '') return MALFORMED;
-      return { kind: 'exec_result', pid: f.nums[0]!, ret: f.nums[1]! };
+      return { kind: 'exec_result', cg: f.nums[0]!, pid: f.nums[1]!, ret: f.nums[2]! };
     }
     case 'Q': {
-      const f = fields(data, 2);
+      const f = fields(data, 3);
       if (f === null || f.rest !== '') return MALFORMED;
-      return { kind: 'exit', pid: f.nums[0]!, status: f.nums[1]! };
+      return { kind: 'exit', cg: f.nums[0]!, pid: f.nums[1]!, status: f.nums[2]! };
     }
     default:
       return MALFORMED;
   }
 }
 
-function parseMap(data: Record<string, unknown>): MonitorRecord {
+/** The first `n` comma-separated integers of a map key, and the rest (the path: untrusted, may hold commas). */
+function keyInts(k: string, n: number): { nums: number[]; rest: string } | null {
+  const nums: number[] = [];
+  let pos = 0;
+  for (let i = 0; i < n; i++) {
+    const c = k.indexOf(',', pos);
+    const v = int(c < 0 ? k.slice(pos) : k.slice(pos, c));
+    if (v === null) return null;
+    nums.push(v);
+    if (c < 0) return i === n - 1 ? { nums, rest: '' } : null;
+    pos = c + 1;
+  }
+  return { nums, rest: k.slice(pos) };
+}
+
+function parseMap(data: Record<string, unknown>): HostRecord {
   const names = Object.keys(data);
   if (names.length !== 1) return MALFORMED;
   const name = names[0]!;
   const v = data[name];
-  if (name === '@n') {
-    const c = count(v);
-    return c === null ? MALFORMED : { kind: 'open_total', count: c };
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return MALFORMED;
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    return name === '@o' || name === '@n' || name === '@d' ? MALFORMED : { kind: 'ignored' };
   const m = v as Record<string, unknown>;
-  if (name === '@o') {
-    const entries: OpenEntry[] = [];
+  if (name === '@n') {
+    const entries: { cg: number; count: number }[] = [];
     for (const [k, c] of Object.entries(m)) {
-      // "<write>,<errno>,<path>": the path is everything after the second comma.
-      const a = k.indexOf(',');
-      const b = a < 0 ? -1 : k.indexOf(',', a + 1);
-      const w = int(k.slice(0, a));
-      const e = int(k.slice(a + 1, b));
+      const cg = int(k);
       const n = count(c);
-      if (a < 0 || b < 0 || (w !== 0 && w !== 1) || e === null || e < 0 || n === null) return MALFORMED;
-      entries.push({ write: w === 1, errno: e, path: decodeString(k.slice(b + 1)), count: n });
+      if (cg === null || cg <= 0 || n === null) return MALFORMED;
+      entries.push({ cg, count: n });
+    }
+    return { kind: 'open_totals', entries };
+  }
+  if (name === '@o') {
+    const entries: (OpenEntry & { cg: number })[] = [];
+    for (const [k, c] of Object.entries(m)) {
+      // "<cg>,<write>,<errno>,<path>": the path is everything after the third comma.
+      const f = keyInts(k, 3);
+      const n = count(c);
+      if (f === null || k.split(',').length < 4) return MALFORMED;
+      const [cg, w, e] = f.nums as [number, number, number];
+      if (cg <= 0 || (w !== 0 && w !== 1) || e < 0 || n === null) return MALFORMED;
+      entries.push({ cg, write: w === 1, errno: e, path: decodeString(f.rest), count: n });
     }
     return { kind: 'opens', entries };
   }
   if (name === '@d') {
-    const entries: DeniedEntry[] = [];
+    const entries: (DeniedEntry & { cg: number })[] = [];
     for (const [k, c] of Object.entries(m)) {
-      const [nr, errno, extra] = k.split(',').map((x) => int(x));
+      const parts = k.split(',').map((x) => int(x));
       const n = count(c);
-      if (nr === null || nr === undefined || errno === null || errno === undefined || extra !== undefined || n === null) return MALFORMED;
-      entries.push({ nr, errno, count: n });
+      if (parts.length !== 3 || parts.some((x) => x === null) || n === null) return MALFORMED;
+      const [cg, nr, errno] = parts as [number, number, number];
+      if (cg <= 0) return MALFORMED;
+      entries.push({ cg, nr, errno, count: n });
     }
     return { kind: 'denied', entries };
-  }
-  if (name === '@io') {
-    for (const k of Object.keys(m)) if (k !== '0' && k !== '1') return MALFORMED;
-    const r = m['0'] === undefined ? 0 : count(m['0']);
-    const w = m['1'] === undefined ? 0 : count(m['1']);
-    return r === null || w === null ? MALFORMED : { kind: 'io', readBytes: r, writeBytes: w };
   }
   return { kind: 'ignored' };
 }
 
 /** One line of bpftrace's output. */
-export function parseLine(line: string): MonitorRecord {
+export function parseLine(line: string): HostRecord {
   if (line.trim() === '') return { kind: 'ignored' };
   let msg: unknown;
   try {

@@ -42,10 +42,12 @@ import { secretDeniedEvent } from '../secrets/run.js';
 import {
   bindInput,
   loadRun,
+  runMonitor,
   runWithServices,
   startServices,
   type BoundRun,
   type LoadedRun,
+  type RunMonitor,
   type RunOutcome,
   type StartedServices,
 } from '../run/execute.js';
@@ -132,6 +134,12 @@ const keyOf = (a: AgentVersionRef): SandboxKey => ({
 /** The engine plus what a server needs beyond the contract: recovery after a dead engine. */
 export interface Engine extends ExecutionEngine {
   recover(): Promise<RecoveredExecution[]>;
+  /**
+   * Starts the host's shared runtime monitor now and keeps it while the engine lives (`aegis
+   * serve`), so that no execution pays its start; a no-op when monitoring is off or unsupported
+   * under `auto`. Throws MonitorError when it cannot start.
+   */
+  holdMonitor(): Promise<void>;
 }
 
 export function createEngine(o: EngineOptions): Engine {
@@ -156,6 +164,17 @@ export function createEngine(o: EngineOptions): Engine {
   const loadedCache = new Map<string, Promise<LoadedRun>>();
   const latency = { warm: [] as number[], cold: [] as number[] };
   let shuttingDown = false;
+  // The runtime monitor (AEGIS_MONITOR): every execution, cold or warm, goes through the one
+  // execution path with it (runWithServices), under the same fail-secure setting as `aegis run`.
+  let monitorP: Promise<RunMonitor | undefined> | null = null;
+  let releaseHold: (() => void) | null = null;
+  const monitorFor = (): Promise<RunMonitor | undefined> => {
+    monitorP ??= runMonitor(o.config, stateDir).then((m) => {
+      if (m.note !== null) say(`orchestrator: ${m.note}`);
+      return m.monitor;
+    });
+    return monitorP;
+  };
 
   const append = (e: AuditEventInput): void => {
     try {
@@ -564,6 +583,7 @@ export function createEngine(o: EngineOptions): Engine {
     );
     let outcome: RunOutcome;
     try {
+      const monitor = await monitorFor();
       safe(() => observer.started({ warm }));
       outcome = await runWithServices(
         bound,
@@ -581,6 +601,7 @@ export function createEngine(o: EngineOptions): Engine {
           signal: cancel.signal,
           graceMs,
           say: (line) => say(`orchestrator: ${executionId}: ${line}`),
+          ...(monitor !== undefined ? { monitor } : {}),
         },
         s.prepared ?? undefined,
       );
@@ -619,6 +640,12 @@ export function createEngine(o: EngineOptions): Engine {
 
   const engine: Engine = {
     recover: () => recovered,
+
+    async holdMonitor(): Promise<void> {
+      const m = await monitorFor();
+      if (m === undefined || releaseHold !== null || shuttingDown) return;
+      releaseHold = await m.hold();
+    },
 
     execute(req: ExecutionRequest, observer: ExecutionObserver): RunningExecution {
       const t0 = performance.now();
@@ -684,6 +711,8 @@ export function createEngine(o: EngineOptions): Engine {
       const warm = [...pools.values()].flatMap((p) => p.warm.splice(0));
       pools.clear();
       await Promise.all(warm.map(destroyWarm));
+      releaseHold?.();
+      releaseHold = null;
     },
   };
   return engine;

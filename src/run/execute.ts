@@ -474,8 +474,8 @@ export interface RunIO {
   readonly graceMs?: number;
   /**
    * The runtime monitor (src/monitor, AEGIS_MONITOR): attached before the agent's first
-   * instruction; one that cannot attach means the agent does not start. Not used by a prepared
-   * (warm) sandbox.
+   * instruction (a prepared sandbox: before its shim gets the execution's line); one that cannot
+   * attach means the agent does not start.
    */
   readonly monitor?: Monitor;
   readonly say: (line: string) => void;
@@ -544,6 +544,7 @@ export async function runWithServices(
             signal: abort.signal,
             ...(io.graceMs !== undefined ? { graceMs: io.graceMs } : {}),
             ...(opts.provenance !== undefined ? { provenance: opts.provenance } : {}),
+            ...(io.monitor !== undefined ? { monitor: io.monitor } : {}),
           })
         : await runSandbox({
             ...opts,
@@ -575,16 +576,25 @@ export async function runWithServices(
   }
 }
 
+/** The host's shared runtime monitor (the daemon's client), as runMonitor returns it. */
+export type RunMonitor = Monitor & { hold(): Promise<() => void> };
+
 /**
  * The runtime monitor a run gets (AEGIS_MONITOR, docs/monitoring.md): `auto` monitors when the
  * host supports it, and then a monitor that cannot attach refuses the run like `on` does; `note`
- * says why a run under `auto` is not monitored.
+ * says why a run under `auto` is not monitored. The monitor is the host's shared one: the daemon
+ * of `<stateDir>/monitor`, started by the first run that finds none and kept
+ * `config.monitorIdleMs` after its last run (src/monitor/client.ts).
  */
-export async function runMonitor(mode: AegisConfig['monitor']): Promise<{ monitor: Monitor | undefined; note: string | null }> {
-  if (mode === 'off') return { monitor: undefined, note: null };
-  const { createMonitor, monitorSupport } = await import('../monitor/index.js');
+export async function runMonitor(
+  config: Pick<AegisConfig, 'monitor' | 'monitorIdleMs'>,
+  stateDir: string,
+): Promise<{ monitor: RunMonitor | undefined; note: string | null }> {
+  if (config.monitor === 'off') return { monitor: undefined, note: null };
+  const { monitorSupport } = await import('../monitor/index.js');
   const support = monitorSupport();
-  if (mode === 'auto' && support.missing.length > 0)
+  if (config.monitor === 'auto' && support.missing.length > 0)
     return { monitor: undefined, note: `not monitored (AEGIS_MONITOR=auto): ${support.missing.join('; ')}` };
-  return { monitor: createMonitor(), note: null };
+  const { hostMonitor } = await import('../monitor/client.js');
+  return { monitor: hostMonitor({ dir: join(stateDir, 'monitor'), idleMs: config.monitorIdleMs }), note: null };
 }

@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { AuditEventInput, AuditSink } from '../audit/event.js';
 import { findExecutable } from '../host/exec.js';
-import type { Monitor, MonitorSession } from '../monitor/index.js';
+import type { Monitor, MonitorSession, MonitorTarget } from '../monitor/index.js';
 import { refusedByProfile } from '../monitor/program.js';
 import { processStartTime } from '../host/pid-lock.js';
 import type { Isolation, Policy } from '../policy/types.js';
@@ -242,6 +242,10 @@ class RunResources {
   driver: RuntimeDriver | null = null;
   holder: UsernsHolder | null = null;
   monitor: MonitorSession | null = null;
+  /** What the runtime monitor needs to watch this sandbox (set once its cgroup and bundle exist). */
+  monitorFacts: Omit<MonitorTarget, 'agent' | 'execution' | 'volumes' | 'onLost'> | null = null;
+  /** Aborted when the runtime monitor dies while the agent runs: the agent is stopped (fail secure). */
+  readonly monitorLost = new AbortController();
   recordWritten = false;
   /** Paths this run created under its run directory, parents first (fast removal). */
   readonly createdPaths: string[] = [];
@@ -410,8 +414,14 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
   await holder?.ready(DEFAULT_ID_MAP);
   phase('sandbox.holder_ready');
   res.createdPaths.push(join(dir, 'record.json'), run.bundleDir + '/', join(run.bundleDir, 'config.json'));
+  res.monitorFacts = {
+    cgroupDirs: isolation === 'gvisor' ? [] : cgroup.monitorDirs,
+    deniedSyscalls: refusedByProfile(bundle.config.linux.seccomp),
+    ...(bundle.config.linux.uidMappings !== undefined ? { uidMappings: bundle.config.linux.uidMappings } : {}),
+    sample: () => cgroup.sample(),
+  };
   if (opts.monitor !== undefined) {
-    res.monitor = await attachMonitor(opts.monitor, opts, res, isolation, cgroup, bundle);
+    res.monitor = await attachMonitor(opts.monitor, opts, res);
     phase('sandbox.monitor_attach');
   }
 
@@ -458,24 +468,26 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
  * gVisor the agent's system calls stay in runsc's own kernel: only resource samples and
  * fs.changes are recorded (docs/monitoring.md).
  */
-async function attachMonitor(
-  monitor: Monitor,
-  opts: RunSandboxOptions,
-  res: RunResources,
-  isolation: Isolation,
-  cgroup: RunCgroup,
-  bundle: CompiledBundle,
-): Promise<MonitorSession> {
+async function attachMonitor(monitor: Monitor, opts: RunSandboxOptions, res: RunResources): Promise<MonitorSession> {
+  const facts = res.monitorFacts;
   try {
+    if (facts === null) throw new Error('the sandbox has no cgroup yet');
     return await monitor.attach(
       {
         agent: opts.policy.agent.name,
         execution: res.id,
-        cgroupDirs: isolation === 'gvisor' ? [] : cgroup.monitorDirs,
-        deniedSyscalls: refusedByProfile(bundle.config.linux.seccomp),
-        uidMappings: bundle.config.linux.uidMappings,
-        sample: () => cgroup.sample(),
+        ...facts,
         volumes: res.staged.map(({ s }) => ({ dir: s.mountPoint, sandbox: s.volume.sandbox })),
+        onLost: (why) => {
+          emit(opts.audit, {
+            actor: { agent: opts.policy.agent.name, execution: res.id },
+            action: 'monitor.lost',
+            decision: 'deny',
+            reason: 'monitor.lost',
+            payload: { message: `${why}: the agent is stopped (fail secure)` },
+          });
+          res.monitorLost.abort();
+        },
       },
       opts.audit ?? { append: () => undefined },
     );
@@ -612,7 +624,9 @@ async function superviseAndFinish(
   prepared: boolean,
 ): Promise<RunResult> {
   const { actor, base, failedToStart, failed } = finishingFor(opts, res, isolation, started);
-  const s = await supervise(opts, launched, actor, isolation, prepared);
+  // Fail secure: an agent that can no longer be monitored is stopped like a cancelled one.
+  const signal = opts.signal !== undefined ? AbortSignal.any([opts.signal, res.monitorLost.signal]) : res.monitorLost.signal;
+  const s = await supervise({ ...opts, signal }, launched, actor, isolation, prepared);
   opts.phase?.('sandbox.runtime_and_agent');
   const durationMs = performance.now() - started;
   const hostUsage = launched.cgroup.usage();
@@ -773,6 +787,12 @@ export interface LaunchOptions {
   readonly graceMs?: number;
   /** For run.spawn (principal, manifest, policy, image, agent version). */
   readonly provenance?: Readonly<Record<string, unknown>>;
+  /**
+   * The runtime monitor: attached to the prepared sandbox's cgroup before the shim gets the
+   * execution's line (the shim has not executed the agent yet); one that cannot attach means
+   * the agent does not start.
+   */
+  readonly monitor?: Monitor;
 }
 
 /**
@@ -816,6 +836,13 @@ export async function launchPrepared(prepared: PreparedSandbox, l: LaunchOptions
     line = Buffer.from(shimLine(l.argv, l.env));
   } catch (err) {
     return finishingFor(opts, p.res, p.isolation, started).failed(new SandboxError('sandbox.env_refused', (err as Error).message));
+  }
+  if (l.monitor !== undefined) {
+    try {
+      p.res.monitor = await attachMonitor(l.monitor, opts, p.res);
+    } catch (err) {
+      return finishingFor(opts, p.res, p.isolation, started).failed(err);
+    }
   }
   const source = l.stdin === 'inherit' ? process.stdin : l.stdin === undefined || l.stdin === 'ignore' ? null : l.stdin;
   const stdin = Readable.from(

@@ -52,6 +52,8 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
   let inputs = '';
   let outside = '';
   const support = monitorSupport();
+  /** One host-wide monitor (one bpftrace) for every run of this file, as on a host. */
+  const monitor = createMonitor();
   const missing = support.missing.length > 0 ? `runtime monitor unsupported here: ${support.missing.join('; ')}` : null;
 
   before(() => {
@@ -73,7 +75,8 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
     outside = join(work, 'outside-secret.txt');
     writeFileSync(outside, 'not for the agent');
   });
-  after(() => {
+  after(async () => {
+    await monitor.close();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
@@ -101,7 +104,7 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
       stdout: (b) => void (text += b.toString()),
       stderr: (b) => void (text += b.toString()),
       audit: { append: (e) => void events.push(e) },
-      monitor: createMonitor(),
+      monitor,
       ...extra,
     });
     return { ...r, out: text, events };
@@ -253,7 +256,8 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
       new Promise((resolve) => {
         const c = spawn(process.execPath, [AEGIS_BIN, ...args], {
           stdio: ['ignore', 'pipe', 'pipe'],
-          env: { ...process.env, AEGIS_HOME: home, AEGIS_MONITOR: 'on' },
+          // The host monitor this run starts (state dir's monitor/) stops 1 s after it.
+          env: { ...process.env, AEGIS_HOME: home, AEGIS_MONITOR: 'on', AEGIS_MONITOR_IDLE: '1s' },
         });
         let out = '';
         let err = '';
@@ -279,5 +283,10 @@ describe('runtime monitor', { timeout: 600_000 }, () => {
     const text = await cli(['audit', 'query', '--execution', id]);
     assert.match(text.out, /process\.exec/);
     assert.ok(readdirSync(home).length > 0);
+    // The monitor `aegis run` started is gone once idle: nothing of it is left running.
+    const lock = join(work, 'state', 'monitor', 'monitor.pid');
+    const end = Date.now() + 15_000;
+    while (existsSync(lock) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(existsSync(lock), false, 'the host monitor stopped after its idle time');
   });
 });
