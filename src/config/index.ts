@@ -106,6 +106,12 @@ export interface AegisConfig {
    * `tcp://host:port`; undefined: the engine's default socket /var/run/docker.sock.
    */
   readonly dockerHost: string | undefined;
+  /**
+   * $AEGIS_DOCKER_NETWORK: how a docker sandbox reaches the egress gateway (docs/sandbox.md,
+   * Docker): `host-netns`, `gateway-container`, or `auto` (default: host-netns where the engine
+   * shares this host's kernel, gateway-container otherwise).
+   */
+  readonly dockerNetwork: 'auto' | 'host-netns' | 'gateway-container';
   /** isolation microvm: the guest directory and whether software emulation is allowed. */
   readonly microvm: { readonly guestDir: string; readonly allowEmulation: boolean };
 }
@@ -261,7 +267,11 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const dockerHost = set(env, 'DOCKER_HOST');
   if (dockerHost !== undefined && !/^unix:\/\/\/[^\0]+$|^tcp:\/\/[A-Za-z0-9.:[\]-]+:[0-9]{1,5}\/?$/.test(dockerHost))
     throw new ConfigError('config.invalid', `DOCKER_HOST=${dockerHost} must be unix:///<socket path> or tcp://<host>:<port>`);
+  const dockerNetwork = set(env, 'AEGIS_DOCKER_NETWORK')?.trim() ?? 'auto';
+  if (dockerNetwork !== 'auto' && dockerNetwork !== 'host-netns' && dockerNetwork !== 'gateway-container')
+    throw new ConfigError('config.invalid', `AEGIS_DOCKER_NETWORK=${dockerNetwork} must be auto, host-netns or gateway-container`);
   return {
+    dockerNetwork,
     microvm: { guestDir: absolutePath(env, 'AEGIS_MICROVM_GUEST') ?? DEFAULT_MICROVM_GUEST_DIR, allowEmulation: emulationVar === '1' },
     dockerHost,
     monitor: monitorVar ?? 'auto',

@@ -228,9 +228,15 @@ export class ContainerProcess extends EventEmitter {
 /**
  * Attach, start and wait: the streams are attached before the start (nothing is lost), the
  * container's host pid is written to `pidFile` once it runs (run.ts's run.start), and 'exit'
- * carries the engine's exit code. `onStarted` sees the pid before 'spawn' is emitted.
+ * carries the engine's exit code (after `beforeExit`, e.g. the gateway relay's last replays).
  */
-export async function startContainer(docker: Docker, containerId: string, pidFile: string, proc: ContainerProcess): Promise<void> {
+export async function startContainer(
+  docker: Docker,
+  containerId: string,
+  pidFile: string,
+  proc: ContainerProcess,
+  beforeExit?: () => Promise<void>,
+): Promise<void> {
   const c = docker.getContainer(containerId);
   const stream = (await c.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as unknown as Writable &
     Readable & { end(): void };
@@ -259,6 +265,7 @@ export async function startContainer(docker: Docker, containerId: string, pidFil
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)))]);
       clearTimeout(timer);
+      await beforeExit?.().catch(() => undefined);
       stream.destroy();
       proc.stdout.end();
       proc.stderr.end();

@@ -19,6 +19,24 @@ export function dockerHost(): string | undefined {
   return configuredHost;
 }
 
+/**
+ * How a docker sandbox reaches the egress gateway (AegisConfig.dockerNetwork, docs/sandbox.md):
+ * `host-netns`: a holder container joins the gateway's namespace on this host (the engine must
+ * share this host's kernel); `gateway-container`: a per-run gateway container owns the agent's
+ * namespace and relays every flow over the engine's API to this host's gateway (gateway.ts);
+ * `auto`: host-netns where the engine runs on this host's kernel, gateway-container otherwise.
+ */
+export type DockerNetworkMode = 'auto' | 'host-netns' | 'gateway-container';
+let networkMode: DockerNetworkMode = 'auto';
+
+export function useDockerNetwork(mode: DockerNetworkMode): void {
+  networkMode = mode;
+}
+
+export function dockerNetwork(): DockerNetworkMode {
+  return networkMode;
+}
+
 /** Called when the engine changes (engine.ts drops its cached clients). */
 export function onDockerHostChange(l: () => void): void {
   listeners.push(l);
