@@ -99,7 +99,7 @@ export async function gatewayRootfs(stateDir: string): Promise<string> {
 }
 
 /** The sandbox namespace's eth0 address (`a.b.c.d/len`), default gateway and AEGIS table, read inside it. */
-async function sandboxAddresses(netnsPath: string): Promise<{ address: string; gateway: string; inner: string }> {
+async function sandboxAddresses(netnsPath: string): Promise<{ address: string; gateway: string; inner: string; address6?: string }> {
   const nsenter = findExecutable('nsenter');
   const ip = findExecutable('ip');
   if (nsenter === null || ip === null)
@@ -111,11 +111,15 @@ async function sandboxAddresses(netnsPath: string): Promise<{ address: string; g
     nft === null
       ? null
       : await runCommand([nsenter, `--net=${netnsPath}`, '--', nft, 'list', 'table', 'inet', 'aegis'], { timeoutMs: 10_000 });
+  const r6 = await runCommand([nsenter, `--net=${netnsPath}`, '--', ip, '-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'global'], {
+    timeoutMs: 10_000,
+  });
+  const address6 = /\binet6 ([0-9a-f:]+\/[0-9]+)/.exec(r6.stdout)?.[1];
   const address = /\binet ([0-9.]+\/[0-9]+)/.exec(r.stdout)?.[1];
   const gateway = /^default via ([0-9.]+)/m.exec(g.stdout)?.[1];
   if (address === undefined || gateway === undefined || t === null || t.code !== 0 || !t.stdout.includes('table inet aegis'))
     throw new SandboxError('sandbox.start_failed', `the sandbox namespace ${netnsPath} has no eth0 address, default route or AEGIS table`);
-  return { address, gateway, inner: t.stdout };
+  return { address, gateway, inner: t.stdout, ...(address6 !== undefined ? { address6 } : {}) };
 }
 
 export interface GatewayContainer {
@@ -141,9 +145,9 @@ export async function startGatewayContainer(
     owner: { pid: number; startTime: string };
   },
 ): Promise<GatewayContainer> {
-  const { address, gateway, inner } = await sandboxAddresses(g.netnsPath);
+  const addrs = await sandboxAddresses(g.netnsPath);
   const nsenter = findExecutable('nsenter')!;
-  const created = await docker.createContainer(gatewayOptions({ ...g, address, gateway, inner })).catch((err: unknown) => {
+  const created = await docker.createContainer(gatewayOptions({ ...g, ...addrs })).catch((err: unknown) => {
     throw new SandboxError('sandbox.start_failed', `Docker engine: gateway container: ${(err as Error).message}`, { cause: err });
   });
   const c = docker.getContainer(created.id);
@@ -242,12 +246,22 @@ export function gatewayOptions(f: {
   address: string;
   gateway: string;
   inner: string;
+  address6?: string;
   owner: { pid: number; startTime: string };
 }): Docker.ContainerCreateOptions {
   return {
     name: `${f.id}-gw`,
     Image: f.image,
-    Entrypoint: ['/usr/bin/node', RELAY_MAIN, 'relay', String(f.agentUid), f.address, f.gateway, Buffer.from(f.inner).toString('base64')],
+    Entrypoint: [
+      '/usr/bin/node',
+      RELAY_MAIN,
+      'relay',
+      String(f.agentUid),
+      f.address,
+      f.gateway,
+      Buffer.from(f.inner).toString('base64'),
+      f.address6 ?? '',
+    ],
     Cmd: [],
     User: '0:0',
     Hostname: 'aegis',
@@ -271,6 +285,17 @@ export function gatewayOptions(f: {
       CapAdd: ['NET_ADMIN'],
       SecurityOpt: ['no-new-privileges:true'],
       NetworkMode: 'none',
+      // As in the sandbox namespace (plan.ts): no ICMP sockets for the agent (a new namespace's
+      // default, which the engine widens), IPv6 only on the address the relay gives eth0.
+      Sysctls: {
+        'net.ipv4.ping_group_range': '1 0',
+        'net.ipv6.conf.all.disable_ipv6': '0',
+        'net.ipv6.conf.default.addr_gen_mode': '1',
+        'net.ipv6.conf.default.accept_ra': '0',
+        'net.ipv6.conf.default.autoconf': '0',
+        'net.ipv6.conf.default.accept_dad': '0',
+        'net.ipv6.conf.default.router_solicitations': '0',
+      },
       Memory: 256 * 1024 * 1024,
       MemorySwap: 256 * 1024 * 1024,
       PidsLimit: 64,

@@ -1,6 +1,6 @@
 /**
  * Entry point of the gateway relay (relay.ts): `relay-main.js relay <uid> <address/len> <gateway> <base64 of the
- * sandbox namespace's nft table>`
+ * sandbox namespace's nft table> [<ipv6 address/len>]`
  * as the gateway container's init, `relay-main.js dial <uid> <gid>` on the host inside the sandbox
  * network namespace (started as root by nsenter: it drops to the agent's ids before it reads a
  * frame). Frames on stdin/stdout; diagnostics on stderr.
@@ -16,12 +16,13 @@ const fail = (msg: string): never => {
 const id = (v: string | undefined): number => (v !== undefined && /^[1-9][0-9]{0,9}$/.test(v) ? Number(v) : fail(`bad id ${v}`));
 
 if (mode === 'relay') {
-  const [uid, address, gateway, inner] = args;
+  const [uid, address, gateway, inner, address6] = args;
   await runRelay({
     agentUid: id(uid),
     address: address ?? fail('no address'),
     gateway: gateway ?? fail('no gateway'),
     inner: Buffer.from(inner ?? fail('no table'), 'base64').toString('utf8'),
+    ...(address6 !== undefined && address6 !== '' ? { address6 } : {}),
     read: async (argv) => (await runCommand(argv, { timeoutMs: 10_000 })).stdout,
     input: process.stdin,
     output: process.stdout,

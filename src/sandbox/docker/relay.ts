@@ -23,7 +23,7 @@
  * Frames (both directions): type (1 byte), flow id (u32 BE), payload length (u32 BE), payload.
  */
 import { readFileSync } from 'node:fs';
-import { createServer, isIPv4, Socket } from 'node:net';
+import { createServer, isIP, isIPv4, Socket } from 'node:net';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import type { Readable, Writable } from 'node:stream';
 
@@ -190,6 +190,8 @@ export interface RelayOptions {
   /** The container's address (`a.b.c.d/len`) and its default gateway (the same as the sandbox namespace's). */
   readonly address: string;
   readonly gateway: string;
+  /** The sandbox namespace's IPv6 address (`addr/len`), when it has one. */
+  readonly address6?: string;
   /** The sandbox namespace's `inet aegis` table (nft list output), copied into the container. */
   readonly inner: string;
   readonly input: Readable;
@@ -204,17 +206,26 @@ export interface RelayOptions {
 /** The gateway container's side: sets up the namespace, then relays until `input` ends. */
 export async function runRelay(o: RelayOptions): Promise<void> {
   const sandbox = o.address.split('/')[0]!;
+  const ip = (...args: string[]): readonly string[] => ['/usr/sbin/ip', ...args];
+  // The rules first, then the links (as in the sandbox namespace: no packet leaves unfiltered).
+  // The far end of the pair leads nowhere: the agent's only way out is the relay. The IPv6
+  // address (the sandbox namespace's) is there only so that an IPv6 attempt leaves a packet for
+  // the sandbox table to refuse and count, as under crun.
   const steps: (readonly string[])[] = [
-    ['/usr/sbin/ip', 'link', 'set', 'lo', 'up'],
-    // The far end of the pair leads nowhere: the agent's only way out is the relay.
-    ['/usr/sbin/ip', 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'aegis-void'],
-    ['/usr/sbin/ip', 'addr', 'add', o.address, 'dev', 'eth0'],
-    ['/usr/sbin/ip', 'link', 'set', 'eth0', 'up'],
-    ['/usr/sbin/ip', 'link', 'set', 'aegis-void', 'up'],
-    ['/usr/sbin/ip', 'route', 'add', 'default', 'via', o.gateway, 'dev', 'eth0', 'onlink'],
+    ip('link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'aegis-void'),
+    ['/usr/sbin/nft', '-f', '-'],
+    ip('addr', 'add', o.address, 'dev', 'eth0'),
+    ...(o.address6 !== undefined ? [ip('addr', 'add', o.address6, 'dev', 'eth0', 'nodad')] : []),
+    ip('link', 'set', 'lo', 'up'),
+    ip('link', 'set', 'eth0', 'up'),
+    ip('link', 'set', 'aegis-void', 'up'),
+    ip('route', 'add', 'default', 'via', o.gateway, 'dev', 'eth0', 'onlink'),
+    ...(o.address6 !== undefined ? [ip('route', 'add', '::/0', 'dev', 'eth0')] : []),
   ];
-  for (const s of steps) if ((await o.run(s)) !== 0) throw new Error(`relay: ${s.join(' ')} failed`);
-  if ((await o.run(['/usr/sbin/nft', '-f', '-'], relayRuleset(o.agentUid, sandbox, o.inner))) !== 0) throw new Error('relay: nft failed');
+  for (const s of steps) {
+    const input = s[0] === '/usr/sbin/nft' ? relayRuleset(o.agentUid, sandbox, o.inner) : undefined;
+    if ((await o.run(s, input)) !== 0) throw new Error(`relay: ${s.join(' ')} failed`);
+  }
   const conntrack = o.conntrack ?? (() => readFileSync('/proc/net/nf_conntrack', 'utf8'));
   const send = frameWriter(o.output, o.input);
   const tcp = new Map<number, Socket>();
@@ -314,8 +325,8 @@ export async function runRelay(o: RelayOptions): Promise<void> {
   const seen = new Map<string, number>();
   const replay = async (): Promise<void> => {
     if (o.read === undefined) return;
-    const text = await o.read(['/usr/sbin/nft', '-j', 'list', 'set', 'inet', 'aegis', 'blocked_dst4']).catch(() => '');
-    for (const r of refusedAttempts(text)) {
+    const list = (set: string): Promise<string> => o.read!(['/usr/sbin/nft', '-j', 'list', 'set', 'inet', 'aegis', set]).catch(() => '');
+    for (const r of [...refusedAttempts(await list('blocked_dst4')), ...refusedAttempts(await list('blocked_dst6'))]) {
       const key = `${r.t} ${r.a} ${r.p}`;
       const n = r.n - (seen.get(key) ?? 0);
       seen.set(key, r.n);
@@ -441,7 +452,7 @@ export interface RefusedAttempt {
   readonly n: number;
 }
 
-/** The TCP/UDP destinations of `blocked_dst4` with their packet counts, from `nft -j list set` (pure; bad input: none). */
+/** The TCP/UDP destinations of `blocked_dst4`/`blocked_dst6` with their packet counts, from `nft -j list set` (pure; bad input: none). */
 export function refusedAttempts(json: string): RefusedAttempt[] {
   const out: RefusedAttempt[] = [];
   try {
@@ -453,7 +464,7 @@ export function refusedAttempts(json: string): RefusedAttempt[] {
         // By name, or by number where nft has no /etc/protocols (the gateway image).
         const t = proto === 6 ? 'tcp' : proto === 17 ? 'udp' : proto;
         const n = el?.counter?.packets;
-        if (typeof a === 'string' && isIPv4(a) && (t === 'tcp' || t === 'udp') && Number.isInteger(p) && Number.isInteger(n))
+        if (typeof a === 'string' && isIP(a) !== 0 && (t === 'tcp' || t === 'udp') && Number.isInteger(p) && Number.isInteger(n))
           out.push({ t, a, p: p as number, n: n as number });
       }
   } catch {
@@ -488,8 +499,8 @@ function replayAttempt(r: RefusedAttempt): Promise<void> {
       s.once('connect', () => (s.destroy(), done()));
       s.connect(r.p, r.a);
     } else {
-      const s = createSocket('udp4');
-      s.once('error', () => undefined);
+      const s = createSocket(isIPv4(r.a) ? 'udp4' : 'udp6');
+      s.once('error', () => (s.close(), done()));
       s.send(Buffer.alloc(1), r.p, r.a, () => (s.close(), done()));
     }
   });
