@@ -6,7 +6,9 @@
  * and audits (the exfiltration demo itself, in this mode: run-gateway.test.ts).
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startSandboxNetwork, type SandboxNetwork } from '../../src/gateway/index.js';
@@ -17,12 +19,27 @@ import { runSandbox } from '../../src/sandbox/run.js';
 import { engineClient } from '../../src/sandbox/docker/engine.js';
 import { useDockerNetwork } from '../../src/sandbox/docker/host.js';
 import { LABEL_ROLE, LABEL_RUN } from '../../src/sandbox/docker/options.js';
-import { REPO_ROOT } from '../../src/test-support/repo.js';
+import { AEGIS_BIN, REPO_ROOT } from '../../src/test-support/repo.js';
 import { startFakeInternet, UPSTREAM_DNS, type FakeInternet } from './gateway-fake-internet.js';
 import { MemorySink, requirementsOrSkip } from './gateway-support.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 const DEMO = join(REPO_ROOT, 'examples', 'exfil-demo');
+
+/** Host processes that are relay dialers, children of `parent` (their command line names relay-main.js dial). */
+function dialersOf(parent: number): string[] {
+  return readdirSync('/proc')
+    .filter((p) => /^[0-9]+$/.test(p))
+    .filter((p) => {
+      try {
+        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        return ppid === parent && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('relay-main.js\0dial');
+      } catch {
+        return false;
+      }
+    });
+}
 
 // Each line: `<probe> <outcome>`.
 const PROBE = `
@@ -143,19 +160,74 @@ describe(
         left.filter((c) => seenGateway.includes(c.Labels[LABEL_RUN] ?? '')).map((c) => c.Names),
         [],
       );
-      const dialers = readdirSync('/proc')
-        .filter((p) => /^[0-9]+$/.test(p))
-        .filter((p) => {
-          try {
-            return (
-              readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('relay-main.js\0dial') &&
-              readFileSync(`/proc/${p}/stat`, 'utf8').includes(` ${process.pid} `)
-            );
-          } catch {
-            return false;
-          }
+      assert.deepEqual(dialersOf(process.pid), []);
+    });
+  },
+);
+
+describe(
+  'docker gateway-container mode: aegis run killed mid-run',
+  { ...requirementsOrSkip(['ip', 'nft', 'nsenter']), timeout: 180_000 },
+  () => {
+    it("the dialer ends with AEGIS, and the next run's sweep removes the gateway container", async (t) => {
+      if (!requireOrSkip(t, await sandboxUnavailable('docker'))) return;
+      const home = mkdtempSync(join(tmpdir(), 'aegis-docker-gw-home-'));
+      const dir = mkdtempSync('/var/tmp/aegis-docker-gw-');
+      chmodSync(dir, 0o755);
+      mkdirSync(join(dir, 'agent'), { mode: 0o755 });
+      const file = join(dir, 'agent', 'agent.yaml');
+      writeFileSync(
+        file,
+        `version: "1.0"\nagent:\n  name: docker-gw-lost\n  runtime: "python:3.11"\n  entrypoint: ["python3", "-c", "import sys, time\\nprint('up', flush=True)\\ntime.sleep(float(sys.argv[1]))"]\npermissions:\n  network:\n    allow: ["api.openai.com:443"]\n  execution_time: 60s\n`,
+      );
+      const env = { ...process.env, AEGIS_HOME: home, AEGIS_DOCKER_NETWORK: 'gateway-container', AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53` };
+      const state = join(dir, 'state');
+      const docker = engineClient();
+      try {
+        const child = spawn(process.execPath, [AEGIS_BIN, 'run', file, '--isolation', 'docker', '--state-dir', state, '--', '60'], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env,
         });
-      assert.deepEqual(dialers, []);
+        let err = '';
+        child.stderr.on('data', (b: Buffer) => void (err += b.toString()));
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`agent did not start: ${err}`)), 60_000);
+          child.stdout.on('data', (b: Buffer) => {
+            if (b.toString().includes('up')) {
+              clearTimeout(timer);
+              resolve();
+            }
+          });
+        });
+        const [id] = readdirSync(join(state, 'runs'));
+        assert.ok(id !== undefined);
+        const gateways = () =>
+          docker.listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${id}`, `${LABEL_ROLE}=net-gateway`] } });
+        assert.equal((await gateways()).length, 1, 'the run has its gateway container');
+        const dialer = dialersOf(child.pid!);
+        assert.equal(dialer.length, 1, 'and its dialer');
+        child.kill('SIGKILL');
+        await new Promise((r) => child.once('exit', r));
+        // Its input (from AEGIS) is gone: the dialer ends by itself.
+        for (let i = 0; i < 50 && readdirSync('/proc').includes(dialer[0]!); i++) await new Promise((r) => setTimeout(r, 100));
+        assert.ok(!readdirSync('/proc').includes(dialer[0]!), 'the dialer outlived AEGIS');
+        const next = spawn(process.execPath, [AEGIS_BIN, 'run', file, '--isolation', 'docker', '--state-dir', state, '--', '0'], {
+          stdio: 'ignore',
+          env,
+        });
+        assert.equal(await new Promise((r) => next.once('exit', r)), 0);
+        assert.deepEqual(
+          (await gateways()).map((c) => c.Names),
+          [],
+        );
+        assert.deepEqual(
+          (await docker.listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${id}`] } })).map((c) => c.Names),
+          [],
+        );
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+        rmSync(home, { recursive: true, force: true });
+      }
     });
   },
 );
