@@ -23,7 +23,11 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
     .action(async (o: { fix?: boolean; json?: boolean }) => {
       const { evaluate, planFixes, userAccess } = await import('../doctor/checks.js');
       const { probeHost } = await import('../doctor/probe.js');
-      const facts = await probeHost({ imagesDir: ctx.config().imagesDir, dockerHost: ctx.config().dockerHost });
+      const facts = await probeHost({
+        imagesDir: ctx.config().imagesDir,
+        dockerHost: ctx.config().dockerHost,
+        dockerTls: ctx.config().dockerTls,
+      });
       const access = userAccess(facts.euid);
       if (o.fix && !access.root) {
         ctx.err(`aegis doctor --fix needs root (it installs packages, mounts cgroups and builds images): run it with sudo\n`);
@@ -56,7 +60,10 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
             applied.push({ fix, ok: false, error: `${err.code}: ${err.message}` });
           }
         }
-        if (applied.length) checks = evaluate(await probeHost({ imagesDir: ctx.config().imagesDir, dockerHost: ctx.config().dockerHost }));
+        if (applied.length)
+          checks = evaluate(
+            await probeHost({ imagesDir: ctx.config().imagesDir, dockerHost: ctx.config().dockerHost, dockerTls: ctx.config().dockerTls }),
+          );
       }
       const failed = checks.filter((c) => c.status === 'fail');
       const onlyNotRoot = failed.length === 1 && failed[0]!.id === 'host.root';

@@ -25,6 +25,8 @@ describe('parseConfig', () => {
       client: { server: undefined, apiKey: undefined },
       monitor: 'auto',
       dockerHost: undefined,
+      dockerTls: undefined,
+      dockerContext: undefined,
       dockerNetwork: 'auto',
       microvm: { guestDir: '/var/lib/aegis/microvm', allowEmulation: false },
     });

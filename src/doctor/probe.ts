@@ -46,11 +46,20 @@ function osRelease(): { id: string; versionId: string } {
 }
 
 /** What the Docker engine says of itself, and whether it runs a container under AEGIS's seccomp profile. */
-export async function probeDocker(host: string | undefined, imageDigest: string | null = null): Promise<DockerFacts> {
+export async function probeDocker(
+  host: string | undefined,
+  imageDigest: string | null = null,
+  tls?: { ca: string; cert: string; key: string },
+): Promise<DockerFacts> {
   const shown = host ?? `unix://${DEFAULT_DOCKER_SOCKET}`;
   const missing = engineUnavailableReason(host);
   if (missing !== null) return { host: shown, unreachable: missing };
-  const docker = engineClient(host);
+  let docker: ReturnType<typeof engineClient>;
+  try {
+    docker = engineClient(host, tls);
+  } catch (err) {
+    return { host: shown, unreachable: (err as Error).message };
+  }
   let info: { CgroupDriver?: string; CgroupVersion?: string; KernelVersion?: string };
   let version: { Version?: string; ApiVersion?: string };
   try {
@@ -103,7 +112,9 @@ export async function probeDocker(host: string | undefined, imageDigest: string 
   };
 }
 
-export async function probeHost(opts: { imagesDir?: string; defaultRef?: string; dockerHost?: string } = {}): Promise<HostFacts> {
+export async function probeHost(
+  opts: { imagesDir?: string; defaultRef?: string; dockerHost?: string; dockerTls?: { ca: string; cert: string; key: string } } = {},
+): Promise<HostFacts> {
   const commands: Record<string, { path: string; version: string } | null> = {};
   await Promise.all(
     Object.entries(VERSION_ARGS).map(async ([name, args]) => {
@@ -134,6 +145,6 @@ export async function probeHost(opts: { imagesDir?: string; defaultRef?: string;
     kvm: existsSync('/dev/kvm'),
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     images: { dir, storeExists: existsSync(dir), defaultRef, defaultImage },
-    docker: await probeDocker(opts.dockerHost, defaultImage.ok ? defaultImage.digest : null),
+    docker: await probeDocker(opts.dockerHost, defaultImage.ok ? defaultImage.digest : null, opts.dockerTls),
   };
 }

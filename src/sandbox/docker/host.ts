@@ -6,17 +6,33 @@ import { existsSync } from 'node:fs';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
+/** TLS material of a tcp:// engine: paths of the PEM files (AegisConfig.dockerTls). */
+export interface EngineTls {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
 let configuredHost: string | undefined;
+let configuredTls: EngineTls | undefined;
 const listeners: (() => void)[] = [];
 
-/** The engine to use (AegisConfig.dockerHost, set once by the CLI); undefined: the default socket. */
-export function useDockerHost(host: string | undefined): void {
+/**
+ * The engine to use (AegisConfig.dockerHost and dockerTls, set once by the CLI); undefined: the
+ * default socket.
+ */
+export function useDockerHost(host: string | undefined, tls?: EngineTls): void {
   configuredHost = host;
+  configuredTls = tls;
   for (const l of listeners) l();
 }
 
 export function dockerHost(): string | undefined {
   return configuredHost;
+}
+
+export function dockerTls(): EngineTls | undefined {
+  return configuredTls;
 }
 
 /**
