@@ -6,6 +6,7 @@ import {
   encodeFrame,
   FRAME,
   FrameReader,
+  MAX_FLOWS,
   MAX_PAYLOAD,
   originalDestination,
   parseDestination,
@@ -164,6 +165,32 @@ describe('dialer', () => {
     assert.equal((await closed).id, 9);
     input.end();
     await done;
+  });
+  it('when the agent has MAX_FLOWS flows open: a new one is closed at once (regression: unbounded sockets on the host)', async () => {
+    const server = createServer(() => undefined);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const reader = new FrameReader();
+    const closed: number[] = [];
+    output.on('data', (b: Buffer) =>
+      closed.push(
+        ...reader
+          .push(b)
+          .filter((f) => f.type === FRAME.close)
+          .map((f) => f.id),
+      ),
+    );
+    const done = runDialer({ input, output });
+    const open = Buffer.from(JSON.stringify({ a: '127.0.0.1', p: 9 }));
+    for (let id = 1; id <= MAX_FLOWS; id++) input.write(encodeFrame(FRAME.openUdp, id, open));
+    input.write(encodeFrame(FRAME.openTcp, MAX_FLOWS + 1, Buffer.from(JSON.stringify({ a: '127.0.0.1', p: port }))));
+    for (let i = 0; i < 100 && !closed.includes(MAX_FLOWS + 1); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(closed, [MAX_FLOWS + 1]);
+    input.end();
+    await done;
+    server.close();
   });
   it('answers a flush once the replays before it were made', async () => {
     const input = new PassThrough();

@@ -57,6 +57,12 @@ export const MAX_PAYLOAD = 256 * 1024;
 export const RELAY_PORT = 15001;
 /** A UDP flow without traffic for this long is closed at both ends. */
 const UDP_IDLE_MS = 60_000;
+/**
+ * Open flows at most, per run (the dialer refuses more: closed at once). An agent under crun is
+ * bounded by its own file-descriptor limit; the dialer's sockets are the agent's made on its
+ * behalf, so they are bounded too.
+ */
+export const MAX_FLOWS = 1024;
 /** Pause the input when one socket has this much unsent (bounded memory at both ends). */
 const HIGH_WATER = 1 << 20;
 
@@ -394,7 +400,7 @@ export async function runDialer(o: DialOptions): Promise<void> {
         void Promise.all(pending).then(() => send(FRAME.flush, 0));
       } else if (f.type === FRAME.openTcp) {
         const dst = parseDestination(f.payload);
-        if (dst === null || tcp.has(f.id)) {
+        if (dst === null || tcp.has(f.id) || tcp.size + udp.size >= MAX_FLOWS) {
           send(FRAME.close, f.id);
           continue;
         }
@@ -409,7 +415,10 @@ export async function runDialer(o: DialOptions): Promise<void> {
         s.connect(dst.p, dst.a);
       } else if (f.type === FRAME.openUdp) {
         const dst = parseDestination(f.payload);
-        if (dst === null || udp.has(f.id)) continue;
+        if (dst === null || udp.has(f.id) || tcp.size + udp.size >= MAX_FLOWS) {
+          send(FRAME.close, f.id);
+          continue;
+        }
         const s = createSocket('udp4');
         udp.set(f.id, s);
         s.on('message', (msg) => send(FRAME.data, f.id, msg));

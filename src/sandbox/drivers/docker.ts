@@ -11,6 +11,12 @@
  * capabilities, no-new-privileges, seccomp. LIMITATION: the per-user kernel counters (inotify,
  * message queues, pending signals) are charged to host uid 101000, shared by every Docker
  * sandbox on the host (crun and runc give each sandbox an owner of its own, docs/sandbox.md).
+ *
+ * ARCHITECTURE NOTE (network): behind the egress gateway the agent joins either a holder
+ * container that sits in the gateway's namespace on this host (`host-netns`), or a per-run
+ * gateway container whose relay carries every flow over the engine's API to a dialer in that
+ * namespace (`gateway-container`, docker/gateway.ts: no engine network, the one gateway on the
+ * host decides). AegisConfig.dockerNetwork chooses (docker/host.ts).
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
