@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,7 +16,8 @@ import { parseManifestOrThrow } from '../../src/manifest/parse.js';
 import { compilePolicy } from '../../src/manifest/compile.js';
 import { resolveImage } from '../../src/images/index.js';
 import { runSandbox } from '../../src/sandbox/run.js';
-import { engineClient } from '../../src/sandbox/docker/engine.js';
+import { engineClient, engineImage, IMAGE_REPO } from '../../src/sandbox/docker/engine.js';
+import { DEFAULT_STATE_DIR } from '../../src/sandbox/state.js';
 import { useDockerNetwork } from '../../src/sandbox/docker/host.js';
 import { LABEL_ROLE, LABEL_RUN } from '../../src/sandbox/docker/options.js';
 import { AEGIS_BIN, REPO_ROOT } from '../../src/test-support/repo.js';
@@ -25,6 +26,8 @@ import { MemorySink, requirementsOrSkip } from './gateway-support.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 const DEMO = join(REPO_ROOT, 'examples', 'exfil-demo');
+const STALE_KEY = 'f'.repeat(64);
+const STALE_ROOT = join(DEFAULT_STATE_DIR, 'docker', 'gateway', 'sha256', STALE_KEY);
 
 /** Host processes that are relay dialers, children of `parent` (their command line names relay-main.js dial). */
 function dialersOf(parent: number): string[] {
@@ -79,6 +82,15 @@ describe(
       unavailable = await sandboxUnavailable('docker');
       if (unavailable !== null) return;
       useDockerNetwork('gateway-container');
+      // A gateway image of an earlier AEGIS (another relay): removed when the current one is used.
+      mkdirSync(join(STALE_ROOT, 'rootfs'), { recursive: true });
+      const py = await engineImage(
+        engineClient(),
+        (await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' })).rootfs,
+        DEFAULT_STATE_DIR,
+      );
+      await engineClient().getImage(py).tag({ repo: IMAGE_REPO, tag: STALE_KEY });
+      assert.equal((await engineClient().listImages({ filters: { reference: [`${IMAGE_REPO}:${STALE_KEY}`] } })).length, 1);
       inet = await startFakeInternet();
       const demo = compilePolicy(parseManifestOrThrow(readFileSync(join(DEMO, 'agent.yaml'), 'utf8'), 'agent.yaml'));
       const policy = { ...demo, agent: { ...demo.agent, entrypoint: ['python3', '-c', PROBE] } };
@@ -151,6 +163,12 @@ describe(
       if (!requireOrSkip(t, unavailable)) return;
       assert.ok(audit.find('net.blocked', 'deny', { protocol: 'tcp' }).length >= 1, JSON.stringify(audit.events));
       assert.ok(audit.find('net.blocked', 'deny', { protocol: 'ipv6' }).length >= 1, JSON.stringify(audit.events));
+    });
+
+    it('removes the gateway images of earlier versions (engine tag and state folder)', async (t) => {
+      if (!requireOrSkip(t, unavailable)) return;
+      assert.equal(existsSync(STALE_ROOT), false);
+      assert.deepEqual(await engineClient().listImages({ filters: { reference: [`${IMAGE_REPO}:${STALE_KEY}`] } }), []);
     });
 
     it('leaves nothing: no container of the run in the engine, no relay dialer on this host', async (t) => {

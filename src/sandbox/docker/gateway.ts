@@ -25,8 +25,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
@@ -78,9 +78,12 @@ export async function gatewayRootfs(stateDir: string): Promise<string> {
   ];
   const h = createHash('sha256');
   for (const [target, src] of files) {
-    const st = statSync(src);
-    h.update(`${target}\0${st.size}\0${st.mtimeMs}\0`);
-    if (target.startsWith('aegis/')) h.update(readFileSync(src));
+    // AEGIS's own files by content (a rebuild that does not change them keeps the image).
+    if (target.startsWith('aegis/')) h.update(`${target}\0`).update(readFileSync(src));
+    else {
+      const st = statSync(src);
+      h.update(`${target}\0${st.size}\0${st.mtimeMs}\0`);
+    }
   }
   const key = h.digest('hex');
   const root = join(stateDir, 'docker', 'gateway', 'sha256', key, 'rootfs');
@@ -96,6 +99,33 @@ export async function gatewayRootfs(stateDir: string): Promise<string> {
   mkdirSync(dirname(root), { recursive: true, mode: 0o700 });
   renameSync(tmp, root);
   return root;
+}
+
+/**
+ * The engine's image id of the gateway image, imported if needed; the earlier gateway images
+ * (another Node.js, ip or nft, another relay) are removed from the engine and the state folder,
+ * unless a container still uses them.
+ */
+export async function gatewayImage(docker: Docker, stateDir: string): Promise<string> {
+  const { engineImage, IMAGE_REPO } = await import('./engine.js');
+  const rootfs = await gatewayRootfs(stateDir);
+  const id = await engineImage(docker, rootfs, stateDir);
+  const keys = join(stateDir, 'docker', 'gateway', 'sha256');
+  const current = basename(dirname(rootfs));
+  for (const old of readdirSync(keys)) {
+    if (old === current || !/^[0-9a-f]{64}$/.test(old)) continue;
+    const inUse = await docker
+      .getImage(`${IMAGE_REPO}:${old}`)
+      .remove()
+      .then(
+        () => false,
+        (err: unknown) => (err as { statusCode?: number }).statusCode === 409,
+      );
+    if (inUse) continue;
+    rmSync(join(keys, old), { recursive: true, force: true });
+    rmSync(join(stateDir, 'docker', 'docker-images', old), { force: true });
+  }
+  return id;
 }
 
 /** The sandbox namespace's eth0 address (`a.b.c.d/len`), default gateway and AEGIS table, read inside it. */

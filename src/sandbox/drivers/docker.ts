@@ -141,8 +141,8 @@ export class DockerDriver implements RuntimeDriver {
     let network: { kind: 'none' } | { kind: 'container'; holder: string } = { kind: 'none' };
     let beforeExit: (() => Promise<void>) | undefined;
     if (net !== undefined && mode === 'gateway-container') {
-      const { gatewayRootfs, startGatewayContainer } = await import('../docker/gateway.js');
-      const gwImage = await engineImage(docker, await gatewayRootfs(l.stateDir), l.stateDir);
+      const { gatewayImage, startGatewayContainer } = await import('../docker/gateway.js');
+      const gwImage = await gatewayImage(docker, l.stateDir);
       const gw = await startGatewayContainer(docker, {
         id: run.id,
         image: gwImage,
