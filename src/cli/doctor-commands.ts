@@ -27,6 +27,8 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
         imagesDir: ctx.config().imagesDir,
         dockerHost: ctx.config().dockerHost,
         dockerTls: ctx.config().dockerTls,
+        dockerContext: ctx.config().dockerContext,
+        dockerRefused: ctx.config().dockerRefused,
       });
       const access = userAccess(facts.euid);
       if (o.fix && !access.root) {
@@ -62,7 +64,13 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
         }
         if (applied.length)
           checks = evaluate(
-            await probeHost({ imagesDir: ctx.config().imagesDir, dockerHost: ctx.config().dockerHost, dockerTls: ctx.config().dockerTls }),
+            await probeHost({
+              imagesDir: ctx.config().imagesDir,
+              dockerHost: ctx.config().dockerHost,
+              dockerTls: ctx.config().dockerTls,
+              dockerContext: ctx.config().dockerContext,
+              dockerRefused: ctx.config().dockerRefused,
+            }),
           );
       }
       const failed = checks.filter((c) => c.status === 'fail');

@@ -85,7 +85,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     throw err;
   }
   // The Docker engine of `isolation: docker` (DOCKER_HOST, read by src/config only).
-  useDockerHost(config.dockerHost, config.dockerTls);
+  useDockerHost(config.dockerHost, config.dockerTls, config.dockerRefused);
   useDockerNetwork(config.dockerNetwork);
   // Sandboxes need root (namespaces, cgroups, nftables, the run state): say so before anything
   // else fails on a permission. `--dry-run` only compiles and prints, and works for anyone.

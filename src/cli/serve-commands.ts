@@ -92,7 +92,7 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
   const config = ctx.config();
   // The Docker engine of `isolation: docker` (DOCKER_HOST, read by src/config only).
   const dockerHostModule = await import('../sandbox/docker/host.js');
-  dockerHostModule.useDockerHost(config.dockerHost, config.dockerTls);
+  dockerHostModule.useDockerHost(config.dockerHost, config.dockerTls, config.dockerRefused);
   dockerHostModule.useDockerNetwork(config.dockerNetwork);
   const data = resolve(flags.data);
   const log = (line: string): void => ctx.err(`aegis serve: ${line}\n`);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -138,5 +138,19 @@ describe('Docker engine endpoint (DOCKER_HOST, contexts)', () => {
     assert.equal(c.dockerHost, 'tcp://engine.example:2376');
     assert.equal(c.dockerContext, 'remote');
     assert.equal(c.dockerTls?.ca, join(tlsDir(dir, 'remote'), 'ca.pem'));
+  });
+
+  it("a broken current context refuses docker runs only; a broken context named by DOCKER_CONTEXT is the command's error", () => {
+    // ~/.docker as the CLI left it: the current context is an ssh:// engine AEGIS does not take.
+    const home = join(root, `home${n++}`);
+    const dir = dockerConfig({ current: 's', contexts: { s: { host: 'ssh://me@build-box' } } });
+    mkdirSync(home);
+    renameSync(dir, join(home, '.docker'));
+    const hostFacts = { homedir: home, operator: { uid: 0, name: 'root' }, isDirectory: () => true, readText: readTextFile };
+    const c = parseConfig({}, hostFacts);
+    assert.equal(c.dockerHost, undefined);
+    assert.match(c.dockerRefused ?? '', /ssh/);
+    assert.throws(() => parseConfig({ DOCKER_CONTEXT: 's' }, hostFacts), hasCode(ConfigError, 'config.invalid'));
+    assert.equal(parseConfig({ DOCKER_HOST: 'unix:///run/x.sock' }, hostFacts).dockerRefused, undefined);
   });
 });

@@ -27,6 +27,7 @@ describe('parseConfig', () => {
       dockerHost: undefined,
       dockerTls: undefined,
       dockerContext: undefined,
+      dockerRefused: undefined,
       dockerNetwork: 'auto',
       microvm: { guestDir: '/var/lib/aegis/microvm', allowEmulation: false },
     });

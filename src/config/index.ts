@@ -53,7 +53,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parseDuration } from '../secrets/core.js';
 
 import { ConfigError } from './errors.js';
-import { resolveDockerEndpoint, type DockerTls } from './docker-context.js';
+import { resolveDockerEndpoint, type DockerEndpoint, type DockerTls } from './docker-context.js';
 import type { Env } from './errors.js';
 
 export { ConfigError, type ConfigErrorCode, type Env } from './errors.js';
@@ -110,6 +110,11 @@ export interface AegisConfig {
   readonly dockerTls: DockerTls | undefined;
   /** The Docker context the engine came from (DOCKER_CONTEXT or the CLI's current context), if any. */
   readonly dockerContext: string | undefined;
+  /**
+   * Why the Docker CLI's current context cannot be used (no DOCKER_* variable set): docker runs
+   * are refused with it; every other command works.
+   */
+  readonly dockerRefused: string | undefined;
   /**
    * $AEGIS_DOCKER_NETWORK: how a docker sandbox reaches the egress gateway (docs/sandbox.md,
    * Docker): `host-netns`, `gateway-container`, or `auto` (default: host-netns where the engine
@@ -194,6 +199,9 @@ const GATEWAY_VARS = [
   'AEGIS_UPSTREAM_CA_FILE',
 ] as const;
 
+/** The variables that choose the Docker engine explicitly (docker-context.ts). */
+const DOCKER_VARS = ['DOCKER_HOST', 'DOCKER_CONTEXT', 'DOCKER_CONFIG', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH'] as const;
+
 /** What parseConfig needs to know about the host (read by loadConfig). */
 export interface HostFacts {
   readonly homedir: string;
@@ -270,7 +278,16 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const emulationVar = set(env, 'AEGIS_MICROVM_ALLOW_EMULATION');
   if (emulationVar !== undefined && emulationVar !== '0' && emulationVar !== '1')
     throw new ConfigError('config.invalid', `AEGIS_MICROVM_ALLOW_EMULATION=${emulationVar} must be 0 or 1`);
-  const docker = resolveDockerEndpoint(env, { homedir: host.homedir, readText: host.readText ?? (() => null) });
+  let docker: DockerEndpoint = { host: undefined, tls: undefined, context: undefined };
+  let dockerRefused: string | undefined;
+  try {
+    docker = resolveDockerEndpoint(env, { homedir: host.homedir, readText: host.readText ?? (() => null) });
+  } catch (err) {
+    // A Docker variable set for this command is this command's error; the Docker CLI's current
+    // context is ambient state: a bad one refuses docker runs only (fail secure), not every command.
+    if (!(err instanceof ConfigError) || DOCKER_VARS.some((v) => set(env, v) !== undefined)) throw err;
+    dockerRefused = err.message;
+  }
   const dockerNetwork = set(env, 'AEGIS_DOCKER_NETWORK')?.trim() ?? 'auto';
   if (dockerNetwork !== 'auto' && dockerNetwork !== 'host-netns' && dockerNetwork !== 'gateway-container')
     throw new ConfigError('config.invalid', `AEGIS_DOCKER_NETWORK=${dockerNetwork} must be auto, host-netns or gateway-container`);
@@ -280,6 +297,7 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
     dockerHost: docker.host,
     dockerTls: docker.tls,
     dockerContext: docker.context,
+    dockerRefused,
     monitor: monitorVar ?? 'auto',
     imageTrustedKeys,
     registryAuthFile: absolutePath(env, 'AEGIS_REGISTRY_AUTH_FILE') ?? join(home, 'registry-auth.json'),

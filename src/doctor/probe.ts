@@ -50,9 +50,11 @@ export async function probeDocker(
   host: string | undefined,
   imageDigest: string | null = null,
   tls?: { ca: string; cert: string; key: string },
+  context?: string,
+  refused?: string,
 ): Promise<DockerFacts> {
-  const shown = host ?? `unix://${DEFAULT_DOCKER_SOCKET}`;
-  const missing = engineUnavailableReason(host);
+  const shown = `${host ?? `unix://${DEFAULT_DOCKER_SOCKET}`}${tls !== undefined ? ' (TLS)' : ''}${context !== undefined ? ` (Docker context ${context})` : ''}`;
+  const missing = engineUnavailableReason(host, refused);
   if (missing !== null) return { host: shown, unreachable: missing };
   let docker: ReturnType<typeof engineClient>;
   try {
@@ -113,7 +115,14 @@ export async function probeDocker(
 }
 
 export async function probeHost(
-  opts: { imagesDir?: string; defaultRef?: string; dockerHost?: string; dockerTls?: { ca: string; cert: string; key: string } } = {},
+  opts: {
+    imagesDir?: string;
+    defaultRef?: string;
+    dockerHost?: string;
+    dockerTls?: { ca: string; cert: string; key: string };
+    dockerContext?: string;
+    dockerRefused?: string;
+  } = {},
 ): Promise<HostFacts> {
   const commands: Record<string, { path: string; version: string } | null> = {};
   await Promise.all(
@@ -145,6 +154,12 @@ export async function probeHost(
     kvm: existsSync('/dev/kvm'),
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     images: { dir, storeExists: existsSync(dir), defaultRef, defaultImage },
-    docker: await probeDocker(opts.dockerHost, defaultImage.ok ? defaultImage.digest : null, opts.dockerTls),
+    docker: await probeDocker(
+      opts.dockerHost,
+      defaultImage.ok ? defaultImage.digest : null,
+      opts.dockerTls,
+      opts.dockerContext,
+      opts.dockerRefused,
+    ),
   };
 }

@@ -15,15 +15,18 @@ export interface EngineTls {
 
 let configuredHost: string | undefined;
 let configuredTls: EngineTls | undefined;
+/** Why the Docker CLI's current context cannot be used (AegisConfig.dockerRefused). */
+let configuredRefusal: string | undefined;
 const listeners: (() => void)[] = [];
 
 /**
  * The engine to use (AegisConfig.dockerHost and dockerTls, set once by the CLI); undefined: the
  * default socket.
  */
-export function useDockerHost(host: string | undefined, tls?: EngineTls): void {
+export function useDockerHost(host: string | undefined, tls?: EngineTls, refused?: string): void {
   configuredHost = host;
   configuredTls = tls;
+  configuredRefusal = refused;
   for (const l of listeners) l();
 }
 
@@ -59,7 +62,11 @@ export function onDockerHostChange(l: () => void): void {
 }
 
 /** Why the engine cannot be used (cheap, synchronous: the socket file), or null. */
-export function engineUnavailableReason(host: string | undefined = configuredHost): string | null {
+export function engineUnavailableReason(
+  host: string | undefined = configuredHost,
+  refused: string | undefined = configuredRefusal,
+): string | null {
+  if (refused !== undefined) return `the Docker CLI's current context cannot be used: ${refused}`;
   if (host !== undefined && !host.startsWith('unix://')) return null;
   const sock = host === undefined ? DEFAULT_DOCKER_SOCKET : host.slice('unix://'.length);
   return existsSync(sock)
