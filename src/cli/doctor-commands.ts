@@ -27,6 +27,9 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
         imagesDir: ctx.config().imagesDir,
         dockerHost: ctx.config().dockerHost,
         microvm: ctx.config().microvm,
+        dockerTls: ctx.config().dockerTls,
+        dockerContext: ctx.config().dockerContext,
+        dockerRefused: ctx.config().dockerRefused,
       });
       const access = userAccess(facts.euid);
       if (o.fix && !access.root) {
@@ -62,7 +65,14 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
         }
         if (applied.length)
           checks = evaluate(
-            await probeHost({ imagesDir: ctx.config().imagesDir, dockerHost: ctx.config().dockerHost, microvm: ctx.config().microvm }),
+            await probeHost({
+              imagesDir: ctx.config().imagesDir,
+              dockerHost: ctx.config().dockerHost,
+              dockerTls: ctx.config().dockerTls,
+              dockerContext: ctx.config().dockerContext,
+              dockerRefused: ctx.config().dockerRefused,
+              microvm: ctx.config().microvm,
+            }),
           );
       }
       const failed = checks.filter((c) => c.status === 'fail');

@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { isAegisError } from '../errors.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, type RunResult } from '../sandbox/run.js';
-import { useDockerHost } from '../sandbox/docker/host.js';
+import { useDockerHost, useDockerNetwork } from '../sandbox/docker/host.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import { secretDeniedEvent } from '../secrets/run.js';
 import type { AegisConfig } from '../config/index.js';
@@ -89,7 +89,8 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
     throw err;
   }
   // The Docker engine of `isolation: docker` (DOCKER_HOST, read by src/config only).
-  useDockerHost(config.dockerHost);
+  useDockerHost(config.dockerHost, config.dockerTls, config.dockerRefused);
+  useDockerNetwork(config.dockerNetwork);
   // Sandboxes need root (namespaces, cgroups, nftables, the run state): say so before anything
   // else fails on a permission. `--dry-run` only compiles and prints, and works for anyone.
   if (!flags.dryRun && config.operator.uid !== 0) {

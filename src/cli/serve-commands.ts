@@ -91,7 +91,9 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
       .slice(0, 100);
   const config = ctx.config();
   // The Docker engine of `isolation: docker` (DOCKER_HOST, read by src/config only).
-  (await import('../sandbox/docker/host.js')).useDockerHost(config.dockerHost);
+  const dockerHostModule = await import('../sandbox/docker/host.js');
+  dockerHostModule.useDockerHost(config.dockerHost, config.dockerTls, config.dockerRefused);
+  dockerHostModule.useDockerNetwork(config.dockerNetwork);
   const data = resolve(flags.data);
   const log = (line: string): void => ctx.err(`aegis serve: ${line}\n`);
 

@@ -34,6 +34,10 @@ describe('parseConfig', () => {
       monitor: 'auto',
       monitorIdleMs: DEFAULT_MONITOR_IDLE_MS,
       dockerHost: undefined,
+      dockerTls: undefined,
+      dockerContext: undefined,
+      dockerRefused: undefined,
+      dockerNetwork: 'auto',
       microvm: { guestDir: '/var/lib/aegis/microvm', allowEmulation: false },
     });
   });
@@ -55,6 +59,13 @@ describe('parseConfig', () => {
     assert.equal(parseConfig({ DOCKER_HOST: 'tcp://127.0.0.1:2375' }, host).dockerHost, 'tcp://127.0.0.1:2375');
     for (const bad of ['ssh://me@host', '/var/run/docker.sock', 'tcp://host', 'unix://relative', 'npipe:////./pipe/docker_engine'])
       assert.throws(() => parseConfig({ DOCKER_HOST: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
+  });
+  it('AEGIS_DOCKER_NETWORK: auto by default; host-netns and gateway-container; anything else is config.invalid', () => {
+    assert.equal(parseConfig({ AEGIS_DOCKER_NETWORK: 'gateway-container' }, host).dockerNetwork, 'gateway-container');
+    assert.equal(parseConfig({ AEGIS_DOCKER_NETWORK: 'host-netns' }, host).dockerNetwork, 'host-netns');
+    assert.equal(parseConfig({ AEGIS_DOCKER_NETWORK: ' auto ' }, host).dockerNetwork, 'auto');
+    for (const bad of ['internal', 'bridge', 'none'])
+      assert.throws(() => parseConfig({ AEGIS_DOCKER_NETWORK: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);
   });
   it('alert webhook: an https URL with a secret file (and an optional CA file)', () => {
     assert.deepEqual(

@@ -50,21 +50,17 @@
  * The operator (who runs AEGIS, recorded in audit events) comes from the process's real uid
  * and the password database, never from `$USER`, which anyone can set.
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import { AegisError } from '../errors.js';
 import { parseDuration } from '../secrets/core.js';
 
-export type ConfigErrorCode =
-  /** A setting has a value AEGIS cannot use. */
-  | 'config.invalid'
-  /** AEGIS_HOME names a directory that does not exist. */
-  | 'config.home_missing';
+import { ConfigError } from './errors.js';
+import { resolveDockerEndpoint, type DockerEndpoint, type DockerTls } from './docker-context.js';
+import type { Env } from './errors.js';
 
-export class ConfigError extends AegisError<ConfigErrorCode> {}
-
-export type Env = Readonly<Record<string, string | undefined>>;
+export { ConfigError, type ConfigErrorCode, type Env } from './errors.js';
+export type { DockerTls } from './docker-context.js';
 
 export interface Operator {
   readonly uid: number;
@@ -107,10 +103,29 @@ export interface AegisConfig {
   /** $AEGIS_MONITOR_IDLE in milliseconds (default DEFAULT_MONITOR_IDLE_MS). */
   readonly monitorIdleMs: number;
   /**
-   * $DOCKER_HOST for `isolation: docker` (docs/sandbox.md, Docker): `unix:///path` or
+   * The engine of `isolation: docker` (docs/sandbox.md, Docker): $DOCKER_HOST, else the Docker
+   * CLI's context (DOCKER_CONTEXT or its current context; docker-context.ts): `unix:///path` or
    * `tcp://host:port`; undefined: the engine's default socket /var/run/docker.sock.
    */
   readonly dockerHost: string | undefined;
+  /**
+   * TLS for a tcp:// engine (DOCKER_TLS_VERIFY/DOCKER_CERT_PATH, or the context's TLS folder):
+   * the PEM files' paths; the engine's certificate is always verified (src/config/docker-context.ts).
+   */
+  readonly dockerTls: DockerTls | undefined;
+  /** The Docker context the engine came from (DOCKER_CONTEXT or the CLI's current context), if any. */
+  readonly dockerContext: string | undefined;
+  /**
+   * Why the Docker CLI's current context cannot be used (no DOCKER_* variable set): docker runs
+   * are refused with it; every other command works.
+   */
+  readonly dockerRefused: string | undefined;
+  /**
+   * $AEGIS_DOCKER_NETWORK: how a docker sandbox reaches the egress gateway (docs/sandbox.md,
+   * Docker): `host-netns`, `gateway-container`, or `auto` (default: host-netns where the engine
+   * shares this host's kernel, gateway-container otherwise).
+   */
+  readonly dockerNetwork: 'auto' | 'host-netns' | 'gateway-container';
   /** isolation microvm: the guest directory and whether software emulation is allowed. */
   readonly microvm: { readonly guestDir: string; readonly allowEmulation: boolean };
 }
@@ -191,12 +206,17 @@ const GATEWAY_VARS = [
   'AEGIS_UPSTREAM_CA_FILE',
 ] as const;
 
+/** The variables that choose the Docker engine explicitly (docker-context.ts). */
+const DOCKER_VARS = ['DOCKER_HOST', 'DOCKER_CONTEXT', 'DOCKER_CONFIG', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH'] as const;
+
 /** What parseConfig needs to know about the host (read by loadConfig). */
 export interface HostFacts {
   readonly homedir: string;
   readonly operator: Operator;
   /** Whether `path` is an existing directory. */
   readonly isDirectory: (path: string) => boolean;
+  /** A file's text, or null when it does not exist (the Docker CLI's config and contexts); default: no files. */
+  readonly readText?: (path: string) => string | null;
 }
 
 function set(env: Env, name: string): string | undefined {
@@ -275,12 +295,26 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const emulationVar = set(env, 'AEGIS_MICROVM_ALLOW_EMULATION');
   if (emulationVar !== undefined && emulationVar !== '0' && emulationVar !== '1')
     throw new ConfigError('config.invalid', `AEGIS_MICROVM_ALLOW_EMULATION=${emulationVar} must be 0 or 1`);
-  const dockerHost = set(env, 'DOCKER_HOST');
-  if (dockerHost !== undefined && !/^unix:\/\/\/[^\0]+$|^tcp:\/\/[A-Za-z0-9.:[\]-]+:[0-9]{1,5}\/?$/.test(dockerHost))
-    throw new ConfigError('config.invalid', `DOCKER_HOST=${dockerHost} must be unix:///<socket path> or tcp://<host>:<port>`);
+  let docker: DockerEndpoint = { host: undefined, tls: undefined, context: undefined };
+  let dockerRefused: string | undefined;
+  try {
+    docker = resolveDockerEndpoint(env, { homedir: host.homedir, readText: host.readText ?? (() => null) });
+  } catch (err) {
+    // A Docker variable set for this command is this command's error; the Docker CLI's current
+    // context is ambient state: a bad one refuses docker runs only (fail secure), not every command.
+    if (!(err instanceof ConfigError) || DOCKER_VARS.some((v) => set(env, v) !== undefined)) throw err;
+    dockerRefused = err.message;
+  }
+  const dockerNetwork = set(env, 'AEGIS_DOCKER_NETWORK')?.trim() ?? 'auto';
+  if (dockerNetwork !== 'auto' && dockerNetwork !== 'host-netns' && dockerNetwork !== 'gateway-container')
+    throw new ConfigError('config.invalid', `AEGIS_DOCKER_NETWORK=${dockerNetwork} must be auto, host-netns or gateway-container`);
   return {
+    dockerNetwork,
     microvm: { guestDir: absolutePath(env, 'AEGIS_MICROVM_GUEST') ?? DEFAULT_MICROVM_GUEST_DIR, allowEmulation: emulationVar === '1' },
-    dockerHost,
+    dockerHost: docker.host,
+    dockerTls: docker.tls,
+    dockerContext: docker.context,
+    dockerRefused,
     monitor: monitorVar ?? 'auto',
     monitorIdleMs,
     imageTrustedKeys,
@@ -385,5 +419,16 @@ export function loadConfig(env: Env = process.env): AegisConfig {
         return false;
       }
     },
+    readText: readTextFile,
   });
+}
+
+/** A file's text, or null when it does not exist (other errors, e.g. EACCES, throw ConfigError). */
+export function readTextFile(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+    throw new ConfigError('config.invalid', `cannot read ${path}: ${(err as Error).message}`);
+  }
 }

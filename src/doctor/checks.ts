@@ -185,7 +185,8 @@ export function dockerChecks(d: DockerFacts): Check[] {
           id: 'docker.local',
           status: 'warn',
           summary: 'the engine runs in another kernel (a VM, e.g. Docker Desktop): aegis run --isolation docker refuses it',
-          advice: 'use a local engine on Linux (docs/sandbox.md, Docker)',
+          advice:
+            'run AEGIS on Linux next to the engine (e.g. inside the Docker Desktop VM), or use a local engine (docs/sandbox.md, Docker)',
         },
   );
   if (d.seccompRun === null || d.seccompRun === undefined)

@@ -49,11 +49,22 @@ function osRelease(): { id: string; versionId: string } {
 }
 
 /** What the Docker engine says of itself, and whether it runs a container under AEGIS's seccomp profile. */
-export async function probeDocker(host: string | undefined, imageDigest: string | null = null): Promise<DockerFacts> {
-  const shown = host ?? `unix://${DEFAULT_DOCKER_SOCKET}`;
-  const missing = engineUnavailableReason(host);
+export async function probeDocker(
+  host: string | undefined,
+  imageDigest: string | null = null,
+  tls?: { ca: string; cert: string; key: string },
+  context?: string,
+  refused?: string,
+): Promise<DockerFacts> {
+  const shown = `${host ?? `unix://${DEFAULT_DOCKER_SOCKET}`}${tls !== undefined ? ' (TLS)' : ''}${context !== undefined ? ` (Docker context ${context})` : ''}`;
+  const missing = engineUnavailableReason(host, refused);
   if (missing !== null) return { host: shown, unreachable: missing };
-  const docker = engineClient(host);
+  let docker: ReturnType<typeof engineClient>;
+  try {
+    docker = engineClient(host, tls);
+  } catch (err) {
+    return { host: shown, unreachable: (err as Error).message };
+  }
   let info: { CgroupDriver?: string; CgroupVersion?: string; KernelVersion?: string };
   let version: { Version?: string; ApiVersion?: string };
   try {
@@ -127,7 +138,15 @@ export async function probeMicrovm(s: MicrovmSettings): Promise<MicrovmFacts> {
 }
 
 export async function probeHost(
-  opts: { imagesDir?: string; defaultRef?: string; dockerHost?: string; microvm?: MicrovmSettings } = {},
+  opts: {
+    imagesDir?: string;
+    defaultRef?: string;
+    dockerHost?: string;
+    dockerTls?: { ca: string; cert: string; key: string };
+    dockerContext?: string;
+    dockerRefused?: string;
+    microvm?: MicrovmSettings;
+  } = {},
 ): Promise<HostFacts> {
   const commands: Record<string, { path: string; version: string } | null> = {};
   await Promise.all(
@@ -159,7 +178,13 @@ export async function probeHost(
     kvm: existsSync('/dev/kvm'),
     btf: existsSync('/sys/kernel/btf/vmlinux'),
     images: { dir, storeExists: existsSync(dir), defaultRef, defaultImage },
-    docker: await probeDocker(opts.dockerHost, defaultImage.ok ? defaultImage.digest : null),
+    docker: await probeDocker(
+      opts.dockerHost,
+      defaultImage.ok ? defaultImage.digest : null,
+      opts.dockerTls,
+      opts.dockerContext,
+      opts.dockerRefused,
+    ),
     ...(opts.microvm !== undefined ? { microvm: await probeMicrovm(opts.microvm) } : {}),
   };
 }

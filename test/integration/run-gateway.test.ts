@@ -53,14 +53,24 @@ describe(
     const microvmEnv = { AEGIS_MICROVM_ALLOW_EMULATION: '1' };
     const guestDir = process.env['AEGIS_MICROVM_GUEST'] ?? DEFAULT_MICROVM_SETTINGS.guestDir;
 
-    for (const isolation of ['crun', 'gvisor', 'docker', 'microvm'] as const) {
-      it(`refuses and audits every attempt under ${isolation}`, async (t) => {
+    // docker twice: the agent's container in the gateway's namespace (host-netns), and behind a
+    // gateway container that relays over the engine's API (gateway-container, the mode for an
+    // engine in a VM), selected here on the local engine.
+    const cases = [
+      { isolation: 'crun', mode: '' },
+      { isolation: 'gvisor', mode: '' },
+      { isolation: 'docker', mode: 'host-netns' },
+      { isolation: 'docker', mode: 'gateway-container' },
+      { isolation: 'microvm', mode: '' },
+    ] as const;
+    for (const { isolation, mode } of cases) {
+      it(`refuses and audits every attempt under ${isolation}${mode ? ` (${mode})` : ''}`, async (t) => {
         if (isolation === 'docker' && !requireOrSkip(t, engineUnavailableReason())) return;
         if (isolation === 'microvm' && !requireOrSkip(t, new MicrovmDriver({ guestDir, allowEmulation: true }).unavailableReason())) return;
-        const summary = join(home, `summary-${isolation}.json`);
+        const summary = join(home, `summary-${isolation}${mode}.json`);
         const r = aegis(
           ['run', 'examples/exfil-demo/agent.yaml', '--isolation', isolation, '--volume', `${inet.dir}:/data:ro`, '--summary', summary],
-          isolation === 'microvm' ? { ...env, ...microvmEnv } : env,
+          isolation === 'microvm' ? { ...env, ...microvmEnv } : mode ? { ...env, AEGIS_DOCKER_NETWORK: mode } : env,
         );
         assert.equal(r.code, 0, `agent failed:\n${r.out}\n${r.err}`);
         assert.match(r.out, /^ALLOWED https:\/\/api\.openai\.com\/v1\/models: HTTP 200/m);

@@ -23,7 +23,7 @@ import Docker from 'dockerode';
 import { findExecutable } from '../../host/exec.js';
 import { processStartTime } from '../../host/pid-lock.js';
 import { SandboxError } from '../errors.js';
-import { DEFAULT_DOCKER_SOCKET, dockerHost, onDockerHostChange } from './host.js';
+import { DEFAULT_DOCKER_SOCKET, dockerHost, dockerTls, type EngineTls, onDockerHostChange } from './host.js';
 import { LABEL_IMAGE_DIGEST, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_RUN } from './options.js';
 import { NETNS_MOUNT, netnsHolderElf } from './netns-holder-elf.js';
 
@@ -34,16 +34,35 @@ const API_TIMEOUT_MS = 30_000;
 
 const clients = new Map<string, Docker>();
 onDockerHostChange(() => clients.clear());
-/** A client for `host` (`unix:///path` or `tcp://h:p`); options are explicit, so dockerode reads no environment. */
-export function engineClient(host: string | undefined = dockerHost()): Docker {
-  const key = host ?? '';
+/**
+ * A client for `host` (`unix:///path` or `tcp://h:p`, with `tls` over HTTPS); options are
+ * explicit, so dockerode reads no environment. With TLS the engine's certificate is verified
+ * against `tls.ca` and the host name (Node's defaults, never turned off), and AEGIS presents
+ * `tls.cert`/`tls.key`.
+ */
+export function engineClient(
+  host: string | undefined = dockerHost(),
+  tls: EngineTls | undefined = host === dockerHost() ? dockerTls() : undefined,
+): Docker {
+  const key = `${host ?? ''}\0${tls?.ca ?? ''}\0${tls?.cert ?? ''}\0${tls?.key ?? ''}`;
   let c = clients.get(key);
   if (c === undefined) {
     if (host === undefined || host.startsWith('unix://')) {
       c = new Docker({ socketPath: host === undefined ? DEFAULT_DOCKER_SOCKET : host.slice('unix://'.length), timeout: API_TIMEOUT_MS });
     } else {
       const u = new URL(host);
-      c = new Docker({ protocol: 'http', host: u.hostname, port: Number(u.port), timeout: API_TIMEOUT_MS });
+      const port = Number(u.port);
+      const hostname = u.hostname.replace(/^\[|\]$/g, '');
+      if (tls === undefined) c = new Docker({ protocol: 'http', host: hostname, port, timeout: API_TIMEOUT_MS });
+      else {
+        let material: { ca: Buffer; cert: Buffer; key: Buffer };
+        try {
+          material = { ca: readFileSync(tls.ca), cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+        } catch (err) {
+          throw new SandboxError('sandbox.runtime_unavailable', `Docker engine TLS material: ${(err as Error).message}`, { cause: err });
+        }
+        c = new Docker({ protocol: 'https', host: hostname, port, ...material, timeout: API_TIMEOUT_MS });
+      }
     }
     clients.set(key, c);
   }
@@ -228,9 +247,15 @@ export class ContainerProcess extends EventEmitter {
 /**
  * Attach, start and wait: the streams are attached before the start (nothing is lost), the
  * container's host pid is written to `pidFile` once it runs (run.ts's run.start), and 'exit'
- * carries the engine's exit code. `onStarted` sees the pid before 'spawn' is emitted.
+ * carries the engine's exit code (after `beforeExit`, e.g. the gateway relay's last replays).
  */
-export async function startContainer(docker: Docker, containerId: string, pidFile: string, proc: ContainerProcess): Promise<void> {
+export async function startContainer(
+  docker: Docker,
+  containerId: string,
+  pidFile: string,
+  proc: ContainerProcess,
+  beforeExit?: () => Promise<void>,
+): Promise<void> {
   const c = docker.getContainer(containerId);
   const stream = (await c.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as unknown as Writable &
     Readable & { end(): void };
@@ -259,6 +284,7 @@ export async function startContainer(docker: Docker, containerId: string, pidFil
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)))]);
       clearTimeout(timer);
+      await beforeExit?.().catch(() => undefined);
       stream.destroy();
       proc.stdout.end();
       proc.stderr.end();

@@ -6,17 +6,54 @@ import { existsSync } from 'node:fs';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
+/** TLS material of a tcp:// engine: paths of the PEM files (AegisConfig.dockerTls). */
+export interface EngineTls {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
 let configuredHost: string | undefined;
+let configuredTls: EngineTls | undefined;
+/** Why the Docker CLI's current context cannot be used (AegisConfig.dockerRefused). */
+let configuredRefusal: string | undefined;
 const listeners: (() => void)[] = [];
 
-/** The engine to use (AegisConfig.dockerHost, set once by the CLI); undefined: the default socket. */
-export function useDockerHost(host: string | undefined): void {
+/**
+ * The engine to use (AegisConfig.dockerHost and dockerTls, set once by the CLI); undefined: the
+ * default socket.
+ */
+export function useDockerHost(host: string | undefined, tls?: EngineTls, refused?: string): void {
   configuredHost = host;
+  configuredTls = tls;
+  configuredRefusal = refused;
   for (const l of listeners) l();
 }
 
 export function dockerHost(): string | undefined {
   return configuredHost;
+}
+
+export function dockerTls(): EngineTls | undefined {
+  return configuredTls;
+}
+
+/**
+ * How a docker sandbox reaches the egress gateway (AegisConfig.dockerNetwork, docs/sandbox.md):
+ * `host-netns`: a holder container joins the gateway's namespace on this host (the engine must
+ * share this host's kernel); `gateway-container`: a per-run gateway container owns the agent's
+ * namespace and relays every flow over the engine's API to this host's gateway (gateway.ts);
+ * `auto`: host-netns where the engine runs on this host's kernel, gateway-container otherwise.
+ */
+export type DockerNetworkMode = 'auto' | 'host-netns' | 'gateway-container';
+let networkMode: DockerNetworkMode = 'auto';
+
+export function useDockerNetwork(mode: DockerNetworkMode): void {
+  networkMode = mode;
+}
+
+export function dockerNetwork(): DockerNetworkMode {
+  return networkMode;
 }
 
 /** Called when the engine changes (engine.ts drops its cached clients). */
@@ -25,7 +62,11 @@ export function onDockerHostChange(l: () => void): void {
 }
 
 /** Why the engine cannot be used (cheap, synchronous: the socket file), or null. */
-export function engineUnavailableReason(host: string | undefined = configuredHost): string | null {
+export function engineUnavailableReason(
+  host: string | undefined = configuredHost,
+  refused: string | undefined = configuredRefusal,
+): string | null {
+  if (refused !== undefined) return `the Docker CLI's current context cannot be used: ${refused}`;
   if (host !== undefined && !host.startsWith('unix://')) return null;
   const sock = host === undefined ? DEFAULT_DOCKER_SOCKET : host.slice('unix://'.length);
   return existsSync(sock)

@@ -11,13 +11,20 @@
  * capabilities, no-new-privileges, seccomp. LIMITATION: the per-user kernel counters (inotify,
  * message queues, pending signals) are charged to host uid 101000, shared by every Docker
  * sandbox on the host (crun and runc give each sandbox an owner of its own, docs/sandbox.md).
+ *
+ * ARCHITECTURE NOTE (network): behind the egress gateway the agent joins either a holder
+ * container that sits in the gateway's namespace on this host (`host-netns`), or a per-run
+ * gateway container whose relay carries every flow over the engine's API to a dialer in that
+ * namespace (`gateway-container`, docker/gateway.ts: no engine network, the one gateway on the
+ * host decides). AegisConfig.dockerNetwork chooses (docker/host.ts).
  */
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../policy/types.js';
 import type { ContainerProcess } from '../docker/engine.js';
-import { engineUnavailableReason } from '../docker/host.js';
+import { dockerNetwork, engineUnavailableReason } from '../docker/host.js';
 import { SandboxError } from '../errors.js';
 import { DEFAULT_ID_MAP } from '../spec/compile.js';
 import type { OciConfig } from '../spec/oci.js';
@@ -42,9 +49,15 @@ export class DockerDriver implements RuntimeDriver {
   readonly cgroupMode = 'child' as const;
   readonly rlimitsInherited = false;
   private readonly engineSwept = new WeakSet<object>();
+  /** The gateway relay's dialer of each run in gateway-container mode (ended with the run). */
+  private readonly dialers = new Map<string, ChildProcess>();
 
-  /** The network holder container's init lives in the run's cgroup too (when there is one). */
+  /**
+   * The network holder container's init lives in the run's cgroup too (when there is one); the
+   * gateway container of gateway-container mode does not (its limits are its own).
+   */
   pidsOverhead(config: OciConfig): number {
+    if (dockerNetwork() === 'gateway-container') return 0;
     return config.linux.namespaces.some((n) => n.type === 'network' && n.path !== undefined) ? 1 : 0;
   }
 
@@ -83,6 +96,8 @@ export class DockerDriver implements RuntimeDriver {
   async removeContainers(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): Promise<boolean> {
     const { engineClient, removeRunContainers } = await import('../docker/engine.js');
     const had = await removeRunContainers(engineClient(), r.id);
+    this.dialers.get(r.id)?.kill('SIGKILL');
+    this.dialers.delete(r.id);
     rmSync(join(r.stateRoot, r.id), { force: true });
     return had;
   }
@@ -112,16 +127,35 @@ export class DockerDriver implements RuntimeDriver {
     } catch (err) {
       throw new SandboxError('sandbox.runtime_unavailable', `Docker engine not reachable: ${(err as Error).message}`, { cause: err });
     }
-    // ARCHITECTURE NOTE: the cgroup, the gateway's namespace and the binds are this host's (engine.ts).
-    if (info.KernelVersion !== kernelRelease() || /Docker Desktop/i.test(info.OperatingSystem ?? ''))
+    // ARCHITECTURE NOTE: the cgroup and the binds are this host's (engine.ts); so is the
+    // gateway's namespace in host-netns mode (gateway-container mode needs only the API for it).
+    const local = info.KernelVersion === kernelRelease() && !/Docker Desktop/i.test(info.OperatingSystem ?? '');
+    const mode = dockerNetwork() === 'auto' ? (local ? 'host-netns' : 'gateway-container') : dockerNetwork();
+    if (!local)
       throw new SandboxError(
         'sandbox.docker_refused',
-        `the Docker engine runs on another kernel (${info.OperatingSystem ?? '?'} ${info.KernelVersion ?? '?'}): AEGIS's cgroup limits, egress gateway and volume checks would not apply there`,
+        `the Docker engine runs on another kernel (${info.OperatingSystem ?? '?'} ${info.KernelVersion ?? '?'}): AEGIS's cgroup limits and volume checks would not apply there (the egress gateway would, in gateway-container mode: docs/sandbox.md)`,
       );
     const image = await engineImage(docker, l.imageRootfs, l.stateDir, run.id);
     const net = config.linux.namespaces.find((n) => n.type === 'network')?.path;
     let network: { kind: 'none' } | { kind: 'container'; holder: string } = { kind: 'none' };
-    if (net !== undefined) {
+    let beforeExit: (() => Promise<void>) | undefined;
+    if (net !== undefined && mode === 'gateway-container') {
+      const { gatewayImage, startGatewayContainer } = await import('../docker/gateway.js');
+      const gwImage = await gatewayImage(docker, l.stateDir);
+      const gw = await startGatewayContainer(docker, {
+        id: run.id,
+        image: gwImage,
+        netnsPath: net,
+        agentUid: config.process.user.uid,
+        agentGid: config.process.user.gid,
+        owner,
+      });
+      this.dialers.set(run.id, gw.dialer);
+      // The refused attempts still to be replayed reach the gateway's counters before the run ends.
+      beforeExit = () => gw.flush();
+      network = { kind: 'container', holder: gw.containerId };
+    } else if (net !== undefined) {
       const holder = await docker
         .createContainer(
           holderOptions({
@@ -172,7 +206,7 @@ export class DockerDriver implements RuntimeDriver {
       });
     const proc = new ContainerProcess(created.id);
     // Started after run.ts has its listeners (the attach is a round trip at least).
-    startContainer(docker, created.id, run.pidFile, proc).catch((err: unknown) => {
+    startContainer(docker, created.id, run.pidFile, proc, beforeExit).catch((err: unknown) => {
       const msg = (err as { json?: { message?: string } })?.json?.message ?? (err as Error).message;
       proc.stderr.write(`aegis: Docker engine could not start the container: ${msg}\n`);
       proc.stdout.end();
