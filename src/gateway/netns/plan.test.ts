@@ -109,7 +109,8 @@ describe('rulesets', () => {
   const p = planSandboxNet('0a1b2c3d', 0, '10.201.0.0/16');
   it('host table: redirect DNS/80/443/proxy ports, accept only the listeners, drop the rest and all forwarding', () => {
     const r = hostRuleset(p, ports);
-    assert.match(r, /delete table inet aegis_0a1b2c3d/);
+    assert.match(r, /^create table inet aegis_0a1b2c3d\n/);
+    assert.doesNotMatch(r, /delete/);
     assert.match(r, /iifname "aeh0a1b2c3d" ip saddr 10\.201\.0\.2 meta l4proto \{ tcp, udp \} th dport 53 dnat ip to 10\.201\.0\.1:40001/);
     assert.match(r, /tcp dport 443 dnat ip to 10\.201\.0\.1:40005/);
     assert.match(r, /tcp dport \{ 40001, 40002, 40003, 40004, 40005, 40006, 40007 \} accept\n\s+iifname "aeh0a1b2c3d" jump blocked\n\s+\}/);
@@ -164,6 +165,9 @@ describe('rulesets', () => {
   });
   it('sandbox table: output policy drop, no IPv6 out, only DNS, gateway ports, 80/443 and the captured ports', () => {
     assert.match(sandboxRuleset(p, [22, 5432]), /tcp dport \{ 80, 443, 22, 5432 \} accept\n\s+jump blocked\n\s+\}/);
+    // Regression (issue 18): a `delete table` in the load made every commit wait for an RCU grace period.
+    assert.match(sandboxRuleset(p), /^create table inet aegis\n/);
+    assert.doesNotMatch(sandboxRuleset(p), /delete/);
     const r = sandboxRuleset(p);
     assert.match(r, /type filter hook output priority filter; policy drop;\n\s+oifname "lo" accept\n\s+meta nfproto ipv6 jump blocked\n/);
     assert.match(r, /ip daddr 10\.201\.0\.1 tcp dport \{ 53, 3128, 1080 \} accept/);
