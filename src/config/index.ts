@@ -182,6 +182,7 @@ const GATEWAY_VARS = [
   'AEGIS_STATE_DIR',
   'AEGIS_GATEWAY_CONFIG',
   'AEGIS_UPSTREAM_CA_FILE',
+  'AEGIS_NETNS_POOL',
 ] as const;
 
 /** What parseConfig needs to know about the host (read by loadConfig). */

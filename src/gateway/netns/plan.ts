@@ -419,3 +419,39 @@ export function teardownBatch(p: SandboxNetPlan): string {
     ['netns', 'del', p.netnsName],
   ]);
 }
+
+/** Paths the background teardown removes (under the gateway's state dir; every word checked). */
+export interface TeardownPaths {
+  /** The network's run directory (resolv.conf, CA bundle). */
+  readonly runDir: string;
+  /** The slot lock, removed last, and only once the veth's host end has lost its address. */
+  readonly slotLock: string;
+}
+
+/**
+ * The `sh -c` script of a teardown off the critical path (`teardownInBackground` in the
+ * adapter), with absolute `tools`. It first waits for its stdin to close (the caller has then
+ * made it the slot lock's owner), then runs `teardownBatch` and deletes the host table (the slow
+ * part: a deletion waits for an RCU grace period). The slot lock is removed only when the batch
+ * succeeded: should the address still be there, the lock stays, its owner (this script) dies,
+ * and the next sweep tears the network down again before the slot is reused.
+ */
+export function teardownScript(
+  p: SandboxNetPlan,
+  tools: { readonly ip: string; readonly nft: string; readonly rm: string; readonly grep: string },
+  paths: TeardownPaths,
+): string {
+  const [ip, nft, rm, grep] = [word(tools.ip), word(tools.nft), word(tools.rm), word(tools.grep)];
+  return [
+    'read -r _ || true',
+    `${nft} delete table inet ${word(p.hostTable)} 2>/dev/null &`,
+    `if ${ip} -force -batch - <<'AEGIS_IP_BATCH'`,
+    `${teardownBatch(p)}AEGIS_IP_BATCH`,
+    'then ok=1; else ok=0; fi',
+    'wait',
+    `${rm} -rf /etc/netns/${word(p.netnsName)} ${word(paths.runDir)}`,
+    // Only a lock that still names this network: never one a later claimer took after a sweep.
+    `if [ $ok = 1 ] && ${grep} -qF '"id":"${word(p.id)}"' ${word(paths.slotLock)}; then ${rm} -f ${word(paths.slotLock)}; fi`,
+    '',
+  ].join('\n');
+}
