@@ -15,6 +15,7 @@ import {
   subnetConflicts,
   subnetContains,
   teardownBatch,
+  teardownScript,
   type HostRoute,
 } from './plan.js';
 
@@ -260,6 +261,28 @@ describe('generated setup and teardown commands (issue 18: a few processes, not 
     assert.throws(() => hostLinkBatch(bad), hasCode(GatewayError, 'gateway.netns_failed'));
     assert.throws(() => teardownBatch(bad), hasCode(GatewayError, 'gateway.netns_failed'));
     assert.throws(() => namespaceSetupScript(p, { ...tools, nft: '/usr/sbin/nft $(id)' }), hasCode(GatewayError, 'gateway.netns_failed'));
+    assert.throws(
+      () => teardownScript(p, bgTools, { runDir: '/run/aegis/net/x y', slotLock: '/run/aegis/net-slots/0' }),
+      hasCode(GatewayError, 'gateway.netns_failed'),
+    );
+  });
+
+  const bgTools = { ...tools, rm: '/usr/bin/rm', grep: '/usr/bin/grep' };
+  const paths = { runDir: '/run/aegis/net/0a1b2c3d', slotLock: '/run/aegis/net-slots/0' };
+  it('background teardown: waits for its stdin to close (it owns the slot lock by then), then the batch and the host table', () => {
+    const lines = teardownScript(p, bgTools, paths).split('\n');
+    assert.equal(lines[0], 'read -r _ || true');
+    assert.ok(lines.includes('/usr/sbin/nft delete table inet aegis_0a1b2c3d 2>/dev/null &'));
+    assert.ok(lines.includes(`if /usr/sbin/ip -force -batch - <<'AEGIS_IP_BATCH'`));
+    assert.ok(lines.join('\n').includes(teardownBatch(p)));
+  });
+  it('background teardown: the slot lock goes last, only when the address is gone and the lock still names this network', () => {
+    const lines = teardownScript(p, bgTools, paths).trimEnd().split('\n');
+    assert.equal(
+      lines.at(-1),
+      `if [ $ok = 1 ] && /usr/bin/grep -qF '"id":"0a1b2c3d"' /run/aegis/net-slots/0; then /usr/bin/rm -f /run/aegis/net-slots/0; fi`,
+    );
+    assert.ok(lines.indexOf('wait') < lines.length - 1, 'after the host table is deleted');
   });
 });
 
