@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
 import type { InjectableSecret } from '../secrets/inject.js';
-import { ExecutionCa } from './intercept/ca.js';
+import type { ExecutionCa } from './intercept/ca.js';
 import { Interceptor } from './intercept/terminate.js';
 import type { Server } from 'node:net';
 import type { AuditActor, AuditSink } from '../audit/event.js';
@@ -187,6 +187,9 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
         });
       }
     }
+    // Loaded only here (issue 18): @peculiar/x509 and its dependencies take ~100 ms to load, and
+    // an execution without secrets or HTTP rules never terminates TLS.
+    const { ExecutionCa } = await import('./intercept/ca.js');
     ca = await ExecutionCa.create(o.executionId, Date.now());
     session.secrets = o.secrets ?? [];
     session.interceptor = new Interceptor(session, {

@@ -342,7 +342,9 @@ export async function teardownInBackground(p: SandboxNetPlan, runDir: string, sl
   } catch {
     // The lock stays this process's: the script still removes it when done, or a sweep after this process is gone.
   } finally {
-    child.stdin?.end(); // the script goes on
+    // Closing our end (not `end()`, whose pipe stays referenced until the child is gone) lets the
+    // script go on, and this process exit without waiting for it.
+    child.stdin?.destroy();
     child.unref();
   }
 }
