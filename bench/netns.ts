@@ -5,7 +5,7 @@
  * - built at start (`netnsPool` 0, as before the pool): `createSandboxNet` + `applyHostRules`,
  *   then `destroySandboxNet` waited for (`teardown: 'wait'`);
  * - pooled (src/gateway/netns/pool.ts): `claimPooledNet` + `applyHostRules`, then
- *   `teardownInBackground` (what `aegis run` does: `teardown: 'background'`); the pool is refilled
+ *   `startBackgroundTeardown` (its final counter reading included; what `aegis run` does: `teardown: 'background'`); the pool is refilled
  *   between rounds, untimed (a run refills while its sandbox runs).
  * Needs root, ip and nft. Nothing is resolved or connected.
  *
@@ -26,7 +26,7 @@ import {
   destroySandboxNet,
   releaseSlot,
   sweepStaleSandboxNets,
-  teardownInBackground,
+  startBackgroundTeardown,
 } from '../src/gateway/netns/adapter.js';
 import { planSandboxNet, type ListenerPorts } from '../src/gateway/netns/plan.js';
 import { claimPooledNet, drainNetPool, refillNetPool, type PoolKey } from '../src/gateway/netns/pool.js';
@@ -83,7 +83,8 @@ async function pooledRound(): Promise<Row> {
   const runDir = `${STATE_DIR}/net/${plan.id}`;
   await applyHostRules(plan, PORTS);
   const t1 = performance.now();
-  await teardownInBackground(plan, runDir, slotDir, 'bench-netns');
+  const bg = await startBackgroundTeardown(plan, runDir, slotDir, 'bench-netns'); // with the final counter reading
+  await bg.release();
   const t2 = performance.now();
   await settle();
   return { 'pooled setup': t1 - t0, 'pooled teardown': t2 - t1, 'pooled setup+teardown': t2 - t0 };

@@ -94,12 +94,12 @@ export class BlockedMonitor {
   }
 
   /** One reading (never two at once); a failed read is reported on stderr and retried next time. */
-  private poll(): Promise<void> {
+  private poll(read: () => Promise<BlockedReading> = this.o.read): Promise<void> {
     this.inFlight = this.inFlight
       .then(async () => {
         let cur: BlockedReading;
         try {
-          cur = await this.o.read();
+          cur = await read();
         } catch (err) {
           process.stderr.write(`aegis gateway: reading drop counters: ${String(err)}\n`);
           return;
@@ -112,11 +112,15 @@ export class BlockedMonitor {
     return this.inFlight;
   }
 
-  /** Stop polling and take the final reading (call before the tables are removed). Idempotent. */
-  async stop(): Promise<void> {
+  /**
+   * Stop polling and take the final reading (call before the tables are removed). Idempotent.
+   * `final`: that reading, made by the caller (the background teardown reads the tables itself
+   * before it removes them); default: one more `read`.
+   */
+  async stop(final?: BlockedReading): Promise<void> {
     if (this.stopped) return this.inFlight;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    await this.poll();
+    await this.poll(final === undefined ? this.o.read : () => Promise.resolve(final));
   }
 }

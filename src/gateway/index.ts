@@ -37,7 +37,7 @@ import {
   blockedCounterReader,
   releaseSlot,
   sweepStaleSandboxNets,
-  teardownInBackground,
+  startBackgroundTeardown,
   writeResolvConf,
 } from './netns/adapter.js';
 import { claimPooledNet, refillNetPool, type PoolKey } from './netns/pool.js';
@@ -89,7 +89,7 @@ export interface StartSandboxNetworkOptions {
    * How `close()` removes the network. 'wait' (default): it resolves once the namespace, the
    * veth's address and the host table are gone. 'background': once the final drop counters are
    * read and the listeners closed, a detached process does the rest and `close()` resolves at
-   * once (adapter.ts, `teardownInBackground`; the sweep finishes it should that process die).
+   * once (adapter.ts, `startBackgroundTeardown`; the sweep finishes it should that process die).
    * Only when nothing runs in the namespace any more: the caller's sandbox is gone.
    */
   readonly teardown?: 'wait' | 'background';
@@ -227,20 +227,20 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
-    await blocked?.stop(); // the last drops, read before the tables go
+    // In the background: the script reads both tables (the last drops) while the listeners close.
+    const background =
+      started && o.teardown === 'background'
+        ? startBackgroundTeardown(plan, runDir, slotDir, o.executionId).catch(() => null) // not started: torn down here
+        : Promise.resolve(null);
     for (const s of session.sockets) s.destroy();
     session.interceptor?.close();
-    await Promise.all([...servers.map(closeServer), dns?.close(), tools?.close()]);
-    let detached = false;
-    if (started && o.teardown === 'background') {
-      try {
-        await teardownInBackground(plan, runDir, slotDir, o.executionId);
-        detached = true;
-      } catch {
-        detached = false; // not started: torn down here
-      }
-    }
-    if (!detached) {
+    const listeners = Promise.all([...servers.map(closeServer), dns?.close(), tools?.close()]);
+    const bg = await background;
+    await blocked?.stop(bg?.readings); // the last drops, read before the tables go
+    await listeners;
+    if (bg !== null) {
+      await bg.release();
+    } else {
       await destroySandboxNet(plan, runDir);
       await releaseSlot(slotDir, plan.slot);
     }
@@ -290,12 +290,13 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     };
     const inside =
       pooled === null ? configureSandboxNamespace(plan, tcpPorts, anyTcp, o.tools !== undefined) : checkSubnetFree(o.config.sandboxSubnet);
-    const [insideDone, host] = await Promise.allSettled([inside, hostSide()]);
+    const [insideDone, host, files] = await Promise.allSettled([inside, hostSide(), writeResolvConf(plan, runDir, resolvConf(plan))]);
     if (insideDone.status === 'rejected') throw insideDone.reason;
     if (host.status === 'rejected') throw host.reason;
+    if (files.status === 'rejected') throw files.reason;
+    const resolvConfPath = files.value;
     blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
     blocked.start();
-    const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));
     let caBundlePath: string | null = null;
     if (ca !== null) {
       // Public material only (the key never leaves memory); readable by the agent, like resolv.conf.

@@ -300,15 +300,34 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("${first.g
     }
   });
 
-  it('teardown in the background: close() returns, the teardown owns the slot until it is done, and leaves nothing', async () => {
+  it('teardown in the background: close() reads the last drops, returns, the teardown owns the slot until done, and leaves nothing', async () => {
+    const audit = new MemorySink();
     const n = await startSandboxNetwork({
       network: networkPolicy(['example.test']),
       executionId: 'exec-bg',
-      audit: new MemorySink(),
+      audit,
       config,
       teardown: 'background',
+      blockedPollMs: 3_600_000, // only the final reading counts
     });
+    const r = await inNetns(n.netnsName, [
+      'python3',
+      '-c',
+      'import socket\ntry: socket.create_connection(("198.51.100.66", 25), timeout=1)\nexcept OSError: pass',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(audit.find('net.blocked', 'deny'), [], 'not read yet');
     await n.close();
+    const blocked = audit.find('net.blocked', 'deny', { protocol: 'tcp' });
+    assert.ok(blocked.length >= 1, 'the final reading, made by the teardown script, became an event');
+    assert.ok(
+      blocked.some((e) =>
+        (e.payload.destinations as Array<{ address: string; port: number | null }>).some(
+          (d) => d.address === '198.51.100.66' && d.port === 25,
+        ),
+      ),
+      'naming the destination',
+    );
     const lock = await lockOf(n.plan.slot);
     if (lock !== null) assert.notEqual(lock.pid, process.pid, 'the slot lock names the teardown process, not this one');
     assert.deepEqual(await sweepStaleSandboxNets(STATE, SUBNET), [], 'the sweep leaves a running teardown alone');

@@ -22,6 +22,7 @@ import {
   subnetConflicts,
   teardownBatch,
   teardownScript,
+  TEARDOWN_MARKERS,
   type HostRoute,
   type ListenerPorts,
   type SandboxNetPlan,
@@ -310,43 +311,118 @@ export async function destroySandboxNet(p: SandboxNetPlan, runDir: string): Prom
   ]);
 }
 
+/** A teardown running in the background (`startBackgroundTeardown`), holding until released. */
+export interface BackgroundTeardown {
+  /**
+   * The final drop-counter reading of both tables (keys `sandbox` and `host`, as
+   * `blockedCounterReader`), made by the script before anything is removed. A table that could
+   * not be read is left out and reported on stderr.
+   */
+  readonly readings: Map<string, BlockedTableReading>;
+  /** Make the script the slot lock's owner and let it tear down; this process may exit at once. */
+  release(): Promise<void>;
+}
+
+/** How long the script may take to print both tables. */
+const TEARDOWN_READ_TIMEOUT_MS = 10_000;
+
 /**
  * `destroySandboxNet` off the critical path: one detached `sh` (under `timeout`, killed after
- * 30 s) runs `teardownScript` after this process has exited if need be, and becomes the owner
- * of the slot lock (pid and start time), which it removes at the end; should it die first, the
- * lock's owner is dead and the next sweep tears the network down. Resolves once the script is
- * started and owns the lock. Only for a network nothing runs in any more (the sandbox is gone):
- * until the script runs, the namespace keeps its rules and the gateway's listeners are closed,
- * so nothing can leave it.
+ * 30 s) runs `teardownScript`: it prints both tables for the final drop-counter reading, waits
+ * until `release()`, then tears down, after this process has exited if need be. `release()`
+ * makes it the owner of the slot lock (pid and start time), which it removes at the end; should
+ * it die first, the lock's owner is dead and the next sweep tears the network down. Only for a
+ * network nothing runs in any more (the sandbox is gone): until the script runs, the namespace
+ * keeps its rules and the gateway's listeners are closed, so nothing can leave it. Rejects when
+ * the script cannot be started or does not print the tables (the caller then tears down itself;
+ * the script, if any, exits without removing anything).
  */
-export async function teardownInBackground(p: SandboxNetPlan, runDir: string, slotDir: string, execution?: string): Promise<void> {
+export async function startBackgroundTeardown(
+  p: SandboxNetPlan,
+  runDir: string,
+  slotDir: string,
+  execution?: string,
+): Promise<BackgroundTeardown> {
   const slotLock = `${slotDir}/${p.slot}`;
   const script = teardownScript(p, { ip: tool('ip'), nft: tool('nft'), rm: tool('rm'), grep: tool('grep') }, { runDir, slotLock });
   const child = spawn(tool('timeout'), ['-s', 'KILL', '30', tool('sh'), '-c', script], {
     detached: true,
-    stdio: ['pipe', 'ignore', 'ignore'],
+    stdio: ['pipe', 'pipe', 'ignore'],
   });
-  // Not started (no such program, no resources): the caller tears down itself.
-  const pid = await new Promise<number>((resolve, reject) => {
-    child.once('error', (err) => reject(new GatewayError('gateway.netns_failed', `background teardown: ${err.message}`, { cause: err })));
-    child.once('spawn', () => resolve(child.pid!));
+  let out = '';
+  const printed = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no table reading in time')), TEARDOWN_READ_TIMEOUT_MS);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      reject(new Error('exited before its table reading'));
+    });
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString('utf8');
+      if (out.length > 16 * 1024 * 1024) child.kill('SIGKILL');
+      if (out.includes(`\n${TEARDOWN_MARKERS.sandbox}\n`)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
   });
-  try {
-    const start = processStartTime(pid);
-    if (start !== null) {
-      // The lock names the script (`timeout`, which outlives its sh) as owner: written aside, renamed over.
-      const tmp = `${slotDir}/.${p.slot}.${process.pid}`;
-      await writeFile(tmp, JSON.stringify({ id: p.id, ...(execution !== undefined ? { execution } : {}), pid, start }), { mode: 0o600 });
-      await rename(tmp, slotLock);
-    }
-  } catch {
-    // The lock stays this process's: the script still removes it when done, or a sweep after this process is gone.
-  } finally {
-    // Closing our end (not `end()`, whose pipe stays referenced until the child is gone) lets the
-    // script go on, and this process exit without waiting for it.
+  const letGo = (): void => {
+    // Closing our ends (not `end()`, whose pipe stays referenced until the child is gone) lets
+    // the script go on, and this process exit without waiting for it.
+    child.stdout?.destroy();
     child.stdin?.destroy();
     child.unref();
+  };
+  try {
+    await printed;
+  } catch (err) {
+    // The whole process group (detached: its own), not `timeout` alone: its sh would see its
+    // stdin close and tear down under the caller, who tears down itself.
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    letGo();
+    throw new GatewayError('gateway.netns_failed', `background teardown: ${(err as Error).message}`, { cause: err });
   }
+  const readings = new Map<string, BlockedTableReading>();
+  const [hostJson, rest] = out.split(`\n${TEARDOWN_MARKERS.host}\n`);
+  const sandboxJson = rest?.split(`\n${TEARDOWN_MARKERS.sandbox}\n`)[0];
+  for (const [name, table, json] of [
+    ['host', p.hostTable, hostJson],
+    ['sandbox', 'aegis', sandboxJson],
+  ] as const) {
+    try {
+      readings.set(name, parseBlockedTable((json ?? '').trim(), table));
+    } catch (err) {
+      process.stderr.write(`aegis gateway: ${p.netnsName}: ${name} drop counters unreadable: ${String(err)}\n`);
+    }
+  }
+  const pid = child.pid!;
+  return {
+    readings,
+    release: async () => {
+      try {
+        const start = processStartTime(pid);
+        if (start !== null) {
+          // The lock names the script (`timeout`, which outlives its sh) as owner: written aside, renamed over.
+          const tmp = `${slotDir}/.${p.slot}.${process.pid}`;
+          await writeFile(tmp, JSON.stringify({ id: p.id, ...(execution !== undefined ? { execution } : {}), pid, start }), {
+            mode: 0o600,
+          });
+          await rename(tmp, slotLock);
+        }
+      } catch {
+        // The lock stays this process's: the script still removes it when done, or a sweep after this process is gone.
+      } finally {
+        letGo();
+      }
+    },
+  };
 }
 
 /** Whether the host-side table of `p` is still loaded (tests check teardown with it). */
