@@ -3,7 +3,7 @@
  * `close()` take for one sandbox whose policy allows one host, and the namespace/veth/nftables
  * work alone (the adapter, src/gateway/netns/adapter.ts), each two ways:
  * - built at start (`netnsPool` 0, as before the pool): `createSandboxNet` + `applyHostRules`,
- *   then `destroySandboxNet` waited for (`teardown: 'wait'`);
+ *   then the final drop-counter reading and `destroySandboxNet` waited for (`teardown: 'wait'`);
  * - pooled (src/gateway/netns/pool.ts): `claimPooledNet` + `applyHostRules`, then
  *   `startBackgroundTeardown` (its final counter reading included; what `aegis run` does: `teardown: 'background'`); the pool is refilled
  *   between rounds, untimed (a run refills while its sandbox runs).
@@ -21,6 +21,7 @@ import { performance } from 'node:perf_hooks';
 import { startSandboxNetwork } from '../src/gateway/index.js';
 import {
   applyHostRules,
+  blockedCounterReader,
   claimSlot,
   createSandboxNet,
   destroySandboxNet,
@@ -101,6 +102,7 @@ async function adapterRound(): Promise<Row> {
     await createSandboxNet(plan, [], false);
     await applyHostRules(plan, PORTS);
     const t1 = performance.now();
+    await blockedCounterReader(plan)(); // the final drop-counter reading, as close() makes it
     await destroySandboxNet(plan, runDir);
     const t2 = performance.now();
     return { 'netns setup': t1 - t0, 'netns teardown': t2 - t1, 'netns setup+teardown': t2 - t0 };

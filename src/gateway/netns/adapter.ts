@@ -344,7 +344,12 @@ export async function startBackgroundTeardown(
   execution?: string,
 ): Promise<BackgroundTeardown> {
   const slotLock = `${slotDir}/${p.slot}`;
-  const script = teardownScript(p, { ip: tool('ip'), nft: tool('nft'), rm: tool('rm'), grep: tool('grep') }, { runDir, slotLock });
+  const script = teardownScript(
+    p,
+    { ip: tool('ip'), nft: tool('nft'), rm: tool('rm'), grep: tool('grep'), cat: tool('cat') },
+    { runDir, slotLock },
+  );
+  await mkdir(runDir, { recursive: true, mode: 0o711 }); // the script keeps the namespace's table there a moment
   const child = spawn(tool('timeout'), ['-s', 'KILL', '30', tool('sh'), '-c', script], {
     detached: true,
     stdio: ['pipe', 'pipe', 'ignore'],

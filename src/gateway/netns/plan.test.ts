@@ -268,13 +268,15 @@ describe('generated setup and teardown commands (issue 18: a few processes, not 
     );
   });
 
-  const bgTools = { ...tools, rm: '/usr/bin/rm', grep: '/usr/bin/grep' };
+  const bgTools = { ...tools, rm: '/usr/bin/rm', grep: '/usr/bin/grep', cat: '/usr/bin/cat' };
   const paths = { runDir: '/run/aegis/net/0a1b2c3d', slotLock: '/run/aegis/net-slots/0' };
   it('background teardown: prints both tables, waits for its stdin to close (it owns the slot lock by then), then the batch and the host table', () => {
     const lines = teardownScript(p, bgTools, paths).split('\n');
-    assert.deepEqual(lines.slice(0, 4), [
+    assert.deepEqual(lines.slice(0, 6), [
+      `/usr/sbin/ip netns exec aegis-0a1b2c3d /usr/sbin/nft -j list table inet aegis >/run/aegis/net/0a1b2c3d/.sandbox-table 2>/dev/null &`,
       `/usr/sbin/nft -j list table inet aegis_0a1b2c3d 2>/dev/null; echo; echo ${TEARDOWN_MARKERS.host}`,
-      `/usr/sbin/ip netns exec aegis-0a1b2c3d /usr/sbin/nft -j list table inet aegis 2>/dev/null; echo; echo ${TEARDOWN_MARKERS.sandbox}`,
+      'wait',
+      `/usr/bin/cat /run/aegis/net/0a1b2c3d/.sandbox-table 2>/dev/null; echo; echo ${TEARDOWN_MARKERS.sandbox}`,
       'exec >/dev/null',
       'read -r _ || true',
     ]);

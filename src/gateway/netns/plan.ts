@@ -442,14 +442,16 @@ export const TEARDOWN_MARKERS = { host: 'AEGIS_HOST_TABLE_END', sandbox: 'AEGIS_
  */
 export function teardownScript(
   p: SandboxNetPlan,
-  tools: { readonly ip: string; readonly nft: string; readonly rm: string; readonly grep: string },
+  tools: { readonly ip: string; readonly nft: string; readonly rm: string; readonly grep: string; readonly cat: string },
   paths: TeardownPaths,
 ): string {
-  const [ip, nft, rm, grep] = [word(tools.ip), word(tools.nft), word(tools.rm), word(tools.grep)];
+  const [ip, nft, rm, grep, cat] = [word(tools.ip), word(tools.nft), word(tools.rm), word(tools.grep), word(tools.cat)];
   return [
-    // The final drop-counter reading, each table's JSON followed by its end marker (TEARDOWN_MARKERS).
+    // The final drop-counter reading (both tables at once), each table's JSON followed by its end marker.
+    `${ip} netns exec ${word(p.netnsName)} ${nft} -j list table inet aegis >${word(paths.runDir)}/.sandbox-table 2>/dev/null &`,
     `${nft} -j list table inet ${word(p.hostTable)} 2>/dev/null; echo; echo ${TEARDOWN_MARKERS.host}`,
-    `${ip} netns exec ${word(p.netnsName)} ${nft} -j list table inet aegis 2>/dev/null; echo; echo ${TEARDOWN_MARKERS.sandbox}`,
+    'wait',
+    `${cat} ${word(paths.runDir)}/.sandbox-table 2>/dev/null; echo; echo ${TEARDOWN_MARKERS.sandbox}`,
     'exec >/dev/null',
     'read -r _ || true',
     `${nft} delete table inet ${word(p.hostTable)} 2>/dev/null &`,
