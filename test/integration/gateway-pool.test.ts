@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startSandboxNetwork, type SandboxNetwork } from '../../src/gateway/index.js';
@@ -22,7 +22,7 @@ import {
 } from '../../src/gateway/netns/adapter.js';
 import { parseBlockedTable } from '../../src/gateway/netns/blocked.js';
 import { planSandboxNet, type SandboxNetPlan } from '../../src/gateway/netns/plan.js';
-import { claimPooledNet, drainNetPool, poolTag, refillNetPool, type PoolKey } from '../../src/gateway/netns/pool.js';
+import { claimPooledNet, drainNetPool, POOL_ENTRY_MAX_AGE_MS, poolTag, refillNetPool, type PoolKey } from '../../src/gateway/netns/pool.js';
 import { parseLockOwner } from '../../src/host/pid-lock.js';
 import { inNetns, MemorySink, networkPolicy, requirementsOrSkip } from './gateway-support.js';
 
@@ -230,6 +230,20 @@ describe('sandbox network pool', { ...requirementsOrSkip(['ip', 'nft', 'python3'
       assert.equal(existsSync(`/run/netns/aegis-${id}`), false, 'torn down');
       assert.equal(await readFile(`${SLOTS}/${slot}`, 'utf8'), other);
       await releaseSlot(SLOTS, slot);
+    });
+    it('prepared more than an hour ago (any key): the next refill tears it down', async () => {
+      const id = prepareInChild();
+      const [entry] = await ready();
+      const old = new Date(Date.now() - POOL_ENTRY_MAX_AGE_MS - 60_000);
+      await utimes(`${POOL}/${entry!}`, old, old);
+      assert.equal(await refillNetPool(STATE, SUBNET, { ...KEY, tcpPorts: [5432] }, 0), 0);
+      assert.equal(existsSync(`/run/netns/aegis-${id}`), false, 'torn down');
+      assert.deepEqual(await readdir(POOL), []);
+      assert.deepEqual(
+        (await readdir(SLOTS)).filter((n) => /^[0-9]+$/.test(n)),
+        [],
+        'its slot is free',
+      );
     });
     it('files that are no entry are ignored', async () => {
       await writeFile(`${POOL}/notes.txt`, 'x');

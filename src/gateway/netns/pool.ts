@@ -208,12 +208,39 @@ async function countReady(stateDir: string, tag: string): Promise<{ mine: number
   return { mine, all };
 }
 
+/** A ready entry older than this (any tag) is torn down by the next refill: no tag, key or version lingers. */
+export const POOL_ENTRY_MAX_AGE_MS = 60 * 60_000;
+
+/** Tear down ready entries prepared more than POOL_ENTRY_MAX_AGE_MS ago (`now` in ms since the epoch); returns how many. */
+export async function discardOldEntries(stateDir: string, now: number): Promise<number> {
+  const dir = poolDir(stateDir);
+  let n = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const m = ENTRY.exec(name);
+    if (!m || m[3] !== 'ready') continue;
+    const st = await stat(`${dir}/${name}`).catch(() => undefined);
+    if (!st || now - st.mtimeMs <= POOL_ENTRY_MAX_AGE_MS) continue;
+    const held = `${dir}/${m[1]}.${m[2]}.claimed`;
+    try {
+      await rename(`${dir}/${name}`, held);
+    } catch {
+      continue; // claimed meanwhile
+    }
+    const entry = parseEntry(await readFile(held, 'utf8').catch(() => ''));
+    await discard(stateDir, held, m[2]!, entry !== null && entry.id === m[2] ? entry.slot : null, entry?.subnet ?? '');
+    n++;
+  }
+  return n;
+}
+
 /**
- * Prepare networks for `key` until `target` are ready (never more than POOL_MAX_ENTRIES in all).
- * Returns how many were prepared. Two processes refilling at once may prepare a few too many.
+ * Prepare networks for `key` until `target` are ready (never more than POOL_MAX_ENTRIES in all),
+ * after tearing down entries older than POOL_ENTRY_MAX_AGE_MS. Returns how many were prepared.
+ * Two processes refilling at once may prepare a few too many.
  */
 export async function refillNetPool(stateDir: string, subnet: string, key: PoolKey, target: number): Promise<number> {
   const tag = poolTag(subnet, key);
+  await discardOldEntries(stateDir, Date.now());
   let made = 0;
   for (;;) {
     const { mine, all } = await countReady(stateDir, tag);
