@@ -5,7 +5,7 @@
  * - built at start (`netnsPool` 0, as before the pool): `createSandboxNet` + `applyHostRules`,
  *   then the final drop-counter reading and `destroySandboxNet` waited for (`teardown: 'wait'`);
  * - pooled (src/gateway/netns/pool.ts): `claimPooledNet` + `applyHostRules`, then
- *   `startBackgroundTeardown` (its final counter reading included; what `aegis run` does: `teardown: 'background'`); the pool is refilled
+ *   the final drop-counter reading while `startBackgroundTeardown` starts, then its `release()` (what `aegis run` does: `teardown: 'background'`); the pool is refilled
  *   between rounds, untimed (a run refills while its sandbox runs).
  * Needs root, ip and nft. Nothing is resolved or connected.
  *
@@ -69,10 +69,12 @@ async function gatewayRound(pool: boolean): Promise<Row> {
     ...(pool ? { teardown: 'background' as const } : {}),
   });
   const t1 = performance.now();
-  await net.close(); // with the pool, close() also waits for the refill (untimed below)
+  await sleep(100); // the sandbox's run, untimed (the pool is refilled meanwhile)
   const t2 = performance.now();
+  await net.close();
+  const t3 = performance.now();
   await settle();
-  return { [`${name} start`]: t1 - t0, [`${name} start+close`]: t2 - t0 };
+  return { [`${name} start`]: t1 - t0, [`${name} close`]: t3 - t2, [`${name} start+close`]: t1 - t0 + (t3 - t2) };
 }
 
 async function pooledRound(): Promise<Row> {
@@ -84,7 +86,8 @@ async function pooledRound(): Promise<Row> {
   const runDir = `${STATE_DIR}/net/${plan.id}`;
   await applyHostRules(plan, PORTS);
   const t1 = performance.now();
-  const bg = await startBackgroundTeardown(plan, runDir, slotDir, 'bench-netns'); // with the final counter reading
+  // as close() does it: the script starts while the final drop counters are read
+  const [bg] = await Promise.all([startBackgroundTeardown(plan, runDir, slotDir, 'bench-netns'), blockedCounterReader(plan)()]);
   await bg.release();
   const t2 = performance.now();
   await settle();

@@ -94,12 +94,12 @@ export class BlockedMonitor {
   }
 
   /** One reading (never two at once); a failed read is reported on stderr and retried next time. */
-  private poll(read: () => Promise<BlockedReading> = this.o.read): Promise<void> {
+  private poll(): Promise<void> {
     this.inFlight = this.inFlight
       .then(async () => {
         let cur: BlockedReading;
         try {
-          cur = await read();
+          cur = await this.o.read();
         } catch (err) {
           process.stderr.write(`aegis gateway: reading drop counters: ${String(err)}\n`);
           return;
@@ -112,15 +112,11 @@ export class BlockedMonitor {
     return this.inFlight;
   }
 
-  /**
-   * Stop polling and take the final reading (call before the tables are removed). Idempotent.
-   * `final`: that reading, made by the caller (the background teardown reads the tables itself
-   * before it removes them); default: one more `read`.
-   */
-  async stop(final?: BlockedReading): Promise<void> {
+  /** Stop polling and take the final reading (call before the tables are removed). Idempotent. */
+  async stop(): Promise<void> {
     if (this.stopped) return this.inFlight;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    await this.poll(final === undefined ? this.o.read : () => Promise.resolve(final));
+    await this.poll();
   }
 }

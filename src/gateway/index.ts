@@ -88,8 +88,8 @@ export interface StartSandboxNetworkOptions {
   /**
    * How `close()` removes the network. 'wait' (default): it resolves once the namespace, the
    * veth's address and the host table are gone. 'background': once the final drop counters are
-   * read and the listeners closed, a detached process does the rest and `close()` resolves at
-   * once (adapter.ts, `startBackgroundTeardown`; the sweep finishes it should that process die).
+   * read and the listeners closed, a detached process (started meanwhile) does the rest and
+   * `close()` resolves at once (adapter.ts, `startBackgroundTeardown`; the sweep finishes it should that process die).
    * Only when nothing runs in the namespace any more: the caller's sandbox is gone.
    */
   readonly teardown?: 'wait' | 'background';
@@ -227,17 +227,16 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
-    // In the background: the script reads both tables (the last drops) while the listeners close.
+    // In the background: the script starts while the last drops are read, and tears down after.
     const background =
       started && o.teardown === 'background'
         ? startBackgroundTeardown(plan, runDir, slotDir, o.executionId).catch(() => null) // not started: torn down here
         : Promise.resolve(null);
+    await blocked?.stop(); // the last drops, read before the tables go
     for (const s of session.sockets) s.destroy();
     session.interceptor?.close();
-    const listeners = Promise.all([...servers.map(closeServer), dns?.close(), tools?.close()]);
+    await Promise.all([...servers.map(closeServer), dns?.close(), tools?.close()]);
     const bg = await background;
-    await blocked?.stop(bg?.readings); // the last drops, read before the tables go
-    await listeners;
     if (bg !== null) {
       await bg.release();
     } else {

@@ -22,7 +22,6 @@ import {
   subnetConflicts,
   teardownBatch,
   teardownScript,
-  TEARDOWN_MARKERS,
   type HostRoute,
   type ListenerPorts,
   type SandboxNetPlan,
@@ -311,31 +310,21 @@ export async function destroySandboxNet(p: SandboxNetPlan, runDir: string): Prom
   ]);
 }
 
-/** A teardown running in the background (`startBackgroundTeardown`), holding until released. */
+/** A teardown started in the background (`startBackgroundTeardown`), waiting until released. */
 export interface BackgroundTeardown {
-  /**
-   * The final drop-counter reading of both tables (keys `sandbox` and `host`, as
-   * `blockedCounterReader`), made by the script before anything is removed. A table that could
-   * not be read is left out and reported on stderr.
-   */
-  readonly readings: Map<string, BlockedTableReading>;
   /** Make the script the slot lock's owner and let it tear down; this process may exit at once. */
   release(): Promise<void>;
 }
 
-/** How long the script may take to print both tables. */
-const TEARDOWN_READ_TIMEOUT_MS = 10_000;
-
 /**
  * `destroySandboxNet` off the critical path: one detached `sh` (under `timeout`, killed after
- * 30 s) runs `teardownScript`: it prints both tables for the final drop-counter reading, waits
- * until `release()`, then tears down, after this process has exited if need be. `release()`
- * makes it the owner of the slot lock (pid and start time), which it removes at the end; should
- * it die first, the lock's owner is dead and the next sweep tears the network down. Only for a
- * network nothing runs in any more (the sandbox is gone): until the script runs, the namespace
- * keeps its rules and the gateway's listeners are closed, so nothing can leave it. Rejects when
- * the script cannot be started or does not print the tables (the caller then tears down itself;
- * the script, if any, exits without removing anything).
+ * 30 s) runs `teardownScript`, which waits until `release()` and then tears down, after this
+ * process has exited if need be. Started while the caller makes the final drop-counter reading,
+ * so that its start costs no time after it. `release()` makes it the owner of the slot lock (pid
+ * and start time), which it removes at the end; should it die first, the lock's owner is dead
+ * and the next sweep tears the network down. Only for a network nothing runs in any more (the
+ * sandbox is gone): until the script runs, the namespace keeps its rules and the gateway's
+ * listeners are closed, so nothing can leave it. Rejects when the script cannot be started.
  */
 export async function startBackgroundTeardown(
   p: SandboxNetPlan,
@@ -344,72 +333,22 @@ export async function startBackgroundTeardown(
   execution?: string,
 ): Promise<BackgroundTeardown> {
   const slotLock = `${slotDir}/${p.slot}`;
-  const script = teardownScript(
-    p,
-    { ip: tool('ip'), nft: tool('nft'), rm: tool('rm'), grep: tool('grep'), cat: tool('cat') },
-    { runDir, slotLock },
-  );
-  await mkdir(runDir, { recursive: true, mode: 0o711 }); // the script keeps the namespace's table there a moment
+  const script = teardownScript(p, { ip: tool('ip'), nft: tool('nft'), rm: tool('rm'), grep: tool('grep') }, { runDir, slotLock });
   const child = spawn(tool('timeout'), ['-s', 'KILL', '30', tool('sh'), '-c', script], {
     detached: true,
-    stdio: ['pipe', 'pipe', 'ignore'],
+    stdio: ['pipe', 'ignore', 'ignore'],
   });
-  let out = '';
-  const printed = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no table reading in time')), TEARDOWN_READ_TIMEOUT_MS);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('exit', () => {
-      clearTimeout(timer);
-      reject(new Error('exited before its table reading'));
-    });
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString('utf8');
-      if (out.length > 16 * 1024 * 1024) child.kill('SIGKILL');
-      if (out.includes(`\n${TEARDOWN_MARKERS.sandbox}\n`)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.once('error', (err) => reject(new GatewayError('gateway.netns_failed', `background teardown: ${err.message}`, { cause: err })));
+    child.once('spawn', () => resolve(child.pid!));
   });
   const letGo = (): void => {
-    // Closing our ends (not `end()`, whose pipe stays referenced until the child is gone) lets
+    // Closing our end (not `end()`, whose pipe stays referenced until the child is gone) lets
     // the script go on, and this process exit without waiting for it.
-    child.stdout?.destroy();
     child.stdin?.destroy();
     child.unref();
   };
-  try {
-    await printed;
-  } catch (err) {
-    // The whole process group (detached: its own), not `timeout` alone: its sh would see its
-    // stdin close and tear down under the caller, who tears down itself.
-    try {
-      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-    letGo();
-    throw new GatewayError('gateway.netns_failed', `background teardown: ${(err as Error).message}`, { cause: err });
-  }
-  const readings = new Map<string, BlockedTableReading>();
-  const [hostJson, rest] = out.split(`\n${TEARDOWN_MARKERS.host}\n`);
-  const sandboxJson = rest?.split(`\n${TEARDOWN_MARKERS.sandbox}\n`)[0];
-  for (const [name, table, json] of [
-    ['host', p.hostTable, hostJson],
-    ['sandbox', 'aegis', sandboxJson],
-  ] as const) {
-    try {
-      readings.set(name, parseBlockedTable((json ?? '').trim(), table));
-    } catch (err) {
-      process.stderr.write(`aegis gateway: ${p.netnsName}: ${name} drop counters unreadable: ${String(err)}\n`);
-    }
-  }
-  const pid = child.pid!;
   return {
-    readings,
     release: async () => {
       try {
         const start = processStartTime(pid);

@@ -428,31 +428,22 @@ export interface TeardownPaths {
   readonly slotLock: string;
 }
 
-/** The lines after which the background teardown script has printed each table's JSON. */
-export const TEARDOWN_MARKERS = { host: 'AEGIS_HOST_TABLE_END', sandbox: 'AEGIS_SANDBOX_TABLE_END' } as const;
-
 /**
  * The `sh -c` script of a teardown off the critical path (`startBackgroundTeardown` in the
- * adapter), with absolute `tools`. It prints both tables (`nft -j`, for the final drop-counter
- * reading, each followed by its TEARDOWN_MARKERS line), then waits for its stdin to close (the
- * caller has then read them and made it the slot lock's owner), then runs `teardownBatch` and
- * deletes the host table (the slow part: a deletion waits for an RCU grace period). The slot lock is removed only when the batch
+ * adapter), with absolute `tools`. It is started while the final drop-counter reading is made,
+ * and waits for its stdin to close (the caller has then read the tables and made it the slot
+ * lock's owner); then it runs `teardownBatch` and deletes the host table (the slow part: a
+ * deletion waits for an RCU grace period). The slot lock is removed only when the batch
  * succeeded: should the address still be there, the lock stays, its owner (this script) dies,
  * and the next sweep tears the network down again before the slot is reused.
  */
 export function teardownScript(
   p: SandboxNetPlan,
-  tools: { readonly ip: string; readonly nft: string; readonly rm: string; readonly grep: string; readonly cat: string },
+  tools: { readonly ip: string; readonly nft: string; readonly rm: string; readonly grep: string },
   paths: TeardownPaths,
 ): string {
-  const [ip, nft, rm, grep, cat] = [word(tools.ip), word(tools.nft), word(tools.rm), word(tools.grep), word(tools.cat)];
+  const [ip, nft, rm, grep] = [word(tools.ip), word(tools.nft), word(tools.rm), word(tools.grep)];
   return [
-    // The final drop-counter reading (both tables at once), each table's JSON followed by its end marker.
-    `${ip} netns exec ${word(p.netnsName)} ${nft} -j list table inet aegis >${word(paths.runDir)}/.sandbox-table 2>/dev/null &`,
-    `${nft} -j list table inet ${word(p.hostTable)} 2>/dev/null; echo; echo ${TEARDOWN_MARKERS.host}`,
-    'wait',
-    `${cat} ${word(paths.runDir)}/.sandbox-table 2>/dev/null; echo; echo ${TEARDOWN_MARKERS.sandbox}`,
-    'exec >/dev/null',
     'read -r _ || true',
     `${nft} delete table inet ${word(p.hostTable)} 2>/dev/null &`,
     `if ${ip} -force -batch - <<'AEGIS_IP_BATCH'`,
