@@ -211,9 +211,9 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
   if (pooled !== null) {
     plan = pooled;
   } else {
-    await checkSubnetFree(o.config.sandboxSubnet);
+    const busy = await checkSubnetFree(o.config.sandboxSubnet);
     const id = randomBytes(4).toString('hex');
-    const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id, o.executionId);
+    const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id, o.executionId, false, busy);
     plan = planSandboxNet(id, slot, o.config.sandboxSubnet);
   }
   const runDir = `${o.config.stateDir}/net/${plan.id}`;

@@ -22,7 +22,15 @@ import {
 } from '../../src/gateway/netns/adapter.js';
 import { parseBlockedTable } from '../../src/gateway/netns/blocked.js';
 import { planSandboxNet, type SandboxNetPlan } from '../../src/gateway/netns/plan.js';
-import { claimPooledNet, drainNetPool, POOL_ENTRY_MAX_AGE_MS, poolTag, refillNetPool, type PoolKey } from '../../src/gateway/netns/pool.js';
+import {
+  claimPooledNet,
+  drainNetPool,
+  POOL_ENTRY_MAX_AGE_MS,
+  poolTag,
+  prepareNet,
+  refillNetPool,
+  type PoolKey,
+} from '../../src/gateway/netns/pool.js';
 import { parseLockOwner } from '../../src/host/pid-lock.js';
 import { inNetns, MemorySink, networkPolicy, requirementsOrSkip } from './gateway-support.js';
 
@@ -311,6 +319,30 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("${first.g
       await next?.close();
       await first?.close();
       await fresh.close();
+    }
+  });
+
+  it('a network of another state dir sharing the subnet (a pooled one, say) keeps its slot: a start here skips it', async () => {
+    // Regression: a pool entry in another state dir held slot 1's addresses and the next sandbox
+    // here got the same ones (its DNS went to the other veth and never answered).
+    const other = `${STATE}-other`;
+    const plan = await prepareNet(other, SUBNET, KEY);
+    let n: SandboxNetwork | null = null;
+    try {
+      const slots = await readdir(SLOTS).catch(() => [] as string[]);
+      assert.equal(slots.includes(String(plan.slot)), false, 'this state dir does not know that slot');
+      n = await startSandboxNetwork({
+        network: networkPolicy(['example.test']),
+        executionId: 'exec-shared',
+        audit: new MemorySink(),
+        config,
+      });
+      assert.notEqual(n.plan.slot, plan.slot);
+      assert.notEqual(n.gatewayAddress, plan.hostAddress);
+    } finally {
+      await n?.close();
+      await drainNetPool(other, SUBNET);
+      await rm(other, { recursive: true, force: true });
     }
   });
 

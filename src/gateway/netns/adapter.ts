@@ -19,6 +19,7 @@ import {
   parseSubnet,
   planSandboxNet,
   sandboxRuleset,
+  slotsInUse,
   subnetConflicts,
   teardownBatch,
   teardownScript,
@@ -56,9 +57,10 @@ export interface SlotLock {
 /**
  * Refuse a sandbox subnet that overlaps anything the host routes (any table) other than the
  * gateway's own veths: `gateway.subnet_conflict`. Run before every sandbox network is built, since
- * the host's routes change (docker networks, VPNs, a test network).
+ * the host's routes change (docker networks, VPNs, a test network). Resolves with the slots
+ * already routed on the gateway's own veths (`slotsInUse`), for `claimSlot` to skip.
  */
-export async function checkSubnetFree(subnet: string): Promise<void> {
+export async function checkSubnetFree(subnet: string): Promise<Set<number>> {
   let routes: HostRoute[];
   try {
     routes = JSON.parse(await run('ip', ['-j', '-4', 'route', 'show', 'table', 'all'])) as HostRoute[];
@@ -73,13 +75,22 @@ export async function checkSubnetFree(subnet: string): Promise<void> {
       `sandbox subnet ${subnet} overlaps host routes (${what}); set AEGIS_SANDBOX_SUBNET to an unused range`,
     );
   }
+  return slotsInUse(subnet, routes);
 }
 
 /** Claim a free /30 slot in `subnet` for sandbox `id` (serving `execution`); returns the slot number. */
-export async function claimSlot(slotDir: string, subnet: string, id: string, execution?: string, pooled = false): Promise<number> {
+export async function claimSlot(
+  slotDir: string,
+  subnet: string,
+  id: string,
+  execution?: string,
+  pooled = false,
+  skip: ReadonlySet<number> = new Set(),
+): Promise<number> {
   const { slots } = parseSubnet(subnet);
   await mkdir(slotDir, { recursive: true, mode: 0o700 });
   for (let slot = 0; slot < slots; slot++) {
+    if (skip.has(slot)) continue; // routed on a veth this state dir does not know (checkSubnetFree)
     const path = `${slotDir}/${slot}`;
     let created: boolean;
     try {

@@ -12,6 +12,7 @@ import {
   resolvConf,
   sandboxRuleset,
   socksUrl,
+  slotsInUse,
   subnetConflicts,
   subnetContains,
   teardownBatch,
@@ -103,6 +104,23 @@ describe('subnetConflicts', () => {
         [],
       );
     });
+  });
+});
+
+describe('slotsInUse', () => {
+  it('the /30s of the subnet routed on the gateway’s own veths (another state dir’s networks), by slot', () => {
+    const routes: HostRoute[] = [
+      { dst: '10.201.0.4/30', dev: 'aehdeadbeef' },
+      { dst: '10.201.1.0/30', dev: 'aeh01234567', table: 'main' },
+      { dst: '10.201.0.8/30', dev: 'eth0' }, // not a veth of ours: subnetConflicts refuses it instead
+      { dst: '10.202.0.0/30', dev: 'aeh89abcdef' }, // another subnet
+      { dst: 'default', dev: 'eth0' },
+    ];
+    assert.deepEqual(
+      [...slotsInUse('10.201.0.0/16', routes)].sort((a, b) => a - b),
+      [1, 64],
+    );
+    assert.deepEqual([...slotsInUse('10.201.0.0/16', [])], []);
   });
 });
 

@@ -158,6 +158,24 @@ export function subnetConflicts(subnet: string, routes: readonly HostRoute[]): H
   });
 }
 
+/**
+ * Slots of `subnet` whose /30 the host already routes on one of the gateway's own veths (pure):
+ * networks of another state dir sharing the subnet (or prepared in its pool), which this state
+ * dir's slot locks do not show. A claim skips them: two veths with the same addresses would
+ * route the sandbox's traffic to the wrong gateway.
+ */
+export function slotsInUse(subnet: string, routes: readonly HostRoute[]): Set<number> {
+  const { base, slots } = parseSubnet(subnet);
+  const used = new Set<number>();
+  for (const r of routes) {
+    if (!r.dev?.startsWith(OWN_IF_PREFIX)) continue;
+    const rr = rangeOf(r.dst);
+    if (rr === null || rr.lo < base || rr.lo > base + slots * 4 - 1) continue;
+    used.add(Math.floor((rr.lo - base) / 4));
+  }
+  return used;
+}
+
 /** Whether IPv4 `address` lies inside `subnet`. */
 export function subnetContains(subnet: string, address: string): boolean {
   const { base, slots } = parseSubnet(subnet);

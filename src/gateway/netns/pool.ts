@@ -94,9 +94,9 @@ function parseEntry(text: string): PoolEntry | null {
  */
 export async function prepareNet(stateDir: string, subnet: string, key: PoolKey): Promise<SandboxNetPlan> {
   const slotDir = `${stateDir}/net-slots`;
-  await checkSubnetFree(subnet);
+  const busy = await checkSubnetFree(subnet);
   const id = randomBytes(4).toString('hex');
-  const slot = await claimSlot(slotDir, subnet, id, undefined, true);
+  const slot = await claimSlot(slotDir, subnet, id, undefined, true, busy);
   const plan = planSandboxNet(id, slot, subnet);
   try {
     await createSandboxLink(plan);
