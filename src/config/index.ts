@@ -204,6 +204,7 @@ const GATEWAY_VARS = [
   'AEGIS_STATE_DIR',
   'AEGIS_GATEWAY_CONFIG',
   'AEGIS_UPSTREAM_CA_FILE',
+  'AEGIS_NETNS_POOL',
 ] as const;
 
 /** The variables that choose the Docker engine explicitly (docker-context.ts). */

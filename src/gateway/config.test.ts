@@ -80,6 +80,18 @@ describe('parseGatewayConfig', () => {
         'gateway.config_invalid',
       );
     });
+    it('netnsPool: absent unless set (no pool), from the file, overridden by AEGIS_NETNS_POOL, 0..16 only', () => {
+      assert.equal(parseGatewayConfig({}, null, HOST_RESOLV).netnsPool, undefined);
+      assert.equal(parseGatewayConfig({ AEGIS_NETNS_POOL: '0' }, null, HOST_RESOLV).netnsPool, undefined);
+      assert.equal(parseGatewayConfig({}, { netnsPool: 3 }, HOST_RESOLV).netnsPool, 3);
+      assert.equal(parseGatewayConfig({ AEGIS_NETNS_POOL: '2' }, { netnsPool: 3 }, HOST_RESOLV).netnsPool, 2);
+      for (const bad of ['17', '-1', '1.5', 'two', '0x2'])
+        assert.equal(
+          codeOf(() => parseGatewayConfig({ AEGIS_NETNS_POOL: bad }, null, HOST_RESOLV)),
+          'gateway.config_invalid',
+          bad,
+        );
+    });
     it('no resolver anywhere is config_invalid', () => {
       assert.equal(
         codeOf(() => parseGatewayConfig({}, null, 'nameserver ::1\n')),

@@ -8,6 +8,9 @@
  *                 Default 10.201.0.0/16. Must not contain upstreamDns (gateway.config_invalid) nor
  *                 overlap any host route (checked at every sandbox start: gateway.subnet_conflict).
  * - stateDir      (AEGIS_STATE_DIR) slot locks and per-sandbox resolv.conf. Default /run/aegis.
+ * - netnsPool     (AEGIS_NETNS_POOL, 0..16) sandbox networks kept prepared ahead under stateDir
+ *                 (netns/pool.ts): a start claims one instead of building it, and refills the
+ *                 pool. Default 0: none, nothing stays behind a run.
  *
  * - upstreamCaFile (AEGIS_UPSTREAM_CA_FILE, absolute path) extra CAs (PEM) the gateway trusts, besides
  *                 the host's store, when it verifies the upstream of a TLS-terminated host
@@ -23,6 +26,7 @@ import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { GatewayError } from './errors.js';
 import { parseSubnet, subnetContains } from './netns/plan.js';
+import { POOL_MAX_ENTRIES } from './netns/pool-limits.js';
 
 const hostPort = z
   .string()
@@ -51,6 +55,7 @@ export const GatewayConfigSchema = z.strictObject({
     }, 'must be an IPv4 network a.b.c.d/n with n between 16 and 29')
     .describe('subnet carved into one /30 per sandbox'),
   stateDir: z.string().startsWith('/', 'must be an absolute path').default('/run/aegis').describe('slot locks and per-sandbox files'),
+  netnsPool: z.number().int().min(0).max(POOL_MAX_ENTRIES).default(0).describe('sandbox networks kept prepared ahead (0: none)'),
   upstreamCaFile: z
     .string()
     .startsWith('/', 'must be an absolute path')
@@ -62,6 +67,8 @@ export interface GatewayConfig {
   readonly upstreamDns: { readonly host: string; readonly port: number };
   readonly sandboxSubnet: string;
   readonly stateDir: string;
+  /** Sandbox networks kept prepared ahead (AEGIS_NETNS_POOL; absent or 0: none). */
+  readonly netnsPool?: number;
   /** Extra CAs (PEM file) for upstream verification of terminated hosts (AEGIS_UPSTREAM_CA_FILE); never from the agent. */
   readonly upstreamCaFile?: string;
 }
@@ -95,6 +102,8 @@ export function parseGatewayConfig(
   if (env.AEGIS_SANDBOX_SUBNET) merged.sandboxSubnet = env.AEGIS_SANDBOX_SUBNET;
   if (env.AEGIS_STATE_DIR) merged.stateDir = env.AEGIS_STATE_DIR;
   if (env.AEGIS_UPSTREAM_CA_FILE) merged.upstreamCaFile = env.AEGIS_UPSTREAM_CA_FILE;
+  if (env.AEGIS_NETNS_POOL)
+    merged.netnsPool = /^[0-9]{1,3}$/.test(env.AEGIS_NETNS_POOL) ? Number(env.AEGIS_NETNS_POOL) : env.AEGIS_NETNS_POOL;
   const r = GatewayConfigSchema.safeParse(merged);
   if (!r.success) {
     throw new GatewayError('gateway.config_invalid', r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
@@ -119,6 +128,7 @@ export function parseGatewayConfig(
     upstreamDns: upstream,
     sandboxSubnet: r.data.sandboxSubnet,
     stateDir: r.data.stateDir,
+    ...(r.data.netnsPool > 0 ? { netnsPool: r.data.netnsPool } : {}),
     ...(r.data.upstreamCaFile !== undefined ? { upstreamCaFile: r.data.upstreamCaFile } : {}),
   };
 }

@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
 import type { InjectableSecret } from '../secrets/inject.js';
-import { ExecutionCa } from './intercept/ca.js';
+import type { ExecutionCa } from './intercept/ca.js';
 import { Interceptor } from './intercept/terminate.js';
 import type { Server } from 'node:net';
 import type { AuditActor, AuditSink } from '../audit/event.js';
@@ -37,8 +37,10 @@ import {
   blockedCounterReader,
   releaseSlot,
   sweepStaleSandboxNets,
+  startBackgroundTeardown,
   writeResolvConf,
 } from './netns/adapter.js';
+import { claimPooledNet, refillNetPool, type PoolKey } from './netns/pool.js';
 import { BlockedMonitor } from './blocked-monitor.js';
 import { planSandboxNet, proxyEnv, RESERVED_CAPTURE_PORTS, resolvConf, socksUrl, toolsUrl, type SandboxNetPlan } from './netns/plan.js';
 import { startHttpListener } from './proxy/http.js';
@@ -52,6 +54,7 @@ export { GatewayError, type GatewayErrorCode } from './errors.js';
 export { loadGatewayConfig, type GatewayConfig } from './config.js';
 export { JsonlFileSink } from './audit/jsonl-sink.js';
 export { sweepStaleSandboxNets, type SweptNet } from './netns/adapter.js';
+export { drainNetPool } from './netns/pool.js';
 
 export interface StartSandboxNetworkOptions {
   /** The sandbox's network policy (Policy.network). */
@@ -82,6 +85,14 @@ export interface StartSandboxNetworkOptions {
   readonly imageCaBundle?: string;
   /** Whether the run may still use a secret's version (rotation overlap, expiry); see InterceptorOptions. */
   readonly secretStillValid?: (secret: string, version: number) => Promise<boolean>;
+  /**
+   * How `close()` removes the network. 'wait' (default): it resolves once the namespace, the
+   * veth's address and the host table are gone. 'background': once the final drop counters are
+   * read and the listeners closed, a detached process (started meanwhile) does the rest and
+   * `close()` resolves at once (adapter.ts, `startBackgroundTeardown`; the sweep finishes it should that process die).
+   * Only when nothing runs in the namespace any more: the caller's sandbox is gone.
+   */
+  readonly teardown?: 'wait' | 'background';
 }
 
 /** Where the sandbox finds the CA bundle (bind-mounted read-only over the image's Debian bundle). */
@@ -176,6 +187,9 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
         });
       }
     }
+    // Loaded only here (issue 18): @peculiar/x509 and its dependencies take ~100 ms to load, and
+    // an execution without secrets or HTTP rules never terminates TLS.
+    const { ExecutionCa } = await import('./intercept/ca.js');
     ca = await ExecutionCa.create(o.executionId, Date.now());
     session.secrets = o.secrets ?? [];
     session.interceptor = new Interceptor(session, {
@@ -186,35 +200,58 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
     });
   }
   const slotDir = `${o.config.stateDir}/net-slots`;
+  const tcpPorts = capturedTcpPorts(o.network);
+  const anyTcp = capturesAnyTcpPort(o.network);
+  const poolKey: PoolKey = { tcpPorts, anyTcpPort: anyTcp, tools: o.tools !== undefined };
+  const poolSize = o.config.netnsPool ?? 0;
   await sweepStaleSandboxNets(o.config.stateDir, o.config.sandboxSubnet);
-  await checkSubnetFree(o.config.sandboxSubnet);
-  const id = randomBytes(4).toString('hex');
-  const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id, o.executionId);
-  const plan = planSandboxNet(id, slot, o.config.sandboxSubnet);
+  // A network prepared ahead for this key (pool.ts), else one built now.
+  const pooled = poolSize > 0 ? await claimPooledNet(o.config.stateDir, o.config.sandboxSubnet, poolKey, o.executionId) : null;
+  let plan: SandboxNetPlan;
+  if (pooled !== null) {
+    plan = pooled;
+  } else {
+    const busy = await checkSubnetFree(o.config.sandboxSubnet);
+    const id = randomBytes(4).toString('hex');
+    const slot = await claimSlot(slotDir, o.config.sandboxSubnet, id, o.executionId, false, busy);
+    plan = planSandboxNet(id, slot, o.config.sandboxSubnet);
+  }
   const runDir = `${o.config.stateDir}/net/${plan.id}`;
   const servers: Server[] = [];
   let dns: DnsServers | null = null;
   let blocked: BlockedMonitor | null = null;
   let tools: { readonly port: number; close(): Promise<void> } | null = null;
+  let refill: Promise<void> | null = null;
   let closed = false;
+  let started = false;
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
+    // In the background: the script starts while the last drops are read, and tears down after.
+    const background =
+      started && o.teardown === 'background'
+        ? startBackgroundTeardown(plan, runDir, slotDir, o.executionId).catch(() => null) // not started: torn down here
+        : Promise.resolve(null);
     await blocked?.stop(); // the last drops, read before the tables go
     for (const s of session.sockets) s.destroy();
     session.interceptor?.close();
     await Promise.all([...servers.map(closeServer), dns?.close(), tools?.close()]);
-    await destroySandboxNet(plan, runDir);
-    await releaseSlot(slotDir, slot);
+    const bg = await background;
+    if (bg !== null) {
+      await bg.release();
+    } else {
+      await destroySandboxNet(plan, runDir);
+      await releaseSlot(slotDir, plan.slot);
+    }
+    await refill;
   };
   try {
-    const tcpPorts = capturedTcpPorts(o.network);
-    const anyTcp = capturesAnyTcpPort(o.network);
-    await createSandboxLink(plan);
+    if (pooled === null) await createSandboxLink(plan);
     // The namespace's inside (sysctls, its ruleset, links up) is configured while the listeners
     // start and the host table is loaded: the two are independent, and the sandbox starts only
     // once both are done. Both are awaited whatever happens, so a failure of one never tears
-    // down under the other still running.
+    // down under the other still running. A pooled network's inside is ready; the host's routes
+    // are checked for it now, in parallel (the host may have changed since it was prepared).
     const hostSide = async (): Promise<void> => {
       dns = await startDnsServer(session, plan.hostAddress);
       const httpProxy = await startHttpListener(session, 'explicit', plan.hostAddress);
@@ -250,18 +287,29 @@ export async function startSandboxNetwork(o: StartSandboxNetworkOptions): Promis
         ...(tools ? { tools: tools.port } : {}),
       });
     };
-    const [inside, host] = await Promise.allSettled([configureSandboxNamespace(plan, tcpPorts, anyTcp, o.tools !== undefined), hostSide()]);
-    if (inside.status === 'rejected') throw inside.reason;
+    const inside =
+      pooled === null ? configureSandboxNamespace(plan, tcpPorts, anyTcp, o.tools !== undefined) : checkSubnetFree(o.config.sandboxSubnet);
+    const [insideDone, host, files] = await Promise.allSettled([inside, hostSide(), writeResolvConf(plan, runDir, resolvConf(plan))]);
+    if (insideDone.status === 'rejected') throw insideDone.reason;
     if (host.status === 'rejected') throw host.reason;
+    if (files.status === 'rejected') throw files.reason;
+    const resolvConfPath = files.value;
     blocked = new BlockedMonitor({ actor, read: blockedCounterReader(plan), emit: (e) => session.emit(e), intervalMs: o.blockedPollMs });
     blocked.start();
-    const resolvConfPath = await writeResolvConf(plan, runDir, resolvConf(plan));
     let caBundlePath: string | null = null;
     if (ca !== null) {
       // Public material only (the key never leaves memory); readable by the agent, like resolv.conf.
       caBundlePath = `${runDir}/ca-bundle.pem`;
       const image = o.imageCaBundle ?? '';
       await writeFile(caBundlePath, `${image}${image === '' || image.endsWith('\n') ? '' : '\n'}${ca.certPem}\n`, { mode: 0o644 });
+    }
+    started = true;
+    if (poolSize > 0) {
+      // Refilled while the sandbox runs; close() waits for it (a failure only costs the next start its speed).
+      refill = refillNetPool(o.config.stateDir, o.config.sandboxSubnet, poolKey, poolSize).then(
+        () => undefined,
+        (err: unknown) => void process.stderr.write(`aegis gateway: refilling the network pool: ${String(err)}\n`),
+      );
     }
     return {
       netnsPath: plan.netnsPath,

@@ -214,6 +214,8 @@ export async function startRunServices(o: RunServicesOptions): Promise<RunServic
       ...(o.secrets !== undefined ? { secrets: o.secrets } : {}),
       ...(imageCaBundle !== undefined ? { imageCaBundle } : {}),
       ...(o.secretStillValid !== undefined ? { secretStillValid: o.secretStillValid } : {}),
+      // close() runs after the sandbox is gone (execute.ts): the rest of the teardown need not be waited for.
+      teardown: 'background',
     });
     return {
       audit: sink,

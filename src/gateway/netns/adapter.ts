@@ -6,9 +6,10 @@
  * `slotDir` (a pid-file lock, src/host/pid-lock.ts, with the sandbox id); a slot whose owner
  * is dead is reclaimed.
  */
-import { mkdir, readdir, rm, unlink, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { describeFailure, findExecutable, runCommand } from '../../host/exec.js';
-import { lockIsStale, ownerAlive, readLockOwner, tryCreateLock } from '../../host/pid-lock.js';
+import { lockIsStale, ownerAlive, parseLockOwner, processStartTime, tryCreateLock } from '../../host/pid-lock.js';
 import { GatewayError } from '../errors.js';
 import { parseBlockedTable, type BlockedTableReading } from './blocked.js';
 import {
@@ -18,8 +19,10 @@ import {
   parseSubnet,
   planSandboxNet,
   sandboxRuleset,
+  slotsInUse,
   subnetConflicts,
   teardownBatch,
+  teardownScript,
   type HostRoute,
   type ListenerPorts,
   type SandboxNetPlan,
@@ -40,18 +43,24 @@ async function attempt(cmd: string, args: readonly string[], input?: string): Pr
 }
 
 /** What a slot lock file holds besides its owner (src/host/pid-lock.ts). */
-interface SlotLock {
+export interface SlotLock {
   readonly id: string;
   /** The execution the network serves (absent in locks of older AEGIS versions). */
   readonly execution?: string;
+  /**
+   * A network prepared ahead for the pool (pool.ts): it outlives its preparer, so a dead owner
+   * does not make it stale while its pool entry is there.
+   */
+  readonly pooled?: boolean;
 }
 
 /**
  * Refuse a sandbox subnet that overlaps anything the host routes (any table) other than the
  * gateway's own veths: `gateway.subnet_conflict`. Run before every sandbox network is built, since
- * the host's routes change (docker networks, VPNs, a test network).
+ * the host's routes change (docker networks, VPNs, a test network). Resolves with the slots
+ * already routed on the gateway's own veths (`slotsInUse`), for `claimSlot` to skip.
  */
-export async function checkSubnetFree(subnet: string): Promise<void> {
+export async function checkSubnetFree(subnet: string): Promise<Set<number>> {
   let routes: HostRoute[];
   try {
     routes = JSON.parse(await run('ip', ['-j', '-4', 'route', 'show', 'table', 'all'])) as HostRoute[];
@@ -66,17 +75,30 @@ export async function checkSubnetFree(subnet: string): Promise<void> {
       `sandbox subnet ${subnet} overlaps host routes (${what}); set AEGIS_SANDBOX_SUBNET to an unused range`,
     );
   }
+  return slotsInUse(subnet, routes);
 }
 
 /** Claim a free /30 slot in `subnet` for sandbox `id` (serving `execution`); returns the slot number. */
-export async function claimSlot(slotDir: string, subnet: string, id: string, execution?: string): Promise<number> {
+export async function claimSlot(
+  slotDir: string,
+  subnet: string,
+  id: string,
+  execution?: string,
+  pooled = false,
+  skip: ReadonlySet<number> = new Set(),
+): Promise<number> {
   const { slots } = parseSubnet(subnet);
   await mkdir(slotDir, { recursive: true, mode: 0o700 });
   for (let slot = 0; slot < slots; slot++) {
+    if (skip.has(slot)) continue; // routed on a veth this state dir does not know (checkSubnetFree)
     const path = `${slotDir}/${slot}`;
     let created: boolean;
     try {
-      created = await tryCreateLock(path, { id, ...(execution !== undefined ? { execution } : {}) } satisfies SlotLock);
+      created = await tryCreateLock(path, {
+        id,
+        ...(execution !== undefined ? { execution } : {}),
+        ...(pooled ? { pooled: true } : {}),
+      } satisfies SlotLock);
     } catch (err) {
       throw new GatewayError('gateway.netns_failed', `slot lock ${path}: ${String(err)}`, { cause: err });
     }
@@ -113,16 +135,29 @@ export async function sweepStaleSandboxNets(stateDir: string, subnet: string): P
   }
   const swept: SweptNet[] = [];
   for (const name of names) {
-    if (!/^[0-9]+$/.test(name)) continue;
     const path = `${slotDir}/${name}`;
-    const owner = await readLockOwner<SlotLock>(path);
+    if (!/^[0-9]+$/.test(name)) {
+      // A lock being rewritten by a pool claim (`.<slot>.<pid>`) whose writer died.
+      if (name.startsWith('.') && (await lockIsStale(path, 60_000))) await unlink(path).catch(() => undefined);
+      continue;
+    }
+    const text = await readFile(path, 'utf8').catch(() => null);
+    if (text === null) continue; // removed meanwhile
+    const owner = parseLockOwner<SlotLock>(text);
     if (owner && ownerAlive(owner)) continue;
     // An unreadable lock may be one being written right now: leave it unless it is old.
     if (!owner && !(await lockIsStale(path, 60_000))) continue;
+    if (owner?.pooled === true && typeof owner.id === 'string' && (await pooledNetHeld(stateDir, owner.id, path, text))) continue;
     if (owner && typeof owner.id === 'string') {
       try {
         const plan = planSandboxNet(owner.id, Number(name), subnet);
         await destroySandboxNet(plan, `${stateDir}/net/${plan.id}`);
+        await removePoolFiles(stateDir, plan.id);
+        // A network prepared for the pool served no run: not reported as lost.
+        if (owner.pooled === true) {
+          await unlink(path).catch(() => undefined);
+          continue;
+        }
         swept.push({
           id: owner.id,
           execution: owner.execution ?? null,
@@ -138,6 +173,39 @@ export async function sweepStaleSandboxNets(stateDir: string, subnet: string): P
     await unlink(path).catch(() => undefined);
   }
   return swept;
+}
+
+/** The pool's directory under the gateway's state dir (pool.ts; here for the sweep). */
+export function poolDir(stateDir: string): string {
+  return `${stateDir}/net-pool`;
+}
+
+/** Pool entry files of network `id` (`<tag>.<id>.ready` or `.claimed`). */
+async function poolFilesOf(stateDir: string, id: string): Promise<string[]> {
+  const names = await readdir(poolDir(stateDir)).catch(() => [] as string[]);
+  return names.filter((n) => n.endsWith(`.${id}.ready`) || n.endsWith(`.${id}.claimed`));
+}
+
+async function removePoolFiles(stateDir: string, id: string): Promise<void> {
+  for (const n of await poolFilesOf(stateDir, id)) await unlink(`${poolDir(stateDir)}/${n}`).catch(() => undefined);
+}
+
+/**
+ * Whether the network of a pooled slot lock whose preparer is dead must be kept: it is ready in
+ * the pool, or a claimer is between taking its entry and rewriting the lock (its `.claimed`
+ * entry was renamed less than a minute ago), or the lock changed since it was read (claimed meanwhile:
+ * the next sweep judges the new owner). Checked in this order, each claim step happens before
+ * the check that would miss it, so a network being claimed is never swept.
+ */
+async function pooledNetHeld(stateDir: string, id: string, lockPath: string, lockText: string): Promise<boolean> {
+  const files = await poolFilesOf(stateDir, id);
+  if (files.some((n) => n.endsWith('.ready'))) return true;
+  for (const n of files.filter((f) => f.endsWith('.claimed'))) {
+    const st = await stat(`${poolDir(stateDir)}/${n}`).catch(() => undefined);
+    if (st && Date.now() - st.ctimeMs < 60_000) return true; // ctime: set by the rename that claimed it
+  }
+  const now = await readFile(lockPath, 'utf8').catch(() => null);
+  return now !== null && now !== lockText;
 }
 
 export async function releaseSlot(slotDir: string, slot: number): Promise<void> {
@@ -251,6 +319,65 @@ export async function destroySandboxNet(p: SandboxNetPlan, runDir: string): Prom
     rm(`/etc/netns/${p.netnsName}`, { recursive: true, force: true }),
     rm(runDir, { recursive: true, force: true }),
   ]);
+}
+
+/** A teardown started in the background (`startBackgroundTeardown`), waiting until released. */
+export interface BackgroundTeardown {
+  /** Make the script the slot lock's owner and let it tear down; this process may exit at once. */
+  release(): Promise<void>;
+}
+
+/**
+ * `destroySandboxNet` off the critical path: one detached `sh` (under `timeout`, killed after
+ * 30 s) runs `teardownScript`, which waits until `release()` and then tears down, after this
+ * process has exited if need be. Started while the caller makes the final drop-counter reading,
+ * so that its start costs no time after it. `release()` makes it the owner of the slot lock (pid
+ * and start time), which it removes at the end; should it die first, the lock's owner is dead
+ * and the next sweep tears the network down. Only for a network nothing runs in any more (the
+ * sandbox is gone): until the script runs, the namespace keeps its rules and the gateway's
+ * listeners are closed, so nothing can leave it. Rejects when the script cannot be started.
+ */
+export async function startBackgroundTeardown(
+  p: SandboxNetPlan,
+  runDir: string,
+  slotDir: string,
+  execution?: string,
+): Promise<BackgroundTeardown> {
+  const slotLock = `${slotDir}/${p.slot}`;
+  const script = teardownScript(p, { ip: tool('ip'), nft: tool('nft'), rm: tool('rm'), grep: tool('grep') }, { runDir, slotLock });
+  const child = spawn(tool('timeout'), ['-s', 'KILL', '30', tool('sh'), '-c', script], {
+    detached: true,
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.once('error', (err) => reject(new GatewayError('gateway.netns_failed', `background teardown: ${err.message}`, { cause: err })));
+    child.once('spawn', () => resolve(child.pid!));
+  });
+  const letGo = (): void => {
+    // Closing our end (not `end()`, whose pipe stays referenced until the child is gone) lets
+    // the script go on, and this process exit without waiting for it.
+    child.stdin?.destroy();
+    child.unref();
+  };
+  return {
+    release: async () => {
+      try {
+        const start = processStartTime(pid);
+        if (start !== null) {
+          // The lock names the script (`timeout`, which outlives its sh) as owner: written aside, renamed over.
+          const tmp = `${slotDir}/.${p.slot}.${process.pid}`;
+          await writeFile(tmp, JSON.stringify({ id: p.id, ...(execution !== undefined ? { execution } : {}), pid, start }), {
+            mode: 0o600,
+          });
+          await rename(tmp, slotLock);
+        }
+      } catch {
+        // The lock stays this process's: the script still removes it when done, or a sweep after this process is gone.
+      } finally {
+        letGo();
+      }
+    },
+  };
 }
 
 /** Whether the host-side table of `p` is still loaded (tests check teardown with it). */

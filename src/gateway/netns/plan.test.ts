@@ -13,9 +13,11 @@ import {
   sandboxRuleset,
   GUEST_LINK,
   socksUrl,
+  slotsInUse,
   subnetConflicts,
   subnetContains,
   teardownBatch,
+  teardownScript,
   type HostRoute,
 } from './plan.js';
 
@@ -106,11 +108,29 @@ describe('subnetConflicts', () => {
   });
 });
 
+describe('slotsInUse', () => {
+  it('the /30s of the subnet routed on the gateway’s own veths (another state dir’s networks), by slot', () => {
+    const routes: HostRoute[] = [
+      { dst: '10.201.0.4/30', dev: 'aehdeadbeef' },
+      { dst: '10.201.1.0/30', dev: 'aeh01234567', table: 'main' },
+      { dst: '10.201.0.8/30', dev: 'eth0' }, // not a veth of ours: subnetConflicts refuses it instead
+      { dst: '10.202.0.0/30', dev: 'aeh89abcdef' }, // another subnet
+      { dst: 'default', dev: 'eth0' },
+    ];
+    assert.deepEqual(
+      [...slotsInUse('10.201.0.0/16', routes)].sort((a, b) => a - b),
+      [1, 64],
+    );
+    assert.deepEqual([...slotsInUse('10.201.0.0/16', [])], []);
+  });
+});
+
 describe('rulesets', () => {
   const p = planSandboxNet('0a1b2c3d', 0, '10.201.0.0/16');
   it('host table: redirect DNS/80/443/proxy ports, accept only the listeners, drop the rest and all forwarding', () => {
     const r = hostRuleset(p, ports);
-    assert.match(r, /delete table inet aegis_0a1b2c3d/);
+    assert.match(r, /^create table inet aegis_0a1b2c3d\n/);
+    assert.doesNotMatch(r, /delete/);
     assert.match(r, /iifname "aeh0a1b2c3d" ip saddr 10\.201\.0\.2 meta l4proto \{ tcp, udp \} th dport 53 dnat ip to 10\.201\.0\.1:40001/);
     assert.match(r, /tcp dport 443 dnat ip to 10\.201\.0\.1:40005/);
     assert.match(r, /tcp dport \{ 40001, 40002, 40003, 40004, 40005, 40006, 40007 \} accept\n\s+iifname "aeh0a1b2c3d" jump blocked\n\s+\}/);
@@ -165,6 +185,9 @@ describe('rulesets', () => {
   });
   it('sandbox table: output policy drop, no IPv6 out, only DNS, gateway ports, 80/443 and the captured ports', () => {
     assert.match(sandboxRuleset(p, [22, 5432]), /tcp dport \{ 80, 443, 22, 5432 \} accept\n\s+jump blocked\n\s+\}/);
+    // Regression (issue 18): a `delete table` in the load made every commit wait for an RCU grace period.
+    assert.match(sandboxRuleset(p), /^create table inet aegis\n/);
+    assert.doesNotMatch(sandboxRuleset(p), /delete/);
     const r = sandboxRuleset(p);
     assert.match(
       r,
@@ -285,6 +308,28 @@ describe('generated setup and teardown commands (issue 18: a few processes, not 
     assert.throws(() => hostLinkBatch(bad), hasCode(GatewayError, 'gateway.netns_failed'));
     assert.throws(() => teardownBatch(bad), hasCode(GatewayError, 'gateway.netns_failed'));
     assert.throws(() => namespaceSetupScript(p, { ...tools, nft: '/usr/sbin/nft $(id)' }), hasCode(GatewayError, 'gateway.netns_failed'));
+    assert.throws(
+      () => teardownScript(p, bgTools, { runDir: '/run/aegis/net/x y', slotLock: '/run/aegis/net-slots/0' }),
+      hasCode(GatewayError, 'gateway.netns_failed'),
+    );
+  });
+
+  const bgTools = { ...tools, rm: '/usr/bin/rm', grep: '/usr/bin/grep' };
+  const paths = { runDir: '/run/aegis/net/0a1b2c3d', slotLock: '/run/aegis/net-slots/0' };
+  it('background teardown: waits for its stdin to close (it owns the slot lock by then), then the batch and the host table', () => {
+    const lines = teardownScript(p, bgTools, paths).split('\n');
+    assert.equal(lines[0], 'read -r _ || true');
+    assert.ok(lines.includes('/usr/sbin/nft delete table inet aegis_0a1b2c3d 2>/dev/null &'));
+    assert.ok(lines.includes(`if /usr/sbin/ip -force -batch - <<'AEGIS_IP_BATCH'`));
+    assert.ok(lines.join('\n').includes(teardownBatch(p)));
+  });
+  it('background teardown: the slot lock goes last, only when the address is gone and the lock still names this network', () => {
+    const lines = teardownScript(p, bgTools, paths).trimEnd().split('\n');
+    assert.equal(
+      lines.at(-1),
+      `if [ $ok = 1 ] && /usr/bin/grep -qF '"id":"0a1b2c3d"' /run/aegis/net-slots/0; then /usr/bin/rm -f /run/aegis/net-slots/0; fi`,
+    );
+    assert.ok(lines.indexOf('wait') < lines.length - 1, 'after the host table is deleted');
   });
 });
 

@@ -170,6 +170,24 @@ export function subnetConflicts(subnet: string, routes: readonly HostRoute[]): H
   });
 }
 
+/**
+ * Slots of `subnet` whose /30 the host already routes on one of the gateway's own veths (pure):
+ * networks of another state dir sharing the subnet (or prepared in its pool), which this state
+ * dir's slot locks do not show. A claim skips them: two veths with the same addresses would
+ * route the sandbox's traffic to the wrong gateway.
+ */
+export function slotsInUse(subnet: string, routes: readonly HostRoute[]): Set<number> {
+  const { base, slots } = parseSubnet(subnet);
+  const used = new Set<number>();
+  for (const r of routes) {
+    if (!r.dev?.startsWith(OWN_IF_PREFIX)) continue;
+    const rr = rangeOf(r.dst);
+    if (rr === null || rr.lo < base || rr.lo > base + slots * 4 - 1) continue;
+    used.add(Math.floor((rr.lo - base) / 4));
+  }
+  return used;
+}
+
 /** Whether IPv4 `address` lies inside `subnet`. */
 export function subnetContains(subnet: string, address: string): boolean {
   const { base, slots } = parseSubnet(subnet);
@@ -203,12 +221,14 @@ export function planSandboxNet(id: string, slot: number, subnet: string): Sandbo
  * For a microVM it also filters the guest's forwarded packets (`guest_out`, GUEST_LINK); output to
  * the guest's tap is accepted so that the refusals `blocked` sends it (TCP resets, ICMP errors,
  * emitted through this namespace's output hook) reach it.
+ * `create table`: the namespace is new, so the table cannot exist; should it exist all the same,
+ * the load fails (and the sandbox does not start). No `delete table` in the same transaction: a
+ * deletion makes the commit wait for an RCU grace period (issue 18: ~10 ms of every load).
  */
 export function sandboxRuleset(p: SandboxNetPlan, tcpPorts: readonly number[] = [], anyTcpPort = false, tools = false): string {
   const captured = anyTcpPort ? 'meta l4proto tcp accept' : `tcp dport { ${[80, 443, ...tcpPorts].join(', ')} } accept`;
   const gwPorts = [SANDBOX_PORTS.dns, SANDBOX_PORTS.httpProxy, SANDBOX_PORTS.socks, ...(tools ? [SANDBOX_PORTS.tools] : [])];
-  return `table inet aegis
-delete table inet aegis
+  return `create table inet aegis
 table inet aegis {
 ${blockedChain()}
   chain output {
@@ -256,7 +276,11 @@ function guestChains(p: SandboxNetPlan, gwPorts: readonly number[], captured: st
   }`;
 }
 
-/** Per-sandbox table on the host: the security boundary (see the architecture note). */
+/**
+ * Per-sandbox table on the host: the security boundary (see the architecture note). Its name
+ * carries the network's random id: `create table` fails, and so the start, should a table of
+ * that name exist (no `delete table` in the transaction: see `sandboxRuleset`).
+ */
 export function hostRuleset(p: SandboxNetPlan, ports: ListenerPorts): string {
   const ifc = `iifname "${p.hostIf}"`;
   const gw = p.hostAddress;
@@ -293,8 +317,7 @@ export function hostRuleset(p: SandboxNetPlan, ports: ListenerPorts): string {
     type nat hook input priority 100; policy accept;
     ${ifc} ip saddr ${p.sandboxAddress} ip daddr ${gw} tcp dport { ${generics.join(', ')} } snat ip to ct original ip daddr
   }`;
-  return `table inet ${p.hostTable}
-delete table inet ${p.hostTable}
+  return `create table inet ${p.hostTable}
 table inet ${p.hostTable} {
 ${blockedChain()}
   chain prerouting {
@@ -451,4 +474,41 @@ export function teardownBatch(p: SandboxNetPlan): string {
     ['addr', 'flush', 'dev', p.hostIf],
     ['netns', 'del', p.netnsName],
   ]);
+}
+
+/** Paths the background teardown removes (under the gateway's state dir; every word checked). */
+export interface TeardownPaths {
+  /** The network's run directory (resolv.conf, CA bundle). */
+  readonly runDir: string;
+  /** The slot lock, removed last, and only once the veth's host end has lost its address. */
+  readonly slotLock: string;
+}
+
+/**
+ * The `sh -c` script of a teardown off the critical path (`startBackgroundTeardown` in the
+ * adapter), with absolute `tools`. It is started while the final drop-counter reading is made,
+ * and waits for its stdin to close (the caller has then read the tables and made it the slot
+ * lock's owner); then it runs `teardownBatch` and deletes the host table (the slow part: a
+ * deletion waits for an RCU grace period). The slot lock is removed only when the batch
+ * succeeded: should the address still be there, the lock stays, its owner (this script) dies,
+ * and the next sweep tears the network down again before the slot is reused.
+ */
+export function teardownScript(
+  p: SandboxNetPlan,
+  tools: { readonly ip: string; readonly nft: string; readonly rm: string; readonly grep: string },
+  paths: TeardownPaths,
+): string {
+  const [ip, nft, rm, grep] = [word(tools.ip), word(tools.nft), word(tools.rm), word(tools.grep)];
+  return [
+    'read -r _ || true',
+    `${nft} delete table inet ${word(p.hostTable)} 2>/dev/null &`,
+    `if ${ip} -force -batch - <<'AEGIS_IP_BATCH'`,
+    `${teardownBatch(p)}AEGIS_IP_BATCH`,
+    'then ok=1; else ok=0; fi',
+    'wait',
+    `${rm} -rf /etc/netns/${word(p.netnsName)} ${word(paths.runDir)}`,
+    // Only a lock that still names this network: never one a later claimer took after a sweep.
+    `if [ $ok = 1 ] && ${grep} -qF '"id":"${word(p.id)}"' ${word(paths.slotLock)}; then ${rm} -f ${word(paths.slotLock)}; fi`,
+    '',
+  ].join('\n');
 }
