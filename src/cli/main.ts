@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { type CliContext, EXIT, processContext } from './context.js';
+import { isAegisError } from '../errors.js';
 import { registerManifestCommands } from './manifest-commands.js';
 import { registerAuditCommands } from './audit-commands.js';
 import { registerImageCommands } from './image-commands.js';
@@ -48,6 +49,12 @@ export async function main(argv: readonly string[], ctx: CliContext = processCon
     if (err instanceof CommanderError) {
       // --version / --help end with exit code 0; argument errors are usage errors (2).
       return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    // An error AEGIS reports on purpose (a bad setting read by ctx.config(), ...) that a command did
+    // not handle itself: its message and code, not an "internal error" with a stack trace.
+    if (isAegisError(err)) {
+      ctx.err(`aegis: ${err.message} (${err.code})\n`);
+      return EXIT.cannotStart;
     }
     throw err;
   }
