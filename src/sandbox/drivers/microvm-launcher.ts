@@ -29,24 +29,13 @@
  * Without a network namespace there is no tap and no NIC.
  */
 import { spawn } from 'node:child_process';
-import {
-  chmodSync,
-  chownSync,
-  closeSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
+import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { findExecutable, runCommand } from '../../host/exec.js';
 import type { OciConfig } from '../spec/oci.js';
 import { compileSeccompBpf } from '../spec/seccomp-bpf.js';
+import { copyUnlistableFiles, isFile } from './microvm-files.js';
 import {
   MICROVM_GUEST_KERNEL_BYTES,
   MICROVM_GUEST_REPORT,
@@ -96,54 +85,6 @@ function cgroupLimit(controller: string, file: string): number | null {
     return null;
   }
   return null;
-}
-
-function isFile(p: string): boolean {
-  try {
-    return !statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** Whether `dir` can be opened and listed by uid/gid (9p needs that), its ancestors traversed. */
-function listableBy(dir: string, uid: number, gid: number): boolean {
-  const may = (path: string, bits: number): boolean => {
-    const st = statSync(path);
-    const who = st.uid === uid ? 6 : st.gid === gid ? 3 : 0;
-    return ((st.mode >> who) & bits) === bits;
-  };
-  try {
-    const parts = dir.split('/').filter((x) => x !== '');
-    for (let n = 0; n < parts.length; n++) if (!may(`/${parts.slice(0, n).join('/')}`, 1)) return false;
-    return may(dir, 5);
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Read-only file binds whose folder QEMU's unprivileged uid cannot list (the gateway's
- * resolv.conf and CA bundle live in a 0711 run dir, as crun only needs the file): copied into
- * `dir` (owned by that uid, shared once), and the mounts pointed at the copies. The copies are
- * made before the guest starts, as the files are complete by then (the gateway writes them
- * before the sandbox starts).
- */
-function copyUnlistableFiles(config: OciConfig, dir: string, runAs: { uid: number; gid: number }): OciConfig {
-  let n = 0;
-  const mounts = config.mounts.map((m) => {
-    if (m.type !== 'bind' || !m.options.includes('ro') || !isFile(m.source)) return m;
-    if (listableBy(m.source.slice(0, Math.max(1, m.source.lastIndexOf('/'))), runAs.uid, runAs.gid)) return m;
-    if (n === 0) {
-      mkdirSync(dir, { mode: 0o700 });
-      chownSync(dir, runAs.uid, runAs.gid);
-    }
-    const copy = join(dir, `${n++}-${basename(m.source)}`);
-    copyFileSync(m.source, copy);
-    chmodSync(copy, 0o444);
-    return { ...m, source: copy };
-  });
-  return { ...config, mounts };
 }
 
 /** The host CPU's clock in kHz from /proc/cpuinfo ("cpu MHz"), or null. */
