@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { serverEvent, toolSandboxId } from './sandboxed-server.js';
+import { serverEvent, serverIsolation, toolSandboxId } from './sandboxed-server.js';
 
 // The sandbox itself (start, stdio, cleanup, sweep) runs end to end in test/integration/run-tools.test.ts.
 describe("a local tool server's events", () => {
@@ -46,5 +46,19 @@ describe("a local tool server's events", () => {
   it("have a sandbox id of their own, derived from the execution's (a run id the sweep accepts)", () => {
     assert.equal(toolSandboxId('aegis-0123456789abcdef', 'files'), 'aegis-0123456789abcdef.tool-files');
     assert.match(toolSandboxId('aegis-0123456789abcdef', 'a'.repeat(63)), /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/);
+  });
+});
+
+describe("a local tool server's isolation", () => {
+  it("is the run's, unless the server's manifest declares a stronger one", () => {
+    assert.equal(serverIsolation(null, undefined), 'crun');
+    assert.equal(serverIsolation('gvisor', undefined), 'gvisor');
+    assert.equal(serverIsolation(null, 'gvisor'), 'gvisor');
+    assert.equal(serverIsolation('crun', 'gvisor'), 'gvisor');
+    // `aegis run --isolation crun` never weakens a server declared gvisor or microvm.
+    assert.equal(serverIsolation('gvisor', 'crun'), 'gvisor');
+    assert.equal(serverIsolation('microvm', 'docker'), 'microvm');
+    assert.equal(serverIsolation('microvm', 'gvisor'), 'microvm');
+    assert.equal(serverIsolation('runc', 'crun'), 'crun');
   });
 });

@@ -60,7 +60,7 @@ export interface StartToolSandboxOptions {
   readonly agent: string;
   readonly audit: AuditSink;
   readonly stateDir?: string;
-  /** The run's isolation (default: the server manifest's, else crun). */
+  /** The run's isolation (default: the server manifest's, else crun); a stronger one in the server's manifest wins. */
   readonly isolation?: Isolation;
   readonly maxMessageBytes: number;
   readonly microvm?: MicrovmSettings;
@@ -133,7 +133,7 @@ export async function startToolSandbox(o: StartToolSandboxOptions): Promise<Sand
     imageRootfs: spec.imageRootfs,
     executionId: sandboxId,
     volumes: spec.volumes,
-    ...(o.isolation !== undefined ? { isolation: o.isolation } : {}),
+    isolation: serverIsolation(spec.policy.agent.isolation, o.isolation),
     ...(o.stateDir !== undefined ? { stateDir: o.stateDir } : {}),
     ...(o.microvm !== undefined ? { microvm: o.microvm } : {}),
     network: { kind: 'none' },
@@ -178,4 +178,18 @@ export async function startToolSandbox(o: StartToolSandboxOptions): Promise<Sand
         return running;
       })()),
   };
+}
+
+/** How strong a boundary each isolation is: the host kernel's namespaces < gVisor's Sentry < a guest kernel. */
+const STRENGTH: Record<Isolation, number> = { crun: 0, runc: 0, docker: 0, gvisor: 1, microvm: 2 };
+
+/**
+ * The server's isolation: the run's (its --isolation, or the agent's), unless the server's own
+ * manifest asks for a stronger one, which then holds (a run never weakens what the server's
+ * author declared; review finding). Default crun.
+ */
+export function serverIsolation(declared: Isolation | null, run: Isolation | undefined): Isolation {
+  if (run === undefined) return declared ?? 'crun';
+  if (declared !== null && STRENGTH[declared] > STRENGTH[run]) return declared;
+  return run;
 }
