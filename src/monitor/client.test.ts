@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { checkRecord } from './client.js';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { assertPrivateDir, checkRecord } from './client.js';
+import { hasCode } from '../test-support/errors.js';
+import { MonitorError } from './errors.js';
 
 describe('monitor daemon client: records from the daemon are checked', () => {
   it('keeps the records the aggregator reads, field by field (and nothing else of them)', () => {
@@ -53,5 +58,25 @@ describe('monitor daemon client: records from the daemon are checked', () => {
         assert.ok(r === null || typeof r.kind === 'string');
       }),
     );
+  });
+});
+
+describe("monitor daemon client: the daemon's directory", () => {
+  it('must be a 0700 directory of this user, not a link or a folder others can write', () => {
+    const base = mkdtempSync(join(tmpdir(), 'aegis-mondir-'));
+    try {
+      const dir = join(base, 'monitor');
+      mkdirSync(dir, { mode: 0o700 });
+      assertPrivateDir(dir);
+      chmodSync(dir, 0o733);
+      assert.throws(() => assertPrivateDir(dir), hasCode(MonitorError, 'monitor.dir_unsafe'));
+      chmodSync(dir, 0o700);
+      const link = join(base, 'link');
+      symlinkSync(dir, link);
+      assert.throws(() => assertPrivateDir(link), hasCode(MonitorError, 'monitor.dir_unsafe'));
+      assert.throws(() => assertPrivateDir(join(base, 'missing')), hasCode(MonitorError, 'monitor.dir_unsafe'));
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 });

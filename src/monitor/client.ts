@@ -10,7 +10,7 @@
  * before the final `end` means the monitor died: the execution's `onLost` stops its agent.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, lstatSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -110,7 +110,13 @@ function tryConnect(path: string): Promise<Socket | null> {
 function startDaemonProcess(o: HostMonitorOptions): { failed(): boolean } {
   let code: number | null = null;
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
-  const log = openSync(join(o.dir, 'monitor.log'), 'a', 0o600);
+  assertPrivateDir(o.dir);
+  // O_NOFOLLOW: root never appends to a file a link in the directory points at.
+  const log = openSync(
+    join(o.dir, 'monitor.log'),
+    constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+    0o600,
+  );
   try {
     const child = spawn(
       process.execPath,
@@ -143,9 +149,31 @@ function logTail(dir: string): string {
   }
 }
 
+/**
+ * SECURITY: the daemon's socket is trusted to report a run's events (an "ok" then "end" from a
+ * impostor would pass for a complete, empty trace), so its directory must be a real directory
+ * owned by this (root) process's user and closed to everyone else (0700), as startDaemon makes it.
+ * Exported for its test.
+ */
+export function assertPrivateDir(dir: string): void {
+  let st;
+  try {
+    st = lstatSync(dir);
+  } catch (err) {
+    throw new MonitorError('monitor.dir_unsafe', `the monitor's directory ${dir} cannot be read: ${(err as Error).message}`);
+  }
+  const euid = process.geteuid?.() ?? -1;
+  if (!st.isDirectory() || st.uid !== euid || (st.mode & 0o077) !== 0)
+    throw new MonitorError(
+      'monitor.dir_unsafe',
+      `the monitor's directory ${dir} must be a directory owned by uid ${euid} with mode 0700 (found ${st.isSymbolicLink() ? 'a symbolic link' : `uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8)}`})`,
+    );
+}
+
 /** A connection to the daemon, starting one when none answers. Throws MonitorError. */
 async function connectDaemon(o: HostMonitorOptions): Promise<Socket> {
   const sock = join(o.dir, SOCKET_NAME);
+  if (existsSync(o.dir)) assertPrivateDir(o.dir);
   const first = await tryConnect(sock);
   if (first !== null) return first;
   const started = startDaemonProcess(o);
