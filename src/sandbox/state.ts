@@ -27,7 +27,7 @@ import {
 import { dirname, join, resolve } from 'node:path';
 import { processStartTime } from '../host/pid-lock.js';
 import type { Isolation } from '../policy/types.js';
-import { destroyRunCgroups } from './cgroups/index.js';
+import { destroyRunCgroups, runCgroupPids } from './cgroups/index.js';
 import { driverFor } from './drivers/index.js';
 import { SandboxError } from './errors.js';
 import { unmountBelow } from './volumes.js';
@@ -220,6 +220,15 @@ export async function sweepStaleRuns(stateDir: string): Promise<SweptRun[]> {
         continue;
       }
     }
+    // What still ran when the sweep found it, read before anything is killed: killing the runtime
+    // process first can make the sandbox end by itself (runsc's sandbox dies with its `runsc run`),
+    // and the report must still name what survived AEGIS.
+    let survivors: number[] = [];
+    try {
+      survivors = runCgroupPids(id);
+    } catch {
+      /* unreadable: destroyRunCgroups below reports what it finds */
+    }
     // Only the very process AEGIS started: a reused pid belongs to someone else.
     let runtimeProcess: number | null = null;
     if (
@@ -270,7 +279,13 @@ export async function sweepStaleRuns(stateDir: string): Promise<SweptRun[]> {
       isolation,
       createdAt: typeof rec?.createdAt === 'string' ? rec.createdAt : null,
       ownerPid: rec?.owner.pid ?? null,
-      removed: { runtimeProcess, processes: cg.pids, container, cgroups: cg.dirs, runDir: runDir(stateDir, id) },
+      removed: {
+        runtimeProcess,
+        processes: [...new Set([...survivors, ...cg.pids])].sort((a, b) => a - b),
+        container,
+        cgroups: cg.dirs,
+        runDir: runDir(stateDir, id),
+      },
     });
   }
   return swept;

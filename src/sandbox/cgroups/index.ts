@@ -207,6 +207,11 @@ export function runCgroupDirs(id: string, root = CGROUP_ROOT): string[] {
  * Kills and removes whatever is left of a run's cgroups (sweeper, failure paths). Returns the
  * cgroup directories found and the processes that were still in them.
  */
+/** The processes in the run's cgroups now (every hierarchy), sorted, without duplicates. */
+export function runCgroupPids(id: string, root = CGROUP_ROOT): number[] {
+  return [...new Set(runCgroupDirs(id, root).flatMap((d) => pidsIn(d)))].sort((a, b) => a - b);
+}
+
 export async function destroyRunCgroups(id: string, root = CGROUP_ROOT): Promise<{ dirs: string[]; pids: number[] }> {
   const dirs = runCgroupDirs(id, root);
   const pids = [...new Set(dirs.flatMap((d) => pidsIn(d)))].sort((a, b) => a - b);
