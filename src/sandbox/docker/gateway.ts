@@ -187,7 +187,7 @@ export async function startGatewayContainer(
   const err = new PassThrough();
   let errText = '';
   err.on('data', (b: Buffer) => void (errText = (errText + b.toString()).slice(-2000)));
-  docker.modem.demuxStream(stream, out, err);
+  demuxAttach(stream, out, err);
   stream.on('error', () => undefined);
   const dialer = spawn(
     nsenter,
@@ -266,6 +266,43 @@ export async function startGatewayContainer(
     clearTimeout(timer);
   };
   return { containerId: created.id, dialer, flush };
+}
+
+/** The largest frame of the engine's attach stream accepted (the engine sends at most 32 KiB). */
+const MAX_ATTACH_FRAME = 1 << 20;
+
+/**
+ * Splits the engine's multiplexed attach stream (`Tty: false`: frames of an 8-byte header,
+ * stream type, 3 zero bytes, length u32 BE, then the bytes) into `out` (stdout) and `err`
+ * (stderr). SECURITY (memory bound): `source` is paused while `out` is full and resumed when it
+ * drains (dockerode's demuxStream ignores write()'s result: what the dialer does not take would
+ * be queued here without bound). A malformed header ends `source` (fail secure: the run's
+ * network ends).
+ */
+export function demuxAttach(source: Readable, out: Writable, err: Writable): void {
+  let buf: Buffer = Buffer.alloc(0);
+  source.on('data', (chunk: Buffer) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    let full = false;
+    while (buf.length >= 8) {
+      const type = buf.readUInt8(0);
+      const len = buf.readUInt32BE(4);
+      if (type > 2 || buf.readUIntBE(1, 3) !== 0 || len > MAX_ATTACH_FRAME) {
+        buf = Buffer.alloc(0);
+        source.destroy(new Error('the engine sent a malformed attach frame'));
+        return;
+      }
+      if (buf.length < 8 + len) break;
+      const payload = buf.subarray(8, 8 + len);
+      buf = buf.subarray(8 + len);
+      if (type === 2) err.write(payload);
+      else if (!out.write(payload)) full = true;
+    }
+    if (full && !source.isPaused()) {
+      source.pause();
+      out.once('drain', () => source.resume());
+    }
+  });
 }
 
 /** The gateway container's create options (pure). */
