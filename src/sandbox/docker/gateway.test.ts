@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import { demuxAttach } from './gateway.js';
+import { demuxAttach, gatewayOptions, GATEWAY_NANO_CPUS } from './gateway.js';
 
 /** One frame of the engine's multiplexed attach stream. */
 function attachFrame(type: number, payload: Buffer): Buffer {
@@ -78,5 +78,23 @@ describe('attach stream demultiplexer', () => {
     });
     await new Promise((r) => setImmediate(r));
     assert.equal(got, TOTAL);
+  });
+});
+
+describe('gateway container options', () => {
+  it('bounds the gateway container CPU, memory and pids (regression: no CPU limit)', () => {
+    const o = gatewayOptions({
+      id: 'run-1',
+      image: 'aegis-image:x',
+      agentUid: 101000,
+      address: '10.201.0.2/30',
+      gateway: '10.201.0.1',
+      inner: 'table inet aegis {}',
+      owner: { pid: 1, startTime: '1' },
+    });
+    assert.equal(o.HostConfig?.NanoCpus, GATEWAY_NANO_CPUS);
+    assert.ok(GATEWAY_NANO_CPUS > 0 && GATEWAY_NANO_CPUS <= 1_000_000_000);
+    assert.equal(o.HostConfig?.Memory, 256 * 1024 * 1024);
+    assert.equal(o.HostConfig?.PidsLimit, 64);
   });
 });

@@ -42,6 +42,10 @@ const RELAY_FILES = {
 };
 const RELAY_MAIN = '/aegis/src/sandbox/docker/relay-main.js';
 const READY_TIMEOUT_MS = 20_000;
+/** The dialer's whole environment. */
+export const DIALER_ENV: Readonly<Record<string, string>> = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' };
+/** The gateway container's CPU (engine NanoCpus): half a CPU, its own, not the agent's. */
+export const GATEWAY_NANO_CPUS = 500_000_000;
 
 /** The shared libraries of `bins` (ldd), absolute paths. */
 async function sharedLibraries(bins: readonly string[]): Promise<string[]> {
@@ -200,9 +204,8 @@ export async function startGatewayContainer(
       String(g.agentUid),
       String(g.agentGid),
     ],
-    {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    },
+    // Nothing of the operator's environment (secrets, settings) reaches the dialer.
+    { stdio: ['pipe', 'pipe', 'inherit'], env: DIALER_ENV },
   );
   dialer.on('error', () => undefined);
   // Watch for the relay's ready frame on the way to the dialer (which ignores it).
@@ -227,7 +230,32 @@ export async function startGatewayContainer(
   });
   out.pipe(dialer.stdin!);
   dialer.stdin!.on('error', () => undefined);
-  dialer.stdout!.pipe(stream);
+  // The dialer's frames go to the relay whole, so that AEGIS's own flush frame lands between two
+  // of them, never inside one. The dialer's flush answers are taken here (not forwarded: the
+  // relay would take one for a new request). Not frames: the run's network ends (fail secure).
+  const flushed: (() => void)[] = [];
+  const fromDialer = new FrameReader();
+  const toRelay = (frame: Buffer): void => {
+    if (!stream.write(frame) && !dialer.stdout!.isPaused()) {
+      dialer.stdout!.pause();
+      stream.once('drain', () => dialer.stdout!.resume());
+    }
+  };
+  dialer.stdout!.on('data', (b: Buffer) => {
+    let frames;
+    try {
+      frames = fromDialer.push(b);
+    } catch {
+      dialer.stdout!.destroy();
+      dialer.kill('SIGKILL');
+      stream.destroy();
+      return;
+    }
+    for (const f of frames) {
+      if (f.type === FRAME.flush) flushed.shift()?.();
+      else toRelay(encodeFrame(f.type, f.id, f.payload));
+    }
+  });
   stream.once('end', () => dialer.stdin!.end());
   stream.once('close', () => dialer.stdin!.end());
   try {
@@ -244,22 +272,12 @@ export async function startGatewayContainer(
       },
     );
   }
-  // The dialer's flush answers, on their way to the relay (which ignores them).
-  const flushed: (() => void)[] = [];
-  const fromDialer = new FrameReader();
-  dialer.stdout!.on('data', (b: Buffer) => {
-    try {
-      for (const f of fromDialer.push(b)) if (f.type === FRAME.flush) flushed.shift()?.();
-    } catch {
-      /* the relay sees the same bytes and ends */
-    }
-  });
   const flush = async (): Promise<void> => {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       new Promise<void>((resolve) => {
         flushed.push(resolve);
-        stream.write(encodeFrame(FRAME.flush, 0));
+        toRelay(encodeFrame(FRAME.flush, 0));
       }),
       new Promise<void>((resolve) => (timer = setTimeout(resolve, 3000))),
     ]);
@@ -363,6 +381,7 @@ export function gatewayOptions(f: {
         'net.ipv6.conf.default.accept_dad': '0',
         'net.ipv6.conf.default.router_solicitations': '0',
       },
+      NanoCpus: GATEWAY_NANO_CPUS,
       Memory: 256 * 1024 * 1024,
       MemorySwap: 256 * 1024 * 1024,
       PidsLimit: 64,

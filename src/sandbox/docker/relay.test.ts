@@ -8,6 +8,7 @@ import {
   FrameReader,
   MAX_FLOWS,
   MAX_PAYLOAD,
+  MAX_REPLAYS,
   originalDestination,
   parseDestination,
   refusedAttempts,
@@ -242,6 +243,24 @@ describe('dialer', () => {
     assert.equal(got, TOTAL);
     input.end();
     await done;
+  });
+  it('keeps at most MAX_REPLAYS replays in flight: the excess is dropped and counted (regression: unbounded replays)', async () => {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const reader = new FrameReader();
+    const flushed = new Promise<void>((resolve) =>
+      output.on('data', (b: Buffer) => {
+        if (reader.push(b).some((f) => f.type === FRAME.flush)) resolve();
+      }),
+    );
+    const done = runDialer({ input, output });
+    const frames = 6;
+    const replay = encodeFrame(FRAME.replay, 0, Buffer.from(JSON.stringify({ t: 'udp', a: '127.0.0.1', p: 9, n: 16 })));
+    // One chunk: every attempt is asked for before any can end.
+    input.write(Buffer.concat([...Array.from({ length: frames }, () => replay), encodeFrame(FRAME.flush, 0)]));
+    await flushed;
+    input.end();
+    assert.deepEqual(await done, { replaysDropped: frames * 16 - MAX_REPLAYS });
   });
   it('answers a flush once the replays before it were made', async () => {
     const input = new PassThrough();

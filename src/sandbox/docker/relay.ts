@@ -63,6 +63,11 @@ const UDP_IDLE_MS = 60_000;
  * behalf, so they are bounded too.
  */
 export const MAX_FLOWS = 1024;
+/**
+ * Replayed attempts in flight at most in the dialer (each a socket for up to 2 s); more are
+ * dropped and counted (the attempt was refused and counted in the gateway container already).
+ */
+export const MAX_REPLAYS = 64;
 /** Pause the input when one socket has this much unsent (bounded memory at both ends). */
 const HIGH_WATER = 1 << 20;
 
@@ -404,16 +409,27 @@ export interface DialOptions {
   readonly onReady?: () => void;
 }
 
+export interface DialStats {
+  /** Replayed attempts dropped because MAX_REPLAYS were in flight. */
+  readonly replaysDropped: number;
+}
+
 /**
  * The host's side, in the sandbox network namespace as the agent's uid: opens each flow the
  * relay announces, exactly to the address and port the agent dialled, until `input` ends.
  */
-export async function runDialer(o: DialOptions): Promise<void> {
+export async function runDialer(o: DialOptions): Promise<DialStats> {
   const send = frameWriter(o.output);
   const tcp = new Map<number, Socket>();
   const udp = new Map<number, UdpSocket>();
   const reader = new FrameReader();
-  const replays: Promise<void>[] = [];
+  // A count, not a list: what is kept per replay ends with it.
+  let replaysInFlight = 0;
+  let replaysDropped = 0;
+  const whenIdle: (() => void)[] = [];
+  const replayDone = (): void => {
+    if (--replaysInFlight === 0) for (const w of whenIdle.splice(0)) w();
+  };
   const closeTcp = (id: number): void => {
     const s = tcp.get(id);
     if (s === undefined) return;
@@ -437,10 +453,17 @@ export async function runDialer(o: DialOptions): Promise<void> {
         o.onReady?.();
       } else if (f.type === FRAME.replay) {
         const r = parseReplay(f.payload);
-        if (r !== null) for (let i = 0; i < r.n; i++) replays.push(replayAttempt(r));
+        for (let i = 0; r !== null && i < r.n; i++) {
+          if (replaysInFlight >= MAX_REPLAYS) {
+            replaysDropped++;
+            continue;
+          }
+          replaysInFlight++;
+          void replayAttempt(r).then(replayDone);
+        }
       } else if (f.type === FRAME.flush) {
-        const pending = replays.splice(0);
-        void Promise.all(pending).then(() => send(FRAME.flush, 0));
+        if (replaysInFlight === 0) send(FRAME.flush, 0);
+        else whenIdle.push(() => send(FRAME.flush, 0));
       } else if (f.type === FRAME.openTcp) {
         const dst = parseDestination(f.payload);
         if (dst === null || tcp.has(f.id) || tcp.size + udp.size >= MAX_FLOWS) {
@@ -495,6 +518,7 @@ export async function runDialer(o: DialOptions): Promise<void> {
   });
   for (const id of [...tcp.keys()]) closeTcp(id);
   for (const s of udp.values()) s.close();
+  return { replaysDropped };
 }
 
 export interface RefusedAttempt {
