@@ -224,6 +224,10 @@ describe(
         assert.equal((await gateways()).length, 1, 'the run has its gateway container');
         const dialer = dialersOf(child.pid!);
         assert.equal(dialer.length, 1, 'and its dialer');
+        // Nothing of AEGIS's environment reaches the dialer (regression: the operator's whole environment), and it runs as the agent.
+        assert.equal(readFileSync(`/proc/${dialer[0]}/environ`, 'utf8'), 'PATH=/usr/sbin:/usr/bin:/sbin:/bin\0');
+        const status = readFileSync(`/proc/${dialer[0]}/status`, 'utf8');
+        assert.match(status, /^Uid:\t101000\t101000\t101000\t101000$/m);
         child.kill('SIGKILL');
         await new Promise((r) => child.once('exit', r));
         // Its input (from AEGIS) is gone: the dialer ends by itself.

@@ -42,6 +42,10 @@ const RELAY_FILES = {
 };
 const RELAY_MAIN = '/aegis/src/sandbox/docker/relay-main.js';
 const READY_TIMEOUT_MS = 20_000;
+/** The dialer's whole environment. */
+export const DIALER_ENV: Readonly<Record<string, string>> = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' };
+/** The gateway container's CPU (engine NanoCpus): half a CPU, its own, not the agent's. */
+export const GATEWAY_NANO_CPUS = 500_000_000;
 
 /** The shared libraries of `bins` (ldd), absolute paths. */
 async function sharedLibraries(bins: readonly string[]): Promise<string[]> {
@@ -187,7 +191,7 @@ export async function startGatewayContainer(
   const err = new PassThrough();
   let errText = '';
   err.on('data', (b: Buffer) => void (errText = (errText + b.toString()).slice(-2000)));
-  docker.modem.demuxStream(stream, out, err);
+  demuxAttach(stream, out, err);
   stream.on('error', () => undefined);
   const dialer = spawn(
     nsenter,
@@ -200,9 +204,8 @@ export async function startGatewayContainer(
       String(g.agentUid),
       String(g.agentGid),
     ],
-    {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    },
+    // Nothing of the operator's environment (secrets, settings) reaches the dialer.
+    { stdio: ['pipe', 'pipe', 'inherit'], env: DIALER_ENV },
   );
   dialer.on('error', () => undefined);
   // Watch for the relay's ready frame on the way to the dialer (which ignores it).
@@ -227,7 +230,32 @@ export async function startGatewayContainer(
   });
   out.pipe(dialer.stdin!);
   dialer.stdin!.on('error', () => undefined);
-  dialer.stdout!.pipe(stream);
+  // The dialer's frames go to the relay whole, so that AEGIS's own flush frame lands between two
+  // of them, never inside one. The dialer's flush answers are taken here (not forwarded: the
+  // relay would take one for a new request). Not frames: the run's network ends (fail secure).
+  const flushed: (() => void)[] = [];
+  const fromDialer = new FrameReader();
+  const toRelay = (frame: Buffer): void => {
+    if (!stream.write(frame) && !dialer.stdout!.isPaused()) {
+      dialer.stdout!.pause();
+      stream.once('drain', () => dialer.stdout!.resume());
+    }
+  };
+  dialer.stdout!.on('data', (b: Buffer) => {
+    let frames;
+    try {
+      frames = fromDialer.push(b);
+    } catch {
+      dialer.stdout!.destroy();
+      dialer.kill('SIGKILL');
+      stream.destroy();
+      return;
+    }
+    for (const f of frames) {
+      if (f.type === FRAME.flush) flushed.shift()?.();
+      else toRelay(encodeFrame(f.type, f.id, f.payload));
+    }
+  });
   stream.once('end', () => dialer.stdin!.end());
   stream.once('close', () => dialer.stdin!.end());
   try {
@@ -244,28 +272,55 @@ export async function startGatewayContainer(
       },
     );
   }
-  // The dialer's flush answers, on their way to the relay (which ignores them).
-  const flushed: (() => void)[] = [];
-  const fromDialer = new FrameReader();
-  dialer.stdout!.on('data', (b: Buffer) => {
-    try {
-      for (const f of fromDialer.push(b)) if (f.type === FRAME.flush) flushed.shift()?.();
-    } catch {
-      /* the relay sees the same bytes and ends */
-    }
-  });
   const flush = async (): Promise<void> => {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       new Promise<void>((resolve) => {
         flushed.push(resolve);
-        stream.write(encodeFrame(FRAME.flush, 0));
+        toRelay(encodeFrame(FRAME.flush, 0));
       }),
       new Promise<void>((resolve) => (timer = setTimeout(resolve, 3000))),
     ]);
     clearTimeout(timer);
   };
   return { containerId: created.id, dialer, flush };
+}
+
+/** The largest frame of the engine's attach stream accepted (the engine sends at most 32 KiB). */
+const MAX_ATTACH_FRAME = 1 << 20;
+
+/**
+ * Splits the engine's multiplexed attach stream (`Tty: false`: frames of an 8-byte header,
+ * stream type, 3 zero bytes, length u32 BE, then the bytes) into `out` (stdout) and `err`
+ * (stderr). SECURITY (memory bound): `source` is paused while `out` is full and resumed when it
+ * drains (dockerode's demuxStream ignores write()'s result: what the dialer does not take would
+ * be queued here without bound). A malformed header ends `source` (fail secure: the run's
+ * network ends).
+ */
+export function demuxAttach(source: Readable, out: Writable, err: Writable): void {
+  let buf: Buffer = Buffer.alloc(0);
+  source.on('data', (chunk: Buffer) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    let full = false;
+    while (buf.length >= 8) {
+      const type = buf.readUInt8(0);
+      const len = buf.readUInt32BE(4);
+      if (type > 2 || buf.readUIntBE(1, 3) !== 0 || len > MAX_ATTACH_FRAME) {
+        buf = Buffer.alloc(0);
+        source.destroy(new Error('the engine sent a malformed attach frame'));
+        return;
+      }
+      if (buf.length < 8 + len) break;
+      const payload = buf.subarray(8, 8 + len);
+      buf = buf.subarray(8 + len);
+      if (type === 2) err.write(payload);
+      else if (!out.write(payload)) full = true;
+    }
+    if (full && !source.isPaused()) {
+      source.pause();
+      out.once('drain', () => source.resume());
+    }
+  });
 }
 
 /** The gateway container's create options (pure). */
@@ -326,6 +381,7 @@ export function gatewayOptions(f: {
         'net.ipv6.conf.default.accept_dad': '0',
         'net.ipv6.conf.default.router_solicitations': '0',
       },
+      NanoCpus: GATEWAY_NANO_CPUS,
       Memory: 256 * 1024 * 1024,
       MemorySwap: 256 * 1024 * 1024,
       PidsLimit: 64,

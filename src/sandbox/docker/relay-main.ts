@@ -35,10 +35,17 @@ if (mode === 'relay') {
   process.exit(0);
 } else if (mode === 'dial') {
   const [uid, gid] = args;
-  // The agent's ids: no capability is left once the uid is not 0.
-  process.setgroups?.([]);
-  process.setgid?.(id(gid));
-  process.setuid?.(id(uid));
-  await runDialer({ input: process.stdin, output: process.stdout });
+  // The agent's ids: no capability is left once the uid is not 0. Verified (fail secure: a
+  // dialer that still runs as root, or without these calls, exits before it reads a frame).
+  const [u, g] = [id(uid), id(gid)];
+  if (process.setgroups === undefined || process.setgid === undefined || process.setuid === undefined) fail('cannot change ids here');
+  process.setgroups!([]);
+  process.setgid!(g);
+  process.setuid!(u);
+  if (process.getuid?.() !== u || process.geteuid?.() !== u || process.getgid?.() !== g || process.getegid?.() !== g)
+    fail(`could not drop to ${u}:${g}`);
+  const stats = await runDialer({ input: process.stdin, output: process.stdout });
+  if (stats.replaysDropped > 0)
+    process.stderr.write(`aegis relay: ${stats.replaysDropped} replayed attempts dropped (too many in flight)\n`);
   process.exit(0);
 } else fail(`unknown mode ${mode}`);

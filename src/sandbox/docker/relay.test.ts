@@ -8,6 +8,7 @@ import {
   FrameReader,
   MAX_FLOWS,
   MAX_PAYLOAD,
+  MAX_REPLAYS,
   originalDestination,
   parseDestination,
   refusedAttempts,
@@ -191,6 +192,75 @@ describe('dialer', () => {
     input.end();
     await done;
     server.close();
+  });
+  it('a flow whose frames the other end does not take is paused: the dialer buffers a bounded amount (regression: 64 MiB queued in memory)', async (t) => {
+    const TOTAL = 64 * 1024 * 1024;
+    const BOUND = 4 * 1024 * 1024;
+    const chunk = Buffer.alloc(1024 * 1024, 0x61);
+    // A real upstream that sends 64 MiB as fast as the dialer reads it.
+    const server = createServer((s) => {
+      let sent = 0;
+      const more = (): void => {
+        while (sent < TOTAL) {
+          sent += chunk.length;
+          if (!s.write(chunk)) return void s.once('drain', more);
+        }
+        s.end();
+      };
+      s.on('error', () => undefined);
+      more();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const input = new PassThrough();
+    // The frame output is never read while we look (the agent does not read its download).
+    const output = new PassThrough();
+    const buffered = (): number => output.writableLength + output.readableLength;
+    const done = runDialer({ input, output });
+    t.after(() => {
+      input.end();
+      server.close();
+    });
+    input.write(encodeFrame(FRAME.openTcp, 5, Buffer.from(JSON.stringify({ a: '127.0.0.1', p: port }))));
+    let most = 0;
+    for (let i = 0; i < 60 && most <= BOUND; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      most = Math.max(most, buffered());
+    }
+    assert.ok(most > 0, 'the flow carried nothing');
+    assert.ok(most <= BOUND, `the dialer buffered ${most} bytes for a flow nobody reads`);
+    // Once read, the flow resumes and every byte arrives.
+    const reader = new FrameReader();
+    let got = 0;
+    await new Promise<void>((resolve) =>
+      output.on('data', (b: Buffer) => {
+        for (const f of reader.push(b)) {
+          if (f.type === FRAME.data && f.id === 5) got += f.payload.length;
+          if (f.type === FRAME.end && f.id === 5) resolve();
+        }
+      }),
+    );
+    assert.equal(got, TOTAL);
+    input.end();
+    await done;
+  });
+  it('keeps at most MAX_REPLAYS replays in flight: the excess is dropped and counted (regression: unbounded replays)', async () => {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const reader = new FrameReader();
+    const flushed = new Promise<void>((resolve) =>
+      output.on('data', (b: Buffer) => {
+        if (reader.push(b).some((f) => f.type === FRAME.flush)) resolve();
+      }),
+    );
+    const done = runDialer({ input, output });
+    const frames = 6;
+    const replay = encodeFrame(FRAME.replay, 0, Buffer.from(JSON.stringify({ t: 'udp', a: '127.0.0.1', p: 9, n: 16 })));
+    // One chunk: every attempt is asked for before any can end.
+    input.write(Buffer.concat([...Array.from({ length: frames }, () => replay), encodeFrame(FRAME.flush, 0)]));
+    await flushed;
+    input.end();
+    assert.deepEqual(await done, { replaysDropped: frames * 16 - MAX_REPLAYS });
   });
   it('answers a flush once the replays before it were made', async () => {
     const input = new PassThrough();

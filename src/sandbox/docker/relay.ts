@@ -63,6 +63,11 @@ const UDP_IDLE_MS = 60_000;
  * behalf, so they are bounded too.
  */
 export const MAX_FLOWS = 1024;
+/**
+ * Replayed attempts in flight at most in the dialer (each a socket for up to 2 s); more are
+ * dropped and counted (the attempt was refused and counted in the gateway container already).
+ */
+export const MAX_REPLAYS = 64;
 /** Pause the input when one socket has this much unsent (bounded memory at both ends). */
 const HIGH_WATER = 1 << 20;
 
@@ -170,24 +175,66 @@ export function relayRuleset(agentUid: number, sandbox: string, inner = '', port
   ].join('\n');
 }
 
-/** Writes frames to `out`; pauses `input` while `out` is full. */
-function frameWriter(out: Writable, input: Readable): (type: number, id: number, payload?: Buffer) => void {
-  return (type, id, payload) => {
+/** What a frame's bytes come from: a TCP socket of one flow (paused while the output is full). */
+interface Pausable {
+  pause(): unknown;
+  resume(): unknown;
+}
+
+/**
+ * Writes frames to `out`. SECURITY (memory bound, per flow): when `out` is full (its write
+ * returns false), the flow whose frame did not fit (`source`, that flow's socket) is paused until
+ * `out` drains: what a peer does not read stays in the kernel's socket buffers and the sender's,
+ * not in this process (a paused socket reads at most its stream's high-water mark more). The
+ * control stream is never paused for it (another flow's frames, a close, a flush still pass).
+ */
+function frameWriter(out: Writable): (type: number, id: number, payload?: Buffer, source?: Pausable) => void {
+  const paused = new Set<Pausable>();
+  let waiting = false;
+  const drained = (): void => {
+    waiting = false;
+    for (const s of paused) s.resume();
+    paused.clear();
+  };
+  return (type, id, payload, source) => {
+    let ok = true;
     if (payload !== undefined && payload.length > MAX_PAYLOAD) {
-      for (let i = 0; i < payload.length; i += MAX_PAYLOAD) out.write(encodeFrame(type, id, payload.subarray(i, i + MAX_PAYLOAD)));
-      return;
-    }
-    if (!out.write(encodeFrame(type, id, payload)) && !input.isPaused()) {
-      input.pause();
-      out.once('drain', () => input.resume());
+      for (let i = 0; i < payload.length; i += MAX_PAYLOAD)
+        ok = out.write(encodeFrame(type, id, payload.subarray(i, i + MAX_PAYLOAD))) && ok;
+    } else ok = out.write(encodeFrame(type, id, payload));
+    if (!ok && source !== undefined) {
+      source.pause();
+      paused.add(source);
+      if (!waiting) {
+        waiting = true;
+        out.once('drain', drained);
+      }
     }
   };
 }
 
+/**
+ * A datagram is dropped (UDP is lossy) rather than queued when `out` already holds this much:
+ * a UDP socket cannot be paused.
+ */
+function outputFull(out: Writable): boolean {
+  return out.writableLength > HIGH_WATER;
+}
+
+/**
+ * Pauses `input` (the frames towards the sockets) while `sock` has more than HIGH_WATER unsent;
+ * resumed when it drains or is gone (a socket closed while full never drains).
+ */
 function backpressure(sock: Socket, input: Readable): void {
   if (sock.writableLength > HIGH_WATER && !input.isPaused()) {
     input.pause();
-    sock.once('drain', () => input.resume());
+    const resume = (): void => {
+      sock.off('drain', resume);
+      sock.off('close', resume);
+      input.resume();
+    };
+    sock.once('drain', resume);
+    sock.once('close', resume);
   }
 }
 
@@ -233,7 +280,7 @@ export async function runRelay(o: RelayOptions): Promise<void> {
     if ((await o.run(s, input)) !== 0) throw new Error(`relay: ${s.join(' ')} failed`);
   }
   const conntrack = o.conntrack ?? (() => readFileSync('/proc/net/nf_conntrack', 'utf8'));
-  const send = frameWriter(o.output, o.input);
+  const send = frameWriter(o.output);
   const tcp = new Map<number, Socket>();
   const udp = new Map<number, { address: string; port: number; timer: NodeJS.Timeout }>();
   const udpByPeer = new Map<string, number>();
@@ -251,7 +298,7 @@ export async function runRelay(o: RelayOptions): Promise<void> {
     const id = next++;
     tcp.set(id, s);
     send(FRAME.openTcp, id, Buffer.from(JSON.stringify(dst)));
-    s.on('data', (b: Buffer) => send(FRAME.data, id, b));
+    s.on('data', (b: Buffer) => send(FRAME.data, id, b, s));
     s.on('end', () => send(FRAME.end, id));
     s.on('error', () => undefined);
     s.on('close', () => {
@@ -274,6 +321,7 @@ export async function runRelay(o: RelayOptions): Promise<void> {
     f.timer = setTimeout(() => closeUdp(id, true), UDP_IDLE_MS);
   };
   dgram.on('message', (msg, rinfo) => {
+    if (outputFull(o.output)) return;
     const key = `${rinfo.address}:${rinfo.port}`;
     let id = udpByPeer.get(key);
     if (id === undefined) {
@@ -361,16 +409,27 @@ export interface DialOptions {
   readonly onReady?: () => void;
 }
 
+export interface DialStats {
+  /** Replayed attempts dropped because MAX_REPLAYS were in flight. */
+  readonly replaysDropped: number;
+}
+
 /**
  * The host's side, in the sandbox network namespace as the agent's uid: opens each flow the
  * relay announces, exactly to the address and port the agent dialled, until `input` ends.
  */
-export async function runDialer(o: DialOptions): Promise<void> {
-  const send = frameWriter(o.output, o.input);
+export async function runDialer(o: DialOptions): Promise<DialStats> {
+  const send = frameWriter(o.output);
   const tcp = new Map<number, Socket>();
   const udp = new Map<number, UdpSocket>();
   const reader = new FrameReader();
-  const replays: Promise<void>[] = [];
+  // A count, not a list: what is kept per replay ends with it.
+  let replaysInFlight = 0;
+  let replaysDropped = 0;
+  const whenIdle: (() => void)[] = [];
+  const replayDone = (): void => {
+    if (--replaysInFlight === 0) for (const w of whenIdle.splice(0)) w();
+  };
   const closeTcp = (id: number): void => {
     const s = tcp.get(id);
     if (s === undefined) return;
@@ -394,10 +453,17 @@ export async function runDialer(o: DialOptions): Promise<void> {
         o.onReady?.();
       } else if (f.type === FRAME.replay) {
         const r = parseReplay(f.payload);
-        if (r !== null) for (let i = 0; i < r.n; i++) replays.push(replayAttempt(r));
+        for (let i = 0; r !== null && i < r.n; i++) {
+          if (replaysInFlight >= MAX_REPLAYS) {
+            replaysDropped++;
+            continue;
+          }
+          replaysInFlight++;
+          void replayAttempt(r).then(replayDone);
+        }
       } else if (f.type === FRAME.flush) {
-        const pending = replays.splice(0);
-        void Promise.all(pending).then(() => send(FRAME.flush, 0));
+        if (replaysInFlight === 0) send(FRAME.flush, 0);
+        else whenIdle.push(() => send(FRAME.flush, 0));
       } else if (f.type === FRAME.openTcp) {
         const dst = parseDestination(f.payload);
         if (dst === null || tcp.has(f.id) || tcp.size + udp.size >= MAX_FLOWS) {
@@ -406,7 +472,7 @@ export async function runDialer(o: DialOptions): Promise<void> {
         }
         const s = new Socket({ allowHalfOpen: true });
         tcp.set(f.id, s);
-        s.on('data', (b: Buffer) => send(FRAME.data, f.id, b));
+        s.on('data', (b: Buffer) => send(FRAME.data, f.id, b, s));
         s.on('end', () => send(FRAME.end, f.id));
         s.on('error', () => undefined);
         s.on('close', () => {
@@ -421,7 +487,7 @@ export async function runDialer(o: DialOptions): Promise<void> {
         }
         const s = createSocket('udp4');
         udp.set(f.id, s);
-        s.on('message', (msg) => send(FRAME.data, f.id, msg));
+        s.on('message', (msg) => void (outputFull(o.output) || send(FRAME.data, f.id, msg)));
         s.on('error', () => undefined);
         s.connect(dst.p, dst.a);
       } else if (f.type === FRAME.data) {
@@ -452,6 +518,7 @@ export async function runDialer(o: DialOptions): Promise<void> {
   });
   for (const id of [...tcp.keys()]) closeTcp(id);
   for (const s of udp.values()) s.close();
+  return { replaysDropped };
 }
 
 export interface RefusedAttempt {
