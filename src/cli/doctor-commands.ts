@@ -23,14 +23,16 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
     .action(async (o: { fix?: boolean; json?: boolean }) => {
       const { evaluate, planFixes, userAccess } = await import('../doctor/checks.js');
       const { probeHost } = await import('../doctor/probe.js');
-      const facts = await probeHost({
-        imagesDir: ctx.config().imagesDir,
-        dockerHost: ctx.config().dockerHost,
-        microvm: ctx.config().microvm,
-        dockerTls: ctx.config().dockerTls,
-        dockerContext: ctx.config().dockerContext,
-        dockerRefused: ctx.config().dockerRefused,
-      });
+      const c = ctx.config();
+      const probeOptions = {
+        imagesDir: c.imagesDir,
+        dockerHost: c.dockerHost,
+        microvm: c.microvm,
+        dockerTls: c.dockerTls,
+        dockerContext: c.dockerContext,
+        dockerRefused: c.dockerRefused,
+      };
+      const facts = await probeHost(probeOptions);
       const access = userAccess(facts.euid);
       if (o.fix && !access.root) {
         ctx.err(`aegis doctor --fix needs root (it installs packages, mounts cgroups and builds images): run it with sudo\n`);
@@ -63,17 +65,7 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
             applied.push({ fix, ok: false, error: `${err.code}: ${err.message}` });
           }
         }
-        if (applied.length)
-          checks = evaluate(
-            await probeHost({
-              imagesDir: ctx.config().imagesDir,
-              dockerHost: ctx.config().dockerHost,
-              dockerTls: ctx.config().dockerTls,
-              dockerContext: ctx.config().dockerContext,
-              dockerRefused: ctx.config().dockerRefused,
-              microvm: ctx.config().microvm,
-            }),
-          );
+        if (applied.length) checks = evaluate(await probeHost(probeOptions));
       }
       const failed = checks.filter((c) => c.status === 'fail');
       const onlyNotRoot = failed.length === 1 && failed[0]!.id === 'host.root';

@@ -132,6 +132,12 @@ function modeOf(options: readonly string[], fallback: string): string {
 const GUEST_OWN = new Set(['/proc', '/sys', '/dev', '/dev/pts', '/dev/shm', '/dev/mqueue']);
 
 /**
+ * QEMU's own seccomp filter for every QEMU AEGIS starts (the run and the KVM probe): no obsolete
+ * calls, no spawning, no resource control (`elevateprivileges=deny` would kill it at -runas).
+ */
+const QEMU_SANDBOX = 'on,obsolete=deny,spawn=deny,resourcecontrol=deny';
+
+/**
  * Builds the plan, or says why the bundle cannot run in a microVM (fail secure: an unknown mount
  * type, a relative destination or an argument the guest cannot pass refuses the run).
  */
@@ -271,7 +277,7 @@ export function planMicrovm(i: MicrovmPlanInput): MicrovmPlan | MicrovmPlanError
     '-nic',
     'none',
     '-sandbox',
-    'on,obsolete=deny,spawn=deny,resourcecontrol=deny',
+    QEMU_SANDBOX,
     '-runas',
     `${i.runAs.uid}:${i.runAs.gid}`,
     '-kernel',
@@ -429,7 +435,7 @@ export function planKvmProbe(i: {
     '-nic',
     'none',
     '-sandbox',
-    'on,obsolete=deny,spawn=deny,resourcecontrol=deny',
+    QEMU_SANDBOX,
     '-runas',
     `${i.runAs.uid}:${i.runAs.gid}`,
     '-kernel',
