@@ -26,7 +26,6 @@ describe('copyUnlistableFiles (microVM)', () => {
   it('copies a world-readable file from a folder QEMU cannot list, read-only', () =>
     withFiles((dir) => {
       const run = join(dir, 'run');
-      writeFileSync(join(dir, 'placeholder'), '');
       const src = join(dir, 'resolv.conf');
       writeFileSync(src, 'nameserver 10.0.0.1\n', { mode: 0o644 });
       chmodSync(dir, 0o711);
