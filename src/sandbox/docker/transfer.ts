@@ -230,6 +230,7 @@ function headerOf(e: Planned, size: number): PackHeader {
 function addEntry(pack: tar.Pack, header: PackHeader, write?: (sink: NodeJS.WritableStream) => Promise<void>): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    sink.on('error', () => undefined); // reported through the entry's callback and `done`
     if (write !== undefined)
       write(sink as unknown as NodeJS.WritableStream).then(
         () => void (sink as unknown as NodeJS.WritableStream).end(),
