@@ -209,6 +209,20 @@ describe('packTree -> extractTree round trip', () => {
     await assert.rejects(packed.done, hasCode(SandboxError, 'sandbox.volume_failed'));
   });
 
+  it('settles done (rejected) and closes the file when the consumer destroys the stream midway', async () => {
+    const src = join(base, 'abandoned');
+    mkdirSync(src);
+    writeFileSync(join(src, 'f'), Buffer.alloc(8 << 20, 1));
+    writeFileSync(join(src, 'g'), 'never sent');
+    const fds = readdirSync('/proc/self/fd').length;
+    const packed = await packTree(src);
+    const it = packed.stream[Symbol.asyncIterator]();
+    await it.next();
+    packed.stream.destroy();
+    await assert.rejects(packed.done, hasCode(SandboxError, 'sandbox.volume_failed'));
+    assert.equal(readdirSync('/proc/self/fd').length, fds, 'the file was closed');
+  });
+
   it('sends a file that grows while being read truncated to its size when opened (a whole archive)', async () => {
     const src = join(base, 'grow');
     mkdirSync(src);

@@ -272,6 +272,8 @@ async function sendFile(pack: tar.Pack, e: Planned, counts: { entries: number; b
 
 /** Waits for 'drain', or rejects when the entry (or the whole pack) is destroyed first. */
 async function drained(sink: NodeJS.WritableStream): Promise<void> {
+  // streamx: a destroyed entry (the consumer went away) never emits 'drain' nor 'close' again.
+  if ((sink as unknown as { destroying: boolean }).destroying) throw new Error('the archive stream was closed');
   const ac = new AbortController();
   try {
     await Promise.race([
@@ -296,6 +298,7 @@ export async function packTree(dir: string): Promise<PackedTree> {
   const counts = { entries: 0, bytes: 0 };
   const produce = async (): Promise<TransferCounts> => {
     for (const e of planned) {
+      if (pack.destroying) throw new Error('the archive stream was closed');
       if (e.type === 'file') await sendFile(pack, e, counts);
       else await addEntry(pack, headerOf(e, 0));
       counts.entries++;
