@@ -33,7 +33,9 @@
  * nothing under the hidden paths and joins no namespace through /proc, not that AEGIS uses no
  * host file at all: hide what the test means to prove unused. On a machine where the system
  * engine never ran a container, /run/containerd does not exist: it is created (empty, 0711, as
- * containerd itself creates it) to be covered, and left.
+ * containerd itself creates it) to be covered, and left. dockerd raises the global
+ * kernel.keys.root_maxkeys/root_maxbytes to 1000000/25000000 when they are lower, as the system
+ * engine (which the tests require running) has already done.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
@@ -326,7 +328,7 @@ function ping(socket: string): Promise<boolean> {
   });
 }
 
-/** A path and every folder above it. */
+/** Whether covering `hidden` hides `path` (the same path, or one below it). */
 function covers(hidden: string, path: string): boolean {
   return path === hidden || path.startsWith(hidden.endsWith(sep) ? hidden : hidden + sep);
 }
@@ -438,7 +440,7 @@ export async function startIsolatedEngine(opts: IsolatedEngineOptions): Promise<
     initPid = pids().find((p) => parentOf(p) === child.pid && nsLink(p, 'pid') !== nsLink(process.pid, 'pid')) ?? null;
     if (initPid === null) await sleep(10);
   }
-  if (initPid === null) return fail(`did not start its namespaces: ${state.ended ?? `not within ${timeout} ms`}`);
+  if (initPid === null) return fail(`did not start: ${state.ended ?? `no namespace init within ${timeout} ms`}`);
   const pidNamespace = nsLink(initPid, 'pid');
   const mountNamespace = nsLink(initPid, 'mnt');
   if (pidNamespace === null || mountNamespace === null) return fail(`lost its init (${initPid}) at once`);
