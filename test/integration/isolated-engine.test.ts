@@ -8,16 +8,17 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type Docker from 'dockerode';
 import { resolveImage } from '../../src/images/index.js';
-import { engineClient, engineImage } from '../../src/sandbox/docker/engine.js';
+import { engineClient, engineImage, storeImageOf } from '../../src/sandbox/docker/engine.js';
 import { tarOf } from './images-support.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 import {
+  importIntoIsolatedEngine,
   isolatedEngineUnavailable,
   processesOfNamespace,
   startIsolatedEngine,
@@ -26,6 +27,14 @@ import {
 } from './helpers/isolated-engine.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function readOrNull(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
 
 function cmdline(pid: number): string {
   try {
@@ -81,6 +90,9 @@ describe('isolated Docker engine (the remote engine tests harness)', { timeout: 
   let rootfs = '';
   let image = '';
   let startMs = 0;
+  let recordFile = '';
+  let recordBefore: string | null = null;
+  let recordAfter: string | null = null;
 
   before(async () => {
     unavailable = (await sandboxUnavailable('docker')) ?? isolatedEngineUnavailable();
@@ -93,14 +105,14 @@ describe('isolated Docker engine (the remote engine tests harness)', { timeout: 
     startMs = Date.now() - t0;
     process.stderr.write(`# isolated engine answered after ${startMs} ms (pid ${engine.pid}, ${engine.host})\n`);
     iso = engineClient(engine.host);
-    // The store image, through a path outside the store: engineImage then keeps its import
-    // record in this test's folder, not in the store's host-wide one (which names the system
-    // engine's import: recording this engine's there would make the next run on the system
-    // engine import the image again).
-    const link = join(work, 'python-rootfs');
-    symlinkSync(rootfs, link);
+    // The store image, imported so that the system engine's import record stays as it is.
+    const store = storeImageOf(rootfs);
+    assert.ok(store !== null, rootfs);
+    recordFile = join(store.store, '..', 'docker-images', store.digest);
+    recordBefore = readOrNull(recordFile);
     const t1 = Date.now();
-    image = await engineImage(iso, link, join(work, 'state'));
+    image = await importIntoIsolatedEngine(engine, rootfs);
+    recordAfter = readOrNull(recordFile);
     process.stderr.write(`# python:3.11 imported into it in ${Date.now() - t1} ms\n`);
   });
   after(async () => {
@@ -122,6 +134,13 @@ describe('isolated Docker engine (the remote engine tests harness)', { timeout: 
     const control = await runIn(system, sysImage, ['ls', '-A', '/d'], { Binds: [`${hidden}:/d:ro`] });
     assert.equal(control.code, 0, control.err);
     assert.equal(control.out, 'host-file\n');
+  });
+
+  it("imports a store image without touching the system engine's import record", (t) => {
+    if (!requireOrSkip(t, unavailable)) return;
+    assert.equal(recordAfter, recordBefore, recordFile);
+    assert.match(image, /^sha256:[0-9a-f]{64}$/);
+    if (recordBefore !== null) assert.notEqual((JSON.parse(recordBefore) as { engineId: string }).engineId, image);
   });
 
   it("runs its own containerd, shims and containers in its own mount and PID namespaces, not the system engine's", async (t) => {

@@ -52,12 +52,14 @@ import {
   rmdirSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { request } from 'node:http';
 import { basename, join, sep } from 'node:path';
 import { findExecutable, SYSTEM_DIRS } from '../../../src/host/exec.js';
 import { processStartTime } from '../../../src/host/pid-lock.js';
+import { engineClient, engineImage } from '../../../src/sandbox/docker/engine.js';
 
 /** Where the engines' folders are made (on disk: overlay2 needs a filesystem with d_type and xattrs). */
 const BASE = '/var/tmp';
@@ -289,6 +291,19 @@ async function teardown(dir: string, rec: EngineRecord, child?: ChildProcess): P
   return left;
 }
 
+/**
+ * Imports the AEGIS image whose root is `rootfs` (e.g. a store image's) into `engine` with
+ * `engineImage`, through a path outside the store: its import record then lives in the engine's
+ * folder (removed by `stop()`), not in the store's host-wide record of the system engine's import
+ * (which it would replace: the next run on the system engine would import the image again).
+ * Returns the engine's image id. Costs a tar of the whole root each time (a new engine has no image).
+ */
+export async function importIntoIsolatedEngine(engine: IsolatedEngine, rootfs: string): Promise<string> {
+  const link = mkdtempSync(join(engine.dir, 'image-'));
+  symlinkSync(realpathSync(rootfs), join(link, 'rootfs'));
+  return engineImage(engineClient(engine.host), join(link, 'rootfs'), join(engine.dir, 'aegis-state'));
+}
+
 /** Tears down engines whose test process is gone (killed before its `stop()`); their folders are removed. */
 export async function sweepIsolatedEngines(): Promise<void> {
   let entries: string[] = [];
@@ -360,7 +375,9 @@ export async function startIsolatedEngine(opts: IsolatedEngineOptions): Promise<
   // Never created here (this host's /etc is not the harness's to change): the system engine makes it at its first start.
   if (!existsSync('/etc/docker'))
     throw new Error('isolated engine: /etc/docker does not exist (start the system engine once: it creates its key there)');
-  const cover = [...ENGINE_STATE.filter((p) => existsSync(p)), ...hide];
+  // A path below another covered one is hidden already (and no longer exists once its parent is covered).
+  const all = [...new Set([...ENGINE_STATE.filter((p) => existsSync(p)), ...hide])];
+  const cover = all.filter((p) => !all.some((q) => q !== p && covers(q, p)));
 
   await sweepIsolatedEngines();
   const started = Date.now();
