@@ -210,7 +210,7 @@ describe('isolated Docker engine (the remote engine tests harness)', { timeout: 
       let holderNs = '';
       out.on('data', (b: Buffer) => void (holderNs += b.toString()));
       iso.modem.demuxStream(stream, out, new PassThrough());
-      await new Promise<void>((r) => stream.on('end', () => r()));
+      await Promise.race([new Promise<void>((r) => stream.on('end', () => r())), sleep(10_000)]);
       assert.match(netns ?? '', /^net:\[[0-9]+\]$/);
       assert.equal(netns, holderNs.trim(), "the reader is in the holder's network namespace");
       // NetworkMode none: only the loopback interface.
