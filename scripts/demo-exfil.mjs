@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-// `--isolation <runtime>` is handed to both `aegis run`s (the same policy on another backend).
+// `--isolation <runtime>` is handed to the three `aegis run`s (the same policies on another backend).
 const at = process.argv.indexOf('--isolation');
 const isolation = at > 0 && process.argv[at + 1] ? ['--isolation', process.argv[at + 1]] : [];
 const aegis = (args, env = {}) =>
@@ -59,8 +59,8 @@ try {
   );
   process.stdout.write(set.stdout);
   process.stderr.write(set.stderr);
-  console.log('\n$ AEGIS_UPSTREAM_CA_FILE=<test CA> aegis run examples/secret-agent/agent.yaml');
-  secretRun = aegis(['run', 'examples/secret-agent/agent.yaml'], {
+  console.log(`\n$ AEGIS_UPSTREAM_CA_FILE=<test CA> aegis run examples/secret-agent/agent.yaml ${isolation.join(' ')}`);
+  secretRun = aegis(['run', 'examples/secret-agent/agent.yaml', ...isolation], {
     AEGIS_UPSTREAM_DNS: `${UPSTREAM_DNS}:53`,
     AEGIS_UPSTREAM_CA_FILE: inet.caFile,
   });

@@ -31,6 +31,7 @@ export function registerDoctorCommands(program: Command, ctx: CliContext): void 
         dockerTls: c.dockerTls,
         dockerContext: c.dockerContext,
         dockerRefused: c.dockerRefused,
+        dockerEngine: c.dockerEngine,
       };
       const facts = await probeHost(probeOptions);
       const access = userAccess(facts.euid);

@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { isAegisError } from '../errors.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, type RunResult } from '../sandbox/run.js';
-import { useDockerHost, useDockerNetwork } from '../sandbox/docker/host.js';
+import { useDockerEngine, useDockerHost, useDockerNetwork } from '../sandbox/docker/host.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import { secretDeniedEvent } from '../secrets/run.js';
 import type { AegisConfig } from '../config/index.js';
@@ -91,6 +91,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   // The Docker engine of `isolation: docker` (DOCKER_HOST, read by src/config only).
   useDockerHost(config.dockerHost, config.dockerTls, config.dockerRefused);
   useDockerNetwork(config.dockerNetwork);
+  useDockerEngine(config.dockerEngine);
   // Sandboxes need root (namespaces, cgroups, nftables, the run state): say so before anything
   // else fails on a permission. `--dry-run` only compiles and prints, and works for anyone.
   if (!flags.dryRun && config.operator.uid !== 0) {

@@ -94,6 +94,7 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
   const dockerHostModule = await import('../sandbox/docker/host.js');
   dockerHostModule.useDockerHost(config.dockerHost, config.dockerTls, config.dockerRefused);
   dockerHostModule.useDockerNetwork(config.dockerNetwork);
+  dockerHostModule.useDockerEngine(config.dockerEngine);
   const data = resolve(flags.data);
   const log = (line: string): void => ctx.err(`aegis serve: ${line}\n`);
 

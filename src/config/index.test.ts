@@ -38,6 +38,7 @@ describe('parseConfig', () => {
       dockerContext: undefined,
       dockerRefused: undefined,
       dockerNetwork: 'auto',
+      dockerEngine: 'auto',
       microvm: { guestDir: '/var/lib/aegis/microvm', allowEmulation: false },
     });
   });
@@ -63,6 +64,13 @@ describe('parseConfig', () => {
   it('AEGIS_DOCKER_NETWORK: auto by default; host-netns and gateway-container; anything else is config.invalid', () => {
     assert.equal(parseConfig({ AEGIS_DOCKER_NETWORK: 'gateway-container' }, host).dockerNetwork, 'gateway-container');
     assert.equal(parseConfig({ AEGIS_DOCKER_NETWORK: 'host-netns' }, host).dockerNetwork, 'host-netns');
+    assert.equal(parseConfig({ AEGIS_DOCKER_ENGINE: 'remote' }, host).dockerEngine, 'remote');
+    assert.equal(parseConfig({ AEGIS_DOCKER_ENGINE: 'local' }, host).dockerEngine, 'local');
+    assert.throws(() => parseConfig({ AEGIS_DOCKER_ENGINE: 'vm' }, host), hasCode(ConfigError, 'config.invalid'));
+    assert.throws(
+      () => parseConfig({ AEGIS_DOCKER_ENGINE: 'remote', AEGIS_DOCKER_NETWORK: 'host-netns' }, host),
+      hasCode(ConfigError, 'config.invalid'),
+    );
     assert.equal(parseConfig({ AEGIS_DOCKER_NETWORK: ' auto ' }, host).dockerNetwork, 'auto');
     for (const bad of ['internal', 'bridge', 'none'])
       assert.throws(() => parseConfig({ AEGIS_DOCKER_NETWORK: bad }, host), hasCode(ConfigError, 'config.invalid'), bad);

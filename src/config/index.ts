@@ -126,6 +126,15 @@ export interface AegisConfig {
    * shares this host's kernel, gateway-container otherwise).
    */
   readonly dockerNetwork: 'auto' | 'host-netns' | 'gateway-container';
+  /**
+   * $AEGIS_DOCKER_ENGINE: what the docker backend may assume of the engine (docs/sandbox.md,
+   * Docker): `local` (it shares this host's kernel, filesystem and cgroups: AEGIS's cgroup limits
+   * and checked binds), `remote` (only its API: limits through the engine's HostConfig, code and
+   * volumes copied through its archive API, network through a gateway container; an engine in a
+   * VM, Docker Desktop, a tcp:// engine), or `auto` (default: local where the engine reports this
+   * host's kernel and is not Docker Desktop, remote otherwise).
+   */
+  readonly dockerEngine: 'auto' | 'local' | 'remote';
   /** isolation microvm: the guest directory and whether software emulation is allowed. */
   readonly microvm: { readonly guestDir: string; readonly allowEmulation: boolean };
 }
@@ -309,8 +318,17 @@ export function parseConfig(env: Env, host: HostFacts): AegisConfig {
   const dockerNetwork = set(env, 'AEGIS_DOCKER_NETWORK')?.trim() ?? 'auto';
   if (dockerNetwork !== 'auto' && dockerNetwork !== 'host-netns' && dockerNetwork !== 'gateway-container')
     throw new ConfigError('config.invalid', `AEGIS_DOCKER_NETWORK=${dockerNetwork} must be auto, host-netns or gateway-container`);
+  const dockerEngine = set(env, 'AEGIS_DOCKER_ENGINE')?.trim() ?? 'auto';
+  if (dockerEngine !== 'auto' && dockerEngine !== 'local' && dockerEngine !== 'remote')
+    throw new ConfigError('config.invalid', `AEGIS_DOCKER_ENGINE=${dockerEngine} must be auto, local or remote`);
+  if (dockerEngine === 'remote' && dockerNetwork === 'host-netns')
+    throw new ConfigError(
+      'config.invalid',
+      'AEGIS_DOCKER_ENGINE=remote needs AEGIS_DOCKER_NETWORK=gateway-container or auto (an engine reached only over its API cannot join a namespace of this host)',
+    );
   return {
     dockerNetwork,
+    dockerEngine,
     microvm: { guestDir: absolutePath(env, 'AEGIS_MICROVM_GUEST') ?? DEFAULT_MICROVM_GUEST_DIR, allowEmulation: emulationVar === '1' },
     dockerHost: docker.host,
     dockerTls: docker.tls,

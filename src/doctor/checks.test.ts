@@ -238,10 +238,24 @@ describe('docker engine checks', () => {
     assert.equal(cs[0]?.status, 'warn');
     assert.match(cs[0]?.advice ?? '', /docker\.io/);
   });
-  it('warns about a systemd cgroup driver, an engine in a VM and a refused seccomp profile', () => {
-    const cs = evaluate(facts({ docker: { ...DOCKER_OK, cgroupDriver: 'systemd', sameKernel: false, seccompRun: 'invalid profile' } }));
+  it('warns about a systemd cgroup driver (local engine), an engine in a VM forced local, and a refused seccomp profile', () => {
+    const cs = evaluate(
+      facts({ docker: { ...DOCKER_OK, cgroupDriver: 'systemd', sameKernel: false, engineMode: 'local', seccompRun: 'invalid profile' } }),
+    );
     for (const id of ['docker.cgroup_driver', 'docker.local', 'docker.seccomp']) assert.equal(byId(cs, id)?.status, 'warn', id);
     assert.match(byId(cs, 'docker.seccomp')?.summary ?? '', /invalid profile/);
+    assert.match(byId(cs, 'docker.local')?.advice ?? '', /unset AEGIS_DOCKER_ENGINE/);
+  });
+  it('an engine in a VM (auto), or one forced remote, is used as a remote engine: its cgroup driver does not matter', () => {
+    for (const docker of [
+      { ...DOCKER_OK, cgroupDriver: 'systemd', sameKernel: false },
+      { ...DOCKER_OK, cgroupDriver: 'systemd', sameKernel: true, engineMode: 'remote' as const },
+    ]) {
+      const cs = evaluate(facts({ docker }));
+      assert.equal(byId(cs, 'docker.local')?.status, 'ok');
+      assert.match(byId(cs, 'docker.local')?.summary ?? '', /remote engine/);
+      assert.equal(byId(cs, 'docker.cgroup_driver')?.status, 'ok');
+    }
   });
 });
 

@@ -147,6 +147,8 @@ export interface DockerFacts {
   readonly cgroupVersion?: string;
   /** The engine's kernel is this host's (a local engine, not one in a VM). */
   readonly sameKernel?: boolean;
+  /** AEGIS_DOCKER_ENGINE: how the engine is to be used (auto: local on this host's kernel, remote otherwise). */
+  readonly engineMode?: 'auto' | 'local' | 'remote';
   /**
    * A container with AEGIS's seccomp profile, no-new-privileges, no capabilities and no network
    * ran `true`: null when not tried (no AEGIS image in the engine yet), else the error or 'ok'.
@@ -168,26 +170,42 @@ export function dockerChecks(d: DockerFacts): Check[] {
   const out: Check[] = [
     { id: 'docker.engine', status: 'ok', summary: `Docker engine ${d.version ?? '?'} (API ${d.apiVersion ?? '?'}) at ${d.host}` },
   ];
+  const remote = d.engineMode === 'remote' || (d.engineMode !== 'local' && d.sameKernel !== true);
   out.push(
-    d.cgroupDriver === 'cgroupfs'
-      ? { id: 'docker.cgroup_driver', status: 'ok', summary: `cgroup driver cgroupfs (cgroup v${d.cgroupVersion ?? '?'})` }
+    remote || d.cgroupDriver === 'cgroupfs'
+      ? {
+          id: 'docker.cgroup_driver',
+          status: 'ok',
+          summary: remote
+            ? `cgroup driver ${d.cgroupDriver ?? '?'}: not used (a remote engine keeps the limits in its own cgroups)`
+            : `cgroup driver cgroupfs (cgroup v${d.cgroupVersion ?? '?'})`,
+        }
       : {
           id: 'docker.cgroup_driver',
           status: 'warn',
           summary: `cgroup driver ${d.cgroupDriver ?? '?'}: AEGIS places containers below its own cgroup, which needs cgroupfs`,
-          advice: 'start dockerd with --exec-opt native.cgroupdriver=cgroupfs',
+          advice: 'start dockerd with --exec-opt native.cgroupdriver=cgroupfs, or use it as a remote engine (AEGIS_DOCKER_ENGINE=remote)',
         },
   );
   out.push(
-    d.sameKernel === true
-      ? { id: 'docker.local', status: 'ok', summary: "the engine runs on this host's kernel" }
-      : {
+    d.engineMode === 'local' && d.sameKernel !== true
+      ? {
           id: 'docker.local',
           status: 'warn',
-          summary: 'the engine runs in another kernel (a VM, e.g. Docker Desktop): aegis run --isolation docker refuses it',
-          advice:
-            'run AEGIS on Linux next to the engine (e.g. inside the Docker Desktop VM), or use a local engine (docs/sandbox.md, Docker)',
-        },
+          summary: 'AEGIS_DOCKER_ENGINE=local, but the engine runs in another kernel (a VM, e.g. Docker Desktop): docker runs are refused',
+          advice: 'unset AEGIS_DOCKER_ENGINE (auto uses it as a remote engine: docs/sandbox.md, Docker)',
+        }
+      : remote
+        ? {
+            id: 'docker.local',
+            status: 'ok',
+            summary: `${d.sameKernel === true ? 'AEGIS_DOCKER_ENGINE=remote' : 'the engine runs in another kernel (a VM, e.g. Docker Desktop)'}: used as a remote engine (limits in its HostConfig, code and volumes through its archive API, network through a gateway container)`,
+          }
+        : {
+            id: 'docker.local',
+            status: 'ok',
+            summary: "the engine runs on this host's kernel: AEGIS's cgroup limits and checked binds apply",
+          },
   );
   if (d.seccompRun === null || d.seccompRun === undefined)
     out.push({

@@ -9,6 +9,7 @@ import { parseImageRef } from '../images/ref.js';
 import { DEFAULT_IMAGES_DIR, resolveImageSync } from '../images/store.js';
 import { release } from 'node:os';
 import { DEFAULT_DOCKER_SOCKET, engineClient, engineUnavailableReason, IMAGE_REPO } from '../sandbox/docker/engine.js';
+import { engineOnThisKernel } from '../sandbox/docker/host.js';
 import { compileSeccomp } from '../sandbox/spec/seccomp.js';
 import { guestProtocol, kvmProbeCacheDir, type MicrovmSettings } from '../sandbox/drivers/microvm.js';
 import { probeKvm } from '../sandbox/drivers/microvm-kvm.js';
@@ -55,6 +56,7 @@ export async function probeDocker(
   tls?: { ca: string; cert: string; key: string },
   context?: string,
   refused?: string,
+  engineMode: 'auto' | 'local' | 'remote' = 'auto',
 ): Promise<DockerFacts> {
   const shown = `${host ?? `unix://${DEFAULT_DOCKER_SOCKET}`}${tls !== undefined ? ' (TLS)' : ''}${context !== undefined ? ` (Docker context ${context})` : ''}`;
   const missing = engineUnavailableReason(host, refused);
@@ -65,7 +67,7 @@ export async function probeDocker(
   } catch (err) {
     return { host: shown, unreachable: (err as Error).message };
   }
-  let info: { CgroupDriver?: string; CgroupVersion?: string; KernelVersion?: string };
+  let info: { CgroupDriver?: string; CgroupVersion?: string; KernelVersion?: string; OperatingSystem?: string };
   let version: { Version?: string; ApiVersion?: string };
   try {
     [info, version] = (await Promise.all([docker.info(), docker.version()])) as [typeof info, typeof version];
@@ -112,7 +114,8 @@ export async function probeDocker(
     ...(version.ApiVersion !== undefined ? { apiVersion: version.ApiVersion } : {}),
     ...(info.CgroupDriver !== undefined ? { cgroupDriver: info.CgroupDriver } : {}),
     ...(info.CgroupVersion !== undefined ? { cgroupVersion: info.CgroupVersion } : {}),
-    sameKernel: info.KernelVersion === release(),
+    sameKernel: engineOnThisKernel(info, release()),
+    engineMode,
     seccompRun,
   };
 }
@@ -145,6 +148,7 @@ export async function probeHost(
     dockerTls?: { ca: string; cert: string; key: string };
     dockerContext?: string;
     dockerRefused?: string;
+    dockerEngine?: 'auto' | 'local' | 'remote';
     microvm?: MicrovmSettings;
   } = {},
 ): Promise<HostFacts> {
@@ -184,6 +188,7 @@ export async function probeHost(
       opts.dockerTls,
       opts.dockerContext,
       opts.dockerRefused,
+      opts.dockerEngine,
     ),
     ...(opts.microvm !== undefined ? { microvm: await probeMicrovm(opts.microvm) } : {}),
   };

@@ -30,7 +30,7 @@ import { processStartTime } from '../host/pid-lock.js';
 import type { Isolation, Policy } from '../policy/types.js';
 import { ensureSkeleton, scanImage, writeBundle } from './bundle.js';
 import { createRunCgroup, runtimeCgroupPath, type RunCgroup } from './cgroups/index.js';
-import { DockerDriver } from './drivers/docker.js';
+import { DockerDriver, type EngineView } from './drivers/docker.js';
 import { driverFor, type MicrovmSettings } from './drivers/index.js';
 import type { RuntimeDriver, RuntimeRun } from './drivers/types.js';
 import { SandboxError } from './errors.js';
@@ -54,7 +54,7 @@ import { DEFAULT_STATE_DIR, removeRunDir, runDir, sweepStaleRuns, writeRecord, t
 import { callbackSink, discardSink, fdSink, pump, pumpInput, type InputPump, type OutputPump } from './stdio.js';
 import { SHIM_ARGV, shimLine } from './shim.js';
 import { spawnUsernsHolder, type UsernsHolder } from './userns.js';
-import { copyBack, stageVolume, unmount, type StagedVolume } from './volumes.js';
+import { copyBack, DEFAULT_RW_VOLUME_BYTES, stageVolume, unmount, type StagedVolume } from './volumes.js';
 
 export { classifyExit, EXIT_CANNOT_START, EXIT_KILLED, type RunStatus } from './exit.js';
 
@@ -263,6 +263,18 @@ class RunResources {
   async release(copyVolumes = false): Promise<void> {
     const { cgroup, driver, run } = this;
     if (cgroup !== null) await cgroup.killAll().catch(() => undefined);
+    // A remote engine's rw volumes: read back into their staged filesystems while the engine still has them.
+    let notBack = new Map<string, string>();
+    if (copyVolumes && driver instanceof DockerDriver && run !== null) {
+      const c = await driver.collectVolumes(run).catch((err: unknown) => {
+        const why = `the agent's files could not be read back from the engine: ${(err as Error).message}`;
+        return { failed: new Map(this.staged.map(({ s }) => [s.mountPoint, why])), warnings: [] };
+      });
+      if (c !== null) {
+        notBack = c.failed;
+        this.warnings.push(...c.warnings);
+      }
+    }
     if (driver?.removeContainers !== undefined && run !== null && driver.hasState(run)) {
       await driver.removeContainers(run).catch((err: unknown) => {
         this.warnings.push(
@@ -285,7 +297,12 @@ class RunResources {
     }
     // After every process of the run is gone: the agent's rw volumes back to their host folders.
     for (const { s, i } of this.staged.splice(0)) {
-      const w = copyVolumes ? copyBack(s, this.id, i, AGENT_HOST, invoker()) : null;
+      const failed = notBack.get(s.mountPoint);
+      const w = !copyVolumes
+        ? null
+        : failed !== undefined
+          ? `volume ${s.volume.host}: ${failed}; the folder keeps its contents from before the run`
+          : copyBack(s, this.id, i, AGENT_HOST, invoker());
       if (w !== null) this.warnings.push(w);
       try {
         unmount(s.mountPoint);
@@ -423,7 +440,8 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
     cgroupDirs: isolation === 'gvisor' || isolation === 'microvm' || isolation === 'docker' ? [] : cgroup.monitorDirs,
     deniedSyscalls: refusedByProfile(bundle.config.linux.seccomp),
     ...(bundle.config.linux.uidMappings !== undefined ? { uidMappings: bundle.config.linux.uidMappings } : {}),
-    sample: () => cgroup.sample(),
+    // Through res.cgroup: a remote engine's run reads its samples from the engine (set at launch).
+    sample: () => (res.cgroup ?? cgroup).sample(),
   };
   if (opts.monitor !== undefined) {
     res.monitor = await attachMonitor(opts.monitor, opts, res);
@@ -447,13 +465,18 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
         cpuPeriodUs: opts.policy.limits.cpu.periodUs,
         pids: opts.policy.limits.pids,
       },
+      rwSizes: new Map(res.staged.map(({ s }) => [s.mountPoint, s.volume.sizeBytes ?? DEFAULT_RW_VOLUME_BYTES])),
     });
+    // A remote engine: this host's cgroup holds nothing of the run; the engine reports and signals.
+    const view = driver.engineView(run.id);
+    const runCgroup = view === null ? cgroup : engineCgroup(cgroup, view);
+    res.cgroup = runCgroup;
     const proc = child as unknown as SandboxProcess;
     const exited = new Promise<RuntimeExit>((resolve) => {
       proc.once('error', (e: Error) => resolve({ code: null, signal: null, spawnError: e }));
       proc.once('exit', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal, spawnError: null }));
     });
-    return { child: proc, exited, run, driver, cgroup, spawnFacts };
+    return { child: proc, exited, run, driver, cgroup: runCgroup, spawnFacts };
   }
   const [rt, rtArgs] = driver.rlimitsInherited ? underPrlimit(driver.binary, driver.runArgs(run)) : [driver.binary, driver.runArgs(run)];
   const [cmd, argv] = driver.cgroupMode === 'inherit' ? joinCgroupThenExec(cgroup.procsFiles, rt, rtArgs) : [rt, rtArgs];
@@ -880,8 +903,30 @@ function underPrlimit(binary: string, args: readonly string[]): [string, string[
   return [findExecutable('prlimit') ?? 'prlimit', [...limits, '--', binary, ...args]];
 }
 
+/**
+ * A remote engine's run as run.ts sees a cgroup: usage and samples from the engine's stats, no
+ * pid of this host, killAll through the engine (then this host's empty cgroup, for its removal).
+ */
+function engineCgroup(host: RunCgroup, view: EngineView): RunCgroup {
+  return {
+    ...host,
+    usage: () => view.usage(),
+    sample: () => view.sample(),
+    pids: () => [],
+    killAll: async (timeoutMs?: number) => {
+      await view.signal('KILL');
+      await host.killAll(timeoutMs);
+    },
+  };
+}
+
 /** TERM the agent: through the runtime when it must relay (gVisor), else to every pid in the cgroup. */
 function terminate(driver: RuntimeDriver, run: RuntimeRun, cgroup: RunCgroup): void {
+  const view = driver instanceof DockerDriver ? driver.engineView(run.id) : null;
+  if (view !== null) {
+    void view.signal('TERM');
+    return;
+  }
   const args = driver.killArgs(run, 'TERM');
   if (args !== null) {
     spawn(driver.binary, args, { stdio: 'ignore' }).on('error', () => undefined);

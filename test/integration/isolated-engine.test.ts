@@ -14,7 +14,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type Docker from 'dockerode';
 import { resolveImage } from '../../src/images/index.js';
-import { engineClient, engineImage, storeImageOf } from '../../src/sandbox/docker/engine.js';
+import { engineClient, engineImage, engineKey, storeImageOf } from '../../src/sandbox/docker/engine.js';
 import { tarOf } from './images-support.js';
 import { requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 import {
@@ -108,7 +108,7 @@ describe('isolated Docker engine (the remote engine tests harness)', { timeout: 
     // The store image, imported so that the system engine's import record stays as it is.
     const store = storeImageOf(rootfs);
     assert.ok(store !== null, rootfs);
-    recordFile = join(store.store, '..', 'docker-images', store.digest);
+    recordFile = join(store.store, '..', 'docker-images', await engineKey(engineClient()), store.digest);
     recordBefore = readOrNull(recordFile);
     const t1 = Date.now();
     image = await importIntoIsolatedEngine(engine, rootfs);

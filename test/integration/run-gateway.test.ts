@@ -61,6 +61,8 @@ describe(
       { isolation: 'gvisor', mode: '' },
       { isolation: 'docker', mode: 'host-netns' },
       { isolation: 'docker', mode: 'gateway-container' },
+      // The engine used as a remote one (only its API: code, volumes and limits through it).
+      { isolation: 'docker', mode: 'remote' },
       { isolation: 'microvm', mode: '' },
     ] as const;
     for (const { isolation, mode } of cases) {
@@ -70,7 +72,13 @@ describe(
         const summary = join(home, `summary-${isolation}${mode}.json`);
         const r = aegis(
           ['run', 'examples/exfil-demo/agent.yaml', '--isolation', isolation, '--volume', `${inet.dir}:/data:ro`, '--summary', summary],
-          isolation === 'microvm' ? { ...env, ...microvmEnv } : mode ? { ...env, AEGIS_DOCKER_NETWORK: mode } : env,
+          isolation === 'microvm'
+            ? { ...env, ...microvmEnv }
+            : mode === 'remote'
+              ? { ...env, AEGIS_DOCKER_ENGINE: 'remote' }
+              : mode
+                ? { ...env, AEGIS_DOCKER_NETWORK: mode }
+                : env,
         );
         assert.equal(r.code, 0, `agent failed:\n${r.out}\n${r.err}`);
         assert.match(r.out, /^ALLOWED https:\/\/api\.openai\.com\/v1\/models: HTTP 200/m);

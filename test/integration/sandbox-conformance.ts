@@ -32,6 +32,7 @@ import { resolveImage } from '../../src/images/index.js';
 import type { Isolation, Policy } from '../../src/policy/types.js';
 import { hybridHugetlbMissing, runCgroupDirs } from '../../src/sandbox/cgroups/index.js';
 import { driverFor, type MicrovmSettings } from '../../src/sandbox/drivers/index.js';
+import { dockerEngine } from '../../src/sandbox/docker/host.js';
 import { AGENT_HOST_GID, AGENT_HOST_UID, runSandbox, type RunResult, type RunSandboxOptions } from '../../src/sandbox/run.js';
 import { PID_MAX_LIMIT, USERNS_OWNER_BASE } from '../../src/sandbox/spec/compile.js';
 import { sweepStaleRuns } from '../../src/sandbox/state.js';
@@ -518,7 +519,9 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.ok(Number(m[2]) <= limit && Number(m[2]) > limit / 2, `wrote ${m[2]} bytes`);
       // The host folder: what the agent left, within the limit, owned by whoever runs AEGIS.
       // gVisor keeps a named pipe made on a gofer mount inside the Sentry: it never reaches the host.
-      const fifo = isolation === 'gvisor' ? [] : ['fifo'];
+      // A remote Docker engine's volume is read back through its archive API: a fifo is left out
+      // (with a run.volume_warning), as AEGIS does not make special files from an agent's archive.
+      const fifo = isolation === 'gvisor' || (isolation === 'docker' && dockerEngine() === 'remote') ? [] : ['fifo'];
       assert.deepEqual(readdirSync(out).sort(), ['big', ...fifo, 'link', 'other.txt', 'prev.txt', 'sub', 'suid']);
       if (fifo.length > 0) assert.ok(lstatSync(join(out, 'fifo')).isFIFO(), 'a fifo is copied as a fifo (never read)');
       assert.equal(statSync(out).mode & 0o777, 0o555, "the host folder's own mode is never changed");
@@ -526,7 +529,10 @@ export function runConformance(isolation: Isolation, copts: ConformanceOptions =
       assert.deepEqual([statSync(join(out, 'other.txt')).uid, statSync(join(out, 'other.txt')).mode & 0o777], [4242, 0o600]);
       const du = Number(execFileSync('du', ['-s', '-B1', out]).toString().split('\t')[0]);
       assert.ok(du <= limit, `host folder holds ${du} bytes, limit ${limit}`);
-      assert.equal(statSync(join(out, 'big')).size, Number(m[2]));
+      // What the agent counted, plus at most the part of its last 64 KiB write that still fitted
+      // (a tmpfs, a remote engine's rw volume, takes a partial write before ENOSPC).
+      const big = statSync(join(out, 'big')).size;
+      assert.ok(big >= Number(m[2]) && big < Number(m[2]) + 65536, `big is ${big} bytes, the agent wrote ${m[2]}`);
       assert.equal(readFileSync(join(out, 'sub/dir/f'), 'utf8'), 'deep');
       assert.ok(lstatSync(join(out, 'link')).isSymbolicLink(), 'a link stays a link');
       assert.equal(readlinkSync(join(out, 'link')), secret);

@@ -112,13 +112,14 @@ interface ImportRecord {
  * engine as `aegis-image:<its digest>`; another folder (tests) as `aegis-image:<sha256 of its
  * tar>` each run. Checked before each run: the name must resolve to the very image AEGIS imported
  * (its engine id, recorded host-wide next to the store in the private
- * `<store>/../docker-images/<digest>` (0700 directory, 0600 files of the user running AEGIS), whose
+ * `<store>/../docker-images/<engine>/<digest>` (0700 directories, 0600 files of the user running
+ * AEGIS; `<engine>` names the engine by its ID, so two engines never overwrite each other's), whose
  * single layer is the sha256 of the tar AEGIS sent) and carry the digest label; otherwise it is
  * imported again. The container is then created from the engine id, never the name.
  */
 export async function engineImage(docker: Docker, rootfs: string, stateDir: string, runId?: string): Promise<string> {
   const store = storeImageOf(rootfs);
-  const dir = store !== null ? join(store.store, '..', 'docker-images') : join(stateDir, 'docker', 'images');
+  const dir = store !== null ? join(store.store, '..', 'docker-images', await engineKey(docker)) : join(stateDir, 'docker', 'images');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const storeDigest = store?.digest ?? null;
   const rec = storeDigest !== null ? readImportRecord(join(dir, storeDigest)) : null;
@@ -165,6 +166,29 @@ export async function engineImage(docker: Docker, rootfs: string, stateDir: stri
   } finally {
     rmSync(tarFile, { force: true });
   }
+}
+
+const engineKeys = new WeakMap<Docker, Promise<string>>();
+/**
+ * A short name of the engine `docker` talks to, from the ID it reports (GET /info): the folder of
+ * its import records. Throws a SandboxError when the engine does not answer or has no ID.
+ */
+export function engineKey(docker: Docker): Promise<string> {
+  let k = engineKeys.get(docker);
+  if (k === undefined) {
+    k = (docker.info() as Promise<{ ID?: unknown }>).then(
+      (info) => {
+        if (typeof info.ID !== 'string' || info.ID === '') throw new SandboxError('sandbox.start_failed', 'Docker engine: /info has no ID');
+        return createHash('sha256').update(info.ID).digest('hex').slice(0, 16);
+      },
+      (err: unknown) => {
+        engineKeys.delete(docker);
+        throw engineError('info', err);
+      },
+    );
+    engineKeys.set(docker, k);
+  }
+  return k;
 }
 
 function readImportRecord(path: string): ImportRecord | null {
@@ -255,6 +279,7 @@ export async function startContainer(
   pidFile: string,
   proc: ContainerProcess,
   beforeExit?: () => Promise<void>,
+  hostPid = true,
 ): Promise<void> {
   const c = docker.getContainer(containerId);
   const stream = (await c.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as unknown as Writable &
@@ -275,7 +300,8 @@ export async function startContainer(
   await c.start();
   // Started: the engine's runtime has executed the entrypoint (a missing one fails start()).
   // The pid is the container's init on this host; 0 when it has already exited again.
-  const info = await c.inspect().catch(() => null);
+  // A remote engine's pids are its own kernel's, meaningless here: 0.
+  const info = hostPid ? await c.inspect().catch(() => null) : null;
   proc.pid = info !== null && info.State.Pid > 0 ? info.State.Pid : 0;
   writeFileSync(pidFile, String(proc.pid), { mode: 0o600 });
   proc.emit('spawn');
@@ -311,7 +337,10 @@ export async function removeRunContainers(docker: Docker, id: string): Promise<b
   for (const c of list) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(gone);
   const images = await docker.listImages({ filters: { label: [`${LABEL_RUN}=${id}`] } });
   for (const i of images) await docker.getImage(i.Id).remove({ force: true }).catch(gone);
-  return list.length > 0;
+  // A remote run's volumes (docker/remote.ts), after the containers that used them.
+  const volumes = (await docker.listVolumes({ filters: { label: [`${LABEL_RUN}=${id}`] } })).Volumes ?? [];
+  for (const v of volumes) await docker.getVolume(v.Name).remove().catch(gone);
+  return list.length > 0 || volumes.length > 0;
 }
 
 /**
@@ -332,5 +361,25 @@ export async function sweepEngine(docker: Docker): Promise<string[]> {
       .catch(() => undefined);
     gone.push(c.Labels[LABEL_RUN] ?? c.Id);
   }
+  // Then what those runs made besides containers: volumes and the runs' own images.
+  const dead = (labels: Record<string, string> | null | undefined): boolean => {
+    const pid = Number(labels?.[LABEL_OWNER_PID]);
+    const start = labels?.[LABEL_OWNER_START] ?? '';
+    return !(Number.isInteger(pid) && pid > 0 && start !== '' && processStartTime(pid) === start);
+  };
+  const volumes = (await docker.listVolumes({ filters: { label: [LABEL_OWNER_PID] } })).Volumes ?? [];
+  for (const v of volumes)
+    if (dead(v.Labels))
+      await docker
+        .getVolume(v.Name)
+        .remove()
+        .catch(() => undefined);
+  const images = await docker.listImages({ filters: { label: [LABEL_OWNER_PID] } });
+  for (const i of images)
+    if (dead(i.Labels))
+      await docker
+        .getImage(i.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
   return gone;
 }

@@ -127,7 +127,9 @@ export async function gatewayImage(docker: Docker, stateDir: string): Promise<st
       );
     if (inUse) continue;
     rmSync(join(keys, old), { recursive: true, force: true });
-    rmSync(join(stateDir, 'docker', 'docker-images', old), { force: true });
+    // Its import records, one per engine (engine.ts engineImage).
+    const records = join(stateDir, 'docker', 'docker-images');
+    for (const engine of existsSync(records) ? readdirSync(records) : []) rmSync(join(records, engine, old), { force: true });
   }
   return id;
 }
@@ -177,6 +179,8 @@ export async function startGatewayContainer(
     agentUid: number;
     agentGid: number;
     owner: { pid: number; startTime: string };
+    /** The engine's DNS options for the namespace's resolv.conf (a remote engine: options.ts dnsOptions). */
+    dns?: { Dns: string[]; DnsSearch: string[]; DnsOptions: string[] };
   },
 ): Promise<GatewayContainer> {
   const addrs = await sandboxAddresses(g.netnsPath);
@@ -333,6 +337,7 @@ export function gatewayOptions(f: {
   inner: string;
   address6?: string;
   owner: { pid: number; startTime: string };
+  dns?: { Dns: string[]; DnsSearch: string[]; DnsOptions: string[] };
 }): Docker.ContainerCreateOptions {
   return {
     name: `${f.id}-gw`,
@@ -381,6 +386,7 @@ export function gatewayOptions(f: {
         'net.ipv6.conf.default.accept_dad': '0',
         'net.ipv6.conf.default.router_solicitations': '0',
       },
+      ...(f.dns ?? {}),
       NanoCpus: GATEWAY_NANO_CPUS,
       Memory: 256 * 1024 * 1024,
       MemorySwap: 256 * 1024 * 1024,

@@ -56,6 +56,30 @@ export function dockerNetwork(): DockerNetworkMode {
   return networkMode;
 }
 
+/**
+ * What the docker backend may assume of the engine (AegisConfig.dockerEngine, docs/sandbox.md):
+ * `local` shares this host's kernel, filesystem and cgroups; `remote` is reached only over its
+ * API (remote.ts); `auto` decides per engine from what it reports (drivers/docker.ts).
+ */
+export type DockerEngineMode = 'auto' | 'local' | 'remote';
+let engineMode: DockerEngineMode = 'auto';
+
+export function useDockerEngine(mode: DockerEngineMode): void {
+  engineMode = mode;
+}
+
+export function dockerEngine(): DockerEngineMode {
+  return engineMode;
+}
+
+/**
+ * Whether an engine that reports `info` (GET /info) runs on this host (kernel `hostKernel`): the
+ * same kernel release, and not Docker Desktop (whose VM may run any kernel).
+ */
+export function engineOnThisKernel(info: { KernelVersion?: string; OperatingSystem?: string }, hostKernel: string): boolean {
+  return info.KernelVersion === hostKernel && !/Docker Desktop/i.test(info.OperatingSystem ?? '');
+}
+
 /** Called when the engine changes (engine.ts drops its cached clients). */
 export function onDockerHostChange(l: () => void): void {
   listeners.push(l);

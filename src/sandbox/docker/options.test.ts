@@ -7,7 +7,17 @@ import { SandboxError } from '../errors.js';
 import { AEGIS_MASKED_PATHS, compileBundle, dirsToList, mountTargets, type CompileOptions } from '../spec/compile.js';
 import type { OciConfig } from '../spec/oci.js';
 import { validateBundle } from '../spec/validate.js';
-import { containerOptions, holderOptions, LABEL_OWNER_PID, LABEL_RUN, type ContainerFacts } from './options.js';
+import {
+  containerOptions,
+  dnsOptions,
+  holderOptions,
+  keeperOptions,
+  LABEL_OWNER_PID,
+  LABEL_RUN,
+  rwEngineBytes,
+  volumeOptions,
+  type ContainerFacts,
+} from './options.js';
 import { NETNS_MOUNT, netnsHolderElf } from './netns-holder-elf.js';
 
 function policy(fs: Partial<Policy['fs']> = {}): Policy {
@@ -67,6 +77,91 @@ const FACTS: ContainerFacts = {
   limits: { memoryBytes: 1 << 27, cpuQuotaUs: 50_000, cpuPeriodUs: 100_000, pids: 64 },
   owner: { pid: 4242, startTime: '123456' },
 };
+
+describe('docker: bundle -> engine options for a remote engine (API only)', () => {
+  const volumes = [{ host: '/srv/out-staged', sandbox: '/data/outputs', mode: 'rw' as const, sizeBytes: 1 << 26 }];
+  const remote = (provided: string[] = []): ContainerFacts => ({
+    ...FACTS,
+    cgroupParent: undefined,
+    engine: { kind: 'remote', volumes: { '/agent': 'aegis-x-v0', '/data/outputs': 'aegis-x-v1' }, provided },
+  });
+  it('limits in HostConfig alone, exactly; no cgroup parent; every bind an engine volume, NoCopy, in its mode', () => {
+    const config = dockerConfig(policy({ write: ['/data/outputs'] }), { volumes });
+    const o = containerOptions(config, remote());
+    const h = o.HostConfig!;
+    assert.equal(h.CgroupParent, undefined);
+    assert.deepEqual(
+      [h.Memory, h.MemorySwap, h.PidsLimit, h.CpuPeriod, h.CpuQuota],
+      [1 << 27, 1 << 27, 64, 100_000, 50_000],
+      'memory without swap, the pids limit itself, the CFS quota',
+    );
+    const mounts = (h.Mounts ?? []).map((m) => [m.Type, m.Source, m.Target, m.ReadOnly, m.VolumeOptions?.NoCopy]);
+    assert.deepEqual(mounts, [
+      ['volume', 'aegis-x-v0', '/agent', true, true],
+      ['volume', 'aegis-x-v1', '/data/outputs', false, true],
+    ]);
+    assert.ok(!(h.Mounts ?? []).some((m) => m.Type === 'bind'), 'no host path');
+  });
+  it('refuses a bind it has no volume for, and a provided file only when read-only', () => {
+    const config = dockerConfig(policy({ write: ['/data/outputs'] }), { volumes });
+    const noCode: ContainerFacts = { ...remote(), engine: { kind: 'remote', volumes: { '/data/outputs': 'v1' }, provided: [] } };
+    assert.throws(() => containerOptions(config, noCode), hasCode(SandboxError, 'sandbox.docker_refused'));
+    const providedRw: ContainerFacts = {
+      ...remote(),
+      engine: { kind: 'remote', volumes: { '/agent': 'v0' }, provided: ['/data/outputs'] },
+    };
+    assert.throws(() => containerOptions(config, providedRw), hasCode(SandboxError, 'sandbox.docker_refused'));
+  });
+  it('a local run needs its cgroup; impossible limits are refused', () => {
+    const config = dockerConfig(policy());
+    assert.throws(() => containerOptions(config, { ...FACTS, cgroupParent: undefined }), hasCode(SandboxError, 'sandbox.docker_refused'));
+    for (const limits of [
+      { ...FACTS.limits, memoryBytes: 0 },
+      { ...FACTS.limits, pids: -1 },
+      { ...FACTS.limits, cpuPeriodUs: 1.5 },
+    ])
+      assert.throws(() => containerOptions(config, { ...remote(), limits }), hasCode(SandboxError, 'sandbox.docker_refused'));
+  });
+  it('rw volumes are bounded tmpfs volumes owned by the agent; read-only content plain volumes', () => {
+    const v = volumeOptions({ name: 'n', id: FACTS.id, owner: FACTS.owner, tmpfs: { bytes: 1 << 26, uid: 101000, gid: 101000 } });
+    assert.deepEqual(v.DriverOpts, { type: 'tmpfs', device: 'tmpfs', o: `size=${1 << 26},uid=101000,gid=101000,mode=0700,nosuid,nodev` });
+    assert.equal(v.Labels?.[LABEL_RUN], FACTS.id);
+    assert.equal(volumeOptions({ name: 'n', id: FACTS.id, owner: FACTS.owner }).DriverOpts, undefined);
+    assert.throws(
+      () => volumeOptions({ name: 'n', id: FACTS.id, owner: FACTS.owner, tmpfs: { bytes: 1.5, uid: 0, gid: 0 } }),
+      hasCode(SandboxError, 'sandbox.docker_refused'),
+    );
+  });
+  it("an rw volume's engine size leaves room for the staged filesystem's own blocks", () => {
+    const mib = 1024 * 1024;
+    assert.equal(rwEngineBytes(16 * mib, 16 * mib), 15 * mib);
+    assert.equal(rwEngineBytes(1024 * mib, 1024 * mib), 1008 * mib);
+    assert.equal(rwEngineBytes(1024 * mib, 8 * mib), 8 * mib, 'never more than asked');
+    assert.equal(rwEngineBytes(100, 100), 4096, 'at least a page (the read-back then fails rather than overflows)');
+  });
+  it('the keeper: nobody, no capability, no network, read-only root, the volumes rw', () => {
+    const k = keeperOptions({ id: FACTS.id, image: FACTS.image, volumes: ['a', 'b'], owner: FACTS.owner });
+    assert.equal(k.User, '65534:65534');
+    const h = k.HostConfig!;
+    assert.deepEqual([h.CapDrop, h.CapAdd, h.Privileged, h.NetworkMode, h.ReadonlyRootfs], [['ALL'], [], false, 'none', true]);
+    assert.deepEqual(
+      (h.Mounts ?? []).map((m) => [m.Source, m.Target, m.ReadOnly]),
+      [
+        ['a', '/v/0', false],
+        ['b', '/v/1', false],
+      ],
+    );
+  });
+  it("the gateway's resolv.conf as engine DNS options; anything else refused", () => {
+    assert.deepEqual(dnsOptions('# written by the AEGIS gateway\nnameserver 10.200.0.1\noptions timeout:2 attempts:2\n'), {
+      Dns: ['10.200.0.1'],
+      DnsSearch: [],
+      DnsOptions: ['timeout:2', 'attempts:2'],
+    });
+    for (const bad of ['', 'nameserver 1.2.3.4 5.6.7.8', 'domain x', 'nameserver $(x)', 'sortlist 1.2.3.4'])
+      assert.throws(() => dnsOptions(bad), hasCode(SandboxError, 'sandbox.docker_refused'), bad);
+  });
+});
 
 describe('docker: bundle -> engine options', () => {
   it('maps every property of the bundle to the option that enforces it', () => {
@@ -172,7 +267,7 @@ describe('docker: bundle -> engine options', () => {
       netnsPath: '/run/netns/aegis-x',
       netnsTarget: NETNS_MOUNT,
       hostname: 'aegis',
-      cgroupParent: FACTS.cgroupParent,
+      cgroupParent: FACTS.cgroupParent!,
       owner: FACTS.owner,
     });
     assert.deepEqual([h.HostConfig?.CapDrop, h.HostConfig?.CapAdd, h.HostConfig?.Privileged], [['ALL'], ['SYS_ADMIN'], false]);

@@ -31,6 +31,14 @@
  *   `CgroupnsMode: 'private'`); the network is `none` or the holder container's (which sits in
  *   the egress gateway's namespace, see engine.ts);
  * - the agent's output: attached streams only (`LogConfig: none`: nothing written by the engine).
+ *
+ * ARCHITECTURE NOTE (remote engine, `engine.kind: 'remote'`): an engine reached only over its API
+ * (in a VM, Docker Desktop, tcp://) has none of this host's cgroups or paths. Then the limits are
+ * the engine's HostConfig alone, each exact: `Memory` = `MemorySwap` (no swap), `CpuPeriod` and
+ * `CpuQuota`, `PidsLimit`; no `CgroupParent`. Each bind becomes an engine volume AEGIS filled
+ * through the archive API (remote.ts), mounted with the bundle's mode and `NoCopy` (the image's
+ * files at the target stay hidden, as under a bind); a bind that is neither a volume nor a file
+ * the engine or the run's image provides is refused.
  */
 import type Docker from 'dockerode';
 import { SandboxError } from '../errors.js';
@@ -60,13 +68,31 @@ export interface ContainerFacts {
   readonly image: string;
   /** Host path of the image's root filesystem in the bundle (its binds are the image itself). */
   readonly imageRootfs: string;
-  /** The run's cgroup (AEGIS's, with the limits) under which the engine makes the container's. */
-  readonly cgroupParent: string;
+  /**
+   * The run's cgroup (AEGIS's, with the limits) under which the engine makes the container's;
+   * undefined for a remote engine (its own cgroups, with the limits in HostConfig).
+   */
+  readonly cgroupParent?: string;
+  /**
+   * How the bundle's host paths reach the container: `local` binds them (the engine shares this
+   * host's filesystem); `remote` maps each bind destination to an engine volume AEGIS filled
+   * through the archive API (remote.ts), or to a file the run's image or the engine provides
+   * (`provided`: the execution CA bundle committed into a per-run image, /etc/resolv.conf from
+   * the gateway container); any other bind is refused.
+   */
+  readonly engine?: EngineMounts;
   /** 'none', or the holder container whose network namespace the agent joins. */
   readonly network: { readonly kind: 'none' } | { readonly kind: 'container'; readonly holder: string };
   readonly limits: { readonly memoryBytes: number; readonly cpuQuotaUs: number; readonly cpuPeriodUs: number; readonly pids: number };
   readonly owner: { readonly pid: number; readonly startTime: string };
 }
+
+/** A volume mount that does not copy the image's files at the target into the volume (@types wants every field). */
+const NO_COPY = { NoCopy: true } as Docker.MountSettings['VolumeOptions'];
+
+export type EngineMounts =
+  | { readonly kind: 'local' }
+  | { readonly kind: 'remote'; readonly volumes: Readonly<Record<string, string>>; readonly provided: readonly string[] };
 
 function refuse(what: string): never {
   throw new SandboxError('sandbox.docker_refused', `the Docker engine cannot express ${what}: refused rather than run weaker`);
@@ -99,6 +125,11 @@ export function containerOptions(
   for (const t of ['pid', 'mount', 'ipc', 'uts', 'cgroup', 'network'] as const)
     if (!ns.some((n) => n.type === t)) refuse(`a run without its own ${t} namespace`);
   const joinsNet = ns.some((n) => n.type === 'network' && n.path !== undefined);
+  const delivery: EngineMounts = f.engine ?? { kind: 'local' };
+  if (delivery.kind === 'local' && f.cgroupParent === undefined) refuse('a local run without the cgroup that holds its limits');
+  const { memoryBytes, cpuQuotaUs, cpuPeriodUs, pids } = f.limits;
+  if (![memoryBytes, pids, cpuPeriodUs].every((n) => Number.isSafeInteger(n) && n > 0) || !Number.isSafeInteger(cpuQuotaUs))
+    refuse('these limits');
   if (joinsNet !== (f.network.kind === 'container')) refuse('this network set-up (a namespace path needs a holder container)');
 
   const tmpfs: Record<string, string> = {};
@@ -127,6 +158,14 @@ export function containerOptions(
       if (!ro && !m.options.includes('rw')) refuse(`a bind mount of ${m.destination} without an explicit mode`);
       // The image's own directories: the engine's root is the imported image already.
       if (ro && m.source === f.imageRootfs + m.destination) continue;
+      if (delivery.kind === 'remote') {
+        const volume = delivery.volumes[m.destination];
+        if (volume !== undefined)
+          binds.push({ Type: 'volume', Source: volume, Target: m.destination, ReadOnly: ro, VolumeOptions: NO_COPY });
+        else if (!ro || !delivery.provided.includes(m.destination))
+          refuse(`a bind of the host path ${m.source} at ${m.destination} (the engine is reached only over its API)`);
+        continue;
+      }
       binds.push({ Type: 'bind', Source: m.source, Target: m.destination, ReadOnly: ro, BindOptions: { Propagation: 'rprivate' } });
     } else refuse(`a ${m.type} mount at ${m.destination}`);
   }
@@ -169,10 +208,12 @@ export function containerOptions(
       CapDrop: ['ALL'],
       CapAdd: [],
       SecurityOpt: ['no-new-privileges:true', `seccomp=${JSON.stringify(config.linux.seccomp)}`],
-      Memory: f.limits.memoryBytes,
-      MemorySwap: f.limits.memoryBytes,
-      PidsLimit: f.limits.pids + 1,
-      CgroupParent: f.cgroupParent,
+      Memory: memoryBytes,
+      MemorySwap: memoryBytes,
+      ...(delivery.kind === 'local'
+        ? { PidsLimit: pids + 1, CgroupParent: f.cgroupParent }
+        : // Remote: the engine's own cgroup is the only one, so it carries every limit exactly.
+          { PidsLimit: pids, ...(cpuQuotaUs > 0 ? { CpuPeriod: cpuPeriodUs, CpuQuota: cpuQuotaUs } : {}), OomKillDisable: false }),
       IpcMode: 'private',
       NetworkMode: f.network.kind === 'none' ? 'none' : `container:${f.network.holder}`,
       Mounts: binds,
@@ -248,4 +289,133 @@ export function holderOptions(f: {
       RestartPolicy: { Name: 'no' },
     },
   };
+}
+
+/** The keeper's program: holds the run's volumes mounted (a tmpfs volume lives while mounted). */
+export const KEEPER_ARGV: readonly string[] = ['/usr/bin/node', '-e', 'setInterval(() => {}, 2 ** 30)'];
+/** Where the keeper mounts volume `n`: `/v/<n>`. */
+export function keeperTarget(n: number): string {
+  return `/v/${n}`;
+}
+
+function labelsOf(id: string, role: string, owner: ContainerFacts['owner']): Record<string, string> {
+  return { [LABEL_RUN]: id, [LABEL_ROLE]: role, [LABEL_OWNER_PID]: String(owner.pid), [LABEL_OWNER_START]: owner.startTime };
+}
+
+/**
+ * An engine volume of a remote run: `tmpfsBytes` makes it a tmpfs of that size owned by
+ * `owner` (an rw volume: bounded like the staged filesystem of a local run; LIMITATION: its pages
+ * count against the memory limit of whoever writes them, the agent included), otherwise a plain
+ * local volume (read-only content: the code directory, ro volumes).
+ */
+export function volumeOptions(f: {
+  name: string;
+  id: string;
+  owner: ContainerFacts['owner'];
+  tmpfs?: { bytes: number; uid: number; gid: number };
+}): Docker.VolumeCreateOptions {
+  const t = f.tmpfs;
+  if (t !== undefined && ![t.bytes, t.uid, t.gid].every((n) => Number.isSafeInteger(n) && n >= 0)) refuse('this volume size or owner');
+  return {
+    Name: f.name,
+    Driver: 'local',
+    Labels: labelsOf(f.id, 'volume', f.owner),
+    ...(t !== undefined
+      ? { DriverOpts: { type: 'tmpfs', device: 'tmpfs', o: `size=${t.bytes},uid=${t.uid},gid=${t.gid},mode=0700,nosuid,nodev` } }
+      : {}),
+  };
+}
+
+/**
+ * The keeper container of a remote run: started before the agent and removed after the copy-out,
+ * it holds every volume of the run mounted (rw, at keeperTarget(n)) so that the archive API can
+ * fill and read them. It runs nothing of the agent's: nobody, no capability, no network, a
+ * read-only root, little memory and few pids.
+ */
+export function keeperOptions(f: {
+  id: string;
+  image: string;
+  volumes: readonly string[];
+  owner: ContainerFacts['owner'];
+}): Docker.ContainerCreateOptions {
+  return {
+    name: `${f.id}-keeper`,
+    Image: f.image,
+    Entrypoint: [...KEEPER_ARGV],
+    Cmd: [],
+    User: '65534:65534',
+    Labels: labelsOf(f.id, 'keeper', f.owner),
+    HostConfig: {
+      Privileged: false,
+      ReadonlyRootfs: true,
+      CapDrop: ['ALL'],
+      CapAdd: [],
+      SecurityOpt: ['no-new-privileges:true'],
+      NetworkMode: 'none',
+      Memory: 64 * 1024 * 1024,
+      MemorySwap: 64 * 1024 * 1024,
+      PidsLimit: 32,
+      NanoCpus: 100_000_000,
+      Mounts: f.volumes.map((v, n) => ({
+        Type: 'volume' as const,
+        Source: v,
+        Target: keeperTarget(n),
+        ReadOnly: false,
+        VolumeOptions: NO_COPY,
+      })),
+      LogConfig: { Type: 'none', Config: {} },
+      AutoRemove: false,
+      RestartPolicy: { Name: 'no' },
+    },
+  };
+}
+
+/**
+ * A container that is never started: the run's files (the execution CA bundle) are put into its
+ * root through the archive API, then it is committed as the run's image (labelled with the run,
+ * removed with it).
+ */
+export function filesOptions(f: { id: string; image: string; owner: ContainerFacts['owner'] }): Docker.ContainerCreateOptions {
+  return {
+    name: `${f.id}-files`,
+    Image: f.image,
+    Entrypoint: ['/nonexistent'],
+    Cmd: [],
+    Labels: labelsOf(f.id, 'files', f.owner),
+    HostConfig: { NetworkMode: 'none', LogConfig: { Type: 'none', Config: {} }, AutoRemove: false, RestartPolicy: { Name: 'no' } },
+  };
+}
+
+/**
+ * The gateway container's DNS options from the resolv.conf AEGIS's gateway wrote (for a remote
+ * engine: the agent, in the gateway container's network namespace, gets the file the engine
+ * makes from them). Only `nameserver` addresses, `search` and `options` words; anything else
+ * refuses the run.
+ */
+export function dnsOptions(resolvConf: string): { Dns: string[]; DnsSearch: string[]; DnsOptions: string[] } {
+  const out = { Dns: [] as string[], DnsSearch: [] as string[], DnsOptions: [] as string[] };
+  for (const raw of resolvConf.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const [key, ...words] = line.split(/\s+/);
+    if (words.length === 0 || !words.every((w) => /^[A-Za-z0-9_.:-]+$/.test(w))) refuse(`the resolv.conf line ${JSON.stringify(line)}`);
+    if (key === 'nameserver' && words.length === 1) out.Dns.push(words[0]!);
+    else if (key === 'search') out.DnsSearch.push(...words);
+    else if (key === 'options') out.DnsOptions.push(...words);
+    else refuse(`the resolv.conf line ${JSON.stringify(line)}`);
+  }
+  if (out.Dns.length === 0) refuse('a resolv.conf without a nameserver');
+  return out;
+}
+
+/**
+ * The size of a remote run's tmpfs volume for an rw volume whose staged filesystem on this host
+ * has `capacity` data bytes (statfs) and was asked for `requested`: what the agent writes there
+ * must fit when read back into the staged filesystem, which also spends blocks on directories and
+ * extent trees; so a 1/64 share (at least 1 MiB) is kept for that, in whole pages.
+ * LIMITATION: on a remote engine an rw volume holds that much less than its size.
+ */
+export function rwEngineBytes(capacity: number, requested: number): number {
+  const usable = Math.min(requested, capacity - Math.max(Math.floor(capacity / 64), 1024 * 1024));
+  return Math.max(4096, Math.floor(usable / 4096) * 4096);
 }

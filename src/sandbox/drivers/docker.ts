@@ -19,12 +19,14 @@
  * host decides). AegisConfig.dockerNetwork chooses (docker/host.ts).
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../policy/types.js';
 import type { ContainerProcess } from '../docker/engine.js';
-import { dockerNetwork, engineUnavailableReason } from '../docker/host.js';
+import { dockerEngine, dockerNetwork, engineOnThisKernel, engineUnavailableReason } from '../docker/host.js';
+import type { EngineStats, RemoteDelivery } from '../docker/remote.js';
+import type { CgroupUsage, RunCgroup } from '../cgroups/index.js';
 import { SandboxError } from '../errors.js';
 import { DEFAULT_ID_MAP } from '../spec/compile.js';
 import type { OciConfig } from '../spec/oci.js';
@@ -40,6 +42,16 @@ export interface DockerLaunch {
   readonly stateDir: string;
   readonly cgroupParent: string;
   readonly limits: { readonly memoryBytes: number; readonly cpuQuotaUs: number; readonly cpuPeriodUs: number; readonly pids: number };
+  /** The size of each rw volume's staged filesystem, by its path (the bind source): a remote engine's tmpfs volumes get it. */
+  readonly rwSizes?: ReadonlyMap<string, number>;
+}
+
+/** What run.ts reads of a run on a remote engine instead of this host's cgroup (docker/remote.ts). */
+export interface EngineView {
+  usage(): CgroupUsage;
+  sample(): ReturnType<RunCgroup['sample']>;
+  /** Signals the agent's container through the engine (its init); resolves when asked. */
+  signal(sig: 'TERM' | 'KILL'): Promise<void>;
 }
 
 export class DockerDriver implements RuntimeDriver {
@@ -51,6 +63,36 @@ export class DockerDriver implements RuntimeDriver {
   private readonly engineSwept = new WeakSet<object>();
   /** The gateway relay's dialer of each run in gateway-container mode (ended with the run). */
   private readonly dialers = new Map<string, ChildProcess>();
+  /** Runs on a remote engine: what was delivered, and the stats of the agent's container. */
+  private readonly remote = new Map<string, { delivery: RemoteDelivery; stats: EngineStats }>();
+
+  /** For a run on a remote engine: its usage, samples and signals come from the engine; null otherwise. */
+  engineView(runId: string): EngineView | null {
+    const r = this.remote.get(runId);
+    if (r === undefined) return null;
+    return {
+      usage: () => r.stats.usage(),
+      sample: () => r.stats.sample(),
+      signal: async (sig) => {
+        const { engineClient } = await import('../docker/engine.js');
+        await engineClient()
+          .getContainer(runId)
+          .kill({ signal: `SIG${sig}` })
+          .catch(() => undefined);
+      },
+    };
+  }
+
+  /**
+   * For a run on a remote engine whose agent ran: its rw volumes read back into their staged
+   * filesystems (before the containers are removed); `failed` ones must not be copied back.
+   */
+  async collectVolumes(r: Pick<RuntimeRun, 'id'>): Promise<{ failed: Map<string, string>; warnings: string[] } | null> {
+    const remote = this.remote.get(r.id);
+    if (remote === undefined) return null;
+    const [{ engineClient }, { collectRemote }] = await Promise.all([import('../docker/engine.js'), import('../docker/remote.js')]);
+    return collectRemote(engineClient(), remote.delivery);
+  }
 
   /**
    * The network holder container's init lives in the run's cgroup too (when there is one); the
@@ -95,6 +137,8 @@ export class DockerDriver implements RuntimeDriver {
   /** Removes the run's containers from the engine, then the marker; true when the engine still had any. */
   async removeContainers(r: Pick<RuntimeRun, 'id' | 'stateRoot'>): Promise<boolean> {
     const { engineClient, removeRunContainers } = await import('../docker/engine.js');
+    this.remote.get(r.id)?.stats.stop();
+    this.remote.delete(r.id);
     const had = await removeRunContainers(engineClient(), r.id);
     this.dialers.get(r.id)?.kill('SIGKILL');
     this.dialers.delete(r.id);
@@ -111,6 +155,7 @@ export class DockerDriver implements RuntimeDriver {
     // Loaded only for docker runs: the engine client is not needed by the other runtimes.
     const [e, { containerOptions, holderOptions }] = await Promise.all([import('../docker/engine.js'), import('../docker/options.js')]);
     const { engineClient, engineImage, NETNS_MOUNT, netnsHolderProgram, nsIdentity, ownerFacts, startContainer, ContainerProcess } = e;
+    const { dnsOptions } = await import('../docker/options.js');
     const docker = engineClient();
     // Once per process and engine: containers whose AEGIS owner died and whose run record is gone
     // too (the record sweep in state.ts handles those it knows, and audits them as run.lost).
@@ -127,26 +172,59 @@ export class DockerDriver implements RuntimeDriver {
     } catch (err) {
       throw new SandboxError('sandbox.runtime_unavailable', `Docker engine not reachable: ${(err as Error).message}`, { cause: err });
     }
-    // ARCHITECTURE NOTE: the cgroup and the binds are this host's (engine.ts); so is the
-    // gateway's namespace in host-netns mode (gateway-container mode needs only the API for it).
-    const local = info.KernelVersion === kernelRelease() && !/Docker Desktop/i.test(info.OperatingSystem ?? '');
-    const mode = dockerNetwork() === 'auto' ? (local ? 'host-netns' : 'gateway-container') : dockerNetwork();
-    if (!local)
+    // ARCHITECTURE NOTE: a local engine gets this host's cgroup (the limits) and binds, and in
+    // host-netns mode this host's gateway namespace; a remote one only what its API carries
+    // (docker/remote.ts), with the network through a gateway container.
+    const sameKernel = engineOnThisKernel(info, kernelRelease());
+    const wanted = dockerEngine();
+    if (wanted === 'local' && !sameKernel)
       throw new SandboxError(
         'sandbox.docker_refused',
-        `the Docker engine runs on another kernel (${info.OperatingSystem ?? '?'} ${info.KernelVersion ?? '?'}): AEGIS's cgroup limits and volume checks would not apply there (the egress gateway would, in gateway-container mode: docs/sandbox.md)`,
+        `AEGIS_DOCKER_ENGINE=local, but the Docker engine runs on another kernel (${info.OperatingSystem ?? '?'} ${info.KernelVersion ?? '?'}): AEGIS's cgroup limits and binds would not apply there (use remote or auto: docs/sandbox.md)`,
       );
-    const image = await engineImage(docker, l.imageRootfs, l.stateDir, run.id);
+    const remote = wanted === 'remote' || !sameKernel;
+    if (remote && dockerNetwork() === 'host-netns')
+      throw new SandboxError(
+        'sandbox.docker_refused',
+        'AEGIS_DOCKER_NETWORK=host-netns needs an engine on this host (the engine is used as a remote one: use gateway-container or auto)',
+      );
+    const mode = remote ? 'gateway-container' : dockerNetwork() === 'auto' ? 'host-netns' : dockerNetwork();
+    const baseImage = await engineImage(docker, l.imageRootfs, l.stateDir, run.id);
+    let image = baseImage;
+    let delivery: RemoteDelivery | null = null;
+    let stats: EngineStats | null = null;
+    if (remote) {
+      const [{ gatewayImage }, { deliverRemote, EngineStats: Stats }] = await Promise.all([
+        import('../docker/gateway.js'),
+        import('../docker/remote.js'),
+      ]);
+      delivery = await deliverRemote(docker, {
+        id: run.id,
+        config,
+        baseImage,
+        keeperImage: await gatewayImage(docker, l.stateDir),
+        imageRootfs: l.imageRootfs,
+        owner,
+        agent: { uid: config.process.user.uid, gid: config.process.user.gid },
+        rwSizes: l.rwSizes ?? new Map(),
+      });
+      image = delivery.image;
+      stats = new Stats(l.limits.pids);
+      this.remote.set(run.id, { delivery, stats });
+    }
     const net = config.linux.namespaces.find((n) => n.type === 'network')?.path;
     let network: { kind: 'none' } | { kind: 'container'; holder: string } = { kind: 'none' };
     let beforeExit: (() => Promise<void>) | undefined;
     if (net !== undefined && mode === 'gateway-container') {
       const { gatewayImage, startGatewayContainer } = await import('../docker/gateway.js');
       const gwImage = await gatewayImage(docker, l.stateDir);
+      const resolv = config.mounts.find((m) => m.type === 'bind' && m.destination === '/etc/resolv.conf')?.source;
       const gw = await startGatewayContainer(docker, {
         id: run.id,
         image: gwImage,
         netnsPath: net,
+        // Remote: the engine writes the agent's resolv.conf from the gateway container's DNS options.
+        ...(remote && resolv !== undefined ? { dns: dnsOptions(readFileSync(resolv, 'utf8')) } : {}),
         agentUid: config.process.user.uid,
         agentGid: config.process.user.gid,
         owner,
@@ -195,7 +273,7 @@ export class DockerDriver implements RuntimeDriver {
           id: run.id,
           image,
           imageRootfs: l.imageRootfs,
-          cgroupParent: l.cgroupParent,
+          ...(delivery === null ? { cgroupParent: l.cgroupParent } : { engine: delivery.mounts }),
           network,
           limits: l.limits,
           owner,
@@ -205,8 +283,23 @@ export class DockerDriver implements RuntimeDriver {
         throw new SandboxError('sandbox.start_failed', `Docker engine: create: ${(err as Error).message}`, { cause: err });
       });
     const proc = new ContainerProcess(created.id);
+    if (stats !== null) {
+      const s = stats;
+      proc.once('spawn', () => void s.follow(docker, created.id));
+      const flush = beforeExit;
+      // Before 'exit': the gateway's last replays, then the engine's word on an OOM kill.
+      beforeExit = async () => {
+        await flush?.();
+        const st = await docker
+          .getContainer(created.id)
+          .inspect()
+          .catch(() => null);
+        s.oom = st?.State?.OOMKilled === true;
+        s.stop();
+      };
+    }
     // Started after run.ts has its listeners (the attach is a round trip at least).
-    startContainer(docker, created.id, run.pidFile, proc, beforeExit).catch((err: unknown) => {
+    startContainer(docker, created.id, run.pidFile, proc, beforeExit, delivery === null).catch((err: unknown) => {
       const msg = (err as { json?: { message?: string } })?.json?.message ?? (err as Error).message;
       proc.stderr.write(`aegis: Docker engine could not start the container: ${msg}\n`);
       proc.stdout.end();
