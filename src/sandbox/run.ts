@@ -468,6 +468,7 @@ async function start(opts: RunSandboxOptions, isolation: Isolation, res: RunReso
       rwSizes: new Map(res.staged.map(({ s }) => [s.mountPoint, s.volume.sizeBytes ?? DEFAULT_RW_VOLUME_BYTES])),
     });
     // A remote engine: this host's cgroup holds nothing of the run; the engine reports and signals.
+    res.warnings.push(...driver.deliveryWarnings(run.id));
     const view = driver.engineView(run.id);
     const runCgroup = view === null ? cgroup : engineCgroup(cgroup, view);
     res.cgroup = runCgroup;

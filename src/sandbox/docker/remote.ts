@@ -63,6 +63,8 @@ export interface RemoteDelivery {
   readonly image: string;
   readonly mounts: Extract<EngineMounts, { kind: 'remote' }>;
   readonly keeper: string;
+  /** What was left out of the copies (sockets, devices), for the run's warnings. */
+  readonly warnings: readonly string[];
   /** The rw volumes to read back: their staged directory on this host and size. */
   readonly rw: readonly { readonly n: number; readonly staged: string; readonly bytes: number }[];
 }
@@ -158,8 +160,13 @@ export async function deliverRemote(
   await keeper.start().catch((err: unknown) => {
     throw engineError('keeper container start', err);
   });
+  const warnings: string[] = [];
   for (const d of dirs) {
     const packed = await packTree(d.source);
+    if (packed.skipped.length > 0)
+      warnings.push(
+        `${d.source} (at ${d.destination}): not copied to the remote engine (neither file, directory, link nor fifo): ${packed.skipped.slice(0, 10).join(', ')}`,
+      );
     // Both must succeed: the engine took the archive, and the archive was whole (a file that
     // shrank while being read fails it rather than sending a corrupt tree).
     await Promise.all([keeper.putArchive(packed.stream, { path: keeperTarget(d.n) }), packed.done]).catch((err: unknown) => {
@@ -192,6 +199,7 @@ export async function deliverRemote(
     image,
     mounts: { kind: 'remote', volumes: Object.fromEntries(dirs.map((d) => [d.destination, d.name])), provided },
     keeper: keeper.id,
+    warnings,
     rw: dirs.filter((d) => d.rw).map((d) => ({ n: d.n, staged: d.source, bytes: engineBytes.get(d.source)! })),
   };
 }

@@ -5,10 +5,12 @@
  * OUT of it (`extractTree`, of GET /containers/{id}/archive) into the run's staged volume.
  *
  * ARCHITECTURE NOTE (copy-in, `packTree`: the operator's tree, trusted, sent as it is):
- * - the tree is walked first, never following a symbolic link (lstat), and everything that
- *   cannot be sent is refused before a single byte is produced (`sandbox.volume_refused`, naming
- *   the path): sockets, character and block devices, names (or link targets) that are not valid
- *   UTF-8 (a tar name is a string here);
+ * - the tree is walked first, never following a symbolic link (lstat). Sockets and character
+ *   and block devices are left out and listed in `skipped` (they cannot be carried to another
+ *   machine, and leaving them out never gives the agent more than a bind mount would: a socket
+ *   of this host could only lead back to it, and binds are `nodev`); names (or link targets)
+ *   that are not valid UTF-8 (a tar name is a string here) refuse the tree before a single byte
+ *   is produced (`sandbox.volume_refused`, naming the path);
  * - kept: directories, regular files (streamed in 64 KiB reads, never whole in memory), symbolic
  *   links as links (target as stored), hard links within the tree as tar `link` entries (same
  *   device and inode as an earlier file of the walk), fifos; numeric uid/gid (pax `uid`/`gid`
@@ -96,6 +98,8 @@ export interface TransferCounts {
 export interface PackedTree {
   /** The tar stream of the tree; it errors (with the SandboxError) if the tree changed while being read. */
   readonly stream: Readable;
+  /** Entries left out (sockets, devices: `path (a socket)`), relative to the tree. */
+  readonly skipped: readonly string[];
   /** Resolves once the whole archive was produced; rejects with the stream's error. */
   readonly done: Promise<TransferCounts>;
 }
@@ -152,7 +156,7 @@ function utf8Name(raw: Buffer, where: string): string {
 }
 
 /** The whole tree, in order (a directory before its contents, names sorted), refusing what cannot be sent. */
-async function planTree(root: string): Promise<Planned[]> {
+async function planTree(root: string): Promise<{ planned: Planned[]; skipped: string[] }> {
   let rootSt: Stats;
   try {
     rootSt = await lstat(root);
@@ -161,6 +165,7 @@ async function planTree(root: string): Promise<Planned[]> {
   }
   if (!rootSt.isDirectory()) throw refused(`${root} is not a directory`);
   const out: Planned[] = [];
+  const skipped: string[] = [];
   const firstOf = new Map<string, string>();
   const walk = async (absDir: string, relDir: string): Promise<void> => {
     const names = (await readdir(absDir, { encoding: 'buffer' })).sort(Buffer.compare);
@@ -197,7 +202,7 @@ async function planTree(root: string): Promise<Planned[]> {
             : st.isBlockDevice()
               ? 'a block device'
               : 'of an unknown type';
-        throw refused(`${abs} is ${what}: only directories, files, links and fifos are copied into the engine`);
+        skipped.push(`${rel} (${what})`);
       }
     }
   };
@@ -207,7 +212,7 @@ async function planTree(root: string): Promise<Planned[]> {
     if (err instanceof SandboxError) throw err;
     throw failed(`cannot read ${root}: ${(err as Error).message}`, err);
   }
-  return out;
+  return { planned: out, skipped };
 }
 
 function headerOf(e: Planned, size: number): PackHeader {
@@ -289,11 +294,11 @@ async function drained(sink: NodeJS.WritableStream): Promise<void> {
 
 /**
  * A tar stream of the tree under `dir` (see the ARCHITECTURE NOTE). Throws SandboxError
- * (`sandbox.volume_refused`: a socket or device, a name that is not UTF-8; `sandbox.volume_failed`:
+ * (`sandbox.volume_refused`: a name that is not UTF-8; `sandbox.volume_failed`:
  * unreadable) before producing anything; later problems error the stream and reject `done`.
  */
 export async function packTree(dir: string): Promise<PackedTree> {
-  const planned = await planTree(dir);
+  const { planned, skipped } = await planTree(dir);
   const pack = tar.pack();
   const counts = { entries: 0, bytes: 0 };
   const produce = async (): Promise<TransferCounts> => {
@@ -316,7 +321,7 @@ export async function packTree(dir: string): Promise<PackedTree> {
   stream.once('close', () => {
     if (!pack.destroyed) pack.destroy(new Error('the archive stream was closed'));
   });
-  return { stream, done };
+  return { stream, done, skipped };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -66,6 +66,11 @@ export class DockerDriver implements RuntimeDriver {
   /** Runs on a remote engine: what was delivered, and the stats of the agent's container. */
   private readonly remote = new Map<string, { delivery: RemoteDelivery; stats: EngineStats }>();
 
+  /** For a run on a remote engine: what its copies left out (run warnings); empty otherwise. */
+  deliveryWarnings(runId: string): readonly string[] {
+    return this.remote.get(runId)?.delivery.warnings ?? [];
+  }
+
   /** For a run on a remote engine: its usage, samples and signals come from the engine; null otherwise. */
   engineView(runId: string): EngineView | null {
     const r = this.remote.get(runId);
