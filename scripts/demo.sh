@@ -38,6 +38,12 @@ node scripts/demo-exfil.mjs
 say "the same under --isolation docker"
 node scripts/demo-exfil.mjs --isolation docker
 
+# The engine used as a remote one, as Docker Desktop or an engine in a VM is: only its API (code
+# and volumes copied through it, limits in the container's own options, network through a
+# gateway container).
+say "the same with the Docker engine used as a remote one (AEGIS_DOCKER_ENGINE=remote)"
+AEGIS_DOCKER_ENGINE=remote node scripts/demo-exfil.mjs --isolation docker
+
 # The same in a microVM (docs/sandbox.md "microVM"): its own guest kernel, its NIC on a tap in the
 # gateway's namespace. These hosts' KVM runs only patched guests: software emulation, allowed
 # here explicitly (slow: about 40 s for the three agents).
