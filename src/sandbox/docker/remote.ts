@@ -33,6 +33,7 @@
  * a pids-limit hit only when a sample saw the count at the limit. The limits themselves are the
  * kernel's, exact.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -73,6 +74,10 @@ function engineError(what: string, err: unknown): SandboxError {
   if (err instanceof SandboxError) return err;
   const msg = (err as { json?: { message?: string } })?.json?.message ?? (err as Error)?.message ?? String(err);
   return new SandboxError('sandbox.start_failed', `Docker engine: ${what}: ${msg}`, { cause: err });
+}
+
+function sortedObject(o: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /** The data bytes of the staged filesystem at `dir` (statfs: ext4 counts its own metadata out). */
@@ -127,7 +132,7 @@ export async function deliverRemote(
     }
     if (st.isDirectory()) {
       const n = dirs.length;
-      dirs.push({ n, name: `${p.id}-v${n}`, source: m.source, destination: m.destination, rw: !ro });
+      dirs.push({ n, name: `${p.id}-v${n}-${randomBytes(6).toString('hex')}`, source: m.source, destination: m.destination, rw: !ro });
     } else if (ro && m.destination === '/etc/resolv.conf') {
       // Made by the engine from the gateway container's DNS options (drivers/docker.ts).
       provided.push(m.destination);
@@ -144,13 +149,24 @@ export async function deliverRemote(
     if (d.rw) engineBytes.set(d.source, bytes!);
     if (d.rw && bytes === undefined)
       throw new SandboxError('sandbox.docker_refused', `the rw volume at ${d.destination} has no staged size`);
-    await docker
-      .createVolume(
-        volumeOptions({ name: d.name, id: p.id, owner: p.owner, ...(bytes !== undefined ? { tmpfs: { bytes, ...p.agent } } : {}) }),
-      )
+    const want = volumeOptions({
+      name: d.name,
+      id: p.id,
+      owner: p.owner,
+      ...(bytes !== undefined ? { tmpfs: { bytes, ...p.agent } } : {}),
+    });
+    const made = (await docker
+      .createVolume(want)
+      .then((v) => v.inspect())
       .catch((err: unknown) => {
         throw engineError(`volume ${d.name}`, err);
-      });
+      })) as { Name?: string; Labels?: Record<string, string> | null; Options?: Record<string, string> | null };
+    // The engine answers a create of an existing name with that volume, options ignored: it must
+    // be the one just asked for (the name has a random part; this guards against it all the same).
+    const sameLabels = JSON.stringify(sortedObject(made.Labels ?? {})) === JSON.stringify(sortedObject(want.Labels ?? {}));
+    const sameOptions = JSON.stringify(sortedObject(made.Options ?? {})) === JSON.stringify(sortedObject(want.DriverOpts ?? {}));
+    if (made.Name !== d.name || !sameLabels || !sameOptions)
+      throw new SandboxError('sandbox.docker_refused', `the engine already had a volume named ${d.name} that AEGIS did not make: refused`);
   }
   const keeper = await docker
     .createContainer(keeperOptions({ id: p.id, image: p.keeperImage, volumes: dirs.map((d) => d.name), owner: p.owner }))
