@@ -129,7 +129,10 @@ export async function gatewayImage(docker: Docker, stateDir: string): Promise<st
     rmSync(join(keys, old), { recursive: true, force: true });
     // Its import records, one per engine (engine.ts engineImage).
     const records = join(stateDir, 'docker', 'docker-images');
-    for (const engine of existsSync(records) ? readdirSync(records) : []) rmSync(join(records, engine, old), { force: true });
+    // (A file of the older layout, one record per image for every engine, goes as well.)
+    for (const e of existsSync(records) ? readdirSync(records, { withFileTypes: true }) : [])
+      if (e.isDirectory()) rmSync(join(records, e.name, old), { force: true });
+      else if (e.name === old) rmSync(join(records, e.name), { force: true });
   }
   return id;
 }
