@@ -4,6 +4,8 @@
  *   - `aegis run --isolation docker` (the bundle through the engine's API, docs/sandbox.md)
  *   - `docker run --rm --network none` of the same engine image (AEGIS's import of the store
  *     image, `aegis-image:<digest>`) and the same command: the engine alone, no policy
+ *   - `aegis run --isolation docker` with AEGIS_DOCKER_ENGINE=remote (the engine used through its
+ *     API only, as Docker Desktop is: volumes, a keeper container, the limits in HostConfig)
  *   - `aegis run --isolation crun` (the default backend), for comparison
  * and in-process `runSandbox` on docker vs crun (what the server would pay).
  *
@@ -44,9 +46,9 @@ async function timeAll(tasks: Record<string, Task>): Promise<Record<string, numb
 }
 
 /** Runs a command to completion with pipes (never the host's /dev/null, see bench/sandbox.ts). */
-function exec(cmd: string, argv: string[]): Promise<number> {
+function exec(cmd: string, argv: string[], env?: Record<string, string>): Promise<number> {
   return new Promise((resolve, reject) => {
-    const c = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const c = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'], ...(env !== undefined ? { env: { ...process.env, ...env } } : {}) });
     c.stdin.end();
     c.stdout.resume();
     let err = '';
@@ -91,9 +93,9 @@ async function main(): Promise<void> {
         `version: "1.0"\nagent:\n  name: bench\n  runtime: "python:3.11"\n  entrypoint: ${JSON.stringify(argv)}\npermissions:\n  memory: 256MiB\n`,
       );
       const run =
-        (isolation: Isolation): Task =>
+        (isolation: Isolation, env?: Record<string, string>): Task =>
         () =>
-          exec(process.execPath, [AEGIS_BIN, 'run', join(dir, 'agent.yaml'), '--isolation', isolation, '--state-dir', state]);
+          exec(process.execPath, [AEGIS_BIN, 'run', join(dir, 'agent.yaml'), '--isolation', isolation, '--state-dir', state], env);
       // The first aegis docker run imports the image; the plain docker run uses that import.
       await run('docker')();
       const inProcess =
@@ -113,6 +115,7 @@ async function main(): Promise<void> {
         };
       times[name] = await timeAll({
         'aegis run --isolation docker': run('docker'),
+        'aegis run docker, remote engine': run('docker', { AEGIS_DOCKER_ENGINE: 'remote' }),
         'docker run --rm --network none': () => exec('docker', ['run', '--rm', '--network', 'none', '--memory', '256m', tag, ...argv]),
         'aegis run --isolation crun': run('crun'),
         'runSandbox docker': inProcess('docker'),
@@ -128,6 +131,9 @@ async function main(): Promise<void> {
         `${name.padEnd(16)} aegis docker / docker run      ${(d / t['docker run --rm --network none']!).toFixed(2)}x (AEGIS's overhead on this backend)`,
       );
       out(`${name.padEnd(16)} aegis docker / aegis crun      ${(d / t['aegis run --isolation crun']!).toFixed(2)}x`);
+      out(
+        `${name.padEnd(16)} remote engine / local engine   ${(t['aegis run docker, remote engine']! / d).toFixed(2)}x (the API-only delivery: volumes, keeper, archive copies)`,
+      );
       out(`${name.padEnd(16)} runSandbox docker / crun       ${(t['runSandbox docker']! / t['runSandbox crun']!).toFixed(2)}x`);
     }
   } finally {

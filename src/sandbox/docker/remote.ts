@@ -76,6 +76,13 @@ function engineError(what: string, err: unknown): SandboxError {
   return new SandboxError('sandbox.start_failed', `Docker engine: ${what}: ${msg}`, { cause: err });
 }
 
+/** Awaits every promise (none is left running), then throws the first failure, if any. */
+async function settleAll(ps: readonly Promise<void>[]): Promise<void> {
+  const r = await Promise.allSettled(ps);
+  const bad = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  if (bad !== undefined) throw bad.reason;
+}
+
 function sortedObject(o: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
@@ -143,7 +150,7 @@ export async function deliverRemote(
       throw new SandboxError('sandbox.docker_refused', `the file ${m.source} cannot be given to a remote engine (at ${m.destination})`);
   }
   const engineBytes = new Map<string, number>();
-  for (const d of dirs) {
+  const makeVolume = async (d: (typeof dirs)[number]): Promise<void> => {
     const requested = d.rw ? p.rwSizes.get(d.source) : undefined;
     const bytes = requested === undefined ? undefined : rwEngineBytes(stagedCapacity(d.source), requested);
     if (d.rw) engineBytes.set(d.source, bytes!);
@@ -167,17 +174,21 @@ export async function deliverRemote(
     const sameOptions = JSON.stringify(sortedObject(made.Options ?? {})) === JSON.stringify(sortedObject(want.DriverOpts ?? {}));
     if (made.Name !== d.name || !sameLabels || !sameOptions)
       throw new SandboxError('sandbox.docker_refused', `the engine already had a volume named ${d.name} that AEGIS did not make: refused`);
-  }
+  };
+  await settleAll(dirs.map(makeVolume));
   const keeper = await docker
     .createContainer(keeperOptions({ id: p.id, image: p.keeperImage, volumes: dirs.map((d) => d.name), owner: p.owner }))
     .catch((err: unknown) => {
       throw engineError('keeper container', err);
     });
-  await keeper.start().catch((err: unknown) => {
-    throw engineError('keeper container start', err);
-  });
+  // Started only to hold a tmpfs volume mounted (an rw volume); plain volumes keep their contents
+  // and are filled through the created container alike.
+  if (dirs.some((d) => d.rw))
+    await keeper.start().catch((err: unknown) => {
+      throw engineError('keeper container start', err);
+    });
   const warnings: string[] = [];
-  for (const d of dirs) {
+  const fill = async (d: (typeof dirs)[number]): Promise<void> => {
     const packed = await packTree(d.source);
     if (packed.skipped.length > 0)
       warnings.push(
@@ -189,7 +200,8 @@ export async function deliverRemote(
       packed.stream.destroy();
       throw engineError(`copying ${d.source} in`, err);
     });
-  }
+  };
+  await settleAll(dirs.map(fill));
   let image = p.baseImage;
   if (files.size > 0) {
     const c = await docker.createContainer(filesOptions({ id: p.id, image: p.baseImage, owner: p.owner })).catch((err: unknown) => {
