@@ -5,6 +5,7 @@
  * dir finds nothing to recover. Every lifecycle transition is in the audit log.
  */
 import assert from 'node:assert/strict';
+import { useDockerEngine } from '../../src/sandbox/docker/host.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -223,44 +224,52 @@ describe('orchestrator engine (real sandboxes)', { timeout: 300_000 }, () => {
     assert.ok(cold.out.includes("EXTRA=x'y\n") && cold.out.includes('\nz\n') && cold.out.includes('FROM_MANIFEST=overridden\n'), cold.out);
   });
 
-  it('docker: a warm sandbox is a container prepared in the engine ahead, and runs as a cold one does', async (t) => {
-    if (!requireOrSkip(t, unavailable ?? (await sandboxUnavailable('docker')))) return;
-    const ref = agent('dockerprobe', 'printf "[%s]" "$@"; echo; echo "env:$EXTRA"; cat');
-    writeFileSync(ref.manifestPath, readFileSync(ref.manifestPath, 'utf8').replace('isolation: crun', 'isolation: docker'));
-    const input = { args: ["it's", '$(id)'], env: { EXTRA: 'e x' }, stdin: 'in\n' };
-    const once = async (): Promise<{ out: string; warm: boolean; id: string }> => {
-      const { seen, obs } = observer();
-      const s = await engine!.execute({ ...request(ref, []), input }, obs).done;
-      assert.equal(s.status, 'exited', JSON.stringify(s) + Buffer.concat(seen.err).toString());
-      const spawn = seen.audit.find((e) => e.action === 'run.spawn');
-      assert.equal(spawn?.payload['isolation'], 'docker');
-      return { out: Buffer.concat(seen.out).toString(), warm: s.warm, id: String(spawn?.actor.execution) };
-    };
-    const cold = await once();
-    assert.equal(cold.warm, false);
-    const { engineClient } = await import('../../src/sandbox/docker/engine.js');
-    const agents = async (): Promise<string[]> =>
-      (await engineClient().listContainers({ all: true, filters: { label: ['org.aegis.role=agent'] } })).map(
-        (c) => c.Labels['org.aegis.run'] ?? '',
+  // The engine local, and the same engine used as a remote one (only its API: Docker Desktop's case).
+  for (const mode of ['auto', 'remote'] as const)
+    it(`docker (${mode} engine): a warm sandbox is a container prepared in the engine ahead, and runs as a cold one does`, async (t) => {
+      if (!requireOrSkip(t, unavailable ?? (await sandboxUnavailable('docker')))) return;
+      useDockerEngine(mode);
+      t.after(() => useDockerEngine('auto'));
+      const name = `dockerprobe-${mode}`;
+      const ref = agent(name, 'printf "[%s]" "$@"; echo; echo "env:$EXTRA"; cat');
+      writeFileSync(ref.manifestPath, readFileSync(ref.manifestPath, 'utf8').replace('isolation: crun', 'isolation: docker'));
+      const input = { args: ["it's", '$(id)'], env: { EXTRA: 'e x' }, stdin: 'in\n' };
+      const once = async (): Promise<{ out: string; warm: boolean; id: string }> => {
+        const { seen, obs } = observer();
+        const s = await engine!.execute({ ...request(ref, []), input }, obs).done;
+        assert.equal(s.status, 'exited', JSON.stringify(s) + Buffer.concat(seen.err).toString());
+        const spawn = seen.audit.find((e) => e.action === 'run.spawn');
+        assert.equal(spawn?.payload['isolation'], 'docker');
+        return { out: Buffer.concat(seen.out).toString(), warm: s.warm, id: String(spawn?.actor.execution) };
+      };
+      const cold = await once();
+      assert.equal(cold.warm, false);
+      const { engineClient } = await import('../../src/sandbox/docker/engine.js');
+      const agents = async (): Promise<string[]> =>
+        (await engineClient().listContainers({ all: true, filters: { label: ['org.aegis.role=agent'] } })).map(
+          (c) => c.Labels['org.aegis.run'] ?? '',
+        );
+      const before = await agents();
+      engine!.setPool(ref, 1);
+      for (let i = 0; i < 400 && engine!.pools().find((p) => p.agent === name)?.warm !== 1; i++)
+        await new Promise((r) => setTimeout(r, 50));
+      const prepared = (await agents()).filter((id) => !before.includes(id));
+      assert.equal(prepared.length, 1, 'the warm sandbox is a container in the engine before any execution claims it');
+      // Remote: its code reached the engine as a volume, through a keeper container of the run.
+      const keepers = await engineClient().listContainers({ all: true, filters: { label: ['org.aegis.role=keeper'] } });
+      assert.equal(keepers.filter((c) => prepared.includes(c.Labels['org.aegis.run'] ?? '')).length, mode === 'remote' ? 1 : 0);
+      const warm = await once();
+      engine!.setPool(ref, 0);
+      assert.equal(warm.warm, true);
+      assert.equal(warm.out, cold.out);
+      assert.equal(cold.out, "[it's][$(id)]\nenv:e x\nin\n");
+      for (let i = 0; i < 100 && (await agents()).some((id) => prepared.includes(id)); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(
+        (await agents()).filter((id) => prepared.includes(id) || id === cold.id),
+        [],
+        'nothing of the runs is left in the engine',
       );
-    const before = await agents();
-    engine!.setPool(ref, 1);
-    for (let i = 0; i < 400 && engine!.pools().find((p) => p.agent === 'dockerprobe')?.warm !== 1; i++)
-      await new Promise((r) => setTimeout(r, 50));
-    const prepared = (await agents()).filter((id) => !before.includes(id));
-    assert.equal(prepared.length, 1, 'the warm sandbox is a container in the engine before any execution claims it');
-    const warm = await once();
-    engine!.setPool(ref, 0);
-    assert.equal(warm.warm, true);
-    assert.equal(warm.out, cold.out);
-    assert.equal(cold.out, "[it's][$(id)]\nenv:e x\nin\n");
-    for (let i = 0; i < 100 && (await agents()).some((id) => prepared.includes(id)); i++) await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(
-      (await agents()).filter((id) => prepared.includes(id) || id === cold.id),
-      [],
-      'nothing of the runs is left in the engine',
-    );
-  });
+    });
 
   it('cancel mid-run: TERM, grace, KILL, recorded killed; nothing left', async (t) => {
     if (!requireOrSkip(t, unavailable)) return;
