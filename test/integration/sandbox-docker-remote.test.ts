@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync, chmodSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { compilePolicy } from '../../src/manifest/compile.js';
@@ -116,6 +116,105 @@ describe('docker (remote engine): what the engine is given', () => {
       );
       assert.equal(readFileSync(join(out, 'after.txt'), 'utf8'), 'from the agent\n', 'the rw volume was read back');
       assert.equal(readFileSync(join(out, 'before.txt'), 'utf8'), 'from the host\n');
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('docker (remote engine): rw volumes the agent cannot turn against the operator', () => {
+  const manifest = (entry: string[]): string =>
+    [
+      'version: "1.0"',
+      'agent:',
+      '  name: remote-volume',
+      '  runtime: python:3.11',
+      `  entrypoint: ${JSON.stringify(entry)}`,
+      'permissions:',
+      '  fs:',
+      '    write: ["/data/out"]',
+      '  execution_time: 60s',
+      '  memory: 256MiB',
+    ].join('\n');
+  const setup = (): { work: string; out: string } => {
+    const work = mkdtempSync('/var/tmp/aegis-docker-remote-');
+    chmodSync(work, 0o755);
+    const out = join(work, 'out');
+    mkdirSync(out);
+    writeFileSync(join(out, 'precious.txt'), "the operator's\n");
+    return { work, out };
+  };
+
+  it('a keeper that dies during the run (its tmpfs gone): not read back, the folder kept, a warning', async (t) => {
+    if (!requireOrSkip(t, await sandboxUnavailable('docker'))) return;
+    const { work, out } = setup();
+    try {
+      const script = 'import time\nopen("/data/out/new.txt", "w").write("new")\nprint("ready", flush=True)\ntime.sleep(3)\n';
+      const policy = compilePolicy(parseManifestOrThrow(manifest(['python3', '-c', script]), 'agent.yaml'));
+      const docker = engineClient();
+      let killed = false;
+      const r = await runSandbox({
+        policy,
+        manifestDir: work,
+        imageRootfs: (await resolveImage(policy.agent.runtime)).rootfs,
+        isolation: 'docker',
+        volumes: [{ host: out, sandbox: '/data/out', mode: 'rw', sizeBytes: 16 * 1024 * 1024 }],
+        stateDir: join(work, 'state'),
+        stdout: (c) => {
+          if (killed || !c.toString().includes('ready')) return;
+          killed = true;
+          void docker
+            .listContainers({ filters: { label: [`${LABEL_ROLE}=keeper`, `${LABEL_OWNER_PID}=${process.pid}`] } })
+            .then((l) => Promise.all(l.map((c) => docker.getContainer(c.Id).kill())));
+        },
+        stderr: 'ignore',
+      });
+      assert.ok(killed);
+      assert.equal(r.status, 'exited', JSON.stringify(r));
+      assert.ok(
+        (r.warnings ?? []).some((w) => /keeper container .* stopped/.test(w)),
+        `a warning says why: ${JSON.stringify(r.warnings)}`,
+      );
+      assert.deepEqual(readdirSync(out), ['precious.txt'], 'the folder keeps its contents from before the run');
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
+  it('holds no more files than the staged filesystem can take back: the agent gets ENOSPC, what it wrote comes back', async (t) => {
+    if (!requireOrSkip(t, await sandboxUnavailable('docker'))) return;
+    const { work, out } = setup();
+    try {
+      const script = [
+        'import os',
+        'n = 0',
+        'try:',
+        '    while n < 100000:',
+        '        open("/data/out/f%d" % n, "w").close()',
+        '        n += 1',
+        'except OSError as e:',
+        '    print("errno", e.errno, n)',
+      ].join('\n');
+      const policy = compilePolicy(parseManifestOrThrow(manifest(['python3', '-c', script]), 'agent.yaml'));
+      let stdout = '';
+      const r = await runSandbox({
+        policy,
+        manifestDir: work,
+        imageRootfs: (await resolveImage(policy.agent.runtime)).rootfs,
+        isolation: 'docker',
+        // The smallest size: its staged ext4 has about 2048 inodes.
+        volumes: [{ host: out, sandbox: '/data/out', mode: 'rw', sizeBytes: 8 * 1024 * 1024 }],
+        stateDir: join(work, 'state'),
+        stdout: (c) => void (stdout += c.toString()),
+        stderr: 'ignore',
+      });
+      assert.equal(r.status, 'exited', JSON.stringify(r));
+      const m = /errno (\d+) (\d+)/.exec(stdout);
+      assert.ok(m, stdout);
+      assert.equal(m[1], '28', 'ENOSPC: out of inodes');
+      assert.ok(Number(m[2]) > 1000 && Number(m[2]) < 4096, `made ${m[2]} files`);
+      assert.deepEqual(r.warnings ?? [], []);
+      assert.equal(readdirSync(out).length, Number(m[2]) + 1, 'every file came back, and precious.txt');
     } finally {
       rmSync(work, { recursive: true, force: true });
     }

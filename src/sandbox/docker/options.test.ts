@@ -14,7 +14,9 @@ import {
   keeperOptions,
   LABEL_OWNER_PID,
   LABEL_RUN,
+  MAX_REMOTE_VOLUME_INODES,
   rwEngineBytes,
+  rwEngineInodes,
   volumeOptions,
   type ContainerFacts,
 } from './options.js';
@@ -123,12 +125,24 @@ describe('docker: bundle -> engine options for a remote engine (API only)', () =
       assert.throws(() => containerOptions(config, { ...remote(), limits }), hasCode(SandboxError, 'sandbox.docker_refused'));
   });
   it('rw volumes are bounded tmpfs volumes owned by the agent; read-only content plain volumes', () => {
-    const v = volumeOptions({ name: 'n', id: FACTS.id, owner: FACTS.owner, tmpfs: { bytes: 1 << 26, uid: 101000, gid: 101000 } });
-    assert.deepEqual(v.DriverOpts, { type: 'tmpfs', device: 'tmpfs', o: `size=${1 << 26},uid=101000,gid=101000,mode=0700,nosuid,nodev` });
+    const v = volumeOptions({
+      name: 'n',
+      id: FACTS.id,
+      owner: FACTS.owner,
+      tmpfs: { bytes: 1 << 26, inodes: 4080, uid: 101000, gid: 101000 },
+    });
+    assert.deepEqual(v.DriverOpts, {
+      type: 'tmpfs',
+      device: 'tmpfs',
+      o: `size=${1 << 26},nr_inodes=4080,uid=101000,gid=101000,mode=0700,nosuid,nodev`,
+    });
+    assert.equal(rwEngineInodes(4096), 4080, "the staged filesystem's free inodes, less a margin");
+    assert.equal(rwEngineInodes(16_000_000), MAX_REMOTE_VOLUME_INODES);
+    assert.equal(rwEngineInodes(3), 1);
     assert.equal(v.Labels?.[LABEL_RUN], FACTS.id);
     assert.equal(volumeOptions({ name: 'n', id: FACTS.id, owner: FACTS.owner }).DriverOpts, undefined);
     assert.throws(
-      () => volumeOptions({ name: 'n', id: FACTS.id, owner: FACTS.owner, tmpfs: { bytes: 1.5, uid: 0, gid: 0 } }),
+      () => volumeOptions({ name: 'n', id: FACTS.id, owner: FACTS.owner, tmpfs: { bytes: 1.5, inodes: 1, uid: 0, gid: 0 } }),
       hasCode(SandboxError, 'sandbox.docker_refused'),
     );
   });

@@ -304,7 +304,9 @@ function labelsOf(id: string, role: string, owner: ContainerFacts['owner']): Rec
 
 /**
  * An engine volume of a remote run: `tmpfsBytes` makes it a tmpfs of that size owned by
- * `owner` (an rw volume: bounded like the staged filesystem of a local run; LIMITATION: its pages
+ * `owner` with at most `inodes` files, directories and links (an rw volume: bounded like the
+ * staged filesystem of a local run, so that what the agent leaves fits it when read back, and
+ * the read-back has a bounded number of entries; LIMITATION: its pages
  * count against the memory limit of whoever writes them, the agent included), otherwise a plain
  * local volume (read-only content: the code directory, ro volumes).
  */
@@ -312,16 +314,23 @@ export function volumeOptions(f: {
   name: string;
   id: string;
   owner: ContainerFacts['owner'];
-  tmpfs?: { bytes: number; uid: number; gid: number };
+  tmpfs?: { bytes: number; inodes: number; uid: number; gid: number };
 }): Docker.VolumeCreateOptions {
   const t = f.tmpfs;
-  if (t !== undefined && ![t.bytes, t.uid, t.gid].every((n) => Number.isSafeInteger(n) && n >= 0)) refuse('this volume size or owner');
+  if (t !== undefined && (![t.bytes, t.inodes, t.uid, t.gid].every((n) => Number.isSafeInteger(n) && n >= 0) || t.inodes < 1))
+    refuse('this volume size, inode count or owner');
   return {
     Name: f.name,
     Driver: 'local',
     Labels: labelsOf(f.id, 'volume', f.owner),
     ...(t !== undefined
-      ? { DriverOpts: { type: 'tmpfs', device: 'tmpfs', o: `size=${t.bytes},uid=${t.uid},gid=${t.gid},mode=0700,nosuid,nodev` } }
+      ? {
+          DriverOpts: {
+            type: 'tmpfs',
+            device: 'tmpfs',
+            o: `size=${t.bytes},nr_inodes=${t.inodes},uid=${t.uid},gid=${t.gid},mode=0700,nosuid,nodev`,
+          },
+        }
       : {}),
   };
 }
@@ -418,4 +427,16 @@ export function dnsOptions(resolvConf: string): { Dns: string[]; DnsSearch: stri
 export function rwEngineBytes(capacity: number, requested: number): number {
   const usable = Math.min(requested, capacity - Math.max(Math.floor(capacity / 64), 1024 * 1024));
   return Math.max(4096, Math.floor(usable / 4096) * 4096);
+}
+
+/** Most files, directories and links of a remote run's rw volume (the copy-out keeps a path per entry in memory). */
+export const MAX_REMOTE_VOLUME_INODES = 100_000;
+
+/**
+ * The inode count of a remote run's tmpfs volume for an rw volume whose staged filesystem has
+ * `free` inodes: what it can take back (a margin of 16), at most MAX_REMOTE_VOLUME_INODES.
+ * tmpfs counts hard links too, so the read-back has at most this many entries (plus its top).
+ */
+export function rwEngineInodes(free: number): number {
+  return Math.max(1, Math.min(MAX_REMOTE_VOLUME_INODES, Math.floor(free) - 16));
 }

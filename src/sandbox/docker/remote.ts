@@ -51,23 +51,29 @@ import {
   LABEL_OWNER_START,
   LABEL_RUN,
   rwEngineBytes,
+  rwEngineInodes,
   volumeOptions,
   type EngineMounts,
 } from './options.js';
 import { extractTree, packTree } from './transfer.js';
 
 /** Most entries read back from one rw volume. */
-const MAX_VOLUME_ENTRIES = 1_000_000;
+/** The copy-out's bounds: the longest path and the deepest tree, and its time. */
+const COPY_OUT_MAX_PATH_BYTES = 1024;
+const COPY_OUT_MAX_DEPTH = 128;
+const COPY_OUT_TIMEOUT_MS = 10 * 60_000;
 
 export interface RemoteDelivery {
   /** The image the agent's container is created from (the run's committed image, or the base). */
   readonly image: string;
   readonly mounts: Extract<EngineMounts, { kind: 'remote' }>;
   readonly keeper: string;
+  /** When the keeper was started (its volumes' tmpfs mounts live since then); null when it was not started. */
+  readonly keeperStartedAt: string | null;
   /** What was left out of the copies (sockets, devices), for the run's warnings. */
   readonly warnings: readonly string[];
   /** The rw volumes to read back: their staged directory on this host and size. */
-  readonly rw: readonly { readonly n: number; readonly staged: string; readonly bytes: number }[];
+  readonly rw: readonly { readonly n: number; readonly staged: string; readonly bytes: number; readonly inodes: number }[];
 }
 
 function engineError(what: string, err: unknown): SandboxError {
@@ -87,11 +93,11 @@ function sortedObject(o: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-/** The data bytes of the staged filesystem at `dir` (statfs: ext4 counts its own metadata out). */
-function stagedCapacity(dir: string): number {
+/** The data bytes (statfs: ext4 counts its own metadata out) and free inodes of the staged filesystem at `dir`. */
+function stagedCapacity(dir: string): { bytes: number; inodes: number } {
   try {
     const st = statfsSync(dir);
-    return st.blocks * st.bsize;
+    return { bytes: st.blocks * st.bsize, inodes: st.ffree };
   } catch (err) {
     throw new SandboxError('sandbox.volume_failed', `cannot measure the staged volume ${dir}: ${(err as Error).message}`, { cause: err });
   }
@@ -149,19 +155,18 @@ export async function deliverRemote(
     } else
       throw new SandboxError('sandbox.docker_refused', `the file ${m.source} cannot be given to a remote engine (at ${m.destination})`);
   }
-  const engineBytes = new Map<string, number>();
+  const engineSizes = new Map<string, { bytes: number; inodes: number }>();
   const makeVolume = async (d: (typeof dirs)[number]): Promise<void> => {
     const requested = d.rw ? p.rwSizes.get(d.source) : undefined;
-    const bytes = requested === undefined ? undefined : rwEngineBytes(stagedCapacity(d.source), requested);
-    if (d.rw) engineBytes.set(d.source, bytes!);
-    if (d.rw && bytes === undefined)
+    if (d.rw && requested === undefined)
       throw new SandboxError('sandbox.docker_refused', `the rw volume at ${d.destination} has no staged size`);
-    const want = volumeOptions({
-      name: d.name,
-      id: p.id,
-      owner: p.owner,
-      ...(bytes !== undefined ? { tmpfs: { bytes, ...p.agent } } : {}),
-    });
+    let tmpfs: { bytes: number; inodes: number; uid: number; gid: number } | undefined;
+    if (requested !== undefined) {
+      const staged = stagedCapacity(d.source);
+      tmpfs = { bytes: rwEngineBytes(staged.bytes, requested), inodes: rwEngineInodes(staged.inodes), ...p.agent };
+      engineSizes.set(d.source, tmpfs);
+    }
+    const want = volumeOptions({ name: d.name, id: p.id, owner: p.owner, ...(tmpfs !== undefined ? { tmpfs } : {}) });
     const made = (await docker
       .createVolume(want)
       .then((v) => v.inspect())
@@ -183,10 +188,17 @@ export async function deliverRemote(
     });
   // Started only to hold a tmpfs volume mounted (an rw volume); plain volumes keep their contents
   // and are filled through the created container alike.
-  if (dirs.some((d) => d.rw))
+  let keeperStartedAt: string | null = null;
+  if (dirs.some((d) => d.rw)) {
     await keeper.start().catch((err: unknown) => {
       throw engineError('keeper container start', err);
     });
+    const st = await keeper.inspect().catch((err: unknown) => {
+      throw engineError('keeper container', err);
+    });
+    if (!st.State.Running) throw new SandboxError('sandbox.start_failed', 'Docker engine: the keeper container stopped at once');
+    keeperStartedAt = st.State.StartedAt;
+  }
   const warnings: string[] = [];
   const fill = async (d: (typeof dirs)[number]): Promise<void> => {
     const packed = await packTree(d.source);
@@ -227,8 +239,9 @@ export async function deliverRemote(
     image,
     mounts: { kind: 'remote', volumes: Object.fromEntries(dirs.map((d) => [d.destination, d.name])), provided },
     keeper: keeper.id,
+    keeperStartedAt,
     warnings,
-    rw: dirs.filter((d) => d.rw).map((d) => ({ n: d.n, staged: d.source, bytes: engineBytes.get(d.source)! })),
+    rw: dirs.filter((d) => d.rw).map((d) => ({ n: d.n, staged: d.source, ...engineSizes.get(d.source)! })),
   };
 }
 
@@ -241,12 +254,28 @@ export async function collectRemote(docker: Docker, d: RemoteDelivery): Promise<
   const failed = new Map<string, string>();
   const warnings: string[] = [];
   const keeper = docker.getContainer(d.keeper);
+  const deadline = AbortSignal.timeout(COPY_OUT_TIMEOUT_MS);
   for (const v of d.rw) {
     try {
+      // ARCHITECTURE NOTE: the volume must be the tmpfs the agent wrote, held mounted by the
+      // keeper since its start. A keeper that stopped or was restarted (killed, the engine
+      // restarted, OOM) let the tmpfs go: reading the volume now would mount a fresh, EMPTY one,
+      // and copyBack would empty the operator's folder. So: not read back, the folder kept.
+      const st = await keeper.inspect();
+      if (!st.State.Running || st.State.StartedAt !== d.keeperStartedAt || st.RestartCount !== 0)
+        throw new Error('the keeper container that held the volume stopped during the run: its contents are gone');
       if (!existsSync(v.staged)) throw new Error(`${v.staged} is gone`);
       for (const name of readdirSync(v.staged)) rmSync(join(v.staged, name), { recursive: true, force: true });
       const archive = (await keeper.getArchive({ path: keeperTarget(v.n) })) as unknown as Readable;
-      const r = await extractTree(archive, v.staged, { top: String(v.n), maxBytes: v.bytes, maxEntries: MAX_VOLUME_ENTRIES });
+      const r = await extractTree(archive, v.staged, {
+        top: String(v.n),
+        maxBytes: v.bytes,
+        // tmpfs counts every file, directory and hard link: the archive has at most that many entries, and its top.
+        maxEntries: v.inodes + 16,
+        maxPathBytes: COPY_OUT_MAX_PATH_BYTES,
+        maxDepth: COPY_OUT_MAX_DEPTH,
+        signal: deadline,
+      });
       if (r.skipped.length > 0)
         warnings.push(`rw volume at ${v.staged}: not copied back (neither file, directory nor link): ${r.skipped.slice(0, 10).join(', ')}`);
     } catch (err) {
@@ -259,6 +288,7 @@ export async function collectRemote(docker: Docker, d: RemoteDelivery): Promise<
 /** What the engine's stats stream reported of one container (see the LIMITATION above). */
 export class EngineStats {
   private stream: Readable | null = null;
+  private stopped = false;
   private cpuNs = 0;
   private memory = 0;
   private maxMemory = 0;
@@ -276,6 +306,11 @@ export class EngineStats {
   async follow(docker: Docker, containerId: string): Promise<void> {
     try {
       const s = (await docker.getContainer(containerId).stats({ stream: true })) as unknown as Readable;
+      // Stopped while the engine answered (a short run): the stream is not kept open.
+      if (this.stopped) {
+        s.destroy();
+        return;
+      }
       this.stream = s;
       let buf = '';
       s.on('data', (b: Buffer) => {
@@ -333,6 +368,7 @@ export class EngineStats {
   }
 
   stop(): void {
+    this.stopped = true;
     this.stream?.destroy();
     this.stream = null;
   }

@@ -25,7 +25,7 @@ import { execFileSync } from 'node:child_process';
 import tar, { type Header } from 'tar-stream';
 import { hasCode } from '../../test-support/errors.js';
 import { SandboxError } from '../errors.js';
-import { extractTree, packTree } from './transfer.js';
+import { extractTree, packTree, type ExtractTreeOptions } from './transfer.js';
 
 type Entry = Partial<Header> & { name: string; data?: Buffer | string; pax?: Record<string, string> };
 
@@ -84,7 +84,11 @@ function scene(): { dest: string; outside: string; snapshot: () => string } {
 const LIMITS = { top: 'data', maxBytes: 1 << 20, maxEntries: 1000 };
 
 /** Extracts `entries` into a fresh scene and asserts it is refused with `code` and nothing outside dest changed. */
-async function refusedWith(entries: readonly Entry[], code: 'sandbox.volume_refused' | 'sandbox.volume_failed', opts = LIMITS) {
+async function refusedWith(
+  entries: readonly Entry[],
+  code: 'sandbox.volume_refused' | 'sandbox.volume_failed',
+  opts: ExtractTreeOptions = LIMITS,
+) {
   const s = scene();
   const before = s.snapshot();
   const archive = await tarOf(entries);
@@ -374,6 +378,28 @@ describe('extractTree: hostile archives', () => {
   it('refuses more than maxEntries entries', async () => {
     const many: Entry[] = [top, ...Array.from({ length: 20 }, (_, i) => ({ name: `data/f${i}`, data: 'x' }))];
     await refusedWith(many, 'sandbox.volume_refused', { ...LIMITS, maxEntries: 10 });
+  });
+
+  it("stops when its signal aborts (the caller's time bound): refused, nothing outside destDir written", async () => {
+    const many: Entry[] = [top, ...Array.from({ length: 600 }, (_, i) => ({ name: `data/f${i}`, data: 'x' }))];
+    await refusedWith(many, 'sandbox.volume_refused', { ...LIMITS, signal: AbortSignal.abort('test') });
+    // Aborted while it runs: the check between entries stops it.
+    const archive = await tarOf(many);
+    const s2 = scene();
+    const late = new AbortController();
+    const p2 = extractTree(Readable.from([archive]), s2.dest, { ...LIMITS, signal: late.signal });
+    setImmediate(() => late.abort('late'));
+    await assert.rejects(p2, hasCode(SandboxError, 'sandbox.volume_refused'));
+  });
+
+  it('a deep tree costs one check per directory, not per entry below it (depth 120, 2000 files)', async () => {
+    const dirs = Array.from({ length: 120 }, (_, i) => `d${i}`);
+    const deep = `data/${dirs.join('/')}`;
+    const entries: Entry[] = [top, ...Array.from({ length: 2000 }, (_, i) => ({ name: `${deep}/f${i}`, data: 'x' }))];
+    const s = scene();
+    const r = await extractTree(Readable.from([await tarOf(entries)]), s.dest, { ...LIMITS, maxEntries: 5000, maxPathBytes: 4000 });
+    assert.equal(r.entries, 2001);
+    assert.equal(readdirSync(join(s.dest, ...dirs)).length, 2000);
   });
 
   it('never turns a directory into something else, nor a file into a directory; a later file replaces a file', async () => {

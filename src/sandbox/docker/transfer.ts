@@ -118,6 +118,8 @@ export interface ExtractTreeOptions {
   readonly maxPathBytes?: number;
   /** Deepest entry path (segments). Default 256. */
   readonly maxDepth?: number;
+  /** Stops the copy-out (refused) when aborted: a time bound set by the caller. */
+  readonly signal?: AbortSignal;
 }
 
 export interface ExtractTreeResult extends TransferCounts {
@@ -354,6 +356,8 @@ class Tail extends Transform {
 
 class Extraction {
   readonly kinds = new Map<string, Kind>();
+  /** Directories already checked to be this extraction's (each is lstat-ed once: a directory is never replaced). */
+  readonly verified = new Set<string>();
   readonly links = new Map<string, PendingLink>();
   readonly dirTimes = new Map<string, { segments: string[]; mtime: Date }>();
   readonly skipped: string[] = [];
@@ -365,7 +369,7 @@ class Extraction {
 
   constructor(
     readonly root: string,
-    readonly opts: Required<ExtractTreeOptions>,
+    readonly opts: Required<Omit<ExtractTreeOptions, 'signal'>>,
   ) {
     let st: Stats;
     try {
@@ -398,9 +402,12 @@ class Extraction {
 
   /** Creates missing parents of `segments` and checks each one is a real directory of this extraction. */
   parents(segments: readonly string[], name: string): void {
+    let rel = '';
     for (let i = 1; i < segments.length; i++) {
+      rel = i === 1 ? segments[0]! : `${rel}/${segments[i - 1]!}`;
+      // Made and checked by this extraction already: nothing to do (the common case, O(1)).
+      if (this.verified.has(rel)) continue;
       const prefix = segments.slice(0, i);
-      const rel = prefix.join('/');
       const kind = this.kinds.get(rel);
       if (kind === undefined) this.mkdir(prefix, 0o755, undefined);
       else if (kind !== 'dir')
@@ -412,9 +419,12 @@ class Extraction {
   }
 
   checkDir(segments: readonly string[]): void {
+    const rel = segments.join('/');
+    if (this.verified.has(rel)) return;
     const st = lstatSync(this.abs(segments));
     if (!st.isDirectory() || st.dev !== this.rootDev)
       throw failed(`${this.abs(segments)} changed during the extraction: not the directory it made`);
+    this.verified.add(rel);
   }
 
   mkdir(segments: readonly string[], mode: number, owner: { uid: number; gid: number } | undefined): void {
@@ -569,8 +579,10 @@ function asSandboxError(err: unknown): SandboxError {
   });
 }
 
-function checkOptions(o: ExtractTreeOptions): Required<ExtractTreeOptions> {
-  const full = { maxPathBytes: 4000, maxDepth: 256, ...o };
+function checkOptions(o: ExtractTreeOptions): Required<Omit<ExtractTreeOptions, 'signal'>> {
+  const full = { maxPathBytes: 4000, maxDepth: 256, top: o.top, maxBytes: o.maxBytes, maxEntries: o.maxEntries };
+  if (o.maxPathBytes !== undefined) full.maxPathBytes = o.maxPathBytes;
+  if (o.maxDepth !== undefined) full.maxDepth = o.maxDepth;
   const top = full.top;
   // eslint-disable-next-line no-control-regex
   const topOk = top === '.' || (top !== '' && top !== '..' && !top.includes('/') && !/[\u0000-\u001f\u007f]/.test(top));
@@ -603,10 +615,16 @@ export async function extractTree(archive: Readable, destDir: string, opts: Extr
   archive.on('error', fail);
   tail.on('error', fail);
   archive.pipe(tail).pipe(ex as unknown as NodeJS.WritableStream);
+  const onAbort = (): void => fail(refused(`the copy-out took too long: stopped (${String(opts.signal?.reason ?? 'aborted')})`));
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal?.aborted) onAbort();
   try {
     for await (const entry of ex) {
       const h = entry.header;
       if (++x.entries > x.opts.maxEntries) throw refused(`the archive has more than ${x.opts.maxEntries} entries`);
+      // Every 256 entries, the rest of the process gets its turn (a big tree is synchronous work).
+      if (x.entries % 256 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      if (streamError !== undefined) throw streamError;
       const size = h.size ?? 0;
       x.budget(size, h.name);
       const segments = x.relative(h.name, 'archive entry');
@@ -637,6 +655,7 @@ export async function extractTree(archive: Readable, destDir: string, opts: Extr
   } catch (err) {
     throw asSandboxError(streamError ?? err);
   } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
     archive.destroy();
     tail.destroy();
     ex.destroy();
