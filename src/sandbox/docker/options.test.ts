@@ -14,7 +14,9 @@ import {
   keeperOptions,
   LABEL_OWNER_PID,
   LABEL_RUN,
+  limitsNotKept,
   MAX_REMOTE_VOLUME_INODES,
+  missingLimitSupport,
   rwEngineBytes,
   rwEngineInodes,
   volumeOptions,
@@ -152,6 +154,16 @@ describe('docker: bundle -> engine options for a remote engine (API only)', () =
     assert.equal(rwEngineBytes(1024 * mib, 1024 * mib), 1008 * mib);
     assert.equal(rwEngineBytes(1024 * mib, 8 * mib), 8 * mib, 'never more than asked');
     assert.equal(rwEngineBytes(100, 100), 4096, 'at least a page (the read-back then fails rather than overflows)');
+  });
+  it('refuses an engine that says it cannot enforce a limit, and notices a limit the engine dropped', () => {
+    const ok = { MemoryLimit: true, SwapLimit: true, CpuCfsQuota: true, CpuCfsPeriod: true, PidsLimit: true };
+    assert.deepEqual(missingLimitSupport(ok), []);
+    assert.deepEqual(missingLimitSupport({ ...ok, SwapLimit: false, PidsLimit: undefined }), ['SwapLimit', 'PidsLimit']);
+    const config = dockerConfig(policy({ write: ['/data/outputs'] }), { volumes });
+    const asked = containerOptions(config, remote()).HostConfig;
+    assert.deepEqual(limitsNotKept(asked, { ...asked }), []);
+    assert.deepEqual(limitsNotKept(asked, { ...asked, PidsLimit: 0, MemorySwap: -1 }), ['MemorySwap', 'PidsLimit']);
+    assert.deepEqual(limitsNotKept(asked, undefined).sort(), ['CpuPeriod', 'CpuQuota', 'Memory', 'MemorySwap', 'PidsLimit']);
   });
   it('the keeper: nobody, no capability, no network, read-only root, the volumes rw', () => {
     const k = keeperOptions({ id: FACTS.id, image: FACTS.image, volumes: ['a', 'b'], owner: FACTS.owner });

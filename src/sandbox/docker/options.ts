@@ -440,3 +440,22 @@ export const MAX_REMOTE_VOLUME_INODES = 100_000;
 export function rwEngineInodes(free: number): number {
   return Math.max(1, Math.min(MAX_REMOTE_VOLUME_INODES, Math.floor(free) - 16));
 }
+
+/**
+ * What an engine says it cannot enforce (GET /info): the limit controls a run needs. An engine
+ * without one (rootless Docker, cgroup v2 without delegated controllers, a kernel without swap
+ * accounting) drops the option with nothing but a warning, so the run is refused instead. Only
+ * `true` counts: a missing field is missing support (fail secure).
+ */
+export function missingLimitSupport(info: Readonly<Record<string, unknown>>): string[] {
+  return ['MemoryLimit', 'SwapLimit', 'CpuCfsQuota', 'CpuCfsPeriod', 'PidsLimit'].filter((k) => info[k] !== true);
+}
+
+/** The limit options of `asked` the created container does not carry as asked (its inspected HostConfig). */
+export function limitsNotKept(asked: object, got: object | undefined): string[] {
+  const a = asked as Readonly<Record<string, unknown>>;
+  const g = got as Readonly<Record<string, unknown>> | undefined;
+  return ['Memory', 'MemorySwap', 'CpuQuota', 'CpuPeriod', 'PidsLimit', 'NanoCpus'].filter(
+    (k) => a[k] !== undefined && a[k] !== 0 && g?.[k] !== a[k],
+  );
+}

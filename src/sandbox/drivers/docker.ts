@@ -160,7 +160,7 @@ export class DockerDriver implements RuntimeDriver {
     // Loaded only for docker runs: the engine client is not needed by the other runtimes.
     const [e, { containerOptions, holderOptions }] = await Promise.all([import('../docker/engine.js'), import('../docker/options.js')]);
     const { engineClient, engineImage, NETNS_MOUNT, netnsHolderProgram, nsIdentity, ownerFacts, startContainer, ContainerProcess } = e;
-    const { dnsOptions } = await import('../docker/options.js');
+    const { dnsOptions, limitsNotKept, missingLimitSupport } = await import('../docker/options.js');
     const docker = engineClient();
     // Once per process and engine: containers whose AEGIS owner died and whose run record is gone
     // too (the record sweep in state.ts handles those it knows, and audits them as run.lost).
@@ -171,7 +171,7 @@ export class DockerDriver implements RuntimeDriver {
     const { run, config } = l;
     writeFileSync(join(run.stateRoot, run.id), '', { mode: 0o600 });
     const owner = ownerFacts();
-    let info: { KernelVersion?: string; OperatingSystem?: string };
+    let info: { KernelVersion?: string; OperatingSystem?: string } & Record<string, unknown>;
     try {
       info = (await docker.info()) as typeof info;
     } catch (err) {
@@ -188,6 +188,13 @@ export class DockerDriver implements RuntimeDriver {
         `AEGIS_DOCKER_ENGINE=local, but the Docker engine runs on another kernel (${info.OperatingSystem ?? '?'} ${info.KernelVersion ?? '?'}): AEGIS's cgroup limits and binds would not apply there (use remote or auto: docs/sandbox.md)`,
       );
     const remote = wanted === 'remote' || !sameKernel;
+    // A remote engine's options are the only limits: an engine that cannot enforce one is refused.
+    const unsupported = remote ? missingLimitSupport(info as Record<string, unknown>) : [];
+    if (unsupported.length > 0)
+      throw new SandboxError(
+        'sandbox.docker_refused',
+        `the Docker engine cannot enforce ${unsupported.join(', ')} (docker info): refused rather than run without those limits`,
+      );
     if (remote && dockerNetwork() === 'host-netns')
       throw new SandboxError(
         'sandbox.docker_refused',
@@ -272,21 +279,26 @@ export class DockerDriver implements RuntimeDriver {
         );
       network = { kind: 'container', holder: holder.id };
     }
-    const created = await docker
-      .createContainer(
-        containerOptions(config, {
-          id: run.id,
-          image,
-          imageRootfs: l.imageRootfs,
-          ...(delivery === null ? { cgroupParent: l.cgroupParent } : { engine: delivery.mounts }),
-          network,
-          limits: l.limits,
-          owner,
-        }),
-      )
-      .catch((err: unknown) => {
-        throw new SandboxError('sandbox.start_failed', `Docker engine: create: ${(err as Error).message}`, { cause: err });
-      });
+    const options = containerOptions(config, {
+      id: run.id,
+      image,
+      imageRootfs: l.imageRootfs,
+      ...(delivery === null ? { cgroupParent: l.cgroupParent } : { engine: delivery.mounts }),
+      network,
+      limits: l.limits,
+      owner,
+    });
+    const created = await docker.createContainer(options).catch((err: unknown) => {
+      throw new SandboxError('sandbox.start_failed', `Docker engine: create: ${(err as Error).message}`, { cause: err });
+    });
+    // The engine drops an option it cannot apply with a warning only: what it kept is checked.
+    const kept = await created.inspect().catch(() => null);
+    const dropped = limitsNotKept(options.HostConfig, kept?.HostConfig);
+    if (dropped.length > 0)
+      throw new SandboxError(
+        'sandbox.docker_refused',
+        `the Docker engine did not keep ${dropped.join(', ')} as asked: refused rather than run weaker`,
+      );
     const proc = new ContainerProcess(created.id);
     if (stats !== null) {
       const s = stats;
