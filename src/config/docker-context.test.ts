@@ -93,7 +93,11 @@ describe('Docker engine endpoint (DOCKER_HOST, contexts)', () => {
       resolveDockerEndpoint({ DOCKER_HOST: 'tcp://10.0.0.5:2376', DOCKER_TLS_VERIFY: '1', DOCKER_CONFIG: certs }, h).tls,
       want,
     );
-    assert.equal(resolveDockerEndpoint({ DOCKER_HOST: 'tcp://10.0.0.5:2375' }, h).tls, undefined);
+    // Plain tcp:// on loopback only (an engine over the network must be verified).
+    for (const ok of ['tcp://127.0.0.1:2375', 'tcp://localhost:2375', 'tcp://[::1]:2375'])
+      assert.equal(resolveDockerEndpoint({ DOCKER_HOST: ok }, h).tls, undefined, ok);
+    for (const bad of ['tcp://10.0.0.5:2375', 'tcp://docker.example.com:2375', 'tcp://[fd00::1]:2375'])
+      assert.throws(() => resolveDockerEndpoint({ DOCKER_HOST: bad }, h), hasCode(ConfigError, 'config.invalid'), bad);
   });
 
   describe('refused (config.invalid)', () => {

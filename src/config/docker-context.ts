@@ -62,6 +62,17 @@ function checkHost(host: string, from: string): string {
   return host;
 }
 
+/** A tcp:// engine without TLS is accepted on loopback only (anyone on the path would be root on the engine). */
+function plaintextCheck(host: string, from: string): void {
+  if (!host.startsWith('tcp://')) return;
+  const name = new URL(host).hostname.replace(/^\[|\]$/g, '');
+  if (name === 'localhost' || name === '::1' || /^127\.[0-9]+\.[0-9]+\.[0-9]+$/.test(name)) return;
+  throw new ConfigError(
+    'config.invalid',
+    `${from}=${host} without TLS: an engine reached over the network must be verified (set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or use a Docker context with TLS); plain tcp:// is accepted on loopback only`,
+  );
+}
+
 /** The three TLS files in `dir`; all present, or none (null); a partial set is refused. */
 function tlsFiles(dir: string, h: DockerContextHost, from: string): DockerTls | null {
   const present = TLS_FILES.filter((f) => h.readText(join(dir, f)) !== null);
@@ -92,7 +103,10 @@ export function resolveDockerEndpoint(env: Env, h: DockerContextHost): DockerEnd
     if (certVar !== undefined && !isAbsolute(certVar))
       throw new ConfigError('config.invalid', `DOCKER_CERT_PATH=${certVar} must be an absolute path`);
     const wantTls = set(env, 'DOCKER_TLS_VERIFY') !== undefined || certVar !== undefined;
-    if (!wantTls) return { host, tls: undefined, context: undefined };
+    if (!wantTls) {
+      plaintextCheck(host, 'DOCKER_HOST');
+      return { host, tls: undefined, context: undefined };
+    }
     if (!host.startsWith('tcp://'))
       throw new ConfigError('config.invalid', `DOCKER_TLS_VERIFY/DOCKER_CERT_PATH need a tcp:// DOCKER_HOST (it is ${host})`);
     const dir = certVar ?? configDir;
@@ -127,5 +141,6 @@ export function resolveDockerEndpoint(env: Env, h: DockerContextHost): DockerEnd
   const tls = tlsFiles(join(configDir, 'contexts', 'tls', digest, 'docker'), h, `Docker context "${name}"`);
   if (tls !== null && !host.startsWith('tcp://'))
     throw new ConfigError('config.invalid', `Docker context "${name}": TLS material for a ${host} endpoint (tcp:// only)`);
+  if (tls === null) plaintextCheck(host, `Docker context "${name}"`);
   return { host, tls: tls ?? undefined, context: name };
 }

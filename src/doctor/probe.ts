@@ -114,7 +114,7 @@ export async function probeDocker(
     ...(version.ApiVersion !== undefined ? { apiVersion: version.ApiVersion } : {}),
     ...(info.CgroupDriver !== undefined ? { cgroupDriver: info.CgroupDriver } : {}),
     ...(info.CgroupVersion !== undefined ? { cgroupVersion: info.CgroupVersion } : {}),
-    sameKernel: engineOnThisKernel(info, release()),
+    sameKernel: engineOnThisKernel(info, release(), host),
     engineMode,
     seccompRun,
   };

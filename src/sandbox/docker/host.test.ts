@@ -23,5 +23,8 @@ describe('docker engine locality', () => {
     assert.equal(engineOnThisKernel({ KernelVersion: '6.6.12-linuxkit', OperatingSystem: 'Docker Desktop' }, '6.1.0-1'), false);
     assert.equal(engineOnThisKernel({ KernelVersion: '6.1.0-1', OperatingSystem: 'Docker Desktop' }, '6.1.0-1'), false, 'Desktop is a VM');
     assert.equal(engineOnThisKernel({}, '6.1.0-1'), false, 'an engine that does not say: not local (fail secure)');
+    const deb = { KernelVersion: '6.1.0-1', OperatingSystem: 'Debian GNU/Linux 12 (bookworm)' };
+    assert.equal(engineOnThisKernel(deb, '6.1.0-1', 'unix:///run/docker.sock'), true);
+    assert.equal(engineOnThisKernel(deb, '6.1.0-1', 'tcp://10.0.0.5:2376'), false, 'over the network: remote, whatever its kernel');
   });
 });

@@ -73,10 +73,18 @@ export function dockerEngine(): DockerEngineMode {
 }
 
 /**
- * Whether an engine that reports `info` (GET /info) runs on this host (kernel `hostKernel`): the
- * same kernel release, and not Docker Desktop (whose VM may run any kernel).
+ * Whether an engine that reports `info` (GET /info), reached at `endpoint`, is taken for one on
+ * this host (kernel `hostKernel`): a unix socket (a tcp:// engine is over the network, even when
+ * its kernel release happens to be the same), the same kernel release, and not Docker Desktop
+ * (whose VM may run any kernel). LIMITATION: an engine on this kernel that sees another
+ * filesystem (rootless Docker, an engine in a container) passes: AEGIS_DOCKER_ENGINE=remote.
  */
-export function engineOnThisKernel(info: { KernelVersion?: string; OperatingSystem?: string }, hostKernel: string): boolean {
+export function engineOnThisKernel(
+  info: { KernelVersion?: string; OperatingSystem?: string },
+  hostKernel: string,
+  endpoint: string | undefined = undefined,
+): boolean {
+  if (endpoint !== undefined && !endpoint.startsWith('unix://')) return false;
   return info.KernelVersion === hostKernel && !/Docker Desktop/i.test(info.OperatingSystem ?? '');
 }
 

@@ -24,7 +24,7 @@ import { release as kernelRelease } from 'node:os';
 import { join } from 'node:path';
 import type { Isolation } from '../../policy/types.js';
 import type { ContainerProcess } from '../docker/engine.js';
-import { dockerEngine, dockerNetwork, engineOnThisKernel, engineUnavailableReason } from '../docker/host.js';
+import { dockerEngine, dockerHost, dockerNetwork, engineOnThisKernel, engineUnavailableReason } from '../docker/host.js';
 import type { EngineStats, RemoteDelivery } from '../docker/remote.js';
 import type { CgroupUsage, RunCgroup } from '../cgroups/index.js';
 import { SandboxError } from '../errors.js';
@@ -180,7 +180,7 @@ export class DockerDriver implements RuntimeDriver {
     // ARCHITECTURE NOTE: a local engine gets this host's cgroup (the limits) and binds, and in
     // host-netns mode this host's gateway namespace; a remote one only what its API carries
     // (docker/remote.ts), with the network through a gateway container.
-    const sameKernel = engineOnThisKernel(info, kernelRelease());
+    const sameKernel = engineOnThisKernel(info, kernelRelease(), dockerHost());
     const wanted = dockerEngine();
     if (wanted === 'local' && !sameKernel)
       throw new SandboxError(
