@@ -94,9 +94,15 @@ describe('Docker engine endpoint (DOCKER_HOST, contexts)', () => {
       want,
     );
     // Plain tcp:// on loopback only (an engine over the network must be verified).
-    for (const ok of ['tcp://127.0.0.1:2375', 'tcp://localhost:2375', 'tcp://[::1]:2375'])
+    for (const ok of ['tcp://127.0.0.1:2375', 'tcp://localhost:2375', 'tcp://LOCALHOST:2375', 'tcp://[::1]:2375'])
       assert.equal(resolveDockerEndpoint({ DOCKER_HOST: ok }, h).tls, undefined, ok);
-    for (const bad of ['tcp://10.0.0.5:2375', 'tcp://docker.example.com:2375', 'tcp://[fd00::1]:2375'])
+    for (const bad of [
+      'tcp://10.0.0.5:2375',
+      'tcp://docker.example.com:2375',
+      'tcp://[fd00::1]:2375',
+      'tcp://127.0.0.1.evil.com:2375',
+      'tcp://a:b:2375',
+    ])
       assert.throws(() => resolveDockerEndpoint({ DOCKER_HOST: bad }, h), hasCode(ConfigError, 'config.invalid'), bad);
   });
 

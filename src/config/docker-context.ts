@@ -65,7 +65,12 @@ function checkHost(host: string, from: string): string {
 /** A tcp:// engine without TLS is accepted on loopback only (anyone on the path would be root on the engine). */
 function plaintextCheck(host: string, from: string): void {
   if (!host.startsWith('tcp://')) return;
-  const name = new URL(host).hostname.replace(/^\[|\]$/g, '');
+  let name: string;
+  try {
+    name = new URL(host).hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  } catch {
+    throw new ConfigError('config.invalid', `${from}=${host} is not a valid tcp://<host>:<port> address`);
+  }
   if (name === 'localhost' || name === '::1' || /^127\.[0-9]+\.[0-9]+\.[0-9]+$/.test(name)) return;
   throw new ConfigError(
     'config.invalid',

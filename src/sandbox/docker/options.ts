@@ -455,7 +455,5 @@ export function missingLimitSupport(info: Readonly<Record<string, unknown>>): st
 export function limitsNotKept(asked: object, got: object | undefined): string[] {
   const a = asked as Readonly<Record<string, unknown>>;
   const g = got as Readonly<Record<string, unknown>> | undefined;
-  return ['Memory', 'MemorySwap', 'CpuQuota', 'CpuPeriod', 'PidsLimit', 'NanoCpus'].filter(
-    (k) => a[k] !== undefined && a[k] !== 0 && g?.[k] !== a[k],
-  );
+  return ['Memory', 'MemorySwap', 'CpuQuota', 'CpuPeriod', 'PidsLimit'].filter((k) => a[k] !== undefined && a[k] !== 0 && g?.[k] !== a[k]);
 }

@@ -57,7 +57,6 @@ import {
 } from './options.js';
 import { extractTree, packTree } from './transfer.js';
 
-/** Most entries read back from one rw volume. */
 /** The copy-out's bounds: the longest path and the deepest tree, and its time. */
 const COPY_OUT_MAX_PATH_BYTES = 1024;
 const COPY_OUT_MAX_DEPTH = 128;
@@ -93,11 +92,12 @@ function sortedObject(o: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-/** The data bytes (statfs: ext4 counts its own metadata out) and free inodes of the staged filesystem at `dir`. */
+/** The data bytes (statfs: ext4 counts its own metadata out) and inodes of the staged filesystem at `dir`. */
 function stagedCapacity(dir: string): { bytes: number; inodes: number } {
   try {
     const st = statfsSync(dir);
-    return { bytes: st.blocks * st.bsize, inodes: st.ffree };
+    // Totals, not what is free now: the read-back empties the staged filesystem first.
+    return { bytes: st.blocks * st.bsize, inodes: st.files };
   } catch (err) {
     throw new SandboxError('sandbox.volume_failed', `cannot measure the staged volume ${dir}: ${(err as Error).message}`, { cause: err });
   }
@@ -128,6 +128,8 @@ export async function deliverRemote(
     owner: { pid: number; startTime: string };
     agent: { uid: number; gid: number };
     rwSizes: ReadonlyMap<string, number>;
+    /** The engine's `LiveRestoreEnabled` (docker info). */
+    liveRestore: boolean;
   },
 ): Promise<RemoteDelivery> {
   const dirs: { n: number; name: string; source: string; destination: string; rw: boolean }[] = [];
@@ -155,6 +157,16 @@ export async function deliverRemote(
     } else
       throw new SandboxError('sandbox.docker_refused', `the file ${m.source} cannot be given to a remote engine (at ${m.destination})`);
   }
+  // ARCHITECTURE NOTE: an engine with live-restore keeps containers running across its own
+  // restart, but (Docker before 23.0.7 / 24.0.6, moby #46148) unmounts a tmpfs volume meanwhile:
+  // the keeper would still run, unchanged, over an EMPTY volume, and the read-back would empty the
+  // operator's folder. Without live-restore a restart stops the keeper, which the read-back
+  // notices. So rw volumes are refused on such an engine.
+  if (p.liveRestore && dirs.some((d) => d.rw))
+    throw new SandboxError(
+      'sandbox.docker_refused',
+      "the Docker engine has live-restore on: an rw volume's contents could vanish with an engine restart unnoticed (disable live-restore, or use no rw volume)",
+    );
   const engineSizes = new Map<string, { bytes: number; inodes: number }>();
   const makeVolume = async (d: (typeof dirs)[number]): Promise<void> => {
     const requested = d.rw ? p.rwSizes.get(d.source) : undefined;
@@ -261,9 +273,12 @@ export async function collectRemote(docker: Docker, d: RemoteDelivery): Promise<
       // keeper since its start. A keeper that stopped or was restarted (killed, the engine
       // restarted, OOM) let the tmpfs go: reading the volume now would mount a fresh, EMPTY one,
       // and copyBack would empty the operator's folder. So: not read back, the folder kept.
-      const st = await keeper.inspect();
-      if (!st.State.Running || st.State.StartedAt !== d.keeperStartedAt || st.RestartCount !== 0)
-        throw new Error('the keeper container that held the volume stopped during the run: its contents are gone');
+      const sameKeeper = async (): Promise<void> => {
+        const st = await keeper.inspect();
+        if (!st.State.Running || st.State.StartedAt !== d.keeperStartedAt || st.RestartCount !== 0)
+          throw new Error('the keeper container that held the volume stopped during the run: its contents are gone');
+      };
+      await sameKeeper();
       if (!existsSync(v.staged)) throw new Error(`${v.staged} is gone`);
       for (const name of readdirSync(v.staged)) rmSync(join(v.staged, name), { recursive: true, force: true });
       const archive = (await keeper.getArchive({ path: keeperTarget(v.n) })) as unknown as Readable;
@@ -276,6 +291,8 @@ export async function collectRemote(docker: Docker, d: RemoteDelivery): Promise<
         maxDepth: COPY_OUT_MAX_DEPTH,
         signal: deadline,
       });
+      // Still the keeper that held it (it may have died while the archive was read).
+      await sameKeeper();
       if (r.skipped.length > 0)
         warnings.push(`rw volume at ${v.staged}: not copied back (neither file, directory nor link): ${r.skipped.slice(0, 10).join(', ')}`);
     } catch (err) {

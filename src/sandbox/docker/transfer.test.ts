@@ -25,7 +25,7 @@ import { execFileSync } from 'node:child_process';
 import tar, { type Header } from 'tar-stream';
 import { hasCode } from '../../test-support/errors.js';
 import { SandboxError } from '../errors.js';
-import { extractTree, packTree, type ExtractTreeOptions } from './transfer.js';
+import { extractTree, MAX_METADATA_BYTES, packTree, type ExtractTreeOptions } from './transfer.js';
 
 type Entry = Partial<Header> & { name: string; data?: Buffer | string; pax?: Record<string, string> };
 
@@ -422,6 +422,33 @@ describe('extractTree: hostile archives', () => {
     assert.equal(readFileSync(join(s.dest, 'f'), 'utf8'), 'second');
     assert.equal(statSync(join(s.dest, 'f')).mode & 0o777, 0o600);
     assert.ok(lstatSync(join(s.dest, 'l')).isFile());
+  });
+
+  it('a directory given twice is the same directory (its mode set again), its files kept', async () => {
+    const s = scene();
+    const archive = await tarOf([
+      top,
+      { name: 'data/d/', type: 'directory', mode: 0o755 },
+      { name: 'data/d/f', data: 'kept' },
+      { name: 'data/d/', type: 'directory', mode: 0o700 },
+    ]);
+    await extractTree(Readable.from([archive]), s.dest, LIMITS);
+    assert.equal(readFileSync(join(s.dest, 'd', 'f'), 'utf8'), 'kept');
+    assert.equal(statSync(join(s.dest, 'd')).mode & 0o777, 0o700);
+  });
+
+  it('refuses an archive whose names and link targets exceed what is held in memory', async () => {
+    // Links cost no data and few entries: their names and targets are bounded on their own.
+    const target = 'x/'.repeat(1000);
+    const many: Entry[] = [
+      top,
+      ...Array.from({ length: 40 }, (_, i) => ({ name: `data/l${i}`, type: 'symlink' as const, linkname: target })),
+    ];
+    const s = scene();
+    const r = await extractTree(Readable.from([await tarOf(many)]), s.dest, { ...LIMITS, maxMetadataBytes: 100_000 });
+    assert.equal(r.entries, 41, 'within the budget: extracted');
+    await refusedWith(many, 'sandbox.volume_refused', { ...LIMITS, maxMetadataBytes: 50_000 });
+    assert.equal(MAX_METADATA_BYTES, 64 * 1024 * 1024);
   });
 
   it('refuses a NUL or control character in a name', async () => {

@@ -35,7 +35,9 @@
  *   (`sandbox.volume_refused`);
  * - bounds: at most `maxEntries` entries (all types, the top entry included), at most
  *   `maxBytes` of entry data (checked against each header before its data is read, and counted
- *   again from the data written);
+ *   again from the data written), at most MAX_METADATA_BYTES of names and link targets (they are
+ *   held in memory), and the caller's `signal` (a time bound); the event loop gets a turn every
+ *   256 entries;
  * - kept: directories, regular files, hard links to a regular file written earlier by this
  *   extraction (by name, below `top`; any other target refuses the archive), symbolic links
  *   as links with their target AS IS (the agent's data: copyBack keeps links as links). Skipped
@@ -46,8 +48,11 @@
  *   symbolic link of the same path replaces an earlier non-directory (tar semantics);
  * - no write ever goes through a link the archive made: symbolic links are created only after
  *   every file and directory was written, an entry below a path that is (or will be) a
- *   symbolic link or a file is refused, and before each write every parent component is checked
- *   with lstat to be a real directory on destDir's filesystem. Files are created with
+ *   symbolic link or a file is refused, and every parent component of a write is checked with
+ *   lstat to be a real directory on destDir's filesystem, once per directory (a directory is
+ *   never replaced during the extraction; this guards against a mistake of this code, not against
+ *   another writer: LIMITATION: destDir must be writable by AEGIS only while it runs, as the
+ *   staged volume is, under the run directory). Files are created with
  *   O_CREAT|O_EXCL|O_NOFOLLOW (0600 until complete), then owned by the header's numeric uid/gid
  *   (fchown/lchown: the engine made the archive from the real filesystem), mode = header mode &
  *   0777 (no setuid, setgid or sticky bit), mtime kept. The top entry's own owner and mode are
@@ -118,6 +123,8 @@ export interface ExtractTreeOptions {
   readonly maxPathBytes?: number;
   /** Deepest entry path (segments). Default 256. */
   readonly maxDepth?: number;
+  /** Most bytes of entry names and link targets (held in memory). Default MAX_METADATA_BYTES. */
+  readonly maxMetadataBytes?: number;
   /** Stops the copy-out (refused) when aborted: a time bound set by the caller. */
   readonly signal?: AbortSignal;
 }
@@ -354,6 +361,9 @@ class Tail extends Transform {
   }
 }
 
+/** Most bytes of entry names and link targets in one archive (held in memory while it is extracted). */
+export const MAX_METADATA_BYTES = 64 * 1024 * 1024;
+
 class Extraction {
   readonly kinds = new Map<string, Kind>();
   /** Directories already checked to be this extraction's (each is lstat-ed once: a directory is never replaced). */
@@ -365,6 +375,8 @@ class Extraction {
   bytes = 0;
   /** Entry data announced by headers so far (all types). */
   announced = 0;
+  /** Bytes of names and link targets kept in memory (bounded: MAX_METADATA_BYTES). */
+  metadata = 0;
   readonly rootDev: number;
 
   constructor(
@@ -441,6 +453,8 @@ class Extraction {
     const rel = segments.join('/');
     const old = this.kinds.get(rel);
     if (old === undefined) return;
+    // A directory given again: the same directory (its owner, mode and time are set again).
+    if (old === 'dir' && kind === 'dir') return;
     if ((old === 'dir') !== (kind === 'dir'))
       throw refused(
         `archive entry ${JSON.stringify(name.slice(0, 200))} would turn ${old === 'dir' ? 'a directory into a non-directory' : 'a non-directory into a directory'}`,
@@ -580,13 +594,22 @@ function asSandboxError(err: unknown): SandboxError {
 }
 
 function checkOptions(o: ExtractTreeOptions): Required<Omit<ExtractTreeOptions, 'signal'>> {
-  const full = { maxPathBytes: 4000, maxDepth: 256, top: o.top, maxBytes: o.maxBytes, maxEntries: o.maxEntries };
+  const full = {
+    maxPathBytes: 4000,
+    maxDepth: 256,
+    maxMetadataBytes: o.maxMetadataBytes ?? MAX_METADATA_BYTES,
+    top: o.top,
+    maxBytes: o.maxBytes,
+    maxEntries: o.maxEntries,
+  };
   if (o.maxPathBytes !== undefined) full.maxPathBytes = o.maxPathBytes;
   if (o.maxDepth !== undefined) full.maxDepth = o.maxDepth;
   const top = full.top;
   // eslint-disable-next-line no-control-regex
   const topOk = top === '.' || (top !== '' && top !== '..' && !top.includes('/') && !/[\u0000-\u001f\u007f]/.test(top));
-  const counts = [full.maxBytes, full.maxEntries, full.maxPathBytes, full.maxDepth].every((n) => Number.isSafeInteger(n) && n >= 0);
+  const counts = [full.maxBytes, full.maxEntries, full.maxPathBytes, full.maxDepth, full.maxMetadataBytes].every(
+    (n) => Number.isSafeInteger(n) && n >= 0,
+  );
   if (!topOk || !counts) throw failed(`extractTree: invalid options (top ${JSON.stringify(top)})`);
   return full;
 }
@@ -628,6 +651,10 @@ export async function extractTree(archive: Readable, destDir: string, opts: Extr
       const size = h.size ?? 0;
       x.budget(size, h.name);
       const segments = x.relative(h.name, 'archive entry');
+      // What the extraction keeps in memory per entry: its path, and a link's target.
+      x.metadata += Buffer.byteLength(h.name) + (h.linkname !== undefined && h.linkname !== null ? Buffer.byteLength(h.linkname) : 0);
+      if (x.metadata > x.opts.maxMetadataBytes)
+        throw refused(`the archive's names and link targets exceed ${x.opts.maxMetadataBytes} bytes`);
       switch (h.type) {
         case 'file':
         case 'contiguous-file':

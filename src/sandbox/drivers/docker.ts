@@ -182,6 +182,11 @@ export class DockerDriver implements RuntimeDriver {
     // (docker/remote.ts), with the network through a gateway container.
     const sameKernel = engineOnThisKernel(info, kernelRelease(), dockerHost());
     const wanted = dockerEngine();
+    if (wanted === 'local' && dockerHost()?.startsWith('tcp://') === true)
+      throw new SandboxError(
+        'sandbox.docker_refused',
+        `AEGIS_DOCKER_ENGINE=local, but the engine is reached over tcp:// (${dockerHost() ?? ''}): an engine over the network is used as a remote one (set remote or auto)`,
+      );
     if (wanted === 'local' && !sameKernel)
       throw new SandboxError(
         'sandbox.docker_refused',
@@ -219,6 +224,7 @@ export class DockerDriver implements RuntimeDriver {
         owner,
         agent: { uid: config.process.user.uid, gid: config.process.user.gid },
         rwSizes: l.rwSizes ?? new Map(),
+        liveRestore: info['LiveRestoreEnabled'] === true,
       });
       image = delivery.image;
       stats = new Stats(l.limits.pids);
@@ -292,13 +298,20 @@ export class DockerDriver implements RuntimeDriver {
       throw new SandboxError('sandbox.start_failed', `Docker engine: create: ${(err as Error).message}`, { cause: err });
     });
     // The engine drops an option it cannot apply with a warning only: what it kept is checked.
-    const kept = await created.inspect().catch(() => null);
-    const dropped = limitsNotKept(options.HostConfig, kept?.HostConfig);
-    if (dropped.length > 0)
-      throw new SandboxError(
-        'sandbox.docker_refused',
-        `the Docker engine did not keep ${dropped.join(', ')} as asked: refused rather than run weaker`,
-      );
+    // (A local run's binding limits are its cgroup's: the engine's are a backstop there.)
+    if (remote) {
+      const kept = await created.inspect().catch((err: unknown) => {
+        throw new SandboxError('sandbox.start_failed', `Docker engine: inspect of the new container: ${(err as Error).message}`, {
+          cause: err,
+        });
+      });
+      const dropped = limitsNotKept(options.HostConfig, kept.HostConfig);
+      if (dropped.length > 0)
+        throw new SandboxError(
+          'sandbox.docker_refused',
+          `the Docker engine did not keep ${dropped.join(', ')} as asked: refused rather than run weaker`,
+        );
+    }
     const proc = new ContainerProcess(created.id);
     if (stats !== null) {
       const s = stats;
