@@ -18,7 +18,7 @@ import { resolveImage } from '../../src/images/index.js';
 import { runSandbox } from '../../src/sandbox/run.js';
 import { engineClient } from '../../src/sandbox/docker/engine.js';
 import { useDockerEngine } from '../../src/sandbox/docker/host.js';
-import { LABEL_OWNER_PID, LABEL_ROLE, LABEL_RUN } from '../../src/sandbox/docker/options.js';
+import { LABEL_OWNER_PID, LABEL_ROLE } from '../../src/sandbox/docker/options.js';
 import { runConformance, requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 useDockerEngine('remote');
@@ -71,7 +71,11 @@ describe('docker (remote engine): what the engine is given', () => {
       let seen: { mounts: { Type?: string; Source?: string; Destination?: string; RW?: boolean }[]; host: Record<string, unknown> } | null =
         null;
       let stdout = '';
+      let asked = false;
+      let inspectError = '';
+      const executionId = `aegis-remote-probe-${process.pid}`;
       const r = await runSandbox({
+        executionId,
         policy,
         manifestDir: code,
         imageRootfs: (await resolveImage(policy.agent.runtime)).rootfs,
@@ -80,19 +84,24 @@ describe('docker (remote engine): what the engine is given', () => {
         stateDir: join(work, 'state'),
         stdout: (c) => {
           stdout += c.toString();
-          if (seen === null && stdout.includes('ready'))
-            void docker.listContainers({ filters: { label: [`${LABEL_ROLE}=agent`] } }).then(async (l) => {
-              const c = l.find((x) => x.Labels[LABEL_RUN] !== undefined && x.Names.some((n) => !n.endsWith('-keeper')));
-              if (c === undefined) return;
-              const i = await docker.getContainer(c.Id).inspect();
-              seen = { mounts: i.Mounts as never, host: i.HostConfig as never };
-            });
+          // The agent's container is named after the execution; inspected once, while it sleeps.
+          if (!asked && stdout.includes('ready')) {
+            asked = true;
+            void docker
+              .getContainer(executionId)
+              .inspect()
+              .then(
+                (i) => void (seen = { mounts: i.Mounts as never, host: i.HostConfig as never }),
+                (err: unknown) => void (inspectError = String(err)),
+              );
+          }
         },
         stderr: 'ignore',
       });
       assert.equal(r.status, 'exited', JSON.stringify(r));
       assert.match(stdout, /^before from the host$/m);
-      assert.ok(seen !== null, 'the agent container was inspected while it ran');
+      for (let i = 0; i < 50 && seen === null && inspectError === ''; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok(seen !== null, `the agent container was inspected while it ran ${inspectError}`);
       const s = seen as { mounts: { Type?: string; Source?: string; Destination?: string; RW?: boolean }[]; host: Record<string, unknown> };
       assert.deepEqual(
         s.mounts.filter((m) => m.Type === 'bind').map((m) => m.Source),
