@@ -4,9 +4,10 @@
  * the orchestrator's engine), and map the result to an exit code.
  */
 import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { isAegisError } from '../errors.js';
 import { dryRun, EXIT_CANNOT_START, newExecutionId, parseVolumeFlag, type RunResult } from '../sandbox/run.js';
-import { useDockerEngine, useDockerHost, useDockerNetwork } from '../sandbox/docker/host.js';
+import { useDockerEngine, useDockerHost, useDockerNetwork, useDockerOwnerHostFile } from '../sandbox/docker/host.js';
 import { DEFAULT_STATE_DIR } from '../sandbox/state.js';
 import { secretDeniedEvent } from '../secrets/run.js';
 import type { AegisConfig } from '../config/index.js';
@@ -92,6 +93,7 @@ export async function runCommand(ctx: CliContext, file: string, args: string[], 
   useDockerHost(config.dockerHost, config.dockerTls, config.dockerRefused);
   useDockerNetwork(config.dockerNetwork);
   useDockerEngine(config.dockerEngine);
+  useDockerOwnerHostFile(join(config.home, 'docker-owner-host'));
   // Sandboxes need root (namespaces, cgroups, nftables, the run state): say so before anything
   // else fails on a permission. `--dry-run` only compiles and prints, and works for anyone.
   if (!flags.dryRun && config.operator.uid !== 0) {

@@ -95,6 +95,7 @@ async function serve(ctx: CliContext, flags: ServeFlags): Promise<void> {
   dockerHostModule.useDockerHost(config.dockerHost, config.dockerTls, config.dockerRefused);
   dockerHostModule.useDockerNetwork(config.dockerNetwork);
   dockerHostModule.useDockerEngine(config.dockerEngine);
+  dockerHostModule.useDockerOwnerHostFile(join(config.home, 'docker-owner-host'));
   const data = resolve(flags.data);
   const log = (line: string): void => ctx.err(`aegis serve: ${line}\n`);
 

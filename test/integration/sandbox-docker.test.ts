@@ -9,8 +9,17 @@ import { spawnSync } from 'node:child_process';
 import { resolveImage } from '../../src/images/index.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { engineClient, engineImage, IMAGE_REPO, ownerFacts, removeRunContainers, sweepEngine } from '../../src/sandbox/docker/engine.js';
-import { LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_ROLE, LABEL_RUN } from '../../src/sandbox/docker/options.js';
+import {
+  engineClient,
+  engineImage,
+  IMAGE_REPO,
+  ownerFacts,
+  ownerHostId,
+  removeRunContainers,
+  sweepEngine,
+} from '../../src/sandbox/docker/engine.js';
+import { useDockerOwnerHostFile } from '../../src/sandbox/docker/host.js';
+import { LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_ROLE, LABEL_RUN } from '../../src/sandbox/docker/options.js';
 import { runConformance, requireOrSkip, sandboxUnavailable } from './sandbox-conformance.js';
 
 runConformance('docker');
@@ -49,6 +58,49 @@ describe('docker engine sweep', () => {
       assert.ok(![lost.id, reused.id].some((id) => left.some((c) => c.Id === id)));
     } finally {
       for (const c of [lost, reused, live]) await c.remove({ force: true }).catch(() => undefined);
+    }
+  });
+});
+
+describe('docker engine sweep on a shared (remote) engine', () => {
+  it("leaves another AEGIS host's objects alone (their pids mean nothing here), sweeps its own and unlabelled ones", async (t) => {
+    if (!requireOrSkip(t, await sandboxUnavailable('docker'))) return;
+    const docker = engineClient();
+    const rootfs = (await resolveImage({ name: 'python', tag: '3.11', digest: null, ref: 'python:3.11' })).rootfs;
+    const image = await engineImage(docker, rootfs, '/run/aegis');
+    const home = mkdtempSync('/var/tmp/aegis-owner-host-');
+    useDockerOwnerHostFile(join(home, 'docker-owner-host'));
+    const mine = ownerHostId()!;
+    const dead = spawnSync('true').pid!;
+    const suffix = `${process.pid}-${Date.now()}`;
+    const make = (run: string, host: string | undefined) =>
+      docker.createContainer({
+        Image: image,
+        Entrypoint: ['true'],
+        Labels: {
+          [LABEL_RUN]: run,
+          [LABEL_ROLE]: 'agent',
+          [LABEL_OWNER_PID]: String(dead),
+          [LABEL_OWNER_START]: '1',
+          ...(host !== undefined ? { [LABEL_OWNER_HOST]: host } : {}),
+        },
+        HostConfig: { NetworkMode: 'none', LogConfig: { Type: 'none', Config: {} } },
+      });
+    const other = await make(`aegis-sweep-other-${suffix}`, 'f'.repeat(32));
+    const own = await make(`aegis-sweep-own-${suffix}`, mine);
+    const old = await make(`aegis-sweep-unlabelled-${suffix}`, undefined);
+    try {
+      const shared = await sweepEngine(docker, true);
+      assert.ok(shared.includes(`aegis-sweep-own-${suffix}`), shared.join(' '));
+      assert.ok(shared.includes(`aegis-sweep-unlabelled-${suffix}`), shared.join(' '));
+      assert.ok(!shared.includes(`aegis-sweep-other-${suffix}`), "another host's run is not this host's to sweep");
+      assert.equal((await other.inspect()).Id, other.id);
+      // A local engine is this host's: every dead owner's objects go, whatever host id they carry.
+      assert.ok((await sweepEngine(docker, false)).includes(`aegis-sweep-other-${suffix}`));
+    } finally {
+      useDockerOwnerHostFile(undefined);
+      for (const c of [other, own, old]) await c.remove({ force: true }).catch(() => undefined);
+      rmSync(home, { recursive: true, force: true });
     }
   });
 });

@@ -14,17 +14,17 @@
  * weaker; docs/sandbox.md says what it would take.
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { createReadStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import Docker from 'dockerode';
 import { findExecutable } from '../../host/exec.js';
 import { processStartTime } from '../../host/pid-lock.js';
 import { SandboxError } from '../errors.js';
-import { DEFAULT_DOCKER_SOCKET, dockerHost, dockerTls, type EngineTls, onDockerHostChange } from './host.js';
-import { LABEL_IMAGE_DIGEST, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_RUN } from './options.js';
+import { DEFAULT_DOCKER_SOCKET, dockerHost, dockerOwnerHostFile, dockerTls, type EngineTls, onDockerHostChange } from './host.js';
+import { LABEL_IMAGE_DIGEST, LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_RUN } from './options.js';
 import { NETNS_MOUNT, netnsHolderElf } from './netns-holder-elf.js';
 
 export { DEFAULT_DOCKER_SOCKET, engineUnavailableReason, useDockerHost } from './host.js';
@@ -248,9 +248,60 @@ export function nsIdentity(path: string): string | null {
   }
 }
 
-/** The owner labels of this process (pid + start time: a reused pid is not mistaken for it). */
-export function ownerFacts(): { pid: number; startTime: string } {
-  return { pid: process.pid, startTime: processStartTime(process.pid) ?? '' };
+let ownerHost: { file: string; id: string } | undefined;
+/**
+ * This AEGIS host's owner id (16 random bytes, hex), kept in `file` (0600; made once, atomically;
+ * a file that is not such an id is replaced): labels its engine objects, so that on an engine
+ * shared by several hosts each sweeps only its own. Undefined when no file is configured.
+ */
+export function ownerHostId(file: string | undefined = dockerOwnerHostFile()): string | undefined {
+  if (file === undefined) return undefined;
+  if (ownerHost?.file === file) return ownerHost.id;
+  const valid = (t: string | null): t is string => t !== null && /^[0-9a-f]{32}$/.test(t);
+  let id: string | null = null;
+  try {
+    id = readFileSync(file, 'utf8').trim();
+  } catch {
+    id = null;
+  }
+  if (!valid(id)) {
+    try {
+      id = makeOwnerHostId(file, valid);
+    } catch {
+      // No id can be kept (AEGIS_HOME not writable): the objects are labelled as before, without a host.
+      return undefined;
+    }
+  }
+  ownerHost = { file, id };
+  return id;
+}
+
+function makeOwnerHostId(file: string, valid: (t: string | null) => t is string): string {
+  {
+    const tmp = `${file}.${process.pid}`;
+    writeFileSync(tmp, randomBytes(16).toString('hex') + '\n', { mode: 0o600 });
+    try {
+      // The first writer wins: link() fails when the file exists (another process made it).
+      linkSync(tmp, file);
+    } catch {
+      try {
+        if (!valid(readFileSync(file, 'utf8').trim())) renameSync(tmp, file);
+      } catch {
+        renameSync(tmp, file);
+      }
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+    const id = readFileSync(file, 'utf8').trim();
+    if (!valid(id)) throw new SandboxError('sandbox.start_failed', `${file} does not hold an owner id`);
+    return id;
+  }
+}
+
+/** The owner labels of this process (pid + start time: a reused pid is not mistaken for it; the host when known). */
+export function ownerFacts(): { pid: number; startTime: string; host?: string } {
+  const host = ownerHostId();
+  return { pid: process.pid, startTime: processStartTime(process.pid) ?? '', ...(host !== undefined ? { host } : {}) };
 }
 
 /**
@@ -348,8 +399,16 @@ export async function removeRunContainers(docker: Docker, id: string): Promise<b
  * returns their run ids. The run records' sweep (state.ts) handles runs it knows; this one also
  * finds containers whose record was already removed.
  */
-export async function sweepEngine(docker: Docker): Promise<string[]> {
-  const list = await docker.listContainers({ all: true, filters: { label: [LABEL_OWNER_PID] } });
+export async function sweepEngine(docker: Docker, shared = false): Promise<string[]> {
+  // On an engine other hosts may share (a remote one), an object of another AEGIS host is not
+  // this host's to judge: its owner pid means something only there. Objects without the label
+  // (older AEGIS) are judged by their pid, as before.
+  const me = ownerHostId();
+  const foreign = (labels: Record<string, string> | null | undefined): boolean => {
+    const host = labels?.[LABEL_OWNER_HOST];
+    return shared && host !== undefined && host !== me;
+  };
+  const list = (await docker.listContainers({ all: true, filters: { label: [LABEL_OWNER_PID] } })).filter((c) => !foreign(c.Labels));
   const gone: string[] = [];
   for (const c of list) {
     const pid = Number(c.Labels[LABEL_OWNER_PID]);

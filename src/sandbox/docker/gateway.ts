@@ -32,7 +32,7 @@ import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import { findExecutable, runCommand } from '../../host/exec.js';
 import { SandboxError } from '../errors.js';
-import { LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_ROLE, LABEL_RUN } from './options.js';
+import { LABEL_ROLE, LABEL_RUN, ownerLabels } from './options.js';
 import { encodeFrame, FRAME, FrameReader } from './relay.js';
 
 const RELAY_FILES = {
@@ -181,7 +181,7 @@ export async function startGatewayContainer(
     netnsPath: string;
     agentUid: number;
     agentGid: number;
-    owner: { pid: number; startTime: string };
+    owner: { pid: number; startTime: string; host?: string };
     /** The engine's DNS options for the namespace's resolv.conf (a remote engine: options.ts dnsOptions). */
     dns?: { Dns: string[]; DnsSearch: string[]; DnsOptions: string[] };
   },
@@ -339,7 +339,7 @@ export function gatewayOptions(f: {
   gateway: string;
   inner: string;
   address6?: string;
-  owner: { pid: number; startTime: string };
+  owner: { pid: number; startTime: string; host?: string };
   dns?: { Dns: string[]; DnsSearch: string[]; DnsOptions: string[] };
 }): Docker.ContainerCreateOptions {
   return {
@@ -367,8 +367,7 @@ export function gatewayOptions(f: {
     Labels: {
       [LABEL_RUN]: f.id,
       [LABEL_ROLE]: 'net-gateway',
-      [LABEL_OWNER_PID]: String(f.owner.pid),
-      [LABEL_OWNER_START]: f.owner.startTime,
+      ...ownerLabels(f.owner),
     },
     HostConfig: {
       Privileged: false,

@@ -88,6 +88,19 @@ export function engineOnThisKernel(
   return info.KernelVersion === hostKernel && !/Docker Desktop/i.test(info.OperatingSystem ?? '');
 }
 
+let ownerHostFile: string | undefined;
+/**
+ * Where this AEGIS host's owner id is kept (`<AEGIS_HOME>/docker-owner-host`, set once by the CLI):
+ * the label that tells its engine objects from other hosts' on a shared engine (engine.ts).
+ */
+export function useDockerOwnerHostFile(path: string | undefined): void {
+  ownerHostFile = path;
+}
+
+export function dockerOwnerHostFile(): string | undefined {
+  return ownerHostFile;
+}
+
 /** Called when the engine changes (engine.ts drops its cached clients). */
 export function onDockerHostChange(l: () => void): void {
   listeners.push(l);

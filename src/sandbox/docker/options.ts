@@ -50,6 +50,20 @@ export const LABEL_OWNER_PID = 'org.aegis.owner-pid';
 export const LABEL_OWNER_START = 'org.aegis.owner-start';
 export const LABEL_ROLE = 'org.aegis.role';
 export const LABEL_IMAGE_DIGEST = 'org.aegis.image.digest';
+/**
+ * The AEGIS host that owns an object (a random id kept in its AEGIS_HOME): on an engine shared by
+ * several hosts, a host sweeps only its own dead runs (pids mean something only where they ran).
+ */
+export const LABEL_OWNER_HOST = 'org.aegis.owner-host';
+
+/** The owner labels of `owner` (pid, start time, and host when known). */
+export function ownerLabels(owner: { readonly pid: number; readonly startTime: string; readonly host?: string }): Record<string, string> {
+  return {
+    [LABEL_OWNER_PID]: String(owner.pid),
+    [LABEL_OWNER_START]: owner.startTime,
+    ...(owner.host !== undefined ? { [LABEL_OWNER_HOST]: owner.host } : {}),
+  };
+}
 
 /** The mounts the engine makes itself (with Docker's options); the bundle's must match these kinds. */
 const ENGINE_MOUNTS: Readonly<Record<string, string>> = {
@@ -84,7 +98,7 @@ export interface ContainerFacts {
   /** 'none', or the holder container whose network namespace the agent joins. */
   readonly network: { readonly kind: 'none' } | { readonly kind: 'container'; readonly holder: string };
   readonly limits: { readonly memoryBytes: number; readonly cpuQuotaUs: number; readonly cpuPeriodUs: number; readonly pids: number };
-  readonly owner: { readonly pid: number; readonly startTime: string };
+  readonly owner: { readonly pid: number; readonly startTime: string; readonly host?: string };
 }
 
 /** A volume mount that does not copy the image's files at the target into the volume (@types wants every field). */
@@ -178,8 +192,7 @@ export function containerOptions(
   const labels = {
     [LABEL_RUN]: f.id,
     [LABEL_ROLE]: 'agent',
-    [LABEL_OWNER_PID]: String(f.owner.pid),
-    [LABEL_OWNER_START]: f.owner.startTime,
+    ...ownerLabels(f.owner),
   };
   const hostConfig = {
     CgroupnsMode: 'private' as const,
@@ -266,8 +279,7 @@ export function holderOptions(f: {
     Labels: {
       [LABEL_RUN]: f.id,
       [LABEL_ROLE]: 'net-holder',
-      [LABEL_OWNER_PID]: String(f.owner.pid),
-      [LABEL_OWNER_START]: f.owner.startTime,
+      ...ownerLabels(f.owner),
     },
     HostConfig: {
       Privileged: false,
@@ -299,7 +311,7 @@ export function keeperTarget(n: number): string {
 }
 
 function labelsOf(id: string, role: string, owner: ContainerFacts['owner']): Record<string, string> {
-  return { [LABEL_RUN]: id, [LABEL_ROLE]: role, [LABEL_OWNER_PID]: String(owner.pid), [LABEL_OWNER_START]: owner.startTime };
+  return { [LABEL_RUN]: id, [LABEL_ROLE]: role, ...ownerLabels(owner) };
 }
 
 /**

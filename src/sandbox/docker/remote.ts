@@ -47,6 +47,7 @@ import {
   filesOptions,
   keeperOptions,
   keeperTarget,
+  LABEL_OWNER_HOST,
   LABEL_OWNER_PID,
   LABEL_OWNER_START,
   LABEL_RUN,
@@ -125,7 +126,7 @@ export async function deliverRemote(
     baseImage: string;
     keeperImage: string;
     imageRootfs: string;
-    owner: { pid: number; startTime: string };
+    owner: { pid: number; startTime: string; host?: string };
     agent: { uid: number; gid: number };
     rwSizes: ReadonlyMap<string, number>;
     /** The engine's `LiveRestoreEnabled` (docker info). */
@@ -238,6 +239,7 @@ export async function deliverRemote(
         `LABEL ${LABEL_RUN}=${p.id}`,
         `LABEL ${LABEL_OWNER_PID}=${p.owner.pid}`,
         `LABEL ${LABEL_OWNER_START}=${p.owner.startTime}`,
+        ...(p.owner.host !== undefined ? [`LABEL ${LABEL_OWNER_HOST}=${p.owner.host}`] : []),
       ];
       const committed = (await c.commit({ changes, pause: false })) as { Id: string };
       image = committed.Id;

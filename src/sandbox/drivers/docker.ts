@@ -162,12 +162,6 @@ export class DockerDriver implements RuntimeDriver {
     const { engineClient, engineImage, NETNS_MOUNT, netnsHolderProgram, nsIdentity, ownerFacts, startContainer, ContainerProcess } = e;
     const { dnsOptions, limitsNotKept, missingLimitSupport } = await import('../docker/options.js');
     const docker = engineClient();
-    // Once per process and engine: containers whose AEGIS owner died and whose run record is gone
-    // too (the record sweep in state.ts handles those it knows, and audits them as run.lost).
-    if (!this.engineSwept.has(docker)) {
-      this.engineSwept.add(docker);
-      await e.sweepEngine(docker).catch(() => undefined);
-    }
     const { run, config } = l;
     writeFileSync(join(run.stateRoot, run.id), '', { mode: 0o600 });
     const owner = ownerFacts();
@@ -205,6 +199,13 @@ export class DockerDriver implements RuntimeDriver {
         'sandbox.docker_refused',
         'AEGIS_DOCKER_NETWORK=host-netns needs an engine on this host (the engine is used as a remote one: use gateway-container or auto)',
       );
+    // Once per process and engine: containers whose AEGIS owner died and whose run record is gone
+    // too (the record sweep in state.ts handles those it knows, and audits them as run.lost). A
+    // remote engine may be shared with other AEGIS hosts: only this host's objects are judged.
+    if (!this.engineSwept.has(docker)) {
+      this.engineSwept.add(docker);
+      await e.sweepEngine(docker, remote).catch(() => undefined);
+    }
     const mode = remote ? 'gateway-container' : dockerNetwork() === 'auto' ? 'host-netns' : dockerNetwork();
     const baseImage = await engineImage(docker, l.imageRootfs, l.stateDir, run.id);
     let image = baseImage;
