@@ -87,6 +87,17 @@ describe('docker engine sweep on a shared (remote) engine', () => {
         HostConfig: { NetworkMode: 'none', LogConfig: { Type: 'none', Config: {} } },
       });
     const other = await make(`aegis-sweep-other-${suffix}`, 'f'.repeat(32));
+    // A volume of that other host's run (a remote run's code or rw volume).
+    const otherVolume = `aegis-sweep-other-vol-${suffix}`;
+    await docker.createVolume({
+      Name: otherVolume,
+      Labels: {
+        [LABEL_RUN]: `aegis-sweep-other-${suffix}`,
+        [LABEL_OWNER_PID]: String(dead),
+        [LABEL_OWNER_START]: '1',
+        [LABEL_OWNER_HOST]: 'f'.repeat(32),
+      },
+    });
     const own = await make(`aegis-sweep-own-${suffix}`, mine);
     const old = await make(`aegis-sweep-unlabelled-${suffix}`, undefined);
     try {
@@ -95,11 +106,17 @@ describe('docker engine sweep on a shared (remote) engine', () => {
       assert.ok(shared.includes(`aegis-sweep-unlabelled-${suffix}`), shared.join(' '));
       assert.ok(!shared.includes(`aegis-sweep-other-${suffix}`), "another host's run is not this host's to sweep");
       assert.equal((await other.inspect()).Id, other.id);
+      assert.equal((await docker.getVolume(otherVolume).inspect()).Name, otherVolume, 'and its volume is kept');
       // A local engine is this host's: every dead owner's objects go, whatever host id they carry.
       assert.ok((await sweepEngine(docker, false)).includes(`aegis-sweep-other-${suffix}`));
+      await assert.rejects(docker.getVolume(otherVolume).inspect(), 'its volume went with it');
     } finally {
       useDockerOwnerHostFile(undefined);
       for (const c of [other, own, old]) await c.remove({ force: true }).catch(() => undefined);
+      await docker
+        .getVolume(otherVolume)
+        .remove()
+        .catch(() => undefined);
       rmSync(home, { recursive: true, force: true });
     }
   });

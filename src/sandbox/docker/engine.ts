@@ -404,16 +404,18 @@ export async function sweepEngine(docker: Docker, shared = false): Promise<strin
   // this host's to judge: its owner pid means something only there. Objects without the label
   // (older AEGIS) are judged by their pid, as before.
   const me = ownerHostId();
-  const foreign = (labels: Record<string, string> | null | undefined): boolean => {
+  // An object whose AEGIS owner is gone (pid dead, or reused: start time differs) and, on a
+  // shared engine, that this host owns (or no host claims).
+  const sweepable = (labels: Record<string, string> | null | undefined): boolean => {
     const host = labels?.[LABEL_OWNER_HOST];
-    return shared && host !== undefined && host !== me;
+    if (shared && host !== undefined && host !== me) return false;
+    const pid = Number(labels?.[LABEL_OWNER_PID]);
+    const start = labels?.[LABEL_OWNER_START] ?? '';
+    return !(Number.isInteger(pid) && pid > 0 && start !== '' && processStartTime(pid) === start);
   };
-  const list = (await docker.listContainers({ all: true, filters: { label: [LABEL_OWNER_PID] } })).filter((c) => !foreign(c.Labels));
   const gone: string[] = [];
-  for (const c of list) {
-    const pid = Number(c.Labels[LABEL_OWNER_PID]);
-    const start = c.Labels[LABEL_OWNER_START] ?? '';
-    if (Number.isInteger(pid) && pid > 0 && processStartTime(pid) === start && start !== '') continue;
+  for (const c of await docker.listContainers({ all: true, filters: { label: [LABEL_OWNER_PID] } })) {
+    if (!sweepable(c.Labels)) continue;
     await docker
       .getContainer(c.Id)
       .remove({ force: true, v: true })
@@ -421,21 +423,14 @@ export async function sweepEngine(docker: Docker, shared = false): Promise<strin
     gone.push(c.Labels[LABEL_RUN] ?? c.Id);
   }
   // Then what those runs made besides containers: volumes and the runs' own images.
-  const dead = (labels: Record<string, string> | null | undefined): boolean => {
-    const pid = Number(labels?.[LABEL_OWNER_PID]);
-    const start = labels?.[LABEL_OWNER_START] ?? '';
-    return !(Number.isInteger(pid) && pid > 0 && start !== '' && processStartTime(pid) === start);
-  };
-  const volumes = (await docker.listVolumes({ filters: { label: [LABEL_OWNER_PID] } })).Volumes ?? [];
-  for (const v of volumes)
-    if (dead(v.Labels))
+  for (const v of (await docker.listVolumes({ filters: { label: [LABEL_OWNER_PID] } })).Volumes ?? [])
+    if (sweepable(v.Labels))
       await docker
         .getVolume(v.Name)
         .remove()
         .catch(() => undefined);
-  const images = await docker.listImages({ filters: { label: [LABEL_OWNER_PID] } });
-  for (const i of images)
-    if (dead(i.Labels))
+  for (const i of await docker.listImages({ filters: { label: [LABEL_OWNER_PID] } }))
+    if (sweepable(i.Labels))
       await docker
         .getImage(i.Id)
         .remove({ force: true })

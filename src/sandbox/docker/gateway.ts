@@ -32,7 +32,7 @@ import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import { findExecutable, runCommand } from '../../host/exec.js';
 import { SandboxError } from '../errors.js';
-import { LABEL_ROLE, LABEL_RUN, ownerLabels } from './options.js';
+import { engineLabels } from './options.js';
 import { encodeFrame, FRAME, FrameReader } from './relay.js';
 
 const RELAY_FILES = {
@@ -364,11 +364,7 @@ export function gatewayOptions(f: {
     OpenStdin: true,
     StdinOnce: true,
     Tty: false,
-    Labels: {
-      [LABEL_RUN]: f.id,
-      [LABEL_ROLE]: 'net-gateway',
-      ...ownerLabels(f.owner),
-    },
+    Labels: engineLabels(f.id, 'net-gateway', f.owner),
     HostConfig: {
       Privileged: false,
       ReadonlyRootfs: true,

@@ -57,7 +57,7 @@ export const LABEL_IMAGE_DIGEST = 'org.aegis.image.digest';
 export const LABEL_OWNER_HOST = 'org.aegis.owner-host';
 
 /** The owner labels of `owner` (pid, start time, and host when known). */
-export function ownerLabels(owner: { readonly pid: number; readonly startTime: string; readonly host?: string }): Record<string, string> {
+function ownerLabels(owner: { readonly pid: number; readonly startTime: string; readonly host?: string }): Record<string, string> {
   return {
     [LABEL_OWNER_PID]: String(owner.pid),
     [LABEL_OWNER_START]: owner.startTime,
@@ -189,11 +189,7 @@ export function containerOptions(
     if (!/^[a-z]+$/.test(name)) refuse(`rlimit ${r.type}`);
     return { Name: name, Soft: r.soft, Hard: r.hard };
   });
-  const labels = {
-    [LABEL_RUN]: f.id,
-    [LABEL_ROLE]: 'agent',
-    ...ownerLabels(f.owner),
-  };
+  const labels = engineLabels(f.id, 'agent', f.owner);
   const hostConfig = {
     CgroupnsMode: 'private' as const,
   };
@@ -276,11 +272,7 @@ export function holderOptions(f: {
     Cmd: [],
     User: '0:0',
     Hostname: f.hostname,
-    Labels: {
-      [LABEL_RUN]: f.id,
-      [LABEL_ROLE]: 'net-holder',
-      ...ownerLabels(f.owner),
-    },
+    Labels: engineLabels(f.id, 'net-holder', f.owner),
     HostConfig: {
       Privileged: false,
       ReadonlyRootfs: true,
@@ -310,7 +302,8 @@ export function keeperTarget(n: number): string {
   return `/v/${n}`;
 }
 
-function labelsOf(id: string, role: string, owner: ContainerFacts['owner']): Record<string, string> {
+/** The labels of everything AEGIS makes in an engine for run `id`: the run, its role, its owner. */
+export function engineLabels(id: string, role: string, owner: ContainerFacts['owner']): Record<string, string> {
   return { [LABEL_RUN]: id, [LABEL_ROLE]: role, ...ownerLabels(owner) };
 }
 
@@ -334,7 +327,7 @@ export function volumeOptions(f: {
   return {
     Name: f.name,
     Driver: 'local',
-    Labels: labelsOf(f.id, 'volume', f.owner),
+    Labels: engineLabels(f.id, 'volume', f.owner),
     ...(t !== undefined
       ? {
           DriverOpts: {
@@ -365,7 +358,7 @@ export function keeperOptions(f: {
     Entrypoint: [...KEEPER_ARGV],
     Cmd: [],
     User: '65534:65534',
-    Labels: labelsOf(f.id, 'keeper', f.owner),
+    Labels: engineLabels(f.id, 'keeper', f.owner),
     HostConfig: {
       Privileged: false,
       ReadonlyRootfs: true,
@@ -402,7 +395,7 @@ export function filesOptions(f: { id: string; image: string; owner: ContainerFac
     Image: f.image,
     Entrypoint: ['/nonexistent'],
     Cmd: [],
-    Labels: labelsOf(f.id, 'files', f.owner),
+    Labels: engineLabels(f.id, 'files', f.owner),
     HostConfig: { NetworkMode: 'none', LogConfig: { Type: 'none', Config: {} }, AutoRemove: false, RestartPolicy: { Name: 'no' } },
   };
 }

@@ -47,10 +47,7 @@ import {
   filesOptions,
   keeperOptions,
   keeperTarget,
-  LABEL_OWNER_HOST,
-  LABEL_OWNER_PID,
-  LABEL_OWNER_START,
-  LABEL_RUN,
+  engineLabels,
   rwEngineBytes,
   rwEngineInodes,
   volumeOptions,
@@ -235,12 +232,7 @@ export async function deliverRemote(
     try {
       await c.putArchive(filesTar(files), { path: '/' });
       // Labelled with the run and its owner: removed with the run, or swept after a dead AEGIS.
-      const changes = [
-        `LABEL ${LABEL_RUN}=${p.id}`,
-        `LABEL ${LABEL_OWNER_PID}=${p.owner.pid}`,
-        `LABEL ${LABEL_OWNER_START}=${p.owner.startTime}`,
-        ...(p.owner.host !== undefined ? [`LABEL ${LABEL_OWNER_HOST}=${p.owner.host}`] : []),
-      ];
+      const changes = Object.entries(engineLabels(p.id, 'image', p.owner)).map(([k, v]) => `LABEL ${k}=${v}`);
       const committed = (await c.commit({ changes, pause: false })) as { Id: string };
       image = committed.Id;
     } catch (err) {

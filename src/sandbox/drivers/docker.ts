@@ -80,10 +80,13 @@ export class DockerDriver implements RuntimeDriver {
       sample: () => r.stats.sample(),
       signal: async (sig) => {
         const { engineClient } = await import('../docker/engine.js');
-        await engineClient()
-          .getContainer(runId)
-          .kill({ signal: `SIG${sig}` })
-          .catch(() => undefined);
+        const c = engineClient().getContainer(runId);
+        await c.kill({ signal: `SIG${sig}` }).catch(async (err: unknown) => {
+          // Fail secure: a KILL the engine did not take (other than "gone" or "not running")
+          // removes the container outright, so the agent never outlives its time limit.
+          const status = (err as { statusCode?: number }).statusCode;
+          if (sig === 'KILL' && status !== 404 && status !== 409) await c.remove({ force: true }).catch(() => undefined);
+        });
       },
     };
   }
